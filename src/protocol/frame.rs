@@ -1,0 +1,238 @@
+//! Frame heads: parsing without consuming anything until a head is complete, and encoding of
+//! unmasked server frames with the head in a fixed array (RFC 6455 §5.2).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::error::ProtocolError;
+
+/// The longest frame head: 2 bytes, an 8-byte extended length and a 4-byte mask key.
+pub const HEAD_BYTES_MAX: usize = 14;
+/// The longest control frame payload (RFC 6455 §5.5).
+pub const CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
+
+/// The frame opcodes RFC 6455 defines; the others are reserved and refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum OpCode {
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl OpCode {
+    /// Decodes the low four bits of a frame's first byte.
+    pub fn from_bits(bits: u8) -> Result<OpCode, ProtocolError> {
+        match bits {
+            0x0 => Ok(OpCode::Continuation),
+            0x1 => Ok(OpCode::Text),
+            0x2 => Ok(OpCode::Binary),
+            0x8 => Ok(OpCode::Close),
+            0x9 => Ok(OpCode::Ping),
+            0xA => Ok(OpCode::Pong),
+            other => Err(ProtocolError::UnknownOpcode(other)),
+        }
+    }
+
+    /// Control frames are close, ping and pong (opcodes with the high bit set).
+    pub fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+/// A parsed frame head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHead {
+    /// Whether this is the final fragment of its message.
+    pub fin: bool,
+    pub opcode: OpCode,
+    /// The masking key, present on every client frame.
+    pub mask: Option<[u8; 4]>,
+    /// Payload length in bytes.
+    pub payload_bytes: u64,
+    /// How many bytes the head itself took (2 to 14).
+    pub head_bytes: u8,
+}
+
+impl FrameHead {
+    /// Parses the head at the start of `input`. `Ok(None)` means more bytes are needed; nothing
+    /// is consumed either way, so the caller retries with the same bytes plus more. Rule breaks
+    /// visible in the first two bytes are reported as soon as those bytes are present.
+    pub fn parse(input: &[u8]) -> Result<Option<FrameHead>, ProtocolError> {
+        let Some(&first) = input.first() else {
+            return Ok(None);
+        };
+        if first & 0x70 != 0 {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
+        let fin = first & 0x80 != 0;
+        let opcode = OpCode::from_bits(first & 0x0F)?;
+        if opcode.is_control() && !fin {
+            return Err(ProtocolError::FragmentedControlFrame);
+        }
+        let Some(&second) = input.get(1) else {
+            return Ok(None);
+        };
+        let masked = second & 0x80 != 0;
+        let length_code = second & 0x7F;
+        if opcode.is_control() && usize::from(length_code) > CONTROL_PAYLOAD_BYTES_MAX {
+            return Err(ProtocolError::ControlFrameTooLong(u64::from(length_code)));
+        }
+        let length_bytes = match length_code {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let head_bytes = 2 + length_bytes + if masked { 4 } else { 0 };
+        if input.len() < head_bytes {
+            return Ok(None);
+        }
+        let payload_bytes = match length_bytes {
+            2 => u64::from(u16::from_be_bytes([input[2], input[3]])),
+            8 => u64::from_be_bytes(input[2..10].try_into().expect("eight bytes")),
+            _ => u64::from(length_code),
+        };
+        if payload_bytes >> 63 != 0 {
+            return Err(ProtocolError::LengthTopBitSet);
+        }
+        let mask = masked.then(|| {
+            let start = 2 + length_bytes;
+            input[start..start + 4].try_into().expect("four bytes")
+        });
+        Ok(Some(FrameHead {
+            fin,
+            opcode,
+            mask,
+            payload_bytes,
+            head_bytes: head_bytes as u8,
+        }))
+    }
+
+    /// Writes this head into `out` and returns how many bytes it took. The length uses the
+    /// shortest encoding, as RFC 6455 §5.2 requires of senders.
+    pub fn encode(&self, out: &mut [u8; HEAD_BYTES_MAX]) -> usize {
+        out[0] = (u8::from(self.fin) << 7) | self.opcode as u8;
+        let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
+        let mut length = match self.payload_bytes {
+            0..=125 => {
+                out[1] = mask_bit | self.payload_bytes as u8;
+                2
+            }
+            126..=0xFFFF => {
+                out[1] = mask_bit | 126;
+                out[2..4].copy_from_slice(&(self.payload_bytes as u16).to_be_bytes());
+                4
+            }
+            _ => {
+                out[1] = mask_bit | 127;
+                out[2..10].copy_from_slice(&self.payload_bytes.to_be_bytes());
+                10
+            }
+        };
+        if let Some(mask) = self.mask {
+            out[length..length + 4].copy_from_slice(&mask);
+            length += 4;
+        }
+        length
+    }
+}
+
+/// Encodes a complete unmasked server frame once, into a `Bytes` that any number of connections
+/// can queue and send without copying it again. One allocation of exactly the frame's size.
+pub fn encode_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Bytes {
+    let head = FrameHead {
+        fin,
+        opcode,
+        mask: None,
+        payload_bytes: payload.len() as u64,
+        head_bytes: 0,
+    };
+    let mut head_buffer = [0u8; HEAD_BYTES_MAX];
+    let head_length = head.encode(&mut head_buffer);
+    let mut frame = BytesMut::with_capacity(head_length + payload.len());
+    frame.put_slice(&head_buffer[..head_length]);
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// Writes a close frame payload (code and reason) into `out`; returns its length. The reason is
+/// cut at a character boundary so the payload stays within a control frame's 125 bytes.
+pub fn encode_close_payload(
+    code: u16,
+    reason: &str,
+    out: &mut [u8; CONTROL_PAYLOAD_BYTES_MAX],
+) -> usize {
+    out[..2].copy_from_slice(&code.to_be_bytes());
+    let mut reason_bytes = reason.len().min(CONTROL_PAYLOAD_BYTES_MAX - 2);
+    while !reason.is_char_boundary(reason_bytes) {
+        reason_bytes -= 1;
+    }
+    out[2..2 + reason_bytes].copy_from_slice(&reason.as_bytes()[..reason_bytes]);
+    2 + reason_bytes
+}
+
+/// Encodes a server close frame with `code` and `reason` into a `Bytes`.
+pub fn encode_close_frame(code: u16, reason: &str) -> Bytes {
+    let mut payload = [0u8; CONTROL_PAYLOAD_BYTES_MAX];
+    let payload_bytes = encode_close_payload(code, reason, &mut payload);
+    encode_frame(OpCode::Close, true, &payload[..payload_bytes])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves a head is reported incomplete at every prefix and parsed once whole.
+    #[test]
+    fn never_half_consumes() {
+        let head = FrameHead {
+            fin: true,
+            opcode: OpCode::Binary,
+            mask: Some([1, 2, 3, 4]),
+            payload_bytes: 70_000,
+            head_bytes: 14,
+        };
+        let mut buffer = [0u8; HEAD_BYTES_MAX];
+        let length = head.encode(&mut buffer);
+        assert_eq!(length, 14);
+        for prefix in 0..length {
+            assert_eq!(
+                FrameHead::parse(&buffer[..prefix]),
+                Ok(None),
+                "prefix {prefix}"
+            );
+        }
+        assert_eq!(FrameHead::parse(&buffer), Ok(Some(head)));
+    }
+
+    /// Proves lengths use the shortest of the three encodings.
+    #[test]
+    fn length_encodings() {
+        for (payload_bytes, expected) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
+            let head = FrameHead {
+                fin: true,
+                opcode: OpCode::Text,
+                mask: None,
+                payload_bytes,
+                head_bytes: 0,
+            };
+            let mut buffer = [0u8; HEAD_BYTES_MAX];
+            assert_eq!(head.encode(&mut buffer), expected);
+            let parsed = FrameHead::parse(&buffer[..expected]).unwrap().unwrap();
+            assert_eq!(parsed.payload_bytes, payload_bytes);
+        }
+    }
+
+    /// Proves close payloads are cut at a character boundary within 125 bytes.
+    #[test]
+    fn close_reason_is_cut_on_a_char_boundary() {
+        let reason = "é".repeat(100);
+        let mut payload = [0u8; CONTROL_PAYLOAD_BYTES_MAX];
+        let length = encode_close_payload(1000, &reason, &mut payload);
+        assert!(length <= CONTROL_PAYLOAD_BYTES_MAX);
+        assert!(std::str::from_utf8(&payload[2..length]).is_ok());
+        assert_eq!(length, 2 + 122);
+    }
+}
