@@ -1,1 +1,243 @@
-//! (being written)
+//! A bounded pool of reusable message buffers in size classes.
+//!
+//! Messages that do not arrive whole in one read (split frames, fragmented messages, control
+//! frames cut across reads, owed pongs) are assembled in buffers from this pool. Buffers are
+//! created on first demand up to each class's `buffers_max` and then reused, so after warm-up
+//! parsing allocates nothing, and the pool's memory never exceeds the sum of its classes. The
+//! pool belongs to one shard and is not shared between threads.
+
+use crate::config::PoolConfig;
+
+/// A buffer on loan from a [`BufferPool`]. Its capacity is its class's size and never grows:
+/// writing past it is a bug caught by an assertion. Hand it back with [`BufferPool::release`].
+#[derive(Debug)]
+pub struct PooledBuffer {
+    bytes: Vec<u8>,
+    class_index: u8,
+}
+
+impl PooledBuffer {
+    /// The bytes written so far.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// How many bytes are written.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether nothing is written.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// How many bytes fit without a larger buffer.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// Appends `bytes`; the caller has checked they fit (see [`BufferPool::grow`]).
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        assert!(
+            self.bytes.len() + bytes.len() <= self.bytes.capacity(),
+            "pooled buffer overrun"
+        );
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Forgets the contents, keeping the capacity.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
+}
+
+/// Counters of one size class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStatistics {
+    pub buffer_bytes: usize,
+    pub buffers_max: usize,
+    /// Buffers allocated so far (in use or free); never above `buffers_max`.
+    pub buffers_created: usize,
+    /// Buffers on loan now.
+    pub buffers_in_use: usize,
+}
+
+#[derive(Debug)]
+struct SizeClass {
+    buffer_bytes: usize,
+    buffers_max: usize,
+    buffers_created: usize,
+    free: Vec<Vec<u8>>,
+}
+
+/// The pool. See the module documentation.
+#[derive(Debug)]
+pub struct BufferPool {
+    classes: Vec<SizeClass>,
+    /// Requests refused because every class large enough was at its maximum.
+    exhausted_count: u64,
+}
+
+impl BufferPool {
+    /// Builds an empty pool; the free lists get their full capacity now so that returning a
+    /// buffer never allocates.
+    pub fn new(config: &PoolConfig) -> Self {
+        assert!(
+            config.classes.len() <= usize::from(u8::MAX),
+            "too many pool classes"
+        );
+        let classes = config
+            .classes
+            .iter()
+            .map(|class| SizeClass {
+                buffer_bytes: class.buffer_bytes,
+                buffers_max: class.buffers_max,
+                buffers_created: 0,
+                free: Vec::with_capacity(class.buffers_max),
+            })
+            .collect();
+        Self {
+            classes,
+            exhausted_count: 0,
+        }
+    }
+
+    /// An empty buffer holding at least `bytes`, from the smallest class that fits and has one to
+    /// lend (a larger class stands in when a smaller one is at its maximum). `None` when every
+    /// class that fits is at its maximum or `bytes` is above the largest class.
+    pub fn acquire(&mut self, bytes: usize) -> Option<PooledBuffer> {
+        let class_count = self.classes.len();
+        let first = self
+            .classes
+            .iter()
+            .position(|class| class.buffer_bytes >= bytes);
+        for class_index in first.unwrap_or(class_count)..class_count {
+            let class = &mut self.classes[class_index];
+            let bytes = if let Some(buffer) = class.free.pop() {
+                buffer
+            } else if class.buffers_created < class.buffers_max {
+                class.buffers_created += 1;
+                Vec::with_capacity(class.buffer_bytes)
+            } else {
+                continue;
+            };
+            return Some(PooledBuffer {
+                bytes,
+                class_index: class_index as u8,
+            });
+        }
+        self.exhausted_count += 1;
+        None
+    }
+
+    /// Takes a buffer back for reuse.
+    pub fn release(&mut self, mut buffer: PooledBuffer) {
+        buffer.bytes.clear();
+        let class = &mut self.classes[usize::from(buffer.class_index)];
+        debug_assert_eq!(buffer.bytes.capacity(), class.buffer_bytes);
+        assert!(
+            class.free.len() < class.buffers_max,
+            "released a buffer twice"
+        );
+        class.free.push(buffer.bytes);
+    }
+
+    /// Makes sure `buffer` can hold `bytes` in total, moving its contents to a larger class when
+    /// needed. On failure the original buffer is handed back untouched.
+    pub fn grow(
+        &mut self,
+        buffer: PooledBuffer,
+        bytes: usize,
+    ) -> Result<PooledBuffer, PooledBuffer> {
+        if buffer.capacity() >= bytes {
+            return Ok(buffer);
+        }
+        let Some(mut larger) = self.acquire(bytes) else {
+            return Err(buffer);
+        };
+        larger.extend_from_slice(buffer.as_slice());
+        self.release(buffer);
+        Ok(larger)
+    }
+
+    /// Counters per class, smallest first.
+    pub fn statistics(&self) -> impl Iterator<Item = ClassStatistics> + '_ {
+        self.classes.iter().map(|class| ClassStatistics {
+            buffer_bytes: class.buffer_bytes,
+            buffers_max: class.buffers_max,
+            buffers_created: class.buffers_created,
+            buffers_in_use: class.buffers_created - class.free.len(),
+        })
+    }
+
+    /// How many requests found no buffer.
+    pub fn exhausted_count(&self) -> u64 {
+        self.exhausted_count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BufferClass;
+
+    fn small_pool() -> BufferPool {
+        BufferPool::new(&PoolConfig {
+            classes: vec![
+                BufferClass {
+                    buffer_bytes: 128,
+                    buffers_max: 2,
+                },
+                BufferClass {
+                    buffer_bytes: 1024,
+                    buffers_max: 1,
+                },
+            ],
+        })
+    }
+
+    /// Proves buffers come from the smallest fitting class and are reused after release.
+    #[test]
+    fn reuses_released_buffers() {
+        let mut pool = small_pool();
+        let buffer = pool.acquire(100).unwrap();
+        assert_eq!(buffer.capacity(), 128);
+        pool.release(buffer);
+        let again = pool.acquire(1).unwrap();
+        assert_eq!(pool.statistics().next().unwrap().buffers_created, 1);
+        pool.release(again);
+    }
+
+    /// Proves the bound: a full class spills into a larger one, then requests are refused.
+    #[test]
+    fn bounded_and_spills_upward() {
+        let mut pool = small_pool();
+        let first = pool.acquire(10).unwrap();
+        let second = pool.acquire(10).unwrap();
+        let third = pool.acquire(10).unwrap();
+        assert_eq!(third.capacity(), 1024);
+        assert!(pool.acquire(10).is_none());
+        assert!(pool.acquire(4096).is_none());
+        assert_eq!(pool.exhausted_count(), 2);
+        for buffer in [first, second, third] {
+            pool.release(buffer);
+        }
+        assert!(pool.statistics().all(|class| class.buffers_in_use == 0));
+    }
+
+    /// Proves growing keeps the contents and hands the buffer back when no larger one exists.
+    #[test]
+    fn grow_keeps_contents() {
+        let mut pool = small_pool();
+        let mut buffer = pool.acquire(10).unwrap();
+        buffer.extend_from_slice(b"price");
+        let mut grown = pool.grow(buffer, 500).unwrap();
+        assert_eq!(grown.as_slice(), b"price");
+        assert_eq!(grown.capacity(), 1024);
+        grown.extend_from_slice(&[0; 500]);
+        let refused = pool.grow(grown, 2000).unwrap_err();
+        assert_eq!(refused.len(), 505);
+        pool.release(refused);
+    }
+}

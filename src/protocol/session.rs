@@ -1,1 +1,683 @@
-//! (being written)
+//! The WebSocket state machine of one server-side connection, after the handshake.
+//!
+//! Sans-IO in the manner of quinn-proto: the driver hands every read to
+//! [`Session::handle_read`] and drives the returned [`Reader`] until it yields `None`, then calls
+//! [`Session::poll_transmit`] until it yields `None` and sends what it got. The order matters:
+//! reading is what creates pongs and close replies to transmit.
+//!
+//! Every byte of a read is consumed before the reader finishes, so the driver can hand its
+//! receive buffer back to the kernel at once. A frame that lies whole in one read is unmasked in
+//! place and handed out as a slice of that read (no copy). A frame cut across reads, a fragmented
+//! message, and a control frame cut across reads are assembled in buffers from the shard's
+//! [`BufferPool`]; an incomplete frame head (at most 14 bytes) waits inside the session.
+
+use super::close::CloseCode;
+use super::error::ProtocolError;
+use super::frame::{CONTROL_PAYLOAD_BYTES_MAX, FrameHead, HEAD_BYTES_MAX, OpCode};
+use super::mask::apply_mask;
+use super::pool::{BufferPool, PooledBuffer};
+use super::utf8::{self, Utf8Validator};
+use crate::config::ProtocolConfig;
+
+/// Where a connection stands in the close handshake (RFC 6455 §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Messages flow both ways.
+    Open,
+    /// We sent (or owe) a close frame and wait for the peer's; its data messages are discarded.
+    CloseSent,
+    /// Nothing more is read. Send what [`Session::poll_transmit`] still gives, then close the
+    /// transport (the server closes TCP first, RFC 6455 §7.1.1).
+    Closed,
+}
+
+/// The kind of a data message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Valid UTF-8 (checked before the message is handed out).
+    Text,
+    Binary,
+}
+
+/// What a read completed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A whole data message, unmasked (and for text, validated).
+    Message {
+        kind: MessageKind,
+        payload: &'a [u8],
+    },
+    /// A ping; its pong is already owed and comes out of `poll_transmit`.
+    Ping(&'a [u8]),
+    /// A pong (proof of life for heartbeats).
+    Pong(&'a [u8]),
+    /// The peer's close frame; the reply, if one is due, comes out of `poll_transmit`.
+    Close {
+        code: Option<CloseCode>,
+        reason: &'a str,
+    },
+}
+
+/// A control frame to send, encoded on the stack (unmasked: server frames are never masked).
+#[derive(Clone, Copy)]
+pub struct ControlFrame {
+    bytes: [u8; 2 + CONTROL_PAYLOAD_BYTES_MAX],
+    length: u8,
+}
+
+impl ControlFrame {
+    fn new(opcode: OpCode, payload: &[u8]) -> Self {
+        assert!(payload.len() <= CONTROL_PAYLOAD_BYTES_MAX);
+        let mut bytes = [0u8; 2 + CONTROL_PAYLOAD_BYTES_MAX];
+        bytes[0] = 0x80 | opcode as u8;
+        bytes[1] = payload.len() as u8;
+        bytes[2..2 + payload.len()].copy_from_slice(payload);
+        Self {
+            bytes,
+            length: 2 + payload.len() as u8,
+        }
+    }
+
+    /// The whole encoded frame.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.length)]
+    }
+
+    /// Close, ping or pong.
+    pub fn opcode(&self) -> OpCode {
+        OpCode::from_bits(self.bytes[0] & 0x0F).expect("encoded by us")
+    }
+}
+
+impl std::fmt::Debug for ControlFrame {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "ControlFrame({:?}, {:02x?})",
+            self.opcode(),
+            self.as_bytes()
+        )
+    }
+}
+
+/// A frame whose payload is still arriving.
+#[derive(Clone, Copy, Debug)]
+struct FrameProgress {
+    opcode: OpCode,
+    fin: bool,
+    mask: [u8; 4],
+    payload_bytes: u64,
+    received_bytes: u64,
+}
+
+/// A close frame we owe the peer. `code: None` is an empty close payload.
+#[derive(Clone, Copy, Debug)]
+struct OwedClose {
+    code: Option<CloseCode>,
+    reason: &'static str,
+}
+
+/// The protocol state of one connection. About 200 bytes; buffers are borrowed from the pool
+/// only while a message or control frame is incomplete.
+#[derive(Debug)]
+pub struct Session {
+    state: SessionState,
+    head_stash: [u8; HEAD_BYTES_MAX],
+    head_stash_bytes: u8,
+    frame: Option<FrameProgress>,
+    /// The data message being received, from its first frame until its final frame completes.
+    message_kind: Option<MessageKind>,
+    /// Payload of that message so far, when it did not arrive whole in one read.
+    message: Option<PooledBuffer>,
+    /// Payload of a control frame cut across reads.
+    control: Option<PooledBuffer>,
+    utf8: Utf8Validator,
+    owed_pong: Option<PooledBuffer>,
+    owed_close: Option<OwedClose>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Session {
+    /// A session for a connection whose handshake just completed.
+    pub fn new() -> Self {
+        Self {
+            state: SessionState::Open,
+            head_stash: [0; HEAD_BYTES_MAX],
+            head_stash_bytes: 0,
+            frame: None,
+            message_kind: None,
+            message: None,
+            control: None,
+            utf8: Utf8Validator::default(),
+            owed_pong: None,
+            owed_close: None,
+        }
+    }
+
+    /// Where the close handshake stands.
+    pub fn state(&self) -> SessionState {
+        self.state
+    }
+
+    /// Takes one read. Drive the reader until `next_event` yields `None`: by then every byte of
+    /// `input` has been consumed (`input` is unmasked in place on the way).
+    pub fn handle_read<'r>(
+        &'r mut self,
+        input: &'r mut [u8],
+        pool: &'r mut BufferPool,
+        config: &'r ProtocolConfig,
+    ) -> Reader<'r> {
+        Reader {
+            session: self,
+            pool,
+            config,
+            input,
+            position: 0,
+            release_message: false,
+            release_control: false,
+        }
+    }
+
+    /// Starts the close handshake from our side (shutdown, idle timeout, policy). The close frame
+    /// comes out of `poll_transmit`; the session then waits for the peer's close.
+    pub fn close(&mut self, code: CloseCode, reason: &'static str) {
+        if self.state == SessionState::Open {
+            self.owed_close = Some(OwedClose {
+                code: Some(code),
+                reason,
+            });
+            self.state = SessionState::CloseSent;
+        }
+    }
+
+    /// The next control frame owed to the peer: a pong, then a close. Nothing follows a close.
+    pub fn poll_transmit(&mut self, pool: &mut BufferPool) -> Option<ControlFrame> {
+        if let Some(pong) = self.owed_pong.take() {
+            let frame = ControlFrame::new(OpCode::Pong, pong.as_slice());
+            pool.release(pong);
+            return Some(frame);
+        }
+        let close = self.owed_close.take()?;
+        let mut payload = [0u8; CONTROL_PAYLOAD_BYTES_MAX];
+        let payload_bytes = match close.code {
+            Some(code) => super::frame::encode_close_payload(code.0, close.reason, &mut payload),
+            None => 0,
+        };
+        Some(ControlFrame::new(OpCode::Close, &payload[..payload_bytes]))
+    }
+
+    /// Hands every pooled buffer back; call when the connection is torn down.
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        for buffer in [
+            self.message.take(),
+            self.control.take(),
+            self.owed_pong.take(),
+        ] {
+            if let Some(buffer) = buffer {
+                pool.release(buffer);
+            }
+        }
+    }
+
+    /// Whether the session holds any pooled buffer (for leak checks).
+    pub fn holds_buffers(&self) -> bool {
+        self.message.is_some() || self.control.is_some() || self.owed_pong.is_some()
+    }
+
+    /// Checks a new frame head against the sequencing rules and limits.
+    fn admit(
+        &mut self,
+        head: FrameHead,
+        config: &ProtocolConfig,
+    ) -> Result<FrameProgress, ProtocolError> {
+        let mask = head.mask.ok_or(ProtocolError::UnmaskedFrame)?;
+        match head.opcode {
+            OpCode::Continuation if self.message_kind.is_none() => {
+                return Err(ProtocolError::ContinuationWithoutStart);
+            }
+            OpCode::Text | OpCode::Binary if self.message_kind.is_some() => {
+                return Err(ProtocolError::DataFrameInsideFragmentedMessage);
+            }
+            OpCode::Text | OpCode::Binary => {
+                let kind = if head.opcode == OpCode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                self.message_kind = Some(kind);
+                self.utf8.reset();
+            }
+            _ => {}
+        }
+        if !head.opcode.is_control() {
+            check_data_limits(
+                &head,
+                self.message.as_ref().map_or(0, PooledBuffer::len),
+                config,
+            )?;
+        }
+        Ok(FrameProgress {
+            opcode: head.opcode,
+            fin: head.fin,
+            mask,
+            payload_bytes: head.payload_bytes,
+            received_bytes: 0,
+        })
+    }
+
+    /// Owes a pong for a ping; checks a close frame and advances the close handshake.
+    fn handle_control(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        pool: &mut BufferPool,
+    ) -> Result<(), ProtocolError> {
+        match opcode {
+            OpCode::Ping if self.state == SessionState::Open => {
+                // Only the latest ping needs an answer (RFC 6455 §5.5.3), so one slot suffices.
+                let mut pong = match self.owed_pong.take() {
+                    Some(pong) => pong,
+                    None => acquire(pool, CONTROL_PAYLOAD_BYTES_MAX)?,
+                };
+                pong.clear();
+                pong.extend_from_slice(payload);
+                self.owed_pong = Some(pong);
+            }
+            OpCode::Close => {
+                let (code, _) = parse_close_payload(payload)?;
+                if self.state == SessionState::Open {
+                    self.owed_close = Some(OwedClose { code, reason: "" });
+                }
+                self.state = SessionState::Closed;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Records a protocol error: owe the matching close and read nothing more.
+    fn fail(&mut self, error: &ProtocolError) {
+        if self.state == SessionState::Open {
+            self.owed_close = Some(OwedClose {
+                code: Some(error.close_code()),
+                reason: error.close_reason(),
+            });
+        }
+        self.state = SessionState::Closed;
+    }
+}
+
+fn check_data_limits(
+    head: &FrameHead,
+    message_bytes_so_far: usize,
+    config: &ProtocolConfig,
+) -> Result<(), ProtocolError> {
+    if head.payload_bytes > config.frame_bytes_max as u64 {
+        return Err(ProtocolError::FrameTooLarge {
+            frame_bytes: head.payload_bytes,
+            frame_bytes_max: config.frame_bytes_max,
+        });
+    }
+    let message_bytes = message_bytes_so_far as u64 + head.payload_bytes;
+    if message_bytes > config.message_bytes_max as u64 {
+        return Err(ProtocolError::MessageTooLarge {
+            message_bytes,
+            message_bytes_max: config.message_bytes_max,
+        });
+    }
+    Ok(())
+}
+
+/// Where a completed event's payload lies; turned into an [`Event`] once the loop that found it
+/// has ended (so that the borrow checker sees one borrow of the reader).
+#[derive(Clone, Copy, Debug)]
+enum Ready {
+    MessageInInput {
+        kind: MessageKind,
+        start: usize,
+        end: usize,
+    },
+    MessageInBuffer {
+        kind: MessageKind,
+    },
+    ControlInInput {
+        opcode: OpCode,
+        start: usize,
+        end: usize,
+    },
+    ControlInBuffer {
+        opcode: OpCode,
+    },
+}
+
+/// What one step of payload reading came to.
+enum Step {
+    NeedMore,
+    Continue,
+    Ready(Ready),
+}
+
+/// The events of one read, yielded one at a time (a lending iterator: each event borrows the
+/// reader until the next call). Dropping it early is a driver bug: bytes would go unread.
+pub struct Reader<'r> {
+    session: &'r mut Session,
+    pool: &'r mut BufferPool,
+    config: &'r ProtocolConfig,
+    input: &'r mut [u8],
+    position: usize,
+    /// The message buffer was lent out by the last event; release it on the next call.
+    release_message: bool,
+    /// Likewise the control buffer.
+    release_control: bool,
+}
+
+impl Reader<'_> {
+    /// The next event, `None` once the read is used up, or the error that ended the session
+    /// (its close frame is then owed; the error is reported once).
+    pub fn next_event(&mut self) -> Option<Result<Event<'_>, ProtocolError>> {
+        self.release_lent_buffers();
+        let ready = loop {
+            if self.session.state == SessionState::Closed {
+                self.position = self.input.len();
+                return None;
+            }
+            match self.step() {
+                Ok(Step::NeedMore) => return None,
+                Ok(Step::Continue) => continue,
+                Ok(Step::Ready(ready)) => break ready,
+                Err(error) => {
+                    self.session.fail(&error);
+                    self.position = self.input.len();
+                    return Some(Err(error));
+                }
+            }
+        };
+        Some(Ok(self.event(ready)))
+    }
+
+    /// How many bytes of the read have been consumed.
+    pub fn consumed_bytes(&self) -> usize {
+        self.position
+    }
+
+    fn release_lent_buffers(&mut self) {
+        if std::mem::take(&mut self.release_message) {
+            if let Some(buffer) = self.session.message.take() {
+                self.pool.release(buffer);
+            }
+        }
+        if std::mem::take(&mut self.release_control) {
+            if let Some(buffer) = self.session.control.take() {
+                self.pool.release(buffer);
+            }
+        }
+    }
+
+    /// Reads a head if none is in progress, then as much payload as this read holds.
+    fn step(&mut self) -> Result<Step, ProtocolError> {
+        let progress = match self.session.frame {
+            Some(progress) => progress,
+            None => match self.read_head()? {
+                Some(head) => self.session.admit(head, self.config)?,
+                None => return Ok(Step::NeedMore),
+            },
+        };
+        self.read_payload(progress)
+    }
+
+    /// Parses a head from the stash and/or the input. Consumes the head's bytes, or all the
+    /// input (into the stash) when the head is not complete yet.
+    fn read_head(&mut self) -> Result<Option<FrameHead>, ProtocolError> {
+        let session = &mut *self.session;
+        let remaining = &self.input[self.position..];
+        let stashed = usize::from(session.head_stash_bytes);
+        if stashed == 0 {
+            let Some(head) = FrameHead::parse(remaining)? else {
+                session.head_stash[..remaining.len()].copy_from_slice(remaining);
+                session.head_stash_bytes = remaining.len() as u8;
+                self.position = self.input.len();
+                return Ok(None);
+            };
+            self.position += usize::from(head.head_bytes);
+            return Ok(Some(head));
+        }
+        let taken = (HEAD_BYTES_MAX - stashed).min(remaining.len());
+        session.head_stash[stashed..stashed + taken].copy_from_slice(&remaining[..taken]);
+        match FrameHead::parse(&session.head_stash[..stashed + taken])? {
+            Some(head) => {
+                self.position += usize::from(head.head_bytes) - stashed;
+                session.head_stash_bytes = 0;
+                Ok(Some(head))
+            }
+            None => {
+                session.head_stash_bytes = (stashed + taken) as u8;
+                self.position += taken;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Unmasks the part of the frame's payload this read holds and routes it.
+    fn read_payload(&mut self, mut progress: FrameProgress) -> Result<Step, ProtocolError> {
+        let available = (self.input.len() - self.position) as u64;
+        let taken = available.min(progress.payload_bytes - progress.received_bytes) as usize;
+        let start = self.position;
+        let end = start + taken;
+        let mask_offset = (progress.received_bytes % 4) as usize;
+        apply_mask(&mut self.input[start..end], progress.mask, mask_offset);
+        self.position = end;
+        let whole_in_this_read =
+            progress.received_bytes == 0 && taken as u64 == progress.payload_bytes;
+        progress.received_bytes += taken as u64;
+        let complete = progress.received_bytes == progress.payload_bytes;
+        self.session.frame = if complete { None } else { Some(progress) };
+        if progress.opcode.is_control() {
+            return self.read_control_payload(progress.opcode, start, end, whole_in_this_read);
+        }
+        let whole_message = whole_in_this_read && progress.fin && self.session.message.is_none();
+        if whole_message {
+            return self.finish_whole_message(start, end);
+        }
+        self.append_message_payload(start, end, progress.payload_bytes)?;
+        if !complete || !progress.fin {
+            return Ok(Step::NeedMore.or_continue(complete));
+        }
+        self.finish_assembled_message()
+    }
+
+    fn finish_whole_message(&mut self, start: usize, end: usize) -> Result<Step, ProtocolError> {
+        let kind = self
+            .session
+            .message_kind
+            .take()
+            .expect("admitted a data frame");
+        if kind == MessageKind::Text {
+            utf8::validate(&self.input[start..end]).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if self.session.state == SessionState::CloseSent {
+            return Ok(Step::Continue);
+        }
+        Ok(Step::Ready(Ready::MessageInInput { kind, start, end }))
+    }
+
+    /// Validates (text) and copies a piece of a message into its pooled buffer.
+    fn append_message_payload(
+        &mut self,
+        start: usize,
+        end: usize,
+        frame_bytes: u64,
+    ) -> Result<(), ProtocolError> {
+        let session = &mut *self.session;
+        let piece = &self.input[start..end];
+        if session.message_kind == Some(MessageKind::Text) {
+            session
+                .utf8
+                .feed(piece)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        let buffer = match session.message.take() {
+            Some(buffer) => buffer,
+            // Sized for the whole frame, so an unfragmented message never needs to grow.
+            None => acquire(self.pool, frame_bytes as usize)?,
+        };
+        let needed = buffer.len() + piece.len();
+        let mut buffer = match self.pool.grow(buffer, needed) {
+            Ok(buffer) => buffer,
+            Err(buffer) => {
+                session.message = Some(buffer);
+                return Err(ProtocolError::BufferPoolExhausted {
+                    message_bytes: needed,
+                });
+            }
+        };
+        buffer.extend_from_slice(piece);
+        session.message = Some(buffer);
+        Ok(())
+    }
+
+    fn finish_assembled_message(&mut self) -> Result<Step, ProtocolError> {
+        let kind = self
+            .session
+            .message_kind
+            .take()
+            .expect("admitted a data frame");
+        if kind == MessageKind::Text {
+            self.session
+                .utf8
+                .finish()
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.release_message = true;
+        if self.session.state == SessionState::CloseSent {
+            return Ok(Step::Continue);
+        }
+        Ok(Step::Ready(Ready::MessageInBuffer { kind }))
+    }
+
+    /// Gathers a control payload (from this read, or assembled across reads) and acts on it.
+    fn read_control_payload(
+        &mut self,
+        opcode: OpCode,
+        start: usize,
+        end: usize,
+        whole_in_this_read: bool,
+    ) -> Result<Step, ProtocolError> {
+        if whole_in_this_read {
+            self.act_on_control(opcode, ControlSource::Input { start, end })?;
+            return Ok(Step::Ready(Ready::ControlInInput { opcode, start, end }));
+        }
+        let mut buffer = match self.session.control.take() {
+            Some(buffer) => buffer,
+            None => acquire(self.pool, CONTROL_PAYLOAD_BYTES_MAX)?,
+        };
+        buffer.extend_from_slice(&self.input[start..end]);
+        self.session.control = Some(buffer);
+        if self.session.frame.is_some() {
+            return Ok(Step::NeedMore);
+        }
+        self.release_control = true;
+        self.act_on_control(opcode, ControlSource::Buffer)?;
+        Ok(Step::Ready(Ready::ControlInBuffer { opcode }))
+    }
+
+    /// Hands the control payload, wherever it lies, to the session.
+    fn act_on_control(
+        &mut self,
+        opcode: OpCode,
+        source: ControlSource,
+    ) -> Result<(), ProtocolError> {
+        let control = match source {
+            ControlSource::Buffer => self.session.control.take(),
+            ControlSource::Input { .. } => None,
+        };
+        let payload = match (&control, source) {
+            (Some(buffer), _) => buffer.as_slice(),
+            (None, ControlSource::Input { start, end }) => &self.input[start..end],
+            (None, ControlSource::Buffer) => unreachable!("gathered before acting"),
+        };
+        let result = self.session.handle_control(opcode, payload, self.pool);
+        self.session.control = control;
+        result
+    }
+
+    fn event(&self, ready: Ready) -> Event<'_> {
+        match ready {
+            Ready::MessageInInput { kind, start, end } => Event::Message {
+                kind,
+                payload: &self.input[start..end],
+            },
+            Ready::MessageInBuffer { kind } => Event::Message {
+                kind,
+                payload: self.session.message.as_ref().expect("assembled").as_slice(),
+            },
+            Ready::ControlInInput { opcode, start, end } => {
+                control_event(opcode, &self.input[start..end])
+            }
+            Ready::ControlInBuffer { opcode } => control_event(
+                opcode,
+                self.session.control.as_ref().expect("gathered").as_slice(),
+            ),
+        }
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        self.release_lent_buffers();
+    }
+}
+
+impl Step {
+    /// `Continue` when the frame completed (a non-final fragment), else `NeedMore`.
+    fn or_continue(self, complete: bool) -> Step {
+        if complete { Step::Continue } else { self }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ControlSource {
+    Input { start: usize, end: usize },
+    Buffer,
+}
+
+fn acquire(pool: &mut BufferPool, bytes: usize) -> Result<PooledBuffer, ProtocolError> {
+    pool.acquire(bytes)
+        .ok_or(ProtocolError::BufferPoolExhausted {
+            message_bytes: bytes,
+        })
+}
+
+/// Splits and checks a close payload: empty, or a valid code and a UTF-8 reason.
+fn parse_close_payload(payload: &[u8]) -> Result<(Option<CloseCode>, &str), ProtocolError> {
+    match payload {
+        [] => Ok((None, "")),
+        [_] => Err(ProtocolError::CloseFrameTooShort),
+        [high, low, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*high, *low]));
+            if !code.is_allowed_on_wire() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            let reason =
+                utf8::validate(reason).map_err(|_| ProtocolError::InvalidCloseReasonUtf8)?;
+            Ok((Some(code), reason))
+        }
+    }
+}
+
+/// Builds the event of a control frame whose payload was already checked.
+fn control_event(opcode: OpCode, payload: &[u8]) -> Event<'_> {
+    match opcode {
+        OpCode::Ping => Event::Ping(payload),
+        OpCode::Pong => Event::Pong(payload),
+        OpCode::Close => {
+            let (code, reason) = parse_close_payload(payload).expect("checked when it arrived");
+            Event::Close { code, reason }
+        }
+        _ => unreachable!("not a control opcode: {opcode:?}"),
+    }
+}
