@@ -161,6 +161,9 @@ pub enum HandshakeError {
     HttpVersionTooOld,
     /// No Host header.
     MissingHost,
+    /// No `Upgrade` header with the token `websocket`: a plain request sent to the WebSocket
+    /// endpoint, answered with 426 and the protocol it needs.
+    MissingUpgradeWebSocket,
     /// No `Connection` header with the token `upgrade`.
     MissingConnectionUpgrade,
     /// No `Sec-WebSocket-Key`, or more than one.
@@ -181,7 +184,7 @@ impl HandshakeError {
         match self {
             Self::HeaderBlockTooLarge { .. } | Self::TooManyHeaders { .. } => 431,
             Self::MethodNotGet => 405,
-            Self::UnsupportedVersion => 426,
+            Self::UnsupportedVersion | Self::MissingUpgradeWebSocket => 426,
             Self::OriginNotAllowed => 403,
             Self::MalformedRequest(_)
             | Self::HttpVersionTooOld
@@ -213,6 +216,9 @@ impl std::fmt::Display for HandshakeError {
             Self::MethodNotGet => write!(formatter, "websocket upgrade must use GET"),
             Self::HttpVersionTooOld => write!(formatter, "websocket upgrade needs HTTP/1.1"),
             Self::MissingHost => write!(formatter, "request has no Host header"),
+            Self::MissingUpgradeWebSocket => {
+                write!(formatter, "Upgrade header lacks the websocket token")
+            }
             Self::MissingConnectionUpgrade => {
                 write!(formatter, "Connection header lacks the upgrade token")
             }
