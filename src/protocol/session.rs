@@ -213,14 +213,13 @@ impl Session {
 
     /// Hands every pooled buffer back; call when the connection is torn down.
     pub fn release_buffers(&mut self, pool: &mut BufferPool) {
-        for buffer in [
+        let buffers = [
             self.message.take(),
             self.control.take(),
             self.owed_pong.take(),
-        ] {
-            if let Some(buffer) = buffer {
-                pool.release(buffer);
-            }
+        ];
+        for buffer in buffers.into_iter().flatten() {
+            pool.release(buffer);
         }
     }
 
