@@ -1,0 +1,360 @@
+//! The command line, and the loading of the configuration from all of its layers.
+//!
+//! Each layer overrides the one before: the defaults in `ServerConfig`, the TOML file named by
+//! `--config`, the `RINGCAST_*` environment variables, then the flags here. The flags cover the
+//! settings people change from run to run; everything else is in the file or the environment.
+
+use std::env::VarError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{ConfigError, ConfigOverrides, ServerConfig};
+
+const LONG_ABOUT: &str = "\
+ringcast is a WebSocket publish/subscribe broker for market-data fanout. It runs one shard per \
+CPU core, each a thread with its own io_uring loop, and bounds every queue, buffer and table \
+with a limit from its configuration.
+
+Settings are taken from four layers, each overriding the one before: the built-in defaults, the \
+TOML file given with --config (the example ringcast.toml lists every setting, its default and \
+why), environment variables named RINGCAST_ and the setting in upper case (RINGCAST_LISTEN, \
+RINGCAST_SHARDS, RINGCAST_IDLE_TIMEOUT_MS, RINGCAST_FRAME_BYTES_MAX, ...), and these flags.
+
+Examples:
+  ringcast --listen 0.0.0.0:8080 --config /etc/ringcast.toml
+  RINGCAST_SHARDS=4 ringcast --echo --log debug";
+
+/// The command-line arguments of the `ringcast` binary.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "ringcast", version, about, long_about = LONG_ABOUT)]
+pub struct Arguments {
+    /// Address and port to accept WebSocket connections on.
+    ///
+    /// Default 127.0.0.1:8080, reachable from this machine only; use 0.0.0.0:8080 or [::]:8080
+    /// to accept connections from the network. Overrides `listen` in the config file and
+    /// RINGCAST_LISTEN.
+    #[arg(long, value_name = "ADDRESS")]
+    pub listen: Option<SocketAddr>,
+
+    /// Shards to run, one thread and one io_uring each.
+    ///
+    /// Default (or 0): one per CPU this process may use. Overrides `shards` in the config file
+    /// and RINGCAST_SHARDS.
+    #[arg(long, value_name = "COUNT")]
+    pub shards: Option<usize>,
+
+    /// TOML config file to read settings from.
+    ///
+    /// Default: none, so only the defaults, the environment and the flags apply. An unknown key
+    /// in the file is an error, so a misspelled setting cannot pass unnoticed.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Echo every message back instead of brokering it.
+    ///
+    /// For the Autobahn conformance suite and for benchmarks of the transport alone. Raises the
+    /// frame and message limits to 16 MiB unless they are set explicitly. Default off; also
+    /// `echo = true` in the config file or RINGCAST_ECHO=true.
+    #[arg(long)]
+    pub echo: bool,
+
+    /// Connections one shard holds at once.
+    ///
+    /// Default 16384. Each shard registers a file table of this many slots plus a few reserved,
+    /// which must fit under the soft open-files limit (`ulimit -n`). Overrides
+    /// `connections_per_shard_max` in the config file and RINGCAST_CONNECTIONS_PER_SHARD_MAX.
+    #[arg(long, value_name = "COUNT")]
+    pub connections_per_shard_max: Option<usize>,
+
+    /// Milliseconds without traffic from a client before the server pings it.
+    ///
+    /// Default 30000 (30 s), below the idle timeouts of common NATs and load balancers. A ping
+    /// unanswered for `pong_timeout_ms` closes the connection. Overrides `idle_timeout_ms` in
+    /// the config file and RINGCAST_IDLE_TIMEOUT_MS.
+    #[arg(long, value_name = "MILLISECONDS")]
+    pub idle_timeout_ms: Option<u64>,
+
+    /// Milliseconds a client has to complete the upgrade request after connecting.
+    ///
+    /// Default 10000 (10 s), so that a slowloris client cannot hold a slot for long. Overrides
+    /// `handshake_timeout_ms` in the config file and RINGCAST_HANDSHAKE_TIMEOUT_MS.
+    #[arg(long, value_name = "MILLISECONDS")]
+    pub handshake_timeout_ms: Option<u64>,
+
+    /// Largest frame payload a client may send, in bytes.
+    ///
+    /// Default 1048576 (1 MiB), or 16777216 (16 MiB) with --echo; never above the message
+    /// limit. Overrides `frame_bytes_max` under [protocol] in the config file and
+    /// RINGCAST_FRAME_BYTES_MAX.
+    #[arg(long, value_name = "BYTES")]
+    pub frame_bytes_max: Option<usize>,
+
+    /// Largest message (all its fragments together) a client may send, in bytes.
+    ///
+    /// Default 1048576 (1 MiB), or 16777216 (16 MiB) with --echo. Overrides `message_bytes_max`
+    /// under [protocol] in the config file and RINGCAST_MESSAGE_BYTES_MAX.
+    #[arg(long, value_name = "BYTES")]
+    pub message_bytes_max: Option<usize>,
+
+    /// Which log lines to print, as a tracing filter.
+    ///
+    /// A level (error, warn, info, debug, trace), or directives per module such as
+    /// `info,ringcast::shard=debug`.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+}
+
+impl Arguments {
+    /// The settings given on the command line, as the top layer of overrides.
+    pub fn overrides(&self) -> ConfigOverrides {
+        ConfigOverrides {
+            listen: self.listen,
+            shards: self.shards,
+            connections_per_shard_max: self.connections_per_shard_max,
+            // The flag can only turn echo on; without it, the lower layers decide.
+            echo: self.echo.then_some(true),
+            handshake_timeout_ms: self.handshake_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            frame_bytes_max: self.frame_bytes_max,
+            message_bytes_max: self.message_bytes_max,
+            ..ConfigOverrides::default()
+        }
+    }
+}
+
+/// Loads the configuration from every layer (the file named by `--config`, the process's
+/// environment, the flags) and validates it, including against the process's RLIMIT_NOFILE.
+pub fn load_config(arguments: &Arguments) -> Result<ServerConfig, ConfigError> {
+    let file_text = match &arguments.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::FileRead {
+                path: path.clone(),
+                source,
+            })?;
+            Some(text)
+        }
+        None => None,
+    };
+    let config = load_config_from(arguments, file_text.as_deref(), process_environment)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Loads the configuration from the given file text and environment lookup instead of the real
+/// ones, so that the layering can be tested. Validates every setting except the fit under the
+/// process's RLIMIT_NOFILE, which `load_config` adds.
+pub fn load_config_from(
+    arguments: &Arguments,
+    file_text: Option<&str>,
+    environment: impl Fn(&str) -> Option<String>,
+) -> Result<ServerConfig, ConfigError> {
+    let layers = [
+        ConfigOverrides::from_environment(environment)?,
+        arguments.overrides(),
+    ];
+    let config = ServerConfig::from_layers(file_text, &layers)
+        .map_err(|error| error.in_file(arguments.config.as_deref()))?;
+    config.validate_settings()?;
+    Ok(config)
+}
+
+/// Looks a variable up in the process's environment. A value that is not UTF-8 is passed on
+/// (lossily) rather than treated as unset, so that it fails to parse with the variable named.
+fn process_environment(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(value) => Some(value),
+        Err(VarError::NotPresent) => None,
+        Err(VarError::NotUnicode(value)) => Some(value.to_string_lossy().into_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Arguments {
+        Arguments::try_parse_from(std::iter::once("ringcast").chain(flags.iter().copied())).unwrap()
+    }
+
+    fn environment(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    /// Proves clap accepts the argument definitions (no clashing names or bad defaults).
+    #[test]
+    fn arguments_are_well_formed() {
+        Arguments::command().debug_assert();
+    }
+
+    /// Proves no flags, no file and no environment give the defaults.
+    #[test]
+    fn nothing_given_yields_defaults() {
+        let config = load_config_from(&parse(&[]), None, environment(&[])).unwrap();
+        assert_eq!(config, ServerConfig::default());
+        assert_eq!(parse(&[]).log, "info");
+    }
+
+    /// Proves each flag reaches its setting.
+    #[test]
+    fn flags_set_their_settings() {
+        let arguments = parse(&[
+            "--listen=0.0.0.0:9000",
+            "--shards=3",
+            "--connections-per-shard-max=100",
+            "--idle-timeout-ms=1500",
+            "--handshake-timeout-ms=2500",
+            "--frame-bytes-max=4096",
+            "--message-bytes-max=65536",
+            "--log=debug",
+        ]);
+        let config = load_config_from(&arguments, None, environment(&[])).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.shards, 3);
+        assert_eq!(config.connections_per_shard_max, 100);
+        assert_eq!(config.idle_timeout_ms, 1500);
+        assert_eq!(config.handshake_timeout_ms, 2500);
+        assert_eq!(config.protocol.frame_bytes_max, 4096);
+        assert_eq!(config.protocol.message_bytes_max, 65536);
+        assert_eq!(arguments.log, "debug");
+    }
+
+    /// Proves the precedence: defaults < file < environment < command line, setting by setting.
+    #[test]
+    fn layers_override_in_order() {
+        let file = "idle_timeout_ms = 1000\npong_timeout_ms = 1000\nclose_timeout_ms = 1000\n";
+        let variables = environment(&[
+            ("RINGCAST_IDLE_TIMEOUT_MS", "2000"),
+            ("RINGCAST_PONG_TIMEOUT_MS", "2000"),
+        ]);
+        let arguments = parse(&["--idle-timeout-ms", "3000"]);
+        let config = load_config_from(&arguments, Some(file), variables).unwrap();
+        assert_eq!(
+            config.idle_timeout_ms, 3000,
+            "the flag beats environment and file"
+        );
+        assert_eq!(
+            config.pong_timeout_ms, 2000,
+            "the environment beats the file"
+        );
+        assert_eq!(config.close_timeout_ms, 1000, "the file beats the default");
+        assert_eq!(
+            config.drain_timeout_ms, 5000,
+            "the default stays when nothing is given"
+        );
+    }
+
+    /// Proves the protocol limits follow the same precedence through their own variables.
+    #[test]
+    fn protocol_limits_override_in_order() {
+        let file = "[protocol]\nframe_bytes_max = 1000\nmessage_bytes_max = 1000\n";
+        let variables = environment(&[
+            ("RINGCAST_FRAME_BYTES_MAX", "2000"),
+            ("RINGCAST_MESSAGE_BYTES_MAX", "3000"),
+        ]);
+        let arguments = parse(&["--message-bytes-max", "4000"]);
+        let config = load_config_from(&arguments, Some(file), variables).unwrap();
+        assert_eq!(config.protocol.frame_bytes_max, 2000);
+        assert_eq!(config.protocol.message_bytes_max, 4000);
+    }
+
+    /// Proves an environment value that does not parse is refused, naming the variable.
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        let variables = environment(&[("RINGCAST_SHARDS", "four")]);
+        let error = load_config_from(&parse(&[]), None, variables).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("RINGCAST_SHARDS"), "{message}");
+        assert!(message.contains("four"), "{message}");
+    }
+
+    /// Proves an absent --echo keeps the file's `echo = true`, and --echo turns it on.
+    #[test]
+    fn echo_flag_only_turns_echo_on() {
+        let config = load_config_from(&parse(&[]), Some("echo = true"), environment(&[]));
+        assert!(config.unwrap().echo);
+        let config = load_config_from(&parse(&["--echo"]), None, environment(&[]));
+        assert!(config.unwrap().echo);
+    }
+
+    /// Proves --echo raises the frame and message limits to 16 MiB, but an explicit flag wins.
+    #[test]
+    fn echo_raises_limits_unless_set() {
+        let mebibytes_16 = 16 * 1024 * 1024;
+        let config = load_config_from(&parse(&["--echo"]), None, environment(&[])).unwrap();
+        assert_eq!(config.protocol.frame_bytes_max, mebibytes_16);
+        assert_eq!(config.protocol.message_bytes_max, mebibytes_16);
+        let arguments = parse(&["--echo", "--frame-bytes-max", "65536"]);
+        let config = load_config_from(&arguments, None, environment(&[])).unwrap();
+        assert_eq!(config.protocol.frame_bytes_max, 65536);
+        assert_eq!(config.protocol.message_bytes_max, mebibytes_16);
+    }
+
+    /// Proves a file error names the file given with --config.
+    #[test]
+    fn file_error_names_the_file() {
+        let arguments = parse(&["--config", "/etc/ringcast.toml"]);
+        let error = load_config_from(&arguments, Some("shard = 2"), environment(&[]));
+        let message = error.unwrap_err().to_string();
+        assert!(message.contains("/etc/ringcast.toml"), "{message}");
+        assert!(message.contains("unknown field `shard`"), "{message}");
+    }
+
+    /// Proves a missing config file is an error naming the path.
+    #[test]
+    fn missing_file_is_an_error() {
+        let arguments = parse(&["--config", "/nonexistent/ringcast.toml"]);
+        let message = load_config(&arguments).unwrap_err().to_string();
+        assert!(message.contains("/nonexistent/ringcast.toml"), "{message}");
+    }
+
+    /// Proves --help explains every option, and states each default as the code has it.
+    #[test]
+    fn help_states_every_default() {
+        let command = Arguments::command();
+        let defaults = ServerConfig::default();
+        let long_help = |id: &str| {
+            let argument = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+            argument.get_long_help().unwrap().to_string()
+        };
+        let expected = [
+            ("listen", defaults.listen.to_string()),
+            (
+                "connections_per_shard_max",
+                defaults.connections_per_shard_max.to_string(),
+            ),
+            ("idle_timeout_ms", defaults.idle_timeout_ms.to_string()),
+            (
+                "handshake_timeout_ms",
+                defaults.handshake_timeout_ms.to_string(),
+            ),
+            (
+                "frame_bytes_max",
+                defaults.protocol.frame_bytes_max.to_string(),
+            ),
+            (
+                "message_bytes_max",
+                defaults.protocol.message_bytes_max.to_string(),
+            ),
+        ];
+        for (id, default) in expected {
+            let help = long_help(id);
+            assert!(help.contains(&format!("Default {default}")), "{id}: {help}");
+        }
+        for argument in command.get_arguments() {
+            assert!(argument.get_long_help().is_some(), "{}", argument.get_id());
+        }
+        let rendered = Arguments::command().render_long_help().to_string();
+        assert!(rendered.contains("ringcast is a WebSocket"), "{rendered}");
+        assert!(rendered.contains("[default: info]"), "{rendered}");
+    }
+}
