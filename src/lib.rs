@@ -1,3 +1,22 @@
+//! ringcast: a WebSocket pub/sub broker for market-data fanout.
+//!
+//! # Architecture
+//! - [`protocol`] is the sans-IO core: HTTP/1.1 upgrade, WebSocket frames with SIMD unmasking,
+//!   incremental UTF-8 validation, pooled message buffers and the close handshake. It sees bytes
+//!   and produces events and bytes; it never touches a socket, a clock or a system call.
+//! - [`shard`] runs one thread and one io_uring per core. Each shard owns its listener
+//!   (SO_REUSEPORT), accepts with multishot accept into direct descriptors, receives with
+//!   multishot receive from a provided buffer ring (idle connections hold no buffer), gathers each
+//!   connection's queued frames into one send, keeps every timeout in one timer wheel, and talks
+//!   to other threads through bounded mailboxes woken by `msg_ring`.
+//! - [`server`] binds the listeners and starts and stops the shards; [`config`] holds every limit
+//!   with its default and reason; [`cli`] layers defaults, the config file, the environment and
+//!   the command line.
+//!
+//! Arrows point one way: `shard` depends on `protocol`, never the reverse.
+
 pub mod cli;
 pub mod config;
 pub mod protocol;
+pub mod server;
+pub mod shard;

@@ -1,1 +1,75 @@
-fn main() {}
+//! The `ringcast` binary: parse the configuration, start the shards, wait for a signal.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{error, info};
+
+use ringcast::cli::{self, Arguments};
+use ringcast::config;
+use ringcast::server::Server;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How often the main thread checks that every shard is still running.
+const SHARD_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&arguments.log))
+        .with_writer(std::io::stderr)
+        .init();
+    match config::raise_nofile_soft_limit_to_hard() {
+        Ok(limits) => info!(soft = limits.soft, hard = limits.hard, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
+    let config = match cli::load_config(&arguments) {
+        Ok(config) => config,
+        Err(error) => {
+            error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shards = config.shards;
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(error) => {
+            error!("could not start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The first line on stdout names the address, so scripts and tests can find an ephemeral port.
+    println!("ringcast listening on {}", server.local_address());
+    info!(address = %server.local_address(), shards, "accepting connections");
+    wait_for_signal(&server);
+    match server.shutdown() {
+        Ok(reports) => {
+            info!(shards = reports.len(), "stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            error!("stopping failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn wait_for_signal(server: &Server) {
+    let mut signals = Signals::new([SIGINT, SIGTERM]).expect("installing signal handlers");
+    loop {
+        if let Some(signal) = signals.pending().next() {
+            info!(signal, "signal received: draining connections");
+            return;
+        }
+        if server.any_shard_finished() {
+            error!("a shard stopped unexpectedly: shutting down");
+            return;
+        }
+        std::thread::sleep(SHARD_CHECK_INTERVAL);
+    }
+}

@@ -176,6 +176,8 @@ pub enum HandshakeError {
     OriginNotAllowed,
     /// Subprotocols are required and none offered matched.
     NoAcceptableSubprotocol,
+    /// No WebSocket endpoint at the requested path.
+    NotFound,
 }
 
 impl HandshakeError {
@@ -186,6 +188,7 @@ impl HandshakeError {
             Self::MethodNotGet => 405,
             Self::UnsupportedVersion | Self::MissingUpgradeWebSocket => 426,
             Self::OriginNotAllowed => 403,
+            Self::NotFound => 404,
             Self::MalformedRequest(_)
             | Self::HttpVersionTooOld
             | Self::MissingHost
@@ -229,6 +232,7 @@ impl std::fmt::Display for HandshakeError {
             Self::NoAcceptableSubprotocol => {
                 write!(formatter, "no offered Sec-WebSocket-Protocol is supported")
             }
+            Self::NotFound => write!(formatter, "no websocket endpoint at this path"),
         }
     }
 }

@@ -22,6 +22,11 @@ impl PooledBuffer {
         &self.bytes
     }
 
+    /// The bytes written so far, to change in place (for example to unmask them).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+
     /// How many bytes are written.
     pub fn len(&self) -> usize {
         self.bytes.len()

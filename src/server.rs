@@ -1,0 +1,184 @@
+//! Starting and stopping the shards: one SO_REUSEPORT listener per shard, bound here so that an
+//! ephemeral port (`:0`) resolves to one port shared by every shard, then one pinned thread per
+//! shard that builds its ring and runs its loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::error;
+
+use crate::config::ServerConfig;
+use crate::shard::mailbox::{Command, Mailbox, Waker};
+use crate::shard::{Shard, ShardReport};
+
+/// Commands a shard's mailbox holds at once.
+const MAILBOX_COMMANDS_MAX: usize = 4096;
+/// The listen backlog; the kernel caps it at net.core.somaxconn.
+const LISTEN_BACKLOG: i32 = 65_535;
+
+/// The running shards.
+pub struct Server {
+    threads: Vec<JoinHandle<io::Result<ShardReport>>>,
+    mailboxes: Vec<Arc<Mailbox>>,
+    local_address: SocketAddr,
+    waker: Waker,
+}
+
+impl Server {
+    /// Binds the listeners and starts every shard; returns once all accept connections.
+    pub fn start(config: ServerConfig) -> io::Result<Server> {
+        let config = Arc::new(config);
+        let (listeners, local_address) = bind_listeners(config.listen, config.shards)?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let (ready_sender, ready_receiver) = mpsc::channel();
+        let mut threads = Vec::with_capacity(config.shards);
+        let mut mailboxes = Vec::with_capacity(config.shards);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let mailbox = Arc::new(Mailbox::new(MAILBOX_COMMANDS_MAX));
+            mailboxes.push(Arc::clone(&mailbox));
+            let config = Arc::clone(&config);
+            let ready = ready_sender.clone();
+            let pin_core = (config.shards <= cores).then_some(index);
+            let thread = std::thread::Builder::new()
+                .name(format!("ringcast-shard-{index}"))
+                .spawn(move || run_shard(config, listener, mailbox, pin_core, ready))?;
+            threads.push(thread);
+        }
+        drop(ready_sender);
+        let mut server = Server {
+            threads,
+            mailboxes,
+            local_address,
+            waker: Waker::new()?,
+        };
+        for _ in 0..server.threads.len() {
+            let started = ready_receiver
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("a shard died starting")));
+            if let Err(error) = started {
+                server.stop_after_failed_start();
+                return Err(error);
+            }
+        }
+        Ok(server)
+    }
+
+    /// The address the shards accept on (with the resolved port when `:0` was asked).
+    pub fn local_address(&self) -> SocketAddr {
+        self.local_address
+    }
+
+    /// Whether a shard thread has ended (a shard ends early only on a fatal ring error).
+    pub fn any_shard_finished(&self) -> bool {
+        self.threads.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Sends an encoded frame to every WebSocket connection of every shard.
+    pub fn broadcast(&mut self, frame: Bytes) -> Result<(), Command> {
+        for mailbox in &self.mailboxes {
+            self.waker
+                .send(mailbox, Command::Broadcast(frame.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Closes every connection with 1001, waits for the drain, and joins the shards.
+    pub fn shutdown(mut self) -> io::Result<Vec<ShardReport>> {
+        for mailbox in &self.mailboxes {
+            if let Err(command) = self.waker.send(mailbox, Command::Shutdown) {
+                error!(
+                    ?command,
+                    "a shard's mailbox is full; it cannot be told to shut down"
+                );
+            }
+        }
+        let mut reports = Vec::with_capacity(self.threads.len());
+        for thread in self.threads.drain(..) {
+            let report = thread
+                .join()
+                .map_err(|_| io::Error::other("a shard panicked"))??;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    fn stop_after_failed_start(&mut self) {
+        for (mailbox, thread) in self.mailboxes.iter().zip(&self.threads) {
+            if !thread.is_finished() {
+                let _ = self.waker.send(mailbox, Command::Shutdown);
+            }
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_shard(
+    config: Arc<ServerConfig>,
+    listener: OwnedFd,
+    mailbox: Arc<Mailbox>,
+    pin_core: Option<usize>,
+    ready: mpsc::Sender<io::Result<()>>,
+) -> io::Result<ShardReport> {
+    if let Some(core) = pin_core {
+        pin_to_core(core);
+    }
+    let shard = match Shard::new(config, listener.as_raw_fd(), mailbox) {
+        Ok(shard) => shard,
+        Err(error) => {
+            let message = error.to_string();
+            let _ = ready.send(Err(error));
+            return Err(io::Error::other(message));
+        }
+    };
+    // The ring's file table now holds the listener; the process fd is no longer needed.
+    drop(listener);
+    let _ = ready.send(Ok(()));
+    shard
+        .run()
+        .inspect_err(|error| error!(%error, "shard failed"))
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity(0, ...) reads
+    // it during the call only and affects only the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(core, error = %io::Error::last_os_error(), "could not pin shard");
+        }
+    }
+}
+
+/// Binds `count` SO_REUSEPORT listeners on one address; the first resolves an ephemeral port.
+fn bind_listeners(address: SocketAddr, count: usize) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
+    let mut resolved = address;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = Socket::new(
+            Domain::for_address(resolved),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        // Accepted sockets inherit TCP_NODELAY: market data must not wait for Nagle.
+        socket.set_tcp_nodelay(true)?;
+        socket.bind(&resolved.into()).map_err(|error| {
+            io::Error::new(error.kind(), format!("binding {resolved} failed: {error}"))
+        })?;
+        socket.listen(LISTEN_BACKLOG)?;
+        if let Some(local) = socket.local_addr()?.as_socket() {
+            resolved = local;
+        }
+        listeners.push(OwnedFd::from(socket));
+    }
+    Ok((listeners, resolved))
+}

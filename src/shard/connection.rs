@@ -1,0 +1,558 @@
+//! Glue between one connection's protocol state and the shard's ring operations.
+//!
+//! A connection starts in the HTTP phase (reading a request head: an upgrade, or a plain request
+//! answered on the same port with keep-alive and pipelining) and moves to the WebSocket phase on
+//! a successful upgrade. Nothing here touches the ring: methods take the bytes of a read, update
+//! the protocol state and the outbound queue, and leave the shard to submit sends, arm timers and
+//! walk the close sequence.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use tracing::debug;
+
+use crate::config::ServerConfig;
+use crate::protocol::frame::{OpCode, encode_frame};
+use crate::protocol::handshake::{self, HEADERS_COUNT_MAX};
+use crate::protocol::pool::{BufferPool, PooledBuffer};
+use crate::protocol::session::{Event, MessageKind, Session, SessionState};
+use crate::protocol::{CloseCode, HandshakeError};
+
+/// Where a connection's close sequence stands. Sockets are shut down before their descriptor is
+/// closed: an armed multishot receive otherwise keeps the socket open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closing {
+    Open,
+    /// Send what is queued, then shut down.
+    AfterFlush,
+    /// `shutdown` submitted.
+    ShuttingDown,
+    /// Shut down (or the peer is gone); close once the receive and any send have completed.
+    ShutDown,
+    /// `close` submitted; the slot is freed on its completion.
+    Closing,
+}
+
+/// Which deadline the connection's one timer stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// The request head must be complete by then (slowloris), also between keep-alive requests.
+    Handshake,
+    /// No traffic for the idle timeout: send a ping.
+    Idle,
+    /// The ping must be answered by then.
+    Pong,
+    /// The close sequence must be over by then, or the socket is shut down regardless.
+    Closing,
+}
+
+/// The protocol phase.
+#[derive(Debug)]
+pub enum Phase {
+    Http { pending: Option<PooledBuffer> },
+    WebSocket { session: Session },
+}
+
+/// Why the outbound queue refused a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// The frames waiting to be sent, and the send in flight. Frames are shared `Bytes`: a frame
+/// encoded once can sit in many connections' queues.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    frames: VecDeque<Bytes>,
+    queued_bytes: usize,
+    /// Bytes of the front frame already sent (a partial send).
+    front_offset: usize,
+    in_flight: bool,
+}
+
+impl Outbound {
+    /// Queues a data frame within the limits. An empty queue takes any frame, so a message larger
+    /// than the byte limit still goes out when the peer keeps up.
+    pub fn push(
+        &mut self,
+        frame: Bytes,
+        bytes_max: usize,
+        frames_max: usize,
+    ) -> Result<(), QueueFull> {
+        let over = self.queued_bytes + frame.len() > bytes_max || self.frames.len() >= frames_max;
+        if over && !self.frames.is_empty() {
+            return Err(QueueFull);
+        }
+        self.push_control(frame);
+        Ok(())
+    }
+
+    /// Queues a control frame or HTTP response. Never refused: pongs and closes are not dropped.
+    pub fn push_control(&mut self, frame: Bytes) {
+        self.queued_bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Nothing queued and nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.frames.is_empty() && !self.in_flight
+    }
+
+    /// Something queued and no send in flight.
+    pub fn is_sendable(&self) -> bool {
+        !self.frames.is_empty() && !self.in_flight
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Drops queued frames that are not part of the send in flight (the peer is gone).
+    pub fn discard_unsent(&mut self, frames_in_flight: usize) {
+        while self.frames.len() > frames_in_flight {
+            let frame = self.frames.pop_back().expect("len checked");
+            self.queued_bytes -= frame.len();
+        }
+    }
+
+    /// Describes up to `iovecs.len()` queued frames for one gathered send and marks it in
+    /// flight. Returns how many iovecs were filled.
+    pub fn gather(&mut self, iovecs: &mut [libc::iovec]) -> usize {
+        assert!(!self.in_flight && !self.frames.is_empty());
+        let mut count = 0;
+        for (index, frame) in self.frames.iter().take(iovecs.len()).enumerate() {
+            let skip = if index == 0 { self.front_offset } else { 0 };
+            iovecs[index] = libc::iovec {
+                iov_base: frame[skip..].as_ptr() as *mut libc::c_void,
+                iov_len: frame.len() - skip,
+            };
+            count += 1;
+        }
+        self.in_flight = true;
+        count
+    }
+
+    /// The front frame's unsent bytes, for a single-frame send; marks it in flight.
+    pub fn front(&mut self) -> &[u8] {
+        assert!(!self.in_flight);
+        self.in_flight = true;
+        &self.frames.front().expect("sendable")[self.front_offset..]
+    }
+
+    /// Accounts a completed send of `sent_bytes`.
+    pub fn complete(&mut self, mut sent_bytes: usize) {
+        assert!(self.in_flight);
+        self.in_flight = false;
+        while sent_bytes > 0 {
+            let front_left =
+                self.frames.front().expect("sent bytes were queued").len() - self.front_offset;
+            if sent_bytes < front_left {
+                self.front_offset += sent_bytes;
+                self.queued_bytes -= sent_bytes;
+                return;
+            }
+            sent_bytes -= front_left;
+            self.queued_bytes -= front_left;
+            self.front_offset = 0;
+            self.frames.pop_front();
+        }
+    }
+
+    /// Ends the send in flight without progress (it failed).
+    pub fn abandon(&mut self) {
+        self.in_flight = false;
+    }
+}
+
+/// Counters a shard keeps; every drop and every peer error is counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub connections_accepted: u64,
+    pub connections_closed: u64,
+    pub accept_table_full: u64,
+    pub upgrades: u64,
+    pub handshake_errors: u64,
+    pub http_requests: u64,
+    pub protocol_errors: u64,
+    pub messages_received: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub receive_buffer_shortages: u64,
+    pub slow_consumer_closes: u64,
+    pub pings_sent: u64,
+    pub pong_timeouts: u64,
+    pub handshake_timeouts: u64,
+    pub close_timeouts: u64,
+    pub stale_completions: u64,
+}
+
+/// What a connection's handlers need from the shard.
+pub struct Context<'a> {
+    pub pool: &'a mut BufferPool,
+    pub config: &'a ServerConfig,
+    pub counters: &'a mut Counters,
+    pub now_ms: u64,
+}
+
+/// One connection of a shard.
+#[derive(Debug)]
+pub struct Connection {
+    pub generation: u16,
+    pub phase: Phase,
+    pub outbound: Outbound,
+    pub closing: Closing,
+    pub deadline: Deadline,
+    /// When the deadline falls; the shard mirrors it into its timer wheel when `deadline_changed`.
+    pub deadline_ms: u64,
+    pub deadline_changed: bool,
+    pub receive_armed: bool,
+    /// Frames in the send in flight (to keep them when discarding the rest).
+    pub frames_in_flight: usize,
+    /// Queued in the shard's list of connections with something to send.
+    pub send_listed: bool,
+    pub last_receive_ms: u64,
+    pub ping_sent_ms: u64,
+}
+
+impl Connection {
+    pub fn new(generation: u16, now_ms: u64, handshake_timeout_ms: u64) -> Connection {
+        Connection {
+            generation,
+            phase: Phase::Http { pending: None },
+            outbound: Outbound::default(),
+            closing: Closing::Open,
+            deadline: Deadline::Handshake,
+            deadline_ms: now_ms + handshake_timeout_ms,
+            deadline_changed: true,
+            receive_armed: false,
+            frames_in_flight: 0,
+            send_listed: false,
+            last_receive_ms: now_ms,
+            ping_sent_ms: 0,
+        }
+    }
+
+    fn set_deadline(&mut self, deadline: Deadline, deadline_ms: u64) {
+        self.deadline = deadline;
+        self.deadline_ms = deadline_ms;
+        self.deadline_changed = true;
+    }
+
+    /// Starts closing: send what is queued, then shut down, within the close timeout.
+    pub fn close_after_flush(&mut self, context: &Context<'_>) {
+        if self.closing == Closing::Open {
+            self.closing = Closing::AfterFlush;
+            self.set_deadline(
+                Deadline::Closing,
+                context.now_ms + context.config.close_timeout_ms,
+            );
+        }
+    }
+
+    /// Handles the bytes of one read.
+    pub fn handle_bytes(&mut self, input: &mut [u8], context: &mut Context<'_>) {
+        context.counters.bytes_received += input.len() as u64;
+        self.last_receive_ms = context.now_ms;
+        if self.closing != Closing::Open && !matches!(self.phase, Phase::WebSocket { .. }) {
+            return; // An HTTP connection on its way out reads nothing more.
+        }
+        match self.phase {
+            Phase::Http { .. } => self.handle_http_bytes(input, context),
+            Phase::WebSocket { .. } => self.handle_websocket_bytes(input, context),
+        }
+    }
+
+    /// Releases every pooled buffer (the connection is being freed).
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        match &mut self.phase {
+            Phase::Http { pending } => {
+                if let Some(buffer) = pending.take() {
+                    pool.release(buffer);
+                }
+            }
+            Phase::WebSocket { session } => session.release_buffers(pool),
+        }
+    }
+
+    fn handle_http_bytes(&mut self, input: &mut [u8], context: &mut Context<'_>) {
+        let Phase::Http { pending } = &mut self.phase else {
+            unreachable!()
+        };
+        let Some(mut buffer) = pending.take() else {
+            return self.handle_requests(input, context);
+        };
+        let header_bytes_max = context.config.protocol.header_bytes_max;
+        let room = header_bytes_max.saturating_sub(buffer.len());
+        // Past the limit nothing can parse: keep one byte more than fits so the parser says 431.
+        buffer.extend_from_slice(
+            &input[..input
+                .len()
+                .min(room + 1)
+                .min(buffer.capacity() - buffer.len())],
+        );
+        self.handle_requests(buffer.as_mut_slice(), context);
+        context.pool.release(buffer);
+    }
+
+    /// Parses and answers every complete request in `bytes`; keeps an incomplete tail.
+    fn handle_requests(&mut self, bytes: &mut [u8], context: &mut Context<'_>) {
+        let mut offset = 0;
+        while offset < bytes.len() && self.closing == Closing::Open {
+            match self.handle_request(&mut bytes[offset..], context) {
+                Some(consumed) => offset += consumed,
+                None => return,
+            }
+        }
+    }
+
+    /// Handles one request at the start of `bytes`. Returns the bytes consumed when another
+    /// request may follow (keep-alive), `None` when done with `bytes`.
+    fn handle_request(&mut self, bytes: &mut [u8], context: &mut Context<'_>) -> Option<usize> {
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
+        let mut response = BytesMut::new();
+        let parsed = handshake::parse_request(bytes, &mut headers, &context.config.protocol);
+        let request = match parsed {
+            Ok(Some(request)) => request,
+            Ok(None) => {
+                self.keep_pending(bytes, context);
+                return None;
+            }
+            Err(error) => {
+                self.refuse(&error, context);
+                return None;
+            }
+        };
+        let head_bytes = request.head_bytes();
+        if request.is_websocket_upgrade() {
+            let accepted = accepts_websocket_path(request.path(), context.config)
+                .and_then(|()| handshake::accept_upgrade(&request, &context.config.protocol));
+            match accepted {
+                Ok(upgrade) => handshake::write_switching_protocols(&upgrade, &mut response),
+                Err(error) => {
+                    self.refuse(&error, context);
+                    return None;
+                }
+            }
+            self.outbound.push_control(response.freeze());
+            self.start_websocket(&mut bytes[head_bytes..], context);
+            return None;
+        }
+        context.counters.http_requests += 1;
+        let keep_alive = answer_plain_request(&request, &mut response);
+        self.outbound.push_control(response.freeze());
+        if !keep_alive {
+            self.close_after_flush(context);
+            return None;
+        }
+        self.set_deadline(
+            Deadline::Handshake,
+            context.now_ms + context.config.handshake_timeout_ms,
+        );
+        Some(head_bytes)
+    }
+
+    fn keep_pending(&mut self, bytes: &[u8], context: &mut Context<'_>) {
+        let Some(mut buffer) = context
+            .pool
+            .acquire(context.config.protocol.header_bytes_max + 1)
+        else {
+            debug!("no pooled buffer for a partial request head; closing");
+            context.counters.handshake_errors += 1;
+            return self.close_after_flush(context);
+        };
+        buffer.extend_from_slice(bytes);
+        let Phase::Http { pending } = &mut self.phase else {
+            unreachable!()
+        };
+        *pending = Some(buffer);
+    }
+
+    fn refuse(&mut self, error: &HandshakeError, context: &mut Context<'_>) {
+        debug!(%error, status = error.status(), "refusing request");
+        context.counters.handshake_errors += 1;
+        let mut response = BytesMut::new();
+        handshake::write_error_response(error, &mut response);
+        self.outbound.push_control(response.freeze());
+        self.close_after_flush(context);
+    }
+
+    fn start_websocket(&mut self, early_bytes: &mut [u8], context: &mut Context<'_>) {
+        context.counters.upgrades += 1;
+        self.phase = Phase::WebSocket {
+            session: Session::new(),
+        };
+        self.set_deadline(
+            Deadline::Idle,
+            context.now_ms + context.config.idle_timeout_ms,
+        );
+        if !early_bytes.is_empty() {
+            self.handle_websocket_bytes(early_bytes, context);
+        }
+    }
+
+    fn handle_websocket_bytes(&mut self, input: &mut [u8], context: &mut Context<'_>) {
+        let Phase::WebSocket { session } = &mut self.phase else {
+            unreachable!()
+        };
+        let config = context.config;
+        let mut queue_full = false;
+        let mut reader = session.handle_read(input, context.pool, &config.protocol);
+        while let Some(result) = reader.next_event() {
+            match result {
+                Ok(Event::Message { kind, payload }) => {
+                    context.counters.messages_received += 1;
+                    if config.echo && !queue_full {
+                        let opcode = if kind == MessageKind::Text {
+                            OpCode::Text
+                        } else {
+                            OpCode::Binary
+                        };
+                        let frame = encode_frame(opcode, true, payload);
+                        let (bytes_max, frames_max) = (
+                            config.outbound_queue_bytes_max,
+                            config.outbound_queue_frames_max,
+                        );
+                        queue_full = self.outbound.push(frame, bytes_max, frames_max).is_err();
+                    }
+                }
+                Ok(Event::Ping(_) | Event::Pong(_) | Event::Close { .. }) => {}
+                Err(error) => {
+                    context.counters.protocol_errors += 1;
+                    debug!(%error, close_code = %error.close_code(), "peer broke the protocol");
+                }
+            }
+        }
+        drop(reader);
+        if queue_full {
+            context.counters.slow_consumer_closes += 1;
+            session.close(CloseCode::POLICY_VIOLATION, "slow consumer");
+        }
+        self.flush_transmits(context);
+    }
+
+    /// Queues the control frames the session owes and follows its close handshake.
+    pub fn flush_transmits(&mut self, context: &mut Context<'_>) {
+        let Phase::WebSocket { session } = &mut self.phase else {
+            return;
+        };
+        while let Some(frame) = session.poll_transmit(context.pool) {
+            self.outbound
+                .push_control(Bytes::copy_from_slice(frame.as_bytes()));
+        }
+        match session.state() {
+            SessionState::Open => {}
+            SessionState::CloseSent if self.deadline != Deadline::Closing => {
+                self.set_deadline(
+                    Deadline::Closing,
+                    context.now_ms + context.config.close_timeout_ms,
+                );
+            }
+            SessionState::CloseSent => {}
+            SessionState::Closed => self.close_after_flush(context),
+        }
+    }
+
+    /// Starts a server-side close of a WebSocket (shutdown, policy); other phases just close.
+    pub fn close_websocket(
+        &mut self,
+        code: CloseCode,
+        reason: &'static str,
+        context: &mut Context<'_>,
+    ) {
+        match &mut self.phase {
+            Phase::WebSocket { session } => {
+                session.close(code, reason);
+                self.flush_transmits(context);
+            }
+            Phase::Http { .. } => self.close_after_flush(context),
+        }
+    }
+
+    /// The connection's deadline passed. Returns whether it must be shut down at once.
+    pub fn handle_deadline(&mut self, ping_frame: &Bytes, context: &mut Context<'_>) -> bool {
+        let config = context.config;
+        match self.deadline {
+            Deadline::Handshake => {
+                context.counters.handshake_timeouts += 1;
+                let mut response = BytesMut::new();
+                handshake::write_response(
+                    408,
+                    &[],
+                    b"request head not received in time\n",
+                    false,
+                    &mut response,
+                );
+                self.outbound.push_control(response.freeze());
+                self.close_after_flush(context);
+            }
+            Deadline::Idle if context.now_ms < self.last_receive_ms + config.idle_timeout_ms => {
+                self.set_deadline(
+                    Deadline::Idle,
+                    self.last_receive_ms + config.idle_timeout_ms,
+                );
+            }
+            Deadline::Idle => {
+                context.counters.pings_sent += 1;
+                self.outbound.push_control(ping_frame.clone());
+                self.ping_sent_ms = context.now_ms;
+                self.set_deadline(Deadline::Pong, context.now_ms + config.pong_timeout_ms);
+            }
+            Deadline::Pong if self.last_receive_ms > self.ping_sent_ms => {
+                self.set_deadline(
+                    Deadline::Idle,
+                    self.last_receive_ms + config.idle_timeout_ms,
+                );
+            }
+            Deadline::Pong => {
+                context.counters.pong_timeouts += 1;
+                debug!("ping unanswered: closing");
+                self.close_websocket(CloseCode::GOING_AWAY, "ping timeout", context);
+                self.close_after_flush(context);
+            }
+            Deadline::Closing => {
+                context.counters.close_timeouts += 1;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Whether a WebSocket may be opened at `path`: any path in echo mode (conformance suites pick
+/// their own), otherwise the broker endpoint `/ws` only.
+fn accepts_websocket_path(path: &str, config: &ServerConfig) -> Result<(), HandshakeError> {
+    if config.echo || path == "/ws" {
+        return Ok(());
+    }
+    Err(HandshakeError::NotFound)
+}
+
+/// Answers a plain HTTP request; returns whether the connection stays open for another.
+fn answer_plain_request(request: &handshake::Request<'_, '_>, response: &mut BytesMut) -> bool {
+    let has_body = request
+        .header("content-length")
+        .is_some_and(|length| length != b"0")
+        || request.header("transfer-encoding").is_some();
+    let connection_close = request
+        .header("connection")
+        .is_some_and(|value| value.eq_ignore_ascii_case(b"close"));
+    // Request bodies are not read yet (HTTP publishing comes with the broker), so a request with
+    // a body is answered and the connection closed rather than misreading the body as a request.
+    let keep_alive = request.version_minor() >= 1 && !connection_close && !has_body;
+    match (request.method(), request.path()) {
+        ("GET" | "HEAD", "/health") => {
+            handshake::write_response(200, &[], b"ok\n", keep_alive, response)
+        }
+        (_, "/health") => handshake::write_response(
+            405,
+            &[("Allow", "GET, HEAD")],
+            b"method not allowed\n",
+            keep_alive,
+            response,
+        ),
+        _ => handshake::write_response(404, &[], b"not found\n", keep_alive, response),
+    }
+    keep_alive
+}

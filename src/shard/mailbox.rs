@@ -1,0 +1,122 @@
+//! Cross-shard mailboxes: a bounded lock-free queue per shard and a wake-up through `msg_ring`.
+//!
+//! A sender pushes a command into the target's queue, then wakes the target's ring with a
+//! `msg_ring` completion, but only if no wake-up is already pending: a burst of commands costs one
+//! wake-up. The target clears the pending flag before it drains, so a command pushed during the
+//! drain brings a fresh wake-up and is never stranded. A full queue is reported to the sender,
+//! whose policy decides (push back, count, retry); nothing is dropped here.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use io_uring::{IoUring, opcode, squeue, types};
+
+use super::ring::{Operation, Tag};
+
+/// What one thread asks of a shard.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop accepting, close every connection with 1001, exit after the drain deadline.
+    Shutdown,
+    /// Send this (already encoded) frame to every WebSocket connection of the shard.
+    Broadcast(Bytes),
+}
+
+/// One shard's inbox.
+pub struct Mailbox {
+    queue: ArrayQueue<Command>,
+    wake_pending: AtomicBool,
+    /// The target ring's fd, published by the shard once its ring exists (-1 before).
+    ring_fd: AtomicI32,
+}
+
+impl Mailbox {
+    /// A mailbox holding up to `commands_max` commands.
+    pub fn new(commands_max: usize) -> Mailbox {
+        Mailbox {
+            queue: ArrayQueue::new(commands_max),
+            wake_pending: AtomicBool::new(false),
+            ring_fd: AtomicI32::new(-1),
+        }
+    }
+
+    /// Called by the owning shard once its ring exists.
+    pub fn set_ring_fd(&self, ring_fd: RawFd) {
+        self.ring_fd.store(ring_fd, Ordering::Release);
+    }
+
+    /// Queues `command`. `Err` hands it back when the mailbox is full.
+    /// Returns whether the sender must now send a wake-up (see [`wake_entry`]).
+    pub fn push(&self, command: Command) -> Result<bool, Command> {
+        self.queue.push(command)?;
+        Ok(!self.wake_pending.swap(true, Ordering::AcqRel))
+    }
+
+    /// The `msg_ring` request that wakes the owner, to submit on the sender's own ring. Its own
+    /// completion is skipped on success; the target sees an `Operation::Wake` completion.
+    pub fn wake_entry(&self) -> squeue::Entry {
+        let ring_fd = self.ring_fd.load(Ordering::Acquire);
+        assert!(ring_fd >= 0, "woke a shard before its ring existed");
+        let user_data = Tag::new(Operation::Wake, 0, 0).encode();
+        opcode::MsgRingData::new(types::Fd(ring_fd), 0, user_data, None)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(user_data)
+    }
+
+    /// Called by the owner on a wake-up: takes up to `commands_max` commands.
+    pub fn drain(&self, commands_max: usize, mut handle: impl FnMut(Command)) {
+        self.wake_pending.store(false, Ordering::Release);
+        for _ in 0..commands_max {
+            let Some(command) = self.queue.pop() else {
+                return;
+            };
+            handle(command);
+        }
+        // More remain than one turn may take: make sure the owner looks again.
+        if !self.queue.is_empty() {
+            self.wake_pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether commands wait (the owner checks this each turn when a drain was cut short).
+    pub fn has_commands(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
+/// Wakes shards from a thread that has no shard ring (the main thread): it owns a small ring of
+/// its own, used only for `msg_ring`.
+pub struct Waker {
+    ring: IoUring,
+}
+
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        Ok(Waker {
+            ring: IoUring::new(8)?,
+        })
+    }
+
+    /// Pushes `command` to `mailbox` and wakes its shard. Blocks only on the wake's submission.
+    pub fn send(&mut self, mailbox: &Mailbox, command: Command) -> Result<(), Command> {
+        if mailbox.push(command)? {
+            let entry = mailbox.wake_entry().flags(squeue::Flags::empty());
+            // SAFETY: a msg_ring entry points at no memory of ours.
+            while unsafe { self.ring.submission().push(&entry) }.is_err() {
+                self.ring.submit().expect("submitting a wake-up");
+            }
+            self.ring.submit_and_wait(1).expect("submitting a wake-up");
+            let completion = self.ring.completion().next().expect("waited for one");
+            assert!(
+                completion.result() >= 0,
+                "msg_ring failed: {}",
+                completion.result()
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,741 @@
+//! One thread and one io_uring per core, owning its sockets end to end.
+//!
+//! The loop is only a driver (quinn's `ConnectionDriver`, TigerBeetle's `run`): submit what is
+//! queued and wait, harvest every ready completion, handle them, hand receive buffers back, fire
+//! due timers, submit the sends of every connection that has something to send in one batch,
+//! repeat. Protocol decisions live in `protocol` and `connection`; this file only turns them
+//! into ring operations and maps every errno the ring can return to a deliberate action.
+
+pub mod buffers;
+pub mod connection;
+pub mod mailbox;
+pub mod ring;
+pub mod timer;
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use io_uring::{opcode, types};
+use tracing::{debug, info, warn};
+
+use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
+use crate::protocol::CloseCode;
+use crate::protocol::frame::{OpCode, encode_frame};
+use crate::protocol::pool::BufferPool;
+use buffers::ReceiveBuffers;
+use connection::{Closing, Connection, Context, Counters, Phase};
+use mailbox::{Command, Mailbox};
+use ring::{Completion, Operation, Ring, Tag};
+use timer::TimerWheel;
+
+/// The registered-file slot of the shard's listener (outside the allocation range).
+const LISTENER_SLOT: u32 = 0;
+/// Submission queue entries per ring. Submissions beyond it are flushed early, never dropped.
+const SUBMISSION_ENTRIES: u32 = 4096;
+/// Completions handled per turn; the rest wait in the (four times larger) completion queue.
+const COMPLETIONS_PER_TURN_MAX: usize = 4 * SUBMISSION_ENTRIES as usize;
+/// Commands taken from the mailbox per turn, so a flood cannot starve the sockets.
+const COMMANDS_PER_TURN_MAX: usize = 1024;
+/// Timer wheel granularity and size: 10 ms ticks over 1024 slots (a 10 s span; longer
+/// deadlines go round again).
+const TIMER_TICK_MS: u64 = 10;
+const TIMER_SLOT_COUNT: usize = 1024;
+/// Gathered sends in flight at once per shard; a connection beyond it sends one frame at a time.
+const SEND_SLOTS_MAX: usize = 1024;
+/// The buffer group id of the receive pool.
+const RECEIVE_GROUP_ID: u16 = 0;
+/// Deadlines fired per turn (the rest fire next turn).
+const EXPIRED_PER_TURN_MAX: usize = 4096;
+/// `IORING_REGISTER_FILE_ALLOC_RANGE` from the kernel's io_uring.h (the crate keeps it private).
+const REGISTER_FILE_ALLOC_RANGE: libc::c_uint = 25;
+
+/// What a shard reports when it exits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardReport {
+    pub counters: Counters,
+}
+
+/// A `msghdr` and its iovecs, kept still while a gathered send is in flight.
+struct SendSlot {
+    header: libc::msghdr,
+    iovecs: Vec<libc::iovec>,
+}
+
+/// One shard. Field order matters: the ring is dropped before the buffers it writes into.
+pub struct Shard {
+    ring: Ring,
+    receive_buffers: ReceiveBuffers,
+    send_slots: Vec<SendSlot>,
+    /// Free send slots, and which slot each connection's send uses.
+    send_slots_free: Vec<u32>,
+    send_slot_of: Vec<u32>,
+    connections: Vec<Option<Connection>>,
+    generations: Vec<u16>,
+    connection_count: usize,
+    pool: BufferPool,
+    timers: TimerWheel,
+    completions: Vec<Completion>,
+    expired: Vec<u32>,
+    send_list: Vec<u32>,
+    parked: Vec<(u32, u16)>,
+    config: Arc<ServerConfig>,
+    mailbox: Arc<Mailbox>,
+    counters: Counters,
+    ping_frame: Bytes,
+    started: Instant,
+    now_ms: u64,
+    accepting: bool,
+    accept_armed: bool,
+    drain_deadline_ms: Option<u64>,
+    last_table_full_log_ms: Option<u64>,
+}
+
+impl Shard {
+    /// Builds the shard inside its own thread (SINGLE_ISSUER ties the ring to this thread):
+    /// the ring, the registered-file table with the listener in slot 0, and the receive pool.
+    pub fn new(
+        config: Arc<ServerConfig>,
+        listener_fd: RawFd,
+        mailbox: Arc<Mailbox>,
+    ) -> io::Result<Shard> {
+        let ring = Ring::new(SUBMISSION_ENTRIES)?;
+        let table_slots = config.connections_per_shard_max + RESERVED_FILE_SLOTS;
+        register_file_table(&ring, table_slots, listener_fd)?;
+        let receive_buffers = ReceiveBuffers::new(
+            &ring.submitter(),
+            RECEIVE_GROUP_ID,
+            config.receive_buffers_count,
+            config.receive_buffer_bytes,
+        )?;
+        mailbox.set_ring_fd(ring.raw_fd());
+        let send_slots = (0..SEND_SLOTS_MAX)
+            .map(|_| new_send_slot(config.send_batch_frames_max))
+            .collect();
+        Ok(Shard {
+            ring,
+            receive_buffers,
+            send_slots,
+            send_slots_free: (0..SEND_SLOTS_MAX as u32).rev().collect(),
+            send_slot_of: vec![u32::MAX; table_slots],
+            connections: (0..table_slots).map(|_| None).collect(),
+            generations: vec![0; table_slots],
+            connection_count: 0,
+            pool: BufferPool::new(&config.pool),
+            timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOT_COUNT, table_slots, 0),
+            completions: Vec::with_capacity(COMPLETIONS_PER_TURN_MAX),
+            expired: Vec::with_capacity(EXPIRED_PER_TURN_MAX),
+            send_list: Vec::with_capacity(table_slots),
+            parked: Vec::with_capacity(table_slots),
+            config,
+            mailbox,
+            counters: Counters::default(),
+            ping_frame: encode_frame(OpCode::Ping, true, b""),
+            started: Instant::now(),
+            now_ms: 0,
+            accepting: true,
+            accept_armed: false,
+            drain_deadline_ms: None,
+            last_table_full_log_ms: None,
+        })
+    }
+
+    /// Runs until a shutdown command has drained every connection (or its deadline passed).
+    pub fn run(mut self) -> io::Result<ShardReport> {
+        self.arm_accept()?;
+        loop {
+            let timeout = self.wait_timeout();
+            self.ring.submit_and_wait(timeout)?;
+            self.now_ms = self.started.elapsed().as_millis() as u64;
+            self.completions.clear();
+            self.ring.harvest(&mut self.completions);
+            for index in 0..self.completions.len() {
+                let completion = self.completions[index];
+                self.handle_completion(completion)?;
+            }
+            self.receive_buffers.publish();
+            self.fire_deadlines()?;
+            self.rearm_parked()?;
+            if self.mailbox.has_commands() {
+                self.drain_mailbox()?;
+            }
+            self.flush_sends()?;
+            if self.finished() {
+                break;
+            }
+        }
+        info!(counters = ?self.counters, "shard stopped");
+        Ok(ShardReport {
+            counters: self.counters,
+        })
+    }
+
+    fn wait_timeout(&self) -> Option<Duration> {
+        let timer = self.timers.next_expiry_ms();
+        let earliest = match (timer, self.drain_deadline_ms) {
+            (Some(timer), Some(drain)) => Some(timer.min(drain)),
+            (timer, drain) => timer.or(drain),
+        }?;
+        Some(Duration::from_millis(
+            earliest.saturating_sub(self.now_ms).max(1),
+        ))
+    }
+
+    fn finished(&self) -> bool {
+        let Some(drain_deadline_ms) = self.drain_deadline_ms else {
+            return false;
+        };
+        self.connection_count == 0 || self.now_ms >= drain_deadline_ms
+    }
+
+    fn handle_completion(&mut self, completion: Completion) -> io::Result<()> {
+        let Some(tag) = Tag::decode(completion.user_data) else {
+            unreachable!("a completion we did not ask for: {completion:?}");
+        };
+        match tag.operation {
+            Operation::Accept => return self.handle_accept(completion),
+            Operation::Wake => return self.drain_mailbox(),
+            Operation::CancelAccept => return Ok(()),
+            _ => {}
+        }
+        let slot = tag.slot as usize;
+        let current = self.connections.get(slot).and_then(Option::as_ref);
+        if current.is_none_or(|connection| connection.generation != tag.generation) {
+            self.counters.stale_completions += 1;
+            return Ok(());
+        }
+        match tag.operation {
+            Operation::Receive => self.handle_receive(tag.slot, completion),
+            Operation::Send => self.handle_send(tag.slot, completion),
+            Operation::Shutdown => self.handle_shutdown(tag.slot, completion),
+            Operation::Close => self.handle_close(tag.slot, completion),
+            Operation::Accept | Operation::Wake | Operation::CancelAccept => unreachable!(),
+        }
+    }
+
+    fn arm_accept(&mut self) -> io::Result<()> {
+        let entry = opcode::AcceptMulti::new(types::Fixed(LISTENER_SLOT))
+            .allocate_file_index(true)
+            .build()
+            .user_data(Tag::new(Operation::Accept, 0, 0).encode());
+        self.accept_armed = true;
+        self.ring.push(&entry)
+    }
+
+    fn handle_accept(&mut self, completion: Completion) -> io::Result<()> {
+        if !completion.more() {
+            self.accept_armed = false;
+        }
+        match completion.result {
+            slot if slot >= 0 => self.open_connection(slot as u32)?,
+            error if -error == libc::ENFILE => {
+                // The file table is full: the kernel dropped this connection and ended the
+                // accept. It is re-armed when a slot frees (in `free_connection`).
+                self.counters.accept_table_full += 1;
+                self.log_table_full();
+            }
+            error if -error == libc::ECANCELED => return Ok(()),
+            // Errors of the connection being accepted (reset before accept, out of memory for
+            // its socket): count and go on; the multishot accept usually stays armed.
+            error => warn!(errno = -error, "accept failed"),
+        }
+        if !self.accept_armed && self.accepting && -completion.result != libc::ENFILE {
+            self.arm_accept()?;
+        }
+        Ok(())
+    }
+
+    fn log_table_full(&mut self) {
+        let interval = self.config.log_interval_ms;
+        if self
+            .last_table_full_log_ms
+            .is_none_or(|last| self.now_ms >= last + interval)
+        {
+            self.last_table_full_log_ms = Some(self.now_ms);
+            warn!(
+                connections = self.connection_count,
+                connections_per_shard_max = self.config.connections_per_shard_max,
+                refused_total = self.counters.accept_table_full,
+                "connection table full: refusing connections until slots free"
+            );
+        }
+    }
+
+    fn open_connection(&mut self, slot: u32) -> io::Result<()> {
+        let index = slot as usize;
+        assert!(
+            self.connections[index].is_none(),
+            "kernel reused a slot we still hold"
+        );
+        self.generations[index] = self.generations[index].wrapping_add(1);
+        let connection = Connection::new(
+            self.generations[index],
+            self.now_ms,
+            self.config.handshake_timeout_ms,
+        );
+        self.connections[index] = Some(connection);
+        self.connection_count += 1;
+        self.counters.connections_accepted += 1;
+        self.sync_deadline(slot);
+        if self.drain_deadline_ms.is_some() {
+            let context = context_of(
+                &mut self.pool,
+                &self.config,
+                &mut self.counters,
+                self.now_ms,
+            );
+            let connection = self.connections[index].as_mut().expect("just opened");
+            connection.close_after_flush(&context);
+            return self.advance_close(slot);
+        }
+        self.arm_receive(slot)
+    }
+
+    fn arm_receive(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connection_mut(slot);
+        connection.receive_armed = true;
+        let generation = connection.generation;
+        let entry = opcode::RecvMulti::new(types::Fixed(slot), RECEIVE_GROUP_ID)
+            .build()
+            .user_data(Tag::new(Operation::Receive, slot, generation).encode());
+        self.ring.push(&entry)
+    }
+
+    fn handle_receive(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
+        let ended = !completion.more();
+        if ended {
+            self.connection_mut(slot).receive_armed = false;
+        }
+        match completion.result {
+            length if length > 0 => {
+                let buffer_id = completion
+                    .buffer_id()
+                    .expect("a receive with data names its buffer");
+                self.handle_bytes(slot, buffer_id, length as usize);
+                self.receive_buffers.recycle(buffer_id);
+                let connection = self.connection_mut(slot);
+                if ended && connection.closing == Closing::Open {
+                    return self.arm_receive(slot);
+                }
+            }
+            0 => self.peer_gone(slot),
+            error => match -error {
+                libc::ENOBUFS => {
+                    // Out of receive buffers: park until buffers return (re-arming at once would
+                    // spin on ENOBUFS). The bytes wait in the socket meanwhile.
+                    self.counters.receive_buffer_shortages += 1;
+                    let generation = self.connection_mut(slot).generation;
+                    self.parked.push((slot, generation));
+                }
+                libc::ECANCELED => {}
+                libc::ECONNRESET
+                | libc::EPIPE
+                | libc::ETIMEDOUT
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH => {
+                    debug!(errno = -error, "connection lost");
+                    self.peer_gone(slot);
+                }
+                errno => {
+                    warn!(errno, "receive failed");
+                    self.peer_gone(slot);
+                }
+            },
+        }
+        self.after_activity(slot)
+    }
+
+    fn handle_bytes(&mut self, slot: u32, buffer_id: u16, length: usize) {
+        // SAFETY: the kernel just handed us `buffer_id` in this completion and it is recycled
+        // only after this call, which keeps no reference into it.
+        let input = unsafe { self.receive_buffers.filled(buffer_id, length) };
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("checked by caller");
+        let mut context = context_of(
+            &mut self.pool,
+            &self.config,
+            &mut self.counters,
+            self.now_ms,
+        );
+        connection.handle_bytes(input, &mut context);
+    }
+
+    /// The peer closed or reset the connection: nothing more will be read or delivered.
+    fn peer_gone(&mut self, slot: u32) {
+        let connection = self.connection_mut(slot);
+        connection.receive_armed = false;
+        let frames_in_flight = connection.frames_in_flight;
+        connection.outbound.discard_unsent(frames_in_flight);
+        if matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
+            connection.closing = Closing::ShutDown;
+        }
+    }
+
+    /// After a connection's state changed: list it for sending, mirror its deadline, and walk
+    /// its close sequence.
+    fn after_activity(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connection_mut(slot);
+        if connection.outbound.is_sendable() && !connection.send_listed {
+            connection.send_listed = true;
+            self.send_list.push(slot);
+        }
+        self.sync_deadline(slot);
+        self.advance_close(slot)
+    }
+
+    fn sync_deadline(&mut self, slot: u32) {
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
+        if std::mem::take(&mut connection.deadline_changed) {
+            self.timers.schedule(slot, connection.deadline_ms);
+        }
+    }
+
+    /// Takes the next step of the close sequence once its conditions hold.
+    fn advance_close(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connection_mut(slot);
+        let generation = connection.generation;
+        match connection.closing {
+            Closing::AfterFlush if connection.outbound.is_idle() => {
+                connection.closing = Closing::ShuttingDown;
+                let entry = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
+                    .build()
+                    .user_data(Tag::new(Operation::Shutdown, slot, generation).encode());
+                self.ring.push(&entry)
+            }
+            Closing::ShutDown if !connection.receive_armed && !connection.outbound.in_flight() => {
+                connection.closing = Closing::Closing;
+                let entry = opcode::Close::new(types::Fixed(slot))
+                    .build()
+                    .user_data(Tag::new(Operation::Close, slot, generation).encode());
+                self.ring.push(&entry)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn handle_shutdown(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
+        // ENOTCONN: the peer already reset the connection. Either way the socket is done.
+        if completion.result < 0 && -completion.result != libc::ENOTCONN {
+            debug!(errno = -completion.result, "shutdown failed");
+        }
+        let connection = self.connection_mut(slot);
+        connection.closing = Closing::ShutDown;
+        let frames_in_flight = connection.frames_in_flight;
+        connection.outbound.discard_unsent(frames_in_flight);
+        // A parked connection has no receive armed; one still armed ends with EOF now.
+        self.advance_close(slot)
+    }
+
+    fn handle_close(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
+        if completion.result < 0 {
+            // The slot is freed by the kernel even when the close itself reports an error.
+            warn!(errno = -completion.result, "closing a connection failed");
+        }
+        self.free_connection(slot)
+    }
+
+    fn free_connection(&mut self, slot: u32) -> io::Result<()> {
+        let mut connection = self.connections[slot as usize]
+            .take()
+            .expect("live connection");
+        connection.release_buffers(&mut self.pool);
+        self.timers.cancel(slot);
+        self.connection_count -= 1;
+        self.counters.connections_closed += 1;
+        if self.accepting && !self.accept_armed {
+            self.arm_accept()?;
+        }
+        Ok(())
+    }
+
+    fn handle_send(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
+        let free_slot = std::mem::replace(&mut self.send_slot_of[slot as usize], u32::MAX);
+        if free_slot != u32::MAX {
+            self.send_slots_free.push(free_slot);
+        }
+        let connection = self.connection_mut(slot);
+        connection.frames_in_flight = 0;
+        match completion.result {
+            sent if sent >= 0 => {
+                connection.outbound.complete(sent as usize);
+                self.counters.bytes_sent += sent as u64;
+            }
+            error => {
+                connection.outbound.abandon();
+                match -error {
+                    libc::EPIPE | libc::ECONNRESET | libc::ECANCELED | libc::ETIMEDOUT => {}
+                    errno => warn!(errno, "send failed"),
+                }
+                self.peer_gone(slot);
+            }
+        }
+        self.after_activity(slot)
+    }
+
+    /// Submits one send for every listed connection: all of them reach the kernel in the next
+    /// enter together.
+    fn flush_sends(&mut self) -> io::Result<()> {
+        let mut index = 0;
+        while index < self.send_list.len() {
+            let slot = self.send_list[index];
+            index += 1;
+            let Some(connection) = self.connections[slot as usize].as_mut() else {
+                continue;
+            };
+            connection.send_listed = false;
+            if connection.outbound.is_sendable() && connection.closing != Closing::Closing {
+                self.submit_send(slot)?;
+            }
+        }
+        self.send_list.clear();
+        Ok(())
+    }
+
+    fn submit_send(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connections[slot as usize].as_mut().expect("listed");
+        let tag = Tag::new(Operation::Send, slot, connection.generation).encode();
+        let entry = match self.send_slots_free.pop() {
+            Some(send_slot) => {
+                let gathered = &mut self.send_slots[send_slot as usize];
+                let count = connection.outbound.gather(&mut gathered.iovecs);
+                connection.frames_in_flight = count;
+                gathered.header.msg_iov = gathered.iovecs.as_mut_ptr();
+                gathered.header.msg_iovlen = count;
+                self.send_slot_of[slot as usize] = send_slot;
+                opcode::SendMsg::new(types::Fixed(slot), &gathered.header)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+            }
+            None => {
+                connection.frames_in_flight = 1;
+                let front = connection.outbound.front();
+                opcode::Send::new(types::Fixed(slot), front.as_ptr(), front.len() as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+        };
+        self.ring.push(&entry.user_data(tag))
+    }
+
+    fn fire_deadlines(&mut self) -> io::Result<()> {
+        self.expired.clear();
+        self.timers.expire(self.now_ms, &mut self.expired);
+        for index in 0..self.expired.len() {
+            let slot = self.expired[index];
+            let connection = self.connections[slot as usize]
+                .as_mut()
+                .expect("timers of freed slots are cancelled");
+            let mut context = context_of(
+                &mut self.pool,
+                &self.config,
+                &mut self.counters,
+                self.now_ms,
+            );
+            let shut_down_now = connection.handle_deadline(&self.ping_frame, &mut context);
+            if shut_down_now {
+                self.force_shutdown(slot)?;
+            }
+            self.after_activity(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Shuts a connection down regardless of what is still queued (a close that timed out).
+    fn force_shutdown(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connection_mut(slot);
+        if matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
+            connection.closing = Closing::AfterFlush;
+            let frames_in_flight = connection.frames_in_flight;
+            connection.outbound.discard_unsent(frames_in_flight);
+            let generation = connection.generation;
+            connection.closing = Closing::ShuttingDown;
+            let entry = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
+                .build()
+                .user_data(Tag::new(Operation::Shutdown, slot, generation).encode());
+            self.ring.push(&entry)?;
+        }
+        Ok(())
+    }
+
+    /// Re-arms receives that ran out of buffers, as many as there are buffers to receive into.
+    fn rearm_parked(&mut self) -> io::Result<()> {
+        while self.receive_buffers.buffers_provided() > self.config.receive_buffers_count / 4 {
+            let Some((slot, generation)) = self.parked.pop() else {
+                return Ok(());
+            };
+            let live = self.connections[slot as usize]
+                .as_ref()
+                .is_some_and(|connection| {
+                    connection.generation == generation && connection.closing == Closing::Open
+                });
+            if live {
+                self.arm_receive(slot)?;
+            } else if self.connections[slot as usize].is_some() {
+                self.advance_close(slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_mailbox(&mut self) -> io::Result<()> {
+        let mailbox = Arc::clone(&self.mailbox);
+        let mut commands = Vec::new();
+        mailbox.drain(COMMANDS_PER_TURN_MAX, |command| commands.push(command));
+        for command in commands {
+            match command {
+                Command::Shutdown => self.start_shutdown()?,
+                Command::Broadcast(frame) => self.broadcast(&frame)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting and starts the close handshake of every connection with 1001.
+    fn start_shutdown(&mut self) -> io::Result<()> {
+        if self.drain_deadline_ms.is_some() {
+            return Ok(());
+        }
+        self.drain_deadline_ms = Some(self.now_ms + self.config.drain_timeout_ms);
+        self.accepting = false;
+        let cancel = opcode::AsyncCancel::new(Tag::new(Operation::Accept, 0, 0).encode())
+            .build()
+            .user_data(Tag::new(Operation::CancelAccept, 0, 0).encode());
+        self.ring.push(&cancel)?;
+        info!(
+            connections = self.connection_count,
+            "shutting down: closing every connection with 1001"
+        );
+        for slot in 0..self.connections.len() as u32 {
+            let Some(connection) = self.connections[slot as usize].as_mut() else {
+                continue;
+            };
+            let mut context = context_of(
+                &mut self.pool,
+                &self.config,
+                &mut self.counters,
+                self.now_ms,
+            );
+            connection.close_websocket(CloseCode::GOING_AWAY, "server shutting down", &mut context);
+            self.after_activity(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Queues `frame` to every open WebSocket connection of the shard.
+    fn broadcast(&mut self, frame: &Bytes) -> io::Result<()> {
+        for slot in 0..self.connections.len() as u32 {
+            let Some(connection) = self.connections[slot as usize].as_mut() else {
+                continue;
+            };
+            if !matches!(connection.phase, Phase::WebSocket { .. })
+                || connection.closing != Closing::Open
+            {
+                continue;
+            }
+            let (bytes_max, frames_max) = (
+                self.config.outbound_queue_bytes_max,
+                self.config.outbound_queue_frames_max,
+            );
+            if connection
+                .outbound
+                .push(frame.clone(), bytes_max, frames_max)
+                .is_err()
+            {
+                self.counters.slow_consumer_closes += 1;
+                let mut context = context_of(
+                    &mut self.pool,
+                    &self.config,
+                    &mut self.counters,
+                    self.now_ms,
+                );
+                connection.close_websocket(
+                    CloseCode::POLICY_VIOLATION,
+                    "slow consumer",
+                    &mut context,
+                );
+            }
+            self.after_activity(slot)?;
+        }
+        Ok(())
+    }
+
+    fn connection_mut(&mut self, slot: u32) -> &mut Connection {
+        self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection")
+    }
+}
+
+fn context_of<'a>(
+    pool: &'a mut BufferPool,
+    config: &'a ServerConfig,
+    counters: &'a mut Counters,
+    now_ms: u64,
+) -> Context<'a> {
+    Context {
+        pool,
+        config,
+        counters,
+        now_ms,
+    }
+}
+
+fn new_send_slot(iovecs_max: usize) -> SendSlot {
+    // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid (empty) value.
+    let header: libc::msghdr = unsafe { std::mem::zeroed() };
+    let iovecs = vec![
+        libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0
+        };
+        iovecs_max
+    ];
+    SendSlot { header, iovecs }
+}
+
+/// Registers a sparse file table of `table_slots`, puts the listener in slot 0 and keeps the
+/// reserved slots out of the range the kernel allocates accepted connections from.
+fn register_file_table(ring: &Ring, table_slots: usize, listener_fd: RawFd) -> io::Result<()> {
+    let submitter = ring.submitter();
+    submitter.register_files_sparse(table_slots as u32).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!(
+                "registering a file table of {table_slots} slots failed ({error}); the kernel caps \
+                 it at the soft RLIMIT_NOFILE: lower connections_per_shard_max or raise the limit"
+            ),
+        )
+    })?;
+    submitter.register_files_update(LISTENER_SLOT, &[listener_fd])?;
+    #[repr(C)]
+    struct FileIndexRange {
+        offset: u32,
+        length: u32,
+        reserved: u64,
+    }
+    let range = FileIndexRange {
+        offset: RESERVED_FILE_SLOTS as u32,
+        length: (table_slots - RESERVED_FILE_SLOTS) as u32,
+        reserved: 0,
+    };
+    // SAFETY: IORING_REGISTER_FILE_ALLOC_RANGE reads one `io_uring_file_index_range` (the
+    // layout above: two u32 and a u64) from the pointer, during the call only.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring.raw_fd(),
+            REGISTER_FILE_ALLOC_RANGE,
+            &range as *const FileIndexRange,
+            0,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
