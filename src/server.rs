@@ -159,7 +159,7 @@ fn pin_to_core(core: usize) {
 
 /// Binds `count` SO_REUSEPORT listeners on one address; the first resolves an ephemeral port.
 fn bind_listeners(address: SocketAddr, count: usize) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
-    let mut resolved = address;
+    let mut resolved = probe_port_free(address)?;
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count {
         let socket = Socket::new(
@@ -181,4 +181,24 @@ fn bind_listeners(address: SocketAddr, count: usize) -> io::Result<(Vec<OwnedFd>
         listeners.push(OwnedFd::from(socket));
     }
     Ok((listeners, resolved))
+}
+
+/// Binds `address` once without SO_REUSEPORT and lets go. With SO_REUSEPORT alone, a second
+/// ringcast (or anything else with the option) started on a busy port would bind without error and
+/// silently take a share of its connections; this plain bind fails instead. Returns the address
+/// with an ephemeral port resolved.
+fn probe_port_free(address: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&address.into()).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("{address} is not free ({error}): is another server running?"),
+        )
+    })?;
+    Ok(probe.local_addr()?.as_socket().unwrap_or(address))
 }

@@ -525,3 +525,36 @@ fn exhausted_pool_is_try_again_later() {
     assert_eq!(events, [Owned::Error(CloseCode::TRY_AGAIN_LATER)]);
     session.pool.release(held);
 }
+
+/// Proves replies keep wire order when taken per event: ten pings give ten pongs, and a pong
+/// for a ping inside a fragmented message precedes that message (Autobahn 2.10 and 5.6).
+#[test]
+fn pongs_keep_wire_order_when_polled_per_event() {
+    let mut bytes = Vec::new();
+    for index in 0..10u8 {
+        bytes.extend(client_frame(OpCode::Ping, true, &[index], MASK));
+    }
+    bytes.extend(client_frame(OpCode::Text, false, b"frag", MASK));
+    bytes.extend(client_frame(OpCode::Ping, true, b"mid", MASK));
+    bytes.extend(client_frame(OpCode::Continuation, true, b"ment", MASK));
+    let mut session = harness();
+    let mut log = Vec::new();
+    let mut reader = session
+        .session
+        .handle_read(&mut bytes, &mut session.pool, &session.config);
+    while let Some(event) = reader.next_event() {
+        if let ringcast::protocol::session::Event::Message { payload, .. } = event.unwrap() {
+            log.push(format!("message {}", String::from_utf8_lossy(payload)));
+        }
+        while let Some(frame) = reader.poll_transmit() {
+            log.push(format!("pong {:?}", &frame.as_bytes()[2..]));
+        }
+    }
+    drop(reader);
+    let mut expected: Vec<String> = (0..10u8)
+        .map(|index| format!("pong {:?}", [index]))
+        .collect();
+    expected.push(format!("pong {:?}", b"mid"));
+    expected.push("message fragment".to_string());
+    assert_eq!(log, expected);
+}

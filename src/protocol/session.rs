@@ -1,9 +1,10 @@
 //! The WebSocket state machine of one server-side connection, after the handshake.
 //!
 //! Sans-IO in the manner of quinn-proto: the driver hands every read to
-//! [`Session::handle_read`] and drives the returned [`Reader`] until it yields `None`, then calls
-//! [`Session::poll_transmit`] until it yields `None` and sends what it got. The order matters:
-//! reading is what creates pongs and close replies to transmit.
+//! [`Session::handle_read`] and drives the returned [`Reader`] until it yields `None`. After each
+//! event it takes the control frames now owed with [`Reader::poll_transmit`] (so replies keep the
+//! order of what caused them), and after the read, or after [`Session::close`], with
+//! [`Session::poll_transmit`]. Reading is what creates pongs and close replies to transmit.
 //!
 //! Every byte of a read is consumed before the reader finishes, so the driver can hand its
 //! receive buffer back to the kernel at once. A frame that lies whole in one read is unmasked in
@@ -397,6 +398,13 @@ impl Reader<'_> {
             }
         };
         Some(Ok(self.event(ready)))
+    }
+
+    /// The next control frame owed to the peer (see [`Session::poll_transmit`]). Call it after
+    /// each event so replies go out in the order their causes arrived: a pong for a ping that
+    /// came before a message precedes that message's response (Autobahn 5.6).
+    pub fn poll_transmit(&mut self) -> Option<ControlFrame> {
+        self.session.poll_transmit(self.pool)
     }
 
     /// How many bytes of the read have been consumed.

@@ -423,6 +423,10 @@ impl Connection {
                     debug!(%error, close_code = %error.close_code(), "peer broke the protocol");
                 }
             }
+            while let Some(frame) = reader.poll_transmit() {
+                self.outbound
+                    .push_control(Bytes::copy_from_slice(frame.as_bytes()));
+            }
         }
         drop(reader);
         if queue_full {
