@@ -236,12 +236,14 @@ pub struct ServerConfig {
     /// Default 5 s: well inside orchestrators' grace periods (Kubernetes gives 30 s).
     pub drain_timeout_ms: u64,
     /// Size of each buffer in a shard's provided buffer ring, so the most one receive completion
-    /// returns. Default 16 KiB: many small market-data frames, or a good part of a large message,
-    /// in one completion.
+    /// returns. Default 4 KiB: dozens of small market-data frames in one completion. The kernel
+    /// hands buffers out in ring order, so over time every buffer gets touched: the ring is a
+    /// fixed resident cost, and 4 KiB keeps it at 16 MiB per shard while large messages still
+    /// arrive at one completion per 4 KiB.
     pub receive_buffer_bytes: usize,
     /// Buffers in each shard's provided buffer ring: a power of two ≤ 32,768 (the kernel's rule).
     /// Default 4,096. The ring is allocated at start-up and costs count × bytes per shard:
-    /// 4,096 × 16 KiB = 64 MiB by default. When every buffer holds unread data, receives stall
+    /// 4,096 × 4 KiB = 16 MiB by default. When every buffer holds unread data, receives stall
     /// until the shard returns some, so this bounds the data in flight, not the connections.
     pub receive_buffers_count: usize,
     /// Bytes queued for sending to one connection before it counts as a slow consumer. Default
@@ -280,7 +282,7 @@ impl Default for ServerConfig {
             pong_timeout_ms: 10_000,
             close_timeout_ms: 5_000,
             drain_timeout_ms: 5_000,
-            receive_buffer_bytes: 16 * 1024,
+            receive_buffer_bytes: 4 * 1024,
             receive_buffers_count: 4 * 1024,
             outbound_queue_bytes_max: 1024 * 1024,
             outbound_queue_frames_max: 1024,
