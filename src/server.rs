@@ -107,6 +107,12 @@ impl Server {
         Ok(reports)
     }
 
+    /// `shutdown` on a thread of its own, for callers (tests) that keep talking to clients while
+    /// the server drains.
+    pub fn shutdown_in_background(self) -> JoinHandle<io::Result<Vec<ShardReport>>> {
+        std::thread::spawn(move || self.shutdown())
+    }
+
     fn stop_after_failed_start(&mut self) {
         for (mailbox, thread) in self.mailboxes.iter().zip(&self.threads) {
             if !thread.is_finished() {

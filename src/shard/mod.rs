@@ -78,6 +78,7 @@ pub struct Shard {
     pool: BufferPool,
     timers: TimerWheel,
     completions: Vec<Completion>,
+    commands: Vec<Command>,
     expired: Vec<u32>,
     send_list: Vec<u32>,
     parked: Vec<(u32, u16)>,
@@ -126,6 +127,7 @@ impl Shard {
             pool: BufferPool::new(&config.pool),
             timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOT_COUNT, table_slots, 0),
             completions: Vec::with_capacity(COMPLETIONS_PER_TURN_MAX),
+            commands: Vec::with_capacity(COMMANDS_PER_TURN_MAX),
             expired: Vec::with_capacity(EXPIRED_PER_TURN_MAX),
             send_list: Vec::with_capacity(table_slots),
             parked: Vec::with_capacity(table_slots),
@@ -583,15 +585,17 @@ impl Shard {
     }
 
     fn drain_mailbox(&mut self) -> io::Result<()> {
-        let mailbox = Arc::clone(&self.mailbox);
-        let mut commands = Vec::new();
-        mailbox.drain(COMMANDS_PER_TURN_MAX, |command| commands.push(command));
-        for command in commands {
+        // The batch is reused turn after turn (taken out so that handling can borrow the shard).
+        let mut commands = std::mem::take(&mut self.commands);
+        self.mailbox
+            .drain(COMMANDS_PER_TURN_MAX, |command| commands.push(command));
+        for command in commands.drain(..) {
             match command {
                 Command::Shutdown => self.start_shutdown()?,
                 Command::Broadcast(frame) => self.broadcast(&frame)?,
             }
         }
+        self.commands = commands;
         Ok(())
     }
 
