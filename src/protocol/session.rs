@@ -472,6 +472,13 @@ impl Reader<'_> {
     /// Unmasks the part of the frame's payload this read holds and routes it.
     fn read_payload(&mut self, mut progress: FrameProgress) -> Result<Step, ProtocolError> {
         let available = (self.input.len() - self.position) as u64;
+        if available == 0 && progress.received_bytes < progress.payload_bytes {
+            // The read ended right after the head. Routing an empty piece would take a pooled
+            // buffer for a payload that may yet arrive whole, and a control payload that then
+            // does is read from the input while the buffer was dropped instead of released.
+            self.session.frame = Some(progress);
+            return Ok(Step::NeedMore);
+        }
         let taken = available.min(progress.payload_bytes - progress.received_bytes) as usize;
         let start = self.position;
         let end = start + taken;
