@@ -39,19 +39,22 @@ impl Utf8Validator {
         } else {
             piece
         };
-        if rest.is_empty() || simdutf8::basic::from_utf8(rest).is_ok() {
+        // One pass of the fast validator over everything but a code point cut at the end, then
+        // a prefix check of that cut code point (at most three bytes).
+        let cut = incomplete_tail_start(rest);
+        simdutf8::basic::from_utf8(&rest[..cut]).map_err(|_| Utf8Error)?;
+        let tail = &rest[cut..];
+        if tail.is_empty() {
             return Ok(());
         }
-        let error = simdutf8::compat::from_utf8(rest).expect_err("basic and compat agree");
-        if error.error_len().is_some() {
-            return Err(Utf8Error);
+        match simdutf8::compat::from_utf8(tail) {
+            Err(error) if error.error_len().is_none() && error.valid_up_to() == 0 => {
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.carry_bytes = tail.len() as u8;
+                Ok(())
+            }
+            _ => Err(Utf8Error),
         }
-        // The piece ends inside a code point whose bytes so far are a valid prefix.
-        let tail = &rest[error.valid_up_to()..];
-        debug_assert!(tail.len() < CODE_POINT_BYTES_MAX);
-        self.carry[..tail.len()].copy_from_slice(tail);
-        self.carry_bytes = tail.len() as u8;
-        Ok(())
     }
 
     /// Ends the message: a code point left incomplete is an error.
@@ -76,6 +79,29 @@ impl Utf8Validator {
         }
         Ok(&piece[taken..])
     }
+}
+
+/// Where a code point that the end of `bytes` cuts short begins (`bytes.len()` when none is):
+/// the last non-continuation byte within the final three, if its sequence runs past the end.
+fn incomplete_tail_start(bytes: &[u8]) -> usize {
+    let length = bytes.len();
+    for back in 1..=length.min(CODE_POINT_BYTES_MAX - 1) {
+        let byte = bytes[length - back];
+        if byte & 0xC0 != 0x80 {
+            let sequence = match byte {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            return if sequence > back {
+                length - back
+            } else {
+                length
+            };
+        }
+    }
+    length
 }
 
 /// The length of the sequence a valid lead byte starts. Only lead bytes of valid prefixes are
