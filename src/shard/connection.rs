@@ -503,7 +503,11 @@ impl Connection {
                 self.ping_sent_ms = context.now_ms;
                 self.set_deadline(Deadline::Pong, context.now_ms + config.pong_timeout_ms);
             }
-            Deadline::Pong if self.last_receive_ms > self.ping_sent_ms => {
+            // A ping goes out only once `idle_timeout_ms` (at least 1) passed since the last
+            // receive, so any receive stamped at or after `ping_sent_ms` came after the ping. A
+            // strict `>` missed a pong that arrived within the same millisecond, as on a LAN,
+            // and closed a live client with "ping timeout".
+            Deadline::Pong if self.last_receive_ms >= self.ping_sent_ms => {
                 self.set_deadline(
                     Deadline::Idle,
                     self.last_receive_ms + config.idle_timeout_ms,
