@@ -36,6 +36,8 @@ fn main() -> ExitCode {
         }
     };
     let shards = config.shards;
+    // Handlers first: once the address is announced, a SIGTERM must drain, not kill.
+    let mut signals = Signals::new([SIGINT, SIGTERM]).expect("installing signal handlers");
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(error) => {
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
     // The first line on stdout names the address, so scripts and tests can find an ephemeral port.
     println!("ringcast listening on {}", server.local_address());
     info!(address = %server.local_address(), shards, "accepting connections");
-    wait_for_signal(&server);
+    wait_for_signal(&server, &mut signals);
     match server.shutdown() {
         Ok(reports) => {
             info!(shards = reports.len(), "stopped cleanly");
@@ -59,8 +61,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn wait_for_signal(server: &Server) {
-    let mut signals = Signals::new([SIGINT, SIGTERM]).expect("installing signal handlers");
+fn wait_for_signal(server: &Server, signals: &mut Signals) {
     loop {
         if let Some(signal) = signals.pending().next() {
             info!(signal, "signal received: draining connections");

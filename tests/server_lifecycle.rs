@@ -178,8 +178,6 @@ fn sigterm_and_sigint_exit_0_when_idle() {
 
 /// Proves a SIGTERM sent as soon as the address line is printed still drains and exits 0.
 #[test]
-#[ignore = "server bug: main.rs prints the address line before installing its signal \
-            handlers, so an early SIGTERM kills the process (signal 15) instead of draining it"]
 fn sigterm_right_after_the_address_line_exits_0() {
     // A supervisor that starts and stops the server relies on this; repeated to catch the race.
     const ATTEMPTS: usize = 10;
