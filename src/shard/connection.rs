@@ -109,6 +109,11 @@ impl Outbound {
         self.queued_bytes
     }
 
+    /// Whether the queue holds more than `bytes_max` bytes or `frames_max` frames.
+    pub fn is_over(&self, bytes_max: usize, frames_max: usize) -> bool {
+        self.queued_bytes > bytes_max || self.frames.len() > frames_max
+    }
+
     /// Drops queued frames that are not part of the send in flight (the peer is gone).
     pub fn discard_unsent(&mut self, frames_in_flight: usize) {
         while self.frames.len() > frames_in_flight {
@@ -181,6 +186,8 @@ pub struct Counters {
     pub bytes_sent: u64,
     pub receive_buffer_shortages: u64,
     pub slow_consumer_closes: u64,
+    /// Times reading from a peer paused because replies to it piled up.
+    pub reading_pauses: u64,
     pub pings_sent: u64,
     pub pong_timeouts: u64,
     pub handshake_timeouts: u64,
@@ -208,6 +215,8 @@ pub struct Connection {
     pub deadline_ms: u64,
     pub deadline_changed: bool,
     pub receive_armed: bool,
+    /// Reading is paused because replies to this peer piled up past the queue limits.
+    pub reading_paused: bool,
     /// Frames in the send in flight (to keep them when discarding the rest).
     pub frames_in_flight: usize,
     /// Queued in the shard's list of connections with something to send.
@@ -227,6 +236,7 @@ impl Connection {
             deadline_ms: now_ms + handshake_timeout_ms,
             deadline_changed: true,
             receive_armed: false,
+            reading_paused: false,
             frames_in_flight: 0,
             send_listed: false,
             last_receive_ms: now_ms,
@@ -397,24 +407,21 @@ impl Connection {
             unreachable!()
         };
         let config = context.config;
-        let mut queue_full = false;
         let mut reader = session.handle_read(input, context.pool, &config.protocol);
         while let Some(result) = reader.next_event() {
             match result {
                 Ok(Event::Message { kind, payload }) => {
                     context.counters.messages_received += 1;
-                    if config.echo && !queue_full {
-                        let opcode = if kind == MessageKind::Text {
-                            OpCode::Text
-                        } else {
-                            OpCode::Binary
+                    if config.echo {
+                        // A reply to the peer's own message is never refused: when replies pile
+                        // up, the shard pauses reading from this peer instead, so TCP pushes
+                        // back on it. The overshoot is bounded by what one turn received.
+                        let opcode = match kind {
+                            MessageKind::Text => OpCode::Text,
+                            MessageKind::Binary => OpCode::Binary,
                         };
-                        let frame = encode_frame(opcode, true, payload);
-                        let (bytes_max, frames_max) = (
-                            config.outbound_queue_bytes_max,
-                            config.outbound_queue_frames_max,
-                        );
-                        queue_full = self.outbound.push(frame, bytes_max, frames_max).is_err();
+                        self.outbound
+                            .push_control(encode_frame(opcode, true, payload));
                     }
                 }
                 Ok(Event::Ping(_) | Event::Pong(_) | Event::Close { .. }) => {}
@@ -429,10 +436,6 @@ impl Connection {
             }
         }
         drop(reader);
-        if queue_full {
-            context.counters.slow_consumer_closes += 1;
-            session.close(CloseCode::POLICY_VIOLATION, "slow consumer");
-        }
         self.flush_transmits(context);
     }
 

@@ -213,6 +213,9 @@ impl Shard {
             Operation::Send => self.handle_send(tag.slot, completion),
             Operation::Shutdown => self.handle_shutdown(tag.slot, completion),
             Operation::Close => self.handle_close(tag.slot, completion),
+            // 0, ENOENT (the receive had already ended) or EALREADY: the receive's own
+            // completion, ECANCELED or not, is what the shard acts on.
+            Operation::CancelReceive => Ok(()),
             Operation::Accept | Operation::Wake | Operation::CancelAccept => unreachable!(),
         }
     }
@@ -310,6 +313,7 @@ impl Shard {
         if ended {
             self.connection_mut(slot).receive_armed = false;
         }
+        let mut parked = false;
         match completion.result {
             length if length > 0 => {
                 let buffer_id = completion
@@ -317,10 +321,6 @@ impl Shard {
                     .expect("a receive with data names its buffer");
                 self.handle_bytes(slot, buffer_id, length as usize);
                 self.receive_buffers.recycle(buffer_id);
-                let connection = self.connection_mut(slot);
-                if ended && connection.closing == Closing::Open {
-                    return self.arm_receive(slot);
-                }
             }
             0 => self.peer_gone(slot),
             error => match -error {
@@ -330,7 +330,9 @@ impl Shard {
                     self.counters.receive_buffer_shortages += 1;
                     let generation = self.connection_mut(slot).generation;
                     self.parked.push((slot, generation));
+                    parked = true;
                 }
+                // Cancelled to pause reading, or by shutdown: re-armed below if still wanted.
                 libc::ECANCELED => {}
                 libc::ECONNRESET
                 | libc::EPIPE
@@ -346,7 +348,18 @@ impl Shard {
                 }
             },
         }
+        if ended && !parked && self.wants_receive(slot) {
+            self.arm_receive(slot)?;
+        }
         self.after_activity(slot)
+    }
+
+    /// Whether a connection should have a receive armed and has none.
+    fn wants_receive(&mut self, slot: u32) -> bool {
+        let connection = self.connection_mut(slot);
+        !connection.receive_armed
+            && !connection.reading_paused
+            && connection.closing == Closing::Open
     }
 
     fn handle_bytes(&mut self, slot: u32, buffer_id: u16, length: usize) {
@@ -385,7 +398,42 @@ impl Shard {
             self.send_list.push(slot);
         }
         self.sync_deadline(slot);
+        self.apply_backpressure(slot)?;
         self.advance_close(slot)
+    }
+
+    /// Pauses reading from a peer whose replies piled up past the queue limits (its receive is
+    /// cancelled and the bytes wait in its socket, so TCP pushes back), and resumes once the
+    /// queue has drained below half of them.
+    fn apply_backpressure(&mut self, slot: u32) -> io::Result<()> {
+        let (bytes_max, frames_max) = (
+            self.config.outbound_queue_bytes_max,
+            self.config.outbound_queue_frames_max,
+        );
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
+        let over = connection.outbound.is_over(bytes_max, frames_max);
+        if !connection.reading_paused && over && connection.closing == Closing::Open {
+            connection.reading_paused = true;
+            self.counters.reading_pauses += 1;
+            if connection.receive_armed {
+                let generation = connection.generation;
+                let receive = Tag::new(Operation::Receive, slot, generation).encode();
+                let entry = opcode::AsyncCancel::new(receive)
+                    .build()
+                    .user_data(Tag::new(Operation::CancelReceive, slot, generation).encode());
+                return self.ring.push(&entry);
+            }
+        } else if connection.reading_paused
+            && !connection.outbound.is_over(bytes_max / 2, frames_max / 2)
+        {
+            connection.reading_paused = false;
+            if self.wants_receive(slot) {
+                return self.arm_receive(slot);
+            }
+        }
+        Ok(())
     }
 
     fn sync_deadline(&mut self, slot: u32) {

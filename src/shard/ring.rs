@@ -29,6 +29,8 @@ pub enum Operation {
     Wake = 6,
     /// Cancelling the multishot accept at shutdown.
     CancelAccept = 7,
+    /// Cancelling a connection's multishot receive to pause reading (backpressure).
+    CancelReceive = 8,
 }
 
 impl Operation {
@@ -41,6 +43,7 @@ impl Operation {
             5 => Operation::Close,
             6 => Operation::Wake,
             7 => Operation::CancelAccept,
+            8 => Operation::CancelReceive,
             _ => return None,
         })
     }
