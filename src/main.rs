@@ -23,6 +23,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&arguments.log))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: escape codes in log files and pipes get in the way.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match config::raise_nofile_soft_limit_to_hard() {
         Ok(limits) => info!(soft = limits.soft, hard = limits.hard, "open files limit"),

@@ -9,8 +9,6 @@
 
 #[path = "interop/harness.rs"]
 mod harness;
-#[path = "autobahn/json.rs"]
-mod json;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use harness::{EchoServer, INSTALL_COMMAND};
-use json::Json;
+use serde_json::Value as Json;
 
 /// Where the expectation is kept, under the package root.
 const EXPECTED_RESULTS: &str = "tests/autobahn/expected-results.json";
@@ -150,9 +148,13 @@ fn read_cases(cases: &Json) -> Result<Results, String> {
 /// Reads kosoku's `index.json`, which holds one agent (named by the server's address) whose
 /// members are the cases.
 fn read_index(text: &str) -> Result<Results, String> {
-    let index = json::parse(text)?;
-    match index.as_object() {
-        Some([(_agent, cases)]) => read_cases(cases),
+    let index: Json = serde_json::from_str(text).map_err(|error| error.to_string())?;
+    match index
+        .as_object()
+        .map(|agents| agents.values().collect::<Vec<_>>())
+        .as_deref()
+    {
+        Some([cases]) => read_cases(cases),
         _ => Err("index.json does not hold exactly one agent".to_owned()),
     }
 }
@@ -164,9 +166,9 @@ fn render_expectation(results: &Results) -> String {
         .map(|(case, verdict)| {
             format!(
                 "  {}: {{ \"behavior\": {}, \"behaviorClose\": {} }}",
-                json::quote(&case.to_string()),
-                json::quote(&verdict.behavior),
-                json::quote(&verdict.behavior_close)
+                Json::from(case.to_string()),
+                Json::from(verdict.behavior.as_str()),
+                Json::from(verdict.behavior_close.as_str())
             )
         })
         .collect();
@@ -176,7 +178,8 @@ fn render_expectation(results: &Results) -> String {
 fn read_expectation(path: &Path) -> Results {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
-    json::parse(&text)
+    serde_json::from_str::<Json>(&text)
+        .map_err(|error| error.to_string())
         .and_then(|cases| read_cases(&cases))
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
@@ -358,9 +361,7 @@ fn index_reads_and_expectation_round_trips() {
     assert_eq!(order, ["2.9", "2.10"]);
     assert_eq!(results[&CaseId(vec![2, 9])].behavior_close, "INFORMATIONAL");
     let rendered = render_expectation(&results);
-    let reread = read_cases(&json::parse(&rendered).unwrap()).unwrap();
+    let reread = read_cases(&serde_json::from_str(&rendered).unwrap()).unwrap();
     assert_eq!(reread, results);
     assert!(read_index("{}").is_err());
-    assert!(json::parse(r#"{"a": [1, 2,]}"#).is_err());
-    assert!(json::parse(r#""\ud834""#).is_err());
 }
