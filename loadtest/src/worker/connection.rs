@@ -24,7 +24,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::handshake::client::ClientHandshake;
 use tungstenite::http::Uri;
-use tungstenite::protocol::{WebSocket, WebSocketConfig};
+use tungstenite::protocol::{CloseFrame, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WebSocketError, Message};
 
 use super::memory_stream::MemoryStream;
@@ -223,7 +223,10 @@ impl Connection {
     /// a pong (sent by the next flush); a close from the server is `Closed`.
     pub fn poll_message(&mut self) -> Result<Option<Message>, Closed> {
         match self.socket.read() {
-            Ok(Message::Close(_)) => Err(Closed),
+            Ok(Message::Close(frame)) => {
+                log_close(frame.as_ref());
+                Err(Closed)
+            }
             Ok(message) => Ok(Some(message)),
             Err(WebSocketError::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(_) => Err(Closed),
@@ -349,6 +352,20 @@ fn handshake_cause(error: &io::Error) -> Cause {
             log_unexpected("handshake", error);
             Cause::HandshakeFailed
         }
+    }
+}
+
+/// A close from the server before we end is counted as `closed_early`; the first few are
+/// printed with their code and reason, which usually say why.
+fn log_close(frame: Option<&CloseFrame>) {
+    const LOGGED_MAX: usize = 3;
+    static LOGGED: AtomicUsize = AtomicUsize::new(0);
+    if LOGGED.fetch_add(1, Ordering::Relaxed) < LOGGED_MAX {
+        let (code, reason) = frame.map_or((0, ""), |frame| (u16::from(frame.code), &*frame.reason));
+        eprintln!(
+            "worker {}: the server closed a connection: code {code} {reason:?}",
+            std::process::id()
+        );
     }
 }
 
