@@ -85,6 +85,12 @@ pub struct CommonOptions {
     pub connect_timeout_seconds: u64,
 
     /// Pid of the server process, to read its resident memory (VmRSS) before and after.
+    ///
+    /// "Before" is sampled before the first connection, "after" once all are established
+    /// (at the end of the hold). The growth includes the first touch of pools the server
+    /// allocated at start-up, so a server fresh from start shows more per connection than a
+    /// second run against the same process. The kernel's slab (/proc/meminfo) is sampled at
+    /// the same moments, pid or not.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
 

@@ -163,6 +163,13 @@ impl RunResult {
             "connect latency (TCP + handshake)",
             latency_line(&totals.connect_latency),
         );
+        if self.scenario == "connect" {
+            let seconds = totals.measured_ms as f64 / 1000.0;
+            row(
+                "ping phase (every connection pinged)",
+                format!("{seconds:.2} s"),
+            );
+        }
         if let Some(echo) = &self.echo {
             row(
                 "echo messages/s",

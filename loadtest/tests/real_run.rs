@@ -147,6 +147,10 @@ fn connect_run_is_consistent() {
         summary.contains("| alive (answered the ping) | 50 |"),
         "{summary}"
     );
+    assert!(
+        summary.contains("| ping phase (every connection pinged) |"),
+        "{summary}"
+    );
     assert!(processes_tagged("connect").is_empty());
 }
 
