@@ -1,0 +1,154 @@
+//! The command line: one subcommand per scenario, plus the hidden `worker` that the coordinator
+//! starts in child processes.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const LONG_ABOUT: &str = "\
+ringcast-loadtest drives a WebSocket server with many client connections on loopback and \
+measures what it sees: connections held, connect latency, echo throughput and round-trip \
+latency, and (given the server's pid) the server's memory per connection.
+
+One process can hold only as many sockets as its open-files limit allows, so the command you \
+run is a coordinator: it starts worker processes (this same binary), gives each a share of the \
+connections and a share of the source addresses 127.0.x.y, and merges what they measured. \
+Every run is bounded in connections and in time; Ctrl-C stops all workers and still prints \
+what was measured.
+
+Output: progress lines on stderr, a markdown summary on stdout, and with --output a JSON file \
+holding every figure and the merged latency histograms.
+
+Examples:
+  ringcast-loadtest echo --url ws://127.0.0.1:9100/ws --connections 100 --payload-bytes 20
+  ringcast-loadtest connect --url ws://127.0.0.1:9100/ws --connections 10000 --rate 20000 \\
+      --hold-seconds 10 --server-pid $(pgrep -n ringcast) --output connect.json";
+
+/// The command-line arguments of `ringcast-loadtest`.
+#[derive(Debug, Parser)]
+#[command(name = "ringcast-loadtest", version, about, long_about = LONG_ABOUT)]
+pub struct Arguments {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// What to measure.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Open many connections at a steady rate, hold them, then prove each one is alive.
+    ///
+    /// Ramps up to --connections at --rate connections per second, holds them for
+    /// --hold-seconds, then has every connection send a ping and wait for its pong. Reports
+    /// the connections achieved and alive, failures by cause, connect latency (TCP connect
+    /// plus WebSocket handshake), the ramp time and, with --server-pid, the server's resident
+    /// memory and the kernel's slab memory per connection.
+    Connect(ConnectOptions),
+    /// Closed-loop echo: each connection sends a text message and waits for its echo.
+    ///
+    /// Opens --connections connections, waits --warmup-seconds with traffic flowing, then
+    /// measures for --duration-seconds: messages per second and round-trip latency. Every
+    /// echo is checked byte for byte against what was sent.
+    Echo(EchoOptions),
+    /// Internal: a worker process driven by the coordinator over stdin/stdout.
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Options every scenario shares: the target, the process layout, timeouts and outputs.
+#[derive(Clone, Debug, Args)]
+pub struct CommonOptions {
+    /// WebSocket URL of the server, ws:// only (no TLS), an IPv4 address on this machine.
+    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:9100/ws")]
+    pub url: String,
+
+    /// Worker processes to spread the connections over.
+    ///
+    /// Default: one per 18000 connections (rounded up), since each process may hold only as
+    /// many sockets as its open-files limit (ulimit -n) allows.
+    #[arg(long, value_name = "COUNT")]
+    pub workers: Option<usize>,
+
+    /// Threads in each worker, each running its own tokio-uring runtime.
+    #[arg(long, value_name = "COUNT", default_value_t = 1)]
+    pub threads_per_worker: usize,
+
+    /// Source addresses (127.0.x.y) to spread the client sockets over.
+    ///
+    /// Each address gives about 28000 ephemeral ports towards one server address, and the
+    /// kernel's port search slows as an address fills up. Default: one per 2000 connections,
+    /// at least 8, rounded up to a multiple of --workers.
+    #[arg(long, value_name = "COUNT")]
+    pub source_addresses: Option<usize>,
+
+    /// Seconds one connection may take for TCP connect plus the WebSocket handshake.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub connect_timeout_seconds: u64,
+
+    /// Pid of the server process, to read its resident memory (VmRSS) before and after.
+    ///
+    /// "Before" is sampled before the first connection, "after" once all are established
+    /// (at the end of the hold). The growth includes the first touch of pools the server
+    /// allocated at start-up, so a server fresh from start shows more per connection than a
+    /// second run against the same process. The kernel's slab (/proc/meminfo) is sampled at
+    /// the same moments, pid or not.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Write the full result as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+/// Options of the `connect` scenario.
+#[derive(Clone, Debug, Args)]
+pub struct ConnectOptions {
+    #[command(flatten)]
+    pub common: CommonOptions,
+
+    /// Connections to open in total, over all workers.
+    #[arg(long, value_name = "COUNT")]
+    pub connections: u64,
+
+    /// Connections to open per second, in total over all workers.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 10_000.0)]
+    pub rate: f64,
+
+    /// Seconds to hold the connections once every one has been attempted.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub hold_seconds: u64,
+
+    /// Seconds each connection may wait for the pong to its liveness ping.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub pong_timeout_seconds: u64,
+}
+
+/// Options of the `echo` scenario.
+#[derive(Clone, Debug, Args)]
+pub struct EchoOptions {
+    #[command(flatten)]
+    pub common: CommonOptions,
+
+    /// Connections, each with one message in flight at a time.
+    #[arg(long, value_name = "COUNT", default_value_t = 100)]
+    pub connections: u64,
+
+    /// Connections to open per second while ramping up, in total.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 10_000.0)]
+    pub rate: f64,
+
+    /// Size of each text message, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 20)]
+    pub payload_bytes: usize,
+
+    /// Seconds of traffic before measuring starts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    pub warmup_seconds: u64,
+
+    /// Seconds to measure for, after the warm-up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub duration_seconds: u64,
+
+    /// Seconds a connection waits for one echo before it counts as failed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub echo_timeout_seconds: u64,
+}

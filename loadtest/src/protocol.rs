@@ -1,0 +1,400 @@
+//! The coordinator–worker protocol: one JSON object per line, over the worker's stdin (commands)
+//! and stdout (events). Stderr is left to the worker for diagnostics.
+//!
+//! A run goes: the coordinator sends `start` with the worker's plan; the worker opens its
+//! connections, sending `progress` about once a second and `established` when every connection
+//! has been attempted; the coordinator sends `proceed` when all workers are established (and,
+//! for `connect`, the hold is over); the worker runs the measured phase and sends `finished`
+//! with its report, then exits. `stop` (or end of input) at any time makes the worker end its
+//! connections and send `finished` with what it measured so far.
+
+use std::net::Ipv4Addr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::histogram::EncodedHistogram;
+
+/// A message from the coordinator to a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// The first line a worker reads: everything it is to do.
+    Start(WorkerPlan),
+    /// Begin the measured phase (liveness pings for `connect`, traffic for `echo`).
+    Proceed,
+    /// End now and report what was measured.
+    Stop,
+}
+
+/// A message from a worker to the coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Sent about once a second while connections are being opened.
+    Progress(Progress),
+    /// Every planned connection has been attempted (it is open or has failed).
+    Established(Progress),
+    /// The worker's final report; it exits after sending it.
+    Finished(WorkerReport),
+    /// The worker could not run at all (bad plan, runtime set-up failed).
+    Failed { message: String },
+}
+
+/// Counts a worker reports while ramping up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub attempted: u64,
+    pub established: u64,
+    pub failed: u64,
+    /// Milliseconds from the worker's start to its last connection attempt ending.
+    pub ramp_ms: u64,
+}
+
+/// One worker's share of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerPlan {
+    pub worker_index: usize,
+    /// ws://IPv4:PORT/PATH
+    pub url: String,
+    /// Connections this worker opens.
+    pub connections: u64,
+    /// Connections per second this worker opens.
+    pub rate_per_second: f64,
+    /// Threads, each with its own tokio-uring runtime.
+    pub threads: usize,
+    /// Source addresses this worker binds its sockets to, round robin.
+    pub source_addresses: Vec<Ipv4Addr>,
+    pub connect_timeout_ms: u64,
+    /// The worker stops by itself this long after starting, whatever the coordinator says.
+    pub deadline_ms: u64,
+    pub scenario: ScenarioPlan,
+}
+
+/// What each connection does once established.
+///
+/// Later scenarios fit as further variants: `churn` (open and close at a steady rate, with
+/// counts of opens, closes and failures per second) and `fanout` (subscribe to topics, check
+/// per-topic sequence numbers and measure latency from timestamps in the payloads).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScenarioPlan {
+    /// Hold until `proceed`, then ping and await the pong.
+    Connect { pong_timeout_ms: u64 },
+    /// On `proceed`: warm up, then measure closed-loop echo round trips.
+    Echo {
+        payload_bytes: usize,
+        warmup_ms: u64,
+        duration_ms: u64,
+        echo_timeout_ms: u64,
+    },
+}
+
+/// Connections that failed, by cause. Every connection that fails counts once, under the
+/// first thing that went wrong with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failures {
+    /// The server refused the TCP connection (ECONNREFUSED): nothing listening, or backlog full.
+    pub connect_refused: u64,
+    /// No TCP connection within the connect timeout (SYNs dropped).
+    pub connect_timeout: u64,
+    /// Reset or broken pipe before the upgrade request was sent.
+    pub connect_reset: u64,
+    /// No local port left for the source address (EADDRNOTAVAIL).
+    pub connect_no_port: u64,
+    /// Out of file descriptors in the worker (EMFILE, ENFILE).
+    pub connect_no_descriptor: u64,
+    /// Any other error creating, binding or connecting the socket.
+    pub connect_other: u64,
+    /// The upgrade failed: a non-101 answer, a bad accept key, or the connection closed.
+    pub handshake_failed: u64,
+    /// Connected, but no complete upgrade answer within the connect timeout.
+    pub handshake_timeout: u64,
+    /// Upgraded, then closed or broken by the server (or a protocol error) before the end.
+    pub closed_early: u64,
+    /// No pong to the liveness ping within the pong timeout.
+    pub no_pong: u64,
+    /// No echo within the echo timeout.
+    pub no_echo: u64,
+    /// An echo that differed from what was sent.
+    pub echo_mismatch: u64,
+}
+
+/// The first thing that went wrong with a connection: one field of [`Failures`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    ConnectRefused,
+    ConnectTimeout,
+    ConnectReset,
+    ConnectNoPort,
+    ConnectNoDescriptor,
+    ConnectOther,
+    HandshakeFailed,
+    HandshakeTimeout,
+    ClosedEarly,
+    NoPong,
+    NoEcho,
+    EchoMismatch,
+}
+
+impl Failures {
+    pub fn record(&mut self, cause: Cause) {
+        let count = match cause {
+            Cause::ConnectRefused => &mut self.connect_refused,
+            Cause::ConnectTimeout => &mut self.connect_timeout,
+            Cause::ConnectReset => &mut self.connect_reset,
+            Cause::ConnectNoPort => &mut self.connect_no_port,
+            Cause::ConnectNoDescriptor => &mut self.connect_no_descriptor,
+            Cause::ConnectOther => &mut self.connect_other,
+            Cause::HandshakeFailed => &mut self.handshake_failed,
+            Cause::HandshakeTimeout => &mut self.handshake_timeout,
+            Cause::ClosedEarly => &mut self.closed_early,
+            Cause::NoPong => &mut self.no_pong,
+            Cause::NoEcho => &mut self.no_echo,
+            Cause::EchoMismatch => &mut self.echo_mismatch,
+        };
+        *count += 1;
+    }
+
+    /// Each cause with its count, in declaration order, for reports.
+    pub fn by_cause(&self) -> [(&'static str, u64); 12] {
+        [
+            ("connect_refused", self.connect_refused),
+            ("connect_timeout", self.connect_timeout),
+            ("connect_reset", self.connect_reset),
+            ("connect_no_port", self.connect_no_port),
+            ("connect_no_descriptor", self.connect_no_descriptor),
+            ("connect_other", self.connect_other),
+            ("handshake_failed", self.handshake_failed),
+            ("handshake_timeout", self.handshake_timeout),
+            ("closed_early", self.closed_early),
+            ("no_pong", self.no_pong),
+            ("no_echo", self.no_echo),
+            ("echo_mismatch", self.echo_mismatch),
+        ]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_cause().iter().map(|(_, count)| count).sum()
+    }
+
+    pub fn merge(&mut self, other: &Failures) {
+        self.connect_refused += other.connect_refused;
+        self.connect_timeout += other.connect_timeout;
+        self.connect_reset += other.connect_reset;
+        self.connect_no_port += other.connect_no_port;
+        self.connect_no_descriptor += other.connect_no_descriptor;
+        self.connect_other += other.connect_other;
+        self.handshake_failed += other.handshake_failed;
+        self.handshake_timeout += other.handshake_timeout;
+        self.closed_early += other.closed_early;
+        self.no_pong += other.no_pong;
+        self.no_echo += other.no_echo;
+        self.echo_mismatch += other.echo_mismatch;
+    }
+}
+
+/// What one worker measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub worker_index: usize,
+    /// Connections attempted (at most the plan's count; fewer when stopped early).
+    pub attempted: u64,
+    /// Connections upgraded to WebSocket.
+    pub established: u64,
+    /// Connections that passed the measured phase: answered the ping (`connect`) or ran the
+    /// echo loop to the end (`echo`).
+    pub alive: u64,
+    pub failures: Failures,
+    /// Milliseconds from the worker's start to its last connection attempt ending.
+    pub ramp_ms: u64,
+    /// Nanoseconds from socket creation to the end of the WebSocket handshake.
+    pub connect_latency_ns: EncodedHistogram,
+    /// Nanoseconds from sending a message to receiving its echo (measured phase only).
+    pub round_trip_ns: EncodedHistogram,
+    /// Echoes received and checked during the measured phase.
+    pub messages: u64,
+    /// Milliseconds the measured phase lasted.
+    pub measured_ms: u64,
+    /// Whether `stop` or the deadline cut the run short.
+    pub stopped_early: bool,
+}
+
+/// A line that is not a message of this protocol.
+#[derive(Debug)]
+pub struct ParseError {
+    pub line: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "bad protocol line ({}): {:.200}",
+            self.reason, self.line
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Serializes a message as one line, newline included.
+pub fn encode_line<T: Serialize>(message: &T) -> String {
+    // Our messages hold no maps with non-string keys and no non-finite floats from user input
+    // that serde_json could reject; a failure here is a bug in this crate.
+    let mut line = serde_json::to_string(message).expect("protocol messages always serialize");
+    assert!(
+        !line.contains('\n'),
+        "JSON from serde_json is a single line"
+    );
+    line.push('\n');
+    line
+}
+
+/// Parses one line (with or without its newline).
+pub fn parse_line<T: DeserializeOwned>(line: &str) -> Result<T, ParseError> {
+    serde_json::from_str(line.trim_end()).map_err(|error| ParseError {
+        line: line.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::histogram::{EncodedHistogram, new_histogram};
+
+    fn plan() -> WorkerPlan {
+        WorkerPlan {
+            worker_index: 3,
+            url: "ws://127.0.0.1:9100/ws".into(),
+            connections: 18_000,
+            rate_per_second: 3333.5,
+            threads: 2,
+            source_addresses: vec![Ipv4Addr::new(127, 0, 1, 4), Ipv4Addr::new(127, 0, 1, 9)],
+            connect_timeout_ms: 10_000,
+            deadline_ms: 120_000,
+            scenario: ScenarioPlan::Echo {
+                payload_bytes: 20,
+                warmup_ms: 1000,
+                duration_ms: 10_000,
+                echo_timeout_ms: 5000,
+            },
+        }
+    }
+
+    /// Every command survives encode → parse unchanged, as one line.
+    #[test]
+    fn commands_round_trip() {
+        let commands = [
+            Command::Start(plan()),
+            Command::Proceed,
+            Command::Stop,
+            Command::Start(WorkerPlan {
+                scenario: ScenarioPlan::Connect { pong_timeout_ms: 7 },
+                ..plan()
+            }),
+        ];
+        for command in commands {
+            let line = encode_line(&command);
+            assert_eq!(line.matches('\n').count(), 1);
+            assert!(line.ends_with('\n'));
+            assert_eq!(parse_line::<Command>(&line).unwrap(), command);
+        }
+    }
+
+    /// Every event, a report with real histograms included, survives encode → parse.
+    #[test]
+    fn events_round_trip() {
+        let mut histogram = new_histogram();
+        for value in [1_000, 25_000, 25_001, 9_000_000] {
+            histogram.record(value).unwrap();
+        }
+        let mut failures = Failures::default();
+        failures.record(Cause::NoPong);
+        failures.record(Cause::ConnectRefused);
+        let report = WorkerReport {
+            worker_index: 1,
+            attempted: 10,
+            established: 9,
+            alive: 8,
+            failures,
+            ramp_ms: 1234,
+            connect_latency_ns: EncodedHistogram::encode(&histogram),
+            round_trip_ns: EncodedHistogram::encode(&new_histogram()),
+            messages: 0,
+            measured_ms: 0,
+            stopped_early: true,
+        };
+        let progress = Progress {
+            attempted: 5,
+            established: 4,
+            failed: 1,
+            ramp_ms: 0,
+        };
+        let events = [
+            Event::Progress(progress),
+            Event::Established(progress),
+            Event::Finished(report),
+            Event::Failed {
+                message: "no \"runtime\"\nhere".into(),
+            },
+        ];
+        for event in events {
+            let line = encode_line(&event);
+            assert_eq!(line.matches('\n').count(), 1);
+            assert_eq!(parse_line::<Event>(&line).unwrap(), event);
+        }
+    }
+
+    /// The wire format is readable and stable: tagged objects with snake_case names.
+    #[test]
+    fn wire_format_is_tagged() {
+        assert_eq!(
+            encode_line(&Command::Proceed),
+            "{\"command\":\"proceed\"}\n"
+        );
+        let line = encode_line(&Command::Start(plan()));
+        assert!(line.starts_with("{\"command\":\"start\",\"worker_index\":3,"));
+        assert!(line.contains("\"scenario\":{\"kind\":\"echo\",\"payload_bytes\":20,"));
+        assert!(parse_line::<Command>("{\"command\":\"launch\"}").is_err());
+        assert!(parse_line::<Event>("not json").is_err());
+    }
+
+    /// Each cause lands in its own field, and merging adds field by field.
+    #[test]
+    fn failures_record_and_merge() {
+        let causes = [
+            Cause::ConnectRefused,
+            Cause::ConnectTimeout,
+            Cause::ConnectReset,
+            Cause::ConnectNoPort,
+            Cause::ConnectNoDescriptor,
+            Cause::ConnectOther,
+            Cause::HandshakeFailed,
+            Cause::HandshakeTimeout,
+            Cause::ClosedEarly,
+            Cause::NoPong,
+            Cause::NoEcho,
+            Cause::EchoMismatch,
+        ];
+        let mut failures = Failures::default();
+        for (index, cause) in causes.iter().enumerate() {
+            for _ in 0..=index {
+                failures.record(*cause);
+            }
+        }
+        let counts: Vec<u64> = failures
+            .by_cause()
+            .iter()
+            .map(|(_, count)| *count)
+            .collect();
+        assert_eq!(counts, (1..=12).collect::<Vec<u64>>());
+        assert_eq!(failures.total(), 78);
+        let mut merged = failures;
+        merged.merge(&failures);
+        assert_eq!(merged.total(), 156);
+        assert_eq!(merged.no_echo, 22);
+    }
+}

@@ -1,0 +1,264 @@
+//! A worker process: reads its plan from stdin, runs it on one or more threads, each with its
+//! own tokio-uring runtime, reports progress and results on stdout (see `crate::protocol`).
+
+mod connection;
+mod memory_stream;
+mod scenario;
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use self::connection::Target;
+use self::scenario::{Counters, Phase, ThreadContext, ThreadStats, run_thread};
+use crate::addresses::thread_connections;
+use crate::histogram::{EncodedHistogram, merge_into, new_histogram};
+use crate::protocol::{
+    Command, Event, Progress, ScenarioPlan, WorkerPlan, WorkerReport, encode_line, parse_line,
+};
+
+/// Submission queue entries per runtime. Enough that a burst of a few thousand operations
+/// (a ramp tick, everyone pinging at once) rarely waits for room; tokio-uring submits early
+/// when the queue is full.
+const RING_ENTRIES: u32 = 4096;
+
+/// How often the main thread checks the counters and the threads.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How often a progress event is sent while ramping.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs a worker to the end. The exit code says whether it could run at all.
+pub fn main() -> i32 {
+    // Ctrl-C in a terminal reaches the whole process group, workers included. The coordinator
+    // decides when to stop and asks for the results, so workers must not die of SIGINT.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted);
+    // Should the coordinator die without closing our stdin (SIGKILL), nobody is left to read
+    // the report: end with it.
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and changes nothing else.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let mut output = io::stdout().lock();
+    let plan = match read_plan() {
+        Ok(plan) => plan,
+        Err(message) => {
+            send(&mut output, &Event::Failed { message });
+            return 2;
+        }
+    };
+    match run(plan, &mut output) {
+        Ok(report) => {
+            send(&mut output, &Event::Finished(report));
+            0
+        }
+        Err(message) => {
+            send(&mut output, &Event::Failed { message });
+            1
+        }
+    }
+}
+
+fn read_plan() -> Result<WorkerPlan, String> {
+    let mut line = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|error| format!("reading the plan: {error}"))?;
+    match parse_line::<Command>(&line).map_err(|error| error.to_string())? {
+        Command::Start(plan) => validate(plan),
+        other => Err(format!("expected a start command first, got {other:?}")),
+    }
+}
+
+fn validate(plan: WorkerPlan) -> Result<WorkerPlan, String> {
+    if plan.threads == 0 || plan.source_addresses.is_empty() || plan.rate_per_second <= 0.0 {
+        return Err(format!(
+            "plan needs threads, addresses and a positive rate: {plan:?}"
+        ));
+    }
+    Ok(plan)
+}
+
+/// A protocol line to the coordinator. If stdout is gone the coordinator is gone, and there
+/// is nobody left to tell.
+fn send(output: &mut impl Write, event: &Event) {
+    let _ = output.write_all(encode_line(event).as_bytes());
+    let _ = output.flush();
+}
+
+fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String> {
+    let target = Arc::new(Target::parse(&plan.url)?);
+    let plan = Arc::new(plan);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(plan.deadline_ms);
+    let (phase_sender, phase_receiver) = watch::channel(Phase::Ramp);
+    let phase_sender = Arc::new(phase_sender);
+    let counters = Arc::new(Counters::default());
+    let threads = spawn_threads(&plan, &target, &phase_receiver, &counters, started)?;
+    spawn_command_reader(Arc::clone(&phase_sender));
+
+    let mut established_sent = false;
+    let mut last_progress = started;
+    let mut proceeded_at = None;
+    let mut stopped_at = None;
+    while !threads.iter().all(JoinHandle::is_finished) {
+        thread::sleep(POLL_INTERVAL);
+        if Instant::now() >= deadline {
+            phase_sender.send_replace(Phase::Stop);
+        }
+        match *phase_receiver.borrow() {
+            Phase::Ramp => {}
+            Phase::Proceed { at } => proceeded_at = Some(at),
+            Phase::Stop => {
+                stopped_at.get_or_insert_with(Instant::now);
+            }
+        }
+        let progress = progress(&counters);
+        let settled = progress.established + progress.failed == plan.connections;
+        if settled && !established_sent {
+            send(output, &Event::Established(progress));
+            established_sent = true;
+        } else if !established_sent && last_progress.elapsed() >= PROGRESS_INTERVAL {
+            send(output, &Event::Progress(progress));
+            last_progress = Instant::now();
+        }
+    }
+    let stopped_early = stopped_at.is_some();
+    let measured_ms = measured_ms(&plan, proceeded_at, stopped_at.unwrap_or_else(Instant::now));
+    let mut stats = Vec::with_capacity(threads.len());
+    for thread in threads {
+        stats.push(
+            thread
+                .join()
+                .map_err(|_| "a worker thread panicked".to_owned())??,
+        );
+    }
+    let mut report = merge_threads(plan.worker_index, &stats);
+    report.ramp_ms = counters.ramp_ms.load(Ordering::Relaxed);
+    report.stopped_early = stopped_early;
+    report.measured_ms = measured_ms;
+    Ok(report)
+}
+
+/// How long the measured phase lasted: the echo window after the warm-up (cut short by a
+/// stop), or the liveness check of `connect`.
+fn measured_ms(plan: &WorkerPlan, proceeded_at: Option<Instant>, ended_at: Instant) -> u64 {
+    let Some(proceeded_at) = proceeded_at else {
+        return 0;
+    };
+    let (from, until) = match plan.scenario {
+        ScenarioPlan::Connect { .. } => (proceeded_at, ended_at),
+        ScenarioPlan::Echo {
+            warmup_ms,
+            duration_ms,
+            ..
+        } => {
+            let from = proceeded_at + Duration::from_millis(warmup_ms);
+            (
+                from,
+                ended_at.min(from + Duration::from_millis(duration_ms)),
+            )
+        }
+    };
+    until.saturating_duration_since(from).as_millis() as u64
+}
+
+fn progress(counters: &Counters) -> Progress {
+    Progress {
+        attempted: counters.attempted.load(Ordering::Relaxed),
+        established: counters.established.load(Ordering::Relaxed),
+        failed: counters.failed.load(Ordering::Relaxed),
+        ramp_ms: counters.ramp_ms.load(Ordering::Relaxed),
+    }
+}
+
+type ThreadResult = Result<ThreadStats, String>;
+
+fn spawn_threads(
+    plan: &Arc<WorkerPlan>,
+    target: &Arc<Target>,
+    phase: &watch::Receiver<Phase>,
+    counters: &Arc<Counters>,
+    worker_started: Instant,
+) -> Result<Vec<JoinHandle<ThreadResult>>, String> {
+    let rate = plan.rate_per_second / plan.threads as f64;
+    (0..plan.threads)
+        .map(|thread_index| {
+            let context = ThreadContext {
+                plan: Arc::clone(plan),
+                target: Arc::clone(target),
+                phase: phase.clone(),
+                counters: Arc::clone(counters),
+                worker_started,
+            };
+            let indices = thread_connections(plan.connections, thread_index, plan.threads);
+            thread::Builder::new()
+                .name(format!("uring-{thread_index}"))
+                .spawn(move || -> ThreadResult {
+                    let runtime =
+                        tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES))
+                            .map_err(|error| {
+                                format!("cannot create an io_uring runtime: {error}")
+                            })?;
+                    Ok(runtime.block_on(run_thread(context, indices, rate)))
+                })
+                .map_err(|error| format!("cannot start a thread: {error}"))
+        })
+        .collect()
+}
+
+/// Reads `proceed` and `stop` from stdin for the rest of the run. End of input means the
+/// coordinator is gone: stop.
+fn spawn_command_reader(phase: Arc<watch::Sender<Phase>>) {
+    thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            match parse_line::<Command>(&line) {
+                Ok(Command::Proceed) => {
+                    let at = Instant::now();
+                    phase.send_if_modified(|phase| {
+                        let ramping = *phase == Phase::Ramp;
+                        if ramping {
+                            *phase = Phase::Proceed { at };
+                        }
+                        ramping
+                    });
+                }
+                Ok(Command::Stop) => {
+                    phase.send_replace(Phase::Stop);
+                    return;
+                }
+                Ok(Command::Start(_)) => eprintln!("worker: ignoring a second start command"),
+                Err(error) => eprintln!("worker: {error}"),
+            }
+        }
+        phase.send_replace(Phase::Stop);
+    });
+}
+
+/// One report from the threads' stats.
+fn merge_threads(worker_index: usize, stats: &[ThreadStats]) -> WorkerReport {
+    let mut connect_latency = new_histogram();
+    let mut round_trip = new_histogram();
+    let mut report = WorkerReport {
+        worker_index,
+        ..WorkerReport::default()
+    };
+    for thread in stats {
+        report.attempted += thread.attempted;
+        report.established += thread.established;
+        report.alive += thread.alive;
+        report.messages += thread.messages;
+        report.failures.merge(&thread.failures);
+        merge_into(&mut connect_latency, &thread.connect_latency_ns);
+        merge_into(&mut round_trip, &thread.round_trip_ns);
+    }
+    report.connect_latency_ns = EncodedHistogram::encode(&connect_latency);
+    report.round_trip_ns = EncodedHistogram::encode(&round_trip);
+    report
+}
