@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ringcast::config::{PoolConfig, ProtocolConfig};
-use ringcast::protocol::frame::{FrameHead, HEAD_BYTES_MAX, OpCode};
+use ringcast::protocol::frame::{OpCode, encode_masked_frame};
 use ringcast::protocol::pool::BufferPool;
 use ringcast::protocol::session::{Event, Session};
 use tungstenite::protocol::{Message, Role, WebSocket, WebSocketConfig};
@@ -45,21 +45,7 @@ fn client_stream<'a>(opcode: OpCode, payloads: impl Iterator<Item = &'a [u8]>) -
     let mut stream = Vec::new();
     for (index, payload) in payloads.enumerate() {
         let mask = (index as u32).wrapping_mul(0x9E37_79B9).to_le_bytes();
-        let head = FrameHead {
-            fin: true,
-            opcode,
-            mask: Some(mask),
-            payload_bytes: payload.len() as u64,
-            head_bytes: 0,
-        };
-        let mut head_buffer = [0u8; HEAD_BYTES_MAX];
-        let head_bytes = head.encode(&mut head_buffer);
-        stream.extend_from_slice(&head_buffer[..head_bytes]);
-        let payload_start = stream.len();
-        stream.extend_from_slice(payload);
-        for (offset, byte) in stream[payload_start..].iter_mut().enumerate() {
-            *byte ^= mask[offset % 4];
-        }
+        encode_masked_frame(opcode, true, payload, mask, &mut stream);
     }
     stream
 }

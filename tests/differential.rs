@@ -33,9 +33,7 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use ringcast::config::{PoolConfig, ProtocolConfig};
 use ringcast::protocol::ProtocolError;
-use ringcast::protocol::frame::{
-    FrameHead, HEAD_BYTES_MAX, OpCode, encode_close_frame, encode_frame,
-};
+use ringcast::protocol::frame::{HEAD_BYTES_MAX, OpCode, encode_close_frame, encode_frame};
 use ringcast::protocol::pool::BufferPool;
 use ringcast::protocol::session::{Event, MessageKind, Session, SessionState};
 use tungstenite::protocol::{Message, Role, WebSocket, WebSocketConfig};
@@ -1182,19 +1180,7 @@ fn data_parts(message: &Seen) -> (OpCode, &[u8]) {
 
 /// A masked client frame whose head comes from our encoder (`FrameHead::encode`).
 fn client_frame(opcode: OpCode, fin: bool, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
-    let head = FrameHead {
-        fin,
-        opcode,
-        mask: Some(mask),
-        payload_bytes: payload.len() as u64,
-        head_bytes: 0,
-    };
-    let mut head_buffer = [0u8; HEAD_BYTES_MAX];
-    let head_bytes = head.encode(&mut head_buffer);
-    out.extend_from_slice(&head_buffer[..head_bytes]);
-    let payload_start = out.len();
-    out.extend_from_slice(payload);
-    xor_mask(&mut out[payload_start..], mask, 0);
+    ringcast::protocol::frame::encode_masked_frame(opcode, fin, payload, mask, out);
 }
 
 /// A close code the server may send and the reason it gives.

@@ -157,6 +157,31 @@ pub fn encode_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Bytes {
     frame.freeze()
 }
 
+/// Appends a complete masked frame, as a client sends it, to `out`: for clients, tests and
+/// benches (the server itself never masks). The mask is applied with the fastest unmasking
+/// implementation, since masking and unmasking are the same XOR.
+pub fn encode_masked_frame(
+    opcode: OpCode,
+    fin: bool,
+    payload: &[u8],
+    mask: [u8; 4],
+    out: &mut Vec<u8>,
+) {
+    let head = FrameHead {
+        fin,
+        opcode,
+        mask: Some(mask),
+        payload_bytes: payload.len() as u64,
+        head_bytes: 0,
+    };
+    let mut head_buffer = [0u8; HEAD_BYTES_MAX];
+    let head_length = head.encode(&mut head_buffer);
+    out.extend_from_slice(&head_buffer[..head_length]);
+    let payload_start = out.len();
+    out.extend_from_slice(payload);
+    super::mask::apply_mask(&mut out[payload_start..], mask, 0);
+}
+
 /// Writes a close frame payload (code and reason) into `out`; returns its length. The reason is
 /// cut at a character boundary so the payload stays within a control frame's 125 bytes.
 pub fn encode_close_payload(

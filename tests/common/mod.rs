@@ -2,27 +2,15 @@
 #![allow(dead_code)]
 
 use ringcast::config::{PoolConfig, ProtocolConfig};
-use ringcast::protocol::frame::{FrameHead, HEAD_BYTES_MAX, OpCode};
-use ringcast::protocol::mask::apply_mask;
+use ringcast::protocol::frame::{OpCode, encode_masked_frame};
 use ringcast::protocol::pool::BufferPool;
 use ringcast::protocol::session::{Event, MessageKind, Session};
 use ringcast::protocol::{CloseCode, ProtocolError};
 
 /// Encodes a masked client frame, as a browser would send it.
 pub fn client_frame(opcode: OpCode, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let head = FrameHead {
-        fin,
-        opcode,
-        mask: Some(mask),
-        payload_bytes: payload.len() as u64,
-        head_bytes: 0,
-    };
-    let mut head_buffer = [0u8; HEAD_BYTES_MAX];
-    let head_length = head.encode(&mut head_buffer);
-    let mut frame = head_buffer[..head_length].to_vec();
-    let start = frame.len();
-    frame.extend_from_slice(payload);
-    apply_mask(&mut frame[start..], mask, 0);
+    let mut frame = Vec::new();
+    encode_masked_frame(opcode, fin, payload, mask, &mut frame);
     frame
 }
 
