@@ -18,6 +18,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// How often the main thread checks that every shard is still running.
 const SHARD_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// mimalloc's `arena_eager_commit` option (index 4 in mimalloc 2 and 3's `mi_option_e`).
+const MIMALLOC_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Turns mimalloc's eager arena commit off before anything allocates. Eager commit costs about
+/// 14 MiB of resident memory per shard thread before it holds a single connection (measured:
+/// 24 MiB → 10 MiB for one idle shard); committing on demand keeps an idle shard near the size
+/// of its own tables. It must run before mimalloc reserves its first arena, which happens at the
+/// first allocation: a prioritized constructor runs before mimalloc's own (unprioritized)
+/// constructor and before the Rust runtime allocates anything.
+extern "C" fn configure_allocator() {
+    // SAFETY: mi_option_set only stores an option value; nothing runs concurrently this early.
+    unsafe { libmimalloc_sys::mi_option_set(MIMALLOC_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
+
+#[used]
+#[unsafe(link_section = ".init_array.00101")]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
+
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
     tracing_subscriber::fmt()
