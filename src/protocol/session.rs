@@ -15,10 +15,14 @@
 use super::close::CloseCode;
 use super::error::ProtocolError;
 use super::frame::{CONTROL_PAYLOAD_BYTES_MAX, FrameHead, HEAD_BYTES_MAX, OpCode};
-use super::mask::apply_mask;
+use super::mask::{apply_mask, apply_mask_checking_ascii};
 use super::pool::{BufferPool, PooledBuffer};
 use super::utf8::{self, Utf8Validator};
 use crate::config::ProtocolConfig;
+
+/// Whole text frames up to this size are unmasked and checked for ASCII in one pass (larger ones
+/// are unmasked with SIMD and validated separately, which is faster at that size).
+const FUSED_TEXT_PAYLOAD_BYTES_MAX: usize = 128;
 
 /// Where a connection stands in the close handshake (RFC 6455 §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -483,10 +487,22 @@ impl Reader<'_> {
         let start = self.position;
         let end = start + taken;
         let mask_offset = (progress.received_bytes % 4) as usize;
-        apply_mask(&mut self.input[start..end], progress.mask, mask_offset);
-        self.position = end;
         let whole_in_this_read =
             progress.received_bytes == 0 && taken as u64 == progress.payload_bytes;
+        let payload = &mut self.input[start..end];
+        let small_whole_text = whole_in_this_read
+            && progress.fin
+            && progress.opcode == OpCode::Text
+            && payload.len() <= FUSED_TEXT_PAYLOAD_BYTES_MAX;
+        // A small text message read whole is unmasked and checked for ASCII in one pass;
+        // everything else is unmasked by the fastest implementation and validated on its own.
+        let known_ascii = if small_whole_text {
+            apply_mask_checking_ascii(payload, progress.mask, mask_offset)
+        } else {
+            apply_mask(payload, progress.mask, mask_offset);
+            false
+        };
+        self.position = end;
         progress.received_bytes += taken as u64;
         let complete = progress.received_bytes == progress.payload_bytes;
         self.session.frame = if complete { None } else { Some(progress) };
@@ -495,7 +511,7 @@ impl Reader<'_> {
         }
         let whole_message = whole_in_this_read && progress.fin && self.session.message.is_none();
         if whole_message {
-            return self.finish_whole_message(start, end);
+            return self.finish_whole_message(start, end, known_ascii);
         }
         self.append_message_payload(start, end, progress.payload_bytes)?;
         if !complete || !progress.fin {
@@ -504,13 +520,18 @@ impl Reader<'_> {
         self.finish_assembled_message()
     }
 
-    fn finish_whole_message(&mut self, start: usize, end: usize) -> Result<Step, ProtocolError> {
+    fn finish_whole_message(
+        &mut self,
+        start: usize,
+        end: usize,
+        known_ascii: bool,
+    ) -> Result<Step, ProtocolError> {
         let kind = self
             .session
             .message_kind
             .take()
             .expect("admitted a data frame");
-        if kind == MessageKind::Text {
+        if kind == MessageKind::Text && !known_ascii {
             utf8::validate(&self.input[start..end]).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if self.session.state == SessionState::CloseSent {
@@ -677,7 +698,7 @@ fn parse_close_payload(payload: &[u8]) -> Result<(Option<CloseCode>, &str), Prot
                 return Err(ProtocolError::InvalidCloseCode(code.0));
             }
             let reason =
-                utf8::validate(reason).map_err(|_| ProtocolError::InvalidCloseReasonUtf8)?;
+                utf8::validate_str(reason).map_err(|_| ProtocolError::InvalidCloseReasonUtf8)?;
             Ok((Some(code), reason))
         }
     }
