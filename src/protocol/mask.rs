@@ -117,6 +117,8 @@ pub fn selected_implementation() -> MaskImplementation {
     }
 }
 
+/// Kept out of line so that the cached path of [`selected_implementation`] stays a load and a
+/// branch.
 #[cold]
 #[inline(never)]
 fn detect_and_cache_implementation() -> MaskImplementation {
