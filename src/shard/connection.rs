@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use crate::config::ServerConfig;
-use crate::protocol::frame::{OpCode, encode_frame};
+use crate::protocol::frame::{FrameEncoder, OpCode};
 use crate::protocol::handshake::{self, HEADERS_COUNT_MAX};
 use crate::protocol::pool::{BufferPool, PooledBuffer};
 use crate::protocol::session::{Event, MessageKind, Session, SessionState};
@@ -198,6 +198,8 @@ pub struct Counters {
 /// What a connection's handlers need from the shard.
 pub struct Context<'a> {
     pub pool: &'a mut BufferPool,
+    /// Encodes outgoing frames into a reused arena (no allocation per frame).
+    pub encoder: &'a mut FrameEncoder,
     pub config: &'a ServerConfig,
     pub counters: &'a mut Counters,
     pub now_ms: u64,
@@ -421,7 +423,7 @@ impl Connection {
                             MessageKind::Binary => OpCode::Binary,
                         };
                         self.outbound
-                            .push_control(encode_frame(opcode, true, payload));
+                            .push_control(context.encoder.encode(opcode, true, payload));
                     }
                 }
                 Ok(Event::Ping(_) | Event::Pong(_) | Event::Close { .. }) => {}
@@ -432,7 +434,7 @@ impl Connection {
             }
             while let Some(frame) = reader.poll_transmit() {
                 self.outbound
-                    .push_control(Bytes::copy_from_slice(frame.as_bytes()));
+                    .push_control(context.encoder.copy(frame.as_bytes()));
             }
         }
         drop(reader);
@@ -446,7 +448,7 @@ impl Connection {
         };
         while let Some(frame) = session.poll_transmit(context.pool) {
             self.outbound
-                .push_control(Bytes::copy_from_slice(frame.as_bytes()));
+                .push_control(context.encoder.copy(frame.as_bytes()));
         }
         match session.state() {
             SessionState::Open => {}

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
 use crate::protocol::CloseCode;
-use crate::protocol::frame::{OpCode, encode_frame};
+use crate::protocol::frame::{FrameEncoder, OpCode, encode_frame};
 use crate::protocol::pool::BufferPool;
 use buffers::ReceiveBuffers;
 use connection::{Closing, Connection, Context, Counters, Phase};
@@ -45,6 +45,9 @@ const TIMER_TICK_MS: u64 = 10;
 const TIMER_SLOT_COUNT: usize = 1024;
 /// Gathered sends in flight at once per shard; a connection beyond it sends one frame at a time.
 const SEND_SLOTS_MAX: usize = 1024;
+/// Chunk size of the shard's frame encoder: one allocation serves many small frames, and a
+/// chunk whose frames have all been sent is reused.
+const ENCODER_ARENA_BYTES: usize = 64 * 1024;
 /// The buffer group id of the receive pool.
 const RECEIVE_GROUP_ID: u16 = 0;
 /// Deadlines fired per turn (the rest fire next turn).
@@ -76,6 +79,7 @@ pub struct Shard {
     generations: Vec<u16>,
     connection_count: usize,
     pool: BufferPool,
+    encoder: FrameEncoder,
     timers: TimerWheel,
     completions: Vec<Completion>,
     commands: Vec<Command>,
@@ -125,6 +129,7 @@ impl Shard {
             generations: vec![0; table_slots],
             connection_count: 0,
             pool: BufferPool::new(&config.pool),
+            encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
             timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOT_COUNT, table_slots, 0),
             completions: Vec::with_capacity(COMPLETIONS_PER_TURN_MAX),
             commands: Vec::with_capacity(COMMANDS_PER_TURN_MAX),
@@ -287,6 +292,7 @@ impl Shard {
         if self.drain_deadline_ms.is_some() {
             let context = context_of(
                 &mut self.pool,
+                &mut self.encoder,
                 &self.config,
                 &mut self.counters,
                 self.now_ms,
@@ -371,6 +377,7 @@ impl Shard {
             .expect("checked by caller");
         let mut context = context_of(
             &mut self.pool,
+            &mut self.encoder,
             &self.config,
             &mut self.counters,
             self.now_ms,
@@ -582,6 +589,7 @@ impl Shard {
                 .expect("timers of freed slots are cancelled");
             let mut context = context_of(
                 &mut self.pool,
+                &mut self.encoder,
                 &self.config,
                 &mut self.counters,
                 self.now_ms,
@@ -668,6 +676,7 @@ impl Shard {
             };
             let mut context = context_of(
                 &mut self.pool,
+                &mut self.encoder,
                 &self.config,
                 &mut self.counters,
                 self.now_ms,
@@ -701,6 +710,7 @@ impl Shard {
                 self.counters.slow_consumer_closes += 1;
                 let mut context = context_of(
                     &mut self.pool,
+                    &mut self.encoder,
                     &self.config,
                     &mut self.counters,
                     self.now_ms,
@@ -725,12 +735,14 @@ impl Shard {
 
 fn context_of<'a>(
     pool: &'a mut BufferPool,
+    encoder: &'a mut FrameEncoder,
     config: &'a ServerConfig,
     counters: &'a mut Counters,
     now_ms: u64,
 ) -> Context<'a> {
     Context {
         pool,
+        encoder,
         config,
         counters,
         now_ms,
