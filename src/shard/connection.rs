@@ -101,6 +101,11 @@ impl Outbound {
         !self.frames.is_empty() && !self.in_flight
     }
 
+    /// Frames queued, including those of the send in flight.
+    pub fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+
     pub fn in_flight(&self) -> bool {
         self.in_flight
     }
