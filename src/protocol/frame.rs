@@ -142,19 +142,30 @@ impl FrameHead {
 /// Encodes a complete unmasked server frame once, into a `Bytes` that any number of connections
 /// can queue and send without copying it again. One allocation of exactly the frame's size.
 pub fn encode_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Bytes {
+    let (head, head_length) = encode_head(opcode, fin, None, payload.len());
+    let mut frame = BytesMut::with_capacity(head_length + payload.len());
+    frame.put_slice(&head[..head_length]);
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// The encoded head of a frame with `payload_bytes` of payload, and its length.
+fn encode_head(
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    payload_bytes: usize,
+) -> ([u8; HEAD_BYTES_MAX], usize) {
     let head = FrameHead {
         fin,
         opcode,
-        mask: None,
-        payload_bytes: payload.len() as u64,
+        mask,
+        payload_bytes: payload_bytes as u64,
         head_bytes: 0,
     };
     let mut head_buffer = [0u8; HEAD_BYTES_MAX];
     let head_length = head.encode(&mut head_buffer);
-    let mut frame = BytesMut::with_capacity(head_length + payload.len());
-    frame.put_slice(&head_buffer[..head_length]);
-    frame.put_slice(payload);
-    frame.freeze()
+    (head_buffer, head_length)
 }
 
 /// Appends a complete masked frame, as a client sends it, to `out`: for clients, tests and
@@ -167,16 +178,8 @@ pub fn encode_masked_frame(
     mask: [u8; 4],
     out: &mut Vec<u8>,
 ) {
-    let head = FrameHead {
-        fin,
-        opcode,
-        mask: Some(mask),
-        payload_bytes: payload.len() as u64,
-        head_bytes: 0,
-    };
-    let mut head_buffer = [0u8; HEAD_BYTES_MAX];
-    let head_length = head.encode(&mut head_buffer);
-    out.extend_from_slice(&head_buffer[..head_length]);
+    let (head, head_length) = encode_head(opcode, fin, Some(mask), payload.len());
+    out.extend_from_slice(&head[..head_length]);
     let payload_start = out.len();
     out.extend_from_slice(payload);
     super::mask::apply_mask(&mut out[payload_start..], mask, 0);
@@ -221,16 +224,8 @@ impl FrameEncoder {
 
     /// Encodes one complete unmasked frame.
     pub fn encode(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> Bytes {
-        let head = FrameHead {
-            fin,
-            opcode,
-            mask: None,
-            payload_bytes: payload.len() as u64,
-            head_bytes: 0,
-        };
-        let mut head_buffer = [0u8; HEAD_BYTES_MAX];
-        let head_length = head.encode(&mut head_buffer);
-        self.write(&[&head_buffer[..head_length], payload])
+        let (head, head_length) = encode_head(opcode, fin, None, payload.len());
+        self.write(&[&head[..head_length], payload])
     }
 
     /// Copies already-encoded bytes (a control frame, an HTTP response) into one `Bytes`.
