@@ -7,6 +7,7 @@
 //! walk the close sequence.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
@@ -200,13 +201,15 @@ pub struct Counters {
     pub stale_completions: u64,
 }
 
-/// What a connection's handlers need from the shard.
-pub struct Context<'a> {
-    pub pool: &'a mut BufferPool,
+/// What a connection's handlers need from the shard, kept together so that the shard lends it
+/// beside a borrow of one connection.
+pub struct Context {
+    pub pool: BufferPool,
     /// Encodes outgoing frames into a reused arena (no allocation per frame).
-    pub encoder: &'a mut FrameEncoder,
-    pub config: &'a ServerConfig,
-    pub counters: &'a mut Counters,
+    pub encoder: FrameEncoder,
+    pub config: Arc<ServerConfig>,
+    pub counters: Counters,
+    /// The shard's clock, read once per loop turn.
     pub now_ms: u64,
 }
 
@@ -258,7 +261,7 @@ impl Connection {
     }
 
     /// Starts closing: send what is queued, then shut down, within the close timeout.
-    pub fn close_after_flush(&mut self, context: &Context<'_>) {
+    pub fn close_after_flush(&mut self, context: &Context) {
         if self.closing == Closing::Open {
             self.closing = Closing::AfterFlush;
             self.set_deadline(
@@ -269,7 +272,7 @@ impl Connection {
     }
 
     /// Handles the bytes of one read.
-    pub fn handle_bytes(&mut self, input: &mut [u8], context: &mut Context<'_>) {
+    pub fn handle_bytes(&mut self, input: &mut [u8], context: &mut Context) {
         context.counters.bytes_received += input.len() as u64;
         self.last_receive_ms = context.now_ms;
         if self.closing != Closing::Open && !matches!(self.phase, Phase::WebSocket { .. }) {
@@ -293,7 +296,7 @@ impl Connection {
         }
     }
 
-    fn handle_http_bytes(&mut self, input: &mut [u8], context: &mut Context<'_>) {
+    fn handle_http_bytes(&mut self, input: &mut [u8], context: &mut Context) {
         let Phase::Http { pending } = &mut self.phase else {
             unreachable!()
         };
@@ -314,7 +317,7 @@ impl Connection {
     }
 
     /// Parses and answers every complete request in `bytes`; keeps an incomplete tail.
-    fn handle_requests(&mut self, bytes: &mut [u8], context: &mut Context<'_>) {
+    fn handle_requests(&mut self, bytes: &mut [u8], context: &mut Context) {
         let mut offset = 0;
         while offset < bytes.len() && self.closing == Closing::Open {
             match self.handle_request(&mut bytes[offset..], context) {
@@ -326,7 +329,7 @@ impl Connection {
 
     /// Handles one request at the start of `bytes`. Returns the bytes consumed when another
     /// request may follow (keep-alive), `None` when done with `bytes`.
-    fn handle_request(&mut self, bytes: &mut [u8], context: &mut Context<'_>) -> Option<usize> {
+    fn handle_request(&mut self, bytes: &mut [u8], context: &mut Context) -> Option<usize> {
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
         let mut response = BytesMut::new();
         let parsed = handshake::parse_request(bytes, &mut headers, &context.config.protocol);
@@ -343,7 +346,7 @@ impl Connection {
         };
         let head_bytes = request.head_bytes();
         if request.is_websocket_upgrade() {
-            let accepted = accepts_websocket_path(request.path(), context.config)
+            let accepted = accepts_websocket_path(request.path(), &context.config)
                 .and_then(|()| handshake::accept_upgrade(&request, &context.config.protocol));
             match accepted {
                 Ok(upgrade) => handshake::write_switching_protocols(&upgrade, &mut response),
@@ -370,7 +373,7 @@ impl Connection {
         Some(head_bytes)
     }
 
-    fn keep_pending(&mut self, bytes: &[u8], context: &mut Context<'_>) {
+    fn keep_pending(&mut self, bytes: &[u8], context: &mut Context) {
         let Some(mut buffer) = context
             .pool
             .acquire(context.config.protocol.header_bytes_max + 1)
@@ -386,7 +389,7 @@ impl Connection {
         *pending = Some(buffer);
     }
 
-    fn refuse(&mut self, error: &HandshakeError, context: &mut Context<'_>) {
+    fn refuse(&mut self, error: &HandshakeError, context: &mut Context) {
         debug!(%error, status = error.status(), "refusing request");
         context.counters.handshake_errors += 1;
         let mut response = BytesMut::new();
@@ -395,7 +398,7 @@ impl Connection {
         self.close_after_flush(context);
     }
 
-    fn start_websocket(&mut self, early_bytes: &mut [u8], context: &mut Context<'_>) {
+    fn start_websocket(&mut self, early_bytes: &mut [u8], context: &mut Context) {
         context.counters.upgrades += 1;
         self.phase = Phase::WebSocket {
             session: Session::new(),
@@ -409,12 +412,12 @@ impl Connection {
         }
     }
 
-    fn handle_websocket_bytes(&mut self, input: &mut [u8], context: &mut Context<'_>) {
+    fn handle_websocket_bytes(&mut self, input: &mut [u8], context: &mut Context) {
         let Phase::WebSocket { session } = &mut self.phase else {
             unreachable!()
         };
-        let config = context.config;
-        let mut reader = session.handle_read(input, context.pool, &config.protocol);
+        let config = &context.config;
+        let mut reader = session.handle_read(input, &mut context.pool, &config.protocol);
         while let Some(result) = reader.next_event() {
             match result {
                 Ok(Event::Message { kind, payload }) => {
@@ -447,11 +450,11 @@ impl Connection {
     }
 
     /// Queues the control frames the session owes and follows its close handshake.
-    pub fn flush_transmits(&mut self, context: &mut Context<'_>) {
+    pub fn flush_transmits(&mut self, context: &mut Context) {
         let Phase::WebSocket { session } = &mut self.phase else {
             return;
         };
-        while let Some(frame) = session.poll_transmit(context.pool) {
+        while let Some(frame) = session.poll_transmit(&mut context.pool) {
             self.outbound
                 .push_control(context.encoder.copy(frame.as_bytes()));
         }
@@ -473,7 +476,7 @@ impl Connection {
         &mut self,
         code: CloseCode,
         reason: &'static str,
-        context: &mut Context<'_>,
+        context: &mut Context,
     ) {
         match &mut self.phase {
             Phase::WebSocket { session } => {
@@ -485,8 +488,9 @@ impl Connection {
     }
 
     /// The connection's deadline passed. Returns whether it must be shut down at once.
-    pub fn handle_deadline(&mut self, ping_frame: &Bytes, context: &mut Context<'_>) -> bool {
-        let config = context.config;
+    pub fn handle_deadline(&mut self, ping_frame: &Bytes, context: &mut Context) -> bool {
+        let idle_timeout_ms = context.config.idle_timeout_ms;
+        let pong_timeout_ms = context.config.pong_timeout_ms;
         match self.deadline {
             Deadline::Handshake => {
                 context.counters.handshake_timeouts += 1;
@@ -501,27 +505,21 @@ impl Connection {
                 self.outbound.push_control(response.freeze());
                 self.close_after_flush(context);
             }
-            Deadline::Idle if context.now_ms < self.last_receive_ms + config.idle_timeout_ms => {
-                self.set_deadline(
-                    Deadline::Idle,
-                    self.last_receive_ms + config.idle_timeout_ms,
-                );
+            Deadline::Idle if context.now_ms < self.last_receive_ms + idle_timeout_ms => {
+                self.set_deadline(Deadline::Idle, self.last_receive_ms + idle_timeout_ms);
             }
             Deadline::Idle => {
                 context.counters.pings_sent += 1;
                 self.outbound.push_control(ping_frame.clone());
                 self.ping_sent_ms = context.now_ms;
-                self.set_deadline(Deadline::Pong, context.now_ms + config.pong_timeout_ms);
+                self.set_deadline(Deadline::Pong, context.now_ms + pong_timeout_ms);
             }
             // A ping goes out only once `idle_timeout_ms` (at least 1) passed since the last
             // receive, so any receive stamped at or after `ping_sent_ms` came after the ping. A
             // strict `>` missed a pong that arrived within the same millisecond, as on a LAN,
             // and closed a live client with "ping timeout".
             Deadline::Pong if self.last_receive_ms >= self.ping_sent_ms => {
-                self.set_deadline(
-                    Deadline::Idle,
-                    self.last_receive_ms + config.idle_timeout_ms,
-                );
+                self.set_deadline(Deadline::Idle, self.last_receive_ms + idle_timeout_ms);
             }
             Deadline::Pong => {
                 context.counters.pong_timeouts += 1;

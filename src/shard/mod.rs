@@ -78,20 +78,18 @@ pub struct Shard {
     connections: Vec<Option<Connection>>,
     generations: Vec<u16>,
     connection_count: usize,
-    pool: BufferPool,
-    encoder: FrameEncoder,
+    /// What connection handlers need (pool, encoder, config, counters, clock), lent beside a
+    /// borrow of one connection.
+    context: Context,
     timers: TimerWheel,
     completions: Vec<Completion>,
     commands: Vec<Command>,
     expired: Vec<u32>,
     send_list: Vec<u32>,
     parked: Vec<(u32, u16)>,
-    config: Arc<ServerConfig>,
     mailbox: Arc<Mailbox>,
-    counters: Counters,
     ping_frame: Bytes,
     started: Instant,
-    now_ms: u64,
     accepting: bool,
     accept_armed: bool,
     drain_deadline_ms: Option<u64>,
@@ -128,20 +126,22 @@ impl Shard {
             connections: (0..table_slots).map(|_| None).collect(),
             generations: vec![0; table_slots],
             connection_count: 0,
-            pool: BufferPool::new(&config.pool),
-            encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
+            context: Context {
+                pool: BufferPool::new(&config.pool),
+                encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
+                config,
+                counters: Counters::default(),
+                now_ms: 0,
+            },
             timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOT_COUNT, table_slots, 0),
             completions: Vec::with_capacity(COMPLETIONS_PER_TURN_MAX),
             commands: Vec::with_capacity(COMMANDS_PER_TURN_MAX),
             expired: Vec::with_capacity(EXPIRED_PER_TURN_MAX),
             send_list: Vec::with_capacity(table_slots),
             parked: Vec::with_capacity(table_slots),
-            config,
             mailbox,
-            counters: Counters::default(),
             ping_frame: encode_frame(OpCode::Ping, true, b""),
             started: Instant::now(),
-            now_ms: 0,
             accepting: true,
             accept_armed: false,
             drain_deadline_ms: None,
@@ -155,7 +155,7 @@ impl Shard {
         loop {
             let timeout = self.wait_timeout();
             self.ring.submit_and_wait(timeout)?;
-            self.now_ms = self.started.elapsed().as_millis() as u64;
+            self.context.now_ms = self.started.elapsed().as_millis() as u64;
             self.completions.clear();
             self.ring.harvest(&mut self.completions);
             for index in 0..self.completions.len() {
@@ -173,9 +173,9 @@ impl Shard {
                 break;
             }
         }
-        info!(counters = ?self.counters, "shard stopped");
+        info!(counters = ?self.context.counters, "shard stopped");
         Ok(ShardReport {
-            counters: self.counters,
+            counters: self.context.counters,
         })
     }
 
@@ -186,7 +186,7 @@ impl Shard {
             (timer, drain) => timer.or(drain),
         }?;
         Some(Duration::from_millis(
-            earliest.saturating_sub(self.now_ms).max(1),
+            earliest.saturating_sub(self.context.now_ms).max(1),
         ))
     }
 
@@ -194,7 +194,7 @@ impl Shard {
         let Some(drain_deadline_ms) = self.drain_deadline_ms else {
             return false;
         };
-        self.connection_count == 0 || self.now_ms >= drain_deadline_ms
+        self.connection_count == 0 || self.context.now_ms >= drain_deadline_ms
     }
 
     fn handle_completion(&mut self, completion: Completion) -> io::Result<()> {
@@ -210,7 +210,7 @@ impl Shard {
         let slot = tag.slot as usize;
         let current = self.connections.get(slot).and_then(Option::as_ref);
         if current.is_none_or(|connection| connection.generation != tag.generation) {
-            self.counters.stale_completions += 1;
+            self.context.counters.stale_completions += 1;
             return Ok(());
         }
         match tag.operation {
@@ -243,7 +243,7 @@ impl Shard {
             error if -error == libc::ENFILE => {
                 // The file table is full: the kernel dropped this connection and ended the
                 // accept. It is re-armed when a slot frees (in `free_connection`).
-                self.counters.accept_table_full += 1;
+                self.context.counters.accept_table_full += 1;
                 self.log_table_full();
             }
             error if -error == libc::ECANCELED => return Ok(()),
@@ -258,16 +258,16 @@ impl Shard {
     }
 
     fn log_table_full(&mut self) {
-        let interval = self.config.log_interval_ms;
+        let interval = self.context.config.log_interval_ms;
         if self
             .last_table_full_log_ms
-            .is_none_or(|last| self.now_ms >= last + interval)
+            .is_none_or(|last| self.context.now_ms >= last + interval)
         {
-            self.last_table_full_log_ms = Some(self.now_ms);
+            self.last_table_full_log_ms = Some(self.context.now_ms);
             warn!(
                 connections = self.connection_count,
-                connections_per_shard_max = self.config.connections_per_shard_max,
-                refused_total = self.counters.accept_table_full,
+                connections_per_shard_max = self.context.config.connections_per_shard_max,
+                refused_total = self.context.counters.accept_table_full,
                 "connection table full: refusing connections until slots free"
             );
         }
@@ -282,23 +282,16 @@ impl Shard {
         self.generations[index] = self.generations[index].wrapping_add(1);
         let connection = Connection::new(
             self.generations[index],
-            self.now_ms,
-            self.config.handshake_timeout_ms,
+            self.context.now_ms,
+            self.context.config.handshake_timeout_ms,
         );
         self.connections[index] = Some(connection);
         self.connection_count += 1;
-        self.counters.connections_accepted += 1;
+        self.context.counters.connections_accepted += 1;
         self.sync_deadline(slot);
         if self.drain_deadline_ms.is_some() {
-            let context = context_of(
-                &mut self.pool,
-                &mut self.encoder,
-                &self.config,
-                &mut self.counters,
-                self.now_ms,
-            );
             let connection = self.connections[index].as_mut().expect("just opened");
-            connection.close_after_flush(&context);
+            connection.close_after_flush(&self.context);
             return self.advance_close(slot);
         }
         self.arm_receive(slot)
@@ -333,7 +326,7 @@ impl Shard {
                 libc::ENOBUFS => {
                     // Out of receive buffers: park until buffers return (re-arming at once would
                     // spin on ENOBUFS). The bytes wait in the socket meanwhile.
-                    self.counters.receive_buffer_shortages += 1;
+                    self.context.counters.receive_buffer_shortages += 1;
                     let generation = self.connection_mut(slot).generation;
                     self.parked.push((slot, generation));
                     parked = true;
@@ -375,14 +368,7 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("checked by caller");
-        let mut context = context_of(
-            &mut self.pool,
-            &mut self.encoder,
-            &self.config,
-            &mut self.counters,
-            self.now_ms,
-        );
-        connection.handle_bytes(input, &mut context);
+        connection.handle_bytes(input, &mut self.context);
     }
 
     /// The peer closed or reset the connection: nothing more will be read or delivered.
@@ -414,8 +400,8 @@ impl Shard {
     /// queue has drained below half of them.
     fn apply_backpressure(&mut self, slot: u32) -> io::Result<()> {
         let (bytes_max, frames_max) = (
-            self.config.outbound_queue_bytes_max,
-            self.config.outbound_queue_frames_max,
+            self.context.config.outbound_queue_bytes_max,
+            self.context.config.outbound_queue_frames_max,
         );
         let connection = self.connections[slot as usize]
             .as_mut()
@@ -423,7 +409,7 @@ impl Shard {
         let over = connection.outbound.is_over(bytes_max, frames_max);
         if !connection.reading_paused && over && connection.closing == Closing::Open {
             connection.reading_paused = true;
-            self.counters.reading_pauses += 1;
+            self.context.counters.reading_pauses += 1;
             if connection.receive_armed {
                 let generation = connection.generation;
                 let receive = Tag::new(Operation::Receive, slot, generation).encode();
@@ -500,10 +486,10 @@ impl Shard {
         let mut connection = self.connections[slot as usize]
             .take()
             .expect("live connection");
-        connection.release_buffers(&mut self.pool);
+        connection.release_buffers(&mut self.context.pool);
         self.timers.cancel(slot);
         self.connection_count -= 1;
-        self.counters.connections_closed += 1;
+        self.context.counters.connections_closed += 1;
         if self.accepting && !self.accept_armed {
             self.arm_accept()?;
         }
@@ -520,7 +506,7 @@ impl Shard {
         match completion.result {
             sent if sent >= 0 => {
                 connection.outbound.complete(sent as usize);
-                self.counters.bytes_sent += sent as u64;
+                self.context.counters.bytes_sent += sent as u64;
             }
             error => {
                 connection.outbound.abandon();
@@ -589,20 +575,13 @@ impl Shard {
 
     fn fire_deadlines(&mut self) -> io::Result<()> {
         self.expired.clear();
-        self.timers.expire(self.now_ms, &mut self.expired);
+        self.timers.expire(self.context.now_ms, &mut self.expired);
         for index in 0..self.expired.len() {
             let slot = self.expired[index];
             let connection = self.connections[slot as usize]
                 .as_mut()
                 .expect("timers of freed slots are cancelled");
-            let mut context = context_of(
-                &mut self.pool,
-                &mut self.encoder,
-                &self.config,
-                &mut self.counters,
-                self.now_ms,
-            );
-            let shut_down_now = connection.handle_deadline(&self.ping_frame, &mut context);
+            let shut_down_now = connection.handle_deadline(&self.ping_frame, &mut self.context);
             if shut_down_now {
                 self.force_shutdown(slot)?;
             }
@@ -630,7 +609,9 @@ impl Shard {
 
     /// Re-arms receives that ran out of buffers, as many as there are buffers to receive into.
     fn rearm_parked(&mut self) -> io::Result<()> {
-        while self.receive_buffers.buffers_provided() > self.config.receive_buffers_count / 4 {
+        while self.receive_buffers.buffers_provided()
+            > self.context.config.receive_buffers_count / 4
+        {
             let Some((slot, generation)) = self.parked.pop() else {
                 return Ok(());
             };
@@ -668,7 +649,7 @@ impl Shard {
         if self.drain_deadline_ms.is_some() {
             return Ok(());
         }
-        self.drain_deadline_ms = Some(self.now_ms + self.config.drain_timeout_ms);
+        self.drain_deadline_ms = Some(self.context.now_ms + self.context.config.drain_timeout_ms);
         self.accepting = false;
         let cancel = opcode::AsyncCancel::new(Tag::new(Operation::Accept, 0, 0).encode())
             .build()
@@ -682,14 +663,11 @@ impl Shard {
             let Some(connection) = self.connections[slot as usize].as_mut() else {
                 continue;
             };
-            let mut context = context_of(
-                &mut self.pool,
-                &mut self.encoder,
-                &self.config,
-                &mut self.counters,
-                self.now_ms,
+            connection.close_websocket(
+                CloseCode::GOING_AWAY,
+                "server shutting down",
+                &mut self.context,
             );
-            connection.close_websocket(CloseCode::GOING_AWAY, "server shutting down", &mut context);
             self.after_activity(slot)?;
         }
         Ok(())
@@ -707,26 +685,19 @@ impl Shard {
                 continue;
             }
             let (bytes_max, frames_max) = (
-                self.config.outbound_queue_bytes_max,
-                self.config.outbound_queue_frames_max,
+                self.context.config.outbound_queue_bytes_max,
+                self.context.config.outbound_queue_frames_max,
             );
             if connection
                 .outbound
                 .push(frame.clone(), bytes_max, frames_max)
                 .is_err()
             {
-                self.counters.slow_consumer_closes += 1;
-                let mut context = context_of(
-                    &mut self.pool,
-                    &mut self.encoder,
-                    &self.config,
-                    &mut self.counters,
-                    self.now_ms,
-                );
+                self.context.counters.slow_consumer_closes += 1;
                 connection.close_websocket(
                     CloseCode::POLICY_VIOLATION,
                     "slow consumer",
-                    &mut context,
+                    &mut self.context,
                 );
             }
             self.after_activity(slot)?;
@@ -738,22 +709,6 @@ impl Shard {
         self.connections[slot as usize]
             .as_mut()
             .expect("live connection")
-    }
-}
-
-fn context_of<'a>(
-    pool: &'a mut BufferPool,
-    encoder: &'a mut FrameEncoder,
-    config: &'a ServerConfig,
-    counters: &'a mut Counters,
-    now_ms: u64,
-) -> Context<'a> {
-    Context {
-        pool,
-        encoder,
-        config,
-        counters,
-        now_ms,
     }
 }
 
