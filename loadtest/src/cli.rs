@@ -49,6 +49,16 @@ pub enum Scenario {
     /// measures for --duration-seconds: messages per second and round-trip latency. Every
     /// echo is checked byte for byte against what was sent.
     Echo(EchoOptions),
+    /// Open and close connections at a steady rate: errors and server memory afterwards.
+    ///
+    /// For --duration-seconds, opens --rate connections per second (in total), never more
+    /// than --concurrent-max open at once. Each connection does the TCP connect and the
+    /// WebSocket handshake, one ping and its pong, then a clean close: a close frame with
+    /// code 1000, a wait for the server's close frame, then the TCP close. Reports
+    /// connections opened and closed cleanly, failures by cause, connect latency, the open
+    /// rate achieved and, with --server-pid, the server's resident memory before the first
+    /// connection and after the last one ended plus --settle-seconds.
+    Churn(ChurnOptions),
     /// Internal: a worker process driven by the coordinator over stdin/stdout.
     #[command(hide = true)]
     Worker,
@@ -151,4 +161,41 @@ pub struct EchoOptions {
     /// Seconds a connection waits for one echo before it counts as failed.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub echo_timeout_seconds: u64,
+}
+
+/// Options of the `churn` scenario.
+#[derive(Clone, Debug, Args)]
+pub struct ChurnOptions {
+    #[command(flatten)]
+    pub common: CommonOptions,
+
+    /// Connections to open per second, in total over all workers.
+    ///
+    /// The run opens at most --rate × --duration-seconds connections. When --concurrent-max
+    /// connections are open, new opens wait, so the rate achieved (reported) may be lower.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 1000.0)]
+    pub rate: f64,
+
+    /// Seconds during which connections are opened; those open at the end finish their
+    /// ping and close before the run ends.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub duration_seconds: u64,
+
+    /// Connections open at once at most, in total over all workers (split evenly between
+    /// the workers' threads, each thread getting at least one).
+    #[arg(long, value_name = "COUNT", default_value_t = 1000)]
+    pub concurrent_max: u64,
+
+    /// Seconds each connection may wait for the pong to its ping.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub pong_timeout_seconds: u64,
+
+    /// Seconds each connection may wait for the server's close frame after sending its own.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub close_timeout_seconds: u64,
+
+    /// Seconds to wait after the last connection ended before sampling the server's memory
+    /// (and the kernel's slab) again, so that deferred frees have happened.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub settle_seconds: u64,
 }

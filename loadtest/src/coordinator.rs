@@ -10,10 +10,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::addresses::{default_address_count, worker_addresses, worker_share};
-use crate::cli::{CommonOptions, ConnectOptions, EchoOptions};
+use crate::cli::{ChurnOptions, CommonOptions, ConnectOptions, EchoOptions};
 use crate::protocol::{Command, Event, Progress, ScenarioPlan, WorkerPlan, WorkerReport};
 use crate::protocol::{encode_line, parse_line};
-use crate::report::{EchoFigures, KernelMemory, RunResult, ServerMemory, merge_reports};
+use crate::report::{
+    ChurnFigures, EchoFigures, KernelMemory, RunResult, ServerMemory, merge_reports,
+};
 use crate::system::{self, SlabSample, bytes_per_connection};
 use crate::worker::Target;
 
@@ -40,7 +42,10 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 struct Run {
     name: &'static str,
     common: CommonOptions,
+    /// Connections opened over the whole run.
     connections: u64,
+    /// Connections open at once at most: `connections`, except for churn.
+    open_max: u64,
     rate: f64,
     /// Time between everyone established and `proceed` (the connect scenario's hold).
     hold: Duration,
@@ -48,6 +53,8 @@ struct Run {
     measured: Duration,
     scenario: ScenarioPlan,
     settings: serde_json::Value,
+    /// For churn: how long to wait after the last connection before sampling memory again.
+    settle: Option<Duration>,
 }
 
 pub fn connect(options: ConnectOptions) -> Result<i32, String> {
@@ -63,6 +70,7 @@ pub fn connect(options: ConnectOptions) -> Result<i32, String> {
     run(Run {
         name: "connect",
         connections: options.connections,
+        open_max: options.connections,
         rate: options.rate,
         hold: Duration::from_secs(options.hold_seconds),
         measured: Duration::from_secs(options.pong_timeout_seconds),
@@ -70,6 +78,7 @@ pub fn connect(options: ConnectOptions) -> Result<i32, String> {
             pong_timeout_ms: options.pong_timeout_seconds * 1000,
         },
         settings,
+        settle: None,
         common: options.common,
     })
 }
@@ -90,6 +99,7 @@ pub fn echo(options: EchoOptions) -> Result<i32, String> {
     run(Run {
         name: "echo",
         connections: options.connections,
+        open_max: options.connections,
         rate: options.rate,
         hold: Duration::ZERO,
         measured: Duration::from_secs(measured),
@@ -100,6 +110,49 @@ pub fn echo(options: EchoOptions) -> Result<i32, String> {
             echo_timeout_ms: options.echo_timeout_seconds * 1000,
         },
         settings,
+        settle: None,
+        common: options.common,
+    })
+}
+
+/// Opens one churn run may plan at most, whatever --rate × --duration-seconds says.
+const CHURN_OPENS_MAX: f64 = 100_000_000.0;
+
+pub fn churn(options: ChurnOptions) -> Result<i32, String> {
+    let opens = (options.rate * options.duration_seconds as f64).ceil();
+    if !(1.0..=CHURN_OPENS_MAX).contains(&opens) {
+        return Err(format!(
+            "--rate × --duration-seconds must plan between 1 and {CHURN_OPENS_MAX} opens"
+        ));
+    }
+    let settings = serde_json::json!({
+        "url": options.common.url,
+        "rate": options.rate,
+        "duration_seconds": options.duration_seconds,
+        "concurrent_max": options.concurrent_max,
+        "pong_timeout_seconds": options.pong_timeout_seconds,
+        "close_timeout_seconds": options.close_timeout_seconds,
+        "settle_seconds": options.settle_seconds,
+        "connect_timeout_seconds": options.common.connect_timeout_seconds,
+        "threads_per_worker": options.common.threads_per_worker,
+    });
+    let measured = options.pong_timeout_seconds + options.close_timeout_seconds;
+    run(Run {
+        name: "churn",
+        connections: opens as u64,
+        open_max: options.concurrent_max,
+        rate: options.rate,
+        hold: Duration::ZERO,
+        measured: Duration::from_secs(measured),
+        scenario: ScenarioPlan::Churn {
+            duration_ms: options.duration_seconds * 1000,
+            // Set per worker by `lay_out`.
+            open_max: options.concurrent_max,
+            pong_timeout_ms: options.pong_timeout_seconds * 1000,
+            close_timeout_ms: options.close_timeout_seconds * 1000,
+        },
+        settings,
+        settle: Some(Duration::from_secs(options.settle_seconds)),
         common: options.common,
     })
 }
@@ -119,15 +172,25 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
     if run.common.threads_per_worker == 0 {
         return Err("--threads-per-worker must be at least 1".into());
     }
-    let default_workers = run.connections.div_ceil(CONNECTIONS_PER_WORKER_DEFAULT) as usize;
+    if run.open_max == 0 {
+        return Err("--concurrent-max must be positive".into());
+    }
+    let default_workers = run.open_max.div_ceil(CONNECTIONS_PER_WORKER_DEFAULT) as usize;
     let workers = run.common.workers.unwrap_or(default_workers).max(1);
     let per_worker_max = descriptor_limit().saturating_sub(DESCRIPTORS_RESERVED);
-    let per_worker = worker_share(run.connections, 0, workers);
+    let per_worker = worker_share(run.open_max, 0, workers);
     if per_worker > per_worker_max {
         return Err(format!(
             "{per_worker} connections per worker exceed the open-files limit (at most \
              {per_worker_max} each); use --workers {} or more",
-            run.connections.div_ceil(per_worker_max.max(1))
+            run.open_max.div_ceil(per_worker_max.max(1))
+        ));
+    }
+    let threads_total = (workers * run.common.threads_per_worker) as u64;
+    if matches!(run.scenario, ScenarioPlan::Churn { .. }) && run.open_max < threads_total {
+        return Err(format!(
+            "--concurrent-max must be at least --workers × --threads-per-worker \
+             ({threads_total}), one open connection per thread"
         ));
     }
     let address_count = run
@@ -155,7 +218,7 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
                 source_addresses: worker_addresses(worker_index, workers, address_count),
                 connect_timeout_ms: connect_timeout.as_millis() as u64,
                 deadline_ms: (deadline + WORKER_DEADLINE_EXTRA).as_millis() as u64,
-                scenario: run.scenario.clone(),
+                scenario: worker_scenario(run, worker_index, workers),
             }
         })
         .filter(|plan| plan.connections > 0)
@@ -165,6 +228,15 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
         address_count,
         deadline,
     })
+}
+
+/// The scenario as one worker runs it: a churn worker gets its share of the open maximum.
+fn worker_scenario(run: &Run, worker_index: usize, workers: usize) -> ScenarioPlan {
+    let mut scenario = run.scenario.clone();
+    if let ScenarioPlan::Churn { open_max, .. } = &mut scenario {
+        *open_max = worker_share(run.open_max, worker_index, workers);
+    }
+    scenario
 }
 
 /// The soft open-files limit of this process, which workers inherit.
@@ -316,6 +388,13 @@ fn run(run: Run) -> Result<i32, String> {
     let mut steps = Steps::new(&run, layout.deadline, &interrupted);
     steps.drive(&mut workers, &receiver, &mut samples);
     reap(&mut workers);
+    if let Some(settle) = run.settle {
+        // Churn's "after" is once every connection has ended and the server has had a moment
+        // to free what they held.
+        eprintln!("settling for {} s before sampling memory", settle.as_secs());
+        thread::sleep(settle);
+        samples.take(run.common.server_pid, true);
+    }
     let result = summarize(&run, &layout, &workers, &samples, steps.stopped_by)?;
     if let Some(path) = &run.common.output {
         let json = serde_json::to_string_pretty(&result).expect("results serialize");
@@ -452,6 +531,7 @@ impl<'a> Steps<'a> {
         let what = match self.run.scenario {
             ScenarioPlan::Connect { .. } => "pinging every connection",
             ScenarioPlan::Echo { .. } => "echo traffic: warm-up, then measuring",
+            ScenarioPlan::Churn { .. } => "every planned connection opened or failed",
         };
         eprintln!("[{:6.1} s] {what}", self.started.elapsed().as_secs_f64());
         for worker in workers.iter_mut() {
@@ -542,7 +622,11 @@ fn summarize(
                 },
             })
         }
-        ScenarioPlan::Connect { .. } => None,
+        ScenarioPlan::Connect { .. } | ScenarioPlan::Churn { .. } => None,
+    };
+    let churn = match run.scenario {
+        ScenarioPlan::Churn { duration_ms, .. } => Some(ChurnFigures::of(&totals, duration_ms)),
+        _ => None,
     };
     let server = match (
         run.common.server_pid,
@@ -579,6 +663,7 @@ fn summarize(
             .then(|| (established as f64 / ramp_seconds).round()),
         totals,
         echo,
+        churn,
         server,
         kernel,
     })

@@ -26,6 +26,7 @@ fn main() {
     let outcome = match arguments.scenario {
         Scenario::Connect(options) => coordinator::connect(options),
         Scenario::Echo(options) => coordinator::echo(options),
+        Scenario::Churn(options) => coordinator::churn(options),
         Scenario::Worker => Ok(worker::main()),
     };
     let code = outcome.unwrap_or_else(|error| {

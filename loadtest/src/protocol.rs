@@ -73,9 +73,8 @@ pub struct WorkerPlan {
 
 /// What each connection does once established.
 ///
-/// Later scenarios fit as further variants: `churn` (open and close at a steady rate, with
-/// counts of opens, closes and failures per second) and `fanout` (subscribe to topics, check
-/// per-topic sequence numbers and measure latency from timestamps in the payloads).
+/// A later scenario fits as a further variant: `fanout` (subscribe to topics, check per-topic
+/// sequence numbers and measure latency from timestamps in the payloads).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ScenarioPlan {
@@ -87,6 +86,15 @@ pub enum ScenarioPlan {
         warmup_ms: u64,
         duration_ms: u64,
         echo_timeout_ms: u64,
+    },
+    /// Open connections at the plan's rate for `duration_ms`, at most `open_max` open at once
+    /// in this worker; each pings once, awaits its pong, closes cleanly (code 1000, waiting
+    /// for the server's close frame) and ends. No `proceed` is needed.
+    Churn {
+        duration_ms: u64,
+        open_max: u64,
+        pong_timeout_ms: u64,
+        close_timeout_ms: u64,
     },
 }
 
@@ -118,6 +126,8 @@ pub struct Failures {
     pub no_echo: u64,
     /// An echo that differed from what was sent.
     pub echo_mismatch: u64,
+    /// No close frame from the server within the close timeout after ours (churn).
+    pub no_close: u64,
 }
 
 /// The first thing that went wrong with a connection: one field of [`Failures`].
@@ -135,6 +145,7 @@ pub enum Cause {
     NoPong,
     NoEcho,
     EchoMismatch,
+    NoClose,
 }
 
 impl Failures {
@@ -152,12 +163,13 @@ impl Failures {
             Cause::NoPong => &mut self.no_pong,
             Cause::NoEcho => &mut self.no_echo,
             Cause::EchoMismatch => &mut self.echo_mismatch,
+            Cause::NoClose => &mut self.no_close,
         };
         *count += 1;
     }
 
     /// Each cause with its count, in declaration order, for reports.
-    pub fn by_cause(&self) -> [(&'static str, u64); 12] {
+    pub fn by_cause(&self) -> [(&'static str, u64); 13] {
         [
             ("connect_refused", self.connect_refused),
             ("connect_timeout", self.connect_timeout),
@@ -171,6 +183,7 @@ impl Failures {
             ("no_pong", self.no_pong),
             ("no_echo", self.no_echo),
             ("echo_mismatch", self.echo_mismatch),
+            ("no_close", self.no_close),
         ]
     }
 
@@ -191,6 +204,7 @@ impl Failures {
         self.no_pong += other.no_pong;
         self.no_echo += other.no_echo;
         self.echo_mismatch += other.echo_mismatch;
+        self.no_close += other.no_close;
     }
 }
 
@@ -295,6 +309,15 @@ mod tests {
                 scenario: ScenarioPlan::Connect { pong_timeout_ms: 7 },
                 ..plan()
             }),
+            Command::Start(WorkerPlan {
+                scenario: ScenarioPlan::Churn {
+                    duration_ms: 1000,
+                    open_max: 50,
+                    pong_timeout_ms: 2000,
+                    close_timeout_ms: 3000,
+                },
+                ..plan()
+            }),
         ];
         for command in commands {
             let line = encode_line(&command);
@@ -378,6 +401,7 @@ mod tests {
             Cause::NoPong,
             Cause::NoEcho,
             Cause::EchoMismatch,
+            Cause::NoClose,
         ];
         let mut failures = Failures::default();
         for (index, cause) in causes.iter().enumerate() {
@@ -390,11 +414,12 @@ mod tests {
             .iter()
             .map(|(_, count)| *count)
             .collect();
-        assert_eq!(counts, (1..=12).collect::<Vec<u64>>());
-        assert_eq!(failures.total(), 78);
+        assert_eq!(counts, (1..=13).collect::<Vec<u64>>());
+        assert_eq!(failures.total(), 91);
         let mut merged = failures;
         merged.merge(&failures);
-        assert_eq!(merged.total(), 156);
+        assert_eq!(merged.total(), 182);
+        assert_eq!(merged.no_close, 26);
         assert_eq!(merged.no_echo, 22);
     }
 }

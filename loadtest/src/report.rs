@@ -107,6 +107,47 @@ pub struct EchoFigures {
     pub messages_per_second: f64,
 }
 
+/// Connection churn: opens and clean closes over the open phase.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChurnFigures {
+    /// Connections upgraded to WebSocket.
+    pub opened: u64,
+    /// Connections that answered the ping and completed the close handshake.
+    pub closed_cleanly: u64,
+    /// Connections that failed, at any stage (connect, handshake, ping, close).
+    pub failed: u64,
+    /// Attempts stopped while connecting (Ctrl-C, deadline): neither a success nor a failure.
+    pub abandoned: u64,
+    pub duration_seconds: f64,
+    /// Connections opened per second of the open phase.
+    pub opens_per_second: f64,
+}
+
+impl ChurnFigures {
+    /// The churn figures of merged totals, for an open phase of `duration_ms`.
+    pub fn of(totals: &Totals, duration_ms: u64) -> Self {
+        let duration_seconds = duration_ms as f64 / 1000.0;
+        // Failures after the upgrade (ping, close) are among the opened connections; those
+        // before it are not. What is neither was stopped before it ended.
+        let settled = totals.established + totals.failures_total
+            - totals.failures.closed_early
+            - totals.failures.no_pong
+            - totals.failures.no_close;
+        Self {
+            opened: totals.established,
+            closed_cleanly: totals.alive,
+            failed: totals.failures_total,
+            abandoned: totals.attempted.saturating_sub(settled),
+            duration_seconds,
+            opens_per_second: if duration_seconds > 0.0 {
+                (totals.established as f64 / duration_seconds).round()
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// Everything a run produced, as written to the JSON file.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
@@ -123,6 +164,7 @@ pub struct RunResult {
     /// Connections established per second of ramp.
     pub ramp_connections_per_second: Option<f64>,
     pub echo: Option<EchoFigures>,
+    pub churn: Option<ChurnFigures>,
     pub server: Option<ServerMemory>,
     pub kernel: Option<KernelMemory>,
 }
@@ -141,9 +183,14 @@ impl RunResult {
             let _ = writeln!(text, "| {name} | {value} |");
         };
         row("connections planned", self.connections_planned.to_string());
-        row("connections established", totals.established.to_string());
+        let established_meaning = match self.scenario {
+            "churn" => "connections opened",
+            _ => "connections established",
+        };
+        row(established_meaning, totals.established.to_string());
         let alive_meaning = match self.scenario {
             "connect" => "alive (answered the ping)",
+            "churn" => "closed cleanly (pong, then close handshake)",
             _ => "ran to the end",
         };
         row(alive_meaning, totals.alive.to_string());
@@ -182,6 +229,15 @@ impl RunResult {
                 ),
             );
             row("echo round trip", latency_line(&totals.round_trip));
+        }
+        if let Some(churn) = &self.churn {
+            row(
+                "opens/s",
+                format!(
+                    "{:.0} ({} opened in {:.2} s; {} abandoned at a stop)",
+                    churn.opens_per_second, churn.opened, churn.duration_seconds, churn.abandoned
+                ),
+            );
         }
         if let Some(server) = &self.server {
             row(
@@ -335,6 +391,31 @@ mod tests {
         assert_eq!(merge_reports(&[]).unwrap().connect_latency.count, 0);
     }
 
+    /// Churn figures: opened, closed and failed come from the totals; failures after the
+    /// upgrade are not counted twice; the rate is per second of the open phase.
+    #[test]
+    fn churn_figures() {
+        let mut worker = report(0, &[10_000; 8], &[Cause::ConnectRefused]);
+        // Of the 8 opened, one got no pong and one no close: 6 closed cleanly.
+        worker.alive = 6;
+        worker.failures.record(Cause::NoPong);
+        worker.failures.record(Cause::NoClose);
+        // One more attempt was abandoned at a stop.
+        worker.attempted += 1;
+        let mut second = report(1, &[20_000; 2], &[]);
+        second.failures.record(Cause::ClosedEarly);
+        second.alive = 1;
+        let totals = merge_reports(&[worker, second]).unwrap();
+        let churn = ChurnFigures::of(&totals, 2000);
+        assert_eq!(churn.opened, 10);
+        assert_eq!(churn.closed_cleanly, 7);
+        assert_eq!(churn.failed, 4);
+        assert_eq!(churn.abandoned, 1);
+        assert_eq!(churn.duration_seconds, 2.0);
+        assert_eq!(churn.opens_per_second, 5.0);
+        assert_eq!(ChurnFigures::of(&totals, 0).opens_per_second, 0.0);
+    }
+
     /// The markdown names every figure present and each non-zero failure cause.
     #[test]
     fn markdown_summary() {
@@ -354,6 +435,7 @@ mod tests {
                 measured_seconds: 1.0,
                 messages_per_second: 2.0,
             }),
+            churn: None,
             server: Some(ServerMemory {
                 pid: 1,
                 rss_kib_before: 1000,

@@ -269,3 +269,51 @@ fn refused_connections_are_counted() {
         "{result:#}"
     );
 }
+
+/// `churn` for about a second: every connection opens, answers its ping and closes cleanly,
+/// the open rate is close to the one asked for, and memory is sampled after the settle.
+#[test]
+fn churn_run_is_consistent() {
+    let url = echo_server();
+    let path = output_path("churn");
+    let pid = std::process::id().to_string();
+    let arguments = [
+        "churn",
+        "--url",
+        &url,
+        "--rate",
+        "200",
+        "--duration-seconds",
+        "1",
+        "--concurrent-max",
+        "20",
+        "--settle-seconds",
+        "0",
+        "--server-pid",
+        &pid,
+        "--output",
+        path.to_str().unwrap(),
+    ];
+    let output = loadtest(&arguments, "churn").output().unwrap();
+    assert!(output.status.success(), "{}", show(&output));
+    let result = read_result(&path);
+    let totals = &result["totals"];
+    assert_eq!(result["scenario"], "churn");
+    assert_eq!(totals["failures_total"], 0, "{result:#}");
+    let opened = totals["established"].as_u64().unwrap();
+    // The last opens may miss the one-second window by a tick.
+    assert!((190..=200).contains(&opened), "{result:#}");
+    assert_eq!(totals["attempted"].as_u64().unwrap(), opened, "{result:#}");
+    assert_eq!(totals["alive"].as_u64().unwrap(), opened, "{result:#}");
+    assert_eq!(totals["connect_latency"]["count"].as_u64().unwrap(), opened);
+    let churn = &result["churn"];
+    assert_eq!(churn["closed_cleanly"].as_u64().unwrap(), opened);
+    assert_eq!(churn["abandoned"], 0, "{result:#}");
+    assert!(result["server"]["rss_kib_after"].as_u64().unwrap() > 0);
+    let summary = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        summary.contains("| closed cleanly (pong, then close handshake) |"),
+        "{summary}"
+    );
+    assert!(processes_tagged("churn").is_empty());
+}

@@ -24,6 +24,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::handshake::client::ClientHandshake;
 use tungstenite::http::Uri;
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WebSocketError, Message};
 
@@ -284,6 +285,48 @@ impl Connection {
             let _ = timeout_at(deadline, self.flush()).await;
         }
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+impl Connection {
+    /// Ends the connection the way a well-behaved client does: a close frame with code 1000,
+    /// a wait for the server's close frame (answering anything else on the way), then the TCP
+    /// close. `NoClose` when the server's close frame does not come before `deadline`,
+    /// `ClosedEarly` when the connection breaks first.
+    pub async fn close_cleanly(mut self, deadline: Instant) -> Result<(), Cause> {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let outcome = match self.socket.close(Some(frame)) {
+            Ok(()) => timeout_at(deadline, self.await_close())
+                .await
+                .unwrap_or(Err(Cause::NoClose)),
+            Err(_) => Err(Cause::ClosedEarly),
+        };
+        // Also ends a read still in flight after a timeout.
+        let _ = self.stream.shutdown(Shutdown::Both);
+        outcome
+    }
+
+    /// Sends our close frame and reads until the server's arrives.
+    async fn await_close(&mut self) -> Result<(), Cause> {
+        loop {
+            self.flush().await.map_err(|Closed| Cause::ClosedEarly)?;
+            loop {
+                match self.socket.read() {
+                    Ok(Message::Close(_)) | Err(WebSocketError::ConnectionClosed) => {
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(WebSocketError::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => {
+                        break;
+                    }
+                    Err(_) => return Err(Cause::ClosedEarly),
+                }
+            }
+            self.receive().await.map_err(|Closed| Cause::ClosedEarly)?;
+        }
     }
 }
 

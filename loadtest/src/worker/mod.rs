@@ -5,6 +5,7 @@ mod connection;
 mod memory_stream;
 mod scenario;
 
+use std::cell::Cell;
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 
 pub use self::connection::Target;
 use self::scenario::{Counters, Phase, ThreadContext, ThreadStats, run_thread};
-use crate::addresses::thread_connections;
+use crate::addresses::{thread_connections, worker_share};
 use crate::histogram::{EncodedHistogram, merge_into, new_histogram};
 use crate::protocol::{
     Command, Event, Progress, ScenarioPlan, WorkerPlan, WorkerReport, encode_line, parse_line,
@@ -153,6 +154,8 @@ fn measured_ms(plan: &WorkerPlan, proceeded_at: Option<Instant>, ended_at: Insta
     };
     let (from, until) = match plan.scenario {
         ScenarioPlan::Connect { .. } => (proceeded_at, ended_at),
+        // Churn has no measured phase after `proceed`: its figures are counts and latencies.
+        ScenarioPlan::Churn { .. } => return 0,
         ScenarioPlan::Echo {
             warmup_ms,
             duration_ms,
@@ -195,8 +198,15 @@ fn spawn_threads(
                 phase: phase.clone(),
                 counters: Arc::clone(counters),
                 worker_started,
+                open: Cell::new(0),
             };
             let indices = thread_connections(plan.connections, thread_index, plan.threads);
+            let open_max = match plan.scenario {
+                ScenarioPlan::Churn { open_max, .. } => {
+                    worker_share(open_max, thread_index, plan.threads).max(1)
+                }
+                _ => indices.len().max(1) as u64,
+            };
             thread::Builder::new()
                 .name(format!("uring-{thread_index}"))
                 .spawn(move || -> ThreadResult {
@@ -205,7 +215,7 @@ fn spawn_threads(
                             .map_err(|error| {
                                 format!("cannot create an io_uring runtime: {error}")
                             })?;
-                    Ok(runtime.block_on(run_thread(context, indices, rate)))
+                    Ok(runtime.block_on(run_thread(context, indices, rate, open_max)))
                 })
                 .map_err(|error| format!("cannot start a thread: {error}"))
         })

@@ -1,7 +1,7 @@
 //! What one worker thread does: ramp its connections up at its share of the rate, then run
 //! each connection through its scenario, bounded by timeouts and by the stop signal.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +72,8 @@ pub struct ThreadContext {
     pub counters: Arc<Counters>,
     /// The worker's start, the origin of `ramp_ms`.
     pub worker_started: Instant,
+    /// Connection tasks of this thread that have not ended yet.
+    pub open: Cell<u64>,
 }
 
 /// Seconds a connection may take to send its close frame at the end.
@@ -81,24 +83,34 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const RAMP_TICK: Duration = Duration::from_millis(1);
 
 /// Runs one thread's share: `connection_indices` (indices within the worker) at `rate` per
-/// second. Returns when every connection has ended.
+/// second, with at most `open_max` connection tasks alive at once. Returns when every
+/// connection has ended.
 pub async fn run_thread(
     context: ThreadContext,
     connection_indices: Vec<u64>,
     rate: f64,
+    open_max: u64,
 ) -> ThreadStats {
-    assert!(rate > 0.0);
+    assert!(rate > 0.0 && open_max > 0);
     let context = Rc::new(context);
     let stats = Rc::new(RefCell::new(ThreadStats::new()));
-    let mut tasks = Vec::with_capacity(connection_indices.len());
+    // Churn ends its connections as it goes: keep only the tasks still running.
+    let opens_end = match context.plan.scenario {
+        ScenarioPlan::Churn { duration_ms, .. } => Some(Duration::from_millis(duration_ms)),
+        _ => None,
+    };
+    let mut tasks = Vec::with_capacity(connection_indices.len().min(open_max as usize));
     let started = Instant::now();
     let mut next = 0;
     while next < connection_indices.len() {
-        if *context.phase.borrow() == Phase::Stop {
+        if *context.phase.borrow() == Phase::Stop
+            || opens_end.is_some_and(|end| started.elapsed() >= end)
+        {
             break;
         }
         let due = (started.elapsed().as_secs_f64() * rate) as usize + 1;
-        while next < due.min(connection_indices.len()) {
+        while next < due.min(connection_indices.len()) && context.open.get() < open_max {
+            context.open.set(context.open.get() + 1);
             let task = run_connection(
                 Rc::clone(&context),
                 Rc::clone(&stats),
@@ -106,6 +118,9 @@ pub async fn run_thread(
             );
             tasks.push(tokio_uring::spawn(task));
             next += 1;
+        }
+        if opens_end.is_some() {
+            tasks.retain(|task| !task.is_finished());
         }
         if next < connection_indices.len() {
             sleep(RAMP_TICK).await;
@@ -120,8 +135,17 @@ pub async fn run_thread(
         .into_inner()
 }
 
-/// One connection from start to end.
+/// One connection from start to end; it leaves the thread's open count when it ends.
 async fn run_connection(context: Rc<ThreadContext>, stats: Rc<RefCell<ThreadStats>>, index: u64) {
+    run_connection_stages(&context, &stats, index).await;
+    context.open.set(context.open.get() - 1);
+}
+
+async fn run_connection_stages(
+    context: &Rc<ThreadContext>,
+    stats: &Rc<RefCell<ThreadStats>>,
+    index: u64,
+) {
     context.counters.attempted.fetch_add(1, Ordering::Relaxed);
     stats.borrow_mut().attempted += 1;
     let mut phase = context.phase.clone();
@@ -157,6 +181,37 @@ async fn run_connection(context: Rc<ThreadContext>, stats: Rc<RefCell<ThreadStat
             started.elapsed().as_nanos() as u64,
         );
     }
+    if let ScenarioPlan::Churn {
+        pong_timeout_ms,
+        close_timeout_ms,
+        ..
+    } = context.plan.scenario
+    {
+        let pong_deadline = Instant::now() + Duration::from_millis(pong_timeout_ms);
+        let outcome = match prove_alive(&mut connection, &mut phase, index, pong_deadline).await {
+            Ok(true) => {
+                let close_deadline = Instant::now() + Duration::from_millis(close_timeout_ms);
+                connection
+                    .close_cleanly(close_deadline)
+                    .await
+                    .map(|()| true)
+            }
+            Ok(false) => {
+                connection.close(Instant::now() + CLOSE_TIMEOUT).await;
+                Ok(false)
+            }
+            Err(cause) => {
+                connection.close(Instant::now() + CLOSE_TIMEOUT).await;
+                Err(cause)
+            }
+        };
+        match outcome {
+            Ok(true) => stats.borrow_mut().alive += 1,
+            Ok(false) => {}
+            Err(cause) => stats.borrow_mut().failures.record(cause),
+        }
+        return;
+    }
     let outcome = match hold(&mut connection, &mut phase).await {
         Err(Closed) => Err(Cause::ClosedEarly),
         Ok(Phase::Proceed { at }) => match context.plan.scenario {
@@ -166,8 +221,9 @@ async fn run_connection(context: Rc<ThreadContext>, stats: Rc<RefCell<ThreadStat
             }
             ScenarioPlan::Echo { .. } => {
                 let run = EchoRun::new(&context.plan, at, index);
-                run.run(&mut connection, &mut phase, &stats).await
+                run.run(&mut connection, &mut phase, stats).await
             }
+            ScenarioPlan::Churn { .. } => unreachable!("churn connections end above"),
         },
         Ok(_) => Ok(false),
     };
@@ -181,8 +237,9 @@ async fn run_connection(context: Rc<ThreadContext>, stats: Rc<RefCell<ThreadStat
 
 fn sizes(scenario: &ScenarioPlan) -> Sizes {
     match scenario {
-        // Idle connections: small buffers, since there may be 100,000 of them.
-        ScenarioPlan::Connect { .. } => Sizes {
+        // Idle connections: small buffers, since there may be 100,000 of them; churn
+        // connections exchange only control frames.
+        ScenarioPlan::Connect { .. } | ScenarioPlan::Churn { .. } => Sizes {
             read_bytes: 512,
             codec_read_bytes: 512,
         },
