@@ -37,6 +37,8 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Milliseconds from the worker's start to the latest end of a connection attempt.
     pub ramp_ms: AtomicU64,
+    /// Echoes received and checked, warm-up included, for the rate-over-time plot.
+    pub messages: AtomicU64,
 }
 
 /// What one thread measured.
@@ -166,7 +168,8 @@ async fn run_connection(context: Rc<ThreadContext>, stats: Rc<RefCell<ThreadStat
             }
             ScenarioPlan::Echo { .. } => {
                 let run = EchoRun::new(&context.plan, at, index);
-                run.run(&mut connection, &mut phase, &stats).await
+                run.run(&mut connection, &mut phase, &stats, &context.counters)
+                    .await
             }
         },
         Ok(_) => Ok(false),
@@ -297,6 +300,7 @@ impl EchoRun {
         connection: &mut Connection,
         phase: &mut watch::Receiver<Phase>,
         stats: &RefCell<ThreadStats>,
+        counters: &Counters,
     ) -> Result<bool, Cause> {
         let mut sequence = 0u64;
         loop {
@@ -327,6 +331,7 @@ impl EchoRun {
             if !self.is_echo(&echo, sequence) {
                 return Err(Cause::EchoMismatch);
             }
+            counters.messages.fetch_add(1, Ordering::Relaxed);
             if sent_at >= self.measure_from {
                 let round_trip_ns = sent_at.elapsed().as_nanos() as u64;
                 let mut stats = stats.borrow_mut();
