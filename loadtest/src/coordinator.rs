@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::addresses::{default_address_count, worker_addresses, worker_share};
 use crate::cli::{CommonOptions, ConnectOptions, EchoOptions};
+use crate::live::Live;
+use crate::plots::{PlotInput, RateSamples, write_plots};
 use crate::protocol::{Command, Event, Progress, ScenarioPlan, WorkerPlan, WorkerReport};
 use crate::protocol::{encode_line, parse_line};
 use crate::report::{EchoFigures, KernelMemory, RunResult, ServerMemory, merge_reports};
@@ -48,6 +50,16 @@ struct Run {
     measured: Duration,
     scenario: ScenarioPlan,
     settings: serde_json::Value,
+}
+
+impl Run {
+    /// What the rate plot counts: connections established, or echoes for `echo`.
+    fn rate_count(&self, progress: &Progress) -> u64 {
+        match self.scenario {
+            ScenarioPlan::Connect { .. } => progress.established,
+            ScenarioPlan::Echo { .. } => progress.messages,
+        }
+    }
 }
 
 pub fn connect(options: ConnectOptions) -> Result<i32, String> {
@@ -189,6 +201,8 @@ struct Worker {
     report: Option<WorkerReport>,
     /// Its output ended (it exited or closed stdout).
     gone: bool,
+    /// Its progress over time, for the rate plot.
+    rate_samples: RateSamples,
 }
 
 impl Worker {
@@ -215,7 +229,11 @@ enum Incoming {
     Ended(usize),
 }
 
-fn spawn_worker(plan: &WorkerPlan, events: Sender<Incoming>) -> Result<Worker, String> {
+fn spawn_worker(
+    plan: &WorkerPlan,
+    events: Sender<Incoming>,
+    rate_samples_max: usize,
+) -> Result<Worker, String> {
     let program = std::env::current_exe().map_err(|error| format!("own path: {error}"))?;
     let mut child = Process::new(program)
         .arg("worker")
@@ -250,6 +268,7 @@ fn spawn_worker(plan: &WorkerPlan, events: Sender<Incoming>) -> Result<Worker, S
         established: false,
         report: None,
         gone: false,
+        rate_samples: RateSamples::new(rate_samples_max),
     };
     worker.tell(&Command::Start(plan.clone()));
     Ok(worker)
@@ -302,8 +321,10 @@ fn run(run: Run) -> Result<i32, String> {
     samples.take(run.common.server_pid, false);
     let (sender, receiver) = mpsc::channel();
     let mut workers = Vec::with_capacity(layout.plans.len());
+    // Workers report about once a second until the deadline, plus the grace after a stop.
+    let rate_samples_max = (layout.deadline + STOP_GRACE).as_secs() as usize + 2;
     for plan in &layout.plans {
-        match spawn_worker(plan, sender.clone()) {
+        match spawn_worker(plan, sender.clone(), rate_samples_max) {
             Ok(worker) => workers.push(worker),
             Err(error) => {
                 stop_all(&mut workers);
@@ -315,12 +336,18 @@ fn run(run: Run) -> Result<i32, String> {
     drop(sender);
     let mut steps = Steps::new(&run, layout.deadline, &interrupted);
     steps.drive(&mut workers, &receiver, &mut samples);
+    steps.live.finish();
     reap(&mut workers);
     let result = summarize(&run, &layout, &workers, &samples, steps.stopped_by)?;
     if let Some(path) = &run.common.output {
         let json = serde_json::to_string_pretty(&result).expect("results serialize");
         std::fs::write(path, json + "\n")
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    if let Some(directory) = &run.common.plots {
+        for path in plot(&run, &result, &workers, directory)? {
+            eprintln!("plot: {}", path.display());
+        }
     }
     print!("{}", result.markdown());
     Ok(if result.stopped_by.is_some() || result.workers_lost > 0 {
@@ -348,6 +375,7 @@ struct Steps<'a> {
     stage: Stage,
     stopped_by: Option<String>,
     last_progress: Instant,
+    live: Live,
 }
 
 impl<'a> Steps<'a> {
@@ -361,6 +389,7 @@ impl<'a> Steps<'a> {
             stage: Stage::Ramping,
             stopped_by: None,
             last_progress: started,
+            live: Live::new(run.connections),
         }
     }
 
@@ -373,7 +402,7 @@ impl<'a> Steps<'a> {
         loop {
             match events.recv_timeout(Duration::from_millis(50)) {
                 Ok(Incoming::Event(index, event)) => {
-                    handle_event(&mut workers[index], index, *event)
+                    self.handle_event(&mut workers[index], index, *event)
                 }
                 Ok(Incoming::Ended(index)) => workers[index].gone = true,
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
@@ -382,13 +411,16 @@ impl<'a> Steps<'a> {
                 return;
             }
             self.check_limits(workers);
+            self.live.update(&total_progress(workers));
             let now = Instant::now();
             match self.stage {
                 Stage::Ramping => self.ramp(workers, samples),
                 Stage::Holding { until } if now >= until => self.proceed(workers, samples),
                 Stage::Holding { .. } | Stage::Measuring => {}
                 Stage::Stopping { kill_at } if now >= kill_at => {
-                    eprintln!("workers did not report within {STOP_GRACE:?}: killing them");
+                    let line =
+                        format!("workers did not report within {STOP_GRACE:?}: killing them");
+                    self.live.note(&line);
                     return;
                 }
                 Stage::Stopping { .. } => {}
@@ -408,7 +440,9 @@ impl<'a> Steps<'a> {
         } else {
             return;
         };
-        eprintln!("{reason}: stopping the workers and collecting what they measured");
+        self.live.note(&format!(
+            "{reason}: stopping the workers and collecting what they measured"
+        ));
         self.stopped_by = Some(reason.into());
         stop_all(workers);
         self.stage = Stage::Stopping {
@@ -419,22 +453,23 @@ impl<'a> Steps<'a> {
     fn ramp(&mut self, workers: &mut [Worker], samples: &mut Samples) {
         let progress = total_progress(workers);
         if workers.iter().all(Worker::settled) {
-            eprintln!(
+            self.live.note(&format!(
                 "[{:6.1} s] ramp done in {:.2} s: {} established, {} failed",
                 self.started.elapsed().as_secs_f64(),
                 progress.ramp_ms as f64 / 1000.0,
                 progress.established,
                 progress.failed
-            );
+            ));
             if self.run.hold.is_zero() {
                 self.proceed(workers, samples);
             } else {
-                eprintln!("holding for {} s", self.run.hold.as_secs());
+                self.live
+                    .note(&format!("holding for {} s", self.run.hold.as_secs()));
                 self.stage = Stage::Holding {
                     until: Instant::now() + self.run.hold,
                 };
             }
-        } else if self.last_progress.elapsed() >= PROGRESS_INTERVAL {
+        } else if !self.live.is_bar() && self.last_progress.elapsed() >= PROGRESS_INTERVAL {
             self.last_progress = Instant::now();
             eprintln!(
                 "[{:6.1} s] {} of {} attempted, {} established, {} failed",
@@ -453,26 +488,35 @@ impl<'a> Steps<'a> {
             ScenarioPlan::Connect { .. } => "pinging every connection",
             ScenarioPlan::Echo { .. } => "echo traffic: warm-up, then measuring",
         };
-        eprintln!("[{:6.1} s] {what}", self.started.elapsed().as_secs_f64());
+        let elapsed_seconds = self.started.elapsed().as_secs_f64();
+        self.live.note(&format!("[{elapsed_seconds:6.1} s] {what}"));
         for worker in workers.iter_mut() {
             worker.tell(&Command::Proceed);
         }
         self.stage = Stage::Measuring;
     }
-}
 
-fn handle_event(worker: &mut Worker, index: usize, event: Event) {
-    match event {
-        Event::Progress(progress) => worker.progress = progress,
-        Event::Established(progress) => {
-            worker.progress = progress;
-            worker.established = true;
+    fn handle_event(&self, worker: &mut Worker, index: usize, event: Event) {
+        match event {
+            Event::Progress(progress) => self.record_progress(worker, progress),
+            Event::Established(progress) => {
+                self.record_progress(worker, progress);
+                worker.established = true;
+            }
+            Event::Finished(report) => worker.report = Some(report),
+            Event::Failed { message } => {
+                self.live.note(&format!("worker {index} failed: {message}"));
+                worker.gone = true;
+            }
         }
-        Event::Finished(report) => worker.report = Some(report),
-        Event::Failed { message } => {
-            eprintln!("worker {index} failed: {message}");
-            worker.gone = true;
-        }
+    }
+
+    fn record_progress(&self, worker: &mut Worker, progress: Progress) {
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        worker
+            .rate_samples
+            .record(elapsed_ms, self.run.rate_count(&progress));
+        worker.progress = progress;
     }
 }
 
@@ -483,6 +527,7 @@ fn total_progress(workers: &[Worker]) -> Progress {
         total.established += worker.progress.established;
         total.failed += worker.progress.failed;
         total.ramp_ms = total.ramp_ms.max(worker.progress.ramp_ms);
+        total.messages += worker.progress.messages;
     }
     total
 }
@@ -582,4 +627,37 @@ fn summarize(
         server,
         kernel,
     })
+}
+
+/// Writes the run's plots into `directory`.
+fn plot(
+    run: &Run,
+    result: &RunResult,
+    workers: &[Worker],
+    directory: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    let totals = &result.totals;
+    let (latency_name, histogram, rate_name) = match run.scenario {
+        ScenarioPlan::Connect { .. } => (
+            "connect latency",
+            &totals.connect_latency_ns_histogram,
+            "connections established",
+        ),
+        ScenarioPlan::Echo { .. } => ("round trip", &totals.round_trip_ns_histogram, "echoes"),
+    };
+    let histogram = histogram.decode().map_err(|error| error.to_string())?;
+    let rate_samples: Vec<_> = workers
+        .iter()
+        .map(|worker| worker.rate_samples.samples())
+        .collect();
+    write_plots(
+        directory,
+        &PlotInput {
+            scenario: run.name,
+            latency_name,
+            latency_ns: &histogram,
+            rate_name,
+            rate_samples: &rate_samples,
+        },
+    )
 }
