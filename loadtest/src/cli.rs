@@ -16,8 +16,9 @@ connections and a share of the source addresses 127.0.x.y, and merges what they 
 Every run is bounded in connections and in time; Ctrl-C stops all workers and still prints \
 what was measured.
 
-Output: progress lines on stderr, a markdown summary on stdout, and with --output a JSON file \
-holding every figure and the merged latency histograms.
+Output: progress on stderr (a bar on a terminal, else lines), a markdown summary on stdout, \
+with --output a JSON file holding every figure and the merged latency histograms, and with \
+--plots SVG plots of the latency CDF and of the rate over time.
 
 Examples:
   ringcast-loadtest echo --url ws://127.0.0.1:9100/ws --connections 100 --payload-bytes 20
@@ -107,6 +108,14 @@ pub struct CommonOptions {
     /// Write the full result as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+
+    /// Write SVG plots into this directory (made if missing).
+    ///
+    /// <scenario>-latency-cdf.svg: the latency CDF from the merged histogram (connect latency
+    /// for connect, round trip for echo) on a log axis; <scenario>-rate.svg: connections
+    /// established (connect) or echoes (echo, warm-up included) per second of the run.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
 }
 
 /// Options of the `connect` scenario.

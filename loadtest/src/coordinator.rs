@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::addresses::{default_address_count, worker_addresses, worker_share};
 use crate::cli::{ChurnOptions, CommonOptions, ConnectOptions, EchoOptions};
+use crate::live::Live;
+use crate::plots::{PlotInput, RateSamples, write_plots};
 use crate::protocol::{Command, Event, Progress, ScenarioPlan, WorkerPlan, WorkerReport};
 use crate::protocol::{encode_line, parse_line};
 use crate::report::{
@@ -55,6 +57,16 @@ struct Run {
     settings: serde_json::Value,
     /// For churn: how long to wait after the last connection before sampling memory again.
     settle: Option<Duration>,
+}
+
+impl Run {
+    /// What the rate plot counts: connections established, or echoes for `echo`.
+    fn rate_count(&self, progress: &Progress) -> u64 {
+        match self.scenario {
+            ScenarioPlan::Connect { .. } | ScenarioPlan::Churn { .. } => progress.established,
+            ScenarioPlan::Echo { .. } => progress.messages,
+        }
+    }
 }
 
 pub fn connect(options: ConnectOptions) -> Result<i32, String> {
@@ -261,6 +273,8 @@ struct Worker {
     report: Option<WorkerReport>,
     /// Its output ended (it exited or closed stdout).
     gone: bool,
+    /// Its progress over time, for the rate plot.
+    rate_samples: RateSamples,
 }
 
 impl Worker {
@@ -287,7 +301,11 @@ enum Incoming {
     Ended(usize),
 }
 
-fn spawn_worker(plan: &WorkerPlan, events: Sender<Incoming>) -> Result<Worker, String> {
+fn spawn_worker(
+    plan: &WorkerPlan,
+    events: Sender<Incoming>,
+    rate_samples_max: usize,
+) -> Result<Worker, String> {
     let program = std::env::current_exe().map_err(|error| format!("own path: {error}"))?;
     let mut child = Process::new(program)
         .arg("worker")
@@ -322,6 +340,7 @@ fn spawn_worker(plan: &WorkerPlan, events: Sender<Incoming>) -> Result<Worker, S
         established: false,
         report: None,
         gone: false,
+        rate_samples: RateSamples::new(rate_samples_max),
     };
     worker.tell(&Command::Start(plan.clone()));
     Ok(worker)
@@ -374,8 +393,10 @@ fn run(run: Run) -> Result<i32, String> {
     samples.take(run.common.server_pid, false);
     let (sender, receiver) = mpsc::channel();
     let mut workers = Vec::with_capacity(layout.plans.len());
+    // Workers report about once a second until the deadline, plus the grace after a stop.
+    let rate_samples_max = (layout.deadline + STOP_GRACE).as_secs() as usize + 2;
     for plan in &layout.plans {
-        match spawn_worker(plan, sender.clone()) {
+        match spawn_worker(plan, sender.clone(), rate_samples_max) {
             Ok(worker) => workers.push(worker),
             Err(error) => {
                 stop_all(&mut workers);
@@ -387,6 +408,7 @@ fn run(run: Run) -> Result<i32, String> {
     drop(sender);
     let mut steps = Steps::new(&run, layout.deadline, &interrupted);
     steps.drive(&mut workers, &receiver, &mut samples);
+    steps.live.finish();
     reap(&mut workers);
     if let Some(settle) = run.settle {
         // Churn's "after" is once every connection has ended and the server has had a moment
@@ -400,6 +422,11 @@ fn run(run: Run) -> Result<i32, String> {
         let json = serde_json::to_string_pretty(&result).expect("results serialize");
         std::fs::write(path, json + "\n")
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    if let Some(directory) = &run.common.plots {
+        for path in plot(&run, &result, &workers, directory)? {
+            eprintln!("plot: {}", path.display());
+        }
     }
     print!("{}", result.markdown());
     Ok(if result.stopped_by.is_some() || result.workers_lost > 0 {
@@ -427,6 +454,7 @@ struct Steps<'a> {
     stage: Stage,
     stopped_by: Option<String>,
     last_progress: Instant,
+    live: Live,
 }
 
 impl<'a> Steps<'a> {
@@ -440,6 +468,7 @@ impl<'a> Steps<'a> {
             stage: Stage::Ramping,
             stopped_by: None,
             last_progress: started,
+            live: Live::new(run.connections),
         }
     }
 
@@ -452,7 +481,7 @@ impl<'a> Steps<'a> {
         loop {
             match events.recv_timeout(Duration::from_millis(50)) {
                 Ok(Incoming::Event(index, event)) => {
-                    handle_event(&mut workers[index], index, *event)
+                    self.handle_event(&mut workers[index], index, *event)
                 }
                 Ok(Incoming::Ended(index)) => workers[index].gone = true,
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
@@ -461,13 +490,16 @@ impl<'a> Steps<'a> {
                 return;
             }
             self.check_limits(workers);
+            self.live.update(&total_progress(workers));
             let now = Instant::now();
             match self.stage {
                 Stage::Ramping => self.ramp(workers, samples),
                 Stage::Holding { until } if now >= until => self.proceed(workers, samples),
                 Stage::Holding { .. } | Stage::Measuring => {}
                 Stage::Stopping { kill_at } if now >= kill_at => {
-                    eprintln!("workers did not report within {STOP_GRACE:?}: killing them");
+                    let line =
+                        format!("workers did not report within {STOP_GRACE:?}: killing them");
+                    self.live.note(&line);
                     return;
                 }
                 Stage::Stopping { .. } => {}
@@ -487,7 +519,9 @@ impl<'a> Steps<'a> {
         } else {
             return;
         };
-        eprintln!("{reason}: stopping the workers and collecting what they measured");
+        self.live.note(&format!(
+            "{reason}: stopping the workers and collecting what they measured"
+        ));
         self.stopped_by = Some(reason.into());
         stop_all(workers);
         self.stage = Stage::Stopping {
@@ -498,22 +532,23 @@ impl<'a> Steps<'a> {
     fn ramp(&mut self, workers: &mut [Worker], samples: &mut Samples) {
         let progress = total_progress(workers);
         if workers.iter().all(Worker::settled) {
-            eprintln!(
+            self.live.note(&format!(
                 "[{:6.1} s] ramp done in {:.2} s: {} established, {} failed",
                 self.started.elapsed().as_secs_f64(),
                 progress.ramp_ms as f64 / 1000.0,
                 progress.established,
                 progress.failed
-            );
+            ));
             if self.run.hold.is_zero() {
                 self.proceed(workers, samples);
             } else {
-                eprintln!("holding for {} s", self.run.hold.as_secs());
+                self.live
+                    .note(&format!("holding for {} s", self.run.hold.as_secs()));
                 self.stage = Stage::Holding {
                     until: Instant::now() + self.run.hold,
                 };
             }
-        } else if self.last_progress.elapsed() >= PROGRESS_INTERVAL {
+        } else if !self.live.is_bar() && self.last_progress.elapsed() >= PROGRESS_INTERVAL {
             self.last_progress = Instant::now();
             eprintln!(
                 "[{:6.1} s] {} of {} attempted, {} established, {} failed",
@@ -533,26 +568,35 @@ impl<'a> Steps<'a> {
             ScenarioPlan::Echo { .. } => "echo traffic: warm-up, then measuring",
             ScenarioPlan::Churn { .. } => "every planned connection opened or failed",
         };
-        eprintln!("[{:6.1} s] {what}", self.started.elapsed().as_secs_f64());
+        let elapsed_seconds = self.started.elapsed().as_secs_f64();
+        self.live.note(&format!("[{elapsed_seconds:6.1} s] {what}"));
         for worker in workers.iter_mut() {
             worker.tell(&Command::Proceed);
         }
         self.stage = Stage::Measuring;
     }
-}
 
-fn handle_event(worker: &mut Worker, index: usize, event: Event) {
-    match event {
-        Event::Progress(progress) => worker.progress = progress,
-        Event::Established(progress) => {
-            worker.progress = progress;
-            worker.established = true;
+    fn handle_event(&self, worker: &mut Worker, index: usize, event: Event) {
+        match event {
+            Event::Progress(progress) => self.record_progress(worker, progress),
+            Event::Established(progress) => {
+                self.record_progress(worker, progress);
+                worker.established = true;
+            }
+            Event::Finished(report) => worker.report = Some(report),
+            Event::Failed { message } => {
+                self.live.note(&format!("worker {index} failed: {message}"));
+                worker.gone = true;
+            }
         }
-        Event::Finished(report) => worker.report = Some(report),
-        Event::Failed { message } => {
-            eprintln!("worker {index} failed: {message}");
-            worker.gone = true;
-        }
+    }
+
+    fn record_progress(&self, worker: &mut Worker, progress: Progress) {
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        worker
+            .rate_samples
+            .record(elapsed_ms, self.run.rate_count(&progress));
+        worker.progress = progress;
     }
 }
 
@@ -563,6 +607,7 @@ fn total_progress(workers: &[Worker]) -> Progress {
         total.established += worker.progress.established;
         total.failed += worker.progress.failed;
         total.ramp_ms = total.ramp_ms.max(worker.progress.ramp_ms);
+        total.messages += worker.progress.messages;
     }
     total
 }
@@ -667,4 +712,42 @@ fn summarize(
         server,
         kernel,
     })
+}
+
+/// Writes the run's plots into `directory`.
+fn plot(
+    run: &Run,
+    result: &RunResult,
+    workers: &[Worker],
+    directory: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    let totals = &result.totals;
+    let (latency_name, histogram, rate_name) = match run.scenario {
+        ScenarioPlan::Connect { .. } => (
+            "connect latency",
+            &totals.connect_latency_ns_histogram,
+            "connections established",
+        ),
+        ScenarioPlan::Echo { .. } => ("round trip", &totals.round_trip_ns_histogram, "echoes"),
+        ScenarioPlan::Churn { .. } => (
+            "connect latency",
+            &totals.connect_latency_ns_histogram,
+            "connections opened",
+        ),
+    };
+    let histogram = histogram.decode().map_err(|error| error.to_string())?;
+    let rate_samples: Vec<_> = workers
+        .iter()
+        .map(|worker| worker.rate_samples.samples())
+        .collect();
+    write_plots(
+        directory,
+        &PlotInput {
+            scenario: run.name,
+            latency_name,
+            latency_ns: &histogram,
+            rate_name,
+            rate_samples: &rate_samples,
+        },
+    )
 }

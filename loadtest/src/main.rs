@@ -12,6 +12,8 @@ mod addresses;
 mod cli;
 mod coordinator;
 mod histogram;
+mod live;
+mod plots;
 mod protocol;
 mod report;
 mod system;

@@ -49,6 +49,9 @@ pub struct Progress {
     pub failed: u64,
     /// Milliseconds from the worker's start to its last connection attempt ending.
     pub ramp_ms: u64,
+    /// Echoes received so far, warm-up included (echo only).
+    #[serde(default)]
+    pub messages: u64,
 }
 
 /// One worker's share of a run.
@@ -355,6 +358,7 @@ mod tests {
             established: 4,
             failed: 1,
             ramp_ms: 0,
+            messages: 7,
         };
         let events = [
             Event::Progress(progress),

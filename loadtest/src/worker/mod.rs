@@ -31,7 +31,7 @@ const RING_ENTRIES: u32 = 4096;
 /// How often the main thread checks the counters and the threads.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// How often a progress event is sent while ramping.
+/// How often a progress event is sent, from the start until the worker finishes.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs a worker to the end. The exit code says whether it could run at all.
@@ -124,7 +124,8 @@ fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String
         if settled && !established_sent {
             send(output, &Event::Established(progress));
             established_sent = true;
-        } else if !established_sent && last_progress.elapsed() >= PROGRESS_INTERVAL {
+        } else if last_progress.elapsed() >= PROGRESS_INTERVAL {
+            // Also after the ramp: the coordinator plots the message rate from these.
             send(output, &Event::Progress(progress));
             last_progress = Instant::now();
         }
@@ -177,6 +178,7 @@ fn progress(counters: &Counters) -> Progress {
         established: counters.established.load(Ordering::Relaxed),
         failed: counters.failed.load(Ordering::Relaxed),
         ramp_ms: counters.ramp_ms.load(Ordering::Relaxed),
+        messages: counters.messages.load(Ordering::Relaxed),
     }
 }
 

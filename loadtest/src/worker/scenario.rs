@@ -37,6 +37,8 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Milliseconds from the worker's start to the latest end of a connection attempt.
     pub ramp_ms: AtomicU64,
+    /// Echoes received and checked, warm-up included, for the rate-over-time plot.
+    pub messages: AtomicU64,
 }
 
 /// What one thread measured.
@@ -221,7 +223,8 @@ async fn run_connection_stages(
             }
             ScenarioPlan::Echo { .. } => {
                 let run = EchoRun::new(&context.plan, at, index);
-                run.run(&mut connection, &mut phase, stats).await
+                run.run(&mut connection, &mut phase, stats, &context.counters)
+                    .await
             }
             ScenarioPlan::Churn { .. } => unreachable!("churn connections end above"),
         },
@@ -354,6 +357,7 @@ impl EchoRun {
         connection: &mut Connection,
         phase: &mut watch::Receiver<Phase>,
         stats: &RefCell<ThreadStats>,
+        counters: &Counters,
     ) -> Result<bool, Cause> {
         let mut sequence = 0u64;
         loop {
@@ -384,6 +388,7 @@ impl EchoRun {
             if !self.is_echo(&echo, sequence) {
                 return Err(Cause::EchoMismatch);
             }
+            counters.messages.fetch_add(1, Ordering::Relaxed);
             if sent_at >= self.measure_from {
                 let round_trip_ns = sent_at.elapsed().as_nanos() as u64;
                 let mut stats = stats.borrow_mut();
