@@ -3,8 +3,8 @@
 mod server_support;
 
 use server_support::{
-    OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, RawClient, ServerProcess, client_frame,
-    close_every_client, open_websockets, raise_open_files_limit,
+    OPCODE_PING, OPCODE_TEXT, RawClient, ServerProcess, client_frame, close_every_client,
+    expect_pong_from_every_client, open_websockets, raise_open_files_limit,
 };
 
 const CONNECTION_COUNT: usize = 10_000;
@@ -28,15 +28,7 @@ fn send_message_and_ping(clients: &mut [RawClient]) {
         ));
         client.write(&bytes);
     }
-    for (index, client) in clients.iter_mut().enumerate() {
-        let frame = client.read_frame();
-        assert_eq!(frame.opcode, OPCODE_PONG, "client {index}: {frame:?}");
-        assert_eq!(
-            frame.payload,
-            (index as u64).to_be_bytes(),
-            "client {index}"
-        );
-    }
+    expect_pong_from_every_client(clients);
 }
 
 /// Proves 10,000 idle WebSockets grow the server's RSS by at most 2 KiB each.

@@ -618,6 +618,11 @@ pub fn ping_every_client(clients: &mut [RawClient]) {
     for (index, client) in clients.iter_mut().enumerate() {
         client.send_frame(OPCODE_PING, true, &(index as u64).to_be_bytes());
     }
+    expect_pong_from_every_client(clients);
+}
+
+/// Reads, from each client in turn, the pong to a ping that carried the client's index.
+pub fn expect_pong_from_every_client(clients: &mut [RawClient]) {
     for (index, client) in clients.iter_mut().enumerate() {
         let frame = client.read_frame();
         assert_eq!(frame.opcode, OPCODE_PONG, "client {index}: {frame:?}");
