@@ -66,7 +66,8 @@ pub struct Outbound {
     queued_bytes: usize,
     /// Bytes of the front frame already sent (a partial send).
     front_offset: usize,
-    in_flight: bool,
+    /// Frames (from the front) that the send in flight carries; 0 when no send is in flight.
+    frames_in_flight: usize,
 }
 
 impl Outbound {
@@ -94,12 +95,12 @@ impl Outbound {
 
     /// Nothing queued and nothing in flight.
     pub fn is_idle(&self) -> bool {
-        self.frames.is_empty() && !self.in_flight
+        self.frames.is_empty() && self.frames_in_flight == 0
     }
 
     /// Something queued and no send in flight.
     pub fn is_sendable(&self) -> bool {
-        !self.frames.is_empty() && !self.in_flight
+        !self.frames.is_empty() && self.frames_in_flight == 0
     }
 
     /// Frames queued, including those of the send in flight.
@@ -108,7 +109,7 @@ impl Outbound {
     }
 
     pub fn in_flight(&self) -> bool {
-        self.in_flight
+        self.frames_in_flight > 0
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -121,8 +122,8 @@ impl Outbound {
     }
 
     /// Drops queued frames that are not part of the send in flight (the peer is gone).
-    pub fn discard_unsent(&mut self, frames_in_flight: usize) {
-        while self.frames.len() > frames_in_flight {
+    pub fn discard_unsent(&mut self) {
+        while self.frames.len() > self.frames_in_flight {
             let frame = self.frames.pop_back().expect("len checked");
             self.queued_bytes -= frame.len();
         }
@@ -131,7 +132,7 @@ impl Outbound {
     /// Describes up to `iovecs.len()` queued frames for one gathered send and marks it in
     /// flight. Returns how many iovecs were filled.
     pub fn gather(&mut self, iovecs: &mut [libc::iovec]) -> usize {
-        assert!(!self.in_flight && !self.frames.is_empty());
+        assert!(self.frames_in_flight == 0 && !self.frames.is_empty());
         let mut count = 0;
         for (index, frame) in self.frames.iter().take(iovecs.len()).enumerate() {
             let skip = if index == 0 { self.front_offset } else { 0 };
@@ -141,21 +142,21 @@ impl Outbound {
             };
             count += 1;
         }
-        self.in_flight = true;
+        self.frames_in_flight = count;
         count
     }
 
     /// The front frame's unsent bytes, for a single-frame send; marks it in flight.
     pub fn front(&mut self) -> &[u8] {
-        assert!(!self.in_flight);
-        self.in_flight = true;
+        assert!(self.frames_in_flight == 0);
+        self.frames_in_flight = 1;
         &self.frames.front().expect("sendable")[self.front_offset..]
     }
 
     /// Accounts a completed send of `sent_bytes`.
     pub fn complete(&mut self, mut sent_bytes: usize) {
-        assert!(self.in_flight);
-        self.in_flight = false;
+        assert!(self.frames_in_flight > 0);
+        self.frames_in_flight = 0;
         while sent_bytes > 0 {
             let front_left =
                 self.frames.front().expect("sent bytes were queued").len() - self.front_offset;
@@ -173,7 +174,7 @@ impl Outbound {
 
     /// Ends the send in flight without progress (it failed).
     pub fn abandon(&mut self) {
-        self.in_flight = false;
+        self.frames_in_flight = 0;
     }
 }
 
@@ -227,8 +228,6 @@ pub struct Connection {
     pub receive_armed: bool,
     /// Reading is paused because replies to this peer piled up past the queue limits.
     pub reading_paused: bool,
-    /// Frames in the send in flight (to keep them when discarding the rest).
-    pub frames_in_flight: usize,
     /// Queued in the shard's list of connections with something to send.
     pub send_listed: bool,
     pub last_receive_ms: u64,
@@ -247,7 +246,6 @@ impl Connection {
             deadline_changed: true,
             receive_armed: false,
             reading_paused: false,
-            frames_in_flight: 0,
             send_listed: false,
             last_receive_ms: now_ms,
             ping_sent_ms: 0,

@@ -375,8 +375,7 @@ impl Shard {
     fn peer_gone(&mut self, slot: u32) {
         let connection = self.connection_mut(slot);
         connection.receive_armed = false;
-        let frames_in_flight = connection.frames_in_flight;
-        connection.outbound.discard_unsent(frames_in_flight);
+        connection.outbound.discard_unsent();
         if matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
             connection.closing = Closing::ShutDown;
         }
@@ -468,8 +467,7 @@ impl Shard {
         }
         let connection = self.connection_mut(slot);
         connection.closing = Closing::ShutDown;
-        let frames_in_flight = connection.frames_in_flight;
-        connection.outbound.discard_unsent(frames_in_flight);
+        connection.outbound.discard_unsent();
         // A parked connection has no receive armed; one still armed ends with EOF now.
         self.advance_close(slot)
     }
@@ -502,7 +500,6 @@ impl Shard {
             self.send_slots_free.push(free_slot);
         }
         let connection = self.connection_mut(slot);
-        connection.frames_in_flight = 0;
         match completion.result {
             sent if sent >= 0 => {
                 connection.outbound.complete(sent as usize);
@@ -554,7 +551,6 @@ impl Shard {
             Some(send_slot) => {
                 let gathered = &mut self.send_slots[send_slot as usize];
                 let count = connection.outbound.gather(&mut gathered.iovecs);
-                connection.frames_in_flight = count;
                 gathered.header.msg_iov = gathered.iovecs.as_mut_ptr();
                 gathered.header.msg_iovlen = count;
                 self.send_slot_of[slot as usize] = send_slot;
@@ -563,7 +559,6 @@ impl Shard {
                     .build()
             }
             None => {
-                connection.frames_in_flight = 1;
                 let front = connection.outbound.front();
                 opcode::Send::new(types::Fixed(slot), front.as_ptr(), front.len() as u32)
                     .flags(libc::MSG_NOSIGNAL)
@@ -595,8 +590,7 @@ impl Shard {
         let connection = self.connection_mut(slot);
         if matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
             connection.closing = Closing::AfterFlush;
-            let frames_in_flight = connection.frames_in_flight;
-            connection.outbound.discard_unsent(frames_in_flight);
+            connection.outbound.discard_unsent();
             let generation = connection.generation;
             connection.closing = Closing::ShuttingDown;
             let entry = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
