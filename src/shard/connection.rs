@@ -200,6 +200,57 @@ pub struct Counters {
     pub handshake_timeouts: u64,
     pub close_timeouts: u64,
     pub stale_completions: u64,
+    /// Publish requests received from this shard's connections (WebSocket and HTTP).
+    pub publish_requests: u64,
+    /// Messages this shard assigned a sequence number to, as the owner of their topic.
+    pub messages_published: u64,
+    /// Frames queued to this shard's subscribers.
+    pub deliveries: u64,
+    pub subscribe_requests: u64,
+    pub unsubscribe_requests: u64,
+    /// Requests refused with an `error` reply or a 4xx status (bad JSON, unknown op, limits).
+    pub request_errors: u64,
+    /// Subscriptions served from history with `since`, and the messages replayed for them.
+    pub replays: u64,
+    pub replayed_messages: u64,
+    /// Subscriptions answered with `reset` because `since + 1` had left the history.
+    pub resets: u64,
+    /// Slow-consumer policy actions: newest message dropped, older message replaced by a newer
+    /// one of the same topic (conflate). Closes are `slow_consumer_closes`.
+    pub slow_consumer_drops: u64,
+    pub slow_consumer_conflations: u64,
+    /// Commands a full mailbox refused; they wait in this shard's outbox, never dropped.
+    pub mailbox_full: u64,
+    /// Times a publisher's reading paused because this shard's outbox to another shard was full.
+    pub publisher_pauses: u64,
+}
+
+/// Levels (not totals) a shard reports with its counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    pub connections: u64,
+    pub websocket_connections: u64,
+    /// Subscriptions held by this shard's connections.
+    pub subscriptions: u64,
+    /// Topics this shard owns (assigns sequence numbers to and keeps history for).
+    pub topics_owned: u64,
+    /// Topics with at least one subscriber on this shard.
+    pub topics_subscribed: u64,
+    /// Bytes of history this shard keeps for its owned topics.
+    pub history_bytes: u64,
+    /// Commands waiting in this shard's mailboxes.
+    pub mailbox_depth: u64,
+    /// Commands waiting in this shard's outbox for full mailboxes of other shards.
+    pub outbox_depth: u64,
+    /// Bytes queued to this shard's connections and not yet sent.
+    pub outbound_queued_bytes: u64,
+}
+
+/// What one shard reports to `GET /metrics`: published by the shard every loop turn.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardMetrics {
+    pub counters: Counters,
+    pub gauges: Gauges,
 }
 
 /// What a connection's handlers need from the shard, kept together so that the shard lends it
