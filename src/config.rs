@@ -176,6 +176,141 @@ impl PoolConfig {
     }
 }
 
+/// What happens to a subscriber whose outbound queue is full (`outbound_queue_bytes_max` or
+/// `outbound_queue_frames_max` reached) when a message for it arrives. Pings, pongs and closes
+/// are never dropped or conflated; every action is counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumerPolicy {
+    /// Keep only the newest message per topic for that subscriber until its queue drains; it
+    /// then sees the topic's seq jump forward. The market-data default: a price that is late is
+    /// worth less than the current one.
+    #[default]
+    Conflate,
+    /// Drop the newest message (the subscriber sees a seq gap).
+    Drop,
+    /// Close the connection with 1008 and the reason "slow consumer".
+    Disconnect,
+}
+
+impl FromStr for SlowConsumerPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "conflate" => Ok(Self::Conflate),
+            "drop" => Ok(Self::Drop),
+            "disconnect" => Ok(Self::Disconnect),
+            other => Err(format!(
+                "{other:?} is not one of conflate, drop, disconnect"
+            )),
+        }
+    }
+}
+
+/// Limits and policies of the pub/sub broker (`[broker]` in the config file).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Longest topic name in bytes. Default 128: longer than any ticker or instrument key, short
+    /// enough that names cost little in every message.
+    pub topic_bytes_max: usize,
+    /// Topics one shard owns at once (a topic exists from its first publish or subscription).
+    /// Default 65,536. Together with the history limits this bounds a shard's history memory.
+    pub topics_per_shard_max: usize,
+    /// Topics one connection subscribes to at once. Default 1,024.
+    pub subscriptions_per_connection_max: usize,
+    /// Messages kept per topic for replay (`since`). Default 1,024: minutes of a busy ticker.
+    /// 0 keeps no history (a `since` then always gets `reset`).
+    pub history_messages_max: usize,
+    /// Bytes of encoded frames kept per topic for replay. Default 256 KiB.
+    pub history_bytes_max: usize,
+    /// Largest JSON request a client may send over the WebSocket (a publish's whole message).
+    /// Default 64 KiB. A larger request is answered with an `error` and the connection stays.
+    pub request_bytes_max: usize,
+    /// What to do with a subscriber that cannot keep up: conflate (default), drop or disconnect.
+    pub slow_consumer_policy: SlowConsumerPolicy,
+    /// Topic patterns whose subscribers get the latest message right after `subscribed` (a
+    /// last-value snapshot), when they give no `since`. A pattern is a name or a prefix ending
+    /// in `*`; `"*"` is every topic. Default none.
+    pub snapshot_topics: Vec<String>,
+    /// Commands each shard's mailbox holds per kind (control, publish). Default 4,096. A full
+    /// mailbox pushes back on publishers; nothing is dropped.
+    pub mailbox_commands_max: usize,
+    /// Commands a shard holds for full mailboxes of other shards before it stops taking
+    /// publishes. Default 65,536. Beyond it the publishers pause instead of queueing more.
+    pub outbox_commands_max: usize,
+    /// Run the built-in ticker simulator (`--demo`). Default off.
+    pub demo: bool,
+    /// Symbols the demo feed quotes. Default 500.
+    pub demo_symbols: usize,
+    /// Messages per second the demo feed publishes, over all symbols. Default 1,000.
+    pub demo_messages_per_second: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            topic_bytes_max: 128,
+            topics_per_shard_max: 64 * 1024,
+            subscriptions_per_connection_max: 1024,
+            history_messages_max: 1024,
+            history_bytes_max: 256 * 1024,
+            request_bytes_max: 64 * 1024,
+            slow_consumer_policy: SlowConsumerPolicy::Conflate,
+            snapshot_topics: Vec::new(),
+            mailbox_commands_max: 4096,
+            outbox_commands_max: 64 * 1024,
+            demo: false,
+            demo_symbols: 500,
+            demo_messages_per_second: 1000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Whether subscribers of `topic` get a last-value snapshot.
+    pub fn wants_snapshot(&self, topic: &str) -> bool {
+        self.snapshot_topics
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => topic.starts_with(prefix),
+                None => topic == pattern,
+            })
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("topic_bytes_max", self.topic_bytes_max),
+            ("topics_per_shard_max", self.topics_per_shard_max),
+            (
+                "subscriptions_per_connection_max",
+                self.subscriptions_per_connection_max,
+            ),
+            ("request_bytes_max", self.request_bytes_max),
+            ("mailbox_commands_max", self.mailbox_commands_max),
+            ("outbox_commands_max", self.outbox_commands_max),
+            ("demo_symbols", self.demo_symbols),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.topic_bytes_max > crate::broker::TOPIC_BYTES_LIMIT {
+            return Err(format!(
+                "topic_bytes_max {} exceeds {}",
+                self.topic_bytes_max,
+                crate::broker::TOPIC_BYTES_LIMIT
+            ));
+        }
+        if self.demo_messages_per_second == 0 {
+            return Err("demo_messages_per_second must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// Slots of each shard's registered-file table kept for descriptors other than connections: the
 /// listening socket and the shard's wake-up eventfd, with room for a few more without changing
 /// the sizing rule.
@@ -268,6 +403,8 @@ pub struct ServerConfig {
     /// sets it, it is sized from `protocol.message_bytes_max` by
     /// `PoolConfig::for_message_bytes_max`.
     pub pool: PoolConfig,
+    /// The pub/sub broker's limits and policies (`[broker]` in the config file).
+    pub broker: BrokerConfig,
 }
 
 impl Default for ServerConfig {
@@ -290,6 +427,7 @@ impl Default for ServerConfig {
             log_interval_ms: 10_000,
             protocol: ProtocolConfig::default(),
             pool: PoolConfig::default(),
+            broker: BrokerConfig::default(),
         }
     }
 }
@@ -405,6 +543,15 @@ impl ServerConfig {
         self.pool
             .validate(self.protocol.message_bytes_max)
             .map_err(|reason| invalid("pool", reason))?;
+        self.broker
+            .validate()
+            .map_err(|reason| invalid("broker", reason))?;
+        if self.broker.request_bytes_max > self.protocol.message_bytes_max {
+            return Err(invalid(
+                "broker.request_bytes_max",
+                "exceeds protocol.message_bytes_max: such a request could never arrive".into(),
+            ));
+        }
         self.validate_shards()?;
         self.validate_receive_buffers()?;
         self.validate_outbound_queue()?;
@@ -580,6 +727,13 @@ config_overrides! {
     log_interval_ms: u64 = "RINGCAST_LOG_INTERVAL_MS" => log_interval_ms;
     frame_bytes_max: usize = "RINGCAST_FRAME_BYTES_MAX" => protocol.frame_bytes_max;
     message_bytes_max: usize = "RINGCAST_MESSAGE_BYTES_MAX" => protocol.message_bytes_max;
+    history_messages_max: usize = "RINGCAST_HISTORY_MESSAGES_MAX" => broker.history_messages_max;
+    history_bytes_max: usize = "RINGCAST_HISTORY_BYTES_MAX" => broker.history_bytes_max;
+    slow_consumer_policy: SlowConsumerPolicy = "RINGCAST_SLOW_CONSUMER_POLICY" =>
+        broker.slow_consumer_policy;
+    demo: bool = "RINGCAST_DEMO" => broker.demo;
+    demo_messages_per_second: u64 = "RINGCAST_DEMO_MESSAGES_PER_SECOND" =>
+        broker.demo_messages_per_second;
 }
 
 fn parse_variable<T>(

@@ -228,6 +228,21 @@ impl FrameEncoder {
         self.write(&[&head[..head_length], payload])
     }
 
+    /// Encodes one complete unmasked frame whose payload is `parts` joined (no copy first).
+    pub fn encode_parts(&mut self, opcode: OpCode, parts: &[&[u8]]) -> Bytes {
+        let payload_bytes = parts.iter().map(|part| part.len()).sum();
+        let (head, head_length) = encode_head(opcode, true, None, payload_bytes);
+        if self.arena.capacity() < head_length + payload_bytes {
+            self.arena
+                .reserve((head_length + payload_bytes).max(self.arena_bytes));
+        }
+        self.arena.put_slice(&head[..head_length]);
+        for part in parts {
+            self.arena.put_slice(part);
+        }
+        self.arena.split().freeze()
+    }
+
     /// Copies already-encoded bytes (a control frame, an HTTP response) into one `Bytes`.
     pub fn copy(&mut self, encoded: &[u8]) -> Bytes {
         self.write(&[encoded])

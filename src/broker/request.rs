@@ -1,0 +1,252 @@
+//! Client requests over the WebSocket: JSON text messages with an `op`.
+//!
+//! A publish is parsed without allocating: the topic borrows the message (unless it holds JSON
+//! escapes) and `data` is a `RawValue`, the exact bytes the client sent, forwarded verbatim and
+//! never re-serialised. Every failure is an [`RequestError`] the connection answers with an
+//! `error` message and survives: a bad request does not cost the client its subscriptions.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{TopicError, validate_topic};
+use crate::config::BrokerConfig;
+
+/// One parsed request.
+#[derive(Debug)]
+pub enum Request<'a> {
+    Subscribe {
+        topics: Vec<Cow<'a, str>>,
+        /// Per topic, the last seq the client has: replay from the next one.
+        since: HashMap<Cow<'a, str>, u64>,
+    },
+    Unsubscribe {
+        topics: Vec<Cow<'a, str>>,
+    },
+    Publish {
+        topic: Cow<'a, str>,
+        data: &'a [u8],
+    },
+}
+
+/// Why a request was refused; the connection stays open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    Binary,
+    TooLarge,
+    MalformedJson,
+    UnknownOp,
+    MissingField(&'static str),
+    Topic(TopicError),
+    TooManyTopics,
+    SinceWithoutSubscription,
+}
+
+impl RequestError {
+    /// The reason sent back in `{"op":"error","reason":…}` (plain ASCII, no quotes to escape).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::Binary => "requests are JSON text messages",
+            RequestError::TooLarge => "request is larger than request_bytes_max",
+            RequestError::MalformedJson => "malformed JSON",
+            RequestError::UnknownOp => "unknown op: expected subscribe, unsubscribe or publish",
+            RequestError::MissingField("topic") => "publish needs a topic",
+            RequestError::MissingField("data") => "publish needs data",
+            RequestError::MissingField(_) => "subscribe and unsubscribe need topics",
+            RequestError::Topic(error) => error.reason(),
+            RequestError::TooManyTopics => {
+                "more topics than subscriptions_per_connection_max in one request"
+            }
+            RequestError::SinceWithoutSubscription => "since names a topic not being subscribed",
+        }
+    }
+}
+
+/// The fields any request may carry; which are required depends on `op`. A flat struct rather
+/// than a tagged enum: serde buffers tagged enums, which would copy `data` and allocate.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    op: Text<'a>,
+    #[serde(borrow, default)]
+    topic: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    topics: Option<Vec<Text<'a>>>,
+    #[serde(borrow, default)]
+    since: Option<HashMap<Text<'a>, u64>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// A JSON string that borrows the message unless it holds escapes. serde borrows a `Cow<str>`
+/// only as a direct field; inside an `Option` or a `Vec` it would always copy.
+#[derive(Deserialize, PartialEq, Eq, Hash)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Parses one request message.
+pub fn parse_request<'a>(
+    payload: &'a [u8],
+    config: &BrokerConfig,
+) -> Result<Request<'a>, RequestError> {
+    if payload.len() > config.request_bytes_max {
+        return Err(RequestError::TooLarge);
+    }
+    let fields: Fields<'a> =
+        serde_json::from_slice(payload).map_err(|_| RequestError::MalformedJson)?;
+    match &*fields.op.0 {
+        "publish" => {
+            let topic = fields.topic.ok_or(RequestError::MissingField("topic"))?.0;
+            validate_topic(&topic, config.topic_bytes_max).map_err(RequestError::Topic)?;
+            let data = fields.data.ok_or(RequestError::MissingField("data"))?;
+            Ok(Request::Publish {
+                topic,
+                data: data.get().as_bytes(),
+            })
+        }
+        "subscribe" => {
+            let topics = checked_topics(fields.topics, config)?;
+            let since: HashMap<Cow<'a, str>, u64> = fields
+                .since
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, seq)| (topic.0, seq))
+                .collect();
+            if since.keys().any(|topic| !topics.contains(topic)) {
+                return Err(RequestError::SinceWithoutSubscription);
+            }
+            Ok(Request::Subscribe { topics, since })
+        }
+        "unsubscribe" => Ok(Request::Unsubscribe {
+            topics: checked_topics(fields.topics, config)?,
+        }),
+        _ => Err(RequestError::UnknownOp),
+    }
+}
+
+fn checked_topics<'a>(
+    topics: Option<Vec<Text<'a>>>,
+    config: &BrokerConfig,
+) -> Result<Vec<Cow<'a, str>>, RequestError> {
+    let topics: Vec<Cow<'a, str>> = topics
+        .ok_or(RequestError::MissingField("topics"))?
+        .into_iter()
+        .map(|topic| topic.0)
+        .collect();
+    if topics.len() > config.subscriptions_per_connection_max {
+        return Err(RequestError::TooManyTopics);
+    }
+    for topic in &topics {
+        validate_topic(topic, config.topic_bytes_max).map_err(RequestError::Topic)?;
+    }
+    Ok(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Request<'_>, RequestError> {
+        parse_request(text.as_bytes(), &BrokerConfig::default())
+    }
+
+    /// Proves a publish keeps `data` byte for byte, whitespace and key order included.
+    #[test]
+    fn publish_keeps_data_verbatim() {
+        let request = parse(r#"{"op":"publish","topic":"AAPL","data":{"px": 191.20, "a":[1]}}"#);
+        let Ok(Request::Publish { topic, data }) = request else {
+            panic!("{request:?}")
+        };
+        assert_eq!(topic, "AAPL");
+        assert!(matches!(topic, Cow::Borrowed(_)), "no copy of the topic");
+        assert_eq!(data, br#"{"px": 191.20, "a":[1]}"#);
+    }
+
+    /// Proves subscribe reads topics and `since`, and field order does not matter.
+    #[test]
+    fn subscribe_with_since() {
+        let request = parse(r#"{"since":{"AAPL":41},"topics":["AAPL","MSFT"],"op":"subscribe"}"#);
+        let Ok(Request::Subscribe { topics, since }) = request else {
+            panic!("{request:?}")
+        };
+        assert_eq!(topics, ["AAPL", "MSFT"]);
+        assert_eq!(since.get("AAPL"), Some(&41));
+        assert_eq!(since.len(), 1);
+    }
+
+    /// Proves every bad request maps to its error rather than a panic.
+    #[test]
+    fn bad_requests() {
+        let cases = [
+            ("{", RequestError::MalformedJson),
+            ("[]", RequestError::MalformedJson),
+            (r#"{"op":"dance"}"#, RequestError::UnknownOp),
+            (r#"{"topic":"A"}"#, RequestError::MalformedJson),
+            (
+                r#"{"op":"publish","data":1}"#,
+                RequestError::MissingField("topic"),
+            ),
+            (
+                r#"{"op":"publish","topic":"A"}"#,
+                RequestError::MissingField("data"),
+            ),
+            (
+                r#"{"op":"publish","topic":"","data":1}"#,
+                RequestError::Topic(TopicError::Empty),
+            ),
+            (
+                r#"{"op":"publish","topic":"A\nB","data":1}"#,
+                RequestError::Topic(TopicError::NotPrintable),
+            ),
+            (
+                r#"{"op":"subscribe"}"#,
+                RequestError::MissingField("topics"),
+            ),
+            (
+                r#"{"op":"subscribe","topics":"A"}"#,
+                RequestError::MalformedJson,
+            ),
+            (
+                r#"{"op":"subscribe","topics":["A"],"since":{"B":1}}"#,
+                RequestError::SinceWithoutSubscription,
+            ),
+            (
+                r#"{"op":"subscribe","topics":["A"],"since":{"A":-1}}"#,
+                RequestError::MalformedJson,
+            ),
+            (
+                r#"{"op":"publish","topic":"A","data":}"#,
+                RequestError::MalformedJson,
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse(text).unwrap_err(), expected, "{text}");
+            assert!(!expected.reason().contains('"'));
+        }
+    }
+
+    /// Proves the request size limit is checked before parsing.
+    #[test]
+    fn oversized_request() {
+        let config = BrokerConfig {
+            request_bytes_max: 16,
+            ..BrokerConfig::default()
+        };
+        let text = br#"{"op":"publish","topic":"A","data":1}"#;
+        assert_eq!(
+            parse_request(text, &config).unwrap_err(),
+            RequestError::TooLarge
+        );
+    }
+
+    /// Proves a topic with a JSON escape is decoded (and then checked like any other).
+    #[test]
+    fn escaped_topic_is_decoded() {
+        let request = parse(r#"{"op":"unsubscribe","topics":["A\u0042"]}"#);
+        let Ok(Request::Unsubscribe { topics }) = request else {
+            panic!("{request:?}")
+        };
+        assert_eq!(topics, ["AB"]);
+    }
+}
