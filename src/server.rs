@@ -16,15 +16,13 @@ use crate::config::ServerConfig;
 use crate::shard::mailbox::{Command, Mailbox, Waker};
 use crate::shard::{Shard, ShardReport};
 
-/// Commands a shard's mailbox holds at once.
-const MAILBOX_COMMANDS_MAX: usize = 4096;
 /// The listen backlog; the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: i32 = 65_535;
 
 /// The running shards.
 pub struct Server {
     threads: Vec<JoinHandle<io::Result<ShardReport>>>,
-    mailboxes: Vec<Arc<Mailbox>>,
+    mailboxes: Arc<[Arc<Mailbox>]>,
     local_address: SocketAddr,
     waker: Waker,
 }
@@ -37,16 +35,17 @@ impl Server {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let (ready_sender, ready_receiver) = mpsc::channel();
         let mut threads = Vec::with_capacity(config.shards);
-        let mut mailboxes = Vec::with_capacity(config.shards);
+        let mailboxes: Arc<[Arc<Mailbox>]> = (0..config.shards)
+            .map(|_| Arc::new(Mailbox::new(config.broker.mailbox_commands_max)))
+            .collect();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let mailbox = Arc::new(Mailbox::new(MAILBOX_COMMANDS_MAX));
-            mailboxes.push(Arc::clone(&mailbox));
+            let mailboxes = Arc::clone(&mailboxes);
             let config = Arc::clone(&config);
             let ready = ready_sender.clone();
             let pin_core = (config.shards <= cores).then_some(index);
             let thread = std::thread::Builder::new()
                 .name(format!("ringcast-shard-{index}"))
-                .spawn(move || run_shard(config, listener, mailbox, pin_core, ready))?;
+                .spawn(move || run_shard(config, listener, index, mailboxes, pin_core, ready))?;
             threads.push(thread);
         }
         drop(ready_sender);
@@ -80,7 +79,7 @@ impl Server {
 
     /// Sends an encoded frame to every WebSocket connection of every shard.
     pub fn broadcast(&mut self, frame: Bytes) -> Result<(), Command> {
-        for mailbox in &self.mailboxes {
+        for mailbox in self.mailboxes.iter() {
             self.waker
                 .send(mailbox, Command::Broadcast(frame.clone()))?;
         }
@@ -89,7 +88,7 @@ impl Server {
 
     /// Closes every connection with 1001, waits for the drain, and joins the shards.
     pub fn shutdown(mut self) -> io::Result<Vec<ShardReport>> {
-        for mailbox in &self.mailboxes {
+        for mailbox in self.mailboxes.iter() {
             if let Err(command) = self.waker.send(mailbox, Command::Shutdown) {
                 error!(
                     ?command,
@@ -128,14 +127,15 @@ impl Server {
 fn run_shard(
     config: Arc<ServerConfig>,
     listener: OwnedFd,
-    mailbox: Arc<Mailbox>,
+    shard_index: usize,
+    mailboxes: Arc<[Arc<Mailbox>]>,
     pin_core: Option<usize>,
     ready: mpsc::Sender<io::Result<()>>,
 ) -> io::Result<ShardReport> {
     if let Some(core) = pin_core {
         pin_to_core(core);
     }
-    let shard = match Shard::new(config, listener.as_raw_fd(), mailbox) {
+    let shard = match Shard::new(config, listener.as_raw_fd(), shard_index, mailboxes) {
         Ok(shard) => shard,
         Err(error) => {
             let message = error.to_string();

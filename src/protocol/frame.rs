@@ -248,6 +248,11 @@ impl FrameEncoder {
         self.write(&[encoded])
     }
 
+    /// Copies `parts`, joined, into one `Bytes` (a request handed to another shard).
+    pub fn copy_parts(&mut self, parts: &[&[u8]]) -> Bytes {
+        self.write(parts)
+    }
+
     fn write(&mut self, parts: &[&[u8]]) -> Bytes {
         let frame_bytes: usize = parts.iter().map(|part| part.len()).sum();
         if self.arena.capacity() < frame_bytes {

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use crate::config::ServerConfig;
+use crate::broker::message::encode_error;
+use crate::broker::request::{Request, RequestError, parse_request};
+use crate::broker::subscribers::POSITION_PENDING;
+use crate::config::{BrokerConfig, ServerConfig};
 use crate::protocol::frame::{FrameEncoder, OpCode};
 use crate::protocol::handshake::{self, HEADERS_COUNT_MAX};
 use crate::protocol::pool::{BufferPool, PooledBuffer};
@@ -253,6 +256,77 @@ pub struct ShardMetrics {
     pub gauges: Gauges,
 }
 
+/// A broker request of the connection being read, for the shard to carry out once the read is
+/// handled (it needs the other connections and the other shards).
+#[derive(Debug)]
+pub enum BrokerRequest {
+    /// `message` holds the topic's `topic_bytes` bytes, then the data.
+    Publish { message: Bytes, topic_bytes: usize },
+    Subscribe { topic: Bytes, since: Option<u64> },
+    Unsubscribe { topic: Bytes },
+}
+
+/// An HTTP publish waiting for its seqs from the topics' owners. Pipelined requests are
+/// answered in order, so a response waits for those before it as well.
+#[derive(Debug)]
+pub struct PendingResponse {
+    /// The ticket of the first message; the others follow on.
+    pub first_ticket: u32,
+    pub seqs: Vec<u64>,
+    pub answered: usize,
+    pub refused: Option<&'static str>,
+    /// `POST /publish` (answered with `seqs`) rather than `POST /publish/{topic}` (`seq`).
+    pub batch: bool,
+    pub keep_alive: bool,
+}
+
+impl PendingResponse {
+    pub fn is_complete(&self) -> bool {
+        self.answered == self.seqs.len()
+    }
+
+    /// Writes the response: 200 with the seqs, or 503 when an owner refused a message.
+    pub fn write(&self, response: &mut BytesMut) {
+        use std::fmt::Write;
+        let headers = [("Content-Type", "application/json")];
+        let mut body = String::with_capacity(16 + self.seqs.len() * 8);
+        if let Some(reason) = self.refused {
+            let _ = write!(body, "{{\"error\":\"{reason}\"}}");
+            return handshake::write_response(503, &headers, body.as_bytes(), self.keep_alive, response);
+        }
+        if self.batch {
+            body.push_str("{\"seqs\":[");
+            for (index, seq) in self.seqs.iter().enumerate() {
+                let separator = if index == 0 { "" } else { "," };
+                let _ = write!(body, "{separator}{seq}");
+            }
+            body.push_str("]}");
+        } else {
+            let _ = write!(body, "{{\"seq\":{}}}", self.seqs[0]);
+        }
+        handshake::write_response(200, &headers, body.as_bytes(), self.keep_alive, response);
+    }
+}
+
+/// One topic a connection subscribes to.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The topic's index in the shard's `SubscriberTable`.
+    pub topic: u32,
+    /// Where the connection sits in the topic's subscriber list; `POSITION_PENDING` until the
+    /// owner's answer arrives.
+    pub position: u32,
+    /// Under the conflate policy, the newest message that did not fit the queue; it replaces
+    /// any older one and goes out once the queue drains.
+    pub conflated: Option<Bytes>,
+}
+
+impl Subscription {
+    pub fn is_pending(&self) -> bool {
+        self.position == POSITION_PENDING
+    }
+}
+
 /// What a connection's handlers need from the shard, kept together so that the shard lends it
 /// beside a borrow of one connection.
 pub struct Context {
@@ -263,6 +337,8 @@ pub struct Context {
     pub counters: Counters,
     /// The shard's clock, read once per loop turn.
     pub now_ms: u64,
+    /// Broker requests of the read being handled, in the order they arrived.
+    pub broker_requests: Vec<BrokerRequest>,
 }
 
 /// One connection of a shard.
@@ -283,6 +359,15 @@ pub struct Connection {
     pub send_listed: bool,
     pub last_receive_ms: u64,
     pub ping_sent_ms: u64,
+    /// Reading is paused because this publisher's shard cannot hand its publishes on (another
+    /// shard's mailbox is full); resumed when the outbox empties.
+    pub publisher_paused: bool,
+    pub subscriptions: Vec<Subscription>,
+    /// Subscriptions holding a conflated message.
+    pub conflated_count: u32,
+    /// HTTP publishes waiting for their seqs, oldest first, and the next ticket to hand out.
+    pub http_pending: VecDeque<PendingResponse>,
+    pub next_ticket: u32,
 }
 
 impl Connection {
@@ -300,6 +385,11 @@ impl Connection {
             send_listed: false,
             last_receive_ms: now_ms,
             ping_sent_ms: 0,
+            publisher_paused: false,
+            subscriptions: Vec::new(),
+            conflated_count: 0,
+            http_pending: VecDeque::new(),
+            next_ticket: 0,
         }
     }
 
@@ -363,6 +453,32 @@ impl Connection {
         );
         self.handle_requests(buffer.as_mut_slice(), context);
         context.pool.release(buffer);
+    }
+
+    /// Records an owner's answer for HTTP publish `ticket` and sends every response at the
+    /// front that is now complete.
+    pub fn answer_http_publish(&mut self, ticket: u32, result: Result<u64, &'static str>) {
+        let Some(pending) = self.http_pending.iter_mut().find(|pending| {
+            ticket.wrapping_sub(pending.first_ticket) < pending.seqs.len() as u32
+        }) else {
+            return;
+        };
+        let index = ticket.wrapping_sub(pending.first_ticket) as usize;
+        match result {
+            Ok(seq) => pending.seqs[index] = seq,
+            Err(reason) => pending.refused = Some(reason),
+        }
+        pending.answered += 1;
+        while self
+            .http_pending
+            .front()
+            .is_some_and(PendingResponse::is_complete)
+        {
+            let pending = self.http_pending.pop_front().expect("checked");
+            let mut response = BytesMut::new();
+            pending.write(&mut response);
+            self.outbound.push_control(response.freeze());
+        }
     }
 
     /// Parses and answers every complete request in `bytes`; keeps an incomplete tail.
@@ -471,7 +587,15 @@ impl Connection {
             match result {
                 Ok(Event::Message { kind, payload }) => {
                     context.counters.messages_received += 1;
-                    if config.echo {
+                    if !config.echo {
+                        let requests = RequestSink {
+                            outbound: &mut self.outbound,
+                            encoder: &mut context.encoder,
+                            counters: &mut context.counters,
+                            requests: &mut context.broker_requests,
+                        };
+                        requests.handle(kind, payload, &config.broker);
+                    } else {
                         // A reply to the peer's own message is never refused: when replies pile
                         // up, the shard pauses reading from this peer instead, so TCP pushes
                         // back on it. The overshoot is bounded by what one turn received.
@@ -582,6 +706,61 @@ impl Connection {
             }
         }
         false
+    }
+}
+
+/// Where a connection's broker requests go while its session is being read (the session holds
+/// the rest of the context).
+struct RequestSink<'a> {
+    outbound: &'a mut Outbound,
+    encoder: &'a mut FrameEncoder,
+    counters: &'a mut Counters,
+    requests: &'a mut Vec<BrokerRequest>,
+}
+
+impl RequestSink<'_> {
+    /// Parses one request; answers a bad one with an `error` message at once, and leaves a good
+    /// one to the shard.
+    fn handle(self, kind: MessageKind, payload: &[u8], config: &BrokerConfig) {
+        let parsed = match kind {
+            MessageKind::Text => parse_request(payload, config),
+            MessageKind::Binary => Err(RequestError::Binary),
+        };
+        let request = match parsed {
+            Ok(request) => request,
+            Err(error) => {
+                self.counters.request_errors += 1;
+                debug!(reason = error.reason(), "bad request");
+                let frame = encode_error(self.encoder, error.reason());
+                return self.outbound.push_control(frame);
+            }
+        };
+        match request {
+            Request::Publish { topic, data } => {
+                self.counters.publish_requests += 1;
+                let message = self.encoder.copy_parts(&[topic.as_bytes(), data]);
+                self.requests.push(BrokerRequest::Publish {
+                    message,
+                    topic_bytes: topic.len(),
+                });
+            }
+            Request::Subscribe { topics, since } => {
+                self.counters.subscribe_requests += 1;
+                for topic in topics {
+                    self.requests.push(BrokerRequest::Subscribe {
+                        since: since.get(&topic).copied(),
+                        topic: self.encoder.copy(topic.as_bytes()),
+                    });
+                }
+            }
+            Request::Unsubscribe { topics } => {
+                self.counters.unsubscribe_requests += 1;
+                for topic in topics {
+                    let topic = self.encoder.copy(topic.as_bytes());
+                    self.requests.push(BrokerRequest::Unsubscribe { topic });
+                }
+            }
+        }
     }
 }
 

@@ -5,6 +5,11 @@
 //! wake-up. The target clears the pending flag before it drains, so a command pushed during the
 //! drain brings a fresh wake-up and is never stranded. A full queue is reported to the sender,
 //! whose policy decides (push back, count, retry); nothing is dropped here.
+//!
+//! Each mailbox has two queues. Publishes wait in their own queue, which the owner stops taking
+//! from while its own outbox to other shards is full; everything else (deliveries, subscription
+//! answers, shutdown) goes in the control queue, which is always drained. Because draining the
+//! control queue never waits on anything, two shards pushing back on each other cannot deadlock.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -15,6 +20,17 @@ use crossbeam_queue::ArrayQueue;
 use io_uring::{IoUring, opcode, squeue, types};
 
 use super::ring::{Operation, Tag};
+use crate::broker::ConnectionRef;
+use crate::broker::owner::{OwnerError, SubscribeAnswer};
+
+/// Where the answer to a publish goes: the connection that sent it, and for HTTP the ticket of
+/// the response waiting for the seq. A WebSocket publish has no ticket and hears back only when
+/// the owner refused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishReply {
+    pub connection: ConnectionRef,
+    pub ticket: Option<u32>,
+}
 
 /// What one thread asks of a shard.
 #[derive(Debug)]
@@ -23,21 +39,57 @@ pub enum Command {
     Shutdown,
     /// Send this (already encoded) frame to every WebSocket connection of the shard.
     Broadcast(Bytes),
+    /// To a topic's owner: number and fan out a message. `message` holds the topic name's
+    /// `topic_bytes` bytes, then the data.
+    Publish {
+        message: Bytes,
+        topic_bytes: usize,
+        reply: Option<PublishReply>,
+    },
+    /// To the owner: a connection of `subscriber.shard` subscribes to `topic`.
+    Subscribe {
+        topic: Bytes,
+        subscriber: ConnectionRef,
+        since: Option<u64>,
+    },
+    /// To the owner: `shard` has no subscriber of `topic` left.
+    Unsubscribe { topic: Bytes, shard: u16 },
+    /// To a subscribing shard: message `seq` of `topic`, encoded.
+    Deliver { topic: Bytes, seq: u64, frame: Bytes },
+    /// To the subscriber's shard: the owner's answer to `Subscribe`.
+    Subscribed {
+        topic: Bytes,
+        subscriber: ConnectionRef,
+        answer: Result<SubscribeAnswer, OwnerError>,
+    },
+    /// To the publisher's shard: the seq the owner gave the message, or why it refused.
+    Published {
+        reply: PublishReply,
+        result: Result<u64, OwnerError>,
+    },
+}
+
+impl Command {
+    fn is_publish(&self) -> bool {
+        matches!(self, Command::Publish { .. })
+    }
 }
 
 /// One shard's inbox.
 pub struct Mailbox {
-    queue: ArrayQueue<Command>,
+    control: ArrayQueue<Command>,
+    publish: ArrayQueue<Command>,
     wake_pending: AtomicBool,
     /// The target ring's fd, published by the shard once its ring exists (-1 before).
     ring_fd: AtomicI32,
 }
 
 impl Mailbox {
-    /// A mailbox holding up to `commands_max` commands.
+    /// A mailbox holding up to `commands_max` commands of each kind.
     pub fn new(commands_max: usize) -> Mailbox {
         Mailbox {
-            queue: ArrayQueue::new(commands_max),
+            control: ArrayQueue::new(commands_max),
+            publish: ArrayQueue::new(commands_max),
             wake_pending: AtomicBool::new(false),
             ring_fd: AtomicI32::new(-1),
         }
@@ -48,10 +100,19 @@ impl Mailbox {
         self.ring_fd.store(ring_fd, Ordering::Release);
     }
 
+    /// Whether the owning shard's ring exists (wake-ups can be sent).
+    pub fn has_ring(&self) -> bool {
+        self.ring_fd.load(Ordering::Acquire) >= 0
+    }
+
     /// Queues `command`. `Err` hands it back when the mailbox is full.
     /// Returns whether the sender must now send a wake-up (see [`wake_entry`]).
     pub fn push(&self, command: Command) -> Result<bool, Command> {
-        self.queue.push(command)?;
+        if command.is_publish() {
+            self.publish.push(command)?;
+        } else {
+            self.control.push(command)?;
+        }
         Ok(!self.wake_pending.swap(true, Ordering::AcqRel))
     }
 
@@ -67,24 +128,37 @@ impl Mailbox {
             .user_data(user_data)
     }
 
-    /// Called by the owner on a wake-up: takes up to `commands_max` commands.
-    pub fn drain(&self, commands_max: usize, mut handle: impl FnMut(Command)) {
+    /// Called by the owner: takes up to `commands_max` control commands, then, if
+    /// `take_publishes`, up to `commands_max` publishes.
+    pub fn drain(&self, commands_max: usize, take_publishes: bool, mut handle: impl FnMut(Command)) {
         self.wake_pending.store(false, Ordering::Release);
         for _ in 0..commands_max {
-            let Some(command) = self.queue.pop() else {
-                return;
+            let Some(command) = self.control.pop() else {
+                break;
             };
             handle(command);
         }
-        // More remain than one turn may take: make sure the owner looks again.
-        if !self.queue.is_empty() {
+        for _ in 0..if take_publishes { commands_max } else { 0 } {
+            let Some(command) = self.publish.pop() else {
+                break;
+            };
+            handle(command);
+        }
+        // More remain than one turn may take: make sure the owner looks again (it checks
+        // `has_commands` every turn, so no wake-up is needed from senders meanwhile).
+        if self.has_commands() {
             self.wake_pending.store(true, Ordering::Release);
         }
     }
 
     /// Whether commands wait (the owner checks this each turn when a drain was cut short).
     pub fn has_commands(&self) -> bool {
-        !self.queue.is_empty()
+        !self.control.is_empty() || !self.publish.is_empty()
+    }
+
+    /// Commands waiting, of both kinds.
+    pub fn depth(&self) -> usize {
+        self.control.len() + self.publish.len()
     }
 }
 
@@ -151,7 +225,7 @@ mod tests {
             Err(Command::Shutdown)
         ));
         let mut drained = 0;
-        mailbox.drain(10, |_| drained += 1);
+        mailbox.drain(10, true, |_| drained += 1);
         assert_eq!(drained, 2);
         assert_eq!(
             mailbox.push(Command::Shutdown).ok(),
@@ -186,7 +260,7 @@ mod tests {
                         Operation::Wake
                     );
                     wakes += 1;
-                    shard_mailbox.drain(64, |_| commands += 1);
+                    shard_mailbox.drain(64, true, |_| commands += 1);
                 }
             }
             wakes

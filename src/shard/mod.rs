@@ -8,10 +8,12 @@
 
 pub mod buffers;
 pub mod connection;
+mod fanout;
 pub mod mailbox;
 pub mod ring;
 pub mod timer;
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -21,12 +23,15 @@ use bytes::Bytes;
 use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
+use crate::broker::owner::OwnedTopics;
+use crate::broker::subscribers::SubscriberTable;
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
 use crate::protocol::CloseCode;
 use crate::protocol::frame::{FrameEncoder, OpCode, encode_frame};
 use crate::protocol::pool::BufferPool;
 use buffers::ReceiveBuffers;
 use connection::{Closing, Connection, Context, Counters, Phase};
+use fanout::Outbox;
 use mailbox::{Command, Mailbox};
 use ring::{Completion, Operation, Ring, Tag};
 use timer::TimerWheel;
@@ -52,6 +57,8 @@ const ENCODER_ARENA_BYTES: usize = 64 * 1024;
 const RECEIVE_GROUP_ID: u16 = 0;
 /// Deadlines fired per turn (the rest fire next turn).
 const EXPIRED_PER_TURN_MAX: usize = 4096;
+/// How long a shard waits for the others' rings at start-up.
+const SHARD_START_SECONDS_MAX: u64 = 30;
 /// `IORING_REGISTER_FILE_ALLOC_RANGE` from the kernel's io_uring.h (the crate keeps it private).
 const REGISTER_FILE_ALLOC_RANGE: libc::c_uint = 25;
 
@@ -87,7 +94,22 @@ pub struct Shard {
     expired: Vec<u32>,
     send_list: Vec<u32>,
     parked: Vec<(u32, u16)>,
-    mailbox: Arc<Mailbox>,
+    /// This shard's index, and every shard's mailbox (this one's at `shard_index`).
+    shard_index: usize,
+    mailboxes: Arc<[Arc<Mailbox>]>,
+    /// Commands for other shards whose mailbox was full, per target, in order.
+    outbox: Vec<Outbox>,
+    outbox_depth: usize,
+    /// Commands this shard sends itself (topics it owns), handled in the same turn.
+    local_commands: VecDeque<Command>,
+    /// The topics this shard owns, and its connections' subscriptions.
+    owned: OwnedTopics,
+    subscribers: SubscriberTable,
+    /// Publishers whose reading paused while the outbox holds commands.
+    publishers_paused: Vec<(u32, u16)>,
+    /// Scratch lists reused every delivery.
+    deliver_targets: Vec<usize>,
+    closing_slots: Vec<u32>,
     ping_frame: Bytes,
     started: Instant,
     accepting: bool,
@@ -102,7 +124,8 @@ impl Shard {
     pub fn new(
         config: Arc<ServerConfig>,
         listener_fd: RawFd,
-        mailbox: Arc<Mailbox>,
+        shard_index: usize,
+        mailboxes: Arc<[Arc<Mailbox>]>,
     ) -> io::Result<Shard> {
         let ring = Ring::new(SUBMISSION_ENTRIES)?;
         let table_slots = config.connections_per_shard_max + RESERVED_FILE_SLOTS;
@@ -113,7 +136,9 @@ impl Shard {
             config.receive_buffers_count,
             config.receive_buffer_bytes,
         )?;
-        mailbox.set_ring_fd(ring.raw_fd());
+        mailboxes[shard_index].set_ring_fd(ring.raw_fd());
+        let shards = mailboxes.len();
+        let owned = OwnedTopics::new(&config.broker, shards);
         let send_slots = (0..SEND_SLOTS_MAX)
             .map(|_| new_send_slot(config.send_batch_frames_max))
             .collect();
@@ -132,6 +157,7 @@ impl Shard {
                 config,
                 counters: Counters::default(),
                 now_ms: 0,
+                broker_requests: Vec::new(),
             },
             timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOT_COUNT, table_slots, 0),
             completions: Vec::with_capacity(COMPLETIONS_PER_TURN_MAX),
@@ -139,7 +165,16 @@ impl Shard {
             expired: Vec::with_capacity(EXPIRED_PER_TURN_MAX),
             send_list: Vec::with_capacity(table_slots),
             parked: Vec::with_capacity(table_slots),
-            mailbox,
+            shard_index,
+            outbox: (0..shards).map(|_| Outbox::default()).collect(),
+            outbox_depth: 0,
+            local_commands: VecDeque::new(),
+            owned,
+            subscribers: SubscriberTable::default(),
+            publishers_paused: Vec::new(),
+            deliver_targets: Vec::with_capacity(shards),
+            closing_slots: Vec::new(),
+            mailboxes,
             ping_frame: encode_frame(OpCode::Ping, true, b""),
             started: Instant::now(),
             accepting: true,
@@ -151,6 +186,7 @@ impl Shard {
 
     /// Runs until a shutdown command has drained every connection (or its deadline passed).
     pub fn run(mut self) -> io::Result<ShardReport> {
+        self.wait_for_other_shards()?;
         self.arm_accept()?;
         loop {
             let timeout = self.wait_timeout();
@@ -165,9 +201,8 @@ impl Shard {
             self.receive_buffers.publish();
             self.fire_deadlines()?;
             self.rearm_parked()?;
-            if self.mailbox.has_commands() {
-                self.drain_mailbox()?;
-            }
+            self.handle_commands()?;
+            self.flush_outbox()?;
             self.flush_sends()?;
             if self.finished() {
                 break;
@@ -179,7 +214,25 @@ impl Shard {
         })
     }
 
+    /// Waits until every shard's ring exists, so that a connection accepted here can send to
+    /// any of them. Shards start together; one that failed to start ends the server instead.
+    fn wait_for_other_shards(&self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(SHARD_START_SECONDS_MAX);
+        while !self.mailboxes.iter().all(|mailbox| mailbox.has_ring()) {
+            if Instant::now() >= deadline {
+                return Err(io::Error::other("another shard did not start"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     fn wait_timeout(&self) -> Option<Duration> {
+        // Commands wait in the outbox, or in the mailbox for outbox room: look again soon (a
+        // full mailbox sends no completion when it frees up).
+        if self.outbox_depth > 0 || self.mailboxes[self.shard_index].has_commands() {
+            return Some(Duration::from_millis(1));
+        }
         let timer = self.timers.next_expiry_ms();
         let earliest = match (timer, self.drain_deadline_ms) {
             (Some(timer), Some(drain)) => Some(timer.min(drain)),
@@ -203,7 +256,8 @@ impl Shard {
         };
         match tag.operation {
             Operation::Accept => return self.handle_accept(completion),
-            Operation::Wake => return self.drain_mailbox(),
+            // The loop takes the mailbox's commands every turn.
+            Operation::Wake => return Ok(()),
             Operation::CancelAccept => return Ok(()),
             _ => {}
         }
@@ -320,6 +374,9 @@ impl Shard {
                     .expect("a receive with data names its buffer");
                 self.handle_bytes(slot, buffer_id, length as usize);
                 self.receive_buffers.recycle(buffer_id);
+                if !self.context.broker_requests.is_empty() {
+                    self.handle_broker_requests(slot)?;
+                }
             }
             0 => self.peer_gone(slot),
             error => match -error {
@@ -358,6 +415,7 @@ impl Shard {
         let connection = self.connection_mut(slot);
         !connection.receive_armed
             && !connection.reading_paused
+            && !connection.publisher_paused
             && connection.closing == Closing::Open
     }
 
@@ -409,14 +467,7 @@ impl Shard {
         if !connection.reading_paused && over && connection.closing == Closing::Open {
             connection.reading_paused = true;
             self.context.counters.reading_pauses += 1;
-            if connection.receive_armed {
-                let generation = connection.generation;
-                let receive = Tag::new(Operation::Receive, slot, generation).encode();
-                let entry = opcode::AsyncCancel::new(receive)
-                    .build()
-                    .user_data(Tag::new(Operation::CancelReceive, slot, generation).encode());
-                return self.ring.push(&entry);
-            }
+            return self.cancel_receive(slot);
         } else if connection.reading_paused
             && !connection.outbound.is_over(bytes_max / 2, frames_max / 2)
         {
@@ -426,6 +477,21 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// Cancels a connection's armed receive (to pause reading); its completion, ECANCELED,
+    /// re-arms nothing while a pause holds.
+    fn cancel_receive(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connection_mut(slot);
+        if !connection.receive_armed {
+            return Ok(());
+        }
+        let generation = connection.generation;
+        let receive = Tag::new(Operation::Receive, slot, generation).encode();
+        let entry = opcode::AsyncCancel::new(receive)
+            .build()
+            .user_data(Tag::new(Operation::CancelReceive, slot, generation).encode());
+        self.ring.push(&entry)
     }
 
     fn sync_deadline(&mut self, slot: u32) {
@@ -481,6 +547,7 @@ impl Shard {
     }
 
     fn free_connection(&mut self, slot: u32) -> io::Result<()> {
+        self.drop_all_subscriptions(slot)?;
         let mut connection = self.connections[slot as usize]
             .take()
             .expect("live connection");
@@ -504,6 +571,7 @@ impl Shard {
             sent if sent >= 0 => {
                 connection.outbound.complete(sent as usize);
                 self.context.counters.bytes_sent += sent as u64;
+                self.release_conflated(slot);
             }
             error => {
                 connection.outbound.abandon();
@@ -620,21 +688,6 @@ impl Shard {
                 self.advance_close(slot)?;
             }
         }
-        Ok(())
-    }
-
-    fn drain_mailbox(&mut self) -> io::Result<()> {
-        // The batch is reused turn after turn (taken out so that handling can borrow the shard).
-        let mut commands = std::mem::take(&mut self.commands);
-        self.mailbox
-            .drain(COMMANDS_PER_TURN_MAX, |command| commands.push(command));
-        for command in commands.drain(..) {
-            match command {
-                Command::Shutdown => self.start_shutdown()?,
-                Command::Broadcast(frame) => self.broadcast(&frame)?,
-            }
-        }
-        self.commands = commands;
         Ok(())
     }
 
