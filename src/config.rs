@@ -386,8 +386,10 @@ pub struct ServerConfig {
     /// allocation. Over it the slow-consumer policy applies; until that policy exists, the
     /// connection is closed with 1008 (policy violation). Must hold one largest message.
     pub outbound_queue_bytes_max: usize,
-    /// Frames queued for sending to one connection, by the same rule. Default 1,024: bounds the
-    /// queue's bookkeeping when frames are so small that the byte limit is never reached.
+    /// Frames queued for sending to one connection, by the same rule. Default 16,384: bounds the
+    /// queue's bookkeeping (32 bytes a frame) when frames are so small that the byte limit is
+    /// never reached, yet holds a burst of small ticks: one turn of a shard can deliver
+    /// thousands of messages to one subscriber before its next send.
     pub outbound_queue_frames_max: usize,
     /// Most frames gathered into one `sendmsg`, one iovec each. Default 64: enough to spread the
     /// system call over a burst, few enough that one connection's batch does not hold up the
@@ -422,7 +424,7 @@ impl Default for ServerConfig {
             receive_buffer_bytes: 4 * 1024,
             receive_buffers_count: 4 * 1024,
             outbound_queue_bytes_max: 1024 * 1024,
-            outbound_queue_frames_max: 1024,
+            outbound_queue_frames_max: 16 * 1024,
             send_batch_frames_max: 64,
             log_interval_ms: 10_000,
             protocol: ProtocolConfig::default(),

@@ -261,9 +261,17 @@ pub struct ShardMetrics {
 #[derive(Debug)]
 pub enum BrokerRequest {
     /// `message` holds the topic's `topic_bytes` bytes, then the data.
-    Publish { message: Bytes, topic_bytes: usize },
-    Subscribe { topic: Bytes, since: Option<u64> },
-    Unsubscribe { topic: Bytes },
+    Publish {
+        message: Bytes,
+        topic_bytes: usize,
+    },
+    Subscribe {
+        topic: Bytes,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        topic: Bytes,
+    },
 }
 
 /// An HTTP publish waiting for its seqs from the topics' owners. Pipelined requests are
@@ -292,7 +300,13 @@ impl PendingResponse {
         let mut body = String::with_capacity(16 + self.seqs.len() * 8);
         if let Some(reason) = self.refused {
             let _ = write!(body, "{{\"error\":\"{reason}\"}}");
-            return handshake::write_response(503, &headers, body.as_bytes(), self.keep_alive, response);
+            return handshake::write_response(
+                503,
+                &headers,
+                body.as_bytes(),
+                self.keep_alive,
+                response,
+            );
         }
         if self.batch {
             body.push_str("{\"seqs\":[");
@@ -393,6 +407,13 @@ impl Connection {
         }
     }
 
+    /// Whether messages may be queued to this connection: an open WebSocket that has not
+    /// started closing (after a close frame nothing but the close handshake may follow).
+    pub fn takes_messages(&self) -> bool {
+        self.closing == Closing::Open
+            && matches!(&self.phase, Phase::WebSocket { session } if session.state() == SessionState::Open)
+    }
+
     fn set_deadline(&mut self, deadline: Deadline, deadline_ms: u64) {
         self.deadline = deadline;
         self.deadline_ms = deadline_ms;
@@ -458,9 +479,11 @@ impl Connection {
     /// Records an owner's answer for HTTP publish `ticket` and sends every response at the
     /// front that is now complete.
     pub fn answer_http_publish(&mut self, ticket: u32, result: Result<u64, &'static str>) {
-        let Some(pending) = self.http_pending.iter_mut().find(|pending| {
-            ticket.wrapping_sub(pending.first_ticket) < pending.seqs.len() as u32
-        }) else {
+        let Some(pending) = self
+            .http_pending
+            .iter_mut()
+            .find(|pending| ticket.wrapping_sub(pending.first_ticket) < pending.seqs.len() as u32)
+        else {
             return;
         };
         let index = ticket.wrapping_sub(pending.first_ticket) as usize;

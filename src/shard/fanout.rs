@@ -161,7 +161,9 @@ impl Shard {
         if !subscription.is_pending() {
             let moved = self.subscribers.deactivate(index, subscription.position);
             if let Some(moved_slot) = moved {
-                let moved = self.connections[moved_slot as usize].as_mut().expect("live");
+                let moved = self.connections[moved_slot as usize]
+                    .as_mut()
+                    .expect("live");
                 let record = moved
                     .subscriptions
                     .iter_mut()
@@ -426,7 +428,8 @@ impl Shard {
         let waiting = self.connections[slot as usize]
             .as_mut()
             .filter(|connection| {
-                connection.generation == subscriber.generation && connection.closing == Closing::Open
+                connection.generation == subscriber.generation
+                    && connection.closing == Closing::Open
             })
             .and_then(|connection| {
                 connection
@@ -491,10 +494,8 @@ impl Shard {
             }
             (None, Err(error)) => {
                 self.context.counters.request_errors += 1;
-                let frame = crate::broker::message::encode_error(
-                    &mut self.context.encoder,
-                    error.reason(),
-                );
+                let frame =
+                    crate::broker::message::encode_error(&mut self.context.encoder, error.reason());
                 connection.outbound.push_control(frame);
             }
             (None, Ok(_)) => {}
@@ -542,11 +543,23 @@ fn deliver_to_subscribers(
     );
     let policy = context.config.broker.slow_consumer_policy;
     for &slot in subscribers.subscribers(index) {
-        let connection = connections[slot as usize].as_mut().expect("subscribers are live");
-        if connection.closing != Closing::Open {
+        let connection = connections[slot as usize]
+            .as_mut()
+            .expect("subscribers are live");
+        if !connection.takes_messages() {
             continue;
         }
-        if connection.outbound.push(frame.clone(), bytes_max, frames_max).is_ok() {
+        // While an older message of the topic waits conflated, a newer one replaces it rather
+        // than overtaking it in the queue.
+        if connection.conflated_count > 0 && holds_conflated(connection, index) {
+            conflate(connection, index, frame, context);
+            continue;
+        }
+        if connection
+            .outbound
+            .push(frame.clone(), bytes_max, frames_max)
+            .is_ok()
+        {
             context.counters.deliveries += 1;
             if !connection.send_listed {
                 connection.send_listed = true;
@@ -565,6 +578,13 @@ fn deliver_to_subscribers(
             }
         }
     }
+}
+
+fn holds_conflated(connection: &Connection, index: u32) -> bool {
+    connection
+        .subscriptions
+        .iter()
+        .any(|subscription| subscription.topic == index && subscription.conflated.is_some())
 }
 
 /// Keeps `frame` as the newest undelivered message of its topic for this subscriber; a message

@@ -55,7 +55,11 @@ pub enum Command {
     /// To the owner: `shard` has no subscriber of `topic` left.
     Unsubscribe { topic: Bytes, shard: u16 },
     /// To a subscribing shard: message `seq` of `topic`, encoded.
-    Deliver { topic: Bytes, seq: u64, frame: Bytes },
+    Deliver {
+        topic: Bytes,
+        seq: u64,
+        frame: Bytes,
+    },
     /// To the subscriber's shard: the owner's answer to `Subscribe`.
     Subscribed {
         topic: Bytes,
@@ -130,7 +134,12 @@ impl Mailbox {
 
     /// Called by the owner: takes up to `commands_max` control commands, then, if
     /// `take_publishes`, up to `commands_max` publishes.
-    pub fn drain(&self, commands_max: usize, take_publishes: bool, mut handle: impl FnMut(Command)) {
+    pub fn drain(
+        &self,
+        commands_max: usize,
+        take_publishes: bool,
+        mut handle: impl FnMut(Command),
+    ) {
         self.wake_pending.store(false, Ordering::Release);
         for _ in 0..commands_max {
             let Some(command) = self.control.pop() else {

@@ -30,7 +30,7 @@ use crate::protocol::CloseCode;
 use crate::protocol::frame::{FrameEncoder, OpCode, encode_frame};
 use crate::protocol::pool::BufferPool;
 use buffers::ReceiveBuffers;
-use connection::{Closing, Connection, Context, Counters, Phase};
+use connection::{Closing, Connection, Context, Counters};
 use fanout::Outbox;
 use mailbox::{Command, Mailbox};
 use ring::{Completion, Operation, Ring, Tag};
@@ -726,9 +726,7 @@ impl Shard {
             let Some(connection) = self.connections[slot as usize].as_mut() else {
                 continue;
             };
-            if !matches!(connection.phase, Phase::WebSocket { .. })
-                || connection.closing != Closing::Open
-            {
+            if !connection.takes_messages() {
                 continue;
             }
             let (bytes_max, frames_max) = (
