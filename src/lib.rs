@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;
