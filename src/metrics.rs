@@ -116,7 +116,7 @@ static FAMILIES: &[Family] = &[
     single("http_requests", Counter, "Plain HTTP requests (not upgrades) read.",
         &[("", |m| m.counters.http_requests)]),
     by_reason("peer_errors",
-        "Peer mistakes by kind: handshake = request head refused with a status (the connection \
+        "Peer mistakes by kind: handshake = request head refused or abandoned (the connection \
          closes), protocol = WebSocket protocol broken (closed with a close code), request = \
          request refused with an error reply or a 4xx status (bad JSON, unknown op, limits).",
         "kind", &[
