@@ -18,6 +18,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;

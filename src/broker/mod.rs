@@ -11,6 +11,7 @@
 //! subscription takes effect when the owner's answer comes back, which carries the seq at that
 //! moment and the replay up to it; every later message of the topic follows that answer.
 
+pub mod demo;
 pub mod message;
 pub mod owner;
 pub mod request;

@@ -1,0 +1,558 @@
+//! The text of `GET /metrics`: every shard's [`Counters`] and [`Gauges`] in the OpenMetrics text
+//! format that Prometheus scrapes, written by the `prometheus-client` encoder.
+//!
+//! The shards publish plain [`ShardMetrics`] structs; nothing on a shard's hot path touches an
+//! atomic or a registry. A scrape hands the latest snapshots to [`MetricsRenderer::render`], which
+//! writes one family per metric with a `shard` label on every series. Counters that count the same
+//! thing for different reasons share one family with a reason label (`action`, `kind`, `op`,
+//! `reason`), so that `sum by (action)` and the like work without knowing field names.
+//!
+//! The registry is built once, in [`MetricsRenderer::new`]; a scrape copies the snapshots into the
+//! collector and encodes. The family table below is the single place that names a field.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::shard::connection::ShardMetrics;
+#[cfg(doc)]
+use crate::shard::connection::{Counters, Gauges};
+
+/// What to send as `Content-Type` with the text [`MetricsRenderer::render`] writes. Prometheus
+/// asks for OpenMetrics in its `Accept` header and parses it when told so here.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric name starts with this (and an underscore).
+pub const METRICS_PREFIX: &str = "ringcast";
+
+/// One series of a family, per shard: the reason label's value (ignored in a family without a
+/// reason label) and the field it reports.
+type Series = (&'static str, fn(&ShardMetrics) -> u64);
+
+/// One metric family: a name, its help and its series per shard.
+struct Family {
+    /// The name without the prefix, the unit and (for counters) the `_total` suffix, which the
+    /// encoder adds.
+    name: &'static str,
+    /// Whether the family measures bytes: the encoder then appends `_bytes` and a `# UNIT` line.
+    bytes: bool,
+    /// What the family counts, in one line; no quotes or backslashes (the encoder does not escape
+    /// help text of collected metrics).
+    help: &'static str,
+    metric_type: MetricType,
+    /// The label that tells the series of one shard apart, or `None` for one series per shard.
+    reason_label: Option<&'static str>,
+    /// Each series of one shard.
+    series: &'static [Series],
+}
+
+/// A family with one series per shard.
+const fn single(
+    name: &'static str,
+    metric_type: MetricType,
+    help: &'static str,
+    series: &'static [Series],
+) -> Family {
+    Family {
+        name,
+        bytes: false,
+        help,
+        metric_type,
+        reason_label: None,
+        series,
+    }
+}
+
+/// A family with one series per shard and reason.
+const fn by_reason(
+    name: &'static str,
+    help: &'static str,
+    reason_label: &'static str,
+    series: &'static [Series],
+) -> Family {
+    Family {
+        name,
+        bytes: false,
+        help,
+        metric_type: MetricType::Counter,
+        reason_label: Some(reason_label),
+        series,
+    }
+}
+
+/// A family measured in bytes, one series per shard.
+const fn bytes(
+    name: &'static str,
+    metric_type: MetricType,
+    help: &'static str,
+    series: &'static [Series],
+) -> Family {
+    Family {
+        bytes: true,
+        ..single(name, metric_type, help, series)
+    }
+}
+
+use MetricType::{Counter, Gauge};
+
+/// Every family, in the order they are written. Each field of [`Counters`] and [`Gauges`]
+/// appears exactly once; `every_field_is_exposed_once` fails otherwise.
+#[rustfmt::skip]
+static FAMILIES: &[Family] = &[
+    single("connections_accepted", Counter, "Connections accepted.",
+        &[("", |m| m.counters.connections_accepted)]),
+    single("connections_refused", Counter,
+        "Connections the kernel dropped at accept because the shard's descriptor table was full.",
+        &[("", |m| m.counters.accept_table_full)]),
+    single("connections_closed", Counter, "Connections closed, for any reason.",
+        &[("", |m| m.counters.connections_closed)]),
+    single("websocket_upgrades", Counter, "HTTP connections upgraded to WebSocket.",
+        &[("", |m| m.counters.upgrades)]),
+    single("http_requests", Counter, "Plain HTTP requests (not upgrades) read.",
+        &[("", |m| m.counters.http_requests)]),
+    by_reason("peer_errors",
+        "Peer mistakes by kind: handshake = request head refused or abandoned (the connection \
+         closes), protocol = WebSocket protocol broken (closed with a close code), request = \
+         request refused with an error reply or a 4xx status (bad JSON, unknown op, limits).",
+        "kind", &[
+            ("handshake", |m| m.counters.handshake_errors),
+            ("protocol", |m| m.counters.protocol_errors),
+            ("request", |m| m.counters.request_errors),
+        ]),
+    by_reason("timeouts",
+        "Deadlines missed by kind: handshake = request head not complete in time (also between \
+         keep-alive requests), pong = ping not answered, close = close sequence not over.",
+        "kind", &[
+            ("handshake", |m| m.counters.handshake_timeouts),
+            ("pong", |m| m.counters.pong_timeouts),
+            ("close", |m| m.counters.close_timeouts),
+        ]),
+    by_reason("slow_consumer_actions",
+        "Slow-consumer policy actions by action: drop = newest message dropped, conflate = older \
+         message replaced by a newer one of the same topic, disconnect = connection closed.",
+        "action", &[
+            ("drop", |m| m.counters.slow_consumer_drops),
+            ("conflate", |m| m.counters.slow_consumer_conflations),
+            ("disconnect", |m| m.counters.slow_consumer_closes),
+        ]),
+    by_reason("reading_pauses",
+        "Times reading from a peer paused, by reason: replies_queued = replies to it piled up, \
+         outbox_full = the shard's outbox to another shard was full (a publisher).",
+        "reason", &[
+            ("replies_queued", |m| m.counters.reading_pauses),
+            ("outbox_full", |m| m.counters.publisher_pauses),
+        ]),
+    by_reason("requests",
+        "Broker requests received from this shard's connections (WebSocket and HTTP), by op.",
+        "op", &[
+            ("publish", |m| m.counters.publish_requests),
+            ("subscribe", |m| m.counters.subscribe_requests),
+            ("unsubscribe", |m| m.counters.unsubscribe_requests),
+        ]),
+    single("messages_received", Counter, "WebSocket messages received from peers.",
+        &[("", |m| m.counters.messages_received)]),
+    bytes("received", Counter, "Bytes received from peers.",
+        &[("", |m| m.counters.bytes_received)]),
+    bytes("sent", Counter, "Bytes sent to peers.",
+        &[("", |m| m.counters.bytes_sent)]),
+    single("pings_sent", Counter, "Pings sent to idle WebSocket peers.",
+        &[("", |m| m.counters.pings_sent)]),
+    single("receive_buffer_shortages", Counter,
+        "Receives that found no provided buffer free; the connection waits until buffers return.",
+        &[("", |m| m.counters.receive_buffer_shortages)]),
+    single("stale_completions", Counter,
+        "Ring completions for a connection slot since reused by another connection (ignored).",
+        &[("", |m| m.counters.stale_completions)]),
+    single("messages_published", Counter,
+        "Messages this shard assigned a sequence number to, as the owner of their topic.",
+        &[("", |m| m.counters.messages_published)]),
+    single("deliveries", Counter, "Frames queued to this shard's subscribers.",
+        &[("", |m| m.counters.deliveries)]),
+    single("replays", Counter, "Subscriptions served from history with since.",
+        &[("", |m| m.counters.replays)]),
+    single("replayed_messages", Counter, "Messages replayed from history to subscriptions.",
+        &[("", |m| m.counters.replayed_messages)]),
+    single("resets", Counter,
+        "Subscriptions answered with reset because since + 1 had left the history.",
+        &[("", |m| m.counters.resets)]),
+    single("mailbox_full", Counter,
+        "Commands a full mailbox refused; they wait in this shard's outbox, never dropped.",
+        &[("", |m| m.counters.mailbox_full)]),
+    single("connections", Gauge, "Open connections, HTTP and WebSocket.",
+        &[("", |m| m.gauges.connections)]),
+    single("websocket_connections", Gauge, "Open WebSocket connections.",
+        &[("", |m| m.gauges.websocket_connections)]),
+    single("subscriptions", Gauge, "Subscriptions held by this shard's connections.",
+        &[("", |m| m.gauges.subscriptions)]),
+    single("topics_owned", Gauge,
+        "Topics this shard owns (assigns sequence numbers to and keeps history for).",
+        &[("", |m| m.gauges.topics_owned)]),
+    single("topics_subscribed", Gauge, "Topics with at least one subscriber on this shard.",
+        &[("", |m| m.gauges.topics_subscribed)]),
+    bytes("history", Gauge, "Bytes of history this shard keeps for its owned topics.",
+        &[("", |m| m.gauges.history_bytes)]),
+    single("mailbox_depth", Gauge, "Commands waiting in this shard's mailboxes.",
+        &[("", |m| m.gauges.mailbox_depth)]),
+    single("outbox_depth", Gauge,
+        "Commands waiting in this shard's outbox for full mailboxes of other shards.",
+        &[("", |m| m.gauges.outbox_depth)]),
+    bytes("outbound_queued", Gauge, "Bytes queued to this shard's connections and not yet sent.",
+        &[("", |m| m.gauges.outbound_queued_bytes)]),
+];
+
+/// Writes the `GET /metrics` text. Built once; each [`render`](Self::render) reuses the
+/// registry, so a scrape allocates nothing once `out` and the snapshot copy have grown.
+#[derive(Debug)]
+pub struct MetricsRenderer {
+    registry: Registry,
+    snapshot: Arc<Snapshot>,
+}
+
+impl Default for MetricsRenderer {
+    fn default() -> MetricsRenderer {
+        MetricsRenderer::new()
+    }
+}
+
+impl MetricsRenderer {
+    pub fn new() -> MetricsRenderer {
+        let snapshot = Arc::new(Snapshot::default());
+        let mut registry = Registry::with_prefix(METRICS_PREFIX);
+        registry.register_collector(Box::new(Arc::clone(&snapshot)));
+        MetricsRenderer { registry, snapshot }
+    }
+
+    /// Appends the text for `shards` (index = shard number) to `out`, ending with `# EOF`.
+    pub fn render(&mut self, shards: &[ShardMetrics], out: &mut String) {
+        {
+            // The registry owns the collector, so the snapshots reach it through a lock that
+            // nothing else ever takes: it is uncontended.
+            let mut held = self
+                .snapshot
+                .shards
+                .lock()
+                .expect("never poisoned: no panics inside");
+            held.clear();
+            held.extend_from_slice(shards);
+        }
+        prometheus_client::encoding::text::encode(out, &self.registry)
+            .expect("writing to a String cannot fail");
+    }
+}
+
+/// The shards' latest metrics, as the collector sees them during a scrape.
+#[derive(Debug, Default)]
+struct Snapshot {
+    shards: Mutex<Vec<ShardMetrics>>,
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let shards = self
+            .shards
+            .lock()
+            .expect("never poisoned: no panics inside");
+        let bytes_unit = Unit::Bytes;
+        for family in FAMILIES {
+            let unit = family.bytes.then_some(&bytes_unit);
+            let mut family_encoder =
+                encoder.encode_descriptor(family.name, family.help, unit, family.metric_type)?;
+            for (shard_index, shard) in shards.iter().enumerate() {
+                let shard_label = [("shard", shard_index)];
+                for &(reason, value) in family.series {
+                    let value = value(shard);
+                    match family.reason_label {
+                        None => {
+                            let series_encoder = family_encoder.encode_family(&shard_label)?;
+                            encode_value(family.metric_type, value, series_encoder)?;
+                        }
+                        Some(reason_label) => {
+                            let labels = (shard_label, [(reason_label, reason)]);
+                            let series_encoder = family_encoder.encode_family(&labels)?;
+                            encode_value(family.metric_type, value, series_encoder)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_value(
+    metric_type: MetricType,
+    value: u64,
+    encoder: MetricEncoder,
+) -> Result<(), std::fmt::Error> {
+    match metric_type {
+        MetricType::Counter => ConstCounter::new(value).encode(encoder),
+        MetricType::Gauge => ConstGauge::new(value).encode(encoder),
+        other => unreachable!("no {other:?} families in the table"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::shard::connection::{Counters, Gauges};
+
+    /// How many fields Counters and Gauges have together, counted from their size: every field
+    /// is a u64, so a new field changes this without anyone updating a number.
+    const FIELD_COUNT: u64 =
+        (size_of::<Counters>() / size_of::<u64>() + size_of::<Gauges>() / size_of::<u64>()) as u64;
+
+    /// Metrics whose every field holds a distinct value: counters offset + 1, + 2, …, then the
+    /// gauges. Struct literals without `..`: adding a field breaks the build here until it gets
+    /// a value, and then `every_field_is_exposed_once` fails until the family table exposes it.
+    fn distinct_values(offset: u64) -> ShardMetrics {
+        let counters = Counters {
+            connections_accepted: offset + 1,
+            connections_closed: offset + 2,
+            accept_table_full: offset + 3,
+            upgrades: offset + 4,
+            handshake_errors: offset + 5,
+            http_requests: offset + 6,
+            protocol_errors: offset + 7,
+            messages_received: offset + 8,
+            bytes_received: offset + 9,
+            bytes_sent: offset + 10,
+            receive_buffer_shortages: offset + 11,
+            slow_consumer_closes: offset + 12,
+            reading_pauses: offset + 13,
+            pings_sent: offset + 14,
+            pong_timeouts: offset + 15,
+            handshake_timeouts: offset + 16,
+            close_timeouts: offset + 17,
+            stale_completions: offset + 18,
+            publish_requests: offset + 19,
+            messages_published: offset + 20,
+            deliveries: offset + 21,
+            subscribe_requests: offset + 22,
+            unsubscribe_requests: offset + 23,
+            request_errors: offset + 24,
+            replays: offset + 25,
+            replayed_messages: offset + 26,
+            resets: offset + 27,
+            slow_consumer_drops: offset + 28,
+            slow_consumer_conflations: offset + 29,
+            mailbox_full: offset + 30,
+            publisher_pauses: offset + 31,
+        };
+        let gauges = Gauges {
+            connections: offset + 32,
+            websocket_connections: offset + 33,
+            subscriptions: offset + 34,
+            topics_owned: offset + 35,
+            topics_subscribed: offset + 36,
+            history_bytes: offset + 37,
+            mailbox_depth: offset + 38,
+            outbox_depth: offset + 39,
+            outbound_queued_bytes: offset + 40,
+        };
+        ShardMetrics { counters, gauges }
+    }
+
+    /// One sample line, split: the series name, its labels, its value.
+    #[derive(Debug)]
+    struct Sample {
+        name: String,
+        labels: BTreeMap<String, String>,
+        value: u64,
+    }
+
+    /// The parsed exposition: families by name (type, help) and every sample.
+    #[derive(Debug, Default)]
+    struct Exposition {
+        types: BTreeMap<String, String>,
+        helps: BTreeMap<String, String>,
+        samples: Vec<Sample>,
+    }
+
+    fn is_metric_name(name: &str) -> bool {
+        let mut characters = name.chars();
+        characters
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+            && characters.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
+    /// Parses the text strictly: any line of an unexpected shape panics.
+    fn parse(text: &str) -> Exposition {
+        let mut exposition = Exposition::default();
+        assert!(
+            text.ends_with("# EOF\n"),
+            "the exposition must end with # EOF"
+        );
+        let body = text.strip_suffix("# EOF\n").expect("checked");
+        for line in body.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("HELP name text");
+                assert!(is_metric_name(name), "bad name in {line:?}");
+                assert!(
+                    !help.is_empty() && !help.contains(['"', '\\']),
+                    "bad help: {line:?}"
+                );
+                let earlier = exposition.helps.insert(name.to_owned(), help.to_owned());
+                assert!(earlier.is_none(), "family {name} declared twice");
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, metric_type) = rest.split_once(' ').expect("TYPE name type");
+                assert!(
+                    ["counter", "gauge"].contains(&metric_type),
+                    "bad type: {line:?}"
+                );
+                assert!(
+                    exposition.helps.contains_key(name),
+                    "TYPE before HELP: {line:?}"
+                );
+                exposition
+                    .types
+                    .insert(name.to_owned(), metric_type.to_owned());
+            } else if let Some(rest) = line.strip_prefix("# UNIT ") {
+                let (name, unit) = rest.split_once(' ').expect("UNIT name unit");
+                assert!(
+                    name.ends_with(&format!("_{unit}")),
+                    "unit not last: {line:?}"
+                );
+            } else {
+                exposition.samples.push(parse_sample(line));
+            }
+        }
+        exposition
+    }
+
+    /// Parses `name{key="value",...} 123`.
+    fn parse_sample(line: &str) -> Sample {
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        let (name, labels_text) = series.split_once('{').expect("every series has labels");
+        let labels_text = labels_text.strip_suffix('}').expect("labels close");
+        assert!(is_metric_name(name), "bad sample name: {line:?}");
+        let mut labels = BTreeMap::new();
+        for pair in labels_text.split(',') {
+            let (key, quoted) = pair.split_once('=').expect("key=value");
+            let value = quoted.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+            let value = value.expect("quoted label value");
+            assert!(is_metric_name(key), "bad label name: {line:?}");
+            assert!(labels.insert(key.to_owned(), value.to_owned()).is_none());
+        }
+        let value = value.parse().expect("an integer value");
+        Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        }
+    }
+
+    fn render(shards: &[ShardMetrics]) -> String {
+        let mut text = String::new();
+        MetricsRenderer::new().render(shards, &mut text);
+        text
+    }
+
+    #[test]
+    fn every_line_has_a_valid_shape_and_every_series_is_unique() {
+        // Proves the text parses as OpenMetrics (HELP, TYPE, UNIT, samples, EOF), that every
+        // sample belongs to a declared family and that no series is written twice.
+        let shards: Vec<ShardMetrics> = (0..3).map(|shard| distinct_values(shard * 100)).collect();
+        let exposition = parse(&render(&shards));
+        let mut series = BTreeSet::new();
+        for sample in &exposition.samples {
+            let family = match sample.name.strip_suffix("_total") {
+                Some(family) if exposition.types.get(family).is_some_and(|t| t == "counter") => {
+                    family
+                }
+                _ => &sample.name,
+            };
+            assert!(
+                exposition.types.contains_key(family),
+                "no family for {sample:?}"
+            );
+            assert!(family.starts_with("ringcast_"), "unprefixed: {sample:?}");
+            assert!(
+                sample.labels.contains_key("shard"),
+                "no shard label: {sample:?}"
+            );
+            assert!(
+                series.insert((sample.name.clone(), sample.labels.clone())),
+                "{sample:?}"
+            );
+        }
+        assert_eq!(exposition.helps.len(), FAMILIES.len());
+        assert_eq!(exposition.samples.len(), 3 * FIELD_COUNT as usize);
+    }
+
+    #[test]
+    fn every_field_is_exposed_once() {
+        // Proves that each field of Counters and Gauges appears in exactly one series per shard,
+        // and that each shard's series carry that shard's values.
+        let exposition = parse(&render(&[distinct_values(0), distinct_values(1000)]));
+        for (shard, offset) in [("0", 0), ("1", 1000)] {
+            let mut values: Vec<u64> = exposition
+                .samples
+                .iter()
+                .filter(|sample| sample.labels["shard"] == shard)
+                .map(|sample| sample.value)
+                .collect();
+            values.sort_unstable();
+            let expected: Vec<u64> = (1..=FIELD_COUNT).map(|value| offset + value).collect();
+            assert_eq!(
+                values, expected,
+                "shard {shard}: a field is missing or repeated"
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_share_one_family_and_units_come_last() {
+        // Proves the names the dashboards rely on: one family per reasoned counter, with the
+        // reason as a label, and byte families ending in _bytes.
+        let text = render(&[distinct_values(0)]);
+        for expected in [
+            "ringcast_slow_consumer_actions_total{shard=\"0\",action=\"drop\"} 28",
+            "ringcast_slow_consumer_actions_total{shard=\"0\",action=\"conflate\"} 29",
+            "ringcast_slow_consumer_actions_total{shard=\"0\",action=\"disconnect\"} 12",
+            "ringcast_timeouts_total{shard=\"0\",kind=\"handshake\"} 16",
+            "ringcast_timeouts_total{shard=\"0\",kind=\"pong\"} 15",
+            "ringcast_timeouts_total{shard=\"0\",kind=\"close\"} 17",
+            "ringcast_peer_errors_total{shard=\"0\",kind=\"protocol\"} 7",
+            "ringcast_requests_total{shard=\"0\",op=\"publish\"} 19",
+            "ringcast_received_bytes_total{shard=\"0\"} 9",
+            "ringcast_sent_bytes_total{shard=\"0\"} 10",
+            "ringcast_history_bytes{shard=\"0\"} 37",
+            "ringcast_outbound_queued_bytes{shard=\"0\"} 40",
+            "ringcast_connections{shard=\"0\"} 32",
+            "# TYPE ringcast_slow_consumer_actions counter",
+            "# UNIT ringcast_history_bytes bytes",
+        ] {
+            assert!(
+                text.lines().any(|line| line == expected),
+                "missing {expected:?}\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_renderer_reused_across_scrapes_writes_only_the_latest_values() {
+        // Proves a long-lived renderer forgets the previous scrape's shards.
+        let mut renderer = MetricsRenderer::new();
+        let many = distinct_values(500);
+        let mut text = String::new();
+        renderer.render(&[many, many, many], &mut text);
+        text.clear();
+        renderer.render(&[ShardMetrics::default()], &mut text);
+        let exposition = parse(&text);
+        assert!(
+            exposition
+                .samples
+                .iter()
+                .all(|sample| sample.labels["shard"] == "0")
+        );
+        assert!(exposition.samples.iter().all(|sample| sample.value == 0));
+    }
+}
