@@ -402,6 +402,7 @@ pub fn write_response(
 /// allows: clients read only the code.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
@@ -411,10 +412,14 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "",
     }
@@ -593,6 +598,22 @@ mod tests {
             HandshakeError::UnsupportedVersion,
             HandshakeError::OriginNotAllowed,
             HandshakeError::NoAcceptableSubprotocol,
+            HandshakeError::NotFound,
+            HandshakeError::InvalidContentLength,
+            HandshakeError::ConflictingContentLengths,
+            HandshakeError::ContentLengthWithTransferEncoding,
+            HandshakeError::TransferEncodingInHttp10,
+            HandshakeError::UnsupportedTransferEncoding,
+            HandshakeError::BodyTooLarge {
+                body_bytes: u64::MAX,
+                body_bytes_max: usize::MAX,
+            },
+            HandshakeError::MalformedChunk("chunk data not followed by a line break"),
+            HandshakeError::TrailerTooLarge {
+                trailer_bytes_max: usize::MAX,
+            },
+            HandshakeError::UpgradeWithBody,
+            HandshakeError::BufferPoolExhausted { bytes: usize::MAX },
         ];
         for error in errors {
             let message = format!("{error}\n");

@@ -51,6 +51,12 @@ impl PooledBuffer {
         self.bytes.extend_from_slice(bytes);
     }
 
+    /// Keeps the first `bytes` bytes and forgets the rest (for example bytes copied past the end
+    /// of a request head, which belong to what follows it).
+    pub fn truncate(&mut self, bytes: usize) {
+        self.bytes.truncate(bytes);
+    }
+
     /// Forgets the contents, keeping the capacity.
     pub fn clear(&mut self) {
         self.bytes.clear();
