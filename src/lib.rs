@@ -15,6 +15,7 @@
 //!
 //! Arrows point one way: `shard` depends on `protocol`, never the reverse.
 
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod protocol;
