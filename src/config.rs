@@ -228,6 +228,13 @@ pub struct BrokerConfig {
     /// Largest JSON request a client may send over the WebSocket (a publish's whole message).
     /// Default 64 KiB. A larger request is answered with an `error` and the connection stays.
     pub request_bytes_max: usize,
+    /// Largest HTTP publish body, by `Content-Length` or decoded chunks; 413 beyond. Default
+    /// 1 MiB, like `message_bytes_max`: what is published goes out as WebSocket messages. A body
+    /// cut across reads waits in one pooled buffer, so the pool's largest class must hold it.
+    pub publish_body_bytes_max: usize,
+    /// Most items in one `POST /publish` batch; 413 beyond. Default 1,000: bounds the work one
+    /// request hands the broker between two reads of other connections.
+    pub publish_batch_items_max: usize,
     /// What to do with a subscriber that cannot keep up: conflate (default), drop or disconnect.
     pub slow_consumer_policy: SlowConsumerPolicy,
     /// Topic patterns whose subscribers get the latest message right after `subscribed` (a
@@ -257,6 +264,8 @@ impl Default for BrokerConfig {
             history_messages_max: 1024,
             history_bytes_max: 256 * 1024,
             request_bytes_max: 64 * 1024,
+            publish_body_bytes_max: 1024 * 1024,
+            publish_batch_items_max: 1000,
             slow_consumer_policy: SlowConsumerPolicy::Conflate,
             snapshot_topics: Vec::new(),
             mailbox_commands_max: 4096,
@@ -447,6 +456,7 @@ struct ExplicitSettings {
     message_bytes_max: bool,
     outbound_queue_bytes_max: bool,
     pool: bool,
+    publish_body_bytes_max: bool,
 }
 
 impl ServerConfig {
@@ -497,6 +507,7 @@ impl ServerConfig {
             message_bytes_max: written("protocol", "message_bytes_max"),
             outbound_queue_bytes_max: table.contains_key("outbound_queue_bytes_max"),
             pool: written("pool", "classes"),
+            publish_body_bytes_max: written("broker", "publish_body_bytes_max"),
         };
         Ok((config, explicit))
     }
@@ -527,6 +538,20 @@ impl ServerConfig {
         if !explicit.pool {
             self.pool = PoolConfig::for_message_bytes_max(protocol.message_bytes_max);
         }
+        // A request is one message: a larger limit could never be reached.
+        self.broker.request_bytes_max = self
+            .broker
+            .request_bytes_max
+            .min(protocol.message_bytes_max);
+        // A body cut across reads waits in one pooled buffer: an unset limit follows the pool.
+        if !explicit.publish_body_bytes_max {
+            let largest = self
+                .pool
+                .classes
+                .last()
+                .map_or(0, |class| class.buffer_bytes);
+            self.broker.publish_body_bytes_max = self.broker.publish_body_bytes_max.min(largest);
+        }
     }
 
     /// Checks every setting, and that each shard's registered-file table fits the process's
@@ -548,12 +573,9 @@ impl ServerConfig {
         self.broker
             .validate()
             .map_err(|reason| invalid("broker", reason))?;
-        if self.broker.request_bytes_max > self.protocol.message_bytes_max {
-            return Err(invalid(
-                "broker.request_bytes_max",
-                "exceeds protocol.message_bytes_max: such a request could never arrive".into(),
-            ));
-        }
+        crate::broker::http_api::PublishConfig::from_broker(&self.broker)
+            .validate(&self.pool)
+            .map_err(|reason| invalid("broker", reason))?;
         self.validate_shards()?;
         self.validate_receive_buffers()?;
         self.validate_outbound_queue()?;
@@ -1166,7 +1188,7 @@ mod tests {
     /// Proves every variable is RINGCAST_ and its setting's name in upper case.
     #[test]
     fn environment_variables_follow_the_naming_rule() {
-        assert_eq!(ConfigOverrides::ENVIRONMENT_VARIABLES.len(), 17);
+        assert_eq!(ConfigOverrides::ENVIRONMENT_VARIABLES.len(), 22);
         for (setting, variable) in ConfigOverrides::ENVIRONMENT_VARIABLES {
             assert_eq!(*variable, format!("RINGCAST_{}", setting.to_uppercase()));
         }
@@ -1429,6 +1451,11 @@ mod tests {
         for (setting, _) in ConfigOverrides::ENVIRONMENT_VARIABLES {
             let present = match *setting {
                 "frame_bytes_max" | "message_bytes_max" => table["protocol"].get(setting),
+                "history_messages_max"
+                | "history_bytes_max"
+                | "slow_consumer_policy"
+                | "demo"
+                | "demo_messages_per_second" => table["broker"].get(setting),
                 _ => table.get(*setting),
             };
             assert!(present.is_some(), "the example does not document {setting}");

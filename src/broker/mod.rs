@@ -12,15 +12,16 @@
 //! moment and the replay up to it; every later message of the topic follows that answer.
 
 pub mod demo;
+pub mod http_api;
 pub mod message;
 pub mod owner;
 pub mod request;
 pub mod subscribers;
+pub mod topic_name;
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
-/// The largest `topic_bytes_max` the config accepts: message encoding escapes names on the stack.
-pub const TOPIC_BYTES_LIMIT: usize = 256;
+pub use topic_name::TOPIC_BYTES_LIMIT;
 
 /// The shard that owns `topic`: a fixed hash of the name, the same in every thread and every run.
 pub fn owner_shard(topic: &[u8], shards: usize) -> usize {
@@ -35,39 +36,6 @@ pub struct ConnectionRef {
     pub shard: u16,
     pub slot: u32,
     pub generation: u16,
-}
-
-/// Why a topic name is refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TopicError {
-    Empty,
-    TooLong,
-    /// A byte outside printable ASCII (0x20..=0x7E).
-    NotPrintable,
-}
-
-impl TopicError {
-    pub fn reason(self) -> &'static str {
-        match self {
-            TopicError::Empty => "topic name is empty",
-            TopicError::TooLong => "topic name is longer than topic_bytes_max",
-            TopicError::NotPrintable => "topic name has a byte outside printable ASCII",
-        }
-    }
-}
-
-/// Checks a topic name: 1..=`topic_bytes_max` bytes of printable ASCII.
-pub fn validate_topic(topic: &str, topic_bytes_max: usize) -> Result<(), TopicError> {
-    if topic.is_empty() {
-        return Err(TopicError::Empty);
-    }
-    if topic.len() > topic_bytes_max {
-        return Err(TopicError::TooLong);
-    }
-    if !topic.bytes().all(|byte| (0x20..=0x7e).contains(&byte)) {
-        return Err(TopicError::NotPrintable);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -85,16 +53,5 @@ mod tests {
             counts[owner] += 1;
         }
         assert!(counts.iter().all(|&count| count > 800), "{counts:?}");
-    }
-
-    /// Proves topic names are checked for length and printable ASCII.
-    #[test]
-    fn topic_names() {
-        assert_eq!(validate_topic("AAPL", 8), Ok(()));
-        assert_eq!(validate_topic("FX EUR/USD", 16), Ok(()));
-        assert_eq!(validate_topic("", 8), Err(TopicError::Empty));
-        assert_eq!(validate_topic("ABCDEFGHI", 8), Err(TopicError::TooLong));
-        assert_eq!(validate_topic("A\nB", 8), Err(TopicError::NotPrintable));
-        assert_eq!(validate_topic("Ä", 8), Err(TopicError::NotPrintable));
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{TopicError, validate_topic};
+use super::topic_name::{TopicError, validate_topic};
 use crate::config::BrokerConfig;
 
 /// One parsed request.
@@ -197,7 +197,10 @@ mod tests {
             ),
             (
                 r#"{"op":"publish","topic":"A\nB","data":1}"#,
-                RequestError::Topic(TopicError::NotPrintable),
+                RequestError::Topic(TopicError::InvalidByte {
+                    index: 1,
+                    byte: b'\n',
+                }),
             ),
             (
                 r#"{"op":"subscribe"}"#,

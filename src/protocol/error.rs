@@ -178,6 +178,32 @@ pub enum HandshakeError {
     NoAcceptableSubprotocol,
     /// No WebSocket endpoint at the requested path.
     NotFound,
+    /// A `Content-Length` that is not a plain decimal number (RFC 9110 §8.6).
+    InvalidContentLength,
+    /// Several `Content-Length` values that differ: the body's end would be ambiguous.
+    ConflictingContentLengths,
+    /// Both `Content-Length` and `Transfer-Encoding`. RFC 9112 §6.1 lets a server drop the
+    /// length, but a front proxy may have read it the other way: refusing closes the door on
+    /// request smuggling.
+    ContentLengthWithTransferEncoding,
+    /// `Transfer-Encoding` on an HTTP/1.0 request, which cannot carry it (RFC 9112 §6.1).
+    TransferEncodingInHttp10,
+    /// A transfer coding other than a single `chunked` (we decode no compression).
+    UnsupportedTransferEncoding,
+    /// A body over `body_bytes_max`, known from `Content-Length` or from the chunks so far.
+    BodyTooLarge {
+        body_bytes: u64,
+        body_bytes_max: usize,
+    },
+    /// A chunked body that breaks RFC 9112 §7.1; the text says where.
+    MalformedChunk(&'static str),
+    /// A chunked body's trailer section over `trailer_bytes_max`.
+    TrailerTooLarge { trailer_bytes_max: usize },
+    /// A WebSocket upgrade request with a body: the bytes after its head must be frames.
+    UpgradeWithBody,
+    /// Our buffer pool had no buffer for a request cut across reads: not the client's fault,
+    /// it should retry later.
+    BufferPoolExhausted { bytes: usize },
 }
 
 impl HandshakeError {
@@ -189,7 +215,17 @@ impl HandshakeError {
             Self::UnsupportedVersion | Self::MissingUpgradeWebSocket => 426,
             Self::OriginNotAllowed => 403,
             Self::NotFound => 404,
-            Self::MalformedRequest(_)
+            Self::BodyTooLarge { .. } => 413,
+            Self::TrailerTooLarge { .. } => 431,
+            Self::UnsupportedTransferEncoding => 501,
+            Self::BufferPoolExhausted { .. } => 503,
+            Self::InvalidContentLength
+            | Self::ConflictingContentLengths
+            | Self::ContentLengthWithTransferEncoding
+            | Self::TransferEncodingInHttp10
+            | Self::MalformedChunk(_)
+            | Self::UpgradeWithBody
+            | Self::MalformedRequest(_)
             | Self::HttpVersionTooOld
             | Self::MissingHost
             | Self::MissingConnectionUpgrade
@@ -233,6 +269,38 @@ impl std::fmt::Display for HandshakeError {
                 write!(formatter, "no offered Sec-WebSocket-Protocol is supported")
             }
             Self::NotFound => write!(formatter, "no websocket endpoint at this path"),
+            Self::InvalidContentLength => {
+                write!(formatter, "Content-Length is not a decimal number")
+            }
+            Self::ConflictingContentLengths => {
+                write!(formatter, "request has differing Content-Length values")
+            }
+            Self::ContentLengthWithTransferEncoding => write!(
+                formatter,
+                "request has both Content-Length and Transfer-Encoding"
+            ),
+            Self::TransferEncodingInHttp10 => {
+                write!(formatter, "Transfer-Encoding needs HTTP/1.1")
+            }
+            Self::UnsupportedTransferEncoding => {
+                write!(formatter, "only the chunked transfer coding is supported")
+            }
+            Self::BodyTooLarge {
+                body_bytes,
+                body_bytes_max,
+            } => write!(
+                formatter,
+                "request body of at least {body_bytes} bytes is over {body_bytes_max} bytes"
+            ),
+            Self::MalformedChunk(what) => write!(formatter, "malformed chunked body: {what}"),
+            Self::TrailerTooLarge { trailer_bytes_max } => {
+                write!(formatter, "chunked trailer over {trailer_bytes_max} bytes")
+            }
+            Self::UpgradeWithBody => write!(formatter, "websocket upgrade request has a body"),
+            Self::BufferPoolExhausted { bytes } => write!(
+                formatter,
+                "server busy: no pooled buffer for {bytes} bytes of request, try again later"
+            ),
         }
     }
 }

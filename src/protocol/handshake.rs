@@ -134,7 +134,7 @@ impl<'headers, 'buffer> Request<'headers, 'buffer> {
     }
 
     /// Whether any `name` header lists `token` in its comma-separated value, ignoring case.
-    fn has_token(&self, name: &str, token: &str) -> bool {
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.header_values(name)
             .any(|value| list_contains_token(value, token))
     }
@@ -147,16 +147,24 @@ pub fn parse_request<'headers, 'buffer>(
     headers: &'headers mut [httparse::Header<'buffer>; HEADERS_COUNT_MAX],
     config: &ProtocolConfig,
 ) -> Result<Option<Request<'headers, 'buffer>>, HandshakeError> {
+    parse_request_head(input, headers, config.header_bytes_max)
+}
+
+/// [`parse_request`] with the one limit it reads passed alone, for callers (the HTTP request
+/// reader) that carry their limits without the rest of the protocol configuration.
+pub fn parse_request_head<'headers, 'buffer>(
+    input: &'buffer [u8],
+    headers: &'headers mut [httparse::Header<'buffer>; HEADERS_COUNT_MAX],
+    header_bytes_max: usize,
+) -> Result<Option<Request<'headers, 'buffer>>, HandshakeError> {
     // Parsing no more than the limit bounds the work of each call; a head that fits completes
     // within the window, so an incomplete window with more input behind it is over the limit.
-    let window = &input[..input.len().min(config.header_bytes_max)];
+    let window = &input[..input.len().min(header_bytes_max)];
     let mut parsed = httparse::Request::new(headers);
     let head_bytes = match parsed.parse(window) {
         Ok(httparse::Status::Complete(head_bytes)) => head_bytes,
-        Ok(httparse::Status::Partial) if input.len() > config.header_bytes_max => {
-            return Err(HandshakeError::HeaderBlockTooLarge {
-                header_bytes_max: config.header_bytes_max,
-            });
+        Ok(httparse::Status::Partial) if input.len() > header_bytes_max => {
+            return Err(HandshakeError::HeaderBlockTooLarge { header_bytes_max });
         }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(error) => return Err(parse_error(error)),
@@ -402,6 +410,7 @@ pub fn write_response(
 /// allows: clients read only the code.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
@@ -411,13 +420,30 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "",
     }
+}
+
+/// Appends the head of a response whose `body_bytes`-byte body the caller appends next, for
+/// bodies written in place rather than assembled first. Headers as for [`write_response`].
+pub fn write_response_head(
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    body_bytes: usize,
+    keep_alive: bool,
+    out: &mut BytesMut,
+) {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    write_head(status, extra_headers, body_bytes, connection, out);
 }
 
 /// Status line, header fields, `Content-Length` when the status allows a body, `Connection`,
@@ -593,6 +619,22 @@ mod tests {
             HandshakeError::UnsupportedVersion,
             HandshakeError::OriginNotAllowed,
             HandshakeError::NoAcceptableSubprotocol,
+            HandshakeError::NotFound,
+            HandshakeError::InvalidContentLength,
+            HandshakeError::ConflictingContentLengths,
+            HandshakeError::ContentLengthWithTransferEncoding,
+            HandshakeError::TransferEncodingInHttp10,
+            HandshakeError::UnsupportedTransferEncoding,
+            HandshakeError::BodyTooLarge {
+                body_bytes: u64::MAX,
+                body_bytes_max: usize::MAX,
+            },
+            HandshakeError::MalformedChunk("chunk data not followed by a line break"),
+            HandshakeError::TrailerTooLarge {
+                trailer_bytes_max: usize::MAX,
+            },
+            HandshakeError::UpgradeWithBody,
+            HandshakeError::BufferPoolExhausted { bytes: usize::MAX },
         ];
         for error in errors {
             let message = format!("{error}\n");

@@ -8,6 +8,7 @@ pub mod close;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod http;
 pub mod mask;
 pub mod pool;
 pub mod session;

@@ -51,6 +51,12 @@ impl PooledBuffer {
         self.bytes.extend_from_slice(bytes);
     }
 
+    /// Keeps the first `bytes` bytes and forgets the rest (for example bytes copied past the end
+    /// of a request head, which belong to what follows it).
+    pub fn truncate(&mut self, bytes: usize) {
+        self.bytes.truncate(bytes);
+    }
+
     /// Forgets the contents, keeping the capacity.
     pub fn clear(&mut self) {
         self.bytes.clear();
@@ -166,6 +172,21 @@ impl BufferPool {
         Ok(larger)
     }
 
+    /// [`BufferPool::grow`] for a buffer that stays where it is (in a state enum, say): `false`
+    /// when no larger buffer is free, with `buffer` untouched.
+    pub fn grow_in_place(&mut self, buffer: &mut PooledBuffer, bytes: usize) -> bool {
+        if buffer.capacity() >= bytes {
+            return true;
+        }
+        let Some(mut larger) = self.acquire(bytes) else {
+            return false;
+        };
+        larger.extend_from_slice(buffer.as_slice());
+        let smaller = std::mem::replace(buffer, larger);
+        self.release(smaller);
+        true
+    }
+
     /// Counters per class, smallest first.
     pub fn statistics(&self) -> impl Iterator<Item = ClassStatistics> + '_ {
         self.classes.iter().map(|class| ClassStatistics {
@@ -244,5 +265,28 @@ mod tests {
         let refused = pool.grow(grown, 2000).unwrap_err();
         assert_eq!(refused.len(), 505);
         pool.release(refused);
+    }
+
+    /// Proves growing in place keeps the contents, returns the small buffer to its class, and
+    /// leaves the buffer as it was when no larger one is free; truncating keeps a prefix.
+    #[test]
+    fn grow_in_place_keeps_contents() {
+        let mut pool = small_pool();
+        let mut buffer = pool.acquire(10).unwrap();
+        buffer.extend_from_slice(b"price");
+        assert!(pool.grow_in_place(&mut buffer, 100));
+        assert_eq!(buffer.capacity(), 128);
+        assert!(pool.grow_in_place(&mut buffer, 500));
+        assert_eq!(
+            (buffer.as_slice(), buffer.capacity()),
+            (&b"price"[..], 1024)
+        );
+        assert_eq!(pool.statistics().next().unwrap().buffers_in_use, 0);
+        assert!(!pool.grow_in_place(&mut buffer, 2000));
+        assert_eq!(buffer.as_slice(), b"price");
+        buffer.truncate(2);
+        assert_eq!(buffer.as_slice(), b"pr");
+        pool.release(buffer);
+        assert!(pool.statistics().all(|class| class.buffers_in_use == 0));
     }
 }
