@@ -625,6 +625,7 @@ fn total_progress(workers: &[Worker]) -> Progress {
         total.failed += worker.progress.failed;
         total.ramp_ms = total.ramp_ms.max(worker.progress.ramp_ms);
         total.messages += worker.progress.messages;
+        total.ready += worker.progress.ready;
     }
     total
 }
