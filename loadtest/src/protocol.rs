@@ -56,7 +56,7 @@ pub enum Event {
     /// Every planned connection has been attempted (it is open or has failed).
     Established(Progress),
     /// The worker's final report; it exits after sending it.
-    Finished(WorkerReport),
+    Finished(Box<WorkerReport>),
     /// The worker could not run at all (bad plan, runtime set-up failed).
     Failed { message: String },
     /// Fanout: the publishers finished a step.
@@ -509,7 +509,7 @@ mod tests {
         let events = [
             Event::Progress(progress),
             Event::Established(progress),
-            Event::Finished(report),
+            Event::Finished(Box::new(report)),
             Event::Failed {
                 message: "no \"runtime\"\nhere".into(),
             },

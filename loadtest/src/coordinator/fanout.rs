@@ -249,7 +249,7 @@ impl Driver<'_> {
                 worker.progress = progress;
                 worker.established = true;
             }
-            Event::Finished(report) => worker.report = Some(report),
+            Event::Finished(report) => worker.report = Some(*report),
             Event::Failed { message } => {
                 self.live.note(&format!("worker {index} failed: {message}"));
                 worker.gone = true;

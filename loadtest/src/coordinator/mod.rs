@@ -598,7 +598,7 @@ impl<'a> Steps<'a> {
                 self.record_progress(worker, progress);
                 worker.established = true;
             }
-            Event::Finished(report) => worker.report = Some(report),
+            Event::Finished(report) => worker.report = Some(*report),
             Event::Failed { message } => {
                 self.live.note(&format!("worker {index} failed: {message}"));
                 worker.gone = true;

@@ -186,8 +186,8 @@ impl Decoder {
 
 fn nats_incoming(event: NatsEvent) -> Incoming {
     match event {
-        NatsEvent::Message { subject, payload } => match std::str::from_utf8(&payload) {
-            Ok(text) => delivery(std::str::from_utf8(&subject).ok(), None, Some(text)),
+        NatsEvent::Message { subject, payload } => match std::str::from_utf8(payload) {
+            Ok(text) => delivery(std::str::from_utf8(subject).ok(), None, Some(text)),
             Err(_) => Incoming::Unexpected,
         },
         NatsEvent::Ping => Incoming::PingRequest,

@@ -57,7 +57,7 @@ pub fn main() -> i32 {
     };
     match run(plan, &mut output) {
         Ok(report) => {
-            send(&mut output, &Event::Finished(report));
+            send(&mut output, &Event::Finished(Box::new(report)));
             0
         }
         Err(message) => {
