@@ -66,6 +66,9 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
     }
     let default_workers = subscribers.div_ceil(CONNECTIONS_PER_WORKER_DEFAULT) as usize;
     let subscriber_workers = options.common.workers.unwrap_or(default_workers).max(1);
+    if subscriber_workers as u64 > subscribers {
+        return Err("--workers must not exceed --subscribers: each worker needs one".into());
+    }
     let per_worker_max = descriptor_limit().saturating_sub(DESCRIPTORS_RESERVED);
     let per_worker = worker_share(subscribers, 0, subscriber_workers).max(publishers);
     if per_worker > per_worker_max {
@@ -132,8 +135,6 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
             scenario: ScenarioPlan::Fanout(fanout(role)),
         });
     }
-    // Workers are numbered by position, so none may be dropped; one with no subscribers
-    // (more workers than subscribers) just reports empty steps.
     Ok(Layout {
         plans,
         address_count,

@@ -185,6 +185,12 @@ impl FanoutResult {
                 totals.late_deliveries, totals.server_errors, totals.resets, totals.unexpected
             ),
         );
+        let complete: u64 = self.steps.iter().map(|step| step.messages_complete).sum();
+        let incomplete: u64 = self.steps.iter().map(|step| step.messages_incomplete).sum();
+        row(
+            "messages that reached every subscriber of their topic",
+            format!("{complete} of {}", complete + incomplete),
+        );
         row(
             "every delivery arrived once, in order",
             if self.every_delivery_checked {
@@ -318,9 +324,9 @@ mod tests {
         }
     }
 
-    /// Two subscribers' workers, each with one of topic 0's two subscribers... no: each
-    /// with half of its four; messages 1 and 2 reach all four, and the per-message reach is
-    /// the maximum over both workers, the delivery histogram the union of both.
+    /// Two subscribers' workers, each with two of topic 0's four subscribers: messages 1 and 2
+    /// reach all four, the per-message reach is the maximum over both workers, and the
+    /// delivery histogram is the union of both.
     #[test]
     fn merges_workers_exactly() {
         let step = Step {
