@@ -60,6 +60,24 @@ pub enum Scenario {
     /// rate achieved and, with --server-pid, the server's resident memory before the first
     /// connection and after the last one ended plus --settle-seconds.
     Churn(ChurnOptions),
+    /// Pub/sub fanout: publish→receive latency and delivery checks at rising publish rates.
+    ///
+    /// Opens --subscribers connections (subscriber i on topic i % --topics, topics named
+    /// T0000, T0001, ...) and waits for every subscription to be acknowledged, then
+    /// --publishers connections publish (each topic by exactly one of them) at the rates of
+    /// the plan: one --rate for --duration-seconds, or steps (--rates, or --rate-start ×
+    /// --rate-factor up to --rate-max) of --step-seconds each, stopping after the first step
+    /// that misses the bound (p99 latency over --latency-ms-p99-max, or any delivery missing,
+    /// duplicated or out of order). Each message's data carries its per-topic counter, its
+    /// step and the publisher's CLOCK_MONOTONIC send time, so every subscriber checks order
+    /// and measures latency. Reports per step: offered and achieved publishes/s, deliveries/s,
+    /// latency percentiles per delivery and per message (time to reach its last subscriber),
+    /// gaps, duplicates, out-of-order and missing deliveries, and the highest step that met
+    /// the bound.
+    ///
+    /// Protocols: ringcast (its JSON protocol), uws (the same protocol served by
+    /// loadtest/peers/uws-pubsub.js), nats (nats-server's websocket listener).
+    Fanout(FanoutOptions),
     /// Internal: a worker process driven by the coordinator over stdin/stdout.
     #[command(hide = true)]
     Worker,
@@ -207,4 +225,83 @@ pub struct ChurnOptions {
     /// (and the kernel's slab) again, so that deferred frees have happened.
     #[arg(long, value_name = "SECONDS", default_value_t = 2)]
     pub settle_seconds: u64,
+}
+
+/// Options of the `fanout` scenario.
+#[derive(Clone, Debug, Args)]
+pub struct FanoutOptions {
+    #[command(flatten)]
+    pub common: CommonOptions,
+
+    /// The protocol the server speaks.
+    #[arg(long, value_enum, default_value = "ringcast")]
+    pub protocol: crate::fanout::wire::Protocol,
+
+    /// Subscriber connections, in total over all workers; subscriber i takes topic i % topics.
+    #[arg(long, value_name = "COUNT", default_value_t = 1000)]
+    pub subscribers: u64,
+
+    /// Topics, named T0000, T0001, ...
+    #[arg(long, value_name = "COUNT", default_value_t = 10)]
+    pub topics: u32,
+
+    /// Publisher connections, all in one extra worker; publisher p publishes topics p, p + P,
+    /// p + 2P, ... so each topic has exactly one publisher and its counter is in order.
+    #[arg(long, value_name = "COUNT", default_value_t = 1)]
+    pub publishers: u64,
+
+    /// Size of each message's data (the JSON object publishers send), in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    pub payload_bytes: usize,
+
+    /// One fixed publish rate (messages per second over all topics) for --duration-seconds.
+    #[arg(long, value_name = "PER_SECOND", conflicts_with_all = ["rates", "rate_start"])]
+    pub rate: Option<f64>,
+
+    /// Seconds the fixed --rate runs.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, requires = "rate")]
+    pub duration_seconds: u64,
+
+    /// Steps of publish rates, comma-separated (messages per second over all topics).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        conflicts_with = "rate_start"
+    )]
+    pub rates: Option<Vec<f64>>,
+
+    /// First rate of a geometric step plan (the default plan when no rate is given).
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate_start: Option<f64>,
+
+    /// Each step of a geometric plan multiplies the rate by this.
+    #[arg(long, value_name = "FACTOR", default_value_t = 2.0)]
+    pub rate_factor: f64,
+
+    /// Last rate of a geometric plan (included when reached exactly).
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 1_024_000.0)]
+    pub rate_max: f64,
+
+    /// Seconds each step of a step plan publishes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub step_seconds: u64,
+
+    /// A step meets the bound when the p99 of its publish→receive latencies is at most this
+    /// (and every delivery arrived once and in order).
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 50.0)]
+    pub latency_ms_p99_max: f64,
+
+    /// Seconds after a step's publishing ends to wait for deliveries still missing.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+
+    /// Seconds a subscriber may wait for its subscription to be acknowledged (NATS: the PONG
+    /// to a PING sent after the SUB).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub subscribe_timeout_seconds: u64,
+
+    /// Connections to open per second while ramping up, in total.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 10_000.0)]
+    pub connect_rate: f64,
 }

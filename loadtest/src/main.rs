@@ -11,6 +11,7 @@
 mod addresses;
 mod cli;
 mod coordinator;
+mod fanout;
 mod histogram;
 mod live;
 mod plots;
@@ -29,6 +30,7 @@ fn main() {
         Scenario::Connect(options) => coordinator::connect(options),
         Scenario::Echo(options) => coordinator::echo(options),
         Scenario::Churn(options) => coordinator::churn(options),
+        Scenario::Fanout(options) => coordinator::fanout(options),
         Scenario::Worker => Ok(worker::main()),
     };
     let code = outcome.unwrap_or_else(|error| {

@@ -13,6 +13,10 @@ use std::net::Ipv4Addr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::fanout::reach::ReachEntry;
+use crate::fanout::sequence::OrderFaults;
+use crate::fanout::steps::Step;
+use crate::fanout::wire::Protocol;
 use crate::histogram::EncodedHistogram;
 
 /// A message from the coordinator to a worker.
@@ -25,6 +29,22 @@ pub enum Command {
     Proceed,
     /// End now and report what was measured.
     Stop,
+    /// Fanout, to the publishers' worker: publish at this step's rate for its duration, then
+    /// answer `step_published`.
+    Step(Step),
+    /// Fanout, to each subscribers' worker: wait until the step's deliveries are in (or the
+    /// drain timeout), then answer `step_collected`.
+    Collect(CollectOrder),
+}
+
+/// What a subscribers' worker needs to know when a step's deliveries are all in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CollectOrder {
+    pub step: u32,
+    /// Messages published in the step, per topic (index = topic).
+    pub published_per_topic: Vec<u64>,
+    /// How long to wait for the deliveries still missing before reporting.
+    pub drain_timeout_ms: u64,
 }
 
 /// A message from a worker to the coordinator.
@@ -36,9 +56,47 @@ pub enum Event {
     /// Every planned connection has been attempted (it is open or has failed).
     Established(Progress),
     /// The worker's final report; it exits after sending it.
-    Finished(WorkerReport),
+    Finished(Box<WorkerReport>),
     /// The worker could not run at all (bad plan, runtime set-up failed).
     Failed { message: String },
+    /// Fanout: the publishers finished a step.
+    StepPublished(StepPublished),
+    /// Fanout: one subscribers' worker's tally of a step.
+    StepCollected(Box<StepCollected>),
+}
+
+/// What the publishers did in one step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepPublished {
+    pub worker_index: usize,
+    pub step: u32,
+    /// Messages published, per topic (index = topic).
+    pub published_per_topic: Vec<u64>,
+    /// The longest any publisher took for the step.
+    pub duration_ms: u64,
+    /// Publishers that ran the step to its end.
+    pub publishers: u64,
+}
+
+/// What one worker's subscribers received in one step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepCollected {
+    pub worker_index: usize,
+    pub step: u32,
+    pub deliveries: u64,
+    /// Deliveries this worker's subscribers should have had: published per topic times the
+    /// subscribers of the topic alive at collection.
+    pub expected: u64,
+    /// Every expected delivery arrived before the drain timeout.
+    pub drained: bool,
+    /// Publish → receive, nanoseconds, one value per delivery.
+    pub latency_ns: EncodedHistogram,
+    pub faults: OrderFaults,
+    /// Per message: the slowest delivery and the count (see `crate::fanout::reach`).
+    pub reach: Vec<ReachEntry>,
+    pub reach_truncated: bool,
+    /// (topic, subscribers alive in this worker), for reach completeness.
+    pub subscribers_per_topic: Vec<(u32, u64)>,
 }
 
 /// Counts a worker reports while ramping up.
@@ -49,9 +107,12 @@ pub struct Progress {
     pub failed: u64,
     /// Milliseconds from the worker's start to its last connection attempt ending.
     pub ramp_ms: u64,
-    /// Echoes received so far, warm-up included (echo only).
+    /// Echoes received so far, warm-up included (echo only); fanout: deliveries so far.
     #[serde(default)]
     pub messages: u64,
+    /// Fanout: connections subscribed (or, for publishers, ready to publish).
+    #[serde(default)]
+    pub ready: u64,
 }
 
 /// One worker's share of a run.
@@ -99,8 +160,30 @@ pub enum ScenarioPlan {
         pong_timeout_ms: u64,
         close_timeout_ms: u64,
     },
+    /// Subscribe (or get ready to publish), then follow the `step` and `collect` commands.
+    Fanout(FanoutPlan),
 }
 
+/// A fanout worker's share: subscribers or publishers (never both in one worker).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FanoutPlan {
+    pub protocol: Protocol,
+    pub topics: u32,
+    pub role: FanoutRole,
+    /// Size of each message's data (the publisher's JSON object).
+    pub payload_bytes: usize,
+    /// How long a subscriber may wait for its subscription to be acknowledged.
+    pub subscribe_timeout_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum FanoutRole {
+    /// The worker's connection i is subscriber `first_index + i`, on topic (that) % topics.
+    Subscribers { first_index: u64 },
+    /// The worker's connection p publishes topics p, p + P, p + 2P, ... (P: its connections).
+    Publishers,
+}
 /// Connections that failed, by cause. Every connection that fails counts once, under the
 /// first thing that went wrong with it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +214,10 @@ pub struct Failures {
     pub echo_mismatch: u64,
     /// No close frame from the server within the close timeout after ours (churn).
     pub no_close: u64,
+    /// Fanout: the subscription (or NATS's CONNECT) was refused or not acknowledged within
+    /// the subscribe timeout.
+    #[serde(default)]
+    pub no_subscribe_ack: u64,
 }
 
 /// The first thing that went wrong with a connection: one field of [`Failures`].
@@ -149,6 +236,7 @@ pub enum Cause {
     NoEcho,
     EchoMismatch,
     NoClose,
+    NoSubscribeAck,
 }
 
 impl Failures {
@@ -167,12 +255,13 @@ impl Failures {
             Cause::NoEcho => &mut self.no_echo,
             Cause::EchoMismatch => &mut self.echo_mismatch,
             Cause::NoClose => &mut self.no_close,
+            Cause::NoSubscribeAck => &mut self.no_subscribe_ack,
         };
         *count += 1;
     }
 
     /// Each cause with its count, in declaration order, for reports.
-    pub fn by_cause(&self) -> [(&'static str, u64); 13] {
+    pub fn by_cause(&self) -> [(&'static str, u64); 14] {
         [
             ("connect_refused", self.connect_refused),
             ("connect_timeout", self.connect_timeout),
@@ -187,6 +276,7 @@ impl Failures {
             ("no_echo", self.no_echo),
             ("echo_mismatch", self.echo_mismatch),
             ("no_close", self.no_close),
+            ("no_subscribe_ack", self.no_subscribe_ack),
         ]
     }
 
@@ -208,6 +298,7 @@ impl Failures {
         self.no_echo += other.no_echo;
         self.echo_mismatch += other.echo_mismatch;
         self.no_close += other.no_close;
+        self.no_subscribe_ack += other.no_subscribe_ack;
     }
 }
 
@@ -235,6 +326,34 @@ pub struct WorkerReport {
     pub measured_ms: u64,
     /// Whether `stop` or the deadline cut the run short.
     pub stopped_early: bool,
+    /// Fanout: what the connections saw besides the steps' tallies.
+    #[serde(default)]
+    pub fanout: Option<FanoutTotals>,
+}
+
+/// Fanout counts over the whole run, beside the per-step tallies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanoutTotals {
+    /// Deliveries of a step that arrived after the step was collected.
+    pub late_deliveries: u64,
+    /// `error` messages (NATS: -ERR) from the server.
+    pub server_errors: u64,
+    /// `reset` messages from the server.
+    pub resets: u64,
+    /// Messages that were none of the above: foreign topics or data, malformed.
+    pub unexpected: u64,
+    /// Messages the publishers sent, over all steps.
+    pub published: u64,
+}
+
+impl FanoutTotals {
+    pub fn merge(&mut self, other: &FanoutTotals) {
+        self.late_deliveries += other.late_deliveries;
+        self.server_errors += other.server_errors;
+        self.resets += other.resets;
+        self.unexpected += other.unexpected;
+        self.published += other.published;
+    }
 }
 
 /// A line that is not a message of this protocol.
@@ -321,6 +440,28 @@ mod tests {
                 },
                 ..plan()
             }),
+            Command::Start(WorkerPlan {
+                scenario: ScenarioPlan::Fanout(FanoutPlan {
+                    protocol: Protocol::Nats,
+                    topics: 100,
+                    role: FanoutRole::Subscribers {
+                        first_index: 18_000,
+                    },
+                    payload_bytes: 100,
+                    subscribe_timeout_ms: 5000,
+                }),
+                ..plan()
+            }),
+            Command::Step(Step {
+                index: 2,
+                rate_per_second: 4000.0,
+                duration_ms: 5000,
+            }),
+            Command::Collect(CollectOrder {
+                step: 2,
+                published_per_topic: vec![40, 40],
+                drain_timeout_ms: 5000,
+            }),
         ];
         for command in commands {
             let line = encode_line(&command);
@@ -352,6 +493,10 @@ mod tests {
             messages: 0,
             measured_ms: 0,
             stopped_early: true,
+            fanout: Some(FanoutTotals {
+                late_deliveries: 3,
+                ..FanoutTotals::default()
+            }),
         };
         let progress = Progress {
             attempted: 5,
@@ -359,14 +504,37 @@ mod tests {
             failed: 1,
             ramp_ms: 0,
             messages: 7,
+            ready: 2,
         };
         let events = [
             Event::Progress(progress),
             Event::Established(progress),
-            Event::Finished(report),
+            Event::Finished(Box::new(report)),
             Event::Failed {
                 message: "no \"runtime\"\nhere".into(),
             },
+            Event::StepPublished(StepPublished {
+                worker_index: 2,
+                step: 1,
+                published_per_topic: vec![5, 5, 4],
+                duration_ms: 1000,
+                publishers: 2,
+            }),
+            Event::StepCollected(Box::new(StepCollected {
+                worker_index: 1,
+                step: 1,
+                deliveries: 9,
+                expected: 10,
+                drained: false,
+                latency_ns: EncodedHistogram::encode(&histogram),
+                faults: OrderFaults {
+                    gaps: 1,
+                    ..OrderFaults::default()
+                },
+                reach: vec![ReachEntry(0, 1, 25_000, 3)],
+                reach_truncated: false,
+                subscribers_per_topic: vec![(0, 3), (1, 2)],
+            })),
         ];
         for event in events {
             let line = encode_line(&event);
@@ -406,6 +574,7 @@ mod tests {
             Cause::NoEcho,
             Cause::EchoMismatch,
             Cause::NoClose,
+            Cause::NoSubscribeAck,
         ];
         let mut failures = Failures::default();
         for (index, cause) in causes.iter().enumerate() {
@@ -418,11 +587,12 @@ mod tests {
             .iter()
             .map(|(_, count)| *count)
             .collect();
-        assert_eq!(counts, (1..=13).collect::<Vec<u64>>());
-        assert_eq!(failures.total(), 91);
+        assert_eq!(counts, (1..=14).collect::<Vec<u64>>());
+        assert_eq!(failures.total(), 105);
         let mut merged = failures;
         merged.merge(&failures);
-        assert_eq!(merged.total(), 182);
+        assert_eq!(merged.total(), 210);
+        assert_eq!(merged.no_subscribe_ack, 28);
         assert_eq!(merged.no_close, 26);
         assert_eq!(merged.no_echo, 22);
     }

@@ -348,6 +348,7 @@ mod tests {
             messages: latencies_ns.len() as u64,
             measured_ms: 1000 + worker_index as u64,
             stopped_early: false,
+            fanout: None,
         }
     }
 

@@ -1,8 +1,12 @@
-//! Real runs of the binary against a small tungstenite echo server inside the test.
+//! Real runs of the binary against small tungstenite servers inside the test: an echo server,
+//! and a pub/sub server speaking ringcast's JSON protocol for `fanout`.
 
+use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -316,4 +320,218 @@ fn churn_run_is_consistent() {
         "{summary}"
     );
     assert!(processes_tagged("churn").is_empty());
+}
+
+/// Topics of the pub/sub test server: each with its latest sequence number and subscribers.
+type Topics = Arc<Mutex<HashMap<String, (u64, Vec<Sender<String>>)>>>;
+
+/// How long a pub/sub connection's read waits before it looks at its outgoing queue.
+const PUBSUB_POLL: Duration = Duration::from_millis(2);
+
+/// Starts a pub/sub server with ringcast's JSON protocol (subscribe, subscribed with the
+/// topic's seq, publish, deliveries with seq 1, 2, 3, ... per topic). With `drop_every`, the
+/// delivery of every nth seq of topic T0000 to its first subscriber is skipped, to show that
+/// losses are found.
+fn pubsub_server(drop_every: Option<u64>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let topics: Topics = Arc::default();
+    thread::spawn(move || {
+        for stream in listener.incoming().take(SERVER_CONNECTIONS_MAX) {
+            let Ok(stream) = stream else { continue };
+            let topics = Arc::clone(&topics);
+            thread::spawn(move || serve_pubsub(stream, &topics, drop_every));
+        }
+    });
+    format!("ws://{address}/ws")
+}
+
+/// One connection: reads with a short timeout, and between reads sends what its queue holds
+/// (its acknowledgements and the deliveries other connections' publishes put there).
+fn serve_pubsub(stream: TcpStream, topics: &Topics, drop_every: Option<u64>) {
+    let Ok(mut socket) = tungstenite::accept(stream) else {
+        return;
+    };
+    socket
+        .get_ref()
+        .set_read_timeout(Some(PUBSUB_POLL))
+        .unwrap();
+    let (sender, outgoing): (Sender<String>, Receiver<String>) = mpsc::channel();
+    loop {
+        match socket.read() {
+            Ok(Message::Text(text)) => handle_pubsub(&text, &sender, topics, drop_every),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(error))
+                if error.kind() == std::io::ErrorKind::WouldBlock
+                    || error.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+        for text in outgoing.try_iter() {
+            if socket.write(Message::text(text)).is_err() {
+                return;
+            }
+        }
+        if socket.flush().is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ClientMessage<'a> {
+    op: String,
+    #[serde(default)]
+    topics: Vec<String>,
+    #[serde(default)]
+    topic: String,
+    #[serde(borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+fn handle_pubsub(text: &str, sender: &Sender<String>, topics: &Topics, drop_every: Option<u64>) {
+    let message: ClientMessage = serde_json::from_str(text).unwrap();
+    let mut topics = topics.lock().unwrap();
+    match message.op.as_str() {
+        "subscribe" => {
+            for topic in message.topics {
+                let (seq, subscribers) = topics.entry(topic.clone()).or_default();
+                subscribers.push(sender.clone());
+                let reply = format!(r#"{{"op":"subscribed","topic":"{topic}","seq":{seq}}}"#);
+                sender.send(reply).unwrap();
+            }
+        }
+        "publish" => {
+            let (seq, subscribers) = topics.entry(message.topic.clone()).or_default();
+            *seq += 1;
+            let data = message.data.unwrap().get();
+            let delivery = format!(
+                r#"{{"topic":"{}","seq":{seq},"data":{data}}}"#,
+                message.topic
+            );
+            for (index, subscriber) in subscribers.iter().enumerate() {
+                let dropped = drop_every.is_some_and(|every| {
+                    message.topic == "T0000" && index == 0 && *seq % every == 0
+                });
+                if !dropped {
+                    // A subscriber that has gone is no longer counted on.
+                    let _ = subscriber.send(delivery.clone());
+                }
+            }
+        }
+        other => panic!("unexpected op {other}"),
+    }
+}
+
+fn fanout_arguments<'a>(url: &'a str, path: &'a str, rates: &'a str) -> Vec<&'a str> {
+    vec![
+        "fanout",
+        "--protocol",
+        "ringcast",
+        "--url",
+        url,
+        "--subscribers",
+        "40",
+        "--topics",
+        "4",
+        "--publishers",
+        "2",
+        "--payload-bytes",
+        "120",
+        "--rates",
+        rates,
+        "--step-seconds",
+        "1",
+        "--drain-seconds",
+        "2",
+        "--workers",
+        "2",
+        // The bound is not what these tests are about: a loaded test machine must not fail
+        // them, so it is far above any latency this server shows.
+        "--latency-ms-p99-max",
+        "60000",
+        "--output",
+        path,
+    ]
+}
+
+/// `fanout` over two subscriber workers and a publisher worker: every subscriber is ready,
+/// every step delivers each published message to each of its topic's subscribers once and
+/// in order (checked by counter and by seq), and the counts agree across the report.
+#[test]
+fn fanout_run_delivers_everything() {
+    let url = pubsub_server(None);
+    let path = output_path("fanout");
+    let arguments = fanout_arguments(&url, path.to_str().unwrap(), "100,200");
+    let output = loadtest(&arguments, "fanout").output().unwrap();
+    assert!(output.status.success(), "{}", show(&output));
+    let result = read_result(&path);
+    assert_eq!(result["scenario"], "fanout");
+    assert_eq!(result["workers"], 3, "{result:#}");
+    assert_eq!(result["subscribers_ready"], 40, "{result:#}");
+    assert_eq!(result["publishers_ready"], 2, "{result:#}");
+    assert_eq!(result["totals"]["failures_total"], 0, "{result:#}");
+    assert_eq!(result["every_delivery_checked"], true, "{result:#}");
+    assert_eq!(result["highest_met"], 1, "{result:#}");
+    let steps = result["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    for (step, offered) in steps.iter().zip([100, 200]) {
+        assert_eq!(step["offered_per_second"], offered as f64, "{step:#}");
+        // Each of the 4 topics has 10 subscribers.
+        assert_eq!(step["published"], offered, "{step:#}");
+        let deliveries = step["deliveries"].as_u64().unwrap();
+        assert_eq!(deliveries, offered * 10, "{step:#}");
+        assert_eq!(step["deliveries_expected"].as_u64().unwrap(), deliveries);
+        assert_eq!(step["missing"], 0);
+        assert_eq!(step["latency"]["count"].as_u64().unwrap(), deliveries);
+        assert_eq!(step["messages_complete"], offered, "{step:#}");
+        assert_eq!(step["messages_incomplete"], 0, "{step:#}");
+        assert_eq!(step["reach"]["count"], offered, "{step:#}");
+        let faults = &step["faults"];
+        assert_eq!(faults["gaps"], 0, "{step:#}");
+        assert_eq!(faults["seq_mismatches"], 0, "{step:#}");
+        assert_eq!(step["met_bound"], true);
+        // A message reaches its last subscriber no sooner than its median subscriber.
+        let reach_max = step["reach"]["max_us"].as_f64().unwrap();
+        assert!(
+            reach_max >= step["latency"]["p50_us"].as_f64().unwrap(),
+            "{step:#}"
+        );
+        assert_eq!(reach_max, step["latency"]["max_us"].as_f64().unwrap());
+    }
+    let summary = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        summary.contains("| every delivery arrived once, in order | yes |"),
+        "{summary}"
+    );
+    assert!(processes_tagged("fanout").is_empty());
+}
+
+/// A server that loses deliveries: the gaps are found by counter and by seq, the messages
+/// count as missing and incomplete, the step misses the bound and the plan stops there.
+#[test]
+fn fanout_run_finds_losses() {
+    let url = pubsub_server(Some(10));
+    let path = output_path("fanout-losses");
+    let arguments = fanout_arguments(&url, path.to_str().unwrap(), "200,400");
+    let output = loadtest(&arguments, "fanout-losses").output().unwrap();
+    assert!(output.status.success(), "{}", show(&output));
+    let result = read_result(&path);
+    assert_eq!(result["every_delivery_checked"], false, "{result:#}");
+    assert_eq!(result["highest_met"], serde_json::Value::Null, "{result:#}");
+    let steps = result["steps"].as_array().unwrap();
+    assert_eq!(
+        steps.len(),
+        1,
+        "the plan stops at the first step missing the bound"
+    );
+    let step = &steps[0];
+    // Topic T0000 gets 50 of the 200 messages; its first subscriber misses seq 10, 20, ..., 50.
+    assert_eq!(step["missing"], 5, "{step:#}");
+    assert_eq!(step["messages_incomplete"], 5, "{step:#}");
+    // The last loss may be the final message, which no later one reveals as a gap.
+    let gaps = step["faults"]["gaps"].as_u64().unwrap();
+    assert!((4..=5).contains(&gaps), "{step:#}");
+    assert_eq!(step["faults"]["duplicates"], 0, "{step:#}");
+    assert_eq!(step["met_bound"], false, "{step:#}");
+    assert!(processes_tagged("fanout-losses").is_empty());
 }

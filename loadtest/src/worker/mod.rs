@@ -2,6 +2,7 @@
 //! own tokio-uring runtime, reports progress and results on stdout (see `crate::protocol`).
 
 mod connection;
+mod fanout;
 mod memory_stream;
 mod scenario;
 
@@ -9,6 +10,7 @@ use std::cell::Cell;
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use self::connection::Target;
+use self::fanout::{FanoutDriver, FanoutShared, FanoutThread};
 use self::scenario::{Counters, Phase, ThreadContext, ThreadStats, run_thread};
 use crate::addresses::{thread_connections, worker_share};
 use crate::histogram::{EncodedHistogram, merge_into, new_histogram};
@@ -54,7 +57,7 @@ pub fn main() -> i32 {
     };
     match run(plan, &mut output) {
         Ok(report) => {
-            send(&mut output, &Event::Finished(report));
+            send(&mut output, &Event::Finished(Box::new(report)));
             0
         }
         Err(message) => {
@@ -100,8 +103,13 @@ fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String
     let (phase_sender, phase_receiver) = watch::channel(Phase::Ramp);
     let phase_sender = Arc::new(phase_sender);
     let counters = Arc::new(Counters::default());
-    let threads = spawn_threads(&plan, &target, &phase_receiver, &counters, started)?;
-    spawn_command_reader(Arc::clone(&phase_sender));
+    let is_fanout = matches!(plan.scenario, ScenarioPlan::Fanout(_));
+    let fanout = is_fanout.then(|| Arc::new(FanoutShared::new(plan.threads)));
+    let threads = spawn_threads(&plan, &target, &phase_receiver, &counters, started, &fanout)?;
+    let (command_sender, command_receiver) = mpsc::channel();
+    spawn_command_reader(Arc::clone(&phase_sender), command_sender);
+    let mut driver =
+        fanout.map(|shared| FanoutDriver::new(shared, plan.worker_index, command_receiver));
 
     let mut established_sent = false;
     let mut last_progress = started;
@@ -119,8 +127,17 @@ fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String
                 stopped_at.get_or_insert_with(Instant::now);
             }
         }
+        if let Some(driver) = &mut driver {
+            driver.poll(output);
+        }
         let progress = progress(&counters);
-        let settled = progress.established + progress.failed == plan.connections;
+        // A fanout connection is settled once subscribed (or ready to publish), or failed.
+        let settled_count = if is_fanout {
+            progress.ready + progress.failed
+        } else {
+            progress.established + progress.failed
+        };
+        let settled = settled_count >= plan.connections;
         if settled && !established_sent {
             send(output, &Event::Established(progress));
             established_sent = true;
@@ -144,6 +161,7 @@ fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String
     report.ramp_ms = counters.ramp_ms.load(Ordering::Relaxed);
     report.stopped_early = stopped_early;
     report.measured_ms = measured_ms;
+    report.fanout = driver.map(|driver| driver.totals());
     Ok(report)
 }
 
@@ -156,7 +174,8 @@ fn measured_ms(plan: &WorkerPlan, proceeded_at: Option<Instant>, ended_at: Insta
     let (from, until) = match plan.scenario {
         ScenarioPlan::Connect { .. } => (proceeded_at, ended_at),
         // Churn has no measured phase after `proceed`: its figures are counts and latencies.
-        ScenarioPlan::Churn { .. } => return 0,
+        // Fanout's figures are per step.
+        ScenarioPlan::Churn { .. } | ScenarioPlan::Fanout(_) => return 0,
         ScenarioPlan::Echo {
             warmup_ms,
             duration_ms,
@@ -179,6 +198,7 @@ fn progress(counters: &Counters) -> Progress {
         failed: counters.failed.load(Ordering::Relaxed),
         ramp_ms: counters.ramp_ms.load(Ordering::Relaxed),
         messages: counters.messages.load(Ordering::Relaxed),
+        ready: counters.ready.load(Ordering::Relaxed),
     }
 }
 
@@ -190,6 +210,7 @@ fn spawn_threads(
     phase: &watch::Receiver<Phase>,
     counters: &Arc<Counters>,
     worker_started: Instant,
+    fanout: &Option<Arc<FanoutShared>>,
 ) -> Result<Vec<JoinHandle<ThreadResult>>, String> {
     let rate = plan.rate_per_second / plan.threads as f64;
     (0..plan.threads)
@@ -201,6 +222,10 @@ fn spawn_threads(
                 counters: Arc::clone(counters),
                 worker_started,
                 open: Cell::new(0),
+                fanout: fanout.as_ref().map(|shared| FanoutThread {
+                    shared: Arc::clone(shared),
+                    thread_index,
+                }),
             };
             let indices = thread_connections(plan.connections, thread_index, plan.threads);
             let open_max = match plan.scenario {
@@ -224,9 +249,9 @@ fn spawn_threads(
         .collect()
 }
 
-/// Reads `proceed` and `stop` from stdin for the rest of the run. End of input means the
-/// coordinator is gone: stop.
-fn spawn_command_reader(phase: Arc<watch::Sender<Phase>>) {
+/// Reads `proceed` and `stop` from stdin for the rest of the run, and passes fanout's `step`
+/// and `collect` on to `fanout_commands`. End of input means the coordinator is gone: stop.
+fn spawn_command_reader(phase: Arc<watch::Sender<Phase>>, fanout_commands: mpsc::Sender<Command>) {
     thread::spawn(move || {
         for line in io::stdin().lock().lines() {
             let Ok(line) = line else { break };
@@ -246,6 +271,10 @@ fn spawn_command_reader(phase: Arc<watch::Sender<Phase>>) {
                     return;
                 }
                 Ok(Command::Start(_)) => eprintln!("worker: ignoring a second start command"),
+                Ok(command @ (Command::Step(_) | Command::Collect(_))) => {
+                    // Only a fanout worker reads these; elsewhere they are dropped unread.
+                    let _ = fanout_commands.send(command);
+                }
                 Err(error) => eprintln!("worker: {error}"),
             }
         }

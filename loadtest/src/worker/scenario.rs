@@ -13,6 +13,7 @@ use tokio::time::{Instant, sleep, timeout_at};
 use tungstenite::Message;
 
 use super::connection::{Closed, Connection, Sizes, Target, open};
+use super::fanout::{FanoutConnection, FanoutThread};
 use crate::addresses::address_for;
 use crate::histogram::{new_histogram, record};
 use crate::protocol::{Cause, Failures, ScenarioPlan, WorkerPlan};
@@ -37,8 +38,11 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Milliseconds from the worker's start to the latest end of a connection attempt.
     pub ramp_ms: AtomicU64,
-    /// Echoes received and checked, warm-up included, for the rate-over-time plot.
+    /// Echoes received and checked, warm-up included, for the rate-over-time plot; fanout:
+    /// deliveries.
     pub messages: AtomicU64,
+    /// Fanout: connections subscribed (publishers: ready to publish).
+    pub ready: AtomicU64,
 }
 
 /// What one thread measured.
@@ -76,6 +80,8 @@ pub struct ThreadContext {
     pub worker_started: Instant,
     /// Connection tasks of this thread that have not ended yet.
     pub open: Cell<u64>,
+    /// Fanout only: the state the thread's connections share with the worker's main thread.
+    pub fanout: Option<FanoutThread>,
 }
 
 /// Seconds a connection may take to send its close frame at the end.
@@ -214,6 +220,20 @@ async fn run_connection_stages(
         }
         return;
     }
+    if let (ScenarioPlan::Fanout(fanout), Some(thread)) = (&context.plan.scenario, &context.fanout)
+    {
+        let task = FanoutConnection {
+            plan: &context.plan,
+            fanout,
+            thread,
+            counters: &context.counters,
+            index,
+        };
+        let outcome = task.run(&mut connection, &mut phase).await;
+        record_outcome(stats, outcome);
+        connection.close(Instant::now() + CLOSE_TIMEOUT).await;
+        return;
+    }
     let outcome = match hold(&mut connection, &mut phase).await {
         Err(Closed) => Err(Cause::ClosedEarly),
         Ok(Phase::Proceed { at }) => match context.plan.scenario {
@@ -226,16 +246,23 @@ async fn run_connection_stages(
                 run.run(&mut connection, &mut phase, stats, &context.counters)
                     .await
             }
-            ScenarioPlan::Churn { .. } => unreachable!("churn connections end above"),
+            ScenarioPlan::Churn { .. } | ScenarioPlan::Fanout(_) => {
+                unreachable!("churn and fanout connections end above")
+            }
         },
         Ok(_) => Ok(false),
     };
+    record_outcome(stats, outcome);
+    connection.close(Instant::now() + CLOSE_TIMEOUT).await;
+}
+
+/// Counts a connection that ran to the end as alive, one that failed under its cause.
+fn record_outcome(stats: &RefCell<ThreadStats>, outcome: Result<bool, Cause>) {
     match outcome {
         Ok(true) => stats.borrow_mut().alive += 1,
         Ok(false) => {}
         Err(cause) => stats.borrow_mut().failures.record(cause),
     }
-    connection.close(Instant::now() + CLOSE_TIMEOUT).await;
 }
 
 fn sizes(scenario: &ScenarioPlan) -> Sizes {
@@ -250,6 +277,15 @@ fn sizes(scenario: &ScenarioPlan) -> Sizes {
             // A whole echo (payload + at most 14 bytes of frame head) in one read when it fits
             // in 64 KiB; larger messages take several reads.
             let bytes = (payload_bytes + 14).clamp(512, 64 * 1024);
+            Sizes {
+                read_bytes: bytes,
+                codec_read_bytes: bytes,
+            }
+        }
+        // Room for a few deliveries per read (the data plus about 60 bytes of envelope and
+        // frame head each) while a million subscribers still fit in memory.
+        ScenarioPlan::Fanout(fanout) => {
+            let bytes = ((fanout.payload_bytes + 64) * 4).clamp(1024, 64 * 1024);
             Sizes {
                 read_bytes: bytes,
                 codec_read_bytes: bytes,

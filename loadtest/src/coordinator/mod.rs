@@ -1,5 +1,10 @@
 //! The coordinator: splits a run over worker processes, steps them through the phases,
-//! samples memory, merges their reports and writes the results.
+//! samples memory, merges their reports and writes the results. The fanout scenario's steps
+//! are driven by `fanout`.
+
+mod fanout;
+
+pub use self::fanout::fanout;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command as Process, Stdio};
@@ -14,6 +19,7 @@ use crate::cli::{ChurnOptions, CommonOptions, ConnectOptions, EchoOptions};
 use crate::live::Live;
 use crate::plots::{PlotInput, RateSamples, write_plots};
 use crate::protocol::{Command, Event, Progress, ScenarioPlan, WorkerPlan, WorkerReport};
+use crate::protocol::{StepCollected, StepPublished};
 use crate::protocol::{encode_line, parse_line};
 use crate::report::{
     ChurnFigures, EchoFigures, KernelMemory, RunResult, ServerMemory, merge_reports,
@@ -64,7 +70,7 @@ impl Run {
     fn rate_count(&self, progress: &Progress) -> u64 {
         match self.scenario {
             ScenarioPlan::Connect { .. } | ScenarioPlan::Churn { .. } => progress.established,
-            ScenarioPlan::Echo { .. } => progress.messages,
+            ScenarioPlan::Echo { .. } | ScenarioPlan::Fanout(_) => progress.messages,
         }
     }
 }
@@ -275,6 +281,10 @@ struct Worker {
     gone: bool,
     /// Its progress over time, for the rate plot.
     rate_samples: RateSamples,
+    /// Fanout: the steps its publishers reported, in order.
+    published: Vec<StepPublished>,
+    /// Fanout: the steps its subscribers reported, in order.
+    collected: Vec<StepCollected>,
 }
 
 impl Worker {
@@ -341,6 +351,8 @@ fn spawn_worker(
         report: None,
         gone: false,
         rate_samples: RateSamples::new(rate_samples_max),
+        published: Vec::new(),
+        collected: Vec::new(),
     };
     worker.tell(&Command::Start(plan.clone()));
     Ok(worker)
@@ -567,6 +579,9 @@ impl<'a> Steps<'a> {
             ScenarioPlan::Connect { .. } => "pinging every connection",
             ScenarioPlan::Echo { .. } => "echo traffic: warm-up, then measuring",
             ScenarioPlan::Churn { .. } => "every planned connection opened or failed",
+            ScenarioPlan::Fanout(_) => {
+                unreachable!("fanout runs are driven by coordinator::fanout")
+            }
         };
         let elapsed_seconds = self.started.elapsed().as_secs_f64();
         self.live.note(&format!("[{elapsed_seconds:6.1} s] {what}"));
@@ -583,11 +598,13 @@ impl<'a> Steps<'a> {
                 self.record_progress(worker, progress);
                 worker.established = true;
             }
-            Event::Finished(report) => worker.report = Some(report),
+            Event::Finished(report) => worker.report = Some(*report),
             Event::Failed { message } => {
                 self.live.note(&format!("worker {index} failed: {message}"));
                 worker.gone = true;
             }
+            Event::StepPublished(published) => worker.published.push(published),
+            Event::StepCollected(collected) => worker.collected.push(*collected),
         }
     }
 
@@ -608,6 +625,7 @@ fn total_progress(workers: &[Worker]) -> Progress {
         total.failed += worker.progress.failed;
         total.ramp_ms = total.ramp_ms.max(worker.progress.ramp_ms);
         total.messages += worker.progress.messages;
+        total.ready += worker.progress.ready;
     }
     total
 }
@@ -667,7 +685,7 @@ fn summarize(
                 },
             })
         }
-        ScenarioPlan::Connect { .. } | ScenarioPlan::Churn { .. } => None,
+        ScenarioPlan::Connect { .. } | ScenarioPlan::Churn { .. } | ScenarioPlan::Fanout(_) => None,
     };
     let churn = match run.scenario {
         ScenarioPlan::Churn { duration_ms, .. } => Some(ChurnFigures::of(&totals, duration_ms)),
@@ -734,6 +752,7 @@ fn plot(
             &totals.connect_latency_ns_histogram,
             "connections opened",
         ),
+        ScenarioPlan::Fanout(_) => unreachable!("fanout runs are driven by coordinator::fanout"),
     };
     let histogram = histogram.decode().map_err(|error| error.to_string())?;
     let rate_samples: Vec<_> = workers

@@ -1,0 +1,425 @@
+//! The fanout run from the coordinator's side: subscribers spread over workers, publishers in
+//! one more worker; once every subscription is acknowledged, each step goes: `step` to the
+//! publishers' worker, its `step_published`, `collect` (with what was published per topic) to
+//! every subscribers' worker, their `step_collected`, then the merge and the verdict.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use super::{
+    CONNECTIONS_PER_WORKER_DEFAULT, DEADLINE_SLACK, DESCRIPTORS_RESERVED, Incoming, STOP_GRACE,
+    WORKER_DEADLINE_EXTRA, Worker, descriptor_limit, reap, spawn_worker, stop_all,
+};
+use crate::addresses::{ADDRESSES_MAX, default_address_count, worker_addresses, worker_share};
+use crate::cli::FanoutOptions;
+use crate::fanout::report::{FanoutResult, StepResult};
+use crate::fanout::steps::{Step, geometric_rates, highest_met, steps_of};
+use crate::live::Live;
+use crate::protocol::{
+    CollectOrder, Command, Event, FanoutPlan, FanoutRole, FanoutTotals, ScenarioPlan, WorkerPlan,
+};
+use crate::report::merge_reports;
+use crate::worker::Target;
+
+/// How long the publishers' worker may take past a step's planned end to report it; it gives
+/// up on missing publishers after 10 s of its own.
+const STEP_SLACK: Duration = Duration::from_secs(15);
+
+/// The steps the options ask for.
+fn plan_steps(options: &FanoutOptions) -> Result<Vec<Step>, String> {
+    if let Some(rate) = options.rate {
+        return steps_of(&[rate], options.duration_seconds * 1000);
+    }
+    let rates = match &options.rates {
+        Some(rates) => rates.clone(),
+        None => geometric_rates(
+            options.rate_start.unwrap_or(1000.0),
+            options.rate_factor,
+            options.rate_max,
+        )?,
+    };
+    steps_of(&rates, options.step_seconds * 1000)
+}
+
+struct Layout {
+    plans: Vec<WorkerPlan>,
+    address_count: usize,
+    deadline: Duration,
+}
+
+fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
+    Target::parse(&options.common.url)?;
+    let (subscribers, publishers) = (options.subscribers, options.publishers);
+    if subscribers == 0 || options.topics == 0 || publishers == 0 {
+        return Err("--subscribers, --topics and --publishers must be positive".into());
+    }
+    if publishers > u64::from(options.topics) {
+        return Err("--publishers must not exceed --topics: each topic has one publisher".into());
+    }
+    if !(options.connect_rate > 0.0 && options.connect_rate.is_finite()) {
+        return Err("--connect-rate must be positive".into());
+    }
+    if options.common.threads_per_worker == 0 {
+        return Err("--threads-per-worker must be at least 1".into());
+    }
+    let default_workers = subscribers.div_ceil(CONNECTIONS_PER_WORKER_DEFAULT) as usize;
+    let subscriber_workers = options.common.workers.unwrap_or(default_workers).max(1);
+    if subscriber_workers as u64 > subscribers {
+        return Err("--workers must not exceed --subscribers: each worker needs one".into());
+    }
+    let per_worker_max = descriptor_limit().saturating_sub(DESCRIPTORS_RESERVED);
+    let per_worker = worker_share(subscribers, 0, subscriber_workers).max(publishers);
+    if per_worker > per_worker_max {
+        return Err(format!(
+            "{per_worker} connections per worker exceed the open-files limit (at most \
+             {per_worker_max} each); use --workers {} or more",
+            subscribers.div_ceil(per_worker_max.max(1))
+        ));
+    }
+    // One more worker for the publishers.
+    let workers = subscriber_workers + 1;
+    let address_count = options
+        .common
+        .source_addresses
+        .unwrap_or_else(|| default_address_count(subscribers + publishers, workers));
+    if address_count < workers || address_count > ADDRESSES_MAX {
+        return Err(format!(
+            "--source-addresses must be between the workers ({workers}) and {ADDRESSES_MAX}"
+        ));
+    }
+    let connect_timeout = Duration::from_secs(options.common.connect_timeout_seconds);
+    let ramp = Duration::from_secs_f64((subscribers + publishers) as f64 / options.connect_rate)
+        + connect_timeout
+        + Duration::from_secs(options.subscribe_timeout_seconds);
+    let drain = Duration::from_secs(options.drain_seconds);
+    let stepping: Duration = steps
+        .iter()
+        .map(|step| Duration::from_millis(step.duration_ms) + STEP_SLACK + drain)
+        .sum();
+    let deadline = ramp + stepping + DEADLINE_SLACK;
+    let fanout = |role| FanoutPlan {
+        protocol: options.protocol,
+        topics: options.topics,
+        role,
+        payload_bytes: options.payload_bytes,
+        subscribe_timeout_ms: options.subscribe_timeout_seconds * 1000,
+    };
+    let mut plans = Vec::with_capacity(workers);
+    let mut first_index = 0;
+    for worker_index in 0..workers {
+        let is_publishers = worker_index == subscriber_workers;
+        let (connections, role) = if is_publishers {
+            (publishers, FanoutRole::Publishers)
+        } else {
+            let count = worker_share(subscribers, worker_index, subscriber_workers);
+            first_index += count;
+            (
+                count,
+                FanoutRole::Subscribers {
+                    first_index: first_index - count,
+                },
+            )
+        };
+        plans.push(WorkerPlan {
+            worker_index,
+            url: options.common.url.clone(),
+            connections,
+            rate_per_second: options.connect_rate * connections as f64
+                / (subscribers + publishers) as f64,
+            threads: options.common.threads_per_worker,
+            source_addresses: worker_addresses(worker_index, workers, address_count),
+            connect_timeout_ms: connect_timeout.as_millis() as u64,
+            deadline_ms: (deadline + WORKER_DEADLINE_EXTRA).as_millis() as u64,
+            scenario: ScenarioPlan::Fanout(fanout(role)),
+        });
+    }
+    Ok(Layout {
+        plans,
+        address_count,
+        deadline,
+    })
+}
+
+pub fn fanout(options: FanoutOptions) -> Result<i32, String> {
+    let steps = plan_steps(&options)?;
+    let layout = lay_out(&options, &steps)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .map_err(|error| format!("cannot handle signals: {error}"))?;
+    }
+    eprintln!(
+        "fanout ({:?}): {} subscribers on {} topics, {} publishers, {} step(s), {} worker(s), \
+         {} source addresses",
+        options.protocol,
+        options.subscribers,
+        options.topics,
+        options.publishers,
+        steps.len(),
+        layout.plans.len(),
+        layout.address_count
+    );
+    let (sender, receiver) = mpsc::channel();
+    let mut workers = Vec::with_capacity(layout.plans.len());
+    let rate_samples_max = (layout.deadline + STOP_GRACE).as_secs() as usize + 2;
+    for plan in &layout.plans {
+        match spawn_worker(plan, sender.clone(), rate_samples_max) {
+            Ok(worker) => workers.push(worker),
+            Err(error) => {
+                stop_all(&mut workers);
+                reap(&mut workers);
+                return Err(error);
+            }
+        }
+    }
+    drop(sender);
+    let mut run = Driver {
+        workers: &mut workers,
+        events: &receiver,
+        interrupted: &interrupted,
+        started: Instant::now(),
+        deadline: Instant::now() + layout.deadline,
+        live: Live::new(options.subscribers + options.publishers),
+        latency_ns_p99_max: (options.latency_ms_p99_max * 1e6) as u64,
+        drain_timeout_ms: options.drain_seconds * 1000,
+    };
+    let (results, stopped_by) = match run.steps(&steps) {
+        Ok(results) => (results, None),
+        Err((results, reason)) => (results, Some(reason)),
+    };
+    run.finish();
+    reap(&mut workers);
+    let result = summarize(&options, &layout, &workers, results, stopped_by)?;
+    if let Some(path) = &options.common.output {
+        let json = serde_json::to_string_pretty(&result).expect("results serialize");
+        std::fs::write(path, json + "\n")
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    print!("{}", result.markdown());
+    Ok(if result.stopped_by.is_some() || result.workers_lost > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+/// The coordinator's loop through the ramp and the steps.
+struct Driver<'a> {
+    workers: &'a mut [Worker],
+    events: &'a Receiver<Incoming>,
+    interrupted: &'a AtomicBool,
+    started: Instant,
+    deadline: Instant,
+    live: Live,
+    latency_ns_p99_max: u64,
+    drain_timeout_ms: u64,
+}
+
+type StepsOutcome = Result<Vec<StepResult>, (Vec<StepResult>, String)>;
+
+impl Driver<'_> {
+    /// Waits (bounded by the deadline) for one event and applies it; `Err` with the reason
+    /// when the run must stop.
+    fn pump(&mut self) -> Result<(), String> {
+        match self.events.recv_timeout(Duration::from_millis(50)) {
+            Ok(Incoming::Event(index, event)) => self.apply(index, *event),
+            Ok(Incoming::Ended(index)) => self.workers[index].gone = true,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+        }
+        let progress = super::total_progress(self.workers);
+        self.live.update(&progress);
+        if self.interrupted.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        if Instant::now() >= self.deadline {
+            return Err("deadline".into());
+        }
+        match self.workers.iter().position(|worker| worker.gone) {
+            Some(index) => Err(format!("worker {index} lost")),
+            None => Ok(()),
+        }
+    }
+
+    fn apply(&mut self, index: usize, event: Event) {
+        let worker = &mut self.workers[index];
+        match event {
+            Event::Progress(progress) => worker.progress = progress,
+            Event::Established(progress) => {
+                worker.progress = progress;
+                worker.established = true;
+            }
+            Event::Finished(report) => worker.report = Some(*report),
+            Event::Failed { message } => {
+                self.live.note(&format!("worker {index} failed: {message}"));
+                worker.gone = true;
+            }
+            Event::StepPublished(published) => worker.published.push(published),
+            Event::StepCollected(collected) => worker.collected.push(*collected),
+        }
+    }
+
+    fn wait_until(&mut self, condition: impl Fn(&[Worker]) -> bool) -> Result<(), String> {
+        while !condition(self.workers) {
+            self.pump()?;
+        }
+        Ok(())
+    }
+
+    /// The ramp, then the steps until one misses the bound.
+    fn steps(&mut self, steps: &[Step]) -> StepsOutcome {
+        let mut results = Vec::new();
+        if let Err(reason) = self.wait_until(|workers| workers.iter().all(Worker::settled)) {
+            return Err((results, reason));
+        }
+        let progress = super::total_progress(self.workers);
+        self.note(&format!(
+            "ready: {} connections subscribed or publishing, {} failed",
+            progress.ready, progress.failed
+        ));
+        for step in steps {
+            match self.step(*step) {
+                Ok(result) => {
+                    let met = result.met_bound;
+                    results.push(result);
+                    if !met {
+                        break;
+                    }
+                }
+                Err(reason) => return Err((results, reason)),
+            }
+        }
+        Ok(results)
+    }
+
+    fn step(&mut self, step: Step) -> Result<StepResult, String> {
+        self.note(&format!(
+            "step {}: {} publishes/s for {:.1} s",
+            step.index,
+            step.rate_per_second,
+            step.duration_ms as f64 / 1000.0
+        ));
+        let publishers = self.workers.len() - 1;
+        self.workers[publishers].tell(&Command::Step(step));
+        self.wait_until(|workers| {
+            workers[publishers]
+                .published
+                .iter()
+                .any(|published| published.step == step.index)
+        })?;
+        let published = self.workers[publishers]
+            .published
+            .iter()
+            .find(|published| published.step == step.index)
+            .expect("waited for it")
+            .clone();
+        let order = Command::Collect(CollectOrder {
+            step: step.index,
+            published_per_topic: published.published_per_topic.clone(),
+            drain_timeout_ms: self.drain_timeout_ms,
+        });
+        for worker in &mut self.workers[..publishers] {
+            worker.tell(&order);
+        }
+        let has_step = |worker: &Worker| worker.collected.iter().any(|c| c.step == step.index);
+        self.wait_until(|workers| workers[..publishers].iter().all(has_step))?;
+        let collected: Vec<_> = self.workers[..publishers]
+            .iter()
+            .flat_map(|worker| worker.collected.iter().filter(|c| c.step == step.index))
+            .collect();
+        let result = StepResult::merge(step, &published, &collected, self.latency_ns_p99_max)
+            .map_err(|error| error.to_string())?;
+        self.note(&format!(
+            "step {}: {:.0} published/s, {:.0} deliveries/s, p99 {:.2} ms, missing {}, \
+             bound {}",
+            step.index,
+            result.achieved_per_second,
+            result.deliveries_per_second,
+            result.latency.p99_us / 1000.0,
+            result.missing,
+            if result.met_bound { "met" } else { "missed" }
+        ));
+        Ok(result)
+    }
+
+    fn note(&self, line: &str) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.live.note(&format!("[{seconds:6.1} s] {line}"));
+    }
+
+    /// Stops every worker and waits (bounded) for their final reports.
+    fn finish(&mut self) {
+        stop_all(self.workers);
+        let give_up_at = Instant::now() + STOP_GRACE;
+        while !self.workers.iter().all(Worker::done) && Instant::now() < give_up_at {
+            match self.events.recv_timeout(Duration::from_millis(50)) {
+                Ok(Incoming::Event(index, event)) => self.apply(index, *event),
+                Ok(Incoming::Ended(index)) => self.workers[index].gone = true,
+                Err(_) => {}
+            }
+        }
+        self.live.finish();
+    }
+}
+
+fn summarize(
+    options: &FanoutOptions,
+    layout: &Layout,
+    workers: &[Worker],
+    steps: Vec<StepResult>,
+    stopped_by: Option<String>,
+) -> Result<FanoutResult, String> {
+    let reports: Vec<_> = workers
+        .iter()
+        .filter_map(|worker| worker.report.clone())
+        .collect();
+    let totals = merge_reports(&reports).map_err(|error| error.to_string())?;
+    let mut fanout_totals = FanoutTotals::default();
+    for report in &reports {
+        fanout_totals.merge(&report.fanout.unwrap_or_default());
+    }
+    let publishers_index = workers.len() - 1;
+    let ready = |range: &[Worker]| range.iter().map(|worker| worker.progress.ready).sum();
+    let met: Vec<bool> = steps.iter().map(|step| step.met_bound).collect();
+    let every_delivery_checked = !steps.is_empty()
+        && fanout_totals.late_deliveries == 0
+        && steps
+            .iter()
+            .all(|step| step.missing == 0 && step.faults.total() == 0);
+    let settings = serde_json::json!({
+        "url": options.common.url,
+        "protocol": options.protocol,
+        "subscribers": options.subscribers,
+        "topics": options.topics,
+        "publishers": options.publishers,
+        "payload_bytes": options.payload_bytes,
+        "steps": plan_steps(options)?,
+        "latency_ms_p99_max": options.latency_ms_p99_max,
+        "drain_seconds": options.drain_seconds,
+        "subscribe_timeout_seconds": options.subscribe_timeout_seconds,
+        "connect_rate": options.connect_rate,
+        "connect_timeout_seconds": options.common.connect_timeout_seconds,
+        "threads_per_worker": options.common.threads_per_worker,
+        "workers": layout.plans.len(),
+        "source_addresses": layout.address_count,
+        "deadline_seconds": layout.deadline.as_secs(),
+    });
+    Ok(FanoutResult {
+        scenario: "fanout",
+        settings,
+        stopped_by,
+        workers: workers.len(),
+        workers_lost: workers.iter().filter(|w| w.report.is_none()).count(),
+        subscribers_planned: options.subscribers,
+        subscribers_ready: ready(&workers[..publishers_index]),
+        publishers_planned: options.publishers,
+        publishers_ready: ready(&workers[publishers_index..]),
+        totals,
+        fanout_totals,
+        latency_ms_p99_max: options.latency_ms_p99_max,
+        highest_met: highest_met(&met),
+        every_delivery_checked,
+        steps,
+    })
+}

@@ -1,0 +1,181 @@
+//! Small `connect` and `echo` runs of the load generator against the real ringcast binary, so
+//! that the README's one test command exercises both ends together.
+//!
+//! Finding the server: Cargo gives a test the path of its own package's binaries only
+//! (CARGO_BIN_EXE_*), and a package cannot depend on another package's binary on stable
+//! Cargo. The mirror image (the test in the root crate running the load generator) has the
+//! same problem. So this test builds `ringcast` itself, with the Cargo that runs the test,
+//! into the same target directory and profile as the test executable: under
+//! `cargo test --workspace` the binary is already built and up to date, so the build is a
+//! no-op; under `cargo test -p ringcast-loadtest` it is built (or rebuilt) before use, so the
+//! test never runs a stale server. Cargo holds its build lock only while compiling, not while
+//! tests run, so the nested build does not wait on the outer one.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long the server may take to print its address.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+/// The target directory and profile this test was built into: its executable is
+/// `<target>/<profile>/deps/real_ringcast-<hash>`.
+fn target_profile() -> (PathBuf, String) {
+    let executable = std::env::current_exe().unwrap();
+    let profile_directory = executable.parent().unwrap().parent().unwrap();
+    let profile = profile_directory.file_name().unwrap().to_string_lossy();
+    (
+        profile_directory.parent().unwrap().to_owned(),
+        profile.into_owned(),
+    )
+}
+
+/// Builds (if needed) and returns the path of the `ringcast` binary.
+fn ringcast_binary() -> PathBuf {
+    let (target, profile) = target_profile();
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args(["build", "--quiet", "-p", "ringcast", "--bin", "ringcast"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    let status = command.status().expect("running cargo build for ringcast");
+    assert!(status.success(), "cargo build -p ringcast failed: {status}");
+    target.join(&profile).join("ringcast")
+}
+
+/// A running ringcast, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(arguments: &[&str]) -> Server {
+        let mut child = Command::new(ringcast_binary())
+            // Warnings and errors only: the info lines of a healthy start are noise in test output.
+            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(arguments)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting ringcast");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        // Keeps draining stdout so the server never blocks on a full pipe; ends at its exit.
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = sender.send(reader.read_line(&mut line).map(|_| line));
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let mut server = Server {
+            child,
+            url: String::new(),
+        };
+        let line = receiver
+            .recv_timeout(STARTUP_WAIT)
+            .expect("ringcast printed its address")
+            .unwrap();
+        let address = line
+            .trim_end()
+            .strip_prefix("ringcast listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        server.url = format!("ws://{address}/ws");
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the load generator and returns its JSON result.
+fn loadtest(arguments: &[&str], name: &str) -> Value {
+    let path = std::env::temp_dir().join(format!(
+        "ringcast-loadtest-real-{name}-{}.json",
+        std::process::id()
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_ringcast-loadtest"))
+        .args(arguments)
+        .arg("--output")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// 200 connections to ringcast, held for a second: every one upgrades and answers its ping.
+#[test]
+fn connect_against_ringcast() {
+    let server = Server::start(&["--shards", "2"]);
+    let arguments = [
+        "connect",
+        "--url",
+        &server.url,
+        "--connections",
+        "200",
+        "--rate",
+        "2000",
+        "--hold-seconds",
+        "1",
+    ];
+    let result = loadtest(&arguments, "connect");
+    let totals = &result["totals"];
+    assert_eq!(totals["established"], 200, "{result:#}");
+    assert_eq!(totals["alive"], 200, "{result:#}");
+    assert_eq!(totals["failures_total"], 0, "{result:#}");
+    assert_eq!(totals["connect_latency"]["count"], 200, "{result:#}");
+}
+
+/// Echo through ringcast's --echo mode: every echo is checked byte for byte, none fails.
+#[test]
+fn echo_against_ringcast() {
+    let server = Server::start(&["--shards", "2", "--echo"]);
+    let arguments = [
+        "echo",
+        "--url",
+        &server.url,
+        "--connections",
+        "10",
+        "--payload-bytes",
+        "100",
+        "--warmup-seconds",
+        "0",
+        "--duration-seconds",
+        "1",
+    ];
+    let result = loadtest(&arguments, "echo");
+    let totals = &result["totals"];
+    assert_eq!(totals["established"], 10, "{result:#}");
+    assert_eq!(totals["alive"], 10, "{result:#}");
+    assert_eq!(totals["failures_total"], 0, "{result:#}");
+    let messages = totals["messages"].as_u64().unwrap();
+    assert!(messages > 0, "{result:#}");
+    assert_eq!(totals["round_trip"]["count"].as_u64().unwrap(), messages);
+}
