@@ -14,6 +14,7 @@ use tracing::error;
 
 use crate::config::ServerConfig;
 use crate::shard::mailbox::{Command, Mailbox, Waker};
+use crate::shard::metrics_board::MetricsBoard;
 use crate::shard::{Shard, ShardReport};
 
 /// The listen backlog; the kernel caps it at net.core.somaxconn.
@@ -38,14 +39,23 @@ impl Server {
         let mailboxes: Arc<[Arc<Mailbox>]> = (0..config.shards)
             .map(|_| Arc::new(Mailbox::new(config.broker.mailbox_commands_max)))
             .collect();
+        let metrics_board = Arc::new(MetricsBoard::new(config.shards));
         for (index, listener) in listeners.into_iter().enumerate() {
             let mailboxes = Arc::clone(&mailboxes);
+            let metrics_board = Arc::clone(&metrics_board);
             let config = Arc::clone(&config);
             let ready = ready_sender.clone();
             let pin_core = (config.shards <= cores).then_some(index);
             let thread = std::thread::Builder::new()
                 .name(format!("ringcast-shard-{index}"))
-                .spawn(move || run_shard(config, listener, index, mailboxes, pin_core, ready))?;
+                .spawn(move || {
+                    let shared = Shared {
+                        shard_index: index,
+                        mailboxes,
+                        metrics_board,
+                    };
+                    run_shard(config, listener, shared, pin_core, ready)
+                })?;
             threads.push(thread);
         }
         drop(ready_sender);
@@ -124,18 +134,30 @@ impl Server {
     }
 }
 
+/// What a shard shares with the others.
+struct Shared {
+    shard_index: usize,
+    mailboxes: Arc<[Arc<Mailbox>]>,
+    metrics_board: Arc<MetricsBoard>,
+}
+
 fn run_shard(
     config: Arc<ServerConfig>,
     listener: OwnedFd,
-    shard_index: usize,
-    mailboxes: Arc<[Arc<Mailbox>]>,
+    shared: Shared,
     pin_core: Option<usize>,
     ready: mpsc::Sender<io::Result<()>>,
 ) -> io::Result<ShardReport> {
     if let Some(core) = pin_core {
         pin_to_core(core);
     }
-    let shard = match Shard::new(config, listener.as_raw_fd(), shard_index, mailboxes) {
+    let shard = match Shard::new(
+        config,
+        listener.as_raw_fd(),
+        shared.shard_index,
+        shared.mailboxes,
+        shared.metrics_board,
+    ) {
         Ok(shard) => shard,
         Err(error) => {
             let message = error.to_string();

@@ -12,15 +12,19 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
+use super::http::HttpState;
+use super::metrics_board::MetricsView;
+use crate::broker::http_api::PublishConfig;
 use crate::broker::message::encode_error;
 use crate::broker::request::{Request, RequestError, parse_request};
 use crate::broker::subscribers::POSITION_PENDING;
 use crate::config::{BrokerConfig, ServerConfig};
+use crate::protocol::CloseCode;
 use crate::protocol::frame::{FrameEncoder, OpCode};
-use crate::protocol::handshake::{self, HEADERS_COUNT_MAX};
-use crate::protocol::pool::{BufferPool, PooledBuffer};
+use crate::protocol::handshake;
+use crate::protocol::http::RequestLimits;
+use crate::protocol::pool::BufferPool;
 use crate::protocol::session::{Event, MessageKind, Session, SessionState};
-use crate::protocol::{CloseCode, HandshakeError};
 
 /// Where a connection's close sequence stands. Sockets are shut down before their descriptor is
 /// closed: an armed multishot receive otherwise keeps the socket open.
@@ -53,7 +57,7 @@ pub enum Deadline {
 /// The protocol phase.
 #[derive(Debug)]
 pub enum Phase {
-    Http { pending: Option<PooledBuffer> },
+    Http(HttpState),
     WebSocket { session: Session },
 }
 
@@ -269,57 +273,15 @@ pub enum BrokerRequest {
         topic: Bytes,
         since: Option<u64>,
     },
+    /// An HTTP publish: its answer goes to the response waiting under `ticket`.
+    HttpPublish {
+        message: Bytes,
+        topic_bytes: usize,
+        ticket: u32,
+    },
     Unsubscribe {
         topic: Bytes,
     },
-}
-
-/// An HTTP publish waiting for its seqs from the topics' owners. Pipelined requests are
-/// answered in order, so a response waits for those before it as well.
-#[derive(Debug)]
-pub struct PendingResponse {
-    /// The ticket of the first message; the others follow on.
-    pub first_ticket: u32,
-    pub seqs: Vec<u64>,
-    pub answered: usize,
-    pub refused: Option<&'static str>,
-    /// `POST /publish` (answered with `seqs`) rather than `POST /publish/{topic}` (`seq`).
-    pub batch: bool,
-    pub keep_alive: bool,
-}
-
-impl PendingResponse {
-    pub fn is_complete(&self) -> bool {
-        self.answered == self.seqs.len()
-    }
-
-    /// Writes the response: 200 with the seqs, or 503 when an owner refused a message.
-    pub fn write(&self, response: &mut BytesMut) {
-        use std::fmt::Write;
-        let headers = [("Content-Type", "application/json")];
-        let mut body = String::with_capacity(16 + self.seqs.len() * 8);
-        if let Some(reason) = self.refused {
-            let _ = write!(body, "{{\"error\":\"{reason}\"}}");
-            return handshake::write_response(
-                503,
-                &headers,
-                body.as_bytes(),
-                self.keep_alive,
-                response,
-            );
-        }
-        if self.batch {
-            body.push_str("{\"seqs\":[");
-            for (index, seq) in self.seqs.iter().enumerate() {
-                let separator = if index == 0 { "" } else { "," };
-                let _ = write!(body, "{separator}{seq}");
-            }
-            body.push_str("]}");
-        } else {
-            let _ = write!(body, "{{\"seq\":{}}}", self.seqs[0]);
-        }
-        handshake::write_response(200, &headers, body.as_bytes(), self.keep_alive, response);
-    }
 }
 
 /// One topic a connection subscribes to.
@@ -353,6 +315,13 @@ pub struct Context {
     pub now_ms: u64,
     /// Broker requests of the read being handled, in the order they arrived.
     pub broker_requests: Vec<BrokerRequest>,
+    /// Limits of HTTP requests and publishing, built once from `config`.
+    pub http_limits: RequestLimits,
+    pub publish_config: PublishConfig,
+    /// Every shard's metrics, for `GET /metrics`.
+    pub metrics: MetricsView,
+    /// Connections in the WebSocket phase.
+    pub websocket_connections: u64,
 }
 
 /// One connection of a shard.
@@ -379,16 +348,13 @@ pub struct Connection {
     pub subscriptions: Vec<Subscription>,
     /// Subscriptions holding a conflated message.
     pub conflated_count: u32,
-    /// HTTP publishes waiting for their seqs, oldest first, and the next ticket to hand out.
-    pub http_pending: VecDeque<PendingResponse>,
-    pub next_ticket: u32,
 }
 
 impl Connection {
     pub fn new(generation: u16, now_ms: u64, handshake_timeout_ms: u64) -> Connection {
         Connection {
             generation,
-            phase: Phase::Http { pending: None },
+            phase: Phase::Http(HttpState::default()),
             outbound: Outbound::default(),
             closing: Closing::Open,
             deadline: Deadline::Handshake,
@@ -402,8 +368,6 @@ impl Connection {
             publisher_paused: false,
             subscriptions: Vec::new(),
             conflated_count: 0,
-            http_pending: VecDeque::new(),
-            next_ticket: 0,
         }
     }
 
@@ -414,7 +378,7 @@ impl Connection {
             && matches!(&self.phase, Phase::WebSocket { session } if session.state() == SessionState::Open)
     }
 
-    fn set_deadline(&mut self, deadline: Deadline, deadline_ms: u64) {
+    pub(super) fn set_deadline(&mut self, deadline: Deadline, deadline_ms: u64) {
         self.deadline = deadline;
         self.deadline_ms = deadline_ms;
         self.deadline_changed = true;
@@ -447,147 +411,14 @@ impl Connection {
     /// Releases every pooled buffer (the connection is being freed).
     pub fn release_buffers(&mut self, pool: &mut BufferPool) {
         match &mut self.phase {
-            Phase::Http { pending } => {
-                if let Some(buffer) = pending.take() {
-                    pool.release(buffer);
-                }
-            }
+            Phase::Http(http) => http.reader.release_buffers(pool),
             Phase::WebSocket { session } => session.release_buffers(pool),
         }
     }
 
-    fn handle_http_bytes(&mut self, input: &mut [u8], context: &mut Context) {
-        let Phase::Http { pending } = &mut self.phase else {
-            unreachable!()
-        };
-        let Some(mut buffer) = pending.take() else {
-            return self.handle_requests(input, context);
-        };
-        let header_bytes_max = context.config.protocol.header_bytes_max;
-        let room = header_bytes_max.saturating_sub(buffer.len());
-        // Past the limit nothing can parse: keep one byte more than fits so the parser says 431.
-        buffer.extend_from_slice(
-            &input[..input
-                .len()
-                .min(room + 1)
-                .min(buffer.capacity() - buffer.len())],
-        );
-        self.handle_requests(buffer.as_mut_slice(), context);
-        context.pool.release(buffer);
-    }
-
-    /// Records an owner's answer for HTTP publish `ticket` and sends every response at the
-    /// front that is now complete.
-    pub fn answer_http_publish(&mut self, ticket: u32, result: Result<u64, &'static str>) {
-        let Some(pending) = self
-            .http_pending
-            .iter_mut()
-            .find(|pending| ticket.wrapping_sub(pending.first_ticket) < pending.seqs.len() as u32)
-        else {
-            return;
-        };
-        let index = ticket.wrapping_sub(pending.first_ticket) as usize;
-        match result {
-            Ok(seq) => pending.seqs[index] = seq,
-            Err(reason) => pending.refused = Some(reason),
-        }
-        pending.answered += 1;
-        while self
-            .http_pending
-            .front()
-            .is_some_and(PendingResponse::is_complete)
-        {
-            let pending = self.http_pending.pop_front().expect("checked");
-            let mut response = BytesMut::new();
-            pending.write(&mut response);
-            self.outbound.push_control(response.freeze());
-        }
-    }
-
-    /// Parses and answers every complete request in `bytes`; keeps an incomplete tail.
-    fn handle_requests(&mut self, bytes: &mut [u8], context: &mut Context) {
-        let mut offset = 0;
-        while offset < bytes.len() && self.closing == Closing::Open {
-            match self.handle_request(&mut bytes[offset..], context) {
-                Some(consumed) => offset += consumed,
-                None => return,
-            }
-        }
-    }
-
-    /// Handles one request at the start of `bytes`. Returns the bytes consumed when another
-    /// request may follow (keep-alive), `None` when done with `bytes`.
-    fn handle_request(&mut self, bytes: &mut [u8], context: &mut Context) -> Option<usize> {
-        let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
-        let mut response = BytesMut::new();
-        let parsed = handshake::parse_request(bytes, &mut headers, &context.config.protocol);
-        let request = match parsed {
-            Ok(Some(request)) => request,
-            Ok(None) => {
-                self.keep_pending(bytes, context);
-                return None;
-            }
-            Err(error) => {
-                self.refuse(&error, context);
-                return None;
-            }
-        };
-        let head_bytes = request.head_bytes();
-        if request.is_websocket_upgrade() {
-            let accepted = accepts_websocket_path(request.path(), &context.config)
-                .and_then(|()| handshake::accept_upgrade(&request, &context.config.protocol));
-            match accepted {
-                Ok(upgrade) => handshake::write_switching_protocols(&upgrade, &mut response),
-                Err(error) => {
-                    self.refuse(&error, context);
-                    return None;
-                }
-            }
-            self.outbound.push_control(response.freeze());
-            self.start_websocket(&mut bytes[head_bytes..], context);
-            return None;
-        }
-        context.counters.http_requests += 1;
-        let keep_alive = answer_plain_request(&request, &mut response);
-        self.outbound.push_control(response.freeze());
-        if !keep_alive {
-            self.close_after_flush(context);
-            return None;
-        }
-        self.set_deadline(
-            Deadline::Handshake,
-            context.now_ms + context.config.handshake_timeout_ms,
-        );
-        Some(head_bytes)
-    }
-
-    fn keep_pending(&mut self, bytes: &[u8], context: &mut Context) {
-        let Some(mut buffer) = context
-            .pool
-            .acquire(context.config.protocol.header_bytes_max + 1)
-        else {
-            debug!("no pooled buffer for a partial request head; closing");
-            context.counters.handshake_errors += 1;
-            return self.close_after_flush(context);
-        };
-        buffer.extend_from_slice(bytes);
-        let Phase::Http { pending } = &mut self.phase else {
-            unreachable!()
-        };
-        *pending = Some(buffer);
-    }
-
-    fn refuse(&mut self, error: &HandshakeError, context: &mut Context) {
-        debug!(%error, status = error.status(), "refusing request");
-        context.counters.handshake_errors += 1;
-        let mut response = BytesMut::new();
-        handshake::write_error_response(error, &mut response);
-        self.outbound.push_control(response.freeze());
-        self.close_after_flush(context);
-    }
-
-    fn start_websocket(&mut self, early_bytes: &mut [u8], context: &mut Context) {
+    pub(super) fn start_websocket(&mut self, early_bytes: &mut [u8], context: &mut Context) {
         context.counters.upgrades += 1;
+        context.websocket_connections += 1;
         self.phase = Phase::WebSocket {
             session: Session::new(),
         };
@@ -785,41 +616,4 @@ impl RequestSink<'_> {
             }
         }
     }
-}
-
-/// Whether a WebSocket may be opened at `path`: any path in echo mode (conformance suites pick
-/// their own), otherwise the broker endpoint `/ws` only.
-fn accepts_websocket_path(path: &str, config: &ServerConfig) -> Result<(), HandshakeError> {
-    if config.echo || path == "/ws" {
-        return Ok(());
-    }
-    Err(HandshakeError::NotFound)
-}
-
-/// Answers a plain HTTP request; returns whether the connection stays open for another.
-fn answer_plain_request(request: &handshake::Request<'_, '_>, response: &mut BytesMut) -> bool {
-    let has_body = request
-        .header("content-length")
-        .is_some_and(|length| length != b"0")
-        || request.header("transfer-encoding").is_some();
-    let connection_close = request
-        .header("connection")
-        .is_some_and(|value| value.eq_ignore_ascii_case(b"close"));
-    // Request bodies are not read yet (HTTP publishing comes with the broker), so a request with
-    // a body is answered and the connection closed rather than misreading the body as a request.
-    let keep_alive = request.version_minor() >= 1 && !connection_close && !has_body;
-    match (request.method(), request.path()) {
-        ("GET" | "HEAD", "/health") => {
-            handshake::write_response(200, &[], b"ok\n", keep_alive, response)
-        }
-        (_, "/health") => handshake::write_response(
-            405,
-            &[("Allow", "GET, HEAD")],
-            b"method not allowed\n",
-            keep_alive,
-            response,
-        ),
-        _ => handshake::write_response(404, &[], b"not found\n", keep_alive, response),
-    }
-    keep_alive
 }

@@ -43,6 +43,11 @@ impl Shard {
                 } => self.publish_from(slot, message, topic_bytes, None)?,
                 BrokerRequest::Subscribe { topic, since } => self.subscribe(slot, topic, since)?,
                 BrokerRequest::Unsubscribe { topic } => self.unsubscribe(slot, &topic)?,
+                BrokerRequest::HttpPublish {
+                    message,
+                    topic_bytes,
+                    ticket,
+                } => self.publish_from(slot, message, topic_bytes, Some(ticket))?,
             }
         }
         self.context.broker_requests = requests;
@@ -490,7 +495,8 @@ impl Shard {
         }
         match (reply.ticket, result) {
             (Some(ticket), result) => {
-                connection.answer_http_publish(ticket, result.map_err(OwnerError::reason));
+                let result = result.map_err(OwnerError::reason);
+                connection.answer_http_publish(ticket, result, &self.context);
             }
             (None, Err(error)) => {
                 self.context.counters.request_errors += 1;

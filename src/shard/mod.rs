@@ -9,7 +9,9 @@
 pub mod buffers;
 pub mod connection;
 mod fanout;
+pub mod http;
 pub mod mailbox;
+pub mod metrics_board;
 pub mod ring;
 pub mod timer;
 
@@ -23,6 +25,7 @@ use bytes::Bytes;
 use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
+use crate::broker::http_api::PublishConfig;
 use crate::broker::owner::OwnedTopics;
 use crate::broker::subscribers::SubscriberTable;
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
@@ -30,9 +33,10 @@ use crate::protocol::CloseCode;
 use crate::protocol::frame::{FrameEncoder, OpCode, encode_frame};
 use crate::protocol::pool::BufferPool;
 use buffers::ReceiveBuffers;
-use connection::{Closing, Connection, Context, Counters};
+use connection::{Closing, Connection, Context, Counters, Gauges, ShardMetrics};
 use fanout::Outbox;
 use mailbox::{Command, Mailbox};
+use metrics_board::{MetricsBoard, MetricsView};
 use ring::{Completion, Operation, Ring, Tag};
 use timer::TimerWheel;
 
@@ -57,6 +61,8 @@ const ENCODER_ARENA_BYTES: usize = 64 * 1024;
 const RECEIVE_GROUP_ID: u16 = 0;
 /// Deadlines fired per turn (the rest fire next turn).
 const EXPIRED_PER_TURN_MAX: usize = 4096;
+/// How often a shard sums the bytes queued to its connections for `GET /metrics`.
+const OUTBOUND_SUM_INTERVAL_MS: u64 = 1000;
 /// How long a shard waits for the others' rings at start-up.
 const SHARD_START_SECONDS_MAX: u64 = 30;
 /// `IORING_REGISTER_FILE_ALLOC_RANGE` from the kernel's io_uring.h (the crate keeps it private).
@@ -110,6 +116,9 @@ pub struct Shard {
     /// Scratch lists reused every delivery.
     deliver_targets: Vec<usize>,
     closing_slots: Vec<u32>,
+    /// The bytes queued to all connections, as last summed, and when.
+    outbound_queued_bytes: u64,
+    outbound_summed_ms: u64,
     ping_frame: Bytes,
     started: Instant,
     accepting: bool,
@@ -126,6 +135,7 @@ impl Shard {
         listener_fd: RawFd,
         shard_index: usize,
         mailboxes: Arc<[Arc<Mailbox>]>,
+        metrics_board: Arc<MetricsBoard>,
     ) -> io::Result<Shard> {
         let ring = Ring::new(SUBMISSION_ENTRIES)?;
         let table_slots = config.connections_per_shard_max + RESERVED_FILE_SLOTS;
@@ -139,6 +149,8 @@ impl Shard {
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
         let owned = OwnedTopics::new(&config.broker, shards);
+        let publish_config = PublishConfig::from_broker(&config.broker);
+        let http_limits = publish_config.request_limits(config.protocol.header_bytes_max);
         let send_slots = (0..SEND_SLOTS_MAX)
             .map(|_| new_send_slot(config.send_batch_frames_max))
             .collect();
@@ -158,6 +170,10 @@ impl Shard {
                 counters: Counters::default(),
                 now_ms: 0,
                 broker_requests: Vec::new(),
+                http_limits,
+                publish_config,
+                metrics: MetricsView::new(metrics_board),
+                websocket_connections: 0,
             },
             timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOT_COUNT, table_slots, 0),
             completions: Vec::with_capacity(COMPLETIONS_PER_TURN_MAX),
@@ -174,6 +190,8 @@ impl Shard {
             publishers_paused: Vec::new(),
             deliver_targets: Vec::with_capacity(shards),
             closing_slots: Vec::new(),
+            outbound_queued_bytes: 0,
+            outbound_summed_ms: 0,
             mailboxes,
             ping_frame: encode_frame(OpCode::Ping, true, b""),
             started: Instant::now(),
@@ -204,6 +222,7 @@ impl Shard {
             self.handle_commands()?;
             self.flush_outbox()?;
             self.flush_sends()?;
+            self.publish_metrics();
             if self.finished() {
                 break;
             }
@@ -552,6 +571,9 @@ impl Shard {
             .take()
             .expect("live connection");
         connection.release_buffers(&mut self.context.pool);
+        if matches!(connection.phase, connection::Phase::WebSocket { .. }) {
+            self.context.websocket_connections -= 1;
+        }
         self.timers.cancel(slot);
         self.connection_count -= 1;
         self.context.counters.connections_closed += 1;
@@ -748,6 +770,40 @@ impl Shard {
             self.after_activity(slot)?;
         }
         Ok(())
+    }
+
+    /// Leaves this turn's counters and gauges for `GET /metrics`. The bytes queued to all
+    /// connections take a walk over the table, so they are summed once a second.
+    fn publish_metrics(&mut self) {
+        let now_ms = self.context.now_ms;
+        if now_ms >= self.outbound_summed_ms + OUTBOUND_SUM_INTERVAL_MS {
+            self.outbound_summed_ms = now_ms;
+            self.outbound_queued_bytes = self
+                .connections
+                .iter()
+                .flatten()
+                .map(|connection| connection.outbound.queued_bytes() as u64)
+                .sum();
+        }
+        let mailbox = &self.mailboxes[self.shard_index];
+        let metrics = ShardMetrics {
+            counters: self.context.counters,
+            gauges: Gauges {
+                connections: self.connection_count as u64,
+                websocket_connections: self.context.websocket_connections,
+                subscriptions: self.subscribers.subscription_count() as u64,
+                topics_owned: self.owned.topic_count() as u64,
+                topics_subscribed: self.subscribers.topic_count() as u64,
+                history_bytes: self.owned.history_bytes() as u64,
+                mailbox_depth: mailbox.depth() as u64,
+                outbox_depth: self.outbox_depth as u64,
+                outbound_queued_bytes: self.outbound_queued_bytes,
+            },
+        };
+        self.context
+            .metrics
+            .board()
+            .publish(self.shard_index, &metrics);
     }
 
     fn connection_mut(&mut self, slot: u32) -> &mut Connection {

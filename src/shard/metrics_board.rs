@@ -1,0 +1,79 @@
+//! Where shards leave their metrics for `GET /metrics`, which any shard may serve.
+//!
+//! Each shard copies its counters and gauges into its own slot once a turn, with `try_lock`:
+//! a shard never waits on a scrape (if one holds the slot, the copy waits for the next turn).
+//! A scrape copies every slot, then renders.
+
+use std::sync::{Arc, Mutex};
+
+use super::connection::ShardMetrics;
+use crate::metrics::MetricsRenderer;
+
+/// Every shard's latest metrics.
+#[derive(Debug)]
+pub struct MetricsBoard {
+    shards: Vec<Mutex<ShardMetrics>>,
+}
+
+impl MetricsBoard {
+    pub fn new(shards: usize) -> MetricsBoard {
+        MetricsBoard {
+            shards: (0..shards)
+                .map(|_| Mutex::new(ShardMetrics::default()))
+                .collect(),
+        }
+    }
+
+    /// Records shard `index`'s metrics, unless a scrape is reading them right now.
+    pub fn publish(&self, index: usize, metrics: &ShardMetrics) {
+        if let Ok(mut slot) = self.shards[index].try_lock() {
+            *slot = *metrics;
+        }
+    }
+
+    /// Copies every shard's metrics into `out`.
+    pub fn snapshot(&self, out: &mut Vec<ShardMetrics>) {
+        out.clear();
+        for slot in &self.shards {
+            let metrics = *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            out.push(metrics);
+        }
+    }
+}
+
+/// A shard's means of answering a scrape.
+pub struct MetricsView {
+    board: Arc<MetricsBoard>,
+    renderer: MetricsRenderer,
+    snapshot: Vec<ShardMetrics>,
+}
+
+impl std::fmt::Debug for MetricsView {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("MetricsView")
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsView {
+    pub fn new(board: Arc<MetricsBoard>) -> MetricsView {
+        MetricsView {
+            board,
+            renderer: MetricsRenderer::new(),
+            snapshot: Vec::new(),
+        }
+    }
+
+    pub fn board(&self) -> &MetricsBoard {
+        &self.board
+    }
+
+    /// The Prometheus text of every shard's metrics.
+    pub fn render(&mut self) -> String {
+        self.board.snapshot(&mut self.snapshot);
+        let mut text = String::new();
+        self.renderer.render(&self.snapshot, &mut text);
+        text
+    }
+}
