@@ -125,7 +125,6 @@ impl Connection {
                 break;
             }
         }
-        drop(events);
         self.after_http_read(upgraded_at, answered, input, context);
     }
 
@@ -326,7 +325,8 @@ impl Answer<'_> {
             // Responses to earlier requests still wait for seqs, and after a 101 there is no
             // HTTP left to send them in.
             let error = HandshakeError::MalformedRequest("upgrade pipelined behind a publish");
-            return self.refuse(&HttpError::Request(error), false) && false;
+            self.refuse(&HttpError::Request(error), false);
+            return false;
         }
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
         let config = self.config;
