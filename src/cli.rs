@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{ConfigError, ConfigOverrides, ServerConfig};
+use crate::config::{ConfigError, ConfigOverrides, ServerConfig, SlowConsumerPolicy};
 
 const LONG_ABOUT: &str = "\
 ringcast is a WebSocket publish/subscribe broker for market-data fanout. It runs one shard per \
@@ -59,6 +59,29 @@ pub struct Arguments {
     /// `echo = true` in the config file or RINGCAST_ECHO=true.
     #[arg(long)]
     pub echo: bool,
+
+    /// Run the built-in ticker simulator: live market data at once.
+    ///
+    /// Publishes random-walk quotes for `demo_symbols` ticker symbols (default 500: AAPL, MSFT,
+    /// ...) at `--demo-messages-per-second` in total, as if a publisher were connected. Subscribe
+    /// at /ws to see them. Default off; also `demo = true` in [broker] or RINGCAST_DEMO=true.
+    #[arg(long)]
+    pub demo: bool,
+
+    /// Messages per second the demo feed publishes, over all its symbols.
+    ///
+    /// Default 1000. Overrides `demo_messages_per_second` in [broker] and
+    /// RINGCAST_DEMO_MESSAGES_PER_SECOND.
+    #[arg(long, value_name = "COUNT")]
+    pub demo_messages_per_second: Option<u64>,
+
+    /// What to do with a subscriber that cannot keep up: conflate, drop or disconnect.
+    ///
+    /// Default conflate: keep only the newest message per topic until its queue drains (the
+    /// subscriber sees seq jump). drop: drop the newest (counted). disconnect: close with 1008.
+    /// Overrides `slow_consumer_policy` in [broker] and RINGCAST_SLOW_CONSUMER_POLICY.
+    #[arg(long, value_name = "POLICY")]
+    pub slow_consumer_policy: Option<SlowConsumerPolicy>,
 
     /// Connections one shard holds at once.
     ///
@@ -115,6 +138,9 @@ impl Arguments {
             connections_per_shard_max: self.connections_per_shard_max,
             // The flag can only turn echo on; without it, the lower layers decide.
             echo: self.echo.then_some(true),
+            demo: self.demo.then_some(true),
+            demo_messages_per_second: self.demo_messages_per_second,
+            slow_consumer_policy: self.slow_consumer_policy,
             handshake_timeout_ms: self.handshake_timeout_ms,
             idle_timeout_ms: self.idle_timeout_ms,
             frame_bytes_max: self.frame_bytes_max,

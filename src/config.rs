@@ -313,8 +313,16 @@ impl BrokerConfig {
                 crate::broker::TOPIC_BYTES_LIMIT
             ));
         }
-        if self.demo_messages_per_second == 0 {
-            return Err("demo_messages_per_second must be at least 1".into());
+        use crate::broker::demo::{MESSAGES_PER_SECOND_MAX, SYMBOLS_COUNT_MAX};
+        if !(1..=MESSAGES_PER_SECOND_MAX).contains(&self.demo_messages_per_second) {
+            return Err(format!(
+                "demo_messages_per_second must be within 1..={MESSAGES_PER_SECOND_MAX}"
+            ));
+        }
+        if self.demo_symbols > SYMBOLS_COUNT_MAX {
+            return Err(format!(
+                "demo_symbols must be within 1..={SYMBOLS_COUNT_MAX}"
+            ));
         }
         Ok(())
     }

@@ -9,8 +9,9 @@ use signal_hook::iterator::Signals;
 use tracing::{error, info};
 
 use ringcast::cli::{self, Arguments};
-use ringcast::config;
+use ringcast::config::{self, BrokerConfig};
 use ringcast::server::Server;
+use ringcast::ticker::Ticker;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
         }
     };
     let shards = config.shards;
+    let broker = config.broker.clone();
     // Handlers first: once the address is announced, a SIGTERM must drain, not kill.
     let mut signals = Signals::new([SIGINT, SIGTERM]).expect("installing signal handlers");
     let server = match Server::start(config) {
@@ -68,7 +70,17 @@ fn main() -> ExitCode {
     // The first line on stdout names the address, so scripts and tests can find an ephemeral port.
     println!("ringcast listening on {}", server.local_address());
     info!(address = %server.local_address(), shards, "accepting connections");
+    let ticker = match demo_ticker(&server, &broker) {
+        Ok(ticker) => ticker,
+        Err(error) => {
+            error!("could not start the demo feed: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     wait_for_signal(&server, &mut signals);
+    if let Some(ticker) = ticker {
+        ticker.stop();
+    }
     match server.shutdown() {
         Ok(reports) => {
             info!(shards = reports.len(), "stopped cleanly");
@@ -79,6 +91,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts the demo feed when `--demo` asked for it.
+fn demo_ticker(server: &Server, broker: &BrokerConfig) -> std::io::Result<Option<Ticker>> {
+    if !broker.demo {
+        return Ok(None);
+    }
+    Ticker::start(broker, server.publisher()?).map(Some)
 }
 
 fn wait_for_signal(server: &Server, signals: &mut Signals) {

@@ -96,6 +96,14 @@ impl Server {
         Ok(())
     }
 
+    /// A handle that publishes into the broker from another thread (the demo feed).
+    pub fn publisher(&self) -> io::Result<Publisher> {
+        Ok(Publisher {
+            mailboxes: Arc::clone(&self.mailboxes),
+            waker: Waker::new()?,
+        })
+    }
+
     /// Closes every connection with 1001, waits for the drain, and joins the shards.
     pub fn shutdown(mut self) -> io::Result<Vec<ShardReport>> {
         for mailbox in self.mailboxes.iter() {
@@ -229,4 +237,33 @@ fn probe_port_free(address: SocketAddr) -> io::Result<SocketAddr> {
         )
     })?;
     Ok(probe.local_addr()?.as_socket().unwrap_or(address))
+}
+
+/// Publishes into the broker from a thread that is not a shard: each message goes to its topic's
+/// owner like a client's publish.
+pub struct Publisher {
+    mailboxes: Arc<[Arc<Mailbox>]>,
+    waker: Waker,
+}
+
+/// The owner's publish mailbox was full; the message was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishRefused;
+
+impl Publisher {
+    /// Hands `data` (one JSON value) for `topic` (a valid topic name) to the topic's owner.
+    pub fn publish(&mut self, topic: &str, data: &[u8]) -> Result<(), PublishRefused> {
+        let mut message = Vec::with_capacity(topic.len() + data.len());
+        message.extend_from_slice(topic.as_bytes());
+        message.extend_from_slice(data);
+        let command = Command::Publish {
+            message: Bytes::from(message),
+            topic_bytes: topic.len(),
+            reply: None,
+        };
+        let owner = crate::broker::owner_shard(topic.as_bytes(), self.mailboxes.len());
+        self.waker
+            .send(&self.mailboxes[owner], command)
+            .map_err(|_| PublishRefused)
+    }
 }

@@ -495,3 +495,38 @@ fn slow_consumer_disconnect() {
     let counters = totals(server);
     assert_eq!(counters.slow_consumer_closes, 1);
 }
+
+/// Proves the demo feed publishes live quotes that subscribers receive in seq order.
+#[test]
+fn demo_feed_publishes_quotes() {
+    let broker = BrokerConfig {
+        demo: true,
+        demo_symbols: 5,
+        demo_messages_per_second: 500,
+        ..BrokerConfig::default()
+    };
+    let server = start(2, broker.clone());
+    let ticker = ringcast::ticker::Ticker::start(&broker, server.publisher().unwrap()).unwrap();
+    let mut client = connect(server.local_address());
+    let seqs = subscribe(&mut client, &["AAPL"]);
+    for expected in seqs[0] + 1..=seqs[0] + 5 {
+        let quote = receive(&mut client);
+        assert_eq!(
+            (quote["topic"].as_str(), seq_of(&quote)),
+            (Some("AAPL"), expected)
+        );
+        let data = &quote["data"];
+        let (bid, price, ask) = (
+            data["bid"].as_f64(),
+            data["px"].as_f64(),
+            data["ask"].as_f64(),
+        );
+        assert!(bid < price && price < ask, "{data}");
+        assert!(
+            data["ts"].as_u64().unwrap() > 1_700_000_000_000,
+            "Unix milliseconds"
+        );
+    }
+    ticker.stop();
+    totals(server);
+}
