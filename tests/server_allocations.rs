@@ -1,6 +1,7 @@
 //! Proves the shard's hot path allocates nothing after warm-up: with a counting global allocator
 //! in this process, an in-process echo server receives, parses, encodes and sends 20,000
-//! messages with zero heap allocations. The client is a raw socket with buffers prepared before
+//! messages with zero heap allocations, and a two-shard broker numbers, keeps in history and
+//! fans out 5,000 publishes to four subscribers (across shards) with zero heap allocations. The client is a raw socket with buffers prepared before
 //! counting starts, so every allocation counted would be the server's.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -8,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use ringcast::config::ServerConfig;
+use ringcast::config::{BrokerConfig, ServerConfig};
 use ringcast::protocol::frame::{OpCode, encode_masked_frame};
 use ringcast::server::Server;
 
@@ -38,6 +39,9 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
+/// The two tests share the counters: they take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn count() {
     if COUNTING.load(Ordering::Relaxed) {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
@@ -58,6 +62,9 @@ fn echo_rounds(stream: &mut TcpStream, frame: &[u8], echo: &mut [u8], rounds: us
 /// Proves zero heap allocations in the server while it echoes 20,000 messages after warm-up.
 #[test]
 fn echo_hot_path_allocates_nothing_after_warm_up() {
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         shards: 1,
@@ -87,14 +94,115 @@ fn echo_hot_path_allocates_nothing_after_warm_up() {
     let mut echo = vec![0u8; 2 + MESSAGE.len()];
     // Warm-up: queues, pools and the encoder's arena reach their working size.
     echo_rounds(&mut stream, &frame, &mut echo, 20_000);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
     echo_rounds(&mut stream, &frame, &mut echo, 20_000);
     COUNTING.store(false, Ordering::SeqCst);
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
     drop(stream);
     server.shutdown().unwrap();
     assert_eq!(
         allocations, 0,
         "heap allocations while echoing 20,000 messages"
+    );
+}
+
+/// Upgrades a raw client at `/ws`, without allocating after the call returns.
+fn upgrade(stream: &mut TcpStream) {
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut tail = [0u8; 4];
+    while &tail != b"\r\n\r\n" {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).unwrap();
+        tail.rotate_left(1);
+        tail[3] = byte[0];
+    }
+}
+
+/// Reads one unmasked text frame shorter than 126 bytes into `buffer`; returns its payload.
+fn read_small_frame<'a>(stream: &mut TcpStream, buffer: &'a mut [u8; 128]) -> &'a [u8] {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x81, "a final text frame");
+    let length = usize::from(head[1]);
+    assert!(length < 126);
+    stream.read_exact(&mut buffer[..length]).unwrap();
+    &buffer[..length]
+}
+
+/// Publishes `rounds` messages and reads each from every subscriber, allocating nothing itself.
+fn fanout_rounds(
+    publisher: &mut TcpStream,
+    frame: &[u8],
+    subscribers: &mut [TcpStream],
+    rounds: usize,
+) {
+    let mut buffer = [0u8; 128];
+    for _ in 0..rounds {
+        publisher.write_all(frame).unwrap();
+        for subscriber in subscribers.iter_mut() {
+            let payload = read_small_frame(subscriber, &mut buffer);
+            assert!(payload.starts_with(br#"{"topic":"AAPL","seq":"#));
+        }
+    }
+}
+
+/// Proves zero heap allocations in a two-shard broker while it numbers, keeps and fans out
+/// 5,000 publishes after warm-up (history on, subscribers on both shards with near certainty).
+#[test]
+fn fanout_hot_path_allocates_nothing_after_warm_up() {
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        broker: BrokerConfig {
+            history_messages_max: 256,
+            ..BrokerConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).unwrap();
+    let address = server.local_address();
+    let mut subscribers: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(address).unwrap())
+        .collect();
+    let mut subscribe = Vec::new();
+    let request = br#"{"op":"subscribe","topics":["AAPL"]}"#;
+    encode_masked_frame(OpCode::Text, true, request, [9, 8, 7, 6], &mut subscribe);
+    let mut buffer = [0u8; 128];
+    for subscriber in &mut subscribers {
+        upgrade(subscriber);
+        subscriber.write_all(&subscribe).unwrap();
+        let reply = read_small_frame(subscriber, &mut buffer);
+        assert!(reply.starts_with(br#"{"op":"subscribed""#));
+    }
+    let mut publisher = TcpStream::connect(address).unwrap();
+    upgrade(&mut publisher);
+    let mut frame = Vec::new();
+    let publish = br#"{"op":"publish","topic":"AAPL","data":{"px":191.2}}"#;
+    encode_masked_frame(OpCode::Text, true, publish, [1, 2, 3, 4], &mut frame);
+    // Warm-up: history fills, queues and arenas reach their working size.
+    fanout_rounds(&mut publisher, &frame, &mut subscribers, 5_000);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    fanout_rounds(&mut publisher, &frame, &mut subscribers, 5_000);
+    COUNTING.store(false, Ordering::SeqCst);
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    drop(publisher);
+    drop(subscribers);
+    server.shutdown().unwrap();
+    assert_eq!(
+        allocations, 0,
+        "heap allocations while fanning out 5,000 publishes"
     );
 }

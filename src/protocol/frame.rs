@@ -1,6 +1,8 @@
 //! Frame heads: parsing without consuming anything until a head is complete, and encoding of
 //! unmasked server frames with the head in a fixed array (RFC 6455 §5.2).
 
+use std::collections::VecDeque;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::ProtocolError;
@@ -201,17 +203,23 @@ pub fn encode_close_payload(
     2 + reason_bytes
 }
 
-/// Encodes server frames into shared `Bytes` carved from one reusable arena, so that the hot path
-/// does not allocate per frame. Each frame is split off the arena and frozen; once every frame
-/// carved from a chunk has been sent and dropped, `BytesMut::reserve` finds the arena the only
-/// owner of that chunk again and reuses it instead of allocating. A frame still queued somewhere
-/// keeps its chunk alive, and the arena moves on to a new chunk (one allocation per
-/// `arena_bytes`, not per frame).
+/// Encodes server frames into shared `Bytes` carved from reusable arena chunks, so that the hot
+/// path does not allocate per frame. Each frame is split off the current chunk and frozen. A
+/// full chunk is retired while its frames are still queued or kept in history; once every frame
+/// carved from it has been dropped, `BytesMut::try_reclaim` finds the encoder its only owner
+/// again and the chunk is reused. New chunks are allocated only while more frames are alive than
+/// the chunks hold, so a steady state (bounded queues and history) allocates nothing.
 #[derive(Debug)]
 pub struct FrameEncoder {
     arena: BytesMut,
     arena_bytes: usize,
+    /// Full chunks waiting for their frames to be dropped, oldest first.
+    retired: VecDeque<BytesMut>,
 }
+
+/// Retired chunks an encoder keeps for reuse; beyond it the oldest is let go (it is freed when
+/// its last frame is).
+const RETIRED_CHUNKS_MAX: usize = 256;
 
 impl FrameEncoder {
     /// An encoder whose chunks hold `arena_bytes` (larger frames get a chunk of their own size).
@@ -219,6 +227,7 @@ impl FrameEncoder {
         FrameEncoder {
             arena: BytesMut::with_capacity(arena_bytes),
             arena_bytes,
+            retired: VecDeque::new(),
         }
     }
 
@@ -232,10 +241,7 @@ impl FrameEncoder {
     pub fn encode_parts(&mut self, opcode: OpCode, parts: &[&[u8]]) -> Bytes {
         let payload_bytes = parts.iter().map(|part| part.len()).sum();
         let (head, head_length) = encode_head(opcode, true, None, payload_bytes);
-        if self.arena.capacity() < head_length + payload_bytes {
-            self.arena
-                .reserve((head_length + payload_bytes).max(self.arena_bytes));
-        }
+        self.make_room(head_length + payload_bytes);
         self.arena.put_slice(&head[..head_length]);
         for part in parts {
             self.arena.put_slice(part);
@@ -254,14 +260,33 @@ impl FrameEncoder {
     }
 
     fn write(&mut self, parts: &[&[u8]]) -> Bytes {
-        let frame_bytes: usize = parts.iter().map(|part| part.len()).sum();
-        if self.arena.capacity() < frame_bytes {
-            self.arena.reserve(frame_bytes.max(self.arena_bytes));
-        }
+        self.make_room(parts.iter().map(|part| part.len()).sum());
         for part in parts {
             self.arena.put_slice(part);
         }
         self.arena.split().freeze()
+    }
+
+    /// Makes the current chunk hold `frame_bytes` more: reclaimed in place when its frames are
+    /// gone, else a retired chunk whose frames are gone, else a new one.
+    fn make_room(&mut self, frame_bytes: usize) {
+        if self.arena.capacity() >= frame_bytes || self.arena.try_reclaim(frame_bytes) {
+            return;
+        }
+        let chunk_bytes = frame_bytes.max(self.arena_bytes);
+        let reusable = self
+            .retired
+            .iter_mut()
+            .position(|chunk| chunk.try_reclaim(chunk_bytes));
+        let next = match reusable {
+            Some(index) => self.retired.remove(index).expect("index found"),
+            None => BytesMut::with_capacity(chunk_bytes),
+        };
+        let full = std::mem::replace(&mut self.arena, next);
+        if self.retired.len() == RETIRED_CHUNKS_MAX {
+            self.retired.pop_front();
+        }
+        self.retired.push_back(full);
     }
 }
 
@@ -329,6 +354,33 @@ mod tests {
             assert_eq!(frame, &encode_frame(OpCode::Binary, true, &payload));
         }
         assert_eq!(&encoder.copy(b"\x8a\x00")[..], b"\x8a\x00");
+    }
+
+    /// Proves chunks are reused once their frames are dropped, and never while one is alive.
+    #[test]
+    fn encoder_reuses_chunks_whose_frames_are_gone() {
+        let mut encoder = FrameEncoder::new(64);
+        let kept = encoder.encode(OpCode::Binary, true, &[7; 40]);
+        for round in 0..100u8 {
+            let frames: Vec<Bytes> = (0..4)
+                .map(|_| encoder.encode(OpCode::Binary, true, &[round; 40]))
+                .collect();
+            assert!(
+                frames
+                    .iter()
+                    .all(|frame| frame[2..].iter().all(|&byte| byte == round))
+            );
+        }
+        assert!(
+            encoder.retired.len() < 8,
+            "chunks were reused: {}",
+            encoder.retired.len()
+        );
+        assert_eq!(
+            kept,
+            encode_frame(OpCode::Binary, true, &[7; 40]),
+            "a live frame is intact"
+        );
     }
 
     /// Proves close payloads are cut at a character boundary within 125 bytes.
