@@ -565,7 +565,7 @@ fn full_mailboxes_push_back_without_loss() {
     for subscriber in &mut subscribers {
         subscribe(subscriber, &names);
     }
-    const MESSAGES: u64 = 600;
+    const MESSAGES: u64 = 2_000;
     let mut publisher = connect(address);
     for index in 0..MESSAGES {
         publish(&mut publisher, names[(index % 2) as usize], json!(index));
