@@ -237,6 +237,11 @@ pub struct BrokerConfig {
     pub publish_batch_items_max: usize,
     /// What to do with a subscriber that cannot keep up: conflate (default), drop or disconnect.
     pub slow_consumer_policy: SlowConsumerPolicy,
+    /// Bytes queued to all of one shard's connections before every subscriber of the shard is
+    /// treated as slow (the policy applies to new messages until the total is back under it).
+    /// Default 128 MiB. The per-connection limit bounds one subscriber; with 16,000 of them a
+    /// shard could otherwise hold 16 GB when the machine cannot send as fast as it publishes.
+    pub outbound_shard_bytes_max: usize,
     /// Topic patterns whose subscribers get the latest message right after `subscribed` (a
     /// last-value snapshot), when they give no `since`. A pattern is a name or a prefix ending
     /// in `*`; `"*"` is every topic. Default none.
@@ -267,6 +272,7 @@ impl Default for BrokerConfig {
             publish_body_bytes_max: 1024 * 1024,
             publish_batch_items_max: 1000,
             slow_consumer_policy: SlowConsumerPolicy::Conflate,
+            outbound_shard_bytes_max: 128 * 1024 * 1024,
             snapshot_topics: Vec::new(),
             mailbox_commands_max: 4096,
             outbox_commands_max: 64 * 1024,
@@ -299,6 +305,7 @@ impl BrokerConfig {
             ("request_bytes_max", self.request_bytes_max),
             ("mailbox_commands_max", self.mailbox_commands_max),
             ("outbox_commands_max", self.outbox_commands_max),
+            ("outbound_shard_bytes_max", self.outbound_shard_bytes_max),
             ("demo_symbols", self.demo_symbols),
         ];
         for (name, value) in positive {
@@ -763,6 +770,8 @@ config_overrides! {
     history_bytes_max: usize = "RINGCAST_HISTORY_BYTES_MAX" => broker.history_bytes_max;
     slow_consumer_policy: SlowConsumerPolicy = "RINGCAST_SLOW_CONSUMER_POLICY" =>
         broker.slow_consumer_policy;
+    outbound_shard_bytes_max: usize = "RINGCAST_OUTBOUND_SHARD_BYTES_MAX" =>
+        broker.outbound_shard_bytes_max;
     demo: bool = "RINGCAST_DEMO" => broker.demo;
     demo_messages_per_second: u64 = "RINGCAST_DEMO_MESSAGES_PER_SECOND" =>
         broker.demo_messages_per_second;
@@ -1196,7 +1205,7 @@ mod tests {
     /// Proves every variable is RINGCAST_ and its setting's name in upper case.
     #[test]
     fn environment_variables_follow_the_naming_rule() {
-        assert_eq!(ConfigOverrides::ENVIRONMENT_VARIABLES.len(), 22);
+        assert_eq!(ConfigOverrides::ENVIRONMENT_VARIABLES.len(), 23);
         for (setting, variable) in ConfigOverrides::ENVIRONMENT_VARIABLES {
             assert_eq!(*variable, format!("RINGCAST_{}", setting.to_uppercase()));
         }
@@ -1462,6 +1471,7 @@ mod tests {
                 "history_messages_max"
                 | "history_bytes_max"
                 | "slow_consumer_policy"
+                | "outbound_shard_bytes_max"
                 | "demo"
                 | "demo_messages_per_second" => table["broker"].get(setting),
                 _ => table.get(*setting),

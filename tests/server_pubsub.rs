@@ -35,8 +35,24 @@ fn start_with(config: ServerConfig) -> Server {
     Server::start(config).unwrap()
 }
 
+/// A stalled client's receive buffer, fixed before connecting: loopback's autotuning would
+/// otherwise let the kernel hold up to 32 MB for it, and a much smaller one makes TCP crawl on
+/// delayed acknowledgements when the client reads again.
+const SLOW_RECEIVE_BUFFER_BYTES: usize = 256 * 1024;
+
+fn connect_with_receive_buffer(address: SocketAddr, receive_buffer_bytes: usize) -> Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(receive_buffer_bytes).unwrap();
+    socket.connect(&address.into()).unwrap();
+    handshake(socket.into())
+}
+
 fn connect(address: SocketAddr) -> Client {
-    let stream = TcpStream::connect(address).unwrap();
+    handshake(TcpStream::connect(address).unwrap())
+}
+
+fn handshake(stream: TcpStream) -> Client {
+    let address = stream.peer_addr().unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
@@ -383,20 +399,36 @@ fn unsubscribe_stops_delivery() {
 /// buffers on loopback hold (about 10 MB for both ends), so its queue fills. (Shrinking the
 /// client's receive buffer instead makes loopback TCP crawl on delayed acknowledgements.) Returns the server, the stalled client and the publisher.
 fn stall_subscriber(policy: SlowConsumerPolicy, count: u64) -> (Server, Client, Client) {
+    stall_subscriber_with(
+        policy,
+        count,
+        64 * 1024,
+        BrokerConfig::default().outbound_shard_bytes_max,
+    )
+}
+
+/// `stall_subscriber` with the per-connection and per-shard queue limits given.
+fn stall_subscriber_with(
+    policy: SlowConsumerPolicy,
+    count: u64,
+    outbound_queue_bytes_max: usize,
+    outbound_shard_bytes_max: usize,
+) -> (Server, Client, Client) {
     // One shard, so that a round trip with the publisher proves its publishes were delivered;
     // delivery applies the policy the same way whichever shard the publisher is on.
     let config = ServerConfig {
         shards: 1,
-        outbound_queue_bytes_max: 64 * 1024,
+        outbound_queue_bytes_max,
         broker: BrokerConfig {
             slow_consumer_policy: policy,
+            outbound_shard_bytes_max,
             ..BrokerConfig::default()
         },
         ..test_config()
     };
     let server = start_with(config);
     let address = server.local_address();
-    let mut slow = connect(address);
+    let mut slow = connect_with_receive_buffer(address, SLOW_RECEIVE_BUFFER_BYTES);
     subscribe(&mut slow, &["TICK"]);
     let mut publisher = connect(address);
     let padding = "x".repeat(16 * 1024);
@@ -474,6 +506,30 @@ fn slow_consumer_conflate() {
     assert_eq!(
         counters.slow_consumer_conflations, lost,
         "every replaced message is counted"
+    );
+}
+
+/// Proves the shard-wide queue budget: with a per-connection limit too large to matter, a
+/// stalled subscriber that fills the shard's budget is conflated, and still ends with the newest
+/// message once it reads again.
+#[test]
+fn shard_queue_budget_applies_the_policy() {
+    // 48 MB published: several times what loopback's socket buffers hold.
+    const MESSAGES: u64 = 3 * STALL_MESSAGES;
+    let (server, mut slow, mut publisher) = stall_subscriber_with(
+        SlowConsumerPolicy::Conflate,
+        MESSAGES,
+        64 * 1024 * 1024,
+        256 * 1024,
+    );
+    let seqs = drain_backlog(&mut slow, &mut publisher, MESSAGES + 1);
+    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "in order");
+    assert!(seqs.contains(&MESSAGES), "the newest survives");
+    let counters = totals(server);
+    assert!(counters.slow_consumer_conflations > 0);
+    assert_eq!(
+        counters.slow_consumer_conflations,
+        MESSAGES + 1 - seqs.len() as u64
     );
 }
 

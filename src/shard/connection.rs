@@ -322,6 +322,17 @@ pub struct Context {
     pub metrics: MetricsView,
     /// Connections in the WebSocket phase.
     pub websocket_connections: u64,
+    /// The bytes queued to all connections: summed exactly every OUTBOUND_SUM_INTERVAL_MS and
+    /// kept up to date in between by deliveries (+) and completed sends (−). Over
+    /// `outbound_shard_bytes_max`, every subscriber is treated as slow.
+    pub outbound_bytes: u64,
+}
+
+impl Context {
+    /// Whether the shard's queues together are over their budget.
+    pub fn outbound_over_budget(&self) -> bool {
+        self.outbound_bytes > self.config.broker.outbound_shard_bytes_max as u64
+    }
 }
 
 /// One connection of a shard.
@@ -369,6 +380,24 @@ impl Connection {
             subscriptions: Vec::new(),
             conflated_count: 0,
         }
+    }
+
+    /// Queues the conflated messages (newest per topic) once the queue is below half its limits;
+    /// returns whether none is left held.
+    pub fn release_conflated(&mut self, bytes_max: usize, frames_max: usize) -> bool {
+        if self.conflated_count == 0 {
+            return true;
+        }
+        if self.outbound.is_over(bytes_max / 2, frames_max / 2) {
+            return false;
+        }
+        for subscription in &mut self.subscriptions {
+            if let Some(frame) = subscription.conflated.take() {
+                self.outbound.push_control(frame);
+            }
+        }
+        self.conflated_count = 0;
+        true
     }
 
     /// Whether messages may be queued to this connection: an open WebSocket that has not

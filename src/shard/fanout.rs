@@ -511,22 +511,15 @@ impl Shard {
 
     /// Re-queues conflated messages once a connection's queue has drained below half.
     pub(super) fn release_conflated(&mut self, slot: u32) {
+        let over_budget = self.context.outbound_over_budget();
         let (bytes_max, frames_max) = (
             self.context.config.outbound_queue_bytes_max,
             self.context.config.outbound_queue_frames_max,
         );
         let connection = self.connection_mut(slot);
-        if connection.conflated_count == 0
-            || connection.outbound.is_over(bytes_max / 2, frames_max / 2)
-        {
-            return;
+        if !over_budget {
+            connection.release_conflated(bytes_max, frames_max);
         }
-        for subscription in &mut connection.subscriptions {
-            if let Some(frame) = subscription.conflated.take() {
-                connection.outbound.push_control(frame);
-            }
-        }
-        connection.conflated_count = 0;
     }
 }
 
@@ -556,16 +549,27 @@ fn deliver_to_subscribers(
             continue;
         }
         // While an older message of the topic waits conflated, a newer one replaces it rather
-        // than overtaking it in the queue.
+        // than overtaking it in the queue, unless there is room again (a queue that drained
+        // with no send left to complete releases its conflated messages here).
         if connection.conflated_count > 0 && holds_conflated(connection, index) {
-            conflate(connection, index, frame, context);
-            continue;
+            if context.outbound_over_budget()
+                || !connection.release_conflated(bytes_max, frames_max)
+            {
+                conflate(connection, index, frame, context);
+                continue;
+            }
+            if !connection.send_listed {
+                connection.send_listed = true;
+                send_list.push(slot);
+            }
         }
-        if connection
-            .outbound
-            .push(frame.clone(), bytes_max, frames_max)
-            .is_ok()
-        {
+        let queued = !context.outbound_over_budget()
+            && connection
+                .outbound
+                .push(frame.clone(), bytes_max, frames_max)
+                .is_ok();
+        if queued {
+            context.outbound_bytes += frame.len() as u64;
             context.counters.deliveries += 1;
             if !connection.send_listed {
                 connection.send_listed = true;
