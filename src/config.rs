@@ -225,6 +225,10 @@ pub struct BrokerConfig {
     pub history_messages_max: usize,
     /// Bytes of encoded frames kept per topic for replay. Default 256 KiB.
     pub history_bytes_max: usize,
+    /// Bytes of history one shard keeps over all its topics. Default 256 MiB. Past it, each
+    /// publish evicts its own topic's oldest messages (keeping the latest), so the topics that
+    /// publish most give up history first.
+    pub history_shard_bytes_max: usize,
     /// Largest JSON request a client may send over the WebSocket (a publish's whole message).
     /// Default 64 KiB. A larger request is answered with an `error` and the connection stays.
     pub request_bytes_max: usize,
@@ -268,6 +272,7 @@ impl Default for BrokerConfig {
             subscriptions_per_connection_max: 1024,
             history_messages_max: 1024,
             history_bytes_max: 256 * 1024,
+            history_shard_bytes_max: 256 * 1024 * 1024,
             request_bytes_max: 64 * 1024,
             publish_body_bytes_max: 1024 * 1024,
             publish_batch_items_max: 1000,

@@ -113,6 +113,7 @@ pub struct OwnedTopics {
     topics_max: usize,
     history_messages_max: usize,
     history_bytes_max: usize,
+    history_shard_bytes_max: usize,
     history_bytes_total: usize,
 }
 
@@ -125,6 +126,7 @@ impl OwnedTopics {
             topics_max: config.topics_per_shard_max,
             history_messages_max: config.history_messages_max,
             history_bytes_max: config.history_bytes_max,
+            history_shard_bytes_max: config.history_shard_bytes_max,
             history_bytes_total: 0,
         }
     }
@@ -154,8 +156,12 @@ impl OwnedTopics {
             topic.history.push_back((topic.seq, frame.clone()));
             topic.history_bytes += frame.len();
             self.history_bytes_total += frame.len();
+            // Over the shard's budget, the topic being published pays: the busiest topics
+            // hold the most history, and evicting here costs no search.
             while topic.history.len() > self.history_messages_max
                 || (topic.history_bytes > self.history_bytes_max && topic.history.len() > 1)
+                || (self.history_bytes_total > self.history_shard_bytes_max
+                    && topic.history.len() > 1)
             {
                 let (_, evicted) = topic.history.pop_front().expect("length checked");
                 topic.history_bytes -= evicted.len();
@@ -361,6 +367,24 @@ mod tests {
         assert!(owned.history_bytes() <= 100);
         let answer = owned.subscribe(b"A", 0, Some(19), false).unwrap();
         assert_eq!(seqs_of(&answer.frames), [20]);
+    }
+
+    /// Proves the shard-wide history budget is kept by evicting from the topic published to.
+    #[test]
+    fn shard_history_budget() {
+        let config = BrokerConfig {
+            history_shard_bytes_max: 1000,
+            ..BrokerConfig::default()
+        };
+        let (mut owned, mut encoder) = (OwnedTopics::new(&config, 1), FrameEncoder::new(4096));
+        for round in 0..50 {
+            for topic in [b"A", b"B", b"C"] {
+                owned.publish(topic, &[b'1'; 40], &mut encoder).unwrap();
+                assert!(owned.history_bytes() <= 1000 + 100, "round {round}");
+            }
+        }
+        let answer = owned.subscribe(b"C", 0, Some(49), false).unwrap();
+        assert_eq!(seqs_of(&answer.frames), [50], "the latest is always kept");
     }
 
     /// Proves the topic limit refuses a new topic but not an existing one, and that a topic
