@@ -290,17 +290,20 @@ impl Shard {
     /// own, and carries them out.
     pub(super) fn handle_commands(&mut self) -> io::Result<()> {
         let take_publishes = self.outbox_depth < self.context.config.broker.outbox_commands_max;
-        let mailbox = std::sync::Arc::clone(&self.mailboxes[self.shard_index]);
-        if mailbox.has_commands() {
-            let mut commands = std::mem::take(&mut self.commands);
-            mailbox.drain(super::COMMANDS_PER_TURN_MAX, take_publishes, |command| {
-                commands.push(command)
-            });
-            for command in commands.drain(..) {
-                self.handle_command(command)?;
-            }
-            self.commands = commands;
+        // Drained every turn, even when it looks empty: the drain clears the wake-up flag. A
+        // wake-up whose commands an earlier drain already took otherwise left the flag set on
+        // an empty mailbox, and every later sender, seeing it set, sent no wake-up: the shard
+        // slept with commands waiting until its next timer (seconds).
+        let mut commands = std::mem::take(&mut self.commands);
+        self.mailboxes[self.shard_index].drain(
+            super::COMMANDS_PER_TURN_MAX,
+            take_publishes,
+            |command| commands.push(command),
+        );
+        for command in commands.drain(..) {
+            self.handle_command(command)?;
         }
+        self.commands = commands;
         for _ in 0..LOCAL_COMMANDS_PER_TURN_MAX {
             let Some(command) = self.local_commands.pop_front() else {
                 break;

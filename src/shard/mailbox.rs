@@ -132,8 +132,11 @@ impl Mailbox {
             .user_data(user_data)
     }
 
-    /// Called by the owner: takes up to `commands_max` control commands, then, if
-    /// `take_publishes`, up to `commands_max` publishes.
+    /// Called by the owner on every wake-up and every turn, even when the mailbox looks empty:
+    /// it clears the wake-up flag, which a wake-up whose commands an earlier drain took would
+    /// otherwise leave set, so that no later sender would wake the owner again. Takes up to
+    /// `commands_max` control commands, then, if `take_publishes`, up to `commands_max`
+    /// publishes.
     pub fn drain(
         &self,
         commands_max: usize,
@@ -241,6 +244,49 @@ mod tests {
             Some(true),
             "drained: wake again"
         );
+    }
+
+    /// Proves no command is stranded when the owner drains only on wake-ups (never polls):
+    /// a producer thread pushes in bursts while the owner drains whenever a wake-up arrives,
+    /// including wake-ups whose commands an earlier drain already took. Every command must be
+    /// taken, and the owner must not be left waiting with commands queued.
+    #[test]
+    fn wake_driven_draining_strands_nothing() {
+        const COMMANDS: usize = 200_000;
+        let mailbox = Arc::new(Mailbox::new(64));
+        let (wake_sender, wake_receiver) = std::sync::mpsc::channel::<()>();
+        let producer_mailbox = Arc::clone(&mailbox);
+        let producer = std::thread::spawn(move || {
+            let mut pushed = 0;
+            while pushed < COMMANDS {
+                match producer_mailbox.push(Command::Broadcast(Bytes::new())) {
+                    Ok(wake) => {
+                        pushed += 1;
+                        if wake {
+                            wake_sender.send(()).unwrap();
+                        }
+                    }
+                    // Full: let the owner catch up (it was woken for what is queued).
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
+        });
+        let mut taken = 0;
+        while taken < COMMANDS {
+            // A lost wake-up shows as no wake-up while commands wait: fail, don't hang.
+            let woken = wake_receiver.recv_timeout(std::time::Duration::from_secs(10));
+            assert!(
+                woken.is_ok() || !mailbox.has_commands(),
+                "commands wait and no wake-up came: {taken} taken"
+            );
+            mailbox.drain(1024, true, |_| taken += 1);
+            // A drain cut short leaves the flag set: the owner looks again without a wake-up.
+            while mailbox.has_commands() {
+                mailbox.drain(1024, true, |_| taken += 1);
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(taken, COMMANDS);
     }
 
     /// Proves a shard-style ring (SINGLE_ISSUER, DEFER_TASKRUN) blocked in a wait is woken by

@@ -61,9 +61,6 @@ const ENCODER_ARENA_BYTES: usize = 64 * 1024;
 const RECEIVE_GROUP_ID: u16 = 0;
 /// Deadlines fired per turn (the rest fire next turn).
 const EXPIRED_PER_TURN_MAX: usize = 4096;
-/// Longest sleep of a shard, and of one that just worked (see `wait_timeout`).
-const WAIT_MS_MAX: u64 = 10;
-const WAIT_AFTER_WORK_MS: u64 = 1;
 /// How often a shard sums the bytes queued to its connections, for `GET /metrics` and its
 /// queue budget: a walk over at most ~20,000 connections, tens of microseconds.
 const OUTBOUND_SUM_INTERVAL_MS: u64 = 100;
@@ -123,8 +120,6 @@ pub struct Shard {
     /// The bytes queued to all connections, as last summed, and when.
     outbound_queued_bytes: u64,
     outbound_summed_ms: u64,
-    /// Whether the last turn harvested completions (see `wait_timeout`).
-    worked_last_turn: bool,
     ping_frame: Bytes,
     started: Instant,
     accepting: bool,
@@ -199,7 +194,6 @@ impl Shard {
             closing_slots: Vec::new(),
             outbound_queued_bytes: 0,
             outbound_summed_ms: 0,
-            worked_last_turn: false,
             mailboxes,
             ping_frame: encode_frame(OpCode::Ping, true, b""),
             started: Instant::now(),
@@ -219,7 +213,7 @@ impl Shard {
             self.ring.submit_and_wait(timeout)?;
             self.context.now_ms = self.started.elapsed().as_millis() as u64;
             self.completions.clear();
-            self.worked_last_turn = self.ring.harvest(&mut self.completions) > 0;
+            self.ring.harvest(&mut self.completions);
             for index in 0..self.completions.len() {
                 let completion = self.completions[index];
                 self.handle_completion(completion)?;
@@ -260,25 +254,14 @@ impl Shard {
         if self.outbox_depth > 0 || self.mailboxes[self.shard_index].has_commands() {
             return Some(Duration::from_millis(1));
         }
-        // Never sleep long. On this kernel (6.18) a shard was seen asleep while a wake-up sent
-        // to it (a msg_ring, counted sent and not yet seen) or a send's completion waited in
-        // the kernel, until its next timer 10 s later: in a third of the runs of a test with
-        // tiny mailboxes, with DEFER_TASKRUN and (less often) without. Entering the kernel
-        // again delivers them. So a shard sleeps at most WAIT_MS_MAX, and just after work
-        // (when more is likely in flight) WAIT_AFTER_WORK_MS: a stall is bounded by that, at
-        // the cost of at most 100 idle wake-ups a second.
-        let cap_ms = if self.worked_last_turn {
-            WAIT_AFTER_WORK_MS
-        } else {
-            WAIT_MS_MAX
-        };
         let timer = self.timers.next_expiry_ms();
         let earliest = match (timer, self.drain_deadline_ms) {
-            (Some(timer), Some(drain)) => timer.min(drain),
-            (timer, drain) => timer.or(drain).unwrap_or(u64::MAX),
-        };
-        let wait_ms = earliest.saturating_sub(self.context.now_ms);
-        Some(Duration::from_millis(wait_ms.clamp(1, cap_ms)))
+            (Some(timer), Some(drain)) => Some(timer.min(drain)),
+            (timer, drain) => timer.or(drain),
+        }?;
+        Some(Duration::from_millis(
+            earliest.saturating_sub(self.context.now_ms).max(1),
+        ))
     }
 
     fn finished(&self) -> bool {
@@ -295,8 +278,8 @@ impl Shard {
         match tag.operation {
             Operation::Accept => return self.handle_accept(completion),
             // The loop takes the mailbox's commands every turn.
-            // The loop takes the mailbox's commands every turn. A failed wake-up (its own
-            // completion is skipped on success) leaves the target to its next bounded wait.
+            // The loop drains the mailbox every turn (which also clears its wake-up flag). A
+            // failed wake-up posts this completion at the sender (success is skipped).
             Operation::Wake => {
                 if completion.result < 0 {
                     warn!(errno = -completion.result, "waking a shard failed");
