@@ -66,9 +66,19 @@ fn next_json(socket: &mut WebSocket<TcpStream>) -> Value {
 fn http_publish_reaches_subscribers_on_every_shard() {
     let server = start(4);
     let address = server.local_address();
-    // 16 subscribers over 4 shards: every shard has one with probability 1 - 4 * (3/4)^16.
-    let mut subscribers: Vec<_> = (0..16).map(|_| subscriber(address, "AAPL")).collect();
     let mut client = RawClient::connect(address);
+    // SO_REUSEPORT picks each connection's shard: subscribe until /metrics shows a subscriber
+    // on every shard.
+    let mut subscribers = Vec::new();
+    while !every_shard_has_a_subscriber(&mut client, 4) {
+        assert!(
+            subscribers.len() < 256,
+            "256 connections never reached every shard"
+        );
+        for _ in 0..4 {
+            subscribers.push(subscriber(address, "AAPL"));
+        }
+    }
     for seq in 1..=3 {
         client.write(post("/publish/AAPL", "application/json", r#"{"px": 1.5}"#).as_bytes());
         let response = client.read_response();
@@ -232,6 +242,26 @@ fn metrics_report_the_broker() {
     assert!(text.contains(r#"shard="0""#) && text.contains(r#"shard="1""#));
     assert!(text.contains(r#"ringcast_slow_consumer_actions_total{shard="0",action="conflate"}"#));
     server.shutdown().unwrap();
+}
+
+/// Whether every shard reports a subscription (waiting a little for shards to post metrics).
+fn every_shard_has_a_subscriber(client: &mut RawClient, shards: usize) -> bool {
+    for _ in 0..100 {
+        client.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let text = String::from_utf8(client.read_response().body).unwrap();
+        let covered = (0..shards).all(|shard| {
+            let series = format!("ringcast_subscriptions{{shard=\"{shard}\"}} ");
+            text.lines().any(|line| {
+                line.strip_prefix(&series)
+                    .is_some_and(|value| value.trim() != "0")
+            })
+        });
+        if covered {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 /// The sum of a metric's samples over its labels.
