@@ -1,42 +1,12 @@
 //! The demo ticker feed allocates nothing per update after start-up: a counting allocator
 //! watches a minute of simulated polls at a busy rate.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use ringcast::broker::demo::{SYMBOLS_COUNT_DEFAULT, TickerFeed};
 
-/// Counts allocations per thread, so tests running in parallel do not see each other's.
-struct CountingAllocator;
+#[path = "common/counting_allocator.rs"]
+mod counting_allocator;
 
-thread_local! {
-    static ALLOCATIONS_COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only a
-// const-initialised thread-local, which itself never allocates.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS_COUNT.try_with(|count| count.set(count.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(pointer, layout) }
-    }
-
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS_COUNT.try_with(|count| count.set(count.get() + 1));
-        unsafe { System.realloc(pointer, layout, size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-fn allocations_count() -> usize {
-    ALLOCATIONS_COUNT.with(Cell::get)
-}
+use counting_allocator::allocations_count;
 
 #[test]
 fn polling_allocates_nothing_after_start_up() {
