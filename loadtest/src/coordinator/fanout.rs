@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::{
     CONNECTIONS_PER_WORKER_DEFAULT, DEADLINE_SLACK, DESCRIPTORS_RESERVED, Incoming, STOP_GRACE,
-    WORKER_DEADLINE_EXTRA, Worker, descriptor_limit, reap, spawn_worker, stop_all,
+    WORKER_DEADLINE_EXTRA, Worker, descriptor_limit, reap, spawn_workers, stop_all,
 };
 use crate::addresses::{ADDRESSES_MAX, default_address_count, worker_addresses, worker_share};
 use crate::cli::FanoutOptions;
@@ -161,20 +161,7 @@ pub fn fanout(options: FanoutOptions) -> Result<i32, String> {
         layout.plans.len(),
         layout.address_count
     );
-    let (sender, receiver) = mpsc::channel();
-    let mut workers = Vec::with_capacity(layout.plans.len());
-    let rate_samples_max = (layout.deadline + STOP_GRACE).as_secs() as usize + 2;
-    for plan in &layout.plans {
-        match spawn_worker(plan, sender.clone(), rate_samples_max) {
-            Ok(worker) => workers.push(worker),
-            Err(error) => {
-                stop_all(&mut workers);
-                reap(&mut workers);
-                return Err(error);
-            }
-        }
-    }
-    drop(sender);
+    let (mut workers, receiver) = spawn_workers(&layout.plans, layout.deadline)?;
     let mut run = Driver {
         workers: &mut workers,
         events: &receiver,

@@ -403,21 +403,7 @@ fn run(run: Run) -> Result<i32, String> {
     );
     let mut samples = Samples::default();
     samples.take(run.common.server_pid, false);
-    let (sender, receiver) = mpsc::channel();
-    let mut workers = Vec::with_capacity(layout.plans.len());
-    // Workers report about once a second until the deadline, plus the grace after a stop.
-    let rate_samples_max = (layout.deadline + STOP_GRACE).as_secs() as usize + 2;
-    for plan in &layout.plans {
-        match spawn_worker(plan, sender.clone(), rate_samples_max) {
-            Ok(worker) => workers.push(worker),
-            Err(error) => {
-                stop_all(&mut workers);
-                reap(&mut workers);
-                return Err(error);
-            }
-        }
-    }
-    drop(sender);
+    let (mut workers, receiver) = spawn_workers(&layout.plans, layout.deadline)?;
     let mut steps = Steps::new(&run, layout.deadline, &interrupted);
     steps.drive(&mut workers, &receiver, &mut samples);
     steps.live.finish();
@@ -628,6 +614,29 @@ fn total_progress(workers: &[Worker]) -> Progress {
         total.ready += worker.progress.ready;
     }
     total
+}
+
+/// Starts one worker per plan, all reporting into one channel; on a failure, stops and reaps
+/// those already started.
+fn spawn_workers(
+    plans: &[WorkerPlan],
+    deadline: Duration,
+) -> Result<(Vec<Worker>, Receiver<Incoming>), String> {
+    let (sender, receiver) = mpsc::channel();
+    let mut workers = Vec::with_capacity(plans.len());
+    // Workers report about once a second until the deadline, plus the grace after a stop.
+    let rate_samples_max = (deadline + STOP_GRACE).as_secs() as usize + 2;
+    for plan in plans {
+        match spawn_worker(plan, sender.clone(), rate_samples_max) {
+            Ok(worker) => workers.push(worker),
+            Err(error) => {
+                stop_all(&mut workers);
+                reap(&mut workers);
+                return Err(error);
+            }
+        }
+    }
+    Ok((workers, receiver))
 }
 
 fn stop_all(workers: &mut [Worker]) {
