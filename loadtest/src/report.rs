@@ -277,7 +277,8 @@ impl RunResult {
     }
 }
 
-fn failure_lines(text: &mut String, failures: &Failures) {
+/// Appends "Failures by cause" with every cause that occurred (nothing when none did).
+pub(crate) fn failure_lines(text: &mut String, failures: &Failures) {
     let failed: Vec<_> = failures
         .by_cause()
         .into_iter()

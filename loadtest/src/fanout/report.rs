@@ -12,7 +12,7 @@ use super::sequence::OrderFaults;
 use super::steps::{Step, StepVerdictInput, meets_bound};
 use crate::histogram::{DecodeError, EncodedHistogram, LatencySummary, merge_into, new_histogram};
 use crate::protocol::{FanoutTotals, StepCollected, StepPublished};
-use crate::report::Totals;
+use crate::report::{Totals, failure_lines};
 
 /// One step, all workers merged.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -215,7 +215,7 @@ impl FanoutResult {
             highest,
         );
         self.step_table(&mut text);
-        failure_lines(&mut text, &self.totals);
+        failure_lines(&mut text, &self.totals.failures);
         text
     }
 
@@ -252,22 +252,6 @@ impl FanoutResult {
                 if step.met_bound { "yes" } else { "no" },
             );
         }
-    }
-}
-
-fn failure_lines(text: &mut String, totals: &Totals) {
-    let failed: Vec<_> = totals
-        .failures
-        .by_cause()
-        .into_iter()
-        .filter(|(_, count)| *count > 0)
-        .collect();
-    if failed.is_empty() {
-        return;
-    }
-    let _ = writeln!(text, "\nFailures by cause:\n");
-    for (cause, count) in failed {
-        let _ = writeln!(text, "- {cause}: {count}");
     }
 }
 
