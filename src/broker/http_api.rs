@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use super::topic_name::{self, TopicError};
 use crate::config::PoolConfig;
 use crate::protocol::error::HandshakeError;
-use crate::protocol::handshake;
+use crate::protocol::handshake::{self, write_decimal};
 use crate::protocol::http::{BodyFraming, Request, RequestHead, RequestLimits};
 
 /// Room for an error response body: `{"error":"` + an escaped one-line message + `"}`. Every
@@ -446,21 +446,6 @@ pub fn write_http_error(error: &HttpError, keep_alive: bool, out: &mut BytesMut)
 
 fn decimal_digits(value: u64) -> usize {
     value.checked_ilog10().map_or(1, |log| log as usize + 1)
-}
-
-/// Appends `value` in decimal without a heap-allocated string.
-fn write_decimal(mut value: u64, out: &mut BytesMut) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
 }
 
 /// `{"error":"..."}` formatted into a fixed array: the text written is escaped as a JSON

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::TOPIC_BYTES_LIMIT;
 use crate::protocol::frame::{FrameEncoder, OpCode};
+use crate::protocol::handshake::decimal;
 
 /// Bytes a message adds around its topic and data: `{"topic":"` `","seq":` (20 digits)
 /// `,"data":` `}`, plus a backslash for every topic byte that needs one.
@@ -129,19 +130,6 @@ fn escape_topic<'a>(topic: &'a str, out: &'a mut [u8; 2 * TOPIC_BYTES_LIMIT]) ->
         length += 1;
     }
     &out[..length]
-}
-
-/// `value` in decimal, written at the end of `out`.
-fn decimal(mut value: u64, out: &mut [u8; 20]) -> &[u8] {
-    let mut start = out.len();
-    loop {
-        start -= 1;
-        out[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            return &out[start..];
-        }
-    }
 }
 
 #[cfg(test)]

@@ -465,7 +465,7 @@ fn write_head(
         "status {status} may not carry a body"
     );
     out.extend_from_slice(b"HTTP/1.1 ");
-    write_decimal(usize::from(status), out);
+    write_decimal(u64::from(status), out);
     out.extend_from_slice(b" ");
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -474,7 +474,7 @@ fn write_head(
     }
     if !bodiless {
         out.extend_from_slice(b"Content-Length: ");
-        write_decimal(body_bytes, out);
+        write_decimal(body_bytes as u64, out);
         out.extend_from_slice(b"\r\n");
     }
     write_header("Connection", connection, out);
@@ -493,19 +493,23 @@ fn write_header(name: &str, value: &str, out: &mut BytesMut) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `value` in decimal without going through a heap-allocated string.
-fn write_decimal(mut value: usize, out: &mut BytesMut) {
-    let mut digits = [0u8; 20];
+/// `value` in decimal, written at the end of `digits` (no heap-allocated string).
+pub fn decimal(mut value: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut start = digits.len();
     loop {
         start -= 1;
         digits[start] = b'0' + (value % 10) as u8;
         value /= 10;
         if value == 0 {
-            break;
+            return &digits[start..];
         }
     }
-    out.extend_from_slice(&digits[start..]);
+}
+
+/// Appends `value` in decimal without going through a heap-allocated string.
+pub fn write_decimal(value: u64, out: &mut BytesMut) {
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(decimal(value, &mut digits));
 }
 
 /// Whether a comma-separated header value lists `token`, ignoring case and surrounding spaces.
@@ -591,7 +595,7 @@ mod tests {
     /// Proves decimals are written for zero, one digit and the largest value.
     #[test]
     fn decimals_are_written_without_allocation() {
-        for value in [0, 7, 10, 431, usize::MAX] {
+        for value in [0, 7, 10, 431, u64::MAX] {
             let mut out = BytesMut::new();
             write_decimal(value, &mut out);
             assert_eq!(out, value.to_string().as_bytes());
