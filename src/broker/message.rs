@@ -11,12 +11,6 @@ use super::TOPIC_BYTES_LIMIT;
 use crate::protocol::frame::{FrameEncoder, OpCode};
 use crate::protocol::handshake::decimal;
 
-/// Bytes a message adds around its topic and data: `{"topic":"` `","seq":` (20 digits)
-/// `,"data":` `}`, plus a backslash for every topic byte that needs one.
-pub fn message_overhead_bytes(topic: &str) -> usize {
-    10 + 8 + 20 + 8 + 1 + topic.bytes().filter(|&byte| needs_escape(byte)).count()
-}
-
 /// Encodes the frame of message `seq` of `topic`.
 pub fn encode_message(encoder: &mut FrameEncoder, topic: &str, seq: u64, data: &[u8]) -> Bytes {
     let mut digits = [0u8; 20];

@@ -49,10 +49,6 @@ impl SubscriberTable {
         self.index.get(name).copied()
     }
 
-    pub fn name(&self, topic: u32) -> &Bytes {
-        &self.topics[topic as usize].name
-    }
-
     /// The connections subscribed to `topic`.
     pub fn subscribers(&self, topic: u32) -> &[u32] {
         &self.topics[topic as usize].active
