@@ -14,10 +14,11 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringcast::config::{PoolConfig, ProtocolConfig};
-use ringcast::protocol::frame::{OpCode, encode_masked_frame};
+use ringcast::protocol::ProtocolLimits;
 use ringcast::protocol::pool::BufferPool;
-use ringcast::protocol::session::{Event, Session};
+use ringcast::protocol::pool::PoolLimits;
+use ringcast::protocol::websocket::frame::{OpCode, encode_masked_frame};
+use ringcast::protocol::websocket::session::{Event, Session};
 use tungstenite::protocol::{Message, Role, WebSocket, WebSocketConfig};
 
 /// One receive buffer's worth: the most either side gets per read.
@@ -54,7 +55,7 @@ fn client_stream<'a>(opcode: OpCode, payloads: impl Iterator<Item = &'a [u8]>) -
 struct RingcastConnection {
     session: Session,
     pool: BufferPool,
-    config: ProtocolConfig,
+    config: ProtocolLimits,
     read_buffer: Vec<u8>,
 }
 
@@ -62,8 +63,8 @@ impl RingcastConnection {
     fn new() -> Self {
         Self {
             session: Session::new(),
-            pool: BufferPool::new(&PoolConfig::default()),
-            config: ProtocolConfig::default(),
+            pool: BufferPool::new(&PoolLimits::default()),
+            config: ProtocolLimits::default(),
             read_buffer: vec![0; READ_BYTES_MAX],
         }
     }
@@ -120,7 +121,7 @@ impl Write for MemoryStream {
 
 /// A tungstenite server connection with our default limits and its default read buffer.
 fn tungstenite_connection(stream: Vec<u8>) -> WebSocket<MemoryStream> {
-    let limits = ProtocolConfig::default();
+    let limits = ProtocolLimits::default();
     let config = WebSocketConfig::default()
         .max_frame_size(Some(limits.frame_bytes_max))
         .max_message_size(Some(limits.message_bytes_max))

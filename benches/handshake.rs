@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringcast::config::ProtocolConfig;
-use ringcast::protocol::handshake::{
-    HEADERS_COUNT_MAX, accept_key, accept_upgrade, parse_request, write_switching_protocols,
+use ringcast::protocol::ProtocolLimits;
+use ringcast::protocol::http1::head::HEADERS_COUNT_MAX;
+use ringcast::protocol::websocket::upgrade::{
+    accept_key, accept_upgrade, parse_request, write_switching_protocols,
 };
 use tungstenite::handshake::machine::TryParse as _;
 
@@ -34,10 +35,10 @@ const BROWSER_REQUEST: &[u8] = b"GET /stream?topics=btc-usd,eth-usd HTTP/1.1\r\n
     \r\n";
 
 fn handshake(criterion: &mut Criterion) {
-    let config = ProtocolConfig {
+    let config = ProtocolLimits {
         origins_allowed: vec!["https://app.example.com".into()],
         subprotocols: vec!["ringcast.v1".into()],
-        ..ProtocolConfig::default()
+        ..ProtocolLimits::default()
     };
     let mut group = criterion.benchmark_group("handshake");
     group.throughput(Throughput::Elements(1));

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ringcast::protocol::utf8::Utf8Validator;
+use ringcast::protocol::websocket::utf8::Utf8Validator;
 
 const TEXT_BYTES: usize = 64 * 1024;
 const PIECE_BYTES: usize = 4 * 1024;

@@ -7,10 +7,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::client_frame;
-use ringcast::config::{PoolConfig, ProtocolConfig};
-use ringcast::protocol::frame::OpCode;
+use ringcast::protocol::ProtocolLimits;
 use ringcast::protocol::pool::BufferPool;
-use ringcast::protocol::session::{Event, Session};
+use ringcast::protocol::pool::PoolLimits;
+use ringcast::protocol::websocket::frame::OpCode;
+use ringcast::protocol::websocket::session::{Event, Session};
 
 struct CountingAllocator;
 
@@ -84,7 +85,7 @@ fn reads() -> Vec<Vec<u8>> {
 fn run_reads(
     session: &mut Session,
     pool: &mut BufferPool,
-    config: &ProtocolConfig,
+    config: &ProtocolLimits,
     reads: &mut [Vec<u8>],
     pristine: &[Vec<u8>],
 ) -> usize {
@@ -108,8 +109,8 @@ fn run_reads(
 /// Proves zero heap allocations per parsed message once buffers are warm.
 #[test]
 fn parsing_allocates_nothing_after_warm_up() {
-    let config = ProtocolConfig::default();
-    let mut pool = BufferPool::new(&PoolConfig::default());
+    let config = ProtocolLimits::default();
+    let mut pool = BufferPool::new(&PoolLimits::default());
     let mut session = Session::new();
     let pristine = reads();
     let mut reads = pristine.clone();

@@ -31,11 +31,14 @@ use std::io::{self, Read, Write};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use ringcast::config::{PoolConfig, ProtocolConfig};
 use ringcast::protocol::ProtocolError;
-use ringcast::protocol::frame::{HEAD_BYTES_MAX, OpCode, encode_close_frame, encode_frame};
+use ringcast::protocol::ProtocolLimits;
 use ringcast::protocol::pool::BufferPool;
-use ringcast::protocol::session::{Event, MessageKind, Session, SessionState};
+use ringcast::protocol::pool::PoolLimits;
+use ringcast::protocol::websocket::frame::{
+    HEAD_BYTES_MAX, OpCode, encode_close_frame, encode_frame,
+};
+use ringcast::protocol::websocket::session::{Event, MessageKind, Session, SessionState};
 use tungstenite::protocol::{Message, Role, WebSocket, WebSocketConfig};
 
 /// Limits small enough that random cases cross them often; the frame limit is below the message
@@ -111,11 +114,11 @@ impl Seen {
 // ---------------------------------------------------------------------------------------------
 // Driving both parsers.
 
-fn protocol_config() -> ProtocolConfig {
-    ProtocolConfig {
+fn protocol_config() -> ProtocolLimits {
+    ProtocolLimits {
         frame_bytes_max: FRAME_BYTES_MAX,
         message_bytes_max: MESSAGE_BYTES_MAX,
-        ..ProtocolConfig::default()
+        ..ProtocolLimits::default()
     }
 }
 
@@ -144,7 +147,7 @@ struct RingcastRun {
 /// read is copied into a reused buffer that the session then unmasks in place.
 fn run_ringcast(input: &[u8], read_sizes: &[usize]) -> RingcastRun {
     let config = protocol_config();
-    let mut pool = BufferPool::new(&PoolConfig::default());
+    let mut pool = BufferPool::new(&PoolLimits::default());
     let mut session = Session::new();
     let mut read_buffer = Vec::with_capacity(input.len());
     let mut run = RingcastRun {
@@ -1180,7 +1183,7 @@ fn data_parts(message: &Seen) -> (OpCode, &[u8]) {
 
 /// A masked client frame whose head comes from our encoder (`FrameHead::encode`).
 fn client_frame(opcode: OpCode, fin: bool, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
-    ringcast::protocol::frame::encode_masked_frame(opcode, fin, payload, mask, out);
+    ringcast::protocol::websocket::frame::encode_masked_frame(opcode, fin, payload, mask, out);
 }
 
 /// A close code the server may send and the reason it gives.
@@ -1231,8 +1234,8 @@ proptest! {
             }
             expected.push(message.clone());
         }
-        let config = ProtocolConfig::default();
-        let mut pool = BufferPool::new(&PoolConfig::default());
+        let config = ProtocolLimits::default();
+        let mut pool = BufferPool::new(&PoolLimits::default());
         let mut session = Session::new();
         let mut events = Vec::new();
         let mut start = 0;

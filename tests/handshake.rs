@@ -7,11 +7,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::BytesMut;
 use proptest::prelude::*;
-use ringcast::config::ProtocolConfig;
 use ringcast::protocol::HandshakeError;
-use ringcast::protocol::handshake::{
-    HEADERS_COUNT_MAX, Upgrade, accept_key, accept_upgrade, parse_request, write_error_response,
-    write_response, write_switching_protocols,
+use ringcast::protocol::ProtocolLimits;
+use ringcast::protocol::http1::head::HEADERS_COUNT_MAX;
+use ringcast::protocol::http1::response::{write_error_response, write_response};
+use ringcast::protocol::websocket::upgrade::{
+    Upgrade, accept_key, accept_upgrade, parse_request, write_switching_protocols,
 };
 
 #[path = "common/counting_allocator.rs"]
@@ -65,7 +66,7 @@ fn upgrade_bytes(replaced_prefix: &str, replacement: &str, added: &[&str]) -> Ve
 }
 
 /// Parses a complete request and runs the upgrade on it.
-fn upgrade_result(input: &[u8], config: &ProtocolConfig) -> Result<Option<String>, HandshakeError> {
+fn upgrade_result(input: &[u8], config: &ProtocolLimits) -> Result<Option<String>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
     let request = parse_request(input, &mut headers, config)?.expect("a complete head");
     let upgrade = accept_upgrade(&request, config)?;
@@ -90,9 +91,9 @@ fn accept_key_matches_rfc_and_tungstenite() {
 /// Proves the RFC 6455 §1.3 request is accepted and answered with exactly these bytes.
 #[test]
 fn rfc_request_gets_the_exact_101() {
-    let config = ProtocolConfig {
+    let config = ProtocolLimits {
         subprotocols: vec!["chat".into()],
-        ..ProtocolConfig::default()
+        ..ProtocolLimits::default()
     };
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
     let request = parse_request(RFC_REQUEST, &mut headers, &config)
@@ -133,7 +134,7 @@ fn rfc_request_gets_the_exact_101() {
 /// Proves each rule of RFC 6455 §4.2.1 refuses with its own error and status.
 #[test]
 fn every_violation_has_its_error_and_status() {
-    let config = ProtocolConfig::default();
+    let config = ProtocolLimits::default();
     let key_17_bytes = BASE64.encode([7u8; 17]);
     let key_15_bytes = BASE64.encode([7u8; 15]);
     let key_17_line = format!("Sec-WebSocket-Key: {key_17_bytes}");
@@ -269,11 +270,11 @@ fn error_responses_carry_status_specific_headers() {
 /// Proves the Origin allow-list admits listed origins and refuses others and absent ones.
 #[test]
 fn origin_allow_list() {
-    let open = ProtocolConfig::default();
+    let open = ProtocolLimits::default();
     assert_eq!(upgrade_result(&upgrade_bytes("", "", &[]), &open), Ok(None));
-    let config = ProtocolConfig {
+    let config = ProtocolLimits {
         origins_allowed: vec!["https://a.example".into(), "https://b.example".into()],
-        ..ProtocolConfig::default()
+        ..ProtocolLimits::default()
     };
     let listed = upgrade_bytes("", "", &["Origin: https://b.example"]);
     assert_eq!(upgrade_result(&listed, &config), Ok(None));
@@ -296,9 +297,9 @@ fn origin_allow_list() {
 /// when required and the client offered some.
 #[test]
 fn subprotocol_selection() {
-    let config = ProtocolConfig {
+    let config = ProtocolLimits {
         subprotocols: vec!["v2.ringcast".into(), "v1.ringcast".into()],
-        ..ProtocolConfig::default()
+        ..ProtocolLimits::default()
     };
     let offers = [
         "Sec-WebSocket-Protocol: other, v1.ringcast",
@@ -319,7 +320,7 @@ fn subprotocol_selection() {
     // Names are case-sensitive, so a differently cased offer does not match.
     let unknown = upgrade_bytes("", "", &["Sec-WebSocket-Protocol: V2.RINGCAST, mqtt"]);
     assert_eq!(upgrade_result(&unknown, &config), Ok(None));
-    let required = ProtocolConfig {
+    let required = ProtocolLimits {
         subprotocol_required: true,
         ..config.clone()
     };
@@ -345,10 +346,10 @@ fn case_insensitive_names_and_token_lists() {
             "sec-websocket-version: 13",
         ],
     );
-    assert_eq!(upgrade_result(&input, &ProtocolConfig::default()), Ok(None));
+    assert_eq!(upgrade_result(&input, &ProtocolLimits::default()), Ok(None));
     let listed = upgrade_bytes("Upgrade", "Upgrade: foo/1, websocket", &[]);
     assert_eq!(
-        upgrade_result(&listed, &ProtocolConfig::default()),
+        upgrade_result(&listed, &ProtocolLimits::default()),
         Ok(None)
     );
 }
@@ -357,7 +358,7 @@ fn case_insensitive_names_and_token_lists() {
 /// and bytes after the head (an early frame) are left to the caller.
 #[test]
 fn incremental_input_and_trailing_bytes() {
-    let config = ProtocolConfig::default();
+    let config = ProtocolLimits::default();
     let frame = [0x81, 0x85, 1, 2, 3, 4, 0x69, 0x67, 0x6f, 0x68, 0x6e];
     let mut input = RFC_REQUEST.to_vec();
     input.extend_from_slice(&frame);
@@ -388,9 +389,9 @@ fn incremental_input_and_trailing_bytes() {
 /// the limit is parsed, with later bytes not counted against it.
 #[test]
 fn head_over_the_limit_is_431() {
-    let config = ProtocolConfig {
+    let config = ProtocolLimits {
         header_bytes_max: 256,
-        ..ProtocolConfig::default()
+        ..ProtocolLimits::default()
     };
     let too_large = HandshakeError::HeaderBlockTooLarge {
         header_bytes_max: 256,
@@ -435,7 +436,7 @@ fn head_over_the_limit_is_431() {
 /// one with exactly as many is parsed.
 #[test]
 fn too_many_headers_is_431() {
-    let config = ProtocolConfig::default();
+    let config = ProtocolLimits::default();
     let lines: Vec<String> = (0..=HEADERS_COUNT_MAX)
         .map(|index| format!("X-Field-{index}: {index}"))
         .collect();
@@ -462,7 +463,7 @@ fn too_many_headers_is_431() {
 /// Proves bytes that are not an HTTP/1.x request are refused with 400 and a named reason.
 #[test]
 fn malformed_requests_are_400() {
-    let config = ProtocolConfig::default();
+    let config = ProtocolLimits::default();
     let cases: [(&[u8], &str); 5] = [
         (
             b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
@@ -492,7 +493,7 @@ fn malformed_requests_are_400() {
 /// headers and cookies readable, and that plain responses are well-formed.
 #[test]
 fn plain_requests_are_handed_back() {
-    let config = ProtocolConfig::default();
+    let config = ProtocolLimits::default();
     let input = request_bytes(
         "GET /health?verbose=1&x=y?z HTTP/1.1",
         &[
@@ -574,10 +575,10 @@ fn plain_requests_are_handed_back() {
 /// buffer has capacity.
 #[test]
 fn handshake_path_does_not_allocate() {
-    let config = ProtocolConfig {
+    let config = ProtocolLimits {
         subprotocols: vec!["superchat".into()],
         origins_allowed: vec!["http://example.com".into()],
-        ..ProtocolConfig::default()
+        ..ProtocolLimits::default()
     };
     // The counter must see allocations at all, or a zero below would prove nothing.
     let before_probe = allocations_count();
@@ -656,7 +657,7 @@ proptest! {
         prefixed in any::<bool>(),
         header_bytes_max in prop_oneof![Just(256usize), Just(8192usize)],
     ) {
-        let config = ProtocolConfig { header_bytes_max, ..ProtocolConfig::default() };
+        let config = ProtocolLimits { header_bytes_max, ..ProtocolLimits::default() };
         let input = if prefixed {
             [b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n".as_slice(), &bytes].concat()
         } else {
@@ -686,7 +687,7 @@ proptest! {
         cut_fraction in 0.0f64..1.0,
     ) {
         let input = render(&method, &path, &query, &fields);
-        let config = ProtocolConfig { header_bytes_max: 64 * 1024, ..ProtocolConfig::default() };
+        let config = ProtocolLimits { header_bytes_max: 64 * 1024, ..ProtocolLimits::default() };
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
         let request = parse_request(&input, &mut headers, &config).unwrap().unwrap();
         prop_assert_eq!(request.method(), method.as_str());
@@ -725,7 +726,7 @@ proptest! {
             fields.insert((insert_index + offset).min(fields.len()), field);
         }
         let input = render("GET", "/ws", &None, &fields);
-        let config = ProtocolConfig::default();
+        let config = ProtocolLimits::default();
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
         let request = parse_request(&input, &mut headers, &config).unwrap().unwrap();
         prop_assert!(request.is_websocket_upgrade());

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ringcast::config::{BrokerConfig, ServerConfig};
-use ringcast::protocol::frame::{OpCode, encode_masked_frame};
+use ringcast::protocol::websocket::frame::{OpCode, encode_masked_frame};
 use ringcast::server::Server;
 
 struct CountingAllocator;

@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use ringcast::config::ServerConfig;
-use ringcast::protocol::frame::{OpCode, encode_frame};
+use ringcast::protocol::websocket::frame::{OpCode, encode_frame};
 use ringcast::server::Server;
 use tungstenite::protocol::frame::coding::CloseCode as TungsteniteCloseCode;
 use tungstenite::{Message, WebSocket};

@@ -5,15 +5,15 @@ mod common;
 
 use common::{Harness, Owned, client_frame};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use ringcast::config::ProtocolConfig;
-use ringcast::protocol::frame::{OpCode, encode_close_frame, encode_frame};
-use ringcast::protocol::session::SessionState;
+use ringcast::protocol::ProtocolLimits;
+use ringcast::protocol::websocket::frame::{OpCode, encode_close_frame, encode_frame};
+use ringcast::protocol::websocket::session::SessionState;
 use ringcast::protocol::{CloseCode, ProtocolError};
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 fn harness() -> Harness {
-    Harness::new(ProtocolConfig::default())
+    Harness::new(ProtocolLimits::default())
 }
 
 /// Proves the masked "Hello" of RFC 6455 §5.7 is read, and the unmasked one refused (1002).
@@ -107,7 +107,7 @@ fn control_frames_interleave_fragments() {
     );
 }
 
-fn close_code_of(bytes: &[u8], config: ProtocolConfig) -> (CloseCode, ProtocolError) {
+fn close_code_of(bytes: &[u8], config: ProtocolLimits) -> (CloseCode, ProtocolError) {
     let mut session = Harness::new(config);
     let events = session.feed(bytes);
     let Some(Owned::Error(code)) = events.last() else {
@@ -128,7 +128,7 @@ fn close_code_of(bytes: &[u8], config: ProtocolConfig) -> (CloseCode, ProtocolEr
 /// Proves every framing violation is refused with its close code and a close frame.
 #[test]
 fn every_violation_has_its_close_code() {
-    let default = ProtocolConfig::default;
+    let default = ProtocolLimits::default;
     let mut rsv = client_frame(OpCode::Text, true, b"x", MASK);
     rsv[0] |= 0x40;
     let mut reserved_opcode = client_frame(OpCode::Text, true, b"x", MASK);
@@ -147,7 +147,7 @@ fn every_violation_has_its_close_code() {
     let mut bad_reason = 1000u16.to_be_bytes().to_vec();
     bad_reason.extend([0xFF]);
     let bad_reason = client_frame(OpCode::Close, true, &bad_reason, MASK);
-    let small = || ProtocolConfig {
+    let small = || ProtocolLimits {
         frame_bytes_max: 16,
         message_bytes_max: 32,
         ..default()
@@ -158,7 +158,7 @@ fn every_violation_has_its_close_code() {
     for _ in 0..2 {
         big_message.extend(client_frame(OpCode::Continuation, false, &[0; 12], MASK));
     }
-    let cases: Vec<(&str, Vec<u8>, ProtocolConfig, ProtocolError, CloseCode)> = vec![
+    let cases: Vec<(&str, Vec<u8>, ProtocolLimits, ProtocolError, CloseCode)> = vec![
         (
             "rsv",
             rsv,
@@ -285,7 +285,7 @@ fn close_code_validity() {
         0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
     ] {
         let frame = client_frame(OpCode::Close, true, &code.to_be_bytes(), MASK);
-        let (close, error) = close_code_of(&frame, ProtocolConfig::default());
+        let (close, error) = close_code_of(&frame, ProtocolLimits::default());
         assert_eq!(
             (close, error),
             (
@@ -510,10 +510,10 @@ fn invalid_utf8_fails_fast() {
 /// Proves an exhausted pool closes the connection with 1013 instead of growing without bound.
 #[test]
 fn exhausted_pool_is_try_again_later() {
-    use ringcast::config::{BufferClass, PoolConfig};
     use ringcast::protocol::pool::BufferPool;
+    use ringcast::protocol::pool::{BufferClass, PoolLimits};
     let mut session = harness();
-    session.pool = BufferPool::new(&PoolConfig {
+    session.pool = BufferPool::new(&PoolLimits {
         classes: vec![BufferClass {
             buffer_bytes: 128,
             buffers_max: 1,
@@ -543,7 +543,9 @@ fn pongs_keep_wire_order_when_polled_per_event() {
         .session
         .handle_read(&mut bytes, &mut session.pool, &session.config);
     while let Some(event) = reader.next_event() {
-        if let ringcast::protocol::session::Event::Message { payload, .. } = event.unwrap() {
+        if let ringcast::protocol::websocket::session::Event::Message { payload, .. } =
+            event.unwrap()
+        {
             log.push(format!("message {}", String::from_utf8_lossy(payload)));
         }
         while let Some(frame) = reader.poll_transmit() {

@@ -6,7 +6,7 @@
 //! | `POST /publish/{topic}`      | body is one JSON value → `200 {"seq":N}`              |
 //! | `POST /publish`              | body `[{"topic":..,"data":..},..]` → `200 {"seqs":[..]}`|
 //!
-//! Everything here is a pure function of a request that [`crate::protocol::http`] completed: no
+//! Everything here is a pure function of a request that [`crate::protocol::http1`] completed: no
 //! I/O, no broker state. Published data is validated as JSON without building a tree
 //! ([`RawValue`]) and is forwarded as the exact bytes the client sent, never re-serialised.
 //! Refusals are [`HttpError`]s, answered with a JSON body `{"error":"..."}`.
@@ -21,10 +21,11 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::topic_name::{self, TopicError};
-use crate::config::PoolConfig;
-use crate::protocol::error::HandshakeError;
-use crate::protocol::handshake::{self, write_decimal};
-use crate::protocol::http::{BodyFraming, Request, RequestHead, RequestLimits};
+use crate::protocol::HandshakeError;
+use crate::protocol::decimal::write_decimal;
+use crate::protocol::http1::response as handshake;
+use crate::protocol::http1::{BodyFraming, Request, RequestHead, RequestLimits};
+use crate::protocol::pool::PoolLimits;
 
 /// Room for an error response body: `{"error":"` + an escaped one-line message + `"}`. Every
 /// message is short; one echoing a long field name from a client's JSON is cut to fit.
@@ -65,7 +66,7 @@ impl PublishConfig {
     }
 
     /// Checks the limits against each other and against the pool that holds bodies.
-    pub fn validate(&self, pool: &PoolConfig) -> Result<(), String> {
+    pub fn validate(&self, pool: &PoolLimits) -> Result<(), String> {
         if self.publish_batch_items_max == 0 {
             return Err("publish_batch_items_max must be above zero".into());
         }
@@ -512,7 +513,7 @@ impl fmt::Write for JsonErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::http::{HttpEvent, RequestReader};
+    use crate::protocol::http1::{HttpEvent, RequestReader};
     use crate::protocol::pool::BufferPool;
 
     const CONFIG: PublishConfig = PublishConfig {
@@ -537,7 +538,7 @@ mod tests {
 
     /// Reads `raw` (one whole request) and routes it.
     fn routed(raw: &[u8]) -> Routed {
-        let mut pool = BufferPool::new(&PoolConfig::default());
+        let mut pool = BufferPool::new(&PoolLimits::default());
         let mut reader = RequestReader::new();
         let limits = CONFIG.request_limits(8192);
         let mut events = reader.handle_read(raw, &mut pool, &limits);
@@ -726,7 +727,7 @@ mod tests {
     /// and passes a good one.
     #[test]
     fn head_check_runs_before_the_body() {
-        let mut pool = BufferPool::new(&PoolConfig::default());
+        let mut pool = BufferPool::new(&PoolLimits::default());
         let limits = CONFIG.request_limits(8192);
         let expect = "Expect: 100-continue\r\nContent-Length: 1\r\n";
         let heads = [
@@ -838,7 +839,7 @@ mod tests {
     /// Proves the publish limits are checked against the pool that must hold a body.
     #[test]
     fn config_validates_against_the_pool() {
-        let pool = PoolConfig::default();
+        let pool = PoolLimits::default();
         PublishConfig::default().validate(&pool).unwrap();
         let too_large = PublishConfig {
             publish_body_bytes_max: 2 * 1024 * 1024,

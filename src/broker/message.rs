@@ -8,8 +8,8 @@
 use bytes::Bytes;
 
 use super::TOPIC_BYTES_LIMIT;
-use crate::protocol::frame::{FrameEncoder, OpCode};
-use crate::protocol::handshake::decimal;
+use crate::protocol::decimal::decimal;
+use crate::protocol::websocket::frame::{FrameEncoder, OpCode};
 
 /// Encodes the frame of message `seq` of `topic`.
 pub fn encode_message(encoder: &mut FrameEncoder, topic: &str, seq: u64, data: &[u8]) -> Bytes {
@@ -129,10 +129,10 @@ fn escape_topic<'a>(topic: &'a str, out: &'a mut [u8; 2 * TOPIC_BYTES_LIMIT]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::encode_frame;
+    use crate::protocol::websocket::frame::encode_frame;
 
     fn payload_of(frame: &[u8]) -> serde_json::Value {
-        let head = crate::protocol::frame::FrameHead::parse(frame)
+        let head = crate::protocol::websocket::frame::FrameHead::parse(frame)
             .unwrap()
             .unwrap();
         assert_eq!(head.opcode, OpCode::Text);

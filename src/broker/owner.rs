@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::message::encode_message;
 use crate::config::BrokerConfig;
-use crate::protocol::frame::FrameEncoder;
+use crate::protocol::websocket::frame::FrameEncoder;
 
 /// The shards with subscribers of one topic, one bit each.
 #[derive(Clone, Debug, PartialEq, Eq)]

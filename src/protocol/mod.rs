@@ -1,19 +1,25 @@
-//! The sans-IO WebSocket and HTTP/1.1 core: bytes in, messages and bytes out.
+//! The sans-IO codecs: bytes in, requests, messages and bytes out.
 //!
-//! Nothing in this module opens a socket, reads a clock or makes a system call. The shard loop
-//! feeds it bytes (`handle_*`) and takes what it produced (`poll_*`); tests do the same with plain
-//! byte slices.
+//! Nothing in this module opens a socket, reads a clock or makes a system call, and nothing in
+//! it imports the rest of the crate: its limits are its own types ([`ProtocolLimits`],
+//! [`pool::PoolLimits`]), which the server's configuration composes. The shard's endpoints feed
+//! it bytes (`handle_*`) and take what it produced (`poll_*`); tests do the same with plain byte
+//! slices.
+//!
+//! - [`http1`]: HTTP/1.1 request heads and bodies (Content-Length, chunked, pipelining) and
+//!   responses.
+//! - [`websocket`]: the upgrade, frames, SIMD unmasking, UTF-8 validation across reads, close
+//!   codes and the per-connection session.
+//! - [`pool`]: the bounded pool of buffers that messages cut across reads are assembled in.
 
-pub mod close;
-pub mod error;
-pub mod frame;
-pub mod handshake;
-pub mod http;
-pub mod mask;
+pub mod decimal;
+pub mod http1;
+pub mod limits;
 pub mod pool;
-pub mod session;
-pub mod utf8;
+pub mod websocket;
 
-pub use close::CloseCode;
-pub use error::{HandshakeError, ProtocolError};
-pub use frame::{FrameHead, OpCode};
+pub use http1::error::HandshakeError;
+pub use limits::ProtocolLimits;
+pub use websocket::close::CloseCode;
+pub use websocket::error::ProtocolError;
+pub use websocket::frame::{FrameHead, OpCode};

@@ -6,7 +6,102 @@
 //! parsing allocates nothing, and the pool's memory never exceeds the sum of its classes. The
 //! pool belongs to one shard and is not shared between threads.
 
-use crate::config::PoolConfig;
+use serde::Deserialize;
+
+/// One size class of the message buffer pool.
+///
+/// Both fields are required in the config file: a class with a default size or count would
+/// silently change the pool's memory bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferClass {
+    /// Capacity of each buffer in this class.
+    pub buffer_bytes: usize,
+    /// How many buffers of this class may exist at once (in use or free).
+    pub buffers_max: usize,
+}
+
+/// Sizes and counts of the pooled buffers messages are assembled in. Each shard owns one pool.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolLimits {
+    /// Size classes in ascending order. The defaults are sized from their consumers:
+    /// - 128 B: a control frame's payload (≤ 125 B) split across reads, and an owed pong;
+    /// - 4 KiB: a small data message split across reads (most market-data traffic);
+    /// - 64 KiB: a larger message, such as a batch publish;
+    /// - 1 MiB: a message at the default `message_bytes_max`.
+    ///
+    /// Counts bound the pool's memory to about 4 + 8 + 16 + 64 = 92 MiB per shard at worst.
+    pub classes: Vec<BufferClass>,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self {
+            classes: vec![
+                BufferClass {
+                    buffer_bytes: 128,
+                    buffers_max: 32 * 1024,
+                },
+                BufferClass {
+                    buffer_bytes: 4 * 1024,
+                    buffers_max: 2 * 1024,
+                },
+                BufferClass {
+                    buffer_bytes: 64 * 1024,
+                    buffers_max: 256,
+                },
+                BufferClass {
+                    buffer_bytes: 1024 * 1024,
+                    buffers_max: 64,
+                },
+            ],
+        }
+    }
+}
+
+impl PoolLimits {
+    /// A pool whose largest class holds `message_bytes_max` (for example 16 MiB for conformance).
+    pub fn for_message_bytes_max(message_bytes_max: usize) -> Self {
+        let mut config = Self::default();
+        let largest = config.classes.last().map_or(0, |class| class.buffer_bytes);
+        if message_bytes_max > largest {
+            config.classes.push(BufferClass {
+                buffer_bytes: message_bytes_max,
+                buffers_max: 8,
+            });
+        }
+        config
+    }
+
+    /// Checks the classes ascend, are non-empty, and that the largest holds `message_bytes_max`.
+    pub fn validate(&self, message_bytes_max: usize) -> Result<(), String> {
+        if self.classes.is_empty() {
+            return Err("the buffer pool needs at least one size class".into());
+        }
+        for pair in self.classes.windows(2) {
+            if pair[0].buffer_bytes >= pair[1].buffer_bytes {
+                return Err("buffer pool classes must ascend strictly by buffer_bytes".into());
+            }
+        }
+        if self
+            .classes
+            .iter()
+            .any(|class| class.buffers_max == 0 || class.buffer_bytes < 128)
+        {
+            return Err(
+                "each buffer pool class needs buffers_max > 0 and buffer_bytes ≥ 128".into(),
+            );
+        }
+        let largest = self.classes.last().map_or(0, |class| class.buffer_bytes);
+        if largest < message_bytes_max {
+            return Err(format!(
+                "largest pool buffer ({largest} B) is below message_bytes_max ({message_bytes_max} B)"
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A buffer on loan from a [`BufferPool`]. Its capacity is its class's size and never grows:
 /// writing past it is a bug caught by an assertion. Hand it back with [`BufferPool::release`].
@@ -93,7 +188,7 @@ pub struct BufferPool {
 impl BufferPool {
     /// Builds an empty pool; the free lists get their full capacity now so that returning a
     /// buffer never allocates.
-    pub fn new(config: &PoolConfig) -> Self {
+    pub fn new(config: &PoolLimits) -> Self {
         assert!(
             config.classes.len() <= usize::from(u8::MAX),
             "too many pool classes"
@@ -206,10 +301,9 @@ impl BufferPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BufferClass;
 
     fn small_pool() -> BufferPool {
-        BufferPool::new(&PoolConfig {
+        BufferPool::new(&PoolLimits {
             classes: vec![
                 BufferClass {
                     buffer_bytes: 128,

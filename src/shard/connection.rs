@@ -20,11 +20,11 @@ use crate::broker::request::{Request, RequestError, parse_request};
 use crate::broker::subscribers::POSITION_PENDING;
 use crate::config::{BrokerConfig, ServerConfig};
 use crate::protocol::CloseCode;
-use crate::protocol::frame::{FrameEncoder, OpCode};
-use crate::protocol::handshake;
-use crate::protocol::http::RequestLimits;
+use crate::protocol::http1::RequestLimits;
+use crate::protocol::http1::response as handshake;
 use crate::protocol::pool::BufferPool;
-use crate::protocol::session::{Event, MessageKind, Session, SessionState};
+use crate::protocol::websocket::frame::{FrameEncoder, OpCode};
+use crate::protocol::websocket::session::{Event, MessageKind, Session, SessionState};
 
 /// Where a connection's close sequence stands. Sockets are shut down before their descriptor is
 /// closed: an armed multishot receive otherwise keeps the socket open.

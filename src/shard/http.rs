@@ -19,9 +19,11 @@ use crate::broker::http_api::{
 use crate::config::ServerConfig;
 use crate::metrics::METRICS_CONTENT_TYPE;
 use crate::protocol::HandshakeError;
-use crate::protocol::frame::FrameEncoder;
-use crate::protocol::handshake::{self, HEADERS_COUNT_MAX};
-use crate::protocol::http::{CONTINUE_RESPONSE, HttpEvent, Request, RequestHead};
+use crate::protocol::http1::head::HEADERS_COUNT_MAX;
+use crate::protocol::http1::response as handshake;
+use crate::protocol::http1::{CONTINUE_RESPONSE, HttpEvent, Request, RequestHead};
+use crate::protocol::websocket::frame::FrameEncoder;
+use crate::protocol::websocket::upgrade;
 
 /// An HTTP response not sent yet because it, or one before it, waits for seqs.
 #[derive(Debug)]
@@ -62,7 +64,7 @@ impl PendingResponse {
 /// The HTTP phase's state.
 #[derive(Debug, Default)]
 pub struct HttpState {
-    pub reader: crate::protocol::http::RequestReader,
+    pub reader: crate::protocol::http1::RequestReader,
     pub responses: Responses,
 }
 
@@ -330,7 +332,7 @@ impl Answer<'_> {
         }
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
         let config = self.config;
-        let accepted = handshake::parse_request(head.bytes(), &mut headers, &config.protocol)
+        let accepted = upgrade::parse_request(head.bytes(), &mut headers, &config.protocol)
             .and_then(|request| {
                 request.ok_or(HandshakeError::MalformedRequest("incomplete upgrade head"))
             })
@@ -338,12 +340,12 @@ impl Answer<'_> {
                 if !config.echo && request.path() != "/ws" {
                     return Err(HandshakeError::NotFound);
                 }
-                handshake::accept_upgrade(&request, &config.protocol)
+                upgrade::accept_upgrade(&request, &config.protocol)
             });
         let mut response = BytesMut::new();
         match accepted {
             Ok(upgrade) => {
-                handshake::write_switching_protocols(&upgrade, &mut response);
+                upgrade::write_switching_protocols(&upgrade, &mut response);
                 self.respond(response.freeze());
                 true
             }

@@ -1,10 +1,11 @@
 //! Shared helpers of the integration tests: client frame encoding and session driving.
 #![allow(dead_code)]
 
-use ringcast::config::{PoolConfig, ProtocolConfig};
-use ringcast::protocol::frame::{OpCode, encode_masked_frame};
+use ringcast::protocol::ProtocolLimits;
 use ringcast::protocol::pool::BufferPool;
-use ringcast::protocol::session::{Event, MessageKind, Session};
+use ringcast::protocol::pool::PoolLimits;
+use ringcast::protocol::websocket::frame::{OpCode, encode_masked_frame};
+use ringcast::protocol::websocket::session::{Event, MessageKind, Session};
 use ringcast::protocol::{CloseCode, ProtocolError};
 
 /// Encodes a masked client frame, as a browser would send it.
@@ -29,13 +30,13 @@ pub enum Owned {
 pub struct Harness {
     pub session: Session,
     pub pool: BufferPool,
-    pub config: ProtocolConfig,
+    pub config: ProtocolLimits,
     pub errors: Vec<ProtocolError>,
 }
 
 impl Harness {
-    pub fn new(config: ProtocolConfig) -> Self {
-        let pool = BufferPool::new(&PoolConfig::for_message_bytes_max(config.message_bytes_max));
+    pub fn new(config: ProtocolLimits) -> Self {
+        let pool = BufferPool::new(&PoolLimits::for_message_bytes_max(config.message_bytes_max));
         Self {
             session: Session::new(),
             pool,

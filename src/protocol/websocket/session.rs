@@ -16,9 +16,9 @@ use super::close::CloseCode;
 use super::error::ProtocolError;
 use super::frame::{CONTROL_PAYLOAD_BYTES_MAX, FrameHead, HEAD_BYTES_MAX, OpCode};
 use super::mask::{apply_mask, apply_mask_checking_ascii};
-use super::pool::{BufferPool, PooledBuffer};
 use super::utf8::{self, Utf8Validator};
-use crate::config::ProtocolConfig;
+use crate::protocol::limits::ProtocolLimits;
+use crate::protocol::pool::{BufferPool, PooledBuffer};
 
 /// Whole text frames up to this size are unmasked and checked for ASCII in one pass (larger ones
 /// are unmasked with SIMD and validated separately, which is faster at that size).
@@ -175,7 +175,7 @@ impl Session {
         &'r mut self,
         input: &'r mut [u8],
         pool: &'r mut BufferPool,
-        config: &'r ProtocolConfig,
+        config: &'r ProtocolLimits,
     ) -> Reader<'r> {
         Reader {
             session: self,
@@ -237,7 +237,7 @@ impl Session {
     fn admit(
         &mut self,
         head: FrameHead,
-        config: &ProtocolConfig,
+        config: &ProtocolLimits,
     ) -> Result<FrameProgress, ProtocolError> {
         let mask = head.mask.ok_or(ProtocolError::UnmaskedFrame)?;
         match head.opcode {
@@ -319,7 +319,7 @@ impl Session {
 fn check_data_limits(
     head: &FrameHead,
     message_bytes_so_far: usize,
-    config: &ProtocolConfig,
+    config: &ProtocolLimits,
 ) -> Result<(), ProtocolError> {
     if head.payload_bytes > config.frame_bytes_max as u64 {
         return Err(ProtocolError::FrameTooLarge {
@@ -371,7 +371,7 @@ enum Step {
 pub struct Reader<'r> {
     session: &'r mut Session,
     pool: &'r mut BufferPool,
-    config: &'r ProtocolConfig,
+    config: &'r ProtocolLimits,
     input: &'r mut [u8],
     position: usize,
     /// The message buffer was lent out by the last event; release it on the next call.

@@ -11,7 +11,7 @@
 //!   status) and close.
 //! - [`HttpEvent::Upgrade`]: a WebSocket upgrade. The reader is done: the bytes of this read
 //!   from `rest_start` on are the WebSocket's. Re-parse [`RequestHead::bytes`] with
-//!   [`super::handshake::parse_request`] for `accept_upgrade`, then drop the reader.
+//!   [`super::head::parse_request_head`] for `accept_upgrade`, then drop the reader.
 //! - `Err`: the stream cannot be read as requests any more; write the error and close. The
 //!   rest of the read is discarded and later reads yield nothing.
 //!
@@ -25,8 +25,8 @@
 //! between requests holds no buffer.
 
 use super::error::HandshakeError;
-use super::handshake::{self, HEADERS_COUNT_MAX};
-use super::pool::{BufferPool, PooledBuffer};
+use super::head::{self, HEADERS_COUNT_MAX};
+use crate::protocol::pool::{BufferPool, PooledBuffer};
 
 /// The interim response a client that sent `Expect: 100-continue` waits for before its body.
 pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -42,7 +42,7 @@ const CHUNK_EXTENSION_BYTES_MAX: usize = 1024;
 /// The limits a reader enforces; the driver builds them once from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestLimits {
-    /// Largest request head (`ProtocolConfig::header_bytes_max`), answered with 431 beyond.
+    /// Largest request head (`ProtocolLimits::header_bytes_max`), answered with 431 beyond.
     /// It also bounds the trailer section of a chunked body, which is a second header block.
     pub header_bytes_max: usize,
     /// Largest request body, by `Content-Length` or decoded chunks, answered with 413 beyond.
@@ -105,7 +105,7 @@ impl HeadLayout {
     /// Reads the fields of `request`, parsed from `head`, and checks its body framing.
     fn new(
         head: &[u8],
-        request: &handshake::Request<'_, '_>,
+        request: &head::Request<'_, '_>,
         limits: &RequestLimits,
     ) -> Result<Self, HandshakeError> {
         let version_minor = request.version_minor();
@@ -146,7 +146,7 @@ impl HeadLayout {
 /// `Content-Length` and `Transfer-Encoding` read together, refusing every combination a proxy
 /// in front of us could read differently (RFC 9112 §6.3, §11.2).
 fn body_framing(
-    request: &handshake::Request<'_, '_>,
+    request: &head::Request<'_, '_>,
     limits: &RequestLimits,
 ) -> Result<BodyFraming, HandshakeError> {
     let mut length: Option<u64> = None;
@@ -200,7 +200,7 @@ fn parse_content_length(digits: &[u8]) -> Result<u64, HandshakeError> {
 /// The codings of every `Transfer-Encoding` header, in order, must be exactly one `chunked`.
 /// Chunked not last leaves the body's end unknown (400, RFC 9112 §6.3 item 4); other codings
 /// we do not decode (501, §6.1).
-fn check_transfer_codings(request: &handshake::Request<'_, '_>) -> Result<(), HandshakeError> {
+fn check_transfer_codings(request: &head::Request<'_, '_>) -> Result<(), HandshakeError> {
     let codings = || {
         request
             .header_values("transfer-encoding")
@@ -274,12 +274,12 @@ impl<'a> RequestHead<'a> {
         self.layout.expects_continue
     }
 
-    /// Whether the client asks for a WebSocket (see [`handshake::Request::is_websocket_upgrade`]).
+    /// Whether the client asks for a WebSocket (see [`head::Request::is_websocket_upgrade`]).
     pub fn is_websocket_upgrade(&self) -> bool {
         self.layout.websocket_upgrade
     }
 
-    /// The whole head, request line to blank line, for [`handshake::parse_request`] when more
+    /// The whole head, request line to blank line, for [`head::parse_request_head`] when more
     /// than these fields is needed (the upgrade's keys and origin).
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
@@ -703,7 +703,7 @@ impl RequestEvents<'_> {
         }
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
         let parsed =
-            handshake::parse_request_head(remaining, &mut headers, self.limits.header_bytes_max)?;
+            head::parse_request_head(remaining, &mut headers, self.limits.header_bytes_max)?;
         let Some(request) = parsed else {
             let mut head = self.acquire(remaining.len())?;
             head.extend_from_slice(remaining);
@@ -766,8 +766,7 @@ impl RequestEvents<'_> {
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
         let bytes = head.as_slice();
         let layout =
-            match handshake::parse_request_head(bytes, &mut headers, self.limits.header_bytes_max)?
-            {
+            match head::parse_request_head(bytes, &mut headers, self.limits.header_bytes_max)? {
                 Some(request) => HeadLayout::new(bytes, &request, self.limits)?,
                 None => {
                     self.position += taken;
@@ -931,7 +930,7 @@ impl RequestEvents<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PoolConfig;
+    use crate::protocol::pool::PoolLimits;
 
     const LIMITS: RequestLimits = RequestLimits {
         header_bytes_max: 8 * 1024,
@@ -959,7 +958,7 @@ mod tests {
     }
 
     fn pool() -> BufferPool {
-        BufferPool::new(&PoolConfig::default())
+        BufferPool::new(&PoolLimits::default())
     }
 
     fn buffers_in_use(pool: &BufferPool) -> usize {
@@ -1391,8 +1390,8 @@ mod tests {
     /// a read is still served.
     #[test]
     fn exhausted_pool_answers_503() {
-        let mut pool = BufferPool::new(&PoolConfig {
-            classes: vec![crate::config::BufferClass {
+        let mut pool = BufferPool::new(&PoolLimits {
+            classes: vec![crate::protocol::pool::BufferClass {
                 buffer_bytes: 128,
                 buffers_max: 1,
             }],
