@@ -6,13 +6,13 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ringcast::metrics::MetricsRenderer;
-use ringcast::shard::connection::ShardMetrics;
+use ringcast::stats::ShardStats;
 
 /// The shard count of a large machine.
 const SHARDS_COUNT: usize = 64;
 
 fn scrape(criterion: &mut Criterion) {
-    let mut shard = ShardMetrics::default();
+    let mut shard = ShardStats::default();
     // Large values so that every number takes as many digits as after days of traffic.
     shard.counters.bytes_sent = 9_876_543_210_987;
     shard.counters.deliveries = 123_456_789_012;

@@ -15,172 +15,11 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
+use crate::broker::http_api::PublishConfig;
+use crate::endpoint::EndpointSettings;
 use crate::protocol::ProtocolLimits;
 use crate::protocol::pool::PoolLimits;
-
-/// What happens to a subscriber whose outbound queue is full (`outbound_queue_bytes_max` or
-/// `outbound_queue_frames_max` reached) when a message for it arrives. Pings, pongs and closes
-/// are never dropped or conflated; every action is counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SlowConsumerPolicy {
-    /// Keep only the newest message per topic for that subscriber until its queue drains; it
-    /// then sees the topic's seq jump forward. The market-data default: a price that is late is
-    /// worth less than the current one.
-    #[default]
-    Conflate,
-    /// Drop the newest message (the subscriber sees a seq gap).
-    Drop,
-    /// Close the connection with 1008 and the reason "slow consumer".
-    Disconnect,
-}
-
-impl FromStr for SlowConsumerPolicy {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "conflate" => Ok(Self::Conflate),
-            "drop" => Ok(Self::Drop),
-            "disconnect" => Ok(Self::Disconnect),
-            other => Err(format!(
-                "{other:?} is not one of conflate, drop, disconnect"
-            )),
-        }
-    }
-}
-
-/// Limits and policies of the pub/sub broker (`[broker]` in the config file).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BrokerConfig {
-    /// Longest topic name in bytes. Default 128: longer than any ticker or instrument key, short
-    /// enough that names cost little in every message.
-    pub topic_bytes_max: usize,
-    /// Topics one shard owns at once (a topic exists from its first publish or subscription).
-    /// Default 65,536. Together with the history limits this bounds a shard's history memory.
-    pub topics_per_shard_max: usize,
-    /// Topics one connection subscribes to at once. Default 1,024.
-    pub subscriptions_per_connection_max: usize,
-    /// Messages kept per topic for replay (`since`). Default 1,024: minutes of a busy ticker.
-    /// 0 keeps no history (a `since` then always gets `reset`).
-    pub history_messages_max: usize,
-    /// Bytes of encoded frames kept per topic for replay. Default 256 KiB.
-    pub history_bytes_max: usize,
-    /// Bytes of history one shard keeps over all its topics. Default 256 MiB. Past it, each
-    /// publish evicts its own topic's oldest messages (keeping the latest), so the topics that
-    /// publish most give up history first.
-    pub history_shard_bytes_max: usize,
-    /// Largest JSON request a client may send over the WebSocket (a publish's whole message).
-    /// Default 64 KiB. A larger request is answered with an `error` and the connection stays.
-    pub request_bytes_max: usize,
-    /// Largest HTTP publish body, by `Content-Length` or decoded chunks; 413 beyond. Default
-    /// 1 MiB, like `message_bytes_max`: what is published goes out as WebSocket messages. A body
-    /// cut across reads waits in one pooled buffer, so the pool's largest class must hold it.
-    pub publish_body_bytes_max: usize,
-    /// Most items in one `POST /publish` batch; 413 beyond. Default 1,000: bounds the work one
-    /// request hands the broker between two reads of other connections.
-    pub publish_batch_items_max: usize,
-    /// What to do with a subscriber that cannot keep up: conflate (default), drop or disconnect.
-    pub slow_consumer_policy: SlowConsumerPolicy,
-    /// Bytes queued to all of one shard's connections before every subscriber of the shard is
-    /// treated as slow (the policy applies to new messages until the total is back under it).
-    /// Default 128 MiB. The per-connection limit bounds one subscriber; with 16,000 of them a
-    /// shard could otherwise hold 16 GB when the machine cannot send as fast as it publishes.
-    pub outbound_shard_bytes_max: usize,
-    /// Topic patterns whose subscribers get the latest message right after `subscribed` (a
-    /// last-value snapshot), when they give no `since`. A pattern is a name or a prefix ending
-    /// in `*`; `"*"` is every topic. Default none.
-    pub snapshot_topics: Vec<String>,
-    /// Commands each shard's mailbox holds per kind (control, publish). Default 4,096. A full
-    /// mailbox pushes back on publishers; nothing is dropped.
-    pub mailbox_commands_max: usize,
-    /// Commands a shard holds for full mailboxes of other shards before it stops taking
-    /// publishes. Default 65,536. Beyond it the publishers pause instead of queueing more.
-    pub outbox_commands_max: usize,
-    /// Run the built-in ticker simulator (`--demo`). Default off.
-    pub demo: bool,
-    /// Symbols the demo feed quotes. Default 500.
-    pub demo_symbols: usize,
-    /// Messages per second the demo feed publishes, over all symbols. Default 1,000.
-    pub demo_messages_per_second: u64,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        Self {
-            topic_bytes_max: 128,
-            topics_per_shard_max: 64 * 1024,
-            subscriptions_per_connection_max: 1024,
-            history_messages_max: 1024,
-            history_bytes_max: 256 * 1024,
-            history_shard_bytes_max: 256 * 1024 * 1024,
-            request_bytes_max: 64 * 1024,
-            publish_body_bytes_max: 1024 * 1024,
-            publish_batch_items_max: 1000,
-            slow_consumer_policy: SlowConsumerPolicy::Conflate,
-            outbound_shard_bytes_max: 128 * 1024 * 1024,
-            snapshot_topics: Vec::new(),
-            mailbox_commands_max: 4096,
-            outbox_commands_max: 64 * 1024,
-            demo: false,
-            demo_symbols: 500,
-            demo_messages_per_second: 1000,
-        }
-    }
-}
-
-impl BrokerConfig {
-    /// Whether subscribers of `topic` get a last-value snapshot.
-    pub fn wants_snapshot(&self, topic: &str) -> bool {
-        self.snapshot_topics
-            .iter()
-            .any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => topic.starts_with(prefix),
-                None => topic == pattern,
-            })
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        let positive = [
-            ("topic_bytes_max", self.topic_bytes_max),
-            ("topics_per_shard_max", self.topics_per_shard_max),
-            (
-                "subscriptions_per_connection_max",
-                self.subscriptions_per_connection_max,
-            ),
-            ("request_bytes_max", self.request_bytes_max),
-            ("mailbox_commands_max", self.mailbox_commands_max),
-            ("outbox_commands_max", self.outbox_commands_max),
-            ("outbound_shard_bytes_max", self.outbound_shard_bytes_max),
-            ("demo_symbols", self.demo_symbols),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(format!("{name} must be at least 1"));
-            }
-        }
-        if self.topic_bytes_max > crate::broker::TOPIC_BYTES_LIMIT {
-            return Err(format!(
-                "topic_bytes_max {} exceeds {}",
-                self.topic_bytes_max,
-                crate::broker::TOPIC_BYTES_LIMIT
-            ));
-        }
-        use crate::broker::demo::{MESSAGES_PER_SECOND_MAX, SYMBOLS_COUNT_MAX};
-        if !(1..=MESSAGES_PER_SECOND_MAX).contains(&self.demo_messages_per_second) {
-            return Err(format!(
-                "demo_messages_per_second must be within 1..={MESSAGES_PER_SECOND_MAX}"
-            ));
-        }
-        if self.demo_symbols > SYMBOLS_COUNT_MAX {
-            return Err(format!(
-                "demo_symbols must be within 1..={SYMBOLS_COUNT_MAX}"
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Slots of each shard's registered-file table kept for descriptors other than connections: the
 /// listening socket and the shard's wake-up eventfd, with room for a few more without changing
@@ -416,6 +255,22 @@ impl ServerConfig {
         }
     }
 
+    /// What the endpoints read, from the settings of the same names.
+    pub fn endpoint_settings(&self) -> EndpointSettings {
+        let publish = PublishConfig::from_broker(&self.broker);
+        EndpointSettings {
+            echo: self.echo,
+            handshake_timeout_ms: self.handshake_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            pong_timeout_ms: self.pong_timeout_ms,
+            close_timeout_ms: self.close_timeout_ms,
+            protocol: self.protocol.clone(),
+            http_limits: publish.request_limits(self.protocol.header_bytes_max),
+            publish,
+            broker: self.broker.clone(),
+        }
+    }
+
     /// Checks every setting, and that each shard's registered-file table fits the process's
     /// RLIMIT_NOFILE as it is now. Run once at start-up, after `raise_nofile_soft_limit_to_hard`.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -435,7 +290,7 @@ impl ServerConfig {
         self.broker
             .validate()
             .map_err(|reason| invalid("broker", reason))?;
-        crate::broker::http_api::PublishConfig::from_broker(&self.broker)
+        PublishConfig::from_broker(&self.broker)
             .validate(&self.pool)
             .map_err(|reason| invalid("broker", reason))?;
         self.validate_shards()?;

@@ -23,8 +23,11 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod endpoint;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod stats;
 pub mod ticker;
+pub mod transport;

@@ -1,7 +1,7 @@
 //! The text of `GET /metrics`: every shard's [`Counters`] and [`Gauges`] in the OpenMetrics text
 //! format that Prometheus scrapes, written by the `prometheus-client` encoder.
 //!
-//! The shards publish plain [`ShardMetrics`] structs; nothing on a shard's hot path touches an
+//! The shards publish plain [`ShardStats`] structs (see `crate::stats`); nothing on a shard's hot path touches an
 //! atomic or a registry. A scrape hands the latest snapshots to [`MetricsRenderer::render`], which
 //! writes one family per metric with a `shard` label on every series. Counters that count the same
 //! thing for different reasons share one family with a reason label (`action`, `kind`, `op`,
@@ -19,20 +19,19 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::shard::connection::ShardMetrics;
+use crate::stats::ShardStats;
 #[cfg(doc)]
-use crate::shard::connection::{Counters, Gauges};
+use crate::stats::{Counters, Gauges};
 
-/// What to send as `Content-Type` with the text [`MetricsRenderer::render`] writes. Prometheus
-/// asks for OpenMetrics in its `Accept` header and parses it when told so here.
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// What to send as `Content-Type` with the text [`MetricsRenderer::render`] writes.
+pub use crate::endpoint::http::METRICS_CONTENT_TYPE;
 
 /// Every metric name starts with this (and an underscore).
 pub const METRICS_PREFIX: &str = "ringcast";
 
 /// One series of a family, per shard: the reason label's value (ignored in a family without a
 /// reason label) and the field it reports.
-type Series = (&'static str, fn(&ShardMetrics) -> u64);
+type Series = (&'static str, fn(&ShardStats) -> u64);
 
 /// One metric family: a name, its help and its series per shard.
 struct Family {
@@ -228,7 +227,7 @@ impl MetricsRenderer {
     }
 
     /// Appends the text for `shards` (index = shard number) to `out`, ending with `# EOF`.
-    pub fn render(&mut self, shards: &[ShardMetrics], out: &mut String) {
+    pub fn render(&mut self, shards: &[ShardStats], out: &mut String) {
         {
             // The registry owns the collector, so the snapshots reach it through a lock that
             // nothing else ever takes: it is uncontended.
@@ -248,7 +247,7 @@ impl MetricsRenderer {
 /// The shards' latest metrics, as the collector sees them during a scrape.
 #[derive(Debug, Default)]
 struct Snapshot {
-    shards: Mutex<Vec<ShardMetrics>>,
+    shards: Mutex<Vec<ShardStats>>,
 }
 
 impl Collector for Snapshot {
@@ -301,7 +300,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::shard::connection::{Counters, Gauges};
+    use crate::stats::{Counters, Gauges};
 
     /// How many fields Counters and Gauges have together, counted from their size: every field
     /// is a u64, so a new field changes this without anyone updating a number.
@@ -311,7 +310,7 @@ mod tests {
     /// Metrics whose every field holds a distinct value: counters offset + 1, + 2, …, then the
     /// gauges. Struct literals without `..`: adding a field breaks the build here until it gets
     /// a value, and then `every_field_is_exposed_once` fails until the family table exposes it.
-    fn distinct_values(offset: u64) -> ShardMetrics {
+    fn distinct_values(offset: u64) -> ShardStats {
         let counters = Counters {
             connections_accepted: offset + 1,
             connections_closed: offset + 2,
@@ -356,7 +355,7 @@ mod tests {
             outbox_depth: offset + 39,
             outbound_queued_bytes: offset + 40,
         };
-        ShardMetrics { counters, gauges }
+        ShardStats { counters, gauges }
     }
 
     /// One sample line, split: the series name, its labels, its value.
@@ -449,7 +448,7 @@ mod tests {
         }
     }
 
-    fn render(shards: &[ShardMetrics]) -> String {
+    fn render(shards: &[ShardStats]) -> String {
         let mut text = String::new();
         MetricsRenderer::new().render(shards, &mut text);
         text
@@ -459,7 +458,7 @@ mod tests {
     fn every_line_has_a_valid_shape_and_every_series_is_unique() {
         // Proves the text parses as OpenMetrics (HELP, TYPE, UNIT, samples, EOF), that every
         // sample belongs to a declared family and that no series is written twice.
-        let shards: Vec<ShardMetrics> = (0..3).map(|shard| distinct_values(shard * 100)).collect();
+        let shards: Vec<ShardStats> = (0..3).map(|shard| distinct_values(shard * 100)).collect();
         let exposition = parse(&render(&shards));
         let mut series = BTreeSet::new();
         for sample in &exposition.samples {
@@ -545,7 +544,7 @@ mod tests {
         let mut text = String::new();
         renderer.render(&[many, many, many], &mut text);
         text.clear();
-        renderer.render(&[ShardMetrics::default()], &mut text);
+        renderer.render(&[ShardStats::default()], &mut text);
         let exposition = parse(&text);
         assert!(
             exposition

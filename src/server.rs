@@ -12,10 +12,12 @@ use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::error;
 
+use crate::broker::topic::TopicError;
+use crate::broker::{Command, TopicName};
 use crate::config::ServerConfig;
-use crate::shard::mailbox::{Command, Mailbox, Waker};
+use crate::shard::mailbox::{Mailbox, WakeError, Waker};
 use crate::shard::metrics_board::MetricsBoard;
-use crate::shard::{Shard, ShardReport};
+use crate::shard::{Shard, ShardReport, Shared};
 
 /// The listen backlog; the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: i32 = 65_535;
@@ -26,6 +28,7 @@ pub struct Server {
     mailboxes: Arc<[Arc<Mailbox>]>,
     local_address: SocketAddr,
     waker: Waker,
+    topic_bytes_max: usize,
 }
 
 impl Server {
@@ -64,6 +67,7 @@ impl Server {
             mailboxes,
             local_address,
             waker: Waker::new()?,
+            topic_bytes_max: config.broker.topic_bytes_max,
         };
         for _ in 0..server.threads.len() {
             let started = ready_receiver
@@ -87,31 +91,20 @@ impl Server {
         self.threads.iter().any(JoinHandle::is_finished)
     }
 
-    /// Sends an encoded frame to every WebSocket connection of every shard.
-    pub fn broadcast(&mut self, frame: Bytes) -> Result<(), Command> {
-        for mailbox in self.mailboxes.iter() {
-            self.waker
-                .send(mailbox, Command::Broadcast(frame.clone()))?;
-        }
-        Ok(())
-    }
-
     /// A handle that publishes into the broker from another thread (the demo feed).
     pub fn publisher(&self) -> io::Result<Publisher> {
         Ok(Publisher {
             mailboxes: Arc::clone(&self.mailboxes),
             waker: Waker::new()?,
+            topic_bytes_max: self.topic_bytes_max,
         })
     }
 
     /// Closes every connection with 1001, waits for the drain, and joins the shards.
     pub fn shutdown(mut self) -> io::Result<Vec<ShardReport>> {
         for mailbox in self.mailboxes.iter() {
-            if let Err(command) = self.waker.send(mailbox, Command::Shutdown) {
-                error!(
-                    ?command,
-                    "a shard's mailbox is full; it cannot be told to shut down"
-                );
+            if let Err(error) = self.waker.send(mailbox, Command::Shutdown) {
+                error!(%error, "a shard cannot be told to shut down");
             }
         }
         let mut reports = Vec::with_capacity(self.threads.len());
@@ -142,13 +135,6 @@ impl Server {
     }
 }
 
-/// What a shard shares with the others.
-struct Shared {
-    shard_index: usize,
-    mailboxes: Arc<[Arc<Mailbox>]>,
-    metrics_board: Arc<MetricsBoard>,
-}
-
 fn run_shard(
     config: Arc<ServerConfig>,
     listener: OwnedFd,
@@ -159,13 +145,7 @@ fn run_shard(
     if let Some(core) = pin_core {
         pin_to_core(core);
     }
-    let shard = match Shard::new(
-        config,
-        listener.as_raw_fd(),
-        shared.shard_index,
-        shared.mailboxes,
-        shared.metrics_board,
-    ) {
+    let shard = match Shard::new(config, listener.as_raw_fd(), shared) {
         Ok(shard) => shard,
         Err(error) => {
             let message = error.to_string();
@@ -244,26 +224,42 @@ fn probe_port_free(address: SocketAddr) -> io::Result<SocketAddr> {
 pub struct Publisher {
     mailboxes: Arc<[Arc<Mailbox>]>,
     waker: Waker,
+    topic_bytes_max: usize,
 }
 
-/// The owner's publish mailbox was full; the message was not taken.
+/// Why a message was not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PublishRefused;
+pub enum PublishRefused {
+    /// Not a valid topic name.
+    Topic(TopicError),
+    /// The owner's publish mailbox was full (or could not be woken).
+    Full,
+}
 
 impl Publisher {
-    /// Hands `data` (one JSON value) for `topic` (a valid topic name) to the topic's owner.
+    /// Hands `data` (one JSON value) for `topic` to the topic's owner.
     pub fn publish(&mut self, topic: &str, data: &[u8]) -> Result<(), PublishRefused> {
         let mut message = Vec::with_capacity(topic.len() + data.len());
         message.extend_from_slice(topic.as_bytes());
         message.extend_from_slice(data);
+        let message = Bytes::from(message);
+        let topic = TopicName::new(message.slice(..topic.len()), self.topic_bytes_max)
+            .map_err(PublishRefused::Topic)?;
+        let data = message.slice(topic.as_bytes().len()..);
+        let owner = topic.owner(self.mailboxes.len());
         let command = Command::Publish {
-            message: Bytes::from(message),
-            topic_bytes: topic.len(),
+            topic,
+            data,
             reply: None,
         };
-        let owner = crate::broker::owner_shard(topic.as_bytes(), self.mailboxes.len());
-        self.waker
-            .send(&self.mailboxes[owner], command)
-            .map_err(|_| PublishRefused)
+        match self.waker.send(&self.mailboxes[owner], command) {
+            Ok(()) => Ok(()),
+            Err(WakeError::Full(_)) => Err(PublishRefused::Full),
+            // The command is queued; the shard takes it at its next turn.
+            Err(WakeError::Submit(error)) => {
+                tracing::warn!(%error, "waking a shard for a publish failed");
+                Ok(())
+            }
+        }
     }
 }

@@ -247,7 +247,7 @@ fn a_flood_is_paced_by_backpressure_not_dropped() {
     let log = server.stderr_text();
     // The shards log their counters when they stop: the flood must have paused reading.
     let pauses: u64 = log
-        .match_indices("reading_pauses: ")
+        .match_indices("reading_pauses=")
         .map(|(at, key)| {
             log[at + key.len()..]
                 .split(|c: char| !c.is_ascii_digit())
@@ -259,7 +259,7 @@ fn a_flood_is_paced_by_backpressure_not_dropped() {
         .sum();
     assert!(pauses > 0, "reading never paused: {log}");
     assert!(
-        !log.contains("slow_consumer_closes: 1"),
+        !log.contains("slow_consumer_closes="),
         "a reading client was closed: {log}"
     );
 }

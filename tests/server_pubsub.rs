@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ringcast::config::{BrokerConfig, ServerConfig, SlowConsumerPolicy};
 use ringcast::server::Server;
-use ringcast::shard::connection::Counters;
+use ringcast::stats::Counters;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 

@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::topic_name::{self, TopicError};
+use super::config::BrokerConfig;
+use super::topic::{self as topic_name, TopicError};
 use crate::protocol::HandshakeError;
 use crate::protocol::decimal::write_decimal;
 use crate::protocol::http1::response as handshake;
@@ -52,12 +53,12 @@ pub struct PublishConfig {
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        Self::from_broker(&crate::config::BrokerConfig::default())
+        Self::from_broker(&BrokerConfig::default())
     }
 }
 
 impl PublishConfig {
-    pub fn from_broker(broker: &crate::config::BrokerConfig) -> Self {
+    pub fn from_broker(broker: &BrokerConfig) -> Self {
         Self {
             topic_bytes_max: broker.topic_bytes_max,
             publish_body_bytes_max: broker.publish_body_bytes_max,

@@ -1,104 +1,238 @@
-//! Server messages, encoded once as complete WebSocket text frames.
+//! What the broker sends clients, encoded once: published messages and per-client replies.
 //!
-//! A published message becomes one frame, `{"topic":…,"seq":…,"data":…}` with `data` copied
-//! verbatim, and that one `Bytes` is shared by every subscriber's queue, every shard it is
-//! forwarded to and the topic's history. Replies to one client (`subscribed`, `reset`, `error`)
-//! are small frames encoded the same way.
+//! A published message's body is `{"topic":…,"seq":…,"data":…}`, with `data` copied verbatim.
+//! The owner encodes it once into a [`Message`], and that one buffer is shared by every shard it
+//! is forwarded to, every subscriber's queue and the topic's history. Each kind of endpoint frames
+//! the same body its own way, at most once per shard (`endpoint::frame_cache`). Since most
+//! subscribers speak WebSocket, the body is encoded with its WebSocket head in front, so a
+//! WebSocket delivery is the buffer itself, with no copy at all; other endpoints read
+//! [`Message::body`].
+//!
+//! Replies to one client (`subscribed`, `reset`, `unsubscribed`, `error`) are [`Reply`] values
+//! encoded the same way, with their kind for endpoints that name events (SSE).
 
 use bytes::Bytes;
 
-use super::TOPIC_BYTES_LIMIT;
+use super::topic::{TOPIC_BYTES_LIMIT, TopicName};
 use crate::protocol::decimal::decimal;
 use crate::protocol::websocket::frame::{FrameEncoder, OpCode};
 
-/// Encodes the frame of message `seq` of `topic`.
-pub fn encode_message(encoder: &mut FrameEncoder, topic: &str, seq: u64, data: &[u8]) -> Bytes {
-    let mut digits = [0u8; 20];
-    let seq_text = decimal(seq, &mut digits);
-    let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
-    let topic_text = escape_topic(topic, &mut escaped);
-    encoder.encode_parts(
-        OpCode::Text,
-        &[
-            b"{\"topic\":\"",
-            topic_text,
-            b"\",\"seq\":",
-            seq_text,
-            b",\"data\":",
-            data,
-            b"}",
-        ],
-    )
+/// Bytes of the message's own header: the seq (8, little-endian) and the topic's length (2).
+const MESSAGE_HEADER_BYTES: usize = 10;
+
+const _: () = assert!(TOPIC_BYTES_LIMIT <= u16::MAX as usize);
+
+/// Message `seq` of a topic: the owner numbered it, and every subscriber of the topic gets this
+/// same buffer. Cloning shares it (one reference count). The layout is
+/// `[seq: u64 LE][topic length: u16 LE][topic][WebSocket head][body]`, so the seq and topic need no
+/// fields of their own and a message costs one `Bytes` wherever it is held (commands, history,
+/// conflation).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message(Bytes);
+
+impl Message {
+    /// Encodes message `seq` of `topic` with `data` (one JSON value, verbatim).
+    pub fn encode(encoder: &mut FrameEncoder, topic: &TopicName, seq: u64, data: &[u8]) -> Message {
+        let mut digits = [0u8; 20];
+        let seq_text = decimal(seq, &mut digits);
+        let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
+        let topic_text = escape_topic(topic.as_str(), &mut escaped);
+        let header_seq = seq.to_le_bytes();
+        let header_topic_bytes = (topic.as_bytes().len() as u16).to_le_bytes();
+        let bytes = encoder.encode_parts_after(
+            &[&header_seq, &header_topic_bytes, topic.as_bytes()],
+            OpCode::Text,
+            &[
+                b"{\"topic\":\"",
+                topic_text,
+                b"\",\"seq\":",
+                seq_text,
+                b",\"data\":",
+                data,
+                b"}",
+            ],
+        );
+        Message(bytes)
+    }
+
+    pub fn seq(&self) -> u64 {
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(seq)
+    }
+
+    /// The topic's name (ASCII, as validated when the message was published).
+    pub fn topic(&self) -> &[u8] {
+        &self.0[MESSAGE_HEADER_BYTES..self.frame_start()]
+    }
+
+    /// The message as one WebSocket text frame (head and body), sharing this buffer.
+    pub fn websocket_frame(&self) -> Bytes {
+        self.0.slice(self.frame_start()..)
+    }
+
+    /// The JSON body, without any framing.
+    pub fn body(&self) -> &[u8] {
+        let frame = &self.0[self.frame_start()..];
+        &frame[websocket_head_bytes(frame)..]
+    }
+
+    /// Whether `other` is this very message (the same buffer), not merely equal bytes: a
+    /// pointer comparison, cheap enough for every delivery.
+    pub fn is_same(&self, other: &Message) -> bool {
+        self.0.as_ptr() == other.0.as_ptr() && self.0.len() == other.0.len()
+    }
+
+    /// The bytes this message holds (header, head and body): what keeping it costs.
+    pub fn encoded_bytes(&self) -> usize {
+        self.0.len()
+    }
+
+    fn frame_start(&self) -> usize {
+        MESSAGE_HEADER_BYTES + usize::from(u16::from_le_bytes([self.0[8], self.0[9]]))
+    }
 }
 
-/// `{"op":"subscribed","topic":…,"seq":…}`: the subscription took effect after message `seq`.
-pub fn encode_subscribed(encoder: &mut FrameEncoder, topic: &str, seq: u64) -> Bytes {
-    encode_op(encoder, b"subscribed", topic, seq)
+impl std::fmt::Debug for Message {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Message")
+            .field("topic", &String::from_utf8_lossy(self.topic()))
+            .field("seq", &self.seq())
+            .field("body", &String::from_utf8_lossy(self.body()))
+            .finish()
+    }
 }
 
-/// `{"op":"reset","topic":…,"seq":…}`: the replay asked for is no longer in history; `seq` is
-/// the latest (its message follows as a snapshot when there is one).
-pub fn encode_reset(encoder: &mut FrameEncoder, topic: &str, seq: u64) -> Bytes {
-    encode_op(encoder, b"reset", topic, seq)
+/// What a reply says, for endpoints that name their events (SSE's `event:` line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyKind {
+    Subscribed,
+    Reset,
+    Unsubscribed,
+    Error,
 }
 
-/// `{"op":"unsubscribed","topic":…}`.
-pub fn encode_unsubscribed(encoder: &mut FrameEncoder, topic: &str) -> Bytes {
-    let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
-    let topic_text = escape_topic(topic, &mut escaped);
-    encoder.encode_parts(
-        OpCode::Text,
-        &[b"{\"op\":\"unsubscribed\",\"topic\":\"", topic_text, b"\"}"],
-    )
+impl ReplyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplyKind::Subscribed => "subscribed",
+            ReplyKind::Reset => "reset",
+            ReplyKind::Unsubscribed => "unsubscribed",
+            ReplyKind::Error => "error",
+        }
+    }
 }
 
-/// `{"op":"error","reason":…}`; `reason` is plain ASCII without quotes or backslashes.
-pub fn encode_error(encoder: &mut FrameEncoder, reason: &str) -> Bytes {
-    debug_assert!(!reason.bytes().any(needs_escape));
-    encoder.encode_parts(
-        OpCode::Text,
-        &[
-            b"{\"op\":\"error\",\"reason\":\"",
-            reason.as_bytes(),
-            b"\"}",
-        ],
-    )
+/// A reply to one client: its kind and its body encoded with a WebSocket head in front.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub kind: ReplyKind,
+    frame: Bytes,
 }
 
-/// `{"op":"error","reason":…,"topic":…}` for a request about one topic.
-pub fn encode_topic_error(encoder: &mut FrameEncoder, reason: &str, topic: &str) -> Bytes {
-    debug_assert!(!reason.bytes().any(needs_escape));
-    let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
-    let topic_text = escape_topic(topic, &mut escaped);
-    encoder.encode_parts(
-        OpCode::Text,
-        &[
-            b"{\"op\":\"error\",\"reason\":\"",
-            reason.as_bytes(),
-            b"\",\"topic\":\"",
-            topic_text,
-            b"\"}",
-        ],
-    )
+impl Reply {
+    /// The reply as one WebSocket text frame.
+    pub fn websocket_frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The JSON body, without any framing.
+    pub fn body(&self) -> &[u8] {
+        &self.frame[websocket_head_bytes(&self.frame)..]
+    }
+
+    /// `{"op":"subscribed","topic":…,"seq":…}`: the subscription took effect after message `seq`.
+    pub fn subscribed(encoder: &mut FrameEncoder, topic: &TopicName, seq: u64) -> Reply {
+        Reply::topic_op(encoder, ReplyKind::Subscribed, topic, seq)
+    }
+
+    /// `{"op":"reset","topic":…,"seq":…}`: the replay asked for is no longer in history; `seq` is
+    /// the latest (its message follows as a snapshot when there is one).
+    pub fn reset(encoder: &mut FrameEncoder, topic: &TopicName, seq: u64) -> Reply {
+        Reply::topic_op(encoder, ReplyKind::Reset, topic, seq)
+    }
+
+    /// `{"op":"unsubscribed","topic":…}`.
+    pub fn unsubscribed(encoder: &mut FrameEncoder, topic: &TopicName) -> Reply {
+        let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
+        let topic_text = escape_topic(topic.as_str(), &mut escaped);
+        let frame = encoder.encode_parts(
+            OpCode::Text,
+            &[b"{\"op\":\"unsubscribed\",\"topic\":\"", topic_text, b"\"}"],
+        );
+        Reply {
+            kind: ReplyKind::Unsubscribed,
+            frame,
+        }
+    }
+
+    /// `{"op":"error","reason":…}`; `reason` is plain ASCII without quotes or backslashes.
+    pub fn error(encoder: &mut FrameEncoder, reason: &str) -> Reply {
+        debug_assert!(!reason.bytes().any(needs_escape));
+        let frame = encoder.encode_parts(
+            OpCode::Text,
+            &[
+                b"{\"op\":\"error\",\"reason\":\"",
+                reason.as_bytes(),
+                b"\"}",
+            ],
+        );
+        Reply {
+            kind: ReplyKind::Error,
+            frame,
+        }
+    }
+
+    /// `{"op":"error","reason":…,"topic":…}` for a request about one topic.
+    pub fn topic_error(encoder: &mut FrameEncoder, reason: &str, topic: &TopicName) -> Reply {
+        debug_assert!(!reason.bytes().any(needs_escape));
+        let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
+        let topic_text = escape_topic(topic.as_str(), &mut escaped);
+        let frame = encoder.encode_parts(
+            OpCode::Text,
+            &[
+                b"{\"op\":\"error\",\"reason\":\"",
+                reason.as_bytes(),
+                b"\",\"topic\":\"",
+                topic_text,
+                b"\"}",
+            ],
+        );
+        Reply {
+            kind: ReplyKind::Error,
+            frame,
+        }
+    }
+
+    fn topic_op(encoder: &mut FrameEncoder, kind: ReplyKind, topic: &TopicName, seq: u64) -> Reply {
+        let mut digits = [0u8; 20];
+        let seq_text = decimal(seq, &mut digits);
+        let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
+        let topic_text = escape_topic(topic.as_str(), &mut escaped);
+        let frame = encoder.encode_parts(
+            OpCode::Text,
+            &[
+                b"{\"op\":\"",
+                kind.name().as_bytes(),
+                b"\",\"topic\":\"",
+                topic_text,
+                b"\",\"seq\":",
+                seq_text,
+                b"}",
+            ],
+        );
+        Reply { kind, frame }
+    }
 }
 
-fn encode_op(encoder: &mut FrameEncoder, op: &[u8], topic: &str, seq: u64) -> Bytes {
-    let mut digits = [0u8; 20];
-    let seq_text = decimal(seq, &mut digits);
-    let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
-    let topic_text = escape_topic(topic, &mut escaped);
-    encoder.encode_parts(
-        OpCode::Text,
-        &[
-            b"{\"op\":\"",
-            op,
-            b"\",\"topic\":\"",
-            topic_text,
-            b"\",\"seq\":",
-            seq_text,
-            b"}",
-        ],
-    )
+/// The length of the head of an unmasked server frame that starts `frame`.
+fn websocket_head_bytes(frame: &[u8]) -> usize {
+    match frame[1] & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    }
 }
 
 /// Topic names are printable ASCII (checked on the way in); of those, only `"` and `\` need a
@@ -129,66 +263,91 @@ fn escape_topic<'a>(topic: &'a str, out: &'a mut [u8; 2 * TOPIC_BYTES_LIMIT]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::websocket::frame::encode_frame;
+    use crate::protocol::websocket::frame::{FrameHead, encode_frame};
+
+    fn topic(name: &str) -> TopicName {
+        TopicName::copy_from(name.as_bytes(), TOPIC_BYTES_LIMIT).unwrap()
+    }
 
     fn payload_of(frame: &[u8]) -> serde_json::Value {
-        let head = crate::protocol::websocket::frame::FrameHead::parse(frame)
-            .unwrap()
-            .unwrap();
+        let head = FrameHead::parse(frame).unwrap().unwrap();
         assert_eq!(head.opcode, OpCode::Text);
         serde_json::from_slice(&frame[usize::from(head.head_bytes)..]).unwrap()
     }
 
-    /// Proves a message frame is exactly the documented JSON with `data` verbatim.
+    /// Proves a message is exactly the documented JSON with `data` verbatim, as a WebSocket frame
+    /// and as a bare body, and carries its seq and topic.
     #[test]
-    fn message_frame() {
+    fn message_frame_and_body() {
         let mut encoder = FrameEncoder::new(1024);
-        let frame = encode_message(&mut encoder, "AAPL", 42, br#"{"px":191.2}"#);
+        let message = Message::encode(&mut encoder, &topic("AAPL"), 42, br#"{"px":191.2}"#);
         let expected = br#"{"topic":"AAPL","seq":42,"data":{"px":191.2}}"#;
-        assert_eq!(frame, encode_frame(OpCode::Text, true, expected));
+        assert_eq!(
+            message.websocket_frame(),
+            encode_frame(OpCode::Text, true, expected)
+        );
+        assert_eq!(message.body(), expected);
+        assert_eq!((message.seq(), message.topic()), (42, &b"AAPL"[..]));
+    }
+
+    /// Proves bodies past 125 and 65,535 bytes keep their 4- and 10-byte heads apart from the
+    /// body.
+    #[test]
+    fn long_bodies_split_from_their_heads() {
+        let mut encoder = FrameEncoder::new(1024);
+        for data_bytes in [200, 70_000] {
+            let data = format!("\"{}\"", "x".repeat(data_bytes));
+            let message = Message::encode(&mut encoder, &topic("A"), 1, data.as_bytes());
+            let value: serde_json::Value = serde_json::from_slice(message.body()).unwrap();
+            assert_eq!(value["data"].as_str().unwrap().len(), data_bytes);
+            assert_eq!(payload_of(&message.websocket_frame()), value);
+        }
     }
 
     /// Proves topics with quotes and backslashes stay valid JSON, and seq covers u64.
     #[test]
     fn escaping_and_large_seq() {
         let mut encoder = FrameEncoder::new(64);
-        let frame = encode_message(&mut encoder, r#"a"b\c"#, u64::MAX, b"[1,2]");
-        let value = payload_of(&frame);
+        let message = Message::encode(&mut encoder, &topic(r#"a"b\c"#), u64::MAX, b"[1,2]");
+        let value = payload_of(&message.websocket_frame());
         assert_eq!(value["topic"], r#"a"b\c"#);
         assert_eq!(value["seq"], u64::MAX);
         assert_eq!(value["data"], serde_json::json!([1, 2]));
-        let frame = encode_subscribed(&mut encoder, r#"x"y"#, 0);
-        let value = payload_of(&frame);
+        assert_eq!(message.seq(), u64::MAX);
+        let reply = Reply::subscribed(&mut encoder, &topic(r#"x"y"#), 0);
         assert_eq!(
-            value,
+            payload_of(reply.websocket_frame()),
             serde_json::json!({"op":"subscribed","topic":"x\"y","seq":0})
         );
     }
 
-    /// Proves the control replies are the documented JSON.
+    /// Proves the replies are the documented JSON, with their kinds.
     #[test]
     fn replies() {
         let mut encoder = FrameEncoder::new(64);
         let cases = [
             (
-                encode_reset(&mut encoder, "MSFT", 57),
+                Reply::reset(&mut encoder, &topic("MSFT"), 57),
                 serde_json::json!({"op":"reset","topic":"MSFT","seq":57}),
             ),
             (
-                encode_error(&mut encoder, "malformed JSON"),
+                Reply::error(&mut encoder, "malformed JSON"),
                 serde_json::json!({"op":"error","reason":"malformed JSON"}),
             ),
             (
-                encode_topic_error(&mut encoder, "too many", "A"),
+                Reply::topic_error(&mut encoder, "too many", &topic("A")),
                 serde_json::json!({"op":"error","reason":"too many","topic":"A"}),
             ),
             (
-                encode_unsubscribed(&mut encoder, "A"),
+                Reply::unsubscribed(&mut encoder, &topic("A")),
                 serde_json::json!({"op":"unsubscribed","topic":"A"}),
             ),
         ];
-        for (frame, expected) in cases {
-            assert_eq!(payload_of(&frame), expected);
+        for (reply, expected) in cases {
+            assert_eq!(payload_of(reply.websocket_frame()), expected);
+            let body: serde_json::Value = serde_json::from_slice(reply.body()).unwrap();
+            assert_eq!(body, expected);
+            assert_eq!(reply.kind.name(), expected["op"]);
         }
     }
 }

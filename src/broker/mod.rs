@@ -1,57 +1,34 @@
-//! The pub/sub broker: topics, sequence numbers, history and replay, subscriber tables and the
-//! wire protocol of client requests and server messages.
+//! The pub/sub broker, sans-IO: topics and their owners, sequence numbers, history and replay,
+//! subscriber tables, the slow-consumer policy, and the wire protocol of client requests and
+//! server messages.
 //!
-//! Sans-IO like `protocol`: nothing here touches a socket, a clock or another thread. The shard
-//! owns one [`owner::OwnedTopics`] (the topics that hash to it: it numbers their messages, keeps
-//! their history and knows which shards subscribe) and one [`subscribers::SubscriberTable`] (its
-//! own connections' subscriptions), and moves commands between shards through its mailboxes.
+//! Like `protocol`, nothing here touches a socket, a clock or another thread, and it imports
+//! nothing of the crate but `protocol`. Each shard owns one [`fanout::Fanout`]: the topics that
+//! hash to the shard (it numbers their messages, keeps their history and knows which shards
+//! subscribe), its own clients' subscriptions, and the policy that decides what each subscriber
+//! gets. The shard feeds it requests and commands and carries out what it decides.
 //!
-//! Ordering rests on two facts: a topic's owner is the only place its sequence numbers are
-//! assigned, and commands from one shard to another arrive in the order they were sent. A
-//! subscription takes effect when the owner's answer comes back, which carries the seq at that
-//! moment and the replay up to it; every later message of the topic follows that answer.
+//! - [`topic`]: what a topic name may be, and which shard owns it (a fixed hash).
+//! - [`message`]: messages and replies, encoded once and shared.
+//! - [`request`]: client requests over the WebSocket (JSON), and [`request::BrokerRequest`].
+//! - [`http_api`]: publishing over HTTP.
+//! - [`owner`], [`subscribers`]: the two tables of a shard.
+//! - [`fanout`]: the shard's broker and its policy; [`command`]: what shards tell each other.
+//! - [`config`]: the limits and policies; [`demo`]: the random-walk ticker feed.
 
+pub mod command;
+pub mod config;
 pub mod demo;
+pub mod fanout;
 pub mod http_api;
 pub mod message;
 pub mod owner;
 pub mod request;
 pub mod subscribers;
-pub mod topic_name;
+pub mod topic;
 
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-
-pub use topic_name::TOPIC_BYTES_LIMIT;
-
-/// The shard that owns `topic`: a fixed hash of the name, the same in every thread and every run.
-pub fn owner_shard(topic: &[u8], shards: usize) -> usize {
-    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(topic);
-    (hash % shards as u64) as usize
-}
-
-/// A connection of some shard, named so that an answer can find it again: the generation tells a
-/// reused slot from the connection that asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectionRef {
-    pub shard: u16,
-    pub slot: u32,
-    pub generation: u16,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Proves ownership is spread over the shards and stable for a name.
-    #[test]
-    fn owner_is_stable_and_spread() {
-        let mut counts = [0usize; 4];
-        for index in 0..4000 {
-            let topic = format!("T{index}");
-            let owner = owner_shard(topic.as_bytes(), 4);
-            assert_eq!(owner, owner_shard(topic.as_bytes(), 4));
-            counts[owner] += 1;
-        }
-        assert!(counts.iter().all(|&count| count > 800), "{counts:?}");
-    }
-}
+pub use command::{ClientRef, Command, PublishReply};
+pub use fanout::{BrokerCounters, BrokerGauges, Clients, Fanout, QueueLimits};
+pub use message::{Message, Reply, ReplyKind};
+pub use request::BrokerRequest;
+pub use topic::{TOPIC_BYTES_LIMIT, TopicName, owner_shard};

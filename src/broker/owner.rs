@@ -1,16 +1,15 @@
 //! The topics a shard owns: their sequence numbers, history and subscribing shards.
 //!
 //! Every message of a topic passes through its owner, which numbers it (1, 2, 3, … with no
-//! gaps), encodes its frame once, keeps it in a bounded history, and names the shards to forward
-//! it to. A subscription is answered here with the latest seq and what to replay, so the
+//! gaps), encodes it once as a [`Message`], keeps it in a bounded history, and names the shards
+//! to forward it to. A subscription is answered here with the latest seq and what to replay, so the
 //! subscriber's shard can join the live stream exactly after it.
 
 use std::collections::{HashMap, VecDeque};
 
-use bytes::Bytes;
-
-use super::message::encode_message;
-use crate::config::BrokerConfig;
+use super::config::BrokerConfig;
+use super::message::Message;
+use super::topic::TopicName;
 use crate::protocol::websocket::frame::FrameEncoder;
 
 /// The shards with subscribers of one topic, one bit each.
@@ -58,23 +57,21 @@ impl ShardSet {
 #[derive(Debug)]
 struct OwnedTopic {
     /// The name, shared with every command about the topic.
-    name: Bytes,
+    name: TopicName,
     /// The seq of the latest message; 0 before the first.
     seq: u64,
-    /// The frames of the latest messages, oldest first, with their seq.
-    history: VecDeque<(u64, Bytes)>,
+    /// The latest messages, oldest first (each knows its seq).
+    history: VecDeque<Message>,
     history_bytes: usize,
     /// The latest message, kept for snapshots even when history is off.
-    last: Option<Bytes>,
+    last: Option<Message>,
     subscriber_shards: ShardSet,
 }
 
 /// A message just numbered.
 #[derive(Debug)]
 pub struct Published<'a> {
-    pub name: &'a Bytes,
-    pub seq: u64,
-    pub frame: Bytes,
+    pub message: Message,
     /// Shards to deliver it to (the owner itself included when it has subscribers).
     pub subscriber_shards: &'a ShardSet,
 }
@@ -86,8 +83,8 @@ pub struct SubscribeAnswer {
     pub latest: u64,
     /// The replay asked for is not in history (or `since` is ahead of the topic).
     pub reset: bool,
-    /// Frames to send after `subscribed`: the replay, or the snapshot.
-    pub frames: Vec<Bytes>,
+    /// Messages to send after `subscribed`: the replay, or the snapshot.
+    pub messages: Vec<Message>,
 }
 
 /// Why the owner refused.
@@ -107,7 +104,7 @@ impl OwnerError {
 /// Every topic one shard owns.
 #[derive(Debug)]
 pub struct OwnedTopics {
-    index: HashMap<Bytes, u32>,
+    index: HashMap<TopicName, u32>,
     topics: Vec<OwnedTopic>,
     shards: usize,
     topics_max: usize,
@@ -139,23 +136,23 @@ impl OwnedTopics {
         self.history_bytes_total
     }
 
-    /// Numbers a message of `topic`, encodes its frame and keeps it in history.
+    /// Numbers a message of `topic`, encodes it and keeps it in history.
     pub fn publish(
         &mut self,
-        topic: &[u8],
+        topic: &TopicName,
         data: &[u8],
         encoder: &mut FrameEncoder,
     ) -> Result<Published<'_>, OwnerError> {
         let index = self.find_or_create(topic)?;
         let topic = &mut self.topics[index];
         topic.seq += 1;
-        let name = std::str::from_utf8(&topic.name).expect("topic names are ASCII");
-        let frame = encode_message(encoder, name, topic.seq, data);
-        topic.last = Some(frame.clone());
+        let message = Message::encode(encoder, &topic.name, topic.seq, data);
+        topic.last = Some(message.clone());
         if self.history_messages_max > 0 {
-            topic.history.push_back((topic.seq, frame.clone()));
-            topic.history_bytes += frame.len();
-            self.history_bytes_total += frame.len();
+            let message_bytes = message.encoded_bytes();
+            topic.history.push_back(message.clone());
+            topic.history_bytes += message_bytes;
+            self.history_bytes_total += message_bytes;
             // Over the shard's budget, the topic being published pays: the busiest topics
             // hold the most history, and evicting here costs no search.
             while topic.history.len() > self.history_messages_max
@@ -163,15 +160,13 @@ impl OwnedTopics {
                 || (self.history_bytes_total > self.history_shard_bytes_max
                     && topic.history.len() > 1)
             {
-                let (_, evicted) = topic.history.pop_front().expect("length checked");
-                topic.history_bytes -= evicted.len();
-                self.history_bytes_total -= evicted.len();
+                let evicted = topic.history.pop_front().expect("length checked");
+                topic.history_bytes -= evicted.encoded_bytes();
+                self.history_bytes_total -= evicted.encoded_bytes();
             }
         }
         Ok(Published {
-            name: &topic.name,
-            seq: topic.seq,
-            frame,
+            message,
             subscriber_shards: &topic.subscriber_shards,
         })
     }
@@ -180,7 +175,7 @@ impl OwnedTopics {
     /// after `since` when history still has `since + 1`, otherwise at the latest message.
     pub fn subscribe(
         &mut self,
-        topic: &[u8],
+        topic: &TopicName,
         shard: usize,
         since: Option<u64>,
         snapshot: bool,
@@ -189,12 +184,12 @@ impl OwnedTopics {
         let topic = &mut self.topics[index];
         topic.subscriber_shards.insert(shard);
         let latest = topic.seq;
-        let snapshot_frames = || topic.last.iter().cloned().collect::<Vec<_>>();
+        let latest_message = || topic.last.iter().cloned().collect::<Vec<_>>();
         let answer = match since {
             None if snapshot => SubscribeAnswer {
                 latest,
                 reset: false,
-                frames: snapshot_frames(),
+                messages: latest_message(),
             },
             None => SubscribeAnswer {
                 latest,
@@ -205,22 +200,17 @@ impl OwnedTopics {
                 ..SubscribeAnswer::default()
             },
             Some(since) if since < latest && Self::in_history(topic, since + 1) => {
-                let skip = (since + 1 - topic.history[0].0) as usize;
+                let skip = (since + 1 - topic.history[0].seq()) as usize;
                 SubscribeAnswer {
                     latest,
                     reset: false,
-                    frames: topic
-                        .history
-                        .iter()
-                        .skip(skip)
-                        .map(|(_, frame)| frame.clone())
-                        .collect(),
+                    messages: topic.history.iter().skip(skip).cloned().collect(),
                 }
             }
             Some(_) => SubscribeAnswer {
                 latest,
                 reset: true,
-                frames: snapshot_frames(),
+                messages: latest_message(),
             },
         };
         Ok(answer)
@@ -230,7 +220,7 @@ impl OwnedTopics {
         topic
             .history
             .front()
-            .is_some_and(|&(first, _)| first <= seq)
+            .is_some_and(|first| first.seq() <= seq)
     }
 
     /// `shard` has no subscribers of `topic` any more. A topic that never had a message and has
@@ -254,14 +244,14 @@ impl OwnedTopics {
         }
     }
 
-    fn find_or_create(&mut self, topic: &[u8]) -> Result<usize, OwnerError> {
+    fn find_or_create(&mut self, topic: &TopicName) -> Result<usize, OwnerError> {
         if let Some(&index) = self.index.get(topic) {
             return Ok(index as usize);
         }
         if self.topics.len() >= self.topics_max {
             return Err(OwnerError::TooManyTopics);
         }
-        let name = Bytes::copy_from_slice(topic);
+        let name = topic.clone();
         let index = self.topics.len();
         self.index.insert(name.clone(), index as u32);
         self.topics.push(OwnedTopic {
@@ -289,14 +279,19 @@ mod tests {
         (OwnedTopics::new(&config, 130), FrameEncoder::new(4096))
     }
 
-    fn seqs_of(frames: &[Bytes]) -> Vec<u64> {
-        frames
+    fn seqs_of(messages: &[Message]) -> Vec<u64> {
+        messages
             .iter()
-            .map(|frame| {
-                let value: serde_json::Value = serde_json::from_slice(&frame[2..]).unwrap();
-                value["seq"].as_u64().unwrap()
+            .map(|message| {
+                let value: serde_json::Value = serde_json::from_slice(message.body()).unwrap();
+                assert_eq!(value["seq"], message.seq());
+                message.seq()
             })
             .collect()
+    }
+
+    fn name(text: &str) -> TopicName {
+        TopicName::copy_from(text.as_bytes(), 128).unwrap()
     }
 
     /// Proves seqs count 1, 2, 3 per topic and each topic counts on its own.
@@ -305,11 +300,22 @@ mod tests {
         let (mut owned, mut encoder) = topics(8);
         for expected in 1..=5 {
             assert_eq!(
-                owned.publish(b"A", b"1", &mut encoder).unwrap().seq,
+                owned
+                    .publish(&name("A"), b"1", &mut encoder)
+                    .unwrap()
+                    .message
+                    .seq(),
                 expected
             );
         }
-        assert_eq!(owned.publish(b"B", b"1", &mut encoder).unwrap().seq, 1);
+        assert_eq!(
+            owned
+                .publish(&name("B"), b"1", &mut encoder)
+                .unwrap()
+                .message
+                .seq(),
+            1
+        );
     }
 
     /// Proves replay at every seam: since = latest, since inside history, since before history,
@@ -318,24 +324,24 @@ mod tests {
     fn replay_seams() {
         let (mut owned, mut encoder) = topics(4);
         for _ in 0..10 {
-            owned.publish(b"A", b"{}", &mut encoder).unwrap();
+            owned.publish(&name("A"), b"{}", &mut encoder).unwrap();
         }
         let answer =
-            |owned: &mut OwnedTopics, since| owned.subscribe(b"A", 1, since, false).unwrap();
+            |owned: &mut OwnedTopics, since| owned.subscribe(&name("A"), 1, since, false).unwrap();
         let latest = answer(&mut owned, Some(10));
         assert_eq!(
-            (latest.latest, latest.reset, latest.frames.len()),
+            (latest.latest, latest.reset, latest.messages.len()),
             (10, false, 0)
         );
         let inside = answer(&mut owned, Some(7));
         assert!(!inside.reset);
-        assert_eq!(seqs_of(&inside.frames), [8, 9, 10]);
+        assert_eq!(seqs_of(&inside.messages), [8, 9, 10]);
         let oldest = answer(&mut owned, Some(6));
-        assert_eq!(seqs_of(&oldest.frames), [7, 8, 9, 10]);
+        assert_eq!(seqs_of(&oldest.messages), [7, 8, 9, 10]);
         let before = answer(&mut owned, Some(5));
         assert!(before.reset);
         assert_eq!(
-            seqs_of(&before.frames),
+            seqs_of(&before.messages),
             [10],
             "reset comes with the latest as a snapshot"
         );
@@ -343,11 +349,11 @@ mod tests {
         assert!(ahead.reset);
         let plain = answer(&mut owned, None);
         assert_eq!(
-            (plain.latest, plain.reset, plain.frames.len()),
+            (plain.latest, plain.reset, plain.messages.len()),
             (10, false, 0)
         );
-        let snapshot = owned.subscribe(b"A", 1, None, true).unwrap();
-        assert_eq!(seqs_of(&snapshot.frames), [10]);
+        let snapshot = owned.subscribe(&name("A"), 1, None, true).unwrap();
+        assert_eq!(seqs_of(&snapshot.messages), [10]);
     }
 
     /// Proves history obeys both of its bounds, keeping at least the latest message.
@@ -360,13 +366,15 @@ mod tests {
         };
         let (mut owned, mut encoder) = (OwnedTopics::new(&config, 1), FrameEncoder::new(4096));
         for _ in 0..20 {
-            owned.publish(b"A", &[b'1'; 30], &mut encoder).unwrap();
+            owned
+                .publish(&name("A"), &[b'1'; 30], &mut encoder)
+                .unwrap();
         }
-        let answer = owned.subscribe(b"A", 0, Some(0), false).unwrap();
+        let answer = owned.subscribe(&name("A"), 0, Some(0), false).unwrap();
         assert!(answer.reset);
         assert!(owned.history_bytes() <= 100);
-        let answer = owned.subscribe(b"A", 0, Some(19), false).unwrap();
-        assert_eq!(seqs_of(&answer.frames), [20]);
+        let answer = owned.subscribe(&name("A"), 0, Some(19), false).unwrap();
+        assert_eq!(seqs_of(&answer.messages), [20]);
     }
 
     /// Proves the shard-wide history budget is kept by evicting from the topic published to.
@@ -378,13 +386,15 @@ mod tests {
         };
         let (mut owned, mut encoder) = (OwnedTopics::new(&config, 1), FrameEncoder::new(4096));
         for round in 0..50 {
-            for topic in [b"A", b"B", b"C"] {
-                owned.publish(topic, &[b'1'; 40], &mut encoder).unwrap();
+            for topic in ["A", "B", "C"] {
+                owned
+                    .publish(&name(topic), &[b'1'; 40], &mut encoder)
+                    .unwrap();
                 assert!(owned.history_bytes() <= 1000 + 100, "round {round}");
             }
         }
-        let answer = owned.subscribe(b"C", 0, Some(49), false).unwrap();
-        assert_eq!(seqs_of(&answer.frames), [50], "the latest is always kept");
+        let answer = owned.subscribe(&name("C"), 0, Some(49), false).unwrap();
+        assert_eq!(seqs_of(&answer.messages), [50], "the latest is always kept");
     }
 
     /// Proves the topic limit refuses a new topic but not an existing one, and that a topic
@@ -392,19 +402,33 @@ mod tests {
     #[test]
     fn topic_limit_and_forgetting() {
         let (mut owned, mut encoder) = topics(0);
-        for topic in [b"A", b"B", b"C"] {
-            owned.subscribe(topic, 0, None, false).unwrap();
+        for topic in ["A", "B", "C"] {
+            owned.subscribe(&name(topic), 0, None, false).unwrap();
         }
         assert_eq!(
-            owned.publish(b"D", b"1", &mut encoder).unwrap_err(),
+            owned.publish(&name("D"), b"1", &mut encoder).unwrap_err(),
             OwnerError::TooManyTopics
         );
-        owned.publish(b"A", b"1", &mut encoder).unwrap();
+        owned.publish(&name("A"), b"1", &mut encoder).unwrap();
         owned.unsubscribe(b"B", 0);
         owned.unsubscribe(b"A", 0);
         assert_eq!(owned.topic_count(), 2, "B is forgotten, A has a message");
-        assert_eq!(owned.publish(b"D", b"1", &mut encoder).unwrap().seq, 1);
-        assert_eq!(owned.publish(b"C", b"1", &mut encoder).unwrap().seq, 1);
+        assert_eq!(
+            owned
+                .publish(&name("D"), b"1", &mut encoder)
+                .unwrap()
+                .message
+                .seq(),
+            1
+        );
+        assert_eq!(
+            owned
+                .publish(&name("C"), b"1", &mut encoder)
+                .unwrap()
+                .message
+                .seq(),
+            1
+        );
     }
 
     /// Proves the shard set tracks shards past the first word.

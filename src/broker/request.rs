@@ -8,11 +8,32 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::topic_name::{TopicError, validate_topic};
-use crate::config::BrokerConfig;
+use super::config::BrokerConfig;
+use super::topic::{TopicError, TopicName, validate_topic};
+
+/// One request of a client, taken off its connection for the shard's broker to carry out (it
+/// needs the other connections and the other shards). Topics are validated names; `data` is one
+/// JSON value, verbatim.
+#[derive(Debug)]
+pub enum BrokerRequest {
+    /// `ticket` names the HTTP response that waits for the seq; a WebSocket publish has none.
+    Publish {
+        topic: TopicName,
+        data: Bytes,
+        ticket: Option<u32>,
+    },
+    Subscribe {
+        topic: TopicName,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        topic: TopicName,
+    },
+}
 
 /// One parsed request.
 #[derive(Debug)]

@@ -11,14 +11,14 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
+use super::topic::TopicName;
 
 /// A subscription that waits for the owner's answer has this position.
 pub const POSITION_PENDING: u32 = u32::MAX;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LocalTopic {
-    name: Bytes,
+    name: TopicName,
     active: Vec<u32>,
     pending: u32,
     /// The seq of the last message delivered here: a repeated subscribe is answered with it.
@@ -28,8 +28,9 @@ struct LocalTopic {
 /// One shard's subscriptions.
 #[derive(Debug, Default)]
 pub struct SubscriberTable {
-    index: HashMap<Bytes, u32>,
-    topics: Vec<LocalTopic>,
+    index: HashMap<TopicName, u32>,
+    /// Entries by topic index; `None` for a freed index waiting in `free`.
+    topics: Vec<Option<LocalTopic>>,
     free: Vec<u32>,
     active_count: usize,
 }
@@ -51,37 +52,37 @@ impl SubscriberTable {
 
     /// The connections subscribed to `topic`.
     pub fn subscribers(&self, topic: u32) -> &[u32] {
-        &self.topics[topic as usize].active
+        &self.entry(topic).active
     }
 
     pub fn last_seq(&self, topic: u32) -> u64 {
-        self.topics[topic as usize].last_seq
+        self.entry(topic).last_seq
     }
 
     pub fn set_last_seq(&mut self, topic: u32, seq: u64) {
-        self.topics[topic as usize].last_seq = seq;
+        self.entry_mut(topic).last_seq = seq;
     }
 
     /// Counts a subscription sent to the owner, creating the topic's entry if needed.
-    pub fn add_pending(&mut self, name: &[u8]) -> u32 {
-        let topic = match self.find(name) {
+    pub fn add_pending(&mut self, name: &TopicName) -> u32 {
+        let topic = match self.find(name.as_bytes()) {
             Some(topic) => topic,
             None => self.create(name),
         };
-        self.topics[topic as usize].pending += 1;
+        self.entry_mut(topic).pending += 1;
         topic
     }
 
     /// The owner answered one pending subscription of `topic`.
     pub fn answer_arrived(&mut self, topic: u32) {
-        let entry = &mut self.topics[topic as usize];
+        let entry = self.entry_mut(topic);
         assert!(entry.pending > 0, "an answer nobody waited for");
         entry.pending -= 1;
     }
 
     /// Puts `slot` among the topic's subscribers; returns its position.
     pub fn activate(&mut self, topic: u32, slot: u32, seq: u64) -> u32 {
-        let entry = &mut self.topics[topic as usize];
+        let entry = self.entry_mut(topic);
         let position = entry.active.len() as u32;
         entry.active.push(slot);
         // The answer carries the owner's latest seq: nothing older can arrive after it.
@@ -93,45 +94,65 @@ impl SubscriberTable {
     /// Removes the subscriber at `position`. Returns the slot of the subscriber moved into the
     /// gap (its recorded position is now `position`), if any.
     pub fn deactivate(&mut self, topic: u32, position: u32) -> Option<u32> {
-        let entry = &mut self.topics[topic as usize];
-        entry.active.swap_remove(position as usize);
         self.active_count -= 1;
+        let entry = self.entry_mut(topic);
+        entry.active.swap_remove(position as usize);
         entry.active.get(position as usize).copied()
     }
 
     /// Whether no subscription of `topic` is in effect or on its way: then the owner is told and
     /// the entry released.
     pub fn is_unused(&self, topic: u32) -> bool {
-        let entry = &self.topics[topic as usize];
+        let entry = self.entry(topic);
         entry.active.is_empty() && entry.pending == 0
     }
 
     /// Frees an unused topic's entry; returns its name for the message to the owner.
-    pub fn release(&mut self, topic: u32) -> Bytes {
+    pub fn release(&mut self, topic: u32) -> TopicName {
         assert!(self.is_unused(topic));
-        let entry = std::mem::take(&mut self.topics[topic as usize]);
+        let entry = self.topics[topic as usize]
+            .take()
+            .expect("a topic index in use has an entry");
         self.index.remove(&entry.name);
         self.free.push(topic);
         entry.name
     }
 
-    fn create(&mut self, name: &[u8]) -> u32 {
-        let name = Bytes::copy_from_slice(name);
+    /// The name of topic `topic`.
+    pub fn name(&self, topic: u32) -> &TopicName {
+        &self.entry(topic).name
+    }
+
+    fn entry(&self, topic: u32) -> &LocalTopic {
+        self.topics[topic as usize]
+            .as_ref()
+            .expect("a topic index in use has an entry")
+    }
+
+    fn entry_mut(&mut self, topic: u32) -> &mut LocalTopic {
+        self.topics[topic as usize]
+            .as_mut()
+            .expect("a topic index in use has an entry")
+    }
+
+    fn create(&mut self, name: &TopicName) -> u32 {
         let entry = LocalTopic {
             name: name.clone(),
-            ..LocalTopic::default()
+            active: Vec::new(),
+            pending: 0,
+            last_seq: 0,
         };
         let topic = match self.free.pop() {
             Some(topic) => {
-                self.topics[topic as usize] = entry;
+                self.topics[topic as usize] = Some(entry);
                 topic
             }
             None => {
-                self.topics.push(entry);
+                self.topics.push(Some(entry));
                 (self.topics.len() - 1) as u32
             }
         };
-        self.index.insert(name, topic);
+        self.index.insert(name.clone(), topic);
         topic
     }
 }
@@ -144,9 +165,10 @@ mod tests {
     /// reports the subscriber moved into the gap.
     #[test]
     fn pending_then_active_then_released() {
+        let name = |text: &str| TopicName::copy_from(text.as_bytes(), 8).unwrap();
         let mut table = SubscriberTable::default();
-        let topic = table.add_pending(b"A");
-        assert_eq!(table.add_pending(b"A"), topic);
+        let topic = table.add_pending(&name("A"));
+        assert_eq!(table.add_pending(&name("A")), topic);
         table.answer_arrived(topic);
         assert_eq!(table.activate(topic, 7, 3), 0);
         assert!(!table.is_unused(topic), "one answer is still on its way");
@@ -156,9 +178,9 @@ mod tests {
         assert_eq!(table.deactivate(topic, 0), Some(9), "9 moved to position 0");
         assert_eq!(table.deactivate(topic, 0), None);
         assert!(table.is_unused(topic));
-        assert_eq!(&table.release(topic)[..], b"A");
+        assert_eq!(table.release(topic).as_bytes(), b"A");
         assert_eq!(table.find(b"A"), None);
-        let reused = table.add_pending(b"B");
+        let reused = table.add_pending(&name("B"));
         assert_eq!(reused, topic, "the slab reuses the freed entry");
         assert_eq!(table.topic_count(), 1);
     }

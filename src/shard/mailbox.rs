@@ -15,69 +15,11 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use io_uring::{IoUring, opcode, squeue, types};
 
 use super::ring::{Operation, Tag};
-use crate::broker::ConnectionRef;
-use crate::broker::owner::{OwnerError, SubscribeAnswer};
-
-/// Where the answer to a publish goes: the connection that sent it, and for HTTP the ticket of
-/// the response waiting for the seq. A WebSocket publish has no ticket and hears back only when
-/// the owner refused it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PublishReply {
-    pub connection: ConnectionRef,
-    pub ticket: Option<u32>,
-}
-
-/// What one thread asks of a shard.
-#[derive(Debug)]
-pub enum Command {
-    /// Stop accepting, close every connection with 1001, exit after the drain deadline.
-    Shutdown,
-    /// Send this (already encoded) frame to every WebSocket connection of the shard.
-    Broadcast(Bytes),
-    /// To a topic's owner: number and fan out a message. `message` holds the topic name's
-    /// `topic_bytes` bytes, then the data.
-    Publish {
-        message: Bytes,
-        topic_bytes: usize,
-        reply: Option<PublishReply>,
-    },
-    /// To the owner: a connection of `subscriber.shard` subscribes to `topic`.
-    Subscribe {
-        topic: Bytes,
-        subscriber: ConnectionRef,
-        since: Option<u64>,
-    },
-    /// To the owner: `shard` has no subscriber of `topic` left.
-    Unsubscribe { topic: Bytes, shard: u16 },
-    /// To a subscribing shard: message `seq` of `topic`, encoded.
-    Deliver {
-        topic: Bytes,
-        seq: u64,
-        frame: Bytes,
-    },
-    /// To the subscriber's shard: the owner's answer to `Subscribe`.
-    Subscribed {
-        topic: Bytes,
-        subscriber: ConnectionRef,
-        answer: Result<SubscribeAnswer, OwnerError>,
-    },
-    /// To the publisher's shard: the seq the owner gave the message, or why it refused.
-    Published {
-        reply: PublishReply,
-        result: Result<u64, OwnerError>,
-    },
-}
-
-impl Command {
-    fn is_publish(&self) -> bool {
-        matches!(self, Command::Publish { .. })
-    }
-}
+use crate::broker::Command;
 
 /// One shard's inbox.
 pub struct Mailbox {
@@ -174,6 +116,25 @@ impl Mailbox {
     }
 }
 
+/// Why [`Waker::send`] did not deliver a command.
+#[derive(Debug)]
+pub enum WakeError {
+    /// The mailbox is full; the command is handed back for the caller to retry or refuse.
+    Full(Command),
+    /// The wake-up could not be submitted (the waker's own ring failed); the command is queued
+    /// and the shard takes it at its next turn, but may not wake for it.
+    Submit(io::Error),
+}
+
+impl std::fmt::Display for WakeError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WakeError::Full(_) => write!(formatter, "the shard's mailbox is full"),
+            WakeError::Submit(error) => write!(formatter, "waking the shard failed: {error}"),
+        }
+    }
+}
+
 /// Wakes shards from a thread that has no shard ring (the main thread): it owns a small ring of
 /// its own, used only for `msg_ring`.
 pub struct Waker {
@@ -192,17 +153,30 @@ impl Waker {
     /// the kernel runs the message on the target's task, and the sender's completion was not
     /// seen by a blocking wait on this plain ring). A failed wake-up does post a completion,
     /// which the next call reports.
-    pub fn send(&mut self, mailbox: &Mailbox, command: Command) -> Result<(), Command> {
+    pub fn send(&mut self, mailbox: &Mailbox, command: Command) -> Result<(), WakeError> {
         self.report_failed_wakes();
-        if mailbox.push(command)? {
+        if mailbox.push(command).map_err(WakeError::Full)? {
             let entry = mailbox.wake_entry();
             // SAFETY: a msg_ring entry points at no memory of ours.
             while unsafe { self.ring.submission().push(&entry) }.is_err() {
-                self.ring.submit().expect("submitting a wake-up");
+                self.submit().map_err(WakeError::Submit)?;
             }
-            self.ring.submit().expect("submitting a wake-up");
+            self.submit().map_err(WakeError::Submit)?;
         }
         Ok(())
+    }
+
+    fn submit(&mut self) -> io::Result<()> {
+        match self.ring.submit() {
+            Ok(_) => Ok(()),
+            // A signal, or completions to reap first: the entry stays queued; the next submit
+            // takes it.
+            Err(error) if matches!(error.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {
+                self.report_failed_wakes();
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn report_failed_wakes(&mut self) {
@@ -259,7 +233,7 @@ mod tests {
         let producer = std::thread::spawn(move || {
             let mut pushed = 0;
             while pushed < COMMANDS {
-                match producer_mailbox.push(Command::Broadcast(Bytes::new())) {
+                match producer_mailbox.push(Command::Shutdown) {
                     Ok(wake) => {
                         pushed += 1;
                         if wake {
@@ -289,12 +263,18 @@ mod tests {
         assert_eq!(taken, COMMANDS);
     }
 
-    /// Proves a shard-style ring (SINGLE_ISSUER, DEFER_TASKRUN) blocked in a wait is woken by
-    /// a `Waker` from another thread, and that a burst of commands costs one wake-up.
+    /// Proves a shard-style ring (SINGLE_ISSUER, DEFER_TASKRUN) blocked in a wait with no
+    /// timeout of its own is woken by `Waker::send` from another thread, burst after burst,
+    /// and that a burst of commands costs one wake-up. The owner drains on every turn, as the
+    /// shard does; a drain that left the wake-up flag set on an empty mailbox (the lost wake-up
+    /// of c0f0625's history) would leave it blocked, and the bounded wait fails the test.
     #[test]
     fn waker_wakes_a_blocked_ring() {
+        const BURSTS: usize = 200;
+        const BURST_COMMANDS: usize = 5;
         let mailbox = Arc::new(Mailbox::new(64));
         let (ready_sender, ready_receiver) = std::sync::mpsc::channel();
+        let (drained_sender, drained_receiver) = std::sync::mpsc::channel();
         let shard_mailbox = Arc::clone(&mailbox);
         let shard = std::thread::spawn(move || {
             let mut ring = Ring::new(8).unwrap();
@@ -302,36 +282,51 @@ mod tests {
             ready_sender.send(()).unwrap();
             let (mut wakes, mut commands) = (0, 0);
             let mut batch: Vec<Completion> = Vec::with_capacity(16);
-            while commands < 5 {
+            while commands < BURSTS * BURST_COMMANDS {
                 // Bounded: a lost wake-up fails the test instead of hanging it.
                 ring.submit_and_wait(Some(std::time::Duration::from_secs(10)))
                     .unwrap();
                 batch.clear();
                 ring.harvest(&mut batch);
-                assert!(!batch.is_empty(), "no wake-up within 10 s");
+                assert!(
+                    !batch.is_empty(),
+                    "no wake-up within 10 s: {commands} taken"
+                );
                 for completion in &batch {
                     assert_eq!(
                         Tag::decode(completion.user_data).unwrap().operation,
                         Operation::Wake
                     );
                     wakes += 1;
-                    shard_mailbox.drain(64, true, |_| commands += 1);
+                }
+                let before = commands;
+                shard_mailbox.drain(64, true, |_| commands += 1);
+                if commands > before {
+                    drained_sender.send(commands).unwrap();
                 }
             }
             wakes
         });
         ready_receiver.recv().unwrap();
         let mut waker = Waker::new().unwrap();
-        // Five commands pushed before the shard can drain: one wake-up covers them all.
-        for _ in 0..5 {
-            mailbox
-                .push(Command::Broadcast(Bytes::from_static(b"x")))
-                .unwrap();
+        let mut sent = 0;
+        for _ in 0..BURSTS {
+            // A burst pushed at once, then wait until the owner took it, so that every burst
+            // finds the owner blocked again.
+            for _ in 0..BURST_COMMANDS {
+                waker.send(&mailbox, Command::Shutdown).unwrap();
+                sent += 1;
+            }
+            while drained_receiver
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the owner took nothing within 10 s")
+                < sent
+            {}
         }
-        let wake = mailbox.wake_entry();
-        // SAFETY: a msg_ring entry points at no memory of ours.
-        unsafe { waker.ring.submission().push(&wake) }.unwrap();
-        waker.ring.submit().unwrap();
-        assert_eq!(shard.join().unwrap(), 1);
+        let wakes = shard.join().unwrap();
+        assert!(
+            (BURSTS..=BURSTS * BURST_COMMANDS).contains(&wakes),
+            "{wakes} wake-ups for {BURSTS} bursts"
+        );
     }
 }

@@ -6,33 +6,34 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::connection::ShardMetrics;
+use crate::endpoint::MetricsText;
 use crate::metrics::MetricsRenderer;
+use crate::stats::ShardStats;
 
 /// Every shard's latest metrics.
 #[derive(Debug)]
 pub struct MetricsBoard {
-    shards: Vec<Mutex<ShardMetrics>>,
+    shards: Vec<Mutex<ShardStats>>,
 }
 
 impl MetricsBoard {
     pub fn new(shards: usize) -> MetricsBoard {
         MetricsBoard {
             shards: (0..shards)
-                .map(|_| Mutex::new(ShardMetrics::default()))
+                .map(|_| Mutex::new(ShardStats::default()))
                 .collect(),
         }
     }
 
     /// Records shard `index`'s metrics, unless a scrape is reading them right now.
-    pub fn publish(&self, index: usize, metrics: &ShardMetrics) {
+    pub fn publish(&self, index: usize, metrics: &ShardStats) {
         if let Ok(mut slot) = self.shards[index].try_lock() {
             *slot = *metrics;
         }
     }
 
     /// Copies every shard's metrics into `out`.
-    pub fn snapshot(&self, out: &mut Vec<ShardMetrics>) {
+    pub fn snapshot(&self, out: &mut Vec<ShardStats>) {
         out.clear();
         for slot in &self.shards {
             let metrics = *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -45,7 +46,7 @@ impl MetricsBoard {
 pub struct MetricsView {
     board: Arc<MetricsBoard>,
     renderer: MetricsRenderer,
-    snapshot: Vec<ShardMetrics>,
+    snapshot: Vec<ShardStats>,
 }
 
 impl std::fmt::Debug for MetricsView {
@@ -64,13 +65,11 @@ impl MetricsView {
             snapshot: Vec::new(),
         }
     }
+}
 
-    pub fn board(&self) -> &MetricsBoard {
-        &self.board
-    }
-
+impl MetricsText for MetricsView {
     /// The Prometheus text of every shard's metrics.
-    pub fn render(&mut self) -> String {
+    fn render(&mut self) -> String {
         self.board.snapshot(&mut self.snapshot);
         let mut text = String::new();
         self.renderer.render(&self.snapshot, &mut text);

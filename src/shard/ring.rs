@@ -5,6 +5,7 @@
 //! after the harvest, never while iterating the kernel's queue (TigerBeetle's
 //! `flush_completions`): handling one completion may submit more work.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
@@ -108,6 +109,10 @@ impl Completion {
 /// register call must come from the thread that created it.
 pub struct Ring {
     ring: IoUring,
+    /// Requests that found the submission queue full while the kernel could not take more
+    /// (its completion queue must be reaped first): they go in first at the next submit, in
+    /// order. Bounded by what one loop turn queues.
+    backlog: VecDeque<squeue::Entry>,
 }
 
 impl Ring {
@@ -120,7 +125,10 @@ impl Ring {
             .setup_coop_taskrun()
             .setup_cqsize(submission_entries * 4)
             .build(submission_entries)?;
-        Ok(Ring { ring })
+        Ok(Ring {
+            ring,
+            backlog: VecDeque::new(),
+        })
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -133,15 +141,47 @@ impl Ring {
 
     /// Queues a request. When the submission queue is full, it is flushed to the kernel first,
     /// so no request is ever dropped.
-    pub fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: every buffer, iovec, msghdr and timespec an entry points at is owned by the
-            // shard (connection queues, send slots, the buffer ring) and outlives the request:
-            // the shard frees them only after the request's final completion.
+    ///
+    /// # Safety
+    /// Every buffer, iovec, `msghdr` and descriptor `entry` points at must stay valid, and not
+    /// be moved or freed, until the request's final completion has been harvested (for a
+    /// multishot request, the completion without `F_MORE`). The shard keeps this by owning
+    /// everything its requests point at: frames stay in their connection's queue while a send
+    /// is in flight, send slots are freed on the send's completion, and a connection's slot is
+    /// freed only after its close completed.
+    pub unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        // Behind a backlog, a request waits its turn (order matters: a cancel must follow what
+        // it cancels).
+        if self.backlog.is_empty() {
+            // SAFETY: the caller keeps what `entry` points at alive until its completion (this
+            // function's contract).
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
             }
             self.submit_pending()?;
+            // SAFETY: as above.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+        }
+        self.backlog.push_back(entry.clone());
+        Ok(())
+    }
+
+    /// Whether requests wait for room in the submission queue.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Moves backlogged requests into the submission queue while it has room.
+    fn drain_backlog(&mut self) {
+        while let Some(entry) = self.backlog.front() {
+            // SAFETY: every backlogged entry came through `push`, whose caller keeps what it
+            // points at alive until its completion.
+            if unsafe { self.ring.submission().push(entry) }.is_err() {
+                return;
+            }
+            self.backlog.pop_front();
         }
     }
 
@@ -159,6 +199,13 @@ impl Ring {
 
     /// Submits and waits for at least one completion or until `timeout`.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.drain_backlog();
+        // With requests still waiting for room, only look: the loop comes back to submit them
+        // as soon as completions are reaped.
+        let timeout = match self.has_backlog() {
+            true => Some(Duration::ZERO),
+            false => timeout,
+        };
         let result = match timeout {
             Some(timeout) => {
                 let timespec = types::Timespec::from(timeout);

@@ -249,6 +249,28 @@ impl FrameEncoder {
         self.arena.split().freeze()
     }
 
+    /// Writes `prefix` joined, then one complete unmasked frame whose payload is `parts` joined,
+    /// into one `Bytes`: a caller's own header kept in front of a frame, in the same buffer.
+    pub fn encode_parts_after(
+        &mut self,
+        prefix: &[&[u8]],
+        opcode: OpCode,
+        parts: &[&[u8]],
+    ) -> Bytes {
+        let prefix_bytes: usize = prefix.iter().map(|part| part.len()).sum();
+        let payload_bytes = parts.iter().map(|part| part.len()).sum();
+        let (head, head_length) = encode_head(opcode, true, None, payload_bytes);
+        self.make_room(prefix_bytes + head_length + payload_bytes);
+        for part in prefix {
+            self.arena.put_slice(part);
+        }
+        self.arena.put_slice(&head[..head_length]);
+        for part in parts {
+            self.arena.put_slice(part);
+        }
+        self.arena.split().freeze()
+    }
+
     /// Copies already-encoded bytes (a control frame, an HTTP response) into one `Bytes`.
     pub fn copy(&mut self, encoded: &[u8]) -> Bytes {
         self.write(&[encoded])

@@ -1,5 +1,6 @@
-//! A connection's HTTP phase: requests read by the sans-IO `RequestReader` (heads and bodies,
-//! keep-alive, pipelining), routed by `broker::http_api`, and answered in request order.
+//! A connection speaking HTTP/1.1: requests read by the sans-IO `RequestReader` (heads and
+//! bodies, keep-alive, pipelining), routed here (`/ws` upgrades) and by `broker::http_api`
+//! (publishing, health, metrics), and answered in request order.
 //!
 //! A publish is answered only once its topic's owner has numbered it, possibly on another
 //! shard; a response waits in `http_pending` until it and every response before it is ready, so
@@ -10,20 +11,23 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::connection::{BrokerRequest, Connection, Context, Counters, Deadline, Outbound, Phase};
-use super::metrics_board::MetricsView;
-use crate::broker::http_api::PublishConfig;
+use super::outbound::Outbound;
+use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
 use crate::broker::http_api::{
     self, HttpError, Route, write_batch_response, write_http_error, write_publish_response,
 };
-use crate::config::ServerConfig;
-use crate::metrics::METRICS_CONTENT_TYPE;
+use crate::broker::{BrokerRequest, TopicName};
 use crate::protocol::HandshakeError;
 use crate::protocol::http1::head::HEADERS_COUNT_MAX;
 use crate::protocol::http1::response as handshake;
-use crate::protocol::http1::{CONTINUE_RESPONSE, HttpEvent, Request, RequestHead};
+use crate::protocol::http1::{CONTINUE_RESPONSE, HttpEvent, Request, RequestHead, RequestReader};
+use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
 use crate::protocol::websocket::upgrade;
+
+/// What `GET /metrics` is answered with: OpenMetrics text, which Prometheus asks for in its
+/// `Accept` header and parses when told so here.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// An HTTP response not sent yet because it, or one before it, waits for seqs.
 #[derive(Debug)]
@@ -61,13 +65,6 @@ impl PendingResponse {
     }
 }
 
-/// The HTTP phase's state.
-#[derive(Debug, Default)]
-pub struct HttpState {
-    pub reader: crate::protocol::http1::RequestReader,
-    pub responses: Responses,
-}
-
 /// Responses waiting for seqs, in request order.
 #[derive(Debug, Default)]
 pub struct Responses {
@@ -77,41 +74,76 @@ pub struct Responses {
     closing_after_responses: bool,
 }
 
+/// How a read ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    Done(Next),
+    /// An upgrade was accepted (its 101 is queued): the connection speaks WebSocket from
+    /// `rest_start` of the read on.
+    Upgraded {
+        rest_start: usize,
+    },
+}
+
+/// One connection speaking HTTP/1.1.
+#[derive(Debug)]
+pub struct HttpEndpoint {
+    reader: RequestReader,
+    responses: Responses,
+    /// The next request head must be complete by then (slowloris).
+    deadline_ms: u64,
+}
+
 /// What answering a request needs while the request reader holds the read and the pool: the
-/// other parts of the connection and of the context, borrowed apart.
+/// other parts of the endpoint and of the context, borrowed apart.
 struct Answer<'a> {
     responses: &'a mut Responses,
     outbound: &'a mut Outbound,
-    counters: &'a mut Counters,
+    counters: &'a mut EndpointCounters,
     encoder: &'a mut FrameEncoder,
-    broker_requests: &'a mut Vec<BrokerRequest>,
-    config: &'a ServerConfig,
-    publish_config: &'a PublishConfig,
-    metrics: &'a mut MetricsView,
+    requests: &'a mut Vec<BrokerRequest>,
+    settings: &'a EndpointSettings,
+    metrics: &'a mut dyn MetricsText,
 }
 
-impl Connection {
-    /// Reads requests from `input` and answers each; hands over to the WebSocket phase after
-    /// an accepted upgrade, with the bytes that followed its head.
-    pub(super) fn handle_http_bytes(&mut self, input: &mut [u8], context: &mut Context) {
-        let Phase::Http(http) = &mut self.phase else {
-            unreachable!()
-        };
+impl HttpEndpoint {
+    pub fn new(now_ms: u64, settings: &EndpointSettings) -> HttpEndpoint {
+        HttpEndpoint {
+            reader: RequestReader::default(),
+            responses: Responses::default(),
+            deadline_ms: now_ms + settings.handshake_timeout_ms,
+        }
+    }
+
+    pub fn deadline_ms(&self) -> u64 {
+        self.deadline_ms
+    }
+
+    /// Reads requests from `input` and answers each; hands over to the WebSocket after an
+    /// accepted upgrade, with the bytes that followed its head.
+    pub fn handle_read(
+        &mut self,
+        input: &mut [u8],
+        outbound: &mut Outbound,
+        context: &mut Context,
+    ) -> Read {
+        if self.responses.closing_after_responses {
+            return Read::Done(Next::Continue); // On its way out: reads nothing more.
+        }
         let mut answer = Answer {
-            responses: &mut http.responses,
-            outbound: &mut self.outbound,
+            responses: &mut self.responses,
+            outbound,
             counters: &mut context.counters,
             encoder: &mut context.encoder,
-            broker_requests: &mut context.broker_requests,
-            config: &context.config,
-            publish_config: &context.publish_config,
-            metrics: &mut context.metrics,
+            requests: &mut context.requests,
+            settings: &context.settings,
+            metrics: &mut *context.metrics,
         };
         let mut upgraded_at = None;
         let mut answered = false;
-        let mut events = http
-            .reader
-            .handle_read(input, &mut context.pool, &context.http_limits);
+        let mut events =
+            self.reader
+                .handle_read(input, &mut context.pool, &context.settings.http_limits);
         while let Some(event) = events.next_event() {
             let keep_going = match event {
                 Ok(HttpEvent::Request(request)) => answer.request(&request),
@@ -127,58 +159,51 @@ impl Connection {
                 break;
             }
         }
-        self.after_http_read(upgraded_at, answered, input, context);
-    }
-
-    fn after_http_read(
-        &mut self,
-        upgraded_at: Option<usize>,
-        answered: bool,
-        input: &mut [u8],
-        context: &mut Context,
-    ) {
-        let Phase::Http(http) = &mut self.phase else {
-            unreachable!()
-        };
         if let Some(rest_start) = upgraded_at {
-            http.reader.release_buffers(&mut context.pool);
-            return self.start_websocket(&mut input[rest_start..], context);
+            return Read::Upgraded { rest_start };
         }
-        if http.responses.closing_after_responses {
-            if http.responses.pending.is_empty() {
-                self.close_after_flush(context);
-            }
-            return;
+        if self.responses.closing_after_responses {
+            return Read::Done(self.close_when_answered());
         }
         // After an answer, the next request must come in time, like the first; a request still
         // arriving keeps the deadline it started with (a slowloris client cannot extend it).
-        if !answered {
-            return;
+        if answered {
+            self.deadline_ms = context.now_ms + context.settings.handshake_timeout_ms;
         }
-        self.set_deadline(
-            Deadline::Handshake,
-            context.now_ms + context.config.handshake_timeout_ms,
+        Read::Done(Next::Continue)
+    }
+
+    /// The request head did not come in time: 408, then close.
+    pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        context.counters.handshake_timeouts += 1;
+        let mut response = BytesMut::new();
+        handshake::write_response(
+            408,
+            &[],
+            b"request head not received in time\n",
+            false,
+            &mut response,
         );
+        outbound.push_control(response.freeze());
+        self.responses.closing_after_responses = true;
+        Next::CloseAfterFlush
     }
 
     /// Records an owner's answer for HTTP publish `ticket` and sends every response at the
     /// front that is now complete.
-    pub fn answer_http_publish(
+    pub fn answer_publish(
         &mut self,
         ticket: u32,
         result: Result<u64, &'static str>,
-        context: &Context,
-    ) {
-        let Phase::Http(http) = &mut self.phase else {
-            return;
-        };
-        let responses = &mut http.responses;
+        outbound: &mut Outbound,
+    ) -> Next {
+        let responses = &mut self.responses;
         let Some(pending) = responses
             .pending
             .iter_mut()
             .find(|pending| ticket.wrapping_sub(pending.first_ticket) < pending.seqs.len() as u32)
         else {
-            return;
+            return Next::Continue;
         };
         let index = ticket.wrapping_sub(pending.first_ticket) as usize;
         match result {
@@ -186,18 +211,19 @@ impl Connection {
             Err(reason) => pending.refused = Some(reason),
         }
         pending.answered += 1;
-        while responses
-            .pending
-            .front()
-            .is_some_and(PendingResponse::is_complete)
-        {
-            let pending = responses.pending.pop_front().expect("checked");
-            let mut response = BytesMut::new();
-            pending.write(&mut response);
-            self.outbound.push_control(response.freeze());
-        }
-        if responses.closing_after_responses && responses.pending.is_empty() {
-            self.close_after_flush(context);
+        flush_complete(responses, outbound);
+        self.close_when_answered()
+    }
+
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        self.reader.release_buffers(pool);
+    }
+
+    /// A connection closing after its responses closes once none waits for a seq.
+    fn close_when_answered(&self) -> Next {
+        match self.responses.closing_after_responses && self.responses.pending.is_empty() {
+            true => Next::CloseAfterFlush,
+            false => Next::Continue,
         }
     }
 }
@@ -208,7 +234,7 @@ impl Answer<'_> {
         self.counters.http_requests += 1;
         let keep_alive = request.head.keep_alive();
         let is_head = request.head.method() == "HEAD";
-        match http_api::route(request, self.publish_config) {
+        match http_api::route(request, &self.settings.publish) {
             Route::Health => self.respond_ok(&[], b"ok\n", is_head, keep_alive),
             Route::Metrics => {
                 let body = self.metrics.render();
@@ -217,8 +243,8 @@ impl Answer<'_> {
             }
             Route::PublishOne { topic, data } => {
                 let first_ticket = self.responses.next_ticket;
-                self.publish(&topic, data.get().as_bytes());
-                self.queue_publish(first_ticket, 1, false, keep_alive);
+                let refused = self.publish(&topic, data.get().as_bytes());
+                self.queue_publish(first_ticket, 1, refused, false, keep_alive);
             }
             Route::PublishBatch { items } if items.is_empty() => {
                 let mut response = BytesMut::new();
@@ -227,10 +253,11 @@ impl Answer<'_> {
             }
             Route::PublishBatch { items } => {
                 let first_ticket = self.responses.next_ticket;
+                let mut refused = 0;
                 for (topic, data) in &items {
-                    self.publish(topic, data.get().as_bytes());
+                    refused += self.publish(topic, data.get().as_bytes());
                 }
-                self.queue_publish(first_ticket, items.len(), true, keep_alive);
+                self.queue_publish(first_ticket, items.len(), refused, true, keep_alive);
             }
             Route::Refuse(error) => return self.refuse(&error, keep_alive),
         }
@@ -259,7 +286,7 @@ impl Answer<'_> {
     /// A client waiting on `Expect: 100-continue`: 100 if the head is acceptable, or the
     /// refusal (and close: the body it would send next is not read).
     fn continue_expected(&mut self, head: &RequestHead<'_>) -> bool {
-        match http_api::check_head(head, self.publish_config) {
+        match http_api::check_head(head, &self.settings.publish) {
             Ok(()) => {
                 self.respond(Bytes::from_static(CONTINUE_RESPONSE));
                 true
@@ -268,28 +295,53 @@ impl Answer<'_> {
         }
     }
 
-    /// Hands one message to the shard for its owner, under the next ticket.
-    fn publish(&mut self, topic: &str, data: &[u8]) {
+    /// Hands one message to the broker for its owner, under the next ticket. Returns 1 when it
+    /// could not (a topic name the router passed and `TopicName` refused: a bug, answered as a
+    /// refusal rather than a response that never comes), else 0.
+    fn publish(&mut self, topic: &str, data: &[u8]) -> usize {
         self.counters.publish_requests += 1;
-        let message = self.encoder.copy_parts(&[topic.as_bytes(), data]);
-        self.broker_requests.push(BrokerRequest::HttpPublish {
-            message,
-            topic_bytes: topic.len(),
-            ticket: self.responses.next_ticket,
-        });
-        self.responses.next_ticket = self.responses.next_ticket.wrapping_add(1);
+        let ticket = self.responses.next_ticket;
+        self.responses.next_ticket = ticket.wrapping_add(1);
+        // Topic and data in one copy: the request outlives this read's buffer.
+        let copied = self.encoder.copy_parts(&[topic.as_bytes(), data]);
+        let name = copied.slice(..topic.len());
+        match TopicName::new(name, self.settings.broker.topic_bytes_max) {
+            Ok(topic_name) => {
+                let data = copied.slice(topic.len()..);
+                self.requests.push(BrokerRequest::Publish {
+                    topic: topic_name,
+                    data,
+                    ticket: Some(ticket),
+                });
+                0
+            }
+            Err(error) => {
+                debug_assert!(false, "the router passed an invalid topic: {error}");
+                1
+            }
+        }
     }
 
-    fn queue_publish(&mut self, first_ticket: u32, count: usize, batch: bool, keep_alive: bool) {
+    /// Queues the response of a publish of `count` messages, `refused` of which were refused
+    /// at once (their answers are in).
+    fn queue_publish(
+        &mut self,
+        first_ticket: u32,
+        count: usize,
+        refused: usize,
+        batch: bool,
+        keep_alive: bool,
+    ) {
         self.responses.pending.push_back(PendingResponse {
             first_ticket,
             seqs: vec![0; count],
-            answered: 0,
-            refused: None,
+            answered: refused,
+            refused: (refused > 0).then_some("invalid topic name"),
             batch,
             keep_alive,
             ready: None,
         });
+        flush_complete(self.responses, self.outbound);
     }
 
     /// Sends `response` now, or queues it behind responses still waiting for seqs.
@@ -331,16 +383,16 @@ impl Answer<'_> {
             return false;
         }
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
-        let config = self.config;
-        let accepted = upgrade::parse_request(head.bytes(), &mut headers, &config.protocol)
+        let settings = self.settings;
+        let accepted = upgrade::parse_request(head.bytes(), &mut headers, &settings.protocol)
             .and_then(|request| {
                 request.ok_or(HandshakeError::MalformedRequest("incomplete upgrade head"))
             })
             .and_then(|request| {
-                if !config.echo && request.path() != "/ws" {
+                if !settings.echo && request.path() != "/ws" {
                     return Err(HandshakeError::NotFound);
                 }
-                upgrade::accept_upgrade(&request, &config.protocol)
+                upgrade::accept_upgrade(&request, &settings.protocol)
             });
         let mut response = BytesMut::new();
         match accepted {
@@ -358,5 +410,19 @@ impl Answer<'_> {
                 false
             }
         }
+    }
+}
+
+/// Sends every response at the front that is complete, in order.
+fn flush_complete(responses: &mut Responses, outbound: &mut Outbound) {
+    while responses
+        .pending
+        .front()
+        .is_some_and(PendingResponse::is_complete)
+    {
+        let pending = responses.pending.pop_front().expect("checked");
+        let mut response = BytesMut::new();
+        pending.write(&mut response);
+        outbound.push_control(response.freeze());
     }
 }

@@ -1,0 +1,70 @@
+//! What shards tell each other. The broker of one shard produces commands for the others (and
+//! itself); the shard driver carries them through the mailboxes, in order per pair of shards.
+
+use bytes::Bytes;
+
+use super::message::Message;
+use super::owner::{OwnerError, SubscribeAnswer};
+use super::topic::TopicName;
+
+/// A client of some shard, named so that an answer can find it again: the generation tells a
+/// reused connection slot from the client that asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientRef {
+    pub shard: u16,
+    pub slot: u32,
+    pub generation: u16,
+}
+
+/// Where the answer to a publish goes: the client that sent it, and for HTTP the ticket of the
+/// response waiting for the seq. A WebSocket publish has no ticket and hears back only when the
+/// owner refused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishReply {
+    pub client: ClientRef,
+    pub ticket: Option<u32>,
+}
+
+/// What one thread asks of a shard.
+#[derive(Debug)]
+pub enum Command {
+    /// For the shard itself: stop accepting, close every connection with 1001, exit after the
+    /// drain deadline.
+    Shutdown,
+    /// To a topic's owner: number and fan out a message. `data` is one JSON value, verbatim.
+    /// `reply` is `None` for publishes from outside any connection (the demo feed).
+    Publish {
+        topic: TopicName,
+        data: Bytes,
+        reply: Option<PublishReply>,
+    },
+    /// To the owner: a client of `subscriber.shard` subscribes to `topic`.
+    Subscribe {
+        topic: TopicName,
+        subscriber: ClientRef,
+        since: Option<u64>,
+    },
+    /// To the owner: `shard` has no subscriber of `topic` left.
+    Unsubscribe { topic: TopicName, shard: u16 },
+    /// To a subscribing shard: a message the owner numbered.
+    Deliver { message: Message },
+    /// To the subscriber's shard: the owner's answer to `Subscribe`.
+    Subscribed {
+        topic: TopicName,
+        subscriber: ClientRef,
+        answer: Result<SubscribeAnswer, OwnerError>,
+    },
+    /// To the publisher's shard: the seq the owner gave the message, or why it refused.
+    Published {
+        reply: PublishReply,
+        result: Result<u64, OwnerError>,
+    },
+}
+
+impl Command {
+    /// Publishes wait in a queue of their own, which a shard stops taking from while it cannot
+    /// hand on what they produce; everything else must always be taken (see `shard::mailbox`).
+    pub fn is_publish(&self) -> bool {
+        matches!(self, Command::Publish { .. })
+    }
+}

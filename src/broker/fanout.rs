@@ -1,0 +1,638 @@
+//! The pub/sub of one shard, sans-IO: its clients' subscriptions, the topics it owns, and the
+//! delivery of each message to its subscribers under the slow-consumer policy and the shard's
+//! budget.
+//!
+//! [`Fanout`] takes inputs (`handle_request` for a client's request, `handle_command` for a
+//! command from some shard, `handle_sent` when a client's queue drained) and decides. Its
+//! decisions reach the clients through the [`Clients`] trait (queue this message, this reply,
+//! close with this code) and the other shards through [`Fanout::poll_command`]. The shard
+//! implements `Clients` over its connections and carries commands through the mailboxes; the
+//! tests implement it over plain vectors and move commands between several `Fanout`s in memory.
+//!
+//! Ordering rests on two facts: a topic's owner is the only place its sequence numbers are
+//! assigned, and commands from one shard to another arrive in the order they were sent. A
+//! subscription takes effect when the owner's answer comes back, which carries the seq at that
+//! moment and the replay up to it; every later message of the topic follows that answer.
+
+use std::collections::VecDeque;
+
+use super::command::{ClientRef, Command, PublishReply};
+use super::config::{BrokerConfig, SlowConsumerPolicy};
+use super::message::{Message, Reply};
+use super::owner::{OwnedTopics, OwnerError, SubscribeAnswer};
+use super::request::BrokerRequest;
+use super::subscribers::{POSITION_PENDING, SubscriberTable};
+use super::topic::TopicName;
+use crate::protocol::CloseCode;
+use crate::protocol::websocket::frame::FrameEncoder;
+
+/// Chunk size of the broker's encoder (messages and replies): one allocation serves many small
+/// messages, and a chunk whose messages are all gone is reused.
+const ENCODER_ARENA_BYTES: usize = 64 * 1024;
+
+/// The bounds of one client's queue of things to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub bytes_max: usize,
+    pub frames_max: usize,
+}
+
+impl QueueLimits {
+    /// Half of each bound: a paused or slow client is resumed once its queue is below it, so that
+    /// it does not flap at the limit.
+    pub fn half(self) -> QueueLimits {
+        QueueLimits {
+            bytes_max: self.bytes_max / 2,
+            frames_max: self.frames_max / 2,
+        }
+    }
+}
+
+/// The clients of a shard as the broker sees them: queues to fill and connections to close.
+/// Clients are named by their slot; the broker never names a slot it was not told is open.
+pub trait Clients {
+    /// Whether the client takes messages now: open, and not closing.
+    fn takes_messages(&self, client: u32) -> bool;
+    /// Queues `message` framed for the client's endpoint if its queue is within `limits` (an
+    /// empty queue takes any message, so one larger than the limit still goes out to a client
+    /// that keeps up). Returns the bytes queued, or `None` when there was no room.
+    fn offer(&mut self, client: u32, message: &Message, limits: QueueLimits) -> Option<usize>;
+    /// Queues `message` whatever the queue holds (replay, a conflated message released).
+    /// Returns the bytes queued.
+    fn push(&mut self, client: u32, message: &Message) -> usize;
+    /// Whether the client's queue is within `limits`.
+    fn is_within(&self, client: u32, limits: QueueLimits) -> bool;
+    /// Queues a reply; replies are never refused.
+    fn reply(&mut self, client: u32, reply: &Reply);
+    /// The owner numbered (or refused) the HTTP publish waiting under `ticket`.
+    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, &'static str>);
+    /// Closes the client's connection with `code` and `reason`.
+    fn close(&mut self, client: u32, code: CloseCode, reason: &'static str);
+}
+
+/// What a shard's broker counts; every drop is counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BrokerCounters {
+    /// Messages this shard assigned a sequence number to, as the owner of their topic.
+    pub messages_published: u64,
+    /// Messages queued to this shard's subscribers.
+    pub deliveries: u64,
+    /// Requests refused by the broker with an `error` reply (limits, an owner's refusal).
+    pub request_errors: u64,
+    /// Subscriptions served from history with `since`, and the messages replayed for them.
+    pub replays: u64,
+    pub replayed_messages: u64,
+    /// Subscriptions answered with `reset` because `since + 1` had left the history.
+    pub resets: u64,
+    /// Slow-consumer policy actions: the newest message dropped; an older message replaced by
+    /// a newer one of the same topic (conflate); the subscriber closed with 1008.
+    pub slow_consumer_drops: u64,
+    pub slow_consumer_conflations: u64,
+    pub slow_consumer_closes: u64,
+}
+
+/// Levels a shard's broker reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BrokerGauges {
+    /// Subscriptions in effect held by this shard's clients.
+    pub subscriptions: u64,
+    /// Topics this shard owns (assigns sequence numbers to and keeps history for).
+    pub topics_owned: u64,
+    /// Topics with at least one subscription on this shard (in effect or on its way).
+    pub topics_subscribed: u64,
+    /// Bytes of history this shard keeps for its owned topics.
+    pub history_bytes: u64,
+}
+
+/// One topic a client subscribes to.
+#[derive(Debug)]
+struct Subscription {
+    /// The topic's index in the shard's `SubscriberTable`.
+    topic: u32,
+    /// Where the client sits in the topic's subscriber list; `POSITION_PENDING` until the
+    /// owner's answer arrives.
+    position: u32,
+    /// Under the conflate policy, the newest message that did not fit the queue; it replaces
+    /// any older one and goes out once the queue drains.
+    held: Option<Message>,
+}
+
+impl Subscription {
+    fn is_pending(&self) -> bool {
+        self.position == POSITION_PENDING
+    }
+}
+
+/// The broker's record of one connection slot.
+#[derive(Debug, Default)]
+struct ClientRecord {
+    generation: u16,
+    open: bool,
+    subscriptions: Vec<Subscription>,
+    /// Subscriptions holding a conflated message.
+    held_count: u32,
+}
+
+/// The pub/sub of one shard.
+pub struct Fanout {
+    shard: usize,
+    shards: usize,
+    config: BrokerConfig,
+    queue_limits: QueueLimits,
+    owned: OwnedTopics,
+    subscribers: SubscriberTable,
+    clients: Vec<ClientRecord>,
+    encoder: FrameEncoder,
+    /// Commands for shards (this one included), in the order they were made.
+    outgoing: VecDeque<(usize, Command)>,
+    /// The bytes queued to all of the shard's clients: set exactly by the shard from time to
+    /// time, kept up to date in between by what is queued (+) and sent (−). Over
+    /// `outbound_shard_bytes_max`, every subscriber is treated as slow.
+    queued_bytes: u64,
+    counters: BrokerCounters,
+}
+
+impl Fanout {
+    /// The broker of shard `shard` of `shards`, for clients in slots `0..clients_max`.
+    pub fn new(
+        config: &BrokerConfig,
+        queue_limits: QueueLimits,
+        shard: usize,
+        shards: usize,
+        clients_max: usize,
+    ) -> Fanout {
+        Fanout {
+            shard,
+            shards,
+            config: config.clone(),
+            queue_limits,
+            owned: OwnedTopics::new(config, shards),
+            subscribers: SubscriberTable::default(),
+            clients: (0..clients_max).map(|_| ClientRecord::default()).collect(),
+            encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
+            outgoing: VecDeque::new(),
+            queued_bytes: 0,
+            counters: BrokerCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> &BrokerCounters {
+        &self.counters
+    }
+
+    pub fn gauges(&self) -> BrokerGauges {
+        BrokerGauges {
+            subscriptions: self.subscribers.subscription_count() as u64,
+            topics_owned: self.owned.topic_count() as u64,
+            topics_subscribed: self.subscribers.topic_count() as u64,
+            history_bytes: self.owned.history_bytes() as u64,
+        }
+    }
+
+    /// A client connected in `slot`.
+    pub fn open_client(&mut self, slot: u32, generation: u16) {
+        let client = &mut self.clients[slot as usize];
+        assert!(!client.open && client.subscriptions.is_empty());
+        client.generation = generation;
+        client.open = true;
+    }
+
+    /// The client in `slot` is gone: its subscriptions end.
+    pub fn close_client(&mut self, slot: u32) {
+        while let Some(index) = self.clients[slot as usize]
+            .subscriptions
+            .last()
+            .map(|subscription| subscription.topic)
+        {
+            self.drop_subscription(slot, index);
+        }
+        self.clients[slot as usize].open = false;
+    }
+
+    /// The next command for a shard (possibly this one), in the order they were made.
+    pub fn poll_command(&mut self) -> Option<(usize, Command)> {
+        self.outgoing.pop_front()
+    }
+
+    /// Sets the bytes queued to all clients (summed by the shard). Returns whether this put the
+    /// shard over its budget when it was not before.
+    pub fn set_queued_bytes(&mut self, queued_bytes: u64) -> bool {
+        let was_over = self.over_budget();
+        self.queued_bytes = queued_bytes;
+        self.over_budget() && !was_over
+    }
+
+    /// Whether the shard's queues together are over `outbound_shard_bytes_max`.
+    pub fn over_budget(&self) -> bool {
+        self.queued_bytes > self.config.outbound_shard_bytes_max as u64
+    }
+
+    /// Carries out one request of the client in `slot`.
+    pub fn handle_request(
+        &mut self,
+        slot: u32,
+        request: BrokerRequest,
+        clients: &mut impl Clients,
+    ) {
+        match request {
+            BrokerRequest::Publish {
+                topic,
+                data,
+                ticket,
+            } => {
+                let reply = PublishReply {
+                    client: self.client_ref(slot),
+                    ticket,
+                };
+                let owner = topic.owner(self.shards);
+                let command = Command::Publish {
+                    topic,
+                    data,
+                    reply: Some(reply),
+                };
+                self.outgoing.push_back((owner, command));
+            }
+            BrokerRequest::Subscribe { topic, since } => {
+                self.subscribe(slot, topic, since, clients)
+            }
+            BrokerRequest::Unsubscribe { topic } => self.unsubscribe(slot, &topic, clients),
+        }
+    }
+
+    /// Carries out a command from some shard (this one included). `Shutdown` is the shard's.
+    pub fn handle_command(&mut self, command: Command, clients: &mut impl Clients) {
+        match command {
+            Command::Shutdown => debug_assert!(false, "the shard handles shutdown itself"),
+            Command::Publish { topic, data, reply } => self.publish(&topic, &data, reply),
+            Command::Subscribe {
+                topic,
+                subscriber,
+                since,
+            } => {
+                let snapshot = self.config.wants_snapshot(topic.as_str());
+                let shard = usize::from(subscriber.shard);
+                let answer = self.owned.subscribe(&topic, shard, since, snapshot);
+                let command = Command::Subscribed {
+                    topic,
+                    subscriber,
+                    answer,
+                };
+                self.outgoing.push_back((shard, command));
+            }
+            Command::Unsubscribe { topic, shard } => {
+                self.owned.unsubscribe(topic.as_bytes(), usize::from(shard));
+            }
+            Command::Deliver { message } => self.deliver(&message, clients),
+            Command::Subscribed {
+                topic,
+                subscriber,
+                answer,
+            } => self.handle_subscribed(&topic, subscriber, answer, clients),
+            Command::Published { reply, result } => self.handle_published(reply, result, clients),
+        }
+    }
+
+    /// `sent_bytes` of the client in `slot` went out: once its queue is below half its limits,
+    /// the messages conflation held for it are queued.
+    pub fn handle_sent(&mut self, slot: u32, sent_bytes: usize, clients: &mut impl Clients) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(sent_bytes as u64);
+        if self.clients[slot as usize].held_count > 0 && !self.over_budget() {
+            self.release_held(slot, clients);
+        }
+    }
+
+    fn client_ref(&self, slot: u32) -> ClientRef {
+        ClientRef {
+            shard: self.shard as u16,
+            slot,
+            generation: self.clients[slot as usize].generation,
+        }
+    }
+
+    /// As the topic's owner: numbers the message, keeps it, and sends it to every shard with
+    /// subscribers (this one included); answers the publisher when it waits for the seq or was
+    /// refused.
+    fn publish(&mut self, topic: &TopicName, data: &[u8], reply: Option<PublishReply>) {
+        let result = match self.owned.publish(topic, data, &mut self.encoder) {
+            Ok(published) => {
+                self.counters.messages_published += 1;
+                let seq = published.message.seq();
+                for shard in published.subscriber_shards.iter() {
+                    let message = published.message.clone();
+                    self.outgoing
+                        .push_back((shard, Command::Deliver { message }));
+                }
+                Ok(seq)
+            }
+            Err(error) => Err(error),
+        };
+        match reply {
+            Some(reply) if reply.ticket.is_some() || result.is_err() => {
+                let shard = usize::from(reply.client.shard);
+                self.outgoing
+                    .push_back((shard, Command::Published { reply, result }));
+            }
+            _ => {}
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        slot: u32,
+        topic: TopicName,
+        since: Option<u64>,
+        clients: &mut impl Clients,
+    ) {
+        let client = &mut self.clients[slot as usize];
+        let existing = self.subscribers.find(topic.as_bytes()).and_then(|index| {
+            let subscription = client
+                .subscriptions
+                .iter()
+                .find(|subscription| subscription.topic == index)?;
+            Some((index, subscription.is_pending()))
+        });
+        match existing {
+            // Already subscribed: say so again with the seq it stands at (a replay would
+            // duplicate what the client already got).
+            Some((index, false)) => {
+                let seq = self.subscribers.last_seq(index);
+                let reply = Reply::subscribed(&mut self.encoder, &topic, seq);
+                clients.reply(slot, &reply);
+            }
+            Some((_, true)) => {} // The answer is on its way.
+            None if client.subscriptions.len() >= self.config.subscriptions_per_connection_max => {
+                self.counters.request_errors += 1;
+                let reason = "subscriptions_per_connection_max reached";
+                let reply = Reply::topic_error(&mut self.encoder, reason, &topic);
+                clients.reply(slot, &reply);
+            }
+            None => {
+                let index = self.subscribers.add_pending(&topic);
+                client.subscriptions.push(Subscription {
+                    topic: index,
+                    position: POSITION_PENDING,
+                    held: None,
+                });
+                let subscriber = self.client_ref(slot);
+                let command = Command::Subscribe {
+                    topic: topic.clone(),
+                    subscriber,
+                    since,
+                };
+                self.outgoing.push_back((topic.owner(self.shards), command));
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, slot: u32, topic: &TopicName, clients: &mut impl Clients) {
+        let reply = Reply::unsubscribed(&mut self.encoder, topic);
+        clients.reply(slot, &reply);
+        if let Some(index) = self.subscribers.find(topic.as_bytes()) {
+            self.drop_subscription(slot, index);
+        }
+    }
+
+    /// Ends `slot`'s subscription of topic `index`, if it has one, and tells the owner when the
+    /// shard has no subscriber of the topic left.
+    fn drop_subscription(&mut self, slot: u32, index: u32) {
+        let client = &mut self.clients[slot as usize];
+        let Some(at) = client
+            .subscriptions
+            .iter()
+            .position(|subscription| subscription.topic == index)
+        else {
+            return;
+        };
+        let subscription = client.subscriptions.swap_remove(at);
+        if subscription.held.is_some() {
+            client.held_count -= 1;
+        }
+        if !subscription.is_pending() {
+            let moved = self.subscribers.deactivate(index, subscription.position);
+            if let Some(moved_slot) = moved {
+                let record = self.clients[moved_slot as usize]
+                    .subscriptions
+                    .iter_mut()
+                    .find(|record| record.topic == index)
+                    .expect("a subscriber records its subscription");
+                record.position = subscription.position;
+            }
+        }
+        self.release_if_unused(index);
+    }
+
+    fn release_if_unused(&mut self, index: u32) {
+        if !self.subscribers.is_unused(index) {
+            return;
+        }
+        let topic = self.subscribers.release(index);
+        let owner = topic.owner(self.shards);
+        let shard = self.shard as u16;
+        self.outgoing
+            .push_back((owner, Command::Unsubscribe { topic, shard }));
+    }
+
+    /// The owner answered a subscription of one of this shard's clients.
+    fn handle_subscribed(
+        &mut self,
+        topic: &TopicName,
+        subscriber: ClientRef,
+        answer: Result<SubscribeAnswer, OwnerError>,
+        clients: &mut impl Clients,
+    ) {
+        let index = self
+            .subscribers
+            .find(topic.as_bytes())
+            .expect("a pending subscription keeps its topic");
+        self.subscribers.answer_arrived(index);
+        let slot = subscriber.slot;
+        let client = &self.clients[slot as usize];
+        let waiting = (client.open
+            && client.generation == subscriber.generation
+            && clients.takes_messages(slot))
+        .then(|| {
+            client
+                .subscriptions
+                .iter()
+                .position(|record| record.topic == index && record.is_pending())
+        })
+        .flatten();
+        if let Some(at) = waiting {
+            match answer {
+                Ok(answer) => self.activate(slot, at, index, topic, answer, clients),
+                Err(error) => {
+                    self.clients[slot as usize].subscriptions.swap_remove(at);
+                    self.counters.request_errors += 1;
+                    let reply = Reply::topic_error(&mut self.encoder, error.reason(), topic);
+                    clients.reply(slot, &reply);
+                }
+            }
+        }
+        self.release_if_unused(index);
+    }
+
+    /// Puts a client among a topic's subscribers and queues `subscribed`, then `reset` or the
+    /// replay. Replayed messages are queued whatever the queue holds: history bounds them.
+    fn activate(
+        &mut self,
+        slot: u32,
+        at: usize,
+        index: u32,
+        topic: &TopicName,
+        answer: SubscribeAnswer,
+        clients: &mut impl Clients,
+    ) {
+        let position = self.subscribers.activate(index, slot, answer.latest);
+        self.clients[slot as usize].subscriptions[at].position = position;
+        let reply = Reply::subscribed(&mut self.encoder, topic, answer.latest);
+        clients.reply(slot, &reply);
+        if answer.reset {
+            self.counters.resets += 1;
+            let reply = Reply::reset(&mut self.encoder, topic, answer.latest);
+            clients.reply(slot, &reply);
+        } else if !answer.messages.is_empty() {
+            self.counters.replays += 1;
+            self.counters.replayed_messages += answer.messages.len() as u64;
+        }
+        for message in &answer.messages {
+            self.queued_bytes += clients.push(slot, message) as u64;
+        }
+    }
+
+    /// The owner numbered (or refused) a publish of one of this shard's clients.
+    fn handle_published(
+        &mut self,
+        reply: PublishReply,
+        result: Result<u64, OwnerError>,
+        clients: &mut impl Clients,
+    ) {
+        let slot = reply.client.slot;
+        let client = &self.clients[slot as usize];
+        if !client.open || client.generation != reply.client.generation {
+            return;
+        }
+        match (reply.ticket, result) {
+            (Some(ticket), result) => {
+                clients.answer_publish(slot, ticket, result.map_err(OwnerError::reason));
+            }
+            (None, Err(error)) => {
+                self.counters.request_errors += 1;
+                let reply = Reply::error(&mut self.encoder, error.reason());
+                clients.reply(slot, &reply);
+            }
+            (None, Ok(_)) => {}
+        }
+    }
+
+    /// Queues `message` to every subscriber of its topic on this shard, applying the
+    /// slow-consumer policy to those whose queue is full.
+    fn deliver(&mut self, message: &Message, clients: &mut impl Clients) {
+        let Some(index) = self.subscribers.find(message.topic()) else {
+            return; // The last subscriber left while the message was on its way.
+        };
+        self.subscribers.set_last_seq(index, message.seq());
+        let mut delivery = Delivery {
+            message,
+            topic: index,
+            limits: self.queue_limits,
+            policy: self.config.slow_consumer_policy,
+            budget_bytes: self.config.outbound_shard_bytes_max as u64,
+            queued_bytes: &mut self.queued_bytes,
+            counters: &mut self.counters,
+        };
+        for &slot in self.subscribers.subscribers(index) {
+            delivery.reach(slot, &mut self.clients[slot as usize], clients);
+        }
+    }
+
+    /// Queues the messages conflation held for `slot` once its queue is below half its limits.
+    fn release_held(&mut self, slot: u32, clients: &mut impl Clients) {
+        if !clients.is_within(slot, self.queue_limits.half()) {
+            return;
+        }
+        let client = &mut self.clients[slot as usize];
+        for subscription in &mut client.subscriptions {
+            if let Some(message) = subscription.held.take() {
+                self.queued_bytes += clients.push(slot, &message) as u64;
+            }
+        }
+        client.held_count = 0;
+    }
+}
+
+/// One message on its way to the subscribers of its topic on this shard: the policy and the
+/// shard's budget, borrowed apart from the subscriber list being walked.
+struct Delivery<'a> {
+    message: &'a Message,
+    topic: u32,
+    limits: QueueLimits,
+    policy: SlowConsumerPolicy,
+    budget_bytes: u64,
+    queued_bytes: &'a mut u64,
+    counters: &'a mut BrokerCounters,
+}
+
+impl Delivery<'_> {
+    fn over_budget(&self) -> bool {
+        *self.queued_bytes > self.budget_bytes
+    }
+
+    fn reach(&mut self, slot: u32, client: &mut ClientRecord, clients: &mut impl Clients) {
+        if !clients.takes_messages(slot) {
+            return;
+        }
+        // While an older message of the topic waits conflated, a newer one replaces it rather
+        // than overtaking it in the queue, unless there is room again (a queue that drained
+        // with no send left to complete releases its held messages here).
+        if client.held_count > 0 && holds(client, self.topic) {
+            if self.over_budget() || !clients.is_within(slot, self.limits.half()) {
+                self.conflate(client);
+                return;
+            }
+            for subscription in &mut client.subscriptions {
+                if let Some(message) = subscription.held.take() {
+                    *self.queued_bytes += clients.push(slot, &message) as u64;
+                }
+            }
+            client.held_count = 0;
+        }
+        let queued = match self.over_budget() {
+            true => None,
+            false => clients.offer(slot, self.message, self.limits),
+        };
+        if let Some(bytes) = queued {
+            *self.queued_bytes += bytes as u64;
+            self.counters.deliveries += 1;
+            return;
+        }
+        match self.policy {
+            SlowConsumerPolicy::Drop => self.counters.slow_consumer_drops += 1,
+            SlowConsumerPolicy::Conflate => self.conflate(client),
+            SlowConsumerPolicy::Disconnect => {
+                self.counters.slow_consumer_closes += 1;
+                clients.close(slot, CloseCode::POLICY_VIOLATION, "slow consumer");
+            }
+        }
+    }
+
+    /// Keeps the message as the newest undelivered one of its topic for this client; a message
+    /// it replaces is counted as conflated.
+    fn conflate(&mut self, client: &mut ClientRecord) {
+        let subscription = client
+            .subscriptions
+            .iter_mut()
+            .find(|subscription| subscription.topic == self.topic)
+            .expect("a subscriber records its subscription");
+        match subscription.held.replace(self.message.clone()) {
+            Some(_) => self.counters.slow_consumer_conflations += 1,
+            None => client.held_count += 1,
+        }
+    }
+}
+
+fn holds(client: &ClientRecord, topic: u32) -> bool {
+    client
+        .subscriptions
+        .iter()
+        .any(|subscription| subscription.topic == topic && subscription.held.is_some())
+}

@@ -1,0 +1,272 @@
+//! A WebSocket connection after the upgrade: the protocol session, its heartbeat and close
+//! deadlines, and the client's JSON requests (or, in echo mode, an echo of every message).
+//!
+//! The endpoint keeps one deadline at a time: idle (no traffic for `idle_timeout_ms`: send a
+//! ping), pong (the ping must be answered in `pong_timeout_ms`), or closing (we sent a close and
+//! the peer must answer within `close_timeout_ms`). The driver arms a timer for
+//! [`WebSocketEndpoint::deadline_ms`] and calls [`WebSocketEndpoint::handle_deadline`] when it
+//! passes.
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::outbound::Outbound;
+use super::{Context, EndpointCounters, EndpointSettings, Next};
+use crate::broker::config::BrokerConfig;
+use crate::broker::request::{Request, RequestError, parse_request};
+use crate::broker::{BrokerRequest, Reply, TopicName};
+use crate::protocol::CloseCode;
+use crate::protocol::websocket::frame::{FrameEncoder, OpCode};
+use crate::protocol::websocket::session::{Event, MessageKind, Session, SessionState};
+
+/// Which deadline the endpoint's one timer stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deadline {
+    /// No traffic for the idle timeout: send a ping.
+    Idle,
+    /// The ping must be answered by then.
+    Pong,
+    /// Our close frame must be answered by then, or the socket is shut down regardless.
+    Closing,
+}
+
+/// One WebSocket connection.
+#[derive(Debug)]
+pub struct WebSocketEndpoint {
+    session: Session,
+    deadline: Deadline,
+    deadline_ms: u64,
+    last_receive_ms: u64,
+    ping_sent_ms: u64,
+}
+
+impl WebSocketEndpoint {
+    /// A connection whose upgrade was just accepted.
+    pub fn new(now_ms: u64, settings: &EndpointSettings) -> WebSocketEndpoint {
+        WebSocketEndpoint {
+            session: Session::new(),
+            deadline: Deadline::Idle,
+            deadline_ms: now_ms + settings.idle_timeout_ms,
+            last_receive_ms: now_ms,
+            ping_sent_ms: 0,
+        }
+    }
+
+    pub fn deadline_ms(&self) -> u64 {
+        self.deadline_ms
+    }
+
+    /// Whether messages may be queued: the session is open (after a close frame nothing but the
+    /// close handshake may follow).
+    pub fn takes_messages(&self) -> bool {
+        self.session.state() == SessionState::Open
+    }
+
+    /// Reads frames from one read; answers what they ask for and leaves broker requests in the
+    /// context.
+    pub fn handle_read(
+        &mut self,
+        input: &mut [u8],
+        outbound: &mut Outbound,
+        context: &mut Context,
+    ) -> Next {
+        self.last_receive_ms = context.now_ms;
+        let settings = &*context.settings;
+        let mut reader = self
+            .session
+            .handle_read(input, &mut context.pool, &settings.protocol);
+        while let Some(result) = reader.next_event() {
+            match result {
+                Ok(Event::Message { kind, payload }) => {
+                    context.counters.messages_received += 1;
+                    if settings.echo {
+                        // A reply to the peer's own message is never refused: when replies pile
+                        // up, the shard pauses reading from this peer instead, so TCP pushes
+                        // back on it. The overshoot is bounded by what one turn received.
+                        let opcode = match kind {
+                            MessageKind::Text => OpCode::Text,
+                            MessageKind::Binary => OpCode::Binary,
+                        };
+                        outbound.push_control(context.encoder.encode(opcode, true, payload));
+                    } else {
+                        let sink = RequestSink {
+                            outbound: &mut *outbound,
+                            encoder: &mut context.encoder,
+                            counters: &mut context.counters,
+                            requests: &mut context.requests,
+                        };
+                        sink.handle(kind, payload, &settings.broker);
+                    }
+                }
+                Ok(Event::Ping(_) | Event::Pong(_) | Event::Close { .. }) => {}
+                Err(error) => {
+                    context.counters.protocol_errors += 1;
+                    debug!(%error, close_code = %error.close_code(), "peer broke the protocol");
+                }
+            }
+            while let Some(frame) = reader.poll_transmit() {
+                outbound.push_control(context.encoder.copy(frame.as_bytes()));
+            }
+        }
+        drop(reader);
+        self.flush_transmits(outbound, context)
+    }
+
+    /// Starts the close handshake from our side (shutdown 1001, slow consumer 1008).
+    pub fn close(
+        &mut self,
+        code: CloseCode,
+        reason: &'static str,
+        outbound: &mut Outbound,
+        context: &mut Context,
+    ) -> Next {
+        self.session.close(code, reason);
+        self.flush_transmits(outbound, context)
+    }
+
+    /// The deadline passed: ping, give up on the peer, or end a close handshake it ignored.
+    pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        let settings = &*context.settings;
+        let now_ms = context.now_ms;
+        match self.deadline {
+            Deadline::Idle if now_ms < self.last_receive_ms + settings.idle_timeout_ms => {
+                self.set_deadline(
+                    Deadline::Idle,
+                    self.last_receive_ms + settings.idle_timeout_ms,
+                );
+            }
+            Deadline::Idle => {
+                context.counters.pings_sent += 1;
+                outbound.push_control(context.encoder.encode(OpCode::Ping, true, b""));
+                self.ping_sent_ms = now_ms;
+                self.set_deadline(Deadline::Pong, now_ms + settings.pong_timeout_ms);
+            }
+            // A ping goes out only once `idle_timeout_ms` (at least 1) passed since the last
+            // receive, so any receive stamped at or after `ping_sent_ms` came after the ping. A
+            // strict `>` missed a pong that arrived within the same millisecond, as on a LAN,
+            // and closed a live client with "ping timeout".
+            Deadline::Pong if self.last_receive_ms >= self.ping_sent_ms => {
+                self.set_deadline(
+                    Deadline::Idle,
+                    self.last_receive_ms + settings.idle_timeout_ms,
+                );
+            }
+            Deadline::Pong => {
+                context.counters.pong_timeouts += 1;
+                debug!("ping unanswered: closing");
+                // The peer is gone or stuck: send the close, but do not wait for its answer.
+                let _ = self.close(CloseCode::GOING_AWAY, "ping timeout", outbound, context);
+                return Next::CloseAfterFlush;
+            }
+            Deadline::Closing => {
+                context.counters.close_timeouts += 1;
+                return Next::ShutDownNow;
+            }
+        }
+        Next::Continue
+    }
+
+    pub fn release_buffers(&mut self, pool: &mut crate::protocol::pool::BufferPool) {
+        self.session.release_buffers(pool);
+    }
+
+    fn set_deadline(&mut self, deadline: Deadline, deadline_ms: u64) {
+        self.deadline = deadline;
+        self.deadline_ms = deadline_ms;
+    }
+
+    /// Queues the control frames the session owes and follows its close handshake.
+    fn flush_transmits(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        while let Some(frame) = self.session.poll_transmit(&mut context.pool) {
+            outbound.push_control(context.encoder.copy(frame.as_bytes()));
+        }
+        match self.session.state() {
+            SessionState::Open => Next::Continue,
+            SessionState::CloseSent => {
+                if self.deadline != Deadline::Closing {
+                    let deadline_ms = context.now_ms + context.settings.close_timeout_ms;
+                    self.set_deadline(Deadline::Closing, deadline_ms);
+                }
+                Next::Continue
+            }
+            SessionState::Closed => Next::CloseAfterFlush,
+        }
+    }
+}
+
+/// Where a connection's requests go while its session is being read (the session holds the
+/// rest of the context).
+struct RequestSink<'a> {
+    outbound: &'a mut Outbound,
+    encoder: &'a mut FrameEncoder,
+    counters: &'a mut EndpointCounters,
+    requests: &'a mut Vec<BrokerRequest>,
+}
+
+impl RequestSink<'_> {
+    /// Parses one request; answers a bad one with an `error` message at once, and leaves a good
+    /// one to the broker.
+    fn handle(mut self, kind: MessageKind, payload: &[u8], config: &BrokerConfig) {
+        let parsed = match kind {
+            MessageKind::Text => parse_request(payload, config),
+            MessageKind::Binary => Err(RequestError::Binary),
+        };
+        match parsed {
+            Ok(Request::Publish { topic, data }) => {
+                self.counters.publish_requests += 1;
+                // Topic and data in one copy: the request outlives this read's buffer.
+                let copied = self.encoder.copy_parts(&[topic.as_bytes(), data]);
+                let topic_bytes = topic.len();
+                if let Some(topic) = self.topic(copied.slice(..topic_bytes), config) {
+                    let data = copied.slice(topic_bytes..);
+                    let ticket = None;
+                    self.requests.push(BrokerRequest::Publish {
+                        topic,
+                        data,
+                        ticket,
+                    });
+                }
+            }
+            Ok(Request::Subscribe { topics, since }) => {
+                self.counters.subscribe_requests += 1;
+                for name in topics {
+                    let since = since.get(&name).copied();
+                    let copied = self.encoder.copy(name.as_bytes());
+                    if let Some(topic) = self.topic(copied, config) {
+                        self.requests
+                            .push(BrokerRequest::Subscribe { topic, since });
+                    }
+                }
+            }
+            Ok(Request::Unsubscribe { topics }) => {
+                self.counters.unsubscribe_requests += 1;
+                for name in topics {
+                    let copied = self.encoder.copy(name.as_bytes());
+                    if let Some(topic) = self.topic(copied, config) {
+                        self.requests.push(BrokerRequest::Unsubscribe { topic });
+                    }
+                }
+            }
+            Err(error) => self.refuse(error.reason()),
+        }
+    }
+
+    /// A name the request parser already checked, as a `TopicName` (checked again: cheap, and no
+    /// name reaches the broker unchecked).
+    fn topic(&mut self, name: Bytes, config: &BrokerConfig) -> Option<TopicName> {
+        match TopicName::new(name, config.topic_bytes_max) {
+            Ok(topic) => Some(topic),
+            Err(error) => {
+                self.refuse(error.reason());
+                None
+            }
+        }
+    }
+
+    fn refuse(&mut self, reason: &'static str) {
+        self.counters.request_errors += 1;
+        debug!(reason, "bad request");
+        let reply = Reply::error(self.encoder, reason);
+        self.outbound.push_control(reply.websocket_frame().clone());
+    }
+}

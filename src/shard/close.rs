@@ -1,0 +1,182 @@
+//! Deadlines and the close sequence: each connection's one timer, and the walk from open to
+//! freed (flush what is queued, shut the socket down, wait for its operations, close the
+//! descriptor, free the slot).
+
+use std::io;
+
+use io_uring::{opcode, types};
+use tracing::{debug, warn};
+
+use super::Shard;
+use super::clients::list_for_send;
+use super::connection::Closing;
+use super::ring::{Completion, Operation, Tag};
+use crate::endpoint::{EndpointKind, Next};
+use crate::protocol::CloseCode;
+
+impl Shard {
+    /// After a connection's state changed: list it for sending, mirror its deadline, apply read
+    /// backpressure, and walk its close sequence.
+    pub(super) fn after_activity(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
+        if connection.outbound.is_sendable() {
+            list_for_send(connection, slot, &mut self.send_list);
+        }
+        self.sync_deadline(slot);
+        self.apply_backpressure(slot)?;
+        self.advance_close(slot)
+    }
+
+    /// Acts on what a connection's endpoint asked for.
+    pub(super) fn follow(&mut self, slot: u32, next: Next) -> io::Result<()> {
+        let (now_ms, close_timeout_ms) = (self.context.now_ms, self.config.close_timeout_ms);
+        if self
+            .connection_mut(slot)
+            .follow(next, now_ms, close_timeout_ms)
+        {
+            self.force_shutdown(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a server-side close of a connection (shutdown, policy).
+    pub(super) fn close_connection(
+        &mut self,
+        slot: u32,
+        code: CloseCode,
+        reason: &'static str,
+    ) -> io::Result<()> {
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
+        let next =
+            connection
+                .endpoint
+                .close(code, reason, &mut connection.outbound, &mut self.context);
+        self.follow(slot, next)?;
+        self.after_activity(slot)
+    }
+
+    pub(super) fn sync_deadline(&mut self, slot: u32) {
+        let connection = self.connection_mut(slot);
+        let deadline_ms = connection.deadline_ms();
+        if connection.scheduled_ms != deadline_ms {
+            connection.scheduled_ms = deadline_ms;
+            match deadline_ms {
+                u64::MAX => self.timers.cancel(slot),
+                _ => self.timers.schedule(slot, deadline_ms),
+            }
+        }
+    }
+
+    pub(super) fn fire_deadlines(&mut self) -> io::Result<()> {
+        self.expired.clear();
+        self.timers.expire(self.context.now_ms, &mut self.expired);
+        for index in 0..self.expired.len() {
+            let slot = self.expired[index];
+            let connection = self.connections[slot as usize]
+                .as_mut()
+                .expect("timers of freed slots are cancelled");
+            // The wheel no longer holds this connection: whatever the deadline is now, it is
+            // scheduled again below.
+            connection.scheduled_ms = u64::MAX;
+            let next = match connection.closing {
+                Closing::Open => connection
+                    .endpoint
+                    .handle_deadline(&mut connection.outbound, &mut self.context),
+                // The close sequence did not end in time: shut down regardless.
+                _ => {
+                    self.context.counters.close_timeouts += 1;
+                    Next::ShutDownNow
+                }
+            };
+            self.follow(slot, next)?;
+            self.after_activity(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the next step of the close sequence once its conditions hold.
+    pub(super) fn advance_close(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connection_mut(slot);
+        let generation = connection.generation();
+        let entry = match connection.closing {
+            Closing::AfterFlush if connection.outbound.is_idle() => {
+                connection.closing = Closing::ShuttingDown;
+                opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
+                    .build()
+                    .user_data(Tag::new(Operation::Shutdown, slot, generation).encode())
+            }
+            Closing::ShutDown if !connection.receive_armed && !connection.outbound.in_flight() => {
+                connection.closing = Closing::Closing;
+                opcode::Close::new(types::Fixed(slot))
+                    .build()
+                    .user_data(Tag::new(Operation::Close, slot, generation).encode())
+            }
+            _ => return Ok(()),
+        };
+        // SAFETY: shutdown and close name a direct descriptor and point at no memory.
+        unsafe { self.ring.push(&entry) }
+    }
+
+    /// Shuts a connection down regardless of what is still queued (a close that timed out).
+    fn force_shutdown(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connection_mut(slot);
+        if !matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
+            return Ok(());
+        }
+        connection.outbound.discard_unsent();
+        connection.closing = Closing::ShuttingDown;
+        let generation = connection.generation();
+        let entry = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
+            .build()
+            .user_data(Tag::new(Operation::Shutdown, slot, generation).encode());
+        // SAFETY: a shutdown names a direct descriptor and points at no memory.
+        unsafe { self.ring.push(&entry) }
+    }
+
+    pub(super) fn handle_shutdown(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
+        match completion.result {
+            0 => {}
+            // The peer already reset the connection: the socket is done either way.
+            error if -error == libc::ENOTCONN => {}
+            // Nothing else is expected of a shutdown on a connected socket; the socket is
+            // closed next regardless.
+            error => debug!(errno = -error, "shutdown failed"),
+        }
+        let connection = self.connection_mut(slot);
+        connection.closing = Closing::ShutDown;
+        connection.outbound.discard_unsent();
+        // A parked connection has no receive armed; one still armed ends with EOF now.
+        self.advance_close(slot)
+    }
+
+    pub(super) fn handle_close(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
+        if completion.result < 0 {
+            // The slot is freed by the kernel even when the close itself reports an error.
+            warn!(errno = -completion.result, "closing a connection failed");
+        }
+        self.free_connection(slot)
+    }
+
+    fn free_connection(&mut self, slot: u32) -> io::Result<()> {
+        self.fanout.close_client(slot);
+        let mut connection = self.connections[slot as usize]
+            .take()
+            .expect("live connection");
+        connection.endpoint.release_buffers(&mut self.context.pool);
+        if connection.endpoint.kind() == EndpointKind::WebSocket {
+            self.websocket_connections -= 1;
+        }
+        self.timers.cancel(slot);
+        self.connection_count -= 1;
+        self.counters.connections_closed += 1;
+        self.after_broker()?;
+        if self.accepting && !self.accept_armed {
+            self.arm_accept()?;
+        }
+        Ok(())
+    }
+}

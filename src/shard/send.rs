@@ -1,0 +1,150 @@
+//! Sending: every connection with something queued gets one send per turn, all of them reaching
+//! the kernel in the same enter. One frame goes out with a plain `send`; several are gathered
+//! into one `sendmsg` whose `msghdr` and iovecs live in a send slot until the completion.
+
+use std::io;
+
+use io_uring::{opcode, types};
+use tracing::warn;
+
+use super::Shard;
+use super::clients::shard_clients;
+use super::connection::Closing;
+use super::ring::{Completion, Operation, Tag};
+
+/// Gathered sends in flight at once per shard; a connection beyond it sends one frame at a time.
+const SEND_SLOTS_MAX: usize = 1024;
+
+/// A `msghdr` and its iovecs, kept still while a gathered send is in flight.
+struct SendSlot {
+    header: libc::msghdr,
+    iovecs: Vec<libc::iovec>,
+}
+
+/// The shard's send slots: which are free, and which one each connection's send uses.
+pub(super) struct SendSlots {
+    slots: Vec<SendSlot>,
+    free: Vec<u32>,
+    /// The slot of each connection's send in flight, `u32::MAX` for none.
+    slot_of: Vec<u32>,
+}
+
+impl SendSlots {
+    pub(super) fn new(connections_max: usize, iovecs_max: usize) -> SendSlots {
+        SendSlots {
+            slots: (0..SEND_SLOTS_MAX)
+                .map(|_| new_send_slot(iovecs_max))
+                .collect(),
+            free: (0..SEND_SLOTS_MAX as u32).rev().collect(),
+            slot_of: vec![u32::MAX; connections_max],
+        }
+    }
+
+    /// Frees the slot connection `slot`'s finished send used, if it used one.
+    fn release(&mut self, slot: u32) {
+        let send_slot = std::mem::replace(&mut self.slot_of[slot as usize], u32::MAX);
+        if send_slot != u32::MAX {
+            self.free.push(send_slot);
+        }
+    }
+}
+
+impl Shard {
+    pub(super) fn handle_send(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
+        self.sends.release(slot);
+        let connection = self.connection_mut(slot);
+        match completion.result {
+            sent if sent >= 0 => {
+                connection.outbound.complete(sent as usize);
+                self.counters.bytes_sent += sent as u64;
+                let mut clients = shard_clients!(self);
+                self.fanout.handle_sent(slot, sent as usize, &mut clients);
+                self.after_broker()?;
+            }
+            error => {
+                connection.outbound.abandon();
+                match -error {
+                    // The peer is gone, or the send was cancelled by a shutdown.
+                    libc::EPIPE
+                    | libc::ECONNRESET
+                    | libc::ECANCELED
+                    | libc::ETIMEDOUT
+                    | libc::ENOTCONN
+                    | libc::EHOSTUNREACH
+                    | libc::ENETUNREACH => {}
+                    // Nothing else is documented for a send on a connected TCP socket (it is
+                    // blocking under io_uring, so no EAGAIN): the connection cannot go on.
+                    errno => warn!(errno, "send failed with an unexpected error"),
+                }
+                self.peer_gone(slot);
+            }
+        }
+        self.after_activity(slot)
+    }
+
+    /// Submits one send for every listed connection: all of them reach the kernel in the next
+    /// enter together.
+    pub(super) fn flush_sends(&mut self) -> io::Result<()> {
+        let mut index = 0;
+        while index < self.send_list.len() {
+            let slot = self.send_list[index];
+            index += 1;
+            let Some(connection) = self.connections[slot as usize].as_mut() else {
+                continue;
+            };
+            connection.send_listed = false;
+            if connection.outbound.is_sendable() && connection.closing != Closing::Closing {
+                self.submit_send(slot)?;
+            }
+        }
+        self.send_list.clear();
+        Ok(())
+    }
+
+    fn submit_send(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("listed connections are live");
+        debug_assert!(connection.transport.sends_queued_bytes());
+        let tag = Tag::new(Operation::Send, slot, connection.generation()).encode();
+        // One frame goes out with a plain send: sendmsg's extra work measured 2.3% of an echo
+        // shard's time (flamegraphs/README.md). Several frames are gathered into one sendmsg.
+        let gather = connection.outbound.frame_count() > 1;
+        let send_slot = if gather { self.sends.free.pop() } else { None };
+        let entry = match send_slot {
+            Some(send_slot) => {
+                let gathered = &mut self.sends.slots[send_slot as usize];
+                let count = connection.outbound.gather(&mut gathered.iovecs);
+                gathered.header.msg_iov = gathered.iovecs.as_mut_ptr();
+                gathered.header.msg_iovlen = count;
+                self.sends.slot_of[slot as usize] = send_slot;
+                opcode::SendMsg::new(types::Fixed(slot), &gathered.header)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+            }
+            None => {
+                let front = connection.outbound.front();
+                opcode::Send::new(types::Fixed(slot), front.as_ptr(), front.len() as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+        };
+        // SAFETY: the frames sent stay in the connection's queue (marked in flight, so nothing
+        // drops them) and the send slot stays reserved for it until this send's completion; a
+        // connection is freed only after its sends completed (`advance_close` waits for them).
+        unsafe { self.ring.push(&entry.user_data(tag)) }
+    }
+}
+
+fn new_send_slot(iovecs_max: usize) -> SendSlot {
+    // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid (empty) value.
+    let header: libc::msghdr = unsafe { std::mem::zeroed() };
+    let iovecs = vec![
+        libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0
+        };
+        iovecs_max
+    ];
+    SendSlot { header, iovecs }
+}

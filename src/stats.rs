@@ -1,0 +1,232 @@
+//! Every counter and gauge of a shard, in one place: each layer counts its own events (the
+//! shard driver's [`ShardCounters`], the endpoints' `EndpointCounters`, the broker's
+//! `BrokerCounters`), the shard gathers them into one [`ShardStats`] once per loop turn, and
+//! `metrics` renders that for `GET /metrics`.
+
+use crate::broker::{BrokerCounters, BrokerGauges};
+use crate::endpoint::EndpointCounters;
+
+/// What the shard driver counts itself: connections, bytes, the ring and the mailboxes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardCounters {
+    pub connections_accepted: u64,
+    pub connections_closed: u64,
+    pub accept_table_full: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub receive_buffer_shortages: u64,
+    /// Times reading from a peer paused because replies to it piled up.
+    pub reading_pauses: u64,
+    pub stale_completions: u64,
+    /// Commands a full mailbox refused; they wait in this shard's outbox, never dropped.
+    pub mailbox_full: u64,
+    /// Times a publisher's reading paused because this shard's outbox to another shard was full.
+    pub publisher_pauses: u64,
+}
+
+/// Counters a shard keeps; every drop and every peer error is counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub connections_accepted: u64,
+    pub connections_closed: u64,
+    pub accept_table_full: u64,
+    pub upgrades: u64,
+    pub handshake_errors: u64,
+    pub http_requests: u64,
+    pub protocol_errors: u64,
+    pub messages_received: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub receive_buffer_shortages: u64,
+    pub slow_consumer_closes: u64,
+    /// Times reading from a peer paused because replies to it piled up.
+    pub reading_pauses: u64,
+    pub pings_sent: u64,
+    pub pong_timeouts: u64,
+    pub handshake_timeouts: u64,
+    pub close_timeouts: u64,
+    pub stale_completions: u64,
+    /// Publish requests received from this shard's connections (WebSocket and HTTP).
+    pub publish_requests: u64,
+    /// Messages this shard assigned a sequence number to, as the owner of their topic.
+    pub messages_published: u64,
+    /// Frames queued to this shard's subscribers.
+    pub deliveries: u64,
+    pub subscribe_requests: u64,
+    pub unsubscribe_requests: u64,
+    /// Requests refused with an `error` reply or a 4xx status (bad JSON, unknown op, limits).
+    pub request_errors: u64,
+    /// Subscriptions served from history with `since`, and the messages replayed for them.
+    pub replays: u64,
+    pub replayed_messages: u64,
+    /// Subscriptions answered with `reset` because `since + 1` had left the history.
+    pub resets: u64,
+    /// Slow-consumer policy actions: newest message dropped, older message replaced by a newer
+    /// one of the same topic (conflate). Closes are `slow_consumer_closes`.
+    pub slow_consumer_drops: u64,
+    pub slow_consumer_conflations: u64,
+    /// Commands a full mailbox refused; they wait in this shard's outbox, never dropped.
+    pub mailbox_full: u64,
+    /// Times a publisher's reading paused because this shard's outbox to another shard was full.
+    pub publisher_pauses: u64,
+}
+
+/// Levels (not totals) a shard reports with its counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    pub connections: u64,
+    pub websocket_connections: u64,
+    /// Subscriptions held by this shard's connections.
+    pub subscriptions: u64,
+    /// Topics this shard owns (assigns sequence numbers to and keeps history for).
+    pub topics_owned: u64,
+    /// Topics with at least one subscriber on this shard.
+    pub topics_subscribed: u64,
+    /// Bytes of history this shard keeps for its owned topics.
+    pub history_bytes: u64,
+    /// Commands waiting in this shard's mailboxes.
+    pub mailbox_depth: u64,
+    /// Commands waiting in this shard's outbox for full mailboxes of other shards.
+    pub outbox_depth: u64,
+    /// Bytes queued to this shard's connections and not yet sent.
+    pub outbound_queued_bytes: u64,
+}
+
+/// What one shard reports to `GET /metrics`: gathered by the shard every loop turn.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardStats {
+    pub counters: Counters,
+    pub gauges: Gauges,
+}
+
+impl Counters {
+    /// Every counter with its name, for logs (the shard's summary when it stops).
+    pub fn named(&self) -> [(&'static str, u64); 31] {
+        [
+            ("connections_accepted", self.connections_accepted),
+            ("connections_closed", self.connections_closed),
+            ("accept_table_full", self.accept_table_full),
+            ("upgrades", self.upgrades),
+            ("handshake_errors", self.handshake_errors),
+            ("http_requests", self.http_requests),
+            ("protocol_errors", self.protocol_errors),
+            ("messages_received", self.messages_received),
+            ("bytes_received", self.bytes_received),
+            ("bytes_sent", self.bytes_sent),
+            ("receive_buffer_shortages", self.receive_buffer_shortages),
+            ("slow_consumer_closes", self.slow_consumer_closes),
+            ("reading_pauses", self.reading_pauses),
+            ("pings_sent", self.pings_sent),
+            ("pong_timeouts", self.pong_timeouts),
+            ("handshake_timeouts", self.handshake_timeouts),
+            ("close_timeouts", self.close_timeouts),
+            ("stale_completions", self.stale_completions),
+            ("publish_requests", self.publish_requests),
+            ("messages_published", self.messages_published),
+            ("deliveries", self.deliveries),
+            ("subscribe_requests", self.subscribe_requests),
+            ("unsubscribe_requests", self.unsubscribe_requests),
+            ("request_errors", self.request_errors),
+            ("replays", self.replays),
+            ("replayed_messages", self.replayed_messages),
+            ("resets", self.resets),
+            ("slow_consumer_drops", self.slow_consumer_drops),
+            ("slow_consumer_conflations", self.slow_consumer_conflations),
+            ("mailbox_full", self.mailbox_full),
+            ("publisher_pauses", self.publisher_pauses),
+        ]
+    }
+
+    /// The counters that are not zero, as `name=value` pairs: a short line for a log.
+    pub fn summary(&self) -> String {
+        let mut text = String::new();
+        for (name, value) in self.named() {
+            if value != 0 {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(name);
+                text.push('=');
+                text.push_str(&value.to_string());
+            }
+        }
+        text
+    }
+}
+
+impl Counters {
+    /// One shard's counters, gathered from its layers.
+    pub fn gather(
+        shard: &ShardCounters,
+        endpoint: &EndpointCounters,
+        broker: &BrokerCounters,
+    ) -> Counters {
+        Counters {
+            connections_accepted: shard.connections_accepted,
+            connections_closed: shard.connections_closed,
+            accept_table_full: shard.accept_table_full,
+            upgrades: endpoint.upgrades,
+            handshake_errors: endpoint.handshake_errors,
+            http_requests: endpoint.http_requests,
+            protocol_errors: endpoint.protocol_errors,
+            messages_received: endpoint.messages_received,
+            bytes_received: shard.bytes_received,
+            bytes_sent: shard.bytes_sent,
+            receive_buffer_shortages: shard.receive_buffer_shortages,
+            slow_consumer_closes: broker.slow_consumer_closes,
+            reading_pauses: shard.reading_pauses,
+            pings_sent: endpoint.pings_sent,
+            pong_timeouts: endpoint.pong_timeouts,
+            handshake_timeouts: endpoint.handshake_timeouts,
+            close_timeouts: endpoint.close_timeouts,
+            stale_completions: shard.stale_completions,
+            publish_requests: endpoint.publish_requests,
+            messages_published: broker.messages_published,
+            deliveries: broker.deliveries,
+            subscribe_requests: endpoint.subscribe_requests,
+            unsubscribe_requests: endpoint.unsubscribe_requests,
+            request_errors: endpoint.request_errors + broker.request_errors,
+            replays: broker.replays,
+            replayed_messages: broker.replayed_messages,
+            resets: broker.resets,
+            slow_consumer_drops: broker.slow_consumer_drops,
+            slow_consumer_conflations: broker.slow_consumer_conflations,
+            mailbox_full: shard.mailbox_full,
+            publisher_pauses: shard.publisher_pauses,
+        }
+    }
+}
+
+impl Gauges {
+    /// The broker's part of a shard's gauges; the driver fills in the rest.
+    pub fn with_broker(self, broker: BrokerGauges) -> Gauges {
+        Gauges {
+            subscriptions: broker.subscriptions,
+            topics_owned: broker.topics_owned,
+            topics_subscribed: broker.topics_subscribed,
+            history_bytes: broker.history_bytes,
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves every counter has a name in `named` (counted from the struct's size: every field
+    /// is a u64) and that the summary names exactly the non-zero ones.
+    #[test]
+    fn every_counter_is_named_and_summarised() {
+        assert_eq!(
+            Counters::default().named().len(),
+            size_of::<Counters>() / size_of::<u64>()
+        );
+        let counters = Counters {
+            deliveries: 3,
+            reading_pauses: 1,
+            ..Counters::default()
+        };
+        assert_eq!(counters.summary(), "reading_pauses=1 deliveries=3");
+    }
+}

@@ -1,0 +1,571 @@
+//! The pub/sub policy tested in memory, without sockets or threads, in the manner of
+//! quinn-proto's `Pair`: several shards' brokers (`Fanout`) on a simulated network that carries
+//! their commands in order per pair of shards (as the mailboxes do) but interleaves the pairs as
+//! a seeded random schedule says, and clients that are plain queues the test drains when it
+//! likes. Every figure here is exact: no clock, no scheduler, no luck.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use ringcast::broker::config::{BrokerConfig, SlowConsumerPolicy};
+use ringcast::broker::{
+    BrokerRequest, Clients, Command, Fanout, Message, QueueLimits, Reply, ReplyKind, TopicName,
+    owner_shard,
+};
+use ringcast::protocol::CloseCode;
+
+/// Connection slots per simulated shard.
+const CLIENTS_PER_SHARD: usize = 64;
+
+/// What a client got, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Received {
+    Message { topic: String, seq: u64 },
+    Reply { kind: ReplyKind, body: String },
+}
+
+/// A client as the broker sees it: a queue with limits, nothing more.
+#[derive(Debug, Default)]
+struct FakeClient {
+    open: bool,
+    /// Queued and not yet "sent": what counts against the queue limits.
+    queue: VecDeque<(Received, usize)>,
+    queued_bytes: usize,
+    /// Taken off the queue by `Network::drain`, in order.
+    received: Vec<Received>,
+    closed_with: Option<(CloseCode, &'static str)>,
+    publish_answers: Vec<(u32, Result<u64, &'static str>)>,
+}
+
+#[derive(Debug, Default)]
+struct FakeClients {
+    clients: Vec<FakeClient>,
+}
+
+impl FakeClients {
+    fn enqueue(&mut self, client: u32, item: Received, bytes: usize) {
+        let client = &mut self.clients[client as usize];
+        client.queued_bytes += bytes;
+        client.queue.push_back((item, bytes));
+    }
+}
+
+fn received_message(message: &Message) -> Received {
+    Received::Message {
+        topic: String::from_utf8(message.topic().to_vec()).unwrap(),
+        seq: message.seq(),
+    }
+}
+
+impl Clients for FakeClients {
+    fn takes_messages(&self, client: u32) -> bool {
+        let client = &self.clients[client as usize];
+        client.open && client.closed_with.is_none()
+    }
+
+    fn offer(&mut self, client: u32, message: &Message, limits: QueueLimits) -> Option<usize> {
+        let bytes = message.websocket_frame().len();
+        let record = &self.clients[client as usize];
+        let over = record.queued_bytes + bytes > limits.bytes_max
+            || record.queue.len() >= limits.frames_max;
+        if over && !record.queue.is_empty() {
+            return None;
+        }
+        self.enqueue(client, received_message(message), bytes);
+        Some(bytes)
+    }
+
+    fn push(&mut self, client: u32, message: &Message) -> usize {
+        let bytes = message.websocket_frame().len();
+        self.enqueue(client, received_message(message), bytes);
+        bytes
+    }
+
+    fn is_within(&self, client: u32, limits: QueueLimits) -> bool {
+        let client = &self.clients[client as usize];
+        client.queued_bytes <= limits.bytes_max && client.queue.len() <= limits.frames_max
+    }
+
+    fn reply(&mut self, client: u32, reply: &Reply) {
+        let body = String::from_utf8(reply.body().to_vec()).unwrap();
+        let bytes = reply.websocket_frame().len();
+        let item = Received::Reply {
+            kind: reply.kind,
+            body,
+        };
+        self.enqueue(client, item, bytes);
+    }
+
+    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, &'static str>) {
+        self.clients[client as usize]
+            .publish_answers
+            .push((ticket, result));
+    }
+
+    fn close(&mut self, client: u32, code: CloseCode, reason: &'static str) {
+        self.clients[client as usize].closed_with = Some((code, reason));
+    }
+}
+
+/// One simulated shard: its broker and its clients.
+struct SimulatedShard {
+    fanout: Fanout,
+    clients: FakeClients,
+}
+
+/// Several shards and the commands in flight between them: one FIFO per (from, to) pair, as
+/// the mailboxes keep order per pair.
+struct Network {
+    shards: Vec<SimulatedShard>,
+    in_flight: Vec<Vec<VecDeque<Command>>>,
+    random: fastrand::Rng,
+}
+
+impl Network {
+    fn new(shard_count: usize, config: &BrokerConfig, limits: QueueLimits, seed: u64) -> Network {
+        let shards = (0..shard_count)
+            .map(|shard| SimulatedShard {
+                fanout: Fanout::new(config, limits, shard, shard_count, CLIENTS_PER_SHARD),
+                clients: FakeClients {
+                    clients: (0..CLIENTS_PER_SHARD)
+                        .map(|_| FakeClient::default())
+                        .collect(),
+                },
+            })
+            .collect();
+        let in_flight = (0..shard_count)
+            .map(|_| (0..shard_count).map(|_| VecDeque::new()).collect())
+            .collect();
+        Network {
+            shards,
+            in_flight,
+            random: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    fn connect(&mut self, shard: usize, slot: u32) {
+        self.shards[shard].fanout.open_client(slot, 1);
+        self.shards[shard].clients.clients[slot as usize].open = true;
+    }
+
+    fn disconnect(&mut self, shard: usize, slot: u32) {
+        self.shards[shard].clients.clients[slot as usize].open = false;
+        self.shards[shard].fanout.close_client(slot);
+        self.collect(shard);
+    }
+
+    fn request(&mut self, shard: usize, slot: u32, request: BrokerRequest) {
+        let simulated = &mut self.shards[shard];
+        simulated
+            .fanout
+            .handle_request(slot, request, &mut simulated.clients);
+        self.collect(shard);
+    }
+
+    fn publish(&mut self, shard: usize, slot: u32, topic: &str, data: &str) {
+        let request = BrokerRequest::Publish {
+            topic: name(topic),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            ticket: None,
+        };
+        self.request(shard, slot, request);
+    }
+
+    fn subscribe(&mut self, shard: usize, slot: u32, topic: &str, since: Option<u64>) {
+        let request = BrokerRequest::Subscribe {
+            topic: name(topic),
+            since,
+        };
+        self.request(shard, slot, request);
+    }
+
+    /// Moves the commands `shard`'s broker made onto the network.
+    fn collect(&mut self, shard: usize) {
+        while let Some((target, command)) = self.shards[shard].fanout.poll_command() {
+            self.in_flight[shard][target].push_back(command);
+        }
+    }
+
+    /// Delivers one command from a randomly chosen non-empty pair; false when none is left.
+    fn step(&mut self) -> bool {
+        let pairs: Vec<(usize, usize)> = (0..self.shards.len())
+            .flat_map(|from| (0..self.shards.len()).map(move |to| (from, to)))
+            .filter(|&(from, to)| !self.in_flight[from][to].is_empty())
+            .collect();
+        if pairs.is_empty() {
+            return false;
+        }
+        let (from, to) = pairs[self.random.usize(..pairs.len())];
+        let command = self.in_flight[from][to].pop_front().unwrap();
+        let simulated = &mut self.shards[to];
+        simulated
+            .fanout
+            .handle_command(command, &mut simulated.clients);
+        self.collect(to);
+        true
+    }
+
+    /// Delivers every command in flight, and what they beget.
+    fn settle(&mut self) {
+        while self.step() {}
+    }
+
+    /// The client reads everything queued to it (the broker hears of each send).
+    fn drain(&mut self, shard: usize, slot: u32) {
+        let simulated = &mut self.shards[shard];
+        while let Some((item, bytes)) = simulated.clients.clients[slot as usize].queue.pop_front() {
+            let client = &mut simulated.clients.clients[slot as usize];
+            client.queued_bytes -= bytes;
+            client.received.push(item);
+            simulated
+                .fanout
+                .handle_sent(slot, bytes, &mut simulated.clients);
+        }
+        self.collect(shard);
+    }
+
+    fn received(&self, shard: usize, slot: u32) -> &[Received] {
+        &self.shards[shard].clients.clients[slot as usize].received
+    }
+
+    /// The seqs of `topic` a client received, in order.
+    fn seqs(&self, shard: usize, slot: u32, topic: &str) -> Vec<u64> {
+        self.received(shard, slot)
+            .iter()
+            .filter_map(|item| match item {
+                Received::Message { topic: got, seq } if got == topic => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn replies(&self, shard: usize, slot: u32) -> Vec<serde_json::Value> {
+        self.received(shard, slot)
+            .iter()
+            .filter_map(|item| match item {
+                Received::Reply { body, .. } => Some(serde_json::from_str(body).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn name(topic: &str) -> TopicName {
+    TopicName::copy_from(topic.as_bytes(), 128).unwrap()
+}
+
+fn roomy() -> QueueLimits {
+    QueueLimits {
+        bytes_max: 1 << 30,
+        frames_max: 1 << 20,
+    }
+}
+
+/// A topic owned by `shard` among `shards`, found by trying names.
+fn topic_owned_by(shard: usize, shards: usize, prefix: &str) -> String {
+    (0..)
+        .map(|index| format!("{prefix}{index}"))
+        .find(|topic| owner_shard(topic.as_bytes(), shards) == shard)
+        .unwrap()
+}
+
+/// Proves one gap-free seq space per topic, in order, for every subscriber on every shard,
+/// with publishers of the same topics on every shard and commands interleaved across pairs of
+/// shards in many random schedules.
+#[test]
+fn cross_shard_order_without_gaps() {
+    const SHARDS: usize = 4;
+    const PUBLISHES_PER_PUBLISHER: u64 = 25;
+    let topics: Vec<String> = (0..SHARDS)
+        .map(|shard| topic_owned_by(shard, SHARDS, "T"))
+        .collect();
+    for seed in 0..20 {
+        let mut network = Network::new(SHARDS, &BrokerConfig::default(), roomy(), seed);
+        for shard in 0..SHARDS {
+            for slot in 0..3 {
+                network.connect(shard, slot);
+            }
+            // Slot 0 subscribes to every topic; slots 1 and 2 publish.
+            for topic in &topics {
+                network.subscribe(shard, 0, topic, None);
+            }
+        }
+        network.settle();
+        for round in 0..PUBLISHES_PER_PUBLISHER {
+            for shard in 0..SHARDS {
+                for topic in &topics {
+                    network.publish(shard, 1, topic, &round.to_string());
+                    network.publish(shard, 2, topic, &round.to_string());
+                }
+                // Part of the traffic is delivered while more is published.
+                for _ in 0..network.random.usize(0..8) {
+                    network.step();
+                }
+            }
+        }
+        network.settle();
+        let expected: Vec<u64> = (1..=2 * SHARDS as u64 * PUBLISHES_PER_PUBLISHER).collect();
+        for shard in 0..SHARDS {
+            network.drain(shard, 0);
+            for topic in &topics {
+                assert_eq!(network.seqs(shard, 0, topic), expected, "seed {seed}");
+            }
+        }
+    }
+}
+
+/// What the owner answers a subscription with `since` when the topic is at `latest` and
+/// history keeps the last `kept` messages: whether it is a reset, and the seqs it replays (for a
+/// reset, the latest as a snapshot). The model the broker is checked against.
+fn replay_model(since: Option<u64>, latest: u64, kept: u64) -> (bool, Vec<u64>) {
+    let oldest_kept = latest.saturating_sub(kept - 1).max(1);
+    match since {
+        None => (false, vec![]),
+        Some(since) if since == latest => (false, vec![]),
+        Some(since) if since < latest && since + 1 >= oldest_kept => {
+            (false, (since + 1..=latest).collect())
+        }
+        Some(_) => (true, vec![latest]),
+    }
+}
+
+/// Proves replay at every seam, with the subscriber on another shard than the owner and
+/// publishes racing the subscriptions (so the owner answers at seq 10, 11 or 12): `since` =
+/// latest, inside history, the oldest kept, before history, ahead of the topic, and none. Each
+/// client sees `subscribed` at seq S, then exactly what the model says (a replay up to S, or
+/// `reset` and S as a snapshot), then S+1, S+2, … live: no gap and no duplicate at the seam.
+#[test]
+fn replay_seams_across_shards() {
+    const SHARDS: usize = 2;
+    const KEPT: u64 = 4;
+    let config = BrokerConfig {
+        history_messages_max: KEPT as usize,
+        ..BrokerConfig::default()
+    };
+    let topic = topic_owned_by(0, SHARDS, "R");
+    let cases = [Some(10), Some(8), Some(6), Some(5), Some(11), None];
+    let mut answered_at = std::collections::BTreeSet::new();
+    for seed in 0..30 {
+        let mut network = Network::new(SHARDS, &config, roomy(), seed);
+        network.connect(0, 0);
+        for round in 1..=10 {
+            network.publish(0, 0, &topic, &round.to_string());
+        }
+        network.settle();
+        for (slot, since) in cases.iter().enumerate() {
+            network.connect(1, slot as u32 + 1);
+            network.subscribe(1, slot as u32 + 1, &topic, *since);
+        }
+        // Two publishes race the subscriptions on their way to the owner.
+        network.publish(0, 0, &topic, "11");
+        for _ in 0..network.random.usize(0..4) {
+            network.step();
+        }
+        network.publish(0, 0, &topic, "12");
+        network.settle();
+        for (slot, since) in cases.iter().enumerate() {
+            let slot = slot as u32 + 1;
+            network.drain(1, slot);
+            let replies = network.replies(1, slot);
+            assert_eq!(replies[0]["op"], "subscribed", "since {since:?}");
+            let at = replies[0]["seq"].as_u64().unwrap();
+            answered_at.insert(at);
+            let (reset, mut expected) = replay_model(*since, at, KEPT);
+            let got_reset = replies.iter().any(|reply| reply["op"] == "reset");
+            assert_eq!(got_reset, reset, "since {since:?} at {at}");
+            expected.extend(at + 1..=12);
+            let seqs = network.seqs(1, slot, &topic);
+            assert_eq!(
+                seqs, expected,
+                "since {since:?}, answered at {at}, seed {seed}"
+            );
+        }
+    }
+    assert!(
+        answered_at.len() > 1,
+        "the races covered several seams: {answered_at:?}"
+    );
+}
+
+/// A network of one shard whose subscriber (slot 1) has room for `frames_max` messages, a
+/// publisher (slot 0), and 10 messages published to a topic the subscriber never reads.
+fn slow_subscriber(policy: SlowConsumerPolicy, frames_max: usize) -> Network {
+    let config = BrokerConfig {
+        slow_consumer_policy: policy,
+        ..BrokerConfig::default()
+    };
+    let limits = QueueLimits {
+        bytes_max: 1 << 20,
+        frames_max,
+    };
+    let mut network = Network::new(1, &config, limits, 1);
+    network.connect(0, 0);
+    network.connect(0, 1);
+    network.subscribe(0, 1, "Q", None);
+    network.settle();
+    network.drain(0, 1); // The `subscribed` reply.
+    for round in 1..=10 {
+        network.publish(0, 0, "Q", &round.to_string());
+    }
+    network.settle();
+    network
+}
+
+/// Proves the drop policy drops the newest messages once the queue is full, counts each, and
+/// leaves the subscriber open.
+#[test]
+fn drop_policy_drops_the_newest() {
+    let mut network = slow_subscriber(SlowConsumerPolicy::Drop, 3);
+    network.drain(0, 1);
+    assert_eq!(network.seqs(0, 1, "Q"), [1, 2, 3]);
+    let counters = network.shards[0].fanout.counters();
+    assert_eq!((counters.deliveries, counters.slow_consumer_drops), (3, 7));
+    assert_eq!(network.shards[0].clients.clients[1].closed_with, None);
+}
+
+/// Proves the conflate policy keeps only the newest message past a full queue, replaces older
+/// held ones (counted), and releases it once the queue drains, so the subscriber ends with the
+/// latest seq and sees seqs only move forward.
+#[test]
+fn conflate_policy_ends_with_the_latest() {
+    let mut network = slow_subscriber(SlowConsumerPolicy::Conflate, 3);
+    network.drain(0, 1);
+    // Draining the three queued messages releases the held one (the newest, 10).
+    network.drain(0, 1);
+    assert_eq!(network.seqs(0, 1, "Q"), [1, 2, 3, 10]);
+    let counters = network.shards[0].fanout.counters();
+    assert_eq!(counters.slow_consumer_conflations, 6, "4..9 replaced");
+    // Later messages flow normally again, in order after the conflated one.
+    network.publish(0, 0, "Q", "11");
+    network.settle();
+    network.drain(0, 1);
+    assert_eq!(network.seqs(0, 1, "Q"), [1, 2, 3, 10, 11]);
+}
+
+/// Proves the disconnect policy closes a subscriber whose queue is full with 1008 "slow
+/// consumer", once, and delivers nothing more to it.
+#[test]
+fn disconnect_policy_closes_with_1008() {
+    let mut network = slow_subscriber(SlowConsumerPolicy::Disconnect, 3);
+    let client = &network.shards[0].clients.clients[1];
+    assert_eq!(
+        client.closed_with,
+        Some((CloseCode::POLICY_VIOLATION, "slow consumer"))
+    );
+    assert_eq!(network.shards[0].fanout.counters().slow_consumer_closes, 1);
+    network.drain(0, 1);
+    assert_eq!(network.seqs(0, 1, "Q"), [1, 2, 3]);
+}
+
+/// Proves that over the shard's budget every subscriber is treated as slow (conflated), and
+/// that back under it the held messages are released as queues drain.
+#[test]
+fn shard_budget_applies_the_policy_to_all() {
+    let config = BrokerConfig {
+        outbound_shard_bytes_max: 1000,
+        ..BrokerConfig::default()
+    };
+    let mut network = Network::new(1, &config, roomy(), 1);
+    for slot in 0..3 {
+        network.connect(0, slot);
+    }
+    network.subscribe(0, 1, "B", None);
+    network.subscribe(0, 2, "B", None);
+    network.settle();
+    network.drain(0, 1);
+    network.drain(0, 2);
+    assert!(network.shards[0].fanout.set_queued_bytes(5000), "crossed");
+    for round in 1..=5 {
+        network.publish(0, 0, "B", &round.to_string());
+    }
+    network.settle();
+    assert!(network.seqs(0, 1, "B").is_empty());
+    assert_eq!(network.shards[0].fanout.counters().deliveries, 0);
+    assert!(!network.shards[0].fanout.set_queued_bytes(0));
+    // A send completing lets the held message go.
+    let simulated = &mut network.shards[0];
+    simulated.fanout.handle_sent(1, 0, &mut simulated.clients);
+    simulated.fanout.handle_sent(2, 0, &mut simulated.clients);
+    network.drain(0, 1);
+    network.drain(0, 2);
+    assert_eq!(network.seqs(0, 1, "B"), [5]);
+    assert_eq!(network.seqs(0, 2, "B"), [5]);
+}
+
+/// Proves the subscription limit is refused with an error about the topic, a repeated
+/// subscribe is answered at the seq it stands at (no replay), and unsubscribing and
+/// disconnecting release the topic at its owner (a topic never published is forgotten).
+#[test]
+fn limits_repeats_and_release() {
+    const SHARDS: usize = 2;
+    let config = BrokerConfig {
+        subscriptions_per_connection_max: 2,
+        ..BrokerConfig::default()
+    };
+    let mut network = Network::new(SHARDS, &config, roomy(), 7);
+    network.connect(1, 0);
+    let owned = topic_owned_by(0, SHARDS, "L");
+    network.subscribe(1, 0, &owned, None);
+    network.subscribe(1, 0, "other-a", None);
+    network.subscribe(1, 0, "other-b", None);
+    network.settle();
+    network.subscribe(1, 0, &owned, None);
+    network.settle();
+    network.drain(1, 0);
+    let replies = network.replies(1, 0);
+    let refused = replies
+        .iter()
+        .find(|reply| reply["op"] == "error")
+        .expect("the third subscription is refused");
+    assert_eq!(refused["topic"], "other-b");
+    let repeats = replies
+        .iter()
+        .filter(|reply| reply["op"] == "subscribed" && reply["topic"] == owned.as_str())
+        .count();
+    assert_eq!(repeats, 2, "the repeat is answered again");
+    let topics_owned = |network: &Network| -> u64 {
+        network
+            .shards
+            .iter()
+            .map(|shard| shard.fanout.gauges().topics_owned)
+            .sum()
+    };
+    assert_eq!(
+        topics_owned(&network),
+        2,
+        "the refused topic was never created"
+    );
+    network.disconnect(1, 0);
+    network.settle();
+    assert_eq!(topics_owned(&network), 0);
+    assert_eq!(network.shards[1].fanout.gauges().subscriptions, 0);
+}
+
+/// Proves an HTTP publish (with a ticket) is answered with its seq from the owner on another
+/// shard, and a refused one (topics_per_shard_max) with the reason.
+#[test]
+fn http_publishes_are_answered_across_shards() {
+    const SHARDS: usize = 2;
+    let config = BrokerConfig {
+        topics_per_shard_max: 1,
+        ..BrokerConfig::default()
+    };
+    let mut network = Network::new(SHARDS, &config, roomy(), 3);
+    network.connect(1, 0);
+    let first = topic_owned_by(0, SHARDS, "H");
+    let second = topic_owned_by(0, SHARDS, "I");
+    for (ticket, topic) in [(7, &first), (8, &first), (9, &second)] {
+        let request = BrokerRequest::Publish {
+            topic: name(topic),
+            data: Bytes::from_static(b"1"),
+            ticket: Some(ticket),
+        };
+        network.request(1, 0, request);
+    }
+    network.settle();
+    let answers = &network.shards[1].clients.clients[0].publish_answers;
+    assert_eq!(answers[0], (7, Ok(1)));
+    assert_eq!(answers[1], (8, Ok(2)));
+    assert_eq!(answers[2].0, 9);
+    assert!(answers[2].1.is_err());
+}
