@@ -1,6 +1,7 @@
 //! HTTP/1.1 (RFC 9112) as the server needs it: request heads parsed without copying, bodies
 //! framed by Content-Length or chunked coding, pipelined requests read in order, and responses.
 
+mod chunked;
 pub mod error;
 pub mod head;
 pub mod request;

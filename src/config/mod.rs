@@ -1,0 +1,416 @@
+//! Every runtime limit of ringcast, with its default and the reason for it.
+//!
+//! Limits are plain data here; the protocol core reads them and never reaches for a clock, a
+//! socket or the environment. `validate` runs once at start-up so that a bad setting fails loudly
+//! before any connection is accepted.
+//!
+//! Settings come in layers, each overriding the one before: the defaults below, the TOML config
+//! file, the `RINGCAST_*` environment variables, then the command line (see `crate::cli`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::Deserialize;
+
+mod error;
+mod nofile;
+mod overrides;
+
+pub use error::ConfigError;
+pub use nofile::{NofileLimits, check_file_table_fits, raise_nofile_soft_limit_to_hard};
+pub use overrides::ConfigOverrides;
+
+pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
+use crate::broker::http_api::PublishConfig;
+use crate::endpoint::EndpointSettings;
+use crate::protocol::ProtocolLimits;
+use crate::protocol::pool::PoolLimits;
+
+/// Slots of each shard's registered-file table kept for descriptors other than connections: the
+/// listening socket and the shard's wake-up eventfd, with room for a few more without changing
+/// the sizing rule.
+pub const RESERVED_FILE_SLOTS: usize = 8;
+
+/// Most shards one process runs. The cross-shard mailboxes form an N × N mesh whose queue count
+/// grows with the square of the shard count; 1,024 shards is beyond any machine's core count and
+/// keeps that mesh at about a million queues.
+pub const SHARDS_MAX: usize = 1024;
+
+/// Most entries of a provided buffer ring: the kernel wants a power of two below 65,536.
+pub const RECEIVE_BUFFERS_COUNT_MAX: usize = 32 * 1024;
+
+/// Largest registered-file table the kernel accepts whatever the resource limit
+/// (`IORING_MAX_FIXED_FILES`).
+pub const REGISTERED_FILES_KERNEL_MAX: usize = 1 << 20;
+
+/// Most iovecs the kernel takes in one `sendmsg` (`UIO_MAXIOV`).
+pub const SEND_BATCH_FRAMES_KERNEL_MAX: usize = 1024;
+
+/// Everything one ringcast process needs to start: where to listen, how many shards, and every
+/// per-shard and per-connection limit. Read from the config file with unknown keys refused, so
+/// that a misspelled setting is an error rather than silently left at its default.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to accept WebSocket connections on. Default 127.0.0.1:8080: loopback, so
+    /// that a server started without thought is not reachable from the network.
+    pub listen: SocketAddr,
+    /// Shards to run, one thread and one io_uring each. Default: one per CPU this process may use
+    /// (`std::thread::available_parallelism`), since a shard never blocks and a second one on the
+    /// same core only adds switching. 0 in the file means that default.
+    pub shards: usize,
+    /// Connections one shard holds at once. Default 16,384. Each shard's registered-file table
+    /// holds this many direct descriptors plus `RESERVED_FILE_SLOTS`, and the kernel refuses a
+    /// table larger than the soft RLIMIT_NOFILE (checked per ring), so the sum must fit under it.
+    pub connections_per_shard_max: usize,
+    /// Echo every message back instead of brokering it. Default off. For the Autobahn conformance
+    /// suite and for benchmarks of the transport alone; the frame and message limits rise to
+    /// 16 MiB unless a layer sets them.
+    pub echo: bool,
+    /// Time a client has to complete the upgrade request after connecting. Default 10 s: enough
+    /// for a slow network, and short enough that a slowloris client dribbling header bytes cannot
+    /// hold a connection slot for long.
+    pub handshake_timeout_ms: u64,
+    /// After this long without traffic from a client, the server sends it a ping. Default 30 s:
+    /// below the idle timeouts of common NATs and load balancers (60 s and up), so quiet
+    /// connections stay open, while dead ones are found within a minute.
+    pub idle_timeout_ms: u64,
+    /// A ping unanswered this long closes the connection. Default 10 s: a live client answers
+    /// within a round trip, and one this late is dead or too slow to keep up with market data.
+    pub pong_timeout_ms: u64,
+    /// After sending a close frame, how long to wait for the peer's before dropping the TCP
+    /// connection. Default 5 s: RFC 6455 asks for the closing handshake, but a peer that never
+    /// answers must not keep its slot.
+    pub close_timeout_ms: u64,
+    /// On SIGTERM, how long clients get to finish the closing handshake before the process exits.
+    /// Default 5 s: well inside orchestrators' grace periods (Kubernetes gives 30 s).
+    pub drain_timeout_ms: u64,
+    /// Size of each buffer in a shard's provided buffer ring, so the most one receive completion
+    /// returns. Default 4 KiB: dozens of small market-data frames in one completion. The kernel
+    /// hands buffers out in ring order, so over time every buffer gets touched: the ring is a
+    /// fixed resident cost, and 4 KiB keeps it at 16 MiB per shard while large messages still
+    /// arrive at one completion per 4 KiB.
+    pub receive_buffer_bytes: usize,
+    /// Buffers in each shard's provided buffer ring: a power of two ≤ 32,768 (the kernel's rule).
+    /// Default 4,096. The ring is allocated at start-up and costs count × bytes per shard:
+    /// 4,096 × 4 KiB = 16 MiB by default. When every buffer holds unread data, receives stall
+    /// until the shard returns some, so this bounds the data in flight, not the connections.
+    pub receive_buffers_count: usize,
+    /// Bytes queued for sending to one connection before it counts as a slow consumer. Default
+    /// 1 MiB: seconds of a busy feed, enough to ride out a short stall. A ceiling, not an
+    /// allocation. Over it the slow-consumer policy applies; until that policy exists, the
+    /// connection is closed with 1008 (policy violation). Must hold one largest message.
+    pub outbound_queue_bytes_max: usize,
+    /// Frames queued for sending to one connection, by the same rule. Default 16,384: bounds the
+    /// queue's bookkeeping (32 bytes a frame) when frames are so small that the byte limit is
+    /// never reached, yet holds a burst of small ticks: one turn of a shard can deliver
+    /// thousands of messages to one subscriber before its next send.
+    pub outbound_queue_frames_max: usize,
+    /// Most frames gathered into one `sendmsg`, one iovec each. Default 64: enough to spread the
+    /// system call over a burst, few enough that one connection's batch does not hold up the
+    /// others on its shard. The kernel refuses more than 1,024.
+    pub send_batch_frames_max: usize,
+    /// Least time between two copies of the same rate-limited warning, such as a slow consumer
+    /// closed. Default 10 s: a flood of bad clients cannot flood the log, and an ongoing problem
+    /// still shows every ten seconds.
+    pub log_interval_ms: u64,
+    /// Limits of the WebSocket protocol core (`[protocol]` in the config file).
+    pub protocol: ProtocolLimits,
+    /// Each shard's message buffer pool (`[[pool.classes]]` in the config file). When no layer
+    /// sets it, it is sized from `protocol.message_bytes_max` by
+    /// `PoolLimits::for_message_bytes_max`.
+    pub pool: PoolLimits,
+    /// The pub/sub broker's limits and policies (`[broker]` in the config file).
+    pub broker: BrokerConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            shards: shards_default(),
+            connections_per_shard_max: 16 * 1024,
+            echo: false,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            pong_timeout_ms: 10_000,
+            close_timeout_ms: 5_000,
+            drain_timeout_ms: 5_000,
+            receive_buffer_bytes: 4 * 1024,
+            receive_buffers_count: 4 * 1024,
+            outbound_queue_bytes_max: 1024 * 1024,
+            outbound_queue_frames_max: 16 * 1024,
+            send_batch_frames_max: 64,
+            log_interval_ms: 10_000,
+            protocol: ProtocolLimits::default(),
+            pool: PoolLimits::default(),
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+/// One shard per CPU this process may run on; one when the OS will not say.
+fn shards_default() -> usize {
+    std::thread::available_parallelism().map_or(1, |count| count.get())
+}
+
+/// Which derived settings some layer gave explicitly. A derived value (echo's raised limits, the
+/// pool sized from the message limit) never replaces one the user wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ExplicitSettings {
+    frame_bytes_max: bool,
+    message_bytes_max: bool,
+    outbound_queue_bytes_max: bool,
+    pool: bool,
+    publish_body_bytes_max: bool,
+}
+
+impl ServerConfig {
+    /// Builds the configuration from its layers, each overriding the one before: the defaults,
+    /// the config file's text (if any), then each set of overrides in order (the environment,
+    /// then the command line). Settings derived from others are filled in last. Does not
+    /// validate, so that the caller chooses when to ask the OS about its limits.
+    pub fn from_layers(
+        file_text: Option<&str>,
+        overrides: &[ConfigOverrides],
+    ) -> Result<Self, ConfigError> {
+        let (mut config, mut explicit) = match file_text {
+            Some(text) => Self::parse_file(text)?,
+            None => (Self::default(), ExplicitSettings::default()),
+        };
+        for layer in overrides {
+            layer.apply_to(&mut config);
+            explicit.frame_bytes_max |= layer.frame_bytes_max.is_some();
+            explicit.message_bytes_max |= layer.message_bytes_max.is_some();
+            explicit.outbound_queue_bytes_max |= layer.outbound_queue_bytes_max.is_some();
+        }
+        config.derive_unset(explicit);
+        Ok(config)
+    }
+
+    /// Parses a config file's text alone (no environment, no command line).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_layers(Some(text), &[])
+    }
+
+    fn parse_file(text: &str) -> Result<(Self, ExplicitSettings), ConfigError> {
+        let parse_error = |error: toml::de::Error| ConfigError::FileParse {
+            path: None,
+            message: error.to_string(),
+        };
+        let config: Self = toml::from_str(text).map_err(parse_error)?;
+        // Serde fills absent keys with their defaults, so which keys were written is read from
+        // the document itself.
+        let table: toml::Table = text.parse().map_err(parse_error)?;
+        let written = |section: &str, key: &str| {
+            table
+                .get(section)
+                .and_then(|value| value.get(key))
+                .is_some()
+        };
+        let explicit = ExplicitSettings {
+            frame_bytes_max: written("protocol", "frame_bytes_max"),
+            message_bytes_max: written("protocol", "message_bytes_max"),
+            outbound_queue_bytes_max: table.contains_key("outbound_queue_bytes_max"),
+            pool: written("pool", "classes"),
+            publish_body_bytes_max: written("broker", "publish_body_bytes_max"),
+        };
+        Ok((config, explicit))
+    }
+
+    /// Fills in the settings that follow from others, unless a layer set them explicitly.
+    fn derive_unset(&mut self, explicit: ExplicitSettings) {
+        if self.shards == 0 {
+            self.shards = shards_default();
+        }
+        let protocol = &mut self.protocol;
+        if self.echo && !explicit.message_bytes_max {
+            protocol.message_bytes_max = ProtocolLimits::conformance().message_bytes_max;
+        }
+        if self.echo && !explicit.frame_bytes_max {
+            protocol.frame_bytes_max = ProtocolLimits::conformance().frame_bytes_max;
+        }
+        // A frame never exceeds its message, so an unset frame limit follows a lowered message
+        // limit rather than making the pair incoherent.
+        if !explicit.frame_bytes_max {
+            protocol.frame_bytes_max = protocol.frame_bytes_max.min(protocol.message_bytes_max);
+        }
+        // One largest message must fit a client's queue, or echoing it would close the client.
+        if !explicit.outbound_queue_bytes_max {
+            self.outbound_queue_bytes_max = self
+                .outbound_queue_bytes_max
+                .max(protocol.message_bytes_max);
+        }
+        if !explicit.pool {
+            self.pool = PoolLimits::for_message_bytes_max(protocol.message_bytes_max);
+        }
+        // A request is one message: a larger limit could never be reached.
+        self.broker.request_bytes_max = self
+            .broker
+            .request_bytes_max
+            .min(protocol.message_bytes_max);
+        // A body cut across reads waits in one pooled buffer: an unset limit follows the pool.
+        if !explicit.publish_body_bytes_max {
+            let largest = self
+                .pool
+                .classes
+                .last()
+                .map_or(0, |class| class.buffer_bytes);
+            self.broker.publish_body_bytes_max = self.broker.publish_body_bytes_max.min(largest);
+        }
+    }
+
+    /// What the endpoints read, from the settings of the same names.
+    pub fn endpoint_settings(&self) -> EndpointSettings {
+        let publish = PublishConfig::from_broker(&self.broker);
+        EndpointSettings {
+            echo: self.echo,
+            handshake_timeout_ms: self.handshake_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            pong_timeout_ms: self.pong_timeout_ms,
+            close_timeout_ms: self.close_timeout_ms,
+            protocol: self.protocol.clone(),
+            http_limits: publish.request_limits(self.protocol.header_bytes_max),
+            publish,
+            broker: self.broker.clone(),
+        }
+    }
+
+    /// Checks every setting, and that each shard's registered-file table fits the process's
+    /// RLIMIT_NOFILE as it is now. Run once at start-up, after `raise_nofile_soft_limit_to_hard`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_settings()?;
+        let limits = NofileLimits::current().map_err(ConfigError::NofileLimitUnreadable)?;
+        check_file_table_fits(self.shards, self.connections_per_shard_max, limits)
+    }
+
+    /// Checks the settings alone and against each other, without asking the OS anything.
+    pub fn validate_settings(&self) -> Result<(), ConfigError> {
+        self.protocol
+            .validate()
+            .map_err(|reason| invalid("protocol", reason))?;
+        self.pool
+            .validate(self.protocol.message_bytes_max)
+            .map_err(|reason| invalid("pool", reason))?;
+        self.broker
+            .validate()
+            .map_err(|reason| invalid("broker", reason))?;
+        PublishConfig::from_broker(&self.broker)
+            .validate(&self.pool)
+            .map_err(|reason| invalid("broker", reason))?;
+        self.validate_shards()?;
+        self.validate_receive_buffers()?;
+        self.validate_outbound_queue()?;
+        self.validate_timeouts()
+    }
+
+    fn validate_shards(&self) -> Result<(), ConfigError> {
+        if !(1..=SHARDS_MAX).contains(&self.shards) {
+            return Err(invalid(
+                "shards",
+                format!(
+                    "{} is outside 1..={SHARDS_MAX}; set 0 or leave it out for one per CPU",
+                    self.shards
+                ),
+            ));
+        }
+        let slots_max = REGISTERED_FILES_KERNEL_MAX - RESERVED_FILE_SLOTS;
+        if !(1..=slots_max).contains(&self.connections_per_shard_max) {
+            return Err(invalid(
+                "connections_per_shard_max",
+                format!(
+                    "{} is outside 1..={slots_max} (the kernel's registered-file table holds \
+                     {REGISTERED_FILES_KERNEL_MAX}, {RESERVED_FILE_SLOTS} of them reserved); \
+                     use more shards with fewer connections each",
+                    self.connections_per_shard_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_receive_buffers(&self) -> Result<(), ConfigError> {
+        let count = self.receive_buffers_count;
+        if !count.is_power_of_two() || count > RECEIVE_BUFFERS_COUNT_MAX {
+            let nearest = count
+                .clamp(1, RECEIVE_BUFFERS_COUNT_MAX)
+                .next_power_of_two();
+            return Err(invalid(
+                "receive_buffers_count",
+                format!(
+                    "{count} is not a power of two from 1 to {RECEIVE_BUFFERS_COUNT_MAX} (the \
+                     kernel's rule for provided buffer rings); try {nearest}"
+                ),
+            ));
+        }
+        // The kernel describes each provided buffer's length in 32 bits.
+        if self.receive_buffer_bytes == 0 || u32::try_from(self.receive_buffer_bytes).is_err() {
+            return Err(invalid(
+                "receive_buffer_bytes",
+                format!(
+                    "{} is outside 1..={} (a provided buffer's length is 32-bit)",
+                    self.receive_buffer_bytes,
+                    u32::MAX
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_outbound_queue(&self) -> Result<(), ConfigError> {
+        if self.outbound_queue_bytes_max < self.protocol.message_bytes_max {
+            return Err(invalid(
+                "outbound_queue_bytes_max",
+                format!(
+                    "{} is below message_bytes_max = {}: a client could never be sent one \
+                     largest message; raise it or lower message_bytes_max",
+                    self.outbound_queue_bytes_max, self.protocol.message_bytes_max
+                ),
+            ));
+        }
+        if self.outbound_queue_frames_max == 0 {
+            return Err(invalid(
+                "outbound_queue_frames_max",
+                "0 would refuse every frame; use 1 or more".into(),
+            ));
+        }
+        if !(1..=SEND_BATCH_FRAMES_KERNEL_MAX).contains(&self.send_batch_frames_max) {
+            return Err(invalid(
+                "send_batch_frames_max",
+                format!(
+                    "{} is outside 1..={SEND_BATCH_FRAMES_KERNEL_MAX} (the kernel's iovec limit \
+                     for one sendmsg)",
+                    self.send_batch_frames_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_timeouts(&self) -> Result<(), ConfigError> {
+        let timeouts = [
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("pong_timeout_ms", self.pong_timeout_ms),
+            ("close_timeout_ms", self.close_timeout_ms),
+            ("drain_timeout_ms", self.drain_timeout_ms),
+            ("log_interval_ms", self.log_interval_ms),
+        ];
+        for (setting, milliseconds) in timeouts {
+            if milliseconds == 0 {
+                return Err(invalid(
+                    setting,
+                    "0 would expire at once; give a time in milliseconds above 0".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A setting out of range or contradicting another.
+pub(crate) fn invalid(setting: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { setting, reason }
+}
+
+#[cfg(test)]
+mod tests;
