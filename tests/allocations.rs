@@ -1,17 +1,17 @@
 //! Proves, with a counting global allocator, that parsing allocates nothing after warm-up:
 //! whole frames, frames split across reads, fragmented messages, and pings answered by pongs.
 
-mod common;
+mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use common::client_frame;
 use ringcast::protocol::ProtocolLimits;
 use ringcast::protocol::pool::BufferPool;
 use ringcast::protocol::pool::PoolLimits;
 use ringcast::protocol::websocket::frame::OpCode;
 use ringcast::protocol::websocket::session::{Event, Session};
+use support::session::client_frame;
 
 struct CountingAllocator;
 

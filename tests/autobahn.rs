@@ -7,8 +7,7 @@
 //! To rewrite the expectation from a run (see `tests/autobahn/README.md`):
 //! `RINGCAST_AUTOBAHN_BLESS=1 cargo test --test autobahn autobahn_cases_meet_the_expectation`.
 
-#[path = "interop/harness.rs"]
-mod harness;
+mod support;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,8 +16,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{EchoServer, INSTALL_COMMAND};
 use serde_json::Value as Json;
+use support::server::ServerProcess;
+use support::tools::{self, INSTALL_COMMAND};
 
 /// Where the expectation is kept, under the package root.
 const EXPECTED_RESULTS: &str = "tests/autobahn/expected-results.json";
@@ -206,10 +206,10 @@ fn note(text: &str) {
 
 /// Runs kosoku against a fresh echo server and returns the verdicts it wrote.
 fn run_autobahn(directory: &Path) -> Results {
-    let kosoku = harness::tool_path("RINGCAST_KOSOKU", ".venv/bin/kosoku");
-    harness::require_installed(&kosoku, "kosoku (the Autobahn case runner)");
+    let kosoku = tools::tool_path("RINGCAST_KOSOKU", ".venv/bin/kosoku");
+    tools::require_installed(&kosoku, "kosoku (the Autobahn case runner)");
     let reports = directory.join("reports");
-    let server = EchoServer::start(directory);
+    let server = ServerProcess::start(&["--echo", "--log", "debug"]);
     let mut command = Command::new(kosoku);
     command.args(["--mode", "fuzzingclient"]);
     for pattern in EXCLUDED_CASES {
@@ -221,7 +221,7 @@ fn run_autobahn(directory: &Path) -> Results {
         .arg(server.url("/autobahn"));
     let missing = format!("run `{INSTALL_COMMAND}`, which installs kosoku into .venv");
     let run =
-        harness::run_with_deadline(&mut command, "kosoku", directory, KOSOKU_DEADLINE, &missing);
+        tools::run_with_deadline(&mut command, "kosoku", directory, KOSOKU_DEADLINE, &missing);
     // kosoku exits 1 when some case fails, which the expectation may allow; anything else
     // means the run itself went wrong.
     assert!(
@@ -245,9 +245,9 @@ fn run_autobahn(directory: &Path) -> Results {
 /// Proves every Autobahn case (but 12.x and 13.x) is at least as good as the expectation.
 #[test]
 fn autobahn_cases_meet_the_expectation() {
-    let directory = harness::fresh_directory("autobahn");
+    let directory = tools::fresh_directory("autobahn");
     let actual = run_autobahn(&directory);
-    let expected_path = harness::manifest_path(EXPECTED_RESULTS);
+    let expected_path = tools::manifest_path(EXPECTED_RESULTS);
     if std::env::var_os(BLESS_VARIABLE).is_some() {
         std::fs::write(&expected_path, render_expectation(&actual)).unwrap();
         note(&format!(
@@ -292,7 +292,7 @@ fn autobahn_cases_meet_the_expectation() {
 /// Proves the committed expectation parses and holds only cases the run selects.
 #[test]
 fn expectation_is_well_formed() {
-    let expected = read_expectation(&harness::manifest_path(EXPECTED_RESULTS));
+    let expected = read_expectation(&tools::manifest_path(EXPECTED_RESULTS));
     assert!(expected.len() >= 300, "only {} cases", expected.len());
     for case in expected.keys() {
         assert!(

@@ -3,7 +3,7 @@
 
 use ringcast::broker::demo::{SYMBOLS_COUNT_DEFAULT, TickerFeed};
 
-#[path = "common/counting_allocator.rs"]
+#[path = "support/counting_allocator.rs"]
 mod counting_allocator;
 
 use counting_allocator::allocations_count;

@@ -15,7 +15,7 @@ use ringcast::protocol::websocket::upgrade::{
     Upgrade, accept_key, accept_upgrade, parse_request, write_switching_protocols,
 };
 
-#[path = "common/counting_allocator.rs"]
+#[path = "support/counting_allocator.rs"]
 mod counting_allocator;
 
 use counting_allocator::allocations_count;

@@ -4,18 +4,18 @@
 //! 3 MiB message, a ping, and a clean close with 1000). A protocol error either library reports
 //! is a bug in ringcast.
 
-#[path = "interop/harness.rs"]
-mod harness;
+mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{EchoServer, INSTALL_COMMAND, ToolRun};
+use support::server::ServerProcess;
+use support::tools::{self, INSTALL_COMMAND, ToolRun};
 
 /// Far above the clients' own 10 s waits, so that they report what they were waiting for.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
 
-fn assert_client_passed(name: &str, run: &ToolRun, server: &EchoServer) {
+fn assert_client_passed(name: &str, run: &ToolRun, server: &ServerProcess) {
     assert!(
         run.status.success(),
         "{name} failed with {}\n{}\n--- server log (end) ---\n{}",
@@ -28,16 +28,16 @@ fn assert_client_passed(name: &str, run: &ToolRun, server: &EchoServer) {
 /// Proves Python `websockets` completes every exchange with ringcast and closes cleanly.
 #[test]
 fn python_websockets_client_round_trips() {
-    let python = harness::tool_path("RINGCAST_PYTHON", ".venv/bin/python");
-    harness::require_installed(&python, "the Python venv with websockets");
-    let directory = harness::fresh_directory("interop-python");
-    let server = EchoServer::start(&directory);
+    let python = tools::tool_path("RINGCAST_PYTHON", ".venv/bin/python");
+    tools::require_installed(&python, "the Python venv with websockets");
+    let directory = tools::fresh_directory("interop-python");
+    let server = ServerProcess::start(&["--echo", "--log", "debug"]);
     let mut command = Command::new(python);
     command
-        .arg(harness::manifest_path("tests/interop/python_client.py"))
+        .arg(tools::manifest_path("tests/interop/python_client.py"))
         .arg(server.url("/interop/python"));
     let missing = format!("run `{INSTALL_COMMAND}`, which creates .venv");
-    let run = harness::run_with_deadline(
+    let run = tools::run_with_deadline(
         &mut command,
         "python_client",
         &directory,
@@ -50,16 +50,16 @@ fn python_websockets_client_round_trips() {
 /// Proves Node `ws` completes every exchange with ringcast and closes cleanly.
 #[test]
 fn node_ws_client_round_trips() {
-    let ws = harness::manifest_path("tests/interop/node_modules/ws/package.json");
-    harness::require_installed(&ws, "the npm package ws");
-    let directory = harness::fresh_directory("interop-node");
-    let server = EchoServer::start(&directory);
+    let ws = tools::manifest_path("tests/interop/node_modules/ws/package.json");
+    tools::require_installed(&ws, "the npm package ws");
+    let directory = tools::fresh_directory("interop-node");
+    let server = ServerProcess::start(&["--echo", "--log", "debug"]);
     let mut command = Command::new("node");
     command
-        .arg(harness::manifest_path("tests/interop/node_client.js"))
+        .arg(tools::manifest_path("tests/interop/node_client.js"))
         .arg(server.url("/interop/node"));
     let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
-    let run = harness::run_with_deadline(
+    let run = tools::run_with_deadline(
         &mut command,
         "node_client",
         &directory,

@@ -143,7 +143,10 @@ fn the_checker_finds_upward_paths() {
         crate_paths("use crate::{config, broker::Command};"),
         ["config", "broker"]
     );
-    assert_eq!(crate_paths("let x = crate::shard::Shard::new();"), ["shard"]);
+    assert_eq!(
+        crate_paths("let x = crate::shard::Shard::new();"),
+        ["shard"]
+    );
     assert_eq!(module_depth(Path::new("protocol/mod.rs")), 1);
     assert_eq!(module_depth(Path::new("protocol/http1/head.rs")), 3);
 }

@@ -2,9 +2,9 @@
 //! ring and many clients sending large messages at once, receives that find no buffer are
 //! parked and re-armed as buffers return, and every message is still echoed intact.
 
-mod server_support;
+mod support;
 
-use server_support::{ServerProcess, connect_websocket};
+use support::server::{ServerProcess, connect_websocket};
 use tungstenite::Message;
 
 const CLIENTS: usize = 32;

@@ -1,9 +1,9 @@
 //! Messages through the real server in echo mode: every size class of the frame length, messages
 //! fragmented and pipelined, control frames in between, and the message limit.
 
-mod server_support;
+mod support;
 
-use server_support::{
+use support::server::{
     OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
     RawClient, ServerProcess, client_frame, connect_websocket, mask_from, masked_frame,
 };

@@ -1,9 +1,9 @@
 //! Frames that break RFC 6455, each answered by the real server with the close code the RFC
 //! asks for and then the end of the TCP connection; and the client's own close handshake.
 
-mod server_support;
+mod support;
 
-use server_support::{
+use support::server::{
     OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING, OPCODE_TEXT, RawClient, ServerProcess,
     client_frame, close_payload, connect_websocket, mask_from, masked_frame,
 };

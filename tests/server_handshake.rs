@@ -1,16 +1,16 @@
 //! The HTTP side of the real server: the WebSocket upgrade and each way it is refused, and the
 //! plain endpoints served on the same port.
 
-mod server_support;
+mod support;
 
-use server_support::{
+use support::server::{
     OPCODE_PING, OPCODE_PONG, RawClient, SAMPLE_KEY, ServerProcess, connect_websocket,
 };
 use tungstenite::{Bytes, Message};
 
 /// Sends `request` on a fresh connection and returns the response, after checking that the
 /// server then closes the connection (every refused upgrade is answered once, then closed).
-fn refused(server: &ServerProcess, request: &str) -> server_support::HttpResponse {
+fn refused(server: &ServerProcess, request: &str) -> support::server::HttpResponse {
     let mut client = RawClient::connect(server.address);
     client.write(request.as_bytes());
     let response = client.read_response();
@@ -119,7 +119,7 @@ fn header_block_over_8_kib_is_431() {
 #[test]
 fn upgrade_outside_ws_is_404_without_echo() {
     let server = ServerProcess::start(&[]);
-    let request = server_support::upgrade_request("/chat");
+    let request = support::server::upgrade_request("/chat");
     assert_eq!(refused(&server, &request).status, 404);
 }
 
@@ -130,7 +130,7 @@ fn health_keeps_alive_and_pipelines() {
     let mut client = RawClient::connect(server.address);
     let request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     client.write(request.repeat(2).as_bytes());
-    let check = |response: server_support::HttpResponse| {
+    let check = |response: support::server::HttpResponse| {
         assert_eq!(response.status, 200, "{response:?}");
         assert_eq!(response.body, b"ok\n");
         assert_eq!(

@@ -2,7 +2,7 @@
 //! subscribers on every shard, batches, keep-alive and pipelining in order, chunked bodies,
 //! `Expect: 100-continue`, every refusal with its status, and `GET /metrics`.
 
-mod server_support;
+mod support;
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use ringcast::config::{BrokerConfig, ServerConfig};
 use ringcast::server::Server;
 use serde_json::{Value, json};
-use server_support::{HttpResponse, RawClient};
+use support::server::{HttpResponse, RawClient};
 use tungstenite::{Message, WebSocket};
 
 fn start(shards: usize) -> Server {

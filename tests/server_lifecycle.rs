@@ -4,12 +4,12 @@
 //! Timeouts are set to a few hundred milliseconds so that the tests are quick; every assertion
 //! is about what the server does, never about how fast.
 
-mod server_support;
+mod support;
 
 use std::io::{ErrorKind, Write};
 use std::time::Duration;
 
-use server_support::{
+use support::server::{
     OPCODE_CLOSE, OPCODE_PING, RawClient, ServerProcess, connect_websocket, describe_exit,
     run_server_to_exit,
 };
@@ -121,7 +121,7 @@ fn dribbling_client_is_cut_off_with_408() {
     assert!(cut_off, "the server never cut the client off");
     client
         .stream
-        .set_read_timeout(Some(server_support::READ_WAIT))
+        .set_read_timeout(Some(support::server::READ_WAIT))
         .unwrap();
     let response = client.read_response();
     assert_eq!(response.status, 408, "{response:?}");
@@ -158,7 +158,7 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
             other => panic!("client {index}: expected the end of the connection, got {other:?}"),
         }
     }
-    let status = server.wait_for_exit(server_support::EXIT_WAIT);
+    let status = server.wait_for_exit(support::server::EXIT_WAIT);
     assert_eq!(status.code(), Some(0), "{}", describe_exit(status));
 }
 
@@ -172,7 +172,7 @@ fn sigterm_and_sigint_exit_0_when_idle() {
     let mut server = ServerProcess::start(&[]);
     server.wait_for_signal_handlers();
     server.signal(libc::SIGINT);
-    let status = server.wait_for_exit(server_support::EXIT_WAIT);
+    let status = server.wait_for_exit(support::server::EXIT_WAIT);
     assert_eq!(status.code(), Some(0), "{}", describe_exit(status));
 }
 

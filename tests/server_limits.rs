@@ -1,11 +1,11 @@
 //! Proves the connection table's limit is a policy, not a failure: connections beyond it are
 //! refused and logged while the table is full, and accepting resumes as slots free.
 
-mod server_support;
+mod support;
 
 use std::time::Duration;
 
-use server_support::{ServerProcess, connect_websocket};
+use support::server::{ServerProcess, connect_websocket};
 use tungstenite::Message;
 
 const TABLE_CONNECTIONS_MAX: usize = 8;
@@ -32,7 +32,7 @@ fn full_table_refuses_then_resumes() {
     let mut probe = refused.try_clone().unwrap();
     std::io::Write::write_all(
         &mut probe,
-        server_support::upgrade_request("/ws").as_bytes(),
+        support::server::upgrade_request("/ws").as_bytes(),
     )
     .unwrap();
     let mut answer = [0u8; 64];

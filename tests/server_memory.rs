@@ -1,8 +1,8 @@
 //! What an idle WebSocket costs the real server in resident memory.
 
-mod server_support;
+mod support;
 
-use server_support::{
+use support::server::{
     OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, RawClient, ServerProcess, client_frame,
     close_every_client, open_websockets, raise_open_files_limit,
 };

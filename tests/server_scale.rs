@@ -1,8 +1,8 @@
 //! Ten thousand WebSockets at once on the real server: every one upgraded, served and closed.
 
-mod server_support;
+mod support;
 
-use server_support::{
+use support::server::{
     ServerProcess, close_every_client, open_websockets, ping_every_client, raise_open_files_limit,
 };
 

@@ -1,14 +1,14 @@
 //! The session state machine driven with plain byte slices: RFC 6455 vectors, every protocol
 //! violation and its close code, every split point, the close handshake and the limits.
 
-mod common;
+mod support;
 
-use common::{Harness, Owned, client_frame};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringcast::protocol::ProtocolLimits;
 use ringcast::protocol::websocket::frame::{OpCode, encode_close_frame, encode_frame};
 use ringcast::protocol::websocket::session::SessionState;
 use ringcast::protocol::{CloseCode, ProtocolError};
+use support::session::{Harness, Owned, client_frame};
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 

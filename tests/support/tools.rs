@@ -1,18 +1,13 @@
-//! Child processes for the tests that check the real `ringcast` binary with outside tools: the
-//! server in echo mode, and a tool run under a deadline. Shared by `autobahn.rs` and `interop.rs`
-//! through `#[path]`, since each test file is its own crate.
+//! The outside tools the interop and conformance tests run against the real server (Python
+//! clients, Node clients, kosoku): where the test command installs them, and running one under a
+//! deadline.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long the server may take to print its address; it binds before anything slow.
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a running tool is checked for having exited.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How much of a log or an output a failure message quotes, from its end.
@@ -53,80 +48,6 @@ pub fn fresh_directory(name: &str) -> PathBuf {
     }
     std::fs::create_dir_all(&directory).unwrap();
     directory
-}
-
-/// The `ringcast --echo` binary on an ephemeral loopback port, killed when dropped so that a
-/// failing test leaves no server behind.
-pub struct EchoServer {
-    child: Child,
-    address: SocketAddr,
-    log_path: PathBuf,
-}
-
-impl EchoServer {
-    /// Starts the server, logging at debug level to `server.log` in `directory`, and waits for
-    /// the first stdout line, which names the address.
-    pub fn start(directory: &Path) -> EchoServer {
-        let log_path = directory.join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
-            .args(["--echo", "--listen", "127.0.0.1:0", "--log", "debug"])
-            // tracing colours its output even into a file; the log is quoted in failures.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log_path).unwrap())
-            .spawn()
-            .expect("starting the ringcast binary");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        // The thread keeps reading after the first line so that the server never blocks on a
-        // full pipe; it ends when the server exits.
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let _ = sender.send(line);
-            }
-        });
-        let line = receiver.recv_timeout(SERVER_START_TIMEOUT);
-        let address = line.ok().and_then(|line| {
-            let address = line.strip_prefix("ringcast listening on ")?;
-            address.parse::<SocketAddr>().ok()
-        });
-        let Some(address) = address else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read(&log_path).unwrap_or_default();
-            panic!(
-                "ringcast did not print `ringcast listening on ADDRESS` within \
-                 {SERVER_START_TIMEOUT:?}; its log ends:\n{}",
-                tail(&log)
-            );
-        };
-        EchoServer {
-            child,
-            address,
-            log_path,
-        }
-    }
-
-    /// The `ws://` URL of `path` on this server.
-    pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.address)
-    }
-
-    /// The end of the server's log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        let log = std::fs::read(&self.log_path).unwrap_or_default();
-        tail(&log)
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        // An error means the server already exited, which is what we want.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What a tool run under a deadline did.

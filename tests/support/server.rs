@@ -5,7 +5,6 @@
 //! under test, so that an encoder bug on the server's side cannot hide behind the same bug on the
 //! test's side. Every wait is bounded: sockets carry read timeouts, process waits poll with a
 //! deadline, and a test that would hang fails instead, naming what it waited for.
-#![allow(dead_code)]
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -96,6 +95,18 @@ impl ServerProcess {
         };
         server.address = address.parse().expect("the printed address parses");
         server
+    }
+
+    /// The `ws://` URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.address)
+    }
+
+    /// The end of the server's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read(&self.stderr_path).unwrap_or_default();
+        let tail = &log[log.len().saturating_sub(STDERR_TAIL_BYTES)..];
+        String::from_utf8_lossy(tail).into_owned()
     }
 
     pub fn pid(&self) -> libc::pid_t {

@@ -1,5 +1,4 @@
 //! Shared helpers of the integration tests: client frame encoding and session driving.
-#![allow(dead_code)]
 
 use ringcast::protocol::ProtocolLimits;
 use ringcast::protocol::pool::BufferPool;
