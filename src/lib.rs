@@ -1,24 +1,36 @@
 //! ringcast: a WebSocket pub/sub broker for market-data fanout.
 //!
 //! # Architecture
-//! - [`protocol`] is the sans-IO core: HTTP/1.1 upgrade, WebSocket frames with SIMD unmasking,
-//!   incremental UTF-8 validation, pooled message buffers and the close handshake. It sees bytes
-//!   and produces events and bytes; it never touches a socket, a clock or a system call.
-//! - [`shard`] runs one thread and one io_uring per core. Each shard owns its listener
-//!   (SO_REUSEPORT), accepts with multishot accept into direct descriptors, receives with
-//!   multishot receive from a provided buffer ring (idle connections hold no buffer), gathers each
-//!   connection's queued frames into one send, keeps every timeout in one timer wheel, and talks
-//!   to other threads through bounded mailboxes woken by `msg_ring`.
-//! - [`broker`] is the sans-IO pub/sub core: client requests, message frames encoded once,
-//!   the topics a shard owns (sequence numbers, bounded history, replay), the subscriber table,
-//!   the HTTP publish API and the demo feed. The shard carries its decisions out
-//!   (`shard::fanout`, `shard::http`) and moves commands between shards.
-//! - [`metrics`] renders every shard's counters and gauges as Prometheus text.
-//! - [`server`] binds the listeners and starts and stops the shards; [`config`] holds every limit
-//!   with its default and reason; [`cli`] layers defaults, the config file, the environment and
-//!   the command line; [`ticker`] drives the demo feed.
+//! Layers point one way, and `tests/layers.rs` fails when one names a layer above it:
 //!
-//! Arrows point one way: `shard` depends on `protocol` and `broker`, never the reverse.
+//! ```text
+//! protocol ← broker ← endpoint ← shard ← server
+//!              ↑          ↑         ↑
+//!          (transport)  stats ← metrics, config composes every layer's limits
+//! ```
+//!
+//! - [`protocol`]: sans-IO codecs with their own limit types. HTTP/1.1 requests (heads, bodies,
+//!   chunked coding, pipelining) and responses; WebSocket upgrade, frames, SIMD unmasking,
+//!   UTF-8 validation across reads, the per-connection session; the pool of buffers messages cut
+//!   across reads are assembled in. Bytes in, events and bytes out; no socket, clock or thread.
+//! - [`broker`]: the sans-IO pub/sub. Topic names and their owner shard (a fixed hash); the
+//!   topics a shard owns (sequence numbers, bounded history, replay, snapshots); its clients'
+//!   subscriptions; messages encoded once ([`broker::Message`]); and [`broker::Fanout`], which
+//!   takes requests and commands and decides: what each subscriber gets under the slow-consumer
+//!   policy and the shard's budget, what to answer, what to tell other shards. Tested in memory
+//!   with several shards on a simulated network (`tests/broker_fanout.rs`).
+//! - [`endpoint`]: per-connection state machines (HTTP, WebSocket; SSE, streams, polls and
+//!   Engine.IO next) with `handle_*` methods, their own deadlines, and a frame cache that frames
+//!   each delivered message once per shard per kind of endpoint.
+//! - [`transport`]: the byte stream under an endpoint (plain now; TLS next).
+//! - [`shard`]: one thread and one io_uring per core, a pure driver: multishot accept into
+//!   direct descriptors, multishot receive on a provided buffer ring, gathered sends, one timer
+//!   wheel, and bounded mailboxes to the other shards woken by `msg_ring`. It carries out what
+//!   endpoints and the broker decide and maps every errno the ring returns.
+//! - [`stats`] gathers every layer's counters once per turn; [`metrics`] renders them for
+//!   `GET /metrics`; [`config`] holds every limit with its default and reason, [`cli`] layers
+//!   defaults, file, environment and flags; [`server`] binds the listeners and runs the shards;
+//!   [`ticker`] drives the demo feed.
 
 pub mod broker;
 pub mod cli;
