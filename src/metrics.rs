@@ -125,19 +125,23 @@ static FAMILIES: &[Family] = &[
         ]),
     by_reason("timeouts",
         "Deadlines missed by kind: handshake = request head not complete in time (also between \
-         keep-alive requests), pong = ping not answered, close = close sequence not over.",
+         keep-alive requests), pong = ping not answered, close = close sequence not over, \
+         message = WebSocket message not finished in time.",
         "kind", &[
             ("handshake", |m| m.counters.handshake_timeouts),
             ("pong", |m| m.counters.pong_timeouts),
             ("close", |m| m.counters.close_timeouts),
+            ("message", |m| m.counters.message_timeouts),
         ]),
     by_reason("slow_consumer_actions",
         "Slow-consumer policy actions by action: drop = newest message dropped, conflate = older \
-         message replaced by a newer one of the same topic, disconnect = connection closed.",
+         message replaced by a newer one of the same topic, disconnect = connection closed, \
+         stall = connection closed because its queue made no progress.",
         "action", &[
             ("drop", |m| m.counters.slow_consumer_drops),
             ("conflate", |m| m.counters.slow_consumer_conflations),
             ("disconnect", |m| m.counters.slow_consumer_closes),
+            ("stall", |m| m.counters.send_stalls),
         ]),
     by_reason("reading_pauses",
         "Times reading from a peer paused, by reason: replies_queued = replies to it piled up, \
@@ -343,17 +347,19 @@ mod tests {
             slow_consumer_conflations: offset + 29,
             mailbox_full: offset + 30,
             publisher_pauses: offset + 31,
+            send_stalls: offset + 32,
+            message_timeouts: offset + 33,
         };
         let gauges = Gauges {
-            connections: offset + 32,
-            websocket_connections: offset + 33,
-            subscriptions: offset + 34,
-            topics_owned: offset + 35,
-            topics_subscribed: offset + 36,
-            history_bytes: offset + 37,
-            mailbox_depth: offset + 38,
-            outbox_depth: offset + 39,
-            outbound_queued_bytes: offset + 40,
+            connections: offset + 34,
+            websocket_connections: offset + 35,
+            subscriptions: offset + 36,
+            topics_owned: offset + 37,
+            topics_subscribed: offset + 38,
+            history_bytes: offset + 39,
+            mailbox_depth: offset + 40,
+            outbox_depth: offset + 41,
+            outbound_queued_bytes: offset + 42,
         };
         ShardStats { counters, gauges }
     }
@@ -523,9 +529,9 @@ mod tests {
             "ringcast_requests_total{shard=\"0\",op=\"publish\"} 19",
             "ringcast_received_bytes_total{shard=\"0\"} 9",
             "ringcast_sent_bytes_total{shard=\"0\"} 10",
-            "ringcast_history_bytes{shard=\"0\"} 37",
-            "ringcast_outbound_queued_bytes{shard=\"0\"} 40",
-            "ringcast_connections{shard=\"0\"} 32",
+            "ringcast_history_bytes{shard=\"0\"} 39",
+            "ringcast_outbound_queued_bytes{shard=\"0\"} 42",
+            "ringcast_connections{shard=\"0\"} 34",
             "# TYPE ringcast_slow_consumer_actions counter",
             "# UNIT ringcast_history_bytes bytes",
         ] {

@@ -22,6 +22,8 @@ pub struct ShardCounters {
     pub mailbox_full: u64,
     /// Times a publisher's reading paused because this shard's outbox to another shard was full.
     pub publisher_pauses: u64,
+    /// Connections closed because their queue made no progress for `send_stall_timeout_ms`.
+    pub send_stalls: u64,
 }
 
 /// Counters a shard keeps; every drop and every peer error is counted.
@@ -69,6 +71,10 @@ pub struct Counters {
     pub mailbox_full: u64,
     /// Times a publisher's reading paused because this shard's outbox to another shard was full.
     pub publisher_pauses: u64,
+    /// Connections closed because their queue made no progress for `send_stall_timeout_ms`.
+    pub send_stalls: u64,
+    /// WebSocket messages not finished within `message_timeout_ms`.
+    pub message_timeouts: u64,
 }
 
 /// Levels (not totals) a shard reports with its counters.
@@ -101,7 +107,7 @@ pub struct ShardStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 31] {
+    pub fn named(&self) -> [(&'static str, u64); 33] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -134,6 +140,8 @@ impl Counters {
             ("slow_consumer_conflations", self.slow_consumer_conflations),
             ("mailbox_full", self.mailbox_full),
             ("publisher_pauses", self.publisher_pauses),
+            ("send_stalls", self.send_stalls),
+            ("message_timeouts", self.message_timeouts),
         ]
     }
 
@@ -193,6 +201,8 @@ impl Counters {
             slow_consumer_conflations: broker.slow_consumer_conflations,
             mailbox_full: shard.mailbox_full,
             publisher_pauses: shard.publisher_pauses,
+            send_stalls: shard.send_stalls,
+            message_timeouts: endpoint.message_timeouts,
         }
     }
 }

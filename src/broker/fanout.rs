@@ -29,6 +29,8 @@ use crate::protocol::websocket::frame::FrameEncoder;
 /// Chunk size of the broker's encoder (messages and replies): one allocation serves many small
 /// messages, and a chunk whose messages are all gone is reused.
 const ENCODER_ARENA_BYTES: usize = 64 * 1024;
+/// Clients whose held messages one turn looks at, so that a turn stays short.
+const HOLDING_RELEASED_PER_TURN_MAX: usize = 1024;
 
 /// The bounds of one client's queue of things to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +50,14 @@ impl QueueLimits {
     }
 }
 
+/// What all of a shard's queues hold in memory (each shared frame once) and how many hold
+/// anything: what the shard's budget is checked against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardMemory {
+    pub bytes: u64,
+    pub nonempty_queues: u32,
+}
+
 /// The clients of a shard as the broker sees them: queues to fill and connections to close.
 /// Clients are named by their slot; the broker never names a slot it was not told is open.
 pub trait Clients {
@@ -55,13 +65,16 @@ pub trait Clients {
     fn takes_messages(&self, client: u32) -> bool;
     /// Queues `message` framed for the client's endpoint if its queue is within `limits` (an
     /// empty queue takes any message, so one larger than the limit still goes out to a client
-    /// that keeps up). Returns the bytes queued, or `None` when there was no room.
-    fn offer(&mut self, client: u32, message: &Message, limits: QueueLimits) -> Option<usize>;
+    /// that keeps up). Returns whether it was queued.
+    fn offer(&mut self, client: u32, message: &Message, limits: QueueLimits) -> bool;
     /// Queues `message` whatever the queue holds (replay, a conflated message released).
-    /// Returns the bytes queued.
-    fn push(&mut self, client: u32, message: &Message) -> usize;
+    fn push(&mut self, client: u32, message: &Message);
     /// Whether the client's queue is within `limits`.
     fn is_within(&self, client: u32, limits: QueueLimits) -> bool;
+    /// The bytes queued to the client and not yet sent: how far behind it is.
+    fn queued_bytes(&self, client: u32) -> usize;
+    /// What all of the shard's queues hold.
+    fn memory(&self) -> ShardMemory;
     /// Queues a reply; replies are never refused.
     fn reply(&mut self, client: u32, reply: &Reply);
     /// The owner numbered (or refused) the HTTP publish waiting under `ticket`.
@@ -131,6 +144,8 @@ struct ClientRecord {
     subscriptions: Vec<Subscription>,
     /// Subscriptions holding a conflated message.
     held_count: u32,
+    /// Listed in `Fanout::holding`.
+    listed_holding: bool,
 }
 
 /// The pub/sub of one shard.
@@ -145,10 +160,8 @@ pub struct Fanout {
     encoder: FrameEncoder,
     /// Commands for shards (this one included), in the order they were made.
     outgoing: VecDeque<(usize, Command)>,
-    /// The bytes queued to all of the shard's clients: set exactly by the shard from time to
-    /// time, kept up to date in between by what is queued (+) and sent (−). Over
-    /// `outbound_shard_bytes_max`, every subscriber is treated as slow.
-    queued_bytes: u64,
+    /// Clients holding conflated messages, each once (see `ClientRecord::listed_holding`).
+    holding: Vec<u32>,
     counters: BrokerCounters,
 }
 
@@ -171,7 +184,7 @@ impl Fanout {
             clients: (0..clients_max).map(|_| ClientRecord::default()).collect(),
             encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
             outgoing: VecDeque::new(),
-            queued_bytes: 0,
+            holding: Vec::new(),
             counters: BrokerCounters::default(),
         }
     }
@@ -214,17 +227,9 @@ impl Fanout {
         self.outgoing.pop_front()
     }
 
-    /// Sets the bytes queued to all clients (summed by the shard). Returns whether this put the
-    /// shard over its budget when it was not before.
-    pub fn set_queued_bytes(&mut self, queued_bytes: u64) -> bool {
-        let was_over = self.over_budget();
-        self.queued_bytes = queued_bytes;
-        self.over_budget() && !was_over
-    }
-
-    /// Whether the shard's queues together are over `outbound_shard_bytes_max`.
-    pub fn over_budget(&self) -> bool {
-        self.queued_bytes > self.config.outbound_shard_bytes_max as u64
+    /// Whether the shard's queues together hold more than `outbound_shard_bytes_max`.
+    pub fn over_budget(&self, memory: ShardMemory) -> bool {
+        memory.bytes > self.config.outbound_shard_bytes_max as u64
     }
 
     /// Carries out one request of the client in `slot`.
@@ -292,12 +297,37 @@ impl Fanout {
         }
     }
 
-    /// `sent_bytes` of the client in `slot` went out: once its queue is below half its limits,
-    /// the messages conflation held for it are queued.
-    pub fn handle_sent(&mut self, slot: u32, sent_bytes: usize, clients: &mut impl Clients) {
-        self.queued_bytes = self.queued_bytes.saturating_sub(sent_bytes as u64);
-        if self.clients[slot as usize].held_count > 0 && !self.over_budget() {
+    /// A send of the client in `slot` completed: once its queue is below half its limits, the
+    /// messages conflation held for it are queued.
+    pub fn handle_sent(&mut self, slot: u32, clients: &mut impl Clients) {
+        if self.clients[slot as usize].held_count > 0 && !self.over_budget(clients.memory()) {
             self.release_held(slot, clients);
+        }
+    }
+
+    /// Once per turn of the shard: releases held messages of clients whose queue has room,
+    /// including those that have nothing queued and so hear of no send (a reader conflated
+    /// while the shard was over its budget gets the latest value as soon as it is back under).
+    pub fn handle_turn(&mut self, clients: &mut impl Clients) {
+        if self.holding.is_empty() || self.over_budget(clients.memory()) {
+            return;
+        }
+        let mut index = 0;
+        let mut visited = 0;
+        while index < self.holding.len() && visited < HOLDING_RELEASED_PER_TURN_MAX {
+            visited += 1;
+            let slot = self.holding[index];
+            let client = &self.clients[slot as usize];
+            if client.open && client.held_count > 0 {
+                self.release_held(slot, clients);
+            }
+            let client = &mut self.clients[slot as usize];
+            if client.open && client.held_count > 0 {
+                index += 1;
+            } else {
+                client.listed_holding = false;
+                self.holding.swap_remove(index);
+            }
         }
     }
 
@@ -495,7 +525,7 @@ impl Fanout {
             self.counters.replayed_messages += answer.messages.len() as u64;
         }
         for message in &answer.messages {
-            self.queued_bytes += clients.push(slot, message) as u64;
+            clients.push(slot, message);
         }
     }
 
@@ -525,7 +555,8 @@ impl Fanout {
     }
 
     /// Queues `message` to every subscriber of its topic on this shard, applying the
-    /// slow-consumer policy to those whose queue is full.
+    /// slow-consumer policy to those whose queue is full, and, when the shard's queues are
+    /// over their budget, to those that hold more than their share of it.
     fn deliver(&mut self, message: &Message, clients: &mut impl Clients) {
         let Some(index) = self.subscribers.find(message.topic()) else {
             return; // The last subscriber left while the message was on its way.
@@ -537,7 +568,7 @@ impl Fanout {
             limits: self.queue_limits,
             policy: self.config.slow_consumer_policy,
             budget_bytes: self.config.outbound_shard_bytes_max as u64,
-            queued_bytes: &mut self.queued_bytes,
+            holding: &mut self.holding,
             counters: &mut self.counters,
         };
         for &slot in self.subscribers.subscribers(index) {
@@ -553,7 +584,7 @@ impl Fanout {
         let client = &mut self.clients[slot as usize];
         for subscription in &mut client.subscriptions {
             if let Some(message) = subscription.held.take() {
-                self.queued_bytes += clients.push(slot, &message) as u64;
+                clients.push(slot, &message);
             }
         }
         client.held_count = 0;
@@ -568,13 +599,21 @@ struct Delivery<'a> {
     limits: QueueLimits,
     policy: SlowConsumerPolicy,
     budget_bytes: u64,
-    queued_bytes: &'a mut u64,
+    holding: &'a mut Vec<u32>,
     counters: &'a mut BrokerCounters,
 }
 
 impl Delivery<'_> {
-    fn over_budget(&self) -> bool {
-        *self.queued_bytes > self.budget_bytes
+    /// Whether the shard is over its budget and this client holds more than an equal share of
+    /// it (the budget divided among the queues that hold anything). A reader that keeps up
+    /// holds little and is never made to wait for the others.
+    fn over_share(&self, slot: u32, clients: &impl Clients) -> bool {
+        let memory = clients.memory();
+        if memory.bytes <= self.budget_bytes {
+            return false;
+        }
+        let share = self.budget_bytes / u64::from(memory.nonempty_queues.max(1));
+        clients.queued_bytes(slot) as u64 >= share
     }
 
     fn reach(&mut self, slot: u32, client: &mut ClientRecord, clients: &mut impl Clients) {
@@ -585,29 +624,26 @@ impl Delivery<'_> {
         // than overtaking it in the queue, unless there is room again (a queue that drained
         // with no send left to complete releases its held messages here).
         if client.held_count > 0 && holds(client, self.topic) {
-            if self.over_budget() || !clients.is_within(slot, self.limits.half()) {
-                self.conflate(client);
+            if !clients.is_within(slot, self.limits.half()) || self.over_share(slot, clients) {
+                self.conflate(slot, client);
                 return;
             }
             for subscription in &mut client.subscriptions {
                 if let Some(message) = subscription.held.take() {
-                    *self.queued_bytes += clients.push(slot, &message) as u64;
+                    clients.push(slot, &message);
                 }
             }
             client.held_count = 0;
         }
-        let queued = match self.over_budget() {
-            true => None,
-            false => clients.offer(slot, self.message, self.limits),
-        };
-        if let Some(bytes) = queued {
-            *self.queued_bytes += bytes as u64;
+        let queued =
+            !self.over_share(slot, clients) && clients.offer(slot, self.message, self.limits);
+        if queued {
             self.counters.deliveries += 1;
             return;
         }
         match self.policy {
             SlowConsumerPolicy::Drop => self.counters.slow_consumer_drops += 1,
-            SlowConsumerPolicy::Conflate => self.conflate(client),
+            SlowConsumerPolicy::Conflate => self.conflate(slot, client),
             SlowConsumerPolicy::Disconnect => {
                 self.counters.slow_consumer_closes += 1;
                 clients.close(slot, CloseCode::POLICY_VIOLATION, "slow consumer");
@@ -617,7 +653,7 @@ impl Delivery<'_> {
 
     /// Keeps the message as the newest undelivered one of its topic for this client; a message
     /// it replaces is counted as conflated.
-    fn conflate(&mut self, client: &mut ClientRecord) {
+    fn conflate(&mut self, slot: u32, client: &mut ClientRecord) {
         let subscription = client
             .subscriptions
             .iter_mut()
@@ -626,6 +662,10 @@ impl Delivery<'_> {
         match subscription.held.replace(self.message.clone()) {
             Some(_) => self.counters.slow_consumer_conflations += 1,
             None => client.held_count += 1,
+        }
+        if !client.listed_holding {
+            client.listed_holding = true;
+            self.holding.push(slot);
         }
     }
 }

@@ -28,7 +28,7 @@ pub mod subscribers;
 pub mod topic;
 
 pub use command::{ClientRef, Command, PublishReply};
-pub use fanout::{BrokerCounters, BrokerGauges, Clients, Fanout, QueueLimits};
+pub use fanout::{BrokerCounters, BrokerGauges, Clients, Fanout, QueueLimits, ShardMemory};
 pub use message::{Message, Reply, ReplyKind};
 pub use request::BrokerRequest;
 pub use topic::{TOPIC_BYTES_LIMIT, TopicName, owner_shard};

@@ -84,6 +84,15 @@ pub struct ServerConfig {
     /// On SIGTERM, how long clients get to finish the closing handshake before the process exits.
     /// Default 5 s: well inside orchestrators' grace periods (Kubernetes gives 30 s).
     pub drain_timeout_ms: u64,
+    /// A connection with frames queued and none of them sent for this long is closed with 1008
+    /// ("send stalled"), whether or not it answers pings: a peer that keeps its socket open
+    /// without reading would otherwise hold its queue for good. Default 60 s: far beyond any
+    /// stall of a live reader, short enough that an idle attacker pays for its socket only.
+    pub send_stall_timeout_ms: u64,
+    /// A WebSocket message (or frame) begun and not finished within this long is refused with
+    /// 1008: a peer trickling a large message one byte at a time would otherwise hold a large
+    /// pooled buffer for good. Default 30 s: a 1 MiB message at 35 KB/s.
+    pub message_timeout_ms: u64,
     /// Size of each buffer in a shard's provided buffer ring, so the most one receive completion
     /// returns. Default 4 KiB: dozens of small market-data frames in one completion. The kernel
     /// hands buffers out in ring order, so over time every buffer gets touched: the ring is a
@@ -135,6 +144,8 @@ impl Default for ServerConfig {
             pong_timeout_ms: 10_000,
             close_timeout_ms: 5_000,
             drain_timeout_ms: 5_000,
+            send_stall_timeout_ms: 60_000,
+            message_timeout_ms: 30_000,
             receive_buffer_bytes: 4 * 1024,
             receive_buffers_count: 4 * 1024,
             outbound_queue_bytes_max: 1024 * 1024,
@@ -268,6 +279,7 @@ impl ServerConfig {
             idle_timeout_ms: self.idle_timeout_ms,
             pong_timeout_ms: self.pong_timeout_ms,
             close_timeout_ms: self.close_timeout_ms,
+            message_timeout_ms: self.message_timeout_ms,
             protocol: self.protocol.clone(),
             http_limits: publish.request_limits(self.protocol.header_bytes_max),
             publish,
@@ -393,6 +405,8 @@ impl ServerConfig {
             ("pong_timeout_ms", self.pong_timeout_ms),
             ("close_timeout_ms", self.close_timeout_ms),
             ("drain_timeout_ms", self.drain_timeout_ms),
+            ("send_stall_timeout_ms", self.send_stall_timeout_ms),
+            ("message_timeout_ms", self.message_timeout_ms),
             ("log_interval_ms", self.log_interval_ms),
         ];
         for (setting, milliseconds) in timeouts {

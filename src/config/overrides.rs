@@ -59,6 +59,8 @@ config_overrides! {
     pong_timeout_ms: u64 = "RINGCAST_PONG_TIMEOUT_MS" => pong_timeout_ms;
     close_timeout_ms: u64 = "RINGCAST_CLOSE_TIMEOUT_MS" => close_timeout_ms;
     drain_timeout_ms: u64 = "RINGCAST_DRAIN_TIMEOUT_MS" => drain_timeout_ms;
+    send_stall_timeout_ms: u64 = "RINGCAST_SEND_STALL_TIMEOUT_MS" => send_stall_timeout_ms;
+    message_timeout_ms: u64 = "RINGCAST_MESSAGE_TIMEOUT_MS" => message_timeout_ms;
     receive_buffer_bytes: usize = "RINGCAST_RECEIVE_BUFFER_BYTES" => receive_buffer_bytes;
     receive_buffers_count: usize = "RINGCAST_RECEIVE_BUFFERS_COUNT" => receive_buffers_count;
     outbound_queue_bytes_max: usize = "RINGCAST_OUTBOUND_QUEUE_BYTES_MAX" =>

@@ -158,7 +158,7 @@ fn zero_shards_means_one_per_cpu() {
 /// Proves every variable is RINGCAST_ and its setting's name in upper case.
 #[test]
 fn environment_variables_follow_the_naming_rule() {
-    assert_eq!(ConfigOverrides::ENVIRONMENT_VARIABLES.len(), 23);
+    assert_eq!(ConfigOverrides::ENVIRONMENT_VARIABLES.len(), 25);
     for (setting, variable) in ConfigOverrides::ENVIRONMENT_VARIABLES {
         assert_eq!(*variable, format!("RINGCAST_{}", setting.to_uppercase()));
     }

@@ -65,6 +65,8 @@ pub struct EndpointSettings {
     pub pong_timeout_ms: u64,
     /// A close handshake the peer does not finish within this long ends with a shutdown.
     pub close_timeout_ms: u64,
+    /// A WebSocket message begun and not finished within this long is refused with 1008.
+    pub message_timeout_ms: u64,
     pub protocol: ProtocolLimits,
     pub http_limits: RequestLimits,
     pub publish: PublishConfig,
@@ -96,6 +98,8 @@ pub struct EndpointCounters {
     pub pong_timeouts: u64,
     pub handshake_timeouts: u64,
     pub close_timeouts: u64,
+    /// WebSocket messages not finished within `message_timeout_ms` (closed with 1008).
+    pub message_timeouts: u64,
 }
 
 /// What endpoints need from their shard, lent beside one connection.

@@ -1,24 +1,171 @@
-//! A connection's queue of encoded bytes to send (frames, responses), and the send in flight.
+//! A connection's queue of encoded bytes to send (frames, responses), the send in flight, and
+//! what the queue costs in memory.
 //!
-//! Items are shared `Bytes`: a message encoded once sits in many connections' queues. Endpoints
-//! push; the shard gathers the front of the queue into one send and accounts what the kernel
-//! took. The queue counts only its own bytes; what those bytes cost in memory is the broker's
-//! business (a shared frame is held once however many queues list it).
+//! A message encoded once sits in many connections' queues as the same shared `Bytes`, so its
+//! bytes are real memory once per shard, not once per queue. The [`SharedFrames`] ledger counts
+//! them once: each shared frame is registered when its first queue takes it and released when
+//! the last one sends or drops it. A queue's own cost ([`Outbound::charge_bytes`]) is what it
+//! alone holds: its exclusive frames (replies, echoes, responses) and its bookkeeping (the
+//! capacity of its entry array). The shard's memory is the ledger's total plus the sum of the
+//! charges; its budget is checked against that.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::broker::QueueLimits as Limits;
+
+/// An entry not registered in the ledger: its bytes belong to this queue alone.
+const NOT_SHARED: u32 = u32::MAX;
+
+/// A queue whose entry array grew past this many entries gives the memory back once it drains,
+/// so that a burst (or an attacker's stalled queue) does not keep it for good; below it the
+/// array stays, so that an ordinary reader allocates nothing per delivery.
+const ENTRIES_KEPT_MAX: usize = 256;
+
 /// Why the outbound queue refused a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueFull;
 
-/// The frames waiting to be sent, and the send in flight. Frames are shared `Bytes`: a frame
-/// encoded once can sit in many connections' queues.
+/// One queued frame, and its entry in the ledger if it is shared.
+#[derive(Debug)]
+struct Entry {
+    bytes: Bytes,
+    shared: u32,
+}
+
+/// The bytes of memory one queue entry takes (the entry array's element).
+pub const ENTRY_BYTES: usize = size_of::<Entry>();
+
+/// The frames shared by several queues of one shard, each counted once: registered by the
+/// first queue that takes it, released when the last one lets it go.
+#[derive(Debug, Default)]
+pub struct SharedFrames {
+    /// Per registered frame: the queues holding it, its bytes, and how many frames the slot has
+    /// stood for (so that a stale reference to a released slot is recognised).
+    holders: Vec<u32>,
+    frame_bytes: Vec<u32>,
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    bytes_total: u64,
+}
+
+impl SharedFrames {
+    /// Registers a frame of `bytes` that a queue is about to take; returns its slot and the
+    /// slot's generation.
+    pub fn register(&mut self, bytes: usize) -> (u32, u32) {
+        let bytes = bytes.min(u32::MAX as usize) as u32;
+        self.bytes_total += u64::from(bytes);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.holders[slot as usize] = 0;
+                self.frame_bytes[slot as usize] = bytes;
+                self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
+                slot
+            }
+            None => {
+                self.holders.push(0);
+                self.frame_bytes.push(bytes);
+                self.generations.push(0);
+                (self.holders.len() - 1) as u32
+            }
+        };
+        (slot, self.generations[slot as usize])
+    }
+
+    /// Whether `slot` still stands for the frame it was registered for as `generation`: some
+    /// queue holds it and it was not released and registered again since.
+    pub fn is_current(&self, slot: u32, generation: u32) -> bool {
+        self.holders[slot as usize] > 0 && self.generations[slot as usize] == generation
+    }
+
+    /// The bytes of every frame some queue holds, each counted once.
+    pub fn bytes_total(&self) -> u64 {
+        self.bytes_total
+    }
+
+    /// Frames registered and still held.
+    pub fn frame_count(&self) -> usize {
+        self.holders.len() - self.free.len()
+    }
+
+    fn hold(&mut self, slot: u32) {
+        self.holders[slot as usize] += 1;
+    }
+
+    fn release(&mut self, slot: u32) {
+        let holders = &mut self.holders[slot as usize];
+        assert!(*holders > 0, "a shared frame released more often than held");
+        *holders -= 1;
+        if *holders == 0 {
+            self.bytes_total -= u64::from(self.frame_bytes[slot as usize]);
+            self.free.push(slot);
+        }
+    }
+}
+
+/// What one queue last reported to its shard's [`QueueMemory`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    charge_bytes: usize,
+    nonempty: bool,
+}
+
+impl Reported {
+    /// Whether the queue held anything when it last reported.
+    pub fn nonempty(&self) -> bool {
+        self.nonempty
+    }
+}
+
+/// What all of a shard's queues hold in memory, each shared frame once, and how many queues
+/// hold anything.
+#[derive(Debug, Default)]
+pub struct QueueMemory {
+    pub shared: SharedFrames,
+    charges_bytes: u64,
+    nonempty_queues: u32,
+}
+
+impl QueueMemory {
+    /// The bytes every queue of the shard holds: shared frames once, plus each queue's charge.
+    pub fn bytes(&self) -> u64 {
+        self.shared.bytes_total() + self.charges_bytes
+    }
+
+    /// Queues holding at least one frame.
+    pub fn nonempty_queues(&self) -> u32 {
+        self.nonempty_queues
+    }
+
+    /// Brings the totals up to date with `outbound`, whose last report is `reported`.
+    pub fn sync(&mut self, outbound: &Outbound, reported: &mut Reported) {
+        let now = Reported {
+            charge_bytes: outbound.charge_bytes(),
+            nonempty: !outbound.is_empty(),
+        };
+        if now == *reported {
+            return;
+        }
+        self.charges_bytes =
+            self.charges_bytes + now.charge_bytes as u64 - reported.charge_bytes as u64;
+        match (reported.nonempty, now.nonempty) {
+            (false, true) => self.nonempty_queues += 1,
+            (true, false) => self.nonempty_queues -= 1,
+            _ => {}
+        }
+        *reported = now;
+    }
+}
+
+/// The frames waiting to be sent, and the send in flight.
 #[derive(Debug, Default)]
 pub struct Outbound {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Entry>,
+    /// Bytes still to send (the front frame's sent part excluded).
     queued_bytes: usize,
+    /// Whole bytes of the exclusive frames queued: what this queue alone holds.
+    exclusive_bytes: usize,
     /// Bytes of the front frame already sent (a partial send).
     front_offset: usize,
     /// Frames (from the front) that the send in flight carries; 0 when no send is in flight.
@@ -26,26 +173,50 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Queues a data frame within the limits. An empty queue takes any frame, so a message larger
-    /// than the byte limit still goes out when the peer keeps up.
-    pub fn push(
-        &mut self,
-        frame: Bytes,
-        bytes_max: usize,
-        frames_max: usize,
-    ) -> Result<(), QueueFull> {
-        let over = self.queued_bytes + frame.len() > bytes_max || self.frames.len() >= frames_max;
-        if over && !self.frames.is_empty() {
+    /// Queues an exclusive data frame within `limits`. An empty queue takes any frame, so a
+    /// message larger than the byte limit still goes out when the peer keeps up.
+    pub fn push(&mut self, frame: Bytes, limits: Limits) -> Result<(), QueueFull> {
+        if !self.has_room(frame.len(), limits) {
             return Err(QueueFull);
         }
         self.push_control(frame);
         Ok(())
     }
 
-    /// Queues a control frame or HTTP response. Never refused: pongs and closes are not dropped.
+    /// Queues a frame of the shared ledger's `slot` within `limits` (see [`Outbound::push`]).
+    pub fn push_shared(
+        &mut self,
+        frame: Bytes,
+        slot: u32,
+        shared: &mut SharedFrames,
+        limits: Limits,
+    ) -> Result<(), QueueFull> {
+        if !self.has_room(frame.len(), limits) {
+            return Err(QueueFull);
+        }
+        self.push_shared_always(frame, slot, shared);
+        Ok(())
+    }
+
+    /// Queues a shared frame whatever the queue holds (a replay, a conflated message released).
+    pub fn push_shared_always(&mut self, frame: Bytes, slot: u32, shared: &mut SharedFrames) {
+        shared.hold(slot);
+        self.queued_bytes += frame.len();
+        self.frames.push_back(Entry {
+            bytes: frame,
+            shared: slot,
+        });
+    }
+
+    /// Queues a control frame, reply or HTTP response, exclusive to this queue. Never refused:
+    /// pongs and closes are not dropped.
     pub fn push_control(&mut self, frame: Bytes) {
         self.queued_bytes += frame.len();
-        self.frames.push_back(frame);
+        self.exclusive_bytes += frame.len();
+        self.frames.push_back(Entry {
+            bytes: frame,
+            shared: NOT_SHARED,
+        });
     }
 
     /// Nothing queued and nothing in flight.
@@ -58,6 +229,11 @@ impl Outbound {
         !self.frames.is_empty() && self.frames_in_flight == 0
     }
 
+    /// Whether nothing is queued (a send may still be completing).
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
     /// Frames queued, including those of the send in flight.
     pub fn frame_count(&self) -> usize {
         self.frames.len()
@@ -67,27 +243,36 @@ impl Outbound {
         self.frames_in_flight > 0
     }
 
+    /// Bytes still to send.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
 
-    /// Whether the queue holds more than `bytes_max` bytes or `frames_max` frames.
-    pub fn is_over(&self, bytes_max: usize, frames_max: usize) -> bool {
-        self.queued_bytes > bytes_max || self.frames.len() > frames_max
+    /// The memory this queue alone holds: its exclusive frames and its entry array. Shared
+    /// frames are the ledger's.
+    pub fn charge_bytes(&self) -> usize {
+        self.exclusive_bytes + self.frames.capacity() * ENTRY_BYTES
+    }
+
+    /// Whether the queue holds more than `limits` allow.
+    pub fn is_over(&self, limits: Limits) -> bool {
+        self.queued_bytes > limits.bytes_max || self.frames.len() > limits.frames_max
     }
 
     /// Drops queued frames that are not part of the send in flight (the peer is gone).
-    pub fn discard_unsent(&mut self) {
+    pub fn discard_unsent(&mut self, shared: &mut SharedFrames) {
         while self.frames.len() > self.frames_in_flight {
-            let frame = self.frames.pop_back().expect("len checked");
+            let entry = self.frames.pop_back().expect("len checked");
             // The front frame's sent part was already taken off `queued_bytes`.
             let sent = if self.frames.is_empty() {
                 std::mem::take(&mut self.front_offset)
             } else {
                 0
             };
-            self.queued_bytes -= frame.len() - sent;
+            self.queued_bytes -= entry.bytes.len() - sent;
+            self.let_go(&entry, shared);
         }
+        self.give_back_memory();
     }
 
     /// Describes up to `iovecs.len()` queued frames for one gathered send and marks it in
@@ -95,11 +280,11 @@ impl Outbound {
     pub fn gather(&mut self, iovecs: &mut [libc::iovec]) -> usize {
         assert!(self.frames_in_flight == 0 && !self.frames.is_empty());
         let mut count = 0;
-        for (index, frame) in self.frames.iter().take(iovecs.len()).enumerate() {
+        for (index, entry) in self.frames.iter().take(iovecs.len()).enumerate() {
             let skip = if index == 0 { self.front_offset } else { 0 };
             iovecs[index] = libc::iovec {
-                iov_base: frame[skip..].as_ptr() as *mut libc::c_void,
-                iov_len: frame.len() - skip,
+                iov_base: entry.bytes[skip..].as_ptr() as *mut libc::c_void,
+                iov_len: entry.bytes.len() - skip,
             };
             count += 1;
         }
@@ -111,16 +296,16 @@ impl Outbound {
     pub fn front(&mut self) -> &[u8] {
         assert!(self.frames_in_flight == 0);
         self.frames_in_flight = 1;
-        &self.frames.front().expect("sendable")[self.front_offset..]
+        &self.frames.front().expect("sendable").bytes[self.front_offset..]
     }
 
     /// Accounts a completed send of `sent_bytes`.
-    pub fn complete(&mut self, mut sent_bytes: usize) {
+    pub fn complete(&mut self, mut sent_bytes: usize, shared: &mut SharedFrames) {
         assert!(self.frames_in_flight > 0);
         self.frames_in_flight = 0;
         while sent_bytes > 0 {
-            let front_left =
-                self.frames.front().expect("sent bytes were queued").len() - self.front_offset;
+            let front = self.frames.front().expect("sent bytes were queued");
+            let front_left = front.bytes.len() - self.front_offset;
             if sent_bytes < front_left {
                 self.front_offset += sent_bytes;
                 self.queued_bytes -= sent_bytes;
@@ -129,13 +314,36 @@ impl Outbound {
             sent_bytes -= front_left;
             self.queued_bytes -= front_left;
             self.front_offset = 0;
-            self.frames.pop_front();
+            let entry = self.frames.pop_front().expect("checked");
+            self.let_go(&entry, shared);
         }
+        self.give_back_memory();
     }
 
     /// Ends the send in flight without progress (it failed).
     pub fn abandon(&mut self) {
         self.frames_in_flight = 0;
+    }
+
+    /// Whether a frame of `frame_bytes` fits within `limits` (an empty queue takes any frame).
+    pub fn has_room(&self, frame_bytes: usize, limits: Limits) -> bool {
+        let over = self.queued_bytes + frame_bytes > limits.bytes_max
+            || self.frames.len() >= limits.frames_max;
+        !over || self.frames.is_empty()
+    }
+
+    fn let_go(&mut self, entry: &Entry, shared: &mut SharedFrames) {
+        match entry.shared {
+            NOT_SHARED => self.exclusive_bytes -= entry.bytes.len(),
+            slot => shared.release(slot),
+        }
+    }
+
+    /// Frees a drained entry array that grew large.
+    fn give_back_memory(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > ENTRIES_KEPT_MAX {
+            self.frames = VecDeque::new();
+        }
     }
 }
 
@@ -143,17 +351,23 @@ impl Outbound {
 mod tests {
     use super::*;
 
+    const ROOMY: Limits = Limits {
+        bytes_max: 1 << 20,
+        frames_max: 1 << 10,
+    };
+
     /// Proves discarding after a partial send takes off only the unsent bytes of the front
     /// frame (its sent part was already counted out), so the byte count cannot underflow.
     #[test]
     fn discard_after_a_partial_send_keeps_the_count() {
+        let mut shared = SharedFrames::default();
         let mut outbound = Outbound::default();
         outbound.push_control(Bytes::from_static(b"0123456789"));
         outbound.push_control(Bytes::from_static(b"abc"));
         assert_eq!(outbound.front().len(), 10);
-        outbound.complete(4);
+        outbound.complete(4, &mut shared);
         assert_eq!(outbound.queued_bytes(), 9);
-        outbound.discard_unsent();
+        outbound.discard_unsent(&mut shared);
         assert_eq!(outbound.queued_bytes(), 0);
         assert!(outbound.is_idle());
         outbound.push_control(Bytes::from_static(b"xy"));
@@ -162,5 +376,57 @@ mod tests {
             b"xy",
             "a new frame starts at its first byte"
         );
+    }
+
+    /// Proves a frame shared by many queues is counted once in the ledger, charged to no queue,
+    /// and released when the last queue sends or drops it; exclusive frames are charged to
+    /// their queue.
+    #[test]
+    fn shared_frames_are_counted_once() {
+        let mut shared = SharedFrames::default();
+        let frame = Bytes::from(vec![7u8; 1000]);
+        let (slot, _) = shared.register(frame.len());
+        let mut queues: Vec<Outbound> = (0..300).map(|_| Outbound::default()).collect();
+        for queue in &mut queues {
+            queue
+                .push_shared(frame.clone(), slot, &mut shared, ROOMY)
+                .unwrap();
+        }
+        assert_eq!(shared.bytes_total(), 1000);
+        let entries_bytes = queues[0].charge_bytes();
+        assert!(
+            entries_bytes < 1000,
+            "a queue is charged its entry, not the frame"
+        );
+        queues[0].push_control(Bytes::from(vec![1u8; 500]));
+        assert_eq!(queues[0].charge_bytes(), entries_bytes + 500);
+        for queue in &mut queues[..299] {
+            queue.front();
+            queue.complete(1000, &mut shared);
+        }
+        assert_eq!(shared.bytes_total(), 1000, "one queue still holds it");
+        queues[299].discard_unsent(&mut shared);
+        assert_eq!((shared.bytes_total(), shared.frame_count()), (0, 0));
+    }
+
+    /// Proves a queue that grew large gives its entry array back once drained.
+    #[test]
+    fn a_drained_large_queue_gives_memory_back() {
+        let mut shared = SharedFrames::default();
+        let mut outbound = Outbound::default();
+        for _ in 0..1000 {
+            outbound.push_control(Bytes::from_static(b"x"));
+        }
+        assert!(outbound.charge_bytes() >= 1000 * ENTRY_BYTES);
+        let mut iovecs = vec![
+            libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0
+            };
+            1024
+        ];
+        outbound.gather(&mut iovecs);
+        outbound.complete(1000, &mut shared);
+        assert_eq!(outbound.charge_bytes(), 0);
     }
 }

@@ -1,12 +1,14 @@
 //! The broker's view of this shard's connections: [`ShardClients`] implements
 //! `broker::Clients` over the connection table, framing each delivery for the connection's
-//! endpoint through the shard's frame cache and listing connections for the next send.
+//! endpoint through the shard's frame cache, counting each shared frame once in the shard's
+//! queue memory, and listing connections for the next send.
 
 use bytes::Bytes;
 
 use super::connection::Connection;
-use crate::broker::{Clients, Message, QueueLimits, Reply};
+use crate::broker::{Clients, Message, QueueLimits, Reply, ShardMemory};
 use crate::endpoint::frame_cache::{FrameCache, reply_frame};
+use crate::endpoint::outbound::QueueMemory;
 use crate::endpoint::{Context, Next};
 use crate::protocol::CloseCode;
 
@@ -18,6 +20,7 @@ pub(super) struct ShardClients<'a> {
     /// Connections whose state changed beyond their queue, for `after_activity`.
     pub touched: &'a mut Vec<u32>,
     pub frame_cache: &'a mut FrameCache,
+    pub memory: &'a mut QueueMemory,
     pub close_timeout_ms: u64,
 }
 
@@ -31,6 +34,7 @@ macro_rules! shard_clients {
             send_list: &mut $shard.send_list,
             touched: &mut $shard.touched,
             frame_cache: &mut $shard.frame_cache,
+            memory: &mut $shard.queue_memory,
             close_timeout_ms: $shard.config.close_timeout_ms,
         }
     };
@@ -38,21 +42,62 @@ macro_rules! shard_clients {
 pub(super) use shard_clients;
 
 impl ShardClients<'_> {
-    fn connection(&mut self, client: u32) -> &mut Connection {
+    fn connection(&self, client: u32) -> &Connection {
         self.connections[client as usize]
-            .as_mut()
+            .as_ref()
             .expect("the broker names only open clients")
     }
 
-    /// Queues `frame` and lists the connection for the next send.
-    fn queue(&mut self, client: u32, frame: Bytes) -> usize {
-        let bytes = frame.len();
+    /// Queues `message` to `client`, counted once in the shard's memory, unless `limits` say
+    /// there is no room. Returns whether it was queued.
+    fn queue_message(
+        &mut self,
+        client: u32,
+        message: &Message,
+        limits: Option<QueueLimits>,
+    ) -> bool {
+        let connection = self.connections[client as usize]
+            .as_mut()
+            .expect("the broker names only open clients");
+        let kind = connection.endpoint.kind();
+        let Some(frame) = self.frame_cache.frame(kind, message) else {
+            return false;
+        };
+        if limits.is_some_and(|limits| !connection.outbound.has_room(frame.len(), limits)) {
+            return false;
+        }
+        let Some(slot) = self
+            .frame_cache
+            .shared_slot(kind, message, &mut self.memory.shared)
+        else {
+            return false;
+        };
+        connection
+            .outbound
+            .push_shared_always(frame, slot, &mut self.memory.shared);
+        queued(
+            connection,
+            client,
+            self.memory,
+            self.send_list,
+            self.context.now_ms,
+        );
+        true
+    }
+
+    /// Queues a frame of `client`'s own.
+    fn queue_exclusive(&mut self, client: u32, frame: Bytes) {
         let connection = self.connections[client as usize]
             .as_mut()
             .expect("the broker names only open clients");
         connection.outbound.push_control(frame);
-        list_for_send(connection, client, self.send_list);
-        bytes
+        queued(
+            connection,
+            client,
+            self.memory,
+            self.send_list,
+            self.context.now_ms,
+        );
     }
 
     /// Acts on what the connection's endpoint asked for after the broker reached it.
@@ -60,9 +105,11 @@ impl ShardClients<'_> {
         // Closing and answering never ask for an immediate shutdown (only a deadline does).
         debug_assert_ne!(next, Next::ShutDownNow);
         let (now_ms, close_timeout_ms) = (self.context.now_ms, self.close_timeout_ms);
-        let _ = self
-            .connection(client)
-            .follow(next, now_ms, close_timeout_ms);
+        let connection = self.connections[client as usize]
+            .as_mut()
+            .expect("the broker names only open clients");
+        let _ = connection.follow(next, now_ms, close_timeout_ms);
+        queued(connection, client, self.memory, self.send_list, now_ms);
         self.touched.push(client);
     }
 }
@@ -74,45 +121,40 @@ impl Clients for ShardClients<'_> {
             .is_some_and(Connection::takes_messages)
     }
 
-    fn offer(&mut self, client: u32, message: &Message, limits: QueueLimits) -> Option<usize> {
-        let connection = self.connections[client as usize]
-            .as_mut()
-            .expect("the broker names only open clients");
-        let frame = self.frame_cache.frame(connection.endpoint.kind(), message);
-        let bytes = frame.len();
-        connection
-            .outbound
-            .push(frame, limits.bytes_max, limits.frames_max)
-            .ok()?;
-        list_for_send(connection, client, self.send_list);
-        Some(bytes)
+    fn offer(&mut self, client: u32, message: &Message, limits: QueueLimits) -> bool {
+        self.queue_message(client, message, Some(limits))
     }
 
-    fn push(&mut self, client: u32, message: &Message) -> usize {
-        let kind = self.connection(client).endpoint.kind();
-        let frame = self.frame_cache.frame(kind, message);
-        self.queue(client, frame)
+    fn push(&mut self, client: u32, message: &Message) {
+        self.queue_message(client, message, None);
     }
 
     fn is_within(&self, client: u32, limits: QueueLimits) -> bool {
-        self.connections[client as usize]
-            .as_ref()
-            .is_some_and(|connection| {
-                !connection
-                    .outbound
-                    .is_over(limits.bytes_max, limits.frames_max)
-            })
+        !self.connection(client).outbound.is_over(limits)
+    }
+
+    fn queued_bytes(&self, client: u32) -> usize {
+        self.connection(client).outbound.queued_bytes()
+    }
+
+    fn memory(&self) -> ShardMemory {
+        ShardMemory {
+            bytes: self.memory.bytes(),
+            nonempty_queues: self.memory.nonempty_queues(),
+        }
     }
 
     fn reply(&mut self, client: u32, reply: &Reply) {
         let kind = self.connection(client).endpoint.kind();
         if let Some(frame) = reply_frame(kind, reply) {
-            self.queue(client, frame);
+            self.queue_exclusive(client, frame);
         }
     }
 
     fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, &'static str>) {
-        let connection = self.connection(client);
+        let connection = self.connections[client as usize]
+            .as_mut()
+            .expect("the broker names only open clients");
         let next = connection
             .endpoint
             .answer_publish(ticket, result, &mut connection.outbound);
@@ -120,8 +162,7 @@ impl Clients for ShardClients<'_> {
     }
 
     fn close(&mut self, client: u32, code: CloseCode, reason: &'static str) {
-        let connections = &mut *self.connections;
-        let connection = connections[client as usize]
+        let connection = self.connections[client as usize]
             .as_mut()
             .expect("the broker names only open clients");
         let next = connection
@@ -131,9 +172,21 @@ impl Clients for ShardClients<'_> {
     }
 }
 
+/// After `connection`'s queue grew: its memory counted, and listed for the next send.
+fn queued(
+    connection: &mut Connection,
+    slot: u32,
+    memory: &mut QueueMemory,
+    send_list: &mut Vec<u32>,
+    now_ms: u64,
+) {
+    connection.account(memory, now_ms);
+    list_for_send(connection, slot, send_list);
+}
+
 /// Lists `connection` for the next send, once.
 pub(super) fn list_for_send(connection: &mut Connection, slot: u32, send_list: &mut Vec<u32>) {
-    if !connection.send_listed {
+    if !connection.send_listed && connection.outbound.is_sendable() {
         connection.send_listed = true;
         send_list.push(slot);
     }

@@ -18,12 +18,11 @@ impl Shard {
     /// After a connection's state changed: list it for sending, mirror its deadline, apply read
     /// backpressure, and walk its close sequence.
     pub(super) fn after_activity(&mut self, slot: u32) -> io::Result<()> {
+        self.account(slot);
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
-        if connection.outbound.is_sendable() {
-            list_for_send(connection, slot, &mut self.send_list);
-        }
+        list_for_send(connection, slot, &mut self.send_list);
         self.sync_deadline(slot);
         self.apply_backpressure(slot)?;
         self.advance_close(slot)
@@ -60,8 +59,9 @@ impl Shard {
     }
 
     pub(super) fn sync_deadline(&mut self, slot: u32) {
+        let send_stall_timeout_ms = self.config.send_stall_timeout_ms;
         let connection = self.connection_mut(slot);
-        let deadline_ms = connection.deadline_ms();
+        let deadline_ms = connection.deadline_ms(send_stall_timeout_ms);
         if connection.scheduled_ms != deadline_ms {
             connection.scheduled_ms = deadline_ms;
             match deadline_ms {
@@ -76,26 +76,47 @@ impl Shard {
         self.timers.expire(self.context.now_ms, &mut self.expired);
         for index in 0..self.expired.len() {
             let slot = self.expired[index];
-            let connection = self.connections[slot as usize]
-                .as_mut()
-                .expect("timers of freed slots are cancelled");
-            // The wheel no longer holds this connection: whatever the deadline is now, it is
-            // scheduled again below.
-            connection.scheduled_ms = u64::MAX;
-            let next = match connection.closing {
-                Closing::Open => connection
-                    .endpoint
-                    .handle_deadline(&mut connection.outbound, &mut self.context),
-                // The close sequence did not end in time: shut down regardless.
-                _ => {
-                    self.context.counters.close_timeouts += 1;
-                    Next::ShutDownNow
-                }
-            };
+            let next = self.handle_deadline(slot);
             self.follow(slot, next)?;
             self.after_activity(slot)?;
         }
         Ok(())
+    }
+
+    /// A connection's one timer fired: a stalled queue, the endpoint's deadline, or the close
+    /// sequence's.
+    fn handle_deadline(&mut self, slot: u32) -> Next {
+        let (now_ms, stall_ms) = (self.context.now_ms, self.config.send_stall_timeout_ms);
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("timers of freed slots are cancelled");
+        // The wheel no longer holds this connection: whatever the deadline is now, it is
+        // scheduled again by `after_activity`.
+        connection.scheduled_ms = u64::MAX;
+        if connection.closing != Closing::Open {
+            // The close sequence did not end in time: shut down regardless.
+            self.context.counters.close_timeouts += 1;
+            return Next::ShutDownNow;
+        }
+        if now_ms >= connection.stall_deadline_ms(stall_ms) {
+            // Frames wait and none went out for `send_stall_timeout_ms`, pings answered or not:
+            // the peer does not read. Its queue is not held for it any longer.
+            self.counters.send_stalls += 1;
+            connection.stall_closed = true;
+            debug!("send stalled: closing with 1008");
+            return connection.endpoint.close(
+                CloseCode::POLICY_VIOLATION,
+                "send stalled",
+                &mut connection.outbound,
+                &mut self.context,
+            );
+        }
+        if now_ms >= connection.endpoint.deadline_ms() {
+            return connection
+                .endpoint
+                .handle_deadline(&mut connection.outbound, &mut self.context);
+        }
+        Next::Continue
     }
 
     /// Takes the next step of the close sequence once its conditions hold.
@@ -123,11 +144,15 @@ impl Shard {
 
     /// Shuts a connection down regardless of what is still queued (a close that timed out).
     fn force_shutdown(&mut self, slot: u32) -> io::Result<()> {
-        let connection = self.connection_mut(slot);
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
         if !matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
             return Ok(());
         }
-        connection.outbound.discard_unsent();
+        connection
+            .outbound
+            .discard_unsent(&mut self.queue_memory.shared);
         connection.closing = Closing::ShuttingDown;
         let generation = connection.generation();
         let entry = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
@@ -146,9 +171,14 @@ impl Shard {
             // closed next regardless.
             error => debug!(errno = -error, "shutdown failed"),
         }
-        let connection = self.connection_mut(slot);
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
         connection.closing = Closing::ShutDown;
-        connection.outbound.discard_unsent();
+        connection
+            .outbound
+            .discard_unsent(&mut self.queue_memory.shared);
+        self.account(slot);
         // A parked connection has no receive armed; one still armed ends with EOF now.
         self.advance_close(slot)
     }
@@ -163,6 +193,16 @@ impl Shard {
 
     fn free_connection(&mut self, slot: u32) -> io::Result<()> {
         self.fanout.close_client(slot);
+        // Every operation of the connection has completed: nothing is in flight, and whatever
+        // is still queued is let go.
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
+        connection.outbound.abandon();
+        connection
+            .outbound
+            .discard_unsent(&mut self.queue_memory.shared);
+        self.account(slot);
         let mut connection = self.connections[slot as usize]
             .take()
             .expect("live connection");

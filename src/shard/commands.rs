@@ -66,6 +66,13 @@ impl Shard {
         Ok(())
     }
 
+    /// Once per turn: the broker releases what it held for clients whose queues drained.
+    pub(super) fn handle_turn(&mut self) -> io::Result<()> {
+        let mut clients = shard_clients!(self);
+        self.fanout.handle_turn(&mut clients);
+        self.after_broker()
+    }
+
     /// After the broker decided: commands for this shard go back to it, others to their
     /// shards; connections it closed or answered walk on.
     pub(super) fn after_broker(&mut self) -> io::Result<()> {

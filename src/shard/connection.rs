@@ -5,7 +5,7 @@
 //! Nothing here touches the ring: the shard reads these fields to decide which operations to
 //! submit, and updates them from their completions.
 
-use crate::endpoint::outbound::Outbound;
+use crate::endpoint::outbound::{Outbound, QueueMemory, Reported};
 use crate::endpoint::{Endpoint, Next};
 use crate::transport::Transport;
 
@@ -44,6 +44,13 @@ pub struct Connection {
     pub(super) publisher_paused: bool,
     /// Queued in the shard's list of connections with something to send.
     pub(super) send_listed: bool,
+    /// What the queue last reported to the shard's queue memory.
+    pub(super) reported: Reported,
+    /// When the queue last made progress: bytes sent, or frames queued to an empty queue. A
+    /// queue with frames and no progress for `send_stall_timeout_ms` closes the connection.
+    pub(super) send_progress_ms: u64,
+    /// The connection was closed for a stalled queue (the stall deadline no longer applies).
+    pub(super) stall_closed: bool,
 }
 
 impl Connection {
@@ -60,6 +67,9 @@ impl Connection {
             reading_paused: false,
             publisher_paused: false,
             send_listed: false,
+            reported: Reported::default(),
+            send_progress_ms: 0,
+            stall_closed: false,
         }
     }
 
@@ -73,14 +83,36 @@ impl Connection {
         self.closing == Closing::Open && self.endpoint.takes_messages()
     }
 
-    /// The one deadline the shard's timer wheel holds for this connection: the endpoint's while
-    /// open, the close sequence's while it flushes, and none (`u64::MAX`) once the socket is
-    /// being shut down: what remains is waiting for the kernel's completions.
-    pub fn deadline_ms(&self) -> u64 {
+    /// The one deadline the shard's timer wheel holds for this connection: the endpoint's (or
+    /// the queue's stall deadline, if sooner) while open, the close sequence's while it flushes,
+    /// and none (`u64::MAX`) once the socket is being shut down: what remains is waiting for the
+    /// kernel's completions.
+    pub fn deadline_ms(&self, send_stall_timeout_ms: u64) -> u64 {
         match self.closing {
-            Closing::Open => self.endpoint.deadline_ms(),
+            Closing::Open => self
+                .endpoint
+                .deadline_ms()
+                .min(self.stall_deadline_ms(send_stall_timeout_ms)),
             Closing::AfterFlush => self.close_deadline_ms,
             Closing::ShuttingDown | Closing::ShutDown | Closing::Closing => u64::MAX,
+        }
+    }
+
+    /// When a queue that makes no progress counts as stalled; `u64::MAX` when nothing waits.
+    pub fn stall_deadline_ms(&self, send_stall_timeout_ms: u64) -> u64 {
+        match self.outbound.is_empty() || self.stall_closed {
+            true => u64::MAX,
+            false => self.send_progress_ms.saturating_add(send_stall_timeout_ms),
+        }
+    }
+
+    /// Brings the shard's queue memory up to date with this connection's queue, and starts the
+    /// stall clock when the queue stops being empty.
+    pub fn account(&mut self, memory: &mut QueueMemory, now_ms: u64) {
+        let was_nonempty = self.reported.nonempty();
+        memory.sync(&self.outbound, &mut self.reported);
+        if !was_nonempty && self.reported.nonempty() {
+            self.send_progress_ms = now_ms;
         }
     }
 

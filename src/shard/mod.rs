@@ -39,6 +39,7 @@ use crate::broker::{Command, Fanout, QueueLimits};
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
 use crate::endpoint::Context;
 use crate::endpoint::frame_cache::FrameCache;
+use crate::endpoint::outbound::QueueMemory;
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
@@ -71,9 +72,6 @@ const ENCODER_ARENA_BYTES: usize = 64 * 1024;
 const RECEIVE_GROUP_ID: u16 = 0;
 /// Deadlines fired per turn (the rest fire next turn).
 const EXPIRED_PER_TURN_MAX: usize = 4096;
-/// How often a shard sums the bytes queued to its connections, for `GET /metrics` and its
-/// queue budget: a walk over at most ~20,000 connections, tens of microseconds.
-const OUTBOUND_SUM_INTERVAL_MS: u64 = 100;
 /// How long a shard waits for the others' rings at start-up.
 const SHARD_START_SECONDS_MAX: u64 = 30;
 /// `IORING_REGISTER_FILE_ALLOC_RANGE` from the kernel's io_uring.h (the crate keeps it private).
@@ -126,9 +124,11 @@ pub struct Shard {
     outbox_depth: usize,
     /// Connections whose reading paused while the outbox holds commands.
     publishers_paused: Vec<(u32, u16)>,
-    /// The bytes queued to all connections, as last summed, and when.
-    outbound_queued_bytes: u64,
-    outbound_summed_ms: u64,
+    /// What every connection's queue holds in memory, each shared frame once.
+    queue_memory: QueueMemory,
+    /// Whether the last turn found the queues over `outbound_shard_bytes_max` (to log the
+    /// crossing once).
+    over_budget: bool,
     started: Instant,
     accepting: bool,
     accept_armed: bool,
@@ -199,8 +199,8 @@ impl Shard {
             outbox: (0..shards).map(|_| Outbox::default()).collect(),
             outbox_depth: 0,
             publishers_paused: Vec::new(),
-            outbound_queued_bytes: 0,
-            outbound_summed_ms: 0,
+            queue_memory: QueueMemory::default(),
+            over_budget: false,
             mailboxes,
             metrics_board,
             config,
@@ -230,6 +230,7 @@ impl Shard {
             self.fire_deadlines()?;
             self.rearm_parked()?;
             self.handle_commands()?;
+            self.handle_turn()?;
             self.flush_outbox()?;
             self.flush_sends()?;
             self.publish_stats();
@@ -345,34 +346,27 @@ impl Shard {
         )
     }
 
-    /// Leaves this turn's counters and gauges for `GET /metrics`. The bytes queued to all
-    /// connections take a walk over the table, so they are summed every
-    /// OUTBOUND_SUM_INTERVAL_MS; the shard's queue budget is checked against that sum.
+    /// Leaves this turn's counters and gauges for `GET /metrics`, and logs the queues crossing
+    /// their budget (once per crossing).
     fn publish_stats(&mut self) {
-        let now_ms = self.context.now_ms;
-        if now_ms >= self.outbound_summed_ms + OUTBOUND_SUM_INTERVAL_MS {
-            self.outbound_summed_ms = now_ms;
-            self.outbound_queued_bytes = self
-                .connections
-                .iter()
-                .flatten()
-                .map(|connection| connection.outbound.queued_bytes() as u64)
-                .sum();
-            if self.fanout.set_queued_bytes(self.outbound_queued_bytes) {
-                warn!(
-                    queued_bytes = self.outbound_queued_bytes,
-                    outbound_shard_bytes_max = self.config.broker.outbound_shard_bytes_max,
-                    "subscribers cannot keep up: the slow-consumer policy applies to all of them"
-                );
-            }
+        let memory_bytes = self.queue_memory.bytes();
+        let over_budget = memory_bytes > self.config.broker.outbound_shard_bytes_max as u64;
+        if over_budget && !self.over_budget {
+            warn!(
+                queued_memory_bytes = memory_bytes,
+                outbound_shard_bytes_max = self.config.broker.outbound_shard_bytes_max,
+                "the queues hold more than the shard's budget: the slow-consumer policy applies \
+                 to the subscribers holding more than their share"
+            );
         }
+        self.over_budget = over_budget;
         let mailbox = &self.mailboxes[self.shard_index];
         let gauges = Gauges {
             connections: self.connection_count as u64,
             websocket_connections: self.websocket_connections,
             mailbox_depth: mailbox.depth() as u64,
             outbox_depth: self.outbox_depth as u64,
-            outbound_queued_bytes: self.outbound_queued_bytes,
+            outbound_queued_bytes: memory_bytes,
             ..Gauges::default()
         }
         .with_broker(self.fanout.gauges());
@@ -381,6 +375,15 @@ impl Shard {
             gauges,
         };
         self.metrics_board.publish(self.shard_index, &stats);
+    }
+
+    /// Brings the queue memory up to date with `slot`'s queue.
+    fn account(&mut self, slot: u32) {
+        let now_ms = self.context.now_ms;
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
+        connection.account(&mut self.queue_memory, now_ms);
     }
 
     fn connection_mut(&mut self, slot: u32) -> &mut Connection {

@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
 use super::{RECEIVE_GROUP_ID, Shard};
+use crate::broker::QueueLimits;
 use crate::endpoint::EndpointKind;
 
 impl Shard {
@@ -110,36 +111,40 @@ impl Shard {
         if !was_websocket && connection.endpoint.kind() == EndpointKind::WebSocket {
             self.websocket_connections += 1;
         }
+        self.account(slot);
         self.follow(slot, next)
     }
 
     /// The peer closed or reset the connection: nothing more will be read or delivered.
     pub(super) fn peer_gone(&mut self, slot: u32) {
-        let connection = self.connection_mut(slot);
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
         connection.receive_armed = false;
-        connection.outbound.discard_unsent();
+        connection
+            .outbound
+            .discard_unsent(&mut self.queue_memory.shared);
         if matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
             connection.closing = Closing::ShutDown;
         }
+        self.account(slot);
     }
 
     /// Pauses reading from a peer whose replies piled up past the queue limits (its receive is
     /// cancelled and the bytes wait in its socket, so TCP pushes back), and resumes once the
     /// queue has drained below half of them.
     pub(super) fn apply_backpressure(&mut self, slot: u32) -> io::Result<()> {
-        let (bytes_max, frames_max) = (
-            self.config.outbound_queue_bytes_max,
-            self.config.outbound_queue_frames_max,
-        );
+        let limits = QueueLimits {
+            bytes_max: self.config.outbound_queue_bytes_max,
+            frames_max: self.config.outbound_queue_frames_max,
+        };
         let connection = self.connection_mut(slot);
-        let over = connection.outbound.is_over(bytes_max, frames_max);
+        let over = connection.outbound.is_over(limits);
         if !connection.reading_paused && over && connection.closing == Closing::Open {
             connection.reading_paused = true;
             self.counters.reading_pauses += 1;
             return self.cancel_receive(slot);
-        } else if connection.reading_paused
-            && !connection.outbound.is_over(bytes_max / 2, frames_max / 2)
-        {
+        } else if connection.reading_paused && !connection.outbound.is_over(limits.half()) {
             connection.reading_paused = false;
             if self.wants_receive(slot) {
                 return self.arm_receive(slot);

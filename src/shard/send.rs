@@ -52,13 +52,22 @@ impl SendSlots {
 impl Shard {
     pub(super) fn handle_send(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
         self.sends.release(slot);
-        let connection = self.connection_mut(slot);
+        let now_ms = self.context.now_ms;
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
         match completion.result {
             sent if sent >= 0 => {
-                connection.outbound.complete(sent as usize);
+                connection
+                    .outbound
+                    .complete(sent as usize, &mut self.queue_memory.shared);
+                if sent > 0 {
+                    connection.send_progress_ms = now_ms;
+                }
                 self.counters.bytes_sent += sent as u64;
+                self.account(slot);
                 let mut clients = shard_clients!(self);
-                self.fanout.handle_sent(slot, sent as usize, &mut clients);
+                self.fanout.handle_sent(slot, &mut clients);
                 self.after_broker()?;
             }
             error => {
