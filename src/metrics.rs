@@ -19,9 +19,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::stats::ShardStats;
 #[cfg(doc)]
 use crate::stats::{Counters, Gauges};
+use crate::stats::{PoolClassStats, ShardStats};
 
 /// What to send as `Content-Type` with the text [`MetricsRenderer::render`] writes.
 pub use crate::endpoint::http::METRICS_CONTENT_TYPE;
@@ -183,6 +183,10 @@ static FAMILIES: &[Family] = &[
     single("resets", Counter,
         "Subscriptions answered with reset because since + 1 had left the history.",
         &[("", |m| m.counters.resets)]),
+    single("pool_exhausted", Counter,
+        "Message buffers the pool could not lend because their size class was all in use \
+         (the message was refused: 1013 on a WebSocket, 503 on HTTP); see pool_buffers.",
+        &[("", |m| m.counters.pool_exhausted)]),
     single("mailbox_full", Counter,
         "Commands a full mailbox refused; they wait in this shard's outbox, never dropped.",
         &[("", |m| m.counters.mailbox_full)]),
@@ -261,6 +265,7 @@ impl Collector for Snapshot {
             .lock()
             .expect("never poisoned: no panics inside");
         let bytes_unit = Unit::Bytes;
+        encode_pool(&shards, &mut encoder)?;
         for family in FAMILIES {
             let unit = family.bytes.then_some(&bytes_unit);
             let mut family_encoder =
@@ -285,6 +290,50 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// Families `encode_pool` writes beside the table's.
+const POOL_FAMILY_COUNT: usize = 3;
+
+/// The buffer pool's classes, one series per shard and class (labelled with the class's buffer
+/// size): buffers in use, created and allowed. A class with every buffer in use is why messages
+/// of its size are refused.
+fn encode_pool(shards: &[ShardStats], encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+    type ClassValue = fn(&PoolClassStats) -> u64;
+    let families: [(&str, &str, ClassValue); POOL_FAMILY_COUNT] = [
+        (
+            "pool_buffers_in_use",
+            "Message buffers on loan now, per shard and size class.",
+            |class| class.buffers_in_use,
+        ),
+        (
+            "pool_buffers_created",
+            "Message buffers allocated so far (in use or free), per shard and size class.",
+            |class| class.buffers_created,
+        ),
+        (
+            "pool_buffers_max",
+            "Message buffers a size class may have, per shard.",
+            |class| class.buffers_max,
+        ),
+    ];
+    for (name, help, value) in families {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (shard_index, shard) in shards.iter().enumerate() {
+            for class in shard.pool.classes() {
+                let labels = [
+                    ("shard", shard_index as u64),
+                    ("class_bytes", class.buffer_bytes),
+                ];
+                encode_value(
+                    MetricType::Gauge,
+                    value(class),
+                    family.encode_family(&labels)?,
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn encode_value(
@@ -349,19 +398,24 @@ mod tests {
             publisher_pauses: offset + 31,
             send_stalls: offset + 32,
             message_timeouts: offset + 33,
+            pool_exhausted: offset + 34,
         };
         let gauges = Gauges {
-            connections: offset + 34,
-            websocket_connections: offset + 35,
-            subscriptions: offset + 36,
-            topics_owned: offset + 37,
-            topics_subscribed: offset + 38,
-            history_bytes: offset + 39,
-            mailbox_depth: offset + 40,
-            outbox_depth: offset + 41,
-            outbound_queued_bytes: offset + 42,
+            connections: offset + 35,
+            websocket_connections: offset + 36,
+            subscriptions: offset + 37,
+            topics_owned: offset + 38,
+            topics_subscribed: offset + 39,
+            history_bytes: offset + 40,
+            mailbox_depth: offset + 41,
+            outbox_depth: offset + 42,
+            outbound_queued_bytes: offset + 43,
         };
-        ShardStats { counters, gauges }
+        ShardStats {
+            counters,
+            gauges,
+            pool: Default::default(),
+        }
     }
 
     /// One sample line, split: the series name, its labels, its value.
@@ -488,8 +542,39 @@ mod tests {
                 "{sample:?}"
             );
         }
-        assert_eq!(exposition.helps.len(), FAMILIES.len());
+        assert_eq!(exposition.helps.len(), FAMILIES.len() + POOL_FAMILY_COUNT);
         assert_eq!(exposition.samples.len(), 3 * FIELD_COUNT as usize);
+    }
+
+    /// Proves the pool's classes are shown per shard and class, labelled by buffer size.
+    #[test]
+    fn pool_classes_are_shown_by_size() {
+        let mut shard = ShardStats::default();
+        shard.pool.class_count = 2;
+        shard.pool.classes[0] = PoolClassStats {
+            buffer_bytes: 128,
+            buffers_max: 10,
+            buffers_created: 4,
+            buffers_in_use: 3,
+        };
+        shard.pool.classes[1] = PoolClassStats {
+            buffer_bytes: 65_536,
+            buffers_max: 2,
+            buffers_created: 2,
+            buffers_in_use: 2,
+        };
+        let text = render(&[shard]);
+        for expected in [
+            "ringcast_pool_buffers_in_use{shard=\"0\",class_bytes=\"128\"} 3",
+            "ringcast_pool_buffers_in_use{shard=\"0\",class_bytes=\"65536\"} 2",
+            "ringcast_pool_buffers_max{shard=\"0\",class_bytes=\"65536\"} 2",
+            "ringcast_pool_buffers_created{shard=\"0\",class_bytes=\"128\"} 4",
+        ] {
+            assert!(
+                text.lines().any(|line| line == expected),
+                "missing {expected:?}\n{text}"
+            );
+        }
     }
 
     #[test]
@@ -529,9 +614,9 @@ mod tests {
             "ringcast_requests_total{shard=\"0\",op=\"publish\"} 19",
             "ringcast_received_bytes_total{shard=\"0\"} 9",
             "ringcast_sent_bytes_total{shard=\"0\"} 10",
-            "ringcast_history_bytes{shard=\"0\"} 39",
-            "ringcast_outbound_queued_bytes{shard=\"0\"} 42",
-            "ringcast_connections{shard=\"0\"} 34",
+            "ringcast_history_bytes{shard=\"0\"} 40",
+            "ringcast_outbound_queued_bytes{shard=\"0\"} 43",
+            "ringcast_connections{shard=\"0\"} 35",
             "# TYPE ringcast_slow_consumer_actions counter",
             "# UNIT ringcast_history_bytes bytes",
         ] {

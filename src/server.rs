@@ -43,6 +43,7 @@ impl Server {
             .map(|_| Arc::new(Mailbox::new(config.broker.mailbox_commands_max)))
             .collect();
         let metrics_board = Arc::new(MetricsBoard::new(config.shards));
+        let epoch_seed = epoch_seed();
         for (index, listener) in listeners.into_iter().enumerate() {
             let mailboxes = Arc::clone(&mailboxes);
             let metrics_board = Arc::clone(&metrics_board);
@@ -56,6 +57,7 @@ impl Server {
                         shard_index: index,
                         mailboxes,
                         metrics_board,
+                        epoch_seed,
                     };
                     run_shard(config, listener, shared, pin_core, ready)
                 })?;
@@ -159,6 +161,16 @@ fn run_shard(
     shard
         .run()
         .inspect_err(|error| error!(%error, "shard failed"))
+}
+
+/// A seed that differs from one process start to the next: the clock in nanoseconds and the
+/// process id. A restarted server (without kept history) numbers its topics from 1 again, and
+/// the epochs drawn from this seed tell clients that its seqs are not the last run's.
+fn epoch_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 fn pin_to_core(core: usize) {

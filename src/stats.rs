@@ -5,6 +5,47 @@
 
 use crate::broker::{BrokerCounters, BrokerGauges};
 use crate::endpoint::EndpointCounters;
+use crate::protocol::pool::{BufferPool, POOL_CLASSES_MAX};
+
+/// One size class of a shard's message buffer pool, as `GET /metrics` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolClassStats {
+    pub buffer_bytes: u64,
+    pub buffers_max: u64,
+    /// Buffers allocated so far (in use or free).
+    pub buffers_created: u64,
+    /// Buffers on loan now: a class with all of them in use refuses the next message that needs
+    /// one (1013 on a WebSocket, 503 on HTTP).
+    pub buffers_in_use: u64,
+}
+
+/// A shard's message buffer pool, class by class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub classes: [PoolClassStats; POOL_CLASSES_MAX],
+    pub class_count: usize,
+}
+
+impl PoolStats {
+    pub fn of(pool: &BufferPool) -> PoolStats {
+        let mut stats = PoolStats::default();
+        for (index, class) in pool.statistics().take(POOL_CLASSES_MAX).enumerate() {
+            stats.classes[index] = PoolClassStats {
+                buffer_bytes: class.buffer_bytes as u64,
+                buffers_max: class.buffers_max as u64,
+                buffers_created: class.buffers_created as u64,
+                buffers_in_use: class.buffers_in_use as u64,
+            };
+            stats.class_count = index + 1;
+        }
+        stats
+    }
+
+    /// The classes the pool has.
+    pub fn classes(&self) -> &[PoolClassStats] {
+        &self.classes[..self.class_count]
+    }
+}
 
 /// What the shard driver counts itself: connections, bytes, the ring and the mailboxes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,6 +116,8 @@ pub struct Counters {
     pub send_stalls: u64,
     /// WebSocket messages not finished within `message_timeout_ms`.
     pub message_timeouts: u64,
+    /// Buffers the message pool could not lend (its class was all in use).
+    pub pool_exhausted: u64,
 }
 
 /// Levels (not totals) a shard reports with its counters.
@@ -103,11 +146,12 @@ pub struct Gauges {
 pub struct ShardStats {
     pub counters: Counters,
     pub gauges: Gauges,
+    pub pool: PoolStats,
 }
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 33] {
+    pub fn named(&self) -> [(&'static str, u64); 34] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -142,6 +186,7 @@ impl Counters {
             ("publisher_pauses", self.publisher_pauses),
             ("send_stalls", self.send_stalls),
             ("message_timeouts", self.message_timeouts),
+            ("pool_exhausted", self.pool_exhausted),
         ]
     }
 
@@ -203,6 +248,7 @@ impl Counters {
             publisher_pauses: shard.publisher_pauses,
             send_stalls: shard.send_stalls,
             message_timeouts: endpoint.message_timeouts,
+            pool_exhausted: 0,
         }
     }
 }

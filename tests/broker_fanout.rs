@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use ringcast::broker::config::{BrokerConfig, SlowConsumerPolicy};
+use ringcast::broker::owner::Since;
 use ringcast::broker::{
     BrokerRequest, Clients, Command, Fanout, Message, QueueLimits, Reply, ReplyKind, ShardMemory,
     TopicName, owner_shard,
@@ -191,7 +192,14 @@ impl Network {
     fn new(shard_count: usize, config: &BrokerConfig, limits: QueueLimits, seed: u64) -> Network {
         let shards = (0..shard_count)
             .map(|shard| SimulatedShard {
-                fanout: Fanout::new(config, limits, shard, shard_count, CLIENTS_PER_SHARD),
+                fanout: Fanout::new(
+                    config,
+                    limits,
+                    shard,
+                    shard_count,
+                    CLIENTS_PER_SHARD,
+                    seed + shard as u64,
+                ),
                 clients: FakeClients {
                     clients: (0..CLIENTS_PER_SHARD)
                         .map(|_| FakeClient::default())
@@ -241,6 +249,7 @@ impl Network {
     }
 
     fn subscribe(&mut self, shard: usize, slot: u32, topic: &str, since: Option<u64>) {
+        let since = since.map(|seq| Since { seq, epoch: None });
         let request = BrokerRequest::Subscribe {
             topic: name(topic),
             since,
@@ -459,6 +468,66 @@ fn replay_seams_across_shards() {
         answered_at.len() > 1,
         "the races covered several seams: {answered_at:?}"
     );
+}
+
+/// Proves a long replay is paced by the subscriber's queue: with 500 messages in history and
+/// publishing going on, a subscriber on another shard with room for 32 messages never has
+/// more than its limit plus one page queued, and ends with every seq exactly once, in order:
+/// the replay, then the live messages that waited behind it.
+#[test]
+fn replay_is_paced_by_the_queue_and_seamless() {
+    const SHARDS: usize = 2;
+    let config = BrokerConfig {
+        history_messages_max: 1024,
+        ..BrokerConfig::default()
+    };
+    let limits = QueueLimits {
+        bytes_max: 1 << 20,
+        frames_max: 32,
+    };
+    let topic = topic_owned_by(0, SHARDS, "P");
+    let mut network = Network::new(SHARDS, &config, limits, 5);
+    network.connect(0, 0);
+    for round in 1..=500 {
+        network.publish(0, 0, &topic, &round.to_string());
+    }
+    network.settle();
+    network.connect(1, 1);
+    network.subscribe(1, 1, &topic, Some(0));
+    let mut round = 500;
+    let mut queued_max = 0;
+    for step in 0..2_000 {
+        if step % 7 == 0 && round < 700 {
+            round += 1;
+            network.publish(0, 0, &topic, &round.to_string());
+        }
+        network.step();
+        if step % 5 == 0 {
+            network.turn(1);
+        }
+        queued_max = queued_max.max(network.shards[1].clients.clients[1].queue.len());
+        if step % 3 == 0 {
+            // The client reads one message.
+            let simulated = &mut network.shards[1];
+            if let Some(queued) = simulated.clients.dequeue(1) {
+                simulated.clients.clients[1].received.push(queued.item);
+                simulated.fanout.handle_sent(1, &mut simulated.clients);
+            }
+            network.collect(1);
+        }
+    }
+    while round < 700 {
+        round += 1;
+        network.publish(0, 0, &topic, &round.to_string());
+    }
+    for _ in 0..100 {
+        network.settle();
+        network.turn(1);
+        network.drain(1, 1);
+    }
+    assert!(queued_max <= 32 + 64 + 2, "queued at most {queued_max}");
+    assert_eq!(network.seqs(1, 1, &topic), (1..=700).collect::<Vec<_>>());
+    assert!(network.shards[0].fanout.counters().replay_pages > 1);
 }
 
 /// A network of one shard whose subscriber (slot 1) has room for `frames_max` messages, a

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 
 use super::message::Message;
-use super::owner::{OwnerError, SubscribeAnswer};
-use super::topic::TopicName;
+use super::owner::{OwnerError, ReplayPage, Since, SubscribeAnswer};
+use super::topic::{Epoch, TopicName};
 
 /// A client of some shard, named so that an answer can find it again: the generation tells a
 /// reused connection slot from the client that asked.
@@ -42,7 +42,20 @@ pub enum Command {
     Subscribe {
         topic: TopicName,
         subscriber: ClientRef,
-        since: Option<u64>,
+        since: Option<Since>,
+    },
+    /// To the owner: the next page of a replay, from seq `from` of `epoch` on.
+    ReplayMore {
+        topic: TopicName,
+        subscriber: ClientRef,
+        epoch: Epoch,
+        from: u64,
+    },
+    /// To the subscriber's shard: a page of its replay.
+    Replayed {
+        topic: TopicName,
+        subscriber: ClientRef,
+        page: ReplayPage,
     },
     /// To the owner: `shard` has no subscriber of `topic` left.
     Unsubscribe { topic: TopicName, shard: u16 },
@@ -59,6 +72,13 @@ pub enum Command {
         reply: PublishReply,
         result: Result<u64, OwnerError>,
     },
+}
+
+impl ClientRef {
+    /// One number per client, for tables keyed by client (topic creation limits).
+    pub fn key(self) -> u64 {
+        (u64::from(self.shard) << 48) | (u64::from(self.generation) << 32) | u64::from(self.slot)
+    }
 }
 
 impl Command {

@@ -54,10 +54,22 @@ pub struct BrokerConfig {
     pub history_messages_max: usize,
     /// Bytes of encoded frames kept per topic for replay. Default 256 KiB.
     pub history_bytes_max: usize,
-    /// Bytes of history one shard keeps over all its topics. Default 256 MiB. Past it, each
-    /// publish evicts its own topic's oldest messages (keeping the latest), so the topics that
-    /// publish most give up history first.
+    /// Bytes of history one shard keeps over all its topics, counting each kept message's real
+    /// memory (its buffer and bookkeeping), the newest message of every topic included. Default
+    /// 256 MiB. Past it, the oldest kept messages of any topic are evicted first; a topic may
+    /// lose even its newest message (then it offers no snapshot until it publishes again).
     pub history_shard_bytes_max: usize,
+    /// A topic with no subscribers and no publish for this long is forgotten, with its history;
+    /// if it comes back it starts a new sequence space (a new epoch). Default 10 minutes: a
+    /// quiet symbol keeps its last value well past a trading pause, and names nobody uses do
+    /// not fill the table for good.
+    pub topic_idle_ms: u64,
+    /// Topics one client may create per second (by publishing or subscribing to a new name),
+    /// after a burst of `topic_creations_burst`. Default 100 per second after 1,000: a batch of
+    /// a thousand new symbols goes through, a flood of fresh names from one client does not
+    /// fill the table for everyone else.
+    pub topic_creations_per_second: u64,
+    pub topic_creations_burst: u64,
     /// Largest JSON request a client may send over the WebSocket (a publish's whole message).
     /// Default 64 KiB. A larger request is answered with an `error` and the connection stays.
     pub request_bytes_max: usize,
@@ -102,6 +114,9 @@ impl Default for BrokerConfig {
             history_messages_max: 1024,
             history_bytes_max: 256 * 1024,
             history_shard_bytes_max: 256 * 1024 * 1024,
+            topic_idle_ms: 600_000,
+            topic_creations_per_second: 100,
+            topic_creations_burst: 1000,
             request_bytes_max: 64 * 1024,
             publish_body_bytes_max: 1024 * 1024,
             publish_batch_items_max: 1000,
@@ -140,6 +155,7 @@ impl BrokerConfig {
             ("mailbox_commands_max", self.mailbox_commands_max),
             ("outbox_commands_max", self.outbox_commands_max),
             ("outbound_shard_bytes_max", self.outbound_shard_bytes_max),
+            ("topic_creations_burst", self.topic_creations_burst as usize),
             ("demo_symbols", self.demo_symbols),
         ];
         for (name, value) in positive {

@@ -19,10 +19,10 @@ use std::collections::VecDeque;
 use super::command::{ClientRef, Command, PublishReply};
 use super::config::{BrokerConfig, SlowConsumerPolicy};
 use super::message::{Message, Reply};
-use super::owner::{OwnedTopics, OwnerError, SubscribeAnswer};
+use super::owner::{OwnedTopics, OwnerError, ReplayPage, Since, SubscribeAnswer};
 use super::request::BrokerRequest;
 use super::subscribers::{POSITION_PENDING, SubscriberTable};
-use super::topic::TopicName;
+use super::topic::{Epoch, TopicName};
 use crate::protocol::CloseCode;
 use crate::protocol::websocket::frame::FrameEncoder;
 
@@ -31,6 +31,8 @@ use crate::protocol::websocket::frame::FrameEncoder;
 const ENCODER_ARENA_BYTES: usize = 64 * 1024;
 /// Clients whose held messages one turn looks at, so that a turn stays short.
 const HOLDING_RELEASED_PER_TURN_MAX: usize = 1024;
+/// Owned topics one turn looks at for idleness.
+const EXPIRY_VISITS_PER_TURN_MAX: usize = 256;
 
 /// The bounds of one client's queue of things to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +104,14 @@ pub struct BrokerCounters {
     pub slow_consumer_drops: u64,
     pub slow_consumer_conflations: u64,
     pub slow_consumer_closes: u64,
+    /// Pages of replays served (a long replay comes in pages as the queue drains), and
+    /// replays cut short because what they asked for left history meanwhile.
+    pub replay_pages: u64,
+    pub replays_lost: u64,
+    /// Topics forgotten after `topic_idle_ms` without subscribers or publishes.
+    pub topics_expired: u64,
+    /// Topic creations refused for `topic_creations_per_second`.
+    pub topic_creations_refused: u64,
 }
 
 /// Levels a shard's broker reports.
@@ -128,6 +138,20 @@ struct Subscription {
     /// Under the conflate policy, the newest message that did not fit the queue; it replaces
     /// any older one and goes out once the queue drains.
     held: Option<Message>,
+    /// A replay still coming in pages; live messages wait behind it.
+    replay: Option<Box<Replay>>,
+}
+
+/// A replay in progress: which page comes next. It goes on until a page reaches the topic's
+/// latest message; live messages that arrive meanwhile are left out, since history holds them
+/// and a later page brings them in order (commands from the owner arrive in the order it sent
+/// them, so the last page comes before any message after it).
+#[derive(Debug)]
+struct Replay {
+    epoch: Epoch,
+    next: u64,
+    /// The next page was asked for and has not come yet.
+    requested: bool,
 }
 
 impl Subscription {
@@ -146,6 +170,8 @@ struct ClientRecord {
     held_count: u32,
     /// Listed in `Fanout::holding`.
     listed_holding: bool,
+    /// Subscriptions with a replay in progress.
+    replaying_count: u32,
 }
 
 /// The pub/sub of one shard.
@@ -162,35 +188,53 @@ pub struct Fanout {
     outgoing: VecDeque<(usize, Command)>,
     /// Clients holding conflated messages, each once (see `ClientRecord::listed_holding`).
     holding: Vec<u32>,
+    /// Clients with a replay waiting for room in their queue to ask for its next page.
+    replaying: Vec<u32>,
+    /// The shard's clock, set every turn.
+    now_ms: u64,
     counters: BrokerCounters,
 }
 
 impl Fanout {
     /// The broker of shard `shard` of `shards`, for clients in slots `0..clients_max`.
+    /// `epoch_seed` must differ from one process start to the next (and between shards), so
+    /// that sequence spaces started anew get new epochs.
     pub fn new(
         config: &BrokerConfig,
         queue_limits: QueueLimits,
         shard: usize,
         shards: usize,
         clients_max: usize,
+        epoch_seed: u64,
     ) -> Fanout {
         Fanout {
             shard,
             shards,
             config: config.clone(),
             queue_limits,
-            owned: OwnedTopics::new(config, shards),
+            owned: OwnedTopics::new(config, shards, epoch_seed),
             subscribers: SubscriberTable::default(),
             clients: (0..clients_max).map(|_| ClientRecord::default()).collect(),
             encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
             outgoing: VecDeque::new(),
             holding: Vec::new(),
+            replaying: Vec::new(),
+            now_ms: 0,
             counters: BrokerCounters::default(),
         }
     }
 
-    pub fn counters(&self) -> &BrokerCounters {
-        &self.counters
+    pub fn counters(&self) -> BrokerCounters {
+        BrokerCounters {
+            topics_expired: self.owned.topics_expired,
+            topic_creations_refused: self.owned.creations_refused,
+            ..self.counters
+        }
+    }
+
+    /// Sets the shard's clock (milliseconds since it started), once per turn.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
     }
 
     pub fn gauges(&self) -> BrokerGauges {
@@ -273,19 +317,31 @@ impl Fanout {
                 topic,
                 subscriber,
                 since,
+            } => self.answer_subscribe(topic, subscriber, since),
+            Command::ReplayMore {
+                topic,
+                subscriber,
+                epoch,
+                from,
             } => {
-                let snapshot = self.config.wants_snapshot(topic.as_str());
-                let shard = usize::from(subscriber.shard);
-                let answer = self.owned.subscribe(&topic, shard, since, snapshot);
-                let command = Command::Subscribed {
+                let page = self.owned.replay_page(&topic, epoch, from);
+                self.counters.replay_pages += 1;
+                let command = Command::Replayed {
                     topic,
                     subscriber,
-                    answer,
+                    page,
                 };
-                self.outgoing.push_back((shard, command));
+                self.outgoing
+                    .push_back((usize::from(subscriber.shard), command));
             }
+            Command::Replayed {
+                topic,
+                subscriber,
+                page,
+            } => self.handle_replayed(&topic, subscriber, page, clients),
             Command::Unsubscribe { topic, shard } => {
-                self.owned.unsubscribe(topic.as_bytes(), usize::from(shard));
+                self.owned
+                    .unsubscribe(topic.as_bytes(), usize::from(shard), self.now_ms);
             }
             Command::Deliver { message } => self.deliver(&message, clients),
             Command::Subscribed {
@@ -303,12 +359,18 @@ impl Fanout {
         if self.clients[slot as usize].held_count > 0 && !self.over_budget(clients.memory()) {
             self.release_held(slot, clients);
         }
+        if self.clients[slot as usize].replaying_count > 0 {
+            self.continue_replays(slot, clients);
+        }
     }
 
     /// Once per turn of the shard: releases held messages of clients whose queue has room,
     /// including those that have nothing queued and so hear of no send (a reader conflated
     /// while the shard was over its budget gets the latest value as soon as it is back under).
     pub fn handle_turn(&mut self, clients: &mut impl Clients) {
+        self.owned
+            .expire_idle(self.now_ms, EXPIRY_VISITS_PER_TURN_MAX);
+        self.continue_all_replays(clients);
         if self.holding.is_empty() || self.over_budget(clients.memory()) {
             return;
         }
@@ -343,7 +405,8 @@ impl Fanout {
     /// subscribers (this one included); answers the publisher when it waits for the seq or was
     /// refused.
     fn publish(&mut self, topic: &TopicName, data: &[u8], reply: Option<PublishReply>) {
-        let result = match self.owned.publish(topic, data, &mut self.encoder) {
+        let creator = reply.map(|reply| reply.client.key());
+        let result = match self.owned.publish(topic, data, creator, self.now_ms) {
             Ok(published) => {
                 self.counters.messages_published += 1;
                 let seq = published.message.seq();
@@ -370,7 +433,7 @@ impl Fanout {
         &mut self,
         slot: u32,
         topic: TopicName,
-        since: Option<u64>,
+        since: Option<Since>,
         clients: &mut impl Clients,
     ) {
         let client = &mut self.clients[slot as usize];
@@ -385,8 +448,11 @@ impl Fanout {
             // Already subscribed: say so again with the seq it stands at (a replay would
             // duplicate what the client already got).
             Some((index, false)) => {
-                let seq = self.subscribers.last_seq(index);
-                let reply = Reply::subscribed(&mut self.encoder, &topic, seq);
+                let (seq, epoch) = (
+                    self.subscribers.last_seq(index),
+                    self.subscribers.epoch(index),
+                );
+                let reply = Reply::subscribed(&mut self.encoder, &topic, seq, epoch);
                 clients.reply(slot, &reply);
             }
             Some((_, true)) => {} // The answer is on its way.
@@ -402,6 +468,7 @@ impl Fanout {
                     topic: index,
                     position: POSITION_PENDING,
                     held: None,
+                    replay: None,
                 });
                 let subscriber = self.client_ref(slot);
                 let command = Command::Subscribe {
@@ -436,6 +503,9 @@ impl Fanout {
         let subscription = client.subscriptions.swap_remove(at);
         if subscription.held.is_some() {
             client.held_count -= 1;
+        }
+        if subscription.replay.is_some() {
+            client.replaying_count -= 1;
         }
         if !subscription.is_pending() {
             let moved = self.subscribers.deactivate(index, subscription.position);
@@ -502,7 +572,8 @@ impl Fanout {
     }
 
     /// Puts a client among a topic's subscribers and queues `subscribed`, then `reset` or the
-    /// replay. Replayed messages are queued whatever the queue holds: history bounds them.
+    /// first page of the replay. Further pages are asked for as the client's queue drains;
+    /// live messages that arrive meanwhile wait behind the replay.
     fn activate(
         &mut self,
         slot: u32,
@@ -512,20 +583,144 @@ impl Fanout {
         answer: SubscribeAnswer,
         clients: &mut impl Clients,
     ) {
-        let position = self.subscribers.activate(index, slot, answer.latest);
-        self.clients[slot as usize].subscriptions[at].position = position;
-        let reply = Reply::subscribed(&mut self.encoder, topic, answer.latest);
+        let position = self
+            .subscribers
+            .activate(index, slot, answer.latest, answer.epoch);
+        let reply = Reply::subscribed(&mut self.encoder, topic, answer.latest, answer.epoch);
         clients.reply(slot, &reply);
         if answer.reset {
             self.counters.resets += 1;
-            let reply = Reply::reset(&mut self.encoder, topic, answer.latest);
+            let reply = Reply::reset(&mut self.encoder, topic, answer.latest, answer.epoch);
             clients.reply(slot, &reply);
         } else if !answer.messages.is_empty() {
             self.counters.replays += 1;
-            self.counters.replayed_messages += answer.messages.len() as u64;
         }
+        self.counters.replayed_messages += answer.messages.len() as u64;
         for message in &answer.messages {
             clients.push(slot, message);
+        }
+        let client = &mut self.clients[slot as usize];
+        let subscription = &mut client.subscriptions[at];
+        subscription.position = position;
+        if let Some(next) = answer.replay_next {
+            subscription.replay = Some(Box::new(Replay {
+                epoch: answer.epoch,
+                next,
+                requested: false,
+            }));
+            client.replaying_count += 1;
+            self.replaying.push(slot);
+            self.continue_replays(slot, clients);
+        }
+    }
+
+    /// As the topic's owner: answers a subscription (creating the topic if it is new, within
+    /// the subscriber's creation allowance).
+    fn answer_subscribe(&mut self, topic: TopicName, subscriber: ClientRef, since: Option<Since>) {
+        let snapshot = self.config.wants_snapshot(topic.as_str());
+        let shard = usize::from(subscriber.shard);
+        let creator = Some(subscriber.key());
+        let answer = self
+            .owned
+            .subscribe(&topic, shard, since, snapshot, creator, self.now_ms);
+        let command = Command::Subscribed {
+            topic,
+            subscriber,
+            answer,
+        };
+        self.outgoing.push_back((shard, command));
+    }
+
+    /// Asks for the next page of each of `slot`'s replays that waits, once its queue is below
+    /// half its limits.
+    fn continue_replays(&mut self, slot: u32, clients: &mut impl Clients) {
+        if !clients.takes_messages(slot) || !clients.is_within(slot, self.queue_limits.half()) {
+            return;
+        }
+        let subscriber = self.client_ref(slot);
+        for subscription in &mut self.clients[slot as usize].subscriptions {
+            let Some(replay) = subscription.replay.as_mut() else {
+                continue;
+            };
+            if replay.requested {
+                continue;
+            }
+            replay.requested = true;
+            let topic = self.subscribers.name(subscription.topic).clone();
+            let owner = topic.owner(self.shards);
+            let command = Command::ReplayMore {
+                topic,
+                subscriber,
+                epoch: replay.epoch,
+                from: replay.next,
+            };
+            self.outgoing.push_back((owner, command));
+        }
+    }
+
+    /// Once per turn: asks for the next pages of replays whose clients' queues drained without
+    /// a send to tell of it, and drops clients done replaying from the list.
+    fn continue_all_replays(&mut self, clients: &mut impl Clients) {
+        let mut index = 0;
+        while index < self.replaying.len() {
+            let slot = self.replaying[index];
+            let client = &self.clients[slot as usize];
+            if client.open && client.replaying_count > 0 {
+                self.continue_replays(slot, clients);
+                index += 1;
+            } else {
+                self.replaying.swap_remove(index);
+            }
+        }
+    }
+
+    /// A page of a replay came: it is queued; the replay ends when the page reaches the topic's
+    /// latest (or what it asked for was lost: `reset` and the latest as a snapshot), and the
+    /// live messages after it follow as they come.
+    fn handle_replayed(
+        &mut self,
+        topic: &TopicName,
+        subscriber: ClientRef,
+        page: ReplayPage,
+        clients: &mut impl Clients,
+    ) {
+        let slot = subscriber.slot;
+        let Some(index) = self.subscribers.find(topic.as_bytes()) else {
+            return;
+        };
+        let client = &mut self.clients[slot as usize];
+        if !client.open || client.generation != subscriber.generation {
+            return;
+        }
+        let Some(subscription) = client
+            .subscriptions
+            .iter_mut()
+            .find(|subscription| subscription.topic == index && subscription.replay.is_some())
+        else {
+            return; // Unsubscribed meanwhile.
+        };
+        let replay = subscription.replay.as_mut().expect("found with a replay");
+        replay.requested = false;
+        let epoch = replay.epoch;
+        match page.next {
+            Some(next) if !page.lost => replay.next = next,
+            _ => {
+                subscription.replay = None;
+                client.replaying_count -= 1;
+            }
+        }
+        if page.lost {
+            self.counters.replays_lost += 1;
+            let reply = Reply::reset(&mut self.encoder, topic, page.latest, epoch);
+            clients.reply(slot, &reply);
+        } else {
+            self.counters.replayed_messages += page.messages.len() as u64;
+        }
+        for message in &page.messages {
+            clients.push(slot, message);
+        }
+        if self.clients[slot as usize].replaying_count > 0 {
+            self.continue_replays(slot, clients);
         }
     }
 
@@ -620,6 +815,9 @@ impl Delivery<'_> {
         if !clients.takes_messages(slot) {
             return;
         }
+        if client.replaying_count > 0 && self.behind_replay(client) {
+            return;
+        }
         // While an older message of the topic waits conflated, a newer one replaces it rather
         // than overtaking it in the queue, unless there is room again (a queue that drained
         // with no send left to complete releases its held messages here).
@@ -649,6 +847,15 @@ impl Delivery<'_> {
                 clients.close(slot, CloseCode::POLICY_VIOLATION, "slow consumer");
             }
         }
+    }
+
+    /// Whether a replay of the topic is still coming for this client: then the message is left
+    /// out, since a later page of the replay brings it, in order.
+    fn behind_replay(&self, client: &ClientRecord) -> bool {
+        client
+            .subscriptions
+            .iter()
+            .any(|subscription| subscription.topic == self.topic && subscription.replay.is_some())
     }
 
     /// Keeps the message as the newest undelivered one of its topic for this client; a message

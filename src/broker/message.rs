@@ -13,14 +13,18 @@
 
 use bytes::Bytes;
 
-use super::topic::{TOPIC_BYTES_LIMIT, TopicName};
+use super::topic::{Epoch, TOPIC_BYTES_LIMIT, TopicName};
 use crate::protocol::decimal::decimal;
-use crate::protocol::websocket::frame::{FrameEncoder, OpCode};
+use crate::protocol::websocket::frame::{FrameEncoder, HEAD_BYTES_MAX, OpCode, text_frame_head};
 
 /// Bytes of the message's own header: the seq (8, little-endian) and the topic's length (2).
 const MESSAGE_HEADER_BYTES: usize = 10;
 
 const _: () = assert!(TOPIC_BYTES_LIMIT <= u16::MAX as usize);
+
+/// What one message's allocations cost beyond its bytes: the shared buffer's header (made on its
+/// first clone, 32 bytes) and the allocator's rounding of two allocations (up to 16 each).
+const MESSAGE_ALLOCATION_OVERHEAD_BYTES: usize = 64;
 
 /// Message `seq` of a topic: the owner numbered it, and every subscriber of the topic gets this
 /// same buffer. Cloning shares it (one reference count). The layout is
@@ -31,28 +35,38 @@ const _: () = assert!(TOPIC_BYTES_LIMIT <= u16::MAX as usize);
 pub struct Message(Bytes);
 
 impl Message {
-    /// Encodes message `seq` of `topic` with `data` (one JSON value, verbatim).
-    pub fn encode(encoder: &mut FrameEncoder, topic: &TopicName, seq: u64, data: &[u8]) -> Message {
+    /// Encodes message `seq` of `topic` with `data` (one JSON value, verbatim), in a buffer of
+    /// its own. A message may be kept long (history, a stalled queue): sharing an arena chunk
+    /// with short-lived frames would let one old message pin a whole chunk, so that what
+    /// history and queues count would not be what they hold.
+    pub fn new(topic: &TopicName, seq: u64, data: &[u8]) -> Message {
         let mut digits = [0u8; 20];
         let seq_text = decimal(seq, &mut digits);
         let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
         let topic_text = escape_topic(topic.as_str(), &mut escaped);
-        let header_seq = seq.to_le_bytes();
-        let header_topic_bytes = (topic.as_bytes().len() as u16).to_le_bytes();
-        let bytes = encoder.encode_parts_after(
-            &[&header_seq, &header_topic_bytes, topic.as_bytes()],
-            OpCode::Text,
-            &[
-                b"{\"topic\":\"",
-                topic_text,
-                b"\",\"seq\":",
-                seq_text,
-                b",\"data\":",
-                data,
-                b"}",
-            ],
-        );
-        Message(bytes)
+        let body: [&[u8]; 7] = [
+            b"{\"topic\":\"",
+            topic_text,
+            b"\",\"seq\":",
+            seq_text,
+            b",\"data\":",
+            data,
+            b"}",
+        ];
+        let body_bytes: usize = body.iter().map(|part| part.len()).sum();
+        let mut head = [0u8; HEAD_BYTES_MAX];
+        let head_bytes = text_frame_head(body_bytes, &mut head);
+        let name = topic.as_bytes();
+        let mut buffer =
+            Vec::with_capacity(MESSAGE_HEADER_BYTES + name.len() + head_bytes + body_bytes);
+        buffer.extend_from_slice(&seq.to_le_bytes());
+        buffer.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        buffer.extend_from_slice(name);
+        buffer.extend_from_slice(&head[..head_bytes]);
+        for part in body {
+            buffer.extend_from_slice(part);
+        }
+        Message(Bytes::from(buffer))
     }
 
     pub fn seq(&self) -> u64 {
@@ -83,9 +97,15 @@ impl Message {
         self.0.as_ptr() == other.0.as_ptr() && self.0.len() == other.0.len()
     }
 
-    /// The bytes this message holds (header, head and body): what keeping it costs.
+    /// The bytes this message holds (header, head and body).
     pub fn encoded_bytes(&self) -> usize {
         self.0.len()
+    }
+
+    /// What keeping this message costs in memory: its buffer and the allocations around it
+    /// (the shared buffer's header, the allocator's rounding).
+    pub fn memory_bytes(&self) -> usize {
+        self.0.len() + MESSAGE_ALLOCATION_OVERHEAD_BYTES
     }
 
     fn frame_start(&self) -> usize {
@@ -142,15 +162,22 @@ impl Reply {
         &self.frame[websocket_head_bytes(&self.frame)..]
     }
 
-    /// `{"op":"subscribed","topic":…,"seq":…}`: the subscription took effect after message `seq`.
-    pub fn subscribed(encoder: &mut FrameEncoder, topic: &TopicName, seq: u64) -> Reply {
-        Reply::topic_op(encoder, ReplyKind::Subscribed, topic, seq)
+    /// `{"op":"subscribed","topic":…,"seq":…,"epoch":…}`: the subscription took effect after
+    /// message `seq` of the topic's sequence space `epoch`.
+    pub fn subscribed(
+        encoder: &mut FrameEncoder,
+        topic: &TopicName,
+        seq: u64,
+        epoch: Epoch,
+    ) -> Reply {
+        Reply::topic_op(encoder, ReplyKind::Subscribed, topic, seq, epoch)
     }
 
-    /// `{"op":"reset","topic":…,"seq":…}`: the replay asked for is no longer in history; `seq` is
-    /// the latest (its message follows as a snapshot when there is one).
-    pub fn reset(encoder: &mut FrameEncoder, topic: &TopicName, seq: u64) -> Reply {
-        Reply::topic_op(encoder, ReplyKind::Reset, topic, seq)
+    /// `{"op":"reset","topic":…,"seq":…,"epoch":…}`: the replay asked for is not in history (or
+    /// `since` is of another epoch): live messages continue after `seq`, the latest, whose
+    /// message follows as a snapshot when there is one.
+    pub fn reset(encoder: &mut FrameEncoder, topic: &TopicName, seq: u64, epoch: Epoch) -> Reply {
+        Reply::topic_op(encoder, ReplyKind::Reset, topic, seq, epoch)
     }
 
     /// `{"op":"unsubscribed","topic":…}`.
@@ -205,11 +232,19 @@ impl Reply {
         }
     }
 
-    fn topic_op(encoder: &mut FrameEncoder, kind: ReplyKind, topic: &TopicName, seq: u64) -> Reply {
+    fn topic_op(
+        encoder: &mut FrameEncoder,
+        kind: ReplyKind,
+        topic: &TopicName,
+        seq: u64,
+        epoch: Epoch,
+    ) -> Reply {
         let mut digits = [0u8; 20];
         let seq_text = decimal(seq, &mut digits);
         let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
         let topic_text = escape_topic(topic.as_str(), &mut escaped);
+        let mut epoch_text = [0u8; 16];
+        let epoch_text = epoch.text(&mut epoch_text);
         let frame = encoder.encode_parts(
             OpCode::Text,
             &[
@@ -219,7 +254,9 @@ impl Reply {
                 topic_text,
                 b"\",\"seq\":",
                 seq_text,
-                b"}",
+                b",\"epoch\":\"",
+                epoch_text.as_bytes(),
+                b"\"}",
             ],
         );
         Reply { kind, frame }
@@ -279,8 +316,7 @@ mod tests {
     /// and as a bare body, and carries its seq and topic.
     #[test]
     fn message_frame_and_body() {
-        let mut encoder = FrameEncoder::new(1024);
-        let message = Message::encode(&mut encoder, &topic("AAPL"), 42, br#"{"px":191.2}"#);
+        let message = Message::new(&topic("AAPL"), 42, br#"{"px":191.2}"#);
         let expected = br#"{"topic":"AAPL","seq":42,"data":{"px":191.2}}"#;
         assert_eq!(
             message.websocket_frame(),
@@ -294,10 +330,9 @@ mod tests {
     /// body.
     #[test]
     fn long_bodies_split_from_their_heads() {
-        let mut encoder = FrameEncoder::new(1024);
         for data_bytes in [200, 70_000] {
             let data = format!("\"{}\"", "x".repeat(data_bytes));
-            let message = Message::encode(&mut encoder, &topic("A"), 1, data.as_bytes());
+            let message = Message::new(&topic("A"), 1, data.as_bytes());
             let value: serde_json::Value = serde_json::from_slice(message.body()).unwrap();
             assert_eq!(value["data"].as_str().unwrap().len(), data_bytes);
             assert_eq!(payload_of(&message.websocket_frame()), value);
@@ -308,16 +343,16 @@ mod tests {
     #[test]
     fn escaping_and_large_seq() {
         let mut encoder = FrameEncoder::new(64);
-        let message = Message::encode(&mut encoder, &topic(r#"a"b\c"#), u64::MAX, b"[1,2]");
+        let message = Message::new(&topic(r#"a"b\c"#), u64::MAX, b"[1,2]");
         let value = payload_of(&message.websocket_frame());
         assert_eq!(value["topic"], r#"a"b\c"#);
         assert_eq!(value["seq"], u64::MAX);
         assert_eq!(value["data"], serde_json::json!([1, 2]));
         assert_eq!(message.seq(), u64::MAX);
-        let reply = Reply::subscribed(&mut encoder, &topic(r#"x"y"#), 0);
+        let reply = Reply::subscribed(&mut encoder, &topic(r#"x"y"#), 0, Epoch(0xab));
         assert_eq!(
             payload_of(reply.websocket_frame()),
-            serde_json::json!({"op":"subscribed","topic":"x\"y","seq":0})
+            serde_json::json!({"op":"subscribed","topic":"x\"y","seq":0,"epoch":"00000000000000ab"})
         );
     }
 
@@ -327,8 +362,8 @@ mod tests {
         let mut encoder = FrameEncoder::new(64);
         let cases = [
             (
-                Reply::reset(&mut encoder, &topic("MSFT"), 57),
-                serde_json::json!({"op":"reset","topic":"MSFT","seq":57}),
+                Reply::reset(&mut encoder, &topic("MSFT"), 57, Epoch(u64::MAX)),
+                serde_json::json!({"op":"reset","topic":"MSFT","seq":57,"epoch":"ffffffffffffffff"}),
             ),
             (
                 Reply::error(&mut encoder, "malformed JSON"),

@@ -1,16 +1,34 @@
-//! The topics a shard owns: their sequence numbers, history and subscribing shards.
+//! The topics a shard owns: their sequence numbers and epochs, history and subscribing shards.
 //!
 //! Every message of a topic passes through its owner, which numbers it (1, 2, 3, … with no
 //! gaps), encodes it once as a [`Message`], keeps it in a bounded history, and names the shards
-//! to forward it to. A subscription is answered here with the latest seq and what to replay, so the
-//! subscriber's shard can join the live stream exactly after it.
+//! to forward it to. A subscription is answered here with the latest seq, the topic's epoch and
+//! the first page of what to replay, so the subscriber's shard can join the live stream exactly
+//! after it; further pages are asked for as the subscriber's queue drains.
+//!
+//! Everything here is bounded: topics per shard (and their creation, per client, by a token
+//! bucket), history per topic by count and bytes, history per shard by bytes counting every
+//! kept message's real memory (the newest message of each topic included: past the shard's
+//! budget the oldest messages of any topic go first), and topics nobody uses are forgotten
+//! after `topic_idle_ms` (a topic created again gets a new epoch).
 
 use std::collections::{HashMap, VecDeque};
 
 use super::config::BrokerConfig;
 use super::message::Message;
-use super::topic::TopicName;
-use crate::protocol::websocket::frame::FrameEncoder;
+use super::topic::{Epoch, EpochSource, TopicName};
+
+/// Messages in one page of a replay: a subscriber's shard asks for the next page once its
+/// queue has room, so a replay never floods a queue.
+pub const REPLAY_PAGE_MESSAGES_MAX: usize = 64;
+/// Bytes in one page of a replay (a page holds at least one message).
+pub const REPLAY_PAGE_BYTES_MAX: usize = 64 * 1024;
+/// What keeping a message in history costs beyond the message itself: its entry in the topic's
+/// history (32 bytes) and in the shard's eviction order (48 bytes).
+const HISTORY_ENTRY_OVERHEAD_BYTES: usize = 80;
+/// Clients whose topic creations one shard tracks at once. Buckets that refilled are dropped
+/// when the table is full; beyond it a new client cannot create topics until some refill.
+const CREATION_CLIENTS_TRACKED_MAX: usize = 4096;
 
 /// The shards with subscribers of one topic, one bit each.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,19 +71,31 @@ impl ShardSet {
     }
 }
 
+/// Where a client stands in a topic: the last seq it has, and in which epoch (absent for a
+/// bare seq, which is then trusted to be of the current epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Since {
+    pub seq: u64,
+    pub epoch: Option<Epoch>,
+}
+
 /// One owned topic.
 #[derive(Debug)]
 struct OwnedTopic {
     /// The name, shared with every command about the topic.
     name: TopicName,
+    epoch: Epoch,
     /// The seq of the latest message; 0 before the first.
     seq: u64,
-    /// The latest messages, oldest first (each knows its seq).
+    /// The latest messages, oldest first (each knows its seq). The newest is kept even when
+    /// history is off, for snapshots and resets.
     history: VecDeque<Message>,
+    /// The memory `history` holds.
     history_bytes: usize,
-    /// The latest message, kept for snapshots even when history is off.
-    last: Option<Message>,
     subscriber_shards: ShardSet,
+    /// The last publish, subscription change or creation: a topic idle for `topic_idle_ms`
+    /// with no subscribers is forgotten.
+    active_ms: u64,
 }
 
 /// A message just numbered.
@@ -77,28 +107,107 @@ pub struct Published<'a> {
 }
 
 /// The owner's answer to a subscription.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscribeAnswer {
     /// The topic's latest seq: live messages continue from the next.
     pub latest: u64,
-    /// The replay asked for is not in history (or `since` is ahead of the topic).
+    pub epoch: Epoch,
+    /// The replay asked for is not in history, or `since` is of another epoch or ahead of the
+    /// topic: the latest message follows as a snapshot, if the topic has one.
     pub reset: bool,
-    /// Messages to send after `subscribed`: the replay, or the snapshot.
+    /// Messages to send after `subscribed`: the first page of the replay, or the snapshot.
     pub messages: Vec<Message>,
+    /// The seq of the replay's next page, when this page did not reach `latest`.
+    pub replay_next: Option<u64>,
+}
+
+/// A further page of a replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayPage {
+    /// The page; when `lost`, the latest message as a snapshot instead (if there is one).
+    pub messages: Vec<Message>,
+    /// The seq of the next page, if the replay has not reached the topic's latest.
+    pub next: Option<u64>,
+    /// The seqs asked for left history (or the topic was forgotten, or started anew) while the
+    /// replay went on: the replay ends with a reset at `latest`.
+    pub lost: bool,
+    /// The topic's latest seq when the page was made.
+    pub latest: u64,
 }
 
 /// Why the owner refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerError {
     TooManyTopics,
+    /// The client created topics faster than `topic_creations_per_second` allows.
+    CreationRateExceeded,
 }
 
 impl OwnerError {
     pub fn reason(self) -> &'static str {
         match self {
             OwnerError::TooManyTopics => "the shard owning this topic has topics_per_shard_max",
+            OwnerError::CreationRateExceeded => {
+                "topics created faster than topic_creations_per_second"
+            }
         }
     }
+}
+
+/// A client's allowance of topic creations: `burst` at once, refilled at `per_second`.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    /// Thousandths of a creation, so that refills are exact in integers.
+    tokens_milli: u64,
+    refilled_ms: u64,
+}
+
+/// Per-client token buckets for topic creation, so that one client cannot fill a shard's
+/// topic table and deny new topics to everyone else.
+#[derive(Debug)]
+struct CreationLimiter {
+    buckets: HashMap<u64, Bucket>,
+    per_second: u64,
+    burst: u64,
+}
+
+impl CreationLimiter {
+    /// Takes `count` creations from `client`'s bucket (all or none). A creation by no client
+    /// (the server's own feed) is always allowed.
+    fn take(&mut self, client: Option<u64>, count: u64, now_ms: u64) -> bool {
+        let Some(client) = client else {
+            return true;
+        };
+        let full_milli = self.burst * 1000;
+        if !self.buckets.contains_key(&client) && self.buckets.len() >= CREATION_CLIENTS_TRACKED_MAX
+        {
+            let (per_second, burst) = (self.per_second, self.burst);
+            self.buckets.retain(|_, bucket| {
+                refill(bucket, per_second, burst, now_ms);
+                bucket.tokens_milli < full_milli
+            });
+            if self.buckets.len() >= CREATION_CLIENTS_TRACKED_MAX {
+                return false;
+            }
+        }
+        let bucket = self.buckets.entry(client).or_insert(Bucket {
+            tokens_milli: full_milli,
+            refilled_ms: now_ms,
+        });
+        refill(bucket, self.per_second, self.burst, now_ms);
+        let wanted = count * 1000;
+        if bucket.tokens_milli < wanted {
+            return false;
+        }
+        bucket.tokens_milli -= wanted;
+        true
+    }
+}
+
+fn refill(bucket: &mut Bucket, per_second: u64, burst: u64, now_ms: u64) {
+    let elapsed_ms = now_ms.saturating_sub(bucket.refilled_ms);
+    bucket.tokens_milli = (bucket.tokens_milli + elapsed_ms * per_second).min(burst * 1000);
+    bucket.refilled_ms = now_ms;
 }
 
 /// Every topic one shard owns.
@@ -108,23 +217,52 @@ pub struct OwnedTopics {
     topics: Vec<OwnedTopic>,
     shards: usize,
     topics_max: usize,
-    history_messages_max: usize,
+    /// Messages kept per topic: at least the newest, even with `history_messages_max` 0.
+    history_kept_max: usize,
+    replay: bool,
     history_bytes_max: usize,
     history_shard_bytes_max: usize,
+    topic_idle_ms: u64,
     history_bytes_total: usize,
+    /// Every kept message, oldest first: the order the shard's budget evicts in. Entries of
+    /// messages a topic already evicted (or of forgotten topics) are skipped, and compacted
+    /// away when they outnumber the kept ones.
+    eviction_order: VecDeque<(TopicName, Epoch, u64)>,
+    kept_count: usize,
+    epochs: EpochSource,
+    creations: CreationLimiter,
+    /// Where the last sweep for idle topics stopped.
+    expiry_cursor: usize,
+    /// Topics forgotten for being idle, and creations refused for rate (for the counters).
+    pub topics_expired: u64,
+    pub creations_refused: u64,
 }
 
 impl OwnedTopics {
-    pub fn new(config: &BrokerConfig, shards: usize) -> OwnedTopics {
+    /// The topics of one shard among `shards`; `epoch_seed` differs per process start.
+    pub fn new(config: &BrokerConfig, shards: usize, epoch_seed: u64) -> OwnedTopics {
         OwnedTopics {
             index: HashMap::new(),
             topics: Vec::new(),
             shards,
             topics_max: config.topics_per_shard_max,
-            history_messages_max: config.history_messages_max,
+            history_kept_max: config.history_messages_max.max(1),
+            replay: config.history_messages_max > 0,
             history_bytes_max: config.history_bytes_max,
             history_shard_bytes_max: config.history_shard_bytes_max,
+            topic_idle_ms: config.topic_idle_ms,
             history_bytes_total: 0,
+            eviction_order: VecDeque::new(),
+            kept_count: 0,
+            epochs: EpochSource::new(epoch_seed),
+            creations: CreationLimiter {
+                buckets: HashMap::new(),
+                per_second: config.topic_creations_per_second,
+                burst: config.topic_creations_burst,
+            },
+            expiry_cursor: 0,
+            topics_expired: 0,
+            creations_refused: 0,
         }
     }
 
@@ -132,318 +270,327 @@ impl OwnedTopics {
         self.topics.len()
     }
 
+    /// The memory history holds over all topics (messages and their entries).
     pub fn history_bytes(&self) -> usize {
         self.history_bytes_total
     }
 
-    /// Numbers a message of `topic`, encodes it and keeps it in history.
+    /// Numbers a message of `topic` (creating the topic for `creator` if it is new), keeps it
+    /// in history, and names the shards to deliver it to.
     pub fn publish(
         &mut self,
         topic: &TopicName,
         data: &[u8],
-        encoder: &mut FrameEncoder,
+        creator: Option<u64>,
+        now_ms: u64,
     ) -> Result<Published<'_>, OwnerError> {
-        let index = self.find_or_create(topic)?;
-        let topic = &mut self.topics[index];
-        topic.seq += 1;
-        let message = Message::encode(encoder, &topic.name, topic.seq, data);
-        topic.last = Some(message.clone());
-        if self.history_messages_max > 0 {
-            let message_bytes = message.encoded_bytes();
-            topic.history.push_back(message.clone());
-            topic.history_bytes += message_bytes;
-            self.history_bytes_total += message_bytes;
-            // Over the shard's budget, the topic being published pays: the busiest topics
-            // hold the most history, and evicting here costs no search.
-            while topic.history.len() > self.history_messages_max
-                || (topic.history_bytes > self.history_bytes_max && topic.history.len() > 1)
-                || (self.history_bytes_total > self.history_shard_bytes_max
-                    && topic.history.len() > 1)
-            {
-                let evicted = topic.history.pop_front().expect("length checked");
-                topic.history_bytes -= evicted.encoded_bytes();
-                self.history_bytes_total -= evicted.encoded_bytes();
-            }
-        }
+        let index = self.find_or_create(topic, creator, now_ms)?;
+        let owned = &mut self.topics[index];
+        owned.seq += 1;
+        owned.active_ms = now_ms;
+        let message = Message::new(&owned.name, owned.seq, data);
+        self.keep(index, message.clone());
         Ok(Published {
             message,
-            subscriber_shards: &topic.subscriber_shards,
+            subscriber_shards: &self.topics[index].subscriber_shards,
         })
     }
 
     /// Registers `shard` as subscribing to `topic` and says where its new subscriber starts:
-    /// after `since` when history still has `since + 1`, otherwise at the latest message.
+    /// after `since` when history still has `since + 1` (first page now, more on request),
+    /// otherwise at the latest message.
     pub fn subscribe(
         &mut self,
         topic: &TopicName,
         shard: usize,
-        since: Option<u64>,
+        since: Option<Since>,
         snapshot: bool,
+        creator: Option<u64>,
+        now_ms: u64,
     ) -> Result<SubscribeAnswer, OwnerError> {
-        let index = self.find_or_create(topic)?;
-        let topic = &mut self.topics[index];
-        topic.subscriber_shards.insert(shard);
-        let latest = topic.seq;
-        let latest_message = || topic.last.iter().cloned().collect::<Vec<_>>();
+        let index = self.find_or_create(topic, creator, now_ms)?;
+        let owned = &mut self.topics[index];
+        owned.subscriber_shards.insert(shard);
+        owned.active_ms = now_ms;
+        let owned = &self.topics[index];
+        let answer = SubscribeAnswer {
+            latest: owned.seq,
+            epoch: owned.epoch,
+            reset: false,
+            messages: Vec::new(),
+            replay_next: None,
+        };
+        let newest = || owned.history.back().cloned().into_iter().collect();
         let answer = match since {
             None if snapshot => SubscribeAnswer {
-                latest,
-                reset: false,
-                messages: latest_message(),
+                messages: newest(),
+                ..answer
             },
-            None => SubscribeAnswer {
-                latest,
-                ..SubscribeAnswer::default()
-            },
-            Some(since) if since == latest => SubscribeAnswer {
-                latest,
-                ..SubscribeAnswer::default()
-            },
-            Some(since) if since < latest && Self::in_history(topic, since + 1) => {
-                let skip = (since + 1 - topic.history[0].seq()) as usize;
+            None => answer,
+            Some(since) if since.epoch.is_some_and(|epoch| epoch != owned.epoch) => {
                 SubscribeAnswer {
-                    latest,
-                    reset: false,
-                    messages: topic.history.iter().skip(skip).cloned().collect(),
+                    reset: true,
+                    messages: newest(),
+                    ..answer
+                }
+            }
+            Some(since) if since.seq == owned.seq => answer,
+            Some(since) if since.seq < owned.seq && self.in_history(owned, since.seq + 1) => {
+                let page = self.page(owned, since.seq + 1, owned.seq);
+                SubscribeAnswer {
+                    messages: page.messages,
+                    replay_next: page.next,
+                    ..answer
                 }
             }
             Some(_) => SubscribeAnswer {
-                latest,
                 reset: true,
-                messages: latest_message(),
+                messages: newest(),
+                ..answer
             },
         };
         Ok(answer)
     }
 
-    fn in_history(topic: &OwnedTopic, seq: u64) -> bool {
-        topic
-            .history
-            .front()
-            .is_some_and(|first| first.seq() <= seq)
+    /// The page of `topic`'s replay from `from` up to its latest message, or `lost` when
+    /// history no longer has `from` (or the topic was forgotten, or started anew). A replay
+    /// goes on until it reaches the latest: what is published meanwhile comes through it.
+    pub fn replay_page(&self, topic: &TopicName, epoch: Epoch, from: u64) -> ReplayPage {
+        let Some(&index) = self.index.get(topic) else {
+            return ReplayPage {
+                messages: Vec::new(),
+                next: None,
+                lost: true,
+                latest: 0,
+            };
+        };
+        let owned = &self.topics[index as usize];
+        if owned.epoch != epoch || !self.in_history(owned, from) {
+            return ReplayPage {
+                messages: owned.history.back().cloned().into_iter().collect(),
+                next: None,
+                lost: true,
+                latest: owned.seq,
+            };
+        }
+        self.page(owned, from, owned.seq)
+    }
+
+    /// Creates every topic of a batch that does not exist yet, all or none: a batch admitted
+    /// here cannot be refused afterwards for a topic.
+    pub fn prepare(
+        &mut self,
+        topics: &[TopicName],
+        creator: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), OwnerError> {
+        let mut missing: Vec<&TopicName> = Vec::new();
+        for topic in topics {
+            if !self.index.contains_key(topic) && !missing.contains(&topic) {
+                missing.push(topic);
+            }
+        }
+        if self.topics.len() + missing.len() > self.topics_max {
+            return Err(OwnerError::TooManyTopics);
+        }
+        if !self.creations.take(creator, missing.len() as u64, now_ms) {
+            self.creations_refused += 1;
+            return Err(OwnerError::CreationRateExceeded);
+        }
+        for topic in missing {
+            self.create(topic, now_ms);
+        }
+        for topic in topics {
+            if let Some(&index) = self.index.get(topic) {
+                self.topics[index as usize].active_ms = now_ms;
+            }
+        }
+        Ok(())
     }
 
     /// `shard` has no subscribers of `topic` any more. A topic that never had a message and has
     /// no subscribers left is forgotten (a subscription to a mistyped name leaves nothing).
-    pub fn unsubscribe(&mut self, topic: &[u8], shard: usize) {
+    pub fn unsubscribe(&mut self, topic: &[u8], shard: usize, now_ms: u64) {
         let Some(&index) = self.index.get(topic) else {
             return;
         };
         let owned = &mut self.topics[index as usize];
         owned.subscriber_shards.remove(shard);
+        owned.active_ms = now_ms;
         if owned.seq == 0 && owned.subscriber_shards.is_empty() {
             self.remove(index as usize);
         }
     }
 
+    /// Forgets topics with no subscribers and no activity for `topic_idle_ms`, looking at no
+    /// more than `visits_max` topics (round robin, so that every topic is looked at in turn).
+    pub fn expire_idle(&mut self, now_ms: u64, visits_max: usize) {
+        for _ in 0..visits_max.min(self.topics.len()) {
+            if self.expiry_cursor >= self.topics.len() {
+                self.expiry_cursor = 0;
+            }
+            let owned = &self.topics[self.expiry_cursor];
+            let idle = owned.subscriber_shards.is_empty()
+                && now_ms.saturating_sub(owned.active_ms) >= self.topic_idle_ms;
+            if idle {
+                self.topics_expired += 1;
+                self.remove(self.expiry_cursor);
+            } else {
+                self.expiry_cursor += 1;
+            }
+        }
+    }
+
+    fn in_history(&self, owned: &OwnedTopic, seq: u64) -> bool {
+        self.replay
+            && owned
+                .history
+                .front()
+                .is_some_and(|first| first.seq() <= seq && seq <= owned.seq)
+    }
+
+    /// Messages `from..=until` of a topic that holds `from`, at most one page of them.
+    fn page(&self, owned: &OwnedTopic, from: u64, until: u64) -> ReplayPage {
+        let skip = (from - owned.history[0].seq()) as usize;
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        for message in owned.history.iter().skip(skip) {
+            let full = messages.len() == REPLAY_PAGE_MESSAGES_MAX
+                || (!messages.is_empty()
+                    && bytes + message.encoded_bytes() > REPLAY_PAGE_BYTES_MAX);
+            if message.seq() > until || full {
+                break;
+            }
+            bytes += message.encoded_bytes();
+            messages.push(message.clone());
+        }
+        let last = messages.last().map_or(from - 1, Message::seq);
+        ReplayPage {
+            messages,
+            next: (last < until).then_some(last + 1),
+            lost: false,
+            latest: owned.seq,
+        }
+    }
+
+    /// Keeps `message` as the newest of topic `index`, then evicts: the topic's oldest past its
+    /// own limits (keeping the newest), then the shard's oldest of any topic past the shard's.
+    fn keep(&mut self, index: usize, message: Message) {
+        let cost = message.memory_bytes() + HISTORY_ENTRY_OVERHEAD_BYTES;
+        let owned = &mut self.topics[index];
+        self.eviction_order
+            .push_back((owned.name.clone(), owned.epoch, message.seq()));
+        owned.history.push_back(message);
+        owned.history_bytes += cost;
+        self.history_bytes_total += cost;
+        self.kept_count += 1;
+        loop {
+            let owned = &self.topics[index];
+            let over = owned.history.len() > self.history_kept_max
+                || (owned.history_bytes > self.history_bytes_max && owned.history.len() > 1);
+            if !over {
+                break;
+            }
+            self.evict_oldest_of(index);
+        }
+        // The message just kept is the last in the order: it alone is never evicted here.
+        while self.history_bytes_total > self.history_shard_bytes_max && self.evict_oldest_kept() {}
+        if self.eviction_order.len() > 2 * self.kept_count + 64 {
+            self.compact_eviction_order();
+        }
+    }
+
+    fn evict_oldest_of(&mut self, index: usize) {
+        let owned = &mut self.topics[index];
+        let evicted = owned.history.pop_front().expect("over a limit: not empty");
+        let cost = evicted.memory_bytes() + HISTORY_ENTRY_OVERHEAD_BYTES;
+        owned.history_bytes -= cost;
+        self.history_bytes_total -= cost;
+        self.kept_count -= 1;
+    }
+
+    /// Evicts the shard's oldest kept message, of whatever topic, but never the newest one
+    /// kept (the last in the order). Returns whether it evicted one.
+    fn evict_oldest_kept(&mut self) -> bool {
+        while self.eviction_order.len() > 1 {
+            let (name, epoch, seq) = self.eviction_order.pop_front().expect("length checked");
+            let Some(&index) = self.index.get(&name) else {
+                continue; // The topic was forgotten.
+            };
+            let owned = &self.topics[index as usize];
+            let kept = owned.epoch == epoch
+                && owned
+                    .history
+                    .front()
+                    .is_some_and(|first| first.seq() == seq);
+            if kept {
+                self.evict_oldest_of(index as usize);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops the order's entries of messages no longer kept.
+    fn compact_eviction_order(&mut self) {
+        let (index, topics) = (&self.index, &self.topics);
+        self.eviction_order.retain(|(name, epoch, seq)| {
+            index.get(name).is_some_and(|&at| {
+                let owned = &topics[at as usize];
+                owned.epoch == *epoch
+                    && owned
+                        .history
+                        .front()
+                        .is_some_and(|first| first.seq() <= *seq && *seq <= owned.seq)
+            })
+        });
+    }
+
     fn remove(&mut self, index: usize) {
         let removed = self.topics.swap_remove(index);
+        self.history_bytes_total -= removed.history_bytes;
+        self.kept_count -= removed.history.len();
         self.index.remove(&removed.name);
         if let Some(moved) = self.topics.get(index) {
             *self.index.get_mut(&moved.name).expect("indexed") = index as u32;
         }
     }
 
-    fn find_or_create(&mut self, topic: &TopicName) -> Result<usize, OwnerError> {
+    fn find_or_create(
+        &mut self,
+        topic: &TopicName,
+        creator: Option<u64>,
+        now_ms: u64,
+    ) -> Result<usize, OwnerError> {
         if let Some(&index) = self.index.get(topic) {
             return Ok(index as usize);
         }
         if self.topics.len() >= self.topics_max {
             return Err(OwnerError::TooManyTopics);
         }
-        let name = topic.clone();
+        if !self.creations.take(creator, 1, now_ms) {
+            self.creations_refused += 1;
+            return Err(OwnerError::CreationRateExceeded);
+        }
+        Ok(self.create(topic, now_ms))
+    }
+
+    fn create(&mut self, topic: &TopicName, now_ms: u64) -> usize {
         let index = self.topics.len();
-        self.index.insert(name.clone(), index as u32);
+        self.index.insert(topic.clone(), index as u32);
         self.topics.push(OwnedTopic {
-            name,
+            name: topic.clone(),
+            epoch: self.epochs.next_epoch(),
             seq: 0,
             history: VecDeque::new(),
             history_bytes: 0,
-            last: None,
             subscriber_shards: ShardSet::new(self.shards),
+            active_ms: now_ms,
         });
-        Ok(index)
+        index
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn topics(history_messages_max: usize) -> (OwnedTopics, FrameEncoder) {
-        let config = BrokerConfig {
-            history_messages_max,
-            topics_per_shard_max: 3,
-            ..BrokerConfig::default()
-        };
-        (OwnedTopics::new(&config, 130), FrameEncoder::new(4096))
-    }
-
-    fn seqs_of(messages: &[Message]) -> Vec<u64> {
-        messages
-            .iter()
-            .map(|message| {
-                let value: serde_json::Value = serde_json::from_slice(message.body()).unwrap();
-                assert_eq!(value["seq"], message.seq());
-                message.seq()
-            })
-            .collect()
-    }
-
-    fn name(text: &str) -> TopicName {
-        TopicName::copy_from(text.as_bytes(), 128).unwrap()
-    }
-
-    /// Proves seqs count 1, 2, 3 per topic and each topic counts on its own.
-    #[test]
-    fn seqs_are_per_topic_without_gaps() {
-        let (mut owned, mut encoder) = topics(8);
-        for expected in 1..=5 {
-            assert_eq!(
-                owned
-                    .publish(&name("A"), b"1", &mut encoder)
-                    .unwrap()
-                    .message
-                    .seq(),
-                expected
-            );
-        }
-        assert_eq!(
-            owned
-                .publish(&name("B"), b"1", &mut encoder)
-                .unwrap()
-                .message
-                .seq(),
-            1
-        );
-    }
-
-    /// Proves replay at every seam: since = latest, since inside history, since before history,
-    /// since ahead of the topic, and no since.
-    #[test]
-    fn replay_seams() {
-        let (mut owned, mut encoder) = topics(4);
-        for _ in 0..10 {
-            owned.publish(&name("A"), b"{}", &mut encoder).unwrap();
-        }
-        let answer =
-            |owned: &mut OwnedTopics, since| owned.subscribe(&name("A"), 1, since, false).unwrap();
-        let latest = answer(&mut owned, Some(10));
-        assert_eq!(
-            (latest.latest, latest.reset, latest.messages.len()),
-            (10, false, 0)
-        );
-        let inside = answer(&mut owned, Some(7));
-        assert!(!inside.reset);
-        assert_eq!(seqs_of(&inside.messages), [8, 9, 10]);
-        let oldest = answer(&mut owned, Some(6));
-        assert_eq!(seqs_of(&oldest.messages), [7, 8, 9, 10]);
-        let before = answer(&mut owned, Some(5));
-        assert!(before.reset);
-        assert_eq!(
-            seqs_of(&before.messages),
-            [10],
-            "reset comes with the latest as a snapshot"
-        );
-        let ahead = answer(&mut owned, Some(11));
-        assert!(ahead.reset);
-        let plain = answer(&mut owned, None);
-        assert_eq!(
-            (plain.latest, plain.reset, plain.messages.len()),
-            (10, false, 0)
-        );
-        let snapshot = owned.subscribe(&name("A"), 1, None, true).unwrap();
-        assert_eq!(seqs_of(&snapshot.messages), [10]);
-    }
-
-    /// Proves history obeys both of its bounds, keeping at least the latest message.
-    #[test]
-    fn history_is_bounded() {
-        let config = BrokerConfig {
-            history_messages_max: 100,
-            history_bytes_max: 100,
-            ..BrokerConfig::default()
-        };
-        let (mut owned, mut encoder) = (OwnedTopics::new(&config, 1), FrameEncoder::new(4096));
-        for _ in 0..20 {
-            owned
-                .publish(&name("A"), &[b'1'; 30], &mut encoder)
-                .unwrap();
-        }
-        let answer = owned.subscribe(&name("A"), 0, Some(0), false).unwrap();
-        assert!(answer.reset);
-        assert!(owned.history_bytes() <= 100);
-        let answer = owned.subscribe(&name("A"), 0, Some(19), false).unwrap();
-        assert_eq!(seqs_of(&answer.messages), [20]);
-    }
-
-    /// Proves the shard-wide history budget is kept by evicting from the topic published to.
-    #[test]
-    fn shard_history_budget() {
-        let config = BrokerConfig {
-            history_shard_bytes_max: 1000,
-            ..BrokerConfig::default()
-        };
-        let (mut owned, mut encoder) = (OwnedTopics::new(&config, 1), FrameEncoder::new(4096));
-        for round in 0..50 {
-            for topic in ["A", "B", "C"] {
-                owned
-                    .publish(&name(topic), &[b'1'; 40], &mut encoder)
-                    .unwrap();
-                assert!(owned.history_bytes() <= 1000 + 100, "round {round}");
-            }
-        }
-        let answer = owned.subscribe(&name("C"), 0, Some(49), false).unwrap();
-        assert_eq!(seqs_of(&answer.messages), [50], "the latest is always kept");
-    }
-
-    /// Proves the topic limit refuses a new topic but not an existing one, and that a topic
-    /// subscribed but never published is forgotten with its last subscriber.
-    #[test]
-    fn topic_limit_and_forgetting() {
-        let (mut owned, mut encoder) = topics(0);
-        for topic in ["A", "B", "C"] {
-            owned.subscribe(&name(topic), 0, None, false).unwrap();
-        }
-        assert_eq!(
-            owned.publish(&name("D"), b"1", &mut encoder).unwrap_err(),
-            OwnerError::TooManyTopics
-        );
-        owned.publish(&name("A"), b"1", &mut encoder).unwrap();
-        owned.unsubscribe(b"B", 0);
-        owned.unsubscribe(b"A", 0);
-        assert_eq!(owned.topic_count(), 2, "B is forgotten, A has a message");
-        assert_eq!(
-            owned
-                .publish(&name("D"), b"1", &mut encoder)
-                .unwrap()
-                .message
-                .seq(),
-            1
-        );
-        assert_eq!(
-            owned
-                .publish(&name("C"), b"1", &mut encoder)
-                .unwrap()
-                .message
-                .seq(),
-            1
-        );
-    }
-
-    /// Proves the shard set tracks shards past the first word.
-    #[test]
-    fn shard_set() {
-        let mut set = ShardSet::new(130);
-        for shard in [0, 63, 64, 129] {
-            set.insert(shard);
-        }
-        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 63, 64, 129]);
-        set.remove(63);
-        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 64, 129]);
-        for shard in [0, 64, 129] {
-            set.remove(shard);
-        }
-        assert!(set.is_empty());
-    }
-}
+#[path = "owner_tests.rs"]
+mod tests;

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::config::BrokerConfig;
-use super::topic::{TopicError, TopicName, validate_topic};
+use super::owner::Since;
+use super::topic::{Epoch, TopicError, TopicName, validate_topic};
 
 /// One request of a client, taken off its connection for the shard's broker to carry out (it
 /// needs the other connections and the other shards). Topics are validated names; `data` is one
@@ -28,7 +29,7 @@ pub enum BrokerRequest {
     },
     Subscribe {
         topic: TopicName,
-        since: Option<u64>,
+        since: Option<Since>,
     },
     Unsubscribe {
         topic: TopicName,
@@ -40,8 +41,8 @@ pub enum BrokerRequest {
 pub enum Request<'a> {
     Subscribe {
         topics: Vec<Cow<'a, str>>,
-        /// Per topic, the last seq the client has: replay from the next one.
-        since: HashMap<Cow<'a, str>, u64>,
+        /// Per topic, the last seq the client has (and of which epoch): replay from the next.
+        since: HashMap<Cow<'a, str>, Since>,
     },
     Unsubscribe {
         topics: Vec<Cow<'a, str>>,
@@ -63,6 +64,7 @@ pub enum RequestError {
     Topic(TopicError),
     TooManyTopics,
     SinceWithoutSubscription,
+    InvalidEpoch,
 }
 
 impl RequestError {
@@ -81,6 +83,9 @@ impl RequestError {
                 "more topics than subscriptions_per_connection_max in one request"
             }
             RequestError::SinceWithoutSubscription => "since names a topic not being subscribed",
+            RequestError::InvalidEpoch => {
+                "an epoch is 16 hex digits, as subscribed and reset give it"
+            }
         }
     }
 }
@@ -96,9 +101,22 @@ struct Fields<'a> {
     #[serde(borrow, default)]
     topics: Option<Vec<Text<'a>>>,
     #[serde(borrow, default)]
-    since: Option<HashMap<Text<'a>, u64>>,
+    since: Option<HashMap<Text<'a>, SinceValue<'a>>>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+}
+
+/// A `since` value: a bare seq, or `{"seq":…,"epoch":"…"}` (what `subscribed` and `reset`
+/// said), so that a seq of another sequence space is recognised.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SinceValue<'a> {
+    Seq(u64),
+    WithEpoch {
+        seq: u64,
+        #[serde(borrow)]
+        epoch: Text<'a>,
+    },
 }
 
 /// A JSON string that borrows the message unless it holds escapes. serde borrows a `Cow<str>`
@@ -128,12 +146,17 @@ pub fn parse_request<'a>(
         }
         "subscribe" => {
             let topics = checked_topics(fields.topics, config)?;
-            let since: HashMap<Cow<'a, str>, u64> = fields
-                .since
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(topic, seq)| (topic.0, seq))
-                .collect();
+            let mut since = HashMap::new();
+            for (topic, value) in fields.since.unwrap_or_default() {
+                let value = match value {
+                    SinceValue::Seq(seq) => Since { seq, epoch: None },
+                    SinceValue::WithEpoch { seq, epoch } => Since {
+                        seq,
+                        epoch: Some(Epoch::parse(&epoch.0).ok_or(RequestError::InvalidEpoch)?),
+                    },
+                };
+                since.insert(topic.0, value);
+            }
             if since.keys().any(|topic| !topics.contains(topic)) {
                 return Err(RequestError::SinceWithoutSubscription);
             }
@@ -192,8 +215,21 @@ mod tests {
             panic!("{request:?}")
         };
         assert_eq!(topics, ["AAPL", "MSFT"]);
-        assert_eq!(since.get("AAPL"), Some(&41));
+        assert_eq!(
+            since.get("AAPL"),
+            Some(&Since {
+                seq: 41,
+                epoch: None
+            })
+        );
         assert_eq!(since.len(), 1);
+        let request = parse(
+            r#"{"op":"subscribe","topics":["A"],"since":{"A":{"seq":7,"epoch":"00000000000000ff"}}}"#,
+        );
+        let Ok(Request::Subscribe { since, .. }) = request else {
+            panic!("{request:?}")
+        };
+        assert_eq!(since["A"].epoch, Some(Epoch(0xff)));
     }
 
     /// Proves every bad request maps to its error rather than a panic.
@@ -238,6 +274,10 @@ mod tests {
             (
                 r#"{"op":"subscribe","topics":["A"],"since":{"A":-1}}"#,
                 RequestError::MalformedJson,
+            ),
+            (
+                r#"{"op":"subscribe","topics":["A"],"since":{"A":{"seq":1,"epoch":"zz"}}}"#,
+                RequestError::InvalidEpoch,
             ),
             (
                 r#"{"op":"publish","topic":"A","data":}"#,

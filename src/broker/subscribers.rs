@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use super::topic::TopicName;
+use super::topic::{Epoch, TopicName};
 
 /// A subscription that waits for the owner's answer has this position.
 pub const POSITION_PENDING: u32 = u32::MAX;
@@ -23,6 +23,8 @@ struct LocalTopic {
     pending: u32,
     /// The seq of the last message delivered here: a repeated subscribe is answered with it.
     last_seq: u64,
+    /// The topic's epoch, as the owner's last answer gave it.
+    epoch: Epoch,
 }
 
 /// One shard's subscriptions.
@@ -59,6 +61,10 @@ impl SubscriberTable {
         self.entry(topic).last_seq
     }
 
+    pub fn epoch(&self, topic: u32) -> Epoch {
+        self.entry(topic).epoch
+    }
+
     pub fn set_last_seq(&mut self, topic: u32, seq: u64) {
         self.entry_mut(topic).last_seq = seq;
     }
@@ -81,8 +87,9 @@ impl SubscriberTable {
     }
 
     /// Puts `slot` among the topic's subscribers; returns its position.
-    pub fn activate(&mut self, topic: u32, slot: u32, seq: u64) -> u32 {
+    pub fn activate(&mut self, topic: u32, slot: u32, seq: u64, epoch: Epoch) -> u32 {
         let entry = self.entry_mut(topic);
+        entry.epoch = epoch;
         let position = entry.active.len() as u32;
         entry.active.push(slot);
         // The answer carries the owner's latest seq: nothing older can arrive after it.
@@ -141,6 +148,7 @@ impl SubscriberTable {
             active: Vec::new(),
             pending: 0,
             last_seq: 0,
+            epoch: Epoch(0),
         };
         let topic = match self.free.pop() {
             Some(topic) => {
@@ -170,10 +178,10 @@ mod tests {
         let topic = table.add_pending(&name("A"));
         assert_eq!(table.add_pending(&name("A")), topic);
         table.answer_arrived(topic);
-        assert_eq!(table.activate(topic, 7, 3), 0);
+        assert_eq!(table.activate(topic, 7, 3, Epoch(1)), 0);
         assert!(!table.is_unused(topic), "one answer is still on its way");
         table.answer_arrived(topic);
-        assert_eq!(table.activate(topic, 9, 3), 1);
+        assert_eq!(table.activate(topic, 9, 3, Epoch(1)), 1);
         assert_eq!(table.subscribers(topic), [7, 9]);
         assert_eq!(table.deactivate(topic, 0), Some(9), "9 moved to position 0");
         assert_eq!(table.deactivate(topic, 0), None);

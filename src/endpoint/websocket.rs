@@ -38,6 +38,10 @@ pub struct WebSocketEndpoint {
     deadline_ms: u64,
     last_receive_ms: u64,
     ping_sent_ms: u64,
+    /// When the frame or message the peer is in the middle of began, if it is in the middle of
+    /// one: it must end within `message_timeout_ms`.
+    message_started_ms: Option<u64>,
+    message_timeout_ms: u64,
 }
 
 impl WebSocketEndpoint {
@@ -49,11 +53,21 @@ impl WebSocketEndpoint {
             deadline_ms: now_ms + settings.idle_timeout_ms,
             last_receive_ms: now_ms,
             ping_sent_ms: 0,
+            message_started_ms: None,
+            message_timeout_ms: settings.message_timeout_ms,
         }
     }
 
+    /// The heartbeat or close deadline, or the unfinished message's if sooner.
     pub fn deadline_ms(&self) -> u64 {
-        self.deadline_ms
+        self.deadline_ms.min(self.message_deadline_ms())
+    }
+
+    fn message_deadline_ms(&self) -> u64 {
+        match (self.message_started_ms, self.session.state()) {
+            (Some(started_ms), SessionState::Open) => started_ms + self.message_timeout_ms,
+            _ => u64::MAX,
+        }
     }
 
     /// Whether messages may be queued: the session is open (after a close frame nothing but the
@@ -109,6 +123,10 @@ impl WebSocketEndpoint {
             }
         }
         drop(reader);
+        self.message_started_ms = match self.session.is_mid_message() {
+            true => self.message_started_ms.or(Some(context.now_ms)),
+            false => None,
+        };
         self.flush_transmits(outbound, context)
     }
 
@@ -128,6 +146,21 @@ impl WebSocketEndpoint {
     pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
         let settings = &*context.settings;
         let now_ms = context.now_ms;
+        if now_ms >= self.message_deadline_ms() {
+            // A message begun and trickled holds pooled buffers that others need: refused.
+            context.counters.message_timeouts += 1;
+            debug!("message not finished in time: closing with 1008");
+            self.message_started_ms = None;
+            return self.close(
+                CloseCode::POLICY_VIOLATION,
+                "message too slow",
+                outbound,
+                context,
+            );
+        }
+        if now_ms < self.deadline_ms {
+            return Next::Continue;
+        }
         match self.deadline {
             Deadline::Idle if now_ms < self.last_receive_ms + settings.idle_timeout_ms => {
                 self.set_deadline(

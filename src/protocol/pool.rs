@@ -8,6 +8,10 @@
 
 use serde::Deserialize;
 
+/// Most size classes a pool may have: a handful serve every size from a control frame to the
+/// largest message, and the metrics report each class.
+pub const POOL_CLASSES_MAX: usize = 16;
+
 /// One size class of the message buffer pool.
 ///
 /// Both fields are required in the config file: a class with a default size or count would
@@ -78,6 +82,12 @@ impl PoolLimits {
     pub fn validate(&self, message_bytes_max: usize) -> Result<(), String> {
         if self.classes.is_empty() {
             return Err("the buffer pool needs at least one size class".into());
+        }
+        if self.classes.len() > POOL_CLASSES_MAX {
+            return Err(format!(
+                "the buffer pool has {} classes; at most {POOL_CLASSES_MAX}",
+                self.classes.len()
+            ));
         }
         for pair in self.classes.windows(2) {
             if pair[0].buffer_bytes >= pair[1].buffer_bytes {

@@ -43,7 +43,7 @@ use crate::endpoint::outbound::QueueMemory;
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
-use crate::stats::{Counters, Gauges, ShardCounters, ShardStats};
+use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats};
 use buffers::ReceiveBuffers;
 use commands::Outbox;
 use connection::Connection;
@@ -88,6 +88,8 @@ pub struct Shared {
     pub shard_index: usize,
     pub mailboxes: Arc<[Arc<Mailbox>]>,
     pub metrics_board: Arc<MetricsBoard>,
+    /// Differs from one process start to the next: the topics' epochs are drawn from it.
+    pub epoch_seed: u64,
 }
 
 /// One shard. Field order matters: the ring is dropped before the buffers it writes into.
@@ -153,6 +155,7 @@ impl Shard {
             shard_index,
             mailboxes,
             metrics_board,
+            epoch_seed,
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
@@ -160,12 +163,14 @@ impl Shard {
             bytes_max: config.outbound_queue_bytes_max,
             frames_max: config.outbound_queue_frames_max,
         };
+        let epoch_seed = epoch_seed ^ (shard_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let fanout = Fanout::new(
             &config.broker,
             queue_limits,
             shard_index,
             shards,
             table_slots,
+            epoch_seed,
         );
         let context = Context {
             pool: BufferPool::new(&config.pool),
@@ -220,6 +225,7 @@ impl Shard {
             let timeout = self.wait_timeout();
             self.ring.submit_and_wait(timeout)?;
             self.context.now_ms = self.started.elapsed().as_millis() as u64;
+            self.fanout.set_now(self.context.now_ms);
             self.completions.clear();
             self.ring.harvest(&mut self.completions);
             for index in 0..self.completions.len() {
@@ -339,11 +345,13 @@ impl Shard {
     }
 
     fn gather_counters(&self) -> Counters {
-        Counters::gather(
+        let mut counters = Counters::gather(
             &self.counters,
             &self.context.counters,
-            self.fanout.counters(),
-        )
+            &self.fanout.counters(),
+        );
+        counters.pool_exhausted = self.context.pool.exhausted_count();
+        counters
     }
 
     /// Leaves this turn's counters and gauges for `GET /metrics`, and logs the queues crossing
@@ -373,6 +381,7 @@ impl Shard {
         let stats = ShardStats {
             counters: self.gather_counters(),
             gauges,
+            pool: PoolStats::of(&self.context.pool),
         };
         self.metrics_board.publish(self.shard_index, &stats);
     }

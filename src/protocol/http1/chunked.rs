@@ -78,7 +78,10 @@ impl ChunkDecoder {
         while index < input.len() && self.state != ChunkState::Done {
             if let ChunkState::Data { remaining } = self.state {
                 let taken = remaining.min(input.len() - index);
-                let buffer = body.as_mut().expect("reserved when the size line ended");
+                // Room for what arrived, not for the size announced (a trickled chunk holds a
+                // small buffer).
+                reserve(body, self.body_bytes + taken, pool)?;
+                let buffer = body.as_mut().expect("reserved above");
                 buffer.extend_from_slice(&input[index..index + taken]);
                 index += taken;
                 self.body_bytes += taken;
@@ -95,7 +98,6 @@ impl ChunkDecoder {
                 self.state = ChunkState::Data {
                     remaining: self.chunk_bytes,
                 };
-                reserve(body, self.body_bytes + self.chunk_bytes, pool)?;
             }
         }
         Ok(index)
@@ -103,7 +105,7 @@ impl ChunkDecoder {
 
     /// Takes one framing byte. Returns whether it was consumed (the byte that ends a size's
     /// digits is looked at again as the start of what follows). Entering `Data` is signalled
-    /// with `remaining: 0`, for the caller to reserve room for the chunk.
+    /// with `remaining: 0`, for the caller to set the chunk's size.
     fn step(&mut self, byte: u8, limits: &RequestLimits) -> Result<bool, HandshakeError> {
         let malformed = HandshakeError::MalformedChunk;
         self.state = match self.state {

@@ -609,13 +609,8 @@ impl RequestEvents<'_> {
             progress,
             continue_offered: false,
         });
-        // Stored first, so that a failure here releases the head with the rest of the state.
-        if let BodyFraming::Length(bytes @ 1..) = layout.framing {
-            let State::Body(pending) = &mut self.reader.state else {
-                unreachable!()
-            };
-            reserve(&mut pending.body, bytes, self.pool)?;
-        }
+        // The body's buffer is taken as its bytes arrive, not for the length announced: a
+        // client announcing a large body and sending it a byte at a time holds a small buffer.
         Ok(())
     }
 
@@ -630,7 +625,10 @@ impl RequestEvents<'_> {
                 remaining: body_remaining,
             } => {
                 let taken = (*body_remaining).min(remaining.len());
-                if let Some(body) = pending.body.as_mut() {
+                if taken > 0 {
+                    let held = pending.body.as_ref().map_or(0, PooledBuffer::len);
+                    reserve(&mut pending.body, held + taken, self.pool)?;
+                    let body = pending.body.as_mut().expect("reserved above");
                     body.extend_from_slice(&remaining[..taken]);
                 }
                 *body_remaining -= taken;

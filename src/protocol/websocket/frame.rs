@@ -151,6 +151,14 @@ pub fn encode_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Bytes {
     frame.freeze()
 }
 
+/// Writes the head of an unmasked, final text frame with `payload_bytes` of payload into `out`;
+/// returns its length.
+pub fn text_frame_head(payload_bytes: usize, out: &mut [u8; HEAD_BYTES_MAX]) -> usize {
+    let (head, head_length) = encode_head(OpCode::Text, true, None, payload_bytes);
+    out[..head_length].copy_from_slice(&head[..head_length]);
+    head_length
+}
+
 /// The encoded head of a frame with `payload_bytes` of payload, and its length.
 fn encode_head(
     opcode: OpCode,
@@ -242,28 +250,6 @@ impl FrameEncoder {
         let payload_bytes = parts.iter().map(|part| part.len()).sum();
         let (head, head_length) = encode_head(opcode, true, None, payload_bytes);
         self.make_room(head_length + payload_bytes);
-        self.arena.put_slice(&head[..head_length]);
-        for part in parts {
-            self.arena.put_slice(part);
-        }
-        self.arena.split().freeze()
-    }
-
-    /// Writes `prefix` joined, then one complete unmasked frame whose payload is `parts` joined,
-    /// into one `Bytes`: a caller's own header kept in front of a frame, in the same buffer.
-    pub fn encode_parts_after(
-        &mut self,
-        prefix: &[&[u8]],
-        opcode: OpCode,
-        parts: &[&[u8]],
-    ) -> Bytes {
-        let prefix_bytes: usize = prefix.iter().map(|part| part.len()).sum();
-        let payload_bytes = parts.iter().map(|part| part.len()).sum();
-        let (head, head_length) = encode_head(opcode, true, None, payload_bytes);
-        self.make_room(prefix_bytes + head_length + payload_bytes);
-        for part in prefix {
-            self.arena.put_slice(part);
-        }
         self.arena.put_slice(&head[..head_length]);
         for part in parts {
             self.arena.put_slice(part);

@@ -228,6 +228,12 @@ impl Session {
         }
     }
 
+    /// Whether a frame (data or control) or a fragmented message has begun and not ended: its
+    /// bytes are held here until the rest comes.
+    pub fn is_mid_message(&self) -> bool {
+        self.frame.is_some() || self.message_kind.is_some() || self.head_stash_bytes > 0
+    }
+
     /// Whether the session holds any pooled buffer (for leak checks).
     pub fn holds_buffers(&self) -> bool {
         self.message.is_some() || self.control.is_some() || self.owed_pong.is_some()
@@ -513,7 +519,7 @@ impl Reader<'_> {
         if whole_message {
             return self.finish_whole_message(start, end, known_ascii);
         }
-        self.append_message_payload(start, end, progress.payload_bytes)?;
+        self.append_message_payload(start, end)?;
         if !complete || !progress.fin {
             return Ok(Step::NeedMore.or_continue(complete));
         }
@@ -541,12 +547,7 @@ impl Reader<'_> {
     }
 
     /// Validates (text) and copies a piece of a message into its pooled buffer.
-    fn append_message_payload(
-        &mut self,
-        start: usize,
-        end: usize,
-        frame_bytes: u64,
-    ) -> Result<(), ProtocolError> {
+    fn append_message_payload(&mut self, start: usize, end: usize) -> Result<(), ProtocolError> {
         let session = &mut *self.session;
         let piece = &self.input[start..end];
         if session.message_kind == Some(MessageKind::Text) {
@@ -557,8 +558,10 @@ impl Reader<'_> {
         }
         let buffer = match session.message.take() {
             Some(buffer) => buffer,
-            // Sized for the whole frame, so an unfragmented message never needs to grow.
-            None => acquire(self.pool, frame_bytes as usize)?,
+            // Sized for what arrived, not for the frame's announced length: a peer that
+            // announces a large frame and trickles it holds a small buffer, and must send the
+            // bytes to hold a large one. The buffer grows (moving to a larger class) as they come.
+            None => acquire(self.pool, piece.len().max(1))?,
         };
         let needed = buffer.len() + piece.len();
         let mut buffer = match self.pool.grow(buffer, needed) {
