@@ -21,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod fanout;
 pub mod http_api;
+pub mod idempotency;
 pub mod message;
 pub mod owner;
 pub mod request;
