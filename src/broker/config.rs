@@ -3,12 +3,12 @@
 
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What happens to a subscriber whose outbound queue is full (`outbound_queue_bytes_max` or
 /// `outbound_queue_frames_max` reached) when a message for it arrives. Pings, pongs and closes
 /// are never dropped or conflated; every action is counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SlowConsumerPolicy {
     /// Keep only the newest message per topic for that subscriber until its queue drains; it
@@ -38,7 +38,7 @@ impl FromStr for SlowConsumerPolicy {
 }
 
 /// Limits and policies of the pub/sub broker (`[broker]` in the config file).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Longest topic name in bytes. Default 128: longer than any ticker or instrument key, short
