@@ -566,7 +566,7 @@ mod tests {
 
     fn publish(path: &str, content_type: &str, body: &str) -> Vec<u8> {
         format!(
-            "POST {path} HTTP/1.1\r\nContent-Type: {content_type}\r\n\
+            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: {content_type}\r\n\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
@@ -584,9 +584,18 @@ mod tests {
     /// Proves the read-only endpoints route for GET and HEAD.
     #[test]
     fn health_and_metrics_route() {
-        assert_eq!(routed(b"GET /health HTTP/1.1\r\n\r\n"), Routed::Health);
-        assert_eq!(routed(b"HEAD /health HTTP/1.1\r\n\r\n"), Routed::Health);
-        assert_eq!(routed(b"GET /metrics?x HTTP/1.1\r\n\r\n"), Routed::Metrics);
+        assert_eq!(
+            routed(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Routed::Health
+        );
+        assert_eq!(
+            routed(b"HEAD /health HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Routed::Health
+        );
+        assert_eq!(
+            routed(b"GET /metrics?x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Routed::Metrics
+        );
     }
 
     /// Proves a single publish forwards the body's JSON verbatim (inner whitespace and number
@@ -612,7 +621,7 @@ mod tests {
             )),
             one("fx/EUR usd+1", false, "1")
         );
-        let chunked = b"POST /publish/A HTTP/1.1\r\nContent-Type: application/json\r\n\
+        let chunked = b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
             Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n";
         assert_eq!(routed(chunked), one("A", true, "[]"));
     }
@@ -637,21 +646,22 @@ mod tests {
     fn refusals_map_to_statuses() {
         let json = "application/json";
         let cases: Vec<(Vec<u8>, u16)> = vec![
-            (b"GET /nowhere HTTP/1.1\r\n\r\n".to_vec(), 404),
-            (b"GET /publishing HTTP/1.1\r\n\r\n".to_vec(), 404),
+            (b"GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 404),
+            (b"GET /publishing HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 404),
             (
-                b"POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                b"POST /health HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n".to_vec(),
                 405,
             ),
-            (b"GET /publish/A HTTP/1.1\r\n\r\n".to_vec(), 405),
+            (b"GET /publish/A HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 405),
             (
-                b"POST /publish/A HTTP/1.1\r\nContent-Type: application/json\r\n\r\n".to_vec(),
+                b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\r\n"
+                    .to_vec(),
                 411,
             ),
             (publish("/publish/A", "text/plain", "1"), 415),
             (publish("/publish/A", "application/jsonx", "1"), 415),
             (
-                b"POST /publish/A HTTP/1.1\r\nContent-Length: 1\r\n\r\n1".to_vec(),
+                b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n1".to_vec(),
                 415,
             ),
             (publish("/publish/", json, "1"), 400),
@@ -667,7 +677,7 @@ mod tests {
             (publish("/publish/A", json, "{\"a\":1} 2"), 400),
             (publish("/publish/A", json, "{\"a\":}"), 400),
             (
-                b"POST /publish/A HTTP/1.1\r\nContent-Type: application/json\r\n\
+                b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
                   Content-Length: 3\r\n\r\n\"\xff\""
                     .to_vec(),
                 400,
@@ -737,7 +747,8 @@ mod tests {
             ("PUT", "Content-Type: application/json\r\n", Some(405)),
         ];
         for (method, content_type, status) in heads {
-            let head = format!("{method} /publish/A HTTP/1.1\r\n{expect}{content_type}\r\n");
+            let head =
+                format!("{method} /publish/A HTTP/1.1\r\nHost: a\r\n{expect}{content_type}\r\n");
             let head = head.as_bytes();
             let mut reader = RequestReader::new();
             let mut events = reader.handle_read(head, &mut pool, &limits);
