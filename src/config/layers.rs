@@ -137,11 +137,6 @@ impl ConfigOverrides {
         Ok(())
     }
 
-    /// Whether this layer gives no setting.
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
     /// Writes every value of this layer into `table`, a config document, over what it holds.
     pub(super) fn apply_to(&self, table: &mut toml::Table) {
         for (path, value) in &self.values {
