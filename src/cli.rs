@@ -9,8 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+use tracing::warn;
 
-use crate::config::{ConfigError, ConfigOverrides, ServerConfig, SlowConsumerPolicy};
+use crate::config::{
+    ConfigError, ConfigOverrides, LOG_VARIABLE, ServerConfig, SlowConsumerPolicy, unknown_variables,
+};
 
 const LONG_ABOUT: &str = "\
 ringcast is a WebSocket publish/subscribe broker for market-data fanout. It runs one shard per \
@@ -19,8 +22,11 @@ with a limit from its configuration.
 
 Settings are taken from four layers, each overriding the one before: the built-in defaults, the \
 TOML file given with --config (the example ringcast.toml lists every setting, its default and \
-why), environment variables named RINGCAST_ and the setting in upper case (RINGCAST_LISTEN, \
-RINGCAST_SHARDS, RINGCAST_IDLE_TIMEOUT_MS, RINGCAST_FRAME_BYTES_MAX, ...), and these flags.
+why), environment variables, and these flags. Every setting of the file has its variable: \
+RINGCAST_ and the setting's name in upper case, whatever its table (RINGCAST_LISTEN, \
+RINGCAST_IDLE_TIMEOUT_MS, RINGCAST_FRAME_BYTES_MAX, RINGCAST_TOPICS_PER_SHARD_MAX, ...). Text \
+settings take the value as it is; the others take it in TOML syntax (4096, true, [\"a\"]). A \
+RINGCAST_ variable that names no setting is reported at start-up with the nearest one.
 
 Examples:
   ringcast --listen 0.0.0.0:8080 --config /etc/ringcast.toml
@@ -124,29 +130,65 @@ pub struct Arguments {
     /// Which log lines to print, as a tracing filter.
     ///
     /// A level (error, warn, info, debug, trace), or directives per module such as
-    /// `info,ringcast::shard=debug`.
-    #[arg(long, value_name = "FILTER", default_value = "info")]
-    pub log: String,
+    /// `info,ringcast::shard=debug`. Default info. Overrides RINGCAST_LOG, which overrides
+    /// RUST_LOG.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
 }
 
+/// The log filter when neither the flag nor a variable gives one.
+pub const LOG_DEFAULT: &str = "info";
+
 impl Arguments {
-    /// The settings given on the command line, as the top layer of overrides.
-    pub fn overrides(&self) -> ConfigOverrides {
-        ConfigOverrides {
-            listen: self.listen,
-            shards: self.shards,
-            connections_per_shard_max: self.connections_per_shard_max,
-            // The flag can only turn echo on; without it, the lower layers decide.
-            echo: self.echo.then_some(true),
-            demo: self.demo.then_some(true),
-            demo_messages_per_second: self.demo_messages_per_second,
-            slow_consumer_policy: self.slow_consumer_policy,
-            handshake_timeout_ms: self.handshake_timeout_ms,
-            idle_timeout_ms: self.idle_timeout_ms,
-            frame_bytes_max: self.frame_bytes_max,
-            message_bytes_max: self.message_bytes_max,
-            ..ConfigOverrides::default()
+    /// The settings given on the command line, as the top layer of overrides. Each flag is
+    /// named after its setting, and its value is checked like the file's.
+    pub fn overrides(&self) -> Result<ConfigOverrides, ConfigError> {
+        let mut overrides = ConfigOverrides::default();
+        if let Some(listen) = self.listen {
+            overrides.set_flag("listen", listen)?;
         }
+        if let Some(shards) = self.shards {
+            overrides.set_flag("shards", shards)?;
+        }
+        if let Some(count) = self.connections_per_shard_max {
+            overrides.set_flag("connections_per_shard_max", count)?;
+        }
+        // These two flags can only turn their setting on; without them, the lower layers decide.
+        if self.echo {
+            overrides.set_flag("echo", true)?;
+        }
+        if self.demo {
+            overrides.set_flag("demo", true)?;
+        }
+        if let Some(count) = self.demo_messages_per_second {
+            overrides.set_flag("demo_messages_per_second", count)?;
+        }
+        if let Some(policy) = self.slow_consumer_policy {
+            overrides.set_flag("slow_consumer_policy", policy)?;
+        }
+        if let Some(milliseconds) = self.handshake_timeout_ms {
+            overrides.set_flag("handshake_timeout_ms", milliseconds)?;
+        }
+        if let Some(milliseconds) = self.idle_timeout_ms {
+            overrides.set_flag("idle_timeout_ms", milliseconds)?;
+        }
+        if let Some(bytes) = self.frame_bytes_max {
+            overrides.set_flag("frame_bytes_max", bytes)?;
+        }
+        if let Some(bytes) = self.message_bytes_max {
+            overrides.set_flag("message_bytes_max", bytes)?;
+        }
+        Ok(overrides)
+    }
+
+    /// The log filter: `--log`, else RINGCAST_LOG, else RUST_LOG, else info. Read through
+    /// `environment` like the settings.
+    pub fn log_filter(&self, environment: impl Fn(&str) -> Option<String>) -> String {
+        self.log
+            .clone()
+            .or_else(|| environment(LOG_VARIABLE))
+            .or_else(|| environment("RUST_LOG"))
+            .unwrap_or_else(|| LOG_DEFAULT.to_owned())
     }
 }
 
@@ -178,7 +220,7 @@ pub fn load_config_from(
 ) -> Result<ServerConfig, ConfigError> {
     let layers = [
         ConfigOverrides::from_environment(environment)?,
-        arguments.overrides(),
+        arguments.overrides()?,
     ];
     let config = ServerConfig::from_layers(file_text, &layers)
         .map_err(|error| error.in_file(arguments.config.as_deref()))?;
@@ -186,9 +228,24 @@ pub fn load_config_from(
     Ok(config)
 }
 
+/// Warns about every `RINGCAST_*` variable of the process that names no setting, with the
+/// nearest one: a misspelled variable would otherwise leave its setting at the default without
+/// a word. Call once logging is set up.
+pub fn warn_unknown_variables() {
+    let names: Vec<String> = std::env::vars_os()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .collect();
+    for unknown in unknown_variables(names.iter().map(String::as_str)) {
+        warn!(
+            "environment variable {} names no setting and is ignored; did you mean {}?",
+            unknown.variable, unknown.nearest
+        );
+    }
+}
+
 /// Looks a variable up in the process's environment. A value that is not UTF-8 is passed on
 /// (lossily) rather than treated as unset, so that it fails to parse with the variable named.
-fn process_environment(variable: &str) -> Option<String> {
+pub fn process_environment(variable: &str) -> Option<String> {
     match std::env::var(variable) {
         Ok(value) => Some(value),
         Err(VarError::NotPresent) => None,
@@ -203,6 +260,7 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+    use crate::config::Setting;
 
     fn parse(flags: &[&str]) -> Arguments {
         Arguments::try_parse_from(std::iter::once("ringcast").chain(flags.iter().copied())).unwrap()
@@ -227,7 +285,7 @@ mod tests {
     fn nothing_given_yields_defaults() {
         let config = load_config_from(&parse(&[]), None, environment(&[])).unwrap();
         assert_eq!(config, ServerConfig::default());
-        assert_eq!(parse(&[]).log, "info");
+        assert_eq!(parse(&[]).log_filter(environment(&[])), "info");
     }
 
     /// Proves each flag reaches its setting.
@@ -251,7 +309,7 @@ mod tests {
         assert_eq!(config.handshake_timeout_ms, 2500);
         assert_eq!(config.protocol.frame_bytes_max, 4096);
         assert_eq!(config.protocol.message_bytes_max, 65536);
-        assert_eq!(arguments.log, "debug");
+        assert_eq!(arguments.log_filter(environment(&[])), "debug");
     }
 
     /// Proves the precedence: defaults < file < environment < command line, setting by setting.
@@ -381,6 +439,141 @@ mod tests {
         }
         let rendered = Arguments::command().render_long_help().to_string();
         assert!(rendered.contains("ringcast is a WebSocket"), "{rendered}");
-        assert!(rendered.contains("[default: info]"), "{rendered}");
+        assert!(long_help("log").contains(&format!("Default {LOG_DEFAULT}")));
+    }
+
+    /// Proves the log filter's precedence: --log, then RINGCAST_LOG, then RUST_LOG, then info.
+    #[test]
+    fn log_filter_layers_like_the_settings() {
+        let both = environment(&[("RINGCAST_LOG", "debug"), ("RUST_LOG", "trace")]);
+        assert_eq!(parse(&["--log", "warn"]).log_filter(&both), "warn");
+        assert_eq!(parse(&[]).log_filter(&both), "debug");
+        let rust_log = environment(&[("RUST_LOG", "trace")]);
+        assert_eq!(parse(&[]).log_filter(rust_log), "trace");
+        assert_eq!(parse(&[]).log_filter(environment(&[])), LOG_DEFAULT);
+    }
+
+    /// Text settings that samples are drawn from: a string setting's sample is the first one
+    /// its type accepts that differs from its default. A new string setting that none fits
+    /// fails `every_setting_round_trips` until one is added here.
+    const STRING_SAMPLES: &[&str] = &["127.0.0.1:9", "drop", "disconnect"];
+
+    /// A value of `setting`'s type other than its default, derived from the default alone.
+    fn sample_value(setting: &Setting) -> toml::Value {
+        use toml::Value;
+        let accepted = |value: &Value| {
+            let mut overrides = ConfigOverrides::default();
+            overrides.set_flag(setting.name(), value).is_ok()
+        };
+        match &setting.default {
+            Value::Integer(number) => Value::Integer(number + 1),
+            Value::Boolean(flag) => Value::Boolean(!flag),
+            Value::String(default) => STRING_SAMPLES
+                .iter()
+                .map(|sample| Value::String(sample.to_string()))
+                .find(|sample| sample.as_str() != Some(default) && accepted(sample))
+                .unwrap_or_else(|| panic!("no sample string fits {}", setting.name())),
+            Value::Array(items) if items.is_empty() => {
+                Value::Array(vec![Value::String("sample*".into())])
+            }
+            // A non-empty array (of tables: the pool's classes): one more of its last element.
+            Value::Array(items) => {
+                let mut items = items.clone();
+                let mut last = items.last().cloned().expect("not empty");
+                if let Some(table) = last.as_table_mut() {
+                    for (_, value) in table.iter_mut() {
+                        if let Value::Integer(number) = value {
+                            *number *= 2;
+                        }
+                    }
+                }
+                items.push(last);
+                Value::Array(items)
+            }
+            other => panic!("{}: no sample for a {}", setting.name(), other.type_str()),
+        }
+    }
+
+    /// The value of `setting` in `config`, read back through the same serialization.
+    fn value_in(config: &ServerConfig, setting: &Setting) -> toml::Value {
+        let mut value = toml::Value::Table(toml::Table::try_from(config).unwrap());
+        for key in &setting.path {
+            value = value.get(key).cloned().unwrap();
+        }
+        value
+    }
+
+    /// The TOML text of a document that sets only `setting` to `value`.
+    fn file_setting(setting: &Setting, value: &toml::Value) -> String {
+        let mut value = value.clone();
+        for key in setting.path.iter().rev() {
+            let mut table = toml::Table::new();
+            table.insert(key.clone(), value);
+            value = toml::Value::Table(table);
+        }
+        toml::to_string(&value).unwrap()
+    }
+
+    /// Proves every setting of the table, not a hand-kept list, reaches the configuration from
+    /// the file, from its RINGCAST_ variable, and from its flag where it has one: each layer
+    /// set alone to a value other than the default yields exactly that value.
+    #[test]
+    fn every_setting_round_trips_through_file_environment_and_flag() {
+        let command = Arguments::command();
+        let mut flags_tested = 0;
+        for setting in crate::config::settings() {
+            let name = setting.name();
+            let sample = sample_value(&setting);
+            assert_ne!(sample, setting.default, "{name}");
+            let file = file_setting(&setting, &sample);
+            let config = ServerConfig::from_toml(&file).unwrap();
+            assert_eq!(
+                value_in(&config, &setting),
+                sample,
+                "{name} in the file:\n{file}"
+            );
+
+            let text = match &sample {
+                toml::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let variable = setting.variable();
+            let pairs = [(variable.as_str(), text.as_str())];
+            let variables = environment(&pairs);
+            let overrides = ConfigOverrides::from_environment(variables).unwrap();
+            let config = ServerConfig::from_layers(None, &[overrides]).unwrap();
+            assert_eq!(value_in(&config, &setting), sample, "{variable}={text}");
+
+            let Some(argument) = command.get_arguments().find(|a| a.get_id() == name) else {
+                continue;
+            };
+            let flag = format!("--{}", argument.get_long().unwrap());
+            let arguments = match argument.get_action() {
+                clap::ArgAction::SetTrue => {
+                    assert_eq!(sample, toml::Value::Boolean(true), "{flag} only sets true");
+                    parse(&[&flag])
+                }
+                _ => parse(&[&format!("{flag}={text}")]),
+            };
+            let overrides = arguments.overrides().unwrap();
+            let config = ServerConfig::from_layers(None, &[overrides]).unwrap();
+            assert_eq!(value_in(&config, &setting), sample, "{flag} {text}");
+            flags_tested += 1;
+        }
+        // Every flag but these two is a setting, and so was tested above.
+        let other_flags = ["config", "log", "help", "version"];
+        let setting_flags = command
+            .get_arguments()
+            .filter(|argument| !other_flags.contains(&argument.get_id().as_str()))
+            .count();
+        assert_eq!(flags_tested, setting_flags, "a flag names no setting");
+    }
+
+    /// Proves a flag value the setting cannot hold is refused naming the flag, not a panic.
+    #[test]
+    fn flag_value_out_of_range_names_the_flag() {
+        let arguments = parse(&["--connections-per-shard-max", &u64::MAX.to_string()]);
+        let message = arguments.overrides().unwrap_err().to_string();
+        assert!(message.contains("--connections-per-shard-max"), "{message}");
     }
 }

@@ -39,12 +39,14 @@ static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
 
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
+    let log_filter = arguments.log_filter(cli::process_environment);
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&arguments.log))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&log_filter))
         .with_writer(std::io::stderr)
         // Colours only on a terminal: escape codes in log files and pipes get in the way.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    cli::warn_unknown_variables();
     match config::raise_nofile_soft_limit_to_hard() {
         Ok(limits) => info!(soft = limits.soft, hard = limits.hard, "open files limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open files limit"),

@@ -53,6 +53,11 @@ pub struct ShardCounters {
     pub connections_accepted: u64,
     pub connections_closed: u64,
     pub accept_table_full: u64,
+    /// Connections accepted while the table was full and answered 503.
+    pub refusals_answered: u64,
+    /// Connections accepted while the table was full and closed without the 503 (too many
+    /// refusals in flight, or the client left first).
+    pub refusals_unanswered: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub receive_buffer_shortages: u64,
@@ -73,6 +78,8 @@ pub struct Counters {
     pub connections_accepted: u64,
     pub connections_closed: u64,
     pub accept_table_full: u64,
+    pub refusals_answered: u64,
+    pub refusals_unanswered: u64,
     pub upgrades: u64,
     pub handshake_errors: u64,
     pub http_requests: u64,
@@ -151,11 +158,13 @@ pub struct ShardStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 34] {
+    pub fn named(&self) -> [(&'static str, u64); 36] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
             ("accept_table_full", self.accept_table_full),
+            ("refusals_answered", self.refusals_answered),
+            ("refusals_unanswered", self.refusals_unanswered),
             ("upgrades", self.upgrades),
             ("handshake_errors", self.handshake_errors),
             ("http_requests", self.http_requests),
@@ -218,6 +227,8 @@ impl Counters {
             connections_accepted: shard.connections_accepted,
             connections_closed: shard.connections_closed,
             accept_table_full: shard.accept_table_full,
+            refusals_answered: shard.refusals_answered,
+            refusals_unanswered: shard.refusals_unanswered,
             upgrades: endpoint.upgrades,
             handshake_errors: endpoint.handshake_errors,
             http_requests: endpoint.http_requests,

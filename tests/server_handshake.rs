@@ -153,3 +153,42 @@ fn unknown_path_is_404() {
     let response = client.read_response();
     assert_eq!(response.status, 404, "{response:?}");
 }
+
+/// Proves the real server holds every request to RFC 9112's head rules, upgrades and plain
+/// requests alike: no Host in HTTP/1.1 or a bare LF is 400, an expectation other than
+/// 100-continue is 417 Expectation Failed, each answered and closed; HTTP/1.0 may omit Host.
+#[test]
+fn heads_breaking_rfc_9112_are_refused() {
+    let server = ServerProcess::start(&[]);
+    let upgrade = format!(
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {SAMPLE_KEY}\r\n\
+         Sec-WebSocket-Version: 13\r\n"
+    );
+    let cases = [
+        ("GET /health HTTP/1.1\r\n\r\n".to_owned(), 400),
+        (format!("GET /ws HTTP/1.1\r\n{upgrade}\r\n"), 400),
+        ("GET /health HTTP/1.1\nHost: 127.0.0.1\n\n".to_owned(), 400),
+        (
+            format!("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\n{upgrade}\r\n"),
+            400,
+        ),
+        (
+            "POST /publish/A HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Expect: 200-ok\r\nContent-Length: 1\r\n\r\n1"
+                .to_owned(),
+            417,
+        ),
+        (
+            format!("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: websocket\r\n{upgrade}\r\n"),
+            417,
+        ),
+    ];
+    for (request, status) in cases {
+        let response = refused(&server, &request);
+        assert_eq!(response.status, status, "{request:?}: {response:?}");
+    }
+    let mut client = RawClient::connect(server.address);
+    client.write(b"GET /health HTTP/1.0\r\n\r\n");
+    let response = client.read_response();
+    assert_eq!((response.status, response.body), (200, b"ok\n".to_vec()));
+}

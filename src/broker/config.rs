@@ -3,12 +3,14 @@
 
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::json_bounds::JsonBounds;
 
 /// What happens to a subscriber whose outbound queue is full (`outbound_queue_bytes_max` or
 /// `outbound_queue_frames_max` reached) when a message for it arrives. Pings, pongs and closes
 /// are never dropped or conflated; every action is counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SlowConsumerPolicy {
     /// Keep only the newest message per topic for that subscriber until its queue drains; it
@@ -38,7 +40,7 @@ impl FromStr for SlowConsumerPolicy {
 }
 
 /// Limits and policies of the pub/sub broker (`[broker]` in the config file).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Longest topic name in bytes. Default 128: longer than any ticker or instrument key, short
@@ -80,6 +82,15 @@ pub struct BrokerConfig {
     /// Most items in one `POST /publish` batch; 413 beyond. Default 1,000: bounds the work one
     /// request hands the broker between two reads of other connections.
     pub publish_batch_items_max: usize,
+    /// Most arrays and objects open at once in a publish's `data` (`[[1]]` is 2); deeper data
+    /// is refused (an `error` reply, or 400). Default 64: far beyond any market-data message,
+    /// and well inside what recursive JSON parsers of subscribers survive (serde_json stops at
+    /// 128). Data is replayed to every subscriber, so one bomb would break them all.
+    pub publish_json_depth_max: usize,
+    /// Longest number in a publish's `data`, in characters (sign, digits, point, exponent);
+    /// longer is refused. Default 64: a 64-bit integer needs 20 and a double 24 at most, while
+    /// numbers of thousands of digits cost some parsers quadratic time to convert.
+    pub publish_json_number_bytes_max: usize,
     /// What to do with a subscriber that cannot keep up: conflate (default), drop or disconnect.
     pub slow_consumer_policy: SlowConsumerPolicy,
     /// Bytes queued to all of one shard's connections before every subscriber of the shard is
@@ -120,6 +131,8 @@ impl Default for BrokerConfig {
             request_bytes_max: 64 * 1024,
             publish_body_bytes_max: 1024 * 1024,
             publish_batch_items_max: 1000,
+            publish_json_depth_max: 64,
+            publish_json_number_bytes_max: 64,
             slow_consumer_policy: SlowConsumerPolicy::Conflate,
             outbound_shard_bytes_max: 128 * 1024 * 1024,
             snapshot_topics: Vec::new(),
@@ -133,6 +146,14 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The bounds every publish's `data` is checked against.
+    pub fn json_bounds(&self) -> JsonBounds {
+        JsonBounds {
+            depth_max: self.publish_json_depth_max,
+            number_bytes_max: self.publish_json_number_bytes_max,
+        }
+    }
+
     /// Whether subscribers of `topic` get a last-value snapshot.
     pub fn wants_snapshot(&self, topic: &str) -> bool {
         self.snapshot_topics
@@ -157,6 +178,11 @@ impl BrokerConfig {
             ("outbound_shard_bytes_max", self.outbound_shard_bytes_max),
             ("topic_creations_burst", self.topic_creations_burst as usize),
             ("demo_symbols", self.demo_symbols),
+            ("publish_json_depth_max", self.publish_json_depth_max),
+            (
+                "publish_json_number_bytes_max",
+                self.publish_json_number_bytes_max,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -21,6 +21,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::config::BrokerConfig;
+use super::json_bounds::{self, JsonBoundError, JsonBounds};
 use super::topic::{self as topic_name, TopicError};
 use crate::protocol::HandshakeError;
 use crate::protocol::decimal::write_decimal;
@@ -49,6 +50,9 @@ pub struct PublishConfig {
     /// Most items in one batch publish; 413 beyond. 1000 bounds the work one request hands the
     /// broker between two reads of other connections, and the response (≤ 21 bytes per item).
     pub publish_batch_items_max: usize,
+    /// The bounds on each published `data` (`publish_json_depth_max`,
+    /// `publish_json_number_bytes_max`, paired surrogates); 400 beyond.
+    pub json_bounds: JsonBounds,
 }
 
 impl Default for PublishConfig {
@@ -63,6 +67,7 @@ impl PublishConfig {
             topic_bytes_max: broker.topic_bytes_max,
             publish_body_bytes_max: broker.publish_body_bytes_max,
             publish_batch_items_max: broker.publish_batch_items_max,
+            json_bounds: broker.json_bounds(),
         }
     }
 
@@ -115,6 +120,13 @@ pub enum HttpError {
     },
     /// The body is not the JSON the endpoint takes; serde_json's message says where.
     InvalidJson(String),
+    /// The published data breaks a bound of [`json_bounds`] (a parser bomb).
+    InvalidData(JsonBoundError),
+    /// The data of the batch item at `index` (from 0) breaks a bound.
+    InvalidBatchData {
+        index: usize,
+        error: JsonBoundError,
+    },
     BatchTooLarge {
         items_max: usize,
     },
@@ -133,7 +145,9 @@ impl HttpError {
             Self::InvalidPercentEncoding
             | Self::InvalidTopic(_)
             | Self::InvalidBatchTopic { .. }
-            | Self::InvalidJson(_) => 400,
+            | Self::InvalidJson(_)
+            | Self::InvalidData(_)
+            | Self::InvalidBatchData { .. } => 400,
         }
     }
 
@@ -171,6 +185,10 @@ impl fmt::Display for HttpError {
             Self::InvalidTopic(error) => write!(formatter, "{error}"),
             Self::InvalidBatchTopic { index, error } => write!(formatter, "item {index}: {error}"),
             Self::InvalidJson(message) => write!(formatter, "invalid json body: {message}"),
+            Self::InvalidData(error) => write!(formatter, "{}", error.reason()),
+            Self::InvalidBatchData { index, error } => {
+                write!(formatter, "item {index}: {}", error.reason())
+            }
             Self::BatchTooLarge { items_max } => {
                 write!(formatter, "batch has more than {items_max} items")
             }
@@ -212,6 +230,8 @@ pub fn route<'a>(request: &Request<'a>, config: &PublishConfig) -> Route<'a> {
         Target::Metrics => Ok(Route::Metrics),
         Target::PublishOne { topic } => {
             let data = parse_one(request.body)?;
+            json_bounds::check(data.get().as_bytes(), &config.json_bounds)
+                .map_err(HttpError::InvalidData)?;
             Ok(Route::PublishOne { topic, data })
         }
         Target::PublishBatch => Ok(Route::PublishBatch {
@@ -387,9 +407,12 @@ fn parse_batch<'a>(
         Err(_) if over_limit.get() => return Err(HttpError::BatchTooLarge { items_max }),
         Err(error) => return Err(HttpError::InvalidJson(error.to_string())),
     };
-    for (index, (topic, _)) in items.iter().enumerate() {
+    for (index, (topic, data)) in items.iter().enumerate() {
         topic_name::validate_topic(topic, config.topic_bytes_max)
             .map_err(|error| HttpError::InvalidBatchTopic { index, error })?;
+        // Each item is kept and replayed verbatim, so each is held to the bounds.
+        json_bounds::check(data.get().as_bytes(), &config.json_bounds)
+            .map_err(|error| HttpError::InvalidBatchData { index, error })?;
     }
     Ok(items)
 }
@@ -521,6 +544,10 @@ mod tests {
         topic_bytes_max: 128,
         publish_body_bytes_max: 1024 * 1024,
         publish_batch_items_max: 3,
+        json_bounds: JsonBounds {
+            depth_max: 64,
+            number_bytes_max: 64,
+        },
     };
 
     /// A route copied out of its request, to compare.
@@ -566,7 +593,7 @@ mod tests {
 
     fn publish(path: &str, content_type: &str, body: &str) -> Vec<u8> {
         format!(
-            "POST {path} HTTP/1.1\r\nContent-Type: {content_type}\r\n\
+            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: {content_type}\r\n\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
@@ -584,9 +611,18 @@ mod tests {
     /// Proves the read-only endpoints route for GET and HEAD.
     #[test]
     fn health_and_metrics_route() {
-        assert_eq!(routed(b"GET /health HTTP/1.1\r\n\r\n"), Routed::Health);
-        assert_eq!(routed(b"HEAD /health HTTP/1.1\r\n\r\n"), Routed::Health);
-        assert_eq!(routed(b"GET /metrics?x HTTP/1.1\r\n\r\n"), Routed::Metrics);
+        assert_eq!(
+            routed(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Routed::Health
+        );
+        assert_eq!(
+            routed(b"HEAD /health HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Routed::Health
+        );
+        assert_eq!(
+            routed(b"GET /metrics?x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Routed::Metrics
+        );
     }
 
     /// Proves a single publish forwards the body's JSON verbatim (inner whitespace and number
@@ -612,7 +648,7 @@ mod tests {
             )),
             one("fx/EUR usd+1", false, "1")
         );
-        let chunked = b"POST /publish/A HTTP/1.1\r\nContent-Type: application/json\r\n\
+        let chunked = b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
             Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n";
         assert_eq!(routed(chunked), one("A", true, "[]"));
     }
@@ -637,21 +673,22 @@ mod tests {
     fn refusals_map_to_statuses() {
         let json = "application/json";
         let cases: Vec<(Vec<u8>, u16)> = vec![
-            (b"GET /nowhere HTTP/1.1\r\n\r\n".to_vec(), 404),
-            (b"GET /publishing HTTP/1.1\r\n\r\n".to_vec(), 404),
+            (b"GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 404),
+            (b"GET /publishing HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 404),
             (
-                b"POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                b"POST /health HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n".to_vec(),
                 405,
             ),
-            (b"GET /publish/A HTTP/1.1\r\n\r\n".to_vec(), 405),
+            (b"GET /publish/A HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 405),
             (
-                b"POST /publish/A HTTP/1.1\r\nContent-Type: application/json\r\n\r\n".to_vec(),
+                b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\r\n"
+                    .to_vec(),
                 411,
             ),
             (publish("/publish/A", "text/plain", "1"), 415),
             (publish("/publish/A", "application/jsonx", "1"), 415),
             (
-                b"POST /publish/A HTTP/1.1\r\nContent-Length: 1\r\n\r\n1".to_vec(),
+                b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n1".to_vec(),
                 415,
             ),
             (publish("/publish/", json, "1"), 400),
@@ -667,7 +704,7 @@ mod tests {
             (publish("/publish/A", json, "{\"a\":1} 2"), 400),
             (publish("/publish/A", json, "{\"a\":}"), 400),
             (
-                b"POST /publish/A HTTP/1.1\r\nContent-Type: application/json\r\n\
+                b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
                   Content-Length: 3\r\n\r\n\"\xff\""
                     .to_vec(),
                 400,
@@ -700,6 +737,39 @@ mod tests {
             );
             assert!(!error.closes_connection());
         }
+    }
+
+    /// Proves parser bombs in a single or a batch publish are refused with 400 and a JSON
+    /// reason naming the bound (and the batch item), and that data at the bounds is accepted.
+    #[test]
+    fn parser_bombs_are_400() {
+        let json = "application/json";
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let long = "1".repeat(60_000);
+        let lone = r#"{"s":"\ud800"}"#;
+        let cases = [
+            (deep.as_str(), JsonBoundError::TooDeep),
+            (long.as_str(), JsonBoundError::NumberTooLong),
+            (lone, JsonBoundError::UnpairedSurrogate),
+        ];
+        for (data, error) in cases {
+            let refused = routed(&publish("/publish/A", json, data));
+            assert_eq!(refused, Routed::Refuse(HttpError::InvalidData(error)));
+            let batch = format!(r#"[{{"topic":"A","data":1}},{{"topic":"B","data":{data}}}]"#);
+            let refused = routed(&publish("/publish", json, &batch));
+            let expected = HttpError::InvalidBatchData { index: 1, error };
+            assert_eq!(refused, Routed::Refuse(expected.clone()));
+            assert_eq!(expected.status(), 400);
+            let mut out = BytesMut::new();
+            let _ = write_http_error(&expected, true, &mut out);
+            let text = String::from_utf8(out.to_vec()).unwrap();
+            let body = text.split("\r\n\r\n").nth(1).unwrap();
+            let reason = format!("item 1: {}", error.reason());
+            assert_eq!(body, serde_json::json!({ "error": reason }).to_string());
+        }
+        let at_bounds = format!("{}{}{}", "[".repeat(64), "9".repeat(64), "]".repeat(64));
+        let accepted = routed(&publish("/publish/A", json, &at_bounds));
+        assert_eq!(accepted, one("A", true, &at_bounds));
     }
 
     /// Proves the batch limit answers 413 and counts items, not bytes.
@@ -737,7 +807,8 @@ mod tests {
             ("PUT", "Content-Type: application/json\r\n", Some(405)),
         ];
         for (method, content_type, status) in heads {
-            let head = format!("{method} /publish/A HTTP/1.1\r\n{expect}{content_type}\r\n");
+            let head =
+                format!("{method} /publish/A HTTP/1.1\r\nHost: a\r\n{expect}{content_type}\r\n");
             let head = head.as_bytes();
             let mut reader = RequestReader::new();
             let mut events = reader.handle_read(head, &mut pool, &limits);

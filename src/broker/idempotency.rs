@@ -131,7 +131,11 @@ mod tests {
             assert!(keys.len() <= 3);
         }
         assert_eq!(keys.seq_of(&topic("A"), &key("x9"), 2000), Some(9));
-        assert_eq!(keys.seq_of(&topic("A"), &key("x0"), 2000), None, "the oldest went");
+        assert_eq!(
+            keys.seq_of(&topic("A"), &key("x0"), 2000),
+            None,
+            "the oldest went"
+        );
     }
 
     /// Proves keys are checked like names: no control bytes, no more than 128 bytes.

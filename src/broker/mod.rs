@@ -12,6 +12,7 @@
 //! - [`message`]: messages and replies, encoded once and shared.
 //! - [`request`]: client requests over the WebSocket (JSON), and [`request::BrokerRequest`].
 //! - [`http_api`]: publishing over HTTP.
+//! - [`json_bounds`]: the depth, number and surrogate bounds on published JSON.
 //! - [`owner`], [`subscribers`]: the two tables of a shard.
 //! - [`fanout`]: the shard's broker and its policy; [`command`]: what shards tell each other.
 //! - [`config`]: the limits and policies; [`demo`]: the random-walk ticker feed.
@@ -22,6 +23,7 @@ pub mod demo;
 pub mod fanout;
 pub mod http_api;
 pub mod idempotency;
+pub mod json_bounds;
 pub mod message;
 pub mod owner;
 pub mod request;

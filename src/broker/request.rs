@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::config::BrokerConfig;
+use super::json_bounds::{self, JsonBoundError};
 use super::owner::Since;
 use super::topic::{Epoch, TopicError, TopicName, validate_topic};
 
@@ -65,6 +66,8 @@ pub enum RequestError {
     TooManyTopics,
     SinceWithoutSubscription,
     InvalidEpoch,
+    /// A publish's `data` breaks a `publish_json_*` bound.
+    Data(JsonBoundError),
 }
 
 impl RequestError {
@@ -86,6 +89,7 @@ impl RequestError {
             RequestError::InvalidEpoch => {
                 "an epoch is 16 hex digits, as subscribed and reset give it"
             }
+            RequestError::Data(error) => error.reason(),
         }
     }
 }
@@ -138,10 +142,13 @@ pub fn parse_request<'a>(
         "publish" => {
             let topic = fields.topic.ok_or(RequestError::MissingField("topic"))?.0;
             validate_topic(&topic, config.topic_bytes_max).map_err(RequestError::Topic)?;
-            let data = fields.data.ok_or(RequestError::MissingField("data"))?;
+            let data = fields.data.ok_or(RequestError::MissingField("data"))?.get();
+            // Kept and replayed verbatim to every subscriber, so held to the bounds first.
+            json_bounds::check(data.as_bytes(), &config.json_bounds())
+                .map_err(RequestError::Data)?;
             Ok(Request::Publish {
                 topic,
-                data: data.get().as_bytes(),
+                data: data.as_bytes(),
             })
         }
         "subscribe" => {
@@ -302,6 +309,43 @@ mod tests {
             parse_request(text, &config).unwrap_err(),
             RequestError::TooLarge
         );
+    }
+
+    /// Proves a publish whose data is a parser bomb is refused with the bound it broke: nested
+    /// 100,000 deep, a 60,000-digit number, an unpaired surrogate; data at the bounds passes.
+    #[test]
+    fn bombs_in_data_are_refused() {
+        let publish = |data: &str| format!(r#"{{"op":"publish","topic":"A","data":{data}}}"#);
+        let config = BrokerConfig {
+            request_bytes_max: 1024 * 1024,
+            ..BrokerConfig::default()
+        };
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let long = "7".repeat(60_000);
+        let cases = [
+            (deep, JsonBoundError::TooDeep),
+            (long, JsonBoundError::NumberTooLong),
+            (
+                r#"{"s":"\ud800"}"#.to_owned(),
+                JsonBoundError::UnpairedSurrogate,
+            ),
+            (
+                r#"["\udc00"]"#.to_owned(),
+                JsonBoundError::UnpairedSurrogate,
+            ),
+        ];
+        for (data, error) in cases {
+            let text = publish(&data);
+            let refused = parse_request(text.as_bytes(), &config).unwrap_err();
+            assert_eq!(refused, RequestError::Data(error));
+            assert!(!refused.reason().contains('"'));
+        }
+        let at_bounds = format!("{}{}{}", "[".repeat(63), "9".repeat(64), "]".repeat(63));
+        let text = publish(&format!(r#"[{at_bounds}, "\ud83d\ude00"]"#));
+        assert!(matches!(
+            parse_request(text.as_bytes(), &config),
+            Ok(Request::Publish { .. })
+        ));
     }
 
     /// Proves a topic with a JSON escape is decoded (and then checked like any other).

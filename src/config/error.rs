@@ -17,12 +17,16 @@ pub enum ConfigError {
         path: Option<PathBuf>,
         message: String,
     },
-    /// A `RINGCAST_*` environment variable's value does not parse.
+    /// A `RINGCAST_*` environment variable's value does not parse or is out of range.
     Environment {
-        variable: &'static str,
+        variable: String,
         value: String,
         reason: String,
     },
+    /// A command-line flag's value cannot be the setting's.
+    Flag { flag: String, reason: String },
+    /// The layers' values, each valid on its own, do not make a configuration together.
+    Layers { message: String },
     /// A setting is out of range or contradicts another.
     Invalid {
         setting: &'static str,
@@ -81,6 +85,8 @@ impl fmt::Display for ConfigError {
                 f,
                 "environment variable {variable}={value:?} is invalid: {reason}; fix or unset it"
             ),
+            Self::Flag { flag, reason } => write!(f, "flag {flag} is invalid: {reason}"),
+            Self::Layers { message } => write!(f, "the settings do not combine: {message}"),
             Self::Invalid { setting, reason } => write!(f, "invalid {setting}: {reason}"),
             Self::FileTableTooLarge {
                 shards,

@@ -9,15 +9,18 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod error;
+mod layers;
 mod nofile;
-mod overrides;
 
 pub use error::ConfigError;
+pub use layers::{
+    ConfigOverrides, LOG_VARIABLE, Setting, UnknownVariable, VARIABLE_PREFIX, default_table,
+    edit_distance, setting_named, settings, unknown_variables,
+};
 pub use nofile::{NofileLimits, check_file_table_fits, raise_nofile_soft_limit_to_hard};
-pub use overrides::ConfigOverrides;
 
 pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
 use crate::broker::http_api::PublishConfig;
@@ -48,7 +51,7 @@ pub const SEND_BATCH_FRAMES_KERNEL_MAX: usize = 1024;
 /// Everything one ringcast process needs to start: where to listen, how many shards, and every
 /// per-shard and per-connection limit. Read from the config file with unknown keys refused, so
 /// that a misspelled setting is an error rather than silently left at its default.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address and port to accept WebSocket connections on. Default 127.0.0.1:8080: loopback, so
@@ -178,22 +181,45 @@ struct ExplicitSettings {
 impl ServerConfig {
     /// Builds the configuration from its layers, each overriding the one before: the defaults,
     /// the config file's text (if any), then each set of overrides in order (the environment,
-    /// then the command line). Settings derived from others are filled in last. Does not
-    /// validate, so that the caller chooses when to ask the OS about its limits.
+    /// then the command line). Settings derived from others are filled in last, except where a
+    /// layer wrote them. Does not validate, so that the caller chooses when to ask the OS about
+    /// its limits.
     pub fn from_layers(
         file_text: Option<&str>,
         overrides: &[ConfigOverrides],
     ) -> Result<Self, ConfigError> {
-        let (mut config, mut explicit) = match file_text {
+        let mut table = match file_text {
             Some(text) => Self::parse_file(text)?,
-            None => (Self::default(), ExplicitSettings::default()),
+            None => toml::Table::new(),
         };
         for layer in overrides {
-            layer.apply_to(&mut config);
-            explicit.frame_bytes_max |= layer.frame_bytes_max.is_some();
-            explicit.message_bytes_max |= layer.message_bytes_max.is_some();
-            explicit.outbound_queue_bytes_max |= layer.outbound_queue_bytes_max.is_some();
+            layer.apply_to(&mut table);
         }
+        // Serde fills absent keys with their defaults, so which keys some layer wrote is read
+        // from the merged document itself.
+        let written = |path: &[&str]| {
+            let (leaf, sections) = path.split_last().expect("a path names a key");
+            let mut current = &table;
+            for section in sections {
+                match current.get(*section).and_then(toml::Value::as_table) {
+                    Some(inner) => current = inner,
+                    None => return false,
+                }
+            }
+            current.contains_key(*leaf)
+        };
+        let explicit = ExplicitSettings {
+            frame_bytes_max: written(&["protocol", "frame_bytes_max"]),
+            message_bytes_max: written(&["protocol", "message_bytes_max"]),
+            outbound_queue_bytes_max: written(&["outbound_queue_bytes_max"]),
+            pool: written(&["pool", "classes"]),
+            publish_body_bytes_max: written(&["broker", "publish_body_bytes_max"]),
+        };
+        // Each layer's values were checked on their own as the layer was built, and the file's
+        // as it was parsed, so only a combination could fail here.
+        let mut config = Self::deserialize(table).map_err(|error| ConfigError::Layers {
+            message: error.message().trim_end().to_owned(),
+        })?;
         config.derive_unset(explicit);
         Ok(config)
     }
@@ -203,29 +229,15 @@ impl ServerConfig {
         Self::from_layers(Some(text), &[])
     }
 
-    fn parse_file(text: &str) -> Result<(Self, ExplicitSettings), ConfigError> {
+    /// Parses the file as a document and checks it against the config's types, so that a
+    /// mistake in the file is reported with its line and column before any layer applies.
+    fn parse_file(text: &str) -> Result<toml::Table, ConfigError> {
         let parse_error = |error: toml::de::Error| ConfigError::FileParse {
             path: None,
             message: error.to_string(),
         };
-        let config: Self = toml::from_str(text).map_err(parse_error)?;
-        // Serde fills absent keys with their defaults, so which keys were written is read from
-        // the document itself.
-        let table: toml::Table = text.parse().map_err(parse_error)?;
-        let written = |section: &str, key: &str| {
-            table
-                .get(section)
-                .and_then(|value| value.get(key))
-                .is_some()
-        };
-        let explicit = ExplicitSettings {
-            frame_bytes_max: written("protocol", "frame_bytes_max"),
-            message_bytes_max: written("protocol", "message_bytes_max"),
-            outbound_queue_bytes_max: table.contains_key("outbound_queue_bytes_max"),
-            pool: written("pool", "classes"),
-            publish_body_bytes_max: written("broker", "publish_body_bytes_max"),
-        };
-        Ok((config, explicit))
+        toml::from_str::<Self>(text).map_err(parse_error)?;
+        text.parse().map_err(parse_error)
     }
 
     /// Fills in the settings that follow from others, unless a layer set them explicitly.

@@ -155,63 +155,82 @@ fn zero_shards_means_one_per_cpu() {
     assert!(config.shards >= 1);
 }
 
-/// Proves every variable is RINGCAST_ and its setting's name in upper case.
+/// Proves every leaf key is unique across the tables, so that `RINGCAST_` + the key names
+/// one setting, and that the table holds the nested settings the hand-kept list once missed.
 #[test]
-fn environment_variables_follow_the_naming_rule() {
-    assert_eq!(ConfigOverrides::ENVIRONMENT_VARIABLES.len(), 25);
-    for (setting, variable) in ConfigOverrides::ENVIRONMENT_VARIABLES {
-        assert_eq!(*variable, format!("RINGCAST_{}", setting.to_uppercase()));
+fn setting_names_are_unique_across_tables() {
+    let table = settings();
+    for (index, setting) in table.iter().enumerate() {
+        let clash = table[index + 1..]
+            .iter()
+            .find(|other| other.name() == setting.name());
+        assert!(
+            clash.is_none(),
+            "{} and {} share a name",
+            setting.dotted_path(),
+            clash.unwrap().dotted_path()
+        );
+        assert_eq!(
+            setting.variable(),
+            format!("RINGCAST_{}", setting.name().to_uppercase())
+        );
+    }
+    for path in [
+        "broker.topics_per_shard_max",
+        "broker.history_shard_bytes_max",
+        "protocol.origins_allowed",
+        "pool.classes",
+        "listen",
+    ] {
+        assert!(
+            table.iter().any(|setting| setting.dotted_path() == path),
+            "{path} is not in the table"
+        );
     }
 }
 
-/// Proves every variable, when set, reaches its setting.
+/// Proves variables of every kind reach their settings, nested ones included, and that the
+/// values written are explicit: no derived value replaces them.
 #[test]
-fn every_environment_variable_applies() {
+fn environment_variables_of_every_kind_apply() {
     let variables = environment(&[
         ("RINGCAST_LISTEN", "[::1]:9002"),
-        ("RINGCAST_SHARDS", "5"),
-        ("RINGCAST_CONNECTIONS_PER_SHARD_MAX", "1000"),
         ("RINGCAST_ECHO", "true"),
-        ("RINGCAST_HANDSHAKE_TIMEOUT_MS", "1"),
-        ("RINGCAST_IDLE_TIMEOUT_MS", "2"),
-        ("RINGCAST_PONG_TIMEOUT_MS", "3"),
-        ("RINGCAST_CLOSE_TIMEOUT_MS", "4"),
-        ("RINGCAST_DRAIN_TIMEOUT_MS", "5"),
-        ("RINGCAST_RECEIVE_BUFFER_BYTES", "4096"),
-        ("RINGCAST_RECEIVE_BUFFERS_COUNT", "512"),
-        ("RINGCAST_OUTBOUND_QUEUE_BYTES_MAX", "3000000"),
-        ("RINGCAST_OUTBOUND_QUEUE_FRAMES_MAX", "99"),
-        ("RINGCAST_SEND_BATCH_FRAMES_MAX", "16"),
-        ("RINGCAST_LOG_INTERVAL_MS", "6"),
+        ("RINGCAST_TOPICS_PER_SHARD_MAX", "7"),
+        ("RINGCAST_HISTORY_SHARD_BYTES_MAX", "1_000_000"),
+        ("RINGCAST_SLOW_CONSUMER_POLICY", "disconnect"),
+        (
+            "RINGCAST_ORIGINS_ALLOWED",
+            r#"["https://a.example", "https://b.example"]"#,
+        ),
         ("RINGCAST_FRAME_BYTES_MAX", "1000"),
-        ("RINGCAST_MESSAGE_BYTES_MAX", "2000000"),
+        (
+            "RINGCAST_CLASSES",
+            "[{ buffer_bytes = 128, buffers_max = 4 }, { buffer_bytes = 16777216, buffers_max = 2 }]",
+        ),
     ]);
     let overrides = ConfigOverrides::from_environment(variables).unwrap();
     let config = ServerConfig::from_layers(None, &[overrides]).unwrap();
     assert_eq!(config.listen, "[::1]:9002".parse().unwrap());
-    assert_eq!(config.shards, 5);
-    assert_eq!(config.connections_per_shard_max, 1000);
     assert!(config.echo);
-    let timeouts = [
-        config.handshake_timeout_ms,
-        config.idle_timeout_ms,
-        config.pong_timeout_ms,
-        config.close_timeout_ms,
-        config.drain_timeout_ms,
-        config.log_interval_ms,
-    ];
-    assert_eq!(timeouts, [1, 2, 3, 4, 5, 6]);
-    assert_eq!(config.receive_buffer_bytes, 4096);
-    assert_eq!(config.receive_buffers_count, 512);
-    assert_eq!(config.outbound_queue_bytes_max, 3_000_000);
-    assert_eq!(config.outbound_queue_frames_max, 99);
-    assert_eq!(config.send_batch_frames_max, 16);
+    assert_eq!(config.broker.topics_per_shard_max, 7);
+    assert_eq!(config.broker.history_shard_bytes_max, 1_000_000);
+    assert_eq!(
+        config.broker.slow_consumer_policy,
+        SlowConsumerPolicy::Disconnect
+    );
+    assert_eq!(
+        config.protocol.origins_allowed,
+        ["https://a.example", "https://b.example"]
+    );
+    // Echo raises the frame limit unless a layer set it; the environment did.
     assert_eq!(config.protocol.frame_bytes_max, 1000);
-    assert_eq!(config.protocol.message_bytes_max, 2_000_000);
+    assert_eq!(config.pool.classes.len(), 2, "a pool set is not re-derived");
     config.validate_settings().unwrap();
 }
 
-/// Proves a value that does not parse is refused, naming the variable and the value.
+/// Proves a value that does not parse, or parses to something its setting cannot hold, is
+/// refused, naming the variable and the value.
 #[test]
 fn unparsable_variable_is_named() {
     for (variable, value) in [
@@ -219,12 +238,49 @@ fn unparsable_variable_is_named() {
         ("RINGCAST_ECHO", "yes"),
         ("RINGCAST_IDLE_TIMEOUT_MS", "-1"),
         ("RINGCAST_FRAME_BYTES_MAX", ""),
+        ("RINGCAST_FRAME_BYTES_MAX", "1\nshards = 2"),
+        ("RINGCAST_TOPICS_PER_SHARD_MAX", "\"7\""),
+        ("RINGCAST_SLOW_CONSUMER_POLICY", "fast"),
+        ("RINGCAST_CLASSES", "[{ buffer_bytes = 128 }]"),
+        ("RINGCAST_SNAPSHOT_TOPICS", "AAPL"),
     ] {
         let error = ConfigOverrides::from_environment(environment(&[(variable, value)]));
         let message = error.unwrap_err().to_string();
         assert!(message.contains(variable), "{message}");
         assert!(message.contains(&format!("{value:?}")), "{message}");
     }
+}
+
+/// Proves misspelled variables are found with the nearest valid one, in any case, while valid
+/// ones, RINGCAST_LOG and other programs' variables pass.
+#[test]
+fn unknown_variables_name_the_nearest() {
+    let found = unknown_variables([
+        "RINGCAST_TOPIC_PER_SHARD_MAX",
+        "ringcast_shards",
+        "RINGCAST_SHARDS",
+        "RINGCAST_LOG",
+        "RINGCAST_HISTORY_SHARD_BYTES_MAX",
+        "HOME",
+        "RUST_LOG",
+    ]);
+    let pairs: Vec<(&str, &str)> = found
+        .iter()
+        .map(|unknown| (unknown.variable.as_str(), unknown.nearest.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            (
+                "RINGCAST_TOPIC_PER_SHARD_MAX",
+                "RINGCAST_TOPICS_PER_SHARD_MAX"
+            ),
+            ("ringcast_shards", "RINGCAST_SHARDS"),
+        ]
+    );
+    assert_eq!(edit_distance(b"kitten", b"sitting"), 3);
+    assert_eq!(edit_distance(b"", b"abc"), 3);
+    assert_eq!(edit_distance(b"same", b"same"), 0);
 }
 
 /// Proves echo mode raises the frame and message limits to 16 MiB, sizes the pool and the
@@ -256,10 +312,10 @@ fn echo_raises_limits_unless_set() {
     config.validate_settings().unwrap();
 
     // A lower message limit set explicitly pulls the unset frame limit down with it.
-    let overrides = ConfigOverrides {
-        message_bytes_max: Some(2 * 1024 * 1024),
-        ..ConfigOverrides::default()
-    };
+    let mut overrides = ConfigOverrides::default();
+    overrides
+        .set_flag("message_bytes_max", 2 * 1024 * 1024)
+        .unwrap();
     let config = ServerConfig::from_layers(Some("echo = true"), &[overrides]).unwrap();
     assert_eq!(config.protocol.message_bytes_max, 2 * 1024 * 1024);
     assert_eq!(config.protocol.frame_bytes_max, 2 * 1024 * 1024);
@@ -417,30 +473,14 @@ fn example_file_documents_the_defaults() {
         .collect();
     let config = ServerConfig::from_toml(&uncommented).unwrap();
     assert_eq!(config, ServerConfig::default());
-    let table: toml::Table = uncommented.parse().unwrap();
-    for (setting, _) in ConfigOverrides::ENVIRONMENT_VARIABLES {
-        let present = match *setting {
-            "frame_bytes_max" | "message_bytes_max" => table["protocol"].get(setting),
-            "history_messages_max"
-            | "history_bytes_max"
-            | "slow_consumer_policy"
-            | "outbound_shard_bytes_max"
-            | "demo"
-            | "demo_messages_per_second" => table["broker"].get(setting),
-            _ => table.get(*setting),
-        };
-        assert!(present.is_some(), "the example does not document {setting}");
-    }
-    let protocol_keys = [
-        "header_bytes_max",
-        "frame_bytes_max",
-        "message_bytes_max",
-        "origins_allowed",
-        "subprotocols",
-        "subprotocol_required",
-    ];
-    for key in protocol_keys {
-        assert!(table["protocol"].get(key).is_some(), "protocol.{key}");
+    let table = toml::Value::Table(uncommented.parse().unwrap());
+    for setting in settings() {
+        let mut value = Some(&table);
+        for key in &setting.path {
+            value = value.and_then(|value| value.get(key));
+        }
+        let path = setting.dotted_path();
+        assert!(value.is_some(), "the example does not document {path}");
     }
     assert_eq!(table["pool"]["classes"].as_array().unwrap().len(), 4);
 }

@@ -3,10 +3,10 @@
 //! They are plain data, read by the codecs and never looked up anywhere else; the server's
 //! configuration composes them (the `[protocol]` table of the config file).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Limits of the sans-IO protocol core (handshake, frames, messages).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProtocolLimits {
     /// Largest HTTP request head (request line + headers). 8 KiB matches common proxies and is

@@ -6,7 +6,7 @@
 //! parsing allocates nothing, and the pool's memory never exceeds the sum of its classes. The
 //! pool belongs to one shard and is not shared between threads.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Most size classes a pool may have: a handful serve every size from a control frame to the
 /// largest message, and the metrics report each class.
@@ -16,7 +16,7 @@ pub const POOL_CLASSES_MAX: usize = 16;
 ///
 /// Both fields are required in the config file: a class with a default size or count would
 /// silently change the pool's memory bound.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferClass {
     /// Capacity of each buffer in this class.
@@ -26,7 +26,7 @@ pub struct BufferClass {
 }
 
 /// Sizes and counts of the pooled buffers messages are assembled in. Each shard owns one pool.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolLimits {
     /// Size classes in ascending order. The defaults are sized from their consumers:

@@ -214,9 +214,6 @@ impl Shard {
         self.connection_count -= 1;
         self.counters.connections_closed += 1;
         self.after_broker()?;
-        if self.accepting && !self.accept_armed {
-            self.arm_accept()?;
-        }
-        Ok(())
+        self.connection_freed()
     }
 }

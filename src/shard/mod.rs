@@ -8,7 +8,8 @@
 //! its files only turn them into ring operations and map every errno the ring can return to a
 //! deliberate action:
 //!
-//! - [`accept`]: the multishot accept and opening connections;
+//! - [`accept`]: the multishot accepts (503 refusals while the table is full) and opening
+//!   connections;
 //! - [`receive`]: multishot receives on the provided buffer ring, reading pauses;
 //! - [`send`]: gathered sends and their completions;
 //! - [`close`]: deadlines and the close sequence (shutdown, close, free);
@@ -44,6 +45,7 @@ use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
 use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats};
+use accept::Accepts;
 use buffers::ReceiveBuffers;
 use commands::Outbox;
 use connection::Connection;
@@ -133,7 +135,8 @@ pub struct Shard {
     over_budget: bool,
     started: Instant,
     accepting: bool,
-    accept_armed: bool,
+    /// The direct and the refusing accept, and the refusals in flight.
+    accepts: Accepts,
     drain_deadline_ms: Option<u64>,
     last_table_full_log_ms: Option<u64>,
 }
@@ -211,7 +214,7 @@ impl Shard {
             config,
             started: Instant::now(),
             accepting: true,
-            accept_armed: false,
+            accepts: Accepts::default(),
             drain_deadline_ms: None,
             last_table_full_log_ms: None,
         })
@@ -220,7 +223,7 @@ impl Shard {
     /// Runs until a shutdown command has drained every connection (or its deadline passed).
     pub fn run(mut self) -> io::Result<ShardReport> {
         self.wait_for_other_shards()?;
-        self.arm_accept()?;
+        self.sync_accepts()?;
         loop {
             let timeout = self.wait_timeout();
             self.ring.submit_and_wait(timeout)?;
@@ -282,11 +285,18 @@ impl Shard {
         ))
     }
 
+    /// Whether a shutdown is over: every connection closed, every refusal in flight answered
+    /// (it owes its client the 503 and its descriptor a close), and every command accepted into
+    /// the mailbox (a publish, say) carried out; or the drain deadline passed.
     fn finished(&self) -> bool {
         let Some(drain_deadline_ms) = self.drain_deadline_ms else {
             return false;
         };
-        self.connection_count == 0 || self.context.now_ms >= drain_deadline_ms
+        let drained = self.connection_count == 0
+            && !self.accepts.in_flight()
+            && self.outbox_depth == 0
+            && !self.mailboxes[self.shard_index].has_commands();
+        drained || self.context.now_ms >= drain_deadline_ms
     }
 
     fn handle_completion(&mut self, completion: Completion) -> io::Result<()> {
@@ -295,6 +305,10 @@ impl Shard {
         };
         match tag.operation {
             Operation::Accept => return self.handle_accept(completion),
+            Operation::RefusingAccept => return self.handle_refusing_accept(completion),
+            // A refusal's descriptor is a process descriptor, not a slot of the table.
+            Operation::RefusalSend => return self.handle_refusal_send(tag, completion),
+            Operation::RefusalClose => return self.handle_refusal_close(tag, completion),
             // The loop drains the mailbox every turn (which also clears its wake-up flag). A
             // failed wake-up posts this completion at the sender (success is skipped).
             Operation::Wake => {
@@ -320,7 +334,12 @@ impl Shard {
             // 0, ENOENT (the receive had already ended) or EALREADY: the receive's own
             // completion, ECANCELED or not, is what the shard acts on.
             Operation::CancelReceive => Ok(()),
-            Operation::Accept | Operation::Wake | Operation::CancelAccept => unreachable!(),
+            Operation::Accept
+            | Operation::RefusingAccept
+            | Operation::RefusalSend
+            | Operation::RefusalClose
+            | Operation::Wake
+            | Operation::CancelAccept => unreachable!(),
         }
     }
 
@@ -331,7 +350,7 @@ impl Shard {
         }
         self.drain_deadline_ms = Some(self.context.now_ms + self.config.drain_timeout_ms);
         self.accepting = false;
-        self.cancel_accept()?;
+        self.sync_accepts()?;
         info!(
             connections = self.connection_count,
             "shutting down: closing every connection with 1001"

@@ -32,6 +32,13 @@ pub enum Operation {
     CancelAccept = 7,
     /// Cancelling a connection's multishot receive to pause reading (backpressure).
     CancelReceive = 8,
+    /// The multishot accept into process descriptors while the connection table is full.
+    RefusingAccept = 9,
+    /// Sending the 503 to a connection refused while the table is full; the slot field holds
+    /// its process descriptor.
+    RefusalSend = 10,
+    /// Closing a refused connection's process descriptor (generation 1: after its 503).
+    RefusalClose = 11,
 }
 
 impl Operation {
@@ -45,6 +52,9 @@ impl Operation {
             6 => Operation::Wake,
             7 => Operation::CancelAccept,
             8 => Operation::CancelReceive,
+            9 => Operation::RefusingAccept,
+            10 => Operation::RefusalSend,
+            11 => Operation::RefusalClose,
             _ => return None,
         })
     }

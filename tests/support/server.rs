@@ -212,8 +212,8 @@ pub fn run_server_to_exit(arguments: &[&str]) -> (ExitStatus, String) {
     (status, log)
 }
 
-/// The command for the binary. `RINGCAST_*` variables of the test's own environment are removed
-/// so that only what the test sets applies.
+/// The command for the binary. `RINGCAST_*` variables of the test's own environment are removed,
+/// and `RUST_LOG` (the log filter's fallback), so that only what the test sets applies.
 fn server_command(arguments: &[&str], environment: &[(&str, &str)], stderr_path: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringcast"));
     if !arguments
@@ -224,7 +224,8 @@ fn server_command(arguments: &[&str], environment: &[(&str, &str)], stderr_path:
     }
     command.args(arguments);
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RINGCAST_") {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("RINGCAST_") || name_text == "RUST_LOG" {
             command.env_remove(name);
         }
     }

@@ -13,8 +13,12 @@ pub enum HandshakeError {
     MethodNotGet,
     /// An upgrade request older than HTTP/1.1.
     HttpVersionTooOld,
-    /// No Host header.
+    /// An HTTP/1.1 request without a `Host` header (RFC 9112 §3.2).
     MissingHost,
+    /// A request with more than one `Host` header (RFC 9112 §3.2).
+    DuplicateHost,
+    /// An `Expect` header asking for something other than `100-continue` (RFC 9110 §10.1.1).
+    ExpectationFailed,
     /// No `Upgrade` header with the token `websocket`: a plain request sent to the WebSocket
     /// endpoint, answered with 426 and the protocol it needs.
     MissingUpgradeWebSocket,
@@ -73,6 +77,7 @@ impl HandshakeError {
             Self::TrailerTooLarge { .. } => 431,
             Self::UnsupportedTransferEncoding => 501,
             Self::BufferPoolExhausted { .. } => 503,
+            Self::ExpectationFailed => 417,
             Self::InvalidContentLength
             | Self::ConflictingContentLengths
             | Self::ContentLengthWithTransferEncoding
@@ -82,6 +87,7 @@ impl HandshakeError {
             | Self::MalformedRequest(_)
             | Self::HttpVersionTooOld
             | Self::MissingHost
+            | Self::DuplicateHost
             | Self::MissingConnectionUpgrade
             | Self::MissingKey
             | Self::InvalidKey
@@ -109,6 +115,10 @@ impl std::fmt::Display for HandshakeError {
             Self::MethodNotGet => write!(formatter, "websocket upgrade must use GET"),
             Self::HttpVersionTooOld => write!(formatter, "websocket upgrade needs HTTP/1.1"),
             Self::MissingHost => write!(formatter, "request has no Host header"),
+            Self::DuplicateHost => write!(formatter, "request has more than one Host header"),
+            Self::ExpectationFailed => {
+                write!(formatter, "Expect supports only 100-continue")
+            }
             Self::MissingUpgradeWebSocket => {
                 write!(formatter, "Upgrade header lacks the websocket token")
             }

@@ -132,14 +132,60 @@ pub fn parse_request_head<'headers, 'buffer>(
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    Ok(Some(Request {
+    check_line_endings(&window[..head_bytes])?;
+    let request = Request {
         method,
         path,
         query,
         version_minor,
         headers: parsed.headers,
         head_bytes,
-    }))
+    };
+    check_host(&request)?;
+    check_expectations(&request)?;
+    Ok(Some(request))
+}
+
+/// Every line of a head ends in CRLF (RFC 9112 §2.2). httparse also takes a bare LF, which a
+/// proxy in front of us may read differently (one of the ways requests are smuggled), so a
+/// head with one is refused rather than guessed at.
+fn check_line_endings(head: &[u8]) -> Result<(), HandshakeError> {
+    let mut previous = 0u8;
+    for &byte in head {
+        if byte == b'\n' && previous != b'\r' {
+            return Err(HandshakeError::MalformedRequest(
+                "line ending without CR (bare LF)",
+            ));
+        }
+        previous = byte;
+    }
+    Ok(())
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`; HTTP/1.0 may omit it, but no
+/// request may carry two, since which one names the target would be a guess.
+fn check_host(request: &Request<'_, '_>) -> Result<(), HandshakeError> {
+    let mut hosts = request.header_values("host");
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(HandshakeError::DuplicateHost),
+        (None, _) if request.version_minor() >= 1 => Err(HandshakeError::MissingHost),
+        _ => Ok(()),
+    }
+}
+
+/// RFC 9110 §10.1.1: the only expectation defined is `100-continue`; a server that receives
+/// any other may answer 417. Refusing it tells the client at once that what it waits for will
+/// not come. Empty list elements are allowed by the list syntax and mean nothing.
+fn check_expectations(request: &Request<'_, '_>) -> Result<(), HandshakeError> {
+    let unmet = request
+        .header_values("expect")
+        .flat_map(|value| value.split(|&byte| byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|element| !element.is_empty() && !element.eq_ignore_ascii_case(b"100-continue"));
+    if unmet {
+        return Err(HandshakeError::ExpectationFailed);
+    }
+    Ok(())
 }
 
 /// Names what httparse found wrong; the text goes into the 400 response body.

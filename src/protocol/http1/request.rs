@@ -115,10 +115,8 @@ impl HeadLayout {
             request.has_token("connection", "keep-alive")
         };
         // HTTP/1.0 clients cannot expect an interim response (RFC 9110 §10.1.1).
-        let expects_continue = version_minor >= 1
-            && request
-                .header("expect")
-                .is_some_and(|value| value.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+        // The parser refused every other expectation, so any `100-continue` element is one.
+        let expects_continue = version_minor >= 1 && request.has_token("expect", "100-continue");
         Ok(Self {
             head_bytes: request.head_bytes(),
             method: Span::within(head, request.method().as_bytes()),

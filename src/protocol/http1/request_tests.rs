@@ -115,8 +115,8 @@ const STREAM: &[u8] = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n\
     Content-Length: 12\r\n\r\n{\"px\":101.5}\
     POST /publish?x=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
     4;name=value\r\n[1,2\r\nA\r\n,3,4,5,6,7\r\n1\r\n]\r\n0\r\nChecksum: none\r\n\r\n\
-    POST /publish/MSFT HTTP/1.1\r\nContent-Length: 0\r\n\r\n\
-    GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n";
+    POST /publish/MSFT HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\
+    GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
 
 fn stream_requests() -> Vec<Seen> {
     let mut last = request("GET", "/metrics", b"");
@@ -165,7 +165,7 @@ fn every_split_point_reads_the_same() {
 /// and the body points into the input.
 #[test]
 fn whole_request_is_lent_without_copy() {
-    let input = b"POST /publish/AAPL HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+    let input = b"POST /publish/AAPL HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}";
     let mut pool = pool();
     let mut reader = RequestReader::new();
     let mut events = reader.handle_read(input, &mut pool, &LIMITS);
@@ -187,13 +187,13 @@ fn whole_request_is_lent_without_copy() {
 /// while its event is out, and back in the pool after the next call.
 #[test]
 fn pooled_buffers_are_returned() {
-    let input = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+    let input = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
     let mut pool = pool();
     let mut reader = RequestReader::new();
-    assert_eq!(run(&mut reader, &mut pool, &LIMITS, &[&input[..41]]), []);
+    assert_eq!(run(&mut reader, &mut pool, &LIMITS, &[&input[..50]]), []);
     assert_eq!(buffers_in_use(&pool), 2, "head and body");
     assert!(reader.is_mid_request() && reader.holds_buffers());
-    let mut events = reader.handle_read(&input[41..], &mut pool, &LIMITS);
+    let mut events = reader.handle_read(&input[50..], &mut pool, &LIMITS);
     assert!(matches!(
         events.next_event(),
         Some(Ok(HttpEvent::Request(_)))
@@ -214,7 +214,7 @@ fn pooled_buffers_are_returned() {
         &mut reader,
         &mut pool,
         &LIMITS,
-        &[b"Transfer-Encoding: chunked\r\n\r\n3\r\nab"],
+        &[b"Host: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"],
     );
     assert_eq!(buffers_in_use(&pool), 2);
     reader.release_buffers(&mut pool);
@@ -226,7 +226,7 @@ fn pooled_buffers_are_returned() {
         &mut pool,
         &LIMITS,
         &[
-            b"POST /p HTTP/1.1\r\n",
+            b"POST /p HTTP/1.1\r\nHost: a\r\n",
             b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcd",
         ],
     );
@@ -241,7 +241,8 @@ fn pooled_buffers_are_returned() {
 /// not already here, and never over HTTP/1.0.
 #[test]
 fn expect_continue_is_offered_before_the_body() {
-    let head = b"POST /publish/A HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
+    let head =
+        b"POST /publish/A HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
     let continued = Seen::Continue {
         path: "/publish/A".into(),
     };
@@ -252,7 +253,7 @@ fn expect_continue_is_offered_before_the_body() {
     );
     let whole = [&head[..], b"null"].concat();
     assert_eq!(run_whole(&[&whole]), std::slice::from_ref(&published));
-    let chunked = b"POST /publish/A HTTP/1.1\r\nExpect: 100-Continue\r\n\
+    let chunked = b"POST /publish/A HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\
         Transfer-Encoding: chunked\r\n\r\n";
     assert_eq!(
         run_whole(&[chunked, b"4\r\nnull\r\n0\r\n\r\n"]),
@@ -279,7 +280,8 @@ fn upgrade_hands_over_the_rest() {
         let (first, second) = input.split_at(split);
         assert_eq!(run_whole(&[first, second]), expected, "split at {split}");
     }
-    let with_body = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\nab";
+    let with_body =
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\nab";
     assert_eq!(
         run_whole(&[with_body]),
         [Seen::Error(HandshakeError::UpgradeWithBody)]
@@ -290,9 +292,9 @@ fn upgrade_hands_over_the_rest() {
 #[test]
 fn keep_alive_follows_version_and_connection() {
     let cases: [(&[u8], bool); 5] = [
-        (b"GET / HTTP/1.1\r\n\r\n", true),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
         (
-            b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n",
             false,
         ),
         (b"GET / HTTP/1.0\r\n\r\n", false),
@@ -326,7 +328,7 @@ fn chunked_bodies_decode() {
     ];
     for (chunks, body) in cases {
         let input = [
-            b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             chunks,
         ]
         .concat();
@@ -371,7 +373,7 @@ fn malformed_chunked_bodies_are_refused() {
     };
     for (chunks, status) in cases {
         let input = [
-            b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             chunks,
         ]
         .concat();
@@ -395,38 +397,38 @@ fn request_errors_map_to_statuses() {
     let too_long_head = [&b"GET /"[..], &[b'a'; 9000], b" HTTP/1.1\r\n\r\n"].concat();
     let cases: [(&[u8], HandshakeError); 11] = [
         (
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
             HandshakeError::ContentLengthWithTransferEncoding,
         ),
         (
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             HandshakeError::ConflictingContentLengths,
         ),
         (
-            b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n",
             HandshakeError::ConflictingContentLengths,
         ),
         (
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
             HandshakeError::InvalidContentLength,
         ),
         (
-            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n",
             HandshakeError::InvalidContentLength,
         ),
         (
-            b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n",
             HandshakeError::BodyTooLarge {
                 body_bytes: 1_048_577,
                 body_bytes_max: 1_048_576,
             },
         ),
         (
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             HandshakeError::UnsupportedTransferEncoding,
         ),
         (
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
             HandshakeError::MalformedRequest("chunked must be the last transfer coding, once"),
         ),
         (
@@ -434,7 +436,7 @@ fn request_errors_map_to_statuses() {
             HandshakeError::TransferEncodingInHttp10,
         ),
         (
-            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
             HandshakeError::MalformedRequest("invalid header name"),
         ),
         (
@@ -447,13 +449,14 @@ fn request_errors_map_to_statuses() {
     let statuses = [400, 400, 400, 400, 400, 413, 501, 400, 400, 400, 431];
     for ((input, error), status) in cases.into_iter().zip(statuses) {
         assert_eq!(error.status(), status, "{error}");
-        let trailing = [input, b"GET / HTTP/1.1\r\n\r\n"].concat();
+        let trailing = [input, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"].concat();
         let expected = [Seen::Error(error)];
         assert_eq!(run_whole(&[&trailing]), expected);
         let pieces: Vec<&[u8]> = trailing.chunks(7).collect();
         assert_eq!(run_whole(&pieces), expected, "in pieces");
     }
-    let agreeing = b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nabcde";
+    let agreeing =
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nabcde";
     assert_eq!(run_whole(&[agreeing]), [request("POST", "/", b"abcde")]);
 }
 
@@ -468,7 +471,7 @@ fn exhausted_pool_answers_503() {
         }],
     });
     let mut reader = RequestReader::new();
-    let whole = b"POST /p HTTP/1.1\r\nContent-Length: 1\r\n\r\nx";
+    let whole = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx";
     assert_eq!(
         run(&mut reader, &mut pool, &LIMITS, &[whole]),
         [request("POST", "/p", b"x")]
@@ -503,4 +506,71 @@ fn pipelined_publishes_need_no_buffer() {
     }
     assert_eq!(count, 1000);
     assert_eq!(buffers_created(&pool), 0);
+}
+
+/// Proves the RFC 9112 head rules hold for plain requests and upgrades alike, whole or in
+/// pieces: HTTP/1.1 needs one Host (HTTP/1.0 may omit it, nobody may send two), lines end in
+/// CRLF, and an expectation other than 100-continue is refused with 417.
+#[test]
+fn heads_follow_rfc_9112() {
+    const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    let bare_lf = HandshakeError::MalformedRequest("line ending without CR (bare LF)");
+    let cases: Vec<(String, HandshakeError)> = vec![
+        (
+            "GET /health HTTP/1.1\r\n\r\n".into(),
+            HandshakeError::MissingHost,
+        ),
+        (
+            format!("GET /ws HTTP/1.1\r\n{UPGRADE}\r\n"),
+            HandshakeError::MissingHost,
+        ),
+        (
+            "GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".into(),
+            HandshakeError::DuplicateHost,
+        ),
+        ("GET /health HTTP/1.1\nHost: a\n\n".into(), bare_lf.clone()),
+        (
+            "GET /health HTTP/1.1\r\nHost: a\nX: y\r\n\r\n".into(),
+            bare_lf.clone(),
+        ),
+        (
+            format!("GET /ws HTTP/1.1\r\nHost: a\r\n{UPGRADE}\n"),
+            bare_lf,
+        ),
+        (
+            "POST /p HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx".into(),
+            HandshakeError::ExpectationFailed,
+        ),
+        (
+            "GET /health HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, x\r\n\r\n".into(),
+            HandshakeError::ExpectationFailed,
+        ),
+        (
+            format!("GET /ws HTTP/1.1\r\nHost: a\r\n{UPGRADE}Expect: websocket\r\n\r\n"),
+            HandshakeError::ExpectationFailed,
+        ),
+    ];
+    for (input, error) in cases {
+        let expected = [Seen::Error(error)];
+        assert_eq!(run_whole(&[input.as_bytes()]), expected, "{input:?}");
+        let pieces: Vec<&[u8]> = input.as_bytes().chunks(5).collect();
+        assert_eq!(run_whole(&pieces), expected, "{input:?} in pieces");
+    }
+    assert_eq!(HandshakeError::MissingHost.status(), 400);
+    assert_eq!(HandshakeError::DuplicateHost.status(), 400);
+    assert_eq!(HandshakeError::ExpectationFailed.status(), 417);
+    // HTTP/1.0 may omit Host, and its 100-continue is ignored (RFC 9110 §10.1.1).
+    let old = b"POST /p HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n";
+    let mut served = request("POST", "/p", b"x");
+    if let Seen::Request { keep_alive, .. } = &mut served {
+        *keep_alive = false;
+    }
+    assert_eq!(run_whole(&[old, b"x"]), [served]);
+    let listed =
+        b"POST /p HTTP/1.1\r\nHost: a\r\nExpect: , 100-Continue\r\nContent-Length: 1\r\n\r\n";
+    let continued = [
+        Seen::Continue { path: "/p".into() },
+        request("POST", "/p", b"x"),
+    ];
+    assert_eq!(run_whole(&[listed, b"x"]), continued);
 }

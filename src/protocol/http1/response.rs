@@ -73,6 +73,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -198,6 +199,9 @@ mod tests {
             HandshakeError::MethodNotGet,
             HandshakeError::HttpVersionTooOld,
             HandshakeError::MissingHost,
+            HandshakeError::DuplicateHost,
+            HandshakeError::ExpectationFailed,
+            HandshakeError::MalformedRequest("line ending without CR (bare LF)"),
             HandshakeError::MissingUpgradeWebSocket,
             HandshakeError::MissingConnectionUpgrade,
             HandshakeError::MissingKey,
@@ -226,6 +230,19 @@ mod tests {
             let message = format!("{error}\n");
             assert!(message.len() <= ERROR_BODY_BYTES_MAX, "{message}");
         }
+    }
+
+    /// Proves a refused expectation is answered `417 Expectation Failed` and closed.
+    #[test]
+    fn expectation_failed_has_its_reason_phrase() {
+        let mut out = BytesMut::new();
+        write_error_response(&HandshakeError::ExpectationFailed, &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 417 Expectation Failed\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
     }
 
     /// Proves a stack text cuts at a character boundary and says it did.
