@@ -263,6 +263,7 @@ impl Publisher {
             topic,
             data,
             reply: None,
+            key: None,
         };
         match self.waker.send(&self.mailboxes[owner], command) {
             Ok(()) => Ok(()),

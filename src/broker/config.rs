@@ -72,6 +72,14 @@ pub struct BrokerConfig {
     /// fill the table for everyone else.
     pub topic_creations_per_second: u64,
     pub topic_creations_burst: u64,
+    /// How long a topic's owner remembers the seq an idempotency key got (HTTP's
+    /// `Idempotency-Key`, a WebSocket publish's `"id"`): a retry within it is answered with the
+    /// first seq instead of being published again. Default 5 minutes, beyond any client's
+    /// retry schedule.
+    pub idempotency_window_ms: u64,
+    /// Keys one shard remembers at once (past it the oldest are forgotten first). Default
+    /// 65,536: about 20 MB per shard at most, for keys of up to 128 bytes.
+    pub idempotency_keys_max: usize,
     /// Largest JSON request a client may send over the WebSocket (a publish's whole message).
     /// Default 64 KiB. A larger request is answered with an `error` and the connection stays.
     pub request_bytes_max: usize,
@@ -128,6 +136,8 @@ impl Default for BrokerConfig {
             topic_idle_ms: 600_000,
             topic_creations_per_second: 100,
             topic_creations_burst: 1000,
+            idempotency_window_ms: 300_000,
+            idempotency_keys_max: 64 * 1024,
             request_bytes_max: 64 * 1024,
             publish_body_bytes_max: 1024 * 1024,
             publish_batch_items_max: 1000,

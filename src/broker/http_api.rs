@@ -21,6 +21,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::config::BrokerConfig;
+use super::idempotency::IDEMPOTENCY_KEY_BYTES_MAX;
 use super::json_bounds::{self, JsonBoundError, JsonBounds};
 use super::topic::{self as topic_name, TopicError};
 use crate::protocol::HandshakeError;
@@ -130,6 +131,8 @@ pub enum HttpError {
     BatchTooLarge {
         items_max: usize,
     },
+    /// An `Idempotency-Key` that is not 1 to 128 bytes of printable ASCII.
+    InvalidIdempotencyKey,
 }
 
 impl HttpError {
@@ -147,7 +150,8 @@ impl HttpError {
             | Self::InvalidBatchTopic { .. }
             | Self::InvalidJson(_)
             | Self::InvalidData(_)
-            | Self::InvalidBatchData { .. } => 400,
+            | Self::InvalidBatchData { .. }
+            | Self::InvalidIdempotencyKey => 400,
         }
     }
 
@@ -192,6 +196,10 @@ impl fmt::Display for HttpError {
             Self::BatchTooLarge { items_max } => {
                 write!(formatter, "batch has more than {items_max} items")
             }
+            Self::InvalidIdempotencyKey => write!(
+                formatter,
+                "Idempotency-Key must be 1 to 128 bytes of printable ASCII"
+            ),
         }
     }
 }
@@ -203,14 +211,17 @@ impl std::error::Error for HttpError {}
 pub enum Route<'a> {
     Health,
     Metrics,
-    /// Publish `data`, the body's JSON value as sent, to `topic` (percent-decoded, valid).
+    /// Publish `data`, the body's JSON value as sent, to `topic` (percent-decoded, valid),
+    /// under the request's `Idempotency-Key` if it has one.
     PublishOne {
         topic: Cow<'a, str>,
         data: &'a RawValue,
+        key: Option<&'a [u8]>,
     },
-    /// Publish each `(topic, data)` in order; topics are JSON-unescaped and valid.
+    /// Publish each `(topic, data)` in order, all or none; topics are JSON-unescaped and valid.
     PublishBatch {
         items: Vec<(Cow<'a, str>, &'a RawValue)>,
+        key: Option<&'a [u8]>,
     },
     Refuse(HttpError),
 }
@@ -229,16 +240,28 @@ pub fn route<'a>(request: &Request<'a>, config: &PublishConfig) -> Route<'a> {
         Target::Health => Ok(Route::Health),
         Target::Metrics => Ok(Route::Metrics),
         Target::PublishOne { topic } => {
+            let key = idempotency_key(&request.head)?;
             let data = parse_one(request.body)?;
             json_bounds::check(data.get().as_bytes(), &config.json_bounds)
                 .map_err(HttpError::InvalidData)?;
-            Ok(Route::PublishOne { topic, data })
+            Ok(Route::PublishOne { topic, data, key })
         }
         Target::PublishBatch => Ok(Route::PublishBatch {
+            key: idempotency_key(&request.head)?,
             items: parse_batch(request.body, config)?,
         }),
     });
     result.unwrap_or_else(Route::Refuse)
+}
+
+/// The request's `Idempotency-Key`, if it has one and it is valid.
+fn idempotency_key<'a>(head: &RequestHead<'a>) -> Result<Option<&'a [u8]>, HttpError> {
+    let Some(key) = head.header("idempotency-key") else {
+        return Ok(None);
+    };
+    topic_name::validate_topic_bytes(key, IDEMPOTENCY_KEY_BYTES_MAX)
+        .map_err(|_| HttpError::InvalidIdempotencyKey)?;
+    Ok(Some(key))
 }
 
 /// Checks what can be checked before the body arrives, for a client that waits on
@@ -576,12 +599,12 @@ mod tests {
         match route(&request, &CONFIG) {
             Route::Health => Routed::Health,
             Route::Metrics => Routed::Metrics,
-            Route::PublishOne { topic, data } => Routed::One {
+            Route::PublishOne { topic, data, .. } => Routed::One {
                 borrowed: matches!(topic, Cow::Borrowed(_)),
                 topic: topic.into_owned(),
                 data: data.get().to_owned(),
             },
-            Route::PublishBatch { items } => Routed::Batch(
+            Route::PublishBatch { items, .. } => Routed::Batch(
                 items
                     .into_iter()
                     .map(|(topic, data)| (topic.into_owned(), data.get().to_owned()))

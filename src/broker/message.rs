@@ -130,6 +130,7 @@ pub enum ReplyKind {
     Subscribed,
     Reset,
     Unsubscribed,
+    Published,
     Error,
 }
 
@@ -139,6 +140,7 @@ impl ReplyKind {
             ReplyKind::Subscribed => "subscribed",
             ReplyKind::Reset => "reset",
             ReplyKind::Unsubscribed => "unsubscribed",
+            ReplyKind::Published => "published",
             ReplyKind::Error => "error",
         }
     }
@@ -190,6 +192,51 @@ impl Reply {
         );
         Reply {
             kind: ReplyKind::Unsubscribed,
+            frame,
+        }
+    }
+
+    /// `{"op":"published","id":…,"seq":…}`: the publish the client gave `id` has seq `seq` (also
+    /// when it was a retry answered from the idempotency table). `id` is printable ASCII,
+    /// escaped here like a topic name.
+    pub fn published(encoder: &mut FrameEncoder, id: &str, seq: u64) -> Reply {
+        let mut digits = [0u8; 20];
+        let seq_text = decimal(seq, &mut digits);
+        let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
+        let id_text = escape_topic(id, &mut escaped);
+        let frame = encoder.encode_parts(
+            OpCode::Text,
+            &[
+                b"{\"op\":\"published\",\"id\":\"",
+                id_text,
+                b"\",\"seq\":",
+                seq_text,
+                b"}",
+            ],
+        );
+        Reply {
+            kind: ReplyKind::Published,
+            frame,
+        }
+    }
+
+    /// `{"op":"error","reason":…,"id":…}`: the publish the client gave `id` was refused.
+    pub fn publish_error(encoder: &mut FrameEncoder, reason: &str, id: &str) -> Reply {
+        debug_assert!(!reason.bytes().any(needs_escape));
+        let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
+        let id_text = escape_topic(id, &mut escaped);
+        let frame = encoder.encode_parts(
+            OpCode::Text,
+            &[
+                b"{\"op\":\"error\",\"reason\":\"",
+                reason.as_bytes(),
+                b"\",\"id\":\"",
+                id_text,
+                b"\"}",
+            ],
+        );
+        Reply {
+            kind: ReplyKind::Error,
             frame,
         }
     }
@@ -376,6 +423,14 @@ mod tests {
             (
                 Reply::unsubscribed(&mut encoder, &topic("A")),
                 serde_json::json!({"op":"unsubscribed","topic":"A"}),
+            ),
+            (
+                Reply::published(&mut encoder, "order-7", 12),
+                serde_json::json!({"op":"published","id":"order-7","seq":12}),
+            ),
+            (
+                Reply::publish_error(&mut encoder, "too many", "a\"b"),
+                serde_json::json!({"op":"error","reason":"too many","id":"a\"b"}),
             ),
         ];
         for (reply, expected) in cases {

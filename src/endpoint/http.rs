@@ -6,9 +6,11 @@
 //! shard; a response waits in `http_pending` until it and every response before it is ready, so
 //! pipelined requests are answered in the order they came.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
 use tracing::debug;
 
 use super::outbound::Outbound;
@@ -16,6 +18,7 @@ use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
 use crate::broker::http_api::{
     self, HttpError, Route, write_batch_response, write_http_error, write_publish_response,
 };
+use crate::broker::idempotency::IdempotencyKey;
 use crate::broker::{BrokerRequest, TopicName};
 use crate::protocol::HandshakeError;
 use crate::protocol::http1::head::HEADERS_COUNT_MAX;
@@ -241,23 +244,25 @@ impl Answer<'_> {
                 let headers = [("Content-Type", METRICS_CONTENT_TYPE)];
                 self.respond_ok(&headers, body.as_bytes(), is_head, keep_alive);
             }
-            Route::PublishOne { topic, data } => {
+            Route::PublishOne { topic, data, key } => {
                 let first_ticket = self.responses.next_ticket;
-                let refused = self.publish(&topic, data.get().as_bytes());
-                self.queue_publish(first_ticket, 1, refused, false, keep_alive);
+                if let Err(error) = self.publish_one(&topic, data.get().as_bytes(), key) {
+                    return self.refuse(&error, keep_alive);
+                }
+                self.queue_publish(first_ticket, 1, false, keep_alive);
             }
-            Route::PublishBatch { items } if items.is_empty() => {
+            Route::PublishBatch { items, .. } if items.is_empty() => {
                 let mut response = BytesMut::new();
                 write_batch_response(&[], keep_alive, &mut response);
                 self.respond(response.freeze());
             }
-            Route::PublishBatch { items } => {
+            Route::PublishBatch { items, key } => {
                 let first_ticket = self.responses.next_ticket;
-                let mut refused = 0;
-                for (topic, data) in &items {
-                    refused += self.publish(topic, data.get().as_bytes());
+                let count = items.len();
+                if let Err(error) = self.publish_batch(&items, key) {
+                    return self.refuse(&error, keep_alive);
                 }
-                self.queue_publish(first_ticket, items.len(), refused, true, keep_alive);
+                self.queue_publish(first_ticket, count, true, keep_alive);
             }
             Route::Refuse(error) => return self.refuse(&error, keep_alive),
         }
@@ -295,48 +300,82 @@ impl Answer<'_> {
         }
     }
 
-    /// Hands one message to the broker for its owner, under the next ticket. Returns 1 when it
-    /// could not (a topic name the router passed and `TopicName` refused: a bug, answered as a
-    /// refusal rather than a response that never comes), else 0.
-    fn publish(&mut self, topic: &str, data: &[u8]) -> usize {
+    /// Hands one message to the broker for its owner, under the next ticket.
+    fn publish_one(
+        &mut self,
+        topic: &str,
+        data: &[u8],
+        key: Option<&[u8]>,
+    ) -> Result<(), HttpError> {
         self.counters.publish_requests += 1;
-        let ticket = self.responses.next_ticket;
-        self.responses.next_ticket = ticket.wrapping_add(1);
-        // Topic and data in one copy: the request outlives this read's buffer.
-        let copied = self.encoder.copy_parts(&[topic.as_bytes(), data]);
-        let name = copied.slice(..topic.len());
-        match TopicName::new(name, self.settings.broker.topic_bytes_max) {
-            Ok(topic_name) => {
-                let data = copied.slice(topic.len()..);
-                self.requests.push(BrokerRequest::Publish {
-                    topic: topic_name,
-                    data,
-                    ticket: Some(ticket),
-                });
-                0
-            }
-            Err(error) => {
-                debug_assert!(false, "the router passed an invalid topic: {error}");
-                1
-            }
-        }
+        let (topic, data) = self.copy_item(topic, data)?;
+        let key = self.copy_key(key)?;
+        let ticket = self.next_tickets(1);
+        self.requests.push(BrokerRequest::Publish {
+            topic,
+            data,
+            ticket: Some(ticket),
+            key,
+        });
+        Ok(())
     }
 
-    /// Queues the response of a publish of `count` messages, `refused` of which were refused
-    /// at once (their answers are in).
-    fn queue_publish(
+    /// Hands a batch to the broker, published all or none, under consecutive tickets.
+    fn publish_batch(
         &mut self,
-        first_ticket: u32,
-        count: usize,
-        refused: usize,
-        batch: bool,
-        keep_alive: bool,
-    ) {
+        items: &[(Cow<'_, str>, &RawValue)],
+        key: Option<&[u8]>,
+    ) -> Result<(), HttpError> {
+        self.counters.publish_requests += items.len() as u64;
+        let mut copied = Vec::with_capacity(items.len());
+        for (topic, data) in items {
+            copied.push(self.copy_item(topic, data.get().as_bytes())?);
+        }
+        let key = self.copy_key(key)?;
+        let first_ticket = self.next_tickets(items.len());
+        self.requests.push(BrokerRequest::PublishBatch {
+            items: copied,
+            first_ticket,
+            key,
+        });
+        Ok(())
+    }
+
+    /// Topic and data in one copy (the request outlives this read's buffer), the topic as a
+    /// `TopicName`. The router checked the name; a refusal here would be a bug, answered
+    /// rather than left without a response.
+    fn copy_item(&mut self, topic: &str, data: &[u8]) -> Result<(TopicName, Bytes), HttpError> {
+        let copied = self.encoder.copy_parts(&[topic.as_bytes(), data]);
+        let name = TopicName::new(
+            copied.slice(..topic.len()),
+            self.settings.broker.topic_bytes_max,
+        )
+        .map_err(HttpError::InvalidTopic)?;
+        Ok((name, copied.slice(topic.len()..)))
+    }
+
+    fn copy_key(&mut self, key: Option<&[u8]>) -> Result<Option<IdempotencyKey>, HttpError> {
+        key.map(|key| {
+            IdempotencyKey::new(self.encoder.copy(key))
+                .map_err(|_| HttpError::InvalidIdempotencyKey)
+        })
+        .transpose()
+    }
+
+    /// Takes `count` consecutive tickets; returns the first.
+    fn next_tickets(&mut self, count: usize) -> u32 {
+        let first = self.responses.next_ticket;
+        self.responses.next_ticket = first.wrapping_add(count as u32);
+        first
+    }
+
+    /// Queues the response of a publish of `count` messages, answered as their seqs come.
+    fn queue_publish(&mut self, first_ticket: u32, count: usize, batch: bool, keep_alive: bool) {
         self.responses.pending.push_back(PendingResponse {
             first_ticket,
             seqs: vec![0; count],
-            answered: refused,
-            refused: (refused > 0).then_some("invalid topic name"),
+            answered: 0,
+            refused: None,
             batch,
             keep_alive,
             ready: None,

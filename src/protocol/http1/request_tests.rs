@@ -574,3 +574,20 @@ fn heads_follow_rfc_9112() {
     ];
     assert_eq!(run_whole(&[listed, b"x"]), continued);
 }
+
+/// Proves a head's fields are found by name, ignoring case, trimmed, the first of several.
+#[test]
+fn header_fields_by_name() {
+    let head = b"POST /publish HTTP/1.1\r\nHost: x\r\nIdempotency-KEY:  k-1 \r\n\
+                 idempotency-key: k-2\r\nContent-Length: 0\r\n\r\n";
+    let mut pool = BufferPool::new(&PoolLimits::default());
+    let mut reader = RequestReader::default();
+    let input = head.to_vec();
+    let mut events = reader.handle_read(&input, &mut pool, &LIMITS);
+    let Some(Ok(HttpEvent::Request(request))) = events.next_event() else {
+        panic!("a request")
+    };
+    assert_eq!(request.head.header("idempotency-key"), Some(&b"k-1"[..]));
+    assert_eq!(request.head.header("host"), Some(&b"x"[..]));
+    assert_eq!(request.head.header("origin"), None);
+}
