@@ -35,7 +35,11 @@ impl Server {
     /// Binds the listeners and starts every shard; returns once all accept connections.
     pub fn start(config: ServerConfig) -> io::Result<Server> {
         let config = Arc::new(config);
-        let (listeners, local_address) = bind_listeners(config.listen, config.shards)?;
+        let buffers = SocketBuffers {
+            send_bytes: config.socket_send_buffer_bytes,
+            receive_bytes: config.socket_receive_buffer_bytes,
+        };
+        let (listeners, local_address) = bind_listeners(config.listen, config.shards, buffers)?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let (ready_sender, ready_receiver) = mpsc::channel();
         let mut threads = Vec::with_capacity(config.shards);
@@ -185,8 +189,19 @@ fn pin_to_core(core: usize) {
     }
 }
 
+/// The kernel buffers of every accepted connection (0: the kernel's autotuning).
+#[derive(Clone, Copy, Debug)]
+struct SocketBuffers {
+    send_bytes: usize,
+    receive_bytes: usize,
+}
+
 /// Binds `count` SO_REUSEPORT listeners on one address; the first resolves an ephemeral port.
-fn bind_listeners(address: SocketAddr, count: usize) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
+fn bind_listeners(
+    address: SocketAddr,
+    count: usize,
+    buffers: SocketBuffers,
+) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
     let mut resolved = probe_port_free(address)?;
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count {
@@ -199,6 +214,14 @@ fn bind_listeners(address: SocketAddr, count: usize) -> io::Result<(Vec<OwnedFd>
         socket.set_reuse_port(true)?;
         // Accepted sockets inherit TCP_NODELAY: market data must not wait for Nagle.
         socket.set_tcp_nodelay(true)?;
+        // They inherit the buffer sizes too (set before listen, so that the receive window's
+        // scale follows them).
+        if buffers.send_bytes > 0 {
+            socket.set_send_buffer_size(buffers.send_bytes)?;
+        }
+        if buffers.receive_bytes > 0 {
+            socket.set_recv_buffer_size(buffers.receive_bytes)?;
+        }
         socket.bind(&resolved.into()).map_err(|error| {
             io::Error::new(error.kind(), format!("binding {resolved} failed: {error}"))
         })?;

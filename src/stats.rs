@@ -125,6 +125,14 @@ pub struct Counters {
     pub message_timeouts: u64,
     /// Buffers the message pool could not lend (its class was all in use).
     pub pool_exhausted: u64,
+    /// Pages of replays served, and replays cut short (what they asked for left history).
+    pub replay_pages: u64,
+    pub replays_lost: u64,
+    /// Topics forgotten after `topic_idle_ms` unused, and creations refused for rate.
+    pub topics_expired: u64,
+    pub topic_creations_refused: u64,
+    /// Publishes answered from the idempotency table (retries), not published again.
+    pub duplicate_publishes: u64,
 }
 
 /// Levels (not totals) a shard reports with its counters.
@@ -146,6 +154,9 @@ pub struct Gauges {
     pub outbox_depth: u64,
     /// Bytes queued to this shard's connections and not yet sent.
     pub outbound_queued_bytes: u64,
+    /// Memory the queues hold: each shared frame once, plus each queue's own frames and
+    /// bookkeeping. What `outbound_shard_bytes_max` bounds.
+    pub outbound_memory_bytes: u64,
 }
 
 /// What one shard reports to `GET /metrics`: gathered by the shard every loop turn.
@@ -158,7 +169,7 @@ pub struct ShardStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 36] {
+    pub fn named(&self) -> [(&'static str, u64); 41] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -196,6 +207,11 @@ impl Counters {
             ("send_stalls", self.send_stalls),
             ("message_timeouts", self.message_timeouts),
             ("pool_exhausted", self.pool_exhausted),
+            ("replay_pages", self.replay_pages),
+            ("replays_lost", self.replays_lost),
+            ("topics_expired", self.topics_expired),
+            ("topic_creations_refused", self.topic_creations_refused),
+            ("duplicate_publishes", self.duplicate_publishes),
         ]
     }
 
@@ -260,6 +276,11 @@ impl Counters {
             send_stalls: shard.send_stalls,
             message_timeouts: endpoint.message_timeouts,
             pool_exhausted: 0,
+            replay_pages: broker.replay_pages,
+            replays_lost: broker.replays_lost,
+            topics_expired: broker.topics_expired,
+            topic_creations_refused: broker.topic_creations_refused,
+            duplicate_publishes: broker.duplicate_publishes,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use ringcast::broker::config::{BrokerConfig, SlowConsumerPolicy};
 use ringcast::broker::idempotency::IdempotencyKey;
-use ringcast::broker::owner::Since;
+use ringcast::broker::owner::{OwnerError, Since};
 use ringcast::broker::{
     BrokerRequest, Clients, Command, Fanout, Message, QueueLimits, Reply, ReplyKind, ShardMemory,
     TopicName, owner_shard,
@@ -44,7 +44,7 @@ struct FakeClient {
     /// Taken off the queue by `Network::drain`, in order.
     received: Vec<Received>,
     closed_with: Option<(CloseCode, &'static str)>,
-    publish_answers: Vec<(u32, Result<u64, &'static str>)>,
+    publish_answers: Vec<(u32, Result<u64, OwnerError>)>,
 }
 
 #[derive(Debug, Default)]
@@ -164,7 +164,7 @@ impl Clients for FakeClients {
         self.enqueue(client, item, bytes, None);
     }
 
-    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, &'static str>) {
+    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, OwnerError>) {
         self.clients[client as usize]
             .publish_answers
             .push((ticket, result));

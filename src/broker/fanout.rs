@@ -86,7 +86,7 @@ pub trait Clients {
     /// Queues a reply; replies are never refused.
     fn reply(&mut self, client: u32, reply: &Reply);
     /// The owner numbered (or refused) the HTTP publish waiting under `ticket`.
-    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, &'static str>);
+    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, OwnerError>);
     /// Closes the client's connection with `code` and `reason`.
     fn close(&mut self, client: u32, code: CloseCode, reason: &'static str);
 }
@@ -547,8 +547,8 @@ impl Fanout {
         if self.batches.len() >= PENDING_BATCHES_MAX {
             self.counters.request_errors += 1;
             for index in 0..items.len() as u32 {
-                let reason = "too many batches in flight on this shard";
-                clients.answer_publish(slot, first_ticket.wrapping_add(index), Err(reason));
+                let refusal = Err(OwnerError::BatchesInFlight);
+                clients.answer_publish(slot, first_ticket.wrapping_add(index), refusal);
             }
             return;
         }
@@ -613,7 +613,7 @@ impl Fanout {
             self.counters.request_errors += 1;
             for index in 0..pending.items.len() as u32 {
                 let ticket = pending.first_ticket.wrapping_add(index);
-                clients.answer_publish(client.slot, ticket, Err(error.reason()));
+                clients.answer_publish(client.slot, ticket, Err(error));
             }
             return;
         }
@@ -936,7 +936,7 @@ impl Fanout {
             return;
         }
         if let Some(ticket) = reply.ticket {
-            clients.answer_publish(slot, ticket, result.map_err(OwnerError::reason));
+            clients.answer_publish(slot, ticket, result);
             return;
         }
         let reply = match (result, key) {

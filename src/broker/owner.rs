@@ -141,6 +141,8 @@ pub enum OwnerError {
     TooManyTopics,
     /// The client created topics faster than `topic_creations_per_second` allows.
     CreationRateExceeded,
+    /// The client's shard has too many batches waiting for their owners.
+    BatchesInFlight,
 }
 
 impl OwnerError {
@@ -150,6 +152,16 @@ impl OwnerError {
             OwnerError::CreationRateExceeded => {
                 "topics created faster than topic_creations_per_second"
             }
+            OwnerError::BatchesInFlight => "too many batches in flight on this shard",
+        }
+    }
+
+    /// The HTTP status a refused publish is answered with: 429 when the client went too fast
+    /// (it may retry after a while), 503 when the server is full.
+    pub fn status(self) -> u16 {
+        match self {
+            OwnerError::CreationRateExceeded => 429,
+            OwnerError::TooManyTopics | OwnerError::BatchesInFlight => 503,
         }
     }
 }
@@ -577,9 +589,10 @@ impl OwnedTopics {
 
     fn create(&mut self, topic: &TopicName, now_ms: u64) -> usize {
         let index = self.topics.len();
-        self.index.insert(topic.clone(), index as u32);
+        let name = topic.to_kept();
+        self.index.insert(name.clone(), index as u32);
         self.topics.push(OwnedTopic {
-            name: topic.clone(),
+            name,
             epoch: self.epochs.next_epoch(),
             seq: 0,
             history: VecDeque::new(),

@@ -19,6 +19,7 @@ use crate::broker::http_api::{
     self, HttpError, Route, write_batch_response, write_http_error, write_publish_response,
 };
 use crate::broker::idempotency::IdempotencyKey;
+use crate::broker::owner::OwnerError;
 use crate::broker::{BrokerRequest, TopicName};
 use crate::protocol::HandshakeError;
 use crate::protocol::http1::head::HEADERS_COUNT_MAX;
@@ -39,7 +40,7 @@ pub struct PendingResponse {
     first_ticket: u32,
     seqs: Vec<u64>,
     answered: usize,
-    refused: Option<&'static str>,
+    refused: Option<OwnerError>,
     /// `POST /publish` (answered with `seqs`) rather than `POST /publish/{topic}` (`seq`).
     batch: bool,
     keep_alive: bool,
@@ -56,10 +57,17 @@ impl PendingResponse {
         if let Some(ready) = &self.ready {
             return out.extend_from_slice(ready);
         }
-        if let Some(reason) = self.refused {
-            let body = format!("{{\"error\":\"{reason}\"}}");
+        if let Some(error) = self.refused {
+            let body = format!("{{\"error\":\"{}\"}}", error.reason());
             let headers = [("Content-Type", "application/json"), ("Retry-After", "1")];
-            return handshake::write_response(503, &headers, body.as_bytes(), self.keep_alive, out);
+            let status = error.status();
+            return handshake::write_response(
+                status,
+                &headers,
+                body.as_bytes(),
+                self.keep_alive,
+                out,
+            );
         }
         match self.batch {
             true => write_batch_response(&self.seqs, self.keep_alive, out),
@@ -197,7 +205,7 @@ impl HttpEndpoint {
     pub fn answer_publish(
         &mut self,
         ticket: u32,
-        result: Result<u64, &'static str>,
+        result: Result<u64, OwnerError>,
         outbound: &mut Outbound,
     ) -> Next {
         let responses = &mut self.responses;
@@ -211,7 +219,7 @@ impl HttpEndpoint {
         let index = ticket.wrapping_sub(pending.first_ticket) as usize;
         match result {
             Ok(seq) => pending.seqs[index] = seq,
-            Err(reason) => pending.refused = Some(reason),
+            Err(error) => pending.refused = Some(error),
         }
         pending.answered += 1;
         flush_complete(responses, outbound);

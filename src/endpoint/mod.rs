@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::broker::BrokerRequest;
 use crate::broker::config::BrokerConfig;
 use crate::broker::http_api::PublishConfig;
+use crate::broker::owner::OwnerError;
 use crate::protocol::CloseCode;
 use crate::protocol::ProtocolLimits;
 use crate::protocol::http1::RequestLimits;
@@ -209,7 +210,7 @@ impl Endpoint {
     pub fn answer_publish(
         &mut self,
         ticket: u32,
-        result: Result<u64, &'static str>,
+        result: Result<u64, OwnerError>,
         outbound: &mut Outbound,
     ) -> Next {
         match self {

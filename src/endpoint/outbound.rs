@@ -108,6 +108,7 @@ impl SharedFrames {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reported {
     charge_bytes: usize,
+    queued_bytes: usize,
     nonempty: bool,
 }
 
@@ -124,6 +125,9 @@ impl Reported {
 pub struct QueueMemory {
     pub shared: SharedFrames,
     charges_bytes: u64,
+    /// Bytes waiting to be sent over all queues (a shared frame once per queue): how far
+    /// behind the shard's clients are, not what it costs.
+    queued_bytes: u64,
     nonempty_queues: u32,
 }
 
@@ -133,15 +137,32 @@ impl QueueMemory {
         self.shared.bytes_total() + self.charges_bytes
     }
 
+    /// Bytes waiting to be sent, summed over the queues.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes
+    }
+
     /// Queues holding at least one frame.
     pub fn nonempty_queues(&self) -> u32 {
         self.nonempty_queues
+    }
+
+    /// Takes a queue that goes away (its connection is freed) out of the totals: what it last
+    /// reported counts no more.
+    pub fn forget(&mut self, reported: &mut Reported) {
+        self.charges_bytes -= reported.charge_bytes as u64;
+        self.queued_bytes -= reported.queued_bytes as u64;
+        if reported.nonempty {
+            self.nonempty_queues -= 1;
+        }
+        *reported = Reported::default();
     }
 
     /// Brings the totals up to date with `outbound`, whose last report is `reported`.
     pub fn sync(&mut self, outbound: &Outbound, reported: &mut Reported) {
         let now = Reported {
             charge_bytes: outbound.charge_bytes(),
+            queued_bytes: outbound.queued_bytes(),
             nonempty: !outbound.is_empty(),
         };
         if now == *reported {
@@ -149,6 +170,8 @@ impl QueueMemory {
         }
         self.charges_bytes =
             self.charges_bytes + now.charge_bytes as u64 - reported.charge_bytes as u64;
+        self.queued_bytes =
+            self.queued_bytes + now.queued_bytes as u64 - reported.queued_bytes as u64;
         match (reported.nonempty, now.nonempty) {
             (false, true) => self.nonempty_queues += 1,
             (true, false) => self.nonempty_queues -= 1,

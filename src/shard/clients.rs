@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::connection::Connection;
+use crate::broker::owner::OwnerError;
 use crate::broker::{Clients, Message, QueueLimits, Reply, ShardMemory};
 use crate::endpoint::frame_cache::{FrameCache, reply_frame};
 use crate::endpoint::outbound::QueueMemory;
@@ -151,7 +152,7 @@ impl Clients for ShardClients<'_> {
         }
     }
 
-    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, &'static str>) {
+    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, OwnerError>) {
         let connection = self.connections[client as usize]
             .as_mut()
             .expect("the broker names only open clients");

@@ -202,10 +202,11 @@ impl Shard {
         connection
             .outbound
             .discard_unsent(&mut self.queue_memory.shared);
-        self.account(slot);
         let mut connection = self.connections[slot as usize]
             .take()
             .expect("live connection");
+        // Its entry array (kept when small) goes with it: it counts no more.
+        self.queue_memory.forget(&mut connection.reported);
         connection.endpoint.release_buffers(&mut self.context.pool);
         if connection.endpoint.kind() == EndpointKind::WebSocket {
             self.websocket_connections -= 1;

@@ -393,7 +393,8 @@ impl Shard {
             websocket_connections: self.websocket_connections,
             mailbox_depth: mailbox.depth() as u64,
             outbox_depth: self.outbox_depth as u64,
-            outbound_queued_bytes: memory_bytes,
+            outbound_queued_bytes: self.queue_memory.queued_bytes(),
+            outbound_memory_bytes: memory_bytes,
             ..Gauges::default()
         }
         .with_broker(self.fanout.gauges());
