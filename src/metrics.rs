@@ -225,6 +225,13 @@ static FAMILIES: &[Family] = &[
         &[("", |m| m.gauges.topics_subscribed)]),
     bytes("history", Gauge, "Bytes of history this shard keeps for its owned topics.",
         &[("", |m| m.gauges.history_bytes)]),
+    single("message_buffers_created", Counter,
+        "Message buffers allocated because none of their size class was free (warm-up, growth) \
+         or for a message larger than every class; flat in a steady state.",
+        &[("", |m| m.counters.message_buffers_created)]),
+    bytes("message_pool_free", Gauge,
+        "Bytes of free message buffers this shard keeps for reuse.",
+        &[("", |m| m.gauges.message_pool_free_bytes)]),
     single("mailbox_depth", Gauge, "Commands waiting in this shard's mailboxes.",
         &[("", |m| m.gauges.mailbox_depth)]),
     single("outbox_depth", Gauge,
@@ -432,6 +439,7 @@ mod tests {
             topics_expired: offset + 39,
             topic_creations_refused: offset + 40,
             duplicate_publishes: offset + 41,
+            message_buffers_created: offset + 52,
         };
         let gauges = Gauges {
             connections: offset + 42,
@@ -444,6 +452,7 @@ mod tests {
             outbox_depth: offset + 49,
             outbound_queued_bytes: offset + 50,
             outbound_memory_bytes: offset + 51,
+            message_pool_free_bytes: offset + 53,
         };
         ShardStats {
             counters,

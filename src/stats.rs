@@ -133,6 +133,8 @@ pub struct Counters {
     pub topic_creations_refused: u64,
     /// Publishes answered from the idempotency table (retries), not published again.
     pub duplicate_publishes: u64,
+    /// Message buffers made rather than reused (zero in a steady state).
+    pub message_buffers_created: u64,
 }
 
 /// Levels (not totals) a shard reports with its counters.
@@ -157,6 +159,8 @@ pub struct Gauges {
     /// Memory the queues hold: each shared frame once, plus each queue's own frames and
     /// bookkeeping. What `outbound_shard_bytes_max` bounds.
     pub outbound_memory_bytes: u64,
+    /// Bytes of free message buffers kept for reuse (`message_pool_free_bytes_max`).
+    pub message_pool_free_bytes: u64,
 }
 
 /// What one shard reports to `GET /metrics`: gathered by the shard every loop turn.
@@ -169,7 +173,7 @@ pub struct ShardStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 41] {
+    pub fn named(&self) -> [(&'static str, u64); 42] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -212,6 +216,7 @@ impl Counters {
             ("topics_expired", self.topics_expired),
             ("topic_creations_refused", self.topic_creations_refused),
             ("duplicate_publishes", self.duplicate_publishes),
+            ("message_buffers_created", self.message_buffers_created),
         ]
     }
 
@@ -281,6 +286,7 @@ impl Counters {
             topics_expired: broker.topics_expired,
             topic_creations_refused: broker.topic_creations_refused,
             duplicate_publishes: broker.duplicate_publishes,
+            message_buffers_created: broker.message_buffers_created,
         }
     }
 }
@@ -293,6 +299,7 @@ impl Gauges {
             topics_owned: broker.topics_owned,
             topics_subscribed: broker.topics_subscribed,
             history_bytes: broker.history_bytes,
+            message_pool_free_bytes: broker.message_pool_free_bytes,
             ..self
         }
     }

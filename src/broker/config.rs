@@ -61,6 +61,11 @@ pub struct BrokerConfig {
     /// 256 MiB. Past it, the oldest kept messages of any topic are evicted first; a topic may
     /// lose even its newest message (then it offers no snapshot until it publishes again).
     pub history_shard_bytes_max: usize,
+    /// Bytes of free message buffers one shard keeps for reuse, over all size classes (each
+    /// class an equal share, at least one buffer). Default 16 MiB. Publishing takes its buffer
+    /// from here, so after warm-up it allocates nothing; a buffer returned to a full free list
+    /// is freed, so a burst of large messages does not stay resident.
+    pub message_pool_free_bytes_max: usize,
     /// A topic with no subscribers and no publish for this long is forgotten, with its history;
     /// if it comes back it starts a new sequence space (a new epoch). Default 10 minutes: a
     /// quiet symbol keeps its last value well past a trading pause, and names nobody uses do
@@ -133,6 +138,7 @@ impl Default for BrokerConfig {
             history_messages_max: 1024,
             history_bytes_max: 256 * 1024,
             history_shard_bytes_max: 256 * 1024 * 1024,
+            message_pool_free_bytes_max: 16 * 1024 * 1024,
             topic_idle_ms: 600_000,
             topic_creations_per_second: 100,
             topic_creations_burst: 1000,

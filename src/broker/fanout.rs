@@ -120,6 +120,9 @@ pub struct BrokerCounters {
     pub topic_creations_refused: u64,
     /// Publishes answered from the idempotency table (a retry), not published again.
     pub duplicate_publishes: u64,
+    /// Message buffers made because their class's free list was empty (warm-up, growth), or
+    /// for a message larger than every class; zero in a steady state.
+    pub message_buffers_created: u64,
 }
 
 /// Levels a shard's broker reports.
@@ -133,6 +136,8 @@ pub struct BrokerGauges {
     pub topics_subscribed: u64,
     /// Bytes of history this shard keeps for its owned topics.
     pub history_bytes: u64,
+    /// Bytes of free message buffers kept for reuse.
+    pub message_pool_free_bytes: u64,
 }
 
 /// A batch waiting for its owners to prepare it.
@@ -259,6 +264,8 @@ impl Fanout {
         BrokerCounters {
             topics_expired: self.owned.topics_expired,
             topic_creations_refused: self.owned.creations_refused,
+            message_buffers_created: self.owned.pool.buffers_created
+                + self.owned.pool.buffers_unpooled,
             ..self.counters
         }
     }
@@ -274,6 +281,7 @@ impl Fanout {
             topics_owned: self.owned.topic_count() as u64,
             topics_subscribed: self.subscribers.topic_count() as u64,
             history_bytes: self.owned.history_bytes() as u64,
+            message_pool_free_bytes: self.owned.pool.free_bytes() as u64,
         }
     }
 

@@ -13,6 +13,7 @@
 
 use bytes::Bytes;
 
+use super::message_pool::{MessagePool, SharedBuffer};
 use super::topic::{Epoch, TOPIC_BYTES_LIMIT, TopicName};
 use crate::protocol::decimal::decimal;
 use crate::protocol::websocket::frame::{FrameEncoder, HEAD_BYTES_MAX, OpCode, text_frame_head};
@@ -22,24 +23,35 @@ const MESSAGE_HEADER_BYTES: usize = 10;
 
 const _: () = assert!(TOPIC_BYTES_LIMIT <= u16::MAX as usize);
 
-/// What one message's allocations cost beyond its bytes: the shared buffer's header (made on its
-/// first clone, 32 bytes) and the allocator's rounding of two allocations (up to 16 each).
-const MESSAGE_ALLOCATION_OVERHEAD_BYTES: usize = 64;
-
 /// Message `seq` of a topic: the owner numbered it, and every subscriber of the topic gets this
 /// same buffer. Cloning shares it (one reference count). The layout is
 /// `[seq: u64 LE][topic length: u16 LE][topic][WebSocket head][body]`, so the seq and topic need no
-/// fields of their own and a message costs one `Bytes` wherever it is held (commands, history,
-/// conflation).
+/// fields of their own and a message costs one buffer wherever it is held (commands, history,
+/// conflation, queues). The buffer comes from the owner's [`MessagePool`] and goes back to it
+/// when the last holder lets go.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Message(Bytes);
+pub struct Message(SharedBuffer);
 
 impl Message {
-    /// Encodes message `seq` of `topic` with `data` (one JSON value, verbatim), in a buffer of
-    /// its own. A message may be kept long (history, a stalled queue): sharing an arena chunk
-    /// with short-lived frames would let one old message pin a whole chunk, so that what
-    /// history and queues count would not be what they hold.
+    /// Encodes message `seq` of `topic` with `data` (one JSON value, verbatim) in a buffer of
+    /// `pool`. A message may be kept long (history, a stalled queue): each has a buffer of its
+    /// own, rather than a share of an arena chunk, so that one old message cannot pin a chunk
+    /// and what history and queues count is what they hold.
+    pub fn encode(pool: &mut MessagePool, topic: &TopicName, seq: u64, data: &[u8]) -> Message {
+        Message::encode_into(Some(pool), topic, seq, data)
+    }
+
+    /// [`Message::encode`] in a buffer of its own, outside any pool (tests, tools).
     pub fn new(topic: &TopicName, seq: u64, data: &[u8]) -> Message {
+        Message::encode_into(None, topic, seq, data)
+    }
+
+    fn encode_into(
+        pool: Option<&mut MessagePool>,
+        topic: &TopicName,
+        seq: u64,
+        data: &[u8],
+    ) -> Message {
         let mut digits = [0u8; 20];
         let seq_text = decimal(seq, &mut digits);
         let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
@@ -57,16 +69,20 @@ impl Message {
         let mut head = [0u8; HEAD_BYTES_MAX];
         let head_bytes = text_frame_head(body_bytes, &mut head);
         let name = topic.as_bytes();
-        let mut buffer =
-            Vec::with_capacity(MESSAGE_HEADER_BYTES + name.len() + head_bytes + body_bytes);
-        buffer.extend_from_slice(&seq.to_le_bytes());
-        buffer.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        buffer.extend_from_slice(name);
-        buffer.extend_from_slice(&head[..head_bytes]);
-        for part in body {
-            buffer.extend_from_slice(part);
-        }
-        Message(Bytes::from(buffer))
+        let bytes = MESSAGE_HEADER_BYTES + name.len() + head_bytes + body_bytes;
+        let write = |buffer: &mut Vec<u8>| {
+            buffer.extend_from_slice(&seq.to_le_bytes());
+            buffer.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            buffer.extend_from_slice(name);
+            buffer.extend_from_slice(&head[..head_bytes]);
+            for part in body {
+                buffer.extend_from_slice(part);
+            }
+        };
+        Message(match pool {
+            Some(pool) => pool.fill(bytes, write),
+            None => SharedBuffer::exact(bytes, write),
+        })
     }
 
     pub fn seq(&self) -> u64 {
@@ -80,9 +96,9 @@ impl Message {
         &self.0[MESSAGE_HEADER_BYTES..self.frame_start()]
     }
 
-    /// The message as one WebSocket text frame (head and body), sharing this buffer.
-    pub fn websocket_frame(&self) -> Bytes {
-        self.0.slice(self.frame_start()..)
+    /// The message as one WebSocket text frame (head and body), in this buffer.
+    pub fn websocket_frame(&self) -> &[u8] {
+        &self.0[self.frame_start()..]
     }
 
     /// The JSON body, without any framing.
@@ -94,7 +110,7 @@ impl Message {
     /// Whether `other` is this very message (the same buffer), not merely equal bytes: a
     /// pointer comparison, cheap enough for every delivery.
     pub fn is_same(&self, other: &Message) -> bool {
-        self.0.as_ptr() == other.0.as_ptr() && self.0.len() == other.0.len()
+        self.0.is_same(&other.0)
     }
 
     /// The bytes this message holds (header, head and body).
@@ -102,10 +118,10 @@ impl Message {
         self.0.len()
     }
 
-    /// What keeping this message costs in memory: its buffer and the allocations around it
-    /// (the shared buffer's header, the allocator's rounding).
+    /// What keeping this message costs in memory: its whole buffer (the class it was taken
+    /// from, not only the bytes written) and the buffer's bookkeeping.
     pub fn memory_bytes(&self) -> usize {
-        self.0.len() + MESSAGE_ALLOCATION_OVERHEAD_BYTES
+        self.0.memory_bytes()
     }
 
     fn frame_start(&self) -> usize {
@@ -382,7 +398,7 @@ mod tests {
             let message = Message::new(&topic("A"), 1, data.as_bytes());
             let value: serde_json::Value = serde_json::from_slice(message.body()).unwrap();
             assert_eq!(value["data"].as_str().unwrap().len(), data_bytes);
-            assert_eq!(payload_of(&message.websocket_frame()), value);
+            assert_eq!(payload_of(message.websocket_frame()), value);
         }
     }
 
@@ -391,7 +407,7 @@ mod tests {
     fn escaping_and_large_seq() {
         let mut encoder = FrameEncoder::new(64);
         let message = Message::new(&topic(r#"a"b\c"#), u64::MAX, b"[1,2]");
-        let value = payload_of(&message.websocket_frame());
+        let value = payload_of(message.websocket_frame());
         assert_eq!(value["topic"], r#"a"b\c"#);
         assert_eq!(value["seq"], u64::MAX);
         assert_eq!(value["data"], serde_json::json!([1, 2]));

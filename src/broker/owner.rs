@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::config::BrokerConfig;
 use super::message::Message;
+use super::message_pool::MessagePool;
 use super::topic::{Epoch, EpochSource, TopicName};
 
 /// Messages in one page of a replay: a subscriber's shard asks for the next page once its
@@ -245,6 +246,8 @@ pub struct OwnedTopics {
     creations: CreationLimiter,
     /// Where the last sweep for idle topics stopped.
     expiry_cursor: usize,
+    /// The buffers this shard's messages are encoded in.
+    pub pool: MessagePool,
     /// Topics forgotten for being idle, and creations refused for rate (for the counters).
     pub topics_expired: u64,
     pub creations_refused: u64,
@@ -273,6 +276,7 @@ impl OwnedTopics {
                 burst: config.topic_creations_burst,
             },
             expiry_cursor: 0,
+            pool: MessagePool::new(config.message_pool_free_bytes_max),
             topics_expired: 0,
             creations_refused: 0,
         }
@@ -300,7 +304,7 @@ impl OwnedTopics {
         let owned = &mut self.topics[index];
         owned.seq += 1;
         owned.active_ms = now_ms;
-        let message = Message::new(&owned.name, owned.seq, data);
+        let message = Message::encode(&mut self.pool, &owned.name, owned.seq, data);
         self.keep(index, message.clone());
         Ok(Published {
             message,

@@ -119,8 +119,8 @@ pub struct ServerConfig {
     pub receive_buffers_count: usize,
     /// Bytes queued for sending to one connection before it counts as a slow consumer. Default
     /// 1 MiB: seconds of a busy feed, enough to ride out a short stall. A ceiling, not an
-    /// allocation. Over it the slow-consumer policy applies; until that policy exists, the
-    /// connection is closed with 1008 (policy violation). Must hold one largest message.
+    /// allocation. Over it the slow-consumer policy applies (`broker.slow_consumer_policy`:
+    /// conflate by default). Must hold one largest message.
     pub outbound_queue_bytes_max: usize,
     /// Frames queued for sending to one connection, by the same rule. Default 16,384: bounds the
     /// queue's bookkeeping (32 bytes a frame) when frames are so small that the byte limit is

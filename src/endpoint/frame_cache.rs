@@ -6,18 +6,18 @@
 //! message being delivered for each kind, with its entry in the shard's ledger of shared frames
 //! (so that the framing's bytes count once however many queues hold it), and starts over when
 //! the next message comes. A WebSocket framing costs nothing: the owner encoded the body with
-//! its frame head in front.
+//! its frame head in front: the framing is the message itself.
 
 use bytes::Bytes;
 
 use super::EndpointKind;
-use super::outbound::SharedFrames;
+use super::outbound::{Frame, SharedFrames};
 use crate::broker::{Message, Reply};
 
 /// One kind's framing of the message being delivered.
 #[derive(Debug)]
 struct Framing {
-    frame: Bytes,
+    frame: Frame,
     /// Its entry in the ledger (slot and generation), registered when the first queue takes
     /// it, and again if every queue let it go before this message's delivery is over.
     slot: Option<(u32, u32)>,
@@ -34,7 +34,7 @@ pub struct FrameCache {
 impl FrameCache {
     /// `message` framed for an endpoint of `kind`, made once and shared after that. `None` for
     /// a kind that takes no messages.
-    pub fn frame(&mut self, kind: EndpointKind, message: &Message) -> Option<Bytes> {
+    pub fn frame(&mut self, kind: EndpointKind, message: &Message) -> Option<Frame> {
         self.framing(kind, message)
             .map(|framing| framing.frame.clone())
     }
@@ -69,7 +69,7 @@ impl FrameCache {
         }
         match kind {
             EndpointKind::WebSocket => Some(self.websocket.get_or_insert_with(|| Framing {
-                frame: message.websocket_frame(),
+                frame: Frame::Message(message.clone()),
                 slot: None,
             })),
             // HTTP connections subscribe to nothing; the broker never delivers to them.

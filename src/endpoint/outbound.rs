@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::broker::Message;
 use crate::broker::QueueLimits as Limits;
 
 /// An entry not registered in the ledger: its bytes belong to this queue alone.
@@ -27,10 +28,41 @@ const ENTRIES_KEPT_MAX: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueFull;
 
+/// A frame to send: bytes of one queue's own (a reply, an echo, a response), or a delivered
+/// message framed for WebSocket, which is the message's own buffer (no copy).
+#[derive(Clone, Debug)]
+pub enum Frame {
+    Bytes(Bytes),
+    Message(Message),
+}
+
+impl Frame {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Frame::Bytes(bytes) => bytes,
+            Frame::Message(message) => message.websocket_frame(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+impl From<Bytes> for Frame {
+    fn from(bytes: Bytes) -> Frame {
+        Frame::Bytes(bytes)
+    }
+}
+
 /// One queued frame, and its entry in the ledger if it is shared.
 #[derive(Debug)]
 struct Entry {
-    bytes: Bytes,
+    frame: Frame,
     shared: u32,
 }
 
@@ -209,7 +241,7 @@ impl Outbound {
     /// Queues a frame of the shared ledger's `slot` within `limits` (see [`Outbound::push`]).
     pub fn push_shared(
         &mut self,
-        frame: Bytes,
+        frame: Frame,
         slot: u32,
         shared: &mut SharedFrames,
         limits: Limits,
@@ -222,11 +254,11 @@ impl Outbound {
     }
 
     /// Queues a shared frame whatever the queue holds (a replay, a conflated message released).
-    pub fn push_shared_always(&mut self, frame: Bytes, slot: u32, shared: &mut SharedFrames) {
+    pub fn push_shared_always(&mut self, frame: Frame, slot: u32, shared: &mut SharedFrames) {
         shared.hold(slot);
         self.queued_bytes += frame.len();
         self.frames.push_back(Entry {
-            bytes: frame,
+            frame,
             shared: slot,
         });
     }
@@ -237,7 +269,7 @@ impl Outbound {
         self.queued_bytes += frame.len();
         self.exclusive_bytes += frame.len();
         self.frames.push_back(Entry {
-            bytes: frame,
+            frame: Frame::Bytes(frame),
             shared: NOT_SHARED,
         });
     }
@@ -292,7 +324,7 @@ impl Outbound {
             } else {
                 0
             };
-            self.queued_bytes -= entry.bytes.len() - sent;
+            self.queued_bytes -= entry.frame.len() - sent;
             self.let_go(&entry, shared);
         }
         self.give_back_memory();
@@ -305,9 +337,10 @@ impl Outbound {
         let mut count = 0;
         for (index, entry) in self.frames.iter().take(iovecs.len()).enumerate() {
             let skip = if index == 0 { self.front_offset } else { 0 };
+            let unsent = &entry.frame.as_slice()[skip..];
             iovecs[index] = libc::iovec {
-                iov_base: entry.bytes[skip..].as_ptr() as *mut libc::c_void,
-                iov_len: entry.bytes.len() - skip,
+                iov_base: unsent.as_ptr() as *mut libc::c_void,
+                iov_len: unsent.len(),
             };
             count += 1;
         }
@@ -319,7 +352,7 @@ impl Outbound {
     pub fn front(&mut self) -> &[u8] {
         assert!(self.frames_in_flight == 0);
         self.frames_in_flight = 1;
-        &self.frames.front().expect("sendable").bytes[self.front_offset..]
+        &self.frames.front().expect("sendable").frame.as_slice()[self.front_offset..]
     }
 
     /// Accounts a completed send of `sent_bytes`.
@@ -328,7 +361,7 @@ impl Outbound {
         self.frames_in_flight = 0;
         while sent_bytes > 0 {
             let front = self.frames.front().expect("sent bytes were queued");
-            let front_left = front.bytes.len() - self.front_offset;
+            let front_left = front.frame.len() - self.front_offset;
             if sent_bytes < front_left {
                 self.front_offset += sent_bytes;
                 self.queued_bytes -= sent_bytes;
@@ -357,7 +390,7 @@ impl Outbound {
 
     fn let_go(&mut self, entry: &Entry, shared: &mut SharedFrames) {
         match entry.shared {
-            NOT_SHARED => self.exclusive_bytes -= entry.bytes.len(),
+            NOT_SHARED => self.exclusive_bytes -= entry.frame.len(),
             slot => shared.release(slot),
         }
     }
@@ -412,7 +445,7 @@ mod tests {
         let mut queues: Vec<Outbound> = (0..300).map(|_| Outbound::default()).collect();
         for queue in &mut queues {
             queue
-                .push_shared(frame.clone(), slot, &mut shared, ROOMY)
+                .push_shared(Frame::from(frame.clone()), slot, &mut shared, ROOMY)
                 .unwrap();
         }
         assert_eq!(shared.bytes_total(), 1000);
