@@ -95,6 +95,11 @@ pub struct BrokerConfig {
     /// Most items in one `POST /publish` batch; 413 beyond. Default 1,000: bounds the work one
     /// request hands the broker between two reads of other connections.
     pub publish_batch_items_max: usize,
+    /// Most HTTP requests one connection may have waiting for their answers (publishes waiting
+    /// for seqs from other shards, and the requests pipelined behind them). A request past it
+    /// is answered 503 and the connection closed. Default 1,024: far more than any publisher
+    /// needs in flight, and it bounds the answers one connection makes the shard hold.
+    pub http_pipelined_requests_max: usize,
     /// Most arrays and objects open at once in a publish's `data` (`[[1]]` is 2); deeper data
     /// is refused (an `error` reply, or 400). Default 64: far beyond any market-data message,
     /// and well inside what recursive JSON parsers of subscribers survive (serde_json stops at
@@ -147,6 +152,7 @@ impl Default for BrokerConfig {
             request_bytes_max: 64 * 1024,
             publish_body_bytes_max: 1024 * 1024,
             publish_batch_items_max: 1000,
+            http_pipelined_requests_max: 1024,
             publish_json_depth_max: 64,
             publish_json_number_bytes_max: 64,
             slow_consumer_policy: SlowConsumerPolicy::Conflate,

@@ -51,6 +51,8 @@ pub struct PublishConfig {
     /// Most items in one batch publish; 413 beyond. 1000 bounds the work one request hands the
     /// broker between two reads of other connections, and the response (≤ 21 bytes per item).
     pub publish_batch_items_max: usize,
+    /// Most requests one connection may have waiting for their answers; 503 and close beyond.
+    pub http_pipelined_requests_max: usize,
     /// The bounds on each published `data` (`publish_json_depth_max`,
     /// `publish_json_number_bytes_max`, paired surrogates); 400 beyond.
     pub json_bounds: JsonBounds,
@@ -68,6 +70,7 @@ impl PublishConfig {
             topic_bytes_max: broker.topic_bytes_max,
             publish_body_bytes_max: broker.publish_body_bytes_max,
             publish_batch_items_max: broker.publish_batch_items_max,
+            http_pipelined_requests_max: broker.http_pipelined_requests_max,
             json_bounds: broker.json_bounds(),
         }
     }
@@ -76,6 +79,9 @@ impl PublishConfig {
     pub fn validate(&self, pool: &PoolLimits) -> Result<(), String> {
         if self.publish_batch_items_max == 0 {
             return Err("publish_batch_items_max must be above zero".into());
+        }
+        if self.http_pipelined_requests_max == 0 {
+            return Err("http_pipelined_requests_max must be above zero".into());
         }
         let largest = pool.classes.last().map_or(0, |class| class.buffer_bytes);
         if self.publish_body_bytes_max > largest {
@@ -133,6 +139,10 @@ pub enum HttpError {
     },
     /// An `Idempotency-Key` that is not 1 to 128 bytes of printable ASCII.
     InvalidIdempotencyKey,
+    /// More requests waiting for answers than `http_pipelined_requests_max`.
+    TooManyPipelined {
+        requests_max: usize,
+    },
 }
 
 impl HttpError {
@@ -145,6 +155,7 @@ impl HttpError {
             Self::LengthRequired => 411,
             Self::BatchTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
+            Self::TooManyPipelined { .. } => 503,
             Self::InvalidPercentEncoding
             | Self::InvalidTopic(_)
             | Self::InvalidBatchTopic { .. }
@@ -158,7 +169,7 @@ impl HttpError {
     /// Whether the connection must close after the answer. Only errors of the request stream
     /// do; after the others the whole request was read and the next one can follow.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::Request(_))
+        matches!(self, Self::Request(_) | Self::TooManyPipelined { .. })
     }
 }
 
@@ -199,6 +210,10 @@ impl fmt::Display for HttpError {
             Self::InvalidIdempotencyKey => write!(
                 formatter,
                 "Idempotency-Key must be 1 to 128 bytes of printable ASCII"
+            ),
+            Self::TooManyPipelined { requests_max } => write!(
+                formatter,
+                "more than {requests_max} requests waiting for answers; wait for them"
             ),
         }
     }
@@ -567,6 +582,7 @@ mod tests {
         topic_bytes_max: 128,
         publish_body_bytes_max: 1024 * 1024,
         publish_batch_items_max: 3,
+        http_pipelined_requests_max: 1024,
         json_bounds: JsonBounds {
             depth_max: 64,
             number_bytes_max: 64,

@@ -19,6 +19,11 @@ use super::message::Message;
 use super::message_pool::MessagePool;
 use super::topic::{Epoch, EpochSource, TopicName};
 
+/// How long a topic that never had a message nor a subscriber is kept: one created by a batch's
+/// prepare whose batch another owner refused. A batch commits within milliseconds of its
+/// prepare, so after this its topics are forgotten rather than held for `topic_idle_ms`,
+/// and refused batches cannot fill the table.
+pub const RESERVATION_MS: u64 = 10_000;
 /// Messages in one page of a replay: a subscriber's shard asks for the next page once its
 /// queue has room, so a replay never floods a queue.
 pub const REPLAY_PAGE_MESSAGES_MAX: usize = 64;
@@ -438,7 +443,8 @@ impl OwnedTopics {
         }
     }
 
-    /// Forgets topics with no subscribers and no activity for `topic_idle_ms`, looking at no
+    /// Forgets topics with no subscribers and no activity for `topic_idle_ms` (topics that never
+    /// had a message: [`RESERVATION_MS`]), looking at no
     /// more than `visits_max` topics (round robin, so that every topic is looked at in turn).
     pub fn expire_idle(&mut self, now_ms: u64, visits_max: usize) {
         for _ in 0..visits_max.min(self.topics.len()) {
@@ -446,8 +452,12 @@ impl OwnedTopics {
                 self.expiry_cursor = 0;
             }
             let owned = &self.topics[self.expiry_cursor];
+            let idle_ms = match owned.seq {
+                0 => self.topic_idle_ms.min(RESERVATION_MS),
+                _ => self.topic_idle_ms,
+            };
             let idle = owned.subscriber_shards.is_empty()
-                && now_ms.saturating_sub(owned.active_ms) >= self.topic_idle_ms;
+                && now_ms.saturating_sub(owned.active_ms) >= idle_ms;
             if idle {
                 self.topics_expired += 1;
                 self.remove(self.expiry_cursor);

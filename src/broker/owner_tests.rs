@@ -308,6 +308,22 @@ fn idle_topics_are_forgotten() {
     assert_eq!(owned.topics_expired, 98);
 }
 
+/// Proves the topics a batch's prepare created are forgotten soon when no message came (the
+/// batch was refused by another owner), not held for topic_idle_ms; a committed one stays.
+#[test]
+fn reservations_of_refused_batches_are_forgotten() {
+    let mut owned = owned_topics(BrokerConfig::default());
+    let topics = [name("R1"), name("R2"), name("R3")];
+    owned.prepare(&topics, Some(1), 0).unwrap();
+    owned.publish(&name("R3"), b"1", Some(1), 0).unwrap();
+    assert_eq!(owned.topic_count(), 3);
+    owned.expire_idle(RESERVATION_MS - 1, 100);
+    assert_eq!(owned.topic_count(), 3, "a batch may still commit");
+    owned.expire_idle(RESERVATION_MS, 100);
+    assert_eq!(owned.topic_count(), 1, "only R3 got a message");
+    assert_eq!(owned.topics_expired, 2);
+}
+
 /// Proves one client cannot create topics past its bucket (a burst, then the refill rate),
 /// while another client and the server's own feed still can.
 #[test]

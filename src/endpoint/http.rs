@@ -157,6 +157,10 @@ impl HttpEndpoint {
                 .handle_read(input, &mut context.pool, &context.settings.http_limits);
         while let Some(event) = events.next_event() {
             let keep_going = match event {
+                Ok(HttpEvent::Request(_)) if answer.pipeline_is_full() => {
+                    let requests_max = answer.settings.publish.http_pipelined_requests_max;
+                    answer.refuse(&HttpError::TooManyPipelined { requests_max }, false)
+                }
                 Ok(HttpEvent::Request(request)) => answer.request(&request),
                 Ok(HttpEvent::ContinueExpected(head)) => answer.continue_expected(&head),
                 Ok(HttpEvent::Upgrade { head, rest_start }) => {
@@ -407,6 +411,11 @@ impl Answer<'_> {
         });
     }
 
+    /// Whether as many requests wait for answers as one connection may have.
+    fn pipeline_is_full(&self) -> bool {
+        self.responses.pending.len() >= self.settings.publish.http_pipelined_requests_max
+    }
+
     /// Answers a refused request; returns whether the connection reads on.
     fn refuse(&mut self, error: &HttpError, keep_alive: bool) -> bool {
         self.counters.request_errors += 1;
@@ -471,5 +480,91 @@ fn flush_complete(responses: &mut Responses, outbound: &mut Outbound) {
         let mut response = BytesMut::new();
         pending.write(&mut response);
         outbound.push_control(response.freeze());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::protocol::pool::BufferPool;
+    use crate::protocol::websocket::frame::FrameEncoder;
+
+    struct NoMetrics;
+
+    impl MetricsText for NoMetrics {
+        fn render(&mut self) -> String {
+            String::new()
+        }
+    }
+
+    fn context(pipelined_max: usize) -> Context {
+        let mut config = ServerConfig::default();
+        config.broker.http_pipelined_requests_max = pipelined_max;
+        Context {
+            pool: BufferPool::new(&config.pool),
+            encoder: FrameEncoder::new(4096),
+            settings: Arc::new(config.endpoint_settings()),
+            counters: EndpointCounters::default(),
+            now_ms: 0,
+            requests: Vec::new(),
+            metrics: Box::new(NoMetrics),
+        }
+    }
+
+    fn sent(outbound: &mut Outbound) -> String {
+        let mut text = Vec::new();
+        while !outbound.is_empty() {
+            let front = outbound.front().to_vec();
+            text.extend_from_slice(&front);
+            outbound.complete(front.len(), &mut Default::default());
+        }
+        String::from_utf8(text).unwrap()
+    }
+
+    /// Proves a connection cannot make the shard hold more than `http_pipelined_requests_max`
+    /// unanswered requests: the one past it is answered 503 (after the answers before it) and
+    /// the connection closes.
+    #[test]
+    fn requests_past_the_pipeline_bound_get_503_and_close() {
+        let mut context = context(3);
+        let mut endpoint = HttpEndpoint::new(0, &context.settings);
+        let mut outbound = Outbound::default();
+        let publish = "POST /publish/AAPL HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                       Content-Length: 1\r\n\r\n1";
+        let mut input = publish.repeat(5).into_bytes();
+        let read = endpoint.handle_read(&mut input, &mut outbound, &mut context);
+        assert_eq!(
+            read,
+            Read::Done(Next::Continue),
+            "the answers are still owed"
+        );
+        assert_eq!(
+            context.requests.len(),
+            3,
+            "three publishes went to the broker"
+        );
+        assert!(
+            outbound.is_empty(),
+            "the 503 waits behind the three answers"
+        );
+        let nexts: Vec<Next> = (0..3)
+            .map(|ticket| endpoint.answer_publish(ticket, Ok(u64::from(ticket) + 1), &mut outbound))
+            .collect();
+        assert_eq!(
+            nexts,
+            [Next::Continue, Next::Continue, Next::CloseAfterFlush]
+        );
+        let text = sent(&mut outbound);
+        assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+        assert!(text.contains("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("more than 3 requests waiting"), "{text}");
+        assert_eq!(
+            text.matches("HTTP/1.1").count(),
+            4,
+            "nothing after the 503: {text}"
+        );
     }
 }
