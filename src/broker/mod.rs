@@ -21,6 +21,7 @@
 
 pub mod command;
 pub mod config;
+pub mod cursor;
 pub mod demo;
 pub mod fanout;
 pub mod http_api;
@@ -30,6 +31,7 @@ pub mod message;
 pub mod message_pool;
 pub mod owner;
 pub mod request;
+pub mod stream_api;
 pub mod subscribers;
 pub mod topic;
 
