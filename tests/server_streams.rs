@@ -556,3 +556,87 @@ fn shutdown_ends_streams_and_answers_polls() {
     assert!(sse.next_event().is_none(), "the body ends");
     shutdown.join().unwrap().unwrap();
 }
+
+/// Proves long polling under churn: 1,000 clients poll in a loop (a third of their polls on a
+/// new connection) while publishers run; each client's answers, concatenated, hold every seq of
+/// every topic once and in order.
+#[test]
+fn a_thousand_pollers_under_churn_see_every_seq_once() {
+    const CLIENTS: usize = 1000;
+    const THREADS: usize = 50;
+    const MESSAGES: u64 = 100;
+    const POLL_TOPICS: [&str; 2] = ["AAPL", "EUR/USD"];
+    let server = start();
+    let address = server.local_address();
+    let topics = POLL_TOPICS.map(encode_query).join(",");
+    let publisher = std::thread::spawn(move || {
+        let mut publishers = [HttpClient::connect(address), HttpClient::connect(address)];
+        for number in 1..=MESSAGES {
+            for (index, topic) in POLL_TOPICS.iter().enumerate() {
+                publish(&mut publishers[index], topic, number);
+            }
+        }
+    });
+    let pollers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let topics = topics.clone();
+            std::thread::spawn(move || {
+                let mut clients: Vec<(HttpClient, Option<String>, Record, usize)> = (0..CLIENTS
+                    / THREADS)
+                    .map(|_| (HttpClient::connect(address), None, Record::default(), 0))
+                    .collect();
+                let total = MESSAGES as usize * POLL_TOPICS.len();
+                while clients
+                    .iter()
+                    .any(|(_, _, record, _)| record.count() < total)
+                {
+                    for (client, cursor, record, polls) in &mut clients {
+                        if record.count() == total {
+                            continue;
+                        }
+                        *polls += 1;
+                        if *polls % 3 == 0 {
+                            *client = HttpClient::connect(address);
+                        }
+                        let target = match cursor {
+                            Some(cursor) => {
+                                format!("/poll?topics={topics}&cursor={cursor}&wait_ms=100")
+                            }
+                            None => format!(
+                                "/poll?topics={topics}&since={}&wait_ms=100",
+                                encode_query(r#"{"AAPL":0,"EUR/USD":0}"#)
+                            ),
+                        };
+                        let (response, body) = poll(client, &target);
+                        assert_eq!(response.status, 200, "{body}");
+                        for message in body["messages"].as_array().unwrap() {
+                            assert!(message["op"].is_null(), "no reset: {message}");
+                            record.take(message);
+                        }
+                        *cursor = Some(body["cursor"].as_str().unwrap().to_string());
+                    }
+                }
+                clients
+                    .into_iter()
+                    .map(|(_, _, record, _)| record)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    publisher.join().unwrap();
+    let mut checked = 0;
+    for poller in pollers {
+        for record in poller.join().unwrap() {
+            for topic in POLL_TOPICS {
+                assert_eq!(
+                    record.seqs.get(topic),
+                    Some(&(1..=MESSAGES).collect::<Vec<_>>()),
+                    "{topic}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, CLIENTS);
+    server.shutdown().unwrap();
+}
