@@ -9,8 +9,8 @@
 //! - what the session transmits is a valid unmasked control frame, and nothing follows a close;
 //! - at most three pooled buffers are held between reads (message, control, owed pong), none
 //!   after `release_buffers`;
-//! - the same events, errors, transmitted frames and final state for the whole stream, for the
-//!   fuzzer's cut, and for the stream a byte at a time;
+//! - the same events, errors, transmitted frames and final state for the whole stream and for
+//!   the fuzzer's cut;
 //! - agreement with tungstenite on the events and on whether and in which frame the stream is
 //!   refused, up to the differences listed in `fuzz/src/websocket_reference.rs`.
 //!
@@ -75,22 +75,13 @@ fuzz_target!(|data: &[u8]| {
         ..ProtocolLimits::default()
     };
     let (run, _) = allocation::measure(BUDGET, data.len(), || {
-        reads::same_for_any_split(&input, |reads| run_session(reads, &config).0)
+        reads::same_for_any_split(&input, |reads| run_session(reads, &config))
     });
-    let error = run.outputs.iter().find_map(|output| match output {
-        Output::Error(error) => Some(error.clone()),
-        _ => None,
-    });
-    // A byte at a time locates the byte that revealed an error, for the comparison.
-    let error_read_end = match error {
-        Some(_) => {
-            let (byte_run, error_read_end) = run_session(&reads::cut(input.stream, &[1]), &config);
-            assert_eq!(byte_run, run, "a byte at a time reads differently");
-            error_read_end
-        }
-        None => 0,
-    };
     let ours = OurRun {
+        error: run.outputs.iter().find_map(|output| match output {
+            Output::Error(error) => Some(error.clone()),
+            _ => None,
+        }),
         events: run
             .outputs
             .into_iter()
@@ -99,11 +90,15 @@ fuzz_target!(|data: &[u8]| {
                 _ => None,
             })
             .collect(),
-        error,
-        error_read_end,
         closed: run.state == SessionState::Closed,
     };
-    if let Err(disagreement) = websocket_reference::check_agreement(input.stream, &ours, limits) {
+    let fails_within = |length: usize| {
+        let prefix_run = run_session(&[&input.stream[..length]], &config);
+        let failed = |output: &Output| matches!(output, Output::Error(_));
+        prefix_run.outputs.iter().any(failed)
+    };
+    let agreement = websocket_reference::check_agreement(input.stream, &ours, limits, fails_within);
+    if let Err(disagreement) = agreement {
         panic!("tungstenite disagrees: {disagreement}");
     }
 });
@@ -126,14 +121,12 @@ fn buffers_in_use(pool: &BufferPool) -> usize {
 
 /// Feeds `reads` to a new session as the driver does (each read copied into a buffer the
 /// session unmasks in place; transmits taken after each event and after each read), checking
-/// the per-read invariants. Returns what it did and the end of the read that reported an error.
-fn run_session(reads: &[&[u8]], config: &ProtocolLimits) -> (SessionRun, usize) {
+/// the per-read invariants. Returns what it did.
+fn run_session(reads: &[&[u8]], config: &ProtocolLimits) -> SessionRun {
     let mut pool = new_pool();
     let mut session = Session::new();
     let mut outputs = Vec::new();
     let mut read_buffer = Vec::new();
-    let mut read_end = 0;
-    let mut error_read_end = 0;
     let mut reads_after_close = 0;
     for read in reads {
         let closed_before = session.state() == SessionState::Closed;
@@ -145,7 +138,6 @@ fn run_session(reads: &[&[u8]], config: &ProtocolLimits) -> (SessionRun, usize) 
             }
             reads_after_close += usize::from(!read.is_empty());
         }
-        read_end += read.len();
         read_buffer.clear();
         read_buffer.extend_from_slice(read);
         let mut reader = session.handle_read(&mut read_buffer, &mut pool, config);
@@ -153,10 +145,7 @@ fn run_session(reads: &[&[u8]], config: &ProtocolLimits) -> (SessionRun, usize) 
             assert!(!closed_before, "an event after the session closed");
             match result {
                 Ok(event) => outputs.push(Output::Event(seen(&event))),
-                Err(error) => {
-                    outputs.push(Output::Error(error));
-                    error_read_end = read_end;
-                }
+                Err(error) => outputs.push(Output::Error(error)),
             }
             while let Some(frame) = reader.poll_transmit() {
                 outputs.push(Output::Transmit(frame.as_bytes().to_vec()));
@@ -178,7 +167,7 @@ fn run_session(reads: &[&[u8]], config: &ProtocolLimits) -> (SessionRun, usize) 
     session.release_buffers(&mut pool);
     assert_eq!(buffers_in_use(&pool), 0, "a buffer not handed back");
     let state = session.state();
-    (SessionRun { outputs, state }, error_read_end)
+    SessionRun { outputs, state }
 }
 
 fn seen(event: &Event<'_>) -> Seen {

@@ -21,8 +21,8 @@ use tungstenite::protocol::{Message, Role, WebSocket, WebSocketConfig};
 
 /// How tungstenite renders a close whose code it does not allow (differences 2 and 3).
 const TUNGSTENITE_REFUSED_CLOSE: (u16, &str) = (1002, "Protocol violation");
-/// tungstenite zero-fills its read buffer's spare room before every read, so a small buffer
-/// keeps the one-byte runs that locate a failure fast.
+/// tungstenite zero-fills its read buffer's spare room before every read: a small buffer keeps
+/// the many short runs of the bisections fast.
 const TUNGSTENITE_READ_BUFFER_BYTES: usize = 4096;
 
 /// An event of either parser with its payload copied out, in a form both can produce.
@@ -57,23 +57,20 @@ pub struct FrameLimits {
     pub message_bytes_max: usize,
 }
 
-/// What our session made of a stream read one byte at a time, so that `error_read_end` (the
-/// end of the read that reported the error) is the byte after the one that revealed it.
+/// What our session made of a stream.
 #[derive(Debug)]
 pub struct OurRun {
     pub events: Vec<Seen>,
     pub error: Option<ProtocolError>,
-    pub error_read_end: usize,
     pub closed: bool,
 }
 
-/// An in-memory transport for tungstenite: reads serve `input` at most `read_bytes_max` at a
-/// time and then report WouldBlock (more may come, as on a non-blocking socket); writes (pongs
-/// and close replies) are discarded.
+/// An in-memory transport for tungstenite: reads serve `input` and then report WouldBlock
+/// (more may come, as on a non-blocking socket); writes (pongs and close replies) are
+/// discarded.
 struct MemoryStream<'a> {
     input: &'a [u8],
     position: usize,
-    read_bytes_max: usize,
 }
 
 impl Read for MemoryStream<'_> {
@@ -82,7 +79,7 @@ impl Read for MemoryStream<'_> {
         if remaining.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let count = remaining.len().min(buffer.len()).min(self.read_bytes_max);
+        let count = remaining.len().min(buffer.len());
         buffer[..count].copy_from_slice(&remaining[..count]);
         self.position += count;
         Ok(count)
@@ -113,9 +110,6 @@ enum TungsteniteEnd {
 struct TungsteniteRun {
     events: Vec<Seen>,
     end: TungsteniteEnd,
-    /// Bytes tungstenite took from the stream; with one-byte reads, just past the byte it
-    /// failed on.
-    consumed_bytes: usize,
 }
 
 fn tungstenite_config(limits: FrameLimits) -> WebSocketConfig {
@@ -126,12 +120,8 @@ fn tungstenite_config(limits: FrameLimits) -> WebSocketConfig {
         .accept_unmasked_frames(false)
 }
 
-fn run_tungstenite(input: &[u8], limits: FrameLimits, read_bytes_max: usize) -> TungsteniteRun {
-    let stream = MemoryStream {
-        input,
-        position: 0,
-        read_bytes_max,
-    };
+fn run_tungstenite(input: &[u8], limits: FrameLimits) -> TungsteniteRun {
+    let stream = MemoryStream { input, position: 0 };
     let config = tungstenite_config(limits);
     let mut websocket = WebSocket::from_raw_socket(stream, Role::Server, Some(config));
     let mut events = Vec::new();
@@ -145,11 +135,7 @@ fn run_tungstenite(input: &[u8], limits: FrameLimits, read_bytes_max: usize) -> 
             Err(error) => break TungsteniteEnd::Failed(error),
         }
     };
-    TungsteniteRun {
-        events,
-        end,
-        consumed_bytes: websocket.get_ref().position,
-    }
+    TungsteniteRun { events, end }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,13 +219,6 @@ fn raw_frames(input: &[u8]) -> Vec<RawFrame> {
         start = end;
     }
     frames
-}
-
-fn frame_index_at(frames: &[RawFrame], offset: usize) -> usize {
-    frames
-        .iter()
-        .position(|frame| frame.start <= offset && offset < frame.end)
-        .expect("frames tile the input")
 }
 
 fn xor_mask(bytes: &mut [u8], mask: [u8; 4], offset: usize) {
@@ -388,10 +367,33 @@ macro_rules! ensure {
     };
 }
 
+/// The first frame whose end (the input's end, for the last frame) makes `happened` true for
+/// the input up to it, read whole; found by bisection, since whatever a parser did within a
+/// prefix it still does within a longer one. Locates where either parser failed.
+fn first_frame_where(frames: &[RawFrame], happened: impl Fn(usize) -> bool) -> usize {
+    let (mut low, mut high) = (0, frames.len() - 1);
+    while low < high {
+        let middle = (low + high) / 2;
+        if happened(frames[middle].end) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    low
+}
+
 /// Checks tungstenite agrees with `ours` on `input`, allowing only the differences listed in
-/// the module documentation. `Err` says how they disagree.
-pub fn check_agreement(input: &[u8], ours: &OurRun, limits: FrameLimits) -> Result<(), String> {
-    let theirs = run_tungstenite(input, limits, usize::MAX);
+/// the module documentation. `fails_within(length)` says whether our session reports an error
+/// on the first `length` bytes of the input read whole; it locates our error.
+/// `Err` says how they disagree.
+pub fn check_agreement(
+    input: &[u8],
+    ours: &OurRun,
+    limits: FrameLimits,
+    fails_within: impl Fn(usize) -> bool,
+) -> Result<(), String> {
+    let theirs = run_tungstenite(input, limits);
     let our_events = normalised(&ours.events);
     let Some(error) = &ours.error else {
         ensure!(
@@ -413,7 +415,12 @@ pub fn check_agreement(input: &[u8], ours: &OurRun, limits: FrameLimits) -> Resu
         return Ok(());
     };
     let frames = raw_frames(input);
-    let our_frame_index = frame_index_at(&frames, ours.error_read_end - 1);
+    let our_frame_index = first_frame_where(&frames, fails_within);
+    let their_frame_index = |end_of: fn(&TungsteniteEnd) -> bool| {
+        first_frame_where(&frames, |length| {
+            end_of(&run_tungstenite(&input[..length], limits).end)
+        })
+    };
     let our_frame = frames[our_frame_index];
     let (our_head, _) = completed_head(input, &our_frame);
     let mis_encoded_control = matches!(error, ProtocolError::ControlFrameTooLong(_))
@@ -435,8 +442,8 @@ pub fn check_agreement(input: &[u8], ours: &OurRun, limits: FrameLimits) -> Resu
                 "events before the error differ: ours {our_events:?}, theirs {:?}",
                 theirs.events
             );
-            let located = run_tungstenite(input, limits, 1);
-            let their_frame_index = frame_index_at(&frames, located.consumed_bytes - 1);
+            let their_frame_index =
+                their_frame_index(|end| matches!(end, TungsteniteEnd::Failed(_)));
             ensure!(
                 our_frame_index == their_frame_index,
                 "failed in different frames: ours {error:?} in {our_frame_index}, theirs \
@@ -452,8 +459,7 @@ pub fn check_agreement(input: &[u8], ours: &OurRun, limits: FrameLimits) -> Resu
                 "ours {expected:?}, theirs {:?}",
                 theirs.events
             );
-            let located = run_tungstenite(input, limits, 1);
-            let their_frame_index = frame_index_at(&frames, located.consumed_bytes - 1);
+            let their_frame_index = their_frame_index(|end| matches!(end, TungsteniteEnd::Closed));
             ensure!(
                 our_frame_index == their_frame_index,
                 "closed in different frames: ours {our_frame_index}, theirs {their_frame_index}"
@@ -472,7 +478,7 @@ pub fn check_agreement(input: &[u8], ours: &OurRun, limits: FrameLimits) -> Resu
                 "we refused ({error:?}) a whole frame tungstenite accepted"
             );
             let witness = completed_through(input, &frames, our_frame_index, limits);
-            let completed = run_tungstenite(&witness, limits, usize::MAX);
+            let completed = run_tungstenite(&witness, limits);
             ensure!(
                 matches!(completed.end, TungsteniteEnd::Failed(_)),
                 "we failed early ({error:?}) but tungstenite accepts the completed frame: {:?}",
