@@ -253,6 +253,13 @@ def http1_request():
         if len(stream) <= 4096:
             seeds[name + "-trickled"] = split(0, TRICKLE, stream)
             seeds[name + "-small-limits"] = split(1, PIECES, stream)
+    # Findings, as the fuzzer wrote them, kept here so that corpus minimisation never drops them.
+    seeds["finding-trailer-not-field-line"] = split(
+        0,
+        b"\x01",
+        b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding:  chunked \r\n\r\n5\r\nhello\r\n0\r\n\x00\x00",
+    )
     return seeds
 
 
