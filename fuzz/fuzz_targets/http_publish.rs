@@ -7,8 +7,8 @@
 //!   make us hold more than its items, and never more than `publish_batch_items_max` of them);
 //! - a single publish's data and every batch item's data are slices of the request body (the
 //!   exact bytes sent, never re-serialised), with no whitespace around them;
-//! - every topic routed is a valid topic name; a batch has 1 to `publish_batch_items_max`
-//!   items... or 0 for `[]`, which is a valid empty batch;
+//! - every topic routed is a valid topic name; a batch has at most `publish_batch_items_max`
+//!   items;
 //! - a head refused by `check_head` is refused by `route` with the same error;
 //! - every refusal's response parses (httparse) with the refusal's status and a JSON body, and
 //!   the connection stays open after it only when the error allows;
