@@ -13,7 +13,12 @@
 //! - the same requests and the same end for the whole stream and for the fuzzer's cut;
 //! - agreement with the reference reader built on httparse (`http1_reference`).
 //!
-//! Input layout: `fuzz/src/reads.rs`; the variant picks production or small limits.
+//! With the variant's high bit set, the reader runs with a starved pool (one 128-byte buffer),
+//! so that refusing with 503 mid-request is exercised too: then only the invariants that hold
+//! whatever the pool are checked (no panic, bounded memory, reads consumed, buffers returned),
+//! since whether a request needs a buffer depends on where reads end.
+//!
+//! Input layout: `fuzz/src/reads.rs`; the variant's low bit picks production or small limits.
 
 #![no_main]
 
@@ -42,6 +47,8 @@ const LIMITS: [RequestLimits; 2] = [
 /// so the pool never runs out and a 503 never depends on the reads.
 const POOL_BUFFER_BYTES: [usize; 4] = [128, 4 * 1024, 64 * 1024, 1024 * 1024];
 const POOL_BUFFERS_PER_CLASS: usize = 4;
+/// The variant bit that starves the pool.
+const STARVED_POOL_VARIANT: u8 = 0x80;
 /// The pool's bound (about 4.3 MiB) and two runs' copies of requests and error texts.
 const BUDGET: AllocationBudget = AllocationBudget {
     fixed_bytes: 6 * 1024 * 1024,
@@ -51,8 +58,14 @@ const BUDGET: AllocationBudget = AllocationBudget {
 fuzz_target!(|data: &[u8]| {
     let input = SplitInput::parse(data);
     let limits = LIMITS[usize::from(input.variant) % LIMITS.len()];
+    if input.variant & STARVED_POOL_VARIANT != 0 {
+        allocation::measure(BUDGET, data.len(), || {
+            read_requests(input.reads(), limits, &starved_pool())
+        });
+        return;
+    }
     let (ours, _) = allocation::measure(BUDGET, data.len(), || {
-        reads::same_for_any_split(&input, |reads| read_requests(reads, limits))
+        reads::same_for_any_split(&input, |reads| read_requests(reads, limits, &new_pool()))
     });
     let reference = http1_reference::read(
         input.stream,
@@ -66,8 +79,8 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn new_pool() -> BufferPool {
-    BufferPool::new(&PoolLimits {
+fn new_pool() -> PoolLimits {
+    PoolLimits {
         classes: POOL_BUFFER_BYTES
             .iter()
             .map(|&buffer_bytes| BufferClass {
@@ -75,7 +88,17 @@ fn new_pool() -> BufferPool {
                 buffers_max: POOL_BUFFERS_PER_CLASS,
             })
             .collect(),
-    })
+    }
+}
+
+/// One small buffer: a request cut across reads soon finds none.
+fn starved_pool() -> PoolLimits {
+    PoolLimits {
+        classes: vec![BufferClass {
+            buffer_bytes: 128,
+            buffers_max: 1,
+        }],
+    }
 }
 
 fn buffers_in_use(pool: &BufferPool) -> usize {
@@ -84,8 +107,8 @@ fn buffers_in_use(pool: &BufferPool) -> usize {
 
 /// Feeds `reads` to a new reader as a driver does, checking the per-read invariants, and
 /// describes what it read.
-fn read_requests(reads: &[&[u8]], limits: RequestLimits) -> Outcome {
-    let mut pool = new_pool();
+fn read_requests(reads: &[&[u8]], limits: RequestLimits, pool_limits: &PoolLimits) -> Outcome {
+    let mut pool = BufferPool::new(pool_limits);
     let mut reader = RequestReader::new();
     let mut exchanges = Vec::new();
     let mut end = End::NeedMore;

@@ -14,7 +14,12 @@
 //! - agreement with tungstenite on the events and on whether and in which frame the stream is
 //!   refused, up to the differences listed in `fuzz/src/websocket_reference.rs`.
 //!
-//! Input layout: `fuzz/src/reads.rs`; the variant picks production or small limits.
+//! With the variant's high bit set, the session runs with a starved pool (one 128-byte buffer),
+//! so that running out of buffers mid-message is exercised too: then only the invariants that
+//! hold whatever the pool are checked (no panic, bounded memory, reads consumed, transmits valid,
+//! buffers returned), since whether a message needs a buffer depends on where reads end.
+//!
+//! Input layout: `fuzz/src/reads.rs`; the variant's low bit picks production or small limits.
 
 #![no_main]
 
@@ -46,6 +51,8 @@ const LIMITS: [FrameLimits; 2] = [
 /// control frame and a pong, so the pool never runs out and an error never depends on reads.
 const POOL_BUFFER_BYTES: [usize; 4] = [128, 4 * 1024, 64 * 1024, 1024 * 1024];
 const POOL_BUFFERS_PER_CLASS: usize = 4;
+/// The variant bit that starves the pool.
+const STARVED_POOL_VARIANT: u8 = 0x80;
 /// The pool's bound (about 4.3 MiB) and two runs' copies of payloads and frames.
 const BUDGET: AllocationBudget = AllocationBudget {
     fixed_bytes: 6 * 1024 * 1024,
@@ -74,8 +81,14 @@ fuzz_target!(|data: &[u8]| {
         message_bytes_max: limits.message_bytes_max,
         ..ProtocolLimits::default()
     };
+    if input.variant & STARVED_POOL_VARIANT != 0 {
+        allocation::measure(BUDGET, data.len(), || {
+            run_session(input.reads(), &config, &starved_pool())
+        });
+        return;
+    }
     let (run, _) = allocation::measure(BUDGET, data.len(), || {
-        reads::same_for_any_split(&input, |reads| run_session(reads, &config))
+        reads::same_for_any_split(&input, |reads| run_session(reads, &config, &new_pool()))
     });
     let ours = OurRun {
         error: run.outputs.iter().find_map(|output| match output {
@@ -93,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
         closed: run.state == SessionState::Closed,
     };
     let fails_within = |length: usize| {
-        let prefix_run = run_session(&[&input.stream[..length]], &config);
+        let prefix_run = run_session(&[&input.stream[..length]], &config, &new_pool());
         let failed = |output: &Output| matches!(output, Output::Error(_));
         prefix_run.outputs.iter().any(failed)
     };
@@ -103,8 +116,8 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn new_pool() -> BufferPool {
-    BufferPool::new(&PoolLimits {
+fn new_pool() -> PoolLimits {
+    PoolLimits {
         classes: POOL_BUFFER_BYTES
             .iter()
             .map(|&buffer_bytes| BufferClass {
@@ -112,7 +125,18 @@ fn new_pool() -> BufferPool {
                 buffers_max: POOL_BUFFERS_PER_CLASS,
             })
             .collect(),
-    })
+    }
+}
+
+/// One small buffer: a message cut across reads, or a control frame with a pong owed, soon
+/// finds none.
+fn starved_pool() -> PoolLimits {
+    PoolLimits {
+        classes: vec![BufferClass {
+            buffer_bytes: 128,
+            buffers_max: 1,
+        }],
+    }
 }
 
 fn buffers_in_use(pool: &BufferPool) -> usize {
@@ -122,8 +146,8 @@ fn buffers_in_use(pool: &BufferPool) -> usize {
 /// Feeds `reads` to a new session as the driver does (each read copied into a buffer the
 /// session unmasks in place; transmits taken after each event and after each read), checking
 /// the per-read invariants. Returns what it did.
-fn run_session(reads: &[&[u8]], config: &ProtocolLimits) -> SessionRun {
-    let mut pool = new_pool();
+fn run_session(reads: &[&[u8]], config: &ProtocolLimits, pool_limits: &PoolLimits) -> SessionRun {
+    let mut pool = BufferPool::new(pool_limits);
     let mut session = Session::new();
     let mut outputs = Vec::new();
     let mut read_buffer = Vec::new();
