@@ -125,6 +125,11 @@ def websocket_session():
     seeds["publish-nested-fragmented"] = split(0, WHOLE, b"".join(frame(0x1 if index == 0 else 0x0, piece, fin=index == 49) for index, piece in enumerate([NESTED[i : i + 4000] for i in range(0, 200_000, 4000)])))
     seeds["publish-60000-digits"] = split(0, PIECES, text(b'{"op":"publish","topic":"AAPL","data":' + LONG_NUMBER + b"}"))
     seeds["publish-unpaired-surrogate"] = split(0, WHOLE, text(b'{"op":"publish","topic":"AAPL","data":' + SURROGATE + b"}"))
+    # The variant's high bit starves the pool (one 128-byte buffer): a ping with its pong owed
+    # while a message is cut across reads needs more than that.
+    starved = 0x80
+    seeds["starved-pool-fragments"] = split(starved, PIECES, text(b"a" * 300, fin=False) + frame(0x9, b"p" * 100) + frame(0x0, b"b" * 300))
+    seeds["starved-pool-captured-chromium"] = split(starved, bytes([3, 0xF2]), captured("chromium.frames"))
     return seeds
 
 
@@ -253,6 +258,9 @@ def http1_request():
         if len(stream) <= 4096:
             seeds[name + "-trickled"] = split(0, TRICKLE, stream)
             seeds[name + "-small-limits"] = split(1, PIECES, stream)
+    # The variant's high bit starves the pool (one 128-byte buffer): 503s mid-request.
+    seeds["starved-pool-pipelined"] = split(0x80, PIECES, PIPELINED)
+    seeds["starved-pool-body-64k"] = split(0x80, FOUR_KIB, post(b"/publish/A", b"7" * 65536))
     # Findings, as the fuzzer wrote them, kept here so that corpus minimisation never drops them.
     seeds["finding-trailer-not-field-line"] = split(
         0,
