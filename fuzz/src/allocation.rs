@@ -122,8 +122,3 @@ pub fn measure<T>(
     PEAK_BYTES.store(outer_peak.max(peak), Ordering::Relaxed);
     (result, peak - baseline)
 }
-
-/// Bytes held by Rust code right now (for tests of this module and for reports).
-pub fn live_bytes() -> usize {
-    LIVE_BYTES.load(Ordering::Relaxed)
-}
