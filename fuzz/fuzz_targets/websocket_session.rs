@@ -19,6 +19,11 @@
 //! hold whatever the pool are checked (no panic, bounded memory, reads consumed, transmits valid,
 //! buffers returned), since whether a message needs a buffer depends on where reads end.
 //!
+//! With the variant's bit 0x40 set, the session starts by closing from our side (as at
+//! shutdown), so that the closing state is fuzzed too: the peer's messages are then read and
+//! discarded until its close. The split comparison holds; tungstenite, which does not know we
+//! closed, is not asked.
+//!
 //! Input layout: `fuzz/src/reads.rs`; the variant's low bit picks production or small limits.
 
 #![no_main]
@@ -32,7 +37,7 @@ use ringcast_fuzz::websocket_reference::{self, FrameLimits, OurRun, Seen};
 use ringcast::protocol::pool::{BufferClass, BufferPool, PoolLimits};
 use ringcast::protocol::websocket::frame::{CONTROL_PAYLOAD_BYTES_MAX, FrameHead, OpCode};
 use ringcast::protocol::websocket::session::{Event, MessageKind, Session, SessionState};
-use ringcast::protocol::{ProtocolError, ProtocolLimits};
+use ringcast::protocol::{CloseCode, ProtocolError, ProtocolLimits};
 
 /// Frame and message limits, picked by the input's variant: the production defaults, and the
 /// small limits of `tests/differential.rs` (a frame limit below the message limit, so that
@@ -53,6 +58,8 @@ const POOL_BUFFER_BYTES: [usize; 4] = [128, 4 * 1024, 64 * 1024, 1024 * 1024];
 const POOL_BUFFERS_PER_CLASS: usize = 4;
 /// The variant bit that starves the pool.
 const STARVED_POOL_VARIANT: u8 = 0x80;
+/// The variant bit that closes from our side before the first read.
+const CLOSING_VARIANT: u8 = 0x40;
 /// The pool's bound (about 4.3 MiB) and two runs' copies of payloads and frames.
 const BUDGET: AllocationBudget = AllocationBudget {
     fixed_bytes: 6 * 1024 * 1024,
@@ -81,15 +88,21 @@ fuzz_target!(|data: &[u8]| {
         message_bytes_max: limits.message_bytes_max,
         ..ProtocolLimits::default()
     };
+    let closing = input.variant & CLOSING_VARIANT != 0;
     if input.variant & STARVED_POOL_VARIANT != 0 {
         allocation::measure(BUDGET, data.len(), || {
-            run_session(input.reads(), &config, &starved_pool())
+            run_session(input.reads(), &config, &starved_pool(), closing)
         });
         return;
     }
     let (run, _) = allocation::measure(BUDGET, data.len(), || {
-        reads::same_for_any_split(&input, |reads| run_session(reads, &config, &new_pool()))
+        reads::same_for_any_split(&input, |reads| {
+            run_session(reads, &config, &new_pool(), closing)
+        })
     });
+    if closing {
+        return;
+    }
     let ours = OurRun {
         error: run.outputs.iter().find_map(|output| match output {
             Output::Error(error) => Some(error.clone()),
@@ -106,7 +119,7 @@ fuzz_target!(|data: &[u8]| {
         closed: run.state == SessionState::Closed,
     };
     let fails_within = |length: usize| {
-        let prefix_run = run_session(&[&input.stream[..length]], &config, &new_pool());
+        let prefix_run = run_session(&[&input.stream[..length]], &config, &new_pool(), false);
         let failed = |output: &Output| matches!(output, Output::Error(_));
         prefix_run.outputs.iter().any(failed)
     };
@@ -145,11 +158,23 @@ fn buffers_in_use(pool: &BufferPool) -> usize {
 
 /// Feeds `reads` to a new session as the driver does (each read copied into a buffer the
 /// session unmasks in place; transmits taken after each event and after each read), checking
-/// the per-read invariants. Returns what it did.
-fn run_session(reads: &[&[u8]], config: &ProtocolLimits, pool_limits: &PoolLimits) -> SessionRun {
+/// the per-read invariants. `closing`: close from our side first. Returns what it did.
+fn run_session(
+    reads: &[&[u8]],
+    config: &ProtocolLimits,
+    pool_limits: &PoolLimits,
+    closing: bool,
+) -> SessionRun {
     let mut pool = BufferPool::new(pool_limits);
     let mut session = Session::new();
     let mut outputs = Vec::new();
+    if closing {
+        // The driver sends our close at once, before reading anything more.
+        session.close(CloseCode(1001), "going away");
+        while let Some(frame) = session.poll_transmit(&mut pool) {
+            outputs.push(Output::Transmit(frame.as_bytes().to_vec()));
+        }
+    }
     let mut read_buffer = Vec::new();
     let mut reads_after_close = 0;
     for read in reads {

@@ -130,6 +130,11 @@ def websocket_session():
     starved = 0x80
     seeds["starved-pool-fragments"] = split(starved, PIECES, text(b"a" * 300, fin=False) + frame(0x9, b"p" * 100) + frame(0x0, b"b" * 300))
     seeds["starved-pool-captured-chromium"] = split(starved, bytes([3, 0xF2]), captured("chromium.frames"))
+    # The variant's bit 0x40 closes from our side first: the peer's messages are discarded
+    # until its close.
+    closing = 0x40
+    seeds["closing-messages-then-close"] = split(closing, PIECES, text(b"discarded") + frame(0x9, b"p") + text(b"frag", fin=False) + frame(0x0, b"ment") + close(1000))
+    seeds["closing-captured-node-ws"] = split(closing, bytes([3, 0xF2]), captured("node-ws.frames"))
     return seeds
 
 
