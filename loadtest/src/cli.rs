@@ -113,6 +113,23 @@ pub struct CommonOptions {
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub connect_timeout_seconds: u64,
 
+    /// Connection attempts in flight at most, per worker thread (the closed-loop ramp's
+    /// ceiling).
+    ///
+    /// The rate is a ceiling too: an attempt (connect + handshake, for fanout also the
+    /// subscription) starts when it is due and fewer than the ramp's window are in flight.
+    /// The window starts at 32, doubles while attempts finish within
+    /// --connect-latency-ms-target, then grows by one per window; it shrinks by a quarter
+    /// after a slower attempt and halves after a failed one. So on a machine slower than
+    /// --rate assumes, the ramp slows down instead of timing out, and the report gives the
+    /// rate it sustained.
+    #[arg(long, value_name = "COUNT", default_value_t = 1024)]
+    pub in_flight_max: u64,
+
+    /// Connection attempts slower than this make the closed-loop ramp slow down.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 1000)]
+    pub connect_latency_ms_target: u64,
+
     /// Pid of the server process, to read its resident memory (VmRSS) before and after.
     ///
     /// "Before" is sampled before the first connection, "after" once all are established
@@ -304,4 +321,14 @@ pub struct FanoutOptions {
     /// Connections to open per second while ramping up, in total.
     #[arg(long, value_name = "PER_SECOND", default_value_t = 10_000.0)]
     pub connect_rate: f64,
+}
+
+impl CommonOptions {
+    /// The closed-loop ramp's settings for each worker thread.
+    pub fn ramp(&self) -> crate::protocol::RampPlan {
+        crate::protocol::RampPlan {
+            in_flight_max: self.in_flight_max,
+            latency_ms_target: self.connect_latency_ms_target,
+        }
+    }
 }

@@ -11,13 +11,17 @@
 mod addresses;
 mod cli;
 mod coordinator;
+mod engine;
 mod fanout;
 mod histogram;
 mod live;
 mod plots;
 mod protocol;
+mod ramp;
 mod report;
 mod system;
+mod uring;
+mod websocket;
 mod worker;
 
 use clap::Parser;

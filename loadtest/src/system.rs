@@ -44,6 +44,25 @@ fn missing(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("no {what}"))
 }
 
+/// CPU time this process has used so far (user + system, all threads), in nanoseconds.
+pub fn process_cpu_ns() -> u64 {
+    cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we pass; the CPU-time clocks always exist.
+    let result = unsafe { libc::clock_gettime(clock, &mut time) };
+    assert_eq!(
+        result, 0,
+        "the process CPU-time clock is always available on Linux"
+    );
+    time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
+}
+
 /// Bytes per connection of a growth from `before_kib` to `after_kib` (negative if it shrank).
 pub fn bytes_per_connection(before_kib: u64, after_kib: u64, connections: u64) -> Option<f64> {
     if connections == 0 {

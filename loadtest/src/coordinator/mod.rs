@@ -37,6 +37,16 @@ const DESCRIPTORS_RESERVED: u64 = 200;
 /// How long workers get to report after `stop` before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// Time per connection a worker may need to end it after `stop`: a million on two cores took
+/// longer than the fixed `STOP_GRACE` alone, and the reports of workers still closing
+/// connections were lost. (Workers also report what they have after a grace of their own.)
+const STOP_GRACE_PER_CONNECTION: Duration = Duration::from_micros(100);
+
+/// How long the workers of a run with `connections` get to report after `stop`.
+fn stop_grace(connections: u64) -> Duration {
+    STOP_GRACE + STOP_GRACE_PER_CONNECTION * u32::try_from(connections).unwrap_or(u32::MAX)
+}
+
 /// Slack added to a run's expected length before the coordinator stops it.
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
 
@@ -237,6 +247,7 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
                 connect_timeout_ms: connect_timeout.as_millis() as u64,
                 deadline_ms: (deadline + WORKER_DEADLINE_EXTRA).as_millis() as u64,
                 scenario: worker_scenario(run, worker_index, workers),
+                ramp: run.common.ramp(),
             }
         })
         .filter(|plan| plan.connections > 0)
@@ -495,8 +506,8 @@ impl<'a> Steps<'a> {
                 Stage::Holding { until } if now >= until => self.proceed(workers, samples),
                 Stage::Holding { .. } | Stage::Measuring => {}
                 Stage::Stopping { kill_at } if now >= kill_at => {
-                    let line =
-                        format!("workers did not report within {STOP_GRACE:?}: killing them");
+                    let grace = stop_grace(self.run.open_max);
+                    let line = format!("workers did not report within {grace:?}: killing them");
                     self.live.note(&line);
                     return;
                 }
@@ -523,7 +534,7 @@ impl<'a> Steps<'a> {
         self.stopped_by = Some(reason.into());
         stop_all(workers);
         self.stage = Stage::Stopping {
-            kill_at: Instant::now() + STOP_GRACE,
+            kill_at: Instant::now() + stop_grace(self.run.open_max),
         };
     }
 
@@ -731,6 +742,7 @@ fn summarize(
             .filter(|worker| worker.report.is_none())
             .count(),
         connections_planned: run.connections,
+        rate_asked: run.rate,
         ramp_connections_per_second: (ramp_seconds > 0.0)
             .then(|| (established as f64 / ramp_seconds).round()),
         totals,

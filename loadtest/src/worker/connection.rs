@@ -345,7 +345,7 @@ fn bound_socket(source: Ipv4Addr) -> io::Result<Socket> {
 
 /// IP_BIND_ADDRESS_NO_PORT: bind() takes the address only; connect() then picks a port unique
 /// for the full 4-tuple, so each source address offers all ephemeral ports per destination.
-fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
+pub fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
     let enable: libc::c_int = 1;
     // SAFETY: a valid socket descriptor, and an option value of the size we pass.
     let result = unsafe {

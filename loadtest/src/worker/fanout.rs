@@ -64,7 +64,7 @@ pub struct FanoutThread {
 }
 
 impl FanoutThread {
-    fn tally(&self) -> MutexGuard<'_, ThreadTally> {
+    pub(super) fn tally(&self) -> MutexGuard<'_, ThreadTally> {
         lock(&self.shared.threads[self.thread_index])
     }
 }
@@ -80,11 +80,11 @@ fn lock(mutex: &Mutex<ThreadTally>) -> MutexGuard<'_, ThreadTally> {
 #[derive(Default)]
 pub struct ThreadTally {
     /// Subscribers acknowledged and still open, per topic.
-    subscribers_per_topic: HashMap<u32, u64>,
+    pub(super) subscribers_per_topic: HashMap<u32, u64>,
     steps: BTreeMap<u32, StepTally>,
     /// Steps below this were collected; their deliveries from now on are late.
     collected_below: u32,
-    totals: FanoutTotals,
+    pub(super) totals: FanoutTotals,
     published: BTreeMap<u32, PublishTally>,
     publishers_ready: u64,
     /// Publishers whose task ended (failed or stopped).
@@ -117,16 +117,16 @@ struct PublishTally {
 }
 
 /// One delivery as a subscriber checked it.
-struct Delivery {
-    data: PayloadData,
-    topic: u32,
-    latency_ns: u64,
-    verdict: crate::fanout::sequence::Verdict,
-    seq_mismatch: bool,
+pub(super) struct Delivery {
+    pub(super) data: PayloadData,
+    pub(super) topic: u32,
+    pub(super) latency_ns: u64,
+    pub(super) verdict: crate::fanout::sequence::Verdict,
+    pub(super) seq_mismatch: bool,
 }
 
 impl ThreadTally {
-    fn record(&mut self, delivery: &Delivery) {
+    pub(super) fn record(&mut self, delivery: &Delivery) {
         if delivery.data.step < self.collected_below {
             self.totals.late_deliveries += 1;
             return;
@@ -633,6 +633,7 @@ impl FanoutDriver {
             published_per_topic: Vec::new(),
             duration_ms: 0,
             publishers: 0,
+            cpu_ns: crate::system::process_cpu_ns(),
         };
         let (mut ready, mut gone) = (0, 0);
         let mut per_topic: BTreeMap<u32, u64> = BTreeMap::new();
@@ -704,6 +705,7 @@ impl FanoutDriver {
             step,
             expected,
             drained,
+            cpu_ns: crate::system::process_cpu_ns(),
             ..StepCollected::default()
         };
         for thread in &self.shared.threads {

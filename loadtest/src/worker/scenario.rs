@@ -2,9 +2,9 @@
 //! each connection through its scenario, bounded by timeouts and by the stop signal.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-use std::sync::Arc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -16,7 +16,8 @@ use super::connection::{Closed, Connection, Sizes, Target, open};
 use super::fanout::{FanoutConnection, FanoutThread};
 use crate::addresses::address_for;
 use crate::histogram::{new_histogram, record};
-use crate::protocol::{Cause, Failures, ScenarioPlan, WorkerPlan};
+use crate::protocol::{Cause, Failures, RampReport, ScenarioPlan, WorkerPlan};
+use crate::ramp::RampController;
 
 /// Where the run is, as the worker's main thread tells every connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +47,7 @@ pub struct Counters {
 }
 
 /// What one thread measured.
+#[derive(Clone)]
 pub struct ThreadStats {
     pub attempted: u64,
     pub established: u64,
@@ -54,10 +56,12 @@ pub struct ThreadStats {
     pub connect_latency_ns: Histogram<u64>,
     pub round_trip_ns: Histogram<u64>,
     pub messages: u64,
+    pub ramp: RampReport,
+    pub buffer_shortages: u64,
 }
 
 impl ThreadStats {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             attempted: 0,
             established: 0,
@@ -66,7 +70,43 @@ impl ThreadStats {
             connect_latency_ns: new_histogram(),
             round_trip_ns: new_histogram(),
             messages: 0,
+            ramp: RampReport::default(),
+            buffer_shortages: 0,
         }
+    }
+}
+
+/// The latest copy of each thread's stats, for a report when a thread cannot finish in time
+/// (an overloaded worker after `stop`): threads publish here about once a second and once
+/// more when they see the stop.
+pub struct StatsBoard {
+    threads: Vec<Mutex<Option<ThreadStats>>>,
+}
+
+impl StatsBoard {
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: (0..threads).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    pub fn publish(&self, thread_index: usize, stats: &ThreadStats) {
+        let mut slot = self.threads[thread_index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(stats.clone());
+    }
+
+    /// Every thread's latest copy (a thread that never published contributes nothing).
+    pub fn snapshots(&self) -> Vec<ThreadStats> {
+        self.threads
+            .iter()
+            .filter_map(|slot| {
+                slot.lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone()
+            })
+            .collect()
     }
 }
 
@@ -82,6 +122,13 @@ pub struct ThreadContext {
     pub open: Cell<u64>,
     /// Fanout only: the state the thread's connections share with the worker's main thread.
     pub fanout: Option<FanoutThread>,
+    /// Connection attempts started and not yet established or failed.
+    pub attempts_in_flight: Cell<u64>,
+    /// The closed-loop ramp, fed by every attempt's outcome.
+    pub ramp: RefCell<RampController>,
+    /// Where this thread publishes copies of its stats.
+    pub board: Arc<StatsBoard>,
+    pub thread_index: usize,
 }
 
 /// Seconds a connection may take to send its close frame at the end.
@@ -89,6 +136,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the ramp loop wakes to start the connections that have come due.
 const RAMP_TICK: Duration = Duration::from_millis(1);
+
+/// How often a thread publishes a copy of its stats for a partial report.
+const STATS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs one thread's share: `connection_indices` (indices within the worker) at `rate` per
 /// second, with at most `open_max` connection tasks alive at once. Returns when every
@@ -108,16 +158,27 @@ pub async fn run_thread(
         _ => None,
     };
     let mut tasks = Vec::with_capacity(connection_indices.len().min(open_max as usize));
+    // Not among `tasks`: it ends at the stop, or with the runtime when the run ends without.
+    let _publisher = tokio_uring::spawn(publish_stats(Rc::clone(&context), Rc::downgrade(&stats)));
     let started = Instant::now();
     let mut next = 0;
+    let mut limited = Duration::ZERO;
     while next < connection_indices.len() {
         if *context.phase.borrow() == Phase::Stop
             || opens_end.is_some_and(|end| started.elapsed() >= end)
         {
             break;
         }
+        let tick_started = Instant::now();
         let due = (started.elapsed().as_secs_f64() * rate) as usize + 1;
-        while next < due.min(connection_indices.len()) && context.open.get() < open_max {
+        let due = due.min(connection_indices.len());
+        while next < due
+            && context.open.get() < open_max
+            && context
+                .ramp
+                .borrow()
+                .may_start(context.attempts_in_flight.get())
+        {
             context.open.set(context.open.get() + 1);
             let task = run_connection(
                 Rc::clone(&context),
@@ -127,20 +188,61 @@ pub async fn run_thread(
             tasks.push(tokio_uring::spawn(task));
             next += 1;
         }
+        let window_limited = next < due && context.open.get() < open_max;
         if opens_end.is_some() {
             tasks.retain(|task| !task.is_finished());
         }
         if next < connection_indices.len() {
             sleep(RAMP_TICK).await;
         }
+        if window_limited {
+            limited += tick_started.elapsed();
+        }
+    }
+    {
+        let ramp = context.ramp.borrow();
+        let mut stats = stats.borrow_mut();
+        stats.ramp.window_final = ramp.window();
+        stats.ramp.cuts = ramp.cuts;
+        stats.ramp.limited_ms = limited.as_millis() as u64;
     }
     for task in tasks {
         // A panicking connection task is a bug in this crate; let it surface.
         task.await.expect("connection task panicked");
     }
-    Rc::into_inner(stats)
+    let stats = Rc::into_inner(stats)
         .expect("every task has ended")
-        .into_inner()
+        .into_inner();
+    context.board.publish(context.thread_index, &stats);
+    stats
+}
+
+/// Publishes a copy of the thread's stats about once a second, and once more at the stop,
+/// then ends (so the thread's run can end).
+async fn publish_stats(context: Rc<ThreadContext>, stats: Weak<RefCell<ThreadStats>>) {
+    let mut phase = context.phase.clone();
+    loop {
+        let Some(stats) = stats.upgrade() else {
+            return;
+        };
+        {
+            let mut stats = stats.borrow_mut();
+            let ramp = context.ramp.borrow();
+            stats.ramp.window_final = ramp.window();
+            stats.ramp.cuts = ramp.cuts;
+        }
+        context.board.publish(context.thread_index, &stats.borrow());
+        // No strong reference across the wait: the thread takes its stats back at the end.
+        drop(stats);
+        if *phase.borrow() == Phase::Stop {
+            return;
+        }
+        let _ = timeout_at(
+            Instant::now() + STATS_PUBLISH_INTERVAL,
+            phase.wait_for(|phase| *phase == Phase::Stop),
+        )
+        .await;
+    }
 }
 
 /// One connection from start to end; it leaves the thread's open count when it ends.
@@ -155,6 +257,9 @@ async fn run_connection_stages(
     index: u64,
 ) {
     context.counters.attempted.fetch_add(1, Ordering::Relaxed);
+    context
+        .attempts_in_flight
+        .set(context.attempts_in_flight.get() + 1);
     stats.borrow_mut().attempted += 1;
     let mut phase = context.phase.clone();
     let started = Instant::now();
@@ -170,6 +275,14 @@ async fn run_connection_stages(
         .counters
         .ramp_ms
         .fetch_max(ended_ms, Ordering::Relaxed);
+    context
+        .attempts_in_flight
+        .set(context.attempts_in_flight.get() - 1);
+    match &opened {
+        Some(Ok(_)) => context.ramp.borrow_mut().on_success(started.elapsed()),
+        Some(Err(_)) => context.ramp.borrow_mut().on_failure(),
+        None => {}
+    }
     let mut connection = match opened {
         // Stopped while connecting: the attempt is neither a success nor a failure.
         None => return,
