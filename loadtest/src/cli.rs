@@ -78,9 +78,47 @@ pub enum Scenario {
     /// Protocols: ringcast (its JSON protocol), uws (the same protocol served by
     /// loadtest/peers/uws-pubsub.js), nats (nats-server's websocket listener).
     Fanout(FanoutOptions),
+    /// A floor program: the least an io_uring WebSocket server must do, to measure against.
+    ///
+    /// `floor echo` receives, unmasks and sends one unmasked frame back per message, with
+    /// ringcast's batching (every ready completion in one batch, the turn's sends submitted
+    /// together). `floor fanout` speaks enough of ringcast's JSON protocol for the fanout
+    /// scenario (subscribe → subscribed with the topic's seq; publish → one frame encoded
+    /// once and sent to each subscriber with one SEND). Both run under the same load
+    /// generator as ringcast, so ringcast ÷ floor is a measured ratio. They run until killed;
+    /// the first line on stdout says where they listen.
+    Floor(FloorOptions),
     /// Internal: a worker process driven by the coordinator over stdin/stdout.
     #[command(hide = true)]
     Worker,
+}
+
+/// Which floor program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloorKind {
+    Echo,
+    Fanout,
+}
+
+/// Options of the floor programs.
+#[derive(Clone, Debug, Args)]
+pub struct FloorOptions {
+    /// echo or fanout.
+    #[arg(value_enum)]
+    pub kind: FloorKind,
+
+    /// Address to listen on (port 0: any free port, printed on stdout).
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:9400")]
+    pub listen: String,
+
+    /// Threads, each with its own listener (SO_REUSEPORT) and ring; fanout always uses one.
+    #[arg(long, value_name = "COUNT", default_value_t = 1)]
+    pub threads: usize,
+
+    /// Connections per thread at most: the size of each ring's table of direct descriptors,
+    /// which must fit under the soft open-files limit.
+    #[arg(long, value_name = "COUNT", default_value_t = 19_990)]
+    pub connections_max: usize,
 }
 
 /// Options every scenario shares: the target, the process layout, timeouts and outputs.

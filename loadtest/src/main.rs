@@ -13,6 +13,7 @@ mod cli;
 mod coordinator;
 mod engine;
 mod fanout;
+mod floor;
 mod histogram;
 mod live;
 mod plots;
@@ -35,6 +36,7 @@ fn main() {
         Scenario::Echo(options) => coordinator::echo(options),
         Scenario::Churn(options) => coordinator::churn(options),
         Scenario::Fanout(options) => coordinator::fanout(options),
+        Scenario::Floor(options) => floor::main(options),
         Scenario::Worker => Ok(worker::main()),
     };
     let code = outcome.unwrap_or_else(|error| {

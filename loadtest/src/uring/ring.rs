@@ -3,6 +3,7 @@
 //! queue before any is handled: handling one may submit more work.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, squeue, types};
@@ -122,6 +123,12 @@ impl Ring {
         }
         queue.sync();
         batch.len() - before
+    }
+}
+
+impl AsRawFd for Ring {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
     }
 }
 

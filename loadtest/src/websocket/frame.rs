@@ -30,7 +30,6 @@ impl FrameHead {
     pub fn frame_bytes(&self) -> usize {
         self.head_bytes + self.payload_bytes
     }
-
 }
 
 /// A frame no endpoint of ours accepts.

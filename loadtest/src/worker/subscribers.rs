@@ -446,10 +446,7 @@ impl Subscribers {
         received_ns: u64,
         out: &mut Outbound<'_>,
     ) -> Result<(), Cause> {
-        let mut parser = self.slots[index as usize]
-            .nats
-            .take()
-            .unwrap_or_default();
+        let mut parser = self.slots[index as usize].nats.take().unwrap_or_default();
         parser.push(payload);
         let mut outcome = Ok(());
         while let Some(event) = parser.next_event() {
