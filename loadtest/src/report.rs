@@ -386,6 +386,27 @@ mod tests {
 
     /// Merging reports sums counts and failures, merges histograms, and takes the longest
     /// ramp and measured phase.
+    /// A partial report (a worker busy past its grace after stop) is merged like the others
+    /// and counted, so the summary says how many workers' figures are partial.
+    #[test]
+    fn partial_reports_are_merged_and_counted() {
+        let mut partial = report(1, &[40_000], &[Cause::HandshakeTimeout]);
+        partial.partial = true;
+        partial.ramp = RampReport {
+            window_final: 8,
+            cuts: 3,
+            limited_ms: 2500,
+        };
+        let whole = report(0, &[50_000, 70_000], &[]);
+        let totals = merge_reports(&[whole, partial]).unwrap();
+        assert_eq!(totals.established, 3);
+        assert_eq!(totals.failures.handshake_timeout, 1);
+        assert_eq!(totals.workers_partial, 1);
+        assert_eq!(totals.ramp.cuts, 3);
+        assert_eq!(totals.ramp.limited_ms, 2500);
+        assert_eq!(totals.connect_latency.count, 3);
+    }
+
     #[test]
     fn merges_worker_reports() {
         let first: Vec<u64> = (1..=1000).map(|index| index * 1000).collect();

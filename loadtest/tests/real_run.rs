@@ -535,3 +535,47 @@ fn fanout_run_finds_losses() {
     assert_eq!(step["met_bound"], false, "{step:#}");
     assert!(processes_tagged("fanout-losses").is_empty());
 }
+
+/// SIGINT in the middle of a fanout step (subscribers on the io_uring client): the run
+/// stops, every worker still reports, and the subscribers' connection figures are merged.
+#[test]
+fn fanout_interrupt_still_reports() {
+    let url = pubsub_server(None);
+    let path = output_path("fanout-interrupt");
+    let arguments = [
+        "fanout",
+        "--protocol",
+        "ringcast",
+        "--url",
+        &url,
+        "--subscribers",
+        "40",
+        "--topics",
+        "4",
+        "--publishers",
+        "2",
+        "--rate",
+        "20",
+        "--duration-seconds",
+        "60",
+        "--workers",
+        "2",
+        "--output",
+        path.to_str().unwrap(),
+    ];
+    let child = loadtest(&arguments, "fanout-interrupt").spawn().unwrap();
+    thread::sleep(Duration::from_millis(2500));
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let result = read_result(&path);
+    assert_eq!(result["stopped_by"], "interrupted", "{result:#}");
+    assert_eq!(result["workers_lost"], 0, "{result:#}");
+    assert_eq!(result["totals"]["established"], 42, "{result:#}");
+    assert_eq!(
+        result["totals"]["connect_latency"]["count"], 42,
+        "{result:#}"
+    );
+    assert!(processes_tagged("fanout-interrupt").is_empty());
+}

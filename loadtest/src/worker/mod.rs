@@ -391,3 +391,42 @@ fn merge_threads(worker_index: usize, stats: &[ThreadStats]) -> WorkerReport {
     report.round_trip_ns = EncodedHistogram::encode(&round_trip);
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::histogram::record;
+    use crate::protocol::Cause;
+
+    fn stats(attempted: u64, latencies_ns: &[u64]) -> ThreadStats {
+        let mut stats = ThreadStats::new();
+        stats.attempted = attempted;
+        stats.established = latencies_ns.len() as u64;
+        stats.failures.record(Cause::HandshakeTimeout);
+        stats.ramp.cuts = 1;
+        for latency in latencies_ns {
+            record(&mut stats.connect_latency_ns, *latency);
+        }
+        stats
+    }
+
+    /// A worker whose threads cannot finish reports what they last published: the latest
+    /// copy of each thread (a later copy replaces an earlier one), merged like finished
+    /// threads; a thread that never published adds nothing.
+    #[test]
+    fn partial_report_merges_the_latest_copies() {
+        let board = StatsBoard::new(3);
+        board.publish(0, &stats(5, &[1_000]));
+        board.publish(0, &stats(9, &[1_000, 2_000]));
+        board.publish(2, &stats(4, &[3_000]));
+        let snapshots = board.snapshots();
+        assert_eq!(snapshots.len(), 2);
+        let report = merge_threads(7, &snapshots);
+        assert_eq!(report.worker_index, 7);
+        assert_eq!(report.attempted, 13);
+        assert_eq!(report.established, 3);
+        assert_eq!(report.failures.handshake_timeout, 2);
+        assert_eq!(report.ramp.cuts, 2);
+        assert_eq!(report.connect_latency_ns.decode().unwrap().len(), 3);
+    }
+}
