@@ -18,6 +18,7 @@ mod histogram;
 mod live;
 mod plots;
 mod protocol;
+mod publish;
 mod ramp;
 mod report;
 mod system;
@@ -36,6 +37,7 @@ fn main() {
         Scenario::Echo(options) => coordinator::echo(options),
         Scenario::Churn(options) => coordinator::churn(options),
         Scenario::Fanout(options) => coordinator::fanout(options),
+        Scenario::Publish(options) => publish::publish(options),
         Scenario::Floor(options) => floor::main(options),
         Scenario::Worker => Ok(worker::main()),
     };

@@ -49,6 +49,27 @@ pub fn process_cpu_ns() -> u64 {
     cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
+/// CPU time process `pid` has used so far (user + system, all threads), in nanoseconds, from
+/// /proc/PID/stat (clock-tick resolution).
+pub fn process_cpu_ns_of(pid: u32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = |index: usize| -> io::Result<u64> {
+        fields
+            .get(index)
+            .and_then(|field| field.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat: no field {index}")))
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok((ticks(11)? + ticks(12)?) * 1_000_000_000 / ticks_per_second)
+}
+
 fn cpu_ns(clock: libc::clockid_t) -> u64 {
     let mut time = libc::timespec {
         tv_sec: 0,

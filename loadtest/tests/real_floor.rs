@@ -167,3 +167,37 @@ fn fanout_floor_delivers_everything() {
         "{result:#}"
     );
 }
+
+/// The `publish` scenario against `floor fanout` (at a rate the debug-built floor keeps up
+/// with): the probe reads the seqs the floor numbered, and the subscribers get every
+/// delivery in order.
+#[test]
+fn publish_scenario_counts_what_the_server_numbered() {
+    let floor = Floor::start("fanout");
+    let result = run(
+        &[
+            "publish",
+            "--url",
+            &floor.url,
+            "--connections",
+            "3",
+            "--subscribers",
+            "30",
+            "--topics",
+            "30",
+            "--rate",
+            "3000",
+            "--warmup-seconds",
+            "0",
+            "--duration-seconds",
+            "1",
+        ],
+        "publish",
+    );
+    assert!(result["accepted"].as_u64().unwrap() > 0, "{result:#}");
+    assert_eq!(result["subscribers_ready"], 30, "{result:#}");
+    assert_eq!(result["connections_failed"], 0, "{result:#}");
+    for fault in ["gaps", "duplicates", "out_of_order"] {
+        assert_eq!(result["faults"][fault], 0, "{result:#}");
+    }
+}

@@ -243,6 +243,17 @@ impl Engine {
         )
     }
 
+    /// Lets a handler queue bytes on connection `index` outside a callback (a publisher
+    /// starting, a probe asking); the bytes go out with the next turn.
+    pub fn with_outbound(&mut self, index: u32, write: impl FnOnce(&mut Outbound<'_>)) {
+        let client = &mut self.clients[index as usize];
+        if client.stage != Stage::Open {
+            return;
+        }
+        write(&mut Outbound::new(&mut client.outbound, &mut self.keys));
+        self.list_for_send(index);
+    }
+
     /// One turn: submit the queued sends, wait up to `wait` for completions, handle every one,
     /// give the receive buffers back, re-arm starved receives, and time out slow connects.
     pub fn turn(&mut self, handler: &mut impl Handler, wait: Duration) -> io::Result<()> {

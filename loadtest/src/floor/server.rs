@@ -137,7 +137,11 @@ impl Core {
         if connection.closing {
             return Ok(());
         }
-        if connection.sending.is_none() && connection.outbound.is_empty() {
+        // Straight to the kernel only when nothing is waiting: frames keep their order.
+        if connection.sending.is_none()
+            && connection.outbound.is_empty()
+            && connection.shared.is_empty()
+        {
             connection.sending = Some(Sending::Shared {
                 frame: Rc::clone(frame),
                 offset: 0,
