@@ -261,23 +261,6 @@ impl Connection {
         outcome
     }
 
-    /// The next data message (text or binary), receiving as needed; control frames are
-    /// handled on the way.
-    pub async fn next_data_message(&mut self) -> Result<Message, Closed> {
-        loop {
-            match self.poll_message()? {
-                Some(message @ (Message::Text(_) | Message::Binary(_))) => {
-                    self.flush().await?;
-                    return Ok(message);
-                }
-                Some(_) => continue,
-                None => {}
-            }
-            self.flush().await?;
-            self.receive().await?;
-        }
-    }
-
     /// Says goodbye: a close frame if the connection still works (within `deadline`), then a
     /// shutdown, which also ends a read still in flight.
     pub async fn close(mut self, deadline: Instant) {

@@ -2,6 +2,7 @@
 //! own tokio-uring runtime, reports progress and results on stdout (see `crate::protocol`).
 
 mod connection;
+mod echo;
 mod fanout;
 mod memory_stream;
 mod scenario;
@@ -257,17 +258,31 @@ fn spawn_threads(
 ) -> Result<Vec<JoinHandle<ThreadResult>>, String> {
     let plan = shared.plan;
     let rate = plan.rate_per_second / plan.threads as f64;
-    let on_io_uring_client = matches!(
+    let subscribers = matches!(
         &plan.scenario,
         ScenarioPlan::Fanout(fanout) if matches!(fanout.role, FanoutRole::Subscribers { .. })
     );
+    let echo = matches!(plan.scenario, ScenarioPlan::Echo { .. });
     (0..plan.threads)
         .map(|thread_index| {
             let indices = thread_connections(plan.connections, thread_index, plan.threads);
             let builder = thread::Builder::new().name(format!("uring-{thread_index}"));
-            let spawned = if on_io_uring_client {
+            let spawned = if subscribers {
                 let thread = subscriber_thread(shared, thread_index, indices, rate);
                 builder.spawn(move || subscribers::run_thread(thread))
+            } else if echo {
+                let thread = echo::EchoThread {
+                    plan: Arc::clone(plan),
+                    target: Arc::clone(shared.target),
+                    phase: shared.phase.clone(),
+                    counters: Arc::clone(shared.counters),
+                    indices,
+                    rate,
+                    ramp: plan.ramp.settings(),
+                    board: Arc::clone(shared.board),
+                    thread_index,
+                };
+                builder.spawn(move || echo::run_thread(thread))
             } else {
                 let context = thread_context(shared, thread_index, worker_started);
                 let open_max = match plan.scenario {

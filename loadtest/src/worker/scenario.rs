@@ -349,16 +349,12 @@ async fn run_connection_stages(
     }
     let outcome = match hold(&mut connection, &mut phase).await {
         Err(Closed) => Err(Cause::ClosedEarly),
-        Ok(Phase::Proceed { at }) => match context.plan.scenario {
+        Ok(Phase::Proceed { .. }) => match context.plan.scenario {
             ScenarioPlan::Connect { pong_timeout_ms } => {
                 let deadline = Instant::now() + Duration::from_millis(pong_timeout_ms);
                 prove_alive(&mut connection, &mut phase, index, deadline).await
             }
-            ScenarioPlan::Echo { .. } => {
-                let run = EchoRun::new(&context.plan, at, index);
-                run.run(&mut connection, &mut phase, stats, &context.counters)
-                    .await
-            }
+            ScenarioPlan::Echo { .. } => unreachable!("echo runs on the io_uring client"),
             ScenarioPlan::Churn { .. } | ScenarioPlan::Fanout(_) => {
                 unreachable!("churn and fanout connections end above")
             }
@@ -381,18 +377,11 @@ fn record_outcome(stats: &RefCell<ThreadStats>, outcome: Result<bool, Cause>) {
 fn sizes(scenario: &ScenarioPlan) -> Sizes {
     match scenario {
         // Idle connections: small buffers, since there may be 100,000 of them; churn
-        // connections exchange only control frames.
-        ScenarioPlan::Connect { .. } | ScenarioPlan::Churn { .. } => Sizes {
-            read_bytes: 512,
-            codec_read_bytes: 512,
-        },
-        ScenarioPlan::Echo { payload_bytes, .. } => {
-            // A whole echo (payload + at most 14 bytes of frame head) in one read when it fits
-            // in 64 KiB; larger messages take several reads.
-            let bytes = (payload_bytes + 14).clamp(512, 64 * 1024);
+        // connections exchange only control frames. (Echo runs on the io_uring client.)
+        ScenarioPlan::Connect { .. } | ScenarioPlan::Churn { .. } | ScenarioPlan::Echo { .. } => {
             Sizes {
-                read_bytes: bytes,
-                codec_read_bytes: bytes,
+                read_bytes: 512,
+                codec_read_bytes: 512,
             }
         }
         // Room for a few deliveries per read (the data plus about 60 bytes of envelope and
@@ -455,157 +444,5 @@ async fn prove_alive(
             Err(_elapsed) => Err(Cause::NoPong),
         },
         _ = phase.wait_for(|phase| *phase == Phase::Stop) => Ok(false),
-    }
-}
-
-/// One connection's closed echo loop.
-struct EchoRun {
-    payload_bytes: usize,
-    echo_timeout: Duration,
-    /// Round trips that start from here on are measured.
-    measure_from: Instant,
-    end: Instant,
-    connection_index: u64,
-}
-
-impl EchoRun {
-    fn new(plan: &WorkerPlan, proceed_at: Instant, index: u64) -> Self {
-        let ScenarioPlan::Echo {
-            payload_bytes,
-            warmup_ms,
-            duration_ms,
-            echo_timeout_ms,
-        } = plan.scenario
-        else {
-            unreachable!("an echo run is made for the echo scenario only");
-        };
-        let measure_from = proceed_at + Duration::from_millis(warmup_ms);
-        Self {
-            payload_bytes,
-            echo_timeout: Duration::from_millis(echo_timeout_ms),
-            measure_from,
-            end: measure_from + Duration::from_millis(duration_ms),
-            // Distinct across workers too, so payloads differ between any two connections.
-            connection_index: (plan.worker_index as u64) << 32 | index,
-        }
-    }
-
-    /// Whether `message` is the echo of message `sequence`.
-    fn is_echo(&self, message: &Message, sequence: u64) -> bool {
-        let Message::Text(text) = message else {
-            return false;
-        };
-        let bytes = text.as_bytes();
-        payload_matches(bytes, self.payload_bytes, self.connection_index, sequence)
-    }
-
-    /// Sends, awaits the echo, checks it, repeats until the end. `Ok(true)` when it ran to
-    /// the end, `Ok(false)` when stopped.
-    async fn run(
-        &self,
-        connection: &mut Connection,
-        phase: &mut watch::Receiver<Phase>,
-        stats: &RefCell<ThreadStats>,
-        counters: &Counters,
-    ) -> Result<bool, Cause> {
-        let mut sequence = 0u64;
-        loop {
-            let sent_at = Instant::now();
-            if sent_at >= self.end {
-                return Ok(true);
-            }
-            if *phase.borrow() == Phase::Stop {
-                return Ok(false);
-            }
-            let payload = make_payload(self.payload_bytes, self.connection_index, sequence);
-            connection
-                .queue(Message::text(payload))
-                .map_err(|Closed| Cause::ClosedEarly)?;
-            let exchange = async {
-                connection.flush().await?;
-                connection.next_data_message().await
-            };
-            let echo = tokio::select! {
-                echo = timeout_at(sent_at + self.echo_timeout, exchange) => echo,
-                _ = phase.wait_for(|phase| *phase == Phase::Stop) => return Ok(false),
-            };
-            let echo = match echo {
-                Ok(Ok(echo)) => echo,
-                Ok(Err(Closed)) => return Err(Cause::ClosedEarly),
-                Err(_elapsed) => return Err(Cause::NoEcho),
-            };
-            if !self.is_echo(&echo, sequence) {
-                return Err(Cause::EchoMismatch);
-            }
-            counters.messages.fetch_add(1, Ordering::Relaxed);
-            if sent_at >= self.measure_from {
-                let round_trip_ns = sent_at.elapsed().as_nanos() as u64;
-                let mut stats = stats.borrow_mut();
-                record(&mut stats.round_trip_ns, round_trip_ns);
-                stats.messages += 1;
-            }
-            sequence += 1;
-        }
-    }
-}
-
-/// The byte at `position` of message `sequence` of connection `connection`: lower-case letters
-/// in a pattern that shifts from one message to the next, so a stale or foreign echo differs.
-fn payload_byte(connection: u64, sequence: u64, position: usize) -> u8 {
-    let shift = connection
-        .wrapping_mul(7)
-        .wrapping_add(sequence.wrapping_mul(3))
-        .wrapping_add(position as u64);
-    b'a' + (shift % 26) as u8
-}
-
-/// The text of message `sequence` of connection `connection`.
-pub fn make_payload(bytes: usize, connection: u64, sequence: u64) -> String {
-    let payload: Vec<u8> = (0..bytes)
-        .map(|position| payload_byte(connection, sequence, position))
-        .collect();
-    String::from_utf8(payload).expect("ASCII letters are UTF-8")
-}
-
-/// Whether `received` is exactly message `sequence` of connection `connection`.
-pub fn payload_matches(received: &[u8], bytes: usize, connection: u64, sequence: u64) -> bool {
-    received.len() == bytes
-        && received
-            .iter()
-            .enumerate()
-            .all(|(position, byte)| *byte == payload_byte(connection, sequence, position))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A payload matches itself only: not the next message, not another connection's.
-    #[test]
-    fn payloads_are_checked_exactly() {
-        for bytes in [0, 1, 20, 1000] {
-            let payload = make_payload(bytes, 5, 9);
-            assert_eq!(payload.len(), bytes);
-            assert!(payload_matches(payload.as_bytes(), bytes, 5, 9));
-            if bytes > 0 {
-                assert!(!payload_matches(payload.as_bytes(), bytes, 5, 10));
-                assert!(!payload_matches(payload.as_bytes(), bytes, 6, 9));
-                assert!(!payload_matches(&payload.as_bytes()[1..], bytes, 5, 9));
-                let mut corrupted = payload.clone().into_bytes();
-                corrupted[bytes - 1] ^= 1;
-                assert!(!payload_matches(&corrupted, bytes, 5, 9));
-            }
-        }
-    }
-
-    /// Consecutive messages of a connection always differ in their first byte.
-    #[test]
-    fn consecutive_payloads_differ() {
-        for sequence in 0..100 {
-            assert_ne!(
-                payload_byte(3, sequence, 0),
-                payload_byte(3, sequence + 1, 0)
-            );
-        }
     }
 }
