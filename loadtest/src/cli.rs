@@ -246,7 +246,7 @@ pub struct CommonOptions {
     pub in_flight_max: u64,
 
     /// Connection attempts slower than this make the closed-loop ramp slow down.
-    #[arg(long, value_name = "MILLISECONDS", default_value_t = 1000)]
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 250)]
     pub connect_latency_ms_target: u64,
 
     /// Pid of the server process, to read its resident memory (VmRSS) before and after.

@@ -160,7 +160,7 @@ impl Default for RampPlan {
     fn default() -> Self {
         Self {
             in_flight_max: 1024,
-            latency_ms_target: 1000,
+            latency_ms_target: 250,
         }
     }
 }

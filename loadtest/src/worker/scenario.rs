@@ -180,6 +180,11 @@ pub async fn run_thread(
                 .may_start(context.attempts_in_flight.get())
         {
             context.open.set(context.open.get() + 1);
+            // Counted here, not when the task first runs: the window must see this attempt
+            // before the loop considers the next one.
+            context
+                .attempts_in_flight
+                .set(context.attempts_in_flight.get() + 1);
             let task = run_connection(
                 Rc::clone(&context),
                 Rc::clone(&stats),
@@ -257,9 +262,6 @@ async fn run_connection_stages(
     index: u64,
 ) {
     context.counters.attempted.fetch_add(1, Ordering::Relaxed);
-    context
-        .attempts_in_flight
-        .set(context.attempts_in_flight.get() + 1);
     stats.borrow_mut().attempted += 1;
     let mut phase = context.phase.clone();
     let started = Instant::now();
