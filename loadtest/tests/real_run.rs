@@ -579,3 +579,63 @@ fn fanout_interrupt_still_reports() {
     );
     assert!(processes_tagged("fanout-interrupt").is_empty());
 }
+
+/// The closed-loop ramp holds attempts in flight to its window: against a server that accepts
+/// TCP but never answers the upgrade, with `--in-flight-max 4`, the server never sees more
+/// than the window open at once (plus those whose close it has not noticed yet), and every
+/// attempt still ends, as a handshake timeout.
+#[test]
+fn ramp_window_bounds_attempts_in_flight() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let open = Arc::new(AtomicUsize::new(0));
+    let open_max = Arc::new(AtomicUsize::new(0));
+    let (counter, highest) = (Arc::clone(&open), Arc::clone(&open_max));
+    thread::spawn(move || {
+        for stream in listener.incoming().take(SERVER_CONNECTIONS_MAX) {
+            let Ok(mut stream) = stream else { continue };
+            let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            highest.fetch_max(now, Ordering::SeqCst);
+            let counter = Arc::clone(&counter);
+            // Read (and never answer) until the client gives up.
+            thread::spawn(move || {
+                let mut sink = [0u8; 1024];
+                while matches!(std::io::Read::read(&mut stream, &mut sink), Ok(count) if count > 0)
+                {
+                }
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let path = output_path("ramp-window");
+    let arguments = [
+        "connect",
+        "--url",
+        &url,
+        "--connections",
+        "16",
+        "--rate",
+        "10000",
+        "--in-flight-max",
+        "4",
+        "--connect-timeout-seconds",
+        "1",
+        "--hold-seconds",
+        "0",
+        "--workers",
+        "1",
+        "--output",
+        path.to_str().unwrap(),
+    ];
+    let output = loadtest(&arguments, "ramp-window").output().unwrap();
+    assert!(output.status.success(), "{}", show(&output));
+    let result = read_result(&path);
+    assert_eq!(
+        result["totals"]["failures"]["handshake_timeout"], 16,
+        "{result:#}"
+    );
+    let seen = open_max.load(Ordering::SeqCst);
+    assert!(seen <= 8, "the server saw {seen} connections open at once");
+    assert!(processes_tagged("ramp-window").is_empty());
+}
