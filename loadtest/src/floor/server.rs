@@ -473,7 +473,15 @@ fn sent(core: &mut Core, service: &mut impl Service, slot: u32, result: i32) -> 
     if matches!(sending, Sending::Owned { .. }) {
         connection.owned_in_flight.clear();
     }
-    if !connection.outbound.is_empty() || !connection.shared.is_empty() {
+    if connection.outbound.is_empty()
+        && !connection.closing
+        && let Some(frame) = connection.shared.pop_front()
+    {
+        // The next queued frame goes out at once, its own SEND, without waiting a turn.
+        connection.sending = Some(Sending::Shared { frame, offset: 0 });
+        return core.submit_send(slot);
+    }
+    if !connection.outbound.is_empty() {
         core.list(slot);
     }
     core.free_if_done(slot, service)
