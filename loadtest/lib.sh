@@ -5,6 +5,12 @@
 # Pinning (PIN=1): the server runs on SERVER_CPUS (default 1) and the load generator on
 # LOAD_CPUS (default 0), with taskset, so each has a core of its own and a figure says which
 # side saturated. Without PIN both share every core, as before.
+#
+# A shared machine: every measured window also records the CPU that other processes at nice
+# 0 or below used meanwhile (`foreign_ticks`). A run where they used more than FOREIGN_MAX
+# percent of a core (default 10) is disturbed: the scripts wait until no compiler runs and
+# measure it again, RETRIES times at most (default 3), and the tables say how many runs
+# stayed disturbed.
 
 pin=${PIN:-0}
 server_cpus=${SERVER_CPUS:-1}
@@ -17,6 +23,8 @@ else
   load_prefix=()
 fi
 ticks_per_second=$(getconf CLK_TCK)
+foreign_max=${FOREIGN_MAX:-10}
+retries=${RETRIES:-3}
 server_pid=""
 
 # stop_server: ends the server started last (a SIGTERM exit status is expected).
@@ -103,4 +111,61 @@ descendants() {
 # machine_load: the 1-minute load average and the count of processes running now.
 machine_load() {
   echo "load $(cut -d' ' -f1 /proc/loadavg), $(grep -c '^processor' /proc/cpuinfo) cpus"
+}
+
+# foreign_ticks PID...: CPU ticks (user + system) used so far by every process at nice 0 or
+# below, except kernel threads, this script's own shell, and PIDS and their descendants.
+foreign_ticks() {
+  python3 - "$$" "$@" <<'PYTHON'
+import os, sys
+excluded = {int(pid) for pid in sys.argv[1:]}
+parents, ticks = {}, {}
+for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+        continue
+    try:
+        fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        continue
+    pid, ppid, nice = int(entry), int(fields[1]), int(fields[16])
+    parents[pid] = ppid
+    if ppid != 2 and pid != 2 and nice <= 0:
+        ticks[pid] = int(fields[11]) + int(fields[12])
+def ours(pid):
+    seen = set()
+    while pid and pid not in seen:
+        if pid in excluded:
+            return True
+        seen.add(pid)
+        pid = parents.get(pid, 0)
+    return False
+print(sum(value for pid, value in ticks.items() if not ours(pid)))
+PYTHON
+}
+
+# compilers_running: how many compilers and linkers run now (other engineers' builds).
+compilers_running() {
+  ps -eo comm= | grep -cE '^(rustc|cc1|cc1plus|ld|rust-lld|cargo)$' || true
+}
+
+# wait_quiet: waits (at most QUIET_WAIT_MAX seconds, default 900) until, over 5 s, no
+# compiler ran and other processes used at most FOREIGN_MAX percent of a core.
+wait_quiet() {
+  local waited=0 before
+  while [ "$waited" -lt "${QUIET_WAIT_MAX:-900}" ]; do
+    before=$(foreign_ticks)
+    sleep 5
+    waited=$((waited + 5))
+    if [ "$(compilers_running)" = 0 ] && ! disturbed "$(($(foreign_ticks) - before))" 5000000000; then
+      return 0
+    fi
+  done
+  echo "still busy after ${QUIET_WAIT_MAX:-900} s: measuring anyway" >&2
+}
+
+# disturbed FOREIGN_TICKS ELAPSED_NS: whether other processes used more than FOREIGN_MAX
+# percent of a core during a window of ELAPSED_NS.
+disturbed() {
+  awk -v ticks="$1" -v ns="$2" -v hz="$ticks_per_second" -v max="$foreign_max" \
+    'BEGIN { exit !(ticks / hz / (ns / 1e9) * 100 > max) }'
 }
