@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::{
     CONNECTIONS_PER_WORKER_DEFAULT, DEADLINE_SLACK, DESCRIPTORS_RESERVED, Incoming,
-    WORKER_DEADLINE_EXTRA, Worker, descriptor_limit, reap, spawn_workers, stop_all, stop_grace,
+    WORKER_DEADLINE_EXTRA, Worker, descriptor_limit, ramp_budget, reap, spawn_workers, stop_all,
+    stop_grace,
 };
 use crate::addresses::{ADDRESSES_MAX, default_address_count, worker_addresses, worker_share};
 use crate::cli::FanoutOptions;
@@ -90,7 +91,7 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
         ));
     }
     let connect_timeout = Duration::from_secs(options.common.connect_timeout_seconds);
-    let ramp = Duration::from_secs_f64((subscribers + publishers) as f64 / options.connect_rate)
+    let ramp = ramp_budget(subscribers + publishers, options.connect_rate)
         + connect_timeout
         + Duration::from_secs(options.subscribe_timeout_seconds);
     let drain = Duration::from_secs(options.drain_seconds);

@@ -47,6 +47,16 @@ fn stop_grace(connections: u64) -> Duration {
     STOP_GRACE + STOP_GRACE_PER_CONNECTION * u32::try_from(connections).unwrap_or(u32::MAX)
 }
 
+/// How much longer than `--rate` plans the closed-loop ramp may take before the deadline
+/// cuts the run: on a machine slower than the rate assumes, the ramp slows down rather than
+/// failing connections, and the run should still complete.
+const RAMP_SLOWDOWN_ALLOWED: f64 = 4.0;
+
+/// The time the deadline allows for opening `connections` at `rate` per second.
+fn ramp_budget(connections: u64, rate: f64) -> Duration {
+    Duration::from_secs_f64(connections as f64 / rate * RAMP_SLOWDOWN_ALLOWED)
+}
+
 /// Slack added to a run's expected length before the coordinator stops it.
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
 
@@ -231,7 +241,7 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
             crate::addresses::ADDRESSES_MAX
         ));
     }
-    let ramp = Duration::from_secs_f64(run.connections as f64 / run.rate);
+    let ramp = ramp_budget(run.connections, run.rate);
     let connect_timeout = Duration::from_secs(run.common.connect_timeout_seconds);
     let deadline = ramp + connect_timeout + run.hold + run.measured + DEADLINE_SLACK;
     let plans = (0..workers)

@@ -125,37 +125,7 @@ impl Run {
         let publishers = options.connections as u32;
         let probe = (options.protocol != Protocol::Nats).then_some(subscribers + publishers);
         let total = subscribers + publishers + u32::from(probe.is_some());
-        let mut roles: Vec<Role> = (0..subscribers)
-            .map(|index| Role::Subscriber {
-                topic: index % options.topics,
-                check: SequenceCheck::new(1),
-                subscribed: false,
-                nats: None,
-            })
-            .collect();
-        for publisher in 0..publishers {
-            let topics = (publisher..options.topics)
-                .step_by(publishers as usize)
-                .collect();
-            roles.push(if options.http {
-                Role::HttpPublisher {
-                    topics,
-                    next: 0,
-                    published: 0,
-                    in_flight: 0,
-                    partial: Vec::new(),
-                }
-            } else {
-                Role::Publisher {
-                    topics,
-                    next: 0,
-                    published: 0,
-                }
-            });
-        }
-        if probe.is_some() {
-            roles.push(Role::Probe);
-        }
+        let roles = roles(options, subscribers, publishers, probe.is_some());
         let host = target
             .uri
             .authority()
@@ -393,6 +363,42 @@ impl Run {
         }
         result
     }
+}
+
+/// The connections' roles: subscribers first, then publishers, then the probe.
+fn roles(options: &PublishOptions, subscribers: u32, publishers: u32, probe: bool) -> Vec<Role> {
+    let mut roles: Vec<Role> = (0..subscribers)
+        .map(|index| Role::Subscriber {
+            topic: index % options.topics,
+            check: SequenceCheck::new(1),
+            subscribed: false,
+            nats: None,
+        })
+        .collect();
+    for publisher in 0..publishers {
+        let topics = (publisher..options.topics)
+            .step_by(publishers as usize)
+            .collect();
+        roles.push(if options.http {
+            Role::HttpPublisher {
+                topics,
+                next: 0,
+                published: 0,
+                in_flight: 0,
+                partial: Vec::new(),
+            }
+        } else {
+            Role::Publisher {
+                topics,
+                next: 0,
+                published: 0,
+            }
+        });
+    }
+    if probe {
+        roles.push(Role::Probe);
+    }
+    roles
 }
 
 /// `in_msgs` from nats-server's monitoring endpoint (`http://HOST:PORT`), `/varz`.

@@ -110,7 +110,6 @@ fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String
     let target = Arc::new(Target::parse(&plan.url)?);
     let plan = Arc::new(plan);
     let started = Instant::now();
-    let deadline = started + Duration::from_millis(plan.deadline_ms);
     let (phase_sender, phase_receiver) = watch::channel(Phase::Ramp);
     let phase_sender = Arc::new(phase_sender);
     let counters = Arc::new(Counters::default());
@@ -131,47 +130,18 @@ fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String
     let mut driver =
         fanout.map(|shared| FanoutDriver::new(shared, plan.worker_index, command_receiver));
 
-    let mut established_sent = false;
-    let mut last_progress = started;
-    let mut proceeded_at = None;
-    let mut stopped_at = None;
-    let mut partial = false;
-    while !threads.iter().all(JoinHandle::is_finished) {
-        thread::sleep(POLL_INTERVAL);
-        if Instant::now() >= deadline {
-            phase_sender.send_replace(Phase::Stop);
-        }
-        match *phase_receiver.borrow() {
-            Phase::Ramp => {}
-            Phase::Proceed { at } => proceeded_at = Some(at),
-            Phase::Stop => {
-                stopped_at.get_or_insert_with(Instant::now);
-            }
-        }
-        if stopped_at.is_some_and(|at| at.elapsed() >= REPORT_GRACE) {
-            partial = true;
-            break;
-        }
-        if let Some(driver) = &mut driver {
-            driver.poll(output);
-        }
-        let progress = progress(&counters);
-        // A fanout connection is settled once subscribed (or ready to publish), or failed.
-        let settled_count = if is_fanout {
-            progress.ready + progress.failed
-        } else {
-            progress.established + progress.failed
-        };
-        let settled = settled_count >= plan.connections;
-        if settled && !established_sent {
-            send(output, &Event::Established(progress));
-            established_sent = true;
-        } else if last_progress.elapsed() >= PROGRESS_INTERVAL {
-            // Also after the ramp: the coordinator plots the message rate from these.
-            send(output, &Event::Progress(progress));
-            last_progress = Instant::now();
-        }
-    }
+    let watcher = Watch {
+        plan: &plan,
+        deadline: started + Duration::from_millis(plan.deadline_ms),
+        phase_sender: &phase_sender,
+        phase: &phase_receiver,
+        counters: &counters,
+    };
+    let Watched {
+        proceeded_at,
+        stopped_at,
+        partial,
+    } = watcher.until_done(&threads, driver.as_mut(), output);
     let stopped_early = stopped_at.is_some();
     let measured_ms = measured_ms(&plan, proceeded_at, stopped_at.unwrap_or_else(Instant::now));
     let stats = if partial {
@@ -200,6 +170,81 @@ fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String
     report.partial = partial;
     report.fanout = driver.map(|driver| driver.totals());
     Ok(report)
+}
+
+/// The worker's main thread while its threads run: phases, progress events, fanout's steps.
+struct Watch<'a> {
+    plan: &'a WorkerPlan,
+    deadline: Instant,
+    phase_sender: &'a watch::Sender<Phase>,
+    phase: &'a watch::Receiver<Phase>,
+    counters: &'a Counters,
+}
+
+/// What the main thread saw of the run.
+struct Watched {
+    proceeded_at: Option<Instant>,
+    stopped_at: Option<Instant>,
+    /// The threads were still busy `REPORT_GRACE` after the stop.
+    partial: bool,
+}
+
+impl Watch<'_> {
+    /// Watches until every thread has ended, or until `REPORT_GRACE` after a stop.
+    fn until_done(
+        &self,
+        threads: &[JoinHandle<ThreadResult>],
+        mut driver: Option<&mut FanoutDriver>,
+        output: &mut impl Write,
+    ) -> Watched {
+        let is_fanout = matches!(self.plan.scenario, ScenarioPlan::Fanout(_));
+        let mut established_sent = false;
+        let mut last_progress = Instant::now();
+        let mut watched = Watched {
+            proceeded_at: None,
+            stopped_at: None,
+            partial: false,
+        };
+        while !threads.iter().all(JoinHandle::is_finished) {
+            thread::sleep(POLL_INTERVAL);
+            if Instant::now() >= self.deadline {
+                self.phase_sender.send_replace(Phase::Stop);
+            }
+            match *self.phase.borrow() {
+                Phase::Ramp => {}
+                Phase::Proceed { at } => watched.proceeded_at = Some(at),
+                Phase::Stop => {
+                    watched.stopped_at.get_or_insert_with(Instant::now);
+                }
+            }
+            if watched
+                .stopped_at
+                .is_some_and(|at| at.elapsed() >= REPORT_GRACE)
+            {
+                watched.partial = true;
+                break;
+            }
+            if let Some(driver) = driver.as_deref_mut() {
+                driver.poll(output);
+            }
+            let progress = progress(self.counters);
+            // A fanout connection is settled once subscribed (or ready to publish), or failed.
+            let settled_count = if is_fanout {
+                progress.ready + progress.failed
+            } else {
+                progress.established + progress.failed
+            };
+            if settled_count >= self.plan.connections && !established_sent {
+                send(output, &Event::Established(progress));
+                established_sent = true;
+            } else if last_progress.elapsed() >= PROGRESS_INTERVAL {
+                // Also after the ramp: the coordinator plots the message rate from these.
+                send(output, &Event::Progress(progress));
+                last_progress = Instant::now();
+            }
+        }
+        watched
+    }
 }
 
 /// What every thread of a worker shares.

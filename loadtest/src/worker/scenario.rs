@@ -172,24 +172,8 @@ pub async fn run_thread(
         let tick_started = Instant::now();
         let due = (started.elapsed().as_secs_f64() * rate) as usize + 1;
         let due = due.min(connection_indices.len());
-        while next < due
-            && context.open.get() < open_max
-            && context
-                .ramp
-                .borrow()
-                .may_start(context.attempts_in_flight.get())
-        {
-            context.open.set(context.open.get() + 1);
-            // Counted here, not when the task first runs: the window must see this attempt
-            // before the loop considers the next one.
-            context
-                .attempts_in_flight
-                .set(context.attempts_in_flight.get() + 1);
-            let task = run_connection(
-                Rc::clone(&context),
-                Rc::clone(&stats),
-                connection_indices[next],
-            );
+        while next < due && context.open.get() < open_max && context.may_start() {
+            let task = start_connection(&context, &stats, connection_indices[next]);
             tasks.push(tokio_uring::spawn(task));
             next += 1;
         }
@@ -248,6 +232,28 @@ async fn publish_stats(context: Rc<ThreadContext>, stats: Weak<RefCell<ThreadSta
         )
         .await;
     }
+}
+
+impl ThreadContext {
+    /// Whether the closed-loop ramp's window has room for one more attempt.
+    fn may_start(&self) -> bool {
+        self.ramp.borrow().may_start(self.attempts_in_flight.get())
+    }
+}
+
+/// Counts connection `index` as open and in flight, and returns its task. Counted here, not
+/// when the task first runs: the window must see this attempt before the ramp considers the
+/// next one.
+fn start_connection(
+    context: &Rc<ThreadContext>,
+    stats: &Rc<RefCell<ThreadStats>>,
+    index: u64,
+) -> impl std::future::Future<Output = ()> + use<> {
+    context.open.set(context.open.get() + 1);
+    context
+        .attempts_in_flight
+        .set(context.attempts_in_flight.get() + 1);
+    run_connection(Rc::clone(context), Rc::clone(stats), index)
 }
 
 /// One connection from start to end; it leaves the thread's open count when it ends.
