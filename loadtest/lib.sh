@@ -6,8 +6,8 @@
 # LOAD_CPUS (default 0), with taskset, so each has a core of its own and a figure says which
 # side saturated. Without PIN both share every core, as before.
 #
-# A shared machine: every measured window also records the CPU that other processes at nice
-# 0 or below used meanwhile (`foreign_ticks`). A run where they used more than FOREIGN_MAX
+# A shared machine: every measured window also records the CPU that other processes used
+# meanwhile (`foreign_ticks`). A run where they used more than FOREIGN_MAX
 # percent of a core (default 10) is disturbed: the scripts wait until no compiler runs and
 # measure it again, RETRIES times at most (default 3), and the tables say how many runs
 # stayed disturbed.
@@ -113,8 +113,10 @@ machine_load() {
   echo "load $(cut -d' ' -f1 /proc/loadavg), $(grep -c '^processor' /proc/cpuinfo) cpus"
 }
 
-# foreign_ticks PID...: CPU ticks (user + system) used so far by every process at nice 0 or
-# below, except kernel threads, this script's own shell, and PIDS and their descendants.
+# foreign_ticks PID...: CPU ticks (user + system) used so far by every process except kernel
+# threads, this script's own shell, and PIDS and their descendants. Niced processes count too:
+# a runnable background task delays the wake-ups a ping-pong benchmark lives on even when it
+# gets little CPU.
 foreign_ticks() {
   python3 - "$$" "$@" <<'PYTHON'
 import os, sys
@@ -127,9 +129,9 @@ for entry in os.listdir("/proc"):
         fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         continue
-    pid, ppid, nice = int(entry), int(fields[1]), int(fields[16])
+    pid, ppid = int(entry), int(fields[1])
     parents[pid] = ppid
-    if ppid != 2 and pid != 2 and nice <= 0:
+    if ppid != 2 and pid != 2:
         ticks[pid] = int(fields[11]) + int(fields[12])
 def ours(pid):
     seen = set()
