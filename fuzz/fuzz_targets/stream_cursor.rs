@@ -47,7 +47,12 @@ fuzz_target!(|data: &[u8]| {
     let topics = topic_list(usize::from(*count).min(CURSOR_TOPICS_LIMIT));
     allocation::measure(BUDGET, data.len(), || match mode % 3 {
         0 => check_text(rest, &topics),
-        1 => check_text(URL_SAFE_NO_PAD.encode(with_header(rest, &topics)).as_bytes(), &topics),
+        1 => check_text(
+            URL_SAFE_NO_PAD
+                .encode(with_header(rest, &topics))
+                .as_bytes(),
+            &topics,
+        ),
         _ => check_positions(&positions(rest, topics.len()), &topics),
     });
 });
