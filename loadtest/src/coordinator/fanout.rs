@@ -52,6 +52,9 @@ struct Layout {
 
 fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
     Target::parse(&options.common.url)?;
+    if let Some(publish_url) = &options.publish_url {
+        Target::parse(publish_url)?;
+    }
     let (subscribers, publishers) = (options.subscribers, options.publishers);
     if subscribers == 0 || options.topics == 0 || publishers == 0 {
         return Err("--subscribers, --topics and --publishers must be positive".into());
@@ -126,7 +129,10 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
         };
         plans.push(WorkerPlan {
             worker_index,
-            url: options.common.url.clone(),
+            url: match (&options.publish_url, is_publishers) {
+                (Some(publish_url), true) => publish_url.clone(),
+                _ => options.common.url.clone(),
+            },
             connections,
             rate_per_second: options.connect_rate * connections as f64
                 / (subscribers + publishers) as f64,
