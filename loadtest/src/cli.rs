@@ -443,6 +443,11 @@ pub struct FanoutOptions {
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub drain_seconds: u64,
 
+    /// Seconds every subscription stays open with nothing published, between ready and the
+    /// first step (to measure what held subscriptions cost).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub idle_seconds: u64,
+
     /// Seconds a subscriber may wait for its subscription to be acknowledged (NATS: the PONG
     /// to a PING sent after the SUB).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
