@@ -22,7 +22,9 @@ pub use layers::{
 };
 pub use nofile::{NofileLimits, check_file_table_fits, raise_nofile_soft_limit_to_hard};
 
+pub use crate::auth::{AuthConfig, AuthMode};
 pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
+use crate::auth::Authenticator;
 use crate::broker::http_api::PublishConfig;
 use crate::endpoint::EndpointSettings;
 use crate::protocol::ProtocolLimits;
@@ -143,6 +145,8 @@ pub struct ServerConfig {
     pub pool: PoolLimits,
     /// The pub/sub broker's limits and policies (`[broker]` in the config file).
     pub broker: BrokerConfig,
+    /// Who may connect and from where: JWT, origins, per-address limits (`[auth]`).
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -170,6 +174,7 @@ impl Default for ServerConfig {
             protocol: ProtocolLimits::default(),
             pool: PoolLimits::default(),
             broker: BrokerConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -311,10 +316,19 @@ impl ServerConfig {
         }
     }
 
+    /// The connection-time checks of `[auth]`, with its key files read now.
+    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        Authenticator::from_config(&self.auth, self.broker.topic_bytes_max)
+            .map_err(|reason| invalid("auth", reason))
+    }
+
     /// Checks every setting, and that each shard's registered-file table fits the process's
     /// RLIMIT_NOFILE as it is now. Run once at start-up, after `raise_nofile_soft_limit_to_hard`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_settings()?;
+        // The key files are read here too, so a missing or wrong key fails before any shard
+        // starts.
+        self.authenticator()?;
         let limits = NofileLimits::current().map_err(ConfigError::NofileLimitUnreadable)?;
         check_file_table_fits(self.shards, self.connections_per_shard_max, limits)
     }
@@ -333,6 +347,9 @@ impl ServerConfig {
         PublishConfig::from_broker(&self.broker)
             .validate(&self.pool)
             .map_err(|reason| invalid("broker", reason))?;
+        self.auth
+            .validate()
+            .map_err(|reason| invalid("auth", reason))?;
         self.validate_shards()?;
         self.validate_receive_buffers()?;
         self.validate_outbound_queue()?;
