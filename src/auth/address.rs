@@ -113,11 +113,10 @@ impl AddressLimits {
             }),
         };
         let elapsed_ms = now_ms.saturating_sub(entry.refilled_ms);
-        entry.tokens_milli = (entry.tokens_milli + elapsed_ms * self.refill_per_ms)
-            .min(self.bucket_milli);
+        entry.tokens_milli =
+            (entry.tokens_milli + elapsed_ms * self.refill_per_ms).min(self.bucket_milli);
         entry.refilled_ms = entry.refilled_ms.max(now_ms);
-        let admission = if self.connections_max > 0 && entry.connections >= self.connections_max
-        {
+        let admission = if self.connections_max > 0 && entry.connections >= self.connections_max {
             AddressAdmission::TooManyConnections
         } else if self.bucket_milli > 0 && entry.tokens_milli < TOKEN_MILLIS {
             AddressAdmission::TooManyHandshakes
@@ -224,12 +223,18 @@ mod tests {
         assert!(matches!(first, AddressAdmission::Admitted(_)));
         assert!(matches!(second, AddressAdmission::Admitted(_)));
         assert_eq!(limits.admit(v4(1), 0), AddressAdmission::TooManyConnections);
-        assert!(matches!(limits.admit(v4(2), 0), AddressAdmission::Admitted(_)));
+        assert!(matches!(
+            limits.admit(v4(2), 0),
+            AddressAdmission::Admitted(_)
+        ));
         let AddressAdmission::Admitted(ticket) = first else {
             unreachable!()
         };
         limits.release(ticket, 1);
-        assert!(matches!(limits.admit(v4(1), 1), AddressAdmission::Admitted(_)));
+        assert!(matches!(
+            limits.admit(v4(1), 1),
+            AddressAdmission::Admitted(_)
+        ));
     }
 
     /// Proves the handshake bucket holds one second's worth, refills continuously, and is not
@@ -253,9 +258,18 @@ mod tests {
             AddressAdmission::TooManyHandshakes,
             "closing does not refill the bucket"
         );
-        assert!(matches!(limits.admit(v4(1), 100), AddressAdmission::Admitted(_)));
-        assert_eq!(limits.admit(v4(1), 100), AddressAdmission::TooManyHandshakes);
-        assert!(matches!(limits.admit(v4(2), 100), AddressAdmission::Admitted(_)));
+        assert!(matches!(
+            limits.admit(v4(1), 100),
+            AddressAdmission::Admitted(_)
+        ));
+        assert_eq!(
+            limits.admit(v4(1), 100),
+            AddressAdmission::TooManyHandshakes
+        );
+        assert!(matches!(
+            limits.admit(v4(2), 100),
+            AddressAdmission::Admitted(_)
+        ));
     }
 
     /// Proves the table stays within its bound, lets addresses past it through untracked, and

@@ -252,7 +252,8 @@ fn load_key(config: &AuthConfig) -> Result<(DecodingKey, Algorithm), String> {
         return Ok((key, Algorithm::HS256));
     }
     let path = &config.jwt_public_key_file;
-    let pem = std::fs::read(path).map_err(|error| format!("jwt_public_key_file {path:?}: {error}"))?;
+    let pem =
+        std::fs::read(path).map_err(|error| format!("jwt_public_key_file {path:?}: {error}"))?;
     if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
         return Ok((key, Algorithm::RS256));
     }

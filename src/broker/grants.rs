@@ -130,7 +130,10 @@ mod tests {
         assert!(patterns.allows("AAPL"));
         assert!(patterns.allows("MSFT"));
         assert!(patterns.allows("FX.EURUSD"));
-        assert!(patterns.allows("FX."), "a prefix grants itself followed by nothing");
+        assert!(
+            patterns.allows("FX."),
+            "a prefix grants itself followed by nothing"
+        );
         assert!(!patterns.allows("AAPLX"), "an exact name is not a prefix");
         assert!(!patterns.allows("AAP"));
         assert!(!patterns.allows("FX"), "FX.* does not grant FX");

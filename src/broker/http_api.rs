@@ -143,6 +143,10 @@ pub enum HttpError {
     TooManyPipelined {
         requests_max: usize,
     },
+    /// The token does not grant publishing on the topic (of batch item `index`, for a batch).
+    Forbidden {
+        index: Option<usize>,
+    },
 }
 
 impl HttpError {
@@ -156,6 +160,7 @@ impl HttpError {
             Self::BatchTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyPipelined { .. } => 503,
+            Self::Forbidden { .. } => 403,
             Self::InvalidPercentEncoding
             | Self::InvalidTopic(_)
             | Self::InvalidBatchTopic { .. }
@@ -214,6 +219,16 @@ impl fmt::Display for HttpError {
             Self::TooManyPipelined { requests_max } => write!(
                 formatter,
                 "more than {requests_max} requests waiting for answers; wait for them"
+            ),
+            Self::Forbidden { index: None } => {
+                write!(
+                    formatter,
+                    "forbidden: the token grants no publishing on this topic"
+                )
+            }
+            Self::Forbidden { index: Some(index) } => write!(
+                formatter,
+                "forbidden: item {index}: the token grants no publishing on its topic"
             ),
         }
     }

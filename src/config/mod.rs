@@ -8,6 +8,7 @@
 //! file, the `RINGCAST_*` environment variables, then the command line (see `crate::cli`).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,9 +23,9 @@ pub use layers::{
 };
 pub use nofile::{NofileLimits, check_file_table_fits, raise_nofile_soft_limit_to_hard};
 
+use crate::auth::Authenticator;
 pub use crate::auth::{AuthConfig, AuthMode};
 pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
-use crate::auth::Authenticator;
 use crate::broker::http_api::PublishConfig;
 use crate::endpoint::EndpointSettings;
 use crate::protocol::ProtocolLimits;
@@ -299,8 +300,9 @@ impl ServerConfig {
         }
     }
 
-    /// What the endpoints read, from the settings of the same names.
-    pub fn endpoint_settings(&self) -> EndpointSettings {
+    /// What the endpoints read, from the settings of the same names, with the connection-time
+    /// checks built once for every shard ([`ServerConfig::authenticator`]).
+    pub fn endpoint_settings(&self, auth: Arc<Authenticator>) -> EndpointSettings {
         let publish = PublishConfig::from_broker(&self.broker);
         EndpointSettings {
             echo: self.echo,
@@ -313,6 +315,7 @@ impl ServerConfig {
             http_limits: publish.request_limits(self.protocol.header_bytes_max),
             publish,
             broker: self.broker.clone(),
+            auth,
         }
     }
 

@@ -15,6 +15,8 @@ use tracing::debug;
 
 use super::outbound::Outbound;
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
+use crate::auth::AuthFailure;
+use crate::auth::{AuthRefusal, Identity};
 use crate::broker::http_api::{
     self, HttpError, Route, write_batch_response, write_http_error, write_publish_response,
 };
@@ -86,13 +88,14 @@ pub struct Responses {
 }
 
 /// How a read ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Read {
     Done(Next),
     /// An upgrade was accepted (its 101 is queued): the connection speaks WebSocket from
-    /// `rest_start` of the read on.
+    /// `rest_start` of the read on, as `identity` when its token proved one.
     Upgraded {
         rest_start: usize,
+        identity: Option<Box<Identity>>,
     },
 }
 
@@ -115,6 +118,7 @@ struct Answer<'a> {
     requests: &'a mut Vec<BrokerRequest>,
     settings: &'a EndpointSettings,
     metrics: &'a mut dyn MetricsText,
+    unix_ms: u64,
 }
 
 impl HttpEndpoint {
@@ -149,6 +153,7 @@ impl HttpEndpoint {
             requests: &mut context.requests,
             settings: &context.settings,
             metrics: &mut *context.metrics,
+            unix_ms: context.now_ms + context.unix_offset_ms,
         };
         let mut upgraded_at = None;
         let mut answered = false;
@@ -164,7 +169,7 @@ impl HttpEndpoint {
                 Ok(HttpEvent::Request(request)) => answer.request(&request),
                 Ok(HttpEvent::ContinueExpected(head)) => answer.continue_expected(&head),
                 Ok(HttpEvent::Upgrade { head, rest_start }) => {
-                    upgraded_at = answer.upgrade(&head).then_some(rest_start);
+                    upgraded_at = answer.upgrade(&head).map(|identity| (rest_start, identity));
                     false
                 }
                 Err(error) => answer.refuse(&HttpError::Request(error), false),
@@ -174,8 +179,11 @@ impl HttpEndpoint {
                 break;
             }
         }
-        if let Some(rest_start) = upgraded_at {
-            return Read::Upgraded { rest_start };
+        if let Some((rest_start, identity)) = upgraded_at {
+            return Read::Upgraded {
+                rest_start,
+                identity,
+            };
         }
         if self.responses.closing_after_responses {
             return Read::Done(self.close_when_answered());
@@ -249,12 +257,23 @@ impl Answer<'_> {
         self.counters.http_requests += 1;
         let keep_alive = request.head.keep_alive();
         let is_head = request.head.method() == "HEAD";
+        let identity = match self.admit(&request.head) {
+            Ok(identity) => identity,
+            Err(()) => return false,
+        };
+        let grants = identity.as_ref().map(|identity| &*identity.grants);
+        let publish_allowed =
+            |topic: &str| grants.is_none_or(|grants| grants.publish.allows(topic));
         match http_api::route(request, &self.settings.publish) {
             Route::Health => self.respond_ok(&[], b"ok\n", is_head, keep_alive),
             Route::Metrics => {
                 let body = self.metrics.render();
                 let headers = [("Content-Type", METRICS_CONTENT_TYPE)];
                 self.respond_ok(&headers, body.as_bytes(), is_head, keep_alive);
+            }
+            Route::PublishOne { topic, .. } if !publish_allowed(&topic) => {
+                self.counters.forbidden_requests += 1;
+                return self.refuse(&HttpError::Forbidden { index: None }, keep_alive);
             }
             Route::PublishOne { topic, data, key } => {
                 let first_ticket = self.responses.next_ticket;
@@ -267,6 +286,13 @@ impl Answer<'_> {
                 let mut response = BytesMut::new();
                 write_batch_response(&[], keep_alive, &mut response);
                 self.respond(response.freeze());
+            }
+            Route::PublishBatch { items, .. }
+                if items.iter().any(|(topic, _)| !publish_allowed(topic)) =>
+            {
+                self.counters.forbidden_requests += 1;
+                let index = items.iter().position(|(topic, _)| !publish_allowed(topic));
+                return self.refuse(&HttpError::Forbidden { index }, keep_alive);
             }
             Route::PublishBatch { items, key } => {
                 let first_ticket = self.responses.next_ticket;
@@ -303,6 +329,9 @@ impl Answer<'_> {
     /// A client waiting on `Expect: 100-continue`: 100 if the head is acceptable, or the
     /// refusal (and close: the body it would send next is not read).
     fn continue_expected(&mut self, head: &RequestHead<'_>) -> bool {
+        if self.admit(head).is_err() {
+            return false;
+        }
         match http_api::check_head(head, &self.settings.publish) {
             Ok(()) => {
                 self.respond(Bytes::from_static(CONTINUE_RESPONSE));
@@ -429,15 +458,22 @@ impl Answer<'_> {
         keep_alive
     }
 
-    /// Answers an upgrade request with 101 or a refusal; returns whether it was accepted.
-    fn upgrade(&mut self, head: &RequestHead<'_>) -> bool {
+    /// Answers an upgrade request with 101 or a refusal; returns the identity its token
+    /// proved (if one is required) when it was accepted.
+    fn upgrade(&mut self, head: &RequestHead<'_>) -> Option<Option<Box<Identity>>> {
         if !self.responses.pending.is_empty() {
             // Responses to earlier requests still wait for seqs, and after a 101 there is no
             // HTTP left to send them in.
             let error = HandshakeError::MalformedRequest("upgrade pipelined behind a publish");
             self.refuse(&HttpError::Request(error), false);
-            return false;
+            return None;
         }
+        // Before any upgrade: a refused client never speaks WebSocket. Echo mode (conformance
+        // and benchmarks of the transport) asks for nothing.
+        let identity = match self.settings.echo {
+            true => None,
+            false => self.admit(head).ok()?,
+        };
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
         let settings = self.settings;
         let accepted = upgrade::parse_request(head.bytes(), &mut headers, &settings.protocol)
@@ -455,7 +491,7 @@ impl Answer<'_> {
             Ok(upgrade) => {
                 upgrade::write_switching_protocols(&upgrade, &mut response);
                 self.respond(response.freeze());
-                true
+                Some(identity.map(Box::new))
             }
             Err(error) => {
                 debug!(%error, status = error.status(), "refusing upgrade");
@@ -463,9 +499,46 @@ impl Answer<'_> {
                 handshake::write_error_response(&error, &mut response);
                 self.respond(response.freeze());
                 self.responses.closing_after_responses = true;
-                false
+                None
             }
         }
+    }
+
+    /// The connection-time checks of a request: `/health` is open, `/metrics` asks for its own
+    /// token, everything else for an allowed `Origin` and (with `auth_mode = "jwt"`) a valid
+    /// token. A refusal is answered (401 or 403) and closes the connection; `Err` then.
+    fn admit(&mut self, head: &RequestHead<'_>) -> Result<Option<Identity>, ()> {
+        let auth = &*self.settings.auth;
+        match head.path() {
+            "/health" => return Ok(None),
+            "/metrics" if auth.allows_metrics(head) => return Ok(None),
+            "/metrics" => {
+                self.counters.metrics_refusals += 1;
+                self.refuse_access(AuthRefusal::Unauthorized(AuthFailure::Missing));
+                return Err(());
+            }
+            _ => {}
+        }
+        match auth.check_request(head, self.unix_ms) {
+            Ok(identity) => Ok(identity),
+            Err(refusal) => {
+                match refusal {
+                    AuthRefusal::Unauthorized(failure) => self.counters.count_auth_failure(failure),
+                    AuthRefusal::ForeignOrigin => self.counters.origin_refusals += 1,
+                }
+                self.refuse_access(refusal);
+                Err(())
+            }
+        }
+    }
+
+    /// Answers a refused request (401 or 403) and closes once it is sent.
+    fn refuse_access(&mut self, refusal: AuthRefusal) {
+        debug!(?refusal, status = refusal.status(), "refusing access");
+        let mut response = BytesMut::new();
+        refusal.write_response(&mut response);
+        self.respond(response.freeze());
+        self.responses.closing_after_responses = true;
     }
 }
 
@@ -488,6 +561,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::auth::Authenticator;
     use crate::config::ServerConfig;
     use crate::protocol::pool::BufferPool;
     use crate::protocol::websocket::frame::FrameEncoder;
@@ -506,9 +580,10 @@ mod tests {
         Context {
             pool: BufferPool::new(&config.pool),
             encoder: FrameEncoder::new(4096),
-            settings: Arc::new(config.endpoint_settings()),
+            settings: Arc::new(config.endpoint_settings(Arc::new(Authenticator::open()))),
             counters: EndpointCounters::default(),
             now_ms: 0,
+            unix_offset_ms: 0,
             requests: Vec::new(),
             metrics: Box::new(NoMetrics),
         }

@@ -212,6 +212,8 @@ impl Shard {
             self.websocket_connections -= 1;
         }
         self.timers.cancel(slot);
+        let ticket = std::mem::take(&mut self.address_tickets[slot as usize]);
+        self.address_limits.release(ticket, self.context.unix_ms());
         self.connection_count -= 1;
         self.counters.connections_closed += 1;
         self.after_broker()?;
