@@ -121,6 +121,9 @@ pub struct WorkerPlan {
     pub worker_index: usize,
     /// ws://IPv4:PORT/PATH
     pub url: String,
+    /// A JWT every upgrade request carries as `Authorization: Bearer` (`--token-file`).
+    #[serde(default)]
+    pub bearer_token: Option<String>,
     /// Connections this worker opens.
     pub connections: u64,
     /// Connections per second this worker opens.

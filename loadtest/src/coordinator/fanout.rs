@@ -50,6 +50,7 @@ struct Layout {
 }
 
 fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
+    let bearer_token = options.common.bearer_token()?;
     Target::parse(&options.common.url)?;
     let (subscribers, publishers) = (options.subscribers, options.publishers);
     if subscribers == 0 || options.topics == 0 || publishers == 0 {
@@ -125,6 +126,7 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
         plans.push(WorkerPlan {
             worker_index,
             url: options.common.url.clone(),
+            bearer_token: bearer_token.clone(),
             connections,
             rate_per_second: options.connect_rate * connections as f64
                 / (subscribers + publishers) as f64,
