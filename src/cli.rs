@@ -467,7 +467,7 @@ mod tests {
     /// Text settings that samples are drawn from: a string setting's sample is the first one
     /// its type accepts that differs from its default. A new string setting that none fits
     /// fails `every_setting_round_trips` until one is added here.
-    const STRING_SAMPLES: &[&str] = &["127.0.0.1:9", "drop", "disconnect"];
+    const STRING_SAMPLES: &[&str] = &["127.0.0.1:9", "drop", "disconnect", "jwt"];
 
     /// A value of `setting`'s type other than its default, derived from the default alone.
     fn sample_value(setting: &Setting) -> toml::Value {

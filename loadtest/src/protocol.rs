@@ -408,6 +408,7 @@ mod tests {
         WorkerPlan {
             worker_index: 3,
             url: "ws://127.0.0.1:9100/ws".into(),
+            bearer_token: None,
             connections: 18_000,
             rate_per_second: 3333.5,
             threads: 2,
