@@ -46,7 +46,10 @@ fn case(algorithm: Option<Algorithm>) -> (Context, Option<String>) {
         None => None,
         Some(Algorithm::HS256) => {
             config.auth.jwt_hs256_secret = SECRET.to_owned();
-            Some(sign(Algorithm::HS256, EncodingKey::from_secret(SECRET.as_bytes()).unwrap()))
+            Some(sign(
+                Algorithm::HS256,
+                EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+            ))
         }
         Some(algorithm) => {
             let name = match algorithm {
@@ -113,7 +116,10 @@ fn handshakes(criterion: &mut Criterion) {
                 input.copy_from_slice(&template);
                 let mut endpoint = Endpoint::new(0, &context.settings);
                 let _ = endpoint.handle_read(&mut input, &mut outbound, &mut context);
-                assert!(endpoint.takes_messages(), "{name}: the handshake was refused");
+                assert!(
+                    endpoint.takes_messages(),
+                    "{name}: the handshake was refused"
+                );
                 while !outbound.is_empty() {
                     let length = outbound.front().len();
                     outbound.complete(length, &mut Default::default());

@@ -60,7 +60,11 @@ fn claims(sub: &str, seconds: i64, subscribe: &[&str], publish: &[&str]) -> Valu
 
 /// Sends an upgrade request for /ws with `headers` (and `query` after the path); the response
 /// head, and the client for what follows.
-fn upgrade(address: SocketAddr, query: &str, headers: &[(&str, &str)]) -> (RawClient, HttpResponse) {
+fn upgrade(
+    address: SocketAddr,
+    query: &str,
+    headers: &[(&str, &str)],
+) -> (RawClient, HttpResponse) {
     let mut client = RawClient::connect(address);
     let mut request = format!(
         "GET /ws{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: \
@@ -117,7 +121,10 @@ fn subscribe(client: &mut RawClient, topic: &str) -> Value {
 
 fn start(signer: &Signer, key: &str, environment: &[(&str, &str)]) -> ServerProcess {
     let key_setting = match key {
-        "hs256" => ("RINGCAST_JWT_HS256_SECRET_FILE", signer.path("hs256.secret")),
+        "hs256" => (
+            "RINGCAST_JWT_HS256_SECRET_FILE",
+            signer.path("hs256.secret"),
+        ),
         kind => (
             "RINGCAST_JWT_PUBLIC_KEY_FILE",
             signer.path(&format!("{kind}.public.pem")),
@@ -144,8 +151,11 @@ fn every_algorithm_verifies_tokens_of_its_own_key() {
         let server = start(&signer, key, &[]);
         let mut client = open_with(server.address, &tokens["good"]);
         assert_eq!(subscribe(&mut client, "AAPL")["op"], "subscribed", "{key}");
-        let (mut refused, response) =
-            upgrade(server.address, "", &[("Authorization", &bearer(&tokens["wrong"]))]);
+        let (mut refused, response) = upgrade(
+            server.address,
+            "",
+            &[("Authorization", &bearer(&tokens["wrong"]))],
+        );
         expect_unauthorized(&mut refused, &response, "signature");
     }
 }
@@ -155,7 +165,8 @@ fn every_algorithm_verifies_tokens_of_its_own_key() {
 #[test]
 fn tokens_come_from_header_cookie_with_allowed_origin_or_query() {
     let signer = Signer::new("auth-sources");
-    let tokens = signer.sign(json!({"good": {"key": "hs256", "claims": claims("bob", 60, &["*"], &[])}}));
+    let tokens =
+        signer.sign(json!({"good": {"key": "hs256", "claims": claims("bob", 60, &["*"], &[])}}));
     let token = &tokens["good"];
     let origins = r#"["https://app.example.com", "https://*.trading.example"]"#;
     let server = start(&signer, "hs256", &[("RINGCAST_ALLOWED_ORIGINS", origins)]);
@@ -173,13 +184,28 @@ fn tokens_come_from_header_cookie_with_allowed_origin_or_query() {
     expect_unauthorized(&mut client, &response, "missing");
     let foreign = [("Origin", "https://evil.test"), ("Cookie", cookie.as_str())];
     let (_, response) = upgrade(address, "", &foreign);
-    assert_eq!(response.status, 403, "cookie with a foreign origin: {response:?}");
-    let foreign = [("Origin", "https://evil.test"), ("Authorization", &bearer(token))];
+    assert_eq!(
+        response.status, 403,
+        "cookie with a foreign origin: {response:?}"
+    );
+    let foreign = [
+        ("Origin", "https://evil.test"),
+        ("Authorization", &bearer(token)),
+    ];
     let (_, response) = upgrade(address, "", &foreign);
-    assert_eq!(response.status, 403, "header with a foreign origin: {response:?}");
+    assert_eq!(
+        response.status, 403,
+        "header with a foreign origin: {response:?}"
+    );
     let mut http = HttpClient::connect(address);
-    assert_eq!(http.metric_where("ringcast_auth_failures_total", "reason=\"origin\""), 2);
-    assert_eq!(http.metric_where("ringcast_auth_failures_total", "reason=\"missing\""), 1);
+    assert_eq!(
+        http.metric_where("ringcast_auth_failures_total", "reason=\"origin\""),
+        2
+    );
+    assert_eq!(
+        http.metric_where("ringcast_auth_failures_total", "reason=\"missing\""),
+        1
+    );
 }
 
 /// Proves every kind of bad token is refused with 401, its reason and the Bearer challenge,
@@ -192,7 +218,10 @@ fn every_bad_token_is_refused_before_the_upgrade() {
     let good = json!({"sub": "carol", "exp_in": 60, "aud": "ringcast", "iss": "desk"});
     let with = |changes: Value| {
         let mut claims = good.clone();
-        claims.as_object_mut().unwrap().extend(changes.as_object().unwrap().clone());
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(changes.as_object().unwrap().clone());
         claims
     };
     let tokens = signer.sign(json!({
@@ -214,7 +243,11 @@ fn every_bad_token_is_refused_before_the_upgrade() {
         ("RINGCAST_JWT_LEEWAY_MS", "0"),
     ];
     let server = start(&signer, "hs256", &environment);
-    let (_, response) = upgrade(server.address, "", &[("Authorization", &bearer(&tokens["good"]))]);
+    let (_, response) = upgrade(
+        server.address,
+        "",
+        &[("Authorization", &bearer(&tokens["good"]))],
+    );
     assert_eq!(response.status, 101, "{response:?}");
     let cases = [
         ("expired", "expired"),
@@ -229,8 +262,11 @@ fn every_bad_token_is_refused_before_the_upgrade() {
         ("bad_grant", "claims"),
     ];
     for (name, reason) in cases {
-        let (mut client, response) =
-            upgrade(server.address, "", &[("Authorization", &bearer(&tokens[name]))]);
+        let (mut client, response) = upgrade(
+            server.address,
+            "",
+            &[("Authorization", &bearer(&tokens[name]))],
+        );
         expect_unauthorized(&mut client, &response, reason);
         client.expect_eof();
     }
@@ -243,7 +279,10 @@ fn every_bad_token_is_refused_before_the_upgrade() {
     expect_unauthorized(&mut client, &response, "missing");
     let mut http = HttpClient::connect(server.address);
     let count = |http: &mut HttpClient, reason: &str| {
-        http.metric_where("ringcast_auth_failures_total", &format!("reason=\"{reason}\""))
+        http.metric_where(
+            "ringcast_auth_failures_total",
+            &format!("reason=\"{reason}\""),
+        )
     };
     assert_eq!(count(&mut http, "audience"), 2);
     assert_eq!(count(&mut http, "signature"), 2);
@@ -257,11 +296,18 @@ fn every_bad_token_is_refused_before_the_upgrade() {
     }));
     let server = start(&signer, "rsa", &[]);
     for (name, reason) in [("confused", "algorithm"), ("hmac", "algorithm")] {
-        let (mut client, response) =
-            upgrade(server.address, "", &[("Authorization", &bearer(&tokens[name]))]);
+        let (mut client, response) = upgrade(
+            server.address,
+            "",
+            &[("Authorization", &bearer(&tokens[name]))],
+        );
         expect_unauthorized(&mut client, &response, reason);
     }
-    let (_, response) = upgrade(server.address, "", &[("Authorization", &bearer(&tokens["good"]))]);
+    let (_, response) = upgrade(
+        server.address,
+        "",
+        &[("Authorization", &bearer(&tokens["good"]))],
+    );
     assert_eq!(response.status, 101);
 }
 
@@ -279,21 +325,39 @@ fn grants_decide_subscribes_and_publishes_and_the_connection_goes_on() {
     let mut client = open_with(server.address, &tokens["reader"]);
     assert_eq!(subscribe(&mut client, "AAPL")["op"], "subscribed");
     let refused = subscribe(&mut client, "MSFT");
-    assert_eq!(refused, json!({"op": "error", "reason": "forbidden", "topic": "MSFT"}));
+    assert_eq!(
+        refused,
+        json!({"op": "error", "reason": "forbidden", "topic": "MSFT"})
+    );
     assert_eq!(subscribe(&mut client, "FX.EURUSD")["op"], "subscribed");
-    send_json(&mut client, json!({"op": "publish", "topic": "AAPL", "data": 1}));
+    send_json(
+        &mut client,
+        json!({"op": "publish", "topic": "AAPL", "data": 1}),
+    );
     let refused = read_json(&mut client);
-    assert_eq!(refused, json!({"op": "error", "reason": "forbidden", "topic": "AAPL"}));
-    send_json(&mut client, json!({"op": "publish", "topic": "FX.EURUSD", "data": 2}));
+    assert_eq!(
+        refused,
+        json!({"op": "error", "reason": "forbidden", "topic": "AAPL"})
+    );
+    send_json(
+        &mut client,
+        json!({"op": "publish", "topic": "FX.EURUSD", "data": 2}),
+    );
     let message = read_json(&mut client);
-    assert_eq!((message["topic"].as_str(), message["data"].as_i64()), (Some("FX.EURUSD"), Some(2)));
+    assert_eq!(
+        (message["topic"].as_str(), message["data"].as_i64()),
+        (Some("FX.EURUSD"), Some(2))
+    );
 
     let mut http = HttpClient::connect(server.address);
     let publisher = bearer(&tokens["publisher"]);
     let granted = http.post("/publish/AAPL", b"3", &[("Authorization", &publisher)]);
     assert_eq!(granted.status, 200, "{granted:?}");
     let message = read_json(&mut client);
-    assert_eq!((message["topic"].as_str(), message["data"].as_i64()), (Some("AAPL"), Some(3)));
+    assert_eq!(
+        (message["topic"].as_str(), message["data"].as_i64()),
+        (Some("AAPL"), Some(3))
+    );
     let forbidden = http.post("/publish/MSFT", b"4", &[("Authorization", &publisher)]);
     assert_eq!(forbidden.status, 403, "{forbidden:?}");
     let batch = br#"[{"topic":"AAPL","data":5},{"topic":"MSFT","data":6}]"#;
@@ -301,15 +365,29 @@ fn grants_decide_subscribes_and_publishes_and_the_connection_goes_on() {
     assert_eq!(forbidden.status, 403, "{forbidden:?}");
     let reader = bearer(&tokens["reader"]);
     let forbidden = http.post("/publish/AAPL", b"7", &[("Authorization", &reader)]);
-    assert_eq!(forbidden.status, 403, "the reader may not publish AAPL: {forbidden:?}");
+    assert_eq!(
+        forbidden.status, 403,
+        "the reader may not publish AAPL: {forbidden:?}"
+    );
     let granted = http.post("/publish/AAPL", b"8", &[("Authorization", &publisher)]);
-    assert_eq!(granted.status, 200, "the connection goes on after a 403: {granted:?}");
+    assert_eq!(
+        granted.status, 200,
+        "the connection goes on after a 403: {granted:?}"
+    );
     let message = read_json(&mut client);
-    assert_eq!(message["data"].as_i64(), Some(8), "nothing of the refused batch came first");
+    assert_eq!(
+        message["data"].as_i64(),
+        Some(8),
+        "nothing of the refused batch came first"
+    );
     let mut anonymous = HttpClient::connect(server.address);
     assert_eq!(anonymous.post("/publish/AAPL", b"9", &[]).status, 401);
+    let mut anonymous = HttpClient::connect(server.address);
     assert_eq!(anonymous.get("/health").status, 200, "/health stays open");
-    assert_eq!(http.metric_where("ringcast_forbidden_total", "kind=\"request\""), 5);
+    assert_eq!(
+        http.metric_where("ringcast_forbidden_total", "kind=\"request\""),
+        5
+    );
 }
 
 /// Proves a refresh for the same `sub` moves the expiry and applies its grants at once
@@ -325,7 +403,10 @@ fn refresh_moves_the_expiry_and_replaces_the_grants() {
         "other_sub": {"key": "hs256", "claims": claims("frank", 60, &["*"], &[])},
         "expired": {"key": "hs256", "claims": claims("erin", -60, &["*"], &[])},
     }));
-    let environment = [("RINGCAST_JWT_LEEWAY_MS", "0"), ("RINGCAST_EXPIRY_GRACE_MS", "3000")];
+    let environment = [
+        ("RINGCAST_JWT_LEEWAY_MS", "0"),
+        ("RINGCAST_EXPIRY_GRACE_MS", "3000"),
+    ];
     let server = start(&signer, "hs256", &environment);
     let mut client = open_with(server.address, &tokens["short"]);
     assert_eq!(subscribe(&mut client, "A")["op"], "subscribed");
@@ -335,27 +416,51 @@ fn refresh_moves_the_expiry_and_replaces_the_grants() {
         ("expired", "refresh refused: expired"),
     ] {
         send_json(&mut client, json!({"op": "refresh", "token": tokens[name]}));
-        assert_eq!(read_json(&mut client), json!({"op": "error", "reason": reason}));
+        assert_eq!(
+            read_json(&mut client),
+            json!({"op": "error", "reason": reason})
+        );
     }
     // Past `exp` (2 s), within the grace (3 s more): the refresh still counts.
     std::thread::sleep(Duration::from_millis(2500));
-    send_json(&mut client, json!({"op": "refresh", "token": tokens["narrower"]}));
+    send_json(
+        &mut client,
+        json!({"op": "refresh", "token": tokens["narrower"]}),
+    );
     let refreshed = read_json(&mut client);
     assert_eq!(refreshed["op"], "refreshed", "{refreshed}");
     assert!(refreshed["exp"].as_u64().is_some(), "{refreshed}");
     let revoked = read_json(&mut client);
-    assert_eq!(revoked, json!({"op": "error", "reason": "forbidden", "topic": "B"}));
+    assert_eq!(
+        revoked,
+        json!({"op": "error", "reason": "forbidden", "topic": "B"})
+    );
     // Past where the first token's grace ended: still open, and A still delivered.
     std::thread::sleep(Duration::from_millis(3000));
     let mut http = HttpClient::connect(server.address);
-    let admin = signer.sign(json!({"p": {"key": "hs256", "claims": claims("feed", 60, &[], &["*"])}}));
+    let admin =
+        signer.sign(json!({"p": {"key": "hs256", "claims": claims("feed", 60, &[], &["*"])}}));
     let publisher = bearer(&admin["p"]);
-    assert_eq!(http.post("/publish/B", b"1", &[("Authorization", &publisher)]).status, 200);
-    assert_eq!(http.post("/publish/A", b"2", &[("Authorization", &publisher)]).status, 200);
+    assert_eq!(
+        http.post("/publish/B", b"1", &[("Authorization", &publisher)])
+            .status,
+        200
+    );
+    assert_eq!(
+        http.post("/publish/A", b"2", &[("Authorization", &publisher)])
+            .status,
+        200
+    );
     let message = read_json(&mut client);
-    assert_eq!((message["topic"].as_str(), message["data"].as_i64()), (Some("A"), Some(2)));
+    assert_eq!(
+        (message["topic"].as_str(), message["data"].as_i64()),
+        (Some("A"), Some(2))
+    );
     assert_eq!(http.metric("ringcast_token_refreshes_total"), 1);
-    assert_eq!(http.metric_where("ringcast_forbidden_total", "kind=\"revoked\""), 1);
+    assert_eq!(
+        http.metric_where("ringcast_forbidden_total", "kind=\"revoked\""),
+        1
+    );
     assert_eq!(http.metric("ringcast_token_expiries_total"), 0);
 }
 
@@ -364,8 +469,12 @@ fn refresh_moves_the_expiry_and_replaces_the_grants() {
 #[test]
 fn an_expired_token_closes_the_websocket_with_4001() {
     let signer = Signer::new("auth-expiry");
-    let tokens = signer.sign(json!({"short": {"key": "hs256", "claims": claims("gina", 2, &["*"], &[])}}));
-    let environment = [("RINGCAST_JWT_LEEWAY_MS", "0"), ("RINGCAST_EXPIRY_GRACE_MS", "200")];
+    let tokens =
+        signer.sign(json!({"short": {"key": "hs256", "claims": claims("gina", 2, &["*"], &[])}}));
+    let environment = [
+        ("RINGCAST_JWT_LEEWAY_MS", "0"),
+        ("RINGCAST_EXPIRY_GRACE_MS", "200"),
+    ];
     let server = start(&signer, "hs256", &environment);
     let mut client = open_with(server.address, &tokens["short"]);
     assert_eq!(subscribe(&mut client, "A")["op"], "subscribed");
@@ -389,7 +498,9 @@ fn per_address_limits_answer_429() {
         ("RINGCAST_HANDSHAKES_PER_IP_PER_SECOND", "0"),
     ];
     let server = ServerProcess::start_with_environment(&arguments, &environment);
-    let mut open: Vec<RawClient> = (0..3).map(|_| RawClient::upgraded(server.address, "/ws")).collect();
+    let mut open: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::upgraded(server.address, "/ws"))
+        .collect();
     let (_, response) = upgrade(server.address, "", &[]);
     assert_eq!(response.status, 429, "{response:?}");
     assert_eq!(response.header("retry-after"), Some("1"));
@@ -408,8 +519,13 @@ fn per_address_limits_answer_429() {
         ("RINGCAST_HANDSHAKES_PER_IP_PER_SECOND", "2"),
     ];
     let server = ServerProcess::start_with_environment(&arguments, &environment);
-    let statuses: Vec<u16> = (0..3).map(|_| upgrade(server.address, "", &[]).1.status).collect();
-    assert!(statuses.contains(&429), "the third within a second is refused: {statuses:?}");
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| upgrade(server.address, "", &[]).1.status)
+        .collect();
+    assert!(
+        statuses.contains(&429),
+        "the third within a second is refused: {statuses:?}"
+    );
     std::thread::sleep(Duration::from_millis(1100)); // The bucket refills for the scrape.
     let mut http = HttpClient::connect(server.address);
     let refused = http.metric_where("ringcast_connections_refused_total", "per_ip_handshakes");
@@ -428,7 +544,8 @@ fn the_metrics_token_guards_metrics_and_health_stays_open() {
     client.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n");
     assert_eq!(client.read_response().status, 401);
     let mut client = RawClient::connect(server.address);
-    client.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer scrape-secret\r\n\r\n");
+    client
+        .write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer scrape-secret\r\n\r\n");
     let response = client.read_response();
     assert_eq!(response.status, 200);
     let text = String::from_utf8(response.body).unwrap();

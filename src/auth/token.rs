@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, Validation};
 use serde::Deserialize;
@@ -165,7 +167,14 @@ impl Verifier {
     /// Verifies `token` at `unix_ms`.
     pub fn verify(&self, token: &[u8], unix_ms: u64) -> Result<Identity, AuthFailure> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|error| failure_of(error.kind()))?
+            .map_err(|error| match failure_of(error.kind()) {
+                // An `alg` the library has no name for (`none`) fails as a malformed header;
+                // it is the algorithm that is wrong.
+                AuthFailure::Malformed if names_another_algorithm(token, self.algorithm()) => {
+                    AuthFailure::Algorithm
+                }
+                failure => failure,
+            })?
             .claims;
         let expires_unix_ms = numeric_date_ms(claims.exp)?;
         if unix_ms >= expires_unix_ms.saturating_add(self.leeway_ms) {
@@ -193,6 +202,22 @@ impl Verifier {
             grants: Arc::new(grants),
         })
     }
+}
+
+/// Whether the token's header is JSON naming an `alg` other than `algorithm`.
+fn names_another_algorithm(token: &[u8], algorithm: Algorithm) -> bool {
+    #[derive(Deserialize)]
+    struct HeaderAlgorithm {
+        alg: String,
+    }
+    let Some(encoded) = token.split(|&byte| byte == b'.').next() else {
+        return false;
+    };
+    let Ok(json) = URL_SAFE_NO_PAD.decode(encoded) else {
+        return false;
+    };
+    let expected = format!("{algorithm:?}");
+    serde_json::from_slice::<HeaderAlgorithm>(&json).is_ok_and(|header| header.alg != expected)
 }
 
 /// A NumericDate (seconds since the epoch, maybe fractional) in milliseconds.

@@ -168,7 +168,10 @@ async fn upgrade(
         .map_err(|_| Cause::HandshakeFailed)?;
     if let Some(authorization) = &target.authorization {
         let headers = request.headers_mut();
-        headers.insert(tungstenite::http::header::AUTHORIZATION, authorization.clone());
+        headers.insert(
+            tungstenite::http::header::AUTHORIZATION,
+            authorization.clone(),
+        );
     }
     let mut pending =
         ClientHandshake::start(MemoryStream::default(), request, Some(sizes.codec_config()))
