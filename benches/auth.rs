@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use ringcast::auth::{AuthConfig, AuthMode, Authenticator};
+use ringcast::auth::{AuthMode, Authenticator};
 use ringcast::config::ServerConfig;
 use ringcast::endpoint::outbound::Outbound;
 use ringcast::endpoint::{Context, Endpoint, EndpointCounters, MetricsText};
@@ -39,7 +39,7 @@ fn case(algorithm: Option<Algorithm>) -> (Context, Option<String>) {
     let claims = serde_json::json!({
         "sub": "bench", "exp": NOW_UNIX_MS / 1000 + 3600, "subscribe": ["FX.*", "AAPL"],
     });
-    let mut sign = |algorithm, key: EncodingKey| {
+    let sign = |algorithm, key: EncodingKey| {
         jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).unwrap()
     };
     let token = match algorithm {
@@ -48,7 +48,7 @@ fn case(algorithm: Option<Algorithm>) -> (Context, Option<String>) {
             config.auth.jwt_hs256_secret = SECRET.to_owned();
             Some(sign(
                 Algorithm::HS256,
-                EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+                EncodingKey::from_secret(SECRET.as_bytes()),
             ))
         }
         Some(algorithm) => {

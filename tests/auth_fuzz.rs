@@ -51,7 +51,7 @@ fn valid_token() -> String {
         "exp": NOW_UNIX_MS / 1000 + 3600,
         "subscribe": ["*"],
     });
-    let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
 }
 

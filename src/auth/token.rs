@@ -239,8 +239,7 @@ fn failure_of(kind: &ErrorKind) -> AuthFailure {
         | ErrorKind::InvalidKeyFormat => AuthFailure::Signature,
         ErrorKind::InvalidAlgorithm
         | ErrorKind::MissingAlgorithm
-        | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::UnsupportedAlgorithm => AuthFailure::Algorithm,
+        | ErrorKind::InvalidAlgorithmName => AuthFailure::Algorithm,
         ErrorKind::ExpiredSignature => AuthFailure::Expired,
         ErrorKind::ImmatureSignature => AuthFailure::NotYetValid,
         ErrorKind::InvalidAudience => AuthFailure::Audience,
@@ -273,8 +272,7 @@ fn load_key(config: &AuthConfig) -> Result<(DecodingKey, Algorithm), String> {
                 secret.len()
             ));
         }
-        let key = DecodingKey::from_secret(&secret).map_err(|error| error.to_string())?;
-        return Ok((key, Algorithm::HS256));
+        return Ok((DecodingKey::from_secret(&secret), Algorithm::HS256));
     }
     let path = &config.jwt_public_key_file;
     let pem =
