@@ -12,6 +12,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ringcast::auth::{AuthMode, Authenticator};
+use ringcast::broker::MessagePool;
 use ringcast::config::ServerConfig;
 use ringcast::endpoint::outbound::Outbound;
 use ringcast::endpoint::{Context, Endpoint, EndpointCounters, MetricsText};
@@ -74,6 +75,7 @@ fn case(algorithm: Option<Algorithm>) -> (Context, Option<String>) {
     let context = Context {
         pool: BufferPool::new(&config.pool),
         encoder: FrameEncoder::new(64 * 1024),
+        frames: MessagePool::new(config.broker.message_pool_free_bytes_max),
         settings: Arc::new(config.endpoint_settings(Arc::new(authenticator))),
         counters: EndpointCounters::default(),
         now_ms: 0,

@@ -22,9 +22,9 @@
 //! - [`auth`]: connection-time authentication (JWT from a header, a cookie or the query), the
 //!   `Origin` check and the per-address limits; what a token grants is checked by the endpoint
 //!   on every subscribe and publish.
-//! - [`endpoint`]: per-connection state machines (HTTP, WebSocket; SSE, streams, polls and
-//!   Engine.IO next) with `handle_*` methods, their own deadlines, and a frame cache that frames
-//!   each delivered message once per shard per kind of endpoint.
+//! - [`endpoint`]: per-connection state machines (HTTP, WebSocket, SSE, NDJSON streams,
+//!   long and short polls; Engine.IO next) with `handle_*` methods, their own deadlines,
+//!   and a frame cache that frames each delivered message once per shard per kind of endpoint.
 //! - [`transport`]: the byte stream under an endpoint (plain now; TLS next).
 //! - [`shard`]: one thread and one io_uring per core, a pure driver: multishot accept into
 //!   direct descriptors, multishot receive on a provided buffer ring, gathered sends, one timer

@@ -77,6 +77,8 @@ pub struct ShardCounters {
     pub address_handshakes_refused: u64,
     /// Connections let through untracked because the address table was full.
     pub addresses_untracked: u64,
+    /// Messages delivered per transport (`EndpointKind::TRANSPORTS`).
+    pub transport_deliveries: [u64; 4],
 }
 
 /// Counters a shard keeps; every drop and every peer error is counted.
@@ -169,6 +171,11 @@ pub struct Counters {
     pub address_handshakes_refused: u64,
     /// Connections let through untracked because the address table was full.
     pub addresses_untracked: u64,
+    /// Polls answered.
+    pub poll_answers: u64,
+    /// Deliveries and slow-consumer actions per transport (websocket, sse, stream, poll).
+    pub transport_deliveries: [u64; 4],
+    pub transport_slow_consumer_actions: [u64; 4],
 }
 
 /// Levels (not totals) a shard reports with its counters.
@@ -176,6 +183,9 @@ pub struct Counters {
 pub struct Gauges {
     pub connections: u64,
     pub websocket_connections: u64,
+    /// Open connections per transport (`EndpointKind::TRANSPORTS`: websocket, sse, stream,
+    /// poll; a poll counts while it is held).
+    pub transport_connections: [u64; 4],
     /// Subscriptions held by this shard's connections.
     pub subscriptions: u64,
     /// Topics this shard owns (assigns sequence numbers to and keeps history for).
@@ -207,7 +217,7 @@ pub struct ShardStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 60] {
+    pub fn named(&self) -> [(&'static str, u64); 69] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -275,6 +285,27 @@ impl Counters {
                 self.address_handshakes_refused,
             ),
             ("addresses_untracked", self.addresses_untracked),
+            ("poll_answers", self.poll_answers),
+            ("deliveries_websocket", self.transport_deliveries[0]),
+            ("deliveries_sse", self.transport_deliveries[1]),
+            ("deliveries_stream", self.transport_deliveries[2]),
+            ("deliveries_poll", self.transport_deliveries[3]),
+            (
+                "slow_consumer_actions_websocket",
+                self.transport_slow_consumer_actions[0],
+            ),
+            (
+                "slow_consumer_actions_sse",
+                self.transport_slow_consumer_actions[1],
+            ),
+            (
+                "slow_consumer_actions_stream",
+                self.transport_slow_consumer_actions[2],
+            ),
+            (
+                "slow_consumer_actions_poll",
+                self.transport_slow_consumer_actions[3],
+            ),
         ]
     }
 
@@ -364,6 +395,9 @@ impl Counters {
             address_connections_refused: shard.address_connections_refused,
             address_handshakes_refused: shard.address_handshakes_refused,
             addresses_untracked: shard.addresses_untracked,
+            poll_answers: endpoint.poll_answers,
+            transport_deliveries: shard.transport_deliveries,
+            transport_slow_consumer_actions: broker.slow_consumer_actions_by_transport,
         }
     }
 }

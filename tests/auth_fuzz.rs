@@ -7,6 +7,7 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use proptest::prelude::*;
 use ringcast::auth::{AuthConfig, AuthMode, Authenticator};
+use ringcast::broker::MessagePool;
 use ringcast::config::ServerConfig;
 use ringcast::endpoint::outbound::Outbound;
 use ringcast::endpoint::{Context, Endpoint, EndpointCounters, MetricsText, Next};
@@ -26,16 +27,19 @@ impl MetricsText for NoMetrics {
 }
 
 fn context() -> Context {
-    let mut config = ServerConfig::default();
-    config.auth = AuthConfig {
-        auth_mode: AuthMode::Jwt,
-        jwt_hs256_secret: SECRET.to_owned(),
-        ..AuthConfig::default()
+    let config = ServerConfig {
+        auth: AuthConfig {
+            auth_mode: AuthMode::Jwt,
+            jwt_hs256_secret: SECRET.to_owned(),
+            ..AuthConfig::default()
+        },
+        ..ServerConfig::default()
     };
     let authenticator = Authenticator::from_config(&config.auth, 128).unwrap();
     Context {
         pool: BufferPool::new(&config.pool),
         encoder: FrameEncoder::new(4096),
+        frames: MessagePool::new(config.broker.message_pool_free_bytes_max),
         settings: Arc::new(config.endpoint_settings(Arc::new(authenticator))),
         counters: EndpointCounters::default(),
         now_ms: 0,

@@ -23,7 +23,8 @@ use serde_json::value::RawValue;
 use super::config::BrokerConfig;
 use super::idempotency::IDEMPOTENCY_KEY_BYTES_MAX;
 use super::json_bounds::{self, JsonBoundError, JsonBounds};
-use super::topic::{self as topic_name, TopicError};
+use super::stream_api::StreamError;
+use super::topic::{self as topic_name, TopicError, TopicName};
 use crate::protocol::HandshakeError;
 use crate::protocol::decimal::write_decimal;
 use crate::protocol::http1::response as handshake;
@@ -147,6 +148,12 @@ pub enum HttpError {
     Forbidden {
         index: Option<usize>,
     },
+    /// The token does not grant subscribing to `topic` (of an `/sse`, `/stream` or `/poll`).
+    SubscribeForbidden {
+        topic: TopicName,
+    },
+    /// A reading request (`/sse`, `/stream`, `/poll`) the endpoint refused.
+    Stream(StreamError),
 }
 
 impl HttpError {
@@ -160,7 +167,8 @@ impl HttpError {
             Self::BatchTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyPipelined { .. } => 503,
-            Self::Forbidden { .. } => 403,
+            Self::Forbidden { .. } | Self::SubscribeForbidden { .. } => 403,
+            Self::Stream(error) => error.status(),
             Self::InvalidPercentEncoding
             | Self::InvalidTopic(_)
             | Self::InvalidBatchTopic { .. }
@@ -230,6 +238,12 @@ impl fmt::Display for HttpError {
                 formatter,
                 "forbidden: item {index}: the token grants no publishing on its topic"
             ),
+            Self::SubscribeForbidden { topic } => write!(
+                formatter,
+                "forbidden: the token grants no subscription to topic {}",
+                topic.as_str()
+            ),
+            Self::Stream(error) => write!(formatter, "{}", error.reason()),
         }
     }
 }

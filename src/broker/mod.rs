@@ -22,6 +22,7 @@
 
 pub mod command;
 pub mod config;
+pub mod cursor;
 pub mod demo;
 pub mod fanout;
 pub mod grants;
@@ -32,6 +33,7 @@ pub mod message;
 pub mod message_pool;
 pub mod owner;
 pub mod request;
+pub mod stream_api;
 pub mod subscribers;
 pub mod topic;
 
