@@ -1,6 +1,7 @@
 //! Random and truncated tokens through the real handshake path (the connection's endpoint, in
-//! memory): whatever the token, the answer is one whole 401 and the connection closes, never a
-//! panic, an upgrade, or silence; only the untouched valid token is upgraded.
+//! memory) of every endpoint that reads: the WebSocket upgrade, SSE, NDJSON streams and polls.
+//! Whatever the token, the answer is one whole 401 and the connection closes, never a panic,
+//! an upgrade, a stream, a held poll, or silence; only the untouched valid token gets through.
 
 use std::sync::Arc;
 
@@ -59,20 +60,34 @@ fn valid_token() -> String {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
 }
 
-/// Runs one upgrade request with `token` (in the header or the query) through a new
-/// connection; returns the status line of the answer and what the endpoint asked for.
-fn handshake(token: &str, in_query: bool) -> (String, Next, bool) {
+/// The endpoints a token opens: the WebSocket upgrade and the reading requests.
+const TARGETS: [&str; 4] = [
+    "/ws?",
+    "/sse?topics=A&",
+    "/stream?topics=A&",
+    "/poll?topics=A&",
+];
+
+/// Runs one request for `TARGETS[target]` with `token` (in the header or the query) through a
+/// new connection; returns the status line of the answer, what the endpoint asked for, and
+/// whether it got through (upgraded, streaming or holding a poll).
+fn handshake(token: &str, in_query: bool, target: usize) -> (String, Next, bool) {
     let mut context = context();
     let mut endpoint = Endpoint::new(0, &context.settings);
     let mut outbound = Outbound::default();
     let (query, header) = match in_query {
-        true => (format!("?token={token}"), String::new()),
+        true => (format!("token={token}"), String::new()),
         false => (String::new(), format!("Authorization: Bearer {token}\r\n")),
     };
-    let request = format!(
-        "GET /ws{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{header}\r\n"
-    );
+    let path = TARGETS[target % TARGETS.len()];
+    let upgrade = match path.starts_with("/ws") {
+        true => {
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        }
+        false => "",
+    };
+    let request = format!("GET {path}{query} HTTP/1.1\r\nHost: x\r\n{upgrade}{header}\r\n");
     let mut input = request.into_bytes();
     let next = endpoint.handle_read(&mut input, &mut outbound, &mut context);
     let mut sent = Vec::new();
@@ -96,10 +111,10 @@ fn token_text() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Proves random tokens are refused with 401 and never upgrade.
+    /// Proves random tokens are refused with 401 and never get through.
     #[test]
-    fn random_tokens_are_refused(token in token_text(), in_query in any::<bool>()) {
-        let (status, _, upgraded) = handshake(&token, in_query);
+    fn random_tokens_are_refused(token in token_text(), in_query in any::<bool>(), target in 0usize..4) {
+        let (status, _, upgraded) = handshake(&token, in_query, target);
         prop_assert!(!upgraded, "upgraded with {token:?}");
         prop_assert!(
             status == "HTTP/1.1 401 Unauthorized" || status.starts_with("HTTP/1.1 400"),
@@ -109,10 +124,10 @@ proptest! {
 
     /// Proves every truncation and every one-byte change of a valid token is refused.
     #[test]
-    fn damaged_valid_tokens_are_refused(cut in 0usize..1000, flip in 0usize..1000, byte in 33u8..127) {
+    fn damaged_valid_tokens_are_refused(cut in 0usize..1000, flip in 0usize..1000, byte in 33u8..127, target in 0usize..4) {
         let token = valid_token();
         let cut = cut % token.len();
-        let (status, _, upgraded) = handshake(&token[..cut], false);
+        let (status, _, upgraded) = handshake(&token[..cut], false, target);
         prop_assert!(!upgraded);
         prop_assert_eq!(status, "HTTP/1.1 401 Unauthorized");
         let mut changed = token.clone().into_bytes();
@@ -120,7 +135,7 @@ proptest! {
         prop_assume!(changed[at] != byte);
         changed[at] = byte;
         let changed = String::from_utf8(changed).unwrap();
-        let (status, _, upgraded) = handshake(&changed, false);
+        let (status, _, upgraded) = handshake(&changed, false, target);
         prop_assert!(!upgraded, "upgraded with {changed:?}");
         prop_assert!(
             status == "HTTP/1.1 401 Unauthorized" || status.starts_with("HTTP/1.1 400"),
@@ -129,13 +144,22 @@ proptest! {
     }
 }
 
-/// Proves the harness itself: the untouched token upgrades, from the header and the query.
+/// Proves the harness itself: the untouched token gets through every endpoint, from the header
+/// and the query (a held poll has not answered yet).
 #[test]
-fn the_valid_token_upgrades() {
+fn the_valid_token_gets_through() {
+    let expected = [
+        "HTTP/1.1 101 Switching Protocols",
+        "HTTP/1.1 200 OK",
+        "HTTP/1.1 200 OK",
+        "",
+    ];
     for in_query in [false, true] {
-        let (status, next, upgraded) = handshake(&valid_token(), in_query);
-        assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
-        assert_eq!(next, Next::Continue);
-        assert!(upgraded);
+        for (target, expected) in expected.iter().enumerate() {
+            let (status, next, through) = handshake(&valid_token(), in_query, target);
+            assert_eq!(status, *expected, "{}", TARGETS[target]);
+            assert_eq!(next, Next::Continue);
+            assert!(through, "{}", TARGETS[target]);
+        }
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::server::*;
+use support::streams::{NdjsonClient, SseClient};
 use support::tools;
 
 /// Makes keys (once per directory) and tokens with the Python signer.
@@ -550,4 +551,194 @@ fn the_metrics_token_guards_metrics_and_health_stays_open() {
     assert_eq!(response.status, 200);
     let text = String::from_utf8(response.body).unwrap();
     assert!(text.contains("ringcast_auth_failures_total{shard=\"0\",reason=\"metrics_token\"} 1"));
+}
+
+/// `GET target` with `headers` on a new connection; the whole answer (for refusals, which
+/// have a body of known length).
+fn get_once(address: SocketAddr, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut client = RawClient::connect(address);
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    client.write(request.as_bytes());
+    client.read_response()
+}
+
+/// Checks a 401 (challenge and `reason`) of a request that is not an upgrade.
+fn expect_refused_401(response: &HttpResponse, reason: &str) {
+    assert_eq!(response.status, 401, "{response:?}");
+    assert_eq!(
+        response.header("www-authenticate"),
+        Some("Bearer error=\"invalid_token\""),
+        "{response:?}"
+    );
+    let body: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(body, json!({"error": "invalid_token", "reason": reason}));
+}
+
+/// Checks a 403 for a topic outside the subscribe grants.
+fn expect_forbidden_topic(response: &HttpResponse, topic: &str) {
+    assert_eq!(response.status, 403, "{response:?}");
+    let body: Value = serde_json::from_slice(&response.body).unwrap();
+    let text = body.to_string();
+    assert!(
+        text.contains("forbidden") && text.contains(topic),
+        "{response:?}"
+    );
+}
+
+/// Proves SSE (`/sse`), NDJSON streams (`/stream`) and polls (`/poll`) ask for the token like
+/// the WebSocket (401 before any stream; header, query, cookie with an allowed Origin), that
+/// every topic asked for must be within the `subscribe` grants (403 before any subscription,
+/// and a poll's connection goes on), and that a granted stream delivers.
+#[test]
+fn sse_streams_and_polls_ask_for_a_token_and_honour_grants() {
+    let signer = Signer::new("auth-streams");
+    let tokens = signer.sign(json!({
+        "reader": {"key": "hs256", "claims": claims("hana", 60, &["AAPL", "FX.*"], &[])},
+        "publisher": {"key": "hs256", "claims": claims("feed", 60, &[], &["*"])},
+    }));
+    let reader = &tokens["reader"];
+    let reader_bearer = bearer(reader);
+    let origins = r#"["https://app.example.com"]"#;
+    let server = start(&signer, "hs256", &[("RINGCAST_ALLOWED_ORIGINS", origins)]);
+    let address = server.address;
+
+    // No token, a bad one, a cookie without an allowed Origin: 401 before any stream.
+    for target in [
+        "/sse?topics=AAPL",
+        "/stream?topics=AAPL",
+        "/poll?topics=AAPL",
+    ] {
+        expect_refused_401(&get_once(address, target, &[]), "missing");
+        let garbage = format!("{target}&token=a.b.c");
+        expect_refused_401(&get_once(address, &garbage, &[]), "malformed");
+        let cookie = format!("ringcast_token={reader}");
+        let response = get_once(address, target, &[("Cookie", &cookie)]);
+        expect_refused_401(&response, "missing");
+        let foreign = [("Origin", "https://evil.test"), ("Cookie", cookie.as_str())];
+        assert_eq!(get_once(address, target, &foreign).status, 403, "{target}");
+    }
+
+    // A topic outside the grants: 403 naming it, whatever the other topics.
+    let forbidden = "/sse?topics=AAPL,MSFT";
+    let response = get_once(address, forbidden, &[("Authorization", &reader_bearer)]);
+    expect_forbidden_topic(&response, "MSFT");
+    let response = get_once(
+        address,
+        &format!("/stream?topics=FX.EURUSD,BTC&token={reader}"),
+        &[],
+    );
+    expect_forbidden_topic(&response, "BTC");
+
+    // Granted: SSE with the query token, SSE with a cookie and an allowed Origin, NDJSON.
+    let mut sse = SseClient::open(
+        address,
+        &format!("/sse?topics=AAPL,FX.EURUSD&token={reader}"),
+        &[],
+    );
+    assert_eq!(sse.head.status, 200, "{:?}", sse.head);
+    let cookie = format!("ringcast_token={reader}");
+    let allowed = [
+        ("Origin", "https://app.example.com"),
+        ("Cookie", cookie.as_str()),
+    ];
+    let mut sse_cookie = SseClient::open(address, "/sse?topics=AAPL", &allowed);
+    assert_eq!(sse_cookie.head.status, 200, "{:?}", sse_cookie.head);
+    let mut ndjson = NdjsonClient::open(address, &format!("/stream?topics=AAPL&token={reader}"));
+    assert_eq!(ndjson.head.status, 200, "{:?}", ndjson.head);
+
+    // A poll refused for its topics leaves the connection usable for the next poll.
+    let mut poller = HttpClient::connect(address);
+    let header = [("Authorization", reader_bearer.as_str())];
+    let response = poller.get_with("/poll?topics=MSFT&wait_ms=0", &header);
+    expect_forbidden_topic(&response, "MSFT");
+    let response = poller.get_with("/poll?topics=FX.GBPUSD&wait_ms=0", &header);
+    assert_eq!(response.status, 200, "{response:?}");
+
+    wait_until("the streams' subscriptions", || {
+        HttpClient::connect(address).metric("ringcast_subscriptions") >= 4
+    });
+    let mut publisher = HttpClient::connect(address);
+    let publisher_bearer = bearer(&tokens["publisher"]);
+    let published = publisher.post(
+        "/publish/AAPL",
+        b"{\"n\":1}",
+        &[("Authorization", &publisher_bearer)],
+    );
+    assert_eq!(published.status, 200, "{published:?}");
+    for client in [&mut sse, &mut sse_cookie] {
+        let event = loop {
+            let event = client.next_event().expect("an event");
+            if event.event == "message" {
+                break event;
+            }
+        };
+        let message: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(
+            (message["topic"].as_str(), message["data"]["n"].as_i64()),
+            (Some("AAPL"), Some(1)),
+            "{event:?}"
+        );
+    }
+    let line = loop {
+        let line = ndjson.next_line().expect("a line");
+        if line["topic"] == "AAPL" && line.get("data").is_some() {
+            break line;
+        }
+    };
+    assert_eq!(line["data"]["n"], 1, "{line}");
+
+    let mut http = HttpClient::connect(address);
+    assert_eq!(
+        http.metric_where("ringcast_forbidden_total", "kind=\"request\""),
+        3
+    );
+    assert_eq!(
+        http.metric_where("ringcast_auth_failures_total", "reason=\"origin\""),
+        3
+    );
+}
+
+/// Proves a stream ends, with an `expired` event or line, when its token's `exp` plus the
+/// grace passes, and that a long poll held past it answers then (its wait was 55 s, longer
+/// than the client waits), after which the same token is refused as expired.
+/// (The token lives 5 s so that the server starts well within it.)
+#[test]
+fn streams_end_and_polls_answer_when_the_token_runs_out() {
+    let signer = Signer::new("auth-stream-expiry");
+    let tokens =
+        signer.sign(json!({"short": {"key": "hs256", "claims": claims("ivan", 5, &["*"], &[])}}));
+    let token = &tokens["short"];
+    let environment = [
+        ("RINGCAST_JWT_LEEWAY_MS", "0"),
+        ("RINGCAST_EXPIRY_GRACE_MS", "200"),
+    ];
+    let server = start(&signer, "hs256", &environment);
+    let address = server.address;
+    let mut sse = SseClient::open(address, &format!("/sse?topics=A&token={token}"), &[]);
+    assert_eq!(sse.head.status, 200, "{:?}", sse.head);
+    let mut ndjson = NdjsonClient::open(address, &format!("/stream?topics=A&token={token}"));
+    assert_eq!(ndjson.head.status, 200, "{:?}", ndjson.head);
+    let mut poller = HttpClient::connect(address);
+    let header = [("Authorization", bearer(token))];
+    let header = [(header[0].0, header[0].1.as_str())];
+    let response = poller.get_with("/poll?topics=A&wait_ms=55000", &header);
+    assert_eq!(response.status, 200, "{response:?}");
+    let body: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(body["messages"], json!([]), "{body}");
+    let response = poller.get_with("/poll?topics=A&wait_ms=0", &header);
+    expect_refused_401(&response, "expired");
+
+    let last = std::iter::from_fn(|| sse.next_event()).last();
+    assert_eq!(
+        last.map(|event| (event.event, event.data)),
+        Some(("expired".to_owned(), "{\"op\":\"expired\"}".to_owned()))
+    );
+    let last = std::iter::from_fn(|| ndjson.next_line()).last();
+    assert_eq!(last, Some(json!({"op": "expired"})));
+    let mut http = HttpClient::connect(address);
+    assert_eq!(http.metric("ringcast_token_expiries_total"), 2);
 }

@@ -55,7 +55,8 @@ pub struct AuthConfig {
     pub jwt_leeway_ms: u64,
     /// How long a WebSocket outlives its token's `exp` to send `{"op":"refresh",…}` before it is
     /// closed with 4001. Default 25 s (Centrifugo's): a client refreshing on a timer set from
-    /// `exp` has that long to reach its issuer and back.
+    /// `exp` has that long to reach its issuer and back. SSE and NDJSON streams end, and a held
+    /// poll answers, at the same moment.
     pub expiry_grace_ms: u64,
     /// The cookie a token may come in, counted only when the request's `Origin` is one of
     /// `allowed_origins` (so a page of another site cannot ride a user's cookie). Default
