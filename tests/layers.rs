@@ -14,13 +14,15 @@ const RULES: &[(&str, &[&str])] = &[
     ("broker", &["protocol"]),
     // The byte stream under an endpoint.
     ("transport", &["protocol"]),
+    // What leaves on ringcast's own initiative (webhooks): the broker's events.
+    ("egress", &["protocol", "broker"]),
     // Per-connection state machines: codecs, the broker's types, the transport.
     ("endpoint", &["protocol", "broker", "transport"]),
     // Counters of every layer, gathered.
     ("stats", &["protocol", "broker", "endpoint"]),
     ("metrics", &["stats", "endpoint"]),
     // The configuration composes every layer's limits.
-    ("config", &["protocol", "broker", "endpoint"]),
+    ("config", &["protocol", "broker", "endpoint", "egress"]),
     // The driver: everything below the server.
     (
         "shard",
@@ -32,6 +34,7 @@ const RULES: &[(&str, &[&str])] = &[
             "stats",
             "metrics",
             "config",
+            "egress",
         ],
     ),
 ];
