@@ -7,7 +7,7 @@
 //! Settings come in layers, each overriding the one before: the defaults below, the TOML config
 //! file, the `RINGCAST_*` environment variables, then the command line (see `crate::cli`).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,10 @@ pub use layers::{
 pub use nofile::{NofileLimits, check_file_table_fits, raise_nofile_soft_limit_to_hard};
 
 pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
+use crate::broker::event::EventKind;
 use crate::broker::http_api::PublishConfig;
+use crate::egress::EgressSettings;
+pub use crate::egress::webhook::WebhookConfig;
 use crate::endpoint::EndpointSettings;
 use crate::protocol::ProtocolLimits;
 use crate::protocol::pool::PoolLimits;
@@ -47,6 +50,10 @@ pub const REGISTERED_FILES_KERNEL_MAX: usize = 1 << 20;
 
 /// Most iovecs the kernel takes in one `sendmsg` (`UIO_MAXIOV`).
 pub const SEND_BATCH_FRAMES_KERNEL_MAX: usize = 1024;
+
+/// Most events one shard's feed to the webhook thread may hold (`webhook_shard_events_max`):
+/// 16 Mi events would be a gigabyte of preallocated queue per shard.
+pub const WEBHOOK_SHARD_EVENTS_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Everything one ringcast process needs to start: where to listen, how many shards, and every
 /// per-shard and per-connection limit. Read from the config file with unknown keys refused, so
@@ -143,6 +150,17 @@ pub struct ServerConfig {
     pub pool: PoolLimits,
     /// The pub/sub broker's limits and policies (`[broker]` in the config file).
     pub broker: BrokerConfig,
+    /// Events each shard's feed to the webhook thread holds (allocated at start-up, about
+    /// 80 bytes each, only when a webhook is configured). Default 16,384: far more than the
+    /// thread, which takes them every millisecond, lets pile up unless it is starved of CPU.
+    /// A full feed drops its oldest event (counted in `webhook_feed_drops`).
+    pub webhook_shard_events_max: usize,
+    /// The local address webhook requests leave from, so that receivers behind a firewall can
+    /// allow it; empty (default) lets the system choose by route.
+    pub webhook_source_address: String,
+    /// Webhook endpoints (`[[webhook]]` tables; `RINGCAST_WEBHOOK` takes them as a TOML array of
+    /// inline tables). Default none: no events are decided, and the shards pay nothing.
+    pub webhook: Vec<WebhookConfig>,
 }
 
 impl Default for ServerConfig {
@@ -170,6 +188,9 @@ impl Default for ServerConfig {
             protocol: ProtocolLimits::default(),
             pool: PoolLimits::default(),
             broker: BrokerConfig::default(),
+            webhook_shard_events_max: 16 * 1024,
+            webhook_source_address: String::new(),
+            webhook: Vec::new(),
         }
     }
 }
@@ -308,7 +329,58 @@ impl ServerConfig {
             http_limits: publish.request_limits(self.protocol.header_bytes_max),
             publish,
             broker: self.broker.clone(),
+            close_reasons_kept: self.webhook.iter().any(|webhook| {
+                webhook
+                    .events
+                    .iter()
+                    .any(|name| name == EventKind::ConnectionClosed.name())
+            }),
         }
+    }
+
+    /// What the webhook thread needs, or `None` when no webhook is configured.
+    pub fn egress_settings(&self) -> Result<Option<EgressSettings>, ConfigError> {
+        if self.webhook.is_empty() {
+            return Ok(None);
+        }
+        let endpoints =
+            crate::egress::webhook::config::parse_all(&self.webhook, self.broker.topic_bytes_max)
+                .map_err(|reason| invalid("webhook", reason))?;
+        Ok(Some(EgressSettings {
+            endpoints,
+            shards: self.shards,
+            feed_events_max: self.webhook_shard_events_max,
+            source_address: self.webhook_source()?,
+        }))
+    }
+
+    fn webhook_source(&self) -> Result<Option<IpAddr>, ConfigError> {
+        if self.webhook_source_address.is_empty() {
+            return Ok(None);
+        }
+        let address = self.webhook_source_address.parse().map_err(|_| {
+            invalid(
+                "webhook_source_address",
+                format!(
+                    "{:?} is not an IP address (or leave it empty)",
+                    self.webhook_source_address
+                ),
+            )
+        })?;
+        Ok(Some(address))
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        if !(1..=WEBHOOK_SHARD_EVENTS_LIMIT).contains(&self.webhook_shard_events_max) {
+            return Err(invalid(
+                "webhook_shard_events_max",
+                format!(
+                    "{} is outside 1..={WEBHOOK_SHARD_EVENTS_LIMIT}",
+                    self.webhook_shard_events_max
+                ),
+            ));
+        }
+        self.egress_settings().map(drop)
     }
 
     /// Checks every setting, and that each shard's registered-file table fits the process's
@@ -336,6 +408,7 @@ impl ServerConfig {
         self.validate_shards()?;
         self.validate_receive_buffers()?;
         self.validate_outbound_queue()?;
+        self.validate_webhooks()?;
         self.validate_timeouts()
     }
 

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crate::broker::BrokerRequest;
 use crate::broker::config::BrokerConfig;
+use crate::broker::event::CloseReason;
 use crate::broker::http_api::PublishConfig;
 use crate::broker::owner::OwnerError;
 use crate::protocol::CloseCode;
@@ -72,6 +73,9 @@ pub struct EndpointSettings {
     pub http_limits: RequestLimits,
     pub publish: PublishConfig,
     pub broker: BrokerConfig,
+    /// Keep the reason text of a peer's close frame (a copy per close), because a webhook
+    /// reports `connection.closed`.
+    pub close_reasons_kept: bool,
 }
 
 /// Renders the text of `GET /metrics`; the shard provides it (endpoints know nothing of where
@@ -217,6 +221,14 @@ impl Endpoint {
             Endpoint::Http(http) => http.answer_publish(ticket, result, outbound),
             // The connection upgraded after the publish; nothing waits for the answer.
             Endpoint::WebSocket(_) => Next::Continue,
+        }
+    }
+
+    /// How a WebSocket connection closed (code and reason); `None` for HTTP.
+    pub fn close_record(&self) -> Option<(u16, CloseReason)> {
+        match self {
+            Endpoint::Http(_) => None,
+            Endpoint::WebSocket(websocket) => Some(websocket.close_record()),
         }
     }
 

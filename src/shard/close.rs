@@ -11,6 +11,7 @@ use super::Shard;
 use super::clients::list_for_send;
 use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
+use crate::broker::{Event, EventKind};
 use crate::endpoint::{EndpointKind, Next};
 use crate::protocol::CloseCode;
 
@@ -183,6 +184,27 @@ impl Shard {
         self.advance_close(slot)
     }
 
+    /// Records `connection.closed` for a WebSocket being freed, after the ends of its
+    /// subscriptions (`close_client` recorded them), with the code and reason it closed with.
+    fn record_closed(&mut self, slot: u32) {
+        if !self.fanout.wants_event(EventKind::ConnectionClosed) {
+            return;
+        }
+        let connection = self.connections[slot as usize]
+            .as_ref()
+            .expect("live connection");
+        let Some((code, reason)) = connection.endpoint.close_record() else {
+            return; // An HTTP connection: not a client of the broker.
+        };
+        let event = Event::ConnectionClosed {
+            connection: self.fanout.connection_id(slot),
+            code,
+            reason,
+            subject: None, // The authenticated subject, once authentication exists.
+        };
+        self.fanout.record_event(event);
+    }
+
     pub(super) fn handle_close(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
         if completion.result < 0 {
             // The slot is freed by the kernel even when the close itself reports an error.
@@ -193,6 +215,7 @@ impl Shard {
 
     fn free_connection(&mut self, slot: u32) -> io::Result<()> {
         self.fanout.close_client(slot);
+        self.record_closed(slot);
         // Every operation of the connection has completed: nothing is in flight, and whatever
         // is still queued is let go.
         let connection = self.connections[slot as usize]

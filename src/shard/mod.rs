@@ -38,6 +38,9 @@ use tracing::{info, warn};
 
 use crate::broker::{Command, Fanout, QueueLimits};
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
+use crate::egress::EgressLink;
+use crate::egress::feed::EventFeed;
+use crate::egress::webhook::metrics::WebhookCollector;
 use crate::endpoint::Context;
 use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
@@ -92,6 +95,8 @@ pub struct Shared {
     pub metrics_board: Arc<MetricsBoard>,
     /// Differs from one process start to the next: the topics' epochs are drawn from it.
     pub epoch_seed: u64,
+    /// The way to the webhook thread, when webhooks are configured.
+    pub egress: Option<EgressLink>,
 }
 
 /// One shard. Field order matters: the ring is dropped before the buffers it writes into.
@@ -139,6 +144,10 @@ pub struct Shard {
     accepts: Accepts,
     drain_deadline_ms: Option<u64>,
     last_table_full_log_ms: Option<u64>,
+    /// Where the broker's events go (only when a webhook is configured), and whether this turn
+    /// pushed any (the webhook thread is woken once, at the end of the turn).
+    event_feed: Option<Arc<EventFeed>>,
+    events_pushed: bool,
 }
 
 impl Shard {
@@ -159,6 +168,7 @@ impl Shard {
             mailboxes,
             metrics_board,
             epoch_seed,
+            egress,
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
@@ -167,7 +177,7 @@ impl Shard {
             frames_max: config.outbound_queue_frames_max,
         };
         let epoch_seed = epoch_seed ^ (shard_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let fanout = Fanout::new(
+        let mut fanout = Fanout::new(
             &config.broker,
             queue_limits,
             shard_index,
@@ -175,6 +185,11 @@ impl Shard {
             table_slots,
             epoch_seed,
         );
+        let mut metrics = MetricsView::new(Arc::clone(&metrics_board));
+        if let Some(egress) = &egress {
+            fanout.set_event_filter(egress.filter.clone());
+            metrics.register_collector(Box::new(WebhookCollector(Arc::clone(&egress.metrics))));
+        }
         let context = Context {
             pool: BufferPool::new(&config.pool),
             encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
@@ -182,7 +197,7 @@ impl Shard {
             counters: Default::default(),
             now_ms: 0,
             requests: Vec::new(),
-            metrics: Box::new(MetricsView::new(Arc::clone(&metrics_board))),
+            metrics: Box::new(metrics),
         };
         Ok(Shard {
             ring,
@@ -217,6 +232,8 @@ impl Shard {
             accepts: Accepts::default(),
             drain_deadline_ms: None,
             last_table_full_log_ms: None,
+            event_feed: egress.map(|egress| egress.feed),
+            events_pushed: false,
         })
     }
 
@@ -242,6 +259,7 @@ impl Shard {
             self.handle_turn()?;
             self.flush_outbox()?;
             self.flush_sends()?;
+            self.wake_egress();
             self.publish_stats();
             if self.finished() {
                 break;
@@ -361,6 +379,16 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// Wakes the webhook thread if this turn gave it events (and it sleeps).
+    fn wake_egress(&mut self) {
+        if self.events_pushed
+            && let Some(feed) = &self.event_feed
+        {
+            feed.wake();
+            self.events_pushed = false;
+        }
     }
 
     fn gather_counters(&self) -> Counters {

@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
 use super::{RECEIVE_GROUP_ID, Shard};
-use crate::broker::QueueLimits;
+use crate::broker::{Event, EventKind, QueueLimits};
 use crate::endpoint::EndpointKind;
 
 impl Shard {
@@ -110,6 +110,16 @@ impl Shard {
         });
         if !was_websocket && connection.endpoint.kind() == EndpointKind::WebSocket {
             self.websocket_connections += 1;
+            if self.fanout.wants_event(EventKind::ConnectionOpened) {
+                let connection = self.fanout.connection_id(slot);
+                let subject = None; // The authenticated subject, once authentication exists.
+                let event = Event::ConnectionOpened {
+                    connection,
+                    subject,
+                };
+                self.fanout.record_event(event);
+                self.forward_events();
+            }
         }
         self.account(slot);
         self.follow(slot, next)
