@@ -19,9 +19,9 @@
 //!   takes requests and commands and decides: what each subscriber gets under the slow-consumer
 //!   policy and the shard's budget, what to answer, what to tell other shards. Tested in memory
 //!   with several shards on a simulated network (`tests/broker_fanout.rs`).
-//! - [`endpoint`]: per-connection state machines (HTTP, WebSocket; SSE, streams, polls and
-//!   Engine.IO next) with `handle_*` methods, their own deadlines, and a frame cache that frames
-//!   each delivered message once per shard per kind of endpoint.
+//! - [`endpoint`]: per-connection state machines (HTTP, WebSocket, SSE, NDJSON streams,
+//!   long and short polls; Engine.IO next) with `handle_*` methods, their own deadlines,
+//!   and a frame cache that frames each delivered message once per shard per kind of endpoint.
 //! - [`transport`]: the byte stream under an endpoint (plain now; TLS next).
 //! - [`egress`]: one side thread with its own tokio runtime for what leaves on ringcast's own
 //!   initiative: webhooks, fed by a bounded lock-free queue per shard that a shard never waits

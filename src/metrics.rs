@@ -84,6 +84,20 @@ const fn by_reason(
     }
 }
 
+/// A family of either type with one series per shard and value of `label`.
+const fn labelled(
+    name: &'static str,
+    metric_type: MetricType,
+    label: &'static str,
+    help: &'static str,
+    series: &'static [Series],
+) -> Family {
+    Family {
+        metric_type,
+        ..by_reason(name, help, label, series)
+    }
+}
+
 /// A family measured in bytes, one series per shard.
 const fn bytes(
     name: &'static str,
@@ -225,6 +239,26 @@ static FAMILIES: &[Family] = &[
         &[("", |m| m.gauges.topics_subscribed)]),
     bytes("history", Gauge, "Bytes of history this shard keeps for its owned topics.",
         &[("", |m| m.gauges.history_bytes)]),
+    single("poll_answers", Counter, "Polls answered (with messages, or empty at their wait's end).",
+        &[("", |m| m.counters.poll_answers)]),
+    labelled("transport_deliveries", Counter, "transport",
+        "Messages delivered to this shard's subscribers, by transport.",
+        &[("websocket", |m| m.counters.transport_deliveries[0]),
+          ("sse", |m| m.counters.transport_deliveries[1]),
+          ("stream", |m| m.counters.transport_deliveries[2]),
+          ("poll", |m| m.counters.transport_deliveries[3])]),
+    labelled("transport_slow_consumer_actions", Counter, "transport",
+        "Slow-consumer actions (drops, conflations, closes) by the transport of the subscriber.",
+        &[("websocket", |m| m.counters.transport_slow_consumer_actions[0]),
+          ("sse", |m| m.counters.transport_slow_consumer_actions[1]),
+          ("stream", |m| m.counters.transport_slow_consumer_actions[2]),
+          ("poll", |m| m.counters.transport_slow_consumer_actions[3])]),
+    labelled("transport_connections", Gauge, "transport",
+        "Open connections by transport (a poll while it is held).",
+        &[("websocket", |m| m.gauges.transport_connections[0]),
+          ("sse", |m| m.gauges.transport_connections[1]),
+          ("stream", |m| m.gauges.transport_connections[2]),
+          ("poll", |m| m.gauges.transport_connections[3])]),
     single("message_buffers_created", Counter,
         "Message buffers allocated because none of their size class was free (warm-up, growth) \
          or for a message larger than every class; flat in a steady state.",
@@ -445,6 +479,9 @@ mod tests {
             topic_creations_refused: offset + 40,
             duplicate_publishes: offset + 41,
             message_buffers_created: offset + 52,
+            poll_answers: offset + 54,
+            transport_deliveries: [offset + 55, offset + 56, offset + 57, offset + 58],
+            transport_slow_consumer_actions: [offset + 59, offset + 60, offset + 61, offset + 62],
         };
         let gauges = Gauges {
             connections: offset + 42,
@@ -458,6 +495,7 @@ mod tests {
             outbound_queued_bytes: offset + 50,
             outbound_memory_bytes: offset + 51,
             message_pool_free_bytes: offset + 53,
+            transport_connections: [offset + 63, offset + 64, offset + 65, offset + 66],
         };
         ShardStats {
             counters,

@@ -70,6 +70,8 @@ pub struct ShardCounters {
     pub publisher_pauses: u64,
     /// Connections closed because their queue made no progress for `send_stall_timeout_ms`.
     pub send_stalls: u64,
+    /// Messages delivered per transport (`EndpointKind::TRANSPORTS`).
+    pub transport_deliveries: [u64; 4],
 }
 
 /// Counters a shard keeps; every drop and every peer error is counted.
@@ -135,6 +137,11 @@ pub struct Counters {
     pub duplicate_publishes: u64,
     /// Message buffers made rather than reused (zero in a steady state).
     pub message_buffers_created: u64,
+    /// Polls answered.
+    pub poll_answers: u64,
+    /// Deliveries and slow-consumer actions per transport (websocket, sse, stream, poll).
+    pub transport_deliveries: [u64; 4],
+    pub transport_slow_consumer_actions: [u64; 4],
 }
 
 /// Levels (not totals) a shard reports with its counters.
@@ -142,6 +149,9 @@ pub struct Counters {
 pub struct Gauges {
     pub connections: u64,
     pub websocket_connections: u64,
+    /// Open connections per transport (`EndpointKind::TRANSPORTS`: websocket, sse, stream,
+    /// poll; a poll counts while it is held).
+    pub transport_connections: [u64; 4],
     /// Subscriptions held by this shard's connections.
     pub subscriptions: u64,
     /// Topics this shard owns (assigns sequence numbers to and keeps history for).
@@ -173,7 +183,7 @@ pub struct ShardStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 42] {
+    pub fn named(&self) -> [(&'static str, u64); 51] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -217,6 +227,27 @@ impl Counters {
             ("topic_creations_refused", self.topic_creations_refused),
             ("duplicate_publishes", self.duplicate_publishes),
             ("message_buffers_created", self.message_buffers_created),
+            ("poll_answers", self.poll_answers),
+            ("deliveries_websocket", self.transport_deliveries[0]),
+            ("deliveries_sse", self.transport_deliveries[1]),
+            ("deliveries_stream", self.transport_deliveries[2]),
+            ("deliveries_poll", self.transport_deliveries[3]),
+            (
+                "slow_consumer_actions_websocket",
+                self.transport_slow_consumer_actions[0],
+            ),
+            (
+                "slow_consumer_actions_sse",
+                self.transport_slow_consumer_actions[1],
+            ),
+            (
+                "slow_consumer_actions_stream",
+                self.transport_slow_consumer_actions[2],
+            ),
+            (
+                "slow_consumer_actions_poll",
+                self.transport_slow_consumer_actions[3],
+            ),
         ]
     }
 
@@ -287,6 +318,9 @@ impl Counters {
             topic_creations_refused: broker.topic_creations_refused,
             duplicate_publishes: broker.duplicate_publishes,
             message_buffers_created: broker.message_buffers_created,
+            poll_answers: endpoint.poll_answers,
+            transport_deliveries: shard.transport_deliveries,
+            transport_slow_consumer_actions: broker.slow_consumer_actions_by_transport,
         }
     }
 }

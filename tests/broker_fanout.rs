@@ -754,8 +754,15 @@ fn limits_repeats_and_release() {
     );
     network.disconnect(1, 0);
     network.settle();
-    assert_eq!(topics_owned(&network), 0);
     assert_eq!(network.shards[1].fanout.gauges().subscriptions, 0);
+    // Topics that never had a message are forgotten a while after their last subscriber left.
+    for shard in 0..SHARDS {
+        network.shards[shard]
+            .fanout
+            .set_now(ringcast::broker::owner::RESERVATION_MS);
+        network.turn(shard);
+    }
+    assert_eq!(topics_owned(&network), 0);
 }
 
 /// Proves an HTTP publish (with a ticket) is answered with its seq from the owner on another

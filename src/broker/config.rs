@@ -100,6 +100,25 @@ pub struct BrokerConfig {
     /// is answered 503 and the connection closed. Default 1,024: far more than any publisher
     /// needs in flight, and it bounds the answers one connection makes the shard hold.
     pub http_pipelined_requests_max: usize,
+    /// Topics one SSE stream, NDJSON stream or poll may read. Default 64. Every SSE event
+    /// carries the stream's cursor (about 14 bytes per topic) so that a browser's reconnect
+    /// resumes every topic exactly; this bounds that cost. Clients needing more topics use
+    /// several streams or the WebSocket.
+    pub stream_topics_max: usize,
+    /// A comment line (SSE) or a heartbeat line (NDJSON) goes out when a stream has sent
+    /// nothing for this long. Default 15 s: inside the 30–60 s idle cut-offs of proxies and
+    /// browsers.
+    pub stream_heartbeat_ms: u64,
+    /// The reconnection delay SSE clients are told to use (`retry:`). Default 2 s.
+    pub sse_retry_ms: u64,
+    /// A poll without `wait_ms` is held this long for a message. Default 25 s.
+    pub poll_wait_ms_default: u64,
+    /// The longest a poll may ask to be held (`wait_ms`). Default 55 s: under the 60 s idle
+    /// timeouts of common proxies, so the answer arrives before a proxy gives up.
+    pub poll_wait_ms_max: u64,
+    /// Messages in one poll answer at most; the rest wait for the next poll (its cursor resumes
+    /// after the last one answered). Default 100.
+    pub poll_messages_max: usize,
     /// Most arrays and objects open at once in a publish's `data` (`[[1]]` is 2); deeper data
     /// is refused (an `error` reply, or 400). Default 64: far beyond any market-data message,
     /// and well inside what recursive JSON parsers of subscribers survive (serde_json stops at
@@ -153,6 +172,12 @@ impl Default for BrokerConfig {
             publish_body_bytes_max: 1024 * 1024,
             publish_batch_items_max: 1000,
             http_pipelined_requests_max: 1024,
+            stream_topics_max: 64,
+            stream_heartbeat_ms: 15_000,
+            sse_retry_ms: 2_000,
+            poll_wait_ms_default: 25_000,
+            poll_wait_ms_max: 55_000,
+            poll_messages_max: 100,
             publish_json_depth_max: 64,
             publish_json_number_bytes_max: 64,
             slow_consumer_policy: SlowConsumerPolicy::Conflate,
@@ -205,6 +230,10 @@ impl BrokerConfig {
                 "publish_json_number_bytes_max",
                 self.publish_json_number_bytes_max,
             ),
+            ("stream_topics_max", self.stream_topics_max),
+            ("stream_heartbeat_ms", self.stream_heartbeat_ms as usize),
+            ("poll_wait_ms_max", self.poll_wait_ms_max as usize),
+            ("poll_messages_max", self.poll_messages_max),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -217,6 +246,16 @@ impl BrokerConfig {
                 self.topic_bytes_max,
                 super::topic::TOPIC_BYTES_LIMIT
             ));
+        }
+        if self.stream_topics_max > super::cursor::CURSOR_TOPICS_LIMIT {
+            return Err(format!(
+                "stream_topics_max {} exceeds {}: a cursor must fit in a request header",
+                self.stream_topics_max,
+                super::cursor::CURSOR_TOPICS_LIMIT
+            ));
+        }
+        if self.poll_wait_ms_default > self.poll_wait_ms_max {
+            return Err("poll_wait_ms_default must not exceed poll_wait_ms_max".into());
         }
         use super::demo::{MESSAGES_PER_SECOND_MAX, SYMBOLS_COUNT_MAX};
         if !(1..=MESSAGES_PER_SECOND_MAX).contains(&self.demo_messages_per_second) {

@@ -12,8 +12,9 @@
 //!   seq order per topic.
 //! - `subscription.created` / `subscription.removed`: by the subscriber's shard, when the
 //!   subscription takes effect (the owner's answer arrived) and when one in effect ends.
-//! - `connection.opened` / `connection.closed`: by the connection's shard, when it becomes a
-//!   WebSocket and when it is freed, with the close code and reason.
+//! - `connection.opened` / `connection.closed`: by the connection's shard, when it first becomes
+//!   a client of the broker (a WebSocket, an SSE or NDJSON stream, a held poll) and when it is
+//!   freed, with the WebSocket close code and reason.
 //!
 //! Deciding costs nothing when no webhook wants an event kind: the [`EventFilter`] is checked
 //! first, and an empty filter records nothing.
@@ -166,13 +167,17 @@ pub enum Event {
         message: Message,
     },
     /// `subject` is the authenticated subject (`sub`) once authentication exists; `None` now.
+    /// `transport` names how the client reads: websocket, sse, stream (NDJSON) or poll.
     ConnectionOpened {
         connection: ConnectionId,
+        transport: &'static str,
         subject: Option<Arc<str>>,
     },
+    /// `code` is the WebSocket close code; streams and polls have none.
     ConnectionClosed {
         connection: ConnectionId,
-        code: u16,
+        transport: &'static str,
+        code: Option<u16>,
         reason: CloseReason,
         subject: Option<Arc<str>>,
     },

@@ -70,10 +70,19 @@ pub struct ShardMemory {
 }
 
 /// The clients of a shard as the broker sees them: queues to fill and connections to close.
+/// Transports a client may read through, for the per-transport counters (the endpoint layer
+/// names them: WebSocket, SSE, NDJSON stream, poll).
+pub const TRANSPORT_COUNT: usize = 4;
+
 /// Clients are named by their slot; the broker never names a slot it was not told is open.
 pub trait Clients {
     /// Whether the client takes messages now: open, and not closing.
     fn takes_messages(&self, client: u32) -> bool;
+
+    /// Which of [`TRANSPORT_COUNT`] transports the client reads through, for the counters.
+    fn transport(&self, _client: u32) -> usize {
+        0
+    }
     /// Queues `message` framed for the client's endpoint if its queue is within `limits` (an
     /// empty queue takes any message, so one larger than the limit still goes out to a client
     /// that keeps up). Returns whether it was queued.
@@ -113,6 +122,8 @@ pub struct BrokerCounters {
     pub slow_consumer_drops: u64,
     pub slow_consumer_conflations: u64,
     pub slow_consumer_closes: u64,
+    /// The same actions, of every kind, by the transport of the client they fell on.
+    pub slow_consumer_actions_by_transport: [u64; TRANSPORT_COUNT],
     /// Pages of replays served (a long replay comes in pages as the queue drains), and
     /// replays cut short because what they asked for left history meanwhile.
     pub replay_pages: u64,
@@ -1109,7 +1120,8 @@ impl Delivery<'_> {
         // with no send left to complete releases its held messages here).
         if client.held_count > 0 && holds(client, self.topic) {
             if !clients.is_within(slot, self.limits.half()) || self.over_share(slot, clients) {
-                self.conflate(slot, client);
+                let transport = clients.transport(slot).min(TRANSPORT_COUNT - 1);
+                self.conflate(slot, client, transport);
                 return;
             }
             for subscription in &mut client.subscriptions {
@@ -1125,11 +1137,16 @@ impl Delivery<'_> {
             self.counters.deliveries += 1;
             return;
         }
+        let transport = clients.transport(slot).min(TRANSPORT_COUNT - 1);
         match self.policy {
-            SlowConsumerPolicy::Drop => self.counters.slow_consumer_drops += 1,
-            SlowConsumerPolicy::Conflate => self.conflate(slot, client),
+            SlowConsumerPolicy::Drop => {
+                self.counters.slow_consumer_drops += 1;
+                self.counters.slow_consumer_actions_by_transport[transport] += 1;
+            }
+            SlowConsumerPolicy::Conflate => self.conflate(slot, client, transport),
             SlowConsumerPolicy::Disconnect => {
                 self.counters.slow_consumer_closes += 1;
+                self.counters.slow_consumer_actions_by_transport[transport] += 1;
                 clients.close(slot, CloseCode::POLICY_VIOLATION, "slow consumer");
             }
         }
@@ -1146,14 +1163,17 @@ impl Delivery<'_> {
 
     /// Keeps the message as the newest undelivered one of its topic for this client; a message
     /// it replaces is counted as conflated.
-    fn conflate(&mut self, slot: u32, client: &mut ClientRecord) {
+    fn conflate(&mut self, slot: u32, client: &mut ClientRecord, transport: usize) {
         let subscription = client
             .subscriptions
             .iter_mut()
             .find(|subscription| subscription.topic == self.topic)
             .expect("a subscriber records its subscription");
         match subscription.held.replace(self.message.clone()) {
-            Some(_) => self.counters.slow_consumer_conflations += 1,
+            Some(_) => {
+                self.counters.slow_consumer_conflations += 1;
+                self.counters.slow_consumer_actions_by_transport[transport] += 1;
+            }
             None => client.held_count += 1,
         }
         if !client.listed_holding {

@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use super::config::BrokerConfig;
 use super::idempotency::IDEMPOTENCY_KEY_BYTES_MAX;
 use super::json_bounds::{self, JsonBoundError, JsonBounds};
+use super::stream_api::StreamError;
 use super::topic::{self as topic_name, TopicError};
 use crate::protocol::HandshakeError;
 use crate::protocol::decimal::write_decimal;
@@ -143,6 +144,8 @@ pub enum HttpError {
     TooManyPipelined {
         requests_max: usize,
     },
+    /// A reading request (`/sse`, `/stream`, `/poll`) the endpoint refused.
+    Stream(StreamError),
 }
 
 impl HttpError {
@@ -156,6 +159,7 @@ impl HttpError {
             Self::BatchTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyPipelined { .. } => 503,
+            Self::Stream(error) => error.status(),
             Self::InvalidPercentEncoding
             | Self::InvalidTopic(_)
             | Self::InvalidBatchTopic { .. }
@@ -215,6 +219,7 @@ impl fmt::Display for HttpError {
                 formatter,
                 "more than {requests_max} requests waiting for answers; wait for them"
             ),
+            Self::Stream(error) => write!(formatter, "{}", error.reason()),
         }
     }
 }

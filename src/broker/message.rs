@@ -162,11 +162,17 @@ impl ReplyKind {
     }
 }
 
-/// A reply to one client: its kind and its body encoded with a WebSocket head in front.
+/// A reply to one client: its kind and its body encoded with a WebSocket head in front, and for
+/// endpoints that keep a cursor (SSE, streams, polls), what it says about a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub kind: ReplyKind,
     frame: Bytes,
+    /// The topic a `subscribed`, `reset` or topic `error` is about.
+    pub topic: Option<TopicName>,
+    /// The seq and epoch of a `subscribed` or `reset`.
+    pub seq: u64,
+    pub epoch: Option<Epoch>,
 }
 
 impl Reply {
@@ -206,10 +212,7 @@ impl Reply {
             OpCode::Text,
             &[b"{\"op\":\"unsubscribed\",\"topic\":\"", topic_text, b"\"}"],
         );
-        Reply {
-            kind: ReplyKind::Unsubscribed,
-            frame,
-        }
+        Reply::plain(ReplyKind::Unsubscribed, frame)
     }
 
     /// `{"op":"published","id":…,"seq":…}`: the publish the client gave `id` has seq `seq` (also
@@ -230,10 +233,7 @@ impl Reply {
                 b"}",
             ],
         );
-        Reply {
-            kind: ReplyKind::Published,
-            frame,
-        }
+        Reply::plain(ReplyKind::Published, frame)
     }
 
     /// `{"op":"error","reason":…,"id":…}`: the publish the client gave `id` was refused.
@@ -251,10 +251,7 @@ impl Reply {
                 b"\"}",
             ],
         );
-        Reply {
-            kind: ReplyKind::Error,
-            frame,
-        }
+        Reply::plain(ReplyKind::Error, frame)
     }
 
     /// `{"op":"error","reason":…}`; `reason` is plain ASCII without quotes or backslashes.
@@ -268,10 +265,7 @@ impl Reply {
                 b"\"}",
             ],
         );
-        Reply {
-            kind: ReplyKind::Error,
-            frame,
-        }
+        Reply::plain(ReplyKind::Error, frame)
     }
 
     /// `{"op":"error","reason":…,"topic":…}` for a request about one topic.
@@ -290,8 +284,8 @@ impl Reply {
             ],
         );
         Reply {
-            kind: ReplyKind::Error,
-            frame,
+            topic: Some(topic.clone()),
+            ..Reply::plain(ReplyKind::Error, frame)
         }
     }
 
@@ -322,7 +316,23 @@ impl Reply {
                 b"\"}",
             ],
         );
-        Reply { kind, frame }
+        Reply {
+            kind,
+            frame,
+            topic: Some(topic.clone()),
+            seq,
+            epoch: Some(epoch),
+        }
+    }
+
+    fn plain(kind: ReplyKind, frame: Bytes) -> Reply {
+        Reply {
+            kind,
+            frame,
+            topic: None,
+            seq: 0,
+            epoch: None,
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 
 pub mod command;
 pub mod config;
+pub mod cursor;
 pub mod demo;
 pub mod event;
 pub mod fanout;
@@ -33,6 +34,7 @@ pub mod message;
 pub mod message_pool;
 pub mod owner;
 pub mod request;
+pub mod stream_api;
 pub mod subscribers;
 pub mod topic;
 

@@ -20,9 +20,10 @@ use super::message_pool::MessagePool;
 use super::topic::{Epoch, EpochSource, TopicName};
 
 /// How long a topic that never had a message nor a subscriber is kept: one created by a batch's
-/// prepare whose batch another owner refused. A batch commits within milliseconds of its
-/// prepare, so after this its topics are forgotten rather than held for `topic_idle_ms`,
-/// and refused batches cannot fill the table.
+/// prepare whose batch another owner refused, or one subscribed to and left (a mistyped name,
+/// a poll between two polls). A batch commits within milliseconds of its prepare, so after
+/// this its topics are forgotten rather than held for `topic_idle_ms`, and refused batches
+/// cannot fill the table.
 pub const RESERVATION_MS: u64 = 10_000;
 /// Messages in one page of a replay: a subscriber's shard asks for the next page once its
 /// queue has room, so a replay never floods a queue.
@@ -348,7 +349,11 @@ impl OwnedTopics {
                 ..answer
             },
             None => answer,
-            Some(since) if since.epoch.is_some_and(|epoch| epoch != owned.epoch) => {
+            // A client at seq 0 has nothing of any epoch to confuse: it starts from the first
+            // message of this one.
+            Some(since)
+                if since.seq > 0 && since.epoch.is_some_and(|epoch| epoch != owned.epoch) =>
+            {
                 SubscribeAnswer {
                     reset: true,
                     messages: newest(),
@@ -437,7 +442,9 @@ impl OwnedTopics {
     }
 
     /// `shard` has no subscribers of `topic` any more. A topic that never had a message and has
-    /// no subscribers left is forgotten (a subscription to a mistyped name leaves nothing).
+    /// no subscribers left is forgotten after [`RESERVATION_MS`] (a subscription to a mistyped
+    /// name leaves nothing for long), not at once: a poller that comes back within it finds the
+    /// same epoch.
     pub fn unsubscribe(&mut self, topic: &[u8], shard: usize, now_ms: u64) {
         let Some(&index) = self.index.get(topic) else {
             return;
@@ -445,9 +452,6 @@ impl OwnedTopics {
         let owned = &mut self.topics[index as usize];
         owned.subscriber_shards.remove(shard);
         owned.active_ms = now_ms;
-        if owned.seq == 0 && owned.subscriber_shards.is_empty() {
-            self.remove(index as usize);
-        }
     }
 
     /// Forgets topics with no subscribers and no activity for `topic_idle_ms` (topics that never

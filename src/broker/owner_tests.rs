@@ -242,7 +242,7 @@ fn shard_history_budget_over_many_topics() {
 }
 
 /// Proves the topic limit refuses a new topic but not an existing one, and that a topic
-/// subscribed but never published is forgotten with its last subscriber.
+/// subscribed but never published is forgotten RESERVATION_MS after its last subscriber left.
 #[test]
 fn topic_limit_and_forgetting() {
     let mut owned = topics_with_history(0);
@@ -258,6 +258,13 @@ fn topic_limit_and_forgetting() {
     owned.publish(&name("A"), b"1", None, 0).unwrap();
     owned.unsubscribe(b"B", 0, 0);
     owned.unsubscribe(b"A", 0, 0);
+    owned.expire_idle(RESERVATION_MS - 1, 100);
+    assert_eq!(
+        owned.topic_count(),
+        3,
+        "B is kept a while (a poller comes back)"
+    );
+    owned.expire_idle(RESERVATION_MS, 100);
     assert_eq!(owned.topic_count(), 2, "B is forgotten, A has a message");
     assert_eq!(
         owned

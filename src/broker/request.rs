@@ -178,17 +178,7 @@ pub fn parse_request<'a>(
         }
         "subscribe" => {
             let topics = checked_topics(fields.topics, config)?;
-            let mut since = HashMap::new();
-            for (topic, value) in fields.since.unwrap_or_default() {
-                let value = match value {
-                    SinceValue::Seq(seq) => Since { seq, epoch: None },
-                    SinceValue::WithEpoch { seq, epoch } => Since {
-                        seq,
-                        epoch: Some(Epoch::parse(&epoch.0).ok_or(RequestError::InvalidEpoch)?),
-                    },
-                };
-                since.insert(topic.0, value);
-            }
+            let since = since_values(fields.since.unwrap_or_default())?;
             if since.keys().any(|topic| !topics.contains(topic)) {
                 return Err(RequestError::SinceWithoutSubscription);
             }
@@ -199,6 +189,31 @@ pub fn parse_request<'a>(
         }),
         _ => Err(RequestError::UnknownOp),
     }
+}
+
+/// Reads a `since` object on its own (`{"AAPL":41,"MSFT":{"seq":7,"epoch":"…"}}`), as the
+/// streaming and polling endpoints take it in their query.
+pub fn parse_since(text: &str) -> Result<HashMap<Cow<'_, str>, Since>, RequestError> {
+    let values: HashMap<Text<'_>, SinceValue<'_>> =
+        serde_json::from_str(text).map_err(|_| RequestError::MalformedJson)?;
+    since_values(values)
+}
+
+fn since_values<'a>(
+    values: HashMap<Text<'a>, SinceValue<'a>>,
+) -> Result<HashMap<Cow<'a, str>, Since>, RequestError> {
+    let mut since = HashMap::with_capacity(values.len());
+    for (topic, value) in values {
+        let value = match value {
+            SinceValue::Seq(seq) => Since { seq, epoch: None },
+            SinceValue::WithEpoch { seq, epoch } => Since {
+                seq,
+                epoch: Some(Epoch::parse(&epoch.0).ok_or(RequestError::InvalidEpoch)?),
+            },
+        };
+        since.insert(topic.0, value);
+    }
+    Ok(since)
 }
 
 fn checked_topics<'a>(

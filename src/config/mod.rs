@@ -325,6 +325,7 @@ impl ServerConfig {
             pong_timeout_ms: self.pong_timeout_ms,
             close_timeout_ms: self.close_timeout_ms,
             message_timeout_ms: self.message_timeout_ms,
+            outbound_queue_bytes_max: self.outbound_queue_bytes_max,
             protocol: self.protocol.clone(),
             http_limits: publish.request_limits(self.protocol.header_bytes_max),
             publish,

@@ -13,14 +13,16 @@ use bytes::{Bytes, BytesMut};
 use serde_json::value::RawValue;
 use tracing::debug;
 
-use super::outbound::Outbound;
+use super::outbound::{Frame, Outbound};
+use super::poll::HeldPoll;
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
 use crate::broker::http_api::{
     self, HttpError, Route, write_batch_response, write_http_error, write_publish_response,
 };
 use crate::broker::idempotency::IdempotencyKey;
 use crate::broker::owner::OwnerError;
-use crate::broker::{BrokerRequest, TopicName};
+use crate::broker::stream_api::{self, StreamKind, StreamRequest};
+use crate::broker::{BrokerRequest, Message, Reply, TopicName};
 use crate::protocol::HandshakeError;
 use crate::protocol::http1::head::HEADERS_COUNT_MAX;
 use crate::protocol::http1::response as handshake;
@@ -45,7 +47,7 @@ pub struct PendingResponse {
     batch: bool,
     keep_alive: bool,
     /// A response ready at once but queued behind one that waits.
-    ready: Option<Bytes>,
+    ready: Option<Frame>,
 }
 
 impl PendingResponse {
@@ -55,7 +57,7 @@ impl PendingResponse {
 
     fn write(&self, out: &mut BytesMut) {
         if let Some(ready) = &self.ready {
-            return out.extend_from_slice(ready);
+            return out.extend_from_slice(ready.as_slice());
         }
         if let Some(error) = self.refused {
             let body = format!("{{\"error\":\"{}\"}}", error.reason());
@@ -83,10 +85,13 @@ pub struct Responses {
     next_ticket: u32,
     /// The connection closes once the responses queued so far are sent.
     closing_after_responses: bool,
+    /// A poll waiting for messages. Requests that come meanwhile are not read: the connection
+    /// closes after the poll's answer (no client pipelines behind a long poll).
+    poll: Option<Box<HeldPoll>>,
 }
 
 /// How a read ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Read {
     Done(Next),
     /// An upgrade was accepted (its 101 is queued): the connection speaks WebSocket from
@@ -94,6 +99,8 @@ pub enum Read {
     Upgraded {
         rest_start: usize,
     },
+    /// A stream (SSE or NDJSON) was asked for and checked: the connection becomes one.
+    Stream(StreamRequest),
 }
 
 /// One connection speaking HTTP/1.1.
@@ -115,6 +122,9 @@ struct Answer<'a> {
     requests: &'a mut Vec<BrokerRequest>,
     settings: &'a EndpointSettings,
     metrics: &'a mut dyn MetricsText,
+    now_ms: u64,
+    /// A stream the request asked for, handed to the caller.
+    stream: Option<StreamRequest>,
 }
 
 impl HttpEndpoint {
@@ -127,7 +137,66 @@ impl HttpEndpoint {
     }
 
     pub fn deadline_ms(&self) -> u64 {
-        self.deadline_ms
+        match &self.responses.poll {
+            Some(poll) => poll.deadline_ms(),
+            None => self.deadline_ms,
+        }
+    }
+
+    /// Whether a poll is held (the connection takes messages meanwhile).
+    pub fn is_polling(&self) -> bool {
+        self.responses.poll.is_some()
+    }
+
+    /// A message for the held poll.
+    pub fn collect(&mut self, message: &Message) {
+        if let Some(poll) = &mut self.responses.poll {
+            poll.collect(message);
+        }
+    }
+
+    /// A reply for the held poll.
+    pub fn collect_reply(&mut self, reply: &Reply) {
+        if let Some(poll) = &mut self.responses.poll {
+            poll.collect_reply(reply);
+        }
+    }
+
+    /// The end of the shard's turn: a held poll with something to say answers.
+    pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        match &self.responses.poll {
+            Some(poll) if poll.is_ready() => self.answer_poll(outbound, context),
+            _ => Next::Continue,
+        }
+    }
+
+    /// Answers the held poll with what it collected and ends its subscriptions (left in the
+    /// context's requests for the broker).
+    fn answer_poll(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        let Some(poll) = self.responses.poll.take() else {
+            return Next::Continue;
+        };
+        context.counters.poll_answers += 1;
+        let keep_alive = poll.keep_alive();
+        let answer = poll.answer(&mut context.frames, &mut context.requests);
+        Answer::respond_to(&mut self.responses, outbound, answer);
+        if !keep_alive {
+            self.responses.closing_after_responses = true;
+        }
+        self.deadline_ms = context.now_ms + context.settings.handshake_timeout_ms;
+        self.close_when_answered()
+    }
+
+    /// The server closes the connection: a held poll is answered first (its client gets the
+    /// cursor to resume from), without ending its subscriptions (the connection's close does).
+    pub fn close(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        if let Some(poll) = self.responses.poll.take() {
+            let mut unsubscribes = Vec::new();
+            let answer = poll.answer(&mut context.frames, &mut unsubscribes);
+            Answer::respond_to(&mut self.responses, outbound, answer);
+        }
+        self.responses.closing_after_responses = true;
+        Next::CloseAfterFlush
     }
 
     /// Reads requests from `input` and answers each; hands over to the WebSocket after an
@@ -141,6 +210,11 @@ impl HttpEndpoint {
         if self.responses.closing_after_responses {
             return Read::Done(Next::Continue); // On its way out: reads nothing more.
         }
+        if self.responses.poll.is_some() {
+            // A request behind a held poll: not read; the connection closes after the answer.
+            self.responses.closing_after_responses = true;
+            return Read::Done(Next::Continue);
+        }
         let mut answer = Answer {
             responses: &mut self.responses,
             outbound,
@@ -149,6 +223,8 @@ impl HttpEndpoint {
             requests: &mut context.requests,
             settings: &context.settings,
             metrics: &mut *context.metrics,
+            now_ms: context.now_ms,
+            stream: None,
         };
         let mut upgraded_at = None;
         let mut answered = false;
@@ -170,9 +246,12 @@ impl HttpEndpoint {
                 Err(error) => answer.refuse(&HttpError::Request(error), false),
             };
             answered = true;
-            if !keep_going {
+            if !keep_going || answer.responses.poll.is_some() {
                 break;
             }
+        }
+        if let Some(request) = answer.stream.take() {
+            return Read::Stream(request);
         }
         if let Some(rest_start) = upgraded_at {
             return Read::Upgraded { rest_start };
@@ -188,8 +267,12 @@ impl HttpEndpoint {
         Read::Done(Next::Continue)
     }
 
-    /// The request head did not come in time: 408, then close.
+    /// The request head did not come in time: 408, then close. Or a held poll's wait is over:
+    /// its answer.
     pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        if self.responses.poll.is_some() {
+            return self.answer_poll(outbound, context);
+        }
         context.counters.handshake_timeouts += 1;
         let mut response = BytesMut::new();
         handshake::write_response(
@@ -249,6 +332,9 @@ impl Answer<'_> {
         self.counters.http_requests += 1;
         let keep_alive = request.head.keep_alive();
         let is_head = request.head.method() == "HEAD";
+        if let Some(kind) = StreamKind::at(request.head.path()) {
+            return self.read_topics(request, kind);
+        }
         match http_api::route(request, &self.settings.publish) {
             Route::Health => self.respond_ok(&[], b"ok\n", is_head, keep_alive),
             Route::Metrics => {
@@ -396,11 +482,15 @@ impl Answer<'_> {
     }
 
     /// Sends `response` now, or queues it behind responses still waiting for seqs.
-    fn respond(&mut self, response: Bytes) {
-        if self.responses.pending.is_empty() {
-            return self.outbound.push_control(response);
+    fn respond(&mut self, response: impl Into<Frame>) {
+        Answer::respond_to(self.responses, self.outbound, response.into());
+    }
+
+    fn respond_to(responses: &mut Responses, outbound: &mut Outbound, response: Frame) {
+        if responses.pending.is_empty() {
+            return outbound.push_control(response);
         }
-        self.responses.pending.push_back(PendingResponse {
+        responses.pending.push_back(PendingResponse {
             first_ticket: 0,
             seqs: Vec::new(),
             answered: 0,
@@ -409,6 +499,40 @@ impl Answer<'_> {
             keep_alive: true,
             ready: Some(response),
         });
+    }
+
+    /// `GET /sse`, `/stream` or `/poll`: a stream is handed to the caller, a poll is held.
+    fn read_topics(&mut self, request: &Request<'_>, kind: StreamKind) -> bool {
+        let keep_alive = request.head.keep_alive();
+        if request.head.method() != "GET" {
+            return self.refuse(&HttpError::MethodNotAllowed { allow: "GET" }, keep_alive);
+        }
+        let parsed = match stream_api::parse(&request.head, kind, &self.settings.broker) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.refuse(&HttpError::Stream(error), keep_alive),
+        };
+        self.counters.subscribe_requests += 1;
+        if kind != StreamKind::Poll {
+            if !self.responses.pending.is_empty() {
+                // Answers to earlier requests still wait for seqs, and a stream's body
+                // never ends for them to follow.
+                let error = HandshakeError::MalformedRequest("stream pipelined behind a publish");
+                return self.refuse(&HttpError::Request(error), false);
+            }
+            self.stream = Some(parsed);
+            return false;
+        }
+        let broker = &self.settings.broker;
+        let poll = HeldPoll::hold(
+            parsed,
+            keep_alive,
+            self.now_ms,
+            broker.poll_messages_max,
+            self.settings.outbound_queue_bytes_max,
+            self.requests,
+        );
+        self.responses.poll = Some(Box::new(poll));
+        keep_alive
     }
 
     /// Whether as many requests wait for answers as one connection may have.
@@ -488,8 +612,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::ServerConfig;
-    use crate::protocol::pool::BufferPool;
+    use crate::broker::config::BrokerConfig;
+    use crate::broker::http_api::PublishConfig;
+    use crate::protocol::ProtocolLimits;
+    use crate::protocol::pool::{BufferPool, PoolLimits};
     use crate::protocol::websocket::frame::FrameEncoder;
 
     struct NoMetrics;
@@ -501,12 +627,30 @@ mod tests {
     }
 
     fn context(pipelined_max: usize) -> Context {
-        let mut config = ServerConfig::default();
-        config.broker.http_pipelined_requests_max = pipelined_max;
+        let broker = BrokerConfig {
+            http_pipelined_requests_max: pipelined_max,
+            ..BrokerConfig::default()
+        };
+        let publish = PublishConfig::from_broker(&broker);
+        let settings = EndpointSettings {
+            echo: false,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            pong_timeout_ms: 10_000,
+            close_timeout_ms: 5_000,
+            message_timeout_ms: 30_000,
+            outbound_queue_bytes_max: 1 << 20,
+            protocol: ProtocolLimits::default(),
+            http_limits: publish.request_limits(8192),
+            publish,
+            broker,
+            close_reasons_kept: false,
+        };
         Context {
-            pool: BufferPool::new(&config.pool),
+            pool: BufferPool::new(&PoolLimits::default()),
             encoder: FrameEncoder::new(4096),
-            settings: Arc::new(config.endpoint_settings()),
+            settings: Arc::new(settings),
+            frames: crate::broker::MessagePool::new(1 << 20),
             counters: EndpointCounters::default(),
             now_ms: 0,
             requests: Vec::new(),

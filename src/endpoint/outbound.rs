@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::broker::Message;
 use crate::broker::QueueLimits as Limits;
+use crate::broker::message_pool::SharedBuffer;
 
 /// An entry not registered in the ledger: its bytes belong to this queue alone.
 const NOT_SHARED: u32 = u32::MAX;
@@ -28,12 +29,14 @@ const ENTRIES_KEPT_MAX: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueFull;
 
-/// A frame to send: bytes of one queue's own (a reply, an echo, a response), or a delivered
-/// message framed for WebSocket, which is the message's own buffer (no copy).
+/// A frame to send: bytes of one queue's own (a reply, an echo, a response), a delivered
+/// message framed for WebSocket, which is the message's own buffer (no copy), or a pooled
+/// buffer (a message framed for SSE or NDJSON, an SSE event id, a poll's answer).
 #[derive(Clone, Debug)]
 pub enum Frame {
     Bytes(Bytes),
     Message(Message),
+    Shared(SharedBuffer),
 }
 
 impl Frame {
@@ -41,6 +44,17 @@ impl Frame {
         match self {
             Frame::Bytes(bytes) => bytes,
             Frame::Message(message) => message.websocket_frame(),
+            Frame::Shared(buffer) => buffer,
+        }
+    }
+
+    /// The memory the frame holds: a pooled buffer's whole capacity, a message's buffer, or
+    /// the bytes themselves (a share of the shard's encoder arena).
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            Frame::Bytes(bytes) => bytes.len(),
+            Frame::Message(message) => message.memory_bytes(),
+            Frame::Shared(buffer) => buffer.memory_bytes(),
         }
     }
 
@@ -56,6 +70,12 @@ impl Frame {
 impl From<Bytes> for Frame {
     fn from(bytes: Bytes) -> Frame {
         Frame::Bytes(bytes)
+    }
+}
+
+impl From<SharedBuffer> for Frame {
+    fn from(buffer: SharedBuffer) -> Frame {
+        Frame::Shared(buffer)
     }
 }
 
@@ -219,7 +239,7 @@ pub struct Outbound {
     frames: VecDeque<Entry>,
     /// Bytes still to send (the front frame's sent part excluded).
     queued_bytes: usize,
-    /// Whole bytes of the exclusive frames queued: what this queue alone holds.
+    /// Memory of the exclusive frames queued: what this queue alone holds.
     exclusive_bytes: usize,
     /// Bytes of the front frame already sent (a partial send).
     front_offset: usize,
@@ -230,7 +250,8 @@ pub struct Outbound {
 impl Outbound {
     /// Queues an exclusive data frame within `limits`. An empty queue takes any frame, so a
     /// message larger than the byte limit still goes out when the peer keeps up.
-    pub fn push(&mut self, frame: Bytes, limits: Limits) -> Result<(), QueueFull> {
+    pub fn push(&mut self, frame: impl Into<Frame>, limits: Limits) -> Result<(), QueueFull> {
+        let frame = frame.into();
         if !self.has_room(frame.len(), limits) {
             return Err(QueueFull);
         }
@@ -265,11 +286,12 @@ impl Outbound {
 
     /// Queues a control frame, reply or HTTP response, exclusive to this queue. Never refused:
     /// pongs and closes are not dropped.
-    pub fn push_control(&mut self, frame: Bytes) {
+    pub fn push_control(&mut self, frame: impl Into<Frame>) {
+        let frame = frame.into();
         self.queued_bytes += frame.len();
-        self.exclusive_bytes += frame.len();
+        self.exclusive_bytes += frame.memory_bytes();
         self.frames.push_back(Entry {
-            frame: Frame::Bytes(frame),
+            frame,
             shared: NOT_SHARED,
         });
     }
@@ -390,7 +412,7 @@ impl Outbound {
 
     fn let_go(&mut self, entry: &Entry, shared: &mut SharedFrames) {
         match entry.shared {
-            NOT_SHARED => self.exclusive_bytes -= entry.frame.len(),
+            NOT_SHARED => self.exclusive_bytes -= entry.frame.memory_bytes(),
             slot => shared.release(slot),
         }
     }

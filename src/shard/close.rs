@@ -11,6 +11,7 @@ use super::Shard;
 use super::clients::list_for_send;
 use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
+use crate::broker::event::CloseReason;
 use crate::broker::{Event, EventKind};
 use crate::endpoint::{EndpointKind, Next};
 use crate::protocol::CloseCode;
@@ -51,10 +52,13 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
+        let before = connection.endpoint.kind();
         let next =
             connection
                 .endpoint
                 .close(code, reason, &mut connection.outbound, &mut self.context);
+        let after = connection.endpoint.kind();
+        self.track_kind(slot, before, after);
         self.follow(slot, next)?;
         self.after_activity(slot)
     }
@@ -77,8 +81,15 @@ impl Shard {
         self.timers.expire(self.context.now_ms, &mut self.expired);
         for index in 0..self.expired.len() {
             let slot = self.expired[index];
+            let before = self.connection_mut(slot).endpoint.kind();
             let next = self.handle_deadline(slot);
+            let after = self.connection_mut(slot).endpoint.kind();
+            self.track_kind(slot, before, after);
             self.follow(slot, next)?;
+            if !self.context.requests.is_empty() {
+                // A poll answered at its deadline ends its subscriptions.
+                self.handle_requests(slot)?;
+            }
             self.after_activity(slot)?;
         }
         Ok(())
@@ -184,8 +195,32 @@ impl Shard {
         self.advance_close(slot)
     }
 
-    /// Records `connection.closed` for a WebSocket being freed, after the ends of its
-    /// subscriptions (`close_client` recorded them), with the code and reason it closed with.
+    /// Records `connection.opened` for the connection in `slot`, which just became a client of
+    /// the broker as `kind`, unless it was announced before (a connection holding one poll
+    /// after another is opened once).
+    pub(super) fn announce_opened(&mut self, slot: u32, kind: EndpointKind) {
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
+        if connection.announced.is_some() || !self.fanout.wants_event(EventKind::ConnectionOpened)
+        {
+            // Without the opened event, the closed one is not recorded either: a webhook
+            // wanting only closes is not told of connections it could not have seen open.
+            connection.announced = connection.announced.or(Some(kind));
+            return;
+        }
+        connection.announced = Some(kind);
+        let event = Event::ConnectionOpened {
+            connection: self.fanout.connection_id(slot),
+            transport: kind.name(),
+            subject: None, // The authenticated subject, once authentication exists.
+        };
+        self.fanout.record_event(event);
+    }
+
+    /// Records `connection.closed` for a connection being freed that was a client of the broker,
+    /// after the ends of its subscriptions (`close_client` recorded them): a WebSocket with the
+    /// code and reason it closed with, a stream or poll with none.
     fn record_closed(&mut self, slot: u32) {
         if !self.fanout.wants_event(EventKind::ConnectionClosed) {
             return;
@@ -193,11 +228,16 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_ref()
             .expect("live connection");
-        let Some((code, reason)) = connection.endpoint.close_record() else {
-            return; // An HTTP connection: not a client of the broker.
+        let Some(kind) = connection.announced else {
+            return; // Plain HTTP all along: not a client of the broker.
+        };
+        let (code, reason) = match connection.endpoint.close_record() {
+            Some((code, reason)) => (Some(code), reason),
+            None => (None, CloseReason::Static("")),
         };
         let event = Event::ConnectionClosed {
             connection: self.fanout.connection_id(slot),
+            transport: kind.name(),
             code,
             reason,
             subject: None, // The authenticated subject, once authentication exists.
@@ -231,9 +271,7 @@ impl Shard {
         // Its entry array (kept when small) goes with it: it counts no more.
         self.queue_memory.forget(&mut connection.reported);
         connection.endpoint.release_buffers(&mut self.context.pool);
-        if connection.endpoint.kind() == EndpointKind::WebSocket {
-            self.websocket_connections -= 1;
-        }
+        self.count_kind(connection.endpoint.kind(), EndpointKind::Http);
         self.timers.cancel(slot);
         self.connection_count -= 1;
         self.counters.connections_closed += 1;

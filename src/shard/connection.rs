@@ -6,7 +6,7 @@
 //! submit, and updates them from their completions.
 
 use crate::endpoint::outbound::{Outbound, QueueMemory, Reported};
-use crate::endpoint::{Endpoint, Next};
+use crate::endpoint::{Endpoint, EndpointKind, Next};
 use crate::transport::Transport;
 
 /// Where a connection's close sequence stands. Sockets are shut down before their descriptor is
@@ -44,6 +44,8 @@ pub struct Connection {
     pub(super) publisher_paused: bool,
     /// Queued in the shard's list of connections with something to send.
     pub(super) send_listed: bool,
+    /// Queued in the shard's list of connections owed something at the end of the turn.
+    pub(super) turn_listed: bool,
     /// What the queue last reported to the shard's queue memory.
     pub(super) reported: Reported,
     /// When the queue last made progress: bytes sent, or frames queued to an empty queue. A
@@ -51,6 +53,9 @@ pub struct Connection {
     pub(super) send_progress_ms: u64,
     /// The connection was closed for a stalled queue (the stall deadline no longer applies).
     pub(super) stall_closed: bool,
+    /// The kind it was first a client of the broker as (`connection.opened` recorded then, if a
+    /// webhook wants it); `None` while it is plain HTTP.
+    pub(super) announced: Option<EndpointKind>,
 }
 
 impl Connection {
@@ -67,9 +72,11 @@ impl Connection {
             reading_paused: false,
             publisher_paused: false,
             send_listed: false,
+            turn_listed: false,
             reported: Reported::default(),
             send_progress_ms: 0,
             stall_closed: false,
+            announced: None,
         }
     }
 

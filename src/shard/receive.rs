@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
 use super::{RECEIVE_GROUP_ID, Shard};
-use crate::broker::{Event, EventKind, QueueLimits};
+use crate::broker::QueueLimits;
 use crate::endpoint::EndpointKind;
 
 impl Shard {
@@ -99,28 +99,19 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("checked by the caller");
-        let was_websocket = connection.endpoint.kind() == EndpointKind::WebSocket;
-        if connection.closing != Closing::Open && !was_websocket {
-            return Ok(()); // An HTTP connection on its way out reads nothing more.
+        let before = connection.endpoint.kind();
+        if connection.closing != Closing::Open && before != EndpointKind::WebSocket {
+            // An HTTP connection or stream on its way out reads nothing more (a WebSocket
+            // still reads the peer's close frame).
+            return Ok(());
         }
         let context = &mut self.context;
         let (endpoint, outbound) = (&mut connection.endpoint, &mut connection.outbound);
         let next = connection.transport.handle_read(input, |bytes| {
             endpoint.handle_read(bytes, outbound, context)
         });
-        if !was_websocket && connection.endpoint.kind() == EndpointKind::WebSocket {
-            self.websocket_connections += 1;
-            if self.fanout.wants_event(EventKind::ConnectionOpened) {
-                let connection = self.fanout.connection_id(slot);
-                let subject = None; // The authenticated subject, once authentication exists.
-                let event = Event::ConnectionOpened {
-                    connection,
-                    subject,
-                };
-                self.fanout.record_event(event);
-                self.forward_events();
-            }
-        }
+        let after = connection.endpoint.kind();
+        self.track_kind(slot, before, after);
         self.account(slot);
         self.follow(slot, next)
     }

@@ -435,6 +435,36 @@ impl RawClient {
         }
     }
 
+    /// Reads one line (up to and without its `\n`); `None` at EOF before a whole line.
+    pub fn read_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(end) = self.received.iter().position(|&byte| byte == b'\n') {
+                let mut line: Vec<u8> = self.received.drain(..=end).collect();
+                line.pop();
+                return Some(line);
+            }
+            if !self.fill_more("a line") {
+                return None;
+            }
+        }
+    }
+
+    /// Reads one chunk of a chunked body (RFC 9112 §7.1, no extensions or trailers: what the
+    /// server sends); `None` at the last chunk.
+    pub fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        let size_line = self.read_line().expect("a chunk size line");
+        let size_text = std::str::from_utf8(&size_line)
+            .unwrap()
+            .trim_end_matches('\r');
+        let size = usize::from_str_radix(size_text, 16)
+            .unwrap_or_else(|_| panic!("chunk size {size_text:?}"));
+        self.fill_to(size + 2, "a chunk");
+        let chunk: Vec<u8> = self.received.drain(..size).collect();
+        let end: Vec<u8> = self.received.drain(..2).collect();
+        assert_eq!(end, b"\r\n", "a chunk ends with CRLF");
+        (size > 0).then_some(chunk)
+    }
+
     /// Reads the next byte chunk into the buffer. Returns false on EOF.
     fn fill_more(&mut self, what: &str) -> bool {
         let mut chunk = [0u8; 16 * 1024];

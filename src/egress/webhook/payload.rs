@@ -8,8 +8,11 @@
 //! | `topic.occupied`, `topic.vacated` | `{"topic":"AAPL"}` |
 //! | `subscription.created`, `subscription.removed` | `{"topic":"AAPL","connection":"1-17"}` |
 //! | `message.published` | the message as subscribers get it: `{"topic":"AAPL","seq":42,"data":…}` |
-//! | `connection.opened` | `{"connection":"1-17"}` (and `"sub"` once authentication exists) |
-//! | `connection.closed` | `{"connection":"1-17","code":1000,"reason":"bye"}` (and `"sub"`) |
+//! | `connection.opened` | `{"connection":"1-17","transport":"websocket"}` (and `"sub"` once authentication exists) |
+//! | `connection.closed` | `{"connection":"1-17","transport":"websocket","code":1000,"reason":"bye"}` (and `"sub"`) |
+//!
+//! `transport` is `websocket`, `sse`, `stream` (NDJSON) or `poll`; `code` is the WebSocket close
+//! code, `null` for the others.
 //!
 //! A connection is named `{shard}-{serial}`: its shard and the how-manieth connection of that
 //! shard it is, unique for the life of the process.
@@ -42,22 +45,32 @@ pub fn encode_event(event: &Event, timestamp_ms: u64, out: &mut Vec<u8>) {
         Event::MessagePublished { message } => out.extend_from_slice(message.body()),
         Event::ConnectionOpened {
             connection,
+            transport,
             subject,
         } => {
             out.push(b'{');
             write_connection(*connection, out);
+            let _ = write!(out, ",\"transport\":\"{transport}\"");
             write_subject(subject.as_deref(), out);
             out.push(b'}');
         }
         Event::ConnectionClosed {
             connection,
+            transport,
             code,
             reason,
             subject,
         } => {
             out.push(b'{');
             write_connection(*connection, out);
-            let _ = write!(out, ",\"code\":{code},\"reason\":");
+            let _ = write!(out, ",\"transport\":\"{transport}\",\"code\":");
+            match code {
+                Some(code) => {
+                    let _ = write!(out, "{code}");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"reason\":");
             write_string(reason.as_str(), out);
             write_subject(subject.as_deref(), out);
             out.push(b'}');
@@ -188,18 +201,32 @@ mod tests {
             (
                 Event::ConnectionOpened {
                     connection,
+                    transport: "websocket",
                     subject: Some("alice".into()),
                 },
-                serde_json::json!({"connection": "1-17", "sub": "alice"}),
+                serde_json::json!({"connection": "1-17", "transport": "websocket", "sub": "alice"}),
             ),
             (
                 Event::ConnectionClosed {
                     connection,
-                    code: 1000,
+                    transport: "websocket",
+                    code: Some(1000),
                     reason: CloseReason::Peer("bye \u{e9}".into()),
                     subject: None,
                 },
-                serde_json::json!({"connection": "1-17", "code": 1000, "reason": "bye \u{e9}"}),
+                serde_json::json!({"connection": "1-17", "transport": "websocket", "code": 1000,
+                    "reason": "bye \u{e9}"}),
+            ),
+            (
+                Event::ConnectionClosed {
+                    connection,
+                    transport: "sse",
+                    code: None,
+                    reason: CloseReason::Static(""),
+                    subject: None,
+                },
+                serde_json::json!({"connection": "1-17", "transport": "sse", "code": null,
+                    "reason": ""}),
             ),
         ];
         for (event, data) in cases {
