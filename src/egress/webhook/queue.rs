@@ -8,9 +8,11 @@
 //!   when the oldest has waited `batch_wait_ms` (at once when `batch_max` is 1), in the order
 //!   the events came; one request is in flight at a time, so the endpoint sees them in order.
 //! - **Coalescing**: `topic.occupied` and `topic.vacated` wait `batch_wait_ms` at the head of
-//!   the queue whatever `batch_max` is. When the opposite event of the same topic comes while
-//!   one still waits (not yet in a request), both are dropped (counted as coalesced): the topic
-//!   ends as it was, and the endpoint hears nothing of a flap. A topic's occupancy events
+//!   the queue whatever `batch_max` is. When the opposite event of the same topic comes within
+//!   `batch_wait_ms` of one that still waits (not yet in a request), both are dropped (counted
+//!   as coalesced): the topic ends as it was, and the endpoint hears nothing of a flap. A
+//!   longer-lived state is always reported, even when both events waited behind a backlog
+//!   (retries), so that a receiver sees every occupancy that lasted. A topic's occupancy events
 //!   alternate (its owner decides them in order), so the one waiting is always the opposite.
 
 use std::collections::{HashMap, VecDeque};
@@ -118,7 +120,7 @@ impl EventQueue {
     ) -> Pushed {
         if kind.is_occupancy()
             && let Some(topic) = topic
-            && self.cancel_opposite(kind, topic)
+            && self.cancel_opposite(kind, topic, now_ms)
         {
             return Pushed::Coalesced;
         }
@@ -150,14 +152,16 @@ impl EventQueue {
         Pushed::Queued { dropped }
     }
 
-    /// Cancels the waiting occupancy event of `topic` if it is the opposite of `kind`.
-    fn cancel_opposite(&mut self, kind: EventKind, topic: &[u8]) -> bool {
+    /// Cancels the waiting occupancy event of `topic` if it is the opposite of `kind` and came
+    /// no more than `batch_wait_ms` before `now_ms`.
+    fn cancel_opposite(&mut self, kind: EventKind, topic: &[u8], now_ms: u64) -> bool {
         let Some(&serial) = self.occupancy.get(topic) else {
             return false;
         };
         let index = (serial - self.first_serial) as usize;
         let entry = &mut self.entries[index];
-        if entry.cancelled || entry.kind == kind {
+        let flap = now_ms.saturating_sub(entry.queued_ms) <= self.limits.batch_wait_ms;
+        if entry.cancelled || entry.kind == kind || !flap {
             return false;
         }
         entry.cancelled = true;
@@ -382,6 +386,13 @@ mod tests {
         assert_eq!(take_text(&mut queue, 400).unwrap(), "vacated B");
         assert_eq!(take_text(&mut queue, 400), None);
         assert_eq!(queue.bytes(), 0);
+        // A state that lasted longer than the wait is reported, although both events waited
+        // (as they do behind a request being retried).
+        queue.push(OCCUPIED, Some(b"A"), json("occupied A"), 500);
+        let pushed = queue.push(VACATED, Some(b"A"), json("vacated A"), 601);
+        assert!(matches!(pushed, Pushed::Queued { .. }));
+        assert_eq!(take_text(&mut queue, 700).unwrap(), "occupied A");
+        assert_eq!(take_text(&mut queue, 800).unwrap(), "vacated A");
     }
 
     /// Proves an occupancy event dropped for room is forgotten: its opposite then queues.
