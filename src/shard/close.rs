@@ -202,8 +202,7 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
-        if connection.announced.is_some() || !self.fanout.wants_event(EventKind::ConnectionOpened)
-        {
+        if connection.announced.is_some() || !self.fanout.wants_event(EventKind::ConnectionOpened) {
             // Without the opened event, the closed one is not recorded either: a webhook
             // wanting only closes is not told of connections it could not have seen open.
             connection.announced = connection.announced.or(Some(kind));
