@@ -526,3 +526,44 @@ fn private_destinations_are_refused_without_the_flag() {
     assert_eq!(dropped["attempts_exhausted"], 1);
     server.shutdown().unwrap();
 }
+
+/// Proves a receiver that never answers does not slow fanout: publish-to-delivery round trips
+/// with such a webhook on every message take no longer than without webhooks, within a generous
+/// bound (four times, plus two seconds: a shard that waited on the receiver would take at least
+/// one attempt's timeout, 10 s here, per message).
+#[test]
+fn a_dead_receiver_does_not_slow_fanout() {
+    const ROUND_TRIPS: u64 = 200;
+    let silent = Receiver::start(SECRET, |_| Answer::Silence(Duration::from_secs(60)));
+    let mut endpoint = webhook(&silent, &["message.published", "subscription.created"]);
+    endpoint.timeout_ms = 10_000;
+    endpoint.queue_bytes_max = 16 * 1024;
+    let without = round_trips(Vec::new(), ROUND_TRIPS);
+    let with = round_trips(vec![endpoint], ROUND_TRIPS);
+    println!("{ROUND_TRIPS} round trips: {without:?} without webhooks, {with:?} with a dead one");
+    assert!(
+        with <= 4 * without + Duration::from_secs(2),
+        "with a dead receiver {with:?}, without webhooks {without:?}"
+    );
+}
+
+/// The time `count` sequential publish → delivery round trips take with `webhooks`.
+fn round_trips(webhooks: Vec<WebhookConfig>, count: u64) -> Duration {
+    let server = start(webhooks);
+    let address = server.local_address();
+    let mut subscriber = connect(address);
+    subscribe(&mut subscriber, "NVDA");
+    let mut publisher = HttpClient::connect(address);
+    let started = std::time::Instant::now();
+    for number in 1..=count {
+        publish(&mut publisher, "NVDA", number);
+        loop {
+            if let Message::Text(_) = subscriber.read().unwrap() {
+                break;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    server.shutdown().unwrap();
+    elapsed
+}
