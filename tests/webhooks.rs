@@ -18,7 +18,7 @@ use ringcast::config::{ServerConfig, WebhookConfig};
 use ringcast::server::Server;
 use serde_json::{Value, json};
 use support::server::{HttpClient, wait_until};
-use support::streams::SseClient;
+use support::streams::{NdjsonClient, SseClient};
 use support::tools;
 use support::webhook_receiver::{Answer, Captured, Receiver};
 use tungstenite::{Message, WebSocket};
@@ -351,8 +351,9 @@ fn messages_are_batched_in_seq_order() {
     assert_signed_and_once(&receiver, "batches");
 }
 
-/// Proves SSE streams and held polls are connections and subscribers like WebSockets: opened,
-/// subscribed, unsubscribed and closed, with their transport named and no close code.
+/// Proves SSE and NDJSON streams and held polls are connections and subscribers like
+/// WebSockets: opened, subscribed, unsubscribed and closed, with their transport named and no
+/// close code.
 #[test]
 fn streams_and_polls_emit_connection_and_subscription_events() {
     let receiver = Receiver::start(SECRET, |_| Answer::ok());
@@ -373,12 +374,20 @@ fn streams_and_polls_emit_connection_and_subscription_events() {
     wait_until("the SSE close", || {
         !of_type(&accepted_events(&receiver), "connection.closed").is_empty()
     });
+    let ndjson = NdjsonClient::open(address, "/stream?topics=GOOG");
+    wait_until("the NDJSON subscription", || {
+        of_type(&accepted_events(&receiver), "subscription.created").len() == 2
+    });
+    drop(ndjson);
+    wait_until("the NDJSON close", || {
+        of_type(&accepted_events(&receiver), "connection.closed").len() == 2
+    });
     let mut poller = HttpClient::connect(address);
     let answer = poller.get("/poll?topics=GOOG&wait_ms=50");
     assert_eq!(answer.status, 200);
     drop(poller);
     wait_until("the poll's close", || {
-        of_type(&accepted_events(&receiver), "connection.closed").len() == 2
+        of_type(&accepted_events(&receiver), "connection.closed").len() == 3
     });
     server.shutdown().unwrap();
     let events = accepted_events(&receiver);
@@ -394,7 +403,7 @@ fn streams_and_polls_emit_connection_and_subscription_events() {
         .iter()
         .map(|event| event["data"]["transport"].as_str().unwrap())
         .collect();
-    assert_eq!(transports, ["sse", "poll"]);
+    assert_eq!(transports, ["sse", "stream", "poll"]);
     for event in opened {
         assert_eq!(
             by_connection(&event["data"]["connection"]),
