@@ -373,6 +373,12 @@ pub struct FanoutOptions {
     #[arg(long, value_enum, default_value = "ringcast")]
     pub protocol: crate::fanout::wire::Protocol,
 
+    /// How subscribers read: WebSocket, or (ringcast, and Pushpin for sse) the HTTP transports
+    /// `GET /sse`, `GET /stream` or long polls on `GET /poll`. Publishers always use WebSocket
+    /// (ringcast, uws, nats) or Pushpin's HTTP publish API.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: crate::fanout::http_stream::Transport,
+
     /// Subscriber connections, in total over all workers; subscriber i takes topic i % topics.
     #[arg(long, value_name = "COUNT", default_value_t = 1000)]
     pub subscribers: u64,

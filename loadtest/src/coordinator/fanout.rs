@@ -102,6 +102,7 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
     let deadline = ramp + stepping + DEADLINE_SLACK;
     let fanout = |role| FanoutPlan {
         protocol: options.protocol,
+        transport: options.transport,
         topics: options.topics,
         role,
         payload_bytes: options.payload_bytes,
@@ -153,9 +154,10 @@ pub fn fanout(options: FanoutOptions) -> Result<i32, String> {
             .map_err(|error| format!("cannot handle signals: {error}"))?;
     }
     eprintln!(
-        "fanout ({:?}): {} subscribers on {} topics, {} publishers, {} step(s), {} worker(s), \
+        "fanout ({:?} over {}): {} subscribers on {} topics, {} publishers, {} step(s), {} worker(s), \
          {} source addresses",
         options.protocol,
+        options.transport.name(),
         options.subscribers,
         options.topics,
         options.publishers,
@@ -415,6 +417,7 @@ fn summarize(
     let settings = serde_json::json!({
         "url": options.common.url,
         "protocol": options.protocol,
+        "transport": options.transport,
         "subscribers": options.subscribers,
         "topics": options.topics,
         "publishers": options.publishers,
