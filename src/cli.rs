@@ -484,6 +484,16 @@ mod tests {
                 .map(|sample| Value::String(sample.to_string()))
                 .find(|sample| sample.as_str() != Some(default) && accepted(sample))
                 .unwrap_or_else(|| panic!("no sample string fits {}", setting.name())),
+            // The webhook endpoints: one table, every field written out as it reads back.
+            Value::Array(items) if items.is_empty() && setting.name() == "webhook" => {
+                let endpoint = crate::config::WebhookConfig {
+                    url: "https://hooks.example.com/ringcast".into(),
+                    events: vec!["topic.occupied".into()],
+                    secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                    ..Default::default()
+                };
+                Value::Array(vec![Value::try_from(endpoint).unwrap()])
+            }
             Value::Array(items) if items.is_empty() => {
                 Value::Array(vec![Value::String("sample*".into())])
             }

@@ -26,6 +26,9 @@
 //!   long and short polls; Engine.IO next) with `handle_*` methods, their own deadlines,
 //!   and a frame cache that frames each delivered message once per shard per kind of endpoint.
 //! - [`transport`]: the byte stream under an endpoint (plain now; TLS next).
+//! - [`egress`]: one side thread with its own tokio runtime for what leaves on ringcast's own
+//!   initiative: webhooks, fed by a bounded lock-free queue per shard that a shard never waits
+//!   on.
 //! - [`shard`]: one thread and one io_uring per core, a pure driver: multishot accept into
 //!   direct descriptors, multishot receive on a provided buffer ring, gathered sends, one timer
 //!   wheel, and bounded mailboxes to the other shards woken by `msg_ring`. It carries out what
@@ -39,6 +42,7 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod endpoint;
 pub mod metrics;
 pub mod protocol;

@@ -339,6 +339,11 @@ impl MetricsRenderer {
         MetricsRenderer { registry, snapshot }
     }
 
+    /// Adds families kept outside the shards' stats (the webhooks'), encoded after the shards'.
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// Appends the text for `shards` (index = shard number) to `out`, ending with `# EOF`.
     pub fn render(&mut self, shards: &[ShardStats], out: &mut String) {
         {

@@ -16,6 +16,7 @@ use crate::auth::AddressLimits;
 use crate::broker::topic::TopicError;
 use crate::broker::{Command, TopicName};
 use crate::config::ServerConfig;
+use crate::egress::Egress;
 use crate::shard::mailbox::{Mailbox, WakeError, Waker};
 use crate::shard::metrics_board::MetricsBoard;
 use crate::shard::{Shard, ShardReport, Shared};
@@ -30,6 +31,9 @@ pub struct Server {
     local_address: SocketAddr,
     waker: Waker,
     topic_bytes_max: usize,
+    /// The webhook thread, when webhooks are configured; stopped after the shards.
+    egress: Option<Egress>,
+    drain_timeout_ms: u64,
 }
 
 impl Server {
@@ -39,6 +43,10 @@ impl Server {
         let buffers = SocketBuffers {
             send_bytes: config.socket_send_buffer_bytes,
             receive_bytes: config.socket_receive_buffer_bytes,
+        };
+        let egress = match config.egress_settings().map_err(io::Error::other)? {
+            Some(settings) => Some(Egress::start(settings)?),
+            None => None,
         };
         let (listeners, local_address) = bind_listeners(config.listen, config.shards, buffers)?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -63,6 +71,7 @@ impl Server {
             let metrics_board = Arc::clone(&metrics_board);
             let config = Arc::clone(&config);
             let ready = ready_sender.clone();
+            let egress = egress.as_ref().map(|egress| egress.link(index));
             let pin_core = (config.shards <= cores).then_some(index);
             let thread = std::thread::Builder::new()
                 .name(format!("ringcast-shard-{index}"))
@@ -74,6 +83,7 @@ impl Server {
                         epoch_seed,
                         authenticator,
                         address_limits,
+                        egress,
                     };
                     run_shard(config, listener, shared, pin_core, ready)
                 })?;
@@ -86,6 +96,8 @@ impl Server {
             local_address,
             waker: Waker::new()?,
             topic_bytes_max: config.broker.topic_bytes_max,
+            egress,
+            drain_timeout_ms: config.drain_timeout_ms,
         };
         for _ in 0..server.threads.len() {
             let started = ready_receiver
@@ -118,7 +130,8 @@ impl Server {
         })
     }
 
-    /// Closes every connection with 1001, waits for the drain, and joins the shards.
+    /// Closes every connection with 1001, waits for the drain, and joins the shards; then the
+    /// webhook thread delivers what they left (up to `drain_timeout_ms` more) and ends.
     pub fn shutdown(mut self) -> io::Result<Vec<ShardReport>> {
         for mailbox in self.mailboxes.iter() {
             if let Err(error) = self.waker.send(mailbox, Command::Shutdown) {
@@ -126,13 +139,21 @@ impl Server {
             }
         }
         let mut reports = Vec::with_capacity(self.threads.len());
+        let mut failure = None;
         for thread in self.threads.drain(..) {
-            let report = thread
-                .join()
-                .map_err(|_| io::Error::other("a shard panicked"))??;
-            reports.push(report);
+            match thread.join() {
+                Ok(Ok(report)) => reports.push(report),
+                Ok(Err(error)) => failure = failure.or(Some(error)),
+                Err(_) => failure = failure.or(Some(io::Error::other("a shard panicked"))),
+            }
         }
-        Ok(reports)
+        if let Some(egress) = self.egress.take() {
+            egress.stop(std::time::Duration::from_millis(self.drain_timeout_ms));
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(reports),
+        }
     }
 
     /// `shutdown` on a thread of its own, for callers (tests) that keep talking to clients while
@@ -149,6 +170,9 @@ impl Server {
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Some(egress) = self.egress.take() {
+            egress.stop(std::time::Duration::ZERO);
         }
     }
 }

@@ -16,6 +16,8 @@ const RULES: &[(&str, &[&str])] = &[
     ("transport", &["protocol"]),
     // Connection-time authentication: request heads and the broker's grants.
     ("auth", &["protocol", "broker"]),
+    // What leaves on ringcast's own initiative (webhooks): the broker's events.
+    ("egress", &["protocol", "broker"]),
     // Per-connection state machines: codecs, the broker's types, the transport, the
     // authenticator.
     ("endpoint", &["protocol", "broker", "transport", "auth"]),
@@ -23,7 +25,10 @@ const RULES: &[(&str, &[&str])] = &[
     ("stats", &["protocol", "broker", "auth", "endpoint"]),
     ("metrics", &["stats", "endpoint", "auth"]),
     // The configuration composes every layer's limits.
-    ("config", &["protocol", "broker", "auth", "endpoint"]),
+    (
+        "config",
+        &["protocol", "broker", "auth", "endpoint", "egress"],
+    ),
     // The driver: everything below the server.
     (
         "shard",
@@ -36,6 +41,7 @@ const RULES: &[(&str, &[&str])] = &[
             "stats",
             "metrics",
             "config",
+            "egress",
         ],
     ),
 ];

@@ -207,6 +207,9 @@ fn fanout_hot_path_allocates_nothing_after_warm_up() {
             history_messages_max: 256,
             ..BrokerConfig::default()
         },
+        // The subscribers never send: on a loaded machine the rounds outlast the default 30 s
+        // idle timeout, and the reader expects text frames, not the idle ping.
+        idle_timeout_ms: 600_000,
         ..ServerConfig::default()
     };
     let server = Server::start(config).unwrap();

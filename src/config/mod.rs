@@ -7,7 +7,7 @@
 //! Settings come in layers, each overriding the one before: the defaults below, the TOML config
 //! file, the `RINGCAST_*` environment variables, then the command line (see `crate::cli`).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,10 @@ pub use nofile::{NofileLimits, check_file_table_fits, raise_nofile_soft_limit_to
 use crate::auth::Authenticator;
 pub use crate::auth::{AuthConfig, AuthMode};
 pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
+use crate::broker::event::EventKind;
 use crate::broker::http_api::PublishConfig;
+use crate::egress::EgressSettings;
+pub use crate::egress::webhook::WebhookConfig;
 use crate::endpoint::EndpointSettings;
 use crate::protocol::ProtocolLimits;
 use crate::protocol::pool::PoolLimits;
@@ -50,6 +53,10 @@ pub const REGISTERED_FILES_KERNEL_MAX: usize = 1 << 20;
 
 /// Most iovecs the kernel takes in one `sendmsg` (`UIO_MAXIOV`).
 pub const SEND_BATCH_FRAMES_KERNEL_MAX: usize = 1024;
+
+/// Most events one shard's feed to the webhook thread may hold (`webhook_shard_events_max`):
+/// 16 Mi events would be a gigabyte of preallocated queue per shard.
+pub const WEBHOOK_SHARD_EVENTS_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Everything one ringcast process needs to start: where to listen, how many shards, and every
 /// per-shard and per-connection limit. Read from the config file with unknown keys refused, so
@@ -148,6 +155,17 @@ pub struct ServerConfig {
     pub broker: BrokerConfig,
     /// Who may connect and from where: JWT, origins, per-address limits (`[auth]`).
     pub auth: AuthConfig,
+    /// Events each shard's feed to the webhook thread holds (allocated at start-up, about
+    /// 80 bytes each, only when a webhook is configured). Default 16,384: far more than the
+    /// thread, which takes them every millisecond, lets pile up unless it is starved of CPU.
+    /// A full feed drops its oldest event (counted in `webhook_feed_drops`).
+    pub webhook_shard_events_max: usize,
+    /// The local address webhook requests leave from, so that receivers behind a firewall can
+    /// allow it; empty (default) lets the system choose by route.
+    pub webhook_source_address: String,
+    /// Webhook endpoints (`[[webhook]]` tables; `RINGCAST_WEBHOOK` takes them as a TOML array of
+    /// inline tables). Default none: no events are decided, and the shards pay nothing.
+    pub webhook: Vec<WebhookConfig>,
 }
 
 impl Default for ServerConfig {
@@ -176,6 +194,9 @@ impl Default for ServerConfig {
             pool: PoolLimits::default(),
             broker: BrokerConfig::default(),
             auth: AuthConfig::default(),
+            webhook_shard_events_max: 16 * 1024,
+            webhook_source_address: String::new(),
+            webhook: Vec::new(),
         }
     }
 }
@@ -317,6 +338,12 @@ impl ServerConfig {
             publish,
             broker: self.broker.clone(),
             auth,
+            close_reasons_kept: self.webhook.iter().any(|webhook| {
+                webhook
+                    .events
+                    .iter()
+                    .any(|name| name == EventKind::ConnectionClosed.name())
+            }),
         }
     }
 
@@ -324,6 +351,51 @@ impl ServerConfig {
     pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
         Authenticator::from_config(&self.auth, self.broker.topic_bytes_max)
             .map_err(|reason| invalid("auth", reason))
+    }
+
+    /// What the webhook thread needs, or `None` when no webhook is configured.
+    pub fn egress_settings(&self) -> Result<Option<EgressSettings>, ConfigError> {
+        if self.webhook.is_empty() {
+            return Ok(None);
+        }
+        let endpoints =
+            crate::egress::webhook::config::parse_all(&self.webhook, self.broker.topic_bytes_max)
+                .map_err(|reason| invalid("webhook", reason))?;
+        Ok(Some(EgressSettings {
+            endpoints,
+            shards: self.shards,
+            feed_events_max: self.webhook_shard_events_max,
+            source_address: self.webhook_source()?,
+        }))
+    }
+
+    fn webhook_source(&self) -> Result<Option<IpAddr>, ConfigError> {
+        if self.webhook_source_address.is_empty() {
+            return Ok(None);
+        }
+        let address = self.webhook_source_address.parse().map_err(|_| {
+            invalid(
+                "webhook_source_address",
+                format!(
+                    "{:?} is not an IP address (or leave it empty)",
+                    self.webhook_source_address
+                ),
+            )
+        })?;
+        Ok(Some(address))
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        if !(1..=WEBHOOK_SHARD_EVENTS_LIMIT).contains(&self.webhook_shard_events_max) {
+            return Err(invalid(
+                "webhook_shard_events_max",
+                format!(
+                    "{} is outside 1..={WEBHOOK_SHARD_EVENTS_LIMIT}",
+                    self.webhook_shard_events_max
+                ),
+            ));
+        }
+        self.egress_settings().map(drop)
     }
 
     /// Checks every setting, and that each shard's registered-file table fits the process's
@@ -357,6 +429,7 @@ impl ServerConfig {
         self.validate_shards()?;
         self.validate_receive_buffers()?;
         self.validate_outbound_queue()?;
+        self.validate_webhooks()?;
         self.validate_timeouts()
     }
 

@@ -764,6 +764,7 @@ mod tests {
             publish,
             broker,
             auth: Arc::new(Authenticator::open()),
+            close_reasons_kept: false,
         };
         Context {
             pool: BufferPool::new(&PoolLimits::default()),

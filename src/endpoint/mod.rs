@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::auth::{AuthFailure, Authenticator};
 use crate::broker::config::BrokerConfig;
+use crate::broker::event::CloseReason;
 use crate::broker::http_api::PublishConfig;
 use crate::broker::message_pool::MessagePool;
 use crate::broker::owner::OwnerError;
@@ -114,6 +115,9 @@ pub struct EndpointSettings {
     pub broker: BrokerConfig,
     /// Connection-time checks: origin, token, metrics token (shared by every shard).
     pub auth: Arc<Authenticator>,
+    /// Keep the reason text of a peer's close frame (a copy per close), because a webhook
+    /// reports `connection.closed`.
+    pub close_reasons_kept: bool,
 }
 
 /// Renders the text of `GET /metrics`; the shard provides it (endpoints know nothing of where
@@ -374,6 +378,15 @@ impl Endpoint {
             Endpoint::Http(http) => http.answer_publish(ticket, result, outbound),
             // The connection upgraded after the publish; nothing waits for the answer.
             Endpoint::WebSocket(_) | Endpoint::Stream(_) => Next::Continue,
+        }
+    }
+
+    /// How a WebSocket connection closed (code and reason); `None` for HTTP, streams and polls,
+    /// which have no close code.
+    pub fn close_record(&self) -> Option<(u16, CloseReason)> {
+        match self {
+            Endpoint::Http(_) | Endpoint::Stream(_) => None,
+            Endpoint::WebSocket(websocket) => Some(websocket.close_record()),
         }
     }
 

@@ -22,6 +22,7 @@ use super::outbound::Outbound;
 use super::{Context, EndpointCounters, EndpointSettings, Next};
 use crate::auth::{AuthFailure, Authenticator, Identity};
 use crate::broker::config::BrokerConfig;
+use crate::broker::event::{CLOSE_CODE_ABNORMAL, CLOSE_CODE_NONE_GIVEN, CloseReason};
 use crate::broker::idempotency::IdempotencyKey;
 use crate::broker::request::{Request, RequestError, parse_request};
 use crate::broker::{BrokerRequest, Reply, TopicName};
@@ -76,6 +77,10 @@ pub struct WebSocketEndpoint {
     message_timeout_ms: u64,
     /// The token's identity and expiry; `None` without authentication.
     access: Option<Box<Access>>,
+    /// How the connection closed, from whichever side closed first: the code and reason of the
+    /// first close frame sent or received (for the `connection.closed` webhook).
+    close_code: u16,
+    close_reason: Option<CloseReason>,
 }
 
 impl WebSocketEndpoint {
@@ -90,6 +95,24 @@ impl WebSocketEndpoint {
             message_started_ms: None,
             message_timeout_ms: settings.message_timeout_ms,
             access: None,
+            close_code: CLOSE_CODE_ABNORMAL,
+            close_reason: None,
+        }
+    }
+
+    /// The close code and reason the connection ended with: those of the first close frame
+    /// either side sent, or 1006 with no reason when none was (the peer went away, the close
+    /// timed out before anything was sent).
+    pub fn close_record(&self) -> (u16, CloseReason) {
+        let reason = self.close_reason.clone();
+        (self.close_code, reason.unwrap_or(CloseReason::Static("")))
+    }
+
+    /// Notes the first close, ours or the peer's.
+    fn note_close(&mut self, code: u16, reason: CloseReason) {
+        if self.close_reason.is_none() {
+            self.close_code = code;
+            self.close_reason = Some(reason);
         }
     }
 
@@ -167,10 +190,27 @@ impl WebSocketEndpoint {
                         sink.handle(kind, payload, &settings.broker);
                     }
                 }
-                Ok(Event::Ping(_) | Event::Pong(_) | Event::Close { .. }) => {}
+                Ok(Event::Close { code, reason }) => {
+                    let code = code.map_or(CLOSE_CODE_NONE_GIVEN, |code| code.0);
+                    // The peer's words are kept only for a webhook that reports them: a copy
+                    // per close is not worth making otherwise.
+                    let reason = match settings.close_reasons_kept && !reason.is_empty() {
+                        true => CloseReason::Peer(reason.into()),
+                        false => CloseReason::Static(""),
+                    };
+                    if self.close_reason.is_none() {
+                        self.close_code = code;
+                        self.close_reason = Some(reason);
+                    }
+                }
+                Ok(Event::Ping(_) | Event::Pong(_)) => {}
                 Err(error) => {
                     context.counters.protocol_errors += 1;
                     debug!(%error, close_code = %error.close_code(), "peer broke the protocol");
+                    if self.close_reason.is_none() {
+                        self.close_code = error.close_code().0;
+                        self.close_reason = Some(CloseReason::Static(error.close_reason()));
+                    }
                 }
             }
             while let Some(frame) = reader.poll_transmit() {
@@ -193,6 +233,9 @@ impl WebSocketEndpoint {
         outbound: &mut Outbound,
         context: &mut Context,
     ) -> Next {
+        if self.session.state() == SessionState::Open {
+            self.note_close(code.0, CloseReason::Static(reason));
+        }
         self.session.close(code, reason);
         self.flush_transmits(outbound, context)
     }

@@ -6,7 +6,7 @@
 //! submit, and updates them from their completions.
 
 use crate::endpoint::outbound::{Outbound, QueueMemory, Reported};
-use crate::endpoint::{Endpoint, Next};
+use crate::endpoint::{Endpoint, EndpointKind, Next};
 use crate::transport::Transport;
 
 /// Where a connection's close sequence stands. Sockets are shut down before their descriptor is
@@ -53,6 +53,9 @@ pub struct Connection {
     pub(super) send_progress_ms: u64,
     /// The connection was closed for a stalled queue (the stall deadline no longer applies).
     pub(super) stall_closed: bool,
+    /// The kind it was first a client of the broker as (`connection.opened` recorded then, if a
+    /// webhook wants it); `None` while it is plain HTTP.
+    pub(super) announced: Option<EndpointKind>,
 }
 
 impl Connection {
@@ -73,6 +76,7 @@ impl Connection {
             reported: Reported::default(),
             send_progress_ms: 0,
             stall_closed: false,
+            announced: None,
         }
     }
 

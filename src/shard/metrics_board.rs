@@ -6,6 +6,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::collector::Collector;
+
 use crate::endpoint::MetricsText;
 use crate::metrics::MetricsRenderer;
 use crate::stats::ShardStats;
@@ -64,6 +66,11 @@ impl MetricsView {
             renderer: MetricsRenderer::new(),
             snapshot: Vec::new(),
         }
+    }
+
+    /// Adds families kept outside the shards (the webhooks') to every scrape.
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.renderer.register_collector(collector);
     }
 }
 

@@ -39,6 +39,9 @@ use tracing::{info, warn};
 use crate::auth::{AddressLimits, Authenticator};
 use crate::broker::{Command, Fanout, MessagePool, QueueLimits};
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
+use crate::egress::EgressLink;
+use crate::egress::feed::EventFeed;
+use crate::egress::webhook::metrics::WebhookCollector;
 use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
 use crate::endpoint::{Context, EndpointKind};
@@ -97,6 +100,8 @@ pub struct Shared {
     pub authenticator: Arc<Authenticator>,
     /// The process's per-address connection and handshake counts.
     pub address_limits: Arc<AddressLimits>,
+    /// The way to the webhook thread, when webhooks are configured.
+    pub egress: Option<EgressLink>,
 }
 
 /// One shard. Field order matters: the ring is dropped before the buffers it writes into.
@@ -152,6 +157,10 @@ pub struct Shard {
     accepts: Accepts,
     drain_deadline_ms: Option<u64>,
     last_table_full_log_ms: Option<u64>,
+    /// Where the broker's events go (only when a webhook is configured), and whether this turn
+    /// pushed any (the webhook thread is woken once, at the end of the turn).
+    event_feed: Option<Arc<EventFeed>>,
+    events_pushed: bool,
 }
 
 impl Shard {
@@ -174,6 +183,7 @@ impl Shard {
             epoch_seed,
             authenticator,
             address_limits,
+            egress,
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
@@ -182,7 +192,7 @@ impl Shard {
             frames_max: config.outbound_queue_frames_max,
         };
         let epoch_seed = epoch_seed ^ (shard_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let fanout = Fanout::new(
+        let mut fanout = Fanout::new(
             &config.broker,
             queue_limits,
             shard_index,
@@ -190,6 +200,11 @@ impl Shard {
             table_slots,
             epoch_seed,
         );
+        let mut metrics = MetricsView::new(Arc::clone(&metrics_board));
+        if let Some(egress) = &egress {
+            fanout.set_event_filter(egress.filter.clone());
+            metrics.register_collector(Box::new(WebhookCollector(Arc::clone(&egress.metrics))));
+        }
         let context = Context {
             pool: BufferPool::new(&config.pool),
             encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
@@ -199,7 +214,7 @@ impl Shard {
             now_ms: 0,
             unix_offset_ms: unix_now_ms(),
             requests: Vec::new(),
-            metrics: Box::new(MetricsView::new(Arc::clone(&metrics_board))),
+            metrics: Box::new(metrics),
         };
         Ok(Shard {
             ring,
@@ -237,6 +252,8 @@ impl Shard {
             accepts: Accepts::default(),
             drain_deadline_ms: None,
             last_table_full_log_ms: None,
+            event_feed: egress.map(|egress| egress.feed),
+            events_pushed: false,
         })
     }
 
@@ -263,6 +280,7 @@ impl Shard {
             self.end_turn()?;
             self.flush_outbox()?;
             self.flush_sends()?;
+            self.wake_egress();
             self.publish_stats();
             if self.finished() {
                 break;
@@ -384,6 +402,18 @@ impl Shard {
         Ok(())
     }
 
+    /// Hands the turn's events to the webhook thread, and wakes it if this turn gave it any
+    /// (and it sleeps).
+    fn wake_egress(&mut self) {
+        self.forward_events();
+        if self.events_pushed
+            && let Some(feed) = &self.event_feed
+        {
+            feed.wake();
+            self.events_pushed = false;
+        }
+    }
+
     fn gather_counters(&self) -> Counters {
         let mut counters = Counters::gather(
             &self.counters,
@@ -439,7 +469,16 @@ impl Shard {
 
     /// Keeps the per-transport connection counts as an endpoint changes kind (an upgrade, a
     /// stream opened, a poll held or answered, a connection freed: `after` is `Http`).
-    fn track_kind(&mut self, before: EndpointKind, after: EndpointKind) {
+    /// Counts a connection's change of kind, and records `connection.opened` the first time it
+    /// becomes a client of the broker (a WebSocket, a stream, or a held poll).
+    fn track_kind(&mut self, slot: u32, before: EndpointKind, after: EndpointKind) {
+        self.count_kind(before, after);
+        if after.transport_index().is_some() {
+            self.announce_opened(slot, after);
+        }
+    }
+
+    fn count_kind(&mut self, before: EndpointKind, after: EndpointKind) {
         if before == after {
             return;
         }
@@ -464,7 +503,7 @@ impl Shard {
                 .endpoint
                 .handle_turn_end(&mut connection.outbound, &mut self.context);
             let after = connection.endpoint.kind();
-            self.track_kind(before, after);
+            self.track_kind(slot, before, after);
             self.follow(slot, next)?;
             if !self.context.requests.is_empty() {
                 self.handle_requests(slot)?;

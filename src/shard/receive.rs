@@ -111,7 +111,7 @@ impl Shard {
             endpoint.handle_read(bytes, outbound, context)
         });
         let after = connection.endpoint.kind();
-        self.track_kind(before, after);
+        self.track_kind(slot, before, after);
         self.account(slot);
         self.follow(slot, next)
     }

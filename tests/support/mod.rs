@@ -15,3 +15,4 @@ pub mod server;
 pub mod session;
 pub mod streams;
 pub mod tools;
+pub mod webhook_receiver;
