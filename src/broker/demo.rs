@@ -30,7 +30,7 @@ const MILLIMESSAGES_PER_MESSAGE: u64 = 1_000;
 
 /// Real ticker symbols (well-known US listings and ETFs), one topic each; exactly
 /// [`SYMBOLS_COUNT_DEFAULT`] of them, so the default demo uses no generated names.
-const KNOWN_SYMBOLS: &str = "\
+pub const KNOWN_SYMBOLS: &str = "\
     AAPL MSFT AMZN NVDA GOOGL GOOG META TSLA AVGO JPM LLY V UNH XOM MA JNJ PG HD COST ABBV MRK \
     CVX CRM AMD NFLX PEP KO BAC ADBE WMT TMO ACN MCD CSCO LIN ABT ORCL DHR INTC WFC DIS CMCSA \
     VZ INTU PFE AMGN TXN NKE IBM PM QCOM NOW UNP CAT GE SPGI HON AMAT BA LOW COP NEE RTX UPS \

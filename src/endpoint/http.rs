@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::value::RawValue;
 use tracing::debug;
 
+use super::board;
 use super::outbound::{Frame, Outbound};
 use super::poll::HeldPoll;
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
@@ -332,11 +333,27 @@ impl Answer<'_> {
         self.counters.http_requests += 1;
         let keep_alive = request.head.keep_alive();
         let is_head = request.head.method() == "HEAD";
-        if let Some(kind) = StreamKind::at(request.head.path()) {
+        let path = request.head.path();
+        if let Some(kind) = StreamKind::at(path) {
             return self.read_topics(request, kind);
         }
+        if path == "/ws" && !self.settings.echo {
+            return self.refuse_handshake(&HandshakeError::PlainRequestToWebSocket);
+        }
+        let readable = request.head.method() == "GET" || is_head;
+        if let Some(asset) = board::asset(path).filter(|_| self.settings.board_enabled && readable) {
+            let headers = [
+                ("Content-Type", asset.content_type),
+                ("Cache-Control", "no-cache"),
+            ];
+            self.respond_ok(&headers, asset.body, is_head, keep_alive);
+            return self.read_on(keep_alive);
+        }
         match http_api::route(request, &self.settings.publish) {
-            Route::Health => self.respond_ok(&[], b"ok\n", is_head, keep_alive),
+            Route::Health => {
+                let headers = [("Content-Type", "text/plain; charset=utf-8")];
+                self.respond_ok(&headers, b"ok\n", is_head, keep_alive);
+            }
             Route::Metrics => {
                 let body = self.metrics.render();
                 let headers = [("Content-Type", METRICS_CONTENT_TYPE)];
@@ -364,10 +381,27 @@ impl Answer<'_> {
             }
             Route::Refuse(error) => return self.refuse(&error, keep_alive),
         }
+        self.read_on(keep_alive)
+    }
+
+    /// After an answer: the connection reads on, or closes once its responses are sent.
+    fn read_on(&mut self, keep_alive: bool) -> bool {
         if !keep_alive {
             self.responses.closing_after_responses = true;
         }
         keep_alive
+    }
+
+    /// Refuses a request the way a refused upgrade is refused (text, the status's headers,
+    /// close); returns that the connection reads no more.
+    fn refuse_handshake(&mut self, error: &HandshakeError) -> bool {
+        debug!(%error, status = error.status(), "refusing upgrade");
+        self.counters.handshake_errors += 1;
+        let mut response = BytesMut::new();
+        handshake::write_error_response(error, &mut response);
+        self.respond(response.freeze());
+        self.responses.closing_after_responses = true;
+        false
     }
 
     fn respond_ok(
@@ -572,6 +606,9 @@ impl Answer<'_> {
                 if !settings.echo && request.path() != "/ws" {
                     return Err(HandshakeError::NotFound);
                 }
+                if !settings.echo && !settings.websocket_enabled {
+                    return Err(HandshakeError::WebSocketDisabled);
+                }
                 upgrade::accept_upgrade(&request, &settings.protocol)
             });
         let mut response = BytesMut::new();
@@ -581,14 +618,7 @@ impl Answer<'_> {
                 self.respond(response.freeze());
                 true
             }
-            Err(error) => {
-                debug!(%error, status = error.status(), "refusing upgrade");
-                self.counters.handshake_errors += 1;
-                handshake::write_error_response(&error, &mut response);
-                self.respond(response.freeze());
-                self.responses.closing_after_responses = true;
-                false
-            }
+            Err(error) => self.refuse_handshake(&error),
         }
     }
 }
@@ -634,6 +664,8 @@ mod tests {
         let publish = PublishConfig::from_broker(&broker);
         let settings = EndpointSettings {
             echo: false,
+            board_enabled: true,
+            websocket_enabled: true,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             pong_timeout_ms: 10_000,
