@@ -243,13 +243,19 @@ export class Client {
   /**
    * An endpoint URL with the token, if any.
    * @param {string} path
-   * @param {Record<string, string>} [query]
+   * @param {Record<string, any>} [query]  values are strings, `topics` a list
    */
   endpoint(path, query = {}) {
     const url = new URL(path, this.base);
     if (path === "/ws") url.protocol = this.base.protocol === "https:" ? "wss:" : "ws:";
-    for (const [key, value] of Object.entries(query)) url.searchParams.set(key, value);
-    if (this.token) url.searchParams.set("token", this.token);
+    const parts = Object.entries(query).map(([key, value]) =>
+      // A list of topics keeps its commas; a comma inside a name is encoded (%2C).
+      key === "topics"
+        ? `topics=${value.map(encodeURIComponent).join(",")}`
+        : `${key}=${encodeURIComponent(value)}`,
+    );
+    if (this.token) parts.push(`token=${encodeURIComponent(this.token)}`);
+    url.search = parts.join("&");
     return url.toString();
   }
 
@@ -519,7 +525,8 @@ class SseConnection {
   async run() {
     const client = this.client;
     const topics = client.streamTopics();
-    const query = { topics: topics.join(",") };
+    /** @type {Record<string, any>} */
+    const query = { topics };
     const since = sinceOf(topics, client.positions);
     if (Object.keys(since).length > 0) query.since = JSON.stringify(since);
     const openTimer = setTimeout(() => this.abort.abort(), client.options.openTimeoutMs);
@@ -613,7 +620,8 @@ class PollConnection {
     const topics = client.streamTopics();
     const waitMs = client.options.pollWaitMs;
     while (!this.abort.signal.aborted) {
-      const query = { topics: topics.join(","), wait_ms: String(this.isOpen ? waitMs : 0) };
+      /** @type {Record<string, any>} */
+      const query = { topics, wait_ms: String(this.isOpen ? waitMs : 0) };
       if (this.cursor !== null) {
         query.cursor = this.cursor;
       } else {

@@ -96,7 +96,9 @@ impl RequestError {
             RequestError::Binary => "requests are JSON text messages",
             RequestError::TooLarge => "request is larger than request_bytes_max",
             RequestError::MalformedJson => "malformed JSON",
-            RequestError::UnknownOp => "unknown op: expected subscribe, unsubscribe, publish or ping",
+            RequestError::UnknownOp => {
+                "unknown op: expected subscribe, unsubscribe, publish or ping"
+            }
             RequestError::MissingField("topic") => "publish needs a topic",
             RequestError::MissingField("data") => "publish needs data",
             RequestError::MissingField(_) => "subscribe and unsubscribe need topics",

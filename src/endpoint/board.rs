@@ -62,7 +62,11 @@ mod tests {
     fn the_board_fetches_nothing_from_elsewhere() {
         for asset in &ASSETS {
             let text = std::str::from_utf8(asset.body).unwrap();
-            assert!(!text.contains("https://"), "{} names an outside URL", asset.path);
+            assert!(
+                !text.contains("https://"),
+                "{} names an outside URL",
+                asset.path
+            );
             assert!(!text.contains("//cdn"), "{} names a CDN", asset.path);
         }
     }

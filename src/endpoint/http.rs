@@ -341,7 +341,14 @@ impl Answer<'_> {
             return self.refuse_handshake(&HandshakeError::PlainRequestToWebSocket);
         }
         let readable = request.head.method() == "GET" || is_head;
-        if let Some(asset) = board::asset(path).filter(|_| self.settings.board_enabled && readable) {
+        if path == "/metrics/totals" && readable {
+            let body = self.metrics.totals();
+            let headers = [("Content-Type", "application/json")];
+            self.respond_ok(&headers, body.as_bytes(), is_head, keep_alive);
+            return self.read_on(keep_alive);
+        }
+        if let Some(asset) = board::asset(path).filter(|_| self.settings.board_enabled && readable)
+        {
             let headers = [
                 ("Content-Type", asset.content_type),
                 ("Cache-Control", "no-cache"),
@@ -652,6 +659,10 @@ mod tests {
 
     impl MetricsText for NoMetrics {
         fn render(&mut self) -> String {
+            String::new()
+        }
+
+        fn totals(&mut self) -> String {
             String::new()
         }
     }

@@ -122,6 +122,8 @@ pub struct EndpointSettings {
 /// the figures come from).
 pub trait MetricsText {
     fn render(&mut self) -> String;
+    /// Every counter summed over the shards, as a JSON object (`GET /metrics/totals`).
+    fn totals(&mut self) -> String;
 }
 
 /// What endpoints count; every error a peer causes is counted.

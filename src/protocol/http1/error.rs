@@ -145,7 +145,10 @@ impl std::fmt::Display for HandshakeError {
                 "/ws needs a WebSocket client; in a browser open / for the board, or /sse?topics=AAPL"
             ),
             Self::WebSocketDisabled => {
-                write!(formatter, "WebSocket is turned off here; read /sse, /stream or /poll")
+                write!(
+                    formatter,
+                    "WebSocket is turned off here; read /sse, /stream or /poll"
+                )
             }
             Self::InvalidContentLength => {
                 write!(formatter, "Content-Length is not a decimal number")
