@@ -72,7 +72,7 @@ const CLOSE_GOING_AWAY = 1001;
 const CLOSE_TOKEN_EXPIRED = 4001;
 
 /**
- * Connects to the ringcast server at `url` (`http://host:port` or `https://…`; the paths
+ * Connects to the ringcast server at `url` (the page's origin, or an http or https URL of the server; the paths
  * `/ws`, `/sse` and `/poll` are added) and keeps connected until `close()`.
  * @param {string} url
  * @param {Options} [options]
