@@ -12,7 +12,8 @@ use clap::Parser;
 use tracing::warn;
 
 use crate::config::{
-    ConfigError, ConfigOverrides, LOG_VARIABLE, ServerConfig, SlowConsumerPolicy, unknown_variables,
+    AuthMode, ConfigError, ConfigOverrides, LOG_VARIABLE, ServerConfig, SlowConsumerPolicy,
+    unknown_variables,
 };
 
 const LONG_ABOUT: &str = "\
@@ -89,6 +90,13 @@ pub struct Arguments {
     /// Overrides `slow_consumer_policy` in [broker] and RINGCAST_SLOW_CONSUMER_POLICY.
     #[arg(long, value_name = "POLICY")]
     pub slow_consumer_policy: Option<SlowConsumerPolicy>,
+
+    /// Whether connections must present a JWT: none (default) or jwt.
+    ///
+    /// With jwt, set one key (jwt_hs256_secret_file or jwt_public_key_file in [auth], or their
+    /// RINGCAST_ variables). Overrides `auth_mode` in [auth] and RINGCAST_AUTH_MODE.
+    #[arg(long, value_name = "MODE")]
+    pub auth_mode: Option<AuthMode>,
 
     /// Connections one shard holds at once.
     ///
@@ -180,6 +188,9 @@ impl Arguments {
         }
         if let Some(policy) = self.slow_consumer_policy {
             overrides.set_flag("slow_consumer_policy", policy)?;
+        }
+        if let Some(mode) = self.auth_mode {
+            overrides.set_flag("auth_mode", mode)?;
         }
         if let Some(milliseconds) = self.handshake_timeout_ms {
             overrides.set_flag("handshake_timeout_ms", milliseconds)?;
@@ -481,7 +492,7 @@ mod tests {
     /// Text settings that samples are drawn from: a string setting's sample is the first one
     /// its type accepts that differs from its default. A new string setting that none fits
     /// fails `every_setting_round_trips` until one is added here.
-    const STRING_SAMPLES: &[&str] = &["127.0.0.1:9", "drop", "disconnect"];
+    const STRING_SAMPLES: &[&str] = &["127.0.0.1:9", "drop", "disconnect", "jwt"];
 
     /// A value of `setting`'s type other than its default, derived from the default alone.
     fn sample_value(setting: &Setting) -> toml::Value {

@@ -4,9 +4,9 @@
 //! Layers point one way, and `tests/layers.rs` fails when one names a layer above it:
 //!
 //! ```text
-//! protocol ← broker ← endpoint ← shard ← server
-//!              ↑          ↑         ↑
-//!          (transport)  stats ← metrics, config composes every layer's limits
+//! protocol ← broker ← auth ← endpoint ← shard ← server
+//!              ↑                  ↑         ↑
+//!          (transport)          stats ← metrics, config composes every layer's limits
 //! ```
 //!
 //! - [`protocol`]: sans-IO codecs with their own limit types. HTTP/1.1 requests (heads, bodies,
@@ -19,6 +19,9 @@
 //!   takes requests and commands and decides: what each subscriber gets under the slow-consumer
 //!   policy and the shard's budget, what to answer, what to tell other shards. Tested in memory
 //!   with several shards on a simulated network (`tests/broker_fanout.rs`).
+//! - [`auth`]: connection-time authentication (JWT from a header, a cookie or the query), the
+//!   `Origin` check and the per-address limits; what a token grants is checked by the endpoint
+//!   on every subscribe and publish.
 //! - [`endpoint`]: per-connection state machines (HTTP, WebSocket, SSE, NDJSON streams,
 //!   long and short polls; Engine.IO next) with `handle_*` methods, their own deadlines,
 //!   and a frame cache that frames each delivered message once per shard per kind of endpoint.
@@ -32,6 +35,7 @@
 //!   defaults, file, environment and flags; [`server`] binds the listeners and runs the shards;
 //!   [`ticker`] drives the demo feed.
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::error;
 
+use crate::auth::AddressLimits;
 use crate::broker::topic::TopicError;
 use crate::broker::{Command, TopicName};
 use crate::config::ServerConfig;
@@ -48,8 +49,17 @@ impl Server {
             .collect();
         let metrics_board = Arc::new(MetricsBoard::new(config.shards));
         let epoch_seed = epoch_seed();
+        let authenticator = Arc::new(config.authenticator().map_err(io::Error::other)?);
+        let auth = &config.auth;
+        let address_limits = Arc::new(AddressLimits::new(
+            auth.connections_per_ip_max,
+            auth.handshakes_per_ip_per_second,
+            auth.addresses_tracked_max,
+        ));
         for (index, listener) in listeners.into_iter().enumerate() {
             let mailboxes = Arc::clone(&mailboxes);
+            let authenticator = Arc::clone(&authenticator);
+            let address_limits = Arc::clone(&address_limits);
             let metrics_board = Arc::clone(&metrics_board);
             let config = Arc::clone(&config);
             let ready = ready_sender.clone();
@@ -62,6 +72,8 @@ impl Server {
                         mailboxes,
                         metrics_board,
                         epoch_seed,
+                        authenticator,
+                        address_limits,
                     };
                     run_shard(config, listener, shared, pin_core, ready)
                 })?;

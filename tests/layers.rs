@@ -14,19 +14,23 @@ const RULES: &[(&str, &[&str])] = &[
     ("broker", &["protocol"]),
     // The byte stream under an endpoint.
     ("transport", &["protocol"]),
-    // Per-connection state machines: codecs, the broker's types, the transport.
-    ("endpoint", &["protocol", "broker", "transport"]),
+    // Connection-time authentication: request heads and the broker's grants.
+    ("auth", &["protocol", "broker"]),
+    // Per-connection state machines: codecs, the broker's types, the transport, the
+    // authenticator.
+    ("endpoint", &["protocol", "broker", "transport", "auth"]),
     // Counters of every layer, gathered.
-    ("stats", &["protocol", "broker", "endpoint"]),
-    ("metrics", &["stats", "endpoint"]),
+    ("stats", &["protocol", "broker", "auth", "endpoint"]),
+    ("metrics", &["stats", "endpoint", "auth"]),
     // The configuration composes every layer's limits.
-    ("config", &["protocol", "broker", "endpoint"]),
+    ("config", &["protocol", "broker", "auth", "endpoint"]),
     // The driver: everything below the server.
     (
         "shard",
         &[
             "protocol",
             "broker",
+            "auth",
             "transport",
             "endpoint",
             "stats",

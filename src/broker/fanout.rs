@@ -20,6 +20,7 @@ use bytes::Bytes;
 
 use super::command::{ClientRef, Command, PublishReply};
 use super::config::{BrokerConfig, SlowConsumerPolicy};
+use super::grants::TopicPatterns;
 use super::idempotency::{IdempotencyKey, IdempotencyKeys};
 use super::message::{Message, Reply};
 use super::owner::{OwnedTopics, OwnerError, ReplayPage, Since, SubscribeAnswer};
@@ -134,6 +135,8 @@ pub struct BrokerCounters {
     /// Message buffers made because their class's free list was empty (warm-up, growth), or
     /// for a message larger than every class; zero in a steady state.
     pub message_buffers_created: u64,
+    /// Subscriptions ended because a refreshed token no longer grants their topic.
+    pub subscriptions_revoked: u64,
 }
 
 /// Levels a shard's broker reports.
@@ -355,6 +358,9 @@ impl Fanout {
                 self.subscribe(slot, topic, since, clients)
             }
             BrokerRequest::Unsubscribe { topic } => self.unsubscribe(slot, &topic, clients),
+            BrokerRequest::Regrant { grants } => {
+                self.revoke_ungranted(slot, &grants.subscribe, clients)
+            }
         }
     }
 
@@ -695,6 +701,25 @@ impl Fanout {
                 };
                 self.outgoing.push_back((topic.owner(self.shards), command));
             }
+        }
+    }
+
+    /// Ends every subscription of `slot` whose topic `granted` does not allow, answering each
+    /// with `{"op":"error","reason":"forbidden","topic":…}`.
+    fn revoke_ungranted(&mut self, slot: u32, granted: &TopicPatterns, clients: &mut impl Clients) {
+        let mut at = 0;
+        while let Some(subscription) = self.clients[slot as usize].subscriptions.get(at) {
+            let index = subscription.topic;
+            let topic = self.subscribers.name(index);
+            if granted.allows(topic.as_str()) {
+                at += 1;
+                continue;
+            }
+            // `drop_subscription` swap-removes: the one moved into `at` is looked at next.
+            let reply = Reply::topic_error(&mut self.encoder, "forbidden", topic);
+            clients.reply(slot, &reply);
+            self.counters.subscriptions_revoked += 1;
+            self.drop_subscription(slot, index);
         }
     }
 

@@ -12,6 +12,7 @@
 //! - [`message`]: messages and replies, encoded once and shared; [`message_pool`]: the
 //!   recycled buffers messages are encoded in (the one place another thread reaches: the last
 //!   holder of a message returns its buffer through a lock-free free list).
+//! - [`grants`]: the topics a token grants for subscribing and publishing.
 //! - [`request`]: client requests over the WebSocket (JSON), and [`request::BrokerRequest`].
 //! - [`http_api`]: publishing over HTTP.
 //! - [`json_bounds`]: the depth, number and surrogate bounds on published JSON.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod cursor;
 pub mod demo;
 pub mod fanout;
+pub mod grants;
 pub mod http_api;
 pub mod idempotency;
 pub mod json_bounds;

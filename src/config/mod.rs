@@ -8,6 +8,7 @@
 //! file, the `RINGCAST_*` environment variables, then the command line (see `crate::cli`).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,8 @@ pub use layers::{
 };
 pub use nofile::{NofileLimits, check_file_table_fits, raise_nofile_soft_limit_to_hard};
 
+use crate::auth::Authenticator;
+pub use crate::auth::{AuthConfig, AuthMode};
 pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
 use crate::broker::http_api::PublishConfig;
 use crate::endpoint::EndpointSettings;
@@ -151,6 +154,8 @@ pub struct ServerConfig {
     pub pool: PoolLimits,
     /// The pub/sub broker's limits and policies (`[broker]` in the config file).
     pub broker: BrokerConfig,
+    /// Who may connect and from where: JWT, origins, per-address limits (`[auth]`).
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -180,6 +185,7 @@ impl Default for ServerConfig {
             protocol: ProtocolLimits::default(),
             pool: PoolLimits::default(),
             broker: BrokerConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -304,8 +310,9 @@ impl ServerConfig {
         }
     }
 
-    /// What the endpoints read, from the settings of the same names.
-    pub fn endpoint_settings(&self) -> EndpointSettings {
+    /// What the endpoints read, from the settings of the same names, with the connection-time
+    /// checks built once for every shard ([`ServerConfig::authenticator`]).
+    pub fn endpoint_settings(&self, auth: Arc<Authenticator>) -> EndpointSettings {
         let publish = PublishConfig::from_broker(&self.broker);
         EndpointSettings {
             echo: self.echo,
@@ -321,13 +328,23 @@ impl ServerConfig {
             http_limits: publish.request_limits(self.protocol.header_bytes_max),
             publish,
             broker: self.broker.clone(),
+            auth,
         }
+    }
+
+    /// The connection-time checks of `[auth]`, with its key files read now.
+    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        Authenticator::from_config(&self.auth, self.broker.topic_bytes_max)
+            .map_err(|reason| invalid("auth", reason))
     }
 
     /// Checks every setting, and that each shard's registered-file table fits the process's
     /// RLIMIT_NOFILE as it is now. Run once at start-up, after `raise_nofile_soft_limit_to_hard`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_settings()?;
+        // The key files are read here too, so a missing or wrong key fails before any shard
+        // starts.
+        self.authenticator()?;
         let limits = NofileLimits::current().map_err(ConfigError::NofileLimitUnreadable)?;
         check_file_table_fits(self.shards, self.connections_per_shard_max, limits)
     }
@@ -346,6 +363,9 @@ impl ServerConfig {
         PublishConfig::from_broker(&self.broker)
             .validate(&self.pool)
             .map_err(|reason| invalid("broker", reason))?;
+        self.auth
+            .validate()
+            .map_err(|reason| invalid("auth", reason))?;
         self.validate_shards()?;
         self.validate_receive_buffers()?;
         self.validate_outbound_queue()?;

@@ -1,6 +1,6 @@
 //! The shard's accepts, and opening a connection.
 //!
-//! While the connection table has a free slot, a multishot accept puts each connection into a
+//! While the connection table has a free slot, accepts put each connection into a
 //! direct descriptor. Once the table is full that accept is cancelled and a second one takes
 //! over: a plain multishot accept into a process descriptor, whose connections are answered
 //! [`REFUSAL_RESPONSE`] (503 with `Retry-After`) and closed, so that a client learns at once
@@ -8,12 +8,22 @@
 //! as a slot frees, the direct accept comes back. [`Shard::sync_accepts`] keeps exactly the one
 //! the table calls for armed.
 //!
+//! The direct accept is [`ADDRESSED_ACCEPTS`] single-shot accepts rather than one multishot,
+//! each with its own address buffer: per-address limits need the peer's address, a multishot
+//! accept writes every address into one buffer (only the last would be left to read by the time
+//! a batch of completions is handled), `getpeername` needs a process descriptor and a direct
+//! descriptor is none, and the ring's `getsockname`/`getpeername` command is not in this
+//! kernel (6.18). Re-arming one accept per connection costs one submission entry, nothing next
+//! to the handshake. An address over its limit (`connections_per_ip_max`,
+//! `handshakes_per_ip_per_second`) gets [`TOO_MANY_RESPONSE`] (429) and is closed.
+//!
 //! A refusal is a send of a static response and then a close, one after the other (the close
 //! is pushed only when the send has completed, so the descriptor cannot be reused under it).
 //! At most [`REFUSALS_IN_FLIGHT_MAX`] are answered at once; a connection beyond them is closed
 //! at once, unanswered. Each kind is counted in `connections_refused`.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use io_uring::{opcode, types};
 use tracing::{debug, warn};
@@ -21,6 +31,7 @@ use tracing::{debug, warn};
 use super::connection::Connection;
 use super::ring::{Completion, Operation, Tag};
 use super::{LISTENER_SLOT, Shard};
+use crate::auth::AddressAdmission;
 use crate::endpoint::Endpoint;
 
 /// Refusals answered at once: each holds one process descriptor (and a send, then a close, in
@@ -39,6 +50,81 @@ pub(super) const REFUSAL_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\
     \r\n\
     server at its connection limit, retry later\n";
 
+/// Single-shot accepts into direct descriptors kept armed at once, each with its own address
+/// buffer. Eight take a burst of connections between two turns of the loop as fast as one
+/// multishot did; the listen backlog holds the rest meanwhile.
+pub(super) const ADDRESSED_ACCEPTS: usize = 8;
+
+/// The answer to a connection whose source address is over its limits. A static, like the 503.
+pub(super) const TOO_MANY_RESPONSE: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+    Retry-After: 1\r\n\
+    Content-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 45\r\n\
+    Connection: close\r\n\
+    \r\n\
+    too many connections from this address, wait\n";
+
+/// Where one addressed accept's peer address is written; boxed so that it does not move while
+/// the kernel holds the pointer.
+#[derive(Clone, Copy)]
+struct AddressBuffer {
+    storage: libc::sockaddr_storage,
+    length: libc::socklen_t,
+}
+
+impl std::fmt::Debug for AddressBuffer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("AddressBuffer")
+    }
+}
+
+impl AddressBuffer {
+    fn empty() -> AddressBuffer {
+        // SAFETY: sockaddr_storage is plain bytes; all zeroes is a valid (AF_UNSPEC) value.
+        let storage = unsafe { std::mem::zeroed() };
+        AddressBuffer {
+            storage,
+            length: size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+
+    /// The IP address the kernel wrote, if it is one.
+    fn address(&self) -> Option<IpAddr> {
+        match i32::from(self.storage.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in, which it is large
+                // and aligned enough for.
+                let v4 = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in) };
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for sockaddr_in6.
+                let v6 = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in6) };
+                Some(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The addressed accepts: which are armed, and whether a cancel of them is under way.
+#[derive(Debug)]
+pub(super) struct AddressedAccepts {
+    buffers: Box<[AddressBuffer; ADDRESSED_ACCEPTS]>,
+    armed: [bool; ADDRESSED_ACCEPTS],
+    cancelling: bool,
+}
+
+impl Default for AddressedAccepts {
+    fn default() -> Self {
+        AddressedAccepts {
+            buffers: Box::new([AddressBuffer::empty(); ADDRESSED_ACCEPTS]),
+            armed: [false; ADDRESSED_ACCEPTS],
+            cancelling: false,
+        }
+    }
+}
+
 /// One multishot accept's state: armed until its final completion, and whether a cancel of it
 /// was pushed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,19 +133,10 @@ struct AcceptArm {
     cancelling: bool,
 }
 
-/// Which accept a state change is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AcceptKind {
-    /// Into direct descriptors, while the table has room.
-    Direct,
-    /// Into process descriptors, to answer 503 while the table is full.
-    Refusing,
-}
-
 /// The shard's two accepts and the refusals in flight.
 #[derive(Debug, Default)]
 pub(super) struct Accepts {
-    direct: AcceptArm,
+    direct: AddressedAccepts,
     refusing: AcceptArm,
     /// Refusals whose 503 or following close is in flight (at most REFUSALS_IN_FLIGHT_MAX).
     pub(super) refusals_in_flight: usize,
@@ -72,25 +149,9 @@ pub(super) struct Accepts {
 }
 
 impl Accepts {
-    fn arm(&mut self, kind: AcceptKind) -> &mut AcceptArm {
-        match kind {
-            AcceptKind::Direct => &mut self.direct,
-            AcceptKind::Refusing => &mut self.refusing,
-        }
-    }
-
     /// Whether a refusal's send or close is still in flight (the shard waits for them to exit).
     pub(super) fn in_flight(&self) -> bool {
         self.refusals_in_flight > 0 || self.closes_in_flight > 0
-    }
-}
-
-impl AcceptKind {
-    fn operation(self) -> Operation {
-        match self {
-            Self::Direct => Operation::Accept,
-            Self::Refusing => Operation::RefusingAccept,
-        }
     }
 }
 
@@ -104,26 +165,59 @@ impl Shard {
         if refusing_wanted && !self.accepts.refusing.armed {
             self.log_table_full();
         }
-        self.sync_accept(AcceptKind::Direct, self.accepting && !table_full)?;
-        self.sync_accept(AcceptKind::Refusing, refusing_wanted)
+        self.sync_addressed_accepts(self.accepting && !table_full)?;
+        self.sync_refusing_accept(refusing_wanted)
     }
 
-    fn sync_accept(&mut self, kind: AcceptKind, wanted: bool) -> io::Result<()> {
-        let tag = Tag::new(kind.operation(), 0, 0).encode();
-        let arm = self.accepts.arm(kind);
+    /// Arms every addressed accept not armed, or cancels the armed ones.
+    fn sync_addressed_accepts(&mut self, wanted: bool) -> io::Result<()> {
+        let direct = &mut self.accepts.direct;
+        if direct.cancelling {
+            return Ok(()); // Their final completions come first; the next sync looks again.
+        }
+        for index in 0..ADDRESSED_ACCEPTS {
+            let tag = Tag::new(Operation::Accept, index as u32, 0).encode();
+            let direct = &mut self.accepts.direct;
+            let entry = match (wanted, direct.armed[index]) {
+                (true, false) => {
+                    direct.armed[index] = true;
+                    let buffer = &mut direct.buffers[index];
+                    *buffer = AddressBuffer::empty();
+                    let address = &mut buffer.storage as *mut _ as *mut libc::sockaddr;
+                    opcode::Accept::new(types::Fixed(LISTENER_SLOT), address, &mut buffer.length)
+                        .file_index(Some(types::DestinationSlot::auto_target()))
+                        .build()
+                        .user_data(tag)
+                }
+                (false, true) => {
+                    direct.cancelling = true;
+                    opcode::AsyncCancel::new(tag)
+                        .build()
+                        .user_data(Tag::new(Operation::CancelAccept, 0, 0).encode())
+                }
+                _ => continue,
+            };
+            // SAFETY: an accept names the listener's registered slot and the address buffer of
+            // its index, boxed in `Accepts` (which the shard drops after the ring) and written
+            // again only once this accept's completion came; a cancel points at no memory.
+            unsafe { self.ring.push(&entry)? }
+        }
+        Ok(())
+    }
+
+    fn sync_refusing_accept(&mut self, wanted: bool) -> io::Result<()> {
+        let tag = Tag::new(Operation::RefusingAccept, 0, 0).encode();
+        let arm = &mut self.accepts.refusing;
         let entry = match (wanted, arm.armed, arm.cancelling) {
             (true, false, _) => {
                 *arm = AcceptArm {
                     armed: true,
                     cancelling: false,
                 };
-                let accept = opcode::AcceptMulti::new(types::Fixed(LISTENER_SLOT));
-                match kind {
-                    AcceptKind::Direct => accept.allocate_file_index(true),
-                    AcceptKind::Refusing => accept.flags(libc::SOCK_CLOEXEC),
-                }
-                .build()
-                .user_data(tag)
+                opcode::AcceptMulti::new(types::Fixed(LISTENER_SLOT))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+                    .user_data(tag)
             }
             // Its final completion (ECANCELED) clears `armed`; the next sync looks again.
             (false, true, false) => {
@@ -147,12 +241,18 @@ impl Shard {
         self.sync_accepts()
     }
 
-    pub(super) fn handle_accept(&mut self, completion: Completion) -> io::Result<()> {
-        if !completion.more() {
-            self.accepts.direct = AcceptArm::default();
+    pub(super) fn handle_accept(&mut self, tag: Tag, completion: Completion) -> io::Result<()> {
+        let index = tag.slot as usize;
+        let direct = &mut self.accepts.direct;
+        direct.armed[index] = false;
+        if !direct.armed.contains(&true) {
+            direct.cancelling = false;
         }
         match completion.result {
-            slot if slot >= 0 => self.open_connection(slot as u32)?,
+            slot if slot >= 0 => {
+                let address = direct.buffers[index].address();
+                self.open_connection(slot as u32, address)?
+            }
             error => match -error {
                 // The table filled before the refusing accept took over: the kernel dropped
                 // this connection and ended the accept. Counted; the sync below switches over.
@@ -278,11 +378,35 @@ impl Shard {
         }
     }
 
-    fn open_connection(&mut self, slot: u32) -> io::Result<()> {
+    fn open_connection(&mut self, slot: u32, address: Option<IpAddr>) -> io::Result<()> {
         let index = slot as usize;
         assert!(
             self.connections[index].is_none(),
             "kernel reused a slot we still hold"
+        );
+        let admission = match address {
+            Some(address) => self.address_limits.admit(address, self.context.unix_ms()),
+            // Not an IP socket (the listener is TCP, so never): nothing to count it under.
+            None => AddressAdmission::Untracked { table_full: false },
+        };
+        self.address_tickets[index] = match admission {
+            AddressAdmission::Admitted(ticket) => ticket,
+            AddressAdmission::Untracked { table_full } => {
+                self.counters.addresses_untracked += u64::from(table_full);
+                0
+            }
+            AddressAdmission::TooManyConnections => {
+                self.counters.address_connections_refused += 1;
+                0
+            }
+            AddressAdmission::TooManyHandshakes => {
+                self.counters.address_handshakes_refused += 1;
+                0
+            }
+        };
+        let refused = matches!(
+            admission,
+            AddressAdmission::TooManyConnections | AddressAdmission::TooManyHandshakes
         );
         self.generations[index] = self.generations[index].wrapping_add(1);
         let generation = self.generations[index];
@@ -292,6 +416,16 @@ impl Shard {
         self.connection_count += 1;
         self.counters.connections_accepted += 1;
         self.sync_deadline(slot);
+        if refused {
+            // Answered through the connection's own queue and close sequence, like any reply.
+            let (now_ms, close_timeout_ms) = (self.context.now_ms, self.config.close_timeout_ms);
+            let connection = self.connection_mut(slot);
+            connection
+                .outbound
+                .push_control(bytes::Bytes::from_static(TOO_MANY_RESPONSE));
+            connection.close_after_flush(now_ms, close_timeout_ms);
+            return self.after_activity(slot);
+        }
         if self.drain_deadline_ms.is_some() {
             let (now_ms, close_timeout_ms) = (self.context.now_ms, self.config.close_timeout_ms);
             self.connection_mut(slot)
@@ -325,6 +459,27 @@ fn log_accept_error(errno: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves the static 429 is one whole response with a Content-Length that matches its body.
+    #[test]
+    fn too_many_response_is_well_formed() {
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut response = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head_bytes) = response.parse(TOO_MANY_RESPONSE).unwrap()
+        else {
+            panic!("incomplete head");
+        };
+        assert_eq!(response.code, Some(429));
+        let length = response
+            .headers
+            .iter()
+            .find(|header| header.name == "Content-Length")
+            .map(|header| std::str::from_utf8(header.value).unwrap().to_owned());
+        assert_eq!(
+            length,
+            Some((TOO_MANY_RESPONSE.len() - head_bytes).to_string())
+        );
+    }
 
     /// Proves the static refusal is one whole HTTP/1.1 503 with Retry-After, Connection: close
     /// and a Content-Length that matches its body.

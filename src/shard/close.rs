@@ -220,6 +220,8 @@ impl Shard {
         connection.endpoint.release_buffers(&mut self.context.pool);
         self.track_kind(connection.endpoint.kind(), EndpointKind::Http);
         self.timers.cancel(slot);
+        let ticket = std::mem::take(&mut self.address_tickets[slot as usize]);
+        self.address_limits.release(ticket, self.context.unix_ms());
         self.connection_count -= 1;
         self.counters.connections_closed += 1;
         self.after_broker()?;

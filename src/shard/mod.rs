@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::auth::{AddressLimits, Authenticator};
 use crate::broker::{Command, Fanout, MessagePool, QueueLimits};
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
 use crate::endpoint::frame_cache::FrameCache;
@@ -92,6 +93,10 @@ pub struct Shared {
     pub metrics_board: Arc<MetricsBoard>,
     /// Differs from one process start to the next: the topics' epochs are drawn from it.
     pub epoch_seed: u64,
+    /// The connection-time checks (`[auth]`), built once with the key files read.
+    pub authenticator: Arc<Authenticator>,
+    /// The process's per-address connection and handshake counts.
+    pub address_limits: Arc<AddressLimits>,
 }
 
 /// One shard. Field order matters: the ring is dropped before the buffers it writes into.
@@ -101,6 +106,10 @@ pub struct Shard {
     sends: SendSlots,
     connections: Vec<Option<Connection>>,
     generations: Vec<u16>,
+    /// Per slot, the address its connection counts against (`AddressLimits`); 0 for none.
+    address_tickets: Vec<u64>,
+    /// The process's per-address limits, shared by the shards.
+    address_limits: Arc<AddressLimits>,
     connection_count: usize,
     config: Arc<ServerConfig>,
     /// What endpoints need (pool, encoder, settings, counters, clock), lent beside a borrow of
@@ -163,6 +172,8 @@ impl Shard {
             mailboxes,
             metrics_board,
             epoch_seed,
+            authenticator,
+            address_limits,
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
@@ -182,10 +193,11 @@ impl Shard {
         let context = Context {
             pool: BufferPool::new(&config.pool),
             encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
-            settings: Arc::new(config.endpoint_settings()),
+            settings: Arc::new(config.endpoint_settings(authenticator)),
             frames: MessagePool::new(config.broker.message_pool_free_bytes_max),
             counters: Default::default(),
             now_ms: 0,
+            unix_offset_ms: unix_now_ms(),
             requests: Vec::new(),
             metrics: Box::new(MetricsView::new(Arc::clone(&metrics_board))),
         };
@@ -195,6 +207,8 @@ impl Shard {
             sends: SendSlots::new(table_slots, config.send_batch_frames_max),
             connections: (0..table_slots).map(|_| None).collect(),
             generations: vec![0; table_slots],
+            address_tickets: vec![0; table_slots],
+            address_limits,
             connection_count: 0,
             context,
             fanout,
@@ -311,7 +325,7 @@ impl Shard {
             unreachable!("a completion we did not ask for: {completion:?}");
         };
         match tag.operation {
-            Operation::Accept => return self.handle_accept(completion),
+            Operation::Accept => return self.handle_accept(tag, completion),
             Operation::RefusingAccept => return self.handle_refusing_accept(completion),
             // A refusal's descriptor is a process descriptor, not a slot of the table.
             Operation::RefusalSend => return self.handle_refusal_send(tag, completion),
@@ -507,4 +521,12 @@ fn register_file_table(ring: &Ring, table_slots: usize, listener_fd: RawFd) -> i
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The wall clock in Unix milliseconds, read once when a shard starts: token times are Unix
+/// times, measured from there on the shard's monotonic clock.
+fn unix_now_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    // A clock set before 1970 is broken; tokens then look expired, which fails safe.
+    since_epoch.map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
