@@ -28,6 +28,10 @@ impl MetricsText for NoMetrics {
     fn render(&mut self) -> String {
         String::new()
     }
+
+    fn totals(&mut self) -> String {
+        String::new()
+    }
 }
 
 fn key_path(name: &str) -> String {

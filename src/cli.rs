@@ -5,7 +5,7 @@
 //! settings people change from run to run; everything else is in the file or the environment.
 
 use std::env::VarError;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -41,8 +41,9 @@ pub struct Arguments {
     ///
     /// Default 127.0.0.1:8080, reachable from this machine only; use 0.0.0.0:8080 or [::]:8080
     /// to accept connections from the network. Overrides `listen` in the config file and
-    /// RINGCAST_LISTEN.
-    #[arg(long, value_name = "ADDRESS")]
+    /// RINGCAST_LISTEN. A host name (`localhost:8080`) is resolved, and its first address
+    /// taken.
+    #[arg(long, value_name = "ADDRESS", value_parser = resolve_listen_address)]
     pub listen: Option<SocketAddr>,
 
     /// Shards to run, one thread and one io_uring each.
@@ -146,6 +147,20 @@ pub struct Arguments {
 
 /// The log filter when neither the flag nor a variable gives one.
 pub const LOG_DEFAULT: &str = "info";
+
+/// `--listen`: an address as written (`127.0.0.1:8080`, `[::]:8080`) or a host name and port
+/// (`localhost:8080`), resolved once at start-up to its first address.
+fn resolve_listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let mut addresses = text
+        .to_socket_addrs()
+        .map_err(|error| format!("not HOST:PORT or an address ({error})"))?;
+    addresses
+        .next()
+        .ok_or_else(|| format!("{text} resolves to no address"))
+}
 
 impl Arguments {
     /// The settings given on the command line, as the top layer of overrides. Each flag is
@@ -297,6 +312,16 @@ mod tests {
         let config = load_config_from(&parse(&[]), None, environment(&[])).unwrap();
         assert_eq!(config, ServerConfig::default());
         assert_eq!(parse(&[]).log_filter(environment(&[])), "info");
+    }
+
+    /// Proves `--listen` takes a host name (resolved) as well as an address.
+    #[test]
+    fn listen_resolves_host_names() {
+        let address = parse(&["--listen", "localhost:8081"]).listen.unwrap();
+        assert!(address.ip().is_loopback(), "{address}");
+        assert_eq!(address.port(), 8081);
+        let error = Arguments::try_parse_from(["ringcast", "--listen", "localhost"]).unwrap_err();
+        assert!(error.to_string().contains("HOST:PORT"), "{error}");
     }
 
     /// Proves each flag reaches its setting.

@@ -25,6 +25,10 @@ impl MetricsText for NoMetrics {
     fn render(&mut self) -> String {
         String::new()
     }
+
+    fn totals(&mut self) -> String {
+        String::new()
+    }
 }
 
 fn context() -> Context {

@@ -66,6 +66,9 @@ pub enum Request<'a> {
     Unsubscribe {
         topics: Vec<Cow<'a, str>>,
     },
+    /// `{"op":"ping"}`, answered `{"op":"pong"}`: a browser cannot see WebSocket pings, so a
+    /// client that hears nothing for a while asks, and takes silence after it for a dead link.
+    Ping,
     Publish {
         topic: Cow<'a, str>,
         data: &'a [u8],
@@ -106,7 +109,7 @@ impl RequestError {
             RequestError::TooLarge => "request is larger than request_bytes_max",
             RequestError::MalformedJson => "malformed JSON",
             RequestError::UnknownOp => {
-                "unknown op: expected subscribe, unsubscribe, publish or refresh"
+                "unknown op: expected subscribe, unsubscribe, publish, refresh or ping"
             }
             RequestError::MissingField("topic") => "publish needs a topic",
             RequestError::MissingField("data") => "publish needs data",
@@ -201,6 +204,7 @@ pub fn parse_request<'a>(
             }
             Ok(Request::Subscribe { topics, since })
         }
+        "ping" => Ok(Request::Ping),
         "unsubscribe" => Ok(Request::Unsubscribe {
             topics: checked_topics(fields.topics, config)?,
         }),
@@ -260,6 +264,12 @@ mod tests {
 
     fn parse(text: &str) -> Result<Request<'_>, RequestError> {
         parse_request(text.as_bytes(), &BrokerConfig::default())
+    }
+
+    /// Proves `{"op":"ping"}` is a request of its own (answered `pong` by the endpoint).
+    #[test]
+    fn ping_is_a_request() {
+        assert!(matches!(parse(r#"{"op":"ping"}"#), Ok(Request::Ping)));
     }
 
     /// Proves a publish keeps `data` byte for byte, whitespace and key order included.

@@ -79,6 +79,14 @@ pub struct ServerConfig {
     /// suite and for benchmarks of the transport alone; the frame and message limits rise to
     /// 16 MiB unless a layer sets them.
     pub echo: bool,
+    /// Serve the live ticker board (a page and the JavaScript client, embedded in the binary) at
+    /// `GET /` and `GET /ringcast.js`. Default on: a newcomer running `--demo` opens the address
+    /// in a browser and sees prices move. Off, both paths answer 404.
+    pub board_enabled: bool,
+    /// Accept WebSocket upgrades at `/ws`. Default on. Off, `/ws` answers 403 and clients read
+    /// through `/sse`, `/stream` or `/poll`: for a deployment behind a proxy that breaks
+    /// WebSocket, and for testing that clients fall back.
+    pub websocket_enabled: bool,
     /// Time a client has to complete the upgrade request after connecting. Default 10 s: enough
     /// for a slow network, and short enough that a slowloris client dribbling header bytes cannot
     /// hold a connection slot for long.
@@ -175,6 +183,8 @@ impl Default for ServerConfig {
             shards: shards_default(),
             connections_per_shard_max: 16 * 1024,
             echo: false,
+            board_enabled: true,
+            websocket_enabled: true,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             pong_timeout_ms: 10_000,
@@ -327,6 +337,8 @@ impl ServerConfig {
         let publish = PublishConfig::from_broker(&self.broker);
         EndpointSettings {
             echo: self.echo,
+            board_enabled: self.board_enabled,
+            websocket_enabled: self.websocket_enabled,
             handshake_timeout_ms: self.handshake_timeout_ms,
             idle_timeout_ms: self.idle_timeout_ms,
             pong_timeout_ms: self.pong_timeout_ms,

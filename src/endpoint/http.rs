@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::value::RawValue;
 use tracing::debug;
 
+use super::board;
 use super::outbound::{Frame, Outbound};
 use super::poll::HeldPoll;
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
@@ -352,18 +353,41 @@ impl Answer<'_> {
         self.counters.http_requests += 1;
         let keep_alive = request.head.keep_alive();
         let is_head = request.head.method() == "HEAD";
+        let path = request.head.path();
+        if path == "/ws" && !self.settings.echo {
+            return self.refuse_handshake(&HandshakeError::PlainRequestToWebSocket);
+        }
+        let readable = request.head.method() == "GET" || is_head;
+        if let Some(asset) = board::asset(path).filter(|_| self.settings.board_enabled && readable)
+        {
+            let headers = [
+                ("Content-Type", asset.content_type),
+                ("Cache-Control", "no-cache"),
+            ];
+            self.respond_ok(&headers, asset.body, is_head, keep_alive);
+            return self.read_on(keep_alive);
+        }
         let identity = match self.admit(&request.head) {
             Ok(identity) => identity,
             Err(()) => return false,
         };
-        if let Some(kind) = StreamKind::at(request.head.path()) {
+        if let Some(kind) = StreamKind::at(path) {
             return self.read_topics(request, kind, identity.as_ref());
+        }
+        if path == "/metrics/totals" && readable {
+            let body = self.metrics.totals();
+            let headers = [("Content-Type", "application/json")];
+            self.respond_ok(&headers, body.as_bytes(), is_head, keep_alive);
+            return self.read_on(keep_alive);
         }
         let grants = identity.as_ref().map(|identity| &*identity.grants);
         let publish_allowed =
             |topic: &str| grants.is_none_or(|grants| grants.publish.allows(topic));
         match http_api::route(request, &self.settings.publish) {
-            Route::Health => self.respond_ok(&[], b"ok\n", is_head, keep_alive),
+            Route::Health => {
+                let headers = [("Content-Type", "text/plain; charset=utf-8")];
+                self.respond_ok(&headers, b"ok\n", is_head, keep_alive);
+            }
             Route::Metrics => {
                 let body = self.metrics.render();
                 let headers = [("Content-Type", METRICS_CONTENT_TYPE)];
@@ -402,10 +426,27 @@ impl Answer<'_> {
             }
             Route::Refuse(error) => return self.refuse(&error, keep_alive),
         }
+        self.read_on(keep_alive)
+    }
+
+    /// After an answer: the connection reads on, or closes once its responses are sent.
+    fn read_on(&mut self, keep_alive: bool) -> bool {
         if !keep_alive {
             self.responses.closing_after_responses = true;
         }
         keep_alive
+    }
+
+    /// Refuses a request the way a refused upgrade is refused (text, the status's headers,
+    /// close); returns that the connection reads no more.
+    fn refuse_handshake(&mut self, error: &HandshakeError) -> bool {
+        debug!(%error, status = error.status(), "refusing upgrade");
+        self.counters.handshake_errors += 1;
+        let mut response = BytesMut::new();
+        handshake::write_error_response(error, &mut response);
+        self.respond(response.freeze());
+        self.responses.closing_after_responses = true;
+        false
     }
 
     fn respond_ok(
@@ -653,6 +694,9 @@ impl Answer<'_> {
                 if !settings.echo && request.path() != "/ws" {
                     return Err(HandshakeError::NotFound);
                 }
+                if !settings.echo && !settings.websocket_enabled {
+                    return Err(HandshakeError::WebSocketDisabled);
+                }
                 upgrade::accept_upgrade(&request, &settings.protocol)
             });
         let mut response = BytesMut::new();
@@ -663,11 +707,7 @@ impl Answer<'_> {
                 Some(identity.map(Box::new))
             }
             Err(error) => {
-                debug!(%error, status = error.status(), "refusing upgrade");
-                self.counters.handshake_errors += 1;
-                handshake::write_error_response(&error, &mut response);
-                self.respond(response.freeze());
-                self.responses.closing_after_responses = true;
+                self.refuse_handshake(&error);
                 None
             }
         }
@@ -743,6 +783,10 @@ mod tests {
         fn render(&mut self) -> String {
             String::new()
         }
+
+        fn totals(&mut self) -> String {
+            String::new()
+        }
     }
 
     fn context(pipelined_max: usize) -> Context {
@@ -753,6 +797,8 @@ mod tests {
         let publish = PublishConfig::from_broker(&broker);
         let settings = EndpointSettings {
             echo: false,
+            board_enabled: true,
+            websocket_enabled: true,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             pong_timeout_ms: 10_000,

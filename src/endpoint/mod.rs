@@ -14,6 +14,7 @@
 //! broker; messages the broker delivers are framed once per shard for each kind of endpoint by
 //! the [`frame_cache::FrameCache`].
 
+pub mod board;
 pub mod frame_cache;
 pub mod http;
 pub mod outbound;
@@ -96,6 +97,10 @@ impl EndpointKind {
 pub struct EndpointSettings {
     /// Echo every WebSocket message instead of brokering it (conformance and benchmarks).
     pub echo: bool,
+    /// Serve the board page and the JavaScript client at `/` and `/ringcast.js`.
+    pub board_enabled: bool,
+    /// Accept upgrades at `/ws`; off, they get 403 (clients fall back to SSE or polling).
+    pub websocket_enabled: bool,
     /// A request head must be complete this long after the connection opened or the previous
     /// answer (slowloris).
     pub handshake_timeout_ms: u64,
@@ -124,6 +129,8 @@ pub struct EndpointSettings {
 /// the figures come from).
 pub trait MetricsText {
     fn render(&mut self) -> String;
+    /// Every counter summed over the shards, as a JSON object (`GET /metrics/totals`).
+    fn totals(&mut self) -> String;
 }
 
 /// What endpoints count; every error a peer causes is counted.

@@ -30,6 +30,10 @@ use crate::protocol::CloseCode;
 use crate::protocol::websocket::frame::{FrameEncoder, OpCode};
 use crate::protocol::websocket::session::{Event, MessageKind, Session, SessionState};
 
+/// The answer to `{"op":"ping"}`: the text frame `{"op":"pong"}`, framed once at compile time.
+const PONG_FRAME: &[u8] = b"\x81\x0d{\"op\":\"pong\"}";
+const _: () = assert!(PONG_FRAME.len() == 2 + 13);
+
 /// Which deadline the endpoint's one timer stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Deadline {
@@ -406,6 +410,7 @@ impl RequestSink<'_> {
                     }
                 }
             }
+            Ok(Request::Ping) => self.outbound.push_control(Bytes::from_static(PONG_FRAME)),
             Ok(Request::Refresh { token }) => self.refresh(token.as_bytes()),
             Err(error) => self.refuse(error.reason()),
         }

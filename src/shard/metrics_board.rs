@@ -10,7 +10,7 @@ use prometheus_client::collector::Collector;
 
 use crate::endpoint::MetricsText;
 use crate::metrics::MetricsRenderer;
-use crate::stats::ShardStats;
+use crate::stats::{Counters, ShardStats};
 
 /// Every shard's latest metrics.
 #[derive(Debug)]
@@ -80,6 +80,24 @@ impl MetricsText for MetricsView {
         self.board.snapshot(&mut self.snapshot);
         let mut text = String::new();
         self.renderer.render(&self.snapshot, &mut text);
+        text
+    }
+
+    /// Every counter summed over the shards, as one JSON object: `/metrics` has a series per
+    /// shard, which Prometheus sums, and a person with curl should not have to.
+    fn totals(&mut self) -> String {
+        self.board.snapshot(&mut self.snapshot);
+        let mut totals = Counters::default().named();
+        for shard in &self.snapshot {
+            for (total, (_, value)) in totals.iter_mut().zip(shard.counters.named()) {
+                total.1 += value;
+            }
+        }
+        let mut text = format!("{{\"shards\":{}", self.snapshot.len());
+        for (name, value) in totals {
+            text.push_str(&format!(",\"{name}\":{value}"));
+        }
+        text.push_str("}\n");
         text
     }
 }

@@ -211,6 +211,8 @@ mod tests {
             HandshakeError::OriginNotAllowed,
             HandshakeError::NoAcceptableSubprotocol,
             HandshakeError::NotFound,
+            HandshakeError::PlainRequestToWebSocket,
+            HandshakeError::WebSocketDisabled,
             HandshakeError::InvalidContentLength,
             HandshakeError::ConflictingContentLengths,
             HandshakeError::ContentLengthWithTransferEncoding,
