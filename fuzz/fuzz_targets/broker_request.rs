@@ -54,6 +54,11 @@ fuzz_target!(|data: &[u8]| {
             value.get("topic").and_then(Value::as_str),
             Some(&*topics[0])
         ),
+        "ping" => {}
+        "refresh" => assert_eq!(
+            value.get("token").and_then(Value::as_str),
+            Some(&*topics[0])
+        ),
         _ => {
             let theirs: Vec<&str> = value["topics"]
                 .as_array()
@@ -104,6 +109,9 @@ fn check(
                 topics.into_iter().map(|topic| topic.into_owned()).collect(),
             )
         }
+        Request::Ping => ("ping", Vec::new()),
+        // The token is compared with serde_json's reading of it (no topics to check).
+        Request::Refresh { token } => ("refresh", vec![token.into_owned()]),
     }
 }
 
