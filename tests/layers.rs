@@ -20,7 +20,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("stats", &["protocol", "broker", "endpoint"]),
     ("metrics", &["stats", "endpoint"]),
     // The configuration composes every layer's limits.
-    ("config", &["protocol", "broker", "endpoint"]),
+    ("config", &["protocol", "broker", "endpoint", "transport"]),
     // The driver: everything below the server.
     (
         "shard",

@@ -12,16 +12,21 @@
 //! is pushed only when the send has completed, so the descriptor cannot be reused under it).
 //! At most [`REFUSALS_IN_FLIGHT_MAX`] are answered at once; a connection beyond them is closed
 //! at once, unanswered. Each kind is counted in `connections_refused`.
+//!
+//! With a TLS listener (`tls_listen`), the shard runs the same pair of accepts on it: its
+//! connections start their handshake at once, and while the table is full they are closed
+//! unanswered (a plain-text 503 means nothing to a TLS client, and an alert needs a handshake).
 
 use std::io;
 
 use io_uring::{opcode, types};
 use tracing::{debug, warn};
 
-use super::connection::Connection;
+use super::connection::{Closing, Connection};
 use super::ring::{Completion, Operation, Tag};
-use super::{LISTENER_SLOT, Shard};
+use super::{LISTENER_SLOT, Shard, TLS_LISTENER_SLOT};
 use crate::endpoint::Endpoint;
+use crate::transport::Transport;
 
 /// Refusals answered at once: each holds one process descriptor (and a send, then a close, in
 /// flight) for a few microseconds. 64 keeps a shard's share of the process's descriptors small
@@ -54,13 +59,19 @@ enum AcceptKind {
     Direct,
     /// Into process descriptors, to answer 503 while the table is full.
     Refusing,
+    /// The TLS listener's, into direct descriptors.
+    TlsDirect,
+    /// The TLS listener's, into process descriptors closed at once while the table is full.
+    TlsRefusing,
 }
 
-/// The shard's two accepts and the refusals in flight.
+/// The shard's accepts (two per listener) and the refusals in flight.
 #[derive(Debug, Default)]
 pub(super) struct Accepts {
     direct: AcceptArm,
     refusing: AcceptArm,
+    tls_direct: AcceptArm,
+    tls_refusing: AcceptArm,
     /// Refusals whose 503 or following close is in flight (at most REFUSALS_IN_FLIGHT_MAX).
     pub(super) refusals_in_flight: usize,
     /// Unanswered closes in flight: at most the completions of one turn, each completing at
@@ -76,6 +87,8 @@ impl Accepts {
         match kind {
             AcceptKind::Direct => &mut self.direct,
             AcceptKind::Refusing => &mut self.refusing,
+            AcceptKind::TlsDirect => &mut self.tls_direct,
+            AcceptKind::TlsRefusing => &mut self.tls_refusing,
         }
     }
 
@@ -90,7 +103,20 @@ impl AcceptKind {
         match self {
             Self::Direct => Operation::Accept,
             Self::Refusing => Operation::RefusingAccept,
+            Self::TlsDirect => Operation::TlsAccept,
+            Self::TlsRefusing => Operation::TlsRefusingAccept,
         }
+    }
+
+    fn listener_slot(self) -> u32 {
+        match self {
+            Self::Direct | Self::Refusing => LISTENER_SLOT,
+            Self::TlsDirect | Self::TlsRefusing => TLS_LISTENER_SLOT,
+        }
+    }
+
+    fn is_direct(self) -> bool {
+        matches!(self, Self::Direct | Self::TlsDirect)
     }
 }
 
@@ -105,7 +131,12 @@ impl Shard {
             self.log_table_full();
         }
         self.sync_accept(AcceptKind::Direct, self.accepting && !table_full)?;
-        self.sync_accept(AcceptKind::Refusing, refusing_wanted)
+        self.sync_accept(AcceptKind::Refusing, refusing_wanted)?;
+        if self.tls_config.is_some() {
+            self.sync_accept(AcceptKind::TlsDirect, self.accepting && !table_full)?;
+            self.sync_accept(AcceptKind::TlsRefusing, refusing_wanted)?;
+        }
+        Ok(())
     }
 
     fn sync_accept(&mut self, kind: AcceptKind, wanted: bool) -> io::Result<()> {
@@ -117,10 +148,10 @@ impl Shard {
                     armed: true,
                     cancelling: false,
                 };
-                let accept = opcode::AcceptMulti::new(types::Fixed(LISTENER_SLOT));
-                match kind {
-                    AcceptKind::Direct => accept.allocate_file_index(true),
-                    AcceptKind::Refusing => accept.flags(libc::SOCK_CLOEXEC),
+                let accept = opcode::AcceptMulti::new(types::Fixed(kind.listener_slot()));
+                match kind.is_direct() {
+                    true => accept.allocate_file_index(true),
+                    false => accept.flags(libc::SOCK_CLOEXEC),
                 }
                 .build()
                 .user_data(tag)
@@ -147,12 +178,16 @@ impl Shard {
         self.sync_accepts()
     }
 
-    pub(super) fn handle_accept(&mut self, completion: Completion) -> io::Result<()> {
+    /// A connection accepted into the table, on the plain listener or (`tls`) the TLS one.
+    pub(super) fn handle_accept(&mut self, completion: Completion, tls: bool) -> io::Result<()> {
         if !completion.more() {
-            self.accepts.direct = AcceptArm::default();
+            *self.accepts.arm(match tls {
+                false => AcceptKind::Direct,
+                true => AcceptKind::TlsDirect,
+            }) = AcceptArm::default();
         }
         match completion.result {
-            slot if slot >= 0 => self.open_connection(slot as u32)?,
+            slot if slot >= 0 => self.open_connection(slot as u32, tls)?,
             error => match -error {
                 // The table filled before the refusing accept took over: the kernel dropped
                 // this connection and ended the accept. Counted; the sync below switches over.
@@ -165,13 +200,21 @@ impl Shard {
         self.sync_accepts()
     }
 
-    /// A connection accepted while the table is full: answer it 503 and close it.
-    pub(super) fn handle_refusing_accept(&mut self, completion: Completion) -> io::Result<()> {
+    /// A connection accepted while the table is full: answer it 503 and close it (a TLS one is
+    /// closed at once).
+    pub(super) fn handle_refusing_accept(
+        &mut self,
+        completion: Completion,
+        tls: bool,
+    ) -> io::Result<()> {
         if !completion.more() {
-            self.accepts.refusing = AcceptArm::default();
+            *self.accepts.arm(match tls {
+                false => AcceptKind::Refusing,
+                true => AcceptKind::TlsRefusing,
+            }) = AcceptArm::default();
         }
         match completion.result {
-            descriptor if descriptor >= 0 => self.refuse(descriptor)?,
+            descriptor if descriptor >= 0 => self.refuse(descriptor, tls)?,
             error => match -error {
                 // No process descriptor left (this process, or the system): the connection
                 // stays in the backlog, and accepting again would fail the same way at once.
@@ -190,10 +233,11 @@ impl Shard {
         self.sync_accepts()
     }
 
-    /// Sends the 503 on `descriptor`, or closes it at once when enough refusals are in flight.
-    fn refuse(&mut self, descriptor: i32) -> io::Result<()> {
+    /// Sends the 503 on `descriptor`, or closes it at once when enough refusals are in flight
+    /// or the client speaks TLS.
+    fn refuse(&mut self, descriptor: i32, tls: bool) -> io::Result<()> {
         let slot = descriptor as u32;
-        let entry = if self.accepts.refusals_in_flight < REFUSALS_IN_FLIGHT_MAX {
+        let entry = if !tls && self.accepts.refusals_in_flight < REFUSALS_IN_FLIGHT_MAX {
             self.accepts.refusals_in_flight += 1;
             let length = REFUSAL_RESPONSE.len() as u32;
             opcode::Send::new(types::Fd(descriptor), REFUSAL_RESPONSE.as_ptr(), length)
@@ -278,7 +322,7 @@ impl Shard {
         }
     }
 
-    fn open_connection(&mut self, slot: u32) -> io::Result<()> {
+    fn open_connection(&mut self, slot: u32, tls: bool) -> io::Result<()> {
         let index = slot as usize;
         assert!(
             self.connections[index].is_none(),
@@ -287,11 +331,29 @@ impl Shard {
         self.generations[index] = self.generations[index].wrapping_add(1);
         let generation = self.generations[index];
         let endpoint = Endpoint::new(self.context.now_ms, &self.context.settings);
-        self.connections[index] = Some(Connection::new(generation, endpoint));
+        let mut connection = Connection::new(generation, endpoint);
+        if let (true, Some(config)) = (tls, &self.tls_config) {
+            match Transport::new_tls(config) {
+                Ok(transport) => {
+                    connection.transport = transport;
+                    self.tls_connections += 1;
+                }
+                // rustls refuses only a configuration without protocol versions, which
+                // start-up never builds: close this connection rather than serve it plain.
+                Err(error) => {
+                    warn!(%error, "a TLS connection could not start");
+                    connection.closing = Closing::ShutDown;
+                }
+            }
+        }
+        self.connections[index] = Some(connection);
         self.fanout.open_client(slot, generation);
         self.connection_count += 1;
         self.counters.connections_accepted += 1;
         self.sync_deadline(slot);
+        if self.connection_mut(slot).closing != Closing::Open {
+            return self.advance_close(slot);
+        }
         if self.drain_deadline_ms.is_some() {
             let (now_ms, close_timeout_ms) = (self.context.now_ms, self.config.close_timeout_ms);
             self.connection_mut(slot)

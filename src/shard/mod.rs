@@ -45,6 +45,7 @@ use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
 use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats};
+use crate::transport::tls::TlsWorkspace;
 use accept::Accepts;
 use buffers::ReceiveBuffers;
 use commands::Outbox;
@@ -55,8 +56,9 @@ use ring::{Completion, Operation, Ring, Tag};
 use send::SendSlots;
 use timer::TimerWheel;
 
-/// The registered-file slot of the shard's listener (outside the allocation range).
+/// The registered-file slots of the shard's listeners (outside the allocation range).
 const LISTENER_SLOT: u32 = 0;
+const TLS_LISTENER_SLOT: u32 = 1;
 /// Submission queue entries per ring. Submissions beyond it are flushed early, never dropped.
 const SUBMISSION_ENTRIES: u32 = 4096;
 /// Completions handled per turn; the rest wait in the (four times larger) completion queue.
@@ -92,6 +94,15 @@ pub struct Shared {
     pub metrics_board: Arc<MetricsBoard>,
     /// Differs from one process start to the next: the topics' epochs are drawn from it.
     pub epoch_seed: u64,
+    /// The shard's TLS listener and the handshake configuration every shard shares (its
+    /// certificate resolver is what a reload swaps), when `tls_listen` is set.
+    pub tls: Option<TlsListener>,
+}
+
+/// A shard's TLS listener.
+pub struct TlsListener {
+    pub listener_fd: RawFd,
+    pub config: Arc<rustls::ServerConfig>,
 }
 
 /// One shard. Field order matters: the ring is dropped before the buffers it writes into.
@@ -103,6 +114,13 @@ pub struct Shard {
     generations: Vec<u16>,
     connection_count: usize,
     websocket_connections: u64,
+    tls_connections: u64,
+    /// The handshake configuration of TLS connections, when the shard has a TLS listener.
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// TLS buffers, scratch and counters of this shard's TLS connections.
+    tls_workspace: TlsWorkspace,
+    /// TLS connections that found no ciphertext buffer free, retried when one comes back.
+    tls_send_waiting: Vec<(u32, u16)>,
     config: Arc<ServerConfig>,
     /// What endpoints need (pool, encoder, settings, counters, clock), lent beside a borrow of
     /// one connection.
@@ -147,7 +165,8 @@ impl Shard {
     pub fn new(config: Arc<ServerConfig>, listener_fd: RawFd, shared: Shared) -> io::Result<Shard> {
         let ring = Ring::new(SUBMISSION_ENTRIES)?;
         let table_slots = config.connections_per_shard_max + RESERVED_FILE_SLOTS;
-        register_file_table(&ring, table_slots, listener_fd)?;
+        let tls_listener_fd = shared.tls.as_ref().map(|tls| tls.listener_fd);
+        register_file_table(&ring, table_slots, listener_fd, tls_listener_fd)?;
         let receive_buffers = ReceiveBuffers::new(
             &ring.submitter(),
             RECEIVE_GROUP_ID,
@@ -159,6 +178,7 @@ impl Shard {
             mailboxes,
             metrics_board,
             epoch_seed,
+            tls,
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
@@ -192,6 +212,10 @@ impl Shard {
             generations: vec![0; table_slots],
             connection_count: 0,
             websocket_connections: 0,
+            tls_connections: 0,
+            tls_config: tls.map(|tls| tls.config),
+            tls_workspace: TlsWorkspace::default(),
+            tls_send_waiting: Vec::with_capacity(table_slots),
             context,
             fanout,
             frame_cache: FrameCache::default(),
@@ -304,8 +328,10 @@ impl Shard {
             unreachable!("a completion we did not ask for: {completion:?}");
         };
         match tag.operation {
-            Operation::Accept => return self.handle_accept(completion),
-            Operation::RefusingAccept => return self.handle_refusing_accept(completion),
+            Operation::Accept => return self.handle_accept(completion, false),
+            Operation::TlsAccept => return self.handle_accept(completion, true),
+            Operation::RefusingAccept => return self.handle_refusing_accept(completion, false),
+            Operation::TlsRefusingAccept => return self.handle_refusing_accept(completion, true),
             // A refusal's descriptor is a process descriptor, not a slot of the table.
             Operation::RefusalSend => return self.handle_refusal_send(tag, completion),
             Operation::RefusalClose => return self.handle_refusal_close(tag, completion),
@@ -335,7 +361,9 @@ impl Shard {
             // completion, ECANCELED or not, is what the shard acts on.
             Operation::CancelReceive => Ok(()),
             Operation::Accept
+            | Operation::TlsAccept
             | Operation::RefusingAccept
+            | Operation::TlsRefusingAccept
             | Operation::RefusalSend
             | Operation::RefusalClose
             | Operation::Wake
@@ -421,9 +449,15 @@ impl Shard {
     }
 }
 
-/// Registers a sparse file table of `table_slots`, puts the listener in slot 0 and keeps the
-/// reserved slots out of the range the kernel allocates accepted connections from.
-fn register_file_table(ring: &Ring, table_slots: usize, listener_fd: RawFd) -> io::Result<()> {
+/// Registers a sparse file table of `table_slots`, puts the listener in slot 0 (and the TLS
+/// listener in slot 1) and keeps the reserved slots out of the range the kernel allocates
+/// accepted connections from.
+fn register_file_table(
+    ring: &Ring,
+    table_slots: usize,
+    listener_fd: RawFd,
+    tls_listener_fd: Option<RawFd>,
+) -> io::Result<()> {
     let submitter = ring.submitter();
     submitter.register_files_sparse(table_slots as u32).map_err(|error| {
         io::Error::new(
@@ -435,6 +469,9 @@ fn register_file_table(ring: &Ring, table_slots: usize, listener_fd: RawFd) -> i
         )
     })?;
     submitter.register_files_update(LISTENER_SLOT, &[listener_fd])?;
+    if let Some(tls_listener_fd) = tls_listener_fd {
+        submitter.register_files_update(TLS_LISTENER_SLOT, &[tls_listener_fd])?;
+    }
     #[repr(C)]
     struct FileIndexRange {
         offset: u32,
