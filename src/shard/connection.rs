@@ -44,6 +44,8 @@ pub struct Connection {
     pub(super) publisher_paused: bool,
     /// Queued in the shard's list of connections with something to send.
     pub(super) send_listed: bool,
+    /// Queued in the shard's list of TLS connections waiting for a ciphertext buffer.
+    pub(super) tls_waiting: bool,
     /// What the queue last reported to the shard's queue memory.
     pub(super) reported: Reported,
     /// When the queue last made progress: bytes sent, or frames queued to an empty queue. A
@@ -67,6 +69,7 @@ impl Connection {
             reading_paused: false,
             publisher_paused: false,
             send_listed: false,
+            tls_waiting: false,
             reported: Reported::default(),
             send_progress_ms: 0,
             stall_closed: false,

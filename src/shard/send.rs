@@ -72,6 +72,7 @@ impl Shard {
                                 continue;
                             };
                             if other.generation() == generation {
+                                other.tls_waiting = false;
                                 list_for_send(other, waiting, &mut self.send_list);
                             }
                         }
@@ -178,6 +179,7 @@ impl Shard {
             .as_mut()
             .expect("listed connections are live");
         let generation = connection.generation();
+        let connection_waiting = connection.tls_waiting;
         let tls = connection.transport.tls_mut().expect("a TLS connection");
         let outbound = &mut connection.outbound;
         let shared = &mut self.queue_memory.shared;
@@ -185,11 +187,15 @@ impl Shard {
         let sealed = tls.seal(&mut self.tls_workspace, queued_bytes, |out| {
             outbound.take_front(out, shared)
         });
-        let mut failed = false;
+        let (mut failed, mut newly_waiting) = (false, false);
         match sealed {
             Sealed::Ready => {}
             // Every ciphertext buffer is lent out: the next send completion brings one back.
-            Sealed::NoBuffer => self.tls_send_waiting.push((slot, generation)),
+            Sealed::NoBuffer if !connection_waiting => {
+                self.tls_send_waiting.push((slot, generation));
+                newly_waiting = true;
+            }
+            Sealed::NoBuffer => {}
             Sealed::Failed => failed = true,
         }
         if let Some(ciphertext) = tls.start_send() {
@@ -204,6 +210,9 @@ impl Shard {
             // and only `complete_send` or `abandon_send` at the completion clear the mark); a
             // connection is freed only after its sends completed (`advance_close` waits).
             unsafe { self.ring.push(&entry)? };
+        }
+        if newly_waiting {
+            self.connection_mut(slot).tls_waiting = true;
         }
         self.account(slot);
         if failed {

@@ -317,3 +317,205 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertificateError> {
         reason: error.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+
+    use super::*;
+
+    /// A scratch directory for one test's files.
+    fn directory(name: &str) -> PathBuf {
+        let directory = std::env::temp_dir().join(format!(
+            "ringcast-certificates-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        directory
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = text
+            .as_bytes()
+            .chunks(64)
+            .map(|line| std::str::from_utf8(line).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// The content of the DER element at the front of `der` with tag `tag`, and the rest.
+    fn der_element(der: &[u8], tag: u8) -> (&[u8], &[u8]) {
+        assert_eq!(der[0], tag);
+        let (length, header) = match der[1] {
+            length @ 0..=0x7F => (usize::from(length), 2),
+            0x81 => (usize::from(der[2]), 3),
+            0x82 => (usize::from(u16::from_be_bytes([der[2], der[3]])), 4),
+            other => panic!("length form {other:#x}"),
+        };
+        der[header..].split_at(length)
+    }
+
+    /// The PKCS#1 RSAPrivateKey inside a PKCS#8 PrivateKeyInfo (RFC 5208 §5).
+    fn pkcs1_of(pkcs8: &[u8]) -> Vec<u8> {
+        let (info, _) = der_element(pkcs8, 0x30);
+        let (_, rest) = der_element(info, 0x02); // version
+        let (_, rest) = der_element(rest, 0x30); // algorithm
+        let (key, _) = der_element(rest, 0x04);
+        key.to_vec()
+    }
+
+    /// Writes a certificate for `key` (valid `days` from `start_days` days from now) and the key
+    /// as `key_pem`, and returns their paths.
+    fn write_pair(
+        directory: &Path,
+        key: &rcgen::KeyPair,
+        key_pem: &str,
+        validity_days: (i64, i64),
+    ) -> CertificatePaths {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(validity_days.0);
+        params.not_after = now + time::Duration::days(validity_days.1);
+        let certificate = params.self_signed(key).unwrap();
+        let paths = CertificatePaths {
+            certificate: directory.join("certificate.pem"),
+            private_key: directory.join("key.pem"),
+        };
+        std::fs::write(&paths.certificate, certificate.pem()).unwrap();
+        std::fs::write(&paths.private_key, key_pem).unwrap();
+        paths
+    }
+
+    fn load_error(paths: &CertificatePaths) -> String {
+        match Certificates::load(paths.clone(), provider()) {
+            Ok(_) => panic!("loaded {paths:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// Proves the three key formats load: PKCS#8, SEC1 (EC) and PKCS#1 (RSA).
+    #[test]
+    fn every_key_format_loads() {
+        let directory = directory("formats");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let paths = write_pair(&directory, &key, &key.serialize_pem(), (-1, 30));
+        let (_, loaded) = Certificates::load(paths, provider()).unwrap();
+        assert_eq!(loaded.chain_length, 1);
+
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let ec = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap();
+        let sec1 = ec.private_key().as_der().unwrap();
+        let key = rcgen::KeyPair::try_from(pkcs8.as_ref()).unwrap();
+        let paths = write_pair(
+            &directory,
+            &key,
+            &pem("EC PRIVATE KEY", sec1.as_ref()),
+            (-1, 30),
+        );
+        Certificates::load(paths, provider()).unwrap();
+
+        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let pkcs1 = pkcs1_of(&rsa.serialize_der());
+        let paths = write_pair(&directory, &rsa, &pem("RSA PRIVATE KEY", &pkcs1), (-1, 30));
+        Certificates::load(paths, provider()).unwrap();
+    }
+
+    /// Proves each problem stops loading with a message naming the file and the problem.
+    #[test]
+    fn problems_name_the_file() {
+        let directory = directory("problems");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let good = write_pair(&directory, &key, &key.serialize_pem(), (-1, 30));
+
+        let missing = CertificatePaths {
+            certificate: directory.join("absent.pem"),
+            ..good.clone()
+        };
+        let message = load_error(&missing);
+        assert!(message.contains("absent.pem: no such file"), "{message}");
+
+        let unreadable = CertificatePaths {
+            private_key: directory.clone(),
+            ..good.clone()
+        };
+        let message = load_error(&unreadable);
+        assert!(message.contains("cannot be read"), "{message}");
+        assert!(
+            message.contains(&directory.display().to_string()),
+            "{message}"
+        );
+
+        let not_pem = CertificatePaths {
+            certificate: good.private_key.clone(),
+            ..good.clone()
+        };
+        let message = load_error(&not_pem);
+        assert!(message.contains("key.pem: no PEM certificate"), "{message}");
+
+        let no_key = CertificatePaths {
+            private_key: good.certificate.clone(),
+            ..good.clone()
+        };
+        let message = load_error(&no_key);
+        assert!(
+            message.contains("certificate.pem: no PEM private key"),
+            "{message}"
+        );
+
+        let other = directory.join("other-key.pem");
+        std::fs::write(&other, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        let mismatch = CertificatePaths {
+            private_key: other,
+            ..good.clone()
+        };
+        let message = load_error(&mismatch);
+        assert!(
+            message.contains("other-key.pem: this key does not match"),
+            "{message}"
+        );
+
+        let expired = write_pair(&directory, &key, &key.serialize_pem(), (-30, -1));
+        let message = load_error(&expired);
+        assert!(
+            message.contains("certificate.pem: the certificate expired on"),
+            "{message}"
+        );
+
+        let early = write_pair(&directory, &key, &key.serialize_pem(), (2, 30));
+        let message = load_error(&early);
+        assert!(message.contains("is not valid before"), "{message}");
+    }
+
+    /// Proves a reload swaps in a good new pair and keeps the old one when the new one fails.
+    #[test]
+    fn reload_swaps_only_a_good_pair() {
+        let directory = directory("reload");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let paths = write_pair(&directory, &key, &key.serialize_pem(), (-1, 30));
+        let (certificates, _) = Certificates::load(paths.clone(), provider()).unwrap();
+        let current = |certificates: &Certificates| -> Vec<u8> {
+            let key = Arc::clone(&certificates.current.read().unwrap());
+            key.end_entity_cert().unwrap().to_vec()
+        };
+        let first = current(&certificates);
+        let new_key = rcgen::KeyPair::generate().unwrap();
+        write_pair(&directory, &new_key, &new_key.serialize_pem(), (-1, 60));
+        certificates.reload().unwrap();
+        let second = current(&certificates);
+        assert_ne!(first, second);
+        // A half-written update: the new certificate with the old key.
+        let third_key = rcgen::KeyPair::generate().unwrap();
+        write_pair(&directory, &third_key, &key.serialize_pem(), (-1, 60));
+        let error = certificates.reload().unwrap_err().to_string();
+        assert!(error.contains("does not match"), "{error}");
+        assert_eq!(current(&certificates), second, "the previous pair stays");
+    }
+}

@@ -232,7 +232,9 @@ impl TlsConnection {
         mut read: impl FnMut(&mut [u8]),
     ) -> ReadOutcome {
         match self.state {
-            State::Done => ReadOutcome::Aborted,
+            // The connection is already closing (every way into Done said so): what the peer
+            // sends now is not read.
+            State::Done => ReadOutcome::Open,
             _ if self.peer_closed => ReadOutcome::PeerClosed,
             State::Handshaking(_) => {
                 let outcome = self.read_handshake(input, workspace, &mut read);
@@ -789,6 +791,14 @@ impl TlsConnection {
         }
     }
 
+    /// Lowers the confidentiality limit, so that tests reach it.
+    #[cfg(test)]
+    pub(crate) fn set_tx_records_max_for_test(&mut self, records: u64) {
+        if let State::Traffic(records_layer) = &mut self.state {
+            records_layer.set_tx_records_max_for_test(records);
+        }
+    }
+
     /// Gives every buffer back (the connection is being freed; nothing is in flight).
     pub fn release(&mut self, workspace: &mut TlsWorkspace) {
         assert_eq!(self.in_flight_bytes, 0, "freed with a send in flight");
@@ -926,3 +936,6 @@ fn take_into(pending: &mut CipherBuffer, rest: &mut &mut [u8], count: usize) {
     pending.extend_from_slice(taken);
     *rest = tail;
 }
+
+#[cfg(test)]
+mod tests;

@@ -403,6 +403,11 @@ impl RecordLayer {
         self.tx.seq.saturating_add(1) >= self.tx_records_max
     }
 
+    #[cfg(test)]
+    pub(crate) fn set_tx_records_max_for_test(&mut self, records: u64) {
+        self.tx_records_max = records;
+    }
+
     /// Switches to the peer's next traffic key after its KeyUpdate (TLS 1.3 only).
     pub fn update_rx_key(&mut self) -> Result<(), Refused> {
         let secrets = self.kernel.update_rx_secret().map_err(|_| internal())?;
