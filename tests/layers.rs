@@ -17,7 +17,7 @@ const RULES: &[(&str, &[&str])] = &[
     // Per-connection state machines: codecs, the broker's types, the transport.
     ("endpoint", &["protocol", "broker", "transport"]),
     // Counters of every layer, gathered.
-    ("stats", &["protocol", "broker", "endpoint"]),
+    ("stats", &["protocol", "broker", "endpoint", "transport"]),
     ("metrics", &["stats", "endpoint"]),
     // The configuration composes every layer's limits.
     ("config", &["protocol", "broker", "endpoint", "transport"]),

@@ -44,7 +44,7 @@ use crate::endpoint::outbound::QueueMemory;
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
-use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats};
+use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats, TlsStats};
 use crate::transport::tls::TlsWorkspace;
 use accept::Accepts;
 use buffers::ReceiveBuffers;
@@ -425,10 +425,15 @@ impl Shard {
             ..Gauges::default()
         }
         .with_broker(self.fanout.gauges());
+        let tls = self
+            .tls_config
+            .as_ref()
+            .map(|_| TlsStats::of(&self.tls_workspace, self.tls_connections));
         let stats = ShardStats {
             counters: self.gather_counters(),
             gauges,
             pool: PoolStats::of(&self.context.pool),
+            tls,
         };
         self.metrics_board.publish(self.shard_index, &stats);
     }

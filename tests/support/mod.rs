@@ -4,7 +4,8 @@
 //! - [`server`]: the real `ringcast` binary on an ephemeral port, and clients written from the
 //!   RFCs alone (nothing of the crate under test), with every wait bounded;
 //! - [`tools`]: the external tools the interop and conformance tests run (Python, Node,
-//!   kosoku), found where the test command installs them.
+//!   kosoku), found where the test command installs them;
+//! - [`tls`]: certificates made at test time and rustls clients that verify the server.
 //!
 //! `counting_allocator.rs` is not part of it: it installs a global allocator, so only the
 //! binaries that count allocations include it (`#[path = "support/counting_allocator.rs"]`).
@@ -12,4 +13,5 @@
 
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod tools;
