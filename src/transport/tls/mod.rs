@@ -310,7 +310,11 @@ impl TlsConnection {
             let State::Handshaking(connection) = &mut self.state else {
                 unreachable!("driven only while handshaking");
             };
-            let status = connection.process_tls_records(&mut buffer[consumed..]);
+            let Some(status) = contain(|| connection.process_tls_records(&mut buffer[consumed..]))
+            else {
+                step = Step::Panicked;
+                break;
+            };
             let discard = status.discard;
             step = match status.state {
                 Ok(state) => handle_state(
@@ -338,9 +342,13 @@ impl TlsConnection {
                 self.state = State::Done;
                 ReadOutcome::Aborted
             }
-            Step::Failed(error) => self.fail_handshake(error, workspace),
+            Step::Failed(error) => self.fail_handshake(error, workspace, &mut buffer[consumed..]),
             Step::NoBuffer => {
                 workspace.counters.buffers_exhausted += 1;
+                self.abort()
+            }
+            Step::Panicked => {
+                workspace.counters.handshake_failures += 1;
                 self.abort()
             }
         };
@@ -370,6 +378,10 @@ impl TlsConnection {
             return self.abort();
         };
         self.state = State::Traffic(records);
+        tracing::debug!(
+            rest_bytes = rest.len(),
+            "TLS handshake done: the record layer takes over"
+        );
         if rest.is_empty() {
             return ReadOutcome::Open;
         }
@@ -384,11 +396,14 @@ impl TlsConnection {
         ReadOutcome::Open
     }
 
-    /// rustls refused the handshake: sends the alert it queued, and closes.
+    /// rustls refused the handshake: sends the alert it queued, and closes. `rest` is what
+    /// rustls had not discarded when it failed: it keeps positions into those bytes, so the
+    /// alert is drained with them still in front of it.
     fn fail_handshake(
         &mut self,
         error: rustls::Error,
         workspace: &mut TlsWorkspace,
+        rest: &mut [u8],
     ) -> ReadOutcome {
         tracing::debug!(%error, "TLS handshake refused");
         workspace.counters.handshake_failures += 1;
@@ -398,24 +413,25 @@ impl TlsConnection {
         let State::Handshaking(connection) = &mut self.state else {
             unreachable!("failed while handshaking");
         };
+        // Only while rustls has records queued: a call with none would read the bad bytes
+        // again (and rustls asserts it never sends two fatal alerts).
         let mut queued = false;
         for _ in 0..ALERTS_DRAINED_MAX {
-            let status = connection.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    match encode_into(
-                        &mut self.outgoing,
-                        self.in_flight_bytes,
-                        &mut encode,
-                        workspace,
-                    ) {
-                        Step::Continue => queued = true,
-                        _ => break,
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                _ => break,
+            if !connection.wants_write() {
+                break;
             }
+            let Some(status) = contain(|| connection.process_tls_records(rest)) else {
+                break;
+            };
+            let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state else {
+                break;
+            };
+            let outgoing = &mut self.outgoing;
+            if encode_into(outgoing, self.in_flight_bytes, &mut encode, workspace) != Step::Continue
+            {
+                break;
+            }
+            queued = true;
         }
         self.state = State::Done;
         self.closing_sealed = true;
@@ -815,6 +831,25 @@ enum Step {
     PeerClosed,
     NoBuffer,
     Failed(rustls::Error),
+    /// rustls panicked on this connection's bytes.
+    Panicked,
+}
+
+/// Runs one call into rustls' handshake, containing a panic to this connection: rustls parses
+/// what any client sends, and a panic there (a bug, or our misuse of its buffer contract, as
+/// once happened) must close one connection, not end the shard and all of its connections.
+/// `None` when it panicked; the connection is then dropped. The panic message is printed by
+/// the panic hook and logged here.
+fn contain<T>(call: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            tracing::error!(
+                "rustls panicked on a connection's handshake bytes: connection dropped"
+            );
+            None
+        }
+    }
 }
 
 /// Acts on one state rustls reached during the handshake.

@@ -386,26 +386,36 @@ fn alert_in(wire: &[u8]) -> Option<(u8, u8)> {
 }
 
 /// Proves what is not TLS (plain HTTP, noise) and a broken ClientHello get a fatal alert
-/// before the close, never a panic.
+/// before the close (or, where rustls has none to send, the close alone), never a panic.
 #[test]
 fn not_tls_gets_an_alert() {
     let configs = configs(Version::Tls13);
-    let inputs: [&[u8]; 4] = [
+    let inputs: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0],
+        // A handshake message of unknown type announcing 16 MiB: rustls remembers where it
+        // starts, and the alert must be drained with those bytes in place (it panicked when
+        // given an empty buffer instead).
+        &[
+            0x16, 0x03, 0x01, 0x00, 0x08, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0,
+        ],
         &[0x17, 0x03, 0x03, 0x00, 0x01, 0],
         &[0xFF; 64],
     ];
     for input in inputs {
         let mut pair = Pair::new(&configs);
-        assert_eq!(
-            pair.feed_server(input, usize::MAX),
-            ReadOutcome::Refused,
-            "{input:?}"
-        );
+        let outcome = pair.feed_server(input, usize::MAX);
         let wire = pair.server_wire(usize::MAX);
-        let (level, _) = alert_in(&wire).unwrap_or_else(|| panic!("no alert: {wire:?}"));
-        assert_eq!(level, 2, "fatal");
+        match outcome {
+            ReadOutcome::Refused => {
+                let (level, _) = alert_in(&wire).unwrap_or_else(|| panic!("no alert: {wire:?}"));
+                assert_eq!(level, 2, "fatal");
+            }
+            // rustls queues no alert for some inputs (a handshake message of absurd length):
+            // then the connection just closes.
+            ReadOutcome::Aborted => assert!(wire.is_empty()),
+            other => panic!("{input:?}: {other:?}"),
+        }
         assert_eq!(pair.workspace.counters.handshake_failures, 1);
         assert_eq!(
             pair.feed_server(b"more", usize::MAX),
