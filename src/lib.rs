@@ -19,9 +19,9 @@
 //!   takes requests and commands and decides: what each subscriber gets under the slow-consumer
 //!   policy and the shard's budget, what to answer, what to tell other shards. Tested in memory
 //!   with several shards on a simulated network (`tests/broker_fanout.rs`).
-//! - [`endpoint`]: per-connection state machines (HTTP, WebSocket; SSE, streams, polls and
-//!   Engine.IO next) with `handle_*` methods, their own deadlines, and a frame cache that frames
-//!   each delivered message once per shard per kind of endpoint.
+//! - [`endpoint`]: per-connection state machines (HTTP, WebSocket, SSE, NDJSON streams,
+//!   long and short polls; Engine.IO next) with `handle_*` methods, their own deadlines,
+//!   and a frame cache that frames each delivered message once per shard per kind of endpoint.
 //! - [`transport`]: the byte stream under an endpoint (plain now; TLS next).
 //! - [`shard`]: one thread and one io_uring per core, a pure driver: multishot accept into
 //!   direct descriptors, multishot receive on a provided buffer ring, gathered sends, one timer

@@ -84,6 +84,20 @@ const fn by_reason(
     }
 }
 
+/// A family of either type with one series per shard and value of `label`.
+const fn labelled(
+    name: &'static str,
+    metric_type: MetricType,
+    label: &'static str,
+    help: &'static str,
+    series: &'static [Series],
+) -> Family {
+    Family {
+        metric_type,
+        ..by_reason(name, help, label, series)
+    }
+}
+
 /// A family measured in bytes, one series per shard.
 const fn bytes(
     name: &'static str,
@@ -190,6 +204,21 @@ static FAMILIES: &[Family] = &[
     single("resets", Counter,
         "Subscriptions answered with reset because since + 1 had left the history.",
         &[("", |m| m.counters.resets)]),
+    single("replay_pages", Counter,
+        "Pages of replays served: a long replay comes in pages as the subscriber's queue drains.",
+        &[("", |m| m.counters.replay_pages)]),
+    single("replays_lost", Counter,
+        "Replays cut short because what they asked for left history meanwhile (answered reset).",
+        &[("", |m| m.counters.replays_lost)]),
+    single("topics_expired", Counter,
+        "Topics forgotten after topic_idle_ms without subscribers or publishes.",
+        &[("", |m| m.counters.topics_expired)]),
+    single("topic_creations_refused", Counter,
+        "Topic creations refused because a client went past topic_creations_per_second (429).",
+        &[("", |m| m.counters.topic_creations_refused)]),
+    single("duplicate_publishes", Counter,
+        "Publishes answered from the idempotency table (a retry), not published again.",
+        &[("", |m| m.counters.duplicate_publishes)]),
     single("pool_exhausted", Counter,
         "Message buffers the pool could not lend because their size class was all in use \
          (the message was refused: 1013 on a WebSocket, 503 on HTTP); see pool_buffers.",
@@ -210,6 +239,33 @@ static FAMILIES: &[Family] = &[
         &[("", |m| m.gauges.topics_subscribed)]),
     bytes("history", Gauge, "Bytes of history this shard keeps for its owned topics.",
         &[("", |m| m.gauges.history_bytes)]),
+    single("poll_answers", Counter, "Polls answered (with messages, or empty at their wait's end).",
+        &[("", |m| m.counters.poll_answers)]),
+    labelled("transport_deliveries", Counter, "transport",
+        "Messages delivered to this shard's subscribers, by transport.",
+        &[("websocket", |m| m.counters.transport_deliveries[0]),
+          ("sse", |m| m.counters.transport_deliveries[1]),
+          ("stream", |m| m.counters.transport_deliveries[2]),
+          ("poll", |m| m.counters.transport_deliveries[3])]),
+    labelled("transport_slow_consumer_actions", Counter, "transport",
+        "Slow-consumer actions (drops, conflations, closes) by the transport of the subscriber.",
+        &[("websocket", |m| m.counters.transport_slow_consumer_actions[0]),
+          ("sse", |m| m.counters.transport_slow_consumer_actions[1]),
+          ("stream", |m| m.counters.transport_slow_consumer_actions[2]),
+          ("poll", |m| m.counters.transport_slow_consumer_actions[3])]),
+    labelled("transport_connections", Gauge, "transport",
+        "Open connections by transport (a poll while it is held).",
+        &[("websocket", |m| m.gauges.transport_connections[0]),
+          ("sse", |m| m.gauges.transport_connections[1]),
+          ("stream", |m| m.gauges.transport_connections[2]),
+          ("poll", |m| m.gauges.transport_connections[3])]),
+    single("message_buffers_created", Counter,
+        "Message buffers allocated because none of their size class was free (warm-up, growth) \
+         or for a message larger than every class; flat in a steady state.",
+        &[("", |m| m.counters.message_buffers_created)]),
+    bytes("message_pool_free", Gauge,
+        "Bytes of free message buffers this shard keeps for reuse.",
+        &[("", |m| m.gauges.message_pool_free_bytes)]),
     single("mailbox_depth", Gauge, "Commands waiting in this shard's mailboxes.",
         &[("", |m| m.gauges.mailbox_depth)]),
     single("outbox_depth", Gauge,
@@ -217,6 +273,10 @@ static FAMILIES: &[Family] = &[
         &[("", |m| m.gauges.outbox_depth)]),
     bytes("outbound_queued", Gauge, "Bytes queued to this shard's connections and not yet sent.",
         &[("", |m| m.gauges.outbound_queued_bytes)]),
+    bytes("outbound_memory", Gauge,
+        "Memory this shard's queues hold: each shared message once, plus each queue's own \
+         frames and bookkeeping (what outbound_shard_bytes_max bounds).",
+        &[("", |m| m.gauges.outbound_memory_bytes)]),
 ];
 
 /// Writes the `GET /metrics` text. Built once; each [`render`](Self::render) reuses the
@@ -490,17 +550,29 @@ mod tests {
             send_stalls: offset + 34,
             message_timeouts: offset + 35,
             pool_exhausted: offset + 36,
+            replay_pages: offset + 37,
+            replays_lost: offset + 38,
+            topics_expired: offset + 39,
+            topic_creations_refused: offset + 40,
+            duplicate_publishes: offset + 41,
+            message_buffers_created: offset + 52,
+            poll_answers: offset + 54,
+            transport_deliveries: [offset + 55, offset + 56, offset + 57, offset + 58],
+            transport_slow_consumer_actions: [offset + 59, offset + 60, offset + 61, offset + 62],
         };
         let gauges = Gauges {
-            connections: offset + 37,
-            websocket_connections: offset + 38,
-            subscriptions: offset + 39,
-            topics_owned: offset + 40,
-            topics_subscribed: offset + 41,
-            history_bytes: offset + 42,
-            mailbox_depth: offset + 43,
-            outbox_depth: offset + 44,
-            outbound_queued_bytes: offset + 45,
+            connections: offset + 42,
+            websocket_connections: offset + 43,
+            subscriptions: offset + 44,
+            topics_owned: offset + 45,
+            topics_subscribed: offset + 46,
+            history_bytes: offset + 47,
+            mailbox_depth: offset + 48,
+            outbox_depth: offset + 49,
+            outbound_queued_bytes: offset + 50,
+            outbound_memory_bytes: offset + 51,
+            message_pool_free_bytes: offset + 53,
+            transport_connections: [offset + 63, offset + 64, offset + 65, offset + 66],
         };
         ShardStats {
             counters,
@@ -706,9 +778,9 @@ mod tests {
             "ringcast_requests_total{shard=\"0\",op=\"publish\"} 21",
             "ringcast_received_bytes_total{shard=\"0\"} 11",
             "ringcast_sent_bytes_total{shard=\"0\"} 12",
-            "ringcast_history_bytes{shard=\"0\"} 42",
-            "ringcast_outbound_queued_bytes{shard=\"0\"} 45",
-            "ringcast_connections{shard=\"0\"} 37",
+            "ringcast_history_bytes{shard=\"0\"} 47",
+            "ringcast_outbound_queued_bytes{shard=\"0\"} 50",
+            "ringcast_connections{shard=\"0\"} 42",
             "ringcast_connections_refused_total{shard=\"0\",reason=\"answered_503\"} 4",
             "ringcast_connections_refused_total{shard=\"0\",reason=\"closed_unanswered\"} 5",
             "ringcast_connections_refused_total{shard=\"0\",reason=\"dropped\"} 3",

@@ -54,7 +54,7 @@ impl TlsSetUp {
     /// Loads and checks the certificate and key, builds the handshake configuration and binds
     /// the listeners; `None` when `tls_listen` is unset. An error names the file and the
     /// problem.
-    fn new(config: &ServerConfig) -> io::Result<Option<TlsSetUp>> {
+    fn new(config: &ServerConfig, buffers: SocketBuffers) -> io::Result<Option<TlsSetUp>> {
         let (Some(address), Some(paths)) = (config.tls_listen, config.tls_paths()) else {
             return Ok(None);
         };
@@ -65,7 +65,7 @@ impl TlsSetUp {
         let certificates = Arc::new(certificates);
         let tls_config = certificates::server_config(Arc::clone(&certificates))
             .map_err(|error| io::Error::other(format!("TLS configuration: {error}")))?;
-        let (listeners, local_address) = bind_listeners(address, config.shards)?;
+        let (listeners, local_address) = bind_listeners(address, config.shards, buffers)?;
         Ok(Some(TlsSetUp {
             listeners,
             local_address,
@@ -79,8 +79,12 @@ impl Server {
     /// Binds the listeners and starts every shard; returns once all accept connections.
     pub fn start(config: ServerConfig) -> io::Result<Server> {
         let config = Arc::new(config);
-        let tls = TlsSetUp::new(&config)?;
-        let (listeners, local_address) = bind_listeners(config.listen, config.shards)?;
+        let buffers = SocketBuffers {
+            send_bytes: config.socket_send_buffer_bytes,
+            receive_bytes: config.socket_receive_buffer_bytes,
+        };
+        let tls = TlsSetUp::new(&config, buffers)?;
+        let (listeners, local_address) = bind_listeners(config.listen, config.shards, buffers)?;
         // One TLS listener per shard beside its plain one, when TLS is on.
         let (mut tls_listeners, tls_config, tls) = match tls {
             Some(tls) => {
@@ -273,8 +277,19 @@ fn pin_to_core(core: usize) {
     }
 }
 
+/// The kernel buffers of every accepted connection (0: the kernel's autotuning).
+#[derive(Clone, Copy, Debug)]
+struct SocketBuffers {
+    send_bytes: usize,
+    receive_bytes: usize,
+}
+
 /// Binds `count` SO_REUSEPORT listeners on one address; the first resolves an ephemeral port.
-fn bind_listeners(address: SocketAddr, count: usize) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
+fn bind_listeners(
+    address: SocketAddr,
+    count: usize,
+    buffers: SocketBuffers,
+) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
     let mut resolved = probe_port_free(address)?;
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count {
@@ -287,6 +302,14 @@ fn bind_listeners(address: SocketAddr, count: usize) -> io::Result<(Vec<OwnedFd>
         socket.set_reuse_port(true)?;
         // Accepted sockets inherit TCP_NODELAY: market data must not wait for Nagle.
         socket.set_tcp_nodelay(true)?;
+        // They inherit the buffer sizes too (set before listen, so that the receive window's
+        // scale follows them).
+        if buffers.send_bytes > 0 {
+            socket.set_send_buffer_size(buffers.send_bytes)?;
+        }
+        if buffers.receive_bytes > 0 {
+            socket.set_recv_buffer_size(buffers.receive_bytes)?;
+        }
         socket.bind(&resolved.into()).map_err(|error| {
             io::Error::new(error.kind(), format!("binding {resolved} failed: {error}"))
         })?;
@@ -351,6 +374,7 @@ impl Publisher {
             topic,
             data,
             reply: None,
+            key: None,
         };
         match self.waker.send(&self.mailboxes[owner], command) {
             Ok(()) => Ok(()),

@@ -71,6 +71,8 @@ pub struct ShardCounters {
     pub publisher_pauses: u64,
     /// Connections closed because their queue made no progress for `send_stall_timeout_ms`.
     pub send_stalls: u64,
+    /// Messages delivered per transport (`EndpointKind::TRANSPORTS`).
+    pub transport_deliveries: [u64; 4],
 }
 
 /// Counters a shard keeps; every drop and every peer error is counted.
@@ -126,6 +128,21 @@ pub struct Counters {
     pub message_timeouts: u64,
     /// Buffers the message pool could not lend (its class was all in use).
     pub pool_exhausted: u64,
+    /// Pages of replays served, and replays cut short (what they asked for left history).
+    pub replay_pages: u64,
+    pub replays_lost: u64,
+    /// Topics forgotten after `topic_idle_ms` unused, and creations refused for rate.
+    pub topics_expired: u64,
+    pub topic_creations_refused: u64,
+    /// Publishes answered from the idempotency table (retries), not published again.
+    pub duplicate_publishes: u64,
+    /// Message buffers made rather than reused (zero in a steady state).
+    pub message_buffers_created: u64,
+    /// Polls answered.
+    pub poll_answers: u64,
+    /// Deliveries and slow-consumer actions per transport (websocket, sse, stream, poll).
+    pub transport_deliveries: [u64; 4],
+    pub transport_slow_consumer_actions: [u64; 4],
 }
 
 /// Levels (not totals) a shard reports with its counters.
@@ -133,6 +150,9 @@ pub struct Counters {
 pub struct Gauges {
     pub connections: u64,
     pub websocket_connections: u64,
+    /// Open connections per transport (`EndpointKind::TRANSPORTS`: websocket, sse, stream,
+    /// poll; a poll counts while it is held).
+    pub transport_connections: [u64; 4],
     /// Subscriptions held by this shard's connections.
     pub subscriptions: u64,
     /// Topics this shard owns (assigns sequence numbers to and keeps history for).
@@ -147,6 +167,11 @@ pub struct Gauges {
     pub outbox_depth: u64,
     /// Bytes queued to this shard's connections and not yet sent.
     pub outbound_queued_bytes: u64,
+    /// Memory the queues hold: each shared frame once, plus each queue's own frames and
+    /// bookkeeping. What `outbound_shard_bytes_max` bounds.
+    pub outbound_memory_bytes: u64,
+    /// Bytes of free message buffers kept for reuse (`message_pool_free_bytes_max`).
+    pub message_pool_free_bytes: u64,
 }
 
 /// What one shard reports to `GET /metrics`: gathered by the shard every loop turn.
@@ -189,7 +214,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 36] {
+    pub fn named(&self) -> [(&'static str, u64); 51] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -227,6 +252,33 @@ impl Counters {
             ("send_stalls", self.send_stalls),
             ("message_timeouts", self.message_timeouts),
             ("pool_exhausted", self.pool_exhausted),
+            ("replay_pages", self.replay_pages),
+            ("replays_lost", self.replays_lost),
+            ("topics_expired", self.topics_expired),
+            ("topic_creations_refused", self.topic_creations_refused),
+            ("duplicate_publishes", self.duplicate_publishes),
+            ("message_buffers_created", self.message_buffers_created),
+            ("poll_answers", self.poll_answers),
+            ("deliveries_websocket", self.transport_deliveries[0]),
+            ("deliveries_sse", self.transport_deliveries[1]),
+            ("deliveries_stream", self.transport_deliveries[2]),
+            ("deliveries_poll", self.transport_deliveries[3]),
+            (
+                "slow_consumer_actions_websocket",
+                self.transport_slow_consumer_actions[0],
+            ),
+            (
+                "slow_consumer_actions_sse",
+                self.transport_slow_consumer_actions[1],
+            ),
+            (
+                "slow_consumer_actions_stream",
+                self.transport_slow_consumer_actions[2],
+            ),
+            (
+                "slow_consumer_actions_poll",
+                self.transport_slow_consumer_actions[3],
+            ),
         ]
     }
 
@@ -291,6 +343,15 @@ impl Counters {
             send_stalls: shard.send_stalls,
             message_timeouts: endpoint.message_timeouts,
             pool_exhausted: 0,
+            replay_pages: broker.replay_pages,
+            replays_lost: broker.replays_lost,
+            topics_expired: broker.topics_expired,
+            topic_creations_refused: broker.topic_creations_refused,
+            duplicate_publishes: broker.duplicate_publishes,
+            message_buffers_created: broker.message_buffers_created,
+            poll_answers: endpoint.poll_answers,
+            transport_deliveries: shard.transport_deliveries,
+            transport_slow_consumer_actions: broker.slow_consumer_actions_by_transport,
         }
     }
 }
@@ -303,6 +364,7 @@ impl Gauges {
             topics_owned: broker.topics_owned,
             topics_subscribed: broker.topics_subscribed,
             history_bytes: broker.history_bytes,
+            message_pool_free_bytes: broker.message_pool_free_bytes,
             ..self
         }
     }

@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use ringcast::broker::config::{BrokerConfig, SlowConsumerPolicy};
-use ringcast::broker::owner::Since;
+use ringcast::broker::idempotency::IdempotencyKey;
+use ringcast::broker::owner::{OwnerError, Since};
 use ringcast::broker::{
     BrokerRequest, Clients, Command, Fanout, Message, QueueLimits, Reply, ReplyKind, ShardMemory,
     TopicName, owner_shard,
@@ -43,7 +44,7 @@ struct FakeClient {
     /// Taken off the queue by `Network::drain`, in order.
     received: Vec<Received>,
     closed_with: Option<(CloseCode, &'static str)>,
-    publish_answers: Vec<(u32, Result<u64, &'static str>)>,
+    publish_answers: Vec<(u32, Result<u64, OwnerError>)>,
 }
 
 #[derive(Debug, Default)]
@@ -163,7 +164,7 @@ impl Clients for FakeClients {
         self.enqueue(client, item, bytes, None);
     }
 
-    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, &'static str>) {
+    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, OwnerError>) {
         self.clients[client as usize]
             .publish_answers
             .push((ticket, result));
@@ -244,6 +245,7 @@ impl Network {
             topic: name(topic),
             data: Bytes::copy_from_slice(data.as_bytes()),
             ticket: None,
+            key: None,
         };
         self.request(shard, slot, request);
     }
@@ -744,8 +746,15 @@ fn limits_repeats_and_release() {
     );
     network.disconnect(1, 0);
     network.settle();
-    assert_eq!(topics_owned(&network), 0);
     assert_eq!(network.shards[1].fanout.gauges().subscriptions, 0);
+    // Topics that never had a message are forgotten a while after their last subscriber left.
+    for shard in 0..SHARDS {
+        network.shards[shard]
+            .fanout
+            .set_now(ringcast::broker::owner::RESERVATION_MS);
+        network.turn(shard);
+    }
+    assert_eq!(topics_owned(&network), 0);
 }
 
 /// Proves an HTTP publish (with a ticket) is answered with its seq from the owner on another
@@ -766,6 +775,7 @@ fn http_publishes_are_answered_across_shards() {
             topic: name(topic),
             data: Bytes::from_static(b"1"),
             ticket: Some(ticket),
+            key: None,
         };
         network.request(1, 0, request);
     }
@@ -775,4 +785,126 @@ fn http_publishes_are_answered_across_shards() {
     assert_eq!(answers[1], (8, Ok(2)));
     assert_eq!(answers[2].0, 9);
     assert!(answers[2].1.is_err());
+}
+
+/// Proves a batch is published all or nothing across owners: when one owner cannot create
+/// its new topic, no item is published anywhere and every item is answered with the refusal;
+/// when all can, every item gets its seq.
+#[test]
+fn batches_are_all_or_nothing_across_owners() {
+    const SHARDS: usize = 2;
+    let config = BrokerConfig {
+        topics_per_shard_max: 2,
+        ..BrokerConfig::default()
+    };
+    let mut network = Network::new(SHARDS, &config, roomy(), 11);
+    network.connect(1, 0);
+    let on_zero: Vec<String> = (0..3)
+        .map(|index| topic_owned_by(0, SHARDS, &format!("Z{index}-")))
+        .collect();
+    let on_one = topic_owned_by(1, SHARDS, "O");
+    // Owner 0 can take two new topics: a batch naming three of them and one of owner 1.
+    let batch = |topics: &[&String]| BrokerRequest::PublishBatch {
+        items: topics
+            .iter()
+            .map(|topic| (name(topic), Bytes::from_static(b"1")))
+            .collect(),
+        first_ticket: 100,
+        key: None,
+    };
+    network.request(
+        1,
+        0,
+        batch(&[&on_one, &on_zero[0], &on_zero[1], &on_zero[2]]),
+    );
+    network.settle();
+    let answers = network.shards[1].clients.clients[0].publish_answers.clone();
+    assert_eq!(answers.len(), 4);
+    assert!(
+        answers.iter().all(|(_, result)| result.is_err()),
+        "{answers:?}"
+    );
+    let published: u64 = network
+        .shards
+        .iter()
+        .map(|shard| shard.fanout.counters().messages_published)
+        .sum();
+    assert_eq!(published, 0, "nothing of a refused batch is published");
+    network.shards[1].clients.clients[0].publish_answers.clear();
+    network.request(1, 0, batch(&[&on_one, &on_zero[0], &on_zero[1]]));
+    network.settle();
+    let answers = &network.shards[1].clients.clients[0].publish_answers;
+    assert_eq!(
+        answers
+            .iter()
+            .map(|(ticket, _)| *ticket)
+            .collect::<Vec<_>>(),
+        [100, 101, 102]
+    );
+    assert!(
+        answers.iter().all(|(_, result)| *result == Ok(1)),
+        "{answers:?}"
+    );
+}
+
+/// Proves a publish retried with the same idempotency key is answered with the first seq and
+/// not published again, per topic, and a WebSocket publish with an id is acknowledged.
+#[test]
+fn idempotent_retries_get_the_first_seq() {
+    const SHARDS: usize = 2;
+    let mut network = Network::new(SHARDS, &BrokerConfig::default(), roomy(), 13);
+    network.connect(1, 0);
+    network.connect(1, 1);
+    let topic = topic_owned_by(0, SHARDS, "I");
+    network.subscribe(1, 1, &topic, None);
+    network.settle();
+    let key =
+        |text: &str| Some(IdempotencyKey::new(Bytes::copy_from_slice(text.as_bytes())).unwrap());
+    for (ticket, key_text) in [
+        (1, "order-1"),
+        (2, "order-1"),
+        (3, "order-2"),
+        (4, "order-1"),
+    ] {
+        let request = BrokerRequest::Publish {
+            topic: name(&topic),
+            data: Bytes::from_static(b"1"),
+            ticket: Some(ticket),
+            key: key(key_text),
+        };
+        network.request(1, 0, request);
+        network.settle();
+    }
+    let answers = &network.shards[1].clients.clients[0].publish_answers;
+    assert_eq!(answers, &[(1, Ok(1)), (2, Ok(1)), (3, Ok(2)), (4, Ok(1))]);
+    network.drain(1, 1);
+    assert_eq!(
+        network.seqs(1, 1, &topic),
+        [1, 2],
+        "each key published once"
+    );
+    assert_eq!(network.shards[0].fanout.counters().duplicate_publishes, 2);
+    // A WebSocket publish (no ticket) with an id is acknowledged, retry or not.
+    for _ in 0..2 {
+        let request = BrokerRequest::Publish {
+            topic: name(&topic),
+            data: Bytes::from_static(b"1"),
+            ticket: None,
+            key: key("ws-9"),
+        };
+        network.request(1, 0, request);
+        network.settle();
+    }
+    network.drain(1, 0);
+    let acks: Vec<serde_json::Value> = network
+        .replies(1, 0)
+        .into_iter()
+        .filter(|reply| reply["op"] == "published")
+        .collect();
+    assert_eq!(acks.len(), 2);
+    assert!(
+        acks.iter()
+            .all(|ack| ack["id"] == "ws-9" && ack["seq"] == 3),
+        "{acks:?}"
+    );
 }

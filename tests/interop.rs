@@ -1,8 +1,10 @@
-//! Interoperability with the WebSocket clients people actually use, both strict about what a
-//! server sends: Python `websockets` and Node `ws` each run `tests/interop/*_client.*` against
-//! the real `ringcast --echo` process (text, binary, fragmented and multi-byte UTF-8 messages, a
-//! 3 MiB message, a ping, and a clean close with 1000). A protocol error either library reports
-//! is a bug in ringcast.
+//! Interoperability with the clients people actually use, each strict about what a server
+//! sends: Python `websockets` and Node `ws` each run `tests/interop/*_client.*` against the real
+//! `ringcast --echo` process (text, binary, fragmented and multi-byte UTF-8 messages, a 3 MiB
+//! message, a ping, and a clean close with 1000); the npm `eventsource` package (WHATWG
+//! EventSource) reads an SSE stream of four topics across two shards through a proxy cut three
+//! times mid-stream, and must end with every seq once and in order after its own reconnects. A
+//! protocol error any library reports is a bug in ringcast.
 
 mod support;
 
@@ -67,4 +69,33 @@ fn node_ws_client_round_trips() {
         &missing,
     );
     assert_client_passed("node_client.js", &run, &server);
+}
+
+/// Proves the npm `eventsource` package resumes a multi-topic SSE stream by itself after the
+/// connection breaks mid-stream (three times, while publishing goes on), with every seq of
+/// every topic exactly once and in order: its `Last-Event-ID` is the stream's cursor.
+#[test]
+fn eventsource_resumes_every_topic_exactly_after_cuts() {
+    let package = tools::manifest_path("tests/interop/node_modules/eventsource/package.json");
+    tools::require_installed(&package, "the npm package eventsource");
+    let directory = tools::fresh_directory("interop-eventsource");
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "2", "--log", "debug"],
+        &[("RINGCAST_SSE_RETRY_MS", "100")],
+    );
+    let mut command = Command::new("node");
+    command
+        .arg(tools::manifest_path("tests/interop/eventsource_client.js"))
+        .arg(server.address.to_string())
+        .arg("300")
+        .arg("3");
+    let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
+    let run = tools::run_with_deadline(
+        &mut command,
+        "eventsource_client",
+        &directory,
+        CLIENT_DEADLINE,
+        &missing,
+    );
+    assert_client_passed("eventsource_client.js", &run, &server);
 }

@@ -78,9 +78,128 @@ pub enum Scenario {
     /// Protocols: ringcast (its JSON protocol), uws (the same protocol served by
     /// loadtest/peers/uws-pubsub.js), nats (nats-server's websocket listener).
     Fanout(FanoutOptions),
+    /// Ingest: publishes per second a server accepts from publishers writing flat out.
+    ///
+    /// --connections publishers write as fast as the server reads: WebSocket messages in
+    /// batches of --batch-bytes per send, or with --http pipelined `POST /publish/{topic}`
+    /// requests (--pipeline in flight per connection). Each topic (T0000, ...) has one
+    /// publisher; --subscribers subscribe first (subscriber i on topic i % --topics) and
+    /// count and check what they get. After --warmup-seconds the window of
+    /// --duration-seconds is measured; what the server accepted is counted by the server:
+    /// for ringcast and uws a probe connection reads every topic's seq at both ends of the
+    /// window, for NATS `in_msgs` of the monitoring endpoint (--nats-monitor). One process,
+    /// one io_uring thread.
+    Publish(PublishOptions),
+    /// A floor program: the least an io_uring WebSocket server must do, to measure against.
+    ///
+    /// `floor echo` receives, unmasks and sends one unmasked frame back per message, with
+    /// ringcast's batching (every ready completion in one batch, the turn's sends submitted
+    /// together). `floor fanout` speaks enough of ringcast's JSON protocol for the fanout
+    /// scenario (subscribe → subscribed with the topic's seq; publish → one frame encoded
+    /// once and sent to each subscriber with one SEND). Both run under the same load
+    /// generator as ringcast, so ringcast ÷ floor is a measured ratio. They run until killed;
+    /// the first line on stdout says where they listen.
+    Floor(FloorOptions),
     /// Internal: a worker process driven by the coordinator over stdin/stdout.
     #[command(hide = true)]
     Worker,
+}
+
+/// Options of the `publish` scenario.
+#[derive(Clone, Debug, Args)]
+pub struct PublishOptions {
+    /// WebSocket URL of the server (ws://IPv4:PORT/PATH); HTTP publishing uses its host.
+    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:9100/ws")]
+    pub url: String,
+
+    /// The protocol the server speaks.
+    #[arg(long, value_enum, default_value = "ringcast")]
+    pub protocol: crate::fanout::wire::Protocol,
+
+    /// Publisher connections.
+    #[arg(long, value_name = "COUNT", default_value_t = 1)]
+    pub connections: u64,
+
+    /// Publish with pipelined HTTP/1.1 keep-alive requests instead of WebSocket messages.
+    #[arg(long)]
+    pub http: bool,
+
+    /// HTTP requests in flight per connection.
+    #[arg(long, value_name = "COUNT", default_value_t = 64)]
+    pub pipeline: u64,
+
+    /// WebSocket publishers queue messages up to this many bytes per send.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub batch_bytes: usize,
+
+    /// Subscribers, subscribed before publishing starts; subscriber i takes topic i % topics.
+    #[arg(long, value_name = "COUNT", default_value_t = 0)]
+    pub subscribers: u64,
+
+    /// Topics published to, round robin per publisher.
+    #[arg(long, value_name = "COUNT", default_value_t = 1000)]
+    pub topics: u32,
+
+    /// Size of each message's data (the JSON object), bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    pub payload_bytes: usize,
+
+    /// Publishes per second in total at most (default: as fast as the server takes them).
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+
+    /// Seconds of publishing before the window starts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub warmup_seconds: u64,
+
+    /// Seconds the window lasts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub duration_seconds: u64,
+
+    /// Seconds a connection may take for TCP connect plus the WebSocket handshake.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub connect_timeout_seconds: u64,
+
+    /// nats-server's monitoring endpoint (http://HOST:PORT): `in_msgs` counts accepted
+    /// publishes. Required with --protocol nats.
+    #[arg(long, value_name = "URL")]
+    pub nats_monitor: Option<String>,
+
+    /// Pid of the server, to report its CPU time per accepted publish.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Write the result as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+/// Which floor program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloorKind {
+    Echo,
+    Fanout,
+}
+
+/// Options of the floor programs.
+#[derive(Clone, Debug, Args)]
+pub struct FloorOptions {
+    /// echo or fanout.
+    #[arg(value_enum)]
+    pub kind: FloorKind,
+
+    /// Address to listen on (port 0: any free port, printed on stdout).
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:9400")]
+    pub listen: String,
+
+    /// Threads, each with its own listener (SO_REUSEPORT) and ring; fanout always uses one.
+    #[arg(long, value_name = "COUNT", default_value_t = 1)]
+    pub threads: usize,
+
+    /// Connections per thread at most: the size of each ring's table of direct descriptors,
+    /// which must fit under the soft open-files limit.
+    #[arg(long, value_name = "COUNT", default_value_t = 19_990)]
+    pub connections_max: usize,
 }
 
 /// Options every scenario shares: the target, the process layout, timeouts and outputs.
@@ -112,6 +231,23 @@ pub struct CommonOptions {
     /// Seconds one connection may take for TCP connect plus the WebSocket handshake.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub connect_timeout_seconds: u64,
+
+    /// Connection attempts in flight at most, per worker thread (the closed-loop ramp's
+    /// ceiling).
+    ///
+    /// The rate is a ceiling too: an attempt (connect + handshake, for fanout also the
+    /// subscription) starts when it is due and fewer than the ramp's window are in flight.
+    /// The window starts at 32, doubles while attempts finish within
+    /// --connect-latency-ms-target, then grows by one per window; it shrinks by a quarter
+    /// after a slower attempt and halves after a failed one. So on a machine slower than
+    /// --rate assumes, the ramp slows down instead of timing out, and the report gives the
+    /// rate it sustained.
+    #[arg(long, value_name = "COUNT", default_value_t = 1024)]
+    pub in_flight_max: u64,
+
+    /// Connection attempts slower than this make the closed-loop ramp slow down.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 250)]
+    pub connect_latency_ms_target: u64,
 
     /// Pid of the server process, to read its resident memory (VmRSS) before and after.
     ///
@@ -304,4 +440,14 @@ pub struct FanoutOptions {
     /// Connections to open per second while ramping up, in total.
     #[arg(long, value_name = "PER_SECOND", default_value_t = 10_000.0)]
     pub connect_rate: f64,
+}
+
+impl CommonOptions {
+    /// The closed-loop ramp's settings for each worker thread.
+    pub fn ramp(&self) -> crate::protocol::RampPlan {
+        crate::protocol::RampPlan {
+            in_flight_max: self.in_flight_max,
+            latency_ms_target: self.connect_latency_ms_target,
+        }
+    }
 }

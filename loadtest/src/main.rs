@@ -11,13 +11,19 @@
 mod addresses;
 mod cli;
 mod coordinator;
+mod engine;
 mod fanout;
+mod floor;
 mod histogram;
 mod live;
 mod plots;
 mod protocol;
+mod publish;
+mod ramp;
 mod report;
 mod system;
+mod uring;
+mod websocket;
 mod worker;
 
 use clap::Parser;
@@ -31,6 +37,8 @@ fn main() {
         Scenario::Echo(options) => coordinator::echo(options),
         Scenario::Churn(options) => coordinator::churn(options),
         Scenario::Fanout(options) => coordinator::fanout(options),
+        Scenario::Publish(options) => publish::publish(options),
+        Scenario::Floor(options) => floor::main(options),
         Scenario::Worker => Ok(worker::main()),
     };
     let code = outcome.unwrap_or_else(|error| {

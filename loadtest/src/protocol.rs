@@ -76,6 +76,9 @@ pub struct StepPublished {
     pub duration_ms: u64,
     /// Publishers that ran the step to its end.
     pub publishers: u64,
+    /// The worker's CPU time so far when it reported the step, ns.
+    #[serde(default)]
+    pub cpu_ns: u64,
 }
 
 /// What one worker's subscribers received in one step.
@@ -97,6 +100,9 @@ pub struct StepCollected {
     pub reach_truncated: bool,
     /// (topic, subscribers alive in this worker), for reach completeness.
     pub subscribers_per_topic: Vec<(u32, u64)>,
+    /// The worker's CPU time so far when it reported the step, ns.
+    #[serde(default)]
+    pub cpu_ns: u64,
 }
 
 /// Counts a worker reports while ramping up.
@@ -113,6 +119,9 @@ pub struct Progress {
     /// Fanout: connections subscribed (or, for publishers, ready to publish).
     #[serde(default)]
     pub ready: u64,
+    /// CPU time the worker process has used so far (user + system, all threads), ns.
+    #[serde(default)]
+    pub cpu_ns: u64,
 }
 
 /// One worker's share of a run.
@@ -133,6 +142,36 @@ pub struct WorkerPlan {
     /// The worker stops by itself this long after starting, whatever the coordinator says.
     pub deadline_ms: u64,
     pub scenario: ScenarioPlan,
+    /// The closed-loop ramp of each thread (see `crate::ramp`).
+    #[serde(default)]
+    pub ramp: RampPlan,
+}
+
+/// The closed-loop ramp's settings, per worker thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RampPlan {
+    /// Connection attempts (connect + handshake, fanout: + subscription) in flight at most.
+    pub in_flight_max: u64,
+    /// An attempt slower than this is a sign of overload: the window shrinks.
+    pub latency_ms_target: u64,
+}
+
+impl Default for RampPlan {
+    fn default() -> Self {
+        Self {
+            in_flight_max: 1024,
+            latency_ms_target: 250,
+        }
+    }
+}
+
+impl RampPlan {
+    pub fn settings(self) -> crate::ramp::RampSettings {
+        crate::ramp::RampSettings {
+            in_flight_max: self.in_flight_max,
+            latency_target: std::time::Duration::from_millis(self.latency_ms_target),
+        }
+    }
 }
 
 /// What each connection does once established.
@@ -329,6 +368,36 @@ pub struct WorkerReport {
     /// Fanout: what the connections saw besides the steps' tallies.
     #[serde(default)]
     pub fanout: Option<FanoutTotals>,
+    /// The threads did not finish within the worker's grace after `stop` (an overloaded
+    /// worker): the report holds what they had published by then, up to a second old.
+    #[serde(default)]
+    pub partial: bool,
+    /// How the closed-loop ramp went.
+    #[serde(default)]
+    pub ramp: RampReport,
+    /// io_uring client: receives that found the buffer pool empty (re-armed, not lost).
+    #[serde(default)]
+    pub buffer_shortages: u64,
+}
+
+/// The closed-loop ramp as it went, per worker (threads added up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RampReport {
+    /// Attempts allowed in flight at the end (the sum of the threads' windows).
+    pub window_final: u64,
+    /// How often a window shrank (a slow or failed attempt).
+    pub cuts: u64,
+    /// How long connections that were due waited for room in the window (the longest of the
+    /// threads), ms: the time the machine, not `--rate`, set the pace.
+    pub limited_ms: u64,
+}
+
+impl RampReport {
+    pub fn merge(&mut self, other: &RampReport) {
+        self.window_final += other.window_final;
+        self.cuts += other.cuts;
+        self.limited_ms = self.limited_ms.max(other.limited_ms);
+    }
 }
 
 /// Fanout counts over the whole run, beside the per-step tallies.
@@ -344,6 +413,12 @@ pub struct FanoutTotals {
     pub unexpected: u64,
     /// Messages the publishers sent, over all steps.
     pub published: u64,
+    /// Deliveries the fast scanner read that were also fully parsed, as a check.
+    #[serde(default)]
+    pub fully_parsed: u64,
+    /// Of those, how many the full parse read differently (the full parse's reading counts).
+    #[serde(default)]
+    pub scanner_mismatches: u64,
 }
 
 impl FanoutTotals {
@@ -353,6 +428,8 @@ impl FanoutTotals {
         self.resets += other.resets;
         self.unexpected += other.unexpected;
         self.published += other.published;
+        self.fully_parsed += other.fully_parsed;
+        self.scanner_mismatches += other.scanner_mismatches;
     }
 }
 
@@ -416,6 +493,10 @@ mod tests {
                 warmup_ms: 1000,
                 duration_ms: 10_000,
                 echo_timeout_ms: 5000,
+            },
+            ramp: RampPlan {
+                in_flight_max: 77,
+                latency_ms_target: 250,
             },
         }
     }
@@ -495,8 +576,16 @@ mod tests {
             stopped_early: true,
             fanout: Some(FanoutTotals {
                 late_deliveries: 3,
+                scanner_mismatches: 1,
                 ..FanoutTotals::default()
             }),
+            partial: true,
+            ramp: RampReport {
+                window_final: 40,
+                cuts: 2,
+                limited_ms: 1500,
+            },
+            buffer_shortages: 9,
         };
         let progress = Progress {
             attempted: 5,
@@ -505,6 +594,7 @@ mod tests {
             ramp_ms: 0,
             messages: 7,
             ready: 2,
+            cpu_ns: 123_456_789,
         };
         let events = [
             Event::Progress(progress),
@@ -519,6 +609,7 @@ mod tests {
                 published_per_topic: vec![5, 5, 4],
                 duration_ms: 1000,
                 publishers: 2,
+                cpu_ns: 5,
             }),
             Event::StepCollected(Box::new(StepCollected {
                 worker_index: 1,
@@ -534,6 +625,7 @@ mod tests {
                 reach: vec![ReachEntry(0, 1, 25_000, 3)],
                 reach_truncated: false,
                 subscribers_per_topic: vec![(0, 3), (1, 2)],
+                cpu_ns: 6,
             })),
         ];
         for event in events {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::histogram::{DecodeError, EncodedHistogram, LatencySummary, merge_into, new_histogram};
-use crate::protocol::{Failures, WorkerReport};
+use crate::protocol::{Failures, RampReport, WorkerReport};
 use crate::system::{SlabSample, bytes_per_connection};
 
 /// The workers' reports added up.
@@ -27,6 +27,11 @@ pub struct Totals {
     /// The merged histograms (HdrHistogram V2, base64), in nanoseconds.
     pub connect_latency_ns_histogram: EncodedHistogram,
     pub round_trip_ns_histogram: EncodedHistogram,
+    /// The closed-loop ramp over all workers.
+    pub ramp: RampReport,
+    /// Workers whose report holds what their threads had published before the stop (they
+    /// were still busy past the worker's grace).
+    pub workers_partial: u64,
 }
 
 /// Adds up reports: counts sum, histograms merge, durations take the longest.
@@ -35,6 +40,8 @@ pub fn merge_reports(reports: &[WorkerReport]) -> Result<Totals, DecodeError> {
     let mut round_trip = new_histogram();
     let mut totals = Totals::default();
     for report in reports {
+        totals.ramp.merge(&report.ramp);
+        totals.workers_partial += u64::from(report.partial);
         totals.attempted += report.attempted;
         totals.established += report.established;
         totals.alive += report.alive;
@@ -160,6 +167,8 @@ pub struct RunResult {
     /// Workers that ended without a report (their connections are missing from the totals).
     pub workers_lost: usize,
     pub connections_planned: u64,
+    /// `--rate`: connections per second asked for (the ramp's ceiling).
+    pub rate_asked: f64,
     pub totals: Totals,
     /// Connections established per second of ramp.
     pub ramp_connections_per_second: Option<f64>,
@@ -204,8 +213,27 @@ impl RunResult {
             .map_or(String::new(), |rate| format!(" ({rate:.0} connections/s)"));
         row(
             "ramp",
-            format!("{:.2} s{ramp_rate}", totals.ramp_ms as f64 / 1000.0),
+            format!(
+                "{:.2} s{ramp_rate}, {} asked",
+                totals.ramp_ms as f64 / 1000.0,
+                self.rate_asked
+            ),
         );
+        row(
+            "closed-loop ramp: window at the end · cuts · time the window held back due opens",
+            format!(
+                "{} in flight · {} · {:.2} s",
+                totals.ramp.window_final,
+                totals.ramp.cuts,
+                totals.ramp.limited_ms as f64 / 1000.0
+            ),
+        );
+        if totals.workers_partial > 0 {
+            row(
+                "workers that reported partial figures (busy past the grace after stop)",
+                totals.workers_partial.to_string(),
+            );
+        }
         row(
             "connect latency (TCP + handshake)",
             latency_line(&totals.connect_latency),
@@ -350,11 +378,35 @@ mod tests {
             measured_ms: 1000 + worker_index as u64,
             stopped_early: false,
             fanout: None,
+            partial: false,
+            ramp: RampReport::default(),
+            buffer_shortages: 0,
         }
     }
 
     /// Merging reports sums counts and failures, merges histograms, and takes the longest
     /// ramp and measured phase.
+    /// A partial report (a worker busy past its grace after stop) is merged like the others
+    /// and counted, so the summary says how many workers' figures are partial.
+    #[test]
+    fn partial_reports_are_merged_and_counted() {
+        let mut partial = report(1, &[40_000], &[Cause::HandshakeTimeout]);
+        partial.partial = true;
+        partial.ramp = RampReport {
+            window_final: 8,
+            cuts: 3,
+            limited_ms: 2500,
+        };
+        let whole = report(0, &[50_000, 70_000], &[]);
+        let totals = merge_reports(&[whole, partial]).unwrap();
+        assert_eq!(totals.established, 3);
+        assert_eq!(totals.failures.handshake_timeout, 1);
+        assert_eq!(totals.workers_partial, 1);
+        assert_eq!(totals.ramp.cuts, 3);
+        assert_eq!(totals.ramp.limited_ms, 2500);
+        assert_eq!(totals.connect_latency.count, 3);
+    }
+
     #[test]
     fn merges_worker_reports() {
         let first: Vec<u64> = (1..=1000).map(|index| index * 1000).collect();
@@ -429,6 +481,7 @@ mod tests {
             workers: 1,
             workers_lost: 0,
             connections_planned: 3,
+            rate_asked: 20.0,
             totals,
             ramp_connections_per_second: Some(20.0),
             echo: Some(EchoFigures {

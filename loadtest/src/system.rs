@@ -44,6 +44,46 @@ fn missing(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("no {what}"))
 }
 
+/// CPU time this process has used so far (user + system, all threads), in nanoseconds.
+pub fn process_cpu_ns() -> u64 {
+    cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CPU time process `pid` has used so far (user + system, all threads), in nanoseconds, from
+/// /proc/PID/stat (clock-tick resolution).
+pub fn process_cpu_ns_of(pid: u32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = |index: usize| -> io::Result<u64> {
+        fields
+            .get(index)
+            .and_then(|field| field.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat: no field {index}")))
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok((ticks(11)? + ticks(12)?) * 1_000_000_000 / ticks_per_second)
+}
+
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we pass; the CPU-time clocks always exist.
+    let result = unsafe { libc::clock_gettime(clock, &mut time) };
+    assert_eq!(
+        result, 0,
+        "the process CPU-time clock is always available on Linux"
+    );
+    time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
+}
+
 /// Bytes per connection of a growth from `before_kib` to `after_kib` (negative if it shrank).
 pub fn bytes_per_connection(before_kib: u64, after_kib: u64, connections: u64) -> Option<f64> {
     if connections == 0 {

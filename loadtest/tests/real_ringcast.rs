@@ -179,3 +179,63 @@ fn echo_against_ringcast() {
     assert!(messages > 0, "{result:#}");
     assert_eq!(totals["round_trip"]["count"].as_u64().unwrap(), messages);
 }
+
+/// Ingest into ringcast over WebSocket with subscribers (at a rate a debug build keeps up
+/// with, so no slow-consumer policy applies), and flat out over pipelined HTTP: the server
+/// numbers publishes (counted by the probe), subscribers get them in order, HTTP answers 200.
+#[test]
+fn publish_against_ringcast() {
+    let server = Server::start(&["--shards", "1"]);
+    let websocket = [
+        "publish",
+        "--url",
+        &server.url,
+        "--connections",
+        "2",
+        "--subscribers",
+        "20",
+        "--topics",
+        "10",
+        "--rate",
+        "2000",
+        "--warmup-seconds",
+        "0",
+        "--duration-seconds",
+        "1",
+    ];
+    let result = loadtest(&websocket, "publish-websocket");
+    assert!(result["accepted"].as_u64().unwrap() > 0, "{result:#}");
+    assert_eq!(result["subscribers_ready"], 20, "{result:#}");
+    assert_eq!(result["connections_failed"], 0, "{result:#}");
+    assert!(
+        result["deliveries_per_second"].as_f64().unwrap() > 0.0,
+        "{result:#}"
+    );
+    for fault in ["gaps", "duplicates", "out_of_order"] {
+        assert_eq!(result["faults"][fault], 0, "{result:#}");
+    }
+    let http = [
+        "publish",
+        "--url",
+        &server.url,
+        "--connections",
+        "2",
+        "--http",
+        "--pipeline",
+        "8",
+        "--topics",
+        "10",
+        "--warmup-seconds",
+        "0",
+        "--duration-seconds",
+        "1",
+    ];
+    let result = loadtest(&http, "publish-http");
+    assert!(result["accepted"].as_u64().unwrap() > 0, "{result:#}");
+    assert!(
+        result["answered_per_second"].as_f64().unwrap() > 0.0,
+        "{result:#}"
+    );
+    assert_eq!(result["refused"], 0, "{result:#}");
+    assert_eq!(result["server_errors"], 0, "{result:#}");
+}

@@ -535,3 +535,107 @@ fn fanout_run_finds_losses() {
     assert_eq!(step["met_bound"], false, "{step:#}");
     assert!(processes_tagged("fanout-losses").is_empty());
 }
+
+/// SIGINT in the middle of a fanout step (subscribers on the io_uring client): the run
+/// stops, every worker still reports, and the subscribers' connection figures are merged.
+#[test]
+fn fanout_interrupt_still_reports() {
+    let url = pubsub_server(None);
+    let path = output_path("fanout-interrupt");
+    let arguments = [
+        "fanout",
+        "--protocol",
+        "ringcast",
+        "--url",
+        &url,
+        "--subscribers",
+        "40",
+        "--topics",
+        "4",
+        "--publishers",
+        "2",
+        "--rate",
+        "20",
+        "--duration-seconds",
+        "60",
+        "--workers",
+        "2",
+        "--output",
+        path.to_str().unwrap(),
+    ];
+    let child = loadtest(&arguments, "fanout-interrupt").spawn().unwrap();
+    thread::sleep(Duration::from_millis(2500));
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let result = read_result(&path);
+    assert_eq!(result["stopped_by"], "interrupted", "{result:#}");
+    assert_eq!(result["workers_lost"], 0, "{result:#}");
+    assert_eq!(result["totals"]["established"], 42, "{result:#}");
+    assert_eq!(
+        result["totals"]["connect_latency"]["count"], 42,
+        "{result:#}"
+    );
+    assert!(processes_tagged("fanout-interrupt").is_empty());
+}
+
+/// The closed-loop ramp holds attempts in flight to its window: against a server that accepts
+/// TCP but never answers the upgrade, with `--in-flight-max 4`, the server never sees more
+/// than the window open at once (plus those whose close it has not noticed yet), and every
+/// attempt still ends, as a handshake timeout.
+#[test]
+fn ramp_window_bounds_attempts_in_flight() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let open = Arc::new(AtomicUsize::new(0));
+    let open_max = Arc::new(AtomicUsize::new(0));
+    let (counter, highest) = (Arc::clone(&open), Arc::clone(&open_max));
+    thread::spawn(move || {
+        for stream in listener.incoming().take(SERVER_CONNECTIONS_MAX) {
+            let Ok(mut stream) = stream else { continue };
+            let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            highest.fetch_max(now, Ordering::SeqCst);
+            let counter = Arc::clone(&counter);
+            // Read (and never answer) until the client gives up.
+            thread::spawn(move || {
+                let mut sink = [0u8; 1024];
+                while matches!(std::io::Read::read(&mut stream, &mut sink), Ok(count) if count > 0)
+                {
+                }
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let path = output_path("ramp-window");
+    let arguments = [
+        "connect",
+        "--url",
+        &url,
+        "--connections",
+        "16",
+        "--rate",
+        "10000",
+        "--in-flight-max",
+        "4",
+        "--connect-timeout-seconds",
+        "1",
+        "--hold-seconds",
+        "0",
+        "--workers",
+        "1",
+        "--output",
+        path.to_str().unwrap(),
+    ];
+    let output = loadtest(&arguments, "ramp-window").output().unwrap();
+    assert!(output.status.success(), "{}", show(&output));
+    let result = read_result(&path);
+    assert_eq!(
+        result["totals"]["failures"]["handshake_timeout"], 16,
+        "{result:#}"
+    );
+    let seen = open_max.load(Ordering::SeqCst);
+    assert!(seen <= 8, "the server saw {seen} connections open at once");
+    assert!(processes_tagged("ramp-window").is_empty());
+}

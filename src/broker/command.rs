@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::idempotency::IdempotencyKey;
 use super::message::Message;
 use super::owner::{OwnerError, ReplayPage, Since, SubscribeAnswer};
 use super::topic::{Epoch, TopicName};
@@ -32,11 +33,27 @@ pub enum Command {
     /// drain deadline.
     Shutdown,
     /// To a topic's owner: number and fan out a message. `data` is one JSON value, verbatim.
-    /// `reply` is `None` for publishes from outside any connection (the demo feed).
+    /// `reply` is `None` for publishes from outside any connection (the demo feed). With a
+    /// `key` seen within the window, the first publish's seq is answered and nothing is
+    /// published.
     Publish {
         topic: TopicName,
         data: Bytes,
         reply: Option<PublishReply>,
+        key: Option<IdempotencyKey>,
+    },
+    /// To an owner: create the topics of batch `batch` that do not exist yet, all or none, so
+    /// that the batch's publishes cannot be refused afterwards.
+    Prepare {
+        topics: Vec<TopicName>,
+        client: ClientRef,
+        batch: u32,
+    },
+    /// To the batch's shard: an owner's answer to `Prepare`.
+    Prepared {
+        client: ClientRef,
+        batch: u32,
+        result: Result<(), OwnerError>,
     },
     /// To the owner: a client of `subscriber.shard` subscribes to `topic`.
     Subscribe {
@@ -67,10 +84,12 @@ pub enum Command {
         subscriber: ClientRef,
         answer: Result<SubscribeAnswer, OwnerError>,
     },
-    /// To the publisher's shard: the seq the owner gave the message, or why it refused.
+    /// To the publisher's shard: the seq the owner gave the message, or why it refused; with
+    /// the publish's key, for the acknowledgement of a WebSocket publish that had an id.
     Published {
         reply: PublishReply,
         result: Result<u64, OwnerError>,
+        key: Option<IdempotencyKey>,
     },
 }
 

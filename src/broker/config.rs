@@ -61,6 +61,11 @@ pub struct BrokerConfig {
     /// 256 MiB. Past it, the oldest kept messages of any topic are evicted first; a topic may
     /// lose even its newest message (then it offers no snapshot until it publishes again).
     pub history_shard_bytes_max: usize,
+    /// Bytes of free message buffers one shard keeps for reuse, over all size classes (each
+    /// class an equal share, at least one buffer). Default 16 MiB. Publishing takes its buffer
+    /// from here, so after warm-up it allocates nothing; a buffer returned to a full free list
+    /// is freed, so a burst of large messages does not stay resident.
+    pub message_pool_free_bytes_max: usize,
     /// A topic with no subscribers and no publish for this long is forgotten, with its history;
     /// if it comes back it starts a new sequence space (a new epoch). Default 10 minutes: a
     /// quiet symbol keeps its last value well past a trading pause, and names nobody uses do
@@ -72,6 +77,14 @@ pub struct BrokerConfig {
     /// fill the table for everyone else.
     pub topic_creations_per_second: u64,
     pub topic_creations_burst: u64,
+    /// How long a topic's owner remembers the seq an idempotency key got (HTTP's
+    /// `Idempotency-Key`, a WebSocket publish's `"id"`): a retry within it is answered with the
+    /// first seq instead of being published again. Default 5 minutes, beyond any client's
+    /// retry schedule.
+    pub idempotency_window_ms: u64,
+    /// Keys one shard remembers at once (past it the oldest are forgotten first). Default
+    /// 65,536: about 20 MB per shard at most, for keys of up to 128 bytes.
+    pub idempotency_keys_max: usize,
     /// Largest JSON request a client may send over the WebSocket (a publish's whole message).
     /// Default 64 KiB. A larger request is answered with an `error` and the connection stays.
     pub request_bytes_max: usize,
@@ -82,6 +95,30 @@ pub struct BrokerConfig {
     /// Most items in one `POST /publish` batch; 413 beyond. Default 1,000: bounds the work one
     /// request hands the broker between two reads of other connections.
     pub publish_batch_items_max: usize,
+    /// Most HTTP requests one connection may have waiting for their answers (publishes waiting
+    /// for seqs from other shards, and the requests pipelined behind them). A request past it
+    /// is answered 503 and the connection closed. Default 1,024: far more than any publisher
+    /// needs in flight, and it bounds the answers one connection makes the shard hold.
+    pub http_pipelined_requests_max: usize,
+    /// Topics one SSE stream, NDJSON stream or poll may read. Default 64. Every SSE event
+    /// carries the stream's cursor (about 14 bytes per topic) so that a browser's reconnect
+    /// resumes every topic exactly; this bounds that cost. Clients needing more topics use
+    /// several streams or the WebSocket.
+    pub stream_topics_max: usize,
+    /// A comment line (SSE) or a heartbeat line (NDJSON) goes out when a stream has sent
+    /// nothing for this long. Default 15 s: inside the 30–60 s idle cut-offs of proxies and
+    /// browsers.
+    pub stream_heartbeat_ms: u64,
+    /// The reconnection delay SSE clients are told to use (`retry:`). Default 2 s.
+    pub sse_retry_ms: u64,
+    /// A poll without `wait_ms` is held this long for a message. Default 25 s.
+    pub poll_wait_ms_default: u64,
+    /// The longest a poll may ask to be held (`wait_ms`). Default 55 s: under the 60 s idle
+    /// timeouts of common proxies, so the answer arrives before a proxy gives up.
+    pub poll_wait_ms_max: u64,
+    /// Messages in one poll answer at most; the rest wait for the next poll (its cursor resumes
+    /// after the last one answered). Default 100.
+    pub poll_messages_max: usize,
     /// Most arrays and objects open at once in a publish's `data` (`[[1]]` is 2); deeper data
     /// is refused (an `error` reply, or 400). Default 64: far beyond any market-data message,
     /// and well inside what recursive JSON parsers of subscribers survive (serde_json stops at
@@ -125,12 +162,22 @@ impl Default for BrokerConfig {
             history_messages_max: 1024,
             history_bytes_max: 256 * 1024,
             history_shard_bytes_max: 256 * 1024 * 1024,
+            message_pool_free_bytes_max: 16 * 1024 * 1024,
             topic_idle_ms: 600_000,
             topic_creations_per_second: 100,
             topic_creations_burst: 1000,
+            idempotency_window_ms: 300_000,
+            idempotency_keys_max: 64 * 1024,
             request_bytes_max: 64 * 1024,
             publish_body_bytes_max: 1024 * 1024,
             publish_batch_items_max: 1000,
+            http_pipelined_requests_max: 1024,
+            stream_topics_max: 64,
+            stream_heartbeat_ms: 15_000,
+            sse_retry_ms: 2_000,
+            poll_wait_ms_default: 25_000,
+            poll_wait_ms_max: 55_000,
+            poll_messages_max: 100,
             publish_json_depth_max: 64,
             publish_json_number_bytes_max: 64,
             slow_consumer_policy: SlowConsumerPolicy::Conflate,
@@ -183,6 +230,10 @@ impl BrokerConfig {
                 "publish_json_number_bytes_max",
                 self.publish_json_number_bytes_max,
             ),
+            ("stream_topics_max", self.stream_topics_max),
+            ("stream_heartbeat_ms", self.stream_heartbeat_ms as usize),
+            ("poll_wait_ms_max", self.poll_wait_ms_max as usize),
+            ("poll_messages_max", self.poll_messages_max),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -195,6 +246,16 @@ impl BrokerConfig {
                 self.topic_bytes_max,
                 super::topic::TOPIC_BYTES_LIMIT
             ));
+        }
+        if self.stream_topics_max > super::cursor::CURSOR_TOPICS_LIMIT {
+            return Err(format!(
+                "stream_topics_max {} exceeds {}: a cursor must fit in a request header",
+                self.stream_topics_max,
+                super::cursor::CURSOR_TOPICS_LIMIT
+            ));
+        }
+        if self.poll_wait_ms_default > self.poll_wait_ms_max {
+            return Err("poll_wait_ms_default must not exceed poll_wait_ms_max".into());
         }
         use super::demo::{MESSAGES_PER_SECOND_MAX, SYMBOLS_COUNT_MAX};
         if !(1..=MESSAGES_PER_SECOND_MAX).contains(&self.demo_messages_per_second) {

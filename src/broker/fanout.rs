@@ -14,10 +14,13 @@
 //! subscription takes effect when the owner's answer comes back, which carries the seq at that
 //! moment and the replay up to it; every later message of the topic follows that answer.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
 
 use super::command::{ClientRef, Command, PublishReply};
 use super::config::{BrokerConfig, SlowConsumerPolicy};
+use super::idempotency::{IdempotencyKey, IdempotencyKeys};
 use super::message::{Message, Reply};
 use super::owner::{OwnedTopics, OwnerError, ReplayPage, Since, SubscribeAnswer};
 use super::request::BrokerRequest;
@@ -33,6 +36,9 @@ const ENCODER_ARENA_BYTES: usize = 64 * 1024;
 const HOLDING_RELEASED_PER_TURN_MAX: usize = 1024;
 /// Owned topics one turn looks at for idleness.
 const EXPIRY_VISITS_PER_TURN_MAX: usize = 256;
+/// Batches one shard's clients may have waiting for their owners at once; beyond it a batch
+/// is refused at once (its items held meanwhile are bounded by this and the body limit).
+const PENDING_BATCHES_MAX: usize = 1024;
 
 /// The bounds of one client's queue of things to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,10 +67,19 @@ pub struct ShardMemory {
 }
 
 /// The clients of a shard as the broker sees them: queues to fill and connections to close.
+/// Transports a client may read through, for the per-transport counters (the endpoint layer
+/// names them: WebSocket, SSE, NDJSON stream, poll).
+pub const TRANSPORT_COUNT: usize = 4;
+
 /// Clients are named by their slot; the broker never names a slot it was not told is open.
 pub trait Clients {
     /// Whether the client takes messages now: open, and not closing.
     fn takes_messages(&self, client: u32) -> bool;
+
+    /// Which of [`TRANSPORT_COUNT`] transports the client reads through, for the counters.
+    fn transport(&self, _client: u32) -> usize {
+        0
+    }
     /// Queues `message` framed for the client's endpoint if its queue is within `limits` (an
     /// empty queue takes any message, so one larger than the limit still goes out to a client
     /// that keeps up). Returns whether it was queued.
@@ -80,7 +95,7 @@ pub trait Clients {
     /// Queues a reply; replies are never refused.
     fn reply(&mut self, client: u32, reply: &Reply);
     /// The owner numbered (or refused) the HTTP publish waiting under `ticket`.
-    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, &'static str>);
+    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, OwnerError>);
     /// Closes the client's connection with `code` and `reason`.
     fn close(&mut self, client: u32, code: CloseCode, reason: &'static str);
 }
@@ -104,6 +119,8 @@ pub struct BrokerCounters {
     pub slow_consumer_drops: u64,
     pub slow_consumer_conflations: u64,
     pub slow_consumer_closes: u64,
+    /// The same actions, of every kind, by the transport of the client they fell on.
+    pub slow_consumer_actions_by_transport: [u64; TRANSPORT_COUNT],
     /// Pages of replays served (a long replay comes in pages as the queue drains), and
     /// replays cut short because what they asked for left history meanwhile.
     pub replay_pages: u64,
@@ -112,6 +129,11 @@ pub struct BrokerCounters {
     pub topics_expired: u64,
     /// Topic creations refused for `topic_creations_per_second`.
     pub topic_creations_refused: u64,
+    /// Publishes answered from the idempotency table (a retry), not published again.
+    pub duplicate_publishes: u64,
+    /// Message buffers made because their class's free list was empty (warm-up, growth), or
+    /// for a message larger than every class; zero in a steady state.
+    pub message_buffers_created: u64,
 }
 
 /// Levels a shard's broker reports.
@@ -125,6 +147,20 @@ pub struct BrokerGauges {
     pub topics_subscribed: u64,
     /// Bytes of history this shard keeps for its owned topics.
     pub history_bytes: u64,
+    /// Bytes of free message buffers kept for reuse.
+    pub message_pool_free_bytes: u64,
+}
+
+/// A batch waiting for its owners to prepare it.
+#[derive(Debug)]
+struct PendingBatch {
+    client: ClientRef,
+    items: Vec<(TopicName, Bytes)>,
+    first_ticket: u32,
+    key: Option<IdempotencyKey>,
+    /// Owners that have not answered yet.
+    waiting: usize,
+    refused: Option<OwnerError>,
 }
 
 /// One topic a client subscribes to.
@@ -190,6 +226,11 @@ pub struct Fanout {
     holding: Vec<u32>,
     /// Clients with a replay waiting for room in their queue to ask for its next page.
     replaying: Vec<u32>,
+    /// As owner: the seqs recent idempotency keys got.
+    idempotency: IdempotencyKeys,
+    /// Batches of this shard's clients waiting for their owners to prepare them, by number.
+    batches: HashMap<u32, PendingBatch>,
+    next_batch: u32,
     /// The shard's clock, set every turn.
     now_ms: u64,
     counters: BrokerCounters,
@@ -219,6 +260,12 @@ impl Fanout {
             outgoing: VecDeque::new(),
             holding: Vec::new(),
             replaying: Vec::new(),
+            idempotency: IdempotencyKeys::new(
+                config.idempotency_keys_max,
+                config.idempotency_window_ms,
+            ),
+            batches: HashMap::new(),
+            next_batch: 0,
             now_ms: 0,
             counters: BrokerCounters::default(),
         }
@@ -228,6 +275,8 @@ impl Fanout {
         BrokerCounters {
             topics_expired: self.owned.topics_expired,
             topic_creations_refused: self.owned.creations_refused,
+            message_buffers_created: self.owned.pool.buffers_created
+                + self.owned.pool.buffers_unpooled,
             ..self.counters
         }
     }
@@ -243,6 +292,7 @@ impl Fanout {
             topics_owned: self.owned.topic_count() as u64,
             topics_subscribed: self.subscribers.topic_count() as u64,
             history_bytes: self.owned.history_bytes() as u64,
+            message_pool_free_bytes: self.owned.pool.free_bytes() as u64,
         }
     }
 
@@ -288,19 +338,19 @@ impl Fanout {
                 topic,
                 data,
                 ticket,
+                key,
             } => {
                 let reply = PublishReply {
                     client: self.client_ref(slot),
                     ticket,
                 };
-                let owner = topic.owner(self.shards);
-                let command = Command::Publish {
-                    topic,
-                    data,
-                    reply: Some(reply),
-                };
-                self.outgoing.push_back((owner, command));
+                self.send_publish(topic, data, reply, key);
             }
+            BrokerRequest::PublishBatch {
+                items,
+                first_ticket,
+                key,
+            } => self.prepare_batch(slot, items, first_ticket, key, clients),
             BrokerRequest::Subscribe { topic, since } => {
                 self.subscribe(slot, topic, since, clients)
             }
@@ -312,7 +362,32 @@ impl Fanout {
     pub fn handle_command(&mut self, command: Command, clients: &mut impl Clients) {
         match command {
             Command::Shutdown => debug_assert!(false, "the shard handles shutdown itself"),
-            Command::Publish { topic, data, reply } => self.publish(&topic, &data, reply),
+            Command::Publish {
+                topic,
+                data,
+                reply,
+                key,
+            } => self.publish(&topic, &data, reply, key),
+            Command::Prepare {
+                topics,
+                client,
+                batch,
+            } => {
+                let creator = Some(client.key());
+                let result = self.owned.prepare(&topics, creator, self.now_ms);
+                let command = Command::Prepared {
+                    client,
+                    batch,
+                    result,
+                };
+                self.outgoing
+                    .push_back((usize::from(client.shard), command));
+            }
+            Command::Prepared {
+                client,
+                batch,
+                result,
+            } => self.handle_prepared(client, batch, result, clients),
             Command::Subscribe {
                 topic,
                 subscriber,
@@ -349,7 +424,9 @@ impl Fanout {
                 subscriber,
                 answer,
             } => self.handle_subscribed(&topic, subscriber, answer, clients),
-            Command::Published { reply, result } => self.handle_published(reply, result, clients),
+            Command::Published { reply, result, key } => {
+                self.handle_published(reply, result, key.as_ref(), clients)
+            }
         }
     }
 
@@ -404,28 +481,168 @@ impl Fanout {
     /// As the topic's owner: numbers the message, keeps it, and sends it to every shard with
     /// subscribers (this one included); answers the publisher when it waits for the seq or was
     /// refused.
-    fn publish(&mut self, topic: &TopicName, data: &[u8], reply: Option<PublishReply>) {
-        let creator = reply.map(|reply| reply.client.key());
-        let result = match self.owned.publish(topic, data, creator, self.now_ms) {
-            Ok(published) => {
-                self.counters.messages_published += 1;
-                let seq = published.message.seq();
-                for shard in published.subscriber_shards.iter() {
-                    let message = published.message.clone();
-                    self.outgoing
-                        .push_back((shard, Command::Deliver { message }));
-                }
+    fn send_publish(
+        &mut self,
+        topic: TopicName,
+        data: Bytes,
+        reply: PublishReply,
+        key: Option<IdempotencyKey>,
+    ) {
+        let owner = topic.owner(self.shards);
+        let command = Command::Publish {
+            topic,
+            data,
+            reply: Some(reply),
+            key,
+        };
+        self.outgoing.push_back((owner, command));
+    }
+
+    /// As the topic's owner: numbers the message, keeps it, and sends it to every shard with
+    /// subscribers (this one included); answers the publisher when it waits for the seq, asked
+    /// for an acknowledgement (a key) or was refused. A key seen within the window is answered
+    /// with its first seq, and nothing is published.
+    fn publish(
+        &mut self,
+        topic: &TopicName,
+        data: &[u8],
+        reply: Option<PublishReply>,
+        key: Option<IdempotencyKey>,
+    ) {
+        let seen = key
+            .as_ref()
+            .and_then(|key| self.idempotency.seq_of(topic, key, self.now_ms));
+        let result = match seen {
+            Some(seq) => {
+                self.counters.duplicate_publishes += 1;
                 Ok(seq)
             }
-            Err(error) => Err(error),
+            None => self.publish_new(topic, data, reply),
         };
+        if let (Ok(seq), None, Some(key)) = (result, seen, &key) {
+            self.idempotency
+                .remember(topic, key.clone(), seq, self.now_ms);
+        }
         match reply {
-            Some(reply) if reply.ticket.is_some() || result.is_err() => {
+            Some(reply) if reply.ticket.is_some() || result.is_err() || key.is_some() => {
                 let shard = usize::from(reply.client.shard);
-                self.outgoing
-                    .push_back((shard, Command::Published { reply, result }));
+                let command = Command::Published { reply, result, key };
+                self.outgoing.push_back((shard, command));
             }
             _ => {}
+        }
+    }
+
+    fn publish_new(
+        &mut self,
+        topic: &TopicName,
+        data: &[u8],
+        reply: Option<PublishReply>,
+    ) -> Result<u64, OwnerError> {
+        let creator = reply.map(|reply| reply.client.key());
+        let published = self.owned.publish(topic, data, creator, self.now_ms)?;
+        self.counters.messages_published += 1;
+        let seq = published.message.seq();
+        for shard in published.subscriber_shards.iter() {
+            let message = published.message.clone();
+            self.outgoing
+                .push_back((shard, Command::Deliver { message }));
+        }
+        Ok(seq)
+    }
+
+    /// A batch is published all or nothing: first every owner involved creates the batch's
+    /// new topics (all or none, answering `Prepared`); only when all agreed are the items
+    /// published, and then nothing can refuse them.
+    fn prepare_batch(
+        &mut self,
+        slot: u32,
+        items: Vec<(TopicName, Bytes)>,
+        first_ticket: u32,
+        key: Option<IdempotencyKey>,
+        clients: &mut impl Clients,
+    ) {
+        let client = self.client_ref(slot);
+        if self.batches.len() >= PENDING_BATCHES_MAX {
+            self.counters.request_errors += 1;
+            for index in 0..items.len() as u32 {
+                let refusal = Err(OwnerError::BatchesInFlight);
+                clients.answer_publish(slot, first_ticket.wrapping_add(index), refusal);
+            }
+            return;
+        }
+        let mut owners: Vec<(usize, Vec<TopicName>)> = Vec::new();
+        for (topic, _) in &items {
+            let owner = topic.owner(self.shards);
+            match owners.iter_mut().find(|(shard, _)| *shard == owner) {
+                Some((_, topics)) => topics.push(topic.clone()),
+                None => owners.push((owner, vec![topic.clone()])),
+            }
+        }
+        self.next_batch = self.next_batch.wrapping_add(1);
+        let batch = self.next_batch;
+        self.batches.insert(
+            batch,
+            PendingBatch {
+                client,
+                items,
+                first_ticket,
+                key,
+                waiting: owners.len(),
+                refused: None,
+            },
+        );
+        for (owner, topics) in owners {
+            let command = Command::Prepare {
+                topics,
+                client,
+                batch,
+            };
+            self.outgoing.push_back((owner, command));
+        }
+    }
+
+    /// An owner prepared (or refused) its part of a batch; once all answered, the batch is
+    /// published, or every item answered with the refusal.
+    fn handle_prepared(
+        &mut self,
+        client: ClientRef,
+        batch: u32,
+        result: Result<(), OwnerError>,
+        clients: &mut impl Clients,
+    ) {
+        let Some(pending) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        pending.waiting -= 1;
+        if let Err(error) = result {
+            pending.refused = Some(error);
+        }
+        if pending.waiting > 0 {
+            return;
+        }
+        let pending = self.batches.remove(&batch).expect("found above");
+        debug_assert_eq!(pending.client, client);
+        let client = pending.client;
+        let record = &self.clients[client.slot as usize];
+        if !record.open || record.generation != client.generation {
+            return; // The client left; nothing waits for the answers.
+        }
+        if let Some(error) = pending.refused {
+            self.counters.request_errors += 1;
+            for index in 0..pending.items.len() as u32 {
+                let ticket = pending.first_ticket.wrapping_add(index);
+                clients.answer_publish(client.slot, ticket, Err(error));
+            }
+            return;
+        }
+        for (index, (topic, data)) in pending.items.into_iter().enumerate() {
+            let reply = PublishReply {
+                client,
+                ticket: Some(pending.first_ticket.wrapping_add(index as u32)),
+            };
+            let key = pending.key.as_ref().map(|key| key.for_item(index));
+            self.send_publish(topic, data, reply, key);
         }
     }
 
@@ -729,6 +946,7 @@ impl Fanout {
         &mut self,
         reply: PublishReply,
         result: Result<u64, OwnerError>,
+        key: Option<&IdempotencyKey>,
         clients: &mut impl Clients,
     ) {
         let slot = reply.client.slot;
@@ -736,17 +954,23 @@ impl Fanout {
         if !client.open || client.generation != reply.client.generation {
             return;
         }
-        match (reply.ticket, result) {
-            (Some(ticket), result) => {
-                clients.answer_publish(slot, ticket, result.map_err(OwnerError::reason));
-            }
-            (None, Err(error)) => {
-                self.counters.request_errors += 1;
-                let reply = Reply::error(&mut self.encoder, error.reason());
-                clients.reply(slot, &reply);
-            }
-            (None, Ok(_)) => {}
+        if let Some(ticket) = reply.ticket {
+            clients.answer_publish(slot, ticket, result);
+            return;
         }
+        let reply = match (result, key) {
+            (Ok(seq), Some(key)) => Reply::published(&mut self.encoder, key.as_str(), seq),
+            (Ok(_), None) => return,
+            (Err(error), Some(key)) => {
+                self.counters.request_errors += 1;
+                Reply::publish_error(&mut self.encoder, error.reason(), key.as_str())
+            }
+            (Err(error), None) => {
+                self.counters.request_errors += 1;
+                Reply::error(&mut self.encoder, error.reason())
+            }
+        };
+        clients.reply(slot, &reply);
     }
 
     /// Queues `message` to every subscriber of its topic on this shard, applying the
@@ -823,7 +1047,8 @@ impl Delivery<'_> {
         // with no send left to complete releases its held messages here).
         if client.held_count > 0 && holds(client, self.topic) {
             if !clients.is_within(slot, self.limits.half()) || self.over_share(slot, clients) {
-                self.conflate(slot, client);
+                let transport = clients.transport(slot).min(TRANSPORT_COUNT - 1);
+                self.conflate(slot, client, transport);
                 return;
             }
             for subscription in &mut client.subscriptions {
@@ -839,11 +1064,16 @@ impl Delivery<'_> {
             self.counters.deliveries += 1;
             return;
         }
+        let transport = clients.transport(slot).min(TRANSPORT_COUNT - 1);
         match self.policy {
-            SlowConsumerPolicy::Drop => self.counters.slow_consumer_drops += 1,
-            SlowConsumerPolicy::Conflate => self.conflate(slot, client),
+            SlowConsumerPolicy::Drop => {
+                self.counters.slow_consumer_drops += 1;
+                self.counters.slow_consumer_actions_by_transport[transport] += 1;
+            }
+            SlowConsumerPolicy::Conflate => self.conflate(slot, client, transport),
             SlowConsumerPolicy::Disconnect => {
                 self.counters.slow_consumer_closes += 1;
+                self.counters.slow_consumer_actions_by_transport[transport] += 1;
                 clients.close(slot, CloseCode::POLICY_VIOLATION, "slow consumer");
             }
         }
@@ -860,14 +1090,17 @@ impl Delivery<'_> {
 
     /// Keeps the message as the newest undelivered one of its topic for this client; a message
     /// it replaces is counted as conflated.
-    fn conflate(&mut self, slot: u32, client: &mut ClientRecord) {
+    fn conflate(&mut self, slot: u32, client: &mut ClientRecord, transport: usize) {
         let subscription = client
             .subscriptions
             .iter_mut()
             .find(|subscription| subscription.topic == self.topic)
             .expect("a subscriber records its subscription");
         match subscription.held.replace(self.message.clone()) {
-            Some(_) => self.counters.slow_consumer_conflations += 1,
+            Some(_) => {
+                self.counters.slow_consumer_conflations += 1;
+                self.counters.slow_consumer_actions_by_transport[transport] += 1;
+            }
             None => client.held_count += 1,
         }
         if !client.listed_holding {

@@ -21,7 +21,9 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::config::BrokerConfig;
+use super::idempotency::IDEMPOTENCY_KEY_BYTES_MAX;
 use super::json_bounds::{self, JsonBoundError, JsonBounds};
+use super::stream_api::StreamError;
 use super::topic::{self as topic_name, TopicError};
 use crate::protocol::HandshakeError;
 use crate::protocol::decimal::write_decimal;
@@ -50,6 +52,8 @@ pub struct PublishConfig {
     /// Most items in one batch publish; 413 beyond. 1000 bounds the work one request hands the
     /// broker between two reads of other connections, and the response (≤ 21 bytes per item).
     pub publish_batch_items_max: usize,
+    /// Most requests one connection may have waiting for their answers; 503 and close beyond.
+    pub http_pipelined_requests_max: usize,
     /// The bounds on each published `data` (`publish_json_depth_max`,
     /// `publish_json_number_bytes_max`, paired surrogates); 400 beyond.
     pub json_bounds: JsonBounds,
@@ -67,6 +71,7 @@ impl PublishConfig {
             topic_bytes_max: broker.topic_bytes_max,
             publish_body_bytes_max: broker.publish_body_bytes_max,
             publish_batch_items_max: broker.publish_batch_items_max,
+            http_pipelined_requests_max: broker.http_pipelined_requests_max,
             json_bounds: broker.json_bounds(),
         }
     }
@@ -75,6 +80,9 @@ impl PublishConfig {
     pub fn validate(&self, pool: &PoolLimits) -> Result<(), String> {
         if self.publish_batch_items_max == 0 {
             return Err("publish_batch_items_max must be above zero".into());
+        }
+        if self.http_pipelined_requests_max == 0 {
+            return Err("http_pipelined_requests_max must be above zero".into());
         }
         let largest = pool.classes.last().map_or(0, |class| class.buffer_bytes);
         if self.publish_body_bytes_max > largest {
@@ -130,6 +138,14 @@ pub enum HttpError {
     BatchTooLarge {
         items_max: usize,
     },
+    /// An `Idempotency-Key` that is not 1 to 128 bytes of printable ASCII.
+    InvalidIdempotencyKey,
+    /// More requests waiting for answers than `http_pipelined_requests_max`.
+    TooManyPipelined {
+        requests_max: usize,
+    },
+    /// A reading request (`/sse`, `/stream`, `/poll`) the endpoint refused.
+    Stream(StreamError),
 }
 
 impl HttpError {
@@ -142,19 +158,22 @@ impl HttpError {
             Self::LengthRequired => 411,
             Self::BatchTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
+            Self::TooManyPipelined { .. } => 503,
+            Self::Stream(error) => error.status(),
             Self::InvalidPercentEncoding
             | Self::InvalidTopic(_)
             | Self::InvalidBatchTopic { .. }
             | Self::InvalidJson(_)
             | Self::InvalidData(_)
-            | Self::InvalidBatchData { .. } => 400,
+            | Self::InvalidBatchData { .. }
+            | Self::InvalidIdempotencyKey => 400,
         }
     }
 
     /// Whether the connection must close after the answer. Only errors of the request stream
     /// do; after the others the whole request was read and the next one can follow.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::Request(_))
+        matches!(self, Self::Request(_) | Self::TooManyPipelined { .. })
     }
 }
 
@@ -192,6 +211,15 @@ impl fmt::Display for HttpError {
             Self::BatchTooLarge { items_max } => {
                 write!(formatter, "batch has more than {items_max} items")
             }
+            Self::InvalidIdempotencyKey => write!(
+                formatter,
+                "Idempotency-Key must be 1 to 128 bytes of printable ASCII"
+            ),
+            Self::TooManyPipelined { requests_max } => write!(
+                formatter,
+                "more than {requests_max} requests waiting for answers; wait for them"
+            ),
+            Self::Stream(error) => write!(formatter, "{}", error.reason()),
         }
     }
 }
@@ -203,14 +231,17 @@ impl std::error::Error for HttpError {}
 pub enum Route<'a> {
     Health,
     Metrics,
-    /// Publish `data`, the body's JSON value as sent, to `topic` (percent-decoded, valid).
+    /// Publish `data`, the body's JSON value as sent, to `topic` (percent-decoded, valid),
+    /// under the request's `Idempotency-Key` if it has one.
     PublishOne {
         topic: Cow<'a, str>,
         data: &'a RawValue,
+        key: Option<&'a [u8]>,
     },
-    /// Publish each `(topic, data)` in order; topics are JSON-unescaped and valid.
+    /// Publish each `(topic, data)` in order, all or none; topics are JSON-unescaped and valid.
     PublishBatch {
         items: Vec<(Cow<'a, str>, &'a RawValue)>,
+        key: Option<&'a [u8]>,
     },
     Refuse(HttpError),
 }
@@ -229,16 +260,28 @@ pub fn route<'a>(request: &Request<'a>, config: &PublishConfig) -> Route<'a> {
         Target::Health => Ok(Route::Health),
         Target::Metrics => Ok(Route::Metrics),
         Target::PublishOne { topic } => {
+            let key = idempotency_key(&request.head)?;
             let data = parse_one(request.body)?;
             json_bounds::check(data.get().as_bytes(), &config.json_bounds)
                 .map_err(HttpError::InvalidData)?;
-            Ok(Route::PublishOne { topic, data })
+            Ok(Route::PublishOne { topic, data, key })
         }
         Target::PublishBatch => Ok(Route::PublishBatch {
+            key: idempotency_key(&request.head)?,
             items: parse_batch(request.body, config)?,
         }),
     });
     result.unwrap_or_else(Route::Refuse)
+}
+
+/// The request's `Idempotency-Key`, if it has one and it is valid.
+fn idempotency_key<'a>(head: &RequestHead<'a>) -> Result<Option<&'a [u8]>, HttpError> {
+    let Some(key) = head.header("idempotency-key") else {
+        return Ok(None);
+    };
+    topic_name::validate_topic_bytes(key, IDEMPOTENCY_KEY_BYTES_MAX)
+        .map_err(|_| HttpError::InvalidIdempotencyKey)?;
+    Ok(Some(key))
 }
 
 /// Checks what can be checked before the body arrives, for a client that waits on
@@ -544,6 +587,7 @@ mod tests {
         topic_bytes_max: 128,
         publish_body_bytes_max: 1024 * 1024,
         publish_batch_items_max: 3,
+        http_pipelined_requests_max: 1024,
         json_bounds: JsonBounds {
             depth_max: 64,
             number_bytes_max: 64,
@@ -576,12 +620,12 @@ mod tests {
         match route(&request, &CONFIG) {
             Route::Health => Routed::Health,
             Route::Metrics => Routed::Metrics,
-            Route::PublishOne { topic, data } => Routed::One {
+            Route::PublishOne { topic, data, .. } => Routed::One {
                 borrowed: matches!(topic, Cow::Borrowed(_)),
                 topic: topic.into_owned(),
                 data: data.get().to_owned(),
             },
-            Route::PublishBatch { items } => Routed::Batch(
+            Route::PublishBatch { items, .. } => Routed::Batch(
                 items
                     .into_iter()
                     .map(|(topic, data)| (topic.into_owned(), data.get().to_owned()))

@@ -67,7 +67,8 @@ impl IdempotencyKeys {
         self.seqs.get(&(topic.clone(), key.clone())).copied()
     }
 
-    /// Remembers that `key` got `seq` on `topic`.
+    /// Remembers that `key` got `seq` on `topic`. Both are copied into buffers of their own:
+    /// they are kept for the window, and slices of the request they came in would pin it.
     pub fn remember(&mut self, topic: &TopicName, key: IdempotencyKey, seq: u64, now_ms: u64) {
         if self.keys_max == 0 {
             return;
@@ -75,9 +76,12 @@ impl IdempotencyKeys {
         while self.seqs.len() >= self.keys_max {
             self.forget_oldest();
         }
+        let (topic, key) = (
+            topic.to_kept(),
+            IdempotencyKey(Bytes::copy_from_slice(&key.0)),
+        );
         self.seqs.insert((topic.clone(), key.clone()), seq);
-        self.order
-            .push_back((now_ms + self.window_ms, topic.clone(), key));
+        self.order.push_back((now_ms + self.window_ms, topic, key));
     }
 
     pub fn len(&self) -> usize {

@@ -13,6 +13,7 @@
 
 use bytes::Bytes;
 
+use super::message_pool::{MessagePool, SharedBuffer};
 use super::topic::{Epoch, TOPIC_BYTES_LIMIT, TopicName};
 use crate::protocol::decimal::decimal;
 use crate::protocol::websocket::frame::{FrameEncoder, HEAD_BYTES_MAX, OpCode, text_frame_head};
@@ -22,24 +23,35 @@ const MESSAGE_HEADER_BYTES: usize = 10;
 
 const _: () = assert!(TOPIC_BYTES_LIMIT <= u16::MAX as usize);
 
-/// What one message's allocations cost beyond its bytes: the shared buffer's header (made on its
-/// first clone, 32 bytes) and the allocator's rounding of two allocations (up to 16 each).
-const MESSAGE_ALLOCATION_OVERHEAD_BYTES: usize = 64;
-
 /// Message `seq` of a topic: the owner numbered it, and every subscriber of the topic gets this
 /// same buffer. Cloning shares it (one reference count). The layout is
 /// `[seq: u64 LE][topic length: u16 LE][topic][WebSocket head][body]`, so the seq and topic need no
-/// fields of their own and a message costs one `Bytes` wherever it is held (commands, history,
-/// conflation).
+/// fields of their own and a message costs one buffer wherever it is held (commands, history,
+/// conflation, queues). The buffer comes from the owner's [`MessagePool`] and goes back to it
+/// when the last holder lets go.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Message(Bytes);
+pub struct Message(SharedBuffer);
 
 impl Message {
-    /// Encodes message `seq` of `topic` with `data` (one JSON value, verbatim), in a buffer of
-    /// its own. A message may be kept long (history, a stalled queue): sharing an arena chunk
-    /// with short-lived frames would let one old message pin a whole chunk, so that what
-    /// history and queues count would not be what they hold.
+    /// Encodes message `seq` of `topic` with `data` (one JSON value, verbatim) in a buffer of
+    /// `pool`. A message may be kept long (history, a stalled queue): each has a buffer of its
+    /// own, rather than a share of an arena chunk, so that one old message cannot pin a chunk
+    /// and what history and queues count is what they hold.
+    pub fn encode(pool: &mut MessagePool, topic: &TopicName, seq: u64, data: &[u8]) -> Message {
+        Message::encode_into(Some(pool), topic, seq, data)
+    }
+
+    /// [`Message::encode`] in a buffer of its own, outside any pool (tests, tools).
     pub fn new(topic: &TopicName, seq: u64, data: &[u8]) -> Message {
+        Message::encode_into(None, topic, seq, data)
+    }
+
+    fn encode_into(
+        pool: Option<&mut MessagePool>,
+        topic: &TopicName,
+        seq: u64,
+        data: &[u8],
+    ) -> Message {
         let mut digits = [0u8; 20];
         let seq_text = decimal(seq, &mut digits);
         let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
@@ -57,16 +69,20 @@ impl Message {
         let mut head = [0u8; HEAD_BYTES_MAX];
         let head_bytes = text_frame_head(body_bytes, &mut head);
         let name = topic.as_bytes();
-        let mut buffer =
-            Vec::with_capacity(MESSAGE_HEADER_BYTES + name.len() + head_bytes + body_bytes);
-        buffer.extend_from_slice(&seq.to_le_bytes());
-        buffer.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        buffer.extend_from_slice(name);
-        buffer.extend_from_slice(&head[..head_bytes]);
-        for part in body {
-            buffer.extend_from_slice(part);
-        }
-        Message(Bytes::from(buffer))
+        let bytes = MESSAGE_HEADER_BYTES + name.len() + head_bytes + body_bytes;
+        let write = |buffer: &mut Vec<u8>| {
+            buffer.extend_from_slice(&seq.to_le_bytes());
+            buffer.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            buffer.extend_from_slice(name);
+            buffer.extend_from_slice(&head[..head_bytes]);
+            for part in body {
+                buffer.extend_from_slice(part);
+            }
+        };
+        Message(match pool {
+            Some(pool) => pool.fill(bytes, write),
+            None => SharedBuffer::exact(bytes, write),
+        })
     }
 
     pub fn seq(&self) -> u64 {
@@ -80,9 +96,9 @@ impl Message {
         &self.0[MESSAGE_HEADER_BYTES..self.frame_start()]
     }
 
-    /// The message as one WebSocket text frame (head and body), sharing this buffer.
-    pub fn websocket_frame(&self) -> Bytes {
-        self.0.slice(self.frame_start()..)
+    /// The message as one WebSocket text frame (head and body), in this buffer.
+    pub fn websocket_frame(&self) -> &[u8] {
+        &self.0[self.frame_start()..]
     }
 
     /// The JSON body, without any framing.
@@ -94,7 +110,7 @@ impl Message {
     /// Whether `other` is this very message (the same buffer), not merely equal bytes: a
     /// pointer comparison, cheap enough for every delivery.
     pub fn is_same(&self, other: &Message) -> bool {
-        self.0.as_ptr() == other.0.as_ptr() && self.0.len() == other.0.len()
+        self.0.is_same(&other.0)
     }
 
     /// The bytes this message holds (header, head and body).
@@ -102,10 +118,10 @@ impl Message {
         self.0.len()
     }
 
-    /// What keeping this message costs in memory: its buffer and the allocations around it
-    /// (the shared buffer's header, the allocator's rounding).
+    /// What keeping this message costs in memory: its whole buffer (the class it was taken
+    /// from, not only the bytes written) and the buffer's bookkeeping.
     pub fn memory_bytes(&self) -> usize {
-        self.0.len() + MESSAGE_ALLOCATION_OVERHEAD_BYTES
+        self.0.memory_bytes()
     }
 
     fn frame_start(&self) -> usize {
@@ -130,6 +146,7 @@ pub enum ReplyKind {
     Subscribed,
     Reset,
     Unsubscribed,
+    Published,
     Error,
 }
 
@@ -139,16 +156,23 @@ impl ReplyKind {
             ReplyKind::Subscribed => "subscribed",
             ReplyKind::Reset => "reset",
             ReplyKind::Unsubscribed => "unsubscribed",
+            ReplyKind::Published => "published",
             ReplyKind::Error => "error",
         }
     }
 }
 
-/// A reply to one client: its kind and its body encoded with a WebSocket head in front.
+/// A reply to one client: its kind and its body encoded with a WebSocket head in front, and for
+/// endpoints that keep a cursor (SSE, streams, polls), what it says about a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub kind: ReplyKind,
     frame: Bytes,
+    /// The topic a `subscribed`, `reset` or topic `error` is about.
+    pub topic: Option<TopicName>,
+    /// The seq and epoch of a `subscribed` or `reset`.
+    pub seq: u64,
+    pub epoch: Option<Epoch>,
 }
 
 impl Reply {
@@ -188,10 +212,46 @@ impl Reply {
             OpCode::Text,
             &[b"{\"op\":\"unsubscribed\",\"topic\":\"", topic_text, b"\"}"],
         );
-        Reply {
-            kind: ReplyKind::Unsubscribed,
-            frame,
-        }
+        Reply::plain(ReplyKind::Unsubscribed, frame)
+    }
+
+    /// `{"op":"published","id":…,"seq":…}`: the publish the client gave `id` has seq `seq` (also
+    /// when it was a retry answered from the idempotency table). `id` is printable ASCII,
+    /// escaped here like a topic name.
+    pub fn published(encoder: &mut FrameEncoder, id: &str, seq: u64) -> Reply {
+        let mut digits = [0u8; 20];
+        let seq_text = decimal(seq, &mut digits);
+        let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
+        let id_text = escape_topic(id, &mut escaped);
+        let frame = encoder.encode_parts(
+            OpCode::Text,
+            &[
+                b"{\"op\":\"published\",\"id\":\"",
+                id_text,
+                b"\",\"seq\":",
+                seq_text,
+                b"}",
+            ],
+        );
+        Reply::plain(ReplyKind::Published, frame)
+    }
+
+    /// `{"op":"error","reason":…,"id":…}`: the publish the client gave `id` was refused.
+    pub fn publish_error(encoder: &mut FrameEncoder, reason: &str, id: &str) -> Reply {
+        debug_assert!(!reason.bytes().any(needs_escape));
+        let mut escaped = [0u8; 2 * TOPIC_BYTES_LIMIT];
+        let id_text = escape_topic(id, &mut escaped);
+        let frame = encoder.encode_parts(
+            OpCode::Text,
+            &[
+                b"{\"op\":\"error\",\"reason\":\"",
+                reason.as_bytes(),
+                b"\",\"id\":\"",
+                id_text,
+                b"\"}",
+            ],
+        );
+        Reply::plain(ReplyKind::Error, frame)
     }
 
     /// `{"op":"error","reason":…}`; `reason` is plain ASCII without quotes or backslashes.
@@ -205,10 +265,7 @@ impl Reply {
                 b"\"}",
             ],
         );
-        Reply {
-            kind: ReplyKind::Error,
-            frame,
-        }
+        Reply::plain(ReplyKind::Error, frame)
     }
 
     /// `{"op":"error","reason":…,"topic":…}` for a request about one topic.
@@ -227,8 +284,8 @@ impl Reply {
             ],
         );
         Reply {
-            kind: ReplyKind::Error,
-            frame,
+            topic: Some(topic.clone()),
+            ..Reply::plain(ReplyKind::Error, frame)
         }
     }
 
@@ -259,7 +316,23 @@ impl Reply {
                 b"\"}",
             ],
         );
-        Reply { kind, frame }
+        Reply {
+            kind,
+            frame,
+            topic: Some(topic.clone()),
+            seq,
+            epoch: Some(epoch),
+        }
+    }
+
+    fn plain(kind: ReplyKind, frame: Bytes) -> Reply {
+        Reply {
+            kind,
+            frame,
+            topic: None,
+            seq: 0,
+            epoch: None,
+        }
     }
 }
 
@@ -335,7 +408,7 @@ mod tests {
             let message = Message::new(&topic("A"), 1, data.as_bytes());
             let value: serde_json::Value = serde_json::from_slice(message.body()).unwrap();
             assert_eq!(value["data"].as_str().unwrap().len(), data_bytes);
-            assert_eq!(payload_of(&message.websocket_frame()), value);
+            assert_eq!(payload_of(message.websocket_frame()), value);
         }
     }
 
@@ -344,7 +417,7 @@ mod tests {
     fn escaping_and_large_seq() {
         let mut encoder = FrameEncoder::new(64);
         let message = Message::new(&topic(r#"a"b\c"#), u64::MAX, b"[1,2]");
-        let value = payload_of(&message.websocket_frame());
+        let value = payload_of(message.websocket_frame());
         assert_eq!(value["topic"], r#"a"b\c"#);
         assert_eq!(value["seq"], u64::MAX);
         assert_eq!(value["data"], serde_json::json!([1, 2]));
@@ -376,6 +449,14 @@ mod tests {
             (
                 Reply::unsubscribed(&mut encoder, &topic("A")),
                 serde_json::json!({"op":"unsubscribed","topic":"A"}),
+            ),
+            (
+                Reply::published(&mut encoder, "order-7", 12),
+                serde_json::json!({"op":"published","id":"order-7","seq":12}),
+            ),
+            (
+                Reply::publish_error(&mut encoder, "too many", "a\"b"),
+                serde_json::json!({"op":"error","reason":"too many","id":"a\"b"}),
             ),
         ];
         for (reply, expected) in cases {

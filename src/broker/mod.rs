@@ -9,7 +9,9 @@
 //! gets. The shard feeds it requests and commands and carries out what it decides.
 //!
 //! - [`topic`]: what a topic name may be, and which shard owns it (a fixed hash).
-//! - [`message`]: messages and replies, encoded once and shared.
+//! - [`message`]: messages and replies, encoded once and shared; [`message_pool`]: the
+//!   recycled buffers messages are encoded in (the one place another thread reaches: the last
+//!   holder of a message returns its buffer through a lock-free free list).
 //! - [`request`]: client requests over the WebSocket (JSON), and [`request::BrokerRequest`].
 //! - [`http_api`]: publishing over HTTP.
 //! - [`json_bounds`]: the depth, number and surrogate bounds on published JSON.
@@ -19,19 +21,23 @@
 
 pub mod command;
 pub mod config;
+pub mod cursor;
 pub mod demo;
 pub mod fanout;
 pub mod http_api;
 pub mod idempotency;
 pub mod json_bounds;
 pub mod message;
+pub mod message_pool;
 pub mod owner;
 pub mod request;
+pub mod stream_api;
 pub mod subscribers;
 pub mod topic;
 
 pub use command::{ClientRef, Command, PublishReply};
 pub use fanout::{BrokerCounters, BrokerGauges, Clients, Fanout, QueueLimits, ShardMemory};
 pub use message::{Message, Reply, ReplyKind};
+pub use message_pool::MessagePool;
 pub use request::BrokerRequest;
 pub use topic::{TOPIC_BYTES_LIMIT, TopicName, owner_shard};

@@ -16,8 +16,15 @@ use std::collections::{HashMap, VecDeque};
 
 use super::config::BrokerConfig;
 use super::message::Message;
+use super::message_pool::MessagePool;
 use super::topic::{Epoch, EpochSource, TopicName};
 
+/// How long a topic that never had a message nor a subscriber is kept: one created by a batch's
+/// prepare whose batch another owner refused, or one subscribed to and left (a mistyped name,
+/// a poll between two polls). A batch commits within milliseconds of its prepare, so after
+/// this its topics are forgotten rather than held for `topic_idle_ms`, and refused batches
+/// cannot fill the table.
+pub const RESERVATION_MS: u64 = 10_000;
 /// Messages in one page of a replay: a subscriber's shard asks for the next page once its
 /// queue has room, so a replay never floods a queue.
 pub const REPLAY_PAGE_MESSAGES_MAX: usize = 64;
@@ -141,6 +148,8 @@ pub enum OwnerError {
     TooManyTopics,
     /// The client created topics faster than `topic_creations_per_second` allows.
     CreationRateExceeded,
+    /// The client's shard has too many batches waiting for their owners.
+    BatchesInFlight,
 }
 
 impl OwnerError {
@@ -150,6 +159,16 @@ impl OwnerError {
             OwnerError::CreationRateExceeded => {
                 "topics created faster than topic_creations_per_second"
             }
+            OwnerError::BatchesInFlight => "too many batches in flight on this shard",
+        }
+    }
+
+    /// The HTTP status a refused publish is answered with: 429 when the client went too fast
+    /// (it may retry after a while), 503 when the server is full.
+    pub fn status(self) -> u16 {
+        match self {
+            OwnerError::CreationRateExceeded => 429,
+            OwnerError::TooManyTopics | OwnerError::BatchesInFlight => 503,
         }
     }
 }
@@ -233,6 +252,8 @@ pub struct OwnedTopics {
     creations: CreationLimiter,
     /// Where the last sweep for idle topics stopped.
     expiry_cursor: usize,
+    /// The buffers this shard's messages are encoded in.
+    pub pool: MessagePool,
     /// Topics forgotten for being idle, and creations refused for rate (for the counters).
     pub topics_expired: u64,
     pub creations_refused: u64,
@@ -261,6 +282,7 @@ impl OwnedTopics {
                 burst: config.topic_creations_burst,
             },
             expiry_cursor: 0,
+            pool: MessagePool::new(config.message_pool_free_bytes_max),
             topics_expired: 0,
             creations_refused: 0,
         }
@@ -288,7 +310,7 @@ impl OwnedTopics {
         let owned = &mut self.topics[index];
         owned.seq += 1;
         owned.active_ms = now_ms;
-        let message = Message::new(&owned.name, owned.seq, data);
+        let message = Message::encode(&mut self.pool, &owned.name, owned.seq, data);
         self.keep(index, message.clone());
         Ok(Published {
             message,
@@ -327,7 +349,11 @@ impl OwnedTopics {
                 ..answer
             },
             None => answer,
-            Some(since) if since.epoch.is_some_and(|epoch| epoch != owned.epoch) => {
+            // A client at seq 0 has nothing of any epoch to confuse: it starts from the first
+            // message of this one.
+            Some(since)
+                if since.seq > 0 && since.epoch.is_some_and(|epoch| epoch != owned.epoch) =>
+            {
                 SubscribeAnswer {
                     reset: true,
                     messages: newest(),
@@ -409,7 +435,9 @@ impl OwnedTopics {
     }
 
     /// `shard` has no subscribers of `topic` any more. A topic that never had a message and has
-    /// no subscribers left is forgotten (a subscription to a mistyped name leaves nothing).
+    /// no subscribers left is forgotten after [`RESERVATION_MS`] (a subscription to a mistyped
+    /// name leaves nothing for long), not at once: a poller that comes back within it finds the
+    /// same epoch.
     pub fn unsubscribe(&mut self, topic: &[u8], shard: usize, now_ms: u64) {
         let Some(&index) = self.index.get(topic) else {
             return;
@@ -417,12 +445,10 @@ impl OwnedTopics {
         let owned = &mut self.topics[index as usize];
         owned.subscriber_shards.remove(shard);
         owned.active_ms = now_ms;
-        if owned.seq == 0 && owned.subscriber_shards.is_empty() {
-            self.remove(index as usize);
-        }
     }
 
-    /// Forgets topics with no subscribers and no activity for `topic_idle_ms`, looking at no
+    /// Forgets topics with no subscribers and no activity for `topic_idle_ms` (topics that never
+    /// had a message: [`RESERVATION_MS`]), looking at no
     /// more than `visits_max` topics (round robin, so that every topic is looked at in turn).
     pub fn expire_idle(&mut self, now_ms: u64, visits_max: usize) {
         for _ in 0..visits_max.min(self.topics.len()) {
@@ -430,8 +456,12 @@ impl OwnedTopics {
                 self.expiry_cursor = 0;
             }
             let owned = &self.topics[self.expiry_cursor];
+            let idle_ms = match owned.seq {
+                0 => self.topic_idle_ms.min(RESERVATION_MS),
+                _ => self.topic_idle_ms,
+            };
             let idle = owned.subscriber_shards.is_empty()
-                && now_ms.saturating_sub(owned.active_ms) >= self.topic_idle_ms;
+                && now_ms.saturating_sub(owned.active_ms) >= idle_ms;
             if idle {
                 self.topics_expired += 1;
                 self.remove(self.expiry_cursor);
@@ -577,9 +607,10 @@ impl OwnedTopics {
 
     fn create(&mut self, topic: &TopicName, now_ms: u64) -> usize {
         let index = self.topics.len();
-        self.index.insert(topic.clone(), index as u32);
+        let name = topic.to_kept();
+        self.index.insert(name.clone(), index as u32);
         self.topics.push(OwnedTopic {
-            name: topic.clone(),
+            name,
             epoch: self.epochs.next_epoch(),
             seq: 0,
             history: VecDeque::new(),

@@ -242,7 +242,7 @@ fn shard_history_budget_over_many_topics() {
 }
 
 /// Proves the topic limit refuses a new topic but not an existing one, and that a topic
-/// subscribed but never published is forgotten with its last subscriber.
+/// subscribed but never published is forgotten RESERVATION_MS after its last subscriber left.
 #[test]
 fn topic_limit_and_forgetting() {
     let mut owned = topics_with_history(0);
@@ -258,6 +258,13 @@ fn topic_limit_and_forgetting() {
     owned.publish(&name("A"), b"1", None, 0).unwrap();
     owned.unsubscribe(b"B", 0, 0);
     owned.unsubscribe(b"A", 0, 0);
+    owned.expire_idle(RESERVATION_MS - 1, 100);
+    assert_eq!(
+        owned.topic_count(),
+        3,
+        "B is kept a while (a poller comes back)"
+    );
+    owned.expire_idle(RESERVATION_MS, 100);
     assert_eq!(owned.topic_count(), 2, "B is forgotten, A has a message");
     assert_eq!(
         owned
@@ -306,6 +313,22 @@ fn idle_topics_are_forgotten() {
     );
     assert!(owned.history_bytes() > 0);
     assert_eq!(owned.topics_expired, 98);
+}
+
+/// Proves the topics a batch's prepare created are forgotten soon when no message came (the
+/// batch was refused by another owner), not held for topic_idle_ms; a committed one stays.
+#[test]
+fn reservations_of_refused_batches_are_forgotten() {
+    let mut owned = owned_topics(BrokerConfig::default());
+    let topics = [name("R1"), name("R2"), name("R3")];
+    owned.prepare(&topics, Some(1), 0).unwrap();
+    owned.publish(&name("R3"), b"1", Some(1), 0).unwrap();
+    assert_eq!(owned.topic_count(), 3);
+    owned.expire_idle(RESERVATION_MS - 1, 100);
+    assert_eq!(owned.topic_count(), 3, "a batch may still commit");
+    owned.expire_idle(RESERVATION_MS, 100);
+    assert_eq!(owned.topic_count(), 1, "only R3 got a message");
+    assert_eq!(owned.topics_expired, 2);
 }
 
 /// Proves one client cannot create topics past its bucket (a burst, then the refill rate),

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::config::BrokerConfig;
+use super::idempotency::{IDEMPOTENCY_KEY_BYTES_MAX, IdempotencyKey};
 use super::json_bounds::{self, JsonBoundError};
 use super::owner::Since;
 use super::topic::{Epoch, TopicError, TopicName, validate_topic};
@@ -23,10 +24,19 @@ use super::topic::{Epoch, TopicError, TopicName, validate_topic};
 #[derive(Debug)]
 pub enum BrokerRequest {
     /// `ticket` names the HTTP response that waits for the seq; a WebSocket publish has none.
+    /// With a `key`, a retry within the window is answered with the first one's seq.
     Publish {
         topic: TopicName,
         data: Bytes,
         ticket: Option<u32>,
+        key: Option<IdempotencyKey>,
+    },
+    /// An HTTP batch: every item published, or none (item `i` answers ticket
+    /// `first_ticket + i`; with a `key`, item `i` is published under `key#i`).
+    PublishBatch {
+        items: Vec<(TopicName, Bytes)>,
+        first_ticket: u32,
+        key: Option<IdempotencyKey>,
     },
     Subscribe {
         topic: TopicName,
@@ -51,6 +61,10 @@ pub enum Request<'a> {
     Publish {
         topic: Cow<'a, str>,
         data: &'a [u8],
+        /// The client's idempotency key: the publish is acknowledged with
+        /// `{"op":"published","id":…,"seq":…}`, and a retry with the same id is answered
+        /// with the first one's seq instead of being published again.
+        id: Option<Cow<'a, str>>,
     },
 }
 
@@ -68,6 +82,8 @@ pub enum RequestError {
     InvalidEpoch,
     /// A publish's `data` breaks a `publish_json_*` bound.
     Data(JsonBoundError),
+    /// A publish's `id` is not 1 to 128 bytes of printable ASCII.
+    InvalidId,
 }
 
 impl RequestError {
@@ -90,6 +106,7 @@ impl RequestError {
                 "an epoch is 16 hex digits, as subscribed and reset give it"
             }
             RequestError::Data(error) => error.reason(),
+            RequestError::InvalidId => "an id is 1 to 128 bytes of printable ASCII",
         }
     }
 }
@@ -108,6 +125,8 @@ struct Fields<'a> {
     since: Option<HashMap<Text<'a>, SinceValue<'a>>>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<Text<'a>>,
 }
 
 /// A `since` value: a bare seq, or `{"seq":…,"epoch":"…"}` (what `subscribed` and `reset`
@@ -146,24 +165,20 @@ pub fn parse_request<'a>(
             // Kept and replayed verbatim to every subscriber, so held to the bounds first.
             json_bounds::check(data.as_bytes(), &config.json_bounds())
                 .map_err(RequestError::Data)?;
+            let id = fields.id.map(|id| id.0);
+            if let Some(id) = &id {
+                validate_topic(id, IDEMPOTENCY_KEY_BYTES_MAX)
+                    .map_err(|_| RequestError::InvalidId)?;
+            }
             Ok(Request::Publish {
                 topic,
                 data: data.as_bytes(),
+                id,
             })
         }
         "subscribe" => {
             let topics = checked_topics(fields.topics, config)?;
-            let mut since = HashMap::new();
-            for (topic, value) in fields.since.unwrap_or_default() {
-                let value = match value {
-                    SinceValue::Seq(seq) => Since { seq, epoch: None },
-                    SinceValue::WithEpoch { seq, epoch } => Since {
-                        seq,
-                        epoch: Some(Epoch::parse(&epoch.0).ok_or(RequestError::InvalidEpoch)?),
-                    },
-                };
-                since.insert(topic.0, value);
-            }
+            let since = since_values(fields.since.unwrap_or_default())?;
             if since.keys().any(|topic| !topics.contains(topic)) {
                 return Err(RequestError::SinceWithoutSubscription);
             }
@@ -174,6 +189,31 @@ pub fn parse_request<'a>(
         }),
         _ => Err(RequestError::UnknownOp),
     }
+}
+
+/// Reads a `since` object on its own (`{"AAPL":41,"MSFT":{"seq":7,"epoch":"…"}}`), as the
+/// streaming and polling endpoints take it in their query.
+pub fn parse_since(text: &str) -> Result<HashMap<Cow<'_, str>, Since>, RequestError> {
+    let values: HashMap<Text<'_>, SinceValue<'_>> =
+        serde_json::from_str(text).map_err(|_| RequestError::MalformedJson)?;
+    since_values(values)
+}
+
+fn since_values<'a>(
+    values: HashMap<Text<'a>, SinceValue<'a>>,
+) -> Result<HashMap<Cow<'a, str>, Since>, RequestError> {
+    let mut since = HashMap::with_capacity(values.len());
+    for (topic, value) in values {
+        let value = match value {
+            SinceValue::Seq(seq) => Since { seq, epoch: None },
+            SinceValue::WithEpoch { seq, epoch } => Since {
+                seq,
+                epoch: Some(Epoch::parse(&epoch.0).ok_or(RequestError::InvalidEpoch)?),
+            },
+        };
+        since.insert(topic.0, value);
+    }
+    Ok(since)
 }
 
 fn checked_topics<'a>(
@@ -206,7 +246,7 @@ mod tests {
     #[test]
     fn publish_keeps_data_verbatim() {
         let request = parse(r#"{"op":"publish","topic":"AAPL","data":{"px": 191.20, "a":[1]}}"#);
-        let Ok(Request::Publish { topic, data }) = request else {
+        let Ok(Request::Publish { topic, data, .. }) = request else {
             panic!("{request:?}")
         };
         assert_eq!(topic, "AAPL");

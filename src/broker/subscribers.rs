@@ -143,6 +143,9 @@ impl SubscriberTable {
     }
 
     fn create(&mut self, name: &TopicName) -> u32 {
+        // Kept for as long as the topic has subscribers here: a name of its own, not a slice
+        // of the request it came in.
+        let name = name.to_kept();
         let entry = LocalTopic {
             name: name.clone(),
             active: Vec::new(),
@@ -160,7 +163,7 @@ impl SubscriberTable {
                 (self.topics.len() - 1) as u32
             }
         };
-        self.index.insert(name.clone(), topic);
+        self.index.insert(name, topic);
         topic
     }
 }

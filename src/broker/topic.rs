@@ -99,6 +99,13 @@ impl TopicName {
         Ok(TopicName(Bytes::copy_from_slice(name)))
     }
 
+    /// The name in a buffer of its own. A name taken from a request shares that request's
+    /// buffer (an arena chunk of 64 KiB or more); a table that keeps a name for long must keep
+    /// this copy, or one short name would pin the whole chunk.
+    pub fn to_kept(&self) -> TopicName {
+        TopicName(Bytes::copy_from_slice(&self.0))
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -112,6 +112,16 @@ pub struct ServerConfig {
     /// 1008: a peer trickling a large message one byte at a time would otherwise hold a large
     /// pooled buffer for good. Default 30 s: a 1 MiB message at 35 KB/s.
     pub message_timeout_ms: u64,
+    /// The kernel's send buffer of each connection (SO_SNDBUF), in bytes; 0 leaves the kernel's
+    /// autotuning (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default). Default 256 KiB: a
+    /// client that stops reading parks at most this much in the kernel (which charges twice
+    /// it) before ringcast's own queue, under its budgets and policies, takes over; live
+    /// market data to one client never needs more on a path with up to ~100 ms of round trip.
+    pub socket_send_buffer_bytes: usize,
+    /// The kernel's receive buffer of each connection (SO_RCVBUF), in bytes; 0 leaves the
+    /// kernel's autotuning. Default 256 KiB, for the same reason: a client whose reading is
+    /// paused (backpressure) parks at most this much in the kernel.
+    pub socket_receive_buffer_bytes: usize,
     /// Size of each buffer in a shard's provided buffer ring, so the most one receive completion
     /// returns. Default 4 KiB: dozens of small market-data frames in one completion. The kernel
     /// hands buffers out in ring order, so over time every buffer gets touched: the ring is a
@@ -125,8 +135,8 @@ pub struct ServerConfig {
     pub receive_buffers_count: usize,
     /// Bytes queued for sending to one connection before it counts as a slow consumer. Default
     /// 1 MiB: seconds of a busy feed, enough to ride out a short stall. A ceiling, not an
-    /// allocation. Over it the slow-consumer policy applies; until that policy exists, the
-    /// connection is closed with 1008 (policy violation). Must hold one largest message.
+    /// allocation. Over it the slow-consumer policy applies (`broker.slow_consumer_policy`:
+    /// conflate by default). Must hold one largest message.
     pub outbound_queue_bytes_max: usize,
     /// Frames queued for sending to one connection, by the same rule. Default 16,384: bounds the
     /// queue's bookkeeping (32 bytes a frame) when frames are so small that the byte limit is
@@ -168,6 +178,8 @@ impl Default for ServerConfig {
             drain_timeout_ms: 5_000,
             send_stall_timeout_ms: 60_000,
             message_timeout_ms: 30_000,
+            socket_send_buffer_bytes: 256 * 1024,
+            socket_receive_buffer_bytes: 256 * 1024,
             receive_buffer_bytes: 4 * 1024,
             receive_buffers_count: 4 * 1024,
             outbound_queue_bytes_max: 1024 * 1024,
@@ -311,6 +323,7 @@ impl ServerConfig {
             pong_timeout_ms: self.pong_timeout_ms,
             close_timeout_ms: self.close_timeout_ms,
             message_timeout_ms: self.message_timeout_ms,
+            outbound_queue_bytes_max: self.outbound_queue_bytes_max,
             protocol: self.protocol.clone(),
             http_limits: publish.request_limits(self.protocol.header_bytes_max),
             publish,

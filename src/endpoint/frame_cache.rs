@@ -6,18 +6,21 @@
 //! message being delivered for each kind, with its entry in the shard's ledger of shared frames
 //! (so that the framing's bytes count once however many queues hold it), and starts over when
 //! the next message comes. A WebSocket framing costs nothing: the owner encoded the body with
-//! its frame head in front.
-
-use bytes::Bytes;
+//! its frame head in front, so the framing is the message itself. An SSE framing is the body as
+//! a `data:` line, an NDJSON framing the body as one chunked line, each in a pooled buffer made
+//! on the first delivery to such a subscriber. Polls collect messages themselves (their answer
+//! is one response per client), so they have no framing.
 
 use super::EndpointKind;
-use super::outbound::SharedFrames;
-use crate::broker::{Message, Reply};
+use super::outbound::{Frame, SharedFrames};
+use crate::broker::Message;
+use crate::broker::message_pool::MessagePool;
+use crate::protocol::{ndjson, sse};
 
 /// One kind's framing of the message being delivered.
 #[derive(Debug)]
 struct Framing {
-    frame: Bytes,
+    frame: Frame,
     /// Its entry in the ledger (slot and generation), registered when the first queue takes
     /// it, and again if every queue let it go before this message's delivery is over.
     slot: Option<(u32, u32)>,
@@ -29,13 +32,20 @@ pub struct FrameCache {
     /// The message the entries below belong to.
     message: Option<Message>,
     websocket: Option<Framing>,
+    sse: Option<Framing>,
+    ndjson: Option<Framing>,
 }
 
 impl FrameCache {
     /// `message` framed for an endpoint of `kind`, made once and shared after that. `None` for
-    /// a kind that takes no messages.
-    pub fn frame(&mut self, kind: EndpointKind, message: &Message) -> Option<Bytes> {
-        self.framing(kind, message)
+    /// a kind that takes no shared framing (HTTP, polls).
+    pub fn frame(
+        &mut self,
+        kind: EndpointKind,
+        message: &Message,
+        pool: &mut MessagePool,
+    ) -> Option<Frame> {
+        self.framing(kind, message, pool)
             .map(|framing| framing.frame.clone())
     }
 
@@ -45,20 +55,26 @@ impl FrameCache {
         &mut self,
         kind: EndpointKind,
         message: &Message,
+        pool: &mut MessagePool,
         shared: &mut SharedFrames,
     ) -> Option<u32> {
-        let framing = self.framing(kind, message)?;
+        let framing = self.framing(kind, message, pool)?;
         match framing.slot {
             Some((slot, generation)) if shared.is_current(slot, generation) => Some(slot),
             _ => {
-                let (slot, generation) = shared.register(framing.frame.len());
+                let (slot, generation) = shared.register(framing.frame.memory_bytes());
                 framing.slot = Some((slot, generation));
                 Some(slot)
             }
         }
     }
 
-    fn framing(&mut self, kind: EndpointKind, message: &Message) -> Option<&mut Framing> {
+    fn framing(
+        &mut self,
+        kind: EndpointKind,
+        message: &Message,
+        pool: &mut MessagePool,
+    ) -> Option<&mut Framing> {
         if !self
             .message
             .as_ref()
@@ -66,23 +82,27 @@ impl FrameCache {
         {
             self.message = Some(message.clone());
             self.websocket = None;
+            self.sse = None;
+            self.ndjson = None;
         }
-        match kind {
-            EndpointKind::WebSocket => Some(self.websocket.get_or_insert_with(|| Framing {
-                frame: message.websocket_frame(),
-                slot: None,
-            })),
-            // HTTP connections subscribe to nothing; the broker never delivers to them.
-            EndpointKind::Http => None,
-        }
-    }
-}
-
-/// A reply to one client framed for its endpoint; `None` for an endpoint that takes no
-/// replies.
-pub fn reply_frame(kind: EndpointKind, reply: &Reply) -> Option<Bytes> {
-    match kind {
-        EndpointKind::WebSocket => Some(reply.websocket_frame().clone()),
-        EndpointKind::Http => None,
+        let body = message.body();
+        let (cached, make): (_, &dyn Fn(&mut MessagePool) -> Frame) = match kind {
+            EndpointKind::WebSocket => (&mut self.websocket, &|_| Frame::Message(message.clone())),
+            EndpointKind::Sse => (&mut self.sse, &|pool| {
+                Frame::Shared(pool.fill(sse::data_line_bytes(body), |out| {
+                    sse::write_data_line(body, out)
+                }))
+            }),
+            EndpointKind::Ndjson => (&mut self.ndjson, &|pool| {
+                Frame::Shared(pool.fill(ndjson::line_chunk_bytes(&[body]), |out| {
+                    ndjson::write_line_chunk(&[body], out)
+                }))
+            }),
+            EndpointKind::Http | EndpointKind::Poll => return None,
+        };
+        Some(cached.get_or_insert_with(|| Framing {
+            frame: make(pool),
+            slot: None,
+        }))
     }
 }

@@ -6,17 +6,23 @@
 //! shard; a response waits in `http_pending` until it and every response before it is ready, so
 //! pipelined requests are answered in the order they came.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
 use tracing::debug;
 
-use super::outbound::Outbound;
+use super::outbound::{Frame, Outbound};
+use super::poll::HeldPoll;
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
 use crate::broker::http_api::{
     self, HttpError, Route, write_batch_response, write_http_error, write_publish_response,
 };
-use crate::broker::{BrokerRequest, TopicName};
+use crate::broker::idempotency::IdempotencyKey;
+use crate::broker::owner::OwnerError;
+use crate::broker::stream_api::{self, StreamKind, StreamRequest};
+use crate::broker::{BrokerRequest, Message, Reply, TopicName};
 use crate::protocol::HandshakeError;
 use crate::protocol::http1::head::HEADERS_COUNT_MAX;
 use crate::protocol::http1::response as handshake;
@@ -36,12 +42,12 @@ pub struct PendingResponse {
     first_ticket: u32,
     seqs: Vec<u64>,
     answered: usize,
-    refused: Option<&'static str>,
+    refused: Option<OwnerError>,
     /// `POST /publish` (answered with `seqs`) rather than `POST /publish/{topic}` (`seq`).
     batch: bool,
     keep_alive: bool,
     /// A response ready at once but queued behind one that waits.
-    ready: Option<Bytes>,
+    ready: Option<Frame>,
 }
 
 impl PendingResponse {
@@ -51,12 +57,19 @@ impl PendingResponse {
 
     fn write(&self, out: &mut BytesMut) {
         if let Some(ready) = &self.ready {
-            return out.extend_from_slice(ready);
+            return out.extend_from_slice(ready.as_slice());
         }
-        if let Some(reason) = self.refused {
-            let body = format!("{{\"error\":\"{reason}\"}}");
+        if let Some(error) = self.refused {
+            let body = format!("{{\"error\":\"{}\"}}", error.reason());
             let headers = [("Content-Type", "application/json"), ("Retry-After", "1")];
-            return handshake::write_response(503, &headers, body.as_bytes(), self.keep_alive, out);
+            let status = error.status();
+            return handshake::write_response(
+                status,
+                &headers,
+                body.as_bytes(),
+                self.keep_alive,
+                out,
+            );
         }
         match self.batch {
             true => write_batch_response(&self.seqs, self.keep_alive, out),
@@ -72,10 +85,13 @@ pub struct Responses {
     next_ticket: u32,
     /// The connection closes once the responses queued so far are sent.
     closing_after_responses: bool,
+    /// A poll waiting for messages. Requests that come meanwhile are not read: the connection
+    /// closes after the poll's answer (no client pipelines behind a long poll).
+    poll: Option<Box<HeldPoll>>,
 }
 
 /// How a read ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Read {
     Done(Next),
     /// An upgrade was accepted (its 101 is queued): the connection speaks WebSocket from
@@ -83,6 +99,8 @@ pub enum Read {
     Upgraded {
         rest_start: usize,
     },
+    /// A stream (SSE or NDJSON) was asked for and checked: the connection becomes one.
+    Stream(StreamRequest),
 }
 
 /// One connection speaking HTTP/1.1.
@@ -104,6 +122,9 @@ struct Answer<'a> {
     requests: &'a mut Vec<BrokerRequest>,
     settings: &'a EndpointSettings,
     metrics: &'a mut dyn MetricsText,
+    now_ms: u64,
+    /// A stream the request asked for, handed to the caller.
+    stream: Option<StreamRequest>,
 }
 
 impl HttpEndpoint {
@@ -116,7 +137,66 @@ impl HttpEndpoint {
     }
 
     pub fn deadline_ms(&self) -> u64 {
-        self.deadline_ms
+        match &self.responses.poll {
+            Some(poll) => poll.deadline_ms(),
+            None => self.deadline_ms,
+        }
+    }
+
+    /// Whether a poll is held (the connection takes messages meanwhile).
+    pub fn is_polling(&self) -> bool {
+        self.responses.poll.is_some()
+    }
+
+    /// A message for the held poll.
+    pub fn collect(&mut self, message: &Message) {
+        if let Some(poll) = &mut self.responses.poll {
+            poll.collect(message);
+        }
+    }
+
+    /// A reply for the held poll.
+    pub fn collect_reply(&mut self, reply: &Reply) {
+        if let Some(poll) = &mut self.responses.poll {
+            poll.collect_reply(reply);
+        }
+    }
+
+    /// The end of the shard's turn: a held poll with something to say answers.
+    pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        match &self.responses.poll {
+            Some(poll) if poll.is_ready() => self.answer_poll(outbound, context),
+            _ => Next::Continue,
+        }
+    }
+
+    /// Answers the held poll with what it collected and ends its subscriptions (left in the
+    /// context's requests for the broker).
+    fn answer_poll(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        let Some(poll) = self.responses.poll.take() else {
+            return Next::Continue;
+        };
+        context.counters.poll_answers += 1;
+        let keep_alive = poll.keep_alive();
+        let answer = poll.answer(&mut context.frames, &mut context.requests);
+        Answer::respond_to(&mut self.responses, outbound, answer);
+        if !keep_alive {
+            self.responses.closing_after_responses = true;
+        }
+        self.deadline_ms = context.now_ms + context.settings.handshake_timeout_ms;
+        self.close_when_answered()
+    }
+
+    /// The server closes the connection: a held poll is answered first (its client gets the
+    /// cursor to resume from), without ending its subscriptions (the connection's close does).
+    pub fn close(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        if let Some(poll) = self.responses.poll.take() {
+            let mut unsubscribes = Vec::new();
+            let answer = poll.answer(&mut context.frames, &mut unsubscribes);
+            Answer::respond_to(&mut self.responses, outbound, answer);
+        }
+        self.responses.closing_after_responses = true;
+        Next::CloseAfterFlush
     }
 
     /// Reads requests from `input` and answers each; hands over to the WebSocket after an
@@ -130,6 +210,11 @@ impl HttpEndpoint {
         if self.responses.closing_after_responses {
             return Read::Done(Next::Continue); // On its way out: reads nothing more.
         }
+        if self.responses.poll.is_some() {
+            // A request behind a held poll: not read; the connection closes after the answer.
+            self.responses.closing_after_responses = true;
+            return Read::Done(Next::Continue);
+        }
         let mut answer = Answer {
             responses: &mut self.responses,
             outbound,
@@ -138,6 +223,8 @@ impl HttpEndpoint {
             requests: &mut context.requests,
             settings: &context.settings,
             metrics: &mut *context.metrics,
+            now_ms: context.now_ms,
+            stream: None,
         };
         let mut upgraded_at = None;
         let mut answered = false;
@@ -146,6 +233,10 @@ impl HttpEndpoint {
                 .handle_read(input, &mut context.pool, &context.settings.http_limits);
         while let Some(event) = events.next_event() {
             let keep_going = match event {
+                Ok(HttpEvent::Request(_)) if answer.pipeline_is_full() => {
+                    let requests_max = answer.settings.publish.http_pipelined_requests_max;
+                    answer.refuse(&HttpError::TooManyPipelined { requests_max }, false)
+                }
                 Ok(HttpEvent::Request(request)) => answer.request(&request),
                 Ok(HttpEvent::ContinueExpected(head)) => answer.continue_expected(&head),
                 Ok(HttpEvent::Upgrade { head, rest_start }) => {
@@ -155,9 +246,12 @@ impl HttpEndpoint {
                 Err(error) => answer.refuse(&HttpError::Request(error), false),
             };
             answered = true;
-            if !keep_going {
+            if !keep_going || answer.responses.poll.is_some() {
                 break;
             }
+        }
+        if let Some(request) = answer.stream.take() {
+            return Read::Stream(request);
         }
         if let Some(rest_start) = upgraded_at {
             return Read::Upgraded { rest_start };
@@ -173,8 +267,12 @@ impl HttpEndpoint {
         Read::Done(Next::Continue)
     }
 
-    /// The request head did not come in time: 408, then close.
+    /// The request head did not come in time: 408, then close. Or a held poll's wait is over:
+    /// its answer.
     pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        if self.responses.poll.is_some() {
+            return self.answer_poll(outbound, context);
+        }
         context.counters.handshake_timeouts += 1;
         let mut response = BytesMut::new();
         handshake::write_response(
@@ -194,7 +292,7 @@ impl HttpEndpoint {
     pub fn answer_publish(
         &mut self,
         ticket: u32,
-        result: Result<u64, &'static str>,
+        result: Result<u64, OwnerError>,
         outbound: &mut Outbound,
     ) -> Next {
         let responses = &mut self.responses;
@@ -208,7 +306,7 @@ impl HttpEndpoint {
         let index = ticket.wrapping_sub(pending.first_ticket) as usize;
         match result {
             Ok(seq) => pending.seqs[index] = seq,
-            Err(reason) => pending.refused = Some(reason),
+            Err(error) => pending.refused = Some(error),
         }
         pending.answered += 1;
         flush_complete(responses, outbound);
@@ -234,6 +332,9 @@ impl Answer<'_> {
         self.counters.http_requests += 1;
         let keep_alive = request.head.keep_alive();
         let is_head = request.head.method() == "HEAD";
+        if let Some(kind) = StreamKind::at(request.head.path()) {
+            return self.read_topics(request, kind);
+        }
         match http_api::route(request, &self.settings.publish) {
             Route::Health => self.respond_ok(&[], b"ok\n", is_head, keep_alive),
             Route::Metrics => {
@@ -241,23 +342,25 @@ impl Answer<'_> {
                 let headers = [("Content-Type", METRICS_CONTENT_TYPE)];
                 self.respond_ok(&headers, body.as_bytes(), is_head, keep_alive);
             }
-            Route::PublishOne { topic, data } => {
+            Route::PublishOne { topic, data, key } => {
                 let first_ticket = self.responses.next_ticket;
-                let refused = self.publish(&topic, data.get().as_bytes());
-                self.queue_publish(first_ticket, 1, refused, false, keep_alive);
+                if let Err(error) = self.publish_one(&topic, data.get().as_bytes(), key) {
+                    return self.refuse(&error, keep_alive);
+                }
+                self.queue_publish(first_ticket, 1, false, keep_alive);
             }
-            Route::PublishBatch { items } if items.is_empty() => {
+            Route::PublishBatch { items, .. } if items.is_empty() => {
                 let mut response = BytesMut::new();
                 write_batch_response(&[], keep_alive, &mut response);
                 self.respond(response.freeze());
             }
-            Route::PublishBatch { items } => {
+            Route::PublishBatch { items, key } => {
                 let first_ticket = self.responses.next_ticket;
-                let mut refused = 0;
-                for (topic, data) in &items {
-                    refused += self.publish(topic, data.get().as_bytes());
+                let count = items.len();
+                if let Err(error) = self.publish_batch(&items, key) {
+                    return self.refuse(&error, keep_alive);
                 }
-                self.queue_publish(first_ticket, items.len(), refused, true, keep_alive);
+                self.queue_publish(first_ticket, count, true, keep_alive);
             }
             Route::Refuse(error) => return self.refuse(&error, keep_alive),
         }
@@ -295,48 +398,82 @@ impl Answer<'_> {
         }
     }
 
-    /// Hands one message to the broker for its owner, under the next ticket. Returns 1 when it
-    /// could not (a topic name the router passed and `TopicName` refused: a bug, answered as a
-    /// refusal rather than a response that never comes), else 0.
-    fn publish(&mut self, topic: &str, data: &[u8]) -> usize {
+    /// Hands one message to the broker for its owner, under the next ticket.
+    fn publish_one(
+        &mut self,
+        topic: &str,
+        data: &[u8],
+        key: Option<&[u8]>,
+    ) -> Result<(), HttpError> {
         self.counters.publish_requests += 1;
-        let ticket = self.responses.next_ticket;
-        self.responses.next_ticket = ticket.wrapping_add(1);
-        // Topic and data in one copy: the request outlives this read's buffer.
-        let copied = self.encoder.copy_parts(&[topic.as_bytes(), data]);
-        let name = copied.slice(..topic.len());
-        match TopicName::new(name, self.settings.broker.topic_bytes_max) {
-            Ok(topic_name) => {
-                let data = copied.slice(topic.len()..);
-                self.requests.push(BrokerRequest::Publish {
-                    topic: topic_name,
-                    data,
-                    ticket: Some(ticket),
-                });
-                0
-            }
-            Err(error) => {
-                debug_assert!(false, "the router passed an invalid topic: {error}");
-                1
-            }
-        }
+        let (topic, data) = self.copy_item(topic, data)?;
+        let key = self.copy_key(key)?;
+        let ticket = self.next_tickets(1);
+        self.requests.push(BrokerRequest::Publish {
+            topic,
+            data,
+            ticket: Some(ticket),
+            key,
+        });
+        Ok(())
     }
 
-    /// Queues the response of a publish of `count` messages, `refused` of which were refused
-    /// at once (their answers are in).
-    fn queue_publish(
+    /// Hands a batch to the broker, published all or none, under consecutive tickets.
+    fn publish_batch(
         &mut self,
-        first_ticket: u32,
-        count: usize,
-        refused: usize,
-        batch: bool,
-        keep_alive: bool,
-    ) {
+        items: &[(Cow<'_, str>, &RawValue)],
+        key: Option<&[u8]>,
+    ) -> Result<(), HttpError> {
+        self.counters.publish_requests += items.len() as u64;
+        let mut copied = Vec::with_capacity(items.len());
+        for (topic, data) in items {
+            copied.push(self.copy_item(topic, data.get().as_bytes())?);
+        }
+        let key = self.copy_key(key)?;
+        let first_ticket = self.next_tickets(items.len());
+        self.requests.push(BrokerRequest::PublishBatch {
+            items: copied,
+            first_ticket,
+            key,
+        });
+        Ok(())
+    }
+
+    /// Topic and data in one copy (the request outlives this read's buffer), the topic as a
+    /// `TopicName`. The router checked the name; a refusal here would be a bug, answered
+    /// rather than left without a response.
+    fn copy_item(&mut self, topic: &str, data: &[u8]) -> Result<(TopicName, Bytes), HttpError> {
+        let copied = self.encoder.copy_parts(&[topic.as_bytes(), data]);
+        let name = TopicName::new(
+            copied.slice(..topic.len()),
+            self.settings.broker.topic_bytes_max,
+        )
+        .map_err(HttpError::InvalidTopic)?;
+        Ok((name, copied.slice(topic.len()..)))
+    }
+
+    fn copy_key(&mut self, key: Option<&[u8]>) -> Result<Option<IdempotencyKey>, HttpError> {
+        key.map(|key| {
+            IdempotencyKey::new(self.encoder.copy(key))
+                .map_err(|_| HttpError::InvalidIdempotencyKey)
+        })
+        .transpose()
+    }
+
+    /// Takes `count` consecutive tickets; returns the first.
+    fn next_tickets(&mut self, count: usize) -> u32 {
+        let first = self.responses.next_ticket;
+        self.responses.next_ticket = first.wrapping_add(count as u32);
+        first
+    }
+
+    /// Queues the response of a publish of `count` messages, answered as their seqs come.
+    fn queue_publish(&mut self, first_ticket: u32, count: usize, batch: bool, keep_alive: bool) {
         self.responses.pending.push_back(PendingResponse {
             first_ticket,
             seqs: vec![0; count],
-            answered: refused,
-            refused: (refused > 0).then_some("invalid topic name"),
+            answered: 0,
+            refused: None,
             batch,
             keep_alive,
             ready: None,
@@ -345,11 +482,15 @@ impl Answer<'_> {
     }
 
     /// Sends `response` now, or queues it behind responses still waiting for seqs.
-    fn respond(&mut self, response: Bytes) {
-        if self.responses.pending.is_empty() {
-            return self.outbound.push_control(response);
+    fn respond(&mut self, response: impl Into<Frame>) {
+        Answer::respond_to(self.responses, self.outbound, response.into());
+    }
+
+    fn respond_to(responses: &mut Responses, outbound: &mut Outbound, response: Frame) {
+        if responses.pending.is_empty() {
+            return outbound.push_control(response);
         }
-        self.responses.pending.push_back(PendingResponse {
+        responses.pending.push_back(PendingResponse {
             first_ticket: 0,
             seqs: Vec::new(),
             answered: 0,
@@ -358,6 +499,45 @@ impl Answer<'_> {
             keep_alive: true,
             ready: Some(response),
         });
+    }
+
+    /// `GET /sse`, `/stream` or `/poll`: a stream is handed to the caller, a poll is held.
+    fn read_topics(&mut self, request: &Request<'_>, kind: StreamKind) -> bool {
+        let keep_alive = request.head.keep_alive();
+        if request.head.method() != "GET" {
+            return self.refuse(&HttpError::MethodNotAllowed { allow: "GET" }, keep_alive);
+        }
+        let parsed = match stream_api::parse(&request.head, kind, &self.settings.broker) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.refuse(&HttpError::Stream(error), keep_alive),
+        };
+        self.counters.subscribe_requests += 1;
+        if kind != StreamKind::Poll {
+            if !self.responses.pending.is_empty() {
+                // Answers to earlier requests still wait for seqs, and a stream's body
+                // never ends for them to follow.
+                let error = HandshakeError::MalformedRequest("stream pipelined behind a publish");
+                return self.refuse(&HttpError::Request(error), false);
+            }
+            self.stream = Some(parsed);
+            return false;
+        }
+        let broker = &self.settings.broker;
+        let poll = HeldPoll::hold(
+            parsed,
+            keep_alive,
+            self.now_ms,
+            broker.poll_messages_max,
+            self.settings.outbound_queue_bytes_max,
+            self.requests,
+        );
+        self.responses.poll = Some(Box::new(poll));
+        keep_alive
+    }
+
+    /// Whether as many requests wait for answers as one connection may have.
+    fn pipeline_is_full(&self) -> bool {
+        self.responses.pending.len() >= self.settings.publish.http_pipelined_requests_max
     }
 
     /// Answers a refused request; returns whether the connection reads on.
@@ -424,5 +604,110 @@ fn flush_complete(responses: &mut Responses, outbound: &mut Outbound) {
         let mut response = BytesMut::new();
         pending.write(&mut response);
         outbound.push_control(response.freeze());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::broker::config::BrokerConfig;
+    use crate::broker::http_api::PublishConfig;
+    use crate::protocol::ProtocolLimits;
+    use crate::protocol::pool::{BufferPool, PoolLimits};
+    use crate::protocol::websocket::frame::FrameEncoder;
+
+    struct NoMetrics;
+
+    impl MetricsText for NoMetrics {
+        fn render(&mut self) -> String {
+            String::new()
+        }
+    }
+
+    fn context(pipelined_max: usize) -> Context {
+        let broker = BrokerConfig {
+            http_pipelined_requests_max: pipelined_max,
+            ..BrokerConfig::default()
+        };
+        let publish = PublishConfig::from_broker(&broker);
+        let settings = EndpointSettings {
+            echo: false,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            pong_timeout_ms: 10_000,
+            close_timeout_ms: 5_000,
+            message_timeout_ms: 30_000,
+            outbound_queue_bytes_max: 1 << 20,
+            protocol: ProtocolLimits::default(),
+            http_limits: publish.request_limits(8192),
+            publish,
+            broker,
+        };
+        Context {
+            pool: BufferPool::new(&PoolLimits::default()),
+            encoder: FrameEncoder::new(4096),
+            settings: Arc::new(settings),
+            frames: crate::broker::MessagePool::new(1 << 20),
+            counters: EndpointCounters::default(),
+            now_ms: 0,
+            requests: Vec::new(),
+            metrics: Box::new(NoMetrics),
+        }
+    }
+
+    fn sent(outbound: &mut Outbound) -> String {
+        let mut text = Vec::new();
+        while !outbound.is_empty() {
+            let front = outbound.front().to_vec();
+            text.extend_from_slice(&front);
+            outbound.complete(front.len(), &mut Default::default());
+        }
+        String::from_utf8(text).unwrap()
+    }
+
+    /// Proves a connection cannot make the shard hold more than `http_pipelined_requests_max`
+    /// unanswered requests: the one past it is answered 503 (after the answers before it) and
+    /// the connection closes.
+    #[test]
+    fn requests_past_the_pipeline_bound_get_503_and_close() {
+        let mut context = context(3);
+        let mut endpoint = HttpEndpoint::new(0, &context.settings);
+        let mut outbound = Outbound::default();
+        let publish = "POST /publish/AAPL HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                       Content-Length: 1\r\n\r\n1";
+        let mut input = publish.repeat(5).into_bytes();
+        let read = endpoint.handle_read(&mut input, &mut outbound, &mut context);
+        assert_eq!(
+            read,
+            Read::Done(Next::Continue),
+            "the answers are still owed"
+        );
+        assert_eq!(
+            context.requests.len(),
+            3,
+            "three publishes went to the broker"
+        );
+        assert!(
+            outbound.is_empty(),
+            "the 503 waits behind the three answers"
+        );
+        let nexts: Vec<Next> = (0..3)
+            .map(|ticket| endpoint.answer_publish(ticket, Ok(u64::from(ticket) + 1), &mut outbound))
+            .collect();
+        assert_eq!(
+            nexts,
+            [Next::Continue, Next::Continue, Next::CloseAfterFlush]
+        );
+        let text = sent(&mut outbound);
+        assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+        assert!(text.contains("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("more than 3 requests waiting"), "{text}");
+        assert_eq!(
+            text.matches("HTTP/1.1").count(),
+            4,
+            "nothing after the 503: {text}"
+        );
     }
 }

@@ -17,13 +17,17 @@
 pub mod frame_cache;
 pub mod http;
 pub mod outbound;
+pub mod poll;
+pub mod stream;
 pub mod websocket;
 
 use std::sync::Arc;
 
-use crate::broker::BrokerRequest;
 use crate::broker::config::BrokerConfig;
 use crate::broker::http_api::PublishConfig;
+use crate::broker::message_pool::MessagePool;
+use crate::broker::owner::OwnerError;
+use crate::broker::{BrokerRequest, Message, Reply};
 use crate::protocol::CloseCode;
 use crate::protocol::ProtocolLimits;
 use crate::protocol::http1::RequestLimits;
@@ -31,6 +35,7 @@ use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
 use http::HttpEndpoint;
 use outbound::Outbound;
+use stream::{StreamEndpoint, StreamFormat};
 use websocket::WebSocketEndpoint;
 
 /// What the driver does with a connection after an endpoint handled something.
@@ -50,6 +55,38 @@ pub enum Next {
 pub enum EndpointKind {
     Http,
     WebSocket,
+    Sse,
+    Ndjson,
+    /// An HTTP connection holding a poll.
+    Poll,
+}
+
+impl EndpointKind {
+    /// The kinds that receive messages, in the order of the per-transport counters.
+    pub const TRANSPORTS: [EndpointKind; 4] = [
+        EndpointKind::WebSocket,
+        EndpointKind::Sse,
+        EndpointKind::Ndjson,
+        EndpointKind::Poll,
+    ];
+
+    /// The name `/metrics` labels a transport with.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndpointKind::Http => "http",
+            EndpointKind::WebSocket => "websocket",
+            EndpointKind::Sse => "sse",
+            EndpointKind::Ndjson => "stream",
+            EndpointKind::Poll => "poll",
+        }
+    }
+
+    /// The index of a transport among [`EndpointKind::TRANSPORTS`]; HTTP has none.
+    pub fn transport_index(self) -> Option<usize> {
+        EndpointKind::TRANSPORTS
+            .iter()
+            .position(|&kind| kind == self)
+    }
 }
 
 /// The settings endpoints read, built once from the server's configuration.
@@ -67,6 +104,9 @@ pub struct EndpointSettings {
     pub close_timeout_ms: u64,
     /// A WebSocket message begun and not finished within this long is refused with 1008.
     pub message_timeout_ms: u64,
+    /// A poll's answer holds about this many bytes of messages at most (the connection's
+    /// queue limit).
+    pub outbound_queue_bytes_max: usize,
     pub protocol: ProtocolLimits,
     pub http_limits: RequestLimits,
     pub publish: PublishConfig,
@@ -100,6 +140,8 @@ pub struct EndpointCounters {
     pub close_timeouts: u64,
     /// WebSocket messages not finished within `message_timeout_ms` (closed with 1008).
     pub message_timeouts: u64,
+    /// Polls answered (with messages, or empty when their wait ran out).
+    pub poll_answers: u64,
 }
 
 /// What endpoints need from their shard, lent beside one connection.
@@ -109,6 +151,9 @@ pub struct Context {
     /// frame).
     pub encoder: FrameEncoder,
     pub settings: Arc<EndpointSettings>,
+    /// Pooled buffers for what is framed per shard or per connection beyond WebSocket: SSE
+    /// and NDJSON framings of messages, SSE event ids, cursor lines, poll answers.
+    pub frames: MessagePool,
     pub counters: EndpointCounters,
     /// The shard's clock, read once per loop turn.
     pub now_ms: u64,
@@ -122,18 +167,24 @@ pub struct Context {
 pub enum Endpoint {
     Http(HttpEndpoint),
     WebSocket(WebSocketEndpoint),
+    Stream(StreamEndpoint),
 }
 
 impl Endpoint {
-    /// A new connection: HTTP until it upgrades.
+    /// A new connection: HTTP until it upgrades or opens a stream.
     pub fn new(now_ms: u64, settings: &EndpointSettings) -> Endpoint {
         Endpoint::Http(HttpEndpoint::new(now_ms, settings))
     }
 
     pub fn kind(&self) -> EndpointKind {
         match self {
+            Endpoint::Http(http) if http.is_polling() => EndpointKind::Poll,
             Endpoint::Http(_) => EndpointKind::Http,
             Endpoint::WebSocket(_) => EndpointKind::WebSocket,
+            Endpoint::Stream(stream) => match stream.format() {
+                StreamFormat::Sse => EndpointKind::Sse,
+                StreamFormat::Ndjson => EndpointKind::Ndjson,
+            },
         }
     }
 
@@ -142,20 +193,23 @@ impl Endpoint {
         match self {
             Endpoint::Http(http) => http.deadline_ms(),
             Endpoint::WebSocket(websocket) => websocket.deadline_ms(),
+            Endpoint::Stream(stream) => stream.deadline_ms(),
         }
     }
 
-    /// Whether messages may be queued to this endpoint: an open WebSocket (after a close frame
-    /// nothing but the close handshake may follow).
+    /// Whether messages may be delivered to this endpoint: an open WebSocket (after a close
+    /// frame nothing but the close handshake may follow), an open stream, a held poll.
     pub fn takes_messages(&self) -> bool {
         match self {
-            Endpoint::Http(_) => false,
+            Endpoint::Http(http) => http.is_polling(),
             Endpoint::WebSocket(websocket) => websocket.takes_messages(),
+            Endpoint::Stream(stream) => stream.takes_messages(),
         }
     }
 
     /// Handles the bytes of one read; an accepted upgrade turns the endpoint into a WebSocket,
-    /// which reads the bytes that followed the request head.
+    /// which reads the bytes that followed the request head, and a stream request into a
+    /// stream.
     pub fn handle_read(
         &mut self,
         input: &mut [u8],
@@ -164,6 +218,8 @@ impl Endpoint {
     ) -> Next {
         match self {
             Endpoint::WebSocket(websocket) => websocket.handle_read(input, outbound, context),
+            // A stream's client has nothing more to say; what it sends is read and dropped.
+            Endpoint::Stream(_) => Next::Continue,
             Endpoint::Http(http) => match http.handle_read(input, outbound, context) {
                 http::Read::Done(next) => next,
                 http::Read::Upgraded { rest_start } => {
@@ -178,6 +234,11 @@ impl Endpoint {
                     *self = Endpoint::WebSocket(websocket);
                     next
                 }
+                http::Read::Stream(request) => {
+                    http.release_buffers(&mut context.pool);
+                    *self = Endpoint::Stream(StreamEndpoint::open(request, outbound, context));
+                    Next::Continue
+                }
             },
         }
     }
@@ -187,11 +248,12 @@ impl Endpoint {
         match self {
             Endpoint::Http(http) => http.handle_deadline(outbound, context),
             Endpoint::WebSocket(websocket) => websocket.handle_deadline(outbound, context),
+            Endpoint::Stream(stream) => stream.handle_deadline(outbound, context.now_ms),
         }
     }
 
-    /// Starts a server-side close: a WebSocket close handshake with `code`, or for HTTP, closing
-    /// once what is queued is sent.
+    /// Starts a server-side close: a WebSocket close handshake with `code`; for a stream its
+    /// end; for HTTP the answer of a held poll; then closing once what is queued is sent.
     pub fn close(
         &mut self,
         code: CloseCode,
@@ -200,8 +262,61 @@ impl Endpoint {
         context: &mut Context,
     ) -> Next {
         match self {
-            Endpoint::Http(_) => Next::CloseAfterFlush,
+            Endpoint::Http(http) => http.close(outbound, context),
             Endpoint::WebSocket(websocket) => websocket.close(code, reason, outbound, context),
+            Endpoint::Stream(stream) => stream.close(outbound),
+        }
+    }
+
+    /// The shared framing of `message` was just queued (WebSocket, SSE, NDJSON), or (a poll)
+    /// the message is offered to be collected. Returns whether the endpoint owes something at
+    /// the end of the shard's turn ([`Endpoint::handle_turn_end`]).
+    pub fn took_message(
+        &mut self,
+        message: &Message,
+        outbound: &mut Outbound,
+        context: &mut Context,
+    ) -> bool {
+        match self {
+            Endpoint::Http(http) => {
+                http.collect(message);
+                http.is_polling()
+            }
+            Endpoint::WebSocket(_) => false,
+            Endpoint::Stream(stream) => {
+                stream.took_message(message, outbound, &mut context.frames, context.now_ms)
+            }
+        }
+    }
+
+    /// A reply of the broker to this client. Returns whether the endpoint owes something at
+    /// the end of the shard's turn.
+    pub fn reply(&mut self, reply: &Reply, outbound: &mut Outbound, context: &mut Context) -> bool {
+        match self {
+            Endpoint::Http(http) => {
+                http.collect_reply(reply);
+                http.is_polling()
+            }
+            Endpoint::WebSocket(_) => {
+                outbound.push_control(reply.websocket_frame().clone());
+                false
+            }
+            Endpoint::Stream(stream) => {
+                stream.took_reply(reply, outbound, &mut context.frames, context.now_ms)
+            }
+        }
+    }
+
+    /// The end of the shard's turn, for an endpoint that asked for it: NDJSON's cursor line,
+    /// a ready poll's answer (whose unsubscriptions are left in the context's requests).
+    pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        match self {
+            Endpoint::Http(http) => http.handle_turn_end(outbound, context),
+            Endpoint::WebSocket(_) => Next::Continue,
+            Endpoint::Stream(stream) => {
+                stream.handle_turn_end(outbound, &mut context.frames);
+                Next::Continue
+            }
         }
     }
 
@@ -209,13 +324,13 @@ impl Endpoint {
     pub fn answer_publish(
         &mut self,
         ticket: u32,
-        result: Result<u64, &'static str>,
+        result: Result<u64, OwnerError>,
         outbound: &mut Outbound,
     ) -> Next {
         match self {
             Endpoint::Http(http) => http.answer_publish(ticket, result, outbound),
             // The connection upgraded after the publish; nothing waits for the answer.
-            Endpoint::WebSocket(_) => Next::Continue,
+            Endpoint::WebSocket(_) | Endpoint::Stream(_) => Next::Continue,
         }
     }
 
@@ -224,6 +339,7 @@ impl Endpoint {
         match self {
             Endpoint::Http(http) => http.release_buffers(pool),
             Endpoint::WebSocket(websocket) => websocket.release_buffers(pool),
+            Endpoint::Stream(_) => {}
         }
     }
 }

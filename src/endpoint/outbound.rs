@@ -13,7 +13,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::broker::Message;
 use crate::broker::QueueLimits as Limits;
+use crate::broker::message_pool::SharedBuffer;
 
 /// An entry not registered in the ledger: its bytes belong to this queue alone.
 const NOT_SHARED: u32 = u32::MAX;
@@ -27,10 +29,60 @@ const ENTRIES_KEPT_MAX: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueFull;
 
+/// A frame to send: bytes of one queue's own (a reply, an echo, a response), a delivered
+/// message framed for WebSocket, which is the message's own buffer (no copy), or a pooled
+/// buffer (a message framed for SSE or NDJSON, an SSE event id, a poll's answer).
+#[derive(Clone, Debug)]
+pub enum Frame {
+    Bytes(Bytes),
+    Message(Message),
+    Shared(SharedBuffer),
+}
+
+impl Frame {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Frame::Bytes(bytes) => bytes,
+            Frame::Message(message) => message.websocket_frame(),
+            Frame::Shared(buffer) => buffer,
+        }
+    }
+
+    /// The memory the frame holds: a pooled buffer's whole capacity, a message's buffer, or
+    /// the bytes themselves (a share of the shard's encoder arena).
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            Frame::Bytes(bytes) => bytes.len(),
+            Frame::Message(message) => message.memory_bytes(),
+            Frame::Shared(buffer) => buffer.memory_bytes(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+impl From<Bytes> for Frame {
+    fn from(bytes: Bytes) -> Frame {
+        Frame::Bytes(bytes)
+    }
+}
+
+impl From<SharedBuffer> for Frame {
+    fn from(buffer: SharedBuffer) -> Frame {
+        Frame::Shared(buffer)
+    }
+}
+
 /// One queued frame, and its entry in the ledger if it is shared.
 #[derive(Debug)]
 struct Entry {
-    bytes: Bytes,
+    frame: Frame,
     shared: u32,
 }
 
@@ -108,6 +160,7 @@ impl SharedFrames {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reported {
     charge_bytes: usize,
+    queued_bytes: usize,
     nonempty: bool,
 }
 
@@ -124,6 +177,9 @@ impl Reported {
 pub struct QueueMemory {
     pub shared: SharedFrames,
     charges_bytes: u64,
+    /// Bytes waiting to be sent over all queues (a shared frame once per queue): how far
+    /// behind the shard's clients are, not what it costs.
+    queued_bytes: u64,
     nonempty_queues: u32,
 }
 
@@ -133,9 +189,25 @@ impl QueueMemory {
         self.shared.bytes_total() + self.charges_bytes
     }
 
+    /// Bytes waiting to be sent, summed over the queues.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes
+    }
+
     /// Queues holding at least one frame.
     pub fn nonempty_queues(&self) -> u32 {
         self.nonempty_queues
+    }
+
+    /// Takes a queue that goes away (its connection is freed) out of the totals: what it last
+    /// reported counts no more.
+    pub fn forget(&mut self, reported: &mut Reported) {
+        self.charges_bytes -= reported.charge_bytes as u64;
+        self.queued_bytes -= reported.queued_bytes as u64;
+        if reported.nonempty {
+            self.nonempty_queues -= 1;
+        }
+        *reported = Reported::default();
     }
 
     /// Brings the totals up to date with `outbound`, whose last report is `reported`.
@@ -154,6 +226,7 @@ impl QueueMemory {
     ) {
         let now = Reported {
             charge_bytes: outbound.charge_bytes() + transport_bytes,
+            queued_bytes: outbound.queued_bytes(),
             nonempty: !outbound.is_empty(),
         };
         if now == *reported {
@@ -161,6 +234,8 @@ impl QueueMemory {
         }
         self.charges_bytes =
             self.charges_bytes + now.charge_bytes as u64 - reported.charge_bytes as u64;
+        self.queued_bytes =
+            self.queued_bytes + now.queued_bytes as u64 - reported.queued_bytes as u64;
         match (reported.nonempty, now.nonempty) {
             (false, true) => self.nonempty_queues += 1,
             (true, false) => self.nonempty_queues -= 1,
@@ -176,7 +251,7 @@ pub struct Outbound {
     frames: VecDeque<Entry>,
     /// Bytes still to send (the front frame's sent part excluded).
     queued_bytes: usize,
-    /// Whole bytes of the exclusive frames queued: what this queue alone holds.
+    /// Memory of the exclusive frames queued: what this queue alone holds.
     exclusive_bytes: usize,
     /// Bytes of the front frame already sent (a partial send).
     front_offset: usize,
@@ -187,7 +262,8 @@ pub struct Outbound {
 impl Outbound {
     /// Queues an exclusive data frame within `limits`. An empty queue takes any frame, so a
     /// message larger than the byte limit still goes out when the peer keeps up.
-    pub fn push(&mut self, frame: Bytes, limits: Limits) -> Result<(), QueueFull> {
+    pub fn push(&mut self, frame: impl Into<Frame>, limits: Limits) -> Result<(), QueueFull> {
+        let frame = frame.into();
         if !self.has_room(frame.len(), limits) {
             return Err(QueueFull);
         }
@@ -198,7 +274,7 @@ impl Outbound {
     /// Queues a frame of the shared ledger's `slot` within `limits` (see [`Outbound::push`]).
     pub fn push_shared(
         &mut self,
-        frame: Bytes,
+        frame: Frame,
         slot: u32,
         shared: &mut SharedFrames,
         limits: Limits,
@@ -211,22 +287,23 @@ impl Outbound {
     }
 
     /// Queues a shared frame whatever the queue holds (a replay, a conflated message released).
-    pub fn push_shared_always(&mut self, frame: Bytes, slot: u32, shared: &mut SharedFrames) {
+    pub fn push_shared_always(&mut self, frame: Frame, slot: u32, shared: &mut SharedFrames) {
         shared.hold(slot);
         self.queued_bytes += frame.len();
         self.frames.push_back(Entry {
-            bytes: frame,
+            frame,
             shared: slot,
         });
     }
 
     /// Queues a control frame, reply or HTTP response, exclusive to this queue. Never refused:
     /// pongs and closes are not dropped.
-    pub fn push_control(&mut self, frame: Bytes) {
+    pub fn push_control(&mut self, frame: impl Into<Frame>) {
+        let frame = frame.into();
         self.queued_bytes += frame.len();
-        self.exclusive_bytes += frame.len();
+        self.exclusive_bytes += frame.memory_bytes();
         self.frames.push_back(Entry {
-            bytes: frame,
+            frame,
             shared: NOT_SHARED,
         });
     }
@@ -281,7 +358,7 @@ impl Outbound {
             } else {
                 0
             };
-            self.queued_bytes -= entry.bytes.len() - sent;
+            self.queued_bytes -= entry.frame.len() - sent;
             self.let_go(&entry, shared);
         }
         self.give_back_memory();
@@ -294,9 +371,10 @@ impl Outbound {
         let mut count = 0;
         for (index, entry) in self.frames.iter().take(iovecs.len()).enumerate() {
             let skip = if index == 0 { self.front_offset } else { 0 };
+            let unsent = &entry.frame.as_slice()[skip..];
             iovecs[index] = libc::iovec {
-                iov_base: entry.bytes[skip..].as_ptr() as *mut libc::c_void,
-                iov_len: entry.bytes.len() - skip,
+                iov_base: unsent.as_ptr() as *mut libc::c_void,
+                iov_len: unsent.len(),
             };
             count += 1;
         }
@@ -308,7 +386,7 @@ impl Outbound {
     pub fn front(&mut self) -> &[u8] {
         assert!(self.frames_in_flight == 0);
         self.frames_in_flight = 1;
-        &self.frames.front().expect("sendable").bytes[self.front_offset..]
+        &self.frames.front().expect("sendable").frame.as_slice()[self.front_offset..]
     }
 
     /// Accounts a completed send of `sent_bytes`.
@@ -317,7 +395,7 @@ impl Outbound {
         self.frames_in_flight = 0;
         while sent_bytes > 0 {
             let front = self.frames.front().expect("sent bytes were queued");
-            let front_left = front.bytes.len() - self.front_offset;
+            let front_left = front.frame.len() - self.front_offset;
             if sent_bytes < front_left {
                 self.front_offset += sent_bytes;
                 self.queued_bytes -= sent_bytes;
@@ -345,7 +423,7 @@ impl Outbound {
             let Some(front) = self.frames.front() else {
                 break;
             };
-            let unsent = &front.bytes[self.front_offset..];
+            let unsent = &front.frame.as_slice()[self.front_offset..];
             let count = unsent.len().min(out.len() - copied);
             out[copied..copied + count].copy_from_slice(&unsent[..count]);
             copied += count;
@@ -376,7 +454,7 @@ impl Outbound {
 
     fn let_go(&mut self, entry: &Entry, shared: &mut SharedFrames) {
         match entry.shared {
-            NOT_SHARED => self.exclusive_bytes -= entry.bytes.len(),
+            NOT_SHARED => self.exclusive_bytes -= entry.frame.memory_bytes(),
             slot => shared.release(slot),
         }
     }
@@ -431,7 +509,7 @@ mod tests {
         let mut queues: Vec<Outbound> = (0..300).map(|_| Outbound::default()).collect();
         for queue in &mut queues {
             queue
-                .push_shared(frame.clone(), slot, &mut shared, ROOMY)
+                .push_shared(Frame::from(frame.clone()), slot, &mut shared, ROOMY)
                 .unwrap();
         }
         assert_eq!(shared.bytes_total(), 1000);
@@ -460,7 +538,7 @@ mod tests {
         let (slot, _) = shared.register(frame.len());
         let mut outbound = Outbound::default();
         outbound.push_control(Bytes::from_static(b"0123"));
-        outbound.push_shared_always(frame, slot, &mut shared);
+        outbound.push_shared_always(frame.into(), slot, &mut shared);
         let mut out = [0u8; 7];
         assert_eq!(outbound.take_front(&mut out, &mut shared), 7);
         assert_eq!(&out, b"0123sha");

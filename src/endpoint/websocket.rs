@@ -13,6 +13,7 @@ use tracing::debug;
 use super::outbound::Outbound;
 use super::{Context, EndpointCounters, EndpointSettings, Next};
 use crate::broker::config::BrokerConfig;
+use crate::broker::idempotency::IdempotencyKey;
 use crate::broker::request::{Request, RequestError, parse_request};
 use crate::broker::{BrokerRequest, Reply, TopicName};
 use crate::protocol::CloseCode;
@@ -245,20 +246,31 @@ impl RequestSink<'_> {
             MessageKind::Binary => Err(RequestError::Binary),
         };
         match parsed {
-            Ok(Request::Publish { topic, data }) => {
+            Ok(Request::Publish { topic, data, id }) => {
                 self.counters.publish_requests += 1;
-                // Topic and data in one copy: the request outlives this read's buffer.
-                let copied = self.encoder.copy_parts(&[topic.as_bytes(), data]);
-                let topic_bytes = topic.len();
-                if let Some(topic) = self.topic(copied.slice(..topic_bytes), config) {
-                    let data = copied.slice(topic_bytes..);
-                    let ticket = None;
-                    self.requests.push(BrokerRequest::Publish {
-                        topic,
-                        data,
-                        ticket,
-                    });
-                }
+                // Topic, data and id in one copy: the request outlives this read's buffer.
+                let id = id.as_deref().unwrap_or("");
+                let copied = self
+                    .encoder
+                    .copy_parts(&[topic.as_bytes(), data, id.as_bytes()]);
+                let (topic_end, data_end) = (topic.len(), topic.len() + data.len());
+                let Some(topic) = self.topic(copied.slice(..topic_end), config) else {
+                    return;
+                };
+                let key = match id.is_empty() {
+                    true => None,
+                    // Checked by the request parser; a refusal here would be a bug.
+                    false => match IdempotencyKey::new(copied.slice(data_end..)) {
+                        Ok(key) => Some(key),
+                        Err(error) => return self.refuse(error.reason()),
+                    },
+                };
+                self.requests.push(BrokerRequest::Publish {
+                    topic,
+                    data: copied.slice(topic_end..data_end),
+                    ticket: None,
+                    key,
+                });
             }
             Ok(Request::Subscribe { topics, since }) => {
                 self.counters.subscribe_requests += 1;

@@ -10,12 +10,15 @@
 //!   responses.
 //! - [`websocket`]: the upgrade, frames, SIMD unmasking, UTF-8 validation across reads, close
 //!   codes and the per-connection session.
+//! - [`sse`], [`ndjson`]: Server-Sent Events and newline-delimited JSON streams.
 //! - [`pool`]: the bounded pool of buffers that messages cut across reads are assembled in.
 
 pub mod decimal;
 pub mod http1;
 pub mod limits;
+pub mod ndjson;
 pub mod pool;
+pub mod sse;
 pub mod websocket;
 
 pub use http1::error::HandshakeError;

@@ -1,15 +1,14 @@
 //! The broker's view of this shard's connections: [`ShardClients`] implements
 //! `broker::Clients` over the connection table, framing each delivery for the connection's
 //! endpoint through the shard's frame cache, counting each shared frame once in the shard's
-//! queue memory, and listing connections for the next send.
-
-use bytes::Bytes;
+//! queue memory, and listing connections for the next send and for the end of the turn.
 
 use super::connection::Connection;
+use crate::broker::owner::OwnerError;
 use crate::broker::{Clients, Message, QueueLimits, Reply, ShardMemory};
-use crate::endpoint::frame_cache::{FrameCache, reply_frame};
+use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
-use crate::endpoint::{Context, Next};
+use crate::endpoint::{Context, EndpointKind, Next};
 use crate::protocol::CloseCode;
 
 /// The parts of a shard the broker's decisions reach, borrowed apart from the broker itself.
@@ -19,6 +18,10 @@ pub(super) struct ShardClients<'a> {
     pub send_list: &'a mut Vec<u32>,
     /// Connections whose state changed beyond their queue, for `after_activity`.
     pub touched: &'a mut Vec<u32>,
+    /// Connections whose endpoint owes something at the end of the turn.
+    pub turn_list: &'a mut Vec<u32>,
+    /// Deliveries per transport (`EndpointKind::TRANSPORTS`).
+    pub deliveries: &'a mut [u64; 4],
     pub frame_cache: &'a mut FrameCache,
     pub memory: &'a mut QueueMemory,
     pub close_timeout_ms: u64,
@@ -33,6 +36,8 @@ macro_rules! shard_clients {
             context: &mut $shard.context,
             send_list: &mut $shard.send_list,
             touched: &mut $shard.touched,
+            turn_list: &mut $shard.turn_list,
+            deliveries: &mut $shard.counters.transport_deliveries,
             frame_cache: &mut $shard.frame_cache,
             memory: &mut $shard.queue_memory,
             close_timeout_ms: $shard.config.close_timeout_ms,
@@ -60,7 +65,19 @@ impl ShardClients<'_> {
             .as_mut()
             .expect("the broker names only open clients");
         let kind = connection.endpoint.kind();
-        let Some(frame) = self.frame_cache.frame(kind, message) else {
+        if let Some(index) = kind.transport_index() {
+            self.deliveries[index] += 1;
+        }
+        if kind == EndpointKind::Poll {
+            // A poll collects the message into its answer (or leaves it for the next poll).
+            connection
+                .endpoint
+                .took_message(message, &mut connection.outbound, self.context);
+            turn_list(connection, client, self.turn_list);
+            return true;
+        }
+        let pool = &mut self.context.frames;
+        let Some(frame) = self.frame_cache.frame(kind, message, pool) else {
             return false;
         };
         if limits.is_some_and(|limits| !connection.outbound.has_room(frame.len(), limits)) {
@@ -68,13 +85,19 @@ impl ShardClients<'_> {
         }
         let Some(slot) = self
             .frame_cache
-            .shared_slot(kind, message, &mut self.memory.shared)
+            .shared_slot(kind, message, pool, &mut self.memory.shared)
         else {
             return false;
         };
         connection
             .outbound
             .push_shared_always(frame, slot, &mut self.memory.shared);
+        if connection
+            .endpoint
+            .took_message(message, &mut connection.outbound, self.context)
+        {
+            turn_list(connection, client, self.turn_list);
+        }
         queued(
             connection,
             client,
@@ -85,12 +108,17 @@ impl ShardClients<'_> {
         true
     }
 
-    /// Queues a frame of `client`'s own.
-    fn queue_exclusive(&mut self, client: u32, frame: Bytes) {
+    /// Hands `reply` to `client`'s endpoint, which queues it in its own framing.
+    fn queue_reply(&mut self, client: u32, reply: &Reply) {
         let connection = self.connections[client as usize]
             .as_mut()
             .expect("the broker names only open clients");
-        connection.outbound.push_control(frame);
+        if connection
+            .endpoint
+            .reply(reply, &mut connection.outbound, self.context)
+        {
+            turn_list(connection, client, self.turn_list);
+        }
         queued(
             connection,
             client,
@@ -121,6 +149,14 @@ impl Clients for ShardClients<'_> {
             .is_some_and(Connection::takes_messages)
     }
 
+    fn transport(&self, client: u32) -> usize {
+        self.connection(client)
+            .endpoint
+            .kind()
+            .transport_index()
+            .unwrap_or(0)
+    }
+
     fn offer(&mut self, client: u32, message: &Message, limits: QueueLimits) -> bool {
         self.queue_message(client, message, Some(limits))
     }
@@ -145,13 +181,10 @@ impl Clients for ShardClients<'_> {
     }
 
     fn reply(&mut self, client: u32, reply: &Reply) {
-        let kind = self.connection(client).endpoint.kind();
-        if let Some(frame) = reply_frame(kind, reply) {
-            self.queue_exclusive(client, frame);
-        }
+        self.queue_reply(client, reply);
     }
 
-    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, &'static str>) {
+    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, OwnerError>) {
         let connection = self.connections[client as usize]
             .as_mut()
             .expect("the broker names only open clients");
@@ -182,6 +215,14 @@ fn queued(
 ) {
     connection.account(memory, now_ms);
     list_for_send(connection, slot, send_list);
+}
+
+/// Lists `connection` for the end of the turn, once.
+fn turn_list(connection: &mut Connection, slot: u32, turn_list: &mut Vec<u32>) {
+    if !connection.turn_listed {
+        connection.turn_listed = true;
+        turn_list.push(slot);
+    }
 }
 
 /// Lists `connection` for the next send, once.

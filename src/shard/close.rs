@@ -50,10 +50,13 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
+        let before = connection.endpoint.kind();
         let next =
             connection
                 .endpoint
                 .close(code, reason, &mut connection.outbound, &mut self.context);
+        let after = connection.endpoint.kind();
+        self.track_kind(before, after);
         self.follow(slot, next)?;
         self.after_activity(slot)
     }
@@ -76,8 +79,15 @@ impl Shard {
         self.timers.expire(self.context.now_ms, &mut self.expired);
         for index in 0..self.expired.len() {
             let slot = self.expired[index];
+            let before = self.connection_mut(slot).endpoint.kind();
             let next = self.handle_deadline(slot);
+            let after = self.connection_mut(slot).endpoint.kind();
+            self.track_kind(before, after);
             self.follow(slot, next)?;
+            if !self.context.requests.is_empty() {
+                // A poll answered at its deadline ends its subscriptions.
+                self.handle_requests(slot)?;
+            }
             self.after_activity(slot)?;
         }
         Ok(())
@@ -239,14 +249,13 @@ impl Shard {
             tls.release(&mut self.tls_workspace);
             self.tls_connections -= 1;
         }
-        self.account(slot);
         let mut connection = self.connections[slot as usize]
             .take()
             .expect("live connection");
+        // Its entry array (kept when small) goes with it: it counts no more.
+        self.queue_memory.forget(&mut connection.reported);
         connection.endpoint.release_buffers(&mut self.context.pool);
-        if connection.endpoint.kind() == EndpointKind::WebSocket {
-            self.websocket_connections -= 1;
-        }
+        self.track_kind(connection.endpoint.kind(), EndpointKind::Http);
         self.timers.cancel(slot);
         self.connection_count -= 1;
         self.counters.connections_closed += 1;

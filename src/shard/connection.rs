@@ -46,6 +46,8 @@ pub struct Connection {
     pub(super) send_listed: bool,
     /// Queued in the shard's list of TLS connections waiting for a ciphertext buffer.
     pub(super) tls_waiting: bool,
+    /// Queued in the shard's list of connections owed something at the end of the turn.
+    pub(super) turn_listed: bool,
     /// What the queue last reported to the shard's queue memory.
     pub(super) reported: Reported,
     /// When the queue last made progress: bytes sent, or frames queued to an empty queue. A
@@ -70,6 +72,7 @@ impl Connection {
             publisher_paused: false,
             send_listed: false,
             tls_waiting: false,
+            turn_listed: false,
             reported: Reported::default(),
             send_progress_ms: 0,
             stall_closed: false,

@@ -36,11 +36,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::broker::{Command, Fanout, QueueLimits};
+use crate::broker::{Command, Fanout, MessagePool, QueueLimits};
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
-use crate::endpoint::Context;
 use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
+use crate::endpoint::{Context, EndpointKind};
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
@@ -113,7 +113,6 @@ pub struct Shard {
     connections: Vec<Option<Connection>>,
     generations: Vec<u16>,
     connection_count: usize,
-    websocket_connections: u64,
     tls_connections: u64,
     /// The handshake configuration of TLS connections, when the shard has a TLS listener.
     tls_config: Option<Arc<rustls::ServerConfig>>,
@@ -137,6 +136,11 @@ pub struct Shard {
     /// Connections whose state the broker changed beyond their queue (a close, an answer),
     /// for `after_activity` once the broker is done.
     touched: Vec<u32>,
+    /// Connections whose endpoint owes something at the end of the turn (an NDJSON cursor
+    /// line, a poll's answer).
+    turn_list: Vec<u32>,
+    /// Open connections per transport (`EndpointKind::TRANSPORTS`).
+    transport_connections: [u64; 4],
     parked: Vec<(u32, u16)>,
     shard_index: usize,
     mailboxes: Arc<[Arc<Mailbox>]>,
@@ -199,6 +203,7 @@ impl Shard {
             pool: BufferPool::new(&config.pool),
             encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
             settings: Arc::new(config.endpoint_settings()),
+            frames: MessagePool::new(config.broker.message_pool_free_bytes_max),
             counters: Default::default(),
             now_ms: 0,
             requests: Vec::new(),
@@ -211,7 +216,6 @@ impl Shard {
             connections: (0..table_slots).map(|_| None).collect(),
             generations: vec![0; table_slots],
             connection_count: 0,
-            websocket_connections: 0,
             tls_connections: 0,
             tls_config: tls.map(|tls| tls.config),
             tls_workspace: TlsWorkspace::default(),
@@ -226,6 +230,8 @@ impl Shard {
             expired: Vec::with_capacity(EXPIRED_PER_TURN_MAX),
             send_list: Vec::with_capacity(table_slots),
             touched: Vec::with_capacity(table_slots),
+            turn_list: Vec::with_capacity(table_slots),
+            transport_connections: [0; 4],
             parked: Vec::with_capacity(table_slots),
             shard_index,
             outbox: (0..shards).map(|_| Outbox::default()).collect(),
@@ -264,6 +270,7 @@ impl Shard {
             self.rearm_parked()?;
             self.handle_commands()?;
             self.handle_turn()?;
+            self.end_turn()?;
             self.flush_outbox()?;
             self.flush_sends()?;
             self.publish_stats();
@@ -418,10 +425,12 @@ impl Shard {
         let mailbox = &self.mailboxes[self.shard_index];
         let gauges = Gauges {
             connections: self.connection_count as u64,
-            websocket_connections: self.websocket_connections,
+            websocket_connections: self.transport_connections[0],
+            transport_connections: self.transport_connections,
             mailbox_depth: mailbox.depth() as u64,
             outbox_depth: self.outbox_depth as u64,
-            outbound_queued_bytes: memory_bytes,
+            outbound_queued_bytes: self.queue_memory.queued_bytes(),
+            outbound_memory_bytes: memory_bytes,
             ..Gauges::default()
         }
         .with_broker(self.fanout.gauges());
@@ -445,6 +454,43 @@ impl Shard {
             .as_mut()
             .expect("live connection");
         connection.account(&mut self.queue_memory, now_ms);
+    }
+
+    /// Keeps the per-transport connection counts as an endpoint changes kind (an upgrade, a
+    /// stream opened, a poll held or answered, a connection freed: `after` is `Http`).
+    fn track_kind(&mut self, before: EndpointKind, after: EndpointKind) {
+        if before == after {
+            return;
+        }
+        if let Some(index) = before.transport_index() {
+            self.transport_connections[index] -= 1;
+        }
+        if let Some(index) = after.transport_index() {
+            self.transport_connections[index] += 1;
+        }
+    }
+
+    /// The end of the turn: endpoints owed something get it (NDJSON cursor lines, answers of
+    /// ready polls, whose unsubscriptions go to the broker at once).
+    fn end_turn(&mut self) -> io::Result<()> {
+        while let Some(slot) = self.turn_list.pop() {
+            let Some(connection) = self.connections[slot as usize].as_mut() else {
+                continue;
+            };
+            connection.turn_listed = false;
+            let before = connection.endpoint.kind();
+            let next = connection
+                .endpoint
+                .handle_turn_end(&mut connection.outbound, &mut self.context);
+            let after = connection.endpoint.kind();
+            self.track_kind(before, after);
+            self.follow(slot, next)?;
+            if !self.context.requests.is_empty() {
+                self.handle_requests(slot)?;
+            }
+            self.after_activity(slot)?;
+        }
+        Ok(())
     }
 
     fn connection_mut(&mut self, slot: u32) -> &mut Connection {

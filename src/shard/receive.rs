@@ -111,9 +111,11 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("checked by the caller");
-        let was_websocket = connection.endpoint.kind() == EndpointKind::WebSocket;
-        if connection.closing != Closing::Open && !was_websocket {
-            return Ok(()); // An HTTP connection on its way out reads nothing more.
+        let before = connection.endpoint.kind();
+        if connection.closing != Closing::Open && before != EndpointKind::WebSocket {
+            // An HTTP connection or stream on its way out reads nothing more (a WebSocket
+            // still reads the peer's close frame).
+            return Ok(());
         }
         let context = &mut self.context;
         let (endpoint, outbound) = (&mut connection.endpoint, &mut connection.outbound);
@@ -121,16 +123,15 @@ impl Shard {
         let outcome = connection
             .transport
             .handle_read(input, &mut self.tls_workspace, |bytes| {
-                // One TLS read can carry several records. Once an HTTP endpoint has decided to
-                // close, what follows is not for it (as a plain read after that is never read);
-                // a WebSocket reads on through its close handshake.
+                // One TLS read can carry several records. Once an HTTP endpoint or stream has
+                // decided to close, what follows is not for it (as a plain read after that is
+                // never read); a WebSocket reads on through its close handshake.
                 if next == Next::Continue || endpoint.kind() == EndpointKind::WebSocket {
                     next = strongest(next, endpoint.handle_read(bytes, outbound, context));
                 }
             });
-        if !was_websocket && connection.endpoint.kind() == EndpointKind::WebSocket {
-            self.websocket_connections += 1;
-        }
+        let after = connection.endpoint.kind();
+        self.track_kind(before, after);
         self.account(slot);
         self.follow(slot, next)?;
         self.follow_transport(slot, outcome)

@@ -3,6 +3,7 @@
 //! - [`session`]: driving the sans-IO WebSocket session with client frames;
 //! - [`server`]: the real `ringcast` binary on an ephemeral port, and clients written from the
 //!   RFCs alone (nothing of the crate under test), with every wait bounded;
+//! - [`streams`]: SSE, NDJSON and polling clients of the reading endpoints;
 //! - [`tools`]: the external tools the interop and conformance tests run (Python, Node,
 //!   kosoku), found where the test command installs them;
 //! - [`tls`]: certificates made at test time and rustls clients that verify the server.
@@ -13,5 +14,6 @@
 
 pub mod server;
 pub mod session;
+pub mod streams;
 pub mod tls;
 pub mod tools;

@@ -404,6 +404,16 @@ impl RawClient {
         }
     }
 
+    /// A client over a stream the caller connected (with its own socket options).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
+        stream.set_read_timeout(Some(READ_WAIT)).unwrap();
+        stream.set_write_timeout(Some(READ_WAIT)).unwrap();
+        RawClient {
+            stream,
+            received: Vec::new(),
+        }
+    }
+
     /// Connects, upgrades at `path`, and checks the 101 and its accept value.
     pub fn upgraded(address: SocketAddr, path: &str) -> RawClient {
         let mut client = RawClient::connect(address);
@@ -452,6 +462,36 @@ impl RawClient {
                 Err(error) => panic!("reading {what}: {error}"),
             }
         }
+    }
+
+    /// Reads one line (up to and without its `\n`); `None` at EOF before a whole line.
+    pub fn read_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(end) = self.received.iter().position(|&byte| byte == b'\n') {
+                let mut line: Vec<u8> = self.received.drain(..=end).collect();
+                line.pop();
+                return Some(line);
+            }
+            if !self.fill_more("a line") {
+                return None;
+            }
+        }
+    }
+
+    /// Reads one chunk of a chunked body (RFC 9112 §7.1, no extensions or trailers: what the
+    /// server sends); `None` at the last chunk.
+    pub fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        let size_line = self.read_line().expect("a chunk size line");
+        let size_text = std::str::from_utf8(&size_line)
+            .unwrap()
+            .trim_end_matches('\r');
+        let size = usize::from_str_radix(size_text, 16)
+            .unwrap_or_else(|_| panic!("chunk size {size_text:?}"));
+        self.fill_to(size + 2, "a chunk");
+        let chunk: Vec<u8> = self.received.drain(..size).collect();
+        let end: Vec<u8> = self.received.drain(..2).collect();
+        assert_eq!(end, b"\r\n", "a chunk ends with CRLF");
+        (size > 0).then_some(chunk)
     }
 
     /// Reads the next byte chunk into the buffer. Returns false on EOF.
@@ -684,5 +724,79 @@ pub fn close_every_client(clients: &mut [RawClient]) {
     for (index, client) in clients.iter_mut().enumerate() {
         assert_eq!(client.read_close_code(), Some(1000), "client {index}");
         client.expect_eof();
+    }
+}
+
+/// A keep-alive HTTP client for publishing and scraping, reading each answer in turn.
+pub struct HttpClient {
+    client: RawClient,
+}
+
+impl HttpClient {
+    pub fn connect(address: SocketAddr) -> HttpClient {
+        HttpClient {
+            client: RawClient::connect(address),
+        }
+    }
+
+    /// `POST path` with a JSON body and the given extra header lines; the response.
+    pub fn post(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        extra_headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in extra_headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        self.client.write(request.as_bytes());
+        self.client.write(body);
+        self.client.read_response()
+    }
+
+    /// `GET path`; the response.
+    pub fn get(&mut self, path: &str) -> HttpResponse {
+        self.client
+            .write(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        self.client.read_response()
+    }
+
+    /// The sum over every series (every shard and label) of the metric family `name` (with
+    /// its `ringcast_` prefix, and `_total` for a counter).
+    pub fn metric(&mut self, name: &str) -> u64 {
+        self.metric_where(name, "")
+    }
+
+    /// [`HttpClient::metric`] over the series whose labels contain `labels` (say
+    /// `kind="message"`).
+    pub fn metric_where(&mut self, name: &str, labels: &str) -> u64 {
+        let response = self.get("/metrics");
+        assert_eq!(response.status, 200);
+        let text = String::from_utf8(response.body).expect("metrics are text");
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                    && line.contains(labels)
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+/// Waits (bounded by `READ_WAIT` times four) until `condition` holds, polling; panics naming
+/// `what` otherwise. For states the server reaches on its own (a timeout firing, a topic
+/// expiring), checked without asserting how long it took.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + 4 * READ_WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "waited in vain for {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -9,8 +9,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::{
-    CONNECTIONS_PER_WORKER_DEFAULT, DEADLINE_SLACK, DESCRIPTORS_RESERVED, Incoming, STOP_GRACE,
-    WORKER_DEADLINE_EXTRA, Worker, descriptor_limit, reap, spawn_workers, stop_all,
+    CONNECTIONS_PER_WORKER_DEFAULT, DEADLINE_SLACK, DESCRIPTORS_RESERVED, Incoming,
+    WORKER_DEADLINE_EXTRA, Worker, descriptor_limit, ramp_budget, reap, spawn_workers, stop_all,
+    stop_grace,
 };
 use crate::addresses::{ADDRESSES_MAX, default_address_count, worker_addresses, worker_share};
 use crate::cli::FanoutOptions;
@@ -90,7 +91,7 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
         ));
     }
     let connect_timeout = Duration::from_secs(options.common.connect_timeout_seconds);
-    let ramp = Duration::from_secs_f64((subscribers + publishers) as f64 / options.connect_rate)
+    let ramp = ramp_budget(subscribers + publishers, options.connect_rate)
         + connect_timeout
         + Duration::from_secs(options.subscribe_timeout_seconds);
     let drain = Duration::from_secs(options.drain_seconds);
@@ -133,6 +134,7 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
             connect_timeout_ms: connect_timeout.as_millis() as u64,
             deadline_ms: (deadline + WORKER_DEADLINE_EXTRA).as_millis() as u64,
             scenario: ScenarioPlan::Fanout(fanout(role)),
+            ramp: options.common.ramp(),
         });
     }
     Ok(Layout {
@@ -172,6 +174,8 @@ pub fn fanout(options: FanoutOptions) -> Result<i32, String> {
         latency_ns_p99_max: (options.latency_ms_p99_max * 1e6) as u64,
         drain_timeout_ms: options.drain_seconds * 1000,
         stop_grace: stop_grace(options.subscribers + options.publishers),
+        cpu_ns_reported: Vec::new(),
+        coordinator_cpu_ns: 0,
     };
     let (results, stopped_by) = match run.steps(&steps) {
         Ok(results) => (results, None),
@@ -205,15 +209,10 @@ struct Driver<'a> {
     drain_timeout_ms: u64,
     /// How long workers get to close their connections and send their final reports.
     stop_grace: Duration,
-}
-
-/// Time per connection a worker may need to close it at the end: a million on two cores took
-/// longer than the fixed `STOP_GRACE` alone, and 56 of 57 workers' final reports (their connect
-/// histograms) were lost.
-const STOP_GRACE_PER_CONNECTION: Duration = Duration::from_micros(100);
-
-fn stop_grace(connections: u64) -> Duration {
-    STOP_GRACE + STOP_GRACE_PER_CONNECTION * u32::try_from(connections).unwrap_or(u32::MAX)
+    /// Each worker's CPU time (ns) at its last report, and the coordinator's own: the
+    /// baseline of the next step's load-generator CPU.
+    cpu_ns_reported: Vec<u64>,
+    coordinator_cpu_ns: u64,
 }
 
 type StepsOutcome = Result<Vec<StepResult>, (Vec<StepResult>, String)>;
@@ -277,6 +276,8 @@ impl Driver<'_> {
             "ready: {} connections subscribed or publishing, {} failed",
             progress.ready, progress.failed
         ));
+        self.cpu_ns_reported = self.workers.iter().map(|w| w.progress.cpu_ns).collect();
+        self.coordinator_cpu_ns = crate::system::process_cpu_ns();
         for step in steps {
             match self.step(*step) {
                 Ok(result) => {
@@ -327,19 +328,44 @@ impl Driver<'_> {
             .iter()
             .flat_map(|worker| worker.collected.iter().filter(|c| c.step == step.index))
             .collect();
-        let result = StepResult::merge(step, &published, &collected, self.latency_ns_p99_max)
+        let mut result = StepResult::merge(step, &published, &collected, self.latency_ns_p99_max)
             .map_err(|error| error.to_string())?;
+        let mut reported: Vec<(usize, u64)> = collected
+            .iter()
+            .map(|report| (report.worker_index, report.cpu_ns))
+            .collect();
+        reported.push((published.worker_index, published.cpu_ns));
+        result.set_load_generator_cpu(self.load_generator_cpu_ns(&reported));
         self.note(&format!(
             "step {}: {:.0} published/s, {:.0} deliveries/s, p99 {:.2} ms, missing {}, \
-             bound {}",
+             bound {}; load generator {:.2} µs CPU per delivery",
             step.index,
             result.achieved_per_second,
             result.deliveries_per_second,
             result.latency.p99_us / 1000.0,
             result.missing,
-            if result.met_bound { "met" } else { "missed" }
+            if result.met_bound { "met" } else { "missed" },
+            result
+                .load_generator_cpu_us_per_delivery
+                .unwrap_or(f64::NAN)
         ));
         Ok(result)
+    }
+
+    /// CPU the load generator used since the last step: every worker's, from the CPU time
+    /// in its step reports, plus the coordinator's own. Updates the baselines.
+    fn load_generator_cpu_ns(&mut self, reported: &[(usize, u64)]) -> u64 {
+        let mut used = 0;
+        for (worker_index, cpu_ns) in reported {
+            if let Some(before) = self.cpu_ns_reported.get_mut(*worker_index) {
+                used += cpu_ns.saturating_sub(*before);
+                *before = *cpu_ns;
+            }
+        }
+        let coordinator = crate::system::process_cpu_ns();
+        used += coordinator.saturating_sub(self.coordinator_cpu_ns);
+        self.coordinator_cpu_ns = coordinator;
+        used
     }
 
     fn note(&self, line: &str) {
@@ -410,6 +436,7 @@ fn summarize(
         stopped_by,
         workers: workers.len(),
         workers_lost: workers.iter().filter(|w| w.report.is_none()).count(),
+        workers_partial: reports.iter().filter(|report| report.partial).count(),
         subscribers_planned: options.subscribers,
         subscribers_ready: ready(&workers[..publishers_index]),
         publishers_planned: options.publishers,

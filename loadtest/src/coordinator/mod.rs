@@ -37,6 +37,26 @@ const DESCRIPTORS_RESERVED: u64 = 200;
 /// How long workers get to report after `stop` before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// Time per connection a worker may need to end it after `stop`: a million on two cores took
+/// longer than the fixed `STOP_GRACE` alone, and the reports of workers still closing
+/// connections were lost. (Workers also report what they have after a grace of their own.)
+const STOP_GRACE_PER_CONNECTION: Duration = Duration::from_micros(100);
+
+/// How long the workers of a run with `connections` get to report after `stop`.
+fn stop_grace(connections: u64) -> Duration {
+    STOP_GRACE + STOP_GRACE_PER_CONNECTION * u32::try_from(connections).unwrap_or(u32::MAX)
+}
+
+/// How much longer than `--rate` plans the closed-loop ramp may take before the deadline
+/// cuts the run: on a machine slower than the rate assumes, the ramp slows down rather than
+/// failing connections, and the run should still complete.
+const RAMP_SLOWDOWN_ALLOWED: f64 = 4.0;
+
+/// The time the deadline allows for opening `connections` at `rate` per second.
+fn ramp_budget(connections: u64, rate: f64) -> Duration {
+    Duration::from_secs_f64(connections as f64 / rate * RAMP_SLOWDOWN_ALLOWED)
+}
+
 /// Slack added to a run's expected length before the coordinator stops it.
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
 
@@ -221,7 +241,7 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
             crate::addresses::ADDRESSES_MAX
         ));
     }
-    let ramp = Duration::from_secs_f64(run.connections as f64 / run.rate);
+    let ramp = ramp_budget(run.connections, run.rate);
     let connect_timeout = Duration::from_secs(run.common.connect_timeout_seconds);
     let deadline = ramp + connect_timeout + run.hold + run.measured + DEADLINE_SLACK;
     let plans = (0..workers)
@@ -237,6 +257,7 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
                 connect_timeout_ms: connect_timeout.as_millis() as u64,
                 deadline_ms: (deadline + WORKER_DEADLINE_EXTRA).as_millis() as u64,
                 scenario: worker_scenario(run, worker_index, workers),
+                ramp: run.common.ramp(),
             }
         })
         .filter(|plan| plan.connections > 0)
@@ -495,8 +516,8 @@ impl<'a> Steps<'a> {
                 Stage::Holding { until } if now >= until => self.proceed(workers, samples),
                 Stage::Holding { .. } | Stage::Measuring => {}
                 Stage::Stopping { kill_at } if now >= kill_at => {
-                    let line =
-                        format!("workers did not report within {STOP_GRACE:?}: killing them");
+                    let grace = stop_grace(self.run.open_max);
+                    let line = format!("workers did not report within {grace:?}: killing them");
                     self.live.note(&line);
                     return;
                 }
@@ -523,7 +544,7 @@ impl<'a> Steps<'a> {
         self.stopped_by = Some(reason.into());
         stop_all(workers);
         self.stage = Stage::Stopping {
-            kill_at: Instant::now() + STOP_GRACE,
+            kill_at: Instant::now() + stop_grace(self.run.open_max),
         };
     }
 
@@ -731,6 +752,7 @@ fn summarize(
             .filter(|worker| worker.report.is_none())
             .count(),
         connections_planned: run.connections,
+        rate_asked: run.rate,
         ramp_connections_per_second: (ramp_seconds > 0.0)
             .then(|| (established as f64 / ramp_seconds).round()),
         totals,

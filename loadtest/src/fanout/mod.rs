@@ -10,6 +10,7 @@ pub mod nats;
 pub mod payload;
 pub mod reach;
 pub mod report;
+pub mod scan;
 pub mod sequence;
 pub mod steps;
 pub mod wire;

@@ -48,6 +48,11 @@ pub struct StepResult {
     pub met_bound: bool,
     /// The merged delivery latencies (HdrHistogram V2, base64, nanoseconds).
     pub latency_ns_histogram: EncodedHistogram,
+    /// CPU the whole load generator (coordinator, publishers, subscribers) used for the step,
+    /// from the end of the previous one: its cost, to hold against the server's.
+    pub load_generator_cpu_seconds: f64,
+    /// That CPU per delivery, µs (none without deliveries).
+    pub load_generator_cpu_us_per_delivery: Option<f64>,
 }
 
 impl StepResult {
@@ -121,7 +126,16 @@ impl StepResult {
             drained,
             met_bound: meets_bound(verdict, latency_ns_p99_max),
             latency_ns_histogram: EncodedHistogram::encode(&latency_ns),
+            load_generator_cpu_seconds: 0.0,
+            load_generator_cpu_us_per_delivery: None,
         })
+    }
+
+    /// Records the load generator's CPU time for the step.
+    pub fn set_load_generator_cpu(&mut self, cpu_ns: u64) {
+        self.load_generator_cpu_seconds = cpu_ns as f64 / 1e9;
+        self.load_generator_cpu_us_per_delivery =
+            (self.deliveries > 0).then(|| cpu_ns as f64 / 1000.0 / self.deliveries as f64);
     }
 }
 
@@ -133,6 +147,9 @@ pub struct FanoutResult {
     pub stopped_by: Option<String>,
     pub workers: usize,
     pub workers_lost: usize,
+    /// Workers whose threads were still busy past the grace after `stop`: their reports
+    /// hold what the threads had published up to a second before.
+    pub workers_partial: usize,
     pub subscribers_planned: u64,
     pub subscribers_ready: u64,
     pub publishers_planned: u64,
@@ -185,6 +202,16 @@ impl FanoutResult {
                 totals.late_deliveries, totals.server_errors, totals.resets, totals.unexpected
             ),
         );
+        row(
+            "deliveries also fully parsed · read differently by the scanner",
+            format!("{} · {}", totals.fully_parsed, totals.scanner_mismatches),
+        );
+        if self.workers_partial > 0 {
+            row(
+                "workers that reported partial figures (busy past the grace after stop)",
+                self.workers_partial.to_string(),
+            );
+        }
         let complete: u64 = self.steps.iter().map(|step| step.messages_complete).sum();
         let incomplete: u64 = self.steps.iter().map(|step| step.messages_incomplete).sum();
         row(
@@ -223,8 +250,9 @@ impl FanoutResult {
         let _ = writeln!(
             text,
             "\n| step | offered/s | achieved/s | deliveries/s | p50 | p99 | p99.9 | max | \
-             reach p50 · p99 · max | missing | gaps · dup · order · seq | met |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|"
+             reach p50 · p99 · max | missing | gaps · dup · order · seq | met | \
+             load generator µs CPU per delivery |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for step in &self.steps {
             let latency = &step.latency;
@@ -232,7 +260,7 @@ impl FanoutResult {
             let _ = writeln!(
                 text,
                 "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} · {} · {} | {} | \
-                 {} · {} · {} · {} | {} |",
+                 {} · {} · {} · {} | {} | {} |",
                 step.index,
                 step.offered_per_second,
                 step.achieved_per_second,
@@ -250,6 +278,8 @@ impl FanoutResult {
                 faults.out_of_order,
                 faults.seq_mismatches,
                 if step.met_bound { "yes" } else { "no" },
+                step.load_generator_cpu_us_per_delivery
+                    .map_or("n/a".into(), |us| format!("{us:.2}")),
             );
         }
     }
@@ -324,6 +354,7 @@ mod tests {
             published_per_topic: vec![2, 5],
             duration_ms: 1000,
             publishers: 1,
+            cpu_ns: 0,
         };
         let first = collected(
             0,
@@ -381,6 +412,7 @@ mod tests {
             published_per_topic: vec![2],
             duration_ms: 1000,
             publishers: 1,
+            cpu_ns: 0,
         };
         let first = collected(
             0,

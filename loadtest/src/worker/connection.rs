@@ -261,23 +261,6 @@ impl Connection {
         outcome
     }
 
-    /// The next data message (text or binary), receiving as needed; control frames are
-    /// handled on the way.
-    pub async fn next_data_message(&mut self) -> Result<Message, Closed> {
-        loop {
-            match self.poll_message()? {
-                Some(message @ (Message::Text(_) | Message::Binary(_))) => {
-                    self.flush().await?;
-                    return Ok(message);
-                }
-                Some(_) => continue,
-                None => {}
-            }
-            self.flush().await?;
-            self.receive().await?;
-        }
-    }
-
     /// Says goodbye: a close frame if the connection still works (within `deadline`), then a
     /// shutdown, which also ends a read still in flight.
     pub async fn close(mut self, deadline: Instant) {
@@ -345,7 +328,7 @@ fn bound_socket(source: Ipv4Addr) -> io::Result<Socket> {
 
 /// IP_BIND_ADDRESS_NO_PORT: bind() takes the address only; connect() then picks a port unique
 /// for the full 4-tuple, so each source address offers all ephemeral ports per destination.
-fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
+pub fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
     let enable: libc::c_int = 1;
     // SAFETY: a valid socket descriptor, and an option value of the size we pass.
     let result = unsafe {

@@ -1,10 +1,11 @@
-//! Fanout connections in a worker: subscribers that subscribe to one topic and check every
-//! delivery, publishers that publish each step at its rate, and the worker's main-thread
-//! driver that answers the coordinator's `step` and `collect` commands.
+//! Fanout in a worker: the publishers (tokio-uring + tungstenite: a few connections, one
+//! publish per message), the per-thread tallies the subscribers (`super::subscribers`, on the
+//! io_uring client) record their checked deliveries in, and the worker's main-thread driver
+//! that answers the coordinator's `step` and `collect` commands from those tallies.
 //!
-//! The connection tasks of a thread share one [`ThreadTally`] behind a mutex that only the
-//! worker's main thread also takes (to collect a step), so it is never contended by another
-//! runtime; a subscriber takes it once per read, not once per message.
+//! A thread's tally sits behind a mutex that only the worker's main thread also takes (to
+//! collect a step), so it is never contended by another runtime; a subscriber thread takes it
+//! once per turn, not once per delivery.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -21,8 +22,8 @@ use super::connection::{Closed, Connection};
 use super::scenario::{Counters, Phase};
 use crate::fanout::payload::{self, PayloadData};
 use crate::fanout::reach::ReachTally;
-use crate::fanout::sequence::{OrderFaults, SequenceCheck};
-use crate::fanout::steps::{STEPS_MAX, Step};
+use crate::fanout::sequence::OrderFaults;
+use crate::fanout::steps::Step;
 use crate::fanout::wire::{Decoder, Incoming, Protocol};
 use crate::fanout::{monotonic_ns, topic_name};
 use crate::histogram::{EncodedHistogram, merge_into, new_histogram, record};
@@ -64,7 +65,7 @@ pub struct FanoutThread {
 }
 
 impl FanoutThread {
-    fn tally(&self) -> MutexGuard<'_, ThreadTally> {
+    pub(super) fn tally(&self) -> MutexGuard<'_, ThreadTally> {
         lock(&self.shared.threads[self.thread_index])
     }
 }
@@ -80,11 +81,11 @@ fn lock(mutex: &Mutex<ThreadTally>) -> MutexGuard<'_, ThreadTally> {
 #[derive(Default)]
 pub struct ThreadTally {
     /// Subscribers acknowledged and still open, per topic.
-    subscribers_per_topic: HashMap<u32, u64>,
+    pub(super) subscribers_per_topic: HashMap<u32, u64>,
     steps: BTreeMap<u32, StepTally>,
     /// Steps below this were collected; their deliveries from now on are late.
     collected_below: u32,
-    totals: FanoutTotals,
+    pub(super) totals: FanoutTotals,
     published: BTreeMap<u32, PublishTally>,
     publishers_ready: u64,
     /// Publishers whose task ended (failed or stopped).
@@ -117,16 +118,16 @@ struct PublishTally {
 }
 
 /// One delivery as a subscriber checked it.
-struct Delivery {
-    data: PayloadData,
-    topic: u32,
-    latency_ns: u64,
-    verdict: crate::fanout::sequence::Verdict,
-    seq_mismatch: bool,
+pub(super) struct Delivery {
+    pub(super) data: PayloadData,
+    pub(super) topic: u32,
+    pub(super) latency_ns: u64,
+    pub(super) verdict: crate::fanout::sequence::Verdict,
+    pub(super) seq_mismatch: bool,
 }
 
 impl ThreadTally {
-    fn record(&mut self, delivery: &Delivery) {
+    pub(super) fn record(&mut self, delivery: &Delivery) {
         if delivery.data.step < self.collected_below {
             self.totals.late_deliveries += 1;
             return;
@@ -253,10 +254,8 @@ impl FanoutConnection<'_> {
         phase: &mut watch::Receiver<Phase>,
     ) -> Result<bool, Cause> {
         let outcome = match self.fanout.role {
-            FanoutRole::Subscribers { first_index } => {
-                let global_index = first_index + self.index;
-                let topic = (global_index % u64::from(self.fanout.topics)) as u32;
-                self.subscribe(connection, phase, topic).await
+            FanoutRole::Subscribers { .. } => {
+                unreachable!("subscribers run on the io_uring client (worker::subscribers)")
             }
             FanoutRole::Publishers => {
                 let outcome = self.publish(connection, phase).await;
@@ -269,112 +268,6 @@ impl FanoutConnection<'_> {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
         outcome
-    }
-
-    async fn subscribe(
-        &self,
-        connection: &mut Connection,
-        phase: &mut watch::Receiver<Phase>,
-        topic: u32,
-    ) -> Result<bool, Cause> {
-        let protocol = self.fanout.protocol;
-        let mut decoder = Decoder::new(protocol);
-        queue(connection, protocol, protocol.subscribe(&topic_name(topic)))?;
-        let deadline = Instant::now() + Duration::from_millis(self.fanout.subscribe_timeout_ms);
-        let ack = await_ack(connection, phase, &mut decoder, Some(topic), deadline).await?;
-        let Some(subscribed_seq) = ack else {
-            return Ok(false);
-        };
-        *self
-            .thread
-            .tally()
-            .subscribers_per_topic
-            .entry(topic)
-            .or_default() += 1;
-        self.counters.ready.fetch_add(1, Ordering::Relaxed);
-        let mut subscriber = Subscriber {
-            topic,
-            // Every subscriber is in before the first publish, so counters start at 1.
-            check: SequenceCheck::new(1),
-            subscribed_seq: protocol.has_sequence_numbers().then_some(subscribed_seq),
-        };
-        let outcome = subscriber
-            .receive(self, connection, phase, &mut decoder)
-            .await;
-        let mut tally = self.thread.tally();
-        if let Some(count) = tally.subscribers_per_topic.get_mut(&topic) {
-            *count -= 1;
-        }
-        outcome.map(|()| true)
-    }
-}
-
-/// One subscriber's order check.
-struct Subscriber {
-    topic: u32,
-    check: SequenceCheck,
-    /// The topic's sequence number at subscription (ringcast, uws): delivery seq must be this
-    /// plus the publisher's counter.
-    subscribed_seq: Option<u64>,
-}
-
-impl Subscriber {
-    /// Receives and checks deliveries until the stop (`Ok`) or a failure.
-    async fn receive(
-        &mut self,
-        context: &FanoutConnection<'_>,
-        connection: &mut Connection,
-        phase: &mut watch::Receiver<Phase>,
-        decoder: &mut Decoder,
-    ) -> Result<(), Cause> {
-        let mut events = Vec::new();
-        loop {
-            tokio::select! {
-                received = connection.receive() => received.map_err(|Closed| Cause::ClosedEarly)?,
-                _ = phase.wait_for(|phase| *phase == Phase::Stop) => return Ok(()),
-            }
-            let received_ns = monotonic_ns();
-            decode_received(connection, decoder, &mut events)?;
-            let mut pongs = 0;
-            let mut deliveries = 0;
-            {
-                let mut tally = context.thread.tally();
-                for event in events.drain(..) {
-                    match event {
-                        Incoming::Delivery { topic, seq, data }
-                            if topic == self.topic && (data.step as usize) < STEPS_MAX =>
-                        {
-                            deliveries += 1;
-                            tally.record(&self.check(data, seq, received_ns));
-                        }
-                        Incoming::PingRequest => pongs += 1,
-                        other => tally.count(&other),
-                    }
-                }
-            }
-            context
-                .counters
-                .messages
-                .fetch_add(deliveries, Ordering::Relaxed);
-            for _ in 0..pongs {
-                queue(connection, Protocol::Nats, "PONG\r\n".into())?;
-            }
-            connection
-                .flush()
-                .await
-                .map_err(|Closed| Cause::ClosedEarly)?;
-        }
-    }
-
-    fn check(&mut self, data: PayloadData, seq: Option<u64>, received_ns: u64) -> Delivery {
-        let expected_seq = self.subscribed_seq.map(|base| base + data.counter);
-        Delivery {
-            data,
-            topic: self.topic,
-            latency_ns: received_ns.saturating_sub(data.sent_ns),
-            verdict: self.check.observe(data.counter),
-            seq_mismatch: expected_seq.is_some() && seq != expected_seq,
-        }
     }
 }
 
@@ -633,6 +526,7 @@ impl FanoutDriver {
             published_per_topic: Vec::new(),
             duration_ms: 0,
             publishers: 0,
+            cpu_ns: crate::system::process_cpu_ns(),
         };
         let (mut ready, mut gone) = (0, 0);
         let mut per_topic: BTreeMap<u32, u64> = BTreeMap::new();
@@ -704,6 +598,7 @@ impl FanoutDriver {
             step,
             expected,
             drained,
+            cpu_ns: crate::system::process_cpu_ns(),
             ..StepCollected::default()
         };
         for thread in &self.shared.threads {

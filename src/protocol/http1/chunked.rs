@@ -31,9 +31,11 @@ enum ChunkState {
     },
     DataCarriageReturn,
     DataLineFeed,
-    /// A trailer field line, or the blank line that ends the body.
+    /// A trailer field line, or the blank line that ends the body. `in_value`: the colon that
+    /// ends the field name has been read.
     TrailerLine {
         bytes: usize,
+        in_value: bool,
     },
     TrailerLineFeed {
         line_empty: bool,
@@ -155,9 +157,10 @@ impl ChunkDecoder {
             ChunkState::SizeLineFeed if byte != b'\n' => {
                 return Err(malformed("chunk size line not ended by CRLF"));
             }
-            ChunkState::SizeLineFeed if self.chunk_bytes == 0 => {
-                ChunkState::TrailerLine { bytes: 0 }
-            }
+            ChunkState::SizeLineFeed if self.chunk_bytes == 0 => ChunkState::TrailerLine {
+                bytes: 0,
+                in_value: false,
+            },
             ChunkState::SizeLineFeed => ChunkState::Data { remaining: 0 },
             ChunkState::DataCarriageReturn if byte == b'\r' => ChunkState::DataLineFeed,
             ChunkState::DataLineFeed if byte == b'\n' => {
@@ -167,7 +170,13 @@ impl ChunkDecoder {
             ChunkState::DataCarriageReturn | ChunkState::DataLineFeed => {
                 return Err(malformed("chunk data not followed by CRLF"));
             }
-            ChunkState::TrailerLine { bytes } => match byte {
+            // Trailer lines are field lines (RFC 9112 §7.1.2), checked like a head's (RFC 9110
+            // §5.1, §5.5) though their fields are then skipped: bytes that are not HTTP are
+            // refused wherever they appear, as httparse refuses them in a head.
+            ChunkState::TrailerLine { bytes, in_value } => match byte {
+                b'\r' if bytes > 0 && !in_value => {
+                    return Err(malformed("trailer line without a colon"));
+                }
                 b'\r' => ChunkState::TrailerLineFeed {
                     line_empty: bytes == 0,
                 },
@@ -177,14 +186,33 @@ impl ChunkDecoder {
                         trailer_bytes_max: limits.header_bytes_max,
                     });
                 }
+                b':' if !in_value && bytes > 0 => {
+                    self.trailer_bytes += 1;
+                    ChunkState::TrailerLine {
+                        bytes: bytes + 1,
+                        in_value: true,
+                    }
+                }
+                _ if !in_value && !is_token_byte(byte) => {
+                    return Err(malformed("invalid trailer field name"));
+                }
+                _ if in_value && !is_field_value_byte(byte) => {
+                    return Err(malformed("invalid trailer field value"));
+                }
                 _ => {
                     self.trailer_bytes += 1;
-                    ChunkState::TrailerLine { bytes: bytes + 1 }
+                    ChunkState::TrailerLine {
+                        bytes: bytes + 1,
+                        in_value,
+                    }
                 }
             },
             ChunkState::TrailerLineFeed { line_empty } if byte == b'\n' => match line_empty {
                 true => ChunkState::Done,
-                false => ChunkState::TrailerLine { bytes: 0 },
+                false => ChunkState::TrailerLine {
+                    bytes: 0,
+                    in_value: false,
+                },
             },
             ChunkState::TrailerLineFeed { .. } => {
                 return Err(malformed("trailer line not ended by CRLF"));
@@ -193,6 +221,16 @@ impl ChunkDecoder {
         };
         Ok(true)
     }
+}
+
+/// A `tchar` of a field name (RFC 9110 §5.6.2).
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// A byte of a field value: visible ASCII, space, tab, or obs-text (RFC 9110 §5.5).
+fn is_field_value_byte(byte: u8) -> bool {
+    matches!(byte, b'\t' | b' '..=b'~' | 0x80..=0xFF)
 }
 
 /// Makes `slot` hold a buffer of at least `bytes`, acquiring or growing it.

@@ -4,6 +4,7 @@
 mod chunked;
 pub mod error;
 pub mod head;
+pub mod query;
 pub mod request;
 pub mod response;
 

@@ -272,6 +272,20 @@ impl<'a> RequestHead<'a> {
         self.layout.websocket_upgrade
     }
 
+    /// The value of the first header field called `name` (compared ignoring case), trimmed. A
+    /// scan of the head's lines, for the fields read once per request (an idempotency key, a
+    /// token): the head was checked when it was parsed, so every line is a `name: value` pair.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        let mut lines = self.bytes.split(|&byte| byte == b'\n').skip(1);
+        lines.find_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&byte| byte == b':')?;
+            line[..colon]
+                .eq_ignore_ascii_case(name.as_bytes())
+                .then(|| line[colon + 1..].trim_ascii())
+        })
+    }
+
     /// The whole head, request line to blank line, for [`head::parse_request_head`] when more
     /// than these fields is needed (the upgrade's keys and origin).
     pub fn bytes(&self) -> &'a [u8] {

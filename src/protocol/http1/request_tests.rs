@@ -574,3 +574,58 @@ fn heads_follow_rfc_9112() {
     ];
     assert_eq!(run_whole(&[listed, b"x"]), continued);
 }
+
+/// Proves a head's fields are found by name, ignoring case, trimmed, the first of several.
+#[test]
+fn header_fields_by_name() {
+    let head = b"POST /publish HTTP/1.1\r\nHost: x\r\nIdempotency-KEY:  k-1 \r\n\
+                 idempotency-key: k-2\r\nContent-Length: 0\r\n\r\n";
+    let mut pool = BufferPool::new(&PoolLimits::default());
+    let mut reader = RequestReader::default();
+    let input = head.to_vec();
+    let mut events = reader.handle_read(&input, &mut pool, &LIMITS);
+    let Some(Ok(HttpEvent::Request(request))) = events.next_event() else {
+        panic!("a request")
+    };
+    assert_eq!(request.head.header("idempotency-key"), Some(&b"k-1"[..]));
+    assert_eq!(request.head.header("host"), Some(&b"x"[..]));
+    assert_eq!(request.head.header("origin"), None);
+}
+
+/// Proves trailer lines must be field lines, as in a head, whatever the split, and that
+/// valid trailers still pass. Found by the `http1_request` fuzz target: every byte but CR
+/// and LF used to be skipped, so `0\r\n\0\0\r\n\r\n` ended a body that httparse refuses.
+#[test]
+fn trailer_lines_must_be_field_lines() {
+    let refused: [&[u8]; 6] = [
+        b"0\r\n\0\0\r\n\r\n",
+        b"0\r\nno colon\r\n\r\n",
+        b"0\r\n: empty name\r\n\r\n",
+        b"0\r\n folded: x\r\n\r\n",
+        b"0\r\nName : x\r\n\r\n",
+        b"0\r\nA: \x7f\r\n\r\n",
+    ];
+    let accepted: [&[u8]; 3] = [
+        b"0\r\nA:\r\n\r\n",
+        b"0\r\nX-Sum: a\tb c\xff:\r\n\r\n",
+        b"0\r\n!#$%&'*+-.^_`|~09az: v\r\nB: 2\r\n\r\n",
+    ];
+    let head = b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (trailer, valid) in refused
+        .iter()
+        .map(|trailer| (trailer, false))
+        .chain(accepted.iter().map(|trailer| (trailer, true)))
+    {
+        let input = [&head[..], trailer].concat();
+        for split in 0..=input.len() {
+            let (first, second) = input.split_at(split);
+            let seen = run_whole(&[first, second]);
+            match seen.as_slice() {
+                [Seen::Request { body, .. }] if valid => assert!(body.is_empty()),
+                [Seen::Error(error)] if !valid => assert_eq!(error.status(), 400, "{error}"),
+                _ => panic!("{}: {seen:?}", String::from_utf8_lossy(trailer)),
+            }
+        }
+    }
+}
+

@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seed corpus of every fuzz target into fuzz/seeds/TARGET/.
+
+Seeds are kept apart from the fuzzer-grown corpus in fuzz/corpus/ (which `cargo fuzz cmin`
+minimises) so that the named cases below survive minimisation: real clients' handshakes and
+frames (captured/, recorded with capture-clients.py), Autobahn-like frames, pipelined requests,
+and the attacks of the reliability issue. Run it again after changing it; it rewrites every
+seeds/TARGET/ directory.
+
+The captures were made with capture-clients.py listening on 127.0.0.1:9711, driven by
+- Chromium 156 headless: `chromium --headless --no-sandbox --virtual-time-budget=5000
+  --dump-dom http://127.0.0.1:9711/page`;
+- Node ws 8.23 (tests/interop's): subscribe, publish, 5 binary bytes, a ping, a 200-byte
+  non-final fragment, a 70,000-byte final one, close 1000 "bye";
+- Python websockets 17.4 (the test venv's, compression off): subscribe, 5 binary bytes, a message
+  in three fragments, a ping, 70,000 bytes, close 1000 "bye".
+No Firefox runs here; its handshake below is written in the form Firefox sends (a
+`Connection: keep-alive, Upgrade` list, `Sec-Fetch-*` fields).
+
+Targets that read a stream take the layout of fuzz/src/reads.rs: a variant byte, the length of
+a read schedule, the schedule, then the stream.
+"""
+
+import os
+import shutil
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CAPTURED = os.path.join(HERE, "captured")
+MASK = b"\x37\xfa\x21\x3d"
+
+# Read schedules (fuzz/src/reads.rs): whole, a byte at a time, awkward small pieces, 4 KiB.
+WHOLE = b""
+TRICKLE = b"\x01"
+PIECES = bytes([3, 0, 7, 1])
+FOUR_KIB = bytes([0xF4])
+
+# The reliability issue's attacks on the JSON layer.
+NESTED = b"[" * 100_000 + b"]" * 100_000
+LONG_NUMBER = b"9" * 60_000
+SURROGATE = b'"\\ud800"'
+
+
+def split(variant, schedule, stream):
+    return bytes([variant, len(schedule)]) + schedule + stream
+
+
+def captured(name):
+    with open(os.path.join(CAPTURED, name), "rb") as capture:
+        return capture.read()
+
+
+def frame(opcode, payload=b"", fin=True, mask=MASK, rsv=0, length_code=None):
+    """A client frame built here, independently of the code under test."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mask_bit = 0x80 if mask is not None else 0
+    length = len(payload)
+    if length_code is None:
+        length_code = length if length <= 125 else 126 if length <= 0xFFFF else 127
+    head = bytes([first, mask_bit | length_code])
+    if length_code == 126:
+        head += struct.pack(">H", length)
+    elif length_code == 127:
+        head += struct.pack(">Q", length)
+    if mask is None:
+        return head + payload
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return head + mask + masked
+
+
+def close(code=None, reason=b""):
+    return frame(0x8, b"" if code is None else struct.pack(">H", code) + reason)
+
+
+def text(payload, fin=True):
+    return frame(0x1, payload, fin)
+
+
+def websocket_session():
+    seeds = {}
+    for client in ["chromium", "node-ws", "python-websockets"]:
+        frames = captured(client + ".frames")
+        seeds[f"captured-{client}"] = split(0, WHOLE, frames)
+        seeds[f"captured-{client}-pieces"] = split(0, bytes([3, 0xF2]), frames)
+    for length in [0, 125, 126, 65535, 65536]:
+        seeds[f"text-{length}"] = split(0, WHOLE, text(b"a" * length) + close(1000))
+        seeds[f"binary-{length}"] = split(0, PIECES, frame(0x2, bytes(range(256)) * (length // 256) + bytes(length % 256)))
+    seeds["pings"] = split(0, PIECES, frame(0x9) + frame(0x9, b"x" * 125) + frame(0xA, b"unsolicited") + frame(0x9, b"\xff\x00") * 10)
+    seeds["ping-126"] = split(0, WHOLE, frame(0x9, b"x" * 126))
+    seeds["ping-length-code-126"] = split(0, WHOLE, frame(0x9, b"x" * 5, length_code=126))
+    seeds["ping-fragmented"] = split(0, WHOLE, frame(0x9, b"x", fin=False))
+    for rsv in range(1, 8):
+        seeds[f"reserved-bits-{rsv}"] = split(0, WHOLE, frame(0x1, b"hello", rsv=rsv))
+    for opcode in [3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF]:
+        seeds[f"reserved-opcode-{opcode:x}"] = split(0, WHOLE, frame(opcode, b"x"))
+    seeds["unmasked"] = split(0, WHOLE, frame(0x1, b"hello", mask=None))
+    seeds["length-top-bit"] = split(0, WHOLE, b"\x82\xff\x80" + b"\x00" * 7 + MASK)
+    seeds["fragments-with-pings"] = split(
+        1,
+        PIECES,
+        text(b"frag", fin=False) + frame(0x9, b"in between") + frame(0x0, b"men", fin=False) + frame(0xA) + frame(0x0, b"ted"),
+    )
+    seeds["continuation-without-start"] = split(0, WHOLE, frame(0x0, b"x"))
+    seeds["text-inside-fragmented"] = split(0, WHOLE, text(b"a", fin=False) + text(b"b"))
+    seeds["fragments-over-message-limit"] = split(1, PIECES, b"".join(frame(0x2 if index == 0 else 0x0, b"m" * 1000, fin=index == 2) for index in range(3)))
+    greek = "κόσμε".encode()
+    for cut in range(1, len(greek)):
+        seeds[f"utf8-split-at-{cut}"] = split(0, TRICKLE, text(greek[:cut], fin=False) + frame(0x0, greek[cut:]))
+    seeds["utf8-four-byte"] = split(0, PIECES, text("\U0001F600 \U0010FFFF".encode()))
+    for index, sequence in enumerate([b"\xff", b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xf5", b"\xe2\x82", b"\xc2\x41"]):
+        seeds[f"utf8-invalid-{index}"] = split(0, PIECES, text(b"ok " + sequence + b" after"))
+        seeds[f"utf8-invalid-{index}-fragment"] = split(0, TRICKLE, text(b"ok ", fin=False) + frame(0x0, sequence, fin=False) + frame(0x0, b"."))
+    seeds["close-empty"] = split(0, WHOLE, close())
+    seeds["close-one-byte"] = split(0, WHOLE, frame(0x8, b"\x03"))
+    seeds["close-reason"] = split(0, PIECES, close(1000, b"normal closure") + text(b"after close"))
+    for code in [0, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 3000, 4999, 5000, 65535]:
+        seeds[f"close-code-{code}"] = split(0, WHOLE, close(code))
+    seeds["close-reason-invalid-utf8"] = split(0, WHOLE, close(1000, b"\xce"))
+    # A large frame started and trickled a byte at a time (the reliability issue): the head
+    # claims 1 MiB and 4 KiB of it arrive one byte per read.
+    seeds["large-frame-trickled"] = split(0, TRICKLE, b"\x82\xff" + struct.pack(">Q", 1 << 20) + MASK + b"\x5a" * 4096)
+    seeds["large-text-trickled"] = split(0, TRICKLE, b"\x81\xff" + struct.pack(">Q", 1 << 20) + MASK + b"\x5a" * 4096)
+    seeds["over-frame-limit"] = split(0, WHOLE, b"\x82\xff" + struct.pack(">Q", (1 << 20) + 1) + MASK)
+    seeds["publish-nested-100000"] = split(0, FOUR_KIB, text(b'{"op":"publish","topic":"AAPL","data":' + NESTED + b"}"))
+    seeds["publish-nested-fragmented"] = split(0, WHOLE, b"".join(frame(0x1 if index == 0 else 0x0, piece, fin=index == 49) for index, piece in enumerate([NESTED[i : i + 4000] for i in range(0, 200_000, 4000)])))
+    seeds["publish-60000-digits"] = split(0, PIECES, text(b'{"op":"publish","topic":"AAPL","data":' + LONG_NUMBER + b"}"))
+    seeds["publish-unpaired-surrogate"] = split(0, WHOLE, text(b'{"op":"publish","topic":"AAPL","data":' + SURROGATE + b"}"))
+    # The variant's high bit starves the pool (one 128-byte buffer): a ping with its pong owed
+    # while a message is cut across reads needs more than that.
+    starved = 0x80
+    seeds["starved-pool-fragments"] = split(starved, PIECES, text(b"a" * 300, fin=False) + frame(0x9, b"p" * 100) + frame(0x0, b"b" * 300))
+    seeds["starved-pool-captured-chromium"] = split(starved, bytes([3, 0xF2]), captured("chromium.frames"))
+    # The variant's bit 0x40 closes from our side first: the peer's messages are discarded
+    # until its close.
+    closing = 0x40
+    seeds["closing-messages-then-close"] = split(closing, PIECES, text(b"discarded") + frame(0x9, b"p") + text(b"frag", fin=False) + frame(0x0, b"ment") + close(1000))
+    seeds["closing-captured-node-ws"] = split(closing, bytes([3, 0xF2]), captured("node-ws.frames"))
+    return seeds
+
+
+CHROMIUM_HANDSHAKE = captured("chromium.handshake")
+FIREFOX_HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\nHost: localhost:8080\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n"
+    b"Accept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n"
+    b"Sec-WebSocket-Version: 13\r\nOrigin: https://example.com\r\n"
+    b"Sec-WebSocket-Protocol: json, v1.ringcast\r\n"
+    b"Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\n"
+    b"Connection: keep-alive, Upgrade\r\nSec-Fetch-Dest: empty\r\nSec-Fetch-Mode: websocket\r\n"
+    b"Sec-Fetch-Site: same-origin\r\nPragma: no-cache\r\nCache-Control: no-cache\r\nUpgrade: websocket\r\n\r\n"
+)
+SAMPLE_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def upgrade_variants():
+    """Upgrade heads, good and bad, for the upgrade and request reader targets."""
+    heads = {}
+    for client in ["chromium", "node-ws", "python-websockets"]:
+        heads[f"captured-{client}"] = captured(client + ".handshake")
+    heads["firefox-form"] = FIREFOX_HANDSHAKE
+    heads["sample"] = SAMPLE_UPGRADE
+    heads["attack-no-host"] = SAMPLE_UPGRADE.replace(b"Host: 127.0.0.1:8080\r\n", b"")
+    heads["attack-bare-lf"] = SAMPLE_UPGRADE.replace(b"\r\n", b"\n")
+    heads["attack-expect-foo"] = SAMPLE_UPGRADE.replace(b"\r\n\r\n", b"\r\nExpect: foo\r\n\r\n")
+    heads["version-8"] = SAMPLE_UPGRADE.replace(b"Version: 13", b"Version: 8")
+    heads["two-keys"] = SAMPLE_UPGRADE.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n")
+    heads["short-key"] = SAMPLE_UPGRADE.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25j")
+    heads["post"] = SAMPLE_UPGRADE.replace(b"GET", b"POST")
+    heads["http-1.0"] = SAMPLE_UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0")
+    heads["upgrade-list"] = SAMPLE_UPGRADE.replace(b"Upgrade: websocket", b"Upgrade: h2c, WebSocket")
+    heads["connection-keep-alive-only"] = SAMPLE_UPGRADE.replace(b"Connection: Upgrade", b"Connection: keep-alive")
+    heads["with-body"] = SAMPLE_UPGRADE.replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\nab")
+    return heads
+
+
+def websocket_upgrade():
+    seeds = {}
+    for name, head in upgrade_variants().items():
+        seeds[name] = split(0, WHOLE, head)
+        seeds[name + "-allow-list"] = split(1, PIECES, head.replace(b"Origin: http://127.0.0.1:9711", b"Origin: https://example.com"))
+    seeds["captured-chromium-trickled"] = split(0, TRICKLE, CHROMIUM_HANDSHAKE)
+    seeds["head-over-limit"] = split(0, FOUR_KIB, SAMPLE_UPGRADE.replace(b"\r\n\r\n", b"\r\nX: " + b"a" * 8200 + b"\r\n\r\n"))
+    return seeds
+
+
+PIPELINED = (
+    b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+    b"POST /publish/AAPL HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 12\r\n\r\n{"px":101.5}'
+    b"POST /publish?x=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"4;name=value\r\n[1,2\r\nA\r\n,3,4,5,6,7\r\n1\r\n]\r\n0\r\nChecksum: none\r\n\r\n"
+    b"POST /publish/MSFT HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+    b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"
+)
+CURL_PUBLISH = (
+    b"POST /publish/AAPL HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\n"
+    b'Accept: */*\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"px":191.2}'
+)
+
+
+def chunked(body, pieces=3, extension=b""):
+    size = max(1, len(body) // pieces)
+    out = b""
+    for start in range(0, len(body), size):
+        piece = body[start : start + size]
+        out += b"%x%s\r\n%s\r\n" % (len(piece), extension, piece)
+    return out + b"0\r\n\r\n"
+
+
+def post(path, body, headers=b"Content-Type: application/json\r\n", framing=None):
+    if framing is None:
+        framing = b"Content-Length: %d\r\n" % len(body)
+    return b"POST " + path + b" HTTP/1.1\r\nHost: a\r\n" + headers + framing + b"\r\n" + body
+
+
+def http_requests():
+    """Requests for the request reader, named; each becomes seeds with several schedules."""
+    requests = {
+        "pipelined": PIPELINED,
+        "curl-publish": CURL_PUBLISH,
+        "pipelined-100-gets": b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n" * 100,
+        "expect-100-continue": post(b"/publish/AAPL", b'{"px":1}', b"Expect: 100-continue\r\nContent-Type: application/json\r\n"),
+        "chunked-trailers": post(b"/publish", b"[]", framing=b"Transfer-Encoding: chunked\r\n")[:-2] + b"2;a=b\r\n[]\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n",
+        "http-1.0-keep-alive": b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /health HTTP/1.0\r\n\r\n",
+        "attack-no-host": b"POST /publish/AAPL HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        "attack-bare-lf": PIPELINED.replace(b"\r\n", b"\n"),
+        "attack-expect-foo": post(b"/publish/AAPL", b"{}", b"Expect: foo\r\nContent-Type: application/json\r\n"),
+        "smuggle-cl-te": post(b"/publish/A", b"0\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n", framing=b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n"),
+        "smuggle-te-cl": post(b"/publish/A", b"5\r\nhello\r\n0\r\n\r\n", framing=b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n"),
+        "smuggle-te-identity": post(b"/publish/A", b"5\r\nhello\r\n0\r\n\r\n", framing=b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n"),
+        "smuggle-te-spaces": post(b"/publish/A", b"5\r\nhello\r\n0\r\n\r\n", framing=b"Transfer-Encoding:  chunked \r\n"),
+        "smuggle-te-obs-fold": post(b"/publish/A", b"5\r\nhello\r\n0\r\n\r\n", framing=b"Transfer-Encoding:\r\n chunked\r\n"),
+        "content-length-list": post(b"/publish/A", b"hello", framing=b"Content-Length: 5, 5\r\nContent-Length: 5\r\n"),
+        "content-length-conflict": post(b"/publish/A", b"hello", framing=b"Content-Length: 5, 6\r\n"),
+        "content-length-plus": post(b"/publish/A", b"hello", framing=b"Content-Length: +5\r\n"),
+        "content-length-huge": post(b"/publish/A", b"", framing=b"Content-Length: 99999999999999999999999\r\n"),
+        "chunk-size-overflow": post(b"/publish/A", b"fffffffffffffffff1\r\nx\r\n0\r\n\r\n", framing=b"Transfer-Encoding: chunked\r\n"),
+        "chunk-size-empty": post(b"/publish/A", b"\r\n\r\n", framing=b"Transfer-Encoding: chunked\r\n"),
+        "chunk-extension-long": post(b"/publish/A", b"1;" + b"e" * 1100 + b"\r\nx\r\n0\r\n\r\n", framing=b"Transfer-Encoding: chunked\r\n"),
+        "chunk-bare-lf": post(b"/publish/A", b"1\nx\n0\n\n", framing=b"Transfer-Encoding: chunked\r\n"),
+        "chunked-http-1.0": post(b"/publish/A", b"0\r\n\r\n", framing=b"Transfer-Encoding: chunked\r\n").replace(b"HTTP/1.1", b"HTTP/1.0"),
+        "header-without-colon": b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
+        "headers-65": b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: a\r\n" % index for index in range(65)) + b"\r\n",
+        "head-at-limit": b"GET /" + b"a" * (8192 - 20) + b" HTTP/1.1\r\n\r\n",
+        "head-over-limit": b"GET /" + b"a" * 8192 + b" HTTP/1.1\r\n\r\n",
+        "body-64k-trickled": post(b"/publish/A", b"7" * 65536),
+    }
+    for name, head in upgrade_variants().items():
+        requests["upgrade-" + name] = head + frame(0x1, b"early frame")
+    for client in ["chromium", "node-ws", "python-websockets"]:
+        requests[f"upgrade-captured-{client}-with-frames"] = captured(client + ".handshake") + captured(client + ".frames")[:300]
+    return requests
+
+
+def http1_request():
+    seeds = {}
+    for name, stream in http_requests().items():
+        seeds[name] = split(0, WHOLE, stream)
+        seeds[name + "-pieces"] = split(0, PIECES, stream)
+        if len(stream) <= 4096:
+            seeds[name + "-trickled"] = split(0, TRICKLE, stream)
+            seeds[name + "-small-limits"] = split(1, PIECES, stream)
+    # The variant's high bit starves the pool (one 128-byte buffer): 503s mid-request.
+    seeds["starved-pool-pipelined"] = split(0x80, PIECES, PIPELINED)
+    seeds["starved-pool-body-64k"] = split(0x80, FOUR_KIB, post(b"/publish/A", b"7" * 65536))
+    # Findings, as the fuzzer wrote them, kept here so that corpus minimisation never drops them.
+    seeds["finding-trailer-not-field-line"] = split(
+        0,
+        b"\x01",
+        b"POST /publish/A HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding:  chunked \r\n\r\n5\r\nhello\r\n0\r\n\x00\x00",
+    )
+    return seeds
+
+
+def batch(count, start=0):
+    items = b",".join(b'{"topic":"T%d","data":{"px":%d}}' % (index, index) for index in range(start, start + count))
+    return b"[" + items + b"]"
+
+
+def http_publish():
+    bodies = {
+        "one": (b"/publish/AAPL", b' {"px":191.2} '),
+        "batch": (b"/publish", b'[{"topic":"AAPL","data":{"px":1}},{"topic":"MSFT","data":[1,2]}]'),
+        "batch-empty": (b"/publish", b"[]"),
+        "percent-topic": (b"/publish/BRK%2EA", b"1"),
+        "percent-invalid": (b"/publish/BRK%2", b"1"),
+        "batch-unknown-field": (b"/publish", b'[{"topic":"A","dta":1}]'),
+        "batch-1000-fresh-topics": (b"/publish", batch(1000)),
+        "attack-batch-3000-fresh-topics": (b"/publish", batch(3000, 5000)),
+        "attack-nested-100000": (b"/publish/AAPL", NESTED),
+        "attack-batch-nested": (b"/publish", b'[{"topic":"A","data":' + NESTED + b"}]"),
+        "attack-60000-digits": (b"/publish/AAPL", LONG_NUMBER),
+        "attack-unpaired-surrogate": (b"/publish/AAPL", SURROGATE),
+        "attack-batch-surrogate-topic": (b"/publish", b'[{"topic":"\\ud800","data":1}]'),
+    }
+    streams = {name: post(path, body) for name, (path, body) in bodies.items()}
+    streams["chunked-publish"] = post(b"/publish/AAPL", chunked(b'{"px":191.2}'), framing=b"Transfer-Encoding: chunked\r\n")
+    streams["expect-continue"] = post(b"/publish/AAPL", b"1", b"Expect: 100-continue\r\nContent-Type: application/json\r\n")
+    streams["reads-and-refusals"] = (
+        b"GET /health HTTP/1.1\r\n\r\nHEAD /metrics HTTP/1.1\r\n\r\nPOST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+        b"PUT /publish HTTP/1.1\r\nContent-Length: 0\r\n\r\nGET /nowhere HTTP/1.1\r\n\r\n"
+        + post(b"/publish/A", b"1", headers=b"")
+        + post(b"/publish/A", b"1", headers=b"Content-Type: text/plain\r\n")
+        + post(b"/publish/A", b"1", headers=b"Content-Type: Application/JSON; charset=utf-8\r\n")
+        + b"POST /publish/A HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
+    )
+    streams["curl-publish"] = CURL_PUBLISH
+    seeds = {}
+    for name, stream in streams.items():
+        seeds[name] = split(0, WHOLE, stream)
+        if len(stream) <= 4096:
+            seeds[name + "-small-limits"] = split(1, PIECES, stream)
+    return seeds
+
+
+def broker_request():
+    publish = b'{"op":"publish","topic":"AAPL","data":%s}'
+    seeds = {
+        "subscribe": b'{"op":"subscribe","topics":["AAPL","MSFT"]}',
+        "subscribe-since": b'{"since":{"AAPL":41},"topics":["AAPL","MSFT"],"op":"subscribe"}',
+        "unsubscribe": b'{"op":"unsubscribe","topics":["MSFT"]}',
+        "publish-object": publish % b'{"px": 191.20, "a":[1, true, null, "x"]}',
+        "publish-string": publish % b'"caf\\u00e9 \\"quoted\\""',
+        "publish-negative-exponent": publish % b"-1.5e-300",
+        "escaped-topic": b'{"op":"unsubscribe","topics":["A\\u0042"]}',
+        "whitespace": b' \t\n{ "op" : "publish" , "topic" : "A" , "data" : 1 } \n',
+        "unknown-op": b'{"op":"dance"}',
+        "missing-topic": b'{"op":"publish","data":1}',
+        "duplicate-op": b'{"op":"publish","op":"subscribe","topics":["A"]}',
+        "topics-1025": b'{"op":"subscribe","topics":[' + b",".join(b'"T%d"' % index for index in range(1025)) + b"]}",
+        "since-without-subscription": b'{"op":"subscribe","topics":["A"],"since":{"B":1}}',
+        "since-negative": b'{"op":"subscribe","topics":["A"],"since":{"A":-1}}',
+        "topic-control-byte": b'{"op":"publish","topic":"A\\nB","data":1}',
+        "topic-129-bytes": b'{"op":"publish","topic":"' + b"T" * 129 + b'","data":1}',
+        "topic-non-ascii": '{"op":"publish","topic":"Ä","data":1}'.encode(),
+        "attack-nested-100000": publish % NESTED,
+        "attack-nested-ignored-field": b'{"op":"publish","topic":"A","x":' + NESTED + b',"data":1}',
+        "attack-60000-digits": publish % LONG_NUMBER,
+        "attack-60000-digit-since": b'{"op":"subscribe","topics":["A"],"since":{"A":' + LONG_NUMBER + b"}}",
+        "attack-unpaired-surrogate": publish % SURROGATE,
+        "attack-unpaired-low-surrogate": publish % b'"\\udc00\\ud800\\u0041"',
+        "attack-surrogate-topic": b'{"op":"publish","topic":"\\ud800","data":1}',
+    }
+    return seeds
+
+
+def websocket_frame_head():
+    return {
+        "text-small": b"\x81\x85" + MASK,
+        "binary-16": b"\x82\xfe\x00\x7e" + MASK,
+        "binary-64": b"\x82\xff\x00\x00\x00\x00\x00\x01\x00\x00" + MASK,
+        "text-not-final": b"\x01\x80" + MASK,
+        "continuation": b"\x80\x80" + MASK,
+        "ping-empty": b"\x89\x80" + MASK,
+        "pong-unmasked": b"\x8a\x00",
+        "close-two": b"\x88\x82" + MASK,
+        "reserved-bit": b"\xc1\x80" + MASK,
+        "reserved-opcode": b"\x83\x80" + MASK,
+        "ping-fragmented": b"\x09\x80" + MASK,
+        "ping-length-126": b"\x89\xfe\x00\x05" + MASK,
+        "length-top-bit": b"\x82\xff\x80" + b"\x00" * 7 + MASK,
+        "unmasked-text": b"\x81\x05hello",
+    }
+
+
+TARGETS = {
+    "broker_request": broker_request,
+    "http1_request": http1_request,
+    "http_publish": http_publish,
+    "websocket_frame_head": websocket_frame_head,
+    "websocket_session": websocket_session,
+    "websocket_upgrade": websocket_upgrade,
+}
+
+
+def main():
+    for target, make in TARGETS.items():
+        directory = os.path.join(HERE, target)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory)
+        seeds = make()
+        for name, seed in seeds.items():
+            with open(os.path.join(directory, name), "wb") as out:
+                out.write(seed)
+        total = sum(len(seed) for seed in seeds.values())
+        print(f"{target}: {len(seeds)} seeds, {total:,} bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+# Shared by loadtest/compare-echo, compare-fanout, fanout-cpu-cost and compare-publish:
+# starting the servers under test, pinning, CPU time from /proc, and the machine's load.
+# Source it from the repository root after setting `results` (a directory for logs).
+#
+# Pinning (PIN=1): the server runs on SERVER_CPUS (default 1) and the load generator on
+# LOAD_CPUS (default 0), with taskset, so each has a core of its own and a figure says which
+# side saturated. Without PIN both share every core, as before.
+#
+# A shared machine: every measured window also records the CPU that other processes used
+# meanwhile (`foreign_ticks`). A run where they used more than FOREIGN_MAX
+# percent of a core (default 10) is disturbed: the scripts wait until no compiler runs and
+# measure it again, RETRIES times at most (default 3), and the tables say how many runs
+# stayed disturbed.
+
+pin=${PIN:-0}
+server_cpus=${SERVER_CPUS:-1}
+load_cpus=${LOAD_CPUS:-0}
+if [ "$pin" = 1 ]; then
+  server_prefix=(taskset -c "$server_cpus")
+  load_prefix=(taskset -c "$load_cpus")
+else
+  server_prefix=()
+  load_prefix=()
+fi
+ticks_per_second=$(getconf CLK_TCK)
+foreign_max=${FOREIGN_MAX:-10}
+retries=${RETRIES:-3}
+server_pid=""
+
+# stop_server: ends the server started last (a SIGTERM exit status is expected).
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  server_pid=""
+}
+
+# install_nats: nats-server from Debian when missing.
+install_nats() {
+  if ! command -v nats-server >/dev/null; then
+    apt-get install -y nats-server >/dev/null ||
+      { apt-get update >/dev/null && apt-get install -y nats-server >/dev/null; }
+  fi
+}
+
+# start_server NAME PORT LOG [MODE]: starts server NAME on 127.0.0.1:PORT and waits (10 s at
+# most) for its ready line. MODE is echo or pubsub (default pubsub). Names: ringcast (SHARDS
+# shards), ringcast-N (N shards), baseline and baseline-N (the same with the ringcast binary
+# at $BASELINE, an older build compared in the same run), floor (the floor program of MODE),
+# uws, ws, tokio-tungstenite (echo), nats (pubsub; its monitoring port is PORT+2000).
+start_server() {
+  local name=$1 port=$2 log=$3 mode=${4:-pubsub}
+  local shards=${SHARDS:-1} echo_flag=()
+  [ "$mode" = echo ] && echo_flag=(--echo)
+  case $name in
+    ringcast) "${server_prefix[@]}" target/release/ringcast --listen "127.0.0.1:$port" \
+      "${echo_flag[@]}" --shards "$shards" --log warn >"$log" 2>&1 & ;;
+    ringcast-*) "${server_prefix[@]}" target/release/ringcast --listen "127.0.0.1:$port" \
+      "${echo_flag[@]}" --shards "${name#ringcast-}" --log warn >"$log" 2>&1 & ;;
+    baseline) "${server_prefix[@]}" "$BASELINE" --listen "127.0.0.1:$port" \
+      "${echo_flag[@]}" --shards "$shards" --log warn >"$log" 2>&1 & ;;
+    baseline-*) "${server_prefix[@]}" "$BASELINE" --listen "127.0.0.1:$port" \
+      "${echo_flag[@]}" --shards "${name#baseline-}" --log warn >"$log" 2>&1 & ;;
+    floor)
+      if [ "$mode" = echo ]; then
+        "${server_prefix[@]}" target/release/ringcast-loadtest floor echo \
+          --listen "127.0.0.1:$port" --threads "$shards" >"$log" 2>&1 &
+      else
+        "${server_prefix[@]}" target/release/ringcast-loadtest floor fanout \
+          --listen "127.0.0.1:$port" >"$log" 2>&1 &
+      fi ;;
+    uws)
+      if [ "$mode" = echo ]; then
+        "${server_prefix[@]}" node loadtest/peers/uws-echo.js "$port" >"$log" 2>&1 &
+      else
+        "${server_prefix[@]}" node loadtest/peers/uws-pubsub.js "$port" >"$log" 2>&1 &
+      fi ;;
+    ws) "${server_prefix[@]}" node loadtest/peers/ws-echo.js "$port" >"$log" 2>&1 & ;;
+    tokio-tungstenite) "${server_prefix[@]}" target/release/ringcast-peer-tokio-tungstenite \
+      "$port" >"$log" 2>&1 & ;;
+    nats)
+      printf 'listen: 127.0.0.1:%s\nhttp: 127.0.0.1:%s\nwebsocket { listen: "127.0.0.1:%s", no_tls: true }\n' \
+        "$((port + 1000))" "$((port + 2000))" "$port" >"$log.conf"
+      "${server_prefix[@]}" nats-server -c "$log.conf" >"$log" 2>&1 & ;;
+    *) echo "unknown server $name" >&2; exit 2 ;;
+  esac
+  server_pid=$!
+  for _ in $(seq 100); do
+    grep -Eq 'listening|Server is ready' "$log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$name did not start: $(cat "$log")" >&2
+  exit 1
+}
+
+# cpu_ticks PID...: utime + stime of these processes (all their threads), in clock ticks.
+cpu_ticks() {
+  local total=0 pid fields
+  for pid in "$@"; do
+    fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+    # shellcheck disable=SC2086
+    set -- $fields
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+
+# descendants PID: PID and every process below it.
+descendants() {
+  local pid
+  echo "$1"
+  for pid in $(pgrep -P "$1" || true); do descendants "$pid"; done
+}
+
+# machine_load: the 1-minute load average and the count of processes running now.
+machine_load() {
+  echo "load $(cut -d' ' -f1 /proc/loadavg), $(grep -c '^processor' /proc/cpuinfo) cpus"
+}
+
+# foreign_ticks PID...: CPU ticks (user + system) used so far by every process except kernel
+# threads, this script's own shell, and PIDS and their descendants. Niced processes count too:
+# a runnable background task delays the wake-ups a ping-pong benchmark lives on even when it
+# gets little CPU.
+foreign_ticks() {
+  python3 - "$$" "$@" <<'PYTHON'
+import os, sys
+excluded = {int(pid) for pid in sys.argv[1:]}
+parents, ticks = {}, {}
+for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+        continue
+    try:
+        fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        continue
+    pid, ppid = int(entry), int(fields[1])
+    parents[pid] = ppid
+    if ppid != 2 and pid != 2:
+        ticks[pid] = int(fields[11]) + int(fields[12])
+def ours(pid):
+    seen = set()
+    while pid and pid not in seen:
+        if pid in excluded:
+            return True
+        seen.add(pid)
+        pid = parents.get(pid, 0)
+    return False
+print(sum(value for pid, value in ticks.items() if not ours(pid)))
+PYTHON
+}
+
+# compilers_running: how many compilers and linkers run now (other engineers' builds).
+compilers_running() {
+  ps -eo comm= | grep -cE '^(rustc|cc1|cc1plus|ld|rust-lld|cargo)$' || true
+}
+
+# wait_quiet: waits (at most QUIET_WAIT_MAX seconds, default 900) until, over 5 s, no
+# compiler ran and other processes used at most FOREIGN_MAX percent of a core.
+wait_quiet() {
+  local waited=0 before
+  while [ "$waited" -lt "${QUIET_WAIT_MAX:-900}" ]; do
+    before=$(foreign_ticks)
+    sleep 5
+    waited=$((waited + 5))
+    if [ "$(compilers_running)" = 0 ] && ! disturbed "$(($(foreign_ticks) - before))" 5000000000; then
+      return 0
+    fi
+  done
+  echo "still busy after ${QUIET_WAIT_MAX:-900} s: measuring anyway" >&2
+}
+
+# disturbed FOREIGN_TICKS ELAPSED_NS: whether other processes used more than FOREIGN_MAX
+# percent of a core during a window of ELAPSED_NS.
+disturbed() {
+  awk -v ticks="$1" -v ns="$2" -v hz="$ticks_per_second" -v max="$foreign_max" \
+    'BEGIN { exit !(ticks / hz / (ns / 1e9) * 100 > max) }'
+}

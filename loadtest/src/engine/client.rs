@@ -1,0 +1,370 @@
+//! One connection of the io_uring client: its stage, the upgrade answer so far, the partial
+//! frame carried between receives, a fragmented message being put together, and its two send
+//! buffers (one being filled, one in flight).
+
+use super::{Handler, Kind, Message};
+use crate::protocol::Cause;
+use crate::websocket::frame::{self, FrameHead, MaskKeys};
+use crate::websocket::handshake::ClientKey;
+
+/// A carried partial frame keeps its buffer up to this size; a larger one is freed once
+/// used, so that a million connections do not each keep the largest message they ever got.
+const CARRY_KEPT_BYTES_MAX: usize = 4096;
+
+/// Bytes queued to send on one connection at most: a handler that queues more is broken.
+const OUTBOUND_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Where a connection is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stage {
+    /// Not opened yet.
+    #[default]
+    Idle,
+    Connecting,
+    /// Connected; the upgrade request is out, the answer not yet complete.
+    Upgrading,
+    Open,
+    /// Failed or shut down; requests may still be completing.
+    Ended,
+}
+
+pub struct Client {
+    pub fd: libc::c_int,
+    pub stage: Stage,
+    pub kind: Kind,
+    pub attempted_at: std::time::Instant,
+    pub key: ClientKey,
+    /// The upgrade answer received so far.
+    head: Vec<u8>,
+    /// The start of a frame whose end has not arrived yet.
+    carry: Vec<u8>,
+    /// A fragmented data message: whether text, and its payload so far.
+    fragments: Option<(bool, Vec<u8>)>,
+    /// Bytes queued for the next send.
+    pub outbound: Vec<u8>,
+    /// Bytes of the send in flight, of which `sent_bytes` are already sent.
+    pub sending: Vec<u8>,
+    pub sent_bytes: usize,
+    /// Requests in flight that refer to `fd`.
+    pub operations: u8,
+    pub receive_armed: bool,
+    /// In the engine's send list.
+    pub listed: bool,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self {
+            fd: -1,
+            stage: Stage::Idle,
+            kind: Kind::WebSocket,
+            attempted_at: std::time::Instant::now(),
+            key: ClientKey::new([0; 16]),
+            head: Vec::new(),
+            carry: Vec::new(),
+            fragments: None,
+            outbound: Vec::new(),
+            sending: Vec::new(),
+            sent_bytes: 0,
+            operations: 0,
+            receive_armed: false,
+            listed: false,
+        }
+    }
+}
+
+/// What a connection needs from the engine while it takes in bytes.
+pub struct Context<'a> {
+    pub index: u32,
+    pub received_ns: u64,
+    pub message_bytes_max: usize,
+    pub keys: &'a mut MaskKeys,
+}
+
+/// Where a handler queues what a connection is to send: masked WebSocket frames, or raw bytes.
+pub struct Outbound<'a> {
+    bytes: &'a mut Vec<u8>,
+    keys: &'a mut MaskKeys,
+}
+
+impl<'a> Outbound<'a> {
+    pub fn new(bytes: &'a mut Vec<u8>, keys: &'a mut MaskKeys) -> Self {
+        Self { bytes, keys }
+    }
+
+    /// Queues a text frame (masked, as a client must).
+    pub fn text(&mut self, payload: &[u8]) {
+        self.frame(frame::TEXT, payload);
+    }
+
+    /// Queues a binary frame (masked).
+    pub fn binary(&mut self, payload: &[u8]) {
+        self.frame(frame::BINARY, payload);
+    }
+
+    /// Queues bytes as they are (raw connections).
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Bytes queued and not yet handed to the kernel.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn frame(&mut self, opcode: u8, payload: &[u8]) {
+        let key = self.keys.key();
+        frame::write_frame(self.bytes, opcode, payload, Some(key));
+    }
+}
+
+impl Client {
+    /// Resets the connection for an attempt of `kind` with a fresh handshake nonce.
+    pub fn start(&mut self, kind: Kind, nonce: [u64; 2]) {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&nonce[0].to_ne_bytes());
+        bytes[8..].copy_from_slice(&nonce[1].to_ne_bytes());
+        self.kind = kind;
+        self.key = ClientKey::new(bytes);
+        self.stage = Stage::Connecting;
+        self.attempted_at = std::time::Instant::now();
+    }
+
+    /// Whether a send should start: something queued, nothing in flight, still usable.
+    pub fn wants_send(&self) -> bool {
+        !self.outbound.is_empty()
+            && self.sending.is_empty()
+            && matches!(self.stage, Stage::Upgrading | Stage::Open)
+    }
+
+    /// The cause when the server closes or breaks the connection now.
+    pub fn closed_cause(&self) -> Cause {
+        match self.stage {
+            Stage::Upgrading => Cause::HandshakeFailed,
+            _ => Cause::ClosedEarly,
+        }
+    }
+
+    /// Frees what an ended connection no longer needs (not `sending`: a send may be in
+    /// flight).
+    pub fn release_buffers(&mut self) {
+        self.head = Vec::new();
+        self.carry = Vec::new();
+        self.fragments = None;
+        self.outbound = Vec::new();
+    }
+
+    /// Takes in received bytes: the upgrade answer, then frames. After the upgrade answer is
+    /// complete the stage is `Open` and any frames that came with it wait in the carry until
+    /// the engine has run `Handler::opened` and calls [`Client::take_early_frames`].
+    pub fn absorb(
+        &mut self,
+        bytes: &[u8],
+        context: &mut Context<'_>,
+        handler: &mut impl Handler,
+    ) -> Result<(), Cause> {
+        match (self.stage, self.kind) {
+            (Stage::Open, Kind::WebSocket) => self.frames(bytes, context, handler),
+            (Stage::Open, Kind::Raw) => {
+                let message = Message {
+                    text: false,
+                    payload: bytes,
+                    received_ns: context.received_ns,
+                };
+                let mut out = Outbound::new(&mut self.outbound, context.keys);
+                handler.message(context.index, message, &mut out)?;
+                self.check_outbound()
+            }
+            (Stage::Upgrading, _) => self.upgrade(bytes),
+            (Stage::Idle | Stage::Connecting | Stage::Ended, _) => Ok(()),
+        }
+    }
+
+    fn upgrade(&mut self, bytes: &[u8]) -> Result<(), Cause> {
+        self.head.extend_from_slice(bytes);
+        let head_bytes = match self.key.check_response(&self.head) {
+            Ok(None) => return Ok(()),
+            Ok(Some(length)) => length,
+            Err(_) => return Err(Cause::HandshakeFailed),
+        };
+        self.stage = Stage::Open;
+        let head = std::mem::take(&mut self.head);
+        self.carry.extend_from_slice(&head[head_bytes..]);
+        Ok(())
+    }
+
+    /// Frames that arrived together with the upgrade answer, handled once `opened` ran.
+    pub fn take_early_frames(
+        &mut self,
+        context: &mut Context<'_>,
+        handler: &mut impl Handler,
+    ) -> Result<(), Cause> {
+        if self.carry.is_empty() {
+            return Ok(());
+        }
+        let carry = std::mem::take(&mut self.carry);
+        self.frames(&carry, context, handler)
+    }
+
+    /// Handles every complete frame in the carried bytes plus `bytes`; keeps the partial rest.
+    fn frames(
+        &mut self,
+        bytes: &[u8],
+        context: &mut Context<'_>,
+        handler: &mut impl Handler,
+    ) -> Result<(), Cause> {
+        if self.carry.is_empty() {
+            let consumed = self.frames_in(bytes, context, handler)?;
+            self.carry.extend_from_slice(&bytes[consumed..]);
+        } else {
+            let mut carry = std::mem::take(&mut self.carry);
+            carry.extend_from_slice(bytes);
+            let consumed = self.frames_in(&carry, context, handler)?;
+            carry.drain(..consumed);
+            if carry.is_empty() && carry.capacity() > CARRY_KEPT_BYTES_MAX {
+                carry = Vec::new();
+            }
+            self.carry = carry;
+        }
+        self.check_outbound()
+    }
+
+    /// Handles the complete frames at the start of `input`; returns the bytes they took.
+    fn frames_in(
+        &mut self,
+        input: &[u8],
+        context: &mut Context<'_>,
+        handler: &mut impl Handler,
+    ) -> Result<usize, Cause> {
+        let mut offset = 0;
+        while offset < input.len() {
+            let head = match frame::parse_head(&input[offset..], context.message_bytes_max) {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(_) => return Err(protocol_error("a malformed frame")),
+            };
+            if head.mask.is_some() {
+                return Err(protocol_error("a masked frame from the server"));
+            }
+            let end = offset + head.frame_bytes();
+            if end > input.len() {
+                break;
+            }
+            self.frame(
+                head,
+                &input[offset + head.head_bytes..end],
+                context,
+                handler,
+            )?;
+            offset = end;
+        }
+        Ok(offset)
+    }
+
+    fn frame(
+        &mut self,
+        head: FrameHead,
+        payload: &[u8],
+        context: &mut Context<'_>,
+        handler: &mut impl Handler,
+    ) -> Result<(), Cause> {
+        match head.opcode {
+            frame::TEXT | frame::BINARY if self.fragments.is_some() => {
+                Err(protocol_error("a new message inside a fragmented one"))
+            }
+            frame::TEXT | frame::BINARY if head.fin => {
+                let message = Message {
+                    text: head.opcode == frame::TEXT,
+                    payload,
+                    received_ns: context.received_ns,
+                };
+                let mut out = Outbound::new(&mut self.outbound, context.keys);
+                handler.message(context.index, message, &mut out)
+            }
+            frame::TEXT | frame::BINARY => {
+                if payload.len() > context.message_bytes_max {
+                    return Err(protocol_error("a message over the size limit"));
+                }
+                self.fragments = Some((head.opcode == frame::TEXT, payload.to_vec()));
+                Ok(())
+            }
+            frame::CONTINUATION => self.continuation(head, payload, context, handler),
+            frame::PING => {
+                let key = context.keys.key();
+                frame::write_frame(&mut self.outbound, frame::PONG, payload, Some(key));
+                Ok(())
+            }
+            frame::PONG => Ok(()),
+            frame::CLOSE => {
+                log_close(payload);
+                Err(Cause::ClosedEarly)
+            }
+            other => unreachable!("parse_head refuses opcode {other}"),
+        }
+    }
+
+    fn continuation(
+        &mut self,
+        head: FrameHead,
+        payload: &[u8],
+        context: &mut Context<'_>,
+        handler: &mut impl Handler,
+    ) -> Result<(), Cause> {
+        let Some((_, so_far)) = &mut self.fragments else {
+            return Err(protocol_error("a continuation without a message"));
+        };
+        if so_far.len() + payload.len() > context.message_bytes_max {
+            return Err(protocol_error("a message over the size limit"));
+        }
+        so_far.extend_from_slice(payload);
+        if !head.fin {
+            return Ok(());
+        }
+        let (text, whole) = self.fragments.take().expect("checked above");
+        let message = Message {
+            text,
+            payload: &whole,
+            received_ns: context.received_ns,
+        };
+        let mut out = Outbound::new(&mut self.outbound, context.keys);
+        handler.message(context.index, message, &mut out)
+    }
+
+    fn check_outbound(&self) -> Result<(), Cause> {
+        if self.outbound.len() > OUTBOUND_BYTES_MAX {
+            return Err(protocol_error("more than 4 MiB queued to send"));
+        }
+        Ok(())
+    }
+}
+
+/// A protocol violation by the server: counted as the server breaking the connection; the
+/// first few are printed with what was wrong.
+fn protocol_error(what: &str) -> Cause {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const LOGGED_MAX: usize = 3;
+    static LOGGED: AtomicUsize = AtomicUsize::new(0);
+    if LOGGED.fetch_add(1, Ordering::Relaxed) < LOGGED_MAX {
+        eprintln!("worker {}: the server sent {what}", std::process::id());
+    }
+    Cause::ClosedEarly
+}
+
+/// A close from the server before the end counts as `closed_early`; the first few are
+/// printed with their code and reason, which usually say why.
+fn log_close(payload: &[u8]) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const LOGGED_MAX: usize = 3;
+    static LOGGED: AtomicUsize = AtomicUsize::new(0);
+    if LOGGED.fetch_add(1, Ordering::Relaxed) < LOGGED_MAX {
+        let code = match payload {
+            [high, low, ..] => u16::from_be_bytes([*high, *low]),
+            _ => 0,
+        };
+        let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
+        eprintln!(
+            "worker {}: the server closed a connection: code {code} {reason:?}",
+            std::process::id()
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! The WebSocket wire format as the io_uring client and the floor programs need it, sans-IO:
+//! the opening handshake of both ends (`handshake`) and frames (`frame`). The tokio-uring
+//! scenarios keep tungstenite's; the tests here check these against tungstenite.
+
+pub mod frame;
+pub mod handshake;
