@@ -55,6 +55,10 @@ pub struct Connection {
     pub(super) send_progress_ms: u64,
     /// The connection was closed for a stalled queue (the stall deadline no longer applies).
     pub(super) stall_closed: bool,
+    /// Bytes waited to be sent (frames, or a TLS connection's ciphertext) when the shard last
+    /// accounted for the connection: the stall clock starts when they appear. A TLS handshake
+    /// flight is unsent bytes with no frame queued, so the queue's report alone misses it.
+    pub(super) unsent: bool,
 }
 
 impl Connection {
@@ -76,6 +80,7 @@ impl Connection {
             reported: Reported::default(),
             send_progress_ms: 0,
             stall_closed: false,
+            unsent: false,
         }
     }
 
@@ -149,10 +154,11 @@ impl Connection {
     /// Brings the shard's queue memory up to date with this connection's queue (and what its
     /// transport holds for it), and starts the stall clock when the queue stops being empty.
     pub fn account(&mut self, memory: &mut QueueMemory, now_ms: u64) {
-        let was_nonempty = self.reported.nonempty();
         let transport_bytes = self.transport.held_bytes();
         memory.sync_with_transport(&self.outbound, transport_bytes, &mut self.reported);
-        if !was_nonempty && self.reported.nonempty() {
+        let had_unsent = self.unsent;
+        self.unsent = self.has_unsent();
+        if !had_unsent && self.unsent {
             self.send_progress_ms = now_ms;
         }
     }
