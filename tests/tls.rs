@@ -192,7 +192,9 @@ fn https_sse_stream_and_polls_with_curl() {
 
     let sse_url = url("/sse?topics=AAPL");
     let mut sse = CurlStream::start(&pki, &["--resolve", &resolve, &sse_url]);
-    sse.line_where("the SSE subscribed event", |line| line == "event: subscribed");
+    sse.line_where("the SSE subscribed event", |line| {
+        line == "event: subscribed"
+    });
     let ndjson_url = url("/stream?topics=AAPL");
     let mut ndjson = CurlStream::start(&pki, &["--resolve", &resolve, &ndjson_url]);
     ndjson.line_where("the NDJSON subscribed line", |line| {
@@ -268,7 +270,11 @@ fn handshakes_after_the_stall_timeout_are_not_stalls() {
         let mut socket = connect_wss(server.tls_address.unwrap(), "/echo", &config);
         let text = format!("message {index}");
         socket.send(Message::text(text.clone())).unwrap();
-        assert_eq!(socket.read().unwrap(), Message::text(text), "connection {index}");
+        assert_eq!(
+            socket.read().unwrap(),
+            Message::text(text),
+            "connection {index}"
+        );
         socket.close(None).unwrap();
         while socket.read().is_ok() {}
     }

@@ -628,4 +628,3 @@ fn trailer_lines_must_be_field_lines() {
         }
     }
 }
-
