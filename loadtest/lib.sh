@@ -26,14 +26,65 @@ ticks_per_second=$(getconf CLK_TCK)
 foreign_max=${FOREIGN_MAX:-10}
 retries=${RETRIES:-3}
 server_pid=""
+# Processes a server needs beside its own (Pushpin's zurl and origin), stopped with it.
+helper_pids=()
+# The part of helper_pids that is the server's own work (zurl, part of a Pushpin deployment);
+# the origin is the application's, reported apart (origin_pid).
+origin_pid=""
 
 # stop_server: ends the server started last (a SIGTERM exit status is expected).
 stop_server() {
-  if [ -n "$server_pid" ]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "$server_pid" "${helper_pids[@]}"; do
+    [ -n "$pid" ] || continue
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   server_pid=""
+  helper_pids=()
+  origin_pid=""
+}
+
+# install_pushpin: Pushpin (and zurl, which it makes origin requests with) from Debian.
+install_pushpin() {
+  if ! command -v pushpin >/dev/null; then
+    apt-get install -y pushpin >/dev/null ||
+      { apt-get update >/dev/null && apt-get install -y pushpin >/dev/null; }
+  fi
+}
+
+# start_pushpin PORT LOG: Pushpin on PORT, configured for throughput (no per-message rate
+# limit, logs at warning level), routing to loadtest/peers/pushpin-origin.js on PORT+1 (its
+# publishers' WebSocket on PORT+2), with a private zurl that may reach 127.0.0.1. Pushpin's
+# publish API stays on 5561. Sets server_pid (Pushpin's runner, whose descendants are its
+# services), helper_pids and origin_pid.
+start_pushpin() {
+  local port=$1 log=$2 dir
+  dir=$(dirname "$log")/pushpin-$port
+  mkdir -p "$dir/run" "$dir/log" /var/run/zurl
+  sed -e "s#^rundir=.*#rundir=$dir/run#" -e "s#^logdir=.*#logdir=$dir/log#" \
+    -e 's#^message_rate=.*#message_rate=1000000#' -e 's#^message_hwm=.*#message_hwm=1000000#' \
+    -e 's#^log_level=.*#log_level=1#' -e "s#^routesfile=.*#routesfile=$dir/routes#" \
+    /etc/pushpin/pushpin.conf >"$dir/pushpin.conf"
+  echo "* 127.0.0.1:$((port + 1))" >"$dir/routes"
+  sed -e 's#^deny=.*#deny=#' -e 's#^in_hwm=.*#in_hwm=100000#' -e 's#^out_hwm=.*#out_hwm=100000#' \
+    -e 's#^max_open_requests=.*#max_open_requests=100000#' /etc/zurl.conf >"$dir/zurl.conf"
+  "${server_prefix[@]}" zurl --config="$dir/zurl.conf" >"$dir/zurl.log" 2>&1 &
+  helper_pids+=($!)
+  "${server_prefix[@]}" node loadtest/peers/pushpin-origin.js "$((port + 1))" "$((port + 2))" \
+    http://127.0.0.1:5561/publish/ >"$dir/origin.log" 2>&1 &
+  origin_pid=$!
+  helper_pids+=("$origin_pid")
+  "${server_prefix[@]}" pushpin --config="$dir/pushpin.conf" --port="127.0.0.1:$port" \
+    --merge-output >"$log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    grep -q listening "$dir/origin.log" 2>/dev/null &&
+      curl -s -o /dev/null -X POST http://127.0.0.1:5561/publish/ -d '{"items":[]}' && return 0
+    sleep 0.1
+  done
+  echo "pushpin did not start: $(cat "$log" "$dir/origin.log")" >&2
+  exit 1
 }
 
 # install_nats: nats-server from Debian when missing.
@@ -48,12 +99,14 @@ install_nats() {
 # most) for its ready line. MODE is echo or pubsub (default pubsub). Names: ringcast (SHARDS
 # shards), ringcast-N (N shards), baseline and baseline-N (the same with the ringcast binary
 # at $BASELINE, an older build compared in the same run), floor (the floor program of MODE),
-# uws, ws, tokio-tungstenite (echo), nats (pubsub; its monitoring port is PORT+2000).
+# uws, ws, tokio-tungstenite (echo), nats (pubsub; its monitoring port is PORT+2000),
+# pushpin (pubsub over SSE only; see start_pushpin).
 start_server() {
   local name=$1 port=$2 log=$3 mode=${4:-pubsub}
   local shards=${SHARDS:-1} echo_flag=()
   [ "$mode" = echo ] && echo_flag=(--echo)
   case $name in
+    pushpin) start_pushpin "$port" "$log"; return 0 ;;
     ringcast) "${server_prefix[@]}" target/release/ringcast --listen "127.0.0.1:$port" \
       "${echo_flag[@]}" --shards "$shards" --log warn >"$log" 2>&1 & ;;
     ringcast-*) "${server_prefix[@]}" target/release/ringcast --listen "127.0.0.1:$port" \

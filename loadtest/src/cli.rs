@@ -373,6 +373,17 @@ pub struct FanoutOptions {
     #[arg(long, value_enum, default_value = "ringcast")]
     pub protocol: crate::fanout::wire::Protocol,
 
+    /// How subscribers read: WebSocket, or (ringcast, and Pushpin for sse) the HTTP transports
+    /// `GET /sse`, `GET /stream` or long polls on `GET /poll`. Publishers always use WebSocket
+    /// (ringcast, uws, nats) or Pushpin's HTTP publish API.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: crate::fanout::http_stream::Transport,
+
+    /// Where publishers connect, when not to --url (ws://IPv4:PORT/PATH): Pushpin's
+    /// subscribers connect to the proxy and publishers to the origin that publishes to it.
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
+
     /// Subscriber connections, in total over all workers; subscriber i takes topic i % topics.
     #[arg(long, value_name = "COUNT", default_value_t = 1000)]
     pub subscribers: u64,
@@ -431,6 +442,11 @@ pub struct FanoutOptions {
     /// Seconds after a step's publishing ends to wait for deliveries still missing.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub drain_seconds: u64,
+
+    /// Seconds every subscription stays open with nothing published, between ready and the
+    /// first step (to measure what held subscriptions cost).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub idle_seconds: u64,
 
     /// Seconds a subscriber may wait for its subscription to be acknowledged (NATS: the PONG
     /// to a PING sent after the SUB).

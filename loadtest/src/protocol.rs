@@ -207,6 +207,9 @@ pub enum ScenarioPlan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FanoutPlan {
     pub protocol: Protocol,
+    /// How subscribers read (WebSocket, SSE, NDJSON stream, long polls).
+    #[serde(default)]
+    pub transport: crate::fanout::http_stream::Transport,
     pub topics: u32,
     pub role: FanoutRole,
     /// Size of each message's data (the publisher's JSON object).
@@ -524,6 +527,7 @@ mod tests {
             Command::Start(WorkerPlan {
                 scenario: ScenarioPlan::Fanout(FanoutPlan {
                     protocol: Protocol::Nats,
+                    transport: crate::fanout::http_stream::Transport::Ws,
                     topics: 100,
                     role: FanoutRole::Subscribers {
                         first_index: 18_000,

@@ -52,6 +52,9 @@ struct Layout {
 
 fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
     Target::parse(&options.common.url)?;
+    if let Some(publish_url) = &options.publish_url {
+        Target::parse(publish_url)?;
+    }
     let (subscribers, publishers) = (options.subscribers, options.publishers);
     if subscribers == 0 || options.topics == 0 || publishers == 0 {
         return Err("--subscribers, --topics and --publishers must be positive".into());
@@ -99,9 +102,10 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
         .iter()
         .map(|step| Duration::from_millis(step.duration_ms) + STEP_SLACK + drain)
         .sum();
-    let deadline = ramp + stepping + DEADLINE_SLACK;
+    let deadline = ramp + Duration::from_secs(options.idle_seconds) + stepping + DEADLINE_SLACK;
     let fanout = |role| FanoutPlan {
         protocol: options.protocol,
+        transport: options.transport,
         topics: options.topics,
         role,
         payload_bytes: options.payload_bytes,
@@ -125,7 +129,10 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
         };
         plans.push(WorkerPlan {
             worker_index,
-            url: options.common.url.clone(),
+            url: match (&options.publish_url, is_publishers) {
+                (Some(publish_url), true) => publish_url.clone(),
+                _ => options.common.url.clone(),
+            },
             connections,
             rate_per_second: options.connect_rate * connections as f64
                 / (subscribers + publishers) as f64,
@@ -153,9 +160,10 @@ pub fn fanout(options: FanoutOptions) -> Result<i32, String> {
             .map_err(|error| format!("cannot handle signals: {error}"))?;
     }
     eprintln!(
-        "fanout ({:?}): {} subscribers on {} topics, {} publishers, {} step(s), {} worker(s), \
+        "fanout ({:?} over {}): {} subscribers on {} topics, {} publishers, {} step(s), {} worker(s), \
          {} source addresses",
         options.protocol,
+        options.transport.name(),
         options.subscribers,
         options.topics,
         options.publishers,
@@ -173,6 +181,7 @@ pub fn fanout(options: FanoutOptions) -> Result<i32, String> {
         live: Live::new(options.subscribers + options.publishers),
         latency_ns_p99_max: (options.latency_ms_p99_max * 1e6) as u64,
         drain_timeout_ms: options.drain_seconds * 1000,
+        idle: Duration::from_secs(options.idle_seconds),
         stop_grace: stop_grace(options.subscribers + options.publishers),
         cpu_ns_reported: Vec::new(),
         coordinator_cpu_ns: 0,
@@ -207,6 +216,8 @@ struct Driver<'a> {
     live: Live,
     latency_ns_p99_max: u64,
     drain_timeout_ms: u64,
+    /// How long every subscription stays open with nothing published before the first step.
+    idle: Duration,
     /// How long workers get to close their connections and send their final reports.
     stop_grace: Duration,
     /// Each worker's CPU time (ns) at its last report, and the coordinator's own: the
@@ -276,6 +287,16 @@ impl Driver<'_> {
             "ready: {} connections subscribed or publishing, {} failed",
             progress.ready, progress.failed
         ));
+        if !self.idle.is_zero() {
+            self.note(&format!(
+                "idle: {:.1} s with every subscription open, nothing published",
+                self.idle.as_secs_f64()
+            ));
+            let until = Instant::now() + self.idle;
+            if let Err(reason) = self.wait_until(|_| Instant::now() >= until) {
+                return Err((results, reason));
+            }
+        }
         self.cpu_ns_reported = self.workers.iter().map(|w| w.progress.cpu_ns).collect();
         self.coordinator_cpu_ns = crate::system::process_cpu_ns();
         for step in steps {
@@ -415,6 +436,7 @@ fn summarize(
     let settings = serde_json::json!({
         "url": options.common.url,
         "protocol": options.protocol,
+        "transport": options.transport,
         "subscribers": options.subscribers,
         "topics": options.topics,
         "publishers": options.publishers,

@@ -6,6 +6,7 @@
 //! Subscribers and publishers are connections in worker processes (`crate::worker::fanout`);
 //! the coordinator drives the steps (`crate::fanout_coordinator`).
 
+pub mod http_stream;
 pub mod nats;
 pub mod payload;
 pub mod reach;

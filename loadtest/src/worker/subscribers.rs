@@ -19,6 +19,7 @@ use super::fanout::{Delivery, FanoutThread};
 use super::scenario::{Counters, Phase, StatsBoard, ThreadStats};
 use crate::addresses::address_for;
 use crate::engine::{Engine, EngineSettings, Handler, Kind, Message, Outbound};
+use crate::fanout::http_stream::{Event, StreamReader, Transport};
 use crate::fanout::nats::{NatsEvent, NatsParser};
 use crate::fanout::payload::{self, PayloadData};
 use crate::fanout::scan::{FULL_PARSE_EVERY, scan_delivery, scan_payload};
@@ -73,7 +74,11 @@ pub fn run_thread(thread: SubscriberThread) -> Result<ThreadStats, String> {
         .iter()
         .map(|index| ((first_index + index) % u64::from(fanout.topics)) as u32)
         .collect();
-    let mut handler = Subscribers::new(&thread, &fanout, topics);
+    let mut handler = Subscribers::new(&thread, &fanout, topics, settings_host(&thread));
+    let kind = match fanout.transport {
+        Transport::Ws => Kind::WebSocket,
+        _ => Kind::Raw,
+    };
     let mut ramp = RampController::new(thread.ramp);
     let ramp_started = Instant::now();
     let mut next = 0usize;
@@ -87,7 +92,7 @@ pub fn run_thread(thread: SubscriberThread) -> Result<ThreadStats, String> {
         while next < due && ramp.may_start(next as u64 - handler.settled_before_ready()) {
             let source = address_for(&thread.plan.source_addresses, thread.indices[next]);
             engine
-                .open(next as u32, source, Kind::WebSocket, &mut handler)
+                .open(next as u32, source, kind, &mut handler)
                 .map_err(|error| format!("io_uring submission failed: {error}"))?;
             next += 1;
         }
@@ -164,6 +169,15 @@ fn fanout_plan(plan: &WorkerPlan) -> Result<ScenarioFanout, String> {
     }
 }
 
+/// `host:port` for requests' `Host` header.
+fn settings_host(thread: &SubscriberThread) -> String {
+    let uri = &thread.target.uri;
+    uri.authority().map_or_else(
+        || thread.target.address.to_string(),
+        |authority| authority.to_string(),
+    )
+}
+
 fn engine_settings(thread: &SubscriberThread, fanout: &FanoutPlan) -> EngineSettings {
     let uri = &thread.target.uri;
     // A buffer holds a few deliveries (data plus about 60 bytes of envelope and head each).
@@ -207,6 +221,8 @@ struct Slot {
     state: State,
     /// NATS only: the protocol stream, which frames may split anywhere.
     nats: Option<Box<NatsParser>>,
+    /// HTTP transports only: the response stream, which receives may split anywhere.
+    stream: Option<Box<StreamReader>>,
 }
 
 /// What the ramp learns from one subscriber.
@@ -218,6 +234,9 @@ enum RampEvent {
 /// The subscribers of one thread, as the engine's handler.
 struct Subscribers {
     protocol: Protocol,
+    transport: Transport,
+    /// `host:port` for the HTTP transports' requests.
+    host: String,
     fanout: FanoutThread,
     counters: Arc<Counters>,
     slots: Vec<Slot>,
@@ -240,17 +259,20 @@ struct Subscribers {
 }
 
 impl Subscribers {
-    fn new(thread: &SubscriberThread, fanout: &FanoutPlan, topics: Vec<u32>) -> Self {
+    fn new(thread: &SubscriberThread, fanout: &FanoutPlan, topics: Vec<u32>, host: String) -> Self {
         let slots = topics
             .into_iter()
             .map(|topic| Slot {
                 topic,
                 state: State::Connecting,
                 nats: None,
+                stream: None,
             })
             .collect();
         Self {
             protocol: fanout.protocol,
+            transport: fanout.transport,
+            host,
             fanout: thread.fanout.clone(),
             counters: Arc::clone(&thread.counters),
             slots,
@@ -325,7 +347,8 @@ impl Subscribers {
             .fetch_add(delivered, Ordering::Relaxed);
     }
 
-    fn subscribed(&mut self, index: u32, seq: u64) {
+    /// The subscription of `index` took effect; `seq` is its topic's seq then, when known.
+    fn subscribed(&mut self, index: u32, seq: Option<u64>) {
         let slot = &mut self.slots[index as usize];
         let State::Subscribing { attempted_at } = slot.state else {
             return;
@@ -335,7 +358,7 @@ impl Subscribers {
         slot.state = State::Subscribed {
             // Every subscriber is in before the first publish, so counters start at 1.
             check: SequenceCheck::new(1),
-            subscribed_seq: self.protocol.has_sequence_numbers().then_some(seq),
+            subscribed_seq: seq.filter(|_| self.protocol.has_sequence_numbers()),
         };
         self.topic_changes.push((slot.topic, true));
         self.ready += 1;
@@ -348,7 +371,7 @@ impl Subscribers {
         let topic = self.slots[index as usize].topic;
         match decode_json(payload) {
             Incoming::Subscribed { topic: acked, seq } if acked == Some(topic) => {
-                self.subscribed(index, seq);
+                self.subscribed(index, Some(seq));
                 Ok(())
             }
             Incoming::Error(_) => Err(Cause::NoSubscribeAck),
@@ -438,6 +461,52 @@ impl Subscribers {
         });
     }
 
+    /// Bytes of an HTTP transport's response stream: JSON texts handled as WebSocket messages
+    /// are; a poll answer's cursor starts the next poll (the first answer, of the short poll
+    /// sent at connect, is the subscription's acknowledgement).
+    fn http_bytes(
+        &mut self,
+        index: u32,
+        bytes: &[u8],
+        received_ns: u64,
+        out: &mut Outbound<'_>,
+    ) -> Result<(), Cause> {
+        let Some(mut reader) = self.slots[index as usize].stream.take() else {
+            return Ok(());
+        };
+        let mut outcome = Ok(());
+        let read = reader.push(bytes, |event| match event {
+            Event::Json(json) => match self.slots[index as usize].state {
+                State::Subscribed { .. } => self.json_delivery(index, json, received_ns),
+                State::Subscribing { .. } => {
+                    if let Err(cause) = self.json_while_subscribing(index, json) {
+                        outcome = outcome.and(Err(cause));
+                    }
+                }
+                _ => {}
+            },
+            Event::PollAnswered { cursor } => {
+                if matches!(self.slots[index as usize].state, State::Subscribing { .. }) {
+                    self.subscribed(index, None);
+                }
+                let topic = topic_name(self.slots[index as usize].topic);
+                out.raw(
+                    self.transport
+                        .request(&self.host, &topic, Some(cursor))
+                        .as_bytes(),
+                );
+            }
+        });
+        self.slots[index as usize].stream = Some(reader);
+        match read {
+            Ok(()) => outcome,
+            Err(_) if matches!(self.slots[index as usize].state, State::Subscribing { .. }) => {
+                Err(Cause::NoSubscribeAck)
+            }
+            Err(_) => Err(Cause::ClosedEarly),
+        }
+    }
+
     /// A binary frame of the NATS stream: any number of protocol messages, or part of one.
     fn nats_frame(
         &mut self,
@@ -490,7 +559,7 @@ impl Subscribers {
             }
             NatsEvent::Ping => out.binary(b"PONG\r\n"),
             // The PONG to the PING sent after SUB: the subscription is in place.
-            NatsEvent::Pong if subscribing => self.subscribed(index, 0),
+            NatsEvent::Pong if subscribing => self.subscribed(index, None),
             NatsEvent::Error(_) if subscribing => return Err(Cause::NoSubscribeAck),
             NatsEvent::Error(_) => self.totals.server_errors += 1,
             NatsEvent::Pong | NatsEvent::Info | NatsEvent::Ok => {}
@@ -508,11 +577,17 @@ impl Handler for Subscribers {
     ) -> Result<(), Cause> {
         let now = Instant::now();
         let slot = &mut self.slots[index as usize];
-        let request = self.protocol.subscribe(&topic_name(slot.topic));
-        if self.protocol.is_binary() {
-            out.binary(request.as_bytes());
+        if self.transport != Transport::Ws {
+            out.raw(
+                self.transport
+                    .request(&self.host, &topic_name(slot.topic), None)
+                    .as_bytes(),
+            );
+            slot.stream = Some(Box::new(StreamReader::new(self.transport)));
+        } else if self.protocol.is_binary() {
+            out.binary(self.protocol.subscribe(&topic_name(slot.topic)).as_bytes());
         } else {
-            out.text(request.as_bytes());
+            out.text(self.protocol.subscribe(&topic_name(slot.topic)).as_bytes());
         }
         slot.state = State::Subscribing {
             attempted_at: now - since_attempt,
@@ -528,6 +603,9 @@ impl Handler for Subscribers {
         message: Message<'_>,
         out: &mut Outbound<'_>,
     ) -> Result<(), Cause> {
+        if self.transport != Transport::Ws {
+            return self.http_bytes(index, message.payload, message.received_ns, out);
+        }
         if self.protocol.is_binary() {
             if !message.text {
                 return self.nats_frame(index, message.payload, message.received_ns, out);
@@ -568,5 +646,6 @@ impl Handler for Subscribers {
         }
         slot.state = State::Gone;
         slot.nats = None;
+        slot.stream = None;
     }
 }
