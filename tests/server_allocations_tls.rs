@@ -157,6 +157,9 @@ fn server_config(name: &str, shards: usize, echo: bool) -> (ServerConfig, Arc<Cl
         tls_private_key: key,
         shards,
         echo,
+        // Subscribers only read: on a loaded machine the run can outlast the default 30 s of
+        // idleness, and a ping then arrives where the test reads a message.
+        idle_timeout_ms: 3_600_000,
         broker: BrokerConfig {
             history_messages_max: 256,
             ..BrokerConfig::default()
