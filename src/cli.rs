@@ -5,14 +5,15 @@
 //! settings people change from run to run; everything else is in the file or the environment.
 
 use std::env::VarError;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::Parser;
 use tracing::warn;
 
 use crate::config::{
-    ConfigError, ConfigOverrides, LOG_VARIABLE, ServerConfig, SlowConsumerPolicy, unknown_variables,
+    AuthMode, ConfigError, ConfigOverrides, LOG_VARIABLE, ServerConfig, SlowConsumerPolicy,
+    unknown_variables,
 };
 
 const LONG_ABOUT: &str = "\
@@ -40,8 +41,9 @@ pub struct Arguments {
     ///
     /// Default 127.0.0.1:8080, reachable from this machine only; use 0.0.0.0:8080 or [::]:8080
     /// to accept connections from the network. Overrides `listen` in the config file and
-    /// RINGCAST_LISTEN.
-    #[arg(long, value_name = "ADDRESS")]
+    /// RINGCAST_LISTEN. A host name (`localhost:8080`) is resolved, and its first address
+    /// taken.
+    #[arg(long, value_name = "ADDRESS", value_parser = resolve_listen_address)]
     pub listen: Option<SocketAddr>,
 
     /// Address and port to accept TLS connections on (wss://, https://).
@@ -112,6 +114,13 @@ pub struct Arguments {
     #[arg(long, value_name = "POLICY")]
     pub slow_consumer_policy: Option<SlowConsumerPolicy>,
 
+    /// Whether connections must present a JWT: none (default) or jwt.
+    ///
+    /// With jwt, set one key (jwt_hs256_secret_file or jwt_public_key_file in [auth], or their
+    /// RINGCAST_ variables). Overrides `auth_mode` in [auth] and RINGCAST_AUTH_MODE.
+    #[arg(long, value_name = "MODE")]
+    pub auth_mode: Option<AuthMode>,
+
     /// Connections one shard holds at once.
     ///
     /// Default 16384. Each shard registers a file table of this many slots plus a few reserved,
@@ -162,6 +171,20 @@ pub struct Arguments {
 /// The log filter when neither the flag nor a variable gives one.
 pub const LOG_DEFAULT: &str = "info";
 
+/// `--listen`: an address as written (`127.0.0.1:8080`, `[::]:8080`) or a host name and port
+/// (`localhost:8080`), resolved once at start-up to its first address.
+fn resolve_listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let mut addresses = text
+        .to_socket_addrs()
+        .map_err(|error| format!("not HOST:PORT or an address ({error})"))?;
+    addresses
+        .next()
+        .ok_or_else(|| format!("{text} resolves to no address"))
+}
+
 impl Arguments {
     /// The settings given on the command line, as the top layer of overrides. Each flag is
     /// named after its setting, and its value is checked like the file's.
@@ -197,6 +220,9 @@ impl Arguments {
         }
         if let Some(policy) = self.slow_consumer_policy {
             overrides.set_flag("slow_consumer_policy", policy)?;
+        }
+        if let Some(mode) = self.auth_mode {
+            overrides.set_flag("auth_mode", mode)?;
         }
         if let Some(milliseconds) = self.handshake_timeout_ms {
             overrides.set_flag("handshake_timeout_ms", milliseconds)?;
@@ -318,6 +344,16 @@ mod tests {
         let config = load_config_from(&parse(&[]), None, environment(&[])).unwrap();
         assert_eq!(config, ServerConfig::default());
         assert_eq!(parse(&[]).log_filter(environment(&[])), "info");
+    }
+
+    /// Proves `--listen` takes a host name (resolved) as well as an address.
+    #[test]
+    fn listen_resolves_host_names() {
+        let address = parse(&["--listen", "localhost:8081"]).listen.unwrap();
+        assert!(address.ip().is_loopback(), "{address}");
+        assert_eq!(address.port(), 8081);
+        let error = Arguments::try_parse_from(["ringcast", "--listen", "localhost"]).unwrap_err();
+        assert!(error.to_string().contains("HOST:PORT"), "{error}");
     }
 
     /// Proves each flag reaches its setting.
@@ -488,7 +524,7 @@ mod tests {
     /// Text settings that samples are drawn from: a string setting's sample is the first one
     /// its type accepts that differs from its default. A new string setting that none fits
     /// fails `every_setting_round_trips` until one is added here.
-    const STRING_SAMPLES: &[&str] = &["127.0.0.1:9", "drop", "disconnect"];
+    const STRING_SAMPLES: &[&str] = &["127.0.0.1:9", "drop", "disconnect", "jwt"];
 
     /// A value of `setting`'s type other than its default, derived from the default alone.
     fn sample_value(setting: &Setting) -> toml::Value {
@@ -505,6 +541,16 @@ mod tests {
                 .map(|sample| Value::String(sample.to_string()))
                 .find(|sample| sample.as_str() != Some(default) && accepted(sample))
                 .unwrap_or_else(|| panic!("no sample string fits {}", setting.name())),
+            // The webhook endpoints: one table, every field written out as it reads back.
+            Value::Array(items) if items.is_empty() && setting.name() == "webhook" => {
+                let endpoint = crate::config::WebhookConfig {
+                    url: "https://hooks.example.com/ringcast".into(),
+                    events: vec!["topic.occupied".into()],
+                    secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                    ..Default::default()
+                };
+                Value::Array(vec![Value::try_from(endpoint).unwrap()])
+            }
             Value::Array(items) if items.is_empty() => {
                 Value::Array(vec![Value::String("sample*".into())])
             }

@@ -4,9 +4,9 @@
 //! Layers point one way, and `tests/layers.rs` fails when one names a layer above it:
 //!
 //! ```text
-//! protocol ← broker ← endpoint ← shard ← server
-//!              ↑          ↑         ↑
-//!          (transport)  stats ← metrics, config composes every layer's limits
+//! protocol ← broker ← auth ← endpoint ← shard ← server
+//!              ↑                  ↑         ↑
+//!          (transport)          stats ← metrics, config composes every layer's limits
 //! ```
 //!
 //! - [`protocol`]: sans-IO codecs with their own limit types. HTTP/1.1 requests (heads, bodies,
@@ -19,10 +19,16 @@
 //!   takes requests and commands and decides: what each subscriber gets under the slow-consumer
 //!   policy and the shard's budget, what to answer, what to tell other shards. Tested in memory
 //!   with several shards on a simulated network (`tests/broker_fanout.rs`).
+//! - [`auth`]: connection-time authentication (JWT from a header, a cookie or the query), the
+//!   `Origin` check and the per-address limits; what a token grants is checked by the endpoint
+//!   on every subscribe and publish.
 //! - [`endpoint`]: per-connection state machines (HTTP, WebSocket, SSE, NDJSON streams,
 //!   long and short polls; Engine.IO next) with `handle_*` methods, their own deadlines,
 //!   and a frame cache that frames each delivered message once per shard per kind of endpoint.
 //! - [`transport`]: the byte stream under an endpoint (plain now; TLS next).
+//! - [`egress`]: one side thread with its own tokio runtime for what leaves on ringcast's own
+//!   initiative: webhooks, fed by a bounded lock-free queue per shard that a shard never waits
+//!   on.
 //! - [`shard`]: one thread and one io_uring per core, a pure driver: multishot accept into
 //!   direct descriptors, multishot receive on a provided buffer ring, gathered sends, one timer
 //!   wheel, and bounded mailboxes to the other shards woken by `msg_ring`. It carries out what
@@ -32,9 +38,11 @@
 //!   defaults, file, environment and flags; [`server`] binds the listeners and runs the shards;
 //!   [`ticker`] drives the demo feed.
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod endpoint;
 pub mod metrics;
 pub mod protocol;

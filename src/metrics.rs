@@ -128,7 +128,45 @@ static FAMILIES: &[Family] = &[
             ("answered_503", |m| m.counters.refusals_answered),
             ("closed_unanswered", |m| m.counters.refusals_unanswered),
             ("dropped", |m| m.counters.accept_table_full),
+            ("per_ip_connections", |m| m.counters.address_connections_refused),
+            ("per_ip_handshakes", |m| m.counters.address_handshakes_refused),
         ]),
+    single("addresses_untracked", Counter,
+        "Connections let through without per-address limits because addresses_tracked_max \
+         addresses were tracked already.",
+        &[("", |m| m.counters.addresses_untracked)]),
+    by_reason("auth_failures",
+        "Requests refused for authentication, by reason: 401 for a token that is missing, \
+         malformed, of a bad signature or algorithm, expired, not yet valid, of another audience \
+         or issuer, or of bad claims (failed refreshes count too); origin = 403 for an Origin \
+         not in allowed_origins; metrics_token = GET /metrics without its token.",
+        "reason", &[
+            ("missing", |m| m.counters.auth_missing),
+            ("malformed", |m| m.counters.auth_malformed),
+            ("signature", |m| m.counters.auth_signature),
+            ("algorithm", |m| m.counters.auth_algorithm),
+            ("expired", |m| m.counters.auth_expired),
+            ("not_yet_valid", |m| m.counters.auth_not_yet_valid),
+            ("audience", |m| m.counters.auth_audience),
+            ("issuer", |m| m.counters.auth_issuer),
+            ("claims", |m| m.counters.auth_claims),
+            ("origin", |m| m.counters.origin_refusals),
+            ("metrics_token", |m| m.counters.metrics_refusals),
+        ]),
+    by_reason("forbidden",
+        "Topics outside a token's grants, by kind: request = a subscribe or publish refused \
+         (error reply or 403), revoked = a subscription ended because a refreshed token no \
+         longer grants it.",
+        "kind", &[
+            ("request", |m| m.counters.forbidden_requests),
+            ("revoked", |m| m.counters.subscriptions_revoked),
+        ]),
+    single("token_expiries", Counter,
+        "WebSockets closed with 4001 because their token expired without a refresh, and SSE \
+         and NDJSON streams ended at their token's expiry.",
+        &[("", |m| m.counters.token_expiries)]),
+    single("token_refreshes", Counter, "Token refreshes accepted over WebSockets.",
+        &[("", |m| m.counters.token_refreshes)]),
     single("connections_closed", Counter, "Connections closed, for any reason.",
         &[("", |m| m.counters.connections_closed)]),
     single("websocket_upgrades", Counter, "HTTP connections upgraded to WebSocket.",
@@ -299,6 +337,11 @@ impl MetricsRenderer {
         let mut registry = Registry::with_prefix(METRICS_PREFIX);
         registry.register_collector(Box::new(Arc::clone(&snapshot)));
         MetricsRenderer { registry, snapshot }
+    }
+
+    /// Adds families kept outside the shards' stats (the webhooks'), encoded after the shards'.
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// Appends the text for `shards` (index = shard number) to `out`, ending with `# EOF`.
@@ -556,6 +599,24 @@ mod tests {
             topic_creations_refused: offset + 40,
             duplicate_publishes: offset + 41,
             message_buffers_created: offset + 52,
+            auth_missing: offset + 67,
+            auth_malformed: offset + 68,
+            auth_signature: offset + 69,
+            auth_algorithm: offset + 70,
+            auth_expired: offset + 71,
+            auth_not_yet_valid: offset + 72,
+            auth_audience: offset + 73,
+            auth_issuer: offset + 74,
+            auth_claims: offset + 75,
+            origin_refusals: offset + 76,
+            metrics_refusals: offset + 77,
+            forbidden_requests: offset + 78,
+            subscriptions_revoked: offset + 79,
+            token_expiries: offset + 80,
+            token_refreshes: offset + 81,
+            address_connections_refused: offset + 82,
+            address_handshakes_refused: offset + 83,
+            addresses_untracked: offset + 84,
             poll_answers: offset + 54,
             transport_deliveries: [offset + 55, offset + 56, offset + 57, offset + 58],
             transport_slow_consumer_actions: [offset + 59, offset + 60, offset + 61, offset + 62],

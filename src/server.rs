@@ -14,9 +14,11 @@ use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::error;
 
+use crate::auth::AddressLimits;
 use crate::broker::topic::TopicError;
 use crate::broker::{Command, TopicName};
 use crate::config::ServerConfig;
+use crate::egress::Egress;
 use crate::shard::mailbox::{Mailbox, WakeError, Waker};
 use crate::shard::metrics_board::MetricsBoard;
 use crate::shard::{Shard, ShardReport, Shared, TlsListener};
@@ -33,6 +35,9 @@ pub struct Server {
     tls: Option<ServerTls>,
     waker: Waker,
     topic_bytes_max: usize,
+    /// The webhook thread, when webhooks are configured; stopped after the shards.
+    egress: Option<Egress>,
+    drain_timeout_ms: u64,
 }
 
 /// The TLS side of a running server.
@@ -83,6 +88,10 @@ impl Server {
             send_bytes: config.socket_send_buffer_bytes,
             receive_bytes: config.socket_receive_buffer_bytes,
         };
+        let egress = match config.egress_settings().map_err(io::Error::other)? {
+            Some(settings) => Some(Egress::start(settings)?),
+            None => None,
+        };
         let tls = TlsSetUp::new(&config, buffers)?;
         let (listeners, local_address) = bind_listeners(config.listen, config.shards, buffers)?;
         // One TLS listener per shard beside its plain one, when TLS is on.
@@ -108,11 +117,21 @@ impl Server {
             .collect();
         let metrics_board = Arc::new(MetricsBoard::new(config.shards));
         let epoch_seed = epoch_seed();
+        let authenticator = Arc::new(config.authenticator().map_err(io::Error::other)?);
+        let auth = &config.auth;
+        let address_limits = Arc::new(AddressLimits::new(
+            auth.connections_per_ip_max,
+            auth.handshakes_per_ip_per_second,
+            auth.addresses_tracked_max,
+        ));
         for (index, listener) in listeners.into_iter().enumerate() {
             let mailboxes = Arc::clone(&mailboxes);
+            let authenticator = Arc::clone(&authenticator);
+            let address_limits = Arc::clone(&address_limits);
             let metrics_board = Arc::clone(&metrics_board);
             let config = Arc::clone(&config);
             let ready = ready_sender.clone();
+            let egress = egress.as_ref().map(|egress| egress.link(index));
             let pin_core = (config.shards <= cores).then_some(index);
             let tls_listener = tls_listeners.next();
             let tls_config = tls_config.clone();
@@ -133,6 +152,9 @@ impl Server {
                         metrics_board,
                         epoch_seed,
                         tls,
+                        authenticator,
+                        address_limits,
+                        egress,
                     };
                     let listeners = [Some(listener), tls_listener];
                     run_shard(config, listeners, shared, pin_core, ready)
@@ -147,6 +169,8 @@ impl Server {
             tls,
             waker: Waker::new()?,
             topic_bytes_max: config.broker.topic_bytes_max,
+            egress,
+            drain_timeout_ms: config.drain_timeout_ms,
         };
         for _ in 0..server.threads.len() {
             let started = ready_receiver
@@ -191,7 +215,8 @@ impl Server {
         })
     }
 
-    /// Closes every connection with 1001, waits for the drain, and joins the shards.
+    /// Closes every connection with 1001, waits for the drain, and joins the shards; then the
+    /// webhook thread delivers what they left (up to `drain_timeout_ms` more) and ends.
     pub fn shutdown(mut self) -> io::Result<Vec<ShardReport>> {
         for mailbox in self.mailboxes.iter() {
             if let Err(error) = self.waker.send(mailbox, Command::Shutdown) {
@@ -199,13 +224,21 @@ impl Server {
             }
         }
         let mut reports = Vec::with_capacity(self.threads.len());
+        let mut failure = None;
         for thread in self.threads.drain(..) {
-            let report = thread
-                .join()
-                .map_err(|_| io::Error::other("a shard panicked"))??;
-            reports.push(report);
+            match thread.join() {
+                Ok(Ok(report)) => reports.push(report),
+                Ok(Err(error)) => failure = failure.or(Some(error)),
+                Err(_) => failure = failure.or(Some(io::Error::other("a shard panicked"))),
+            }
         }
-        Ok(reports)
+        if let Some(egress) = self.egress.take() {
+            egress.stop(std::time::Duration::from_millis(self.drain_timeout_ms));
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(reports),
+        }
     }
 
     /// `shutdown` on a thread of its own, for callers (tests) that keep talking to clients while
@@ -222,6 +255,9 @@ impl Server {
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Some(egress) = self.egress.take() {
+            egress.stop(std::time::Duration::ZERO);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `BrokerCounters`), the shard gathers them into one [`ShardStats`] once per loop turn, and
 //! `metrics` renders that for `GET /metrics`.
 
+use crate::auth::AuthFailure;
 use crate::broker::{BrokerCounters, BrokerGauges};
 use crate::endpoint::EndpointCounters;
 use crate::protocol::pool::{BufferPool, POOL_CLASSES_MAX};
@@ -71,6 +72,12 @@ pub struct ShardCounters {
     pub publisher_pauses: u64,
     /// Connections closed because their queue made no progress for `send_stall_timeout_ms`.
     pub send_stalls: u64,
+    /// Connections answered 429 because their source address held `connections_per_ip_max`
+    /// connections, or had opened `handshakes_per_ip_per_second` in the last second.
+    pub address_connections_refused: u64,
+    pub address_handshakes_refused: u64,
+    /// Connections let through untracked because the address table was full.
+    pub addresses_untracked: u64,
     /// Messages delivered per transport (`EndpointKind::TRANSPORTS`).
     pub transport_deliveries: [u64; 4],
 }
@@ -138,6 +145,33 @@ pub struct Counters {
     pub duplicate_publishes: u64,
     /// Message buffers made rather than reused (zero in a steady state).
     pub message_buffers_created: u64,
+    /// Requests refused with 401 for their token, by reason (failed refreshes count too).
+    pub auth_missing: u64,
+    pub auth_malformed: u64,
+    pub auth_signature: u64,
+    pub auth_algorithm: u64,
+    pub auth_expired: u64,
+    pub auth_not_yet_valid: u64,
+    pub auth_audience: u64,
+    pub auth_issuer: u64,
+    pub auth_claims: u64,
+    /// Requests refused with 403 for their `Origin`.
+    pub origin_refusals: u64,
+    /// `GET /metrics` refused for a missing or wrong `metrics_token`.
+    pub metrics_refusals: u64,
+    /// Subscribes and publishes outside the token's grants.
+    pub forbidden_requests: u64,
+    /// Subscriptions ended because a refreshed token no longer grants them.
+    pub subscriptions_revoked: u64,
+    /// WebSockets closed with 4001 "token expired".
+    pub token_expiries: u64,
+    /// Refreshes accepted.
+    pub token_refreshes: u64,
+    /// Connections refused (429) for their source address: too many at once, too many new.
+    pub address_connections_refused: u64,
+    pub address_handshakes_refused: u64,
+    /// Connections let through untracked because the address table was full.
+    pub addresses_untracked: u64,
     /// Polls answered.
     pub poll_answers: u64,
     /// Deliveries and slow-consumer actions per transport (websocket, sse, stream, poll).
@@ -214,7 +248,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 51] {
+    pub fn named(&self) -> [(&'static str, u64); 69] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -258,6 +292,30 @@ impl Counters {
             ("topic_creations_refused", self.topic_creations_refused),
             ("duplicate_publishes", self.duplicate_publishes),
             ("message_buffers_created", self.message_buffers_created),
+            ("auth_missing", self.auth_missing),
+            ("auth_malformed", self.auth_malformed),
+            ("auth_signature", self.auth_signature),
+            ("auth_algorithm", self.auth_algorithm),
+            ("auth_expired", self.auth_expired),
+            ("auth_not_yet_valid", self.auth_not_yet_valid),
+            ("auth_audience", self.auth_audience),
+            ("auth_issuer", self.auth_issuer),
+            ("auth_claims", self.auth_claims),
+            ("origin_refusals", self.origin_refusals),
+            ("metrics_refusals", self.metrics_refusals),
+            ("forbidden_requests", self.forbidden_requests),
+            ("subscriptions_revoked", self.subscriptions_revoked),
+            ("token_expiries", self.token_expiries),
+            ("token_refreshes", self.token_refreshes),
+            (
+                "address_connections_refused",
+                self.address_connections_refused,
+            ),
+            (
+                "address_handshakes_refused",
+                self.address_handshakes_refused,
+            ),
+            ("addresses_untracked", self.addresses_untracked),
             ("poll_answers", self.poll_answers),
             ("deliveries_websocket", self.transport_deliveries[0]),
             ("deliveries_sse", self.transport_deliveries[1]),
@@ -306,6 +364,7 @@ impl Counters {
         endpoint: &EndpointCounters,
         broker: &BrokerCounters,
     ) -> Counters {
+        let auth = |failure: AuthFailure| endpoint.auth_failures[failure.index()];
         Counters {
             connections_accepted: shard.connections_accepted,
             connections_closed: shard.connections_closed,
@@ -349,6 +408,24 @@ impl Counters {
             topic_creations_refused: broker.topic_creations_refused,
             duplicate_publishes: broker.duplicate_publishes,
             message_buffers_created: broker.message_buffers_created,
+            auth_missing: auth(AuthFailure::Missing),
+            auth_malformed: auth(AuthFailure::Malformed),
+            auth_signature: auth(AuthFailure::Signature),
+            auth_algorithm: auth(AuthFailure::Algorithm),
+            auth_expired: auth(AuthFailure::Expired),
+            auth_not_yet_valid: auth(AuthFailure::NotYetValid),
+            auth_audience: auth(AuthFailure::Audience),
+            auth_issuer: auth(AuthFailure::Issuer),
+            auth_claims: auth(AuthFailure::Claims),
+            origin_refusals: endpoint.origin_refusals,
+            metrics_refusals: endpoint.metrics_refusals,
+            forbidden_requests: endpoint.forbidden_requests,
+            subscriptions_revoked: broker.subscriptions_revoked,
+            token_expiries: endpoint.token_expiries,
+            token_refreshes: endpoint.token_refreshes,
+            address_connections_refused: shard.address_connections_refused,
+            address_handshakes_refused: shard.address_handshakes_refused,
+            addresses_untracked: shard.addresses_untracked,
             poll_answers: endpoint.poll_answers,
             transport_deliveries: shard.transport_deliveries,
             transport_slow_consumer_actions: broker.slow_consumer_actions_by_transport,

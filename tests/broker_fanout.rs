@@ -8,11 +8,12 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use ringcast::broker::config::{BrokerConfig, SlowConsumerPolicy};
+use ringcast::broker::event::{ConnectionId, EventKinds};
 use ringcast::broker::idempotency::IdempotencyKey;
 use ringcast::broker::owner::{OwnerError, Since};
 use ringcast::broker::{
-    BrokerRequest, Clients, Command, Fanout, Message, QueueLimits, Reply, ReplyKind, ShardMemory,
-    TopicName, owner_shard,
+    BrokerRequest, Clients, Command, Event, EventFilter, EventKind, Fanout, Message, QueueLimits,
+    Reply, ReplyKind, ShardMemory, TopicName, owner_shard,
 };
 use ringcast::protocol::CloseCode;
 
@@ -187,6 +188,9 @@ struct Network {
     shards: Vec<SimulatedShard>,
     in_flight: Vec<Vec<VecDeque<Command>>>,
     random: fastrand::Rng,
+    /// The events the brokers decided (for the webhooks), with the shard that decided each,
+    /// in the order they were taken.
+    events: Vec<(usize, Event)>,
 }
 
 impl Network {
@@ -216,6 +220,7 @@ impl Network {
             shards,
             in_flight,
             random: fastrand::Rng::with_seed(seed),
+            events: Vec::new(),
         }
     }
 
@@ -263,6 +268,9 @@ impl Network {
     fn collect(&mut self, shard: usize) {
         while let Some((target, command)) = self.shards[shard].fanout.poll_command() {
             self.in_flight[shard][target].push_back(command);
+        }
+        while let Some(event) = self.shards[shard].fanout.poll_event() {
+            self.events.push((shard, event));
         }
     }
 
@@ -907,4 +915,149 @@ fn idempotent_retries_get_the_first_seq() {
             .all(|ack| ack["id"] == "ws-9" && ack["seq"] == 3),
         "{acks:?}"
     );
+}
+
+/// Proves the events the webhooks get, across shards in many random schedules: a topic's
+/// occupancy is decided by its owner alone and alternates occupied, vacated, … matching
+/// whether any shard has a subscriber once the network settles; every subscription in effect is
+/// created and removed once per client; every message is published once, by the owner, in seq
+/// order; and nothing is decided for topics outside the patterns or without a filter.
+#[test]
+fn webhook_events_follow_occupancy_across_shards() {
+    const SHARDS: usize = 3;
+    const SLOTS: u32 = 2;
+    let topic = topic_owned_by(1, SHARDS, "W");
+    for seed in 0..30 {
+        let mut network = Network::new(SHARDS, &BrokerConfig::default(), roomy(), seed);
+        let every_kind: EventKinds = EventKind::ALL.into_iter().collect();
+        for shard in &mut network.shards {
+            shard
+                .fanout
+                .set_event_filter(EventFilter::new(every_kind, vec!["W*".into()]));
+        }
+        let mut subscribed = [[false; SLOTS as usize]; SHARDS];
+        let mut publishes = 0;
+        for shard in 0..SHARDS {
+            for slot in 0..SLOTS {
+                network.connect(shard, slot);
+            }
+        }
+        for round in 0..80 {
+            let shard = network.random.usize(..SHARDS);
+            let slot = network.random.u32(..SLOTS);
+            match network.random.u8(..3) {
+                0 => {
+                    network.subscribe(shard, slot, &topic, None);
+                    subscribed[shard][slot as usize] = true;
+                }
+                1 => {
+                    let request = BrokerRequest::Unsubscribe {
+                        topic: name(&topic),
+                    };
+                    network.request(shard, slot, request);
+                    subscribed[shard][slot as usize] = false;
+                }
+                _ => {
+                    network.publish(shard, slot, &topic, "1");
+                    network.publish(shard, slot, "other", "1");
+                    publishes += 1;
+                }
+            }
+            for _ in 0..network.random.usize(0..4) {
+                network.step();
+            }
+            if round % 20 == 19 {
+                network.settle();
+                let occupied = subscribed.iter().flatten().any(|&on| on);
+                let last = occupancy(&network.events).last().copied();
+                let expected = occupied.then_some(EventKind::TopicOccupied);
+                let expected = expected.or(last.map(|_| EventKind::TopicVacated));
+                assert_eq!(last, expected, "seed {seed} round {round}");
+            }
+        }
+        for shard in 0..SHARDS {
+            network.disconnect(shard, 0);
+            let request = BrokerRequest::Unsubscribe {
+                topic: name(&topic),
+            };
+            network.request(shard, 1, request);
+        }
+        network.settle();
+        check_webhook_events(&network.events, &topic, 1, publishes, seed);
+    }
+}
+
+/// The occupancy events of a run, in order.
+fn occupancy(events: &[(usize, Event)]) -> Vec<EventKind> {
+    events
+        .iter()
+        .map(|(_, event)| event.kind())
+        .filter(|kind| kind.is_occupancy())
+        .collect()
+}
+
+/// Checks a run's events once every client left the topic.
+fn check_webhook_events(
+    events: &[(usize, Event)],
+    topic: &str,
+    owner: usize,
+    publishes: u64,
+    seed: u64,
+) {
+    let occupancy = occupancy(events);
+    for (index, kind) in occupancy.iter().enumerate() {
+        let expected = match index % 2 {
+            0 => EventKind::TopicOccupied,
+            _ => EventKind::TopicVacated,
+        };
+        assert_eq!(*kind, expected, "seed {seed}: {occupancy:?}");
+    }
+    assert_eq!(occupancy.len() % 2, 0, "seed {seed}: ends vacated");
+    let mut created: std::collections::HashMap<ConnectionId, i32> = Default::default();
+    let mut seqs = Vec::new();
+    for (shard, event) in events {
+        if event.topic().is_some() {
+            assert_eq!(
+                event.topic(),
+                Some(topic.as_bytes()),
+                "seed {seed}: {event:?}"
+            );
+        }
+        match event {
+            Event::TopicOccupied { .. } | Event::TopicVacated { .. } => {
+                assert_eq!(*shard, owner, "seed {seed}: decided by the owner");
+            }
+            Event::SubscriptionCreated { connection, .. } => {
+                assert_eq!(usize::from(connection.shard), *shard);
+                let balance = created.entry(*connection).or_default();
+                *balance += 1;
+                assert_eq!(*balance, 1, "seed {seed}: created twice");
+            }
+            Event::SubscriptionRemoved { connection, .. } => {
+                let balance = created.entry(*connection).or_default();
+                *balance -= 1;
+                assert_eq!(*balance, 0, "seed {seed}: removed without being created");
+            }
+            Event::MessagePublished { message } => {
+                assert_eq!(*shard, owner, "seed {seed}: published by the owner");
+                seqs.push(message.seq());
+            }
+            other => panic!("seed {seed}: the broker decided {other:?}"),
+        }
+    }
+    assert!(created.values().all(|&balance| balance == 0), "seed {seed}");
+    assert_eq!(seqs, (1..=publishes).collect::<Vec<_>>(), "seed {seed}");
+}
+
+/// Proves a broker without an event filter decides no events at all.
+#[test]
+fn no_filter_no_events() {
+    let mut network = Network::new(2, &BrokerConfig::default(), roomy(), 3);
+    network.connect(0, 0);
+    network.subscribe(0, 0, "A", None);
+    network.publish(0, 0, "A", "1");
+    network.settle();
+    network.disconnect(0, 0);
+    network.settle();
+    assert!(network.events.is_empty());
 }

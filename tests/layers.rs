@@ -14,24 +14,44 @@ const RULES: &[(&str, &[&str])] = &[
     ("broker", &["protocol"]),
     // The byte stream under an endpoint.
     ("transport", &["protocol"]),
-    // Per-connection state machines: codecs, the broker's types, the transport.
-    ("endpoint", &["protocol", "broker", "transport"]),
+    // Connection-time authentication: request heads and the broker's grants.
+    ("auth", &["protocol", "broker"]),
+    // What leaves on ringcast's own initiative (webhooks): the broker's events.
+    ("egress", &["protocol", "broker"]),
+    // Per-connection state machines: codecs, the broker's types, the transport, the
+    // authenticator.
+    ("endpoint", &["protocol", "broker", "transport", "auth"]),
     // Counters of every layer, gathered.
-    ("stats", &["protocol", "broker", "endpoint", "transport"]),
-    ("metrics", &["stats", "endpoint"]),
+    (
+        "stats",
+        &["protocol", "broker", "auth", "endpoint", "transport"],
+    ),
+    ("metrics", &["stats", "endpoint", "auth"]),
     // The configuration composes every layer's limits.
-    ("config", &["protocol", "broker", "endpoint", "transport"]),
+    (
+        "config",
+        &[
+            "protocol",
+            "broker",
+            "auth",
+            "endpoint",
+            "egress",
+            "transport",
+        ],
+    ),
     // The driver: everything below the server.
     (
         "shard",
         &[
             "protocol",
             "broker",
+            "auth",
             "transport",
             "endpoint",
             "stats",
             "metrics",
             "config",
+            "egress",
         ],
     ),
 ];

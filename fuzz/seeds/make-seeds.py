@@ -348,6 +348,92 @@ def broker_request():
     return seeds
 
 
+def get(target, headers=b"", version=b"1.1"):
+    return b"GET " + target + b" HTTP/" + version + b"\r\nHost: a\r\n" + headers + b"\r\n"
+
+
+def stream_request():
+    """GETs of /sse, /stream and /poll: what EventSource, curl and pollers send, and attacks."""
+    since = b"since=%7B%22AAPL%22%3A41%2C%22EUR%2FUSD%22%3A%7B%22seq%22%3A7%2C%22epoch%22%3A%229f2c000000000001%22%7D%7D"
+    requests = {
+        "eventsource": get(b"/sse?topics=AAPL,EUR%2FUSD", b"Accept: text/event-stream\r\nCache-Control: no-cache\r\n"),
+        "eventsource-reconnect": get(b"/sse?topics=AAPL", b"Accept: text/event-stream\r\nLast-Event-ID: AZ8sAAABAQAAAAAAAAABKQ\r\n"),
+        "sse-since": get(b"/sse?topics=AAPL,EUR%2FUSD&" + since),
+        "ndjson-curl": get(b"/stream?topics=AAPL&cursor=AZ8sAAABAQAAAAAAAAABKQ", b"User-Agent: curl/8.5.0\r\nAccept: */*\r\n"),
+        "ndjson-http-1.0": get(b"/stream?topics=AAPL", version=b"1.0"),
+        "poll-wait": get(b"/poll?topics=AAPL,MSFT&wait_ms=25000", b"Accept: application/json\r\n"),
+        "poll-last-event-id": get(b"/poll?topics=AAPL&last_event_id=&cursor=x&wait_ms=0"),
+        "polls-pipelined": get(b"/poll?topics=A&wait_ms=0") * 3 + get(b"/health"),
+        "accept-refused": get(b"/sse?topics=A", b"Accept: application/json, text/*;q=0\r\n"),
+        "accept-q-nan": get(b"/sse?topics=A", b"Accept: text/event-stream;q=NaN\r\n"),
+        "accept-not-utf8": get(b"/sse?topics=A", b"Accept: \xff\r\n"),
+        "topics-missing": get(b"/sse?since=%7B%7D"),
+        "topics-empty-items": get(b"/sse?topics=,,A"),
+        "topics-65": get(b"/sse?topics=" + b",".join(b"T%d" % index for index in range(65))),
+        "topics-duplicate-encoded": get(b"/sse?topics=A,%41"),
+        "topics-plus-and-escapes": get(b"/poll?topics=a+b,%2C,%ZZ,%ff"),
+        "query-name-encoded": get(b"/sse?top%69cs=A&topics=B&&=&topics=C"),
+        "wait-overflow": get(b"/poll?topics=A&wait_ms=99999999999999999999999"),
+        "wait-negative": get(b"/poll?topics=A&wait_ms=-1"),
+        "since-other-topic": get(b"/sse?topics=A&since=%7B%22B%22%3A1%7D"),
+        "since-bad-epoch": get(b"/sse?topics=A&since=%7B%22A%22%3A%7B%22seq%22%3A1%2C%22epoch%22%3A%22zz%22%7D%7D"),
+        "attack-since-nested": get(b"/sse?topics=A&since=" + b"%5B" * 2000),
+        "attack-since-long-number": get(b"/sse?topics=A&since=%7B%22A%22%3A" + b"9" * 4000 + b"%7D"),
+        "attack-cursor-long": get(b"/sse?topics=A&cursor=" + b"A" * 7000),
+        "last-event-id-not-utf8": get(b"/sse?topics=A", b"Last-Event-ID: \xc3\x28\r\n"),
+        "post-to-sse": post(b"/sse?topics=A", b"{}"),
+    }
+    seeds = {}
+    for name, stream in requests.items():
+        seeds[name] = split(0, WHOLE, stream)
+        seeds[name + "-pieces"] = split(0, PIECES, stream)
+        seeds[name + "-small-limits"] = split(1, PIECES, stream)
+    return seeds
+
+
+def varint(value):
+    out = b""
+    while value >= 0x80:
+        out += bytes([value & 0x7F | 0x80])
+        value >>= 7
+    return out + bytes([value])
+
+
+def position(epoch, seq):
+    return b"\x01" + struct.pack("<Q", epoch) + varint(seq)
+
+
+def stream_cursor():
+    """[mode][topic count][rest]: mode 0 the text, 1 the binary after the digest, 2 positions."""
+    TEXT, BODY, POSITIONS = 0, 1, 2
+
+    def seed(mode, count, rest):
+        return bytes([mode, count]) + rest
+
+    seeds = {
+        "text-empty": seed(TEXT, 1, b""),
+        "text-not-base64": seed(TEXT, 1, b"!!"),
+        "text-padded": seed(TEXT, 1, b"AZ8sAAABAQ=="),
+        "text-trailing-bits": seed(TEXT, 1, b"AZ8sAAABAR"),
+        "text-not-utf8": seed(TEXT, 1, b"\xff\xfe"),
+        "text-long": seed(TEXT, 2, b"A" * 200),
+        "body-two": seed(BODY, 2, varint(2) + position(0x9F2C000000000001, 41) + b"\x00"),
+        "body-max-seq": seed(BODY, 1, varint(1) + position(2**64 - 1, 2**64 - 1)),
+        "body-overlong-varint": seed(BODY, 1, varint(1) + b"\x01" + b"\x00" * 8 + b"\x80\x00"),
+        "body-overlong-count": seed(BODY, 1, b"\x81\x00" + b"\x00"),
+        "body-varint-11-bytes": seed(BODY, 1, varint(1) + b"\x01" + b"\x00" * 8 + b"\xff" * 10 + b"\x01"),
+        "body-varint-overflow": seed(BODY, 1, varint(1) + b"\x01" + b"\x00" * 8 + b"\xff" * 9 + b"\x02"),
+        "body-count-mismatch": seed(BODY, 2, varint(3) + b"\x00\x00\x00"),
+        "body-trailing": seed(BODY, 1, varint(1) + b"\x00\x00"),
+        "body-bad-flag": seed(BODY, 1, varint(1) + b"\x02"),
+        "body-200": seed(BODY, 200, varint(200) + b"".join(position(index, index << 50) for index in range(200))),
+        "positions-mixed": seed(POSITIONS, 4, b"\x01" + b"\x07" * 16 + b"\x00" + b"\x03" + b"\x09" * 16 + b"\x01" + b"\xff" * 16),
+        "positions-200": seed(POSITIONS, 200, (b"\x01" + b"\xff" * 16) * 200),
+        "positions-none": seed(POSITIONS, 0, b""),
+    }
+    return seeds
+
+
 def websocket_frame_head():
     return {
         "text-small": b"\x81\x85" + MASK,
@@ -371,6 +457,8 @@ TARGETS = {
     "broker_request": broker_request,
     "http1_request": http1_request,
     "http_publish": http_publish,
+    "stream_cursor": stream_cursor,
+    "stream_request": stream_request,
     "websocket_frame_head": websocket_frame_head,
     "websocket_session": websocket_session,
     "websocket_upgrade": websocket_upgrade,

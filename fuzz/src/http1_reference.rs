@@ -16,6 +16,9 @@
 //! 2. A chunk size line carries at most [`CHUNK_EXTENSION_BYTES_MAX`] bytes after the digits.
 //! 3. A line feed inside chunk extensions is refused; httparse skips any byte there.
 //! 4. Trailer lines end in CRLF; httparse also takes a bare LF.
+//! 5. Head lines end in CRLF (RFC 9112 §2.2); httparse also takes a bare LF.
+//! 6. An HTTP/1.1 request has exactly one `Host`, an HTTP/1.0 one at most (RFC 9112 §3.2).
+//! 7. `Expect` lists nothing but `100-continue` (RFC 9110 §10.1.1: 417 otherwise).
 //!
 //! Our reader also fails fast: it refuses a request as soon as the bytes present rule it out,
 //! where the reference may still be waiting for the end of a line. The comparison allows that
@@ -131,6 +134,31 @@ fn read_one(stream: &[u8], start: usize, limits: Limits) -> Result<Step, String>
     };
     let version_minor = request.version.expect("complete");
     let target = request.path.expect("complete");
+    if rest[..head_bytes]
+        .windows(2)
+        .any(|pair| pair[1] == b'\n' && pair[0] != b'\r')
+        || rest[0] == b'\n'
+    {
+        return Err("a head line ended by a bare LF (difference 5)".into());
+    }
+    let hosts = request
+        .headers
+        .iter()
+        .filter(|header| header.name.eq_ignore_ascii_case("host"))
+        .count();
+    if hosts > 1 || (hosts == 0 && version_minor >= 1) {
+        return Err("not exactly one Host (difference 6)".into());
+    }
+    let unmet_expectation = request
+        .headers
+        .iter()
+        .filter(|header| header.name.eq_ignore_ascii_case("expect"))
+        .flat_map(|header| header.value.split(|&byte| byte == b','))
+        .map(trim_whitespace)
+        .any(|element| !element.is_empty() && !element.eq_ignore_ascii_case(b"100-continue"));
+    if unmet_expectation {
+        return Err("an expectation other than 100-continue (difference 7)".into());
+    }
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
         None => (target.to_owned(), None),

@@ -209,6 +209,11 @@ pub struct CommonOptions {
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:9100/ws")]
     pub url: String,
 
+    /// A file holding a JWT (one line) that every upgrade request sends as
+    /// `Authorization: Bearer <token>`, for a server with auth_mode = jwt.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
     /// Worker processes to spread the connections over.
     ///
     /// Default: one per 18000 connections (rounded up), since each process may hold only as
@@ -459,6 +464,20 @@ pub struct FanoutOptions {
 }
 
 impl CommonOptions {
+    /// The token of `--token-file` (its first line), read once by the coordinator.
+    pub fn bearer_token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("--token-file {}: {error}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_owned();
+        if token.is_empty() {
+            return Err(format!("--token-file {} holds no token", path.display()));
+        }
+        Ok(Some(token))
+    }
+
     /// The closed-loop ramp's settings for each worker thread.
     pub fn ramp(&self) -> crate::protocol::RampPlan {
         crate::protocol::RampPlan {

@@ -130,6 +130,9 @@ pub struct WorkerPlan {
     pub worker_index: usize,
     /// ws://IPv4:PORT/PATH
     pub url: String,
+    /// A JWT every upgrade request carries as `Authorization: Bearer` (`--token-file`).
+    #[serde(default)]
+    pub bearer_token: Option<String>,
     /// Connections this worker opens.
     pub connections: u64,
     /// Connections per second this worker opens.
@@ -485,6 +488,7 @@ mod tests {
         WorkerPlan {
             worker_index: 3,
             url: "ws://127.0.0.1:9100/ws".into(),
+            bearer_token: None,
             connections: 18_000,
             rate_per_second: 3333.5,
             threads: 2,

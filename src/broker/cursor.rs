@@ -174,7 +174,12 @@ impl Reader<'_> {
                 .filter(|part| part >> shift == u64::from(byte & 0x7F))
                 .ok_or(CursorError::Malformed)?;
             if byte & 0x80 == 0 {
-                return Ok(value);
+                // A last byte of 0 after others only spells the same value longer: one cursor,
+                // one text (the cursor a client resumes with is the one it was given).
+                return match byte == 0 && shift > 0 {
+                    true => Err(CursorError::Malformed),
+                    false => Ok(value),
+                };
             }
         }
         Err(CursorError::Malformed)
@@ -226,6 +231,27 @@ mod tests {
         assert_eq!(decode(&cursor, &list[..2]), Err(CursorError::OtherTopics));
         assert_eq!(decode("!!", &list), Err(CursorError::Malformed));
         assert_eq!(decode("", &list), Err(CursorError::Malformed));
+    }
+
+    #[test]
+    fn a_longer_spelling_of_a_cursor_is_refused() {
+        // `[0x80, 0x00]` used to read as the varint 0: two texts decoded to one cursor, and
+        // encoding what was decoded changed the text (fuzz/fuzz_targets/stream_cursor.rs checks
+        // that it never does).
+        let list = topics(&["AAPL"]);
+        let mut binary = vec![VERSION];
+        binary.extend_from_slice(&topics_digest(&list).to_le_bytes());
+        let canonical = [binary.clone(), vec![1, 1], vec![0; 8], vec![0]].concat();
+        let overlong_seq = [binary.clone(), vec![1, 1], vec![0; 8], vec![0x80, 0]].concat();
+        let overlong_count = [binary, vec![0x81, 0], vec![1], vec![0; 8], vec![0]].concat();
+        let decoded = |bytes: &[u8]| decode(&URL_SAFE_NO_PAD.encode(bytes), &list);
+        let position = Some(Since {
+            seq: 0,
+            epoch: Some(Epoch(0)),
+        });
+        assert_eq!(decoded(&canonical), Ok(vec![position]));
+        assert_eq!(decoded(&overlong_seq), Err(CursorError::Malformed));
+        assert_eq!(decoded(&overlong_count), Err(CursorError::Malformed));
     }
 
     proptest! {

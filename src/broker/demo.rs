@@ -30,7 +30,7 @@ const MILLIMESSAGES_PER_MESSAGE: u64 = 1_000;
 
 /// Real ticker symbols (well-known US listings and ETFs), one topic each; exactly
 /// [`SYMBOLS_COUNT_DEFAULT`] of them, so the default demo uses no generated names.
-const KNOWN_SYMBOLS: &str = "\
+pub const KNOWN_SYMBOLS: &str = "\
     AAPL MSFT AMZN NVDA GOOGL GOOG META TSLA AVGO JPM LLY V UNH XOM MA JNJ PG HD COST ABBV MRK \
     CVX CRM AMD NFLX PEP KO BAC ADBE WMT TMO ACN MCD CSCO LIN ABT ORCL DHR INTC WFC DIS CMCSA \
     VZ INTU PFE AMGN TXN NKE IBM PM QCOM NOW UNP CAT GE SPGI HON AMAT BA LOW COP NEE RTX UPS \
@@ -62,6 +62,74 @@ const KNOWN_SYMBOLS: &str = "\
 const GENERATED_FIRST_LETTER: u8 = b'Z';
 const GENERATED_LETTERS_COUNT: u32 = 4;
 const _: () = assert!(26usize.pow(GENERATED_LETTERS_COUNT) >= SYMBOLS_COUNT_MAX);
+
+/// Price levels in whole dollars of the best-known symbols (their order of magnitude in the
+/// mid-2020s), so that a newcomer watching AAPL or SPY sees a familiar figure; each starts
+/// within `START_LEVEL_SPREAD` of its level. The others are drawn between the bounds below.
+const KNOWN_LEVELS_DOLLARS: [(&str, f64); 60] = [
+    ("AAPL", 225.0),
+    ("MSFT", 420.0),
+    ("AMZN", 190.0),
+    ("NVDA", 130.0),
+    ("GOOGL", 170.0),
+    ("GOOG", 172.0),
+    ("META", 560.0),
+    ("TSLA", 250.0),
+    ("AVGO", 170.0),
+    ("JPM", 220.0),
+    ("LLY", 880.0),
+    ("V", 280.0),
+    ("UNH", 580.0),
+    ("XOM", 118.0),
+    ("MA", 490.0),
+    ("JNJ", 160.0),
+    ("PG", 170.0),
+    ("HD", 400.0),
+    ("COST", 890.0),
+    ("ABBV", 190.0),
+    ("MRK", 110.0),
+    ("CVX", 150.0),
+    ("CRM", 290.0),
+    ("AMD", 150.0),
+    ("NFLX", 700.0),
+    ("PEP", 170.0),
+    ("KO", 70.0),
+    ("BAC", 40.0),
+    ("ADBE", 510.0),
+    ("WMT", 80.0),
+    ("ORCL", 170.0),
+    ("INTC", 22.0),
+    ("WFC", 60.0),
+    ("DIS", 95.0),
+    ("CSCO", 55.0),
+    ("IBM", 220.0),
+    ("QCOM", 165.0),
+    ("BA", 155.0),
+    ("GS", 510.0),
+    ("MS", 105.0),
+    ("NKE", 80.0),
+    ("PFE", 29.0),
+    ("T", 22.0),
+    ("VZ", 42.0),
+    ("UBER", 75.0),
+    ("PLTR", 40.0),
+    ("SHOP", 80.0),
+    ("COIN", 200.0),
+    ("F", 11.0),
+    ("GM", 48.0),
+    ("SPY", 570.0),
+    ("QQQ", 490.0),
+    ("IWM", 220.0),
+    ("DIA", 420.0),
+    ("GLD", 245.0),
+    ("TLT", 95.0),
+    ("ARM", 140.0),
+    ("TSM", 190.0),
+    ("ASML", 700.0),
+    ("MSTR", 200.0),
+];
+/// How far a known symbol starts from its level, as a fraction either way.
+const START_LEVEL_SPREAD: f64 = 0.03;
 
 /// Starting prices are drawn log-uniformly between these, in cents ($5 to $800).
 const START_PRICE_CENTS_MIN: f64 = 500.0;
@@ -120,10 +188,19 @@ impl TickerFeed {
         let (low, high) = (START_PRICE_CENTS_MIN.ln(), START_PRICE_CENTS_MAX.ln());
         let symbols = symbol_names()
             .take(symbols_count)
-            .map(|name| Symbol {
-                name,
-                start_price_cents: (low + (high - low) * random.f64()).exp(),
-                log_offset: 0.0,
+            .map(|name| {
+                let drawn = (low + (high - low) * random.f64()).exp();
+                let level = KNOWN_LEVELS_DOLLARS
+                    .iter()
+                    .find(|(symbol, _)| *symbol == &*name)
+                    .map(|(_, dollars)| {
+                        dollars * 100.0 * (1.0 + START_LEVEL_SPREAD * (2.0 * random.f64() - 1.0))
+                    });
+                Symbol {
+                    name,
+                    start_price_cents: level.unwrap_or(drawn),
+                    log_offset: 0.0,
+                }
             })
             .collect();
         TickerFeed {
@@ -276,6 +353,26 @@ mod tests {
         let names: Vec<&str> = feed.symbols().collect();
         assert_eq!(names[..3], ["AAPL", "MSFT", "AMZN"]);
         assert_eq!(names[SYMBOLS_COUNT_DEFAULT..], ["ZAAAA", "ZAAAB"]);
+    }
+
+    #[test]
+    fn well_known_symbols_start_near_their_price_level() {
+        // Proves AAPL, SPY and every other listed level start within the spread of it, and
+        // that every listed symbol is one the demo publishes.
+        let feed = TickerFeed::new(SYMBOLS_COUNT_DEFAULT, 1, 7);
+        for (symbol, dollars) in KNOWN_LEVELS_DOLLARS {
+            let start = feed
+                .symbols
+                .iter()
+                .find(|candidate| &*candidate.name == symbol)
+                .unwrap_or_else(|| panic!("{symbol} is not a demo symbol"))
+                .start_price_cents;
+            let ratio = start / (dollars * 100.0);
+            assert!(
+                (ratio - 1.0).abs() <= START_LEVEL_SPREAD + 1e-9,
+                "{symbol}: {start}"
+            );
+        }
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! [`Fanout`] takes inputs (`handle_request` for a client's request, `handle_command` for a
 //! command from some shard, `handle_sent` when a client's queue drained) and decides. Its
 //! decisions reach the clients through the [`Clients`] trait (queue this message, this reply,
-//! close with this code) and the other shards through [`Fanout::poll_command`]. The shard
-//! implements `Clients` over its connections and carries commands through the mailboxes; the
-//! tests implement it over plain vectors and move commands between several `Fanout`s in memory.
+//! close with this code), the other shards through [`Fanout::poll_command`], and the webhooks
+//! through [`Fanout::poll_event`] (only the kinds its [`EventFilter`] asks for). The shard
+//! implements `Clients` over its connections, carries commands through the mailboxes and events
+//! to the webhook thread; the tests implement it over plain vectors and move commands between
+//! several `Fanout`s in memory.
 //!
 //! Ordering rests on two facts: a topic's owner is the only place its sequence numbers are
 //! assigned, and commands from one shard to another arrive in the order they were sent. A
@@ -20,6 +22,8 @@ use bytes::Bytes;
 
 use super::command::{ClientRef, Command, PublishReply};
 use super::config::{BrokerConfig, SlowConsumerPolicy};
+use super::event::{ConnectionId, Event, EventFilter, EventKind};
+use super::grants::TopicPatterns;
 use super::idempotency::{IdempotencyKey, IdempotencyKeys};
 use super::message::{Message, Reply};
 use super::owner::{OwnedTopics, OwnerError, ReplayPage, Since, SubscribeAnswer};
@@ -134,6 +138,8 @@ pub struct BrokerCounters {
     /// Message buffers made because their class's free list was empty (warm-up, growth), or
     /// for a message larger than every class; zero in a steady state.
     pub message_buffers_created: u64,
+    /// Subscriptions ended because a refreshed token no longer grants their topic.
+    pub subscriptions_revoked: u64,
 }
 
 /// Levels a shard's broker reports.
@@ -201,6 +207,8 @@ impl Subscription {
 struct ClientRecord {
     generation: u16,
     open: bool,
+    /// The how-manieth client of this shard it is (from 1): its id in events.
+    serial: u64,
     subscriptions: Vec<Subscription>,
     /// Subscriptions holding a conflated message.
     held_count: u32,
@@ -234,6 +242,12 @@ pub struct Fanout {
     /// The shard's clock, set every turn.
     now_ms: u64,
     counters: BrokerCounters,
+    /// Which events to record for the webhooks; empty (nothing recorded) unless one is set.
+    event_filter: EventFilter,
+    /// Events recorded and not yet taken by `poll_event`, in the order they happened.
+    events: VecDeque<Event>,
+    /// Clients opened so far (the serial of the latest).
+    clients_opened: u64,
 }
 
 impl Fanout {
@@ -268,6 +282,39 @@ impl Fanout {
             next_batch: 0,
             now_ms: 0,
             counters: BrokerCounters::default(),
+            event_filter: EventFilter::default(),
+            events: VecDeque::new(),
+            clients_opened: 0,
+        }
+    }
+
+    /// Sets which events to record for the webhooks (none until called).
+    pub fn set_event_filter(&mut self, filter: EventFilter) {
+        self.event_filter = filter;
+    }
+
+    /// Whether events of `kind` are recorded: the shard asks before making a connection event.
+    pub fn wants_event(&self, kind: EventKind) -> bool {
+        self.event_filter.wants(kind)
+    }
+
+    /// Records an event the shard itself decided (a connection opened or closed), in order with
+    /// the broker's own.
+    pub fn record_event(&mut self, event: Event) {
+        debug_assert!(self.event_filter.wants(event.kind()));
+        self.events.push_back(event);
+    }
+
+    /// The next event for the webhooks, in the order they happened on this shard.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The id of the client in `slot` in events.
+    pub fn connection_id(&self, slot: u32) -> ConnectionId {
+        ConnectionId {
+            shard: self.shard as u16,
+            serial: self.clients[slot as usize].serial,
         }
     }
 
@@ -302,6 +349,8 @@ impl Fanout {
         assert!(!client.open && client.subscriptions.is_empty());
         client.generation = generation;
         client.open = true;
+        self.clients_opened += 1;
+        client.serial = self.clients_opened;
     }
 
     /// The client in `slot` is gone: its subscriptions end.
@@ -355,6 +404,9 @@ impl Fanout {
                 self.subscribe(slot, topic, since, clients)
             }
             BrokerRequest::Unsubscribe { topic } => self.unsubscribe(slot, &topic, clients),
+            BrokerRequest::Regrant { grants } => {
+                self.revoke_ungranted(slot, &grants.subscribe, clients)
+            }
         }
     }
 
@@ -415,8 +467,13 @@ impl Fanout {
                 page,
             } => self.handle_replayed(&topic, subscriber, page, clients),
             Command::Unsubscribe { topic, shard } => {
+                let watched = self.event_filter.wants(EventKind::TopicVacated);
+                let occupied = watched && self.owned.is_occupied(topic.as_bytes());
                 self.owned
                     .unsubscribe(topic.as_bytes(), usize::from(shard), self.now_ms);
+                if occupied && !self.owned.is_occupied(topic.as_bytes()) {
+                    self.events.push_back(Event::TopicVacated { topic });
+                }
             }
             Command::Deliver { message } => self.deliver(&message, clients),
             Command::Subscribed {
@@ -543,6 +600,10 @@ impl Fanout {
         let published = self.owned.publish(topic, data, creator, self.now_ms)?;
         self.counters.messages_published += 1;
         let seq = published.message.seq();
+        if self.event_filter.wants_message(topic.as_bytes()) {
+            let message = published.message.clone();
+            self.events.push_back(Event::MessagePublished { message });
+        }
         for shard in published.subscriber_shards.iter() {
             let message = published.message.clone();
             self.outgoing
@@ -698,6 +759,25 @@ impl Fanout {
         }
     }
 
+    /// Ends every subscription of `slot` whose topic `granted` does not allow, answering each
+    /// with `{"op":"error","reason":"forbidden","topic":…}`.
+    fn revoke_ungranted(&mut self, slot: u32, granted: &TopicPatterns, clients: &mut impl Clients) {
+        let mut at = 0;
+        while let Some(subscription) = self.clients[slot as usize].subscriptions.get(at) {
+            let index = subscription.topic;
+            let topic = self.subscribers.name(index);
+            if granted.allows(topic.as_str()) {
+                at += 1;
+                continue;
+            }
+            // `drop_subscription` swap-removes: the one moved into `at` is looked at next.
+            let reply = Reply::topic_error(&mut self.encoder, "forbidden", topic);
+            clients.reply(slot, &reply);
+            self.counters.subscriptions_revoked += 1;
+            self.drop_subscription(slot, index);
+        }
+    }
+
     fn unsubscribe(&mut self, slot: u32, topic: &TopicName, clients: &mut impl Clients) {
         let reply = Reply::unsubscribed(&mut self.encoder, topic);
         clients.reply(slot, &reply);
@@ -725,6 +805,12 @@ impl Fanout {
             client.replaying_count -= 1;
         }
         if !subscription.is_pending() {
+            if self.event_filter.wants(EventKind::SubscriptionRemoved) {
+                let topic = self.subscribers.name(index).clone();
+                let connection = self.connection_id(slot);
+                self.events
+                    .push_back(Event::SubscriptionRemoved { topic, connection });
+            }
             let moved = self.subscribers.deactivate(index, subscription.position);
             if let Some(moved_slot) = moved {
                 let record = self.clients[moved_slot as usize]
@@ -803,6 +889,12 @@ impl Fanout {
         let position = self
             .subscribers
             .activate(index, slot, answer.latest, answer.epoch);
+        if self.event_filter.wants(EventKind::SubscriptionCreated) {
+            let connection = self.connection_id(slot);
+            let topic = topic.clone();
+            self.events
+                .push_back(Event::SubscriptionCreated { topic, connection });
+        }
         let reply = Reply::subscribed(&mut self.encoder, topic, answer.latest, answer.epoch);
         clients.reply(slot, &reply);
         if answer.reset {
@@ -837,9 +929,15 @@ impl Fanout {
         let snapshot = self.config.wants_snapshot(topic.as_str());
         let shard = usize::from(subscriber.shard);
         let creator = Some(subscriber.key());
+        let watched = self.event_filter.wants(EventKind::TopicOccupied);
+        let occupied = watched && self.owned.is_occupied(topic.as_bytes());
         let answer = self
             .owned
             .subscribe(&topic, shard, since, snapshot, creator, self.now_ms);
+        if watched && !occupied && answer.is_ok() {
+            let topic = topic.clone();
+            self.events.push_back(Event::TopicOccupied { topic });
+        }
         let command = Command::Subscribed {
             topic,
             subscriber,

@@ -24,7 +24,7 @@ use super::config::BrokerConfig;
 use super::idempotency::IDEMPOTENCY_KEY_BYTES_MAX;
 use super::json_bounds::{self, JsonBoundError, JsonBounds};
 use super::stream_api::StreamError;
-use super::topic::{self as topic_name, TopicError};
+use super::topic::{self as topic_name, TopicError, TopicName};
 use crate::protocol::HandshakeError;
 use crate::protocol::decimal::write_decimal;
 use crate::protocol::http1::response as handshake;
@@ -144,6 +144,14 @@ pub enum HttpError {
     TooManyPipelined {
         requests_max: usize,
     },
+    /// The token does not grant publishing on the topic (of batch item `index`, for a batch).
+    Forbidden {
+        index: Option<usize>,
+    },
+    /// The token does not grant subscribing to `topic` (of an `/sse`, `/stream` or `/poll`).
+    SubscribeForbidden {
+        topic: TopicName,
+    },
     /// A reading request (`/sse`, `/stream`, `/poll`) the endpoint refused.
     Stream(StreamError),
 }
@@ -159,6 +167,7 @@ impl HttpError {
             Self::BatchTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyPipelined { .. } => 503,
+            Self::Forbidden { .. } | Self::SubscribeForbidden { .. } => 403,
             Self::Stream(error) => error.status(),
             Self::InvalidPercentEncoding
             | Self::InvalidTopic(_)
@@ -218,6 +227,21 @@ impl fmt::Display for HttpError {
             Self::TooManyPipelined { requests_max } => write!(
                 formatter,
                 "more than {requests_max} requests waiting for answers; wait for them"
+            ),
+            Self::Forbidden { index: None } => {
+                write!(
+                    formatter,
+                    "forbidden: the token grants no publishing on this topic"
+                )
+            }
+            Self::Forbidden { index: Some(index) } => write!(
+                formatter,
+                "forbidden: item {index}: the token grants no publishing on its topic"
+            ),
+            Self::SubscribeForbidden { topic } => write!(
+                formatter,
+                "forbidden: the token grants no subscription to topic {}",
+                topic.as_str()
             ),
             Self::Stream(error) => write!(formatter, "{}", error.reason()),
         }

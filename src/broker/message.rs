@@ -148,6 +148,7 @@ pub enum ReplyKind {
     Unsubscribed,
     Published,
     Error,
+    Refreshed,
 }
 
 impl ReplyKind {
@@ -158,6 +159,7 @@ impl ReplyKind {
             ReplyKind::Unsubscribed => "unsubscribed",
             ReplyKind::Published => "published",
             ReplyKind::Error => "error",
+            ReplyKind::Refreshed => "refreshed",
         }
     }
 }
@@ -234,6 +236,18 @@ impl Reply {
             ],
         );
         Reply::plain(ReplyKind::Published, frame)
+    }
+
+    /// `{"op":"refreshed","exp":…}`: the connection's token was replaced by one that expires at
+    /// `exp` (seconds since the epoch).
+    pub fn refreshed(encoder: &mut FrameEncoder, exp: u64) -> Reply {
+        let mut digits = [0u8; 20];
+        let exp_text = decimal(exp, &mut digits);
+        let frame = encoder.encode_parts(
+            OpCode::Text,
+            &[b"{\"op\":\"refreshed\",\"exp\":", exp_text, b"}"],
+        );
+        Reply::plain(ReplyKind::Refreshed, frame)
     }
 
     /// `{"op":"error","reason":…,"id":…}`: the publish the client gave `id` was refused.

@@ -12,18 +12,23 @@
 //! - [`message`]: messages and replies, encoded once and shared; [`message_pool`]: the
 //!   recycled buffers messages are encoded in (the one place another thread reaches: the last
 //!   holder of a message returns its buffer through a lock-free free list).
+//! - [`grants`]: the topics a token grants for subscribing and publishing.
 //! - [`request`]: client requests over the WebSocket (JSON), and [`request::BrokerRequest`].
 //! - [`http_api`]: publishing over HTTP.
 //! - [`json_bounds`]: the depth, number and surrogate bounds on published JSON.
 //! - [`owner`], [`subscribers`]: the two tables of a shard.
 //! - [`fanout`]: the shard's broker and its policy; [`command`]: what shards tell each other.
+//! - [`event`]: what the broker tells the world outside (webhooks): topics occupied and
+//!   vacated, subscriptions, messages published, connections opened and closed.
 //! - [`config`]: the limits and policies; [`demo`]: the random-walk ticker feed.
 
 pub mod command;
 pub mod config;
 pub mod cursor;
 pub mod demo;
+pub mod event;
 pub mod fanout;
+pub mod grants;
 pub mod http_api;
 pub mod idempotency;
 pub mod json_bounds;
@@ -36,6 +41,7 @@ pub mod subscribers;
 pub mod topic;
 
 pub use command::{ClientRef, Command, PublishReply};
+pub use event::{Event, EventFilter, EventKind};
 pub use fanout::{BrokerCounters, BrokerGauges, Clients, Fanout, QueueLimits, ShardMemory};
 pub use message::{Message, Reply, ReplyKind};
 pub use message_pool::MessagePool;

@@ -434,6 +434,13 @@ impl OwnedTopics {
         Ok(())
     }
 
+    /// Whether some shard has subscribers of `topic` (its occupancy, for the webhooks).
+    pub fn is_occupied(&self, topic: &[u8]) -> bool {
+        self.index
+            .get(topic)
+            .is_some_and(|&index| !self.topics[index as usize].subscriber_shards.is_empty())
+    }
+
     /// `shard` has no subscribers of `topic` any more. A topic that never had a message and has
     /// no subscribers left is forgotten after [`RESERVATION_MS`] (a subscription to a mistyped
     /// name leaves nothing for long), not at once: a poller that comes back within it finds the

@@ -8,11 +8,14 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::config::BrokerConfig;
+use super::grants::Grants;
 use super::idempotency::{IDEMPOTENCY_KEY_BYTES_MAX, IdempotencyKey};
 use super::json_bounds::{self, JsonBoundError};
 use super::owner::Since;
@@ -45,6 +48,11 @@ pub enum BrokerRequest {
     Unsubscribe {
         topic: TopicName,
     },
+    /// The connection's token was refreshed: from now on it may hold only subscriptions of
+    /// topics `grants` allows; the others end, each with an error.
+    Regrant {
+        grants: Arc<Grants>,
+    },
 }
 
 /// One parsed request.
@@ -58,6 +66,9 @@ pub enum Request<'a> {
     Unsubscribe {
         topics: Vec<Cow<'a, str>>,
     },
+    /// `{"op":"ping"}`, answered `{"op":"pong"}`: a browser cannot see WebSocket pings, so a
+    /// client that hears nothing for a while asks, and takes silence after it for a dead link.
+    Ping,
     Publish {
         topic: Cow<'a, str>,
         data: &'a [u8],
@@ -65,6 +76,10 @@ pub enum Request<'a> {
         /// `{"op":"published","id":…,"seq":…}`, and a retry with the same id is answered
         /// with the first one's seq instead of being published again.
         id: Option<Cow<'a, str>>,
+    },
+    /// A new token for the connection (`{"op":"refresh","token":…}`), checked by the endpoint.
+    Refresh {
+        token: Cow<'a, str>,
     },
 }
 
@@ -93,9 +108,12 @@ impl RequestError {
             RequestError::Binary => "requests are JSON text messages",
             RequestError::TooLarge => "request is larger than request_bytes_max",
             RequestError::MalformedJson => "malformed JSON",
-            RequestError::UnknownOp => "unknown op: expected subscribe, unsubscribe or publish",
+            RequestError::UnknownOp => {
+                "unknown op: expected subscribe, unsubscribe, publish, refresh or ping"
+            }
             RequestError::MissingField("topic") => "publish needs a topic",
             RequestError::MissingField("data") => "publish needs data",
+            RequestError::MissingField("token") => "refresh needs a token",
             RequestError::MissingField(_) => "subscribe and unsubscribe need topics",
             RequestError::Topic(error) => error.reason(),
             RequestError::TooManyTopics => {
@@ -127,6 +145,8 @@ struct Fields<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     id: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    token: Option<Text<'a>>,
 }
 
 /// A `since` value: a bare seq, or `{"seq":…,"epoch":"…"}` (what `subscribed` and `reset`
@@ -184,8 +204,12 @@ pub fn parse_request<'a>(
             }
             Ok(Request::Subscribe { topics, since })
         }
+        "ping" => Ok(Request::Ping),
         "unsubscribe" => Ok(Request::Unsubscribe {
             topics: checked_topics(fields.topics, config)?,
+        }),
+        "refresh" => Ok(Request::Refresh {
+            token: fields.token.ok_or(RequestError::MissingField("token"))?.0,
         }),
         _ => Err(RequestError::UnknownOp),
     }
@@ -240,6 +264,12 @@ mod tests {
 
     fn parse(text: &str) -> Result<Request<'_>, RequestError> {
         parse_request(text.as_bytes(), &BrokerConfig::default())
+    }
+
+    /// Proves `{"op":"ping"}` is a request of its own (answered `pong` by the endpoint).
+    #[test]
+    fn ping_is_a_request() {
+        assert!(matches!(parse(r#"{"op":"ping"}"#), Ok(Request::Ping)));
     }
 
     /// Proves a publish keeps `data` byte for byte, whitespace and key order included.

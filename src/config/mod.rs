@@ -7,8 +7,9 @@
 //! Settings come in layers, each overriding the one before: the defaults below, the TOML config
 //! file, the `RINGCAST_*` environment variables, then the command line (see `crate::cli`).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +25,13 @@ pub use layers::{
 };
 pub use nofile::{NofileLimits, check_file_table_fits, raise_nofile_soft_limit_to_hard};
 
+use crate::auth::Authenticator;
+pub use crate::auth::{AuthConfig, AuthMode};
 pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
+use crate::broker::event::EventKind;
 use crate::broker::http_api::PublishConfig;
+use crate::egress::EgressSettings;
+pub use crate::egress::webhook::WebhookConfig;
 use crate::endpoint::EndpointSettings;
 use crate::protocol::ProtocolLimits;
 use crate::protocol::pool::PoolLimits;
@@ -49,6 +55,10 @@ pub const REGISTERED_FILES_KERNEL_MAX: usize = 1 << 20;
 
 /// Most iovecs the kernel takes in one `sendmsg` (`UIO_MAXIOV`).
 pub const SEND_BATCH_FRAMES_KERNEL_MAX: usize = 1024;
+
+/// Most events one shard's feed to the webhook thread may hold (`webhook_shard_events_max`):
+/// 16 Mi events would be a gigabyte of preallocated queue per shard.
+pub const WEBHOOK_SHARD_EVENTS_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Everything one ringcast process needs to start: where to listen, how many shards, and every
 /// per-shard and per-connection limit. Read from the config file with unknown keys refused, so
@@ -85,6 +95,14 @@ pub struct ServerConfig {
     /// suite and for benchmarks of the transport alone; the frame and message limits rise to
     /// 16 MiB unless a layer sets them.
     pub echo: bool,
+    /// Serve the live ticker board (a page and the JavaScript client, embedded in the binary) at
+    /// `GET /` and `GET /ringcast.js`. Default on: a newcomer running `--demo` opens the address
+    /// in a browser and sees prices move. Off, both paths answer 404.
+    pub board_enabled: bool,
+    /// Accept WebSocket upgrades at `/ws`. Default on. Off, `/ws` answers 403 and clients read
+    /// through `/sse`, `/stream` or `/poll`: for a deployment behind a proxy that breaks
+    /// WebSocket, and for testing that clients fall back.
+    pub websocket_enabled: bool,
     /// Time a client has to complete the upgrade request after connecting. Default 10 s: enough
     /// for a slow network, and short enough that a slowloris client dribbling header bytes cannot
     /// hold a connection slot for long.
@@ -159,6 +177,19 @@ pub struct ServerConfig {
     pub pool: PoolLimits,
     /// The pub/sub broker's limits and policies (`[broker]` in the config file).
     pub broker: BrokerConfig,
+    /// Who may connect and from where: JWT, origins, per-address limits (`[auth]`).
+    pub auth: AuthConfig,
+    /// Events each shard's feed to the webhook thread holds (allocated at start-up, about
+    /// 80 bytes each, only when a webhook is configured). Default 16,384: far more than the
+    /// thread, which takes them every millisecond, lets pile up unless it is starved of CPU.
+    /// A full feed drops its oldest event (counted in `webhook_feed_drops`).
+    pub webhook_shard_events_max: usize,
+    /// The local address webhook requests leave from, so that receivers behind a firewall can
+    /// allow it; empty (default) lets the system choose by route.
+    pub webhook_source_address: String,
+    /// Webhook endpoints (`[[webhook]]` tables; `RINGCAST_WEBHOOK` takes them as a TOML array of
+    /// inline tables). Default none: no events are decided, and the shards pay nothing.
+    pub webhook: Vec<WebhookConfig>,
 }
 
 impl Default for ServerConfig {
@@ -171,6 +202,8 @@ impl Default for ServerConfig {
             shards: shards_default(),
             connections_per_shard_max: 16 * 1024,
             echo: false,
+            board_enabled: true,
+            websocket_enabled: true,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             pong_timeout_ms: 10_000,
@@ -189,6 +222,10 @@ impl Default for ServerConfig {
             protocol: ProtocolLimits::default(),
             pool: PoolLimits::default(),
             broker: BrokerConfig::default(),
+            auth: AuthConfig::default(),
+            webhook_shard_events_max: 16 * 1024,
+            webhook_source_address: String::new(),
+            webhook: Vec::new(),
         }
     }
 }
@@ -313,11 +350,14 @@ impl ServerConfig {
         }
     }
 
-    /// What the endpoints read, from the settings of the same names.
-    pub fn endpoint_settings(&self) -> EndpointSettings {
+    /// What the endpoints read, from the settings of the same names, with the connection-time
+    /// checks built once for every shard ([`ServerConfig::authenticator`]).
+    pub fn endpoint_settings(&self, auth: Arc<Authenticator>) -> EndpointSettings {
         let publish = PublishConfig::from_broker(&self.broker);
         EndpointSettings {
             echo: self.echo,
+            board_enabled: self.board_enabled,
+            websocket_enabled: self.websocket_enabled,
             handshake_timeout_ms: self.handshake_timeout_ms,
             idle_timeout_ms: self.idle_timeout_ms,
             pong_timeout_ms: self.pong_timeout_ms,
@@ -328,13 +368,74 @@ impl ServerConfig {
             http_limits: publish.request_limits(self.protocol.header_bytes_max),
             publish,
             broker: self.broker.clone(),
+            auth,
+            close_reasons_kept: self.webhook.iter().any(|webhook| {
+                webhook
+                    .events
+                    .iter()
+                    .any(|name| name == EventKind::ConnectionClosed.name())
+            }),
         }
+    }
+
+    /// The connection-time checks of `[auth]`, with its key files read now.
+    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        Authenticator::from_config(&self.auth, self.broker.topic_bytes_max)
+            .map_err(|reason| invalid("auth", reason))
+    }
+
+    /// What the webhook thread needs, or `None` when no webhook is configured.
+    pub fn egress_settings(&self) -> Result<Option<EgressSettings>, ConfigError> {
+        if self.webhook.is_empty() {
+            return Ok(None);
+        }
+        let endpoints =
+            crate::egress::webhook::config::parse_all(&self.webhook, self.broker.topic_bytes_max)
+                .map_err(|reason| invalid("webhook", reason))?;
+        Ok(Some(EgressSettings {
+            endpoints,
+            shards: self.shards,
+            feed_events_max: self.webhook_shard_events_max,
+            source_address: self.webhook_source()?,
+        }))
+    }
+
+    fn webhook_source(&self) -> Result<Option<IpAddr>, ConfigError> {
+        if self.webhook_source_address.is_empty() {
+            return Ok(None);
+        }
+        let address = self.webhook_source_address.parse().map_err(|_| {
+            invalid(
+                "webhook_source_address",
+                format!(
+                    "{:?} is not an IP address (or leave it empty)",
+                    self.webhook_source_address
+                ),
+            )
+        })?;
+        Ok(Some(address))
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        if !(1..=WEBHOOK_SHARD_EVENTS_LIMIT).contains(&self.webhook_shard_events_max) {
+            return Err(invalid(
+                "webhook_shard_events_max",
+                format!(
+                    "{} is outside 1..={WEBHOOK_SHARD_EVENTS_LIMIT}",
+                    self.webhook_shard_events_max
+                ),
+            ));
+        }
+        self.egress_settings().map(drop)
     }
 
     /// Checks every setting, and that each shard's registered-file table fits the process's
     /// RLIMIT_NOFILE as it is now. Run once at start-up, after `raise_nofile_soft_limit_to_hard`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_settings()?;
+        // The key files are read here too, so a missing or wrong key fails before any shard
+        // starts.
+        self.authenticator()?;
         let limits = NofileLimits::current().map_err(ConfigError::NofileLimitUnreadable)?;
         check_file_table_fits(self.shards, self.connections_per_shard_max, limits)
     }
@@ -353,10 +454,14 @@ impl ServerConfig {
         PublishConfig::from_broker(&self.broker)
             .validate(&self.pool)
             .map_err(|reason| invalid("broker", reason))?;
+        self.auth
+            .validate()
+            .map_err(|reason| invalid("auth", reason))?;
         self.validate_shards()?;
         self.validate_tls()?;
         self.validate_receive_buffers()?;
         self.validate_outbound_queue()?;
+        self.validate_webhooks()?;
         self.validate_timeouts()
     }
 

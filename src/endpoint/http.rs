@@ -13,9 +13,12 @@ use bytes::{Bytes, BytesMut};
 use serde_json::value::RawValue;
 use tracing::debug;
 
+use super::board;
 use super::outbound::{Frame, Outbound};
 use super::poll::HeldPoll;
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
+use crate::auth::AuthFailure;
+use crate::auth::{AuthRefusal, Identity};
 use crate::broker::http_api::{
     self, HttpError, Route, write_batch_response, write_http_error, write_publish_response,
 };
@@ -95,12 +98,17 @@ pub struct Responses {
 pub enum Read {
     Done(Next),
     /// An upgrade was accepted (its 101 is queued): the connection speaks WebSocket from
-    /// `rest_start` of the read on.
+    /// `rest_start` of the read on, as `identity` when its token proved one.
     Upgraded {
         rest_start: usize,
+        identity: Option<Box<Identity>>,
     },
-    /// A stream (SSE or NDJSON) was asked for and checked: the connection becomes one.
-    Stream(StreamRequest),
+    /// A stream (SSE or NDJSON) was asked for and checked: the connection becomes one, and
+    /// ends at `ends_at_ms` (the shard's clock) when its token runs out.
+    Stream {
+        request: StreamRequest,
+        ends_at_ms: Option<u64>,
+    },
 }
 
 /// One connection speaking HTTP/1.1.
@@ -122,9 +130,14 @@ struct Answer<'a> {
     requests: &'a mut Vec<BrokerRequest>,
     settings: &'a EndpointSettings,
     metrics: &'a mut dyn MetricsText,
+    /// The shard's clock and the same instant in Unix milliseconds (tokens speak Unix time).
     now_ms: u64,
+    unix_ms: u64,
     /// A stream the request asked for, handed to the caller.
     stream: Option<StreamRequest>,
+    /// When that stream's token runs out (its `exp` plus `expiry_grace_ms`), on the shard's
+    /// clock; `None` without a token.
+    stream_ends_at_ms: Option<u64>,
 }
 
 impl HttpEndpoint {
@@ -224,7 +237,9 @@ impl HttpEndpoint {
             settings: &context.settings,
             metrics: &mut *context.metrics,
             now_ms: context.now_ms,
+            unix_ms: context.now_ms + context.unix_offset_ms,
             stream: None,
+            stream_ends_at_ms: None,
         };
         let mut upgraded_at = None;
         let mut answered = false;
@@ -240,7 +255,7 @@ impl HttpEndpoint {
                 Ok(HttpEvent::Request(request)) => answer.request(&request),
                 Ok(HttpEvent::ContinueExpected(head)) => answer.continue_expected(&head),
                 Ok(HttpEvent::Upgrade { head, rest_start }) => {
-                    upgraded_at = answer.upgrade(&head).then_some(rest_start);
+                    upgraded_at = answer.upgrade(&head).map(|identity| (rest_start, identity));
                     false
                 }
                 Err(error) => answer.refuse(&HttpError::Request(error), false),
@@ -251,10 +266,16 @@ impl HttpEndpoint {
             }
         }
         if let Some(request) = answer.stream.take() {
-            return Read::Stream(request);
+            return Read::Stream {
+                request,
+                ends_at_ms: answer.stream_ends_at_ms,
+            };
         }
-        if let Some(rest_start) = upgraded_at {
-            return Read::Upgraded { rest_start };
+        if let Some((rest_start, identity)) = upgraded_at {
+            return Read::Upgraded {
+                rest_start,
+                identity,
+            };
         }
         if self.responses.closing_after_responses {
             return Read::Done(self.close_when_answered());
@@ -332,15 +353,49 @@ impl Answer<'_> {
         self.counters.http_requests += 1;
         let keep_alive = request.head.keep_alive();
         let is_head = request.head.method() == "HEAD";
-        if let Some(kind) = StreamKind::at(request.head.path()) {
-            return self.read_topics(request, kind);
+        let path = request.head.path();
+        if path == "/ws" && !self.settings.echo {
+            return self.refuse_handshake(&HandshakeError::PlainRequestToWebSocket);
         }
+        let readable = request.head.method() == "GET" || is_head;
+        if let Some(asset) = board::asset(path).filter(|_| self.settings.board_enabled && readable)
+        {
+            let headers = [
+                ("Content-Type", asset.content_type),
+                ("Cache-Control", "no-cache"),
+            ];
+            self.respond_ok(&headers, asset.body, is_head, keep_alive);
+            return self.read_on(keep_alive);
+        }
+        let identity = match self.admit(&request.head) {
+            Ok(identity) => identity,
+            Err(()) => return false,
+        };
+        if let Some(kind) = StreamKind::at(path) {
+            return self.read_topics(request, kind, identity.as_ref());
+        }
+        if path == "/metrics/totals" && readable {
+            let body = self.metrics.totals();
+            let headers = [("Content-Type", "application/json")];
+            self.respond_ok(&headers, body.as_bytes(), is_head, keep_alive);
+            return self.read_on(keep_alive);
+        }
+        let grants = identity.as_ref().map(|identity| &*identity.grants);
+        let publish_allowed =
+            |topic: &str| grants.is_none_or(|grants| grants.publish.allows(topic));
         match http_api::route(request, &self.settings.publish) {
-            Route::Health => self.respond_ok(&[], b"ok\n", is_head, keep_alive),
+            Route::Health => {
+                let headers = [("Content-Type", "text/plain; charset=utf-8")];
+                self.respond_ok(&headers, b"ok\n", is_head, keep_alive);
+            }
             Route::Metrics => {
                 let body = self.metrics.render();
                 let headers = [("Content-Type", METRICS_CONTENT_TYPE)];
                 self.respond_ok(&headers, body.as_bytes(), is_head, keep_alive);
+            }
+            Route::PublishOne { topic, .. } if !publish_allowed(&topic) => {
+                self.counters.forbidden_requests += 1;
+                return self.refuse(&HttpError::Forbidden { index: None }, keep_alive);
             }
             Route::PublishOne { topic, data, key } => {
                 let first_ticket = self.responses.next_ticket;
@@ -354,6 +409,13 @@ impl Answer<'_> {
                 write_batch_response(&[], keep_alive, &mut response);
                 self.respond(response.freeze());
             }
+            Route::PublishBatch { items, .. }
+                if items.iter().any(|(topic, _)| !publish_allowed(topic)) =>
+            {
+                self.counters.forbidden_requests += 1;
+                let index = items.iter().position(|(topic, _)| !publish_allowed(topic));
+                return self.refuse(&HttpError::Forbidden { index }, keep_alive);
+            }
             Route::PublishBatch { items, key } => {
                 let first_ticket = self.responses.next_ticket;
                 let count = items.len();
@@ -364,10 +426,27 @@ impl Answer<'_> {
             }
             Route::Refuse(error) => return self.refuse(&error, keep_alive),
         }
+        self.read_on(keep_alive)
+    }
+
+    /// After an answer: the connection reads on, or closes once its responses are sent.
+    fn read_on(&mut self, keep_alive: bool) -> bool {
         if !keep_alive {
             self.responses.closing_after_responses = true;
         }
         keep_alive
+    }
+
+    /// Refuses a request the way a refused upgrade is refused (text, the status's headers,
+    /// close); returns that the connection reads no more.
+    fn refuse_handshake(&mut self, error: &HandshakeError) -> bool {
+        debug!(%error, status = error.status(), "refusing upgrade");
+        self.counters.handshake_errors += 1;
+        let mut response = BytesMut::new();
+        handshake::write_error_response(error, &mut response);
+        self.respond(response.freeze());
+        self.responses.closing_after_responses = true;
+        false
     }
 
     fn respond_ok(
@@ -389,6 +468,9 @@ impl Answer<'_> {
     /// A client waiting on `Expect: 100-continue`: 100 if the head is acceptable, or the
     /// refusal (and close: the body it would send next is not read).
     fn continue_expected(&mut self, head: &RequestHead<'_>) -> bool {
+        if self.admit(head).is_err() {
+            return false;
+        }
         match http_api::check_head(head, &self.settings.publish) {
             Ok(()) => {
                 self.respond(Bytes::from_static(CONTINUE_RESPONSE));
@@ -502,15 +584,34 @@ impl Answer<'_> {
     }
 
     /// `GET /sse`, `/stream` or `/poll`: a stream is handed to the caller, a poll is held.
-    fn read_topics(&mut self, request: &Request<'_>, kind: StreamKind) -> bool {
+    /// Every topic must be within the token's `subscribe` grants (403 otherwise, before any
+    /// subscription); the stream ends, and a held poll answers, when the token runs out.
+    fn read_topics(
+        &mut self,
+        request: &Request<'_>,
+        kind: StreamKind,
+        identity: Option<&Identity>,
+    ) -> bool {
         let keep_alive = request.head.keep_alive();
         if request.head.method() != "GET" {
             return self.refuse(&HttpError::MethodNotAllowed { allow: "GET" }, keep_alive);
         }
-        let parsed = match stream_api::parse(&request.head, kind, &self.settings.broker) {
+        let mut parsed = match stream_api::parse(&request.head, kind, &self.settings.broker) {
             Ok(parsed) => parsed,
             Err(error) => return self.refuse(&HttpError::Stream(error), keep_alive),
         };
+        if let Some(identity) = identity {
+            let forbidden = parsed
+                .topics
+                .iter()
+                .position(|topic| !identity.grants.subscribe.allows(topic.as_str()));
+            if let Some(index) = forbidden {
+                self.counters.forbidden_requests += 1;
+                let topic = parsed.topics[index].clone();
+                return self.refuse(&HttpError::SubscribeForbidden { topic }, keep_alive);
+            }
+        }
+        let ends_at_ms = identity.map(|identity| self.token_end_ms(identity));
         self.counters.subscribe_requests += 1;
         if kind != StreamKind::Poll {
             if !self.responses.pending.is_empty() {
@@ -520,7 +621,12 @@ impl Answer<'_> {
                 return self.refuse(&HttpError::Request(error), false);
             }
             self.stream = Some(parsed);
+            self.stream_ends_at_ms = ends_at_ms;
             return false;
+        }
+        if let Some(ends_at_ms) = ends_at_ms {
+            // A held poll answers when its token runs out, whatever wait it asked for.
+            parsed.wait_ms = parsed.wait_ms.min(ends_at_ms.saturating_sub(self.now_ms));
         }
         let broker = &self.settings.broker;
         let poll = HeldPoll::hold(
@@ -533,6 +639,15 @@ impl Answer<'_> {
         );
         self.responses.poll = Some(Box::new(poll));
         keep_alive
+    }
+
+    /// When `identity`'s token runs out (`exp` plus `expiry_grace_ms`), on the shard's clock.
+    fn token_end_ms(&self, identity: &Identity) -> u64 {
+        let ends_at_unix_ms = identity
+            .expires_unix_ms
+            .saturating_add(self.settings.auth.expiry_grace_ms);
+        let unix_offset_ms = self.unix_ms - self.now_ms;
+        ends_at_unix_ms.saturating_sub(unix_offset_ms)
     }
 
     /// Whether as many requests wait for answers as one connection may have.
@@ -553,15 +668,22 @@ impl Answer<'_> {
         keep_alive
     }
 
-    /// Answers an upgrade request with 101 or a refusal; returns whether it was accepted.
-    fn upgrade(&mut self, head: &RequestHead<'_>) -> bool {
+    /// Answers an upgrade request with 101 or a refusal; returns the identity its token
+    /// proved (if one is required) when it was accepted.
+    fn upgrade(&mut self, head: &RequestHead<'_>) -> Option<Option<Box<Identity>>> {
         if !self.responses.pending.is_empty() {
             // Responses to earlier requests still wait for seqs, and after a 101 there is no
             // HTTP left to send them in.
             let error = HandshakeError::MalformedRequest("upgrade pipelined behind a publish");
             self.refuse(&HttpError::Request(error), false);
-            return false;
+            return None;
         }
+        // Before any upgrade: a refused client never speaks WebSocket. Echo mode (conformance
+        // and benchmarks of the transport) asks for nothing.
+        let identity = match self.settings.echo {
+            true => None,
+            false => self.admit(head).ok()?,
+        };
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
         let settings = self.settings;
         let accepted = upgrade::parse_request(head.bytes(), &mut headers, &settings.protocol)
@@ -572,6 +694,9 @@ impl Answer<'_> {
                 if !settings.echo && request.path() != "/ws" {
                     return Err(HandshakeError::NotFound);
                 }
+                if !settings.echo && !settings.websocket_enabled {
+                    return Err(HandshakeError::WebSocketDisabled);
+                }
                 upgrade::accept_upgrade(&request, &settings.protocol)
             });
         let mut response = BytesMut::new();
@@ -579,17 +704,50 @@ impl Answer<'_> {
             Ok(upgrade) => {
                 upgrade::write_switching_protocols(&upgrade, &mut response);
                 self.respond(response.freeze());
-                true
+                Some(identity.map(Box::new))
             }
             Err(error) => {
-                debug!(%error, status = error.status(), "refusing upgrade");
-                self.counters.handshake_errors += 1;
-                handshake::write_error_response(&error, &mut response);
-                self.respond(response.freeze());
-                self.responses.closing_after_responses = true;
-                false
+                self.refuse_handshake(&error);
+                None
             }
         }
+    }
+
+    /// The connection-time checks of a request: `/health` is open, `/metrics` asks for its own
+    /// token, everything else for an allowed `Origin` and (with `auth_mode = "jwt"`) a valid
+    /// token. A refusal is answered (401 or 403) and closes the connection; `Err` then.
+    fn admit(&mut self, head: &RequestHead<'_>) -> Result<Option<Identity>, ()> {
+        let auth = &*self.settings.auth;
+        match head.path() {
+            "/health" => return Ok(None),
+            "/metrics" if auth.allows_metrics(head) => return Ok(None),
+            "/metrics" => {
+                self.counters.metrics_refusals += 1;
+                self.refuse_access(AuthRefusal::Unauthorized(AuthFailure::Missing));
+                return Err(());
+            }
+            _ => {}
+        }
+        match auth.check_request(head, self.unix_ms) {
+            Ok(identity) => Ok(identity),
+            Err(refusal) => {
+                match refusal {
+                    AuthRefusal::Unauthorized(failure) => self.counters.count_auth_failure(failure),
+                    AuthRefusal::ForeignOrigin => self.counters.origin_refusals += 1,
+                }
+                self.refuse_access(refusal);
+                Err(())
+            }
+        }
+    }
+
+    /// Answers a refused request (401 or 403) and closes once it is sent.
+    fn refuse_access(&mut self, refusal: AuthRefusal) {
+        debug!(?refusal, status = refusal.status(), "refusing access");
+        let mut response = BytesMut::new();
+        refusal.write_response(&mut response);
+        self.respond(response.freeze());
+        self.responses.closing_after_responses = true;
     }
 }
 
@@ -612,6 +770,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::auth::Authenticator;
     use crate::broker::config::BrokerConfig;
     use crate::broker::http_api::PublishConfig;
     use crate::protocol::ProtocolLimits;
@@ -624,6 +783,10 @@ mod tests {
         fn render(&mut self) -> String {
             String::new()
         }
+
+        fn totals(&mut self) -> String {
+            String::new()
+        }
     }
 
     fn context(pipelined_max: usize) -> Context {
@@ -634,6 +797,8 @@ mod tests {
         let publish = PublishConfig::from_broker(&broker);
         let settings = EndpointSettings {
             echo: false,
+            board_enabled: true,
+            websocket_enabled: true,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             pong_timeout_ms: 10_000,
@@ -644,6 +809,8 @@ mod tests {
             http_limits: publish.request_limits(8192),
             publish,
             broker,
+            auth: Arc::new(Authenticator::open()),
+            close_reasons_kept: false,
         };
         Context {
             pool: BufferPool::new(&PoolLimits::default()),
@@ -652,6 +819,7 @@ mod tests {
             frames: crate::broker::MessagePool::new(1 << 20),
             counters: EndpointCounters::default(),
             now_ms: 0,
+            unix_offset_ms: 0,
             requests: Vec::new(),
             metrics: Box::new(NoMetrics),
         }

@@ -14,6 +14,7 @@
 //! broker; messages the broker delivers are framed once per shard for each kind of endpoint by
 //! the [`frame_cache::FrameCache`].
 
+pub mod board;
 pub mod frame_cache;
 pub mod http;
 pub mod outbound;
@@ -23,7 +24,9 @@ pub mod websocket;
 
 use std::sync::Arc;
 
+use crate::auth::{AuthFailure, Authenticator};
 use crate::broker::config::BrokerConfig;
+use crate::broker::event::CloseReason;
 use crate::broker::http_api::PublishConfig;
 use crate::broker::message_pool::MessagePool;
 use crate::broker::owner::OwnerError;
@@ -94,6 +97,10 @@ impl EndpointKind {
 pub struct EndpointSettings {
     /// Echo every WebSocket message instead of brokering it (conformance and benchmarks).
     pub echo: bool,
+    /// Serve the board page and the JavaScript client at `/` and `/ringcast.js`.
+    pub board_enabled: bool,
+    /// Accept upgrades at `/ws`; off, they get 403 (clients fall back to SSE or polling).
+    pub websocket_enabled: bool,
     /// A request head must be complete this long after the connection opened or the previous
     /// answer (slowloris).
     pub handshake_timeout_ms: u64,
@@ -111,12 +118,19 @@ pub struct EndpointSettings {
     pub http_limits: RequestLimits,
     pub publish: PublishConfig,
     pub broker: BrokerConfig,
+    /// Connection-time checks: origin, token, metrics token (shared by every shard).
+    pub auth: Arc<Authenticator>,
+    /// Keep the reason text of a peer's close frame (a copy per close), because a webhook
+    /// reports `connection.closed`.
+    pub close_reasons_kept: bool,
 }
 
 /// Renders the text of `GET /metrics`; the shard provides it (endpoints know nothing of where
 /// the figures come from).
 pub trait MetricsText {
     fn render(&mut self) -> String;
+    /// Every counter summed over the shards, as a JSON object (`GET /metrics/totals`).
+    fn totals(&mut self) -> String;
 }
 
 /// What endpoints count; every error a peer causes is counted.
@@ -140,8 +154,30 @@ pub struct EndpointCounters {
     pub close_timeouts: u64,
     /// WebSocket messages not finished within `message_timeout_ms` (closed with 1008).
     pub message_timeouts: u64,
+    /// Requests refused for their token (401), by [`AuthFailure::index`]; failed refreshes
+    /// count here too.
+    pub auth_failures: [u64; AuthFailure::ALL.len()],
+    /// Requests refused with 403 for an `Origin` not in `allowed_origins`.
+    pub origin_refusals: u64,
+    /// `GET /metrics` without the right `metrics_token`.
+    pub metrics_refusals: u64,
+    /// Subscribes and publishes outside the token's grants (WebSocket errors and HTTP 403s),
+    /// and subscriptions dropped because a refreshed token no longer grants them are counted
+    /// by the broker.
+    pub forbidden_requests: u64,
+    /// WebSockets closed with 4001, and SSE and NDJSON streams ended, because their token
+    /// expired.
+    pub token_expiries: u64,
+    /// Refreshes accepted.
+    pub token_refreshes: u64,
     /// Polls answered (with messages, or empty when their wait ran out).
     pub poll_answers: u64,
+}
+
+impl EndpointCounters {
+    pub fn count_auth_failure(&mut self, failure: AuthFailure) {
+        self.auth_failures[failure.index()] += 1;
+    }
 }
 
 /// What endpoints need from their shard, lent beside one connection.
@@ -157,6 +193,9 @@ pub struct Context {
     pub counters: EndpointCounters,
     /// The shard's clock, read once per loop turn.
     pub now_ms: u64,
+    /// Unix time in milliseconds when the shard's clock read 0: token times are Unix times,
+    /// and deadlines follow the shard's (monotonic) clock from there.
+    pub unix_offset_ms: u64,
     /// Broker requests of the read being handled, in the order they arrived.
     pub requests: Vec<BrokerRequest>,
     pub metrics: Box<dyn MetricsText>,
@@ -168,6 +207,13 @@ pub enum Endpoint {
     Http(HttpEndpoint),
     WebSocket(WebSocketEndpoint),
     Stream(StreamEndpoint),
+}
+
+impl Context {
+    /// The shard's clock as Unix time in milliseconds.
+    pub fn unix_ms(&self) -> u64 {
+        self.now_ms + self.unix_offset_ms
+    }
 }
 
 impl Endpoint {
@@ -222,10 +268,14 @@ impl Endpoint {
             Endpoint::Stream(_) => Next::Continue,
             Endpoint::Http(http) => match http.handle_read(input, outbound, context) {
                 http::Read::Done(next) => next,
-                http::Read::Upgraded { rest_start } => {
+                http::Read::Upgraded {
+                    rest_start,
+                    identity,
+                } => {
                     http.release_buffers(&mut context.pool);
                     context.counters.upgrades += 1;
                     let mut websocket = WebSocketEndpoint::new(context.now_ms, &context.settings);
+                    websocket.authenticate(identity, context);
                     let rest = &mut input[rest_start..];
                     let next = match rest.is_empty() {
                         true => Next::Continue,
@@ -234,9 +284,13 @@ impl Endpoint {
                     *self = Endpoint::WebSocket(websocket);
                     next
                 }
-                http::Read::Stream(request) => {
+                http::Read::Stream {
+                    request,
+                    ends_at_ms,
+                } => {
                     http.release_buffers(&mut context.pool);
-                    *self = Endpoint::Stream(StreamEndpoint::open(request, outbound, context));
+                    let stream = StreamEndpoint::open(request, ends_at_ms, outbound, context);
+                    *self = Endpoint::Stream(stream);
                     Next::Continue
                 }
             },
@@ -248,7 +302,7 @@ impl Endpoint {
         match self {
             Endpoint::Http(http) => http.handle_deadline(outbound, context),
             Endpoint::WebSocket(websocket) => websocket.handle_deadline(outbound, context),
-            Endpoint::Stream(stream) => stream.handle_deadline(outbound, context.now_ms),
+            Endpoint::Stream(stream) => stream.handle_deadline(outbound, context),
         }
     }
 
@@ -331,6 +385,15 @@ impl Endpoint {
             Endpoint::Http(http) => http.answer_publish(ticket, result, outbound),
             // The connection upgraded after the publish; nothing waits for the answer.
             Endpoint::WebSocket(_) | Endpoint::Stream(_) => Next::Continue,
+        }
+    }
+
+    /// How a WebSocket connection closed (code and reason); `None` for HTTP, streams and polls,
+    /// which have no close code.
+    pub fn close_record(&self) -> Option<(u16, CloseReason)> {
+        match self {
+            Endpoint::Http(_) | Endpoint::Stream(_) => None,
+            Endpoint::WebSocket(websocket) => Some(websocket.close_record()),
         }
     }
 

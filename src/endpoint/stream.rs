@@ -29,6 +29,11 @@ use crate::protocol::{ndjson, sse};
 
 const NDJSON_HEARTBEAT: &[u8] = b"13\r\n{\"op\":\"heartbeat\"}\n\r\n";
 
+/// The last event of a stream whose token ran out: the client knows to come back with a new
+/// token rather than resume with the old one.
+const SSE_EXPIRED: &[u8] = b"event: expired\ndata: {\"op\":\"expired\"}\n\n";
+const NDJSON_EXPIRED: &[u8] = b"11\r\n{\"op\":\"expired\"}\n\r\n";
+
 /// Where a reading client stands in each of its topics, and the cursor that says so.
 #[derive(Debug)]
 pub struct TopicPositions {
@@ -186,6 +191,9 @@ pub struct StreamEndpoint {
     /// NDJSON: deliveries went out since the last cursor line.
     cursor_owed: bool,
     closed: bool,
+    /// When the stream's token runs out (its `exp` plus `expiry_grace_ms`, on the shard's
+    /// clock); `u64::MAX` without a token.
+    ends_at_ms: u64,
 }
 
 impl StreamEndpoint {
@@ -193,6 +201,7 @@ impl StreamEndpoint {
     /// are left in the context for the broker.
     pub fn open(
         request: StreamRequest,
+        ends_at_ms: Option<u64>,
         outbound: &mut Outbound,
         context: &mut Context,
     ) -> StreamEndpoint {
@@ -217,6 +226,7 @@ impl StreamEndpoint {
             last_queued_ms: context.now_ms,
             cursor_owed: false,
             closed: false,
+            ends_at_ms: ends_at_ms.unwrap_or(u64::MAX),
         }
     }
 
@@ -227,7 +237,7 @@ impl StreamEndpoint {
     pub fn deadline_ms(&self) -> u64 {
         match self.closed {
             true => u64::MAX,
-            false => self.last_queued_ms + self.heartbeat_ms,
+            false => (self.last_queued_ms + self.heartbeat_ms).min(self.ends_at_ms),
         }
     }
 
@@ -235,8 +245,17 @@ impl StreamEndpoint {
         !self.closed
     }
 
-    /// A silence: the heartbeat.
-    pub fn handle_deadline(&mut self, outbound: &mut Outbound, now_ms: u64) -> Next {
+    /// A silence: the heartbeat. Or the token ran out: an `expired` event, and the end.
+    pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        let now_ms = context.now_ms;
+        if !self.closed && now_ms >= self.ends_at_ms {
+            context.counters.token_expiries += 1;
+            outbound.push_control(bytes::Bytes::from_static(match self.format {
+                StreamFormat::Sse => SSE_EXPIRED,
+                StreamFormat::Ndjson => NDJSON_EXPIRED,
+            }));
+            return self.close(outbound);
+        }
         if !self.closed {
             outbound.push_control(bytes::Bytes::from_static(match self.format {
                 StreamFormat::Sse => sse::HEARTBEAT,

@@ -6,19 +6,33 @@
 //! the peer must answer within `close_timeout_ms`). The driver arms a timer for
 //! [`WebSocketEndpoint::deadline_ms`] and calls [`WebSocketEndpoint::handle_deadline`] when it
 //! passes.
+//!
+//! A connection that proved an identity with a token (`auth_mode = "jwt"`) keeps it boxed, so
+//! that connections without one pay a pointer: its grants (checked on every subscribe and
+//! publish) and a second deadline, the token's `exp` plus `expiry_grace_ms`, at which it is
+//! closed with 4001 "token expired" unless a `{"op":"refresh","token":…}` for the same `sub`
+//! moved it.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::debug;
 
 use super::outbound::Outbound;
 use super::{Context, EndpointCounters, EndpointSettings, Next};
+use crate::auth::{AuthFailure, Authenticator, Identity};
 use crate::broker::config::BrokerConfig;
+use crate::broker::event::{CLOSE_CODE_ABNORMAL, CLOSE_CODE_NONE_GIVEN, CloseReason};
 use crate::broker::idempotency::IdempotencyKey;
 use crate::broker::request::{Request, RequestError, parse_request};
 use crate::broker::{BrokerRequest, Reply, TopicName};
 use crate::protocol::CloseCode;
 use crate::protocol::websocket::frame::{FrameEncoder, OpCode};
 use crate::protocol::websocket::session::{Event, MessageKind, Session, SessionState};
+
+/// The answer to `{"op":"ping"}`: the text frame `{"op":"pong"}`, framed once at compile time.
+const PONG_FRAME: &[u8] = b"\x81\x0d{\"op\":\"pong\"}";
+const _: () = assert!(PONG_FRAME.len() == 2 + 13);
 
 /// Which deadline the endpoint's one timer stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +43,28 @@ enum Deadline {
     Pong,
     /// Our close frame must be answered by then, or the socket is shut down regardless.
     Closing,
+}
+
+/// The close code of a connection whose token expired (4000–4999 are private use).
+pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
+
+/// What a connection's token proved, and when the connection ends for it.
+#[derive(Debug)]
+struct Access {
+    identity: Identity,
+    /// The shard's clock when the token's `exp` plus `expiry_grace_ms` passes.
+    close_at_ms: u64,
+}
+
+impl Access {
+    fn new(identity: Identity, context: &Context) -> Access {
+        let grace_ms = context.settings.auth.expiry_grace_ms;
+        let close_at_unix_ms = identity.expires_unix_ms.saturating_add(grace_ms);
+        Access {
+            identity,
+            close_at_ms: close_at_unix_ms.saturating_sub(context.unix_offset_ms),
+        }
+    }
 }
 
 /// One WebSocket connection.
@@ -43,6 +79,12 @@ pub struct WebSocketEndpoint {
     /// one: it must end within `message_timeout_ms`.
     message_started_ms: Option<u64>,
     message_timeout_ms: u64,
+    /// The token's identity and expiry; `None` without authentication.
+    access: Option<Box<Access>>,
+    /// How the connection closed, from whichever side closed first: the code and reason of the
+    /// first close frame sent or received (for the `connection.closed` webhook).
+    close_code: u16,
+    close_reason: Option<CloseReason>,
 }
 
 impl WebSocketEndpoint {
@@ -56,12 +98,47 @@ impl WebSocketEndpoint {
             ping_sent_ms: 0,
             message_started_ms: None,
             message_timeout_ms: settings.message_timeout_ms,
+            access: None,
+            close_code: CLOSE_CODE_ABNORMAL,
+            close_reason: None,
         }
     }
 
-    /// The heartbeat or close deadline, or the unfinished message's if sooner.
+    /// The close code and reason the connection ended with: those of the first close frame
+    /// either side sent, or 1006 with no reason when none was (the peer went away, the close
+    /// timed out before anything was sent).
+    pub fn close_record(&self) -> (u16, CloseReason) {
+        let reason = self.close_reason.clone();
+        (self.close_code, reason.unwrap_or(CloseReason::Static("")))
+    }
+
+    /// Notes the first close, ours or the peer's.
+    fn note_close(&mut self, code: u16, reason: CloseReason) {
+        if self.close_reason.is_none() {
+            self.close_code = code;
+            self.close_reason = Some(reason);
+        }
+    }
+
+    /// Gives the connection the identity its upgrade request's token proved.
+    pub fn authenticate(&mut self, identity: Option<Box<Identity>>, context: &Context) {
+        self.access = identity.map(|identity| Box::new(Access::new(*identity, context)));
+    }
+
+    /// The heartbeat or close deadline, or the unfinished message's or the token's if sooner.
     pub fn deadline_ms(&self) -> u64 {
-        self.deadline_ms.min(self.message_deadline_ms())
+        let expiry_ms = self.expiry_deadline_ms();
+        self.deadline_ms
+            .min(self.message_deadline_ms())
+            .min(expiry_ms)
+    }
+
+    /// When the token's grace ends; never once the close handshake began.
+    fn expiry_deadline_ms(&self) -> u64 {
+        match (&self.access, self.session.state()) {
+            (Some(access), SessionState::Open) => access.close_at_ms,
+            _ => u64::MAX,
+        }
     }
 
     fn message_deadline_ms(&self) -> u64 {
@@ -109,14 +186,35 @@ impl WebSocketEndpoint {
                             encoder: &mut context.encoder,
                             counters: &mut context.counters,
                             requests: &mut context.requests,
+                            access: &mut self.access,
+                            auth: &settings.auth,
+                            now_ms: context.now_ms,
+                            unix_offset_ms: context.unix_offset_ms,
                         };
                         sink.handle(kind, payload, &settings.broker);
                     }
                 }
-                Ok(Event::Ping(_) | Event::Pong(_) | Event::Close { .. }) => {}
+                Ok(Event::Close { code, reason }) => {
+                    let code = code.map_or(CLOSE_CODE_NONE_GIVEN, |code| code.0);
+                    // The peer's words are kept only for a webhook that reports them: a copy
+                    // per close is not worth making otherwise.
+                    let reason = match settings.close_reasons_kept && !reason.is_empty() {
+                        true => CloseReason::Peer(reason.into()),
+                        false => CloseReason::Static(""),
+                    };
+                    if self.close_reason.is_none() {
+                        self.close_code = code;
+                        self.close_reason = Some(reason);
+                    }
+                }
+                Ok(Event::Ping(_) | Event::Pong(_)) => {}
                 Err(error) => {
                     context.counters.protocol_errors += 1;
                     debug!(%error, close_code = %error.close_code(), "peer broke the protocol");
+                    if self.close_reason.is_none() {
+                        self.close_code = error.close_code().0;
+                        self.close_reason = Some(CloseReason::Static(error.close_reason()));
+                    }
                 }
             }
             while let Some(frame) = reader.poll_transmit() {
@@ -139,6 +237,9 @@ impl WebSocketEndpoint {
         outbound: &mut Outbound,
         context: &mut Context,
     ) -> Next {
+        if self.session.state() == SessionState::Open {
+            self.note_close(code.0, CloseReason::Static(reason));
+        }
         self.session.close(code, reason);
         self.flush_transmits(outbound, context)
     }
@@ -147,6 +248,11 @@ impl WebSocketEndpoint {
     pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
         let settings = &*context.settings;
         let now_ms = context.now_ms;
+        if now_ms >= self.expiry_deadline_ms() {
+            context.counters.token_expiries += 1;
+            debug!("token expired and not refreshed: closing with 4001");
+            return self.close(TOKEN_EXPIRED, "token expired", outbound, context);
+        }
         if now_ms >= self.message_deadline_ms() {
             // A message begun and trickled holds pooled buffers that others need: refused.
             context.counters.message_timeouts += 1;
@@ -235,6 +341,10 @@ struct RequestSink<'a> {
     encoder: &'a mut FrameEncoder,
     counters: &'a mut EndpointCounters,
     requests: &'a mut Vec<BrokerRequest>,
+    access: &'a mut Option<Box<Access>>,
+    auth: &'a Authenticator,
+    now_ms: u64,
+    unix_offset_ms: u64,
 }
 
 impl RequestSink<'_> {
@@ -246,6 +356,10 @@ impl RequestSink<'_> {
             MessageKind::Binary => Err(RequestError::Binary),
         };
         match parsed {
+            Ok(Request::Publish { topic, .. }) if !self.grants_publish(&topic) => {
+                self.counters.publish_requests += 1;
+                self.forbid(&topic, config);
+            }
             Ok(Request::Publish { topic, data, id }) => {
                 self.counters.publish_requests += 1;
                 // Topic, data and id in one copy: the request outlives this read's buffer.
@@ -275,6 +389,10 @@ impl RequestSink<'_> {
             Ok(Request::Subscribe { topics, since }) => {
                 self.counters.subscribe_requests += 1;
                 for name in topics {
+                    if !self.grants_subscribe(&name) {
+                        self.forbid(&name, config);
+                        continue;
+                    }
                     let since = since.get(&name).copied();
                     let copied = self.encoder.copy(name.as_bytes());
                     if let Some(topic) = self.topic(copied, config) {
@@ -292,8 +410,66 @@ impl RequestSink<'_> {
                     }
                 }
             }
+            Ok(Request::Ping) => self.outbound.push_control(Bytes::from_static(PONG_FRAME)),
+            Ok(Request::Refresh { token }) => self.refresh(token.as_bytes()),
             Err(error) => self.refuse(error.reason()),
         }
+    }
+
+    fn grants_subscribe(&self, topic: &str) -> bool {
+        let access = self.access.as_deref();
+        access.is_none_or(|access| access.identity.grants.subscribe.allows(topic))
+    }
+
+    fn grants_publish(&self, topic: &str) -> bool {
+        let access = self.access.as_deref();
+        access.is_none_or(|access| access.identity.grants.publish.allows(topic))
+    }
+
+    /// `{"op":"error","reason":"forbidden","topic":…}`: outside the token's grants. The
+    /// connection stays open.
+    fn forbid(&mut self, name: &str, config: &BrokerConfig) {
+        self.counters.forbidden_requests += 1;
+        debug!(topic = name, "request outside the token's grants");
+        let copied = self.encoder.copy(name.as_bytes());
+        // The parser checked the name; were it refused here, the refusal says so instead.
+        if let Some(topic) = self.topic(copied, config) {
+            let reply = Reply::topic_error(self.encoder, "forbidden", &topic);
+            self.outbound.push_control(reply.websocket_frame().clone());
+        }
+    }
+
+    /// `{"op":"refresh","token":…}`: a token for the same `sub` moves the expiry and replaces
+    /// the grants at once (the broker drops subscriptions they no longer cover). A refused
+    /// refresh changes nothing: the connection still ends at the old expiry.
+    fn refresh(&mut self, token: &[u8]) {
+        let Some(access) = self.access.as_deref_mut() else {
+            return self.refuse("refresh needs a connection opened with a token");
+        };
+        let unix_ms = self.now_ms + self.unix_offset_ms;
+        let identity = match self.auth.verify(token, unix_ms) {
+            Ok(identity) if identity.subject == access.identity.subject => identity,
+            Ok(_) => {
+                self.counters.count_auth_failure(AuthFailure::Claims);
+                return self.refuse("refresh refused: the token names another sub");
+            }
+            Err(failure) => {
+                self.counters.count_auth_failure(failure);
+                return self.refuse(refresh_refusal(failure));
+            }
+        };
+        self.counters.token_refreshes += 1;
+        let grants = Arc::clone(&identity.grants);
+        let expires_seconds = identity.expires_unix_ms / 1000;
+        let grace_ms = self.auth.expiry_grace_ms;
+        access.close_at_ms = identity
+            .expires_unix_ms
+            .saturating_add(grace_ms)
+            .saturating_sub(self.unix_offset_ms);
+        access.identity = identity;
+        self.requests.push(BrokerRequest::Regrant { grants });
+        let reply = Reply::refreshed(self.encoder, expires_seconds);
+        self.outbound.push_control(reply.websocket_frame().clone());
     }
 
     /// A name the request parser already checked, as a `TopicName` (checked again: cheap, and no
@@ -309,9 +485,25 @@ impl RequestSink<'_> {
     }
 
     fn refuse(&mut self, reason: &'static str) {
+        debug_assert!(!reason.contains('"'));
         self.counters.request_errors += 1;
         debug!(reason, "bad request");
         let reply = Reply::error(self.encoder, reason);
         self.outbound.push_control(reply.websocket_frame().clone());
+    }
+}
+
+/// The `reason` of a refused refresh.
+fn refresh_refusal(failure: AuthFailure) -> &'static str {
+    match failure {
+        AuthFailure::Missing => "refresh refused: authentication is off",
+        AuthFailure::Malformed => "refresh refused: malformed",
+        AuthFailure::Signature => "refresh refused: signature",
+        AuthFailure::Algorithm => "refresh refused: algorithm",
+        AuthFailure::Expired => "refresh refused: expired",
+        AuthFailure::NotYetValid => "refresh refused: not_yet_valid",
+        AuthFailure::Audience => "refresh refused: audience",
+        AuthFailure::Issuer => "refresh refused: issuer",
+        AuthFailure::Claims => "refresh refused: claims",
     }
 }

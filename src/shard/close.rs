@@ -11,6 +11,8 @@ use super::Shard;
 use super::clients::list_for_send;
 use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
+use crate::broker::event::CloseReason;
+use crate::broker::{Event, EventKind};
 use crate::endpoint::{EndpointKind, Next};
 use crate::protocol::CloseCode;
 
@@ -56,7 +58,7 @@ impl Shard {
                 .endpoint
                 .close(code, reason, &mut connection.outbound, &mut self.context);
         let after = connection.endpoint.kind();
-        self.track_kind(before, after);
+        self.track_kind(slot, before, after);
         self.follow(slot, next)?;
         self.after_activity(slot)
     }
@@ -82,7 +84,7 @@ impl Shard {
             let before = self.connection_mut(slot).endpoint.kind();
             let next = self.handle_deadline(slot);
             let after = self.connection_mut(slot).endpoint.kind();
-            self.track_kind(before, after);
+            self.track_kind(slot, before, after);
             self.follow(slot, next)?;
             if !self.context.requests.is_empty() {
                 // A poll answered at its deadline ends its subscriptions.
@@ -226,6 +228,55 @@ impl Shard {
         self.advance_close(slot)
     }
 
+    /// Records `connection.opened` for the connection in `slot`, which just became a client of
+    /// the broker as `kind`, unless it was announced before (a connection holding one poll
+    /// after another is opened once).
+    pub(super) fn announce_opened(&mut self, slot: u32, kind: EndpointKind) {
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
+        if connection.announced.is_some() || !self.fanout.wants_event(EventKind::ConnectionOpened) {
+            // Without the opened event, the closed one is not recorded either: a webhook
+            // wanting only closes is not told of connections it could not have seen open.
+            connection.announced = connection.announced.or(Some(kind));
+            return;
+        }
+        connection.announced = Some(kind);
+        let event = Event::ConnectionOpened {
+            connection: self.fanout.connection_id(slot),
+            transport: kind.name(),
+            subject: None, // The authenticated subject, once authentication exists.
+        };
+        self.fanout.record_event(event);
+    }
+
+    /// Records `connection.closed` for a connection being freed that was a client of the broker,
+    /// after the ends of its subscriptions (`close_client` recorded them): a WebSocket with the
+    /// code and reason it closed with, a stream or poll with none.
+    fn record_closed(&mut self, slot: u32) {
+        if !self.fanout.wants_event(EventKind::ConnectionClosed) {
+            return;
+        }
+        let connection = self.connections[slot as usize]
+            .as_ref()
+            .expect("live connection");
+        let Some(kind) = connection.announced else {
+            return; // Plain HTTP all along: not a client of the broker.
+        };
+        let (code, reason) = match connection.endpoint.close_record() {
+            Some((code, reason)) => (Some(code), reason),
+            None => (None, CloseReason::Static("")),
+        };
+        let event = Event::ConnectionClosed {
+            connection: self.fanout.connection_id(slot),
+            transport: kind.name(),
+            code,
+            reason,
+            subject: None, // The authenticated subject, once authentication exists.
+        };
+        self.fanout.record_event(event);
+    }
+
     pub(super) fn handle_close(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
         if completion.result < 0 {
             // The slot is freed by the kernel even when the close itself reports an error.
@@ -236,6 +287,7 @@ impl Shard {
 
     fn free_connection(&mut self, slot: u32) -> io::Result<()> {
         self.fanout.close_client(slot);
+        self.record_closed(slot);
         // Every operation of the connection has completed: nothing is in flight, and whatever
         // is still queued is let go.
         let connection = self.connections[slot as usize]
@@ -255,8 +307,10 @@ impl Shard {
         // Its entry array (kept when small) goes with it: it counts no more.
         self.queue_memory.forget(&mut connection.reported);
         connection.endpoint.release_buffers(&mut self.context.pool);
-        self.track_kind(connection.endpoint.kind(), EndpointKind::Http);
+        self.count_kind(connection.endpoint.kind(), EndpointKind::Http);
         self.timers.cancel(slot);
+        let ticket = std::mem::take(&mut self.address_tickets[slot as usize]);
+        self.address_limits.release(ticket, self.context.unix_ms());
         self.connection_count -= 1;
         self.counters.connections_closed += 1;
         self.after_broker()?;

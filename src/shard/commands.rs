@@ -89,7 +89,20 @@ impl Shard {
                 self.after_activity(slot)?;
             }
         }
+        self.forward_events();
         Ok(())
+    }
+
+    /// Hands the events the broker decided to the webhook thread's feed (nothing is decided
+    /// when no webhook is configured).
+    pub(super) fn forward_events(&mut self) {
+        let Some(feed) = &self.event_feed else {
+            return;
+        };
+        while let Some(event) = self.fanout.poll_event() {
+            feed.push(event);
+            self.events_pushed = true;
+        }
     }
 
     /// Sends `command` to shard `target`'s mailbox, or to the outbox when the mailbox is full

@@ -6,7 +6,7 @@
 //! submit, and updates them from their completions.
 
 use crate::endpoint::outbound::{Outbound, QueueMemory, Reported};
-use crate::endpoint::{Endpoint, Next};
+use crate::endpoint::{Endpoint, EndpointKind, Next};
 use crate::transport::Transport;
 
 /// Where a connection's close sequence stands. Sockets are shut down before their descriptor is
@@ -59,6 +59,9 @@ pub struct Connection {
     /// accounted for the connection: the stall clock starts when they appear. A TLS handshake
     /// flight is unsent bytes with no frame queued, so the queue's report alone misses it.
     pub(super) unsent: bool,
+    /// The kind it was first a client of the broker as (`connection.opened` recorded then, if a
+    /// webhook wants it); `None` while it is plain HTTP.
+    pub(super) announced: Option<EndpointKind>,
 }
 
 impl Connection {
@@ -81,6 +84,7 @@ impl Connection {
             send_progress_ms: 0,
             stall_closed: false,
             unsent: false,
+            announced: None,
         }
     }
 

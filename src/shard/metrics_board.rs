@@ -6,9 +6,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::collector::Collector;
+
 use crate::endpoint::MetricsText;
 use crate::metrics::MetricsRenderer;
-use crate::stats::ShardStats;
+use crate::stats::{Counters, ShardStats};
 
 /// Every shard's latest metrics.
 #[derive(Debug)]
@@ -65,6 +67,11 @@ impl MetricsView {
             snapshot: Vec::new(),
         }
     }
+
+    /// Adds families kept outside the shards (the webhooks') to every scrape.
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.renderer.register_collector(collector);
+    }
 }
 
 impl MetricsText for MetricsView {
@@ -73,6 +80,24 @@ impl MetricsText for MetricsView {
         self.board.snapshot(&mut self.snapshot);
         let mut text = String::new();
         self.renderer.render(&self.snapshot, &mut text);
+        text
+    }
+
+    /// Every counter summed over the shards, as one JSON object: `/metrics` has a series per
+    /// shard, which Prometheus sums, and a person with curl should not have to.
+    fn totals(&mut self) -> String {
+        self.board.snapshot(&mut self.snapshot);
+        let mut totals = Counters::default().named();
+        for shard in &self.snapshot {
+            for (total, (_, value)) in totals.iter_mut().zip(shard.counters.named()) {
+                total.1 += value;
+            }
+        }
+        let mut text = format!("{{\"shards\":{}", self.snapshot.len());
+        for (name, value) in totals {
+            text.push_str(&format!(",\"{name}\":{value}"));
+        }
+        text.push_str("}\n");
         text
     }
 }

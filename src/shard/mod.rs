@@ -36,8 +36,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::auth::{AddressLimits, Authenticator};
 use crate::broker::{Command, Fanout, MessagePool, QueueLimits};
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
+use crate::egress::EgressLink;
+use crate::egress::feed::EventFeed;
+use crate::egress::webhook::metrics::WebhookCollector;
 use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
 use crate::endpoint::{Context, EndpointKind};
@@ -46,7 +50,7 @@ use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
 use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats, TlsStats};
 use crate::transport::tls::TlsWorkspace;
-use accept::Accepts;
+use accept::{Accepts, Listener};
 use buffers::ReceiveBuffers;
 use commands::Outbox;
 use connection::Connection;
@@ -97,6 +101,12 @@ pub struct Shared {
     /// The shard's TLS listener and the handshake configuration every shard shares (its
     /// certificate resolver is what a reload swaps), when `tls_listen` is set.
     pub tls: Option<TlsListener>,
+    /// The connection-time checks (`[auth]`), built once with the key files read.
+    pub authenticator: Arc<Authenticator>,
+    /// The process's per-address connection and handshake counts.
+    pub address_limits: Arc<AddressLimits>,
+    /// The way to the webhook thread, when webhooks are configured.
+    pub egress: Option<EgressLink>,
 }
 
 /// A shard's TLS listener.
@@ -112,6 +122,10 @@ pub struct Shard {
     sends: SendSlots,
     connections: Vec<Option<Connection>>,
     generations: Vec<u16>,
+    /// Per slot, the address its connection counts against (`AddressLimits`); 0 for none.
+    address_tickets: Vec<u64>,
+    /// The process's per-address limits, shared by the shards.
+    address_limits: Arc<AddressLimits>,
     connection_count: usize,
     tls_connections: u64,
     /// The handshake configuration of TLS connections, when the shard has a TLS listener.
@@ -161,6 +175,10 @@ pub struct Shard {
     accepts: Accepts,
     drain_deadline_ms: Option<u64>,
     last_table_full_log_ms: Option<u64>,
+    /// Where the broker's events go (only when a webhook is configured), and whether this turn
+    /// pushed any (the webhook thread is woken once, at the end of the turn).
+    event_feed: Option<Arc<EventFeed>>,
+    events_pushed: bool,
 }
 
 impl Shard {
@@ -183,6 +201,9 @@ impl Shard {
             metrics_board,
             epoch_seed,
             tls,
+            authenticator,
+            address_limits,
+            egress,
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
@@ -191,7 +212,7 @@ impl Shard {
             frames_max: config.outbound_queue_frames_max,
         };
         let epoch_seed = epoch_seed ^ (shard_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let fanout = Fanout::new(
+        let mut fanout = Fanout::new(
             &config.broker,
             queue_limits,
             shard_index,
@@ -199,15 +220,21 @@ impl Shard {
             table_slots,
             epoch_seed,
         );
+        let mut metrics = MetricsView::new(Arc::clone(&metrics_board));
+        if let Some(egress) = &egress {
+            fanout.set_event_filter(egress.filter.clone());
+            metrics.register_collector(Box::new(WebhookCollector(Arc::clone(&egress.metrics))));
+        }
         let context = Context {
             pool: BufferPool::new(&config.pool),
             encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
-            settings: Arc::new(config.endpoint_settings()),
+            settings: Arc::new(config.endpoint_settings(authenticator)),
             frames: MessagePool::new(config.broker.message_pool_free_bytes_max),
             counters: Default::default(),
             now_ms: 0,
+            unix_offset_ms: unix_now_ms(),
             requests: Vec::new(),
-            metrics: Box::new(MetricsView::new(Arc::clone(&metrics_board))),
+            metrics: Box::new(metrics),
         };
         Ok(Shard {
             ring,
@@ -215,6 +242,8 @@ impl Shard {
             sends: SendSlots::new(table_slots, config.send_batch_frames_max),
             connections: (0..table_slots).map(|_| None).collect(),
             generations: vec![0; table_slots],
+            address_tickets: vec![0; table_slots],
+            address_limits,
             connection_count: 0,
             tls_connections: 0,
             tls_config: tls.map(|tls| tls.config),
@@ -247,6 +276,8 @@ impl Shard {
             accepts: Accepts::default(),
             drain_deadline_ms: None,
             last_table_full_log_ms: None,
+            event_feed: egress.map(|egress| egress.feed),
+            events_pushed: false,
         })
     }
 
@@ -273,6 +304,7 @@ impl Shard {
             self.end_turn()?;
             self.flush_outbox()?;
             self.flush_sends()?;
+            self.wake_egress();
             self.publish_stats();
             if self.finished() {
                 break;
@@ -335,10 +367,14 @@ impl Shard {
             unreachable!("a completion we did not ask for: {completion:?}");
         };
         match tag.operation {
-            Operation::Accept => return self.handle_accept(completion, false),
-            Operation::TlsAccept => return self.handle_accept(completion, true),
-            Operation::RefusingAccept => return self.handle_refusing_accept(completion, false),
-            Operation::TlsRefusingAccept => return self.handle_refusing_accept(completion, true),
+            Operation::Accept => return self.handle_accept(tag, completion, Listener::Plain),
+            Operation::TlsAccept => return self.handle_accept(tag, completion, Listener::Tls),
+            Operation::RefusingAccept => {
+                return self.handle_refusing_accept(completion, Listener::Plain);
+            }
+            Operation::TlsRefusingAccept => {
+                return self.handle_refusing_accept(completion, Listener::Tls);
+            }
             // A refusal's descriptor is a process descriptor, not a slot of the table.
             Operation::RefusalSend => return self.handle_refusal_send(tag, completion),
             Operation::RefusalClose => return self.handle_refusal_close(tag, completion),
@@ -396,6 +432,18 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// Hands the turn's events to the webhook thread, and wakes it if this turn gave it any
+    /// (and it sleeps).
+    fn wake_egress(&mut self) {
+        self.forward_events();
+        if self.events_pushed
+            && let Some(feed) = &self.event_feed
+        {
+            feed.wake();
+            self.events_pushed = false;
+        }
     }
 
     fn gather_counters(&self) -> Counters {
@@ -458,7 +506,16 @@ impl Shard {
 
     /// Keeps the per-transport connection counts as an endpoint changes kind (an upgrade, a
     /// stream opened, a poll held or answered, a connection freed: `after` is `Http`).
-    fn track_kind(&mut self, before: EndpointKind, after: EndpointKind) {
+    /// Counts a connection's change of kind, and records `connection.opened` the first time it
+    /// becomes a client of the broker (a WebSocket, a stream, or a held poll).
+    fn track_kind(&mut self, slot: u32, before: EndpointKind, after: EndpointKind) {
+        self.count_kind(before, after);
+        if after.transport_index().is_some() {
+            self.announce_opened(slot, after);
+        }
+    }
+
+    fn count_kind(&mut self, before: EndpointKind, after: EndpointKind) {
         if before == after {
             return;
         }
@@ -483,7 +540,7 @@ impl Shard {
                 .endpoint
                 .handle_turn_end(&mut connection.outbound, &mut self.context);
             let after = connection.endpoint.kind();
-            self.track_kind(before, after);
+            self.track_kind(slot, before, after);
             self.follow(slot, next)?;
             if !self.context.requests.is_empty() {
                 self.handle_requests(slot)?;
@@ -549,4 +606,12 @@ fn register_file_table(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The wall clock in Unix milliseconds, read once when a shard starts: token times are Unix
+/// times, measured from there on the shard's monotonic clock.
+fn unix_now_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    // A clock set before 1970 is broken; tokens then look expired, which fails safe.
+    since_epoch.map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

@@ -131,7 +131,7 @@ impl Shard {
                 }
             });
         let after = connection.endpoint.kind();
-        self.track_kind(before, after);
+        self.track_kind(slot, before, after);
         self.account(slot);
         self.follow(slot, next)?;
         self.follow_transport(slot, outcome)

@@ -17,3 +17,4 @@ pub mod session;
 pub mod streams;
 pub mod tls;
 pub mod tools;
+pub mod webhook_receiver;

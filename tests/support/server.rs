@@ -762,8 +762,17 @@ impl HttpClient {
 
     /// `GET path`; the response.
     pub fn get(&mut self, path: &str) -> HttpResponse {
-        self.client
-            .write(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        self.get_with(path, &[])
+    }
+
+    /// `GET path` with the given extra header lines; the response.
+    pub fn get_with(&mut self, path: &str, extra_headers: &[(&str, &str)]) -> HttpResponse {
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+        for (name, value) in extra_headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        self.client.write(request.as_bytes());
         self.client.read_response()
     }
 

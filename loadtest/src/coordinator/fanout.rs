@@ -51,6 +51,7 @@ struct Layout {
 }
 
 fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
+    let bearer_token = options.common.bearer_token()?;
     Target::parse(&options.common.url)?;
     if let Some(publish_url) = &options.publish_url {
         Target::parse(publish_url)?;
@@ -133,6 +134,7 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
                 (Some(publish_url), true) => publish_url.clone(),
                 _ => options.common.url.clone(),
             },
+            bearer_token: bearer_token.clone(),
             connections,
             rate_per_second: options.connect_rate * connections as f64
                 / (subscribers + publishers) as f64,

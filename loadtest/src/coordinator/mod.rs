@@ -244,12 +244,14 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
     let ramp = ramp_budget(run.connections, run.rate);
     let connect_timeout = Duration::from_secs(run.common.connect_timeout_seconds);
     let deadline = ramp + connect_timeout + run.hold + run.measured + DEADLINE_SLACK;
+    let bearer_token = run.common.bearer_token()?;
     let plans = (0..workers)
         .map(|worker_index| {
             let connections = worker_share(run.connections, worker_index, workers);
             WorkerPlan {
                 worker_index,
                 url: run.common.url.clone(),
+                bearer_token: bearer_token.clone(),
                 connections,
                 rate_per_second: run.rate * connections as f64 / run.connections as f64,
                 threads: run.common.threads_per_worker,

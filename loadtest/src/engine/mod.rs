@@ -106,6 +106,8 @@ pub struct EngineSettings {
     /// `host:port` and path of the upgrade request.
     pub host: String,
     pub path: String,
+    /// `Authorization` of every upgrade request (`Bearer <token>`, from `--token-file`).
+    pub authorization: Option<String>,
     pub connect_timeout: Duration,
     /// The receive pool: a power of two of buffers, each `buffer_bytes`.
     pub buffers_count: usize,
@@ -320,6 +322,7 @@ impl Engine {
                 client.key.write_request(
                     &self.settings.host,
                     &self.settings.path,
+                    self.settings.authorization.as_deref(),
                     &mut client.outbound,
                 );
             }

@@ -41,8 +41,15 @@ impl Transport {
         }
     }
 
-    /// The request that opens (or, for polls, continues) `topic`'s subscription.
-    pub fn request(self, host: &str, topic: &str, cursor: Option<&str>) -> String {
+    /// The request that opens (or, for polls, continues) `topic`'s subscription, with
+    /// `authorization` (`Bearer <token>`) as its `Authorization` header when given.
+    pub fn request(
+        self,
+        host: &str,
+        authorization: Option<&str>,
+        topic: &str,
+        cursor: Option<&str>,
+    ) -> String {
         let target = match (self, cursor) {
             (Transport::Sse, _) => format!("/sse?topics={topic}"),
             (Transport::Stream, _) => format!("/stream?topics={topic}"),
@@ -54,7 +61,9 @@ impl Transport {
             }
             (Transport::Ws, _) => unreachable!("WebSocket subscribers send frames"),
         };
-        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n")
+        let authorization =
+            authorization.map_or(String::new(), |value| format!("Authorization: {value}\r\n"));
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n{authorization}\r\n")
     }
 }
 

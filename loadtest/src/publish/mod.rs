@@ -137,6 +137,7 @@ impl Run {
                 .uri
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned()),
+            authorization: None,
             connect_timeout: Duration::from_secs(options.connect_timeout_seconds),
             buffers_count: BUFFERS_COUNT,
             buffer_bytes: BUFFER_BYTES,

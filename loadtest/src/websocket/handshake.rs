@@ -65,8 +65,15 @@ impl ClientKey {
         }
     }
 
-    /// Appends the upgrade request for `path` on `host` (host:port) to `output`.
-    pub fn write_request(&self, host: &str, path: &str, output: &mut Vec<u8>) {
+    /// Appends the upgrade request for `path` on `host` (host:port) to `output`, with
+    /// `authorization` as its `Authorization` header when given.
+    pub fn write_request(
+        &self,
+        host: &str,
+        path: &str,
+        authorization: Option<&str>,
+        output: &mut Vec<u8>,
+    ) {
         for part in [
             "GET ",
             path,
@@ -78,6 +85,10 @@ impl ClientKey {
             output.extend_from_slice(part.as_bytes());
         }
         output.extend_from_slice(&self.key);
+        if let Some(authorization) = authorization {
+            output.extend_from_slice(b"\r\nAuthorization: ");
+            output.extend_from_slice(authorization.as_bytes());
+        }
         output.extend_from_slice(b"\r\n\r\n");
     }
 
@@ -167,6 +178,24 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
+    /// The upgrade request carries `Authorization` when given, as one header an HTTP parser
+    /// reads back whole.
+    #[test]
+    fn request_carries_the_authorization_header() {
+        let key = ClientKey::new(*b"0123456789abcdef");
+        let mut request = Vec::new();
+        key.write_request("127.0.0.1:9100", "/ws", Some("Bearer a.b.c"), &mut request);
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert!(parsed.parse(&request).unwrap().is_complete());
+        let authorization = parsed
+            .headers
+            .iter()
+            .find(|header| header.name == "Authorization")
+            .map(|header| header.value);
+        assert_eq!(authorization, Some(&b"Bearer a.b.c"[..]));
+    }
+
     /// The accept key matches RFC 6455's worked example and tungstenite's derivation.
     #[test]
     fn accept_key_matches_the_rfc_and_tungstenite() {
@@ -189,7 +218,7 @@ mod tests {
         });
         let key = ClientKey::new(*b"0123456789abcdef");
         let mut request = Vec::new();
-        key.write_request(&address.to_string(), "/ws", &mut request);
+        key.write_request(&address.to_string(), "/ws", None, &mut request);
         let mut stream = TcpStream::connect(address).unwrap();
         stream.write_all(&request).unwrap();
         let mut received = Vec::new();

@@ -36,9 +36,22 @@ use crate::protocol::Cause;
 pub struct Target {
     pub address: SocketAddrV4,
     pub uri: Uri,
+    /// `Bearer <token>` for the upgrade's `Authorization` header, when the server wants one.
+    pub authorization: Option<tungstenite::http::HeaderValue>,
 }
 
 impl Target {
+    /// The same target, sending `Authorization: Bearer <token>` with every upgrade.
+    pub fn with_bearer_token(mut self, token: Option<&str>) -> Result<Self, String> {
+        if let Some(token) = token {
+            let value = format!("Bearer {token}");
+            let header = tungstenite::http::HeaderValue::from_str(&value)
+                .map_err(|_| "the token is not a valid header value".to_owned())?;
+            self.authorization = Some(header);
+        }
+        Ok(self)
+    }
+
     /// Parses ws://IPv4[:PORT]/PATH. Host names are refused: the run is loopback only, and a
     /// name lookup per connection would measure the resolver.
     pub fn parse(url: &str) -> Result<Self, String> {
@@ -57,6 +70,7 @@ impl Target {
         let port = uri.port_u16().unwrap_or(80);
         Ok(Self {
             address: SocketAddrV4::new(ip, port),
+            authorization: None,
             uri,
         })
     }
@@ -147,11 +161,18 @@ async fn upgrade(
     sizes: Sizes,
     deadline: Instant,
 ) -> Result<WebSocket<MemoryStream>, Cause> {
-    let request = target
+    let mut request = target
         .uri
         .clone()
         .into_client_request()
         .map_err(|_| Cause::HandshakeFailed)?;
+    if let Some(authorization) = &target.authorization {
+        let headers = request.headers_mut();
+        headers.insert(
+            tungstenite::http::header::AUTHORIZATION,
+            authorization.clone(),
+        );
+    }
     let mut pending =
         ClientHandshake::start(MemoryStream::default(), request, Some(sizes.codec_config()))
             .map_err(|_| Cause::HandshakeFailed)?;

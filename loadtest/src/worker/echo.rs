@@ -96,6 +96,12 @@ fn engine_settings(thread: &EchoThread, payload_bytes: usize) -> EngineSettings 
         path: uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned()),
+        authorization: thread
+            .target
+            .authorization
+            .as_ref()
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
         connect_timeout: Duration::from_millis(thread.plan.connect_timeout_ms),
         buffers_count: BUFFERS_COUNT,
         // A whole echo in one buffer up to 64 KiB; larger ones take several.

@@ -107,7 +107,8 @@ fn send(output: &mut impl Write, event: &Event) {
 }
 
 fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String> {
-    let target = Arc::new(Target::parse(&plan.url)?);
+    let target = Target::parse(&plan.url)?.with_bearer_token(plan.bearer_token.as_deref())?;
+    let target = Arc::new(target);
     let plan = Arc::new(plan);
     let started = Instant::now();
     let (phase_sender, phase_receiver) = watch::channel(Phase::Ramp);

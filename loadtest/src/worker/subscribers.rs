@@ -178,6 +178,12 @@ fn settings_host(thread: &SubscriberThread) -> String {
     )
 }
 
+/// `Bearer <token>` of `--token-file`, for upgrades and the HTTP transports' requests.
+fn authorization(thread: &SubscriberThread) -> Option<String> {
+    let value = thread.target.authorization.as_ref()?;
+    value.to_str().ok().map(str::to_owned)
+}
+
 fn engine_settings(thread: &SubscriberThread, fanout: &FanoutPlan) -> EngineSettings {
     let uri = &thread.target.uri;
     // A buffer holds a few deliveries (data plus about 60 bytes of envelope and head each).
@@ -193,6 +199,7 @@ fn engine_settings(thread: &SubscriberThread, fanout: &FanoutPlan) -> EngineSett
         path: uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned()),
+        authorization: authorization(thread),
         connect_timeout: Duration::from_millis(thread.plan.connect_timeout_ms),
         buffers_count: BUFFERS_COUNT,
         buffer_bytes,
@@ -237,6 +244,8 @@ struct Subscribers {
     transport: Transport,
     /// `host:port` for the HTTP transports' requests.
     host: String,
+    /// Their `Authorization` (`--token-file`).
+    authorization: Option<String>,
     fanout: FanoutThread,
     counters: Arc<Counters>,
     slots: Vec<Slot>,
@@ -273,6 +282,7 @@ impl Subscribers {
             protocol: fanout.protocol,
             transport: fanout.transport,
             host,
+            authorization: authorization(thread),
             fanout: thread.fanout.clone(),
             counters: Arc::clone(&thread.counters),
             slots,
@@ -492,7 +502,12 @@ impl Subscribers {
                 let topic = topic_name(self.slots[index as usize].topic);
                 out.raw(
                     self.transport
-                        .request(&self.host, &topic, Some(cursor))
+                        .request(
+                            &self.host,
+                            self.authorization.as_deref(),
+                            &topic,
+                            Some(cursor),
+                        )
                         .as_bytes(),
                 );
             }
@@ -580,7 +595,12 @@ impl Handler for Subscribers {
         if self.transport != Transport::Ws {
             out.raw(
                 self.transport
-                    .request(&self.host, &topic_name(slot.topic), None)
+                    .request(
+                        &self.host,
+                        self.authorization.as_deref(),
+                        &topic_name(slot.topic),
+                        None,
+                    )
                     .as_bytes(),
             );
             slot.stream = Some(Box::new(StreamReader::new(self.transport)));

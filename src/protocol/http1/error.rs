@@ -36,6 +36,11 @@ pub enum HandshakeError {
     NoAcceptableSubprotocol,
     /// No WebSocket endpoint at the requested path.
     NotFound,
+    /// A plain request (no upgrade) to the WebSocket endpoint, as a browser's address bar
+    /// sends: answered 426 with a hint of where to look instead.
+    PlainRequestToWebSocket,
+    /// WebSocket is turned off by the server's configuration: clients read the other ways.
+    WebSocketDisabled,
     /// A `Content-Length` that is not a plain decimal number (RFC 9110 §8.6).
     InvalidContentLength,
     /// Several `Content-Length` values that differ: the body's end would be ambiguous.
@@ -70,8 +75,10 @@ impl HandshakeError {
         match self {
             Self::HeaderBlockTooLarge { .. } | Self::TooManyHeaders { .. } => 431,
             Self::MethodNotGet => 405,
-            Self::UnsupportedVersion | Self::MissingUpgradeWebSocket => 426,
-            Self::OriginNotAllowed => 403,
+            Self::UnsupportedVersion
+            | Self::MissingUpgradeWebSocket
+            | Self::PlainRequestToWebSocket => 426,
+            Self::OriginNotAllowed | Self::WebSocketDisabled => 403,
             Self::NotFound => 404,
             Self::BodyTooLarge { .. } => 413,
             Self::TrailerTooLarge { .. } => 431,
@@ -133,6 +140,16 @@ impl std::fmt::Display for HandshakeError {
                 write!(formatter, "no offered Sec-WebSocket-Protocol is supported")
             }
             Self::NotFound => write!(formatter, "no websocket endpoint at this path"),
+            Self::PlainRequestToWebSocket => write!(
+                formatter,
+                "/ws needs a WebSocket client; in a browser open / for the board, or /sse?topics=AAPL"
+            ),
+            Self::WebSocketDisabled => {
+                write!(
+                    formatter,
+                    "WebSocket is turned off here; read /sse, /stream or /poll"
+                )
+            }
             Self::InvalidContentLength => {
                 write!(formatter, "Content-Length is not a decimal number")
             }

@@ -276,8 +276,17 @@ impl<'a> RequestHead<'a> {
     /// scan of the head's lines, for the fields read once per request (an idempotency key, a
     /// token): the head was checked when it was parsed, so every line is a `name: value` pair.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        let mut lines = self.bytes.split(|&byte| byte == b'\n').skip(1);
-        lines.find_map(|line| {
+        self.header_values(name).next()
+    }
+
+    /// The values of every header field called `name` (compared ignoring case), trimmed, in
+    /// the order they were sent (several `Cookie` fields, say).
+    pub fn header_values<'name>(
+        &self,
+        name: &'name str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'name> {
+        let lines = self.bytes.split(|&byte| byte == b'\n').skip(1);
+        lines.filter_map(move |line| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let colon = line.iter().position(|&byte| byte == b':')?;
             line[..colon]

@@ -1,0 +1,83 @@
+//! The board and the JavaScript client in real Chromium (Debian's `chromium`, headless, driven
+//! by puppeteer-core from the committed `tests/interop/package-lock.json`), against the real
+//! server: `tests/interop/browser_client.js` loads the board and checks that prices show and
+//! move; takes a proxy in front of the server down and back three times while messages are
+//! published and checks that the page saw every seq once and in order; and, with WebSocket
+//! refused by the server and then SSE by the proxy, checks the client falls back to SSE and then
+//! to long polling with every seq once and in order.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use support::server::ServerProcess;
+use support::tools::{self, INSTALL_COMMAND};
+
+/// Far above the script's own 300 s deadline, so that it reports what it was waiting for.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(400);
+
+/// One Chromium at a time: three at once on a small shared machine starve each other.
+static CHROMIUM: Mutex<()> = Mutex::new(());
+
+fn run_scenario(scenario: &str, server: &ServerProcess, extra: &[&str]) {
+    let _one_at_a_time = CHROMIUM
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let package = tools::manifest_path("tests/interop/node_modules/puppeteer-core/package.json");
+    tools::require_installed(&package, "the npm package puppeteer-core");
+    let chromium = tools::tool_path("RINGCAST_CHROMIUM", "/usr/bin/chromium");
+    tools::require_installed(&chromium, "Chromium (apt-get install chromium)");
+    let directory = tools::fresh_directory(&format!("browser-{scenario}"));
+    let mut command = Command::new("node");
+    command
+        .arg(tools::manifest_path("tests/interop/browser_client.js"))
+        .arg(scenario)
+        .arg(server.address.to_string())
+        .args(extra)
+        .env("RINGCAST_CHROMIUM", &chromium);
+    let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
+    let name = format!("browser_{scenario}");
+    let run = tools::run_with_deadline(&mut command, &name, &directory, CLIENT_DEADLINE, &missing);
+    assert!(
+        run.status.success(),
+        "browser_client.js {scenario} failed with {}\n{}\n--- server log (end) ---\n{}",
+        run.status,
+        run.outputs(),
+        server.log_tail()
+    );
+    println!("{}", run.stdout.trim());
+}
+
+/// Proves the board served at `/` loads in Chromium, shows the demo's 500 symbols with prices
+/// and updates them; saves a screenshot (set RINGCAST_BOARD_SCREENSHOT to keep it elsewhere).
+#[test]
+fn board_shows_moving_prices_in_chromium() {
+    let server = ServerProcess::start(&["--demo", "--shards", "2"]);
+    let screenshot = std::env::var("RINGCAST_BOARD_SCREENSHOT").unwrap_or_else(|_| {
+        let directory = tools::fresh_directory("browser-screenshot");
+        directory.join("board.png").display().to_string()
+    });
+    run_scenario("board", &server, &[&screenshot]);
+}
+
+/// Proves the client reconnects by itself after its connection is cut and new ones refused
+/// (three times, while messages are published), resuming every topic with `since`: the page
+/// sees each seq of each topic once and in order, without a reset.
+#[test]
+fn client_resumes_exactly_after_outages_in_chromium() {
+    let server = ServerProcess::start(&["--shards", "2"]);
+    run_scenario("cut", &server, &[]);
+}
+
+/// Proves that with WebSocket refused (403) the client reads over SSE, and with SSE refused
+/// too it falls back to long polling, with every seq once and in order across the switch.
+#[test]
+fn client_falls_back_to_sse_then_polling_in_chromium() {
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "2"],
+        &[("RINGCAST_WEBSOCKET_ENABLED", "false")],
+    );
+    run_scenario("fallback", &server, &[]);
+}
