@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use support::server::{ServerProcess, connect_tcp};
-use support::tls::{TestPki, connect_wss, metric_total};
+use support::tls::{TestPki, connect_tls, connect_wss, metric_total};
 use tungstenite::Message;
 
 /// The handshake timeout of these servers: short, so that the tests about it are quick.
@@ -231,4 +231,67 @@ fn half_sent_records_hold_bounded_memory() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Proves the per-address limits apply to the TLS listener too, against the same count as the
+/// plain one: with `connections_per_ip_max` held by TLS connections, a plain connection is
+/// answered 429 and a TLS one is closed unanswered (a plain-text 429 would be garbage to a TLS
+/// client); both are counted as `per_ip_connections` refusals.
+#[test]
+fn per_address_limits_close_tls_connections_unanswered() {
+    let pki = TestPki::new("per-address");
+    let mut arguments = pki.server_arguments();
+    arguments.extend(["--shards", "1"].map(String::from));
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    let environment = [
+        ("RINGCAST_CONNECTIONS_PER_IP_MAX", "2"),
+        ("RINGCAST_HANDSHAKES_PER_IP_PER_SECOND", "0"),
+    ];
+    let server = ServerProcess::start_with_environment(&arguments, &environment);
+    let tls = server.tls_address.unwrap();
+    let config = pki.client_config();
+    let held = [connect_tls(tls, &config), connect_tls(tls, &config)];
+
+    let mut plain = connect_tcp(server.address);
+    let answer = String::from_utf8(read_until_closed(&mut plain)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer:?}");
+    let mut refused = connect_tcp(tls);
+    assert_eq!(
+        read_until_closed(&mut refused),
+        b"",
+        "closed without a byte"
+    );
+
+    drop(held);
+    let deadline = Instant::now() + SETTLE_WAIT;
+    loop {
+        // A scrape is itself refused until the held connections' places are free.
+        let series = "ringcast_connections_refused_total{reason=\"per_ip_connections\"}";
+        if let Some(count) = scrape_total(server.address, series) {
+            assert_eq!(count, 2, "the plain 429 and the TLS close");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place freed for a scrape");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of `series` in `GET /metrics`, or `None` when the server refused the scrape.
+fn scrape_total(plain_address: SocketAddr, series: &str) -> Option<u64> {
+    let mut stream = connect_tcp(plain_address);
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    stream.write_all(request).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    if !text.starts_with("HTTP/1.1 200 ") {
+        return None;
+    }
+    let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+    let labels = labels.trim_end_matches('}');
+    let total = text
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    Some(total)
 }
