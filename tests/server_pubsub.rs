@@ -333,7 +333,7 @@ fn bad_requests_are_answered_and_survived() {
     ];
     let expected_reasons = [
         "malformed JSON",
-        "unknown op: expected subscribe, unsubscribe, publish or refresh",
+        "unknown op: expected subscribe, unsubscribe, publish, refresh or ping",
         "topic name has a byte outside printable ASCII",
         "publish needs data",
         "request is larger than request_bytes_max",
