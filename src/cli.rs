@@ -46,6 +46,29 @@ pub struct Arguments {
     #[arg(long, value_name = "ADDRESS", value_parser = resolve_listen_address)]
     pub listen: Option<SocketAddr>,
 
+    /// Address and port to accept TLS connections on (wss://, https://).
+    ///
+    /// Served by the same shards and endpoints as --listen, with the certificate and key of
+    /// --tls-certificate and --tls-private-key. The second stdout line names it: `ringcast
+    /// listening on ADDRESS (tls)`. SIGHUP reads the certificate and key again. Default none.
+    /// Overrides `tls_listen` in the config file and RINGCAST_TLS_LISTEN.
+    #[arg(long, value_name = "ADDRESS")]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// PEM file of the TLS certificate chain, the server's certificate first.
+    ///
+    /// Required with --tls-listen. Default none. Overrides `tls_certificate` in the config file
+    /// and RINGCAST_TLS_CERTIFICATE.
+    #[arg(long, value_name = "PATH")]
+    pub tls_certificate: Option<PathBuf>,
+
+    /// PEM file of the TLS private key (PKCS#8, PKCS#1 or SEC1).
+    ///
+    /// Required with --tls-listen. Default none. Overrides `tls_private_key` in the config file
+    /// and RINGCAST_TLS_PRIVATE_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub tls_private_key: Option<PathBuf>,
+
     /// Shards to run, one thread and one io_uring each.
     ///
     /// Default (or 0): one per CPU this process may use. Overrides `shards` in the config file
@@ -169,6 +192,15 @@ impl Arguments {
         let mut overrides = ConfigOverrides::default();
         if let Some(listen) = self.listen {
             overrides.set_flag("listen", listen)?;
+        }
+        if let Some(tls_listen) = self.tls_listen {
+            overrides.set_flag("tls_listen", tls_listen)?;
+        }
+        if let Some(path) = &self.tls_certificate {
+            overrides.set_flag("tls_certificate", path)?;
+        }
+        if let Some(path) = &self.tls_private_key {
+            overrides.set_flag("tls_private_key", path)?;
         }
         if let Some(shards) = self.shards {
             overrides.set_flag("shards", shards)?;

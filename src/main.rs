@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info};
 
@@ -60,8 +60,9 @@ fn main() -> ExitCode {
     };
     let shards = config.shards;
     let broker = config.broker.clone();
-    // Handlers first: once the address is announced, a SIGTERM must drain, not kill.
-    let mut signals = Signals::new([SIGINT, SIGTERM]).expect("installing signal handlers");
+    // Handlers first: once the address is announced, a SIGTERM must drain, not kill, and a
+    // SIGHUP reload the certificate.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).expect("installing signal handlers");
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(error) => {
@@ -72,6 +73,11 @@ fn main() -> ExitCode {
     // The first line on stdout names the address, so scripts and tests can find an ephemeral port.
     println!("ringcast listening on {}", server.local_address());
     info!(address = %server.local_address(), shards, "accepting connections");
+    // The second names the TLS listener, when there is one.
+    if let Some(address) = server.tls_local_address() {
+        println!("ringcast listening on {address} (tls)");
+        info!(%address, "accepting TLS connections");
+    }
     let ticker = match demo_ticker(&server, &broker) {
         Ok(ticker) => ticker,
         Err(error) => {
@@ -105,7 +111,11 @@ fn demo_ticker(server: &Server, broker: &BrokerConfig) -> std::io::Result<Option
 
 fn wait_for_signal(server: &Server, signals: &mut Signals) {
     loop {
-        if let Some(signal) = signals.pending().next() {
+        for signal in signals.pending() {
+            if signal == SIGHUP {
+                reload_certificates(server);
+                continue;
+            }
             info!(signal, "signal received: draining connections");
             return;
         }
@@ -114,5 +124,17 @@ fn wait_for_signal(server: &Server, signals: &mut Signals) {
             return;
         }
         std::thread::sleep(SHARD_CHECK_INTERVAL);
+    }
+}
+
+/// SIGHUP: the TLS certificate and key are read again; new handshakes use them, open
+/// connections keep theirs, and a pair that fails the checks leaves the old one in use.
+fn reload_certificates(server: &Server) {
+    match server.reload_certificates() {
+        None => info!("SIGHUP: no TLS listener, nothing to reload"),
+        Some(Ok(loaded)) => info!("SIGHUP: TLS certificate reloaded: {loaded}"),
+        Some(Err(error)) => {
+            error!("SIGHUP: TLS certificate not reloaded, the previous one stays in use: {error}")
+        }
     }
 }

@@ -21,7 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 #[cfg(doc)]
 use crate::stats::{Counters, Gauges};
-use crate::stats::{PoolClassStats, ShardStats};
+use crate::stats::{PoolClassStats, ShardStats, TlsStats};
 
 /// What to send as `Content-Type` with the text [`MetricsRenderer::render`] writes.
 pub use crate::endpoint::http::METRICS_CONTENT_TYPE;
@@ -376,6 +376,7 @@ impl Collector for Snapshot {
             .expect("never poisoned: no panics inside");
         let bytes_unit = Unit::Bytes;
         encode_pool(&shards, &mut encoder)?;
+        encode_tls(&shards, &mut encoder)?;
         for family in FAMILIES {
             let unit = family.bytes.then_some(&bytes_unit);
             let mut family_encoder =
@@ -440,6 +441,87 @@ fn encode_pool(shards: &[ShardStats], encoder: &mut DescriptorEncoder) -> std::f
                     value(class),
                     family.encode_family(&labels)?,
                 )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One TLS family: name, type, help, its reason label, and each series' reason and field.
+type TlsFamily = (
+    &'static str,
+    MetricType,
+    &'static str,
+    Option<&'static str>,
+    &'static [(&'static str, fn(&TlsStats) -> u64)],
+);
+
+/// The TLS families, written for shards that have a TLS listener.
+#[rustfmt::skip]
+static TLS_FAMILIES: &[TlsFamily] = &[
+    ("tls_connections", Gauge, "Open TLS connections, handshaking or not.", None,
+        &[("", |tls| tls.connections)]),
+    ("tls_handshakes", Counter,
+        "TLS handshakes completed, by kind: full = a certificate signed, resumed = from a \
+         session ticket.",
+        Some("kind"), &[
+            ("full", |tls| tls.counters.handshakes_full),
+            ("resumed", |tls| tls.counters.handshakes_resumed),
+        ]),
+    ("tls_errors", Counter,
+        "TLS connections that ended badly, by kind: handshake = handshake refused with an alert \
+         (not TLS, bad ClientHello, nothing in common), handshake_timeout = handshake not done \
+         within handshake_timeout_ms, record = record refused after the handshake with an alert \
+         (bad MAC, overflow, unexpected), alert_received = the peer sent a fatal alert, \
+         truncation = TCP ended without close_notify, buffers_exhausted = no TLS buffer free.",
+        Some("kind"), &[
+            ("handshake", |tls| tls.counters.handshake_failures),
+            ("handshake_timeout", |tls| tls.counters.handshake_timeouts),
+            ("record", |tls| tls.counters.record_errors),
+            ("alert_received", |tls| tls.counters.alerts_received),
+            ("truncation", |tls| tls.counters.truncations),
+            ("buffers_exhausted", |tls| tls.counters.buffers_exhausted),
+        ]),
+    ("tls_close_notify", Counter, "TLS close_notify alerts, by direction.",
+        Some("direction"), &[
+            ("received", |tls| tls.counters.close_notify_received),
+            ("sent", |tls| tls.counters.close_notify_sent),
+        ]),
+    ("tls_key_updates", Counter,
+        "TLS 1.3 key updates: the peers', and the shard's own (asked for, or at the \
+         confidentiality limit).",
+        None, &[("", |tls| tls.counters.key_updates)]),
+    ("tls_buffers_in_use_bytes", Gauge,
+        "Bytes of pooled TLS buffers on loan now: ciphertext waiting to be sent, records cut \
+         across reads.",
+        None, &[("", |tls| tls.buffers_in_use_bytes)]),
+    ("tls_buffers_created_bytes", Gauge,
+        "Bytes of pooled TLS buffers allocated so far (on loan or free).",
+        None, &[("", |tls| tls.buffers_created_bytes)]),
+];
+
+/// The TLS families, one series per shard (and reason) for each shard with TLS.
+fn encode_tls(shards: &[ShardStats], encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+    if shards.iter().all(|shard| shard.tls.is_none()) {
+        return Ok(());
+    }
+    for &(name, metric_type, help, reason_label, series) in TLS_FAMILIES {
+        let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+        for (shard_index, shard) in shards.iter().enumerate() {
+            let Some(tls) = &shard.tls else {
+                continue;
+            };
+            let shard_label = [("shard", shard_index)];
+            for &(reason, value) in series {
+                match reason_label {
+                    None => {
+                        encode_value(metric_type, value(tls), family.encode_family(&shard_label)?)?
+                    }
+                    Some(label) => {
+                        let labels = (shard_label, [(label, reason)]);
+                        encode_value(metric_type, value(tls), family.encode_family(&labels)?)?;
+                    }
+                }
             }
         }
     }
@@ -557,6 +639,7 @@ mod tests {
             counters,
             gauges,
             pool: Default::default(),
+            tls: None,
         }
     }
 
@@ -770,6 +853,36 @@ mod tests {
                 "missing {expected:?}\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn tls_families_appear_only_with_tls() {
+        // Proves the TLS series are written for a shard with TLS, with their reason labels,
+        // and not at all for a server without.
+        assert!(!render(&[distinct_values(0)]).contains("ringcast_tls"));
+        let mut stats = distinct_values(0);
+        let mut tls = TlsStats {
+            connections: 7,
+            buffers_in_use_bytes: 512,
+            ..TlsStats::default()
+        };
+        tls.counters.handshakes_resumed = 3;
+        tls.counters.truncations = 2;
+        stats.tls = Some(tls);
+        let text = render(&[stats]);
+        for expected in [
+            "ringcast_tls_connections{shard=\"0\"} 7",
+            "ringcast_tls_handshakes_total{shard=\"0\",kind=\"resumed\"} 3",
+            "ringcast_tls_errors_total{shard=\"0\",kind=\"truncation\"} 2",
+            "ringcast_tls_buffers_in_use_bytes{shard=\"0\"} 512",
+            "# TYPE ringcast_tls_close_notify counter",
+        ] {
+            assert!(
+                text.lines().any(|line| line == expected),
+                "missing {expected:?}\n{text}"
+            );
+        }
+        parse(&text);
     }
 
     #[test]

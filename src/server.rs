@@ -1,6 +1,8 @@
-//! Starting and stopping the shards: one SO_REUSEPORT listener per shard, bound here so that an
-//! ephemeral port (`:0`) resolves to one port shared by every shard, then one pinned thread per
-//! shard that builds its ring and runs its loop.
+//! Starting and stopping the shards: one SO_REUSEPORT listener per shard (and one more per shard
+//! for TLS), bound here so that an ephemeral port (`:0`) resolves to one port shared by every
+//! shard, then one pinned thread per shard that builds its ring and runs its loop. The TLS
+//! certificate is loaded here, before any shard starts, and reloaded through
+//! [`Server::reload_certificates`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +21,8 @@ use crate::config::ServerConfig;
 use crate::egress::Egress;
 use crate::shard::mailbox::{Mailbox, WakeError, Waker};
 use crate::shard::metrics_board::MetricsBoard;
-use crate::shard::{Shard, ShardReport, Shared};
+use crate::shard::{Shard, ShardReport, Shared, TlsListener};
+use crate::transport::tls::certificates::{self, CertificateError, Certificates, Loaded};
 
 /// The listen backlog; the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: i32 = 65_535;
@@ -29,11 +32,52 @@ pub struct Server {
     threads: Vec<JoinHandle<io::Result<ShardReport>>>,
     mailboxes: Arc<[Arc<Mailbox>]>,
     local_address: SocketAddr,
+    tls: Option<ServerTls>,
     waker: Waker,
     topic_bytes_max: usize,
     /// The webhook thread, when webhooks are configured; stopped after the shards.
     egress: Option<Egress>,
     drain_timeout_ms: u64,
+}
+
+/// The TLS side of a running server.
+struct ServerTls {
+    local_address: SocketAddr,
+    /// Shared with every shard's handshakes (through the rustls configuration).
+    certificates: Arc<Certificates>,
+}
+
+/// The TLS listeners and configuration, ready for the shards.
+struct TlsSetUp {
+    listeners: Vec<OwnedFd>,
+    local_address: SocketAddr,
+    certificates: Arc<Certificates>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl TlsSetUp {
+    /// Loads and checks the certificate and key, builds the handshake configuration and binds
+    /// the listeners; `None` when `tls_listen` is unset. An error names the file and the
+    /// problem.
+    fn new(config: &ServerConfig, buffers: SocketBuffers) -> io::Result<Option<TlsSetUp>> {
+        let (Some(address), Some(paths)) = (config.tls_listen, config.tls_paths()) else {
+            return Ok(None);
+        };
+        let certificate_error = |error: CertificateError| io::Error::other(error.to_string());
+        let (certificates, loaded) =
+            Certificates::load(paths, certificates::provider()).map_err(certificate_error)?;
+        tracing::info!(certificate = %certificates.paths().certificate.display(), "TLS: {loaded}");
+        let certificates = Arc::new(certificates);
+        let tls_config = certificates::server_config(Arc::clone(&certificates))
+            .map_err(|error| io::Error::other(format!("TLS configuration: {error}")))?;
+        let (listeners, local_address) = bind_listeners(address, config.shards, buffers)?;
+        Ok(Some(TlsSetUp {
+            listeners,
+            local_address,
+            certificates,
+            config: tls_config,
+        }))
+    }
 }
 
 impl Server {
@@ -48,7 +92,23 @@ impl Server {
             Some(settings) => Some(Egress::start(settings)?),
             None => None,
         };
+        let tls = TlsSetUp::new(&config, buffers)?;
         let (listeners, local_address) = bind_listeners(config.listen, config.shards, buffers)?;
+        // One TLS listener per shard beside its plain one, when TLS is on.
+        let (mut tls_listeners, tls_config, tls) = match tls {
+            Some(tls) => {
+                let server_tls = ServerTls {
+                    local_address: tls.local_address,
+                    certificates: tls.certificates,
+                };
+                (
+                    tls.listeners.into_iter(),
+                    Some(tls.config),
+                    Some(server_tls),
+                )
+            }
+            None => (Vec::new().into_iter(), None, None),
+        };
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let (ready_sender, ready_receiver) = mpsc::channel();
         let mut threads = Vec::with_capacity(config.shards);
@@ -73,19 +133,31 @@ impl Server {
             let ready = ready_sender.clone();
             let egress = egress.as_ref().map(|egress| egress.link(index));
             let pin_core = (config.shards <= cores).then_some(index);
+            let tls_listener = tls_listeners.next();
+            let tls_config = tls_config.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ringcast-shard-{index}"))
                 .spawn(move || {
+                    let tls =
+                        tls_listener
+                            .as_ref()
+                            .zip(tls_config)
+                            .map(|(fd, config)| TlsListener {
+                                listener_fd: fd.as_raw_fd(),
+                                config,
+                            });
                     let shared = Shared {
                         shard_index: index,
                         mailboxes,
                         metrics_board,
                         epoch_seed,
+                        tls,
                         authenticator,
                         address_limits,
                         egress,
                     };
-                    run_shard(config, listener, shared, pin_core, ready)
+                    let listeners = [Some(listener), tls_listener];
+                    run_shard(config, listeners, shared, pin_core, ready)
                 })?;
             threads.push(thread);
         }
@@ -94,6 +166,7 @@ impl Server {
             threads,
             mailboxes,
             local_address,
+            tls,
             waker: Waker::new()?,
             topic_bytes_max: config.broker.topic_bytes_max,
             egress,
@@ -114,6 +187,18 @@ impl Server {
     /// The address the shards accept on (with the resolved port when `:0` was asked).
     pub fn local_address(&self) -> SocketAddr {
         self.local_address
+    }
+
+    /// The address the shards accept TLS on, when `tls_listen` is set.
+    pub fn tls_local_address(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|tls| tls.local_address)
+    }
+
+    /// Reads the TLS certificate and key again and, if they pass the start-up checks, makes
+    /// every shard's next handshakes use them (open connections keep theirs). `None` without
+    /// TLS; on an error the pair in use stays.
+    pub fn reload_certificates(&self) -> Option<Result<Loaded, CertificateError>> {
+        self.tls.as_ref().map(|tls| tls.certificates.reload())
     }
 
     /// Whether a shard thread has ended (a shard ends early only on a fatal ring error).
@@ -177,9 +262,11 @@ impl Server {
     }
 }
 
+/// Builds and runs one shard. `listeners` are its plain and (optional) TLS listeners, whose
+/// process descriptors are closed once the ring's file table holds them.
 fn run_shard(
     config: Arc<ServerConfig>,
-    listener: OwnedFd,
+    listeners: [Option<OwnedFd>; 2],
     shared: Shared,
     pin_core: Option<usize>,
     ready: mpsc::Sender<io::Result<()>>,
@@ -187,7 +274,8 @@ fn run_shard(
     if let Some(core) = pin_core {
         pin_to_core(core);
     }
-    let shard = match Shard::new(config, listener.as_raw_fd(), shared) {
+    let listener_fd = listeners[0].as_ref().expect("a plain listener").as_raw_fd();
+    let shard = match Shard::new(config, listener_fd, shared) {
         Ok(shard) => shard,
         Err(error) => {
             let message = error.to_string();
@@ -195,8 +283,8 @@ fn run_shard(
             return Err(io::Error::other(message));
         }
     };
-    // The ring's file table now holds the listener; the process fd is no longer needed.
-    drop(listener);
+    // The ring's file table now holds the listeners; the process fds are no longer needed.
+    drop(listeners);
     let _ = ready.send(Ok(()));
     shard
         .run()

@@ -7,6 +7,7 @@ use crate::auth::AuthFailure;
 use crate::broker::{BrokerCounters, BrokerGauges};
 use crate::endpoint::EndpointCounters;
 use crate::protocol::pool::{BufferPool, POOL_CLASSES_MAX};
+use crate::transport::tls::{TlsCounters, TlsWorkspace};
 
 /// One size class of a shard's message buffer pool, as `GET /metrics` shows it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -213,6 +214,36 @@ pub struct ShardStats {
     pub counters: Counters,
     pub gauges: Gauges,
     pub pool: PoolStats,
+    /// TLS figures, when the server has a TLS listener.
+    pub tls: Option<TlsStats>,
+}
+
+/// A shard's TLS connections: the TLS layer's counters, and what its buffers hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsStats {
+    pub counters: TlsCounters,
+    /// Open TLS connections (handshaking or not).
+    pub connections: u64,
+    /// Bytes of pooled TLS buffers on loan now (ciphertext waiting to be sent, records cut
+    /// across reads) and allocated so far.
+    pub buffers_in_use_bytes: u64,
+    pub buffers_created_bytes: u64,
+}
+
+impl TlsStats {
+    pub fn of(workspace: &TlsWorkspace, connections: u64) -> TlsStats {
+        let (mut in_use, mut created) = (0, 0);
+        for class in workspace.pool.statistics() {
+            in_use += (class.buffers_in_use * class.buffer_bytes) as u64;
+            created += (class.buffers_created * class.buffer_bytes) as u64;
+        }
+        TlsStats {
+            counters: workspace.counters,
+            connections,
+            buffers_in_use_bytes: in_use,
+            buffers_created_bytes: created,
+        }
+    }
 }
 
 impl Counters {

@@ -4,6 +4,11 @@
 //! `tests/autobahn/expected-results.json`. A case worse than expected fails the test; a case
 //! better than expected is reported, so that the expectation can be raised.
 //!
+//! The same cases run over TLS too: kosoku has no TLS of its own, so it drives a relay that
+//! carries each of its connections over a TLS connection (rustls, verifying the server) to the
+//! server's TLS listener; the record layer then carries every frame Autobahn sends and every
+//! frame it checks, and the verdicts must meet the same expectation.
+//!
 //! To rewrite the expectation from a run (see `tests/autobahn/README.md`):
 //! `RINGCAST_AUTOBAHN_BLESS=1 cargo test --test autobahn autobahn_cases_meet_the_expectation`.
 
@@ -18,6 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use support::server::ServerProcess;
+use support::tls::{TestPki, TlsRelay};
 use support::tools::{self, INSTALL_COMMAND};
 
 /// Where the expectation is kept, under the package root.
@@ -204,21 +210,31 @@ fn note(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
 
-/// Runs kosoku against a fresh echo server and returns the verdicts it wrote.
-fn run_autobahn(directory: &Path) -> Results {
+/// Runs kosoku against a fresh echo server (over TLS through a relay when `tls`) and returns
+/// the verdicts it wrote.
+fn run_autobahn(directory: &Path, tls: bool) -> Results {
     let kosoku = tools::tool_path("RINGCAST_KOSOKU", ".venv/bin/kosoku");
     tools::require_installed(&kosoku, "kosoku (the Autobahn case runner)");
     let reports = directory.join("reports");
-    let server = ServerProcess::start(&["--echo", "--log", "debug"]);
+    let (server, url) = match tls {
+        false => {
+            let server = ServerProcess::start(&["--echo", "--log", "debug"]);
+            let url = server.url("/autobahn");
+            (server, url)
+        }
+        true => {
+            let pki = TestPki::new("autobahn");
+            let server = pki.start_server(&["--echo", "--log", "debug"]);
+            let relay = TlsRelay::start(server.tls_address.unwrap(), pki.client_config());
+            (server, format!("ws://{}/autobahn", relay.address))
+        }
+    };
     let mut command = Command::new(kosoku);
     command.args(["--mode", "fuzzingclient"]);
     for pattern in EXCLUDED_CASES {
         command.args(["--exclude", pattern]);
     }
-    command
-        .arg("--outdir")
-        .arg(&reports)
-        .arg(server.url("/autobahn"));
+    command.arg("--outdir").arg(&reports).arg(url);
     let missing = format!("run `{INSTALL_COMMAND}`, which installs kosoku into .venv");
     let run =
         tools::run_with_deadline(&mut command, "kosoku", directory, KOSOKU_DEADLINE, &missing);
@@ -246,7 +262,7 @@ fn run_autobahn(directory: &Path) -> Results {
 #[test]
 fn autobahn_cases_meet_the_expectation() {
     let directory = tools::fresh_directory("autobahn");
-    let actual = run_autobahn(&directory);
+    let actual = run_autobahn(&directory, false);
     let expected_path = tools::manifest_path(EXPECTED_RESULTS);
     if std::env::var_os(BLESS_VARIABLE).is_some() {
         std::fs::write(&expected_path, render_expectation(&actual)).unwrap();
@@ -284,6 +300,29 @@ fn autobahn_cases_meet_the_expectation() {
     );
     note(&format!(
         "autobahn: {} cases as expected or better ({})",
+        actual.len(),
+        tally(&actual)
+    ));
+}
+
+/// Proves every Autobahn case (but 12.x and 13.x) meets the same expectation over TLS: every
+/// frame crosses the TLS record layer, cut into records the client chose, and every frame the
+/// server sends is sealed by it.
+#[test]
+fn autobahn_cases_over_tls_meet_the_expectation() {
+    let directory = tools::fresh_directory("autobahn-tls");
+    let actual = run_autobahn(&directory, true);
+    let expected = read_expectation(&tools::manifest_path(EXPECTED_RESULTS));
+    let comparison = compare(&expected, &actual);
+    assert!(
+        comparison.failures.is_empty(),
+        "{} Autobahn cases over TLS fall short of {EXPECTED_RESULTS}:\n{}\nreports: {}",
+        comparison.failures.len(),
+        comparison.failures.join("\n"),
+        directory.join("reports").join("index.html").display()
+    );
+    note(&format!(
+        "autobahn over TLS: {} cases as expected or better ({})",
         actual.len(),
         tally(&actual)
     ));

@@ -22,12 +22,22 @@ const RULES: &[(&str, &[&str])] = &[
     // authenticator.
     ("endpoint", &["protocol", "broker", "transport", "auth"]),
     // Counters of every layer, gathered.
-    ("stats", &["protocol", "broker", "auth", "endpoint"]),
+    (
+        "stats",
+        &["protocol", "broker", "auth", "endpoint", "transport"],
+    ),
     ("metrics", &["stats", "endpoint", "auth"]),
     // The configuration composes every layer's limits.
     (
         "config",
-        &["protocol", "broker", "auth", "endpoint", "egress"],
+        &[
+            "protocol",
+            "broker",
+            "auth",
+            "endpoint",
+            "egress",
+            "transport",
+        ],
     ),
     // The driver: everything below the server.
     (

@@ -15,7 +15,7 @@
 // default outbound_queue_bytes_max (uWS's default would silently skip its messages instead).
 // Loads the native addon directly: the package's entry point silently falls back to a pure-JS
 // implementation when the addon fails to load, which would make the comparison meaningless.
-// Usage: node uws-pubsub.js PORT   (prints "uws-pubsub listening on PORT" once ready)
+// Usage: node uws-pubsub.js PORT [CERTIFICATE KEY]   (prints "uws-pubsub listening on PORT" once ready)
 'use strict';
 const port = Number(process.argv[2] || 9200);
 const uWS = require('@trufflesuite/uws-js-unofficial/binaries/uws_linux_x64_' + process.versions.modules + '.node');
@@ -144,7 +144,10 @@ function onHttpPublish(response, request) {
   });
 }
 
-const app = uWS.App({});
+const app = (process.argv[4]
+  // With a certificate and key (PEM): uWS's SSLApp, its TLS over OpenSSL (the TLS figures).
+  ? uWS.SSLApp({ cert_file_name: process.argv[3], key_file_name: process.argv[4] })
+  : uWS.App({}));
 app.ws('/*', {
   maxPayloadLength: MESSAGE_BYTES_MAX,
   maxBackpressure: OUTBOUND_BYTES_MAX,

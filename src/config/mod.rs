@@ -8,6 +8,7 @@
 //! file, the `RINGCAST_*` environment variables, then the command line (see `crate::cli`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 mod error;
 mod layers;
 mod nofile;
+mod tls;
 
 pub use error::ConfigError;
 pub use layers::{
@@ -67,6 +69,20 @@ pub struct ServerConfig {
     /// Address and port to accept WebSocket connections on. Default 127.0.0.1:8080: loopback, so
     /// that a server started without thought is not reachable from the network.
     pub listen: SocketAddr,
+    /// Address and port to accept TLS connections on (`wss://`, `https://`), served by the
+    /// same shards and endpoints as `listen`. Default "" (none): TLS needs a certificate, so it
+    /// is off until one is given.
+    #[serde(
+        serialize_with = "tls::serialize_address",
+        deserialize_with = "tls::deserialize_address"
+    )]
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS certificate chain, PEM, the server's certificate first. Read at start-up and
+    /// again on SIGHUP. Default "" (none; required with `tls_listen`).
+    pub tls_certificate: PathBuf,
+    /// The private key of that certificate, PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC). Read with
+    /// the certificate. Default "" (none; required with `tls_listen`).
+    pub tls_private_key: PathBuf,
     /// Shards to run, one thread and one io_uring each. Default: one per CPU this process may use
     /// (`std::thread::available_parallelism`), since a shard never blocks and a second one on the
     /// same core only adds switching. 0 in the file means that default.
@@ -180,6 +196,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            tls_listen: None,
+            tls_certificate: PathBuf::new(),
+            tls_private_key: PathBuf::new(),
             shards: shards_default(),
             connections_per_shard_max: 16 * 1024,
             echo: false,
@@ -439,6 +458,7 @@ impl ServerConfig {
             .validate()
             .map_err(|reason| invalid("auth", reason))?;
         self.validate_shards()?;
+        self.validate_tls()?;
         self.validate_receive_buffers()?;
         self.validate_outbound_queue()?;
         self.validate_webhooks()?;

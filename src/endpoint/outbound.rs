@@ -212,8 +212,20 @@ impl QueueMemory {
 
     /// Brings the totals up to date with `outbound`, whose last report is `reported`.
     pub fn sync(&mut self, outbound: &Outbound, reported: &mut Reported) {
+        self.sync_with_transport(outbound, 0, reported);
+    }
+
+    /// [`QueueMemory::sync`] for a queue whose connection also holds `transport_bytes` for it
+    /// alone (a TLS connection's ciphertext and the record it is assembling): memory charged
+    /// to the connection like its exclusive frames.
+    pub fn sync_with_transport(
+        &mut self,
+        outbound: &Outbound,
+        transport_bytes: usize,
+        reported: &mut Reported,
+    ) {
         let now = Reported {
-            charge_bytes: outbound.charge_bytes(),
+            charge_bytes: outbound.charge_bytes() + transport_bytes,
             queued_bytes: outbound.queued_bytes(),
             nonempty: !outbound.is_empty(),
         };
@@ -398,6 +410,36 @@ impl Outbound {
         self.give_back_memory();
     }
 
+    /// Copies queued bytes from the front into `out` (as many as fit) and takes them off the
+    /// queue as sent: for a transport that sends its own copy (TLS seals them into records).
+    /// Returns how many bytes were copied. Not while a send of the queue itself is in flight.
+    pub fn take_front(&mut self, out: &mut [u8], shared: &mut SharedFrames) -> usize {
+        assert!(
+            self.frames_in_flight == 0,
+            "the queue's own send is in flight"
+        );
+        let mut copied = 0;
+        while copied < out.len() {
+            let Some(front) = self.frames.front() else {
+                break;
+            };
+            let unsent = &front.frame.as_slice()[self.front_offset..];
+            let count = unsent.len().min(out.len() - copied);
+            out[copied..copied + count].copy_from_slice(&unsent[..count]);
+            copied += count;
+            self.queued_bytes -= count;
+            if count < unsent.len() {
+                self.front_offset += count;
+                break;
+            }
+            self.front_offset = 0;
+            let entry = self.frames.pop_front().expect("checked");
+            self.let_go(&entry, shared);
+        }
+        self.give_back_memory();
+        copied
+    }
+
     /// Ends the send in flight without progress (it failed).
     pub fn abandon(&mut self) {
         self.frames_in_flight = 0;
@@ -485,6 +527,37 @@ mod tests {
         assert_eq!(shared.bytes_total(), 1000, "one queue still holds it");
         queues[299].discard_unsent(&mut shared);
         assert_eq!((shared.bytes_total(), shared.frame_count()), (0, 0));
+    }
+
+    /// Proves taking bytes from the front copies them in order across frames, stops inside a
+    /// frame and resumes there, and releases shared frames once taken whole.
+    #[test]
+    fn take_front_copies_in_order_and_releases() {
+        let mut shared = SharedFrames::default();
+        let frame = Bytes::from_static(b"shared-frame");
+        let (slot, _) = shared.register(frame.len());
+        let mut outbound = Outbound::default();
+        outbound.push_control(Bytes::from_static(b"0123"));
+        outbound.push_shared_always(frame.into(), slot, &mut shared);
+        let mut out = [0u8; 7];
+        assert_eq!(outbound.take_front(&mut out, &mut shared), 7);
+        assert_eq!(&out, b"0123sha");
+        assert_eq!(outbound.queued_bytes(), 9);
+        assert_eq!(
+            shared.frame_count(),
+            1,
+            "a frame partly taken is still held"
+        );
+        let mut rest = [0u8; 32];
+        assert_eq!(outbound.take_front(&mut rest, &mut shared), 9);
+        assert_eq!(&rest[..9], b"red-frame");
+        assert!(outbound.is_idle());
+        assert_eq!((shared.bytes_total(), shared.frame_count()), (0, 0));
+        assert_eq!(
+            outbound.charge_bytes() % ENTRY_BYTES,
+            0,
+            "only the entry array is left to charge"
+        );
     }
 
     /// Proves a queue that grew large gives its entry array back once drained.

@@ -21,6 +21,13 @@
 //! is pushed only when the send has completed, so the descriptor cannot be reused under it).
 //! At most [`REFUSALS_IN_FLIGHT_MAX`] are answered at once; a connection beyond them is closed
 //! at once, unanswered. Each kind is counted in `connections_refused`.
+//!
+//! With a TLS listener (`tls_listen`), the shard runs the same accepts on it: addressed ones
+//! while the table has room, whose connections start their handshake at once, and a refusing
+//! one while the table is full, whose connections are closed unanswered (a plain-text 503 means
+//! nothing to a TLS client, and an alert needs a handshake). The per-address limits apply to
+//! TLS connections too, counted against the same address as plain ones; one over them is closed
+//! at once for the same reason, counted like a 429.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -28,11 +35,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use io_uring::{opcode, types};
 use tracing::{debug, warn};
 
-use super::connection::Connection;
+use super::connection::{Closing, Connection};
 use super::ring::{Completion, Operation, Tag};
-use super::{LISTENER_SLOT, Shard};
+use super::{LISTENER_SLOT, Shard, TLS_LISTENER_SLOT};
 use crate::auth::AddressAdmission;
 use crate::endpoint::Endpoint;
+use crate::transport::Transport;
 
 /// Refusals answered at once: each holds one process descriptor (and a send, then a close, in
 /// flight) for a few microseconds. 64 keeps a shard's share of the process's descriptors small
@@ -133,11 +141,44 @@ struct AcceptArm {
     cancelling: bool,
 }
 
-/// The shard's two accepts and the refusals in flight.
+/// Which listener an accept is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Listener {
+    Plain,
+    Tls,
+}
+
+impl Listener {
+    fn slot(self) -> u32 {
+        match self {
+            Listener::Plain => LISTENER_SLOT,
+            Listener::Tls => TLS_LISTENER_SLOT,
+        }
+    }
+
+    fn accept_operation(self) -> Operation {
+        match self {
+            Listener::Plain => Operation::Accept,
+            Listener::Tls => Operation::TlsAccept,
+        }
+    }
+
+    fn refusing_operation(self) -> Operation {
+        match self {
+            Listener::Plain => Operation::RefusingAccept,
+            Listener::Tls => Operation::TlsRefusingAccept,
+        }
+    }
+}
+
+/// The shard's accepts (addressed ones and a refusing one per listener) and the refusals in
+/// flight.
 #[derive(Debug, Default)]
 pub(super) struct Accepts {
     direct: AddressedAccepts,
     refusing: AcceptArm,
+    tls_direct: AddressedAccepts,
+    tls_refusing: AcceptArm,
     /// Refusals whose 503 or following close is in flight (at most REFUSALS_IN_FLIGHT_MAX).
     pub(super) refusals_in_flight: usize,
     /// Unanswered closes in flight: at most the completions of one turn, each completing at
@@ -149,6 +190,20 @@ pub(super) struct Accepts {
 }
 
 impl Accepts {
+    fn direct(&mut self, listener: Listener) -> &mut AddressedAccepts {
+        match listener {
+            Listener::Plain => &mut self.direct,
+            Listener::Tls => &mut self.tls_direct,
+        }
+    }
+
+    fn refusing(&mut self, listener: Listener) -> &mut AcceptArm {
+        match listener {
+            Listener::Plain => &mut self.refusing,
+            Listener::Tls => &mut self.tls_refusing,
+        }
+    }
+
     /// Whether a refusal's send or close is still in flight (the shard waits for them to exit).
     pub(super) fn in_flight(&self) -> bool {
         self.refusals_in_flight > 0 || self.closes_in_flight > 0
@@ -165,26 +220,32 @@ impl Shard {
         if refusing_wanted && !self.accepts.refusing.armed {
             self.log_table_full();
         }
-        self.sync_addressed_accepts(self.accepting && !table_full)?;
-        self.sync_refusing_accept(refusing_wanted)
+        let direct_wanted = self.accepting && !table_full;
+        self.sync_addressed_accepts(Listener::Plain, direct_wanted)?;
+        self.sync_refusing_accept(Listener::Plain, refusing_wanted)?;
+        if self.tls_config.is_some() {
+            self.sync_addressed_accepts(Listener::Tls, direct_wanted)?;
+            self.sync_refusing_accept(Listener::Tls, refusing_wanted)?;
+        }
+        Ok(())
     }
 
-    /// Arms every addressed accept not armed, or cancels the armed ones.
-    fn sync_addressed_accepts(&mut self, wanted: bool) -> io::Result<()> {
-        let direct = &mut self.accepts.direct;
-        if direct.cancelling {
+    /// Arms every addressed accept of `listener` not armed, or cancels the armed ones.
+    fn sync_addressed_accepts(&mut self, listener: Listener, wanted: bool) -> io::Result<()> {
+        if self.accepts.direct(listener).cancelling {
             return Ok(()); // Their final completions come first; the next sync looks again.
         }
         for index in 0..ADDRESSED_ACCEPTS {
-            let tag = Tag::new(Operation::Accept, index as u32, 0).encode();
-            let direct = &mut self.accepts.direct;
+            let tag = Tag::new(listener.accept_operation(), index as u32, 0).encode();
+            let direct = self.accepts.direct(listener);
             let entry = match (wanted, direct.armed[index]) {
                 (true, false) => {
                     direct.armed[index] = true;
                     let buffer = &mut direct.buffers[index];
                     *buffer = AddressBuffer::empty();
                     let address = &mut buffer.storage as *mut _ as *mut libc::sockaddr;
-                    opcode::Accept::new(types::Fixed(LISTENER_SLOT), address, &mut buffer.length)
+                    let listener_slot = types::Fixed(listener.slot());
+                    opcode::Accept::new(listener_slot, address, &mut buffer.length)
                         .file_index(Some(types::DestinationSlot::auto_target()))
                         .build()
                         .user_data(tag)
@@ -205,16 +266,16 @@ impl Shard {
         Ok(())
     }
 
-    fn sync_refusing_accept(&mut self, wanted: bool) -> io::Result<()> {
-        let tag = Tag::new(Operation::RefusingAccept, 0, 0).encode();
-        let arm = &mut self.accepts.refusing;
+    fn sync_refusing_accept(&mut self, listener: Listener, wanted: bool) -> io::Result<()> {
+        let tag = Tag::new(listener.refusing_operation(), 0, 0).encode();
+        let arm = self.accepts.refusing(listener);
         let entry = match (wanted, arm.armed, arm.cancelling) {
             (true, false, _) => {
                 *arm = AcceptArm {
                     armed: true,
                     cancelling: false,
                 };
-                opcode::AcceptMulti::new(types::Fixed(LISTENER_SLOT))
+                opcode::AcceptMulti::new(types::Fixed(listener.slot()))
                     .flags(libc::SOCK_CLOEXEC)
                     .build()
                     .user_data(tag)
@@ -241,9 +302,15 @@ impl Shard {
         self.sync_accepts()
     }
 
-    pub(super) fn handle_accept(&mut self, tag: Tag, completion: Completion) -> io::Result<()> {
+    /// A connection accepted into the table by one of `listener`'s addressed accepts.
+    pub(super) fn handle_accept(
+        &mut self,
+        tag: Tag,
+        completion: Completion,
+        listener: Listener,
+    ) -> io::Result<()> {
         let index = tag.slot as usize;
-        let direct = &mut self.accepts.direct;
+        let direct = self.accepts.direct(listener);
         direct.armed[index] = false;
         if !direct.armed.contains(&true) {
             direct.cancelling = false;
@@ -251,7 +318,7 @@ impl Shard {
         match completion.result {
             slot if slot >= 0 => {
                 let address = direct.buffers[index].address();
-                self.open_connection(slot as u32, address)?
+                self.open_connection(slot as u32, address, listener)?
             }
             error => match -error {
                 // The table filled before the refusing accept took over: the kernel dropped
@@ -265,13 +332,18 @@ impl Shard {
         self.sync_accepts()
     }
 
-    /// A connection accepted while the table is full: answer it 503 and close it.
-    pub(super) fn handle_refusing_accept(&mut self, completion: Completion) -> io::Result<()> {
+    /// A connection accepted while the table is full: answer it 503 and close it (a TLS one is
+    /// closed at once).
+    pub(super) fn handle_refusing_accept(
+        &mut self,
+        completion: Completion,
+        listener: Listener,
+    ) -> io::Result<()> {
         if !completion.more() {
-            self.accepts.refusing = AcceptArm::default();
+            *self.accepts.refusing(listener) = AcceptArm::default();
         }
         match completion.result {
-            descriptor if descriptor >= 0 => self.refuse(descriptor)?,
+            descriptor if descriptor >= 0 => self.refuse(descriptor, listener)?,
             error => match -error {
                 // No process descriptor left (this process, or the system): the connection
                 // stays in the backlog, and accepting again would fail the same way at once.
@@ -290,10 +362,12 @@ impl Shard {
         self.sync_accepts()
     }
 
-    /// Sends the 503 on `descriptor`, or closes it at once when enough refusals are in flight.
-    fn refuse(&mut self, descriptor: i32) -> io::Result<()> {
+    /// Sends the 503 on `descriptor`, or closes it at once when enough refusals are in flight
+    /// or the client speaks TLS.
+    fn refuse(&mut self, descriptor: i32, listener: Listener) -> io::Result<()> {
         let slot = descriptor as u32;
-        let entry = if self.accepts.refusals_in_flight < REFUSALS_IN_FLIGHT_MAX {
+        let answerable = listener == Listener::Plain;
+        let entry = if answerable && self.accepts.refusals_in_flight < REFUSALS_IN_FLIGHT_MAX {
             self.accepts.refusals_in_flight += 1;
             let length = REFUSAL_RESPONSE.len() as u32;
             opcode::Send::new(types::Fd(descriptor), REFUSAL_RESPONSE.as_ptr(), length)
@@ -378,7 +452,12 @@ impl Shard {
         }
     }
 
-    fn open_connection(&mut self, slot: u32, address: Option<IpAddr>) -> io::Result<()> {
+    fn open_connection(
+        &mut self,
+        slot: u32,
+        address: Option<IpAddr>,
+        listener: Listener,
+    ) -> io::Result<()> {
         let index = slot as usize;
         assert!(
             self.connections[index].is_none(),
@@ -411,11 +490,35 @@ impl Shard {
         self.generations[index] = self.generations[index].wrapping_add(1);
         let generation = self.generations[index];
         let endpoint = Endpoint::new(self.context.now_ms, &self.context.settings);
-        self.connections[index] = Some(Connection::new(generation, endpoint));
+        let mut connection = Connection::new(generation, endpoint);
+        match (listener, &self.tls_config) {
+            // Over its address's limits: a plain-text 429 means nothing to a TLS client and an
+            // alert needs a handshake, so it is closed unanswered (counted above).
+            (Listener::Tls, _) if refused => connection.closing = Closing::ShutDown,
+            (Listener::Tls, Some(config)) => match Transport::new_tls(config) {
+                Ok(transport) => {
+                    connection.transport = transport;
+                    self.tls_connections += 1;
+                }
+                // rustls refuses only a configuration without protocol versions, which
+                // start-up never builds: close this connection rather than serve it plain.
+                Err(error) => {
+                    warn!(%error, "a TLS connection could not start");
+                    connection.closing = Closing::ShutDown;
+                }
+            },
+            // No TLS listener without its configuration (the accept is never armed).
+            (Listener::Tls, None) => connection.closing = Closing::ShutDown,
+            (Listener::Plain, _) => {}
+        }
+        self.connections[index] = Some(connection);
         self.fanout.open_client(slot, generation);
         self.connection_count += 1;
         self.counters.connections_accepted += 1;
         self.sync_deadline(slot);
+        if self.connection_mut(slot).closing != Closing::Open {
+            return self.advance_close(slot);
+        }
         if refused {
             // Answered through the connection's own queue and close sequence, like any reply.
             let (now_ms, close_timeout_ms) = (self.context.now_ms, self.config.close_timeout_ms);

@@ -227,7 +227,7 @@ fn turn_list(connection: &mut Connection, slot: u32, turn_list: &mut Vec<u32>) {
 
 /// Lists `connection` for the next send, once.
 pub(super) fn list_for_send(connection: &mut Connection, slot: u32, send_list: &mut Vec<u32>) {
-    if !connection.send_listed && connection.outbound.is_sendable() {
+    if !connection.send_listed && connection.has_sendable() {
         connection.send_listed = true;
         send_list.push(slot);
     }

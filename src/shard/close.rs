@@ -124,6 +124,17 @@ impl Shard {
             );
         }
         if now_ms >= connection.endpoint.deadline_ms() {
+            // The request head's deadline counts from the connection's start, so it covers the
+            // TLS handshake too; a handshake not done by then is cut without an answer (a 408
+            // cannot be sealed without keys).
+            if connection
+                .transport
+                .tls()
+                .is_some_and(|tls| tls.is_handshaking())
+            {
+                self.tls_workspace.counters.handshake_timeouts += 1;
+                return Next::ShutDownNow;
+            }
             return connection
                 .endpoint
                 .handle_deadline(&mut connection.outbound, &mut self.context);
@@ -131,18 +142,33 @@ impl Shard {
         Next::Continue
     }
 
-    /// Takes the next step of the close sequence once its conditions hold.
+    /// Takes the next step of the close sequence once its conditions hold. A TLS connection
+    /// sends close_notify after the last of what it queued (and after the WebSocket close
+    /// handshake, which is part of that), before its socket is shut down.
     pub(super) fn advance_close(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("live connection");
+        if connection.closing == Closing::AfterFlush
+            && connection.is_flushed()
+            && let Some(tls) = connection.transport.tls_mut()
+            && tls.owes_close_notify()
+        {
+            tls.queue_close_notify(&mut self.tls_workspace);
+            list_for_send(connection, slot, &mut self.send_list);
+            self.account(slot);
+            return Ok(());
+        }
         let connection = self.connection_mut(slot);
         let generation = connection.generation();
         let entry = match connection.closing {
-            Closing::AfterFlush if connection.outbound.is_idle() => {
+            Closing::AfterFlush if connection.is_flushed() => {
                 connection.closing = Closing::ShuttingDown;
                 opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
                     .build()
                     .user_data(Tag::new(Operation::Shutdown, slot, generation).encode())
             }
-            Closing::ShutDown if !connection.receive_armed && !connection.outbound.in_flight() => {
+            Closing::ShutDown if !connection.receive_armed && !connection.send_in_flight() => {
                 connection.closing = Closing::Closing;
                 opcode::Close::new(types::Fixed(slot))
                     .build()
@@ -154,8 +180,9 @@ impl Shard {
         unsafe { self.ring.push(&entry) }
     }
 
-    /// Shuts a connection down regardless of what is still queued (a close that timed out).
-    fn force_shutdown(&mut self, slot: u32) -> io::Result<()> {
+    /// Shuts a connection down regardless of what is still queued (a close that timed out, a
+    /// TLS connection that cannot go on).
+    pub(super) fn force_shutdown(&mut self, slot: u32) -> io::Result<()> {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
@@ -165,6 +192,9 @@ impl Shard {
         connection
             .outbound
             .discard_unsent(&mut self.queue_memory.shared);
+        if let Some(tls) = connection.transport.tls_mut() {
+            tls.discard_unsent(&mut self.tls_workspace);
+        }
         connection.closing = Closing::ShuttingDown;
         let generation = connection.generation();
         let entry = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
@@ -190,6 +220,9 @@ impl Shard {
         connection
             .outbound
             .discard_unsent(&mut self.queue_memory.shared);
+        if let Some(tls) = connection.transport.tls_mut() {
+            tls.discard_unsent(&mut self.tls_workspace);
+        }
         self.account(slot);
         // A parked connection has no receive armed; one still armed ends with EOF now.
         self.advance_close(slot)
@@ -264,6 +297,10 @@ impl Shard {
         connection
             .outbound
             .discard_unsent(&mut self.queue_memory.shared);
+        if let Some(tls) = connection.transport.tls_mut() {
+            tls.release(&mut self.tls_workspace);
+            self.tls_connections -= 1;
+        }
         let mut connection = self.connections[slot as usize]
             .take()
             .expect("live connection");

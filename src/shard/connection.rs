@@ -44,6 +44,8 @@ pub struct Connection {
     pub(super) publisher_paused: bool,
     /// Queued in the shard's list of connections with something to send.
     pub(super) send_listed: bool,
+    /// Queued in the shard's list of TLS connections waiting for a ciphertext buffer.
+    pub(super) tls_waiting: bool,
     /// Queued in the shard's list of connections owed something at the end of the turn.
     pub(super) turn_listed: bool,
     /// What the queue last reported to the shard's queue memory.
@@ -53,6 +55,10 @@ pub struct Connection {
     pub(super) send_progress_ms: u64,
     /// The connection was closed for a stalled queue (the stall deadline no longer applies).
     pub(super) stall_closed: bool,
+    /// Bytes waited to be sent (frames, or a TLS connection's ciphertext) when the shard last
+    /// accounted for the connection: the stall clock starts when they appear. A TLS handshake
+    /// flight is unsent bytes with no frame queued, so the queue's report alone misses it.
+    pub(super) unsent: bool,
     /// The kind it was first a client of the broker as (`connection.opened` recorded then, if a
     /// webhook wants it); `None` while it is plain HTTP.
     pub(super) announced: Option<EndpointKind>,
@@ -72,10 +78,12 @@ impl Connection {
             reading_paused: false,
             publisher_paused: false,
             send_listed: false,
+            tls_waiting: false,
             turn_listed: false,
             reported: Reported::default(),
             send_progress_ms: 0,
             stall_closed: false,
+            unsent: false,
             announced: None,
         }
     }
@@ -107,18 +115,54 @@ impl Connection {
 
     /// When a queue that makes no progress counts as stalled; `u64::MAX` when nothing waits.
     pub fn stall_deadline_ms(&self, send_stall_timeout_ms: u64) -> u64 {
-        match self.outbound.is_empty() || self.stall_closed {
+        match !self.has_unsent() || self.stall_closed {
             true => u64::MAX,
             false => self.send_progress_ms.saturating_add(send_stall_timeout_ms),
         }
     }
 
-    /// Brings the shard's queue memory up to date with this connection's queue, and starts the
-    /// stall clock when the queue stops being empty.
+    /// Whether a send should be submitted now: something to send, and no send in flight. For
+    /// TLS, ciphertext waiting, or plaintext queued that may be sealed.
+    pub fn has_sendable(&self) -> bool {
+        match self.transport.tls() {
+            None => self.outbound.is_sendable(),
+            Some(tls) => {
+                !tls.send_in_flight()
+                    && (tls.has_sendable() || (tls.can_seal() && !self.outbound.is_empty()))
+            }
+        }
+    }
+
+    /// Whether everything queued has gone out (or never can: a TLS connection that cannot seal
+    /// any more), with no send in flight: the close sequence may go on.
+    pub fn is_flushed(&self) -> bool {
+        match self.transport.tls() {
+            None => self.outbound.is_idle(),
+            Some(tls) => !tls.has_unsent() && (self.outbound.is_empty() || !tls.can_seal()),
+        }
+    }
+
+    /// Whether a send is in flight (the kernel reads the connection's memory).
+    pub fn send_in_flight(&self) -> bool {
+        match self.transport.tls() {
+            None => self.outbound.in_flight(),
+            Some(tls) => tls.send_in_flight(),
+        }
+    }
+
+    /// Whether bytes wait to be sent: queued frames, or ciphertext.
+    pub fn has_unsent(&self) -> bool {
+        !self.outbound.is_empty() || self.transport.tls().is_some_and(|tls| tls.has_unsent())
+    }
+
+    /// Brings the shard's queue memory up to date with this connection's queue (and what its
+    /// transport holds for it), and starts the stall clock when the queue stops being empty.
     pub fn account(&mut self, memory: &mut QueueMemory, now_ms: u64) {
-        let was_nonempty = self.reported.nonempty();
-        memory.sync(&self.outbound, &mut self.reported);
-        if !was_nonempty && self.reported.nonempty() {
+        let transport_bytes = self.transport.held_bytes();
+        memory.sync_with_transport(&self.outbound, transport_bytes, &mut self.reported);
+        let had_unsent = self.unsent;
+        self.unsent = self.has_unsent();
+        if !had_unsent && self.unsent {
             self.send_progress_ms = now_ms;
         }
     }

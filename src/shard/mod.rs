@@ -48,8 +48,9 @@ use crate::endpoint::{Context, EndpointKind};
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::frame::FrameEncoder;
-use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats};
-use accept::Accepts;
+use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats, TlsStats};
+use crate::transport::tls::TlsWorkspace;
+use accept::{Accepts, Listener};
 use buffers::ReceiveBuffers;
 use commands::Outbox;
 use connection::Connection;
@@ -59,8 +60,9 @@ use ring::{Completion, Operation, Ring, Tag};
 use send::SendSlots;
 use timer::TimerWheel;
 
-/// The registered-file slot of the shard's listener (outside the allocation range).
+/// The registered-file slots of the shard's listeners (outside the allocation range).
 const LISTENER_SLOT: u32 = 0;
+const TLS_LISTENER_SLOT: u32 = 1;
 /// Submission queue entries per ring. Submissions beyond it are flushed early, never dropped.
 const SUBMISSION_ENTRIES: u32 = 4096;
 /// Completions handled per turn; the rest wait in the (four times larger) completion queue.
@@ -96,12 +98,21 @@ pub struct Shared {
     pub metrics_board: Arc<MetricsBoard>,
     /// Differs from one process start to the next: the topics' epochs are drawn from it.
     pub epoch_seed: u64,
+    /// The shard's TLS listener and the handshake configuration every shard shares (its
+    /// certificate resolver is what a reload swaps), when `tls_listen` is set.
+    pub tls: Option<TlsListener>,
     /// The connection-time checks (`[auth]`), built once with the key files read.
     pub authenticator: Arc<Authenticator>,
     /// The process's per-address connection and handshake counts.
     pub address_limits: Arc<AddressLimits>,
     /// The way to the webhook thread, when webhooks are configured.
     pub egress: Option<EgressLink>,
+}
+
+/// A shard's TLS listener.
+pub struct TlsListener {
+    pub listener_fd: RawFd,
+    pub config: Arc<rustls::ServerConfig>,
 }
 
 /// One shard. Field order matters: the ring is dropped before the buffers it writes into.
@@ -116,6 +127,13 @@ pub struct Shard {
     /// The process's per-address limits, shared by the shards.
     address_limits: Arc<AddressLimits>,
     connection_count: usize,
+    tls_connections: u64,
+    /// The handshake configuration of TLS connections, when the shard has a TLS listener.
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// TLS buffers, scratch and counters of this shard's TLS connections.
+    tls_workspace: TlsWorkspace,
+    /// TLS connections that found no ciphertext buffer free, retried when one comes back.
+    tls_send_waiting: Vec<(u32, u16)>,
     config: Arc<ServerConfig>,
     /// What endpoints need (pool, encoder, settings, counters, clock), lent beside a borrow of
     /// one connection.
@@ -169,7 +187,8 @@ impl Shard {
     pub fn new(config: Arc<ServerConfig>, listener_fd: RawFd, shared: Shared) -> io::Result<Shard> {
         let ring = Ring::new(SUBMISSION_ENTRIES)?;
         let table_slots = config.connections_per_shard_max + RESERVED_FILE_SLOTS;
-        register_file_table(&ring, table_slots, listener_fd)?;
+        let tls_listener_fd = shared.tls.as_ref().map(|tls| tls.listener_fd);
+        register_file_table(&ring, table_slots, listener_fd, tls_listener_fd)?;
         let receive_buffers = ReceiveBuffers::new(
             &ring.submitter(),
             RECEIVE_GROUP_ID,
@@ -181,6 +200,7 @@ impl Shard {
             mailboxes,
             metrics_board,
             epoch_seed,
+            tls,
             authenticator,
             address_limits,
             egress,
@@ -225,6 +245,10 @@ impl Shard {
             address_tickets: vec![0; table_slots],
             address_limits,
             connection_count: 0,
+            tls_connections: 0,
+            tls_config: tls.map(|tls| tls.config),
+            tls_workspace: TlsWorkspace::default(),
+            tls_send_waiting: Vec::with_capacity(table_slots),
             context,
             fanout,
             frame_cache: FrameCache::default(),
@@ -343,8 +367,14 @@ impl Shard {
             unreachable!("a completion we did not ask for: {completion:?}");
         };
         match tag.operation {
-            Operation::Accept => return self.handle_accept(tag, completion),
-            Operation::RefusingAccept => return self.handle_refusing_accept(completion),
+            Operation::Accept => return self.handle_accept(tag, completion, Listener::Plain),
+            Operation::TlsAccept => return self.handle_accept(tag, completion, Listener::Tls),
+            Operation::RefusingAccept => {
+                return self.handle_refusing_accept(completion, Listener::Plain);
+            }
+            Operation::TlsRefusingAccept => {
+                return self.handle_refusing_accept(completion, Listener::Tls);
+            }
             // A refusal's descriptor is a process descriptor, not a slot of the table.
             Operation::RefusalSend => return self.handle_refusal_send(tag, completion),
             Operation::RefusalClose => return self.handle_refusal_close(tag, completion),
@@ -374,7 +404,9 @@ impl Shard {
             // completion, ECANCELED or not, is what the shard acts on.
             Operation::CancelReceive => Ok(()),
             Operation::Accept
+            | Operation::TlsAccept
             | Operation::RefusingAccept
+            | Operation::TlsRefusingAccept
             | Operation::RefusalSend
             | Operation::RefusalClose
             | Operation::Wake
@@ -450,10 +482,15 @@ impl Shard {
             ..Gauges::default()
         }
         .with_broker(self.fanout.gauges());
+        let tls = self
+            .tls_config
+            .as_ref()
+            .map(|_| TlsStats::of(&self.tls_workspace, self.tls_connections));
         let stats = ShardStats {
             counters: self.gather_counters(),
             gauges,
             pool: PoolStats::of(&self.context.pool),
+            tls,
         };
         self.metrics_board.publish(self.shard_index, &stats);
     }
@@ -520,9 +557,15 @@ impl Shard {
     }
 }
 
-/// Registers a sparse file table of `table_slots`, puts the listener in slot 0 and keeps the
-/// reserved slots out of the range the kernel allocates accepted connections from.
-fn register_file_table(ring: &Ring, table_slots: usize, listener_fd: RawFd) -> io::Result<()> {
+/// Registers a sparse file table of `table_slots`, puts the listener in slot 0 (and the TLS
+/// listener in slot 1) and keeps the reserved slots out of the range the kernel allocates
+/// accepted connections from.
+fn register_file_table(
+    ring: &Ring,
+    table_slots: usize,
+    listener_fd: RawFd,
+    tls_listener_fd: Option<RawFd>,
+) -> io::Result<()> {
     let submitter = ring.submitter();
     submitter.register_files_sparse(table_slots as u32).map_err(|error| {
         io::Error::new(
@@ -534,6 +577,9 @@ fn register_file_table(ring: &Ring, table_slots: usize, listener_fd: RawFd) -> i
         )
     })?;
     submitter.register_files_update(LISTENER_SLOT, &[listener_fd])?;
+    if let Some(tls_listener_fd) = tls_listener_fd {
+        submitter.register_files_update(TLS_LISTENER_SLOT, &[tls_listener_fd])?;
+    }
     #[repr(C)]
     struct FileIndexRange {
         offset: u32,

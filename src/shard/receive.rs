@@ -12,7 +12,8 @@ use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
 use super::{RECEIVE_GROUP_ID, Shard};
 use crate::broker::QueueLimits;
-use crate::endpoint::EndpointKind;
+use crate::endpoint::{EndpointKind, Next};
+use crate::transport::tls::ReadOutcome;
 
 impl Shard {
     pub(super) fn arm_receive(&mut self, slot: u32) -> io::Result<()> {
@@ -44,7 +45,18 @@ impl Shard {
                     self.handle_requests(slot)?;
                 }
             }
-            0 => self.peer_gone(slot),
+            0 => {
+                if self
+                    .connection_mut(slot)
+                    .transport
+                    .tls()
+                    .is_some_and(|tls| tls.expects_close_notify())
+                {
+                    // The TCP end came before close_notify: whatever was in flight may be cut.
+                    self.tls_workspace.counters.truncations += 1;
+                }
+                self.peer_gone(slot);
+            }
             error => match -error {
                 libc::ENOBUFS => {
                     // Out of receive buffers: park until buffers return (re-arming at once would
@@ -107,13 +119,49 @@ impl Shard {
         }
         let context = &mut self.context;
         let (endpoint, outbound) = (&mut connection.endpoint, &mut connection.outbound);
-        let next = connection.transport.handle_read(input, |bytes| {
-            endpoint.handle_read(bytes, outbound, context)
-        });
+        let mut next = Next::Continue;
+        let outcome = connection
+            .transport
+            .handle_read(input, &mut self.tls_workspace, |bytes| {
+                // One TLS read can carry several records. Once an HTTP endpoint or stream has
+                // decided to close, what follows is not for it (as a plain read after that is
+                // never read); a WebSocket reads on through its close handshake.
+                if next == Next::Continue || endpoint.kind() == EndpointKind::WebSocket {
+                    next = strongest(next, endpoint.handle_read(bytes, outbound, context));
+                }
+            });
         let after = connection.endpoint.kind();
         self.track_kind(slot, before, after);
         self.account(slot);
-        self.follow(slot, next)
+        self.follow(slot, next)?;
+        self.follow_transport(slot, outcome)
+    }
+
+    /// Acts on what the TLS layer made of a read: the peer's close_notify closes gracefully
+    /// (what is queued, then ours); a refused record sends its alert and closes; an abort
+    /// shuts down at once.
+    fn follow_transport(&mut self, slot: u32, outcome: ReadOutcome) -> io::Result<()> {
+        let (now_ms, close_timeout_ms) = (self.context.now_ms, self.config.close_timeout_ms);
+        match outcome {
+            ReadOutcome::Open => Ok(()),
+            ReadOutcome::PeerClosed => {
+                self.connection_mut(slot)
+                    .close_after_flush(now_ms, close_timeout_ms);
+                Ok(())
+            }
+            ReadOutcome::Refused => {
+                let connection = self.connections[slot as usize]
+                    .as_mut()
+                    .expect("live connection");
+                // Nothing more is sealed: only the alert goes out.
+                connection
+                    .outbound
+                    .discard_unsent(&mut self.queue_memory.shared);
+                connection.close_after_flush(now_ms, close_timeout_ms);
+                Ok(())
+            }
+            ReadOutcome::Aborted => self.force_shutdown(slot),
+        }
     }
 
     /// The peer closed or reset the connection: nothing more will be read or delivered.
@@ -125,6 +173,9 @@ impl Shard {
         connection
             .outbound
             .discard_unsent(&mut self.queue_memory.shared);
+        if let Some(tls) = connection.transport.tls_mut() {
+            tls.discard_unsent(&mut self.tls_workspace);
+        }
         if matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
             connection.closing = Closing::ShutDown;
         }
@@ -221,5 +272,20 @@ impl Shard {
             }
         }
         Ok(())
+    }
+}
+
+/// The stronger of two endpoint requests: shutting down now over closing after a flush over
+/// going on.
+fn strongest(first: Next, second: Next) -> Next {
+    let rank = |next: Next| match next {
+        Next::Continue => 0,
+        Next::CloseAfterFlush => 1,
+        Next::ShutDownNow => 2,
+    };
+    if rank(second) > rank(first) {
+        second
+    } else {
+        first
     }
 }

@@ -39,6 +39,11 @@ pub enum Operation {
     RefusalSend = 10,
     /// Closing a refused connection's process descriptor (generation 1: after its 503).
     RefusalClose = 11,
+    /// The multishot accept on the shard's TLS listener.
+    TlsAccept = 12,
+    /// The TLS listener's accept into process descriptors while the table is full (each such
+    /// connection is closed at once: a 503 in plain text means nothing to a TLS client).
+    TlsRefusingAccept = 13,
 }
 
 impl Operation {
@@ -55,6 +60,8 @@ impl Operation {
             9 => Operation::RefusingAccept,
             10 => Operation::RefusalSend,
             11 => Operation::RefusalClose,
+            12 => Operation::TlsAccept,
+            13 => Operation::TlsRefusingAccept,
             _ => return None,
         })
     }

@@ -8,9 +8,10 @@ use io_uring::{opcode, types};
 use tracing::warn;
 
 use super::Shard;
-use super::clients::shard_clients;
+use super::clients::{list_for_send, shard_clients};
 use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
+use crate::transport::tls::Sealed;
 
 /// Gathered sends in flight at once per shard; a connection beyond it sends one frame at a time.
 const SEND_SLOTS_MAX: usize = 1024;
@@ -58,9 +59,28 @@ impl Shard {
             .expect("live connection");
         match completion.result {
             sent if sent >= 0 => {
-                connection
-                    .outbound
-                    .complete(sent as usize, &mut self.queue_memory.shared);
+                match connection.transport.tls_mut() {
+                    None => connection
+                        .outbound
+                        .complete(sent as usize, &mut self.queue_memory.shared),
+                    Some(tls) => {
+                        tls.complete_send(sent as usize, &mut self.tls_workspace);
+                        // A ciphertext buffer may have come back: those that found none try
+                        // again.
+                        for (waiting, generation) in self.tls_send_waiting.drain(..) {
+                            let Some(other) = self.connections[waiting as usize].as_mut() else {
+                                continue;
+                            };
+                            if other.generation() == generation {
+                                other.tls_waiting = false;
+                                list_for_send(other, waiting, &mut self.send_list);
+                            }
+                        }
+                    }
+                }
+                let connection = self.connections[slot as usize]
+                    .as_mut()
+                    .expect("live connection");
                 if sent > 0 {
                     connection.send_progress_ms = now_ms;
                 }
@@ -72,6 +92,9 @@ impl Shard {
             }
             error => {
                 connection.outbound.abandon();
+                if let Some(tls) = connection.transport.tls_mut() {
+                    tls.abandon_send();
+                }
                 match -error {
                     // The peer is gone, or the send was cancelled by a shutdown.
                     libc::EPIPE
@@ -102,8 +125,11 @@ impl Shard {
                 continue;
             };
             connection.send_listed = false;
-            if connection.outbound.is_sendable() && connection.closing != Closing::Closing {
-                self.submit_send(slot)?;
+            if connection.has_sendable() && connection.closing != Closing::Closing {
+                match connection.transport.tls().is_some() {
+                    false => self.submit_send(slot)?,
+                    true => self.submit_tls_send(slot)?,
+                }
             }
         }
         self.send_list.clear();
@@ -142,6 +168,58 @@ impl Shard {
         // drops them) and the send slot stays reserved for it until this send's completion; a
         // connection is freed only after its sends completed (`advance_close` waits for them).
         unsafe { self.ring.push(&entry.user_data(tag)) }
+    }
+}
+
+impl Shard {
+    /// Seals what a TLS connection has queued (as much as one buffer holds) and sends the
+    /// ciphertext with a plain send: the records are already one contiguous run.
+    fn submit_tls_send(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connections[slot as usize]
+            .as_mut()
+            .expect("listed connections are live");
+        let generation = connection.generation();
+        let connection_waiting = connection.tls_waiting;
+        let tls = connection.transport.tls_mut().expect("a TLS connection");
+        let outbound = &mut connection.outbound;
+        let shared = &mut self.queue_memory.shared;
+        let queued_bytes = outbound.queued_bytes();
+        let sealed = tls.seal(&mut self.tls_workspace, queued_bytes, |out| {
+            outbound.take_front(out, shared)
+        });
+        let (mut failed, mut newly_waiting) = (false, false);
+        match sealed {
+            Sealed::Ready => {}
+            // Every ciphertext buffer is lent out: the next send completion brings one back.
+            Sealed::NoBuffer if !connection_waiting => {
+                self.tls_send_waiting.push((slot, generation));
+                newly_waiting = true;
+            }
+            Sealed::NoBuffer => {}
+            Sealed::Failed => failed = true,
+        }
+        if let Some(ciphertext) = tls.start_send() {
+            let tag = Tag::new(Operation::Send, slot, generation).encode();
+            let length = ciphertext.len() as u32;
+            let entry = opcode::Send::new(types::Fixed(slot), ciphertext.as_ptr(), length)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(tag);
+            // SAFETY: the ciphertext stays in the connection's pooled buffer, which does not
+            // move or go back to the pool while the send is in flight (`start_send` marks it,
+            // and only `complete_send` or `abandon_send` at the completion clear the mark); a
+            // connection is freed only after its sends completed (`advance_close` waits).
+            unsafe { self.ring.push(&entry)? };
+        }
+        if newly_waiting {
+            self.connection_mut(slot).tls_waiting = true;
+        }
+        self.account(slot);
+        if failed {
+            // The keys are used up (TLS 1.2 at its limit) or sealing failed: end it here.
+            return self.force_shutdown(slot);
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // Checks ringcast's echo mode with Node `ws` as a strict client.
 //
-// Usage: node node_client.js ws://127.0.0.1:PORT/PATH
+// Usage: node node_client.js ws://HOST:PORT/PATH
+//        node node_client.js wss://HOST:PORT/PATH CA_FILE
+//
+// Over wss://, Node's TLS (OpenSSL) verifies the server's certificate against CA_FILE and the
+// host name, so the run also checks ringcast's TLS from an independent implementation.
 //
 // ws validates every frame the server sends (masking, reserved bits, opcodes, lengths, UTF-8,
 // close codes) and emits 'error' on any violation, so a clean run here means ringcast's output
@@ -10,6 +14,7 @@
 'use strict';
 
 const crypto = require('node:crypto');
+const fs = require('node:fs');
 
 let WebSocket;
 try {
@@ -38,8 +43,10 @@ function check(condition, description) {
 // violation by the server, named by its code such as WS_ERR_INVALID_OPCODE) or an early 'close'
 // rejects whatever is awaited next.
 class Client {
-  constructor(url) {
-    this.socket = new WebSocket(url, { handshakeTimeout: TIMEOUT_MS });
+  constructor(url, caFile) {
+    const options = { handshakeTimeout: TIMEOUT_MS };
+    if (caFile !== undefined) options.ca = fs.readFileSync(caFile);
+    this.socket = new WebSocket(url, options);
     this.events = [];
     this.waiters = [];
     this.error = null;
@@ -156,11 +163,11 @@ async function checkClose(client) {
 }
 
 async function main() {
-  if (process.argv.length !== 3) {
-    console.error('usage: node node_client.js ws://HOST:PORT/PATH');
+  if (process.argv.length !== 3 && process.argv.length !== 4) {
+    console.error('usage: node node_client.js ws://HOST:PORT/PATH | wss://HOST:PORT/PATH CA_FILE');
     return 2;
   }
-  const client = new Client(process.argv[2]);
+  const client = new Client(process.argv[2], process.argv[3]);
   await new Promise((resolve, reject) => {
     client.socket.once('open', resolve);
     client.socket.once('error', reject);

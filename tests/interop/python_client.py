@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Checks ringcast's echo mode with Python `websockets` as a strict client.
 
-Usage: python_client.py ws://127.0.0.1:PORT/PATH
+Usage: python_client.py ws://HOST:PORT/PATH
+       python_client.py wss://HOST:PORT/PATH CA_FILE
+
+Over wss://, Python's ssl module (OpenSSL) verifies the server's certificate against CA_FILE
+and the host name, so the run also checks ringcast's TLS from an independent implementation.
 
 websockets validates every frame the server sends (masking, reserved bits, opcodes, UTF-8,
 close codes) and fails the connection on any violation, so a clean run here means ringcast's
@@ -10,6 +14,7 @@ passes, 1 with a message on stderr when one fails, 2 on bad usage or a missing m
 """
 
 import os
+import ssl
 import sys
 
 try:
@@ -100,15 +105,22 @@ def check_close(websocket):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print("usage: python_client.py ws://HOST:PORT/PATH", file=sys.stderr)
+    if len(sys.argv) not in (2, 3):
+        print(
+            "usage: python_client.py ws://HOST:PORT/PATH | wss://HOST:PORT/PATH CA_FILE",
+            file=sys.stderr,
+        )
         return 2
     url = sys.argv[1]
+    tls = {}
+    if len(sys.argv) == 3:
+        tls["ssl"] = ssl.create_default_context(cafile=sys.argv[2])
     try:
         # No proxy for a loopback server, no keepalive pings of websockets' own (the ping
         # checked is ours), and a size limit above the largest message echoed.
         with connect(
             url,
+            **tls,
             proxy=None,
             open_timeout=TIMEOUT_SECONDS,
             close_timeout=TIMEOUT_SECONDS,
@@ -125,7 +137,7 @@ def main():
         # websockets names the protocol violation it saw in the close frames' reason.
         print(f"python_client: FAILED: connection closed early: {closed!r}", file=sys.stderr)
         return 1
-    except (WebSocketException, OSError, TimeoutError) as error:
+    except (WebSocketException, OSError, TimeoutError, ssl.SSLError) as error:
         # A refused handshake, a network error, or a wait that ran out.
         print(f"python_client: FAILED: {type(error).__name__}: {error}", file=sys.stderr)
         return 1

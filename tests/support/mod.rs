@@ -5,7 +5,8 @@
 //!   RFCs alone (nothing of the crate under test), with every wait bounded;
 //! - [`streams`]: SSE, NDJSON and polling clients of the reading endpoints;
 //! - [`tools`]: the external tools the interop and conformance tests run (Python, Node,
-//!   kosoku), found where the test command installs them.
+//!   kosoku), found where the test command installs them;
+//! - [`tls`]: certificates made at test time and rustls clients that verify the server.
 //!
 //! `counting_allocator.rs` is not part of it: it installs a global allocator, so only the
 //! binaries that count allocations include it (`#[path = "support/counting_allocator.rs"]`).
@@ -14,5 +15,6 @@
 pub mod server;
 pub mod session;
 pub mod streams;
+pub mod tls;
 pub mod tools;
 pub mod webhook_receiver;

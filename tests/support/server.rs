@@ -48,6 +48,8 @@ static SERVER_INDEX: AtomicUsize = AtomicUsize::new(0);
 pub struct ServerProcess {
     child: Child,
     pub address: SocketAddr,
+    /// The TLS listener's address, when the server was started with `--tls-listen`.
+    pub tls_address: Option<SocketAddr>,
     stderr_path: PathBuf,
 }
 
@@ -69,32 +71,59 @@ impl ServerProcess {
         let mut child = command.spawn().expect("spawning the ringcast binary");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (line_sender, line_receiver) = mpsc::channel();
-        // The reader keeps draining stdout after the first line so the server never blocks on a
-        // full pipe; it ends at EOF, when the process exits.
+        // With TLS, the second line names the TLS listener.
+        let tls = arguments
+            .iter()
+            .any(|argument| argument.starts_with("--tls-listen"));
+        let line_count = if tls { 2 } else { 1 };
+        // The reader keeps draining stdout after the address lines so the server never blocks
+        // on a full pipe; it ends at EOF, when the process exits.
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = line_sender.send(reader.read_line(&mut line).map(|_| line));
+            for _ in 0..line_count {
+                let mut line = String::new();
+                let _ = line_sender.send(reader.read_line(&mut line).map(|_| line));
+            }
             let _ = io::copy(&mut reader, &mut io::sink());
         });
         let mut server = ServerProcess {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_address: None,
             stderr_path,
         };
-        let line = match line_receiver.recv_timeout(STARTUP_WAIT) {
+        server.address = server.read_address_line(&line_receiver, "");
+        if tls {
+            server.tls_address = Some(server.read_address_line(&line_receiver, " (tls)"));
+        }
+        server
+    }
+
+    /// Reads one `ringcast listening on ADDRESS{suffix}` line (bounded) and parses the address.
+    fn read_address_line(
+        &self,
+        lines: &mpsc::Receiver<io::Result<String>>,
+        suffix: &str,
+    ) -> SocketAddr {
+        let line = match lines.recv_timeout(STARTUP_WAIT) {
             Ok(Ok(line)) => line,
             Ok(Err(error)) => panic!("reading the server's stdout: {error}"),
-            Err(_) => panic!("the server printed no line within {STARTUP_WAIT:?}"),
+            Err(_) => panic!(
+                "the server printed no address line within {STARTUP_WAIT:?}; server log:\n{}",
+                self.stderr_text()
+            ),
         };
-        let Some(address) = line.trim_end().strip_prefix("ringcast listening on ") else {
+        let address = line
+            .trim_end()
+            .strip_prefix("ringcast listening on ")
+            .and_then(|rest| rest.strip_suffix(suffix));
+        let Some(address) = address else {
             panic!(
-                "unexpected first line {line:?}; server log:\n{}",
-                server.stderr_text()
+                "unexpected line {line:?} (wanted the address{suffix}); server log:\n{}",
+                self.stderr_text()
             );
         };
-        server.address = address.parse().expect("the printed address parses");
-        server
+        address.parse().expect("the printed address parses")
     }
 
     /// The `ws://` URL of `path` on this server.
