@@ -2,14 +2,17 @@
 //! it hands back to resume (SSE's `Last-Event-ID`, `?cursor=`).
 //!
 //! A cursor holds, for each topic of the request in the request's order, the last seq the client
-//! has and the epoch of that seq's sequence space (or nothing, before the first `subscribed`).
+//! has and the epoch of that seq's sequence space (or nothing, before the first `subscribed`; or
+//! the bare `since` the client asked for, while its subscription is not yet answered: resuming
+//! from it asks again for what the client asked, and a message it asked for is never skipped).
 //! Resuming from it is subscribing with `since` for each topic: replay from seq + 1 when history
 //! has it and the epoch matches, `reset` otherwise, so a cursor is never silently wrong. It also
 //! holds a digest of the topic list, so that a cursor cannot be applied to other topics.
 //!
 //! Encoding: base64url without padding (safe in a URL, a header and an SSE `id:` line) of
-//! `[version 1][digest u32 LE][count varint]` and per topic `[0]` (no position) or
-//! `[1][epoch u64 LE][seq varint]`: about 14 characters per topic.
+//! `[version 1][digest u32 LE][count varint]` and per topic `[0]` (no position),
+//! `[1][epoch u64 LE][seq varint]` or `[2][seq varint]` (a bare `since`): about 14 characters per
+//! topic.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -91,7 +94,11 @@ pub fn encode(digest: u32, positions: &[Position], out: &mut [u8]) -> usize {
                 put(&epoch.0.to_le_bytes());
                 put_varint(*seq, &mut put);
             }
-            _ => put(&[0]),
+            Some(Since { seq, epoch: None }) => {
+                put(&[2]);
+                put_varint(*seq, &mut put);
+            }
+            None => put(&[0]),
         }
     }
     URL_SAFE_NO_PAD
@@ -128,6 +135,10 @@ pub fn decode(text: &str, topics: &[TopicName]) -> Result<Vec<Position>, CursorE
                     epoch: Some(epoch),
                 })
             }
+            2 => Some(Since {
+                seq: reader.varint()?,
+                epoch: None,
+            }),
             _ => return Err(CursorError::Malformed),
         });
     }
@@ -219,6 +230,14 @@ mod tests {
                 epoch: Some(Epoch(7)),
             }),
         ];
+        let cursor = text(topics_digest(&list), &positions);
+        assert_eq!(decode(&cursor, &list), Ok(positions.clone()));
+        // A bare `since` not yet answered keeps what the client asked for.
+        let mut positions = positions;
+        positions[1] = Some(Since {
+            seq: 0,
+            epoch: None,
+        });
         let cursor = text(topics_digest(&list), &positions);
         assert!(
             cursor

@@ -114,10 +114,11 @@ impl HeldPoll {
         }
     }
 
-    /// Whether the poll has its answer: something collected, or (a short poll) every
-    /// subscription answered.
+    /// Whether the poll has its answer: every subscription answered (so that the cursor names
+    /// each topic's epoch and where the client stands), and something collected or a short
+    /// poll. A topic whose owner answers first does not hurry the answer past the others.
     pub fn is_ready(&self) -> bool {
-        !self.collected.is_empty() || (self.short && self.positions.all_answered())
+        self.positions.all_answered() && (!self.collected.is_empty() || self.short)
     }
 
     /// The answer, `200 {"messages":[…],"cursor":"…"}`, in a pooled buffer; the subscriptions
@@ -183,4 +184,77 @@ fn write_head(body_bytes: usize, keep_alive: bool, out: &mut bytes::BytesMut) {
         out,
     );
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::cursor;
+    use crate::broker::owner::Since;
+    use crate::broker::stream_api::StreamKind;
+    use crate::broker::topic::{Epoch, TopicName};
+    use crate::protocol::websocket::frame::FrameEncoder;
+
+    fn topic(name: &str) -> TopicName {
+        TopicName::copy_from(name.as_bytes(), 128).unwrap()
+    }
+
+    fn poll_from_zero(topics: &[TopicName], wait_ms: u64) -> HeldPoll {
+        let from_zero = Some(Since {
+            seq: 0,
+            epoch: None,
+        });
+        let request = StreamRequest {
+            kind: StreamKind::Poll,
+            topics: topics.to_vec(),
+            positions: vec![from_zero; topics.len()],
+            wait_ms,
+        };
+        HeldPoll::hold(request, true, 1_000, 100, 1 << 20, &mut Vec::new())
+    }
+
+    fn cursor_of(answer: &Frame, topics: &[TopicName]) -> Vec<cursor::Position> {
+        let text = std::str::from_utf8(answer.as_slice()).unwrap();
+        let start = text.find("\"cursor\":\"").unwrap() + "\"cursor\":\"".len();
+        let end = start + text[start..].find('"').unwrap();
+        cursor::decode(&text[start..end], topics).unwrap()
+    }
+
+    /// Regression: one topic's owner answered with a replay while the other's had not yet
+    /// answered; the poll answered at once, its cursor dropped the other topic's `since`, and
+    /// the next poll resumed that topic at its latest message: the client lost messages.
+    #[test]
+    fn a_poll_answers_once_every_topic_answered_and_its_cursor_keeps_unanswered_sinces() {
+        let topics = [topic("AAPL"), topic("EUR/USD")];
+        let mut encoder = FrameEncoder::new(64);
+        let mut pool = MessagePool::new(1 << 20);
+        let mut poll = poll_from_zero(&topics, 100);
+        poll.collect_reply(&Reply::subscribed(&mut encoder, &topics[0], 3, Epoch(7)));
+        for seq in 1..=3 {
+            poll.collect(&Message::new(&topics[0], seq, b"{}"));
+        }
+        assert!(!poll.is_ready(), "EUR/USD has not answered");
+        assert_eq!(poll.deadline_ms(), 1_000 + ANSWERS_WAIT_MS_MAX);
+
+        // Its owner never answers in time: the answer keeps EUR/USD's `since` as asked.
+        let answer = poll.answer(&mut pool, &mut Vec::new());
+        let positions = cursor_of(&answer, &topics);
+        let at = |seq, epoch| Some(Since { seq, epoch });
+        assert_eq!(positions, vec![at(3, Some(Epoch(7))), at(0, None)]);
+
+        // Its owner answers: the poll is ready, and its cursor names both epochs.
+        let mut poll = poll_from_zero(&topics, 100);
+        poll.collect_reply(&Reply::subscribed(&mut encoder, &topics[0], 3, Epoch(7)));
+        poll.collect(&Message::new(&topics[0], 1, b"{}"));
+        poll.collect_reply(&Reply::subscribed(&mut encoder, &topics[1], 2, Epoch(9)));
+        poll.collect(&Message::new(&topics[1], 1, b"{}"));
+        assert!(poll.is_ready());
+        assert_eq!(poll.deadline_ms(), 1_100);
+        let answer = poll.answer(&mut pool, &mut Vec::new());
+        let positions = cursor_of(&answer, &topics);
+        assert_eq!(
+            positions,
+            vec![at(1, Some(Epoch(7))), at(1, Some(Epoch(9)))]
+        );
+    }
 }

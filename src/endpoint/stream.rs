@@ -157,15 +157,10 @@ impl TopicPositions {
     /// Writes the cursor into `out` (sized by [`TopicPositions::cursor_bytes_max`]); returns its
     /// length.
     pub fn write_cursor(&self, out: &mut [u8]) -> usize {
-        let positions: &[Position] = &self.positions;
-        // A position without an epoch (a bare `since` not yet answered) says nothing the
-        // cursor may promise: it is written as "no position", and resuming from it starts at
-        // the latest message (after a `reset` if the client had asked for older ones).
-        let mut known = [None; cursor::CURSOR_TOPICS_LIMIT];
-        for (slot, position) in known.iter_mut().zip(positions) {
-            *slot = position.filter(|position| position.epoch.is_some());
-        }
-        cursor::encode(self.digest, &known[..positions.len()], out)
+        // A bare `since` not yet answered is written as it was asked: resuming from it asks
+        // the same again (dropping it would resume at the latest message and skip what the
+        // client asked for).
+        cursor::encode(self.digest, &self.positions, out)
     }
 
     pub fn cursor_bytes_max(&self) -> usize {
