@@ -21,6 +21,9 @@ use io_uring::{IoUring, opcode, squeue, types};
 use super::ring::{Operation, Tag};
 use crate::broker::Command;
 
+/// How many times a waker submits a wake-up the kernel did not take at once (EINTR, EBUSY).
+const WAKE_SUBMIT_ATTEMPTS_MAX: usize = 64;
+
 /// One shard's inbox.
 pub struct Mailbox {
     control: ArrayQueue<Command>,
@@ -161,7 +164,14 @@ impl Waker {
             while unsafe { self.ring.submission().push(&entry) }.is_err() {
                 self.submit().map_err(WakeError::Submit)?;
             }
-            self.submit().map_err(WakeError::Submit)?;
+            // A wake-up left in the queue (a signal cut the submit short) would only go with the
+            // next send, and a shutdown has none: submit until the kernel took it.
+            for _ in 0..WAKE_SUBMIT_ATTEMPTS_MAX {
+                self.submit().map_err(WakeError::Submit)?;
+                if self.ring.submission().is_empty() {
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -268,6 +278,36 @@ mod tests {
     /// and that a burst of commands costs one wake-up. The owner drains on every turn, as the
     /// shard does; a drain that left the wake-up flag set on an empty mailbox (the lost wake-up
     /// of c0f0625's history) would leave it blocked, and the bounded wait fails the test.
+    #[test]
+    fn a_wake_up_queued_in_a_shards_last_turn_still_goes_out() {
+        // Regression: a shard's last turn freed a connection whose unsubscribe went to another
+        // shard; the shard then left its loop with the wake-up still in its submission queue.
+        // The target kept its wake-up flag set, slept, and never heard of the shutdown.
+        let target = Ring::new(8).unwrap();
+        let mailbox = Mailbox::new(8);
+        mailbox.set_ring_fd(target.raw_fd());
+        let mut target = target;
+        let mut exiting = Ring::new(8).unwrap();
+        assert!(
+            mailbox.push(Command::Shutdown).unwrap(),
+            "a wake-up is owed"
+        );
+        // SAFETY: a msg_ring entry points at no memory.
+        unsafe { exiting.push(&mailbox.wake_entry()) }.unwrap();
+        exiting.submit_before_exit().unwrap();
+        drop(exiting);
+        target
+            .submit_and_wait(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut batch: Vec<Completion> = Vec::with_capacity(4);
+        target.harvest(&mut batch);
+        assert_eq!(batch.len(), 1, "the target was woken");
+        assert_eq!(
+            Tag::decode(batch[0].user_data).unwrap().operation,
+            Operation::Wake
+        );
+    }
+
     #[test]
     fn waker_wakes_a_blocked_ring() {
         const BURSTS: usize = 200;

@@ -310,6 +310,7 @@ impl Shard {
                 break;
             }
         }
+        self.ring.submit_before_exit()?;
         let counters = self.gather_counters();
         info!(
             shard = self.shard_index,

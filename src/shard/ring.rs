@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, squeue, types};
 
+/// How many rounds `submit_before_exit` takes at most: each submits a full queue, so a few
+/// empty any backlog a shard may have.
+const EXIT_SUBMIT_ATTEMPTS_MAX: usize = 64;
+
 /// What an in-flight request is; stored in the top byte of its `user_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -212,6 +216,27 @@ impl Ring {
             Err(error) if error.raw_os_error() == Some(libc::EINTR) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    /// Hands every request still queued (backlog included) to the kernel before the ring is
+    /// dropped: a shard's last turn may have queued wake-ups for other shards (the
+    /// unsubscribes of its last closed connections), and a wake-up never submitted leaves that
+    /// shard asleep with its wake-up flag set, deaf to every later wake-up, shutdown included.
+    /// A finished shard has no connection and no accept left, so what is queued is wake-ups,
+    /// which point at no memory of the shard's.
+    pub fn submit_before_exit(&mut self) -> io::Result<()> {
+        for _ in 0..EXIT_SUBMIT_ATTEMPTS_MAX {
+            self.drain_backlog();
+            match self.ring.submit() {
+                Ok(_) if !self.has_backlog() && self.ring.submission().is_empty() => return Ok(()),
+                Ok(_) => {}
+                Err(error) if matches!(error.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) => {}
+                Err(error) => return Err(error),
+            }
+            // Completions are not reaped any more: let them be dropped rather than block.
+            self.ring.completion().for_each(drop);
+        }
+        Err(io::Error::other("requests left unsubmitted at exit"))
     }
 
     /// Submits and waits for at least one completion or until `timeout`.
