@@ -172,6 +172,12 @@ pub struct PublishOptions {
     /// Write the result as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+
+    /// A file holding a JWT (one line) that every upgrade and every HTTP publish sends as
+    /// `Authorization: Bearer <token>`, for a server with auth_mode = jwt (its `publish` and
+    /// `subscribe` grants must cover the scenario's topics).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Which floor program.
@@ -466,16 +472,7 @@ pub struct FanoutOptions {
 impl CommonOptions {
     /// The token of `--token-file` (its first line), read once by the coordinator.
     pub fn bearer_token(&self) -> Result<Option<String>, String> {
-        let Some(path) = &self.token_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("--token-file {}: {error}", path.display()))?;
-        let token = text.lines().next().unwrap_or("").trim().to_owned();
-        if token.is_empty() {
-            return Err(format!("--token-file {} holds no token", path.display()));
-        }
-        Ok(Some(token))
+        read_bearer_token(self.token_file.as_deref())
     }
 
     /// The closed-loop ramp's settings for each worker thread.
@@ -485,4 +482,18 @@ impl CommonOptions {
             latency_ms_target: self.connect_latency_ms_target,
         }
     }
+}
+
+/// The token in the file of a `--token-file` (its first line), if one was given.
+pub fn read_bearer_token(path: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("--token-file {}: {error}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        return Err(format!("--token-file {} holds no token", path.display()));
+    }
+    Ok(Some(token))
 }

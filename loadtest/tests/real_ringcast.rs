@@ -64,7 +64,12 @@ struct Server {
 
 impl Server {
     fn start(arguments: &[&str]) -> Server {
+        Server::start_with_environment(arguments, &[])
+    }
+
+    fn start_with_environment(arguments: &[&str], environment: &[(&str, &str)]) -> Server {
         let mut child = Command::new(ringcast_binary())
+            .envs(environment.iter().copied())
             // Warnings and errors only: the info lines of a healthy start are noise in test output.
             .args(["--listen", "127.0.0.1:0", "--log", "warn"])
             .args(arguments)
@@ -238,4 +243,96 @@ fn publish_against_ringcast() {
     );
     assert_eq!(result["refused"], 0, "{result:#}");
     assert_eq!(result["server_errors"], 0, "{result:#}");
+}
+
+/// Signs an HS256 token for `claims` with PyJWT (the independent signer of the server's auth
+/// tests, `tests/auth/tokens.py`), whose secret it writes into `directory`.
+fn signed_token(directory: &std::path::Path, claims: &str) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var_os("RINGCAST_PYTHON")
+        .map_or_else(|| root.join(".venv/bin/python"), PathBuf::from);
+    assert!(
+        python.exists(),
+        "{} is missing: run tests/run-all, which installs the Python venv with PyJWT",
+        python.display()
+    );
+    let mut child = Command::new(python)
+        .arg(root.join("tests/auth/tokens.py"))
+        .arg(directory)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let spec = format!(r#"{{"token": {{"key": "hs256", "claims": {claims}}}}}"#);
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), spec.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let tokens: Value = serde_json::from_slice(&output.stdout).unwrap();
+    tokens["token"].as_str().unwrap().to_owned()
+}
+
+/// `--token-file` on the publish scenario: against a server with auth_mode = jwt, its
+/// subscribers upgrade and its HTTP and WebSocket publishers publish with the token; without
+/// it the server refuses the publishes (401).
+#[test]
+fn publish_with_a_token_against_ringcast_with_jwt() {
+    let directory = tempfile::tempdir().unwrap();
+    let token = signed_token(
+        directory.path(),
+        r#"{"sub": "load", "exp_in": 3600, "subscribe": ["*"], "publish": ["*"]}"#,
+    );
+    let token_path = directory.path().join("token");
+    std::fs::write(&token_path, format!("{token}\n")).unwrap();
+    let secret_path = directory.path().join("hs256.secret");
+    let server = Server::start_with_environment(
+        &["--shards", "1"],
+        &[
+            ("RINGCAST_AUTH_MODE", "jwt"),
+            (
+                "RINGCAST_JWT_HS256_SECRET_FILE",
+                secret_path.to_str().unwrap(),
+            ),
+        ],
+    );
+    let token_file = token_path.to_str().unwrap();
+    let common = [
+        "publish",
+        "--url",
+        &server.url,
+        "--connections",
+        "2",
+        "--subscribers",
+        "10",
+        "--topics",
+        "10",
+        "--rate",
+        "2000",
+        "--warmup-seconds",
+        "0",
+        "--duration-seconds",
+        "1",
+    ];
+    for (name, extra) in [("websocket", None), ("http", Some("--http"))] {
+        let mut arguments: Vec<&str> = common.to_vec();
+        arguments.extend(["--token-file", token_file]);
+        arguments.extend(extra);
+        let result = loadtest(&arguments, &format!("publish-token-{name}"));
+        assert!(result["accepted"].as_u64().unwrap() > 0, "{result:#}");
+        assert_eq!(result["subscribers_ready"], 10, "{result:#}");
+        assert_eq!(result["connections_failed"], 0, "{result:#}");
+        assert_eq!(result["refused"], 0, "{result:#}");
+        for fault in ["gaps", "duplicates", "out_of_order"] {
+            assert_eq!(result["faults"][fault], 0, "{result:#}");
+        }
+    }
+    let without = Command::new(env!("CARGO_BIN_EXE_ringcast-loadtest"))
+        .args(["publish", "--url", &server.url, "--http", "--topics", "1"])
+        .args(["--warmup-seconds", "0", "--duration-seconds", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&without.stdout);
+    assert!(
+        stdout.contains("| refused (HTTP) · server errors · unexpected | 1 ·"),
+        "{stdout}"
+    );
 }

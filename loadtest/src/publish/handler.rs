@@ -74,6 +74,8 @@ pub struct Ingest {
     batch_bytes: usize,
     pipeline: u64,
     host: String,
+    /// `Authorization: …\r\n`, or nothing.
+    authorization_header: String,
     /// Publishers write only while this holds.
     pub publishing: bool,
     /// With a rate limit: publishes per second per publisher, from when publishing started.
@@ -102,6 +104,8 @@ pub struct IngestSettings {
     pub batch_bytes: usize,
     pub pipeline: u64,
     pub host: String,
+    /// `Authorization` of every HTTP publish (`Bearer <token>`), when the server wants one.
+    pub authorization: Option<String>,
 }
 
 impl Ingest {
@@ -117,6 +121,10 @@ impl Ingest {
             batch_bytes: settings.batch_bytes,
             pipeline: settings.pipeline,
             host: settings.host,
+            authorization_header: settings
+                .authorization
+                .map(|value| format!("Authorization: {value}\r\n"))
+                .unwrap_or_default(),
             publishing: false,
             rate_per_publisher: None,
             window: Window::default(),
@@ -248,10 +256,11 @@ impl Ingest {
             self.text.clear();
             let _ = write!(
                 self.text,
-                "POST /publish/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+                "POST /publish/{} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\n\
                  Content-Length: {}\r\n\r\n{}",
                 self.names[topic as usize],
                 self.host,
+                self.authorization_header,
                 self.data.len(),
                 self.data
             );

@@ -126,6 +126,8 @@ impl Run {
         let probe = (options.protocol != Protocol::Nats).then_some(subscribers + publishers);
         let total = subscribers + publishers + u32::from(probe.is_some());
         let roles = roles(options, subscribers, publishers, probe.is_some());
+        let authorization = crate::cli::read_bearer_token(options.token_file.as_deref())?
+            .map(|token| format!("Bearer {token}"));
         let host = target
             .uri
             .authority()
@@ -137,7 +139,7 @@ impl Run {
                 .uri
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned()),
-            authorization: None,
+            authorization: authorization.clone(),
             connect_timeout: Duration::from_secs(options.connect_timeout_seconds),
             buffers_count: BUFFERS_COUNT,
             buffer_bytes: BUFFER_BYTES,
@@ -154,6 +156,7 @@ impl Run {
                 batch_bytes: options.batch_bytes,
                 pipeline: options.pipeline,
                 host,
+                authorization,
             },
             roles,
         );
