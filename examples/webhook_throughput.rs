@@ -170,7 +170,9 @@ fn publish(address: SocketAddr, messages: u64) {
         );
         // One write: a head and a body written apart wait out Nagle and the server's delayed
         // ACK (about 40 ms a request), which capped this publisher at about 1,100 messages/s.
-        stream.write_all(format!("{head}{body}").as_bytes()).unwrap();
+        stream
+            .write_all(format!("{head}{body}").as_bytes())
+            .unwrap();
         let (status, _) = read_message(&mut reader, true).expect("a response");
         assert_eq!(status, 200);
         number += count;
