@@ -20,8 +20,11 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
+use super::clients::{Clients, QueueLimits};
 use super::command::{ClientRef, Command, PublishReply};
-use super::config::{BrokerConfig, SlowConsumerPolicy};
+use super::config::BrokerConfig;
+use super::counters::{BrokerCounters, BrokerGauges};
+use super::delivery::{ClientRecord, Delivery, Replay, Subscription};
 use super::event::{ConnectionId, Event, EventFilter, EventKind};
 use super::grants::TopicPatterns;
 use super::idempotency::{IdempotencyKey, IdempotencyKeys};
@@ -44,119 +47,6 @@ const EXPIRY_VISITS_PER_TURN_MAX: usize = 256;
 /// is refused at once (its items held meanwhile are bounded by this and the body limit).
 const PENDING_BATCHES_MAX: usize = 1024;
 
-/// The bounds of one client's queue of things to send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueueLimits {
-    pub bytes_max: usize,
-    pub frames_max: usize,
-}
-
-impl QueueLimits {
-    /// Half of each bound: a paused or slow client is resumed once its queue is below it, so that
-    /// it does not flap at the limit.
-    pub fn half(self) -> QueueLimits {
-        QueueLimits {
-            bytes_max: self.bytes_max / 2,
-            frames_max: self.frames_max / 2,
-        }
-    }
-}
-
-/// What all of a shard's queues hold in memory (each shared frame once) and how many hold
-/// anything: what the shard's budget is checked against.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ShardMemory {
-    pub bytes: u64,
-    pub nonempty_queues: u32,
-}
-
-/// The clients of a shard as the broker sees them: queues to fill and connections to close.
-/// Transports a client may read through, for the per-transport counters (the endpoint layer
-/// names them: WebSocket, SSE, NDJSON stream, poll).
-pub const TRANSPORT_COUNT: usize = 4;
-
-/// Clients are named by their slot; the broker never names a slot it was not told is open.
-pub trait Clients {
-    /// Whether the client takes messages now: open, and not closing.
-    fn takes_messages(&self, client: u32) -> bool;
-
-    /// Which of [`TRANSPORT_COUNT`] transports the client reads through, for the counters.
-    fn transport(&self, _client: u32) -> usize {
-        0
-    }
-    /// Queues `message` framed for the client's endpoint if its queue is within `limits` (an
-    /// empty queue takes any message, so one larger than the limit still goes out to a client
-    /// that keeps up). Returns whether it was queued.
-    fn offer(&mut self, client: u32, message: &Message, limits: QueueLimits) -> bool;
-    /// Queues `message` whatever the queue holds (replay, a conflated message released).
-    fn push(&mut self, client: u32, message: &Message);
-    /// Whether the client's queue is within `limits`.
-    fn is_within(&self, client: u32, limits: QueueLimits) -> bool;
-    /// The bytes queued to the client and not yet sent: how far behind it is.
-    fn queued_bytes(&self, client: u32) -> usize;
-    /// What all of the shard's queues hold.
-    fn memory(&self) -> ShardMemory;
-    /// Queues a reply; replies are never refused.
-    fn reply(&mut self, client: u32, reply: &Reply);
-    /// The owner numbered (or refused) the HTTP publish waiting under `ticket`.
-    fn answer_publish(&mut self, client: u32, ticket: u32, result: Result<u64, OwnerError>);
-    /// Closes the client's connection with `code` and `reason`.
-    fn close(&mut self, client: u32, code: CloseCode, reason: &'static str);
-}
-
-/// What a shard's broker counts; every drop is counted.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BrokerCounters {
-    /// Messages this shard assigned a sequence number to, as the owner of their topic.
-    pub messages_published: u64,
-    /// Messages queued to this shard's subscribers.
-    pub deliveries: u64,
-    /// Requests refused by the broker with an `error` reply (limits, an owner's refusal).
-    pub request_errors: u64,
-    /// Subscriptions served from history with `since`, and the messages replayed for them.
-    pub replays: u64,
-    pub replayed_messages: u64,
-    /// Subscriptions answered with `reset` because `since + 1` had left the history.
-    pub resets: u64,
-    /// Slow-consumer policy actions: the newest message dropped; an older message replaced by
-    /// a newer one of the same topic (conflate); the subscriber closed with 1008.
-    pub slow_consumer_drops: u64,
-    pub slow_consumer_conflations: u64,
-    pub slow_consumer_closes: u64,
-    /// The same actions, of every kind, by the transport of the client they fell on.
-    pub slow_consumer_actions_by_transport: [u64; TRANSPORT_COUNT],
-    /// Pages of replays served (a long replay comes in pages as the queue drains), and
-    /// replays cut short because what they asked for left history meanwhile.
-    pub replay_pages: u64,
-    pub replays_lost: u64,
-    /// Topics forgotten after `topic_idle_ms` without subscribers or publishes.
-    pub topics_expired: u64,
-    /// Topic creations refused for `topic_creations_per_second`.
-    pub topic_creations_refused: u64,
-    /// Publishes answered from the idempotency table (a retry), not published again.
-    pub duplicate_publishes: u64,
-    /// Message buffers made because their class's free list was empty (warm-up, growth), or
-    /// for a message larger than every class; zero in a steady state.
-    pub message_buffers_created: u64,
-    /// Subscriptions ended because a refreshed token no longer grants their topic.
-    pub subscriptions_revoked: u64,
-}
-
-/// Levels a shard's broker reports.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BrokerGauges {
-    /// Subscriptions in effect held by this shard's clients.
-    pub subscriptions: u64,
-    /// Topics this shard owns (assigns sequence numbers to and keeps history for).
-    pub topics_owned: u64,
-    /// Topics with at least one subscription on this shard (in effect or on its way).
-    pub topics_subscribed: u64,
-    /// Bytes of history this shard keeps for its owned topics.
-    pub history_bytes: u64,
-    /// Bytes of free message buffers kept for reuse.
-    pub message_pool_free_bytes: u64,
-}
-
 /// A batch waiting for its owners to prepare it.
 #[derive(Debug)]
 struct PendingBatch {
@@ -167,55 +57,6 @@ struct PendingBatch {
     /// Owners that have not answered yet.
     waiting: usize,
     refused: Option<OwnerError>,
-}
-
-/// One topic a client subscribes to.
-#[derive(Debug)]
-struct Subscription {
-    /// The topic's index in the shard's `SubscriberTable`.
-    topic: u32,
-    /// Where the client sits in the topic's subscriber list; `POSITION_PENDING` until the
-    /// owner's answer arrives.
-    position: u32,
-    /// Under the conflate policy, the newest message that did not fit the queue; it replaces
-    /// any older one and goes out once the queue drains.
-    held: Option<Message>,
-    /// A replay still coming in pages; live messages wait behind it.
-    replay: Option<Box<Replay>>,
-}
-
-/// A replay in progress: which page comes next. It goes on until a page reaches the topic's
-/// latest message; live messages that arrive meanwhile are left out, since history holds them
-/// and a later page brings them in order (commands from the owner arrive in the order it sent
-/// them, so the last page comes before any message after it).
-#[derive(Debug)]
-struct Replay {
-    epoch: Epoch,
-    next: u64,
-    /// The next page was asked for and has not come yet.
-    requested: bool,
-}
-
-impl Subscription {
-    fn is_pending(&self) -> bool {
-        self.position == POSITION_PENDING
-    }
-}
-
-/// The broker's record of one connection slot.
-#[derive(Debug, Default)]
-struct ClientRecord {
-    generation: u16,
-    open: bool,
-    /// The how-manieth client of this shard it is (from 1): its id in events.
-    serial: u64,
-    subscriptions: Vec<Subscription>,
-    /// Subscriptions holding a conflated message.
-    held_count: u32,
-    /// Listed in `Fanout::holding`.
-    listed_holding: bool,
-    /// Subscriptions with a replay in progress.
-    replaying_count: u32,
 }
 
 /// The pub/sub of one shard.
@@ -1106,111 +947,4 @@ impl Fanout {
         }
         client.held_count = 0;
     }
-}
-
-/// One message on its way to the subscribers of its topic on this shard: the policy and the
-/// shard's budget, borrowed apart from the subscriber list being walked.
-struct Delivery<'a> {
-    message: &'a Message,
-    topic: u32,
-    limits: QueueLimits,
-    policy: SlowConsumerPolicy,
-    budget_bytes: u64,
-    holding: &'a mut Vec<u32>,
-    counters: &'a mut BrokerCounters,
-}
-
-impl Delivery<'_> {
-    /// Whether the shard is over its budget and this client holds more than an equal share of
-    /// it (the budget divided among the queues that hold anything). A reader that keeps up
-    /// holds little and is never made to wait for the others.
-    fn over_share(&self, slot: u32, clients: &impl Clients) -> bool {
-        let memory = clients.memory();
-        if memory.bytes <= self.budget_bytes {
-            return false;
-        }
-        let share = self.budget_bytes / u64::from(memory.nonempty_queues.max(1));
-        clients.queued_bytes(slot) as u64 >= share
-    }
-
-    fn reach(&mut self, slot: u32, client: &mut ClientRecord, clients: &mut impl Clients) {
-        if !clients.takes_messages(slot) {
-            return;
-        }
-        if client.replaying_count > 0 && self.behind_replay(client) {
-            return;
-        }
-        // While an older message of the topic waits conflated, a newer one replaces it rather
-        // than overtaking it in the queue, unless there is room again (a queue that drained
-        // with no send left to complete releases its held messages here).
-        if client.held_count > 0 && holds(client, self.topic) {
-            if !clients.is_within(slot, self.limits.half()) || self.over_share(slot, clients) {
-                let transport = clients.transport(slot).min(TRANSPORT_COUNT - 1);
-                self.conflate(slot, client, transport);
-                return;
-            }
-            for subscription in &mut client.subscriptions {
-                if let Some(message) = subscription.held.take() {
-                    clients.push(slot, &message);
-                }
-            }
-            client.held_count = 0;
-        }
-        let queued =
-            !self.over_share(slot, clients) && clients.offer(slot, self.message, self.limits);
-        if queued {
-            self.counters.deliveries += 1;
-            return;
-        }
-        let transport = clients.transport(slot).min(TRANSPORT_COUNT - 1);
-        match self.policy {
-            SlowConsumerPolicy::Drop => {
-                self.counters.slow_consumer_drops += 1;
-                self.counters.slow_consumer_actions_by_transport[transport] += 1;
-            }
-            SlowConsumerPolicy::Conflate => self.conflate(slot, client, transport),
-            SlowConsumerPolicy::Disconnect => {
-                self.counters.slow_consumer_closes += 1;
-                self.counters.slow_consumer_actions_by_transport[transport] += 1;
-                clients.close(slot, CloseCode::POLICY_VIOLATION, "slow consumer");
-            }
-        }
-    }
-
-    /// Whether a replay of the topic is still coming for this client: then the message is left
-    /// out, since a later page of the replay brings it, in order.
-    fn behind_replay(&self, client: &ClientRecord) -> bool {
-        client
-            .subscriptions
-            .iter()
-            .any(|subscription| subscription.topic == self.topic && subscription.replay.is_some())
-    }
-
-    /// Keeps the message as the newest undelivered one of its topic for this client; a message
-    /// it replaces is counted as conflated.
-    fn conflate(&mut self, slot: u32, client: &mut ClientRecord, transport: usize) {
-        let subscription = client
-            .subscriptions
-            .iter_mut()
-            .find(|subscription| subscription.topic == self.topic)
-            .expect("a subscriber records its subscription");
-        match subscription.held.replace(self.message.clone()) {
-            Some(_) => {
-                self.counters.slow_consumer_conflations += 1;
-                self.counters.slow_consumer_actions_by_transport[transport] += 1;
-            }
-            None => client.held_count += 1,
-        }
-        if !client.listed_holding {
-            client.listed_holding = true;
-            self.holding.push(slot);
-        }
-    }
-}
-
-fn holds(client: &ClientRecord, topic: u32) -> bool {
-    client
-        .subscriptions
-        .iter()
-        .any(|subscription| subscription.topic == topic && subscription.held.is_some())
 }

@@ -17,14 +17,20 @@
 //! - [`http_api`]: publishing over HTTP.
 //! - [`json_bounds`]: the depth, number and surrogate bounds on published JSON.
 //! - [`owner`], [`subscribers`]: the two tables of a shard.
-//! - [`fanout`]: the shard's broker and its policy; [`command`]: what shards tell each other.
+//! - [`fanout`]: the shard's broker; [`delivery`]: the slow-consumer policy and the budget as
+//!   one message reaches its subscribers, and the broker's record of each client;
+//!   [`clients`]: what the broker asks of the shard's connections; [`counters`]: what it
+//!   counts; [`command`]: what shards tell each other.
 //! - [`event`]: what the broker tells the world outside (webhooks): topics occupied and
 //!   vacated, subscriptions, messages published, connections opened and closed.
 //! - [`config`]: the limits and policies; [`demo`]: the random-walk ticker feed.
 
+pub mod clients;
 pub mod command;
 pub mod config;
+pub mod counters;
 pub mod cursor;
+pub mod delivery;
 pub mod demo;
 pub mod event;
 pub mod fanout;
@@ -40,9 +46,11 @@ pub mod stream_api;
 pub mod subscribers;
 pub mod topic;
 
+pub use clients::{Clients, QueueLimits, ShardMemory};
 pub use command::{ClientRef, Command, PublishReply};
+pub use counters::{BrokerCounters, BrokerGauges};
 pub use event::{Event, EventFilter, EventKind};
-pub use fanout::{BrokerCounters, BrokerGauges, Clients, Fanout, QueueLimits, ShardMemory};
+pub use fanout::Fanout;
 pub use message::{Message, Reply, ReplyKind};
 pub use message_pool::MessagePool;
 pub use request::BrokerRequest;
