@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::clients::{Clients, QueueLimits};
+use super::clients::{Clients, QueueLimits, ShardMemory};
 use super::command::{ClientRef, Command, PublishReply};
 use super::config::BrokerConfig;
 use super::counters::{BrokerCounters, BrokerGauges};
@@ -32,8 +32,7 @@ use super::message::{Message, Reply};
 use super::owner::{OwnedTopics, OwnerError, ReplayPage, Since, SubscribeAnswer};
 use super::request::BrokerRequest;
 use super::subscribers::{POSITION_PENDING, SubscriberTable};
-use super::topic::{Epoch, TopicName};
-use crate::protocol::CloseCode;
+use super::topic::TopicName;
 use crate::protocol::websocket::frame::FrameEncoder;
 
 /// Chunk size of the broker's encoder (messages and replies): one allocation serves many small
