@@ -340,7 +340,14 @@ impl TlsConnection {
                 workspace.counters.close_notify_received += 1;
                 self.peer_closed = true;
                 self.state = State::Done;
-                ReadOutcome::Aborted
+                // A client that closes at once sends its close_notify right behind its
+                // Finished, and one read often carries both: what rustls encoded meanwhile
+                // (the session tickets) still goes out before the close, or the client's next
+                // connection could not resume.
+                match self.outgoing.as_ref().is_some_and(|buffer| !buffer.is_empty()) {
+                    true => ReadOutcome::PeerClosed,
+                    false => ReadOutcome::Aborted,
+                }
             }
             Step::Failed(error) => self.fail_handshake(error, workspace, &mut buffer[consumed..]),
             Step::NoBuffer => {

@@ -307,6 +307,23 @@ fn second_handshake_resumes() {
     }
 }
 
+/// Proves a client that sends close_notify right behind its Finished, so that one read carries
+/// both, still gets the session tickets before the close: its next handshake resumes.
+#[test]
+fn close_notify_behind_the_finished_still_gets_the_tickets() {
+    let configs = configs(Version::Tls13);
+    let mut first = Pair::new(&configs);
+    assert_eq!(first.client_to_server(usize::MAX), ReadOutcome::Open);
+    first.server_to_client().unwrap();
+    assert!(!first.client.is_handshaking());
+    first.client.send_close_notify();
+    assert_eq!(first.client_to_server(usize::MAX), ReadOutcome::PeerClosed);
+    first.server_to_client().unwrap();
+    let second = Pair::connected(&configs);
+    assert_eq!(second.client.handshake_kind(), Some(HandshakeKind::Resumed));
+    assert_eq!(second.workspace.counters.handshakes_resumed, 1);
+}
+
 /// Proves a client's KeyUpdate asking for ours is followed (its next records open under its
 /// new key) and answered (ours is sealed before our next record, which it opens).
 #[test]
