@@ -108,9 +108,19 @@ pub enum Scenario {
 /// Options of the `publish` scenario.
 #[derive(Clone, Debug, Args)]
 pub struct PublishOptions {
-    /// WebSocket URL of the server (ws://IPv4:PORT/PATH); HTTP publishing uses its host.
+    /// WebSocket URL of the server (ws://IPv4:PORT/PATH, or wss:// for TLS); HTTP
+    /// publishing uses its host (over TLS too with wss:// or https://).
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:9100/ws")]
     pub url: String,
+
+    /// PEM file of the CA the server's certificate must chain to. Required for wss:// and
+    /// https:// URLs (refused for plain ones): the server is always verified.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// The name the server's certificate must hold (default: the URL's host address).
+    #[arg(long, value_name = "NAME", requires = "ca")]
+    pub server_name: Option<String>,
 
     /// The protocol the server speaks.
     #[arg(long, value_enum, default_value = "ringcast")]
@@ -211,9 +221,20 @@ pub struct FloorOptions {
 /// Options every scenario shares: the target, the process layout, timeouts and outputs.
 #[derive(Clone, Debug, Args)]
 pub struct CommonOptions {
-    /// WebSocket URL of the server, ws:// only (no TLS), an IPv4 address on this machine.
+    /// WebSocket URL of the server, an IPv4 address on this machine: ws://, or wss:// for
+    /// TLS (rustls, verifying the server against --ca; the handshake counts into the connect
+    /// latency). http:// and https:// are the same targets (the HTTP transports use them).
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:9100/ws")]
     pub url: String,
+
+    /// PEM file of the CA the server's certificate must chain to. Required for wss:// and
+    /// https:// URLs (refused for plain ones): the server is always verified.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// The name the server's certificate must hold (default: the URL's host address).
+    #[arg(long, value_name = "NAME", requires = "ca")]
+    pub server_name: Option<String>,
 
     /// A file holding a JWT (one line) that every upgrade request sends as
     /// `Authorization: Bearer <token>`, for a server with auth_mode = jwt.
@@ -390,8 +411,9 @@ pub struct FanoutOptions {
     #[arg(long, value_enum, default_value = "ws")]
     pub transport: crate::fanout::http_stream::Transport,
 
-    /// Where publishers connect, when not to --url (ws://IPv4:PORT/PATH): Pushpin's
-    /// subscribers connect to the proxy and publishers to the origin that publishes to it.
+    /// Where publishers connect, when not to --url (ws:// or wss://IPv4:PORT/PATH; --ca
+    /// serves both URLs): Pushpin's subscribers connect to the proxy and publishers to the
+    /// origin that publishes to it.
     #[arg(long, value_name = "URL")]
     pub publish_url: Option<String>,
 

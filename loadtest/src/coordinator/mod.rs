@@ -203,7 +203,8 @@ struct Layout {
 }
 
 fn lay_out(run: &Run) -> Result<Layout, String> {
-    Target::parse(&run.common.url)?;
+    let tls = Target::parse(&run.common.url)?
+        .tls_plan(run.common.ca.as_deref(), run.common.server_name.as_deref())?;
     if run.connections == 0 || !(run.rate > 0.0 && run.rate.is_finite()) {
         return Err("--connections and --rate must be positive".into());
     }
@@ -252,6 +253,7 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
                 worker_index,
                 url: run.common.url.clone(),
                 bearer_token: bearer_token.clone(),
+                tls: tls.clone(),
                 connections,
                 rate_per_second: run.rate * connections as f64 / run.connections as f64,
                 threads: run.common.threads_per_worker,
