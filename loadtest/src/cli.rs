@@ -20,10 +20,15 @@ Output: progress on stderr (a bar on a terminal, else lines), a markdown summary
 with --output a JSON file holding every figure and the merged latency histograms, and with \
 --plots SVG plots of the latency CDF and of the rate over time.
 
+wss:// (and https://) URLs speak TLS (rustls), verifying the server against --ca FILE and \
+--server-name (default: the URL's host); the TLS handshake counts into the connect latency \
+and its failures have a cause of their own, tls_handshake_failed.
+
 Examples:
   ringcast-loadtest echo --url ws://127.0.0.1:9100/ws --connections 100 --payload-bytes 20
   ringcast-loadtest connect --url ws://127.0.0.1:9100/ws --connections 10000 --rate 20000 \\
-      --hold-seconds 10 --server-pid $(pgrep -n ringcast) --output connect.json";
+      --hold-seconds 10 --server-pid $(pgrep -n ringcast) --output connect.json
+  ringcast-loadtest echo --url wss://127.0.0.1:9443/ws --ca ca.pem --connections 100";
 
 /// The command-line arguments of `ringcast-loadtest`.
 #[derive(Debug, Parser)]

@@ -150,7 +150,6 @@ pub fn failure_kind(session: &ClientConnection) -> TlsFailure {
     }
 }
 
-
 /// The first few TLS errors are printed: a wrong CA or name says so here, once, not a
 /// thousand times.
 fn log_failure(error: &dyn std::fmt::Display) {
@@ -282,7 +281,10 @@ pub mod tests {
         let stranger = TestCertificates::new();
         for (client, name) in [
             (client_trusting(&stranger, "localhost"), "a foreign CA"),
-            (client_trusting(&certificates, "example.com"), "a wrong name"),
+            (
+                client_trusting(&certificates, "example.com"),
+                "a wrong name",
+            ),
         ] {
             let mut client = client.connect().unwrap();
             let mut server = certificates.server();

@@ -131,7 +131,9 @@ impl Server {
     }
 
     fn tls_url(&self) -> &str {
-        self.tls_url.as_deref().expect("a server with a TLS listener")
+        self.tls_url
+            .as_deref()
+            .expect("a server with a TLS listener")
     }
 }
 
@@ -520,7 +522,11 @@ fn fanout_over_tls(pki: &TestPki, server: &Server, transport: &str, subscribers_
     let published = step["published"].as_u64().unwrap();
     assert!(published > 0, "{result:#}");
     // 5 subscribers per topic.
-    assert_eq!(step["deliveries"].as_u64().unwrap(), 5 * published, "{step:#}");
+    assert_eq!(
+        step["deliveries"].as_u64().unwrap(),
+        5 * published,
+        "{step:#}"
+    );
     assert_eq!(step["missing"], 0, "{step:#}");
     for fault in ["gaps", "duplicates", "out_of_order", "seq_mismatches"] {
         assert_eq!(step["faults"][fault], 0, "{step:#}");
@@ -565,7 +571,14 @@ fn a_wrong_ca_counts_tls_handshake_failures() {
     let echo = [
         &["echo"][..],
         &common,
-        &["--connections", "5", "--warmup-seconds", "0", "--duration-seconds", "1"],
+        &[
+            "--connections",
+            "5",
+            "--warmup-seconds",
+            "0",
+            "--duration-seconds",
+            "1",
+        ],
         &["--connect-timeout-seconds", "30"],
     ]
     .concat();

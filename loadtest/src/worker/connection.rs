@@ -70,7 +70,11 @@ impl Target {
         let default_port = match uri.scheme_str() {
             Some("ws" | "http") => 80,
             Some("wss" | "https") => 443,
-            _ => return Err(format!("URL {url:?}: ws://, wss://, http:// or https:// only")),
+            _ => {
+                return Err(format!(
+                    "URL {url:?}: ws://, wss://, http:// or https:// only"
+                ));
+            }
         };
         let host = uri
             .host()
@@ -103,9 +107,14 @@ impl Target {
         let ca_path = match (self.is_secure(), ca_path) {
             (false, None) => return Ok(None),
             (false, Some(_)) => {
-                return Err(format!("--ca is for wss:// and https:// URLs, not {}", self.uri));
+                return Err(format!(
+                    "--ca is for wss:// and https:// URLs, not {}",
+                    self.uri
+                ));
             }
-            (true, None) => return Err(format!("{} needs --ca FILE to verify the server", self.uri)),
+            (true, None) => {
+                return Err(format!("{} needs --ca FILE to verify the server", self.uri));
+            }
             (true, Some(ca_path)) => ca_path,
         };
         let host = self.address.ip().to_string();
@@ -566,11 +575,17 @@ mod tests {
         assert_eq!(target.uri.path(), "/ws");
         assert!(!target.is_secure());
         assert_eq!(Target::parse("ws://127.0.0.2/").unwrap().address.port(), 80);
-        assert_eq!(Target::parse("http://127.0.0.2/").unwrap().address.port(), 80);
+        assert_eq!(
+            Target::parse("http://127.0.0.2/").unwrap().address.port(),
+            80
+        );
         let secure = Target::parse("wss://127.0.0.1:9443/ws").unwrap();
         assert!(secure.is_secure());
         assert_eq!(secure.address.port(), 9443);
-        assert_eq!(Target::parse("wss://127.0.0.2/").unwrap().address.port(), 443);
+        assert_eq!(
+            Target::parse("wss://127.0.0.2/").unwrap().address.port(),
+            443
+        );
         assert!(Target::parse("https://127.0.0.2/").unwrap().is_secure());
         assert!(Target::parse("ftp://127.0.0.1:9100/ws").is_err());
         assert!(Target::parse("ws://localhost:9100/ws").is_err());
