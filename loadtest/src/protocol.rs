@@ -695,6 +695,7 @@ mod tests {
             Cause::ConnectOther,
             Cause::HandshakeFailed,
             Cause::HandshakeTimeout,
+            Cause::TlsHandshakeFailed,
             Cause::ClosedEarly,
             Cause::NoPong,
             Cause::NoEcho,
@@ -713,13 +714,14 @@ mod tests {
             .iter()
             .map(|(_, count)| *count)
             .collect();
-        assert_eq!(counts, (1..=14).collect::<Vec<u64>>());
-        assert_eq!(failures.total(), 105);
+        assert_eq!(counts, (1..=15).collect::<Vec<u64>>());
+        assert_eq!(failures.total(), 120);
         let mut merged = failures;
         merged.merge(&failures);
-        assert_eq!(merged.total(), 210);
-        assert_eq!(merged.no_subscribe_ack, 28);
-        assert_eq!(merged.no_close, 26);
-        assert_eq!(merged.no_echo, 22);
+        assert_eq!(merged.total(), 240);
+        assert_eq!(merged.no_subscribe_ack, 30);
+        assert_eq!(merged.no_close, 28);
+        assert_eq!(merged.no_echo, 24);
+        assert_eq!(merged.tls_handshake_failed, 18);
     }
 }
