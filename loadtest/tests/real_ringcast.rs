@@ -1,4 +1,4 @@
-//! Small `connect`, `echo`, `publish` and `fanout` runs of the load generator against the real
+//! Small `connect`, `echo`, `churn`, `publish` and `fanout` runs of the load generator against the real
 //! ringcast binary, over ws:// and wss://, so that the README's one test command exercises both
 //! ends together.
 //!
@@ -551,6 +551,78 @@ fn fanout_sse_over_https_against_ringcast() {
     let server = Server::start_tls(&pki, &["--shards", "2"]);
     let https_url = server.tls_url().replacen("wss://", "https://", 1);
     fanout_over_tls(&pki, &server, "sse", &https_url);
+}
+
+/// Ingest over TLS: WebSocket publishers with subscribers and the seq probe over wss://, then
+/// pipelined HTTP publishes over https:// (raw connections, usable once TLS is up): the
+/// server counts what it accepted, subscribers get it in order, every HTTP answer is 200.
+#[test]
+fn publish_over_wss_and_https_against_ringcast() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--shards", "1"]);
+    let https_url = server.tls_url().replacen("wss://", "https://", 1);
+    let common = ["--ca", pki.ca(), "--topics", "10", "--warmup-seconds", "0"];
+    let websocket = [
+        &["publish", "--url", server.tls_url()][..],
+        &common,
+        &[
+            "--connections",
+            "2",
+            "--subscribers",
+            "20",
+            "--rate",
+            "2000",
+        ],
+        &["--duration-seconds", "1"],
+    ]
+    .concat();
+    let result = loadtest(&websocket, "publish-wss");
+    assert!(result["accepted"].as_u64().unwrap() > 0, "{result:#}");
+    assert_eq!(result["subscribers_ready"], 20, "{result:#}");
+    assert_eq!(result["connections_failed"], 0, "{result:#}");
+    for fault in ["gaps", "duplicates", "out_of_order"] {
+        assert_eq!(result["faults"][fault], 0, "{result:#}");
+    }
+    let http = [
+        &["publish", "--url", &https_url, "--http", "--pipeline", "8"][..],
+        &common,
+        &["--connections", "2", "--duration-seconds", "1"],
+    ]
+    .concat();
+    let result = loadtest(&http, "publish-https");
+    assert!(result["accepted"].as_u64().unwrap() > 0, "{result:#}");
+    assert_eq!(result["connections_failed"], 0, "{result:#}");
+    assert_eq!(result["refused"], 0, "{result:#}");
+    assert_eq!(result["server_errors"], 0, "{result:#}");
+}
+
+/// Churn over wss://: each connection does TLS, the upgrade, a ping and a clean close (close
+/// frames both ways, then close_notify); none fails.
+#[test]
+fn churn_over_wss_against_ringcast() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--shards", "1"]);
+    let arguments = [
+        "churn",
+        "--url",
+        server.tls_url(),
+        "--ca",
+        pki.ca(),
+        "--rate",
+        "100",
+        "--duration-seconds",
+        "1",
+        "--concurrent-max",
+        "20",
+    ];
+    let result = loadtest(&arguments, "churn-wss");
+    let totals = &result["totals"];
+    assert_eq!(totals["failures_total"], 0, "{result:#}");
+    let opened = totals["established"].as_u64().unwrap();
+    // The last opens may miss the one-second window by a tick.
+    assert!((90..=100).contains(&opened), "{result:#}");
+    assert_eq!(totals["attempted"].as_u64().unwrap(), opened, "{result:#}");
+    assert_eq!(result["churn"]["closed_cleanly"].as_u64().unwrap(), opened);
 }
 
 /// A CA that did not sign the server's certificate fails every connection quickly, on both
