@@ -1,6 +1,6 @@
-//! Small `connect`, `echo`, `churn`, `publish` and `fanout` runs of the load generator against the real
-//! ringcast binary, over ws:// and wss://, so that the README's one test command exercises both
-//! ends together.
+//! Small `connect`, `echo`, `churn`, `publish` and `fanout` runs of the load generator against
+//! the real ringcast binary, over ws:// and wss://, so that the README's one test command
+//! exercises both ends together.
 //!
 //! Finding the server: Cargo gives a test the path of its own package's binaries only
 //! (CARGO_BIN_EXE_*), and a package cannot depend on another package's binary on stable
