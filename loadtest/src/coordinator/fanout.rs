@@ -464,6 +464,8 @@ fn summarize(
             .all(|step| step.missing == 0 && step.faults.total() == 0);
     let settings = serde_json::json!({
         "url": options.common.url,
+        "ca": options.common.ca,
+        "server_name": options.common.server_name,
         "protocol": options.protocol,
         "transport": options.transport,
         "subscribers": options.subscribers,

@@ -98,6 +98,8 @@ impl Run {
 pub fn connect(options: ConnectOptions) -> Result<i32, String> {
     let settings = serde_json::json!({
         "url": options.common.url,
+        "ca": options.common.ca,
+        "server_name": options.common.server_name,
         "connections": options.connections,
         "rate": options.rate,
         "hold_seconds": options.hold_seconds,
@@ -124,6 +126,8 @@ pub fn connect(options: ConnectOptions) -> Result<i32, String> {
 pub fn echo(options: EchoOptions) -> Result<i32, String> {
     let settings = serde_json::json!({
         "url": options.common.url,
+        "ca": options.common.ca,
+        "server_name": options.common.server_name,
         "connections": options.connections,
         "rate": options.rate,
         "payload_bytes": options.payload_bytes,
@@ -165,6 +169,8 @@ pub fn churn(options: ChurnOptions) -> Result<i32, String> {
     }
     let settings = serde_json::json!({
         "url": options.common.url,
+        "ca": options.common.ca,
+        "server_name": options.common.server_name,
         "rate": options.rate,
         "duration_seconds": options.duration_seconds,
         "concurrent_max": options.concurrent_max,

@@ -305,6 +305,8 @@ impl Run {
     fn result(&self, options: &PublishOptions, stopped_by: Option<String>) -> PublishResult {
         let settings = serde_json::json!({
             "url": options.url,
+            "ca": options.ca,
+            "server_name": options.server_name,
             "protocol": options.protocol,
             "connections": options.connections,
             "http": options.http,
