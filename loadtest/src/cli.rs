@@ -20,10 +20,15 @@ Output: progress on stderr (a bar on a terminal, else lines), a markdown summary
 with --output a JSON file holding every figure and the merged latency histograms, and with \
 --plots SVG plots of the latency CDF and of the rate over time.
 
+wss:// (and https://) URLs speak TLS (rustls), verifying the server against --ca FILE and \
+--server-name (default: the URL's host); the TLS handshake counts into the connect latency \
+and its failures have a cause of their own, tls_handshake_failed.
+
 Examples:
   ringcast-loadtest echo --url ws://127.0.0.1:9100/ws --connections 100 --payload-bytes 20
   ringcast-loadtest connect --url ws://127.0.0.1:9100/ws --connections 10000 --rate 20000 \\
-      --hold-seconds 10 --server-pid $(pgrep -n ringcast) --output connect.json";
+      --hold-seconds 10 --server-pid $(pgrep -n ringcast) --output connect.json
+  ringcast-loadtest echo --url wss://127.0.0.1:9443/ws --ca ca.pem --connections 100";
 
 /// The command-line arguments of `ringcast-loadtest`.
 #[derive(Debug, Parser)]
@@ -108,9 +113,19 @@ pub enum Scenario {
 /// Options of the `publish` scenario.
 #[derive(Clone, Debug, Args)]
 pub struct PublishOptions {
-    /// WebSocket URL of the server (ws://IPv4:PORT/PATH); HTTP publishing uses its host.
+    /// WebSocket URL of the server (ws://IPv4:PORT/PATH, or wss:// for TLS); HTTP
+    /// publishing uses its host (over TLS too with wss:// or https://).
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:9100/ws")]
     pub url: String,
+
+    /// PEM file of the CA the server's certificate must chain to. Required for wss:// and
+    /// https:// URLs (refused for plain ones): the server is always verified.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// The name the server's certificate must hold (default: the URL's host address).
+    #[arg(long, value_name = "NAME", requires = "ca")]
+    pub server_name: Option<String>,
 
     /// The protocol the server speaks.
     #[arg(long, value_enum, default_value = "ringcast")]
@@ -211,9 +226,20 @@ pub struct FloorOptions {
 /// Options every scenario shares: the target, the process layout, timeouts and outputs.
 #[derive(Clone, Debug, Args)]
 pub struct CommonOptions {
-    /// WebSocket URL of the server, ws:// only (no TLS), an IPv4 address on this machine.
+    /// WebSocket URL of the server, an IPv4 address on this machine: ws://, or wss:// for
+    /// TLS (rustls, verifying the server against --ca; the handshake counts into the connect
+    /// latency). http:// and https:// are the same targets (the HTTP transports use them).
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:9100/ws")]
     pub url: String,
+
+    /// PEM file of the CA the server's certificate must chain to. Required for wss:// and
+    /// https:// URLs (refused for plain ones): the server is always verified.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// The name the server's certificate must hold (default: the URL's host address).
+    #[arg(long, value_name = "NAME", requires = "ca")]
+    pub server_name: Option<String>,
 
     /// A file holding a JWT (one line) that every upgrade request sends as
     /// `Authorization: Bearer <token>`, for a server with auth_mode = jwt.
@@ -390,8 +416,9 @@ pub struct FanoutOptions {
     #[arg(long, value_enum, default_value = "ws")]
     pub transport: crate::fanout::http_stream::Transport,
 
-    /// Where publishers connect, when not to --url (ws://IPv4:PORT/PATH): Pushpin's
-    /// subscribers connect to the proxy and publishers to the origin that publishes to it.
+    /// Where publishers connect, when not to --url (ws:// or wss://IPv4:PORT/PATH; --ca
+    /// serves both URLs): Pushpin's subscribers connect to the proxy and publishers to the
+    /// origin that publishes to it.
     #[arg(long, value_name = "URL")]
     pub publish_url: Option<String>,
 

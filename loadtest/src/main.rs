@@ -22,6 +22,7 @@ mod publish;
 mod ramp;
 mod report;
 mod system;
+mod transport;
 mod uring;
 mod websocket;
 mod worker;

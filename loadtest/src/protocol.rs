@@ -133,6 +133,9 @@ pub struct WorkerPlan {
     /// A JWT every upgrade request carries as `Authorization: Bearer` (`--token-file`).
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// wss:// (and https://): what the worker's TLS client trusts and expects.
+    #[serde(default)]
+    pub tls: Option<TlsPlan>,
     /// Connections this worker opens.
     pub connections: u64,
     /// Connections per second this worker opens.
@@ -148,6 +151,15 @@ pub struct WorkerPlan {
     /// The closed-loop ramp of each thread (see `crate::ramp`).
     #[serde(default)]
     pub ramp: RampPlan,
+}
+
+/// The TLS client of a wss:// run: each worker builds its own from these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsPlan {
+    /// PEM file of the CA the server's certificate must chain to (`--ca`).
+    pub ca_path: std::path::PathBuf,
+    /// The name the certificate must hold (`--server-name`, by default the URL's host).
+    pub server_name: String,
 }
 
 /// The closed-loop ramp's settings, per worker thread.
@@ -249,6 +261,10 @@ pub struct Failures {
     pub handshake_failed: u64,
     /// Connected, but no complete upgrade answer within the connect timeout.
     pub handshake_timeout: u64,
+    /// wss:// and https://: the TLS handshake failed (a certificate the CA does not vouch
+    /// for, a wrong name, an alert from the server, or the server closing during it).
+    #[serde(default)]
+    pub tls_handshake_failed: u64,
     /// Upgraded, then closed or broken by the server (or a protocol error) before the end.
     pub closed_early: u64,
     /// No pong to the liveness ping within the pong timeout.
@@ -276,6 +292,7 @@ pub enum Cause {
     ConnectOther,
     HandshakeFailed,
     HandshakeTimeout,
+    TlsHandshakeFailed,
     ClosedEarly,
     NoPong,
     NoEcho,
@@ -295,6 +312,7 @@ impl Failures {
             Cause::ConnectOther => &mut self.connect_other,
             Cause::HandshakeFailed => &mut self.handshake_failed,
             Cause::HandshakeTimeout => &mut self.handshake_timeout,
+            Cause::TlsHandshakeFailed => &mut self.tls_handshake_failed,
             Cause::ClosedEarly => &mut self.closed_early,
             Cause::NoPong => &mut self.no_pong,
             Cause::NoEcho => &mut self.no_echo,
@@ -306,7 +324,7 @@ impl Failures {
     }
 
     /// Each cause with its count, in declaration order, for reports.
-    pub fn by_cause(&self) -> [(&'static str, u64); 14] {
+    pub fn by_cause(&self) -> [(&'static str, u64); 15] {
         [
             ("connect_refused", self.connect_refused),
             ("connect_timeout", self.connect_timeout),
@@ -316,6 +334,7 @@ impl Failures {
             ("connect_other", self.connect_other),
             ("handshake_failed", self.handshake_failed),
             ("handshake_timeout", self.handshake_timeout),
+            ("tls_handshake_failed", self.tls_handshake_failed),
             ("closed_early", self.closed_early),
             ("no_pong", self.no_pong),
             ("no_echo", self.no_echo),
@@ -338,6 +357,7 @@ impl Failures {
         self.connect_other += other.connect_other;
         self.handshake_failed += other.handshake_failed;
         self.handshake_timeout += other.handshake_timeout;
+        self.tls_handshake_failed += other.tls_handshake_failed;
         self.closed_early += other.closed_early;
         self.no_pong += other.no_pong;
         self.no_echo += other.no_echo;
@@ -489,6 +509,7 @@ mod tests {
             worker_index: 3,
             url: "ws://127.0.0.1:9100/ws".into(),
             bearer_token: None,
+            tls: None,
             connections: 18_000,
             rate_per_second: 3333.5,
             threads: 2,
@@ -517,6 +538,11 @@ mod tests {
             Command::Stop,
             Command::Start(WorkerPlan {
                 scenario: ScenarioPlan::Connect { pong_timeout_ms: 7 },
+                url: "wss://127.0.0.1:9443/ws".into(),
+                tls: Some(TlsPlan {
+                    ca_path: "/tmp/ca.pem".into(),
+                    server_name: "localhost".into(),
+                }),
                 ..plan()
             }),
             Command::Start(WorkerPlan {
@@ -669,6 +695,7 @@ mod tests {
             Cause::ConnectOther,
             Cause::HandshakeFailed,
             Cause::HandshakeTimeout,
+            Cause::TlsHandshakeFailed,
             Cause::ClosedEarly,
             Cause::NoPong,
             Cause::NoEcho,
@@ -687,13 +714,14 @@ mod tests {
             .iter()
             .map(|(_, count)| *count)
             .collect();
-        assert_eq!(counts, (1..=14).collect::<Vec<u64>>());
-        assert_eq!(failures.total(), 105);
+        assert_eq!(counts, (1..=15).collect::<Vec<u64>>());
+        assert_eq!(failures.total(), 120);
         let mut merged = failures;
         merged.merge(&failures);
-        assert_eq!(merged.total(), 210);
-        assert_eq!(merged.no_subscribe_ack, 28);
-        assert_eq!(merged.no_close, 26);
-        assert_eq!(merged.no_echo, 22);
+        assert_eq!(merged.total(), 240);
+        assert_eq!(merged.no_subscribe_ack, 30);
+        assert_eq!(merged.no_close, 28);
+        assert_eq!(merged.no_echo, 24);
+        assert_eq!(merged.tls_handshake_failed, 18);
     }
 }

@@ -1,5 +1,6 @@
-//! Small `connect` and `echo` runs of the load generator against the real ringcast binary, so
-//! that the README's one test command exercises both ends together.
+//! Small `connect`, `echo`, `churn`, `publish` and `fanout` runs of the load generator against
+//! the real ringcast binary, over ws:// and wss://, so that the README's one test command
+//! exercises both ends together.
 //!
 //! Finding the server: Cargo gives a test the path of its own package's binaries only
 //! (CARGO_BIN_EXE_*), and a package cannot depend on another package's binary on stable
@@ -60,6 +61,8 @@ fn ringcast_binary() -> PathBuf {
 struct Server {
     child: Child,
     url: String,
+    /// wss://ADDRESS/ws when started with a TLS listener.
+    tls_url: Option<String>,
 }
 
 impl Server {
@@ -67,7 +70,22 @@ impl Server {
         Server::start_with_environment(arguments, &[])
     }
 
+    /// A ringcast that also listens for TLS, with the certificate and key of `pki`.
+    fn start_tls(pki: &TestPki, arguments: &[&str]) -> Server {
+        let mut all = vec![
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-certificate",
+            pki.certificate_path.to_str().unwrap(),
+            "--tls-private-key",
+            pki.key_path.to_str().unwrap(),
+        ];
+        all.extend_from_slice(arguments);
+        Server::start_with_environment(&all, &[])
+    }
+
     fn start_with_environment(arguments: &[&str], environment: &[(&str, &str)]) -> Server {
+        let tls = arguments.contains(&"--tls-listen");
         let mut child = Command::new(ringcast_binary())
             .envs(environment.iter().copied())
             // Warnings and errors only: the info lines of a healthy start are noise in test output.
@@ -83,24 +101,39 @@ impl Server {
         // Keeps draining stdout so the server never blocks on a full pipe; ends at its exit.
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = sender.send(reader.read_line(&mut line).map(|_| line));
+            for _ in 0..2 {
+                let mut line = String::new();
+                let _ = sender.send(reader.read_line(&mut line).map(|_| line));
+            }
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
         let mut server = Server {
             child,
             url: String::new(),
+            tls_url: None,
         };
-        let line = receiver
-            .recv_timeout(STARTUP_WAIT)
-            .expect("ringcast printed its address")
-            .unwrap();
-        let address = line
-            .trim_end()
-            .strip_prefix("ringcast listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        server.url = format!("ws://{address}/ws");
+        let address = |receiver: &mpsc::Receiver<std::io::Result<String>>, suffix: &str| {
+            let line = receiver
+                .recv_timeout(STARTUP_WAIT)
+                .expect("ringcast printed its address")
+                .unwrap();
+            line.trim_end()
+                .strip_prefix("ringcast listening on ")
+                .and_then(|rest| rest.strip_suffix(suffix))
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .to_owned()
+        };
+        server.url = format!("ws://{}/ws", address(&receiver, ""));
+        if tls {
+            server.tls_url = Some(format!("wss://{}/ws", address(&receiver, " (tls)")));
+        }
         server
+    }
+
+    fn tls_url(&self) -> &str {
+        self.tls_url
+            .as_deref()
+            .expect("a server with a TLS listener")
     }
 }
 
@@ -335,4 +368,303 @@ fn publish_with_a_token_against_ringcast_with_jwt() {
         stdout.contains("| refused (HTTP) · server errors · unexpected | 1 ·"),
         "{stdout}"
     );
+}
+
+/// A CA and a server certificate it signed for `localhost` and 127.0.0.1, made at test time
+/// (no private key is committed), plus a second CA that vouches for nothing of the server's.
+struct TestPki {
+    _directory: tempfile::TempDir,
+    ca_path: PathBuf,
+    stranger_ca_path: PathBuf,
+    certificate_path: PathBuf,
+    key_path: PathBuf,
+}
+
+impl TestPki {
+    fn new() -> TestPki {
+        let directory = tempfile::tempdir().unwrap();
+        let path = |name: &str| directory.path().join(name);
+        let ca = certificate_authority("ringcast-loadtest test CA");
+        let stranger = certificate_authority("a CA the server does not know");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let certificate = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let pki = TestPki {
+            ca_path: path("ca.pem"),
+            stranger_ca_path: path("stranger-ca.pem"),
+            certificate_path: path("certificate.pem"),
+            key_path: path("key.pem"),
+            _directory: directory,
+        };
+        std::fs::write(&pki.ca_path, ca.pem()).unwrap();
+        std::fs::write(&pki.stranger_ca_path, stranger.pem()).unwrap();
+        std::fs::write(&pki.certificate_path, certificate.pem()).unwrap();
+        std::fs::write(&pki.key_path, key.serialize_pem()).unwrap();
+        pki
+    }
+
+    fn ca(&self) -> &str {
+        self.ca_path.to_str().unwrap()
+    }
+}
+
+/// A self-signed CA named `name`.
+fn certificate_authority(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    rcgen::CertifiedIssuer::self_signed(params, key).unwrap()
+}
+
+/// 50 wss:// connections (tokio-uring client), verified as 127.0.0.1, held for a second:
+/// every one completes TLS and the upgrade, and answers its ping.
+#[test]
+fn connect_over_wss_against_ringcast() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--shards", "2"]);
+    let arguments = [
+        "connect",
+        "--url",
+        server.tls_url(),
+        "--ca",
+        pki.ca(),
+        "--connections",
+        "50",
+        "--rate",
+        "500",
+        "--hold-seconds",
+        "1",
+    ];
+    let result = loadtest(&arguments, "connect-wss");
+    let totals = &result["totals"];
+    assert_eq!(totals["established"], 50, "{result:#}");
+    assert_eq!(totals["alive"], 50, "{result:#}");
+    assert_eq!(totals["failures_total"], 0, "{result:#}");
+    assert_eq!(totals["connect_latency"]["count"], 50, "{result:#}");
+}
+
+/// Echo over wss:// on the io_uring client, verified under the name `localhost`: every echo
+/// is decrypted and checked byte for byte, none fails.
+#[test]
+fn echo_over_wss_against_ringcast() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--shards", "2", "--echo"]);
+    let arguments = [
+        "echo",
+        "--url",
+        server.tls_url(),
+        "--ca",
+        pki.ca(),
+        "--server-name",
+        "localhost",
+        "--connections",
+        "10",
+        "--payload-bytes",
+        "100",
+        "--warmup-seconds",
+        "0",
+        "--duration-seconds",
+        "1",
+    ];
+    let result = loadtest(&arguments, "echo-wss");
+    let totals = &result["totals"];
+    assert_eq!(totals["established"], 10, "{result:#}");
+    assert_eq!(totals["alive"], 10, "{result:#}");
+    assert_eq!(totals["failures_total"], 0, "{result:#}");
+    let messages = totals["messages"].as_u64().unwrap();
+    assert!(messages > 0, "{result:#}");
+    assert_eq!(totals["round_trip"]["count"].as_u64().unwrap(), messages);
+}
+
+/// Fanout with `transport` subscribers on `subscribers_url` and WebSocket publishers on
+/// wss://: every published message reaches each of its topic's subscribers once, in order,
+/// with the seq the server gave it.
+fn fanout_over_tls(pki: &TestPki, server: &Server, transport: &str, subscribers_url: &str) {
+    let arguments = [
+        "fanout",
+        "--url",
+        subscribers_url,
+        "--publish-url",
+        server.tls_url(),
+        "--ca",
+        pki.ca(),
+        "--transport",
+        transport,
+        "--subscribers",
+        "20",
+        "--topics",
+        "4",
+        "--publishers",
+        "2",
+        "--rate",
+        "100",
+        "--duration-seconds",
+        "1",
+        "--drain-seconds",
+        "5",
+        "--latency-ms-p99-max",
+        "100000",
+    ];
+    let result = loadtest(&arguments, &format!("fanout-{transport}-tls"));
+    assert_eq!(result["subscribers_ready"], 20, "{result:#}");
+    assert_eq!(result["publishers_ready"], 2, "{result:#}");
+    assert_eq!(result["totals"]["failures_total"], 0, "{result:#}");
+    assert_eq!(result["every_delivery_checked"], true, "{result:#}");
+    let steps = result["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{result:#}");
+    let step = &steps[0];
+    let published = step["published"].as_u64().unwrap();
+    assert!(published > 0, "{result:#}");
+    // 5 subscribers per topic.
+    assert_eq!(
+        step["deliveries"].as_u64().unwrap(),
+        5 * published,
+        "{step:#}"
+    );
+    assert_eq!(step["missing"], 0, "{step:#}");
+    for fault in ["gaps", "duplicates", "out_of_order", "seq_mismatches"] {
+        assert_eq!(step["faults"][fault], 0, "{step:#}");
+    }
+    assert_eq!(step["messages_incomplete"], 0, "{step:#}");
+}
+
+/// Fanout over wss:// end to end: subscribers on the io_uring client, publishers on
+/// tokio-uring, sequence and seq checked.
+#[test]
+fn fanout_over_wss_against_ringcast() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--shards", "2"]);
+    fanout_over_tls(&pki, &server, "ws", server.tls_url());
+}
+
+/// The HTTP transports over https://: SSE subscribers (raw connections on the io_uring
+/// client, usable once TLS is up) get what wss:// publishers publish, in order.
+#[test]
+fn fanout_sse_over_https_against_ringcast() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--shards", "2"]);
+    let https_url = server.tls_url().replacen("wss://", "https://", 1);
+    fanout_over_tls(&pki, &server, "sse", &https_url);
+}
+
+/// Ingest over TLS: WebSocket publishers with subscribers and the seq probe over wss://, then
+/// pipelined HTTP publishes over https:// (raw connections, usable once TLS is up): the
+/// server counts what it accepted, subscribers get it in order, every HTTP answer is 200.
+#[test]
+fn publish_over_wss_and_https_against_ringcast() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--shards", "1"]);
+    let https_url = server.tls_url().replacen("wss://", "https://", 1);
+    let common = ["--ca", pki.ca(), "--topics", "10", "--warmup-seconds", "0"];
+    let websocket = [
+        &["publish", "--url", server.tls_url()][..],
+        &common,
+        &[
+            "--connections",
+            "2",
+            "--subscribers",
+            "20",
+            "--rate",
+            "2000",
+        ],
+        &["--duration-seconds", "1"],
+    ]
+    .concat();
+    let result = loadtest(&websocket, "publish-wss");
+    assert!(result["accepted"].as_u64().unwrap() > 0, "{result:#}");
+    assert_eq!(result["subscribers_ready"], 20, "{result:#}");
+    assert_eq!(result["connections_failed"], 0, "{result:#}");
+    for fault in ["gaps", "duplicates", "out_of_order"] {
+        assert_eq!(result["faults"][fault], 0, "{result:#}");
+    }
+    let http = [
+        &["publish", "--url", &https_url, "--http", "--pipeline", "8"][..],
+        &common,
+        &["--connections", "2", "--duration-seconds", "1"],
+    ]
+    .concat();
+    let result = loadtest(&http, "publish-https");
+    assert!(result["accepted"].as_u64().unwrap() > 0, "{result:#}");
+    assert_eq!(result["connections_failed"], 0, "{result:#}");
+    assert_eq!(result["refused"], 0, "{result:#}");
+    assert_eq!(result["server_errors"], 0, "{result:#}");
+}
+
+/// Churn over wss://: each connection does TLS, the upgrade, a ping and a clean close (close
+/// frames both ways, then close_notify); none fails.
+#[test]
+fn churn_over_wss_against_ringcast() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--shards", "1"]);
+    let arguments = [
+        "churn",
+        "--url",
+        server.tls_url(),
+        "--ca",
+        pki.ca(),
+        "--rate",
+        "100",
+        "--duration-seconds",
+        "1",
+        "--concurrent-max",
+        "20",
+    ];
+    let result = loadtest(&arguments, "churn-wss");
+    let totals = &result["totals"];
+    assert_eq!(totals["failures_total"], 0, "{result:#}");
+    let opened = totals["established"].as_u64().unwrap();
+    // What this proves is that every TLS connection closes cleanly; the open rate is the
+    // plain churn test's business (here a debug build's handshakes on a shared machine may
+    // fall behind the rate asked for).
+    assert!((10..=100).contains(&opened), "{result:#}");
+    assert_eq!(totals["attempted"].as_u64().unwrap(), opened, "{result:#}");
+    assert_eq!(result["churn"]["closed_cleanly"].as_u64().unwrap(), opened);
+    assert_eq!(result["churn"]["abandoned"], 0, "{result:#}");
+}
+
+/// A CA that did not sign the server's certificate fails every connection quickly, on both
+/// client paths, counted as `tls_handshake_failed` (not a hang, not a timeout).
+#[test]
+fn a_wrong_ca_counts_tls_handshake_failures() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--shards", "1", "--echo"]);
+    let stranger = pki.stranger_ca_path.to_str().unwrap();
+    let common = ["--url", server.tls_url(), "--ca", stranger];
+    let connect = [
+        &["connect"][..],
+        &common,
+        &["--connections", "5", "--rate", "100", "--hold-seconds", "0"],
+        &["--connect-timeout-seconds", "30"],
+    ]
+    .concat();
+    let echo = [
+        &["echo"][..],
+        &common,
+        &[
+            "--connections",
+            "5",
+            "--warmup-seconds",
+            "0",
+            "--duration-seconds",
+            "1",
+        ],
+        &["--connect-timeout-seconds", "30"],
+    ]
+    .concat();
+    for (arguments, name) in [(connect, "connect"), (echo, "echo")] {
+        let started = std::time::Instant::now();
+        let result = loadtest(&arguments, &format!("wrong-ca-{name}"));
+        let failures = &result["totals"]["failures"];
+        assert_eq!(failures["tls_handshake_failed"], 5, "{result:#}");
+        assert_eq!(result["totals"]["failures_total"], 5, "{result:#}");
+        assert_eq!(result["totals"]["established"], 0, "{result:#}");
+        // Well inside the 30 s connect timeout: the failure is the verdict, not a timeout.
+        assert!(started.elapsed() < Duration::from_secs(20), "{name}");
+    }
 }

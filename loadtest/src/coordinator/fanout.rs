@@ -19,7 +19,8 @@ use crate::fanout::report::{FanoutResult, StepResult};
 use crate::fanout::steps::{Step, geometric_rates, highest_met, steps_of};
 use crate::live::Live;
 use crate::protocol::{
-    CollectOrder, Command, Event, FanoutPlan, FanoutRole, FanoutTotals, ScenarioPlan, WorkerPlan,
+    CollectOrder, Command, Event, FanoutPlan, FanoutRole, FanoutTotals, ScenarioPlan, TlsPlan,
+    WorkerPlan,
 };
 use crate::report::merge_reports;
 use crate::worker::Target;
@@ -44,6 +45,30 @@ fn plan_steps(options: &FanoutOptions) -> Result<Vec<Step>, String> {
     steps_of(&rates, options.step_seconds * 1000)
 }
 
+/// The TLS settings of the subscribers' and the publishers' URLs (`--publish-url` may be
+/// plain while `--url` is wss://, or the other way round; one `--ca` serves both).
+fn tls_plans(options: &FanoutOptions) -> Result<(Option<TlsPlan>, Option<TlsPlan>), String> {
+    let common = &options.common;
+    let ca = common.ca.as_deref();
+    let server_name = common.server_name.as_deref();
+    let subscribers = Target::parse(&common.url)?;
+    let publishers = match &options.publish_url {
+        Some(publish_url) => Target::parse(publish_url)?,
+        None => subscribers.clone(),
+    };
+    if ca.is_some() && !subscribers.is_secure() && !publishers.is_secure() {
+        return Err("--ca is for wss:// and https:// URLs".into());
+    }
+    let plan_for = |target: &Target| {
+        if target.is_secure() {
+            target.tls_plan(ca, server_name)
+        } else {
+            Ok(None)
+        }
+    };
+    Ok((plan_for(&subscribers)?, plan_for(&publishers)?))
+}
+
 struct Layout {
     plans: Vec<WorkerPlan>,
     address_count: usize,
@@ -52,10 +77,7 @@ struct Layout {
 
 fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
     let bearer_token = options.common.bearer_token()?;
-    Target::parse(&options.common.url)?;
-    if let Some(publish_url) = &options.publish_url {
-        Target::parse(publish_url)?;
-    }
+    let (subscribers_tls, publishers_tls) = tls_plans(options)?;
     let (subscribers, publishers) = (options.subscribers, options.publishers);
     if subscribers == 0 || options.topics == 0 || publishers == 0 {
         return Err("--subscribers, --topics and --publishers must be positive".into());
@@ -135,6 +157,11 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
                 _ => options.common.url.clone(),
             },
             bearer_token: bearer_token.clone(),
+            tls: if is_publishers {
+                publishers_tls.clone()
+            } else {
+                subscribers_tls.clone()
+            },
             connections,
             rate_per_second: options.connect_rate * connections as f64
                 / (subscribers + publishers) as f64,
@@ -437,6 +464,8 @@ fn summarize(
             .all(|step| step.missing == 0 && step.faults.total() == 0);
     let settings = serde_json::json!({
         "url": options.common.url,
+        "ca": options.common.ca,
+        "server_name": options.common.server_name,
         "protocol": options.protocol,
         "transport": options.transport,
         "subscribers": options.subscribers,

@@ -98,6 +98,8 @@ impl Run {
 pub fn connect(options: ConnectOptions) -> Result<i32, String> {
     let settings = serde_json::json!({
         "url": options.common.url,
+        "ca": options.common.ca,
+        "server_name": options.common.server_name,
         "connections": options.connections,
         "rate": options.rate,
         "hold_seconds": options.hold_seconds,
@@ -124,6 +126,8 @@ pub fn connect(options: ConnectOptions) -> Result<i32, String> {
 pub fn echo(options: EchoOptions) -> Result<i32, String> {
     let settings = serde_json::json!({
         "url": options.common.url,
+        "ca": options.common.ca,
+        "server_name": options.common.server_name,
         "connections": options.connections,
         "rate": options.rate,
         "payload_bytes": options.payload_bytes,
@@ -165,6 +169,8 @@ pub fn churn(options: ChurnOptions) -> Result<i32, String> {
     }
     let settings = serde_json::json!({
         "url": options.common.url,
+        "ca": options.common.ca,
+        "server_name": options.common.server_name,
         "rate": options.rate,
         "duration_seconds": options.duration_seconds,
         "concurrent_max": options.concurrent_max,
@@ -203,7 +209,8 @@ struct Layout {
 }
 
 fn lay_out(run: &Run) -> Result<Layout, String> {
-    Target::parse(&run.common.url)?;
+    let tls = Target::parse(&run.common.url)?
+        .tls_plan(run.common.ca.as_deref(), run.common.server_name.as_deref())?;
     if run.connections == 0 || !(run.rate > 0.0 && run.rate.is_finite()) {
         return Err("--connections and --rate must be positive".into());
     }
@@ -252,6 +259,7 @@ fn lay_out(run: &Run) -> Result<Layout, String> {
                 worker_index,
                 url: run.common.url.clone(),
                 bearer_token: bearer_token.clone(),
+                tls: tls.clone(),
                 connections,
                 rate_per_second: run.rate * connections as f64 / run.connections as f64,
                 threads: run.common.threads_per_worker,

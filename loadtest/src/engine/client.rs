@@ -1,6 +1,8 @@
-//! One connection of the io_uring client: its stage, the upgrade answer so far, the partial
-//! frame carried between receives, a fragmented message being put together, and its two send
-//! buffers (one being filled, one in flight).
+//! One connection of the io_uring client: its stage, its TLS session (wss://, https://), the
+//! upgrade answer so far, the partial frame carried between receives, a fragmented message
+//! being put together, and its two send buffers (one being filled, one in flight).
+
+use rustls::ClientConnection;
 
 use super::{Handler, Kind, Message};
 use crate::protocol::Cause;
@@ -21,7 +23,8 @@ pub enum Stage {
     #[default]
     Idle,
     Connecting,
-    /// Connected; the upgrade request is out, the answer not yet complete.
+    /// Connected; the upgrade request is out, the answer not yet complete (raw connections
+    /// over TLS: the TLS handshake is under way).
     Upgrading,
     Open,
     /// Failed or shut down; requests may still be completing.
@@ -34,6 +37,9 @@ pub struct Client {
     pub kind: Kind,
     pub attempted_at: std::time::Instant,
     pub key: ClientKey,
+    /// The TLS session between the socket and the codec (wss://, https://), boxed so that a
+    /// plain connection pays one pointer for it.
+    pub tls: Option<Box<ClientConnection>>,
     /// The upgrade answer received so far.
     head: Vec<u8>,
     /// The start of a frame whose end has not arrived yet.
@@ -60,6 +66,7 @@ impl Default for Client {
             kind: Kind::WebSocket,
             attempted_at: std::time::Instant::now(),
             key: ClientKey::new([0; 16]),
+            tls: None,
             head: Vec::new(),
             carry: Vec::new(),
             fragments: None,
@@ -130,24 +137,42 @@ impl Client {
         self.attempted_at = std::time::Instant::now();
     }
 
-    /// Whether a send should start: something queued, nothing in flight, still usable.
+    /// Whether a send should start: something queued (by the handler, or by TLS: handshake
+    /// messages), nothing in flight, still usable.
     pub fn wants_send(&self) -> bool {
-        !self.outbound.is_empty()
+        let tls_wants_write = self.tls.as_ref().is_some_and(|tls| tls.wants_write());
+        (!self.outbound.is_empty() || tls_wants_write)
             && self.sending.is_empty()
             && matches!(self.stage, Stage::Upgrading | Stage::Open)
     }
 
     /// The cause when the server closes or breaks the connection now.
     pub fn closed_cause(&self) -> Cause {
+        let tls_handshaking = self.tls.as_ref().is_some_and(|tls| tls.is_handshaking());
         match self.stage {
+            Stage::Upgrading if tls_handshaking => Cause::TlsHandshakeFailed,
             Stage::Upgrading => Cause::HandshakeFailed,
             _ => Cause::ClosedEarly,
         }
     }
 
+    /// Moves what is queued into `sending` for the next send: as it is, or sealed by TLS
+    /// together with whatever else TLS has to send.
+    pub fn take_queued(&mut self) {
+        match self.tls.as_deref_mut() {
+            None => std::mem::swap(&mut self.outbound, &mut self.sending),
+            Some(session) => {
+                crate::transport::encrypt(session, &self.outbound, &mut self.sending);
+                self.outbound.clear();
+            }
+        }
+        self.sent_bytes = 0;
+    }
+
     /// Frees what an ended connection no longer needs (not `sending`: a send may be in
     /// flight).
     pub fn release_buffers(&mut self) {
+        self.tls = None;
         self.head = Vec::new();
         self.carry = Vec::new();
         self.fragments = None;

@@ -34,6 +34,7 @@ use self::client::{Client, Stage};
 use crate::fanout::monotonic_ns;
 use crate::histogram::{new_histogram, record};
 use crate::protocol::{Cause, Failures};
+use crate::transport::{self, TlsClient, TlsFailure};
 use crate::uring::buffers::ProvidedBuffers;
 use crate::uring::ring::{Completion, Ring, tag, untag};
 use crate::websocket::frame::MaskKeys;
@@ -116,6 +117,8 @@ pub struct EngineSettings {
     pub message_bytes_max: usize,
     /// Seeds the mask keys and handshake nonces.
     pub seed: u64,
+    /// wss:// and https://: every connection speaks TLS with this client's settings.
+    pub tls: Option<TlsClient>,
 }
 
 /// What the engine measured for its connections.
@@ -143,6 +146,8 @@ pub struct Engine {
     /// Connect + upgrade deadlines, in the order the connections were opened.
     deadlines: VecDeque<(Instant, u32)>,
     keys: MaskKeys,
+    /// TLS: the plaintext of one receive, reused by every connection of the thread.
+    plaintext: Vec<u8>,
     counters: Arc<Counters>,
     now_ns: u64,
     pub stats: EngineStats,
@@ -181,6 +186,7 @@ impl Engine {
             send_list: Vec::with_capacity(count),
             parked: Vec::new(),
             deadlines: VecDeque::new(),
+            plaintext: Vec::new(),
             counters,
             now_ns: monotonic_ns(),
             stats: EngineStats {
@@ -207,6 +213,15 @@ impl Engine {
         let client = &mut self.clients[index as usize];
         assert_eq!(client.stage, Stage::Idle, "connection {index} opened twice");
         client.start(kind, nonce);
+        if let Some(tls) = &self.settings.tls {
+            match tls.connect() {
+                Ok(session) => client.tls = Some(session),
+                Err(_) => {
+                    self.end(index, Err(Cause::TlsHandshakeFailed), handler);
+                    return Ok(());
+                }
+            }
+        }
         let fd = match bound_socket(source) {
             Ok(fd) => fd,
             Err(error) => {
@@ -326,6 +341,8 @@ impl Engine {
                     &mut client.outbound,
                 );
             }
+            // Raw bytes flow once TLS is up: its handshake is this connection's upgrade.
+            Kind::Raw if client.tls.is_some() => client.stage = Stage::Upgrading,
             Kind::Raw => self.upgraded(index, handler),
         }
         self.arm_receive(index)
@@ -383,7 +400,11 @@ impl Engine {
                 let bytes: &[u8] = unsafe {
                     &*std::ptr::from_mut(self.buffers.filled(buffer_id, length as usize))
                 };
-                let outcome = self.take_in(index, bytes, handler);
+                let outcome = if client.tls.is_some() {
+                    self.take_in_tls(index, bytes, handler)
+                } else {
+                    self.take_in(index, bytes, handler)
+                };
                 self.buffers.recycle(buffer_id);
                 outcome
             }
@@ -454,6 +475,40 @@ impl Engine {
         client.take_early_frames(&mut context, handler)
     }
 
+    /// Decrypts received bytes and hands the plaintext on as [`Engine::take_in`] does; a raw
+    /// connection becomes usable when its TLS handshake completes.
+    fn take_in_tls(
+        &mut self,
+        index: u32,
+        ciphertext: &[u8],
+        handler: &mut impl Handler,
+    ) -> Result<(), Cause> {
+        let client = &mut self.clients[index as usize];
+        let session = client.tls.as_deref_mut().expect("a TLS connection");
+        let mut plaintext = std::mem::take(&mut self.plaintext);
+        plaintext.clear();
+        let decrypted = transport::decrypt(session, ciphertext, &mut plaintext);
+        let handshake_done = !session.is_handshaking();
+        let outcome = match decrypted {
+            Err(TlsFailure::Handshake) => Err(Cause::TlsHandshakeFailed),
+            Err(TlsFailure::Session) => Err(client.closed_cause()),
+            Ok(()) => {
+                if client.kind == Kind::Raw && client.stage == Stage::Upgrading && handshake_done {
+                    self.upgraded(index, handler);
+                }
+                let stage = self.clients[index as usize].stage;
+                let usable = matches!(stage, Stage::Upgrading | Stage::Open);
+                if usable && !plaintext.is_empty() {
+                    self.take_in(index, &plaintext, handler)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        self.plaintext = plaintext;
+        outcome
+    }
+
     fn handle_send(
         &mut self,
         index: u32,
@@ -504,8 +559,7 @@ impl Engine {
             let client = &mut self.clients[index as usize];
             client.listed = false;
             if client.wants_send() {
-                std::mem::swap(&mut client.outbound, &mut client.sending);
-                client.sent_bytes = 0;
+                client.take_queued();
                 self.submit_send(index)?;
             }
         }

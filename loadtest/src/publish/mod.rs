@@ -70,6 +70,8 @@ pub struct PublishResult {
 
 pub fn publish(options: PublishOptions) -> Result<i32, String> {
     let target = Target::parse(&options.url)?;
+    let tls = target.tls_plan(options.ca.as_deref(), options.server_name.as_deref())?;
+    let target = target.with_tls(tls.as_ref())?;
     if options.connections == 0 || options.topics == 0 {
         return Err("--connections and --topics must be positive".into());
     }
@@ -145,6 +147,7 @@ impl Run {
             buffer_bytes: BUFFER_BYTES,
             message_bytes_max: 1024 * 1024,
             seed: u64::from(std::process::id()),
+            tls: target.tls.clone(),
         };
         let engine = Engine::new(settings, total as usize, Arc::new(Counters::default()))
             .map_err(|error| format!("cannot set up the io_uring client: {error}"))?;
@@ -302,6 +305,8 @@ impl Run {
     fn result(&self, options: &PublishOptions, stopped_by: Option<String>) -> PublishResult {
         let settings = serde_json::json!({
             "url": options.url,
+            "ca": options.ca,
+            "server_name": options.server_name,
             "protocol": options.protocol,
             "connections": options.connections,
             "http": options.http,

@@ -28,16 +28,22 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WebSocketError, Message};
 
-use super::memory_stream::MemoryStream;
-use crate::protocol::Cause;
+use rustls::ClientConnection;
 
-/// Where to connect: the server's address and the URL for the upgrade request.
+use super::memory_stream::MemoryStream;
+use crate::protocol::{Cause, TlsPlan};
+use crate::transport::{self, TlsClient, TlsFailure};
+
+/// Where to connect: the server's address, the URL for the upgrade request, and for wss://
+/// (https://) the TLS client.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub address: SocketAddrV4,
     pub uri: Uri,
     /// `Bearer <token>` for the upgrade's `Authorization` header, when the server wants one.
     pub authorization: Option<tungstenite::http::HeaderValue>,
+    /// Set for wss:// and https:// (by [`Target::with_tls`]), `None` for ws:// and http://.
+    pub tls: Option<TlsClient>,
 }
 
 impl Target {
@@ -52,27 +58,86 @@ impl Target {
         Ok(self)
     }
 
-    /// Parses ws://IPv4[:PORT]/PATH. Host names are refused: the run is loopback only, and a
-    /// name lookup per connection would measure the resolver.
+    /// Parses ws://, wss://, http:// or https://, then IPv4[:PORT]/PATH. The scheme says
+    /// whether TLS is spoken (and the default port); ws and http are the same target, as
+    /// are wss and https, since the scenario decides between WebSocket and HTTP. Host names
+    /// are refused: the run is loopback only, and a name lookup per connection would measure
+    /// the resolver (the certificate's name is `--server-name`).
     pub fn parse(url: &str) -> Result<Self, String> {
         let uri: Uri = url
             .parse()
             .map_err(|error| format!("bad URL {url:?}: {error}"))?;
-        if uri.scheme_str() != Some("ws") {
-            return Err(format!("URL {url:?}: only ws:// is supported"));
-        }
+        let default_port = match uri.scheme_str() {
+            Some("ws" | "http") => 80,
+            Some("wss" | "https") => 443,
+            _ => {
+                return Err(format!(
+                    "URL {url:?}: ws://, wss://, http:// or https:// only"
+                ));
+            }
+        };
         let host = uri
             .host()
             .ok_or_else(|| format!("URL {url:?} has no host"))?;
         let ip: Ipv4Addr = host
             .parse()
             .map_err(|_| format!("URL {url:?}: the host must be an IPv4 address"))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(default_port);
         Ok(Self {
             address: SocketAddrV4::new(ip, port),
             authorization: None,
             uri,
+            tls: None,
         })
+    }
+
+    /// Whether the URL asks for TLS (wss:// or https://).
+    pub fn is_secure(&self) -> bool {
+        matches!(self.uri.scheme_str(), Some("wss" | "https"))
+    }
+
+    /// The TLS settings a worker gets for this target: required for wss:// and https://
+    /// (`--ca`), refused for a plain URL, the server name by default the URL's host. The CA
+    /// file is read here once, so that a bad one stops the run before any worker starts.
+    pub fn tls_plan(
+        &self,
+        ca_path: Option<&std::path::Path>,
+        server_name: Option<&str>,
+    ) -> Result<Option<TlsPlan>, String> {
+        let ca_path = match (self.is_secure(), ca_path) {
+            (false, None) => return Ok(None),
+            (false, Some(_)) => {
+                return Err(format!(
+                    "--ca is for wss:// and https:// URLs, not {}",
+                    self.uri
+                ));
+            }
+            (true, None) => {
+                return Err(format!("{} needs --ca FILE to verify the server", self.uri));
+            }
+            (true, Some(ca_path)) => ca_path,
+        };
+        let host = self.address.ip().to_string();
+        let plan = TlsPlan {
+            ca_path: ca_path.to_owned(),
+            server_name: server_name.unwrap_or(&host).to_owned(),
+        };
+        TlsClient::from_ca_file(&plan.ca_path, &plan.server_name)?;
+        Ok(Some(plan))
+    }
+
+    /// The same target with the TLS client of `plan`, which a secure URL needs and a plain
+    /// one must not have.
+    pub fn with_tls(mut self, plan: Option<&TlsPlan>) -> Result<Self, String> {
+        match (self.is_secure(), plan) {
+            (false, None) => Ok(self),
+            (true, Some(plan)) => {
+                self.tls = Some(TlsClient::from_ca_file(&plan.ca_path, &plan.server_name)?);
+                Ok(self)
+            }
+            (true, None) => Err(format!("{} without TLS settings", self.uri)),
+            (false, Some(_)) => Err(format!("TLS settings for the plain URL {}", self.uri)),
+        }
     }
 }
 
@@ -107,6 +172,8 @@ type WriteFuture = Pin<Box<dyn Future<Output = (io::Result<()>, Vec<u8>)>>>;
 pub struct Connection {
     stream: Rc<TcpStream>,
     socket: WebSocket<MemoryStream>,
+    /// wss://: the TLS session between the socket and the codec's in-memory stream.
+    tls: Option<Box<ClientConnection>>,
     /// The read in flight, if any. It stays here when a wait for it is abandoned, so a
     /// connection never has two reads in flight and never loses received bytes.
     read_in_flight: Option<ReadFuture>,
@@ -136,8 +203,12 @@ pub async fn open(
     socket
         .set_nonblocking(false)
         .map_err(|error| connect_cause(&error))?;
+    let mut tls = match &target.tls {
+        Some(client) => Some(client.connect().map_err(|_| Cause::TlsHandshakeFailed)?),
+        None => None,
+    };
     let stream = Rc::new(TcpStream::from_std(socket.into()));
-    let result = upgrade(&stream, target, sizes, deadline).await;
+    let result = upgrade(&stream, target, sizes, deadline, tls.as_deref_mut()).await;
     if result.is_err() {
         // A write or read may still be in flight (abandoned at the deadline); shutting the
         // socket down ends it, so its descriptor is closed once the kernel lets go.
@@ -147,6 +218,7 @@ pub async fn open(
     Ok(Connection {
         stream,
         socket,
+        tls,
         read_in_flight: None,
         read_buffer: Some(Vec::with_capacity(sizes.read_bytes)),
         write_in_flight: None,
@@ -154,12 +226,15 @@ pub async fn open(
     })
 }
 
-/// The WebSocket handshake over `stream`, whose TCP connect may still be in progress.
+/// The WebSocket handshake over `stream`, whose TCP connect may still be in progress; for
+/// wss:// the TLS handshake runs under it, started by the same first write (the ClientHello,
+/// with the upgrade request waiting in rustls until the handshake is done).
 async fn upgrade(
     stream: &TcpStream,
     target: &Target,
     sizes: Sizes,
     deadline: Instant,
+    mut tls: Option<&mut ClientConnection>,
 ) -> Result<WebSocket<MemoryStream>, Cause> {
     let mut request = target
         .uri
@@ -184,16 +259,17 @@ async fn upgrade(
             Err(HandshakeError::Failure(_)) => return Err(Cause::HandshakeFailed),
             Err(HandshakeError::Interrupted(middle)) => middle,
         };
-        let memory = middle.get_mut().get_mut();
-        if memory.has_outgoing() {
-            memory.take_outgoing(&mut buffer);
+        take_outgoing(middle.get_mut().get_mut(), tls.as_deref_mut(), &mut buffer);
+        if !buffer.is_empty() {
             let (result, returned) = timeout_at(deadline, stream.write_all(buffer))
                 .await
                 .map_err(|_| timeout_cause(connected))?;
             buffer = returned;
             match result {
                 Ok(()) => connected = true,
-                Err(error) if connected => return Err(handshake_cause(&error)),
+                Err(error) if connected => {
+                    return Err(handshake_cause(&error, tls.as_deref()));
+                }
                 Err(error) => return Err(connect_cause(&error)),
             }
         }
@@ -202,12 +278,53 @@ async fn upgrade(
             .await
             .map_err(|_| Cause::HandshakeTimeout)?;
         buffer = returned;
+        let memory = middle.get_mut().get_mut();
         match result {
-            Ok(0) => return Err(Cause::HandshakeFailed),
-            Ok(count) => middle.get_mut().get_mut().push_incoming(&buffer[..count]),
-            Err(error) => return Err(handshake_cause(&error)),
+            Ok(0) => return Err(closed_cause(tls.as_deref())),
+            Ok(count) => match take_in(memory, tls.as_deref_mut(), &buffer[..count]) {
+                Ok(()) => {}
+                Err(TlsFailure::Handshake) => return Err(Cause::TlsHandshakeFailed),
+                Err(TlsFailure::Session) => return Err(Cause::HandshakeFailed),
+            },
+            Err(error) => return Err(handshake_cause(&error, tls.as_deref())),
         }
         pending = middle;
+    }
+}
+
+/// Moves what is to be sent into `buffer` (cleared first): the codec's bytes, sealed for
+/// wss:// together with whatever else TLS has to send (handshake messages, alerts).
+fn take_outgoing(
+    memory: &mut MemoryStream,
+    tls: Option<&mut ClientConnection>,
+    buffer: &mut Vec<u8>,
+) {
+    memory.take_outgoing(buffer);
+    if let Some(session) = tls {
+        transport::encrypt_in_place(session, buffer);
+    }
+}
+
+/// Hands received bytes to the codec's in-memory stream, through TLS for wss://.
+fn take_in(
+    memory: &mut MemoryStream,
+    tls: Option<&mut ClientConnection>,
+    bytes: &[u8],
+) -> Result<(), TlsFailure> {
+    match tls {
+        None => {
+            memory.push_incoming(bytes);
+            Ok(())
+        }
+        Some(session) => transport::decrypt(session, bytes, memory.incoming_mut()),
+    }
+}
+
+/// The cause when the server ends the connection before the upgrade is complete.
+fn closed_cause(tls: Option<&ClientConnection>) -> Cause {
+    match tls.map(transport::failure_kind) {
+        Some(TlsFailure::Handshake) => Cause::TlsHandshakeFailed,
+        Some(TlsFailure::Session) | None => Cause::HandshakeFailed,
     }
 }
 
@@ -224,10 +341,15 @@ impl Connection {
     pub async fn flush(&mut self) -> Result<(), Closed> {
         loop {
             if self.write_in_flight.is_none() {
-                if !self.socket.get_ref().has_outgoing() {
+                let tls_wants_write = self.tls.as_ref().is_some_and(|tls| tls.wants_write());
+                if !self.socket.get_ref().has_outgoing() && !tls_wants_write {
                     return Ok(());
                 }
-                self.socket.get_mut().take_outgoing(&mut self.write_buffer);
+                take_outgoing(
+                    self.socket.get_mut(),
+                    self.tls.as_deref_mut(),
+                    &mut self.write_buffer,
+                );
                 let stream = Rc::clone(&self.stream);
                 let buffer = std::mem::take(&mut self.write_buffer);
                 self.write_in_flight =
@@ -272,10 +394,12 @@ impl Connection {
         self.read_in_flight = None;
         let outcome = match result {
             Ok(0) | Err(_) => Err(Closed),
-            Ok(count) => {
-                self.socket.get_mut().push_incoming(&buffer[..count]);
-                Ok(())
-            }
+            Ok(count) => take_in(
+                self.socket.get_mut(),
+                self.tls.as_deref_mut(),
+                &buffer[..count],
+            )
+            .map_err(|_| Closed),
         };
         buffer.clear();
         self.read_buffer = Some(buffer);
@@ -308,6 +432,13 @@ impl Connection {
                 .unwrap_or(Err(Cause::NoClose)),
             Err(_) => Err(Cause::ClosedEarly),
         };
+        if let (Ok(()), Some(session)) = (outcome, self.tls.as_mut()) {
+            // A TLS client that ends cleanly says so, or the server counts a truncation. The
+            // close handshake is already complete, and the server may have closed the TCP
+            // connection after it, so a close_notify that cannot be sent is no failure.
+            session.send_close_notify();
+            let _ = timeout_at(deadline, self.flush()).await;
+        }
         // Also ends a read still in flight after a timeout.
         let _ = self.stream.shutdown(Shutdown::Both);
         outcome
@@ -392,12 +523,12 @@ pub fn connect_cause(error: &io::Error) -> Cause {
 }
 
 /// The cause of a failure once connected but before the upgrade completed.
-fn handshake_cause(error: &io::Error) -> Cause {
+fn handshake_cause(error: &io::Error, tls: Option<&ClientConnection>) -> Cause {
     match error.raw_os_error() {
-        Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => Cause::HandshakeFailed,
+        Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => closed_cause(tls),
         _ => {
             log_unexpected("handshake", error);
-            Cause::HandshakeFailed
+            closed_cause(tls)
         }
     }
 }
@@ -433,16 +564,54 @@ fn log_unexpected(stage: &str, error: &io::Error) {
 mod tests {
     use super::*;
 
-    /// URLs name an IPv4 address, a port (80 by default) and a path; nothing else is taken.
+    /// URLs name a scheme (TLS or not), an IPv4 address, a port (80, or 443 with TLS) and a
+    /// path; nothing else is taken.
     #[test]
     fn parses_targets() {
         let target = Target::parse("ws://127.0.0.1:9100/ws").unwrap();
         assert_eq!(target.address, "127.0.0.1:9100".parse().unwrap());
         assert_eq!(target.uri.path(), "/ws");
+        assert!(!target.is_secure());
         assert_eq!(Target::parse("ws://127.0.0.2/").unwrap().address.port(), 80);
-        assert!(Target::parse("wss://127.0.0.1:9100/ws").is_err());
+        assert_eq!(
+            Target::parse("http://127.0.0.2/").unwrap().address.port(),
+            80
+        );
+        let secure = Target::parse("wss://127.0.0.1:9443/ws").unwrap();
+        assert!(secure.is_secure());
+        assert_eq!(secure.address.port(), 9443);
+        assert_eq!(
+            Target::parse("wss://127.0.0.2/").unwrap().address.port(),
+            443
+        );
+        assert!(Target::parse("https://127.0.0.2/").unwrap().is_secure());
+        assert!(Target::parse("ftp://127.0.0.1:9100/ws").is_err());
         assert!(Target::parse("ws://localhost:9100/ws").is_err());
         assert!(Target::parse("127.0.0.1:9100").is_err());
+    }
+
+    /// A wss:// target needs --ca and a plain one refuses it; the CA file is read up front
+    /// and the server name defaults to the URL's host.
+    #[test]
+    fn tls_settings_follow_the_scheme() {
+        let directory = tempfile::tempdir().unwrap();
+        let ca_path = directory.path().join("ca.pem");
+        let ca = crate::transport::tests::TestCertificates::new();
+        std::fs::write(&ca_path, ca.ca_pem()).unwrap();
+        let plain = Target::parse("ws://127.0.0.1:9100/ws").unwrap();
+        let secure = Target::parse("wss://127.0.0.1:9443/ws").unwrap();
+        assert_eq!(plain.tls_plan(None, None).unwrap(), None);
+        assert!(plain.tls_plan(Some(&ca_path), None).is_err());
+        assert!(secure.tls_plan(None, None).is_err());
+        let missing = directory.path().join("missing.pem");
+        assert!(secure.tls_plan(Some(&missing), None).is_err());
+        let plan = secure.tls_plan(Some(&ca_path), None).unwrap().unwrap();
+        assert_eq!(plan.server_name, "127.0.0.1");
+        let named = secure.tls_plan(Some(&ca_path), Some("localhost")).unwrap();
+        assert_eq!(named.unwrap().server_name, "localhost");
+        assert!(secure.clone().with_tls(None).is_err());
+        assert!(plain.clone().with_tls(Some(&plan)).is_err());
+        assert!(secure.with_tls(Some(&plan)).unwrap().tls.is_some());
     }
 
     /// Errors map to the causes the report names.

@@ -108,6 +108,7 @@ fn engine_settings(thread: &EchoThread, payload_bytes: usize) -> EngineSettings 
         buffer_bytes: (payload_bytes + 14).next_power_of_two().clamp(4096, 65_536),
         message_bytes_max: payload_bytes.max(125),
         seed: (thread.plan.worker_index as u64) << 32 | thread.thread_index as u64,
+        tls: thread.target.tls.clone(),
     }
 }
 

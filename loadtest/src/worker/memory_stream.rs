@@ -16,11 +16,17 @@ pub struct MemoryStream {
 impl MemoryStream {
     /// Appends bytes received from the socket.
     pub fn push_incoming(&mut self, bytes: &[u8]) {
+        self.incoming_mut().extend_from_slice(bytes);
+    }
+
+    /// The received bytes, for appending to (TLS decrypts straight into them); emptied first
+    /// when the codec has consumed all of them.
+    pub fn incoming_mut(&mut self) -> &mut Vec<u8> {
         if self.incoming_offset == self.incoming.len() {
             self.incoming.clear();
             self.incoming_offset = 0;
         }
-        self.incoming.extend_from_slice(bytes);
+        &mut self.incoming
     }
 
     /// Whether the codec has written bytes the caller must send.

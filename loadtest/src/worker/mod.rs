@@ -107,7 +107,9 @@ fn send(output: &mut impl Write, event: &Event) {
 }
 
 fn run(plan: WorkerPlan, output: &mut impl Write) -> Result<WorkerReport, String> {
-    let target = Target::parse(&plan.url)?.with_bearer_token(plan.bearer_token.as_deref())?;
+    let target = Target::parse(&plan.url)?
+        .with_bearer_token(plan.bearer_token.as_deref())?
+        .with_tls(plan.tls.as_ref())?;
     let target = Arc::new(target);
     let plan = Arc::new(plan);
     let started = Instant::now();

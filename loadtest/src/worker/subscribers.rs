@@ -205,6 +205,7 @@ fn engine_settings(thread: &SubscriberThread, fanout: &FanoutPlan) -> EngineSett
         buffer_bytes,
         message_bytes_max: MESSAGE_BYTES_MAX,
         seed: (thread.plan.worker_index as u64) << 32 | thread.fanout.thread_index as u64,
+        tls: thread.target.tls.clone(),
     }
 }
 
