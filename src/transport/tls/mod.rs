@@ -344,7 +344,11 @@ impl TlsConnection {
                 // Finished, and one read often carries both: what rustls encoded meanwhile
                 // (the session tickets) still goes out before the close, or the client's next
                 // connection could not resume.
-                match self.outgoing.as_ref().is_some_and(|buffer| !buffer.is_empty()) {
+                match self
+                    .outgoing
+                    .as_ref()
+                    .is_some_and(|buffer| !buffer.is_empty())
+                {
                     true => ReadOutcome::PeerClosed,
                     false => ReadOutcome::Aborted,
                 }
