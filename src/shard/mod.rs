@@ -207,35 +207,13 @@ impl Shard {
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
-        let queue_limits = QueueLimits {
-            bytes_max: config.outbound_queue_bytes_max,
-            frames_max: config.outbound_queue_frames_max,
-        };
-        let epoch_seed = epoch_seed ^ (shard_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut fanout = Fanout::new(
-            &config.broker,
-            queue_limits,
-            shard_index,
-            shards,
-            table_slots,
-            epoch_seed,
-        );
+        let mut fanout = new_fanout(&config, shard_index, shards, table_slots, epoch_seed);
         let mut metrics = MetricsView::new(Arc::clone(&metrics_board));
         if let Some(egress) = &egress {
             fanout.set_event_filter(egress.filter.clone());
             metrics.register_collector(Box::new(WebhookCollector(Arc::clone(&egress.metrics))));
         }
-        let context = Context {
-            pool: BufferPool::new(&config.pool),
-            encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
-            settings: Arc::new(config.endpoint_settings(authenticator)),
-            frames: MessagePool::new(config.broker.message_pool_free_bytes_max),
-            counters: Default::default(),
-            now_ms: 0,
-            unix_offset_ms: unix_now_ms(),
-            requests: Vec::new(),
-            metrics: Box::new(metrics),
-        };
+        let context = new_context(&config, authenticator, metrics);
         Ok(Shard {
             ring,
             receive_buffers,
@@ -555,6 +533,48 @@ impl Shard {
         self.connections[slot as usize]
             .as_mut()
             .expect("live connection")
+    }
+}
+
+/// The broker of shard `shard_index` of `shards`: its epochs seeded apart from the other shards'.
+fn new_fanout(
+    config: &ServerConfig,
+    shard_index: usize,
+    shards: usize,
+    table_slots: usize,
+    epoch_seed: u64,
+) -> Fanout {
+    let queue_limits = QueueLimits {
+        bytes_max: config.outbound_queue_bytes_max,
+        frames_max: config.outbound_queue_frames_max,
+    };
+    let epoch_seed = epoch_seed ^ (shard_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    Fanout::new(
+        &config.broker,
+        queue_limits,
+        shard_index,
+        shards,
+        table_slots,
+        epoch_seed,
+    )
+}
+
+/// What the shard's endpoints share: pools, the encoder, settings, the clock and metrics.
+fn new_context(
+    config: &ServerConfig,
+    authenticator: Arc<Authenticator>,
+    metrics: MetricsView,
+) -> Context {
+    Context {
+        pool: BufferPool::new(&config.pool),
+        encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
+        settings: Arc::new(config.endpoint_settings(authenticator)),
+        frames: MessagePool::new(config.broker.message_pool_free_bytes_max),
+        counters: Default::default(),
+        now_ms: 0,
+        unix_offset_ms: unix_now_ms(),
+        requests: Vec::new(),
+        metrics: Box::new(metrics),
     }
 }
 
