@@ -106,8 +106,8 @@ fn client_variants() -> Vec<(&'static rustls::SupportedProtocolVersion, rustls::
 }
 
 /// A client of one version and suite, with X25519 alone (any 32 bytes are a key share there, so
-/// a flipped share fails or passes the same way in every run), and no resumption (every run
-/// must start from the same state).
+/// a flipped share fails or passes the same way in every run), fixed random bytes (see
+/// [`FixedRandom`]), and no resumption (every run must start from the same state).
 fn client_config(
     roots: &RootCertStore,
     version: &'static rustls::SupportedProtocolVersion,
@@ -116,6 +116,7 @@ fn client_config(
     let provider = rustls::crypto::CryptoProvider {
         cipher_suites: vec![suite],
         kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+        secure_random: &FixedRandom,
         ..rustls::crypto::aws_lc_rs::default_provider()
     };
     let mut client = ClientConfig::builder_with_provider(Arc::new(provider))
@@ -126,6 +127,20 @@ fn client_config(
     client.alpn_protocols = vec![b"http/1.1".to_vec()];
     client.resumption = rustls::client::Resumption::disabled();
     Arc::new(client)
+}
+
+/// The test client's "random" bytes: its ClientHello's random and session id, and the seed
+/// rustls orders the hello's extensions by. Fixed, so that a flip at an offset hits the same
+/// field in every run (the key shares still come from aws-lc's generator, and the server's
+/// randomness is its own).
+#[derive(Debug)]
+struct FixedRandom;
+
+impl rustls::crypto::SecureRandom for FixedRandom {
+    fn fill(&self, bytes: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        bytes.fill(0x2A);
+        Ok(())
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
