@@ -116,8 +116,8 @@ struct Keys {
 static KEYS: LazyLock<Keys> = LazyLock::new(keys);
 
 fn keys() -> Keys {
-    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .expect("a P-256 key pair");
+    let key_pair =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a P-256 key pair");
     let public_key_pem = key_pair.public_key_pem();
     let private_key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
         &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -156,6 +156,12 @@ fn keys() -> Keys {
 }
 
 impl Keys {
+    /// The P-256 public key as a point, for the oracle's ECDSA check.
+    fn public_key_point(&self) -> &[u8] {
+        use aws_lc_rs::signature::KeyPair as _;
+        self.private_key.public_key().as_ref()
+    }
+
     fn authenticator(&self, kind: KeyKind) -> &Authenticator {
         match kind {
             KeyKind::Secret => &self.secret,
@@ -240,7 +246,9 @@ fn build_token(keys: &Keys, header: &[u8], claims: &[u8], signing: Signing) -> S
     );
     let hs256 = |secret: &[u8]| {
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
-        aws_lc_rs::hmac::sign(&key, message.as_bytes()).as_ref().to_vec()
+        aws_lc_rs::hmac::sign(&key, message.as_bytes())
+            .as_ref()
+            .to_vec()
     };
     let signature = match signing {
         Signing::Secret => hs256(SECRET),
@@ -295,7 +303,9 @@ fn check_place(
         Place::CookieForeignOrigin => assert_eq!(*result, Err(AuthRefusal::ForeignOrigin)),
         Place::Bearer | Place::Cookie | Place::Query => {
             let refreshed = authenticator.verify(token.as_bytes(), NOW_UNIX_MS);
-            let from_head = result.clone().map(|identity| identity.expect("a token is required"));
+            let from_head = result
+                .clone()
+                .map(|identity| identity.expect("a token is required"));
             assert_eq!(refreshed.map_err(AuthRefusal::Unauthorized), from_head);
         }
     }
@@ -342,7 +352,8 @@ fn check_result(
     result: &Result<Option<Identity>, AuthRefusal>,
 ) {
     let origin = head.header("origin");
-    let origin_allowed = origin.is_some_and(|origin| origin.eq_ignore_ascii_case(ALLOWED_ORIGIN.as_bytes()));
+    let origin_allowed =
+        origin.is_some_and(|origin| origin.eq_ignore_ascii_case(ALLOWED_ORIGIN.as_bytes()));
     match result {
         Ok(None) => panic!("every configuration here requires a token"),
         Err(AuthRefusal::ForeignOrigin) => assert!(origin.is_some() && !origin_allowed),
@@ -421,7 +432,11 @@ fn oracle_verify(kind: KeyKind, token: &[u8]) -> Result<ExpectedIdentity, String
     let [header, claims, signature] = parts[..] else {
         return Err(format!("{} parts", parts.len()));
     };
-    let decode = |part: &[u8]| URL_SAFE_NO_PAD.decode(part).map_err(|error| error.to_string());
+    let decode = |part: &[u8]| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|error| error.to_string())
+    };
     let header: HeaderMembers = json_object(&decode(header)?)?;
     let claims: ClaimsMembers = json_object(&decode(claims)?)?;
     let signature = decode(signature)?;
@@ -435,13 +450,14 @@ fn oracle_verify(kind: KeyKind, token: &[u8]) -> Result<ExpectedIdentity, String
             }
             let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET).expect("any length");
             mac.update(message);
-            mac.verify_slice(&signature).map_err(|_| "HMAC does not verify")?;
+            mac.verify_slice(&signature)
+                .map_err(|_| "HMAC does not verify")?;
         }
         KeyKind::PublicKey => {
             if algorithm != Some("ES256") {
                 return Err(format!("alg {algorithm:?} against a P-256 public key"));
             }
-            let public_key = KEYS.private_key_public_bytes();
+            let public_key = KEYS.public_key_point();
             let verifier = aws_lc_rs::signature::UnparsedPublicKey::new(
                 &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
                 public_key,
@@ -452,13 +468,6 @@ fn oracle_verify(kind: KeyKind, token: &[u8]) -> Result<ExpectedIdentity, String
         }
     }
     oracle_claims(kind, &claims)
-}
-
-impl Keys {
-    fn private_key_public_bytes(&self) -> &[u8] {
-        use aws_lc_rs::signature::KeyPair as _;
-        self.private_key.public_key().as_ref()
-    }
 }
 
 /// The members of a JOSE header the oracle reads; serde skips the others as the crate's
@@ -563,7 +572,9 @@ fn pattern_is_valid(pattern: &str) -> bool {
     pattern == "*"
         || (!name.is_empty()
             && name.len() <= TOPIC_BYTES_MAX
-            && name.bytes().all(|byte| (0x20..=0x7E).contains(&byte) && byte != b'*'))
+            && name
+                .bytes()
+                .all(|byte| (0x20..=0x7E).contains(&byte) && byte != b'*'))
 }
 
 /// Whether one of `patterns` grants `topic`, pattern by pattern.
@@ -624,7 +635,8 @@ fn check_claims(keys: &Keys, kind: KeyKind, choice: u8, rest: &[u8]) {
     let exp_quarters = u64::from(number[2] % 4);
     let nbf_delta_seconds = i64::from(i16::from_le_bytes([number[3], number[4]]));
     let flags = number[5];
-    let text = |field: Option<&[u8]>| String::from_utf8_lossy(field.unwrap_or_default()).into_owned();
+    let text =
+        |field: Option<&[u8]>| String::from_utf8_lossy(field.unwrap_or_default()).into_owned();
     let subject = text(fields.next());
     let split = |list: String| -> Vec<String> {
         match list.is_empty() {
@@ -677,7 +689,12 @@ fn check_claims(keys: &Keys, kind: KeyKind, choice: u8, rest: &[u8]) {
         _ => "HS256",
     };
     let header = json!({"alg": algorithm, "typ": "JWT"}).to_string();
-    let token = build_token(keys, header.as_bytes(), claims.to_string().as_bytes(), signing);
+    let token = build_token(
+        keys,
+        header.as_bytes(),
+        claims.to_string().as_bytes(),
+        signing,
+    );
 
     let expected: Result<(), AuthFailure> = (|| {
         if signing != right {

@@ -68,8 +68,7 @@ fn configs() -> Configs {
     let key = rcgen::KeyPair::generate().expect("a key");
     let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
     let certificate = params.signed_by(&key, &ca).expect("a certificate");
-    let directory =
-        std::env::temp_dir().join(format!("ringcast-fuzz-tls-{}", std::process::id()));
+    let directory = std::env::temp_dir().join(format!("ringcast-fuzz-tls-{}", std::process::id()));
     std::fs::create_dir_all(&directory).expect("a temporary directory");
     let paths = CertificatePaths {
         certificate: directory.join("certificate.pem"),
@@ -82,7 +81,9 @@ fn configs() -> Configs {
     let (certificates, _) = loaded.expect("the pair loads");
     let server = server_config(Arc::new(certificates)).expect("the shard's configuration");
     let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from(ca.der().to_vec())).expect("the CA");
+    roots
+        .add(CertificateDer::from(ca.der().to_vec()))
+        .expect("the CA");
     let clients = client_variants()
         .into_iter()
         .map(|(version, suite)| client_config(&roots, version, suite))
@@ -90,8 +91,10 @@ fn configs() -> Configs {
     Configs { server, clients }
 }
 
-fn client_variants() -> Vec<(&'static rustls::SupportedProtocolVersion, rustls::SupportedCipherSuite)>
-{
+fn client_variants() -> Vec<(
+    &'static rustls::SupportedProtocolVersion,
+    rustls::SupportedCipherSuite,
+)> {
     use rustls::crypto::aws_lc_rs::cipher_suite as suite;
     let tls13 = &rustls::version::TLS13;
     let tls12 = &rustls::version::TLS12;
@@ -248,19 +251,22 @@ impl Server {
     fn send(&mut self, queue: &mut Vec<u8>) -> Vec<u8> {
         let mut wire = Vec::new();
         for _ in 0..64 {
-            let sealed = self.connection.seal(&mut self.workspace, queue.len(), |out| {
-                let count = out.len().min(queue.len());
-                out[..count].copy_from_slice(&queue[..count]);
-                queue.drain(..count);
-                count
-            });
+            let sealed = self
+                .connection
+                .seal(&mut self.workspace, queue.len(), |out| {
+                    let count = out.len().min(queue.len());
+                    out[..count].copy_from_slice(&queue[..count]);
+                    queue.drain(..count);
+                    count
+                });
             assert_ne!(sealed, Sealed::NoBuffer, "the pool is large enough");
             let Some(bytes) = self.connection.start_send() else {
                 return wire;
             };
             wire.extend_from_slice(bytes);
             let sent_bytes = bytes.len();
-            self.connection.complete_send(sent_bytes, &mut self.workspace);
+            self.connection
+                .complete_send(sent_bytes, &mut self.workspace);
         }
         panic!("sealing did not end");
     }
@@ -272,7 +278,11 @@ impl Server {
             && self.connection.version().is_some()
             && !self.connection.has_unsent()
         {
-            assert_eq!(self.connection.held_bytes(), 0, "an idle connection holds buffers");
+            assert_eq!(
+                self.connection.held_bytes(),
+                0,
+                "an idle connection holds buffers"
+            );
         }
         self.connection.release(&mut self.workspace);
         assert_eq!(self.connection.held_bytes(), 0);
@@ -445,7 +455,10 @@ impl Pair {
         }
         match step {
             Step::Write(bytes) => {
-                self.client.writer().write_all(bytes).expect("rustls buffers it");
+                self.client
+                    .writer()
+                    .write_all(bytes)
+                    .expect("rustls buffers it");
                 self.sent.extend_from_slice(bytes);
                 self.flight_to_server(&[]);
             }
@@ -498,7 +511,8 @@ impl Pair {
         }
         let queued = queue.clone();
         let wire = self.server.send(&mut queue);
-        self.sealed.extend_from_slice(&queued[..queued.len() - queue.len()]);
+        self.sealed
+            .extend_from_slice(&queued[..queued.len() - queue.len()]);
         if self.client_error.is_some() {
             return;
         }
@@ -545,7 +559,10 @@ impl Pair {
                 self.sealed.starts_with(&self.client_received),
                 "the client decrypted what the server did not seal"
             );
-            assert_eq!(self.client_received, self.sealed, "sealed records were lost");
+            assert_eq!(
+                self.client_received, self.sealed,
+                "sealed records were lost"
+            );
         }
         let ended = self.server.ended;
         let records_whole = ends_on_record(&self.fed);

@@ -17,7 +17,10 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 #[ignore]
 fn capture_rustls_client_hellos() {
     let versions: [(&str, &[&'static rustls::SupportedProtocolVersion]); 2] = [
-        ("rustls-tls13.client-hello", &[&rustls::version::TLS13, &rustls::version::TLS12]),
+        (
+            "rustls-tls13.client-hello",
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+        ),
         ("rustls-tls12.client-hello", &[&rustls::version::TLS12]),
     ];
     for (file, versions) in versions {
