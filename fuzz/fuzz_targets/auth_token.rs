@@ -516,10 +516,11 @@ fn oracle_claims(kind: KeyKind, claims: &ClaimsMembers) -> Result<ExpectedIdenti
     if !(exp >= 0.0 && exp * 1000.0 + LEEWAY_MS as f64 > NOW_UNIX_MS as f64) {
         return Err(format!("exp {exp} is not after the clock"));
     }
-    if let Some(nbf) = seconds("nbf", &claims.nbf)? {
-        if nbf * 1000.0 > (NOW_UNIX_MS + LEEWAY_MS) as f64 {
-            return Err(format!("nbf {nbf} is after the clock"));
-        }
+    // The clock counts whole milliseconds: `nbf` is compared in them.
+    if let Some(nbf) = seconds("nbf", &claims.nbf)?
+        && (nbf * 1000.0).floor() > (NOW_UNIX_MS + LEEWAY_MS) as f64
+    {
+        return Err(format!("nbf {nbf} is after the clock"));
     }
     if kind == KeyKind::SecretAudienceIssuer {
         let audience_ok = match member(&claims.aud) {
