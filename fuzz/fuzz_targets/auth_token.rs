@@ -397,12 +397,14 @@ fn find_token<'a>(head: &RequestHead<'a>, origin_allowed: bool) -> Option<&'a [u
                 (name == COOKIE.as_bytes() && !value.is_empty()).then_some(value)
             })
     };
+    // The first `token` parameter is the one, as the first `topics` is for streams: an empty
+    // one is no token, whatever follows.
     let query = || {
         let query = head.query()?.as_bytes();
-        query.split(|&byte| byte == b'&').find_map(|pair| {
-            let value = pair.strip_prefix(b"token=")?;
-            (!value.is_empty()).then_some(value)
-        })
+        let value = query
+            .split(|&byte| byte == b'&')
+            .find_map(|pair| pair.strip_prefix(b"token="))?;
+        (!value.is_empty()).then_some(value)
     };
     bearer
         .or_else(|| origin_allowed.then(cookie).flatten())

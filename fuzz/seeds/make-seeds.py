@@ -514,6 +514,7 @@ def auth_token():
         "head-bad-pattern": head(KEY_SECRET, bearer(jwt(hs256, dict(claims, publish=["A*B"])))),
         "head-two-requests": head(KEY_SECRET, bearer(valid) + jwt_get(b"Authorization: Basic eA==\r\n", b"?token=x.y.z")),
         "head-no-token": head(KEY_SECRET, jwt_get(b"")),
+        "head-query-first-token-empty": head(KEY_SECRET, jwt_get(b"", b"?token=&token=" + valid)),
     }
     raw = lambda kind, signing, place, header, claims: (
         auth_mode(kind, MODE_RAW_JSON, signing + 5 * place) + header + b"\xff" + claims)
