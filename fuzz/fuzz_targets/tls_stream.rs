@@ -48,6 +48,9 @@ const BUDGET: AllocationBudget = AllocationBudget {
     bytes_per_input_byte: 64,
 };
 
+/// KeyUpdates in a row a rustls peer accepts, and so must the server (and no more).
+const KEY_UPDATES_IN_A_ROW_MAX: usize = 32;
+
 /// Flights a client sends at most in the handshake (TLS 1.2 with its ChangeCipherSpec: 2).
 const HANDSHAKE_ROUNDS_MAX: usize = 8;
 
@@ -108,9 +111,9 @@ fn client_variants() -> Vec<(
     ]
 }
 
-/// A client of one version and suite, with X25519 alone (any 32 bytes are a key share there, so
-/// a flipped share fails or passes the same way in every run), fixed random bytes (see
-/// [`FixedRandom`]), and no resumption (every run must start from the same state).
+/// A client of one version and suite, with X25519 alone and a fixed key share (see
+/// [`FixedX25519`]), fixed random bytes (see [`FixedRandom`]), and no resumption: every run
+/// sends the same bytes and must start from the same state.
 fn client_config(
     roots: &RootCertStore,
     version: &'static rustls::SupportedProtocolVersion,
@@ -118,7 +121,7 @@ fn client_config(
 ) -> Arc<ClientConfig> {
     let provider = rustls::crypto::CryptoProvider {
         cipher_suites: vec![suite],
-        kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+        kx_groups: vec![&FixedX25519],
         secure_random: &FixedRandom,
         ..rustls::crypto::aws_lc_rs::default_provider()
     };
@@ -143,6 +146,63 @@ impl rustls::crypto::SecureRandom for FixedRandom {
     fn fill(&self, bytes: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
         bytes.fill(0x2A);
         Ok(())
+    }
+}
+
+/// X25519 with a fixed private key, for the test client: its key share is the same bytes in
+/// every run, so that a flipped length that makes the server read the share as structure
+/// reads the same structure each time (with a random share, the server's alert depended on
+/// the share's bytes). The server's key and randomness are its own.
+#[derive(Debug)]
+struct FixedX25519;
+
+/// One exchange of [`FixedX25519`].
+struct FixedX25519Exchange {
+    private_key: aws_lc_rs::agreement::PrivateKey,
+    public_key: Vec<u8>,
+}
+
+impl rustls::crypto::SupportedKxGroup for FixedX25519 {
+    fn start(&self) -> Result<Box<dyn rustls::crypto::ActiveKeyExchange>, rustls::Error> {
+        let failed = || rustls::Error::General("fixed X25519 key".into());
+        let private_key = aws_lc_rs::agreement::PrivateKey::from_private_key(
+            &aws_lc_rs::agreement::X25519,
+            &[0x2A; 32],
+        )
+        .map_err(|_| failed())?;
+        let public_key = private_key.compute_public_key().map_err(|_| failed())?;
+        Ok(Box::new(FixedX25519Exchange {
+            public_key: public_key.as_ref().to_vec(),
+            private_key,
+        }))
+    }
+
+    fn name(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::X25519
+    }
+}
+
+impl rustls::crypto::ActiveKeyExchange for FixedX25519Exchange {
+    fn complete(
+        self: Box<Self>,
+        peer_public_key: &[u8],
+    ) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
+        let peer = aws_lc_rs::agreement::UnparsedPublicKey::new(
+            &aws_lc_rs::agreement::X25519,
+            peer_public_key,
+        );
+        let invalid = rustls::Error::from(rustls::PeerMisbehaved::InvalidKeyShare);
+        aws_lc_rs::agreement::agree(&self.private_key, &peer, invalid, |secret| {
+            Ok(rustls::crypto::SharedSecret::from(secret))
+        })
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    fn group(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::X25519
     }
 }
 
@@ -399,6 +459,8 @@ struct Pair {
     fed: Vec<u8>,
     /// The client sent close_notify: it writes nothing more.
     client_closed: bool,
+    /// The client's KeyUpdates since its last application data.
+    key_updates_in_a_row: usize,
 }
 
 /// The client mode: handshake, then the script, each flight cut by `schedule`.
@@ -419,6 +481,7 @@ fn run_client(configs: &Configs, choice: u8, stream: &[u8], schedule: &[u8]) -> 
         client_error: None,
         fed: Vec::new(),
         client_closed: false,
+        key_updates_in_a_row: 0,
     };
     pair.handshake();
     let established = pair.server.connection.version().is_some();
@@ -460,11 +523,16 @@ impl Pair {
                     .write_all(bytes)
                     .expect("rustls buffers it");
                 self.sent.extend_from_slice(bytes);
+                if !bytes.is_empty() {
+                    self.key_updates_in_a_row = 0;
+                }
                 self.flight_to_server(&[]);
             }
             Step::KeyUpdate => {
                 // Refused under TLS 1.2, with nothing sent: the flight is then empty.
-                let _ = self.client.refresh_traffic_keys();
+                if self.client.refresh_traffic_keys().is_ok() {
+                    self.key_updates_in_a_row += 1;
+                }
                 self.flight_to_server(&[]);
             }
             Step::CloseNotify => {
@@ -551,7 +619,19 @@ impl Pair {
             self.sent.starts_with(&plaintext),
             "the server read plaintext the client did not send"
         );
-        if !self.tampered && self.client_error.is_none() {
+        // More KeyUpdates in a row than rustls allows its peer: the server refuses the client.
+        let flooded = self.key_updates_in_a_row > KEY_UPDATES_IN_A_ROW_MAX;
+        if flooded {
+            assert_eq!(self.server.ended, Some(ReadOutcome::Refused));
+        }
+        if !self.tampered {
+            assert!(established, "an untampered handshake did not finish");
+            if !flooded {
+                assert_eq!(
+                    self.client_error, None,
+                    "the client refused an untampered server"
+                );
+            }
             assert_eq!(plaintext, self.sent, "untampered plaintext was lost");
         }
         if self.client_error.is_none() {

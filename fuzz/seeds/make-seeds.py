@@ -648,6 +648,10 @@ def tls_stream():
         "client-raw-cut-record": client(0, write(b"a") + raw_op(b"\x17\x03\x03\x40\x00" + b"\x00" * 30) + write(b"b")),
         "client-raw-after-close": client(0, bytes([OP_CLOSE]) + raw_op(b"\x15\x03\x03\x00\x02\x02\x28")),
         "client-raw-overflow": client(3, raw_op(b"\x17\x03\x03\x48\x01")),
+        # Found by the first campaign: the record layer followed any number of KeyUpdates in a
+        # row; 32 are allowed (as rustls does), then data starts the count again, and the 33rd
+        # in a row is refused (fixed in src/transport/tls/mod.rs).
+        "finding-key-updates-in-a-row": client(0, write(b"a") + bytes([OP_KEY_UPDATE]) * 32 + write(b"b") + bytes([OP_KEY_UPDATE]) * 33 + write(b"c")),
     })
     return seeds
 
