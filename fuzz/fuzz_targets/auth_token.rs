@@ -624,60 +624,12 @@ fn check_grants(compiled: &TopicPatterns, patterns: &[String]) {
     }
 }
 
-/// The claims mode. The rest is
-/// `[exp delta: i16][quarters: u8][nbf delta: i16][flags: u8] sub 0xFF subscribe 0xFF publish`,
-/// patterns separated by commas; the flags choose whether `nbf` and `sub` are
-/// there and which `aud` and `iss` are. The token is signed with the test secret or the private
-/// key as `kind` needs (or wrongly, as `choice` says), and sent as a bearer token.
+/// The claims mode: claims chosen by the input ([`ChosenClaims::parse`]), written as JSON,
+/// signed with the test secret or the private key as `kind` needs (or wrongly, as `choice`
+/// says), and sent as a bearer token; the outcome is known exactly.
 fn check_claims(keys: &Keys, kind: KeyKind, choice: u8, rest: &[u8]) {
-    let (numbers, rest) = rest.split_at(rest.len().min(6));
-    let mut number = [0u8; 6];
-    number[..numbers.len()].copy_from_slice(numbers);
-    let mut fields = rest.split(|&byte| byte == SEPARATOR);
-    let exp_delta_seconds = i64::from(i16::from_le_bytes([number[0], number[1]]));
-    let exp_quarters = u64::from(number[2] % 4);
-    let nbf_delta_seconds = i64::from(i16::from_le_bytes([number[3], number[4]]));
-    let flags = number[5];
-    let text =
-        |field: Option<&[u8]>| String::from_utf8_lossy(field.unwrap_or_default()).into_owned();
-    let subject = text(fields.next());
-    let split = |list: String| -> Vec<String> {
-        match list.is_empty() {
-            true => Vec::new(),
-            false => list.split(',').map(String::from).collect(),
-        }
-    };
-    let subscribe = split(text(fields.next()));
-    let publish = split(text(fields.next()));
-
-    let exp_ms = (NOW_SECONDS as i64 + exp_delta_seconds) as u64 * 1000 + exp_quarters * 250;
-    let nbf_ms = (NOW_SECONDS as i64 + nbf_delta_seconds) as u64 * 1000;
-    let mut claims = json!({
-        "exp": exp_ms as f64 / 1000.0,
-        "subscribe": subscribe,
-        "publish": publish,
-    });
-    let has_nbf = flags & 1 != 0;
-    let has_subject = flags & 2 != 0;
-    let audience = (flags >> 2) % 4;
-    let issuer = (flags >> 4) % 3;
-    if has_nbf {
-        claims["nbf"] = json!(nbf_ms / 1000);
-    }
-    if has_subject {
-        claims["sub"] = json!(subject);
-    }
-    match audience {
-        1 => claims["aud"] = json!(AUDIENCE),
-        2 => claims["aud"] = json!("elsewhere"),
-        3 => claims["aud"] = json!(["elsewhere", AUDIENCE]),
-        _ => {}
-    }
-    match issuer {
-        1 => claims["iss"] = json!(ISSUER),
-        2 => claims["iss"] = json!("https://other.example"),
-        _ => {}
-    }
+    let chosen = ChosenClaims::parse(rest);
+    let claims = chosen.json();
     let right = match kind {
         KeyKind::PublicKey => Signing::PrivateKey,
         _ => Signing::Secret,
@@ -692,75 +644,148 @@ fn check_claims(keys: &Keys, kind: KeyKind, choice: u8, rest: &[u8]) {
         _ => "HS256",
     };
     let header = json!({"alg": algorithm, "typ": "JWT"}).to_string();
-    let token = build_token(
-        keys,
-        header.as_bytes(),
-        claims.to_string().as_bytes(),
-        signing,
-    );
-
-    let expected: Result<(), AuthFailure> = (|| {
-        if signing != right {
-            return Err(match (kind, signing) {
-                (KeyKind::PublicKey, Signing::PublicKeyAsSecret | Signing::Corrupted) => {
-                    AuthFailure::Algorithm
-                }
-                _ => AuthFailure::Signature,
-            });
+    let claims_text = claims.to_string();
+    let token = build_token(keys, header.as_bytes(), claims_text.as_bytes(), signing);
+    let expected = match signing == right {
+        true => chosen.expected(kind),
+        false => Err(match (kind, signing) {
+            (KeyKind::PublicKey, Signing::PublicKeyAsSecret | Signing::Corrupted) => {
+                AuthFailure::Algorithm
+            }
+            _ => AuthFailure::Signature,
+        }),
+    };
+    let authenticator = keys.authenticator(kind);
+    let mut checked = false;
+    for_each_head(&request_head(&token, Place::Bearer), |head| {
+        let result = authenticator.check_request(head, NOW_UNIX_MS);
+        check_result(kind, head, &result);
+        match (&result, expected) {
+            (Ok(Some(identity)), Ok(())) => check_identity(identity, &chosen.identity()),
+            (Err(AuthRefusal::Unauthorized(failure)), Err(expected)) => {
+                assert_eq!(*failure, expected, "claims {claims_text}")
+            }
+            (result, expected) => {
+                panic!("got {result:?}, expected {expected:?}: claims {claims_text}")
+            }
         }
+        checked = true;
+    });
+    assert!(checked, "the built head did not parse");
+}
+
+/// The claims the claims mode writes, as the input chose them.
+struct ChosenClaims {
+    exp_ms: u64,
+    nbf_ms: Option<u64>,
+    subject: Option<String>,
+    subscribe: Vec<String>,
+    publish: Vec<String>,
+    /// 0: no `aud`; 1: the configured one; 2: another; 3: a list with the configured one.
+    audience: u8,
+    /// 0: no `iss`; 1: the configured one; 2: another.
+    issuer: u8,
+}
+
+impl ChosenClaims {
+    /// Reads `[exp delta: i16][quarters: u8][nbf delta: i16][flags: u8] sub 0xFF subscribe
+    /// 0xFF publish`; flag bit 0: `nbf` is there, bit 1: `sub` is, bits 2-3: `aud`, bits 4-5:
+    /// `iss` (see the fields).
+    fn parse(rest: &[u8]) -> ChosenClaims {
+        let (numbers, rest) = rest.split_at(rest.len().min(6));
+        let mut number = [0u8; 6];
+        number[..numbers.len()].copy_from_slice(numbers);
+        let seconds = |low, high| NOW_SECONDS as i64 + i64::from(i16::from_le_bytes([low, high]));
+        let flags = number[5];
+        let mut fields = rest.split(|&byte| byte == SEPARATOR);
+        let mut text = || String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+        let list = |list: String| -> Vec<String> {
+            match list.is_empty() {
+                true => Vec::new(),
+                false => list.split(',').map(String::from).collect(),
+            }
+        };
+        let subject = text();
+        ChosenClaims {
+            exp_ms: seconds(number[0], number[1]) as u64 * 1000 + u64::from(number[2] % 4) * 250,
+            nbf_ms: (flags & 1 != 0).then(|| seconds(number[3], number[4]) as u64 * 1000),
+            subject: (flags & 2 != 0).then_some(subject),
+            subscribe: list(text()),
+            publish: list(text()),
+            audience: (flags >> 2) % 4,
+            issuer: (flags >> 4) % 3,
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut claims = json!({
+            "exp": self.exp_ms as f64 / 1000.0,
+            "subscribe": self.subscribe,
+            "publish": self.publish,
+        });
+        if let Some(nbf_ms) = self.nbf_ms {
+            claims["nbf"] = json!(nbf_ms / 1000);
+        }
+        if let Some(subject) = &self.subject {
+            claims["sub"] = json!(subject);
+        }
+        match self.audience {
+            1 => claims["aud"] = json!(AUDIENCE),
+            2 => claims["aud"] = json!("elsewhere"),
+            3 => claims["aud"] = json!(["elsewhere", AUDIENCE]),
+            _ => {}
+        }
+        match self.issuer {
+            1 => claims["iss"] = json!(ISSUER),
+            2 => claims["iss"] = json!("https://other.example"),
+            _ => {}
+        }
+        claims
+    }
+
+    /// The outcome of these claims, correctly signed, against `kind`.
+    fn expected(&self, kind: KeyKind) -> Result<(), AuthFailure> {
         if kind == KeyKind::SecretAudienceIssuer {
-            // jsonwebtoken's order: required claims present, then `iss`, then `aud`.
-            if audience == 0 {
+            // jsonwebtoken's order: required claims present (`aud` named first, see
+            // `Verifier::missing_claim`), then `iss` compared, then `aud`.
+            if self.audience == 0 {
                 return Err(AuthFailure::Audience);
             }
-            if issuer != 1 {
+            if self.issuer != 1 {
                 return Err(AuthFailure::Issuer);
             }
-            if audience == 2 {
+            if self.audience == 2 {
                 return Err(AuthFailure::Audience);
             }
         }
-        if NOW_UNIX_MS >= exp_ms + LEEWAY_MS {
+        if NOW_UNIX_MS >= self.exp_ms + LEEWAY_MS {
             return Err(AuthFailure::Expired);
         }
-        if has_nbf && NOW_UNIX_MS + LEEWAY_MS < nbf_ms {
+        if self
+            .nbf_ms
+            .is_some_and(|nbf_ms| NOW_UNIX_MS + LEEWAY_MS < nbf_ms)
+        {
             return Err(AuthFailure::NotYetValid);
         }
         let patterns_valid = |patterns: &[String]| {
             patterns.len() <= GRANT_PATTERNS_MAX && patterns.iter().all(|p| pattern_is_valid(p))
         };
-        if !has_subject
-            || subject.len() > SUBJECT_BYTES_MAX
-            || !patterns_valid(&subscribe)
-            || !patterns_valid(&publish)
-        {
-            return Err(AuthFailure::Claims);
+        let subject_valid = self
+            .subject
+            .as_ref()
+            .is_some_and(|subject| subject.len() <= SUBJECT_BYTES_MAX);
+        match subject_valid && patterns_valid(&self.subscribe) && patterns_valid(&self.publish) {
+            true => Ok(()),
+            false => Err(AuthFailure::Claims),
         }
-        Ok(())
-    })();
+    }
 
-    let authenticator = keys.authenticator(kind);
-    let head = request_head(&token, Place::Bearer);
-    let mut checked = false;
-    for_each_head(&head, |head| {
-        let result = authenticator.check_request(head, NOW_UNIX_MS);
-        check_result(kind, head, &result);
-        match (&result, expected) {
-            (Ok(Some(identity)), Ok(())) => check_identity(
-                identity,
-                &ExpectedIdentity {
-                    subject: subject.clone(),
-                    expires_unix_ms: exp_ms,
-                    subscribe: subscribe.clone(),
-                    publish: publish.clone(),
-                },
-            ),
-            (Err(AuthRefusal::Unauthorized(failure)), Err(expected)) => {
-                assert_eq!(*failure, expected, "claims {claims}")
-            }
-            (result, expected) => panic!("got {result:?}, expected {expected:?}: claims {claims}"),
+    fn identity(&self) -> ExpectedIdentity {
+        ExpectedIdentity {
+            subject: self.subject.clone().unwrap_or_default(),
+            expires_unix_ms: self.exp_ms,
+            subscribe: self.subscribe.clone(),
+            publish: self.publish.clone(),
         }
-        checked = true;
-    });
-    assert!(checked, "the built head did not parse");
+    }
 }
