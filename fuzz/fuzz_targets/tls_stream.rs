@@ -192,7 +192,7 @@ impl rustls::crypto::ActiveKeyExchange for FixedX25519Exchange {
             peer_public_key,
         );
         let invalid = rustls::Error::from(rustls::PeerMisbehaved::InvalidKeyShare);
-        aws_lc_rs::agreement::agree(&self.private_key, &peer, invalid, |secret| {
+        aws_lc_rs::agreement::agree(&self.private_key, peer, invalid, |secret| {
             Ok(rustls::crypto::SharedSecret::from(secret))
         })
     }
