@@ -610,7 +610,7 @@ def tls_stream():
         "application-data-first": raw(WHOLE, record(23, b"x" * 40)),
         "sslv2-hello": raw(WHOLE, b"\x80\x2e\x01\x03\x01\x00\x15\x00\x00\x00\x10" + b"\x00" * 37),
     }
-    if os.path.exists(os.path.join(CAPTURED, "rustls-tls13.client-hello")):
+    if os.path.exists(os.path.join(CAPTURED, "rustls-tls13.client-hello")):  # see below
         rustls13 = captured("rustls-tls13.client-hello")
         rustls12 = captured("rustls-tls12.client-hello")
         seeds.update({
@@ -624,8 +624,8 @@ def tls_stream():
             "hello-twice": raw(WHOLE, rustls13 + rustls13),
         })
     else:
-        print("tls_stream: no rustls ClientHello captured yet; run "
-              "`cargo test --test capture_client_hello -- --ignored` in fuzz/ and this again")
+        raise SystemExit("tls_stream: no rustls ClientHello captured; run `cargo test --test "
+                         "capture_client_hello -- --ignored` in fuzz/, then this again")
     client = lambda suite, script, schedule=WHOLE: split(TLS_CLIENT + 2 * suite, schedule, script)
     write = lambda data: bytes([OP_WRITE, len(data)]) + data
     raw_op = lambda data: bytes([OP_RAW, len(data)]) + data
