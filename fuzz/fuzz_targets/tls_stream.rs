@@ -619,9 +619,10 @@ impl Pair {
             self.sent.starts_with(&plaintext),
             "the server read plaintext the client did not send"
         );
-        // More KeyUpdates in a row than rustls allows its peer: the server refuses the client.
+        // More KeyUpdates in a row than rustls allows its peer: the server refuses the client
+        // (when it read them: added bytes may have made it wait for a record that swallows them).
         let flooded = self.key_updates_in_a_row > KEY_UPDATES_IN_A_ROW_MAX;
-        if flooded {
+        if flooded && !self.tampered {
             assert_eq!(self.server.ended, Some(ReadOutcome::Refused));
         }
         if !self.tampered {
