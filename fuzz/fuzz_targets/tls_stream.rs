@@ -236,6 +236,20 @@ struct Outcome {
     client_error: Option<String>,
 }
 
+impl Outcome {
+    /// What a run whose outcome depends on more than its input gives (see
+    /// `Pair::tampered_in_handshake`), after its own checks.
+    fn not_compared() -> Outcome {
+        Outcome {
+            ended: None,
+            established: false,
+            plaintext: Vec::new(),
+            counters: Counted::from(&TlsCounters::default()),
+            client_error: None,
+        }
+    }
+}
+
 /// The counters that follow from the bytes (not from the pool's state).
 #[derive(Debug, PartialEq, Eq)]
 struct Counted {
@@ -451,6 +465,10 @@ struct Pair {
     sent: Vec<u8>,
     /// Whether any byte the server read was flipped or added.
     tampered: bool,
+    /// A flight after the ClientHello was flipped while the server still read the handshake
+    /// unauthenticated: it may then read the client's encrypted bytes (which depend on the
+    /// server's own randomness) as structure, so the outcome is not compared between runs.
+    tampered_in_handshake: bool,
     /// What the server sealed and what the client decrypted.
     sealed: Vec<u8>,
     client_received: Vec<u8>,
@@ -476,6 +494,7 @@ fn run_client(configs: &Configs, choice: u8, stream: &[u8], schedule: &[u8]) -> 
         schedule: schedule.to_vec(),
         sent: Vec::new(),
         tampered: false,
+        tampered_in_handshake: false,
         sealed: Vec::new(),
         client_received: Vec::new(),
         client_error: None,
@@ -560,6 +579,8 @@ impl Pair {
                 let offset = flip.offset % wire.len();
                 wire[offset] ^= flip.mask;
                 self.tampered = true;
+                self.tampered_in_handshake |=
+                    self.flight > 0 && self.server.connection.is_handshaking();
             }
         }
         self.flight += 1;
@@ -647,11 +668,15 @@ impl Pair {
         }
         let ended = self.server.ended;
         let records_whole = ends_on_record(&self.fed);
+        let counters = self.server.check_release(records_whole);
+        if self.tampered_in_handshake {
+            return Outcome::not_compared();
+        }
         Outcome {
             ended,
             established,
             plaintext,
-            counters: self.server.check_release(records_whole),
+            counters,
             client_error: self.client_error,
         }
     }
