@@ -18,7 +18,9 @@
 //! - the plaintext handed to the endpoint is never more than the ciphertext given, and nothing
 //!   is handed out after the connection ended (refused, aborted, peer closed);
 //! - the outcome (the first read that ended the connection and how, the plaintext, the
-//!   counters) is the same for the stream read whole and cut as the fuzzer says;
+//!   counters) is the same for the stream read whole and cut as the fuzzer says (in the
+//!   client mode, unless a handshake flight after the ClientHello was flipped: rustls may then
+//!   read the client's ciphertext, which depends on the server's random keys, as structure);
 //! - client mode: the plaintext read is a prefix of what the client sent, all of it when no
 //!   byte was flipped or added; what the server sealed is what the client decrypts;
 //! - an idle connection (traffic keys in place, its last record whole, its sends done) holds no
