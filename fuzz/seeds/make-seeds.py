@@ -21,6 +21,10 @@ Targets that read a stream take the layout of fuzz/src/reads.rs: a variant byte,
 a read schedule, the schedule, then the stream.
 """
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import shutil
 import struct
@@ -453,12 +457,213 @@ def websocket_frame_head():
     }
 
 
+# auth_token: the fixed test secret of fuzz_targets/auth_token.rs (it guards nothing), and the
+# clock there (2027-01-15).
+JWT_SECRET = b"ringcast-fuzz-test-secret-not-a-credential"
+NOW_SECONDS = 1_800_000_000
+KEY_SECRET, KEY_AUDIENCE_ISSUER, KEY_PUBLIC = 0, 1, 2
+MODE_HEAD, MODE_RAW_JSON, MODE_CLAIMS = 0, 1, 2
+SIGN_SECRET, SIGN_PUBLIC_KEY_AS_SECRET, SIGN_PRIVATE_KEY, SIGN_EMPTY, SIGN_CORRUPTED = range(5)
+PLACE_BEARER, PLACE_COOKIE, PLACE_QUERY, PLACE_COOKIE_NO_ORIGIN, PLACE_COOKIE_FOREIGN = range(5)
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def jwt(header, claims, secret=JWT_SECRET, signature=None):
+    """A token signed here with Python's hmac, independently of the code under test."""
+    encode = lambda part: part if isinstance(part, bytes) else json.dumps(part, separators=(",", ":")).encode()
+    message = b64url(encode(header)) + b"." + b64url(encode(claims))
+    if signature is None:
+        signature = hmac.new(secret, message, hashlib.sha256).digest()
+    return message + b"." + b64url(signature)
+
+
+def auth_mode(kind, mode, choice=0):
+    return bytes([kind + 3 * mode + 9 * choice])
+
+
+def jwt_get(fields, query=b""):
+    return b"GET /ws" + query + b" HTTP/1.1\r\nHost: broker.example\r\n" + fields + b"\r\n"
+
+
+def auth_token():
+    hs256 = {"alg": "HS256", "typ": "JWT"}
+    claims = {"sub": "desk-7", "exp": NOW_SECONDS + 3600, "subscribe": ["AAPL", "FX.*"], "publish": ["orders.desk-7"]}
+    valid = jwt(hs256, claims)
+    bearer = lambda token: jwt_get(b"Authorization: Bearer " + token + b"\r\n")
+    head = lambda kind, request: auth_mode(kind, MODE_HEAD) + request
+    seeds = {
+        "head-bearer": head(KEY_SECRET, bearer(valid)),
+        "head-bearer-lowercase": head(KEY_SECRET, jwt_get(b"authorization: bearer  " + valid + b" \r\n")),
+        "head-cookie": head(KEY_SECRET, jwt_get(b"Origin: https://app.example.com\r\nCookie: a=1; ringcast_token=\"" + valid + b"\"\r\n")),
+        "head-cookie-foreign": head(KEY_SECRET, jwt_get(b"Origin: https://evil.example\r\nCookie: ringcast_token=" + valid + b"\r\n")),
+        "head-query": head(KEY_SECRET, jwt_get(b"", b"?topics=AAPL&token=" + valid)),
+        "head-every-and-fraction": head(KEY_SECRET, bearer(jwt(hs256, {"sub": "", "exp": NOW_SECONDS + 0.75, "nbf": NOW_SECONDS - 10, "subscribe": ["*"]}))),
+        "head-audience-issuer": head(KEY_AUDIENCE_ISSUER, bearer(jwt(hs256, dict(claims, aud=["x", "ringcast"], iss="https://issuer.example")))),
+        "head-alg-none": head(KEY_SECRET, bearer(jwt({"alg": "none"}, claims, signature=b""))),
+        "head-alg-none-public-key": head(KEY_PUBLIC, bearer(jwt({"alg": "none"}, claims, signature=b""))),
+        "head-hs256-against-public-key": head(KEY_PUBLIC, bearer(valid)),
+        "head-hs384": head(KEY_SECRET, bearer(jwt({"alg": "HS384"}, claims))),
+        "head-expired": head(KEY_SECRET, bearer(jwt(hs256, dict(claims, exp=NOW_SECONDS - 6)))),
+        "head-not-yet-valid": head(KEY_SECRET, bearer(jwt(hs256, dict(claims, nbf=NOW_SECONDS + 60)))),
+        "head-four-parts": head(KEY_SECRET, bearer(valid + b".e30")),
+        "head-padded": head(KEY_SECRET, bearer(b64url(b'{"alg":"HS256"}') + b"==." + valid.split(b".", 1)[1])),
+        "head-many-patterns": head(KEY_SECRET, bearer(jwt(hs256, dict(claims, subscribe=["A%d" % index for index in range(1025)])))),
+        "head-bad-pattern": head(KEY_SECRET, bearer(jwt(hs256, dict(claims, publish=["A*B"])))),
+        "head-two-requests": head(KEY_SECRET, bearer(valid) + jwt_get(b"Authorization: Basic eA==\r\n", b"?token=x.y.z")),
+        "head-no-token": head(KEY_SECRET, jwt_get(b"")),
+        "head-query-first-token-empty": head(KEY_SECRET, jwt_get(b"", b"?token=&token=" + valid)),
+    }
+    raw = lambda kind, signing, place, header, claims: (
+        auth_mode(kind, MODE_RAW_JSON, signing + 5 * place) + header + b"\xff" + claims)
+    dumps = lambda value: json.dumps(value, separators=(",", ":")).encode()
+    seeds.update({
+        "raw-valid": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, dumps(hs256), dumps(claims)),
+        "raw-valid-cookie": raw(KEY_SECRET, SIGN_SECRET, PLACE_COOKIE, dumps(hs256), dumps(claims)),
+        "raw-valid-query": raw(KEY_SECRET, SIGN_SECRET, PLACE_QUERY, dumps(hs256), dumps(claims)),
+        "raw-es256": raw(KEY_PUBLIC, SIGN_PRIVATE_KEY, PLACE_BEARER, dumps({"alg": "ES256"}), dumps(claims)),
+        "raw-confusion": raw(KEY_PUBLIC, SIGN_PUBLIC_KEY_AS_SECRET, PLACE_BEARER, dumps(hs256), dumps(claims)),
+        "raw-alg-none": raw(KEY_SECRET, SIGN_EMPTY, PLACE_BEARER, dumps({"alg": "none", "typ": "JWT"}), dumps(claims)),
+        "raw-alg-none-cased": raw(KEY_SECRET, SIGN_EMPTY, PLACE_BEARER, dumps({"alg": "None"}), dumps(claims)),
+        "raw-corrupted": raw(KEY_SECRET, SIGN_CORRUPTED, PLACE_BEARER, dumps(hs256), dumps(claims)),
+        "raw-duplicate-alg": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, b'{"alg":"none","alg":"HS256"}', dumps(claims)),
+        "raw-duplicate-exp": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, dumps(hs256), b'{"sub":"a","exp":1,"exp":2000000000}'),
+        "raw-typ-number": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, b'{"alg":"HS256","typ":7}', dumps(claims)),
+        "raw-exp-string": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, dumps(hs256), b'{"sub":"a","exp":"2000000000"}'),
+        "raw-exp-huge": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, dumps(hs256), b'{"sub":"a","exp":1e300}'),
+        "raw-exp-u64-max": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, dumps(hs256), b'{"sub":"a","exp":18446744073709551615}'),
+        "raw-exp-negative": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, dumps(hs256), b'{"sub":"a","exp":-1}'),
+        "raw-claims-array": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, dumps(hs256), b"[1,2]"),
+        "raw-claims-nested": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, dumps(hs256), b'{"sub":"a","exp":2000000000,"x":' + b"[" * 4000 + b"]" * 4000 + b"}"),
+        "raw-audience-issuer": raw(KEY_AUDIENCE_ISSUER, SIGN_SECRET, PLACE_BEARER, dumps(hs256), dumps(dict(claims, aud="ringcast", iss="https://issuer.example"))),
+        "raw-not-json": raw(KEY_SECRET, SIGN_SECRET, PLACE_BEARER, b"\x00\x01", b"{"),
+    })
+    numbers = lambda exp_delta, quarters, nbf_delta, flags: struct.pack("<hBhB", exp_delta, quarters, nbf_delta, flags)
+    claims_seed = lambda kind, choice, numbers, sub, subscribe, publish: (
+        auth_mode(kind, MODE_CLAIMS, choice) + numbers + sub + b"\xff" + subscribe + b"\xff" + publish)
+    NBF, SUB = 1, 2
+    AUD_RIGHT, AUD_LIST, ISS_RIGHT, ISS_WRONG = 1 << 2, 3 << 2, 1 << 4, 2 << 4
+    seeds.update({
+        "claims-valid": claims_seed(KEY_SECRET, 2, numbers(3600, 0, 0, SUB), b"desk-7", b"AAPL,FX.*", b"orders"),
+        "claims-every": claims_seed(KEY_SECRET, 2, numbers(60, 3, -60, SUB | NBF), b"a", b"*", b"*,B"),
+        "claims-expired-in-leeway": claims_seed(KEY_SECRET, 2, numbers(-4, 3, 0, SUB), b"a", b"", b""),
+        "claims-expired": claims_seed(KEY_SECRET, 2, numbers(-5, 0, 0, SUB), b"a", b"", b""),
+        "claims-not-yet-valid": claims_seed(KEY_SECRET, 2, numbers(600, 0, 6, SUB | NBF), b"a", b"", b""),
+        "claims-no-subject": claims_seed(KEY_SECRET, 2, numbers(600, 0, 0, 0), b"", b"", b""),
+        "claims-long-subject": claims_seed(KEY_SECRET, 2, numbers(600, 0, 0, SUB), b"s" * 257, b"", b""),
+        "claims-bad-patterns": claims_seed(KEY_SECRET, 2, numbers(600, 0, 0, SUB), b"a", b"A*B,**", b"\xc3\xa9*"),
+        "claims-audience-issuer": claims_seed(KEY_AUDIENCE_ISSUER, 2, numbers(600, 0, 0, SUB | AUD_LIST | ISS_RIGHT), b"a", b"X", b""),
+        "claims-wrong-issuer": claims_seed(KEY_AUDIENCE_ISSUER, 2, numbers(600, 0, 0, SUB | AUD_RIGHT | ISS_WRONG), b"a", b"", b""),
+        "claims-es256": claims_seed(KEY_PUBLIC, 2, numbers(600, 0, 0, SUB), b"a", b"FX.*", b""),
+        "claims-confusion": claims_seed(KEY_PUBLIC, 0, numbers(600, 0, 0, SUB), b"a", b"*", b"*"),
+        "claims-corrupted": claims_seed(KEY_SECRET, 1, numbers(600, 0, 0, SUB), b"a", b"*", b""),
+        # Found by the first run: without `aud` and `iss`, the failure named depended on the
+        # hash keys of jsonwebtoken's set of required claims (fixed in src/auth/token.rs).
+        "finding-missing-audience-and-issuer": claims_seed(KEY_AUDIENCE_ISSUER, 2, numbers(600, 0, 0, SUB), b"a", b"", b""),
+        "finding-missing-audience-and-issuer-head": head(KEY_AUDIENCE_ISSUER, bearer(valid)),
+    })
+    return seeds
+
+
+# tls_stream: the variant's low bit picks the mode; in the client mode, the rest picks the
+# version and suite (0-2: TLS 1.3 AES-128, AES-256, ChaCha20; 3-5: the same in TLS 1.2).
+TLS_BYTES, TLS_CLIENT = 0, 1
+OP_WRITE, OP_KEY_UPDATE, OP_CLOSE, OP_RAW, OP_FLIP = range(5)
+
+
+def openssl_client_hello():
+    """An OpenSSL ClientHello (Python's ssl module), captured once into captured/ so that the
+    seeds do not change with every run of this script."""
+    path = os.path.join(CAPTURED, "openssl.client-hello")
+    if not os.path.exists(path):
+        import ssl
+        context = ssl.create_default_context()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        try:
+            client.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        with open(path, "wb") as out:
+            out.write(outgoing.read())
+    return captured("openssl.client-hello")
+
+
+def record(content_type, body, version=b"\x03\x03"):
+    return bytes([content_type]) + version + struct.pack(">H", len(body)) + body
+
+
+def tls_stream():
+    openssl = openssl_client_hello()
+    raw = lambda schedule, stream: split(TLS_BYTES, schedule, stream)
+    seeds = {
+        "hello-openssl": raw(WHOLE, openssl),
+        "hello-openssl-pieces": raw(PIECES, openssl),
+        "plain-http": raw(WHOLE, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        "garbage": raw(WHOLE, bytes(range(256))),
+        "record-too-long": raw(WHOLE, b"\x16\x03\x01\xff\xff" + b"\x00" * 64),
+        "record-empty": raw(WHOLE, b"\x16\x03\x01\x00\x00"),
+        "alert": raw(WHOLE, record(21, b"\x02\x28")),
+        "change-cipher-spec": raw(WHOLE, record(20, b"\x01")),
+        "application-data-first": raw(WHOLE, record(23, b"x" * 40)),
+        "sslv2-hello": raw(WHOLE, b"\x80\x2e\x01\x03\x01\x00\x15\x00\x00\x00\x10" + b"\x00" * 37),
+    }
+    if os.path.exists(os.path.join(CAPTURED, "rustls-tls13.client-hello")):  # see below
+        rustls13 = captured("rustls-tls13.client-hello")
+        rustls12 = captured("rustls-tls12.client-hello")
+        seeds.update({
+            "hello-rustls": raw(WHOLE, rustls13),
+            "hello-rustls-trickled": raw(TRICKLE, rustls13),
+            "hello-rustls-pieces": raw(PIECES, rustls13),
+            "hello-rustls-tls12": raw(WHOLE, rustls12),
+            "hello-truncated": raw(WHOLE, rustls13[:60]),
+            "hello-truncated-header": raw(WHOLE, rustls13[:3]),
+            "hello-then-garbage": raw(WHOLE, rustls13 + b"\x17\x03\x03\x00\x05hello"),
+            "hello-twice": raw(WHOLE, rustls13 + rustls13),
+        })
+    else:
+        raise SystemExit("tls_stream: no rustls ClientHello captured; run `cargo test --test "
+                         "capture_client_hello -- --ignored` in fuzz/, then this again")
+    client = lambda suite, script, schedule=WHOLE: split(TLS_CLIENT + 2 * suite, schedule, script)
+    write = lambda data: bytes([OP_WRITE, len(data)]) + data
+    raw_op = lambda data: bytes([OP_RAW, len(data)]) + data
+    flip = lambda flight, offset, mask: bytes([OP_FLIP, flight]) + struct.pack("<H", offset) + bytes([mask])
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\r\n"
+    for suite in range(6):
+        seeds[f"client-{suite}-write-close"] = client(suite, write(upgrade) + bytes([OP_CLOSE]))
+    seeds.update({
+        "client-key-updates": client(0, write(b"a") + bytes([OP_KEY_UPDATE]) + write(b"b") + bytes([OP_KEY_UPDATE, OP_KEY_UPDATE]) + write(b"c")),
+        "client-trickled": client(2, write(upgrade) + write(b"x" * 200), TRICKLE),
+        "client-pieces-tls12": client(3, write(upgrade) + bytes([OP_CLOSE]), PIECES),
+        "client-flip-hello-random": client(0, flip(0, 11, 0x01) + write(b"a")),
+        "client-flip-hello-length": client(4, flip(0, 3, 0x40) + write(b"a")),
+        "client-flip-finished": client(0, flip(1, 20, 0x80) + write(b"a")),
+        "client-flip-tls12-key-exchange": client(5, flip(1, 12, 0x01) + write(b"a")),
+        "client-flip-record-header": client(1, write(b"hello") + flip(2, 0, 0x01)),
+        "client-flip-record-length": client(3, write(b"hello") + flip(2, 4, 0x01)),
+        "client-flip-record-tag": client(2, write(b"hello") + flip(2, 20, 0x01)),
+        "client-raw-garbage": client(0, write(b"a") + raw_op(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)),
+        "client-raw-cut-record": client(0, write(b"a") + raw_op(b"\x17\x03\x03\x40\x00" + b"\x00" * 30) + write(b"b")),
+        "client-raw-after-close": client(0, bytes([OP_CLOSE]) + raw_op(b"\x15\x03\x03\x00\x02\x02\x28")),
+        "client-raw-overflow": client(3, raw_op(b"\x17\x03\x03\x48\x01")),
+        # Found by the first campaign: the record layer followed any number of KeyUpdates in a
+        # row; 32 are allowed (as rustls does), then data starts the count again, and the 33rd
+        # in a row is refused (fixed in src/transport/tls/mod.rs).
+        "finding-key-updates-in-a-row": client(0, write(b"a") + bytes([OP_KEY_UPDATE]) * 32 + write(b"b") + bytes([OP_KEY_UPDATE]) * 33 + write(b"c")),
+    })
+    return seeds
+
+
 TARGETS = {
+    "auth_token": auth_token,
     "broker_request": broker_request,
     "http1_request": http1_request,
     "http_publish": http_publish,
     "stream_cursor": stream_cursor,
     "stream_request": stream_request,
+    "tls_stream": tls_stream,
     "websocket_frame_head": websocket_frame_head,
     "websocket_session": websocket_session,
     "websocket_upgrade": websocket_upgrade,

@@ -31,6 +31,8 @@ const POWER_OF_TWO_FIRST_EXPONENT: u8 = 8;
 pub struct SplitInput<'a> {
     pub variant: u8,
     pub stream: &'a [u8],
+    /// The read sizes, for targets that cut streams of their own making the same way.
+    pub schedule: &'a [u8],
     reads: Vec<&'a [u8]>,
 }
 
@@ -49,6 +51,7 @@ impl<'a> SplitInput<'a> {
         Self {
             variant,
             stream,
+            schedule,
             reads: cut(stream, schedule),
         }
     }

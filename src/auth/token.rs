@@ -109,6 +109,9 @@ struct Claims {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// `validation` with `aud` the one required claim besides `exp`, when both `aud` and `iss`
+    /// are required: see [`Verifier::missing_claim`].
+    audience_only: Option<Validation>,
     leeway_ms: u64,
     topic_bytes_max: usize,
 }
@@ -151,9 +154,15 @@ impl Verifier {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
+        let audience_only = (required.len() == 3).then(|| {
+            let mut audience_only = validation.clone();
+            audience_only.set_required_spec_claims(&["exp", "aud"]);
+            audience_only
+        });
         Ok(Some(Verifier {
             key,
             validation,
+            audience_only,
             leeway_ms: config.jwt_leeway_ms,
             topic_bytes_max,
         }))
@@ -167,13 +176,14 @@ impl Verifier {
     /// Verifies `token` at `unix_ms`.
     pub fn verify(&self, token: &[u8], unix_ms: u64) -> Result<Identity, AuthFailure> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|error| match failure_of(error.kind()) {
+            .map_err(|error| match (error.kind(), failure_of(error.kind())) {
                 // An `alg` the library has no name for (`none`) fails as a malformed header;
                 // it is the algorithm that is wrong.
-                AuthFailure::Malformed if names_another_algorithm(token, self.algorithm()) => {
+                (_, AuthFailure::Malformed) if names_another_algorithm(token, self.algorithm()) => {
                     AuthFailure::Algorithm
                 }
-                failure => failure,
+                (ErrorKind::MissingRequiredClaim(_), failure) => self.missing_claim(token, failure),
+                (_, failure) => failure,
             })?
             .claims;
         let expires_unix_ms = numeric_date_ms(claims.exp)?;
@@ -201,6 +211,25 @@ impl Verifier {
             expires_unix_ms,
             grants: Arc::new(grants),
         })
+    }
+}
+
+impl Verifier {
+    /// The failure of a token that lacks a required claim, `aud` named before `iss`.
+    /// jsonwebtoken keeps the required claims in a `HashSet` and names the first missing one
+    /// it meets, in the order of the set's random hash keys: without this, a token lacking
+    /// both was refused as `audience` by one process and as `issuer` by the next. Only a token
+    /// whose signature verified gets here, and its check runs once more with `aud` alone
+    /// required.
+    fn missing_claim(&self, token: &[u8], failure: AuthFailure) -> AuthFailure {
+        let Some(audience_only) = &self.audience_only else {
+            return failure;
+        };
+        let again = jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &self.key, audience_only);
+        match again.map_err(|error| error.into_kind()) {
+            Err(ErrorKind::MissingRequiredClaim(claim)) if claim == "aud" => AuthFailure::Audience,
+            _ => failure,
+        }
     }
 }
 
@@ -299,4 +328,53 @@ fn load_key(config: &AuthConfig) -> Result<(DecodingKey, Algorithm), String> {
     Err(format!(
         "jwt_public_key_file {path:?} is not a PEM public key of RSA, P-256 or Ed25519"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthMode;
+
+    const SECRET: &str = "a test secret of at least thirty-two bytes";
+    const NOW_UNIX_MS: u64 = 1_800_000_000_000;
+
+    fn verifier(audience: &str, issuer: &str) -> Verifier {
+        let config = AuthConfig {
+            auth_mode: AuthMode::Jwt,
+            jwt_hs256_secret: SECRET.to_owned(),
+            jwt_audience: audience.to_owned(),
+            jwt_issuer: issuer.to_owned(),
+            ..AuthConfig::default()
+        };
+        Verifier::from_config(&config, 128).unwrap().unwrap()
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    }
+
+    /// Proves a token lacking both `aud` and `iss` is refused for its audience by every
+    /// verifier, whatever order jsonwebtoken's set of required claims has (fuzz finding:
+    /// `fuzz/seeds/auth_token/finding-missing-audience-and-issuer`).
+    #[test]
+    fn missing_audience_and_issuer_is_an_audience_failure() {
+        let exp = NOW_UNIX_MS / 1000 + 600;
+        let neither = token(serde_json::json!({"sub": "a", "exp": exp}));
+        let no_issuer = token(serde_json::json!({"sub": "a", "exp": exp, "aud": "ringcast"}));
+        let no_audience = token(serde_json::json!({"sub": "a", "exp": exp, "iss": "me"}));
+        // Each verifier's set has its own hash keys: many of them meet both orders.
+        for _ in 0..32 {
+            let verifier = verifier("ringcast", "me");
+            let verify = |token: &str| verifier.verify(token.as_bytes(), NOW_UNIX_MS);
+            assert_eq!(verify(&neither), Err(AuthFailure::Audience));
+            assert_eq!(verify(&no_issuer), Err(AuthFailure::Issuer));
+            assert_eq!(verify(&no_audience), Err(AuthFailure::Audience));
+        }
+        let issuer_only = verifier("", "me");
+        assert_eq!(
+            issuer_only.verify(neither.as_bytes(), NOW_UNIX_MS),
+            Err(AuthFailure::Issuer)
+        );
+    }
 }

@@ -56,6 +56,12 @@ const ALERTS_DRAINED_MAX: usize = 4;
 /// The TLS 1.3 handshake message type of KeyUpdate (RFC 8446 §4.6.3).
 const KEY_UPDATE: u8 = 24;
 
+/// KeyUpdates a peer may send in a row without application data between them. Each costs a key
+/// derivation and may ask for ours in return; a client flooding them does no work for anyone.
+/// 32, as rustls' own record layer (and BoringSSL's `kMaxKeyUpdates`) allows, so that a client
+/// rustls accepts we accept.
+const KEY_UPDATES_IN_A_ROW_MAX: u8 = 32;
+
 /// What TLS counts, per shard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TlsCounters {
@@ -152,6 +158,8 @@ pub struct TlsConnection {
     peer_closed: bool,
     /// The peer's KeyUpdate asked for ours (TLS 1.3): sealed before our next record.
     key_update_owed: bool,
+    /// The peer's KeyUpdates since its last application data record.
+    key_updates_in_a_row: u8,
 }
 
 impl std::fmt::Debug for TlsConnection {
@@ -190,6 +198,7 @@ impl TlsConnection {
             closing_sealed: false,
             peer_closed: false,
             key_update_owed: false,
+            key_updates_in_a_row: 0,
         })
     }
 
@@ -566,6 +575,7 @@ impl TlsConnection {
         };
         let result = match content_type {
             ContentType::ApplicationData => {
+                self.key_updates_in_a_row = 0;
                 if !content.is_empty() {
                     read(content);
                 }
@@ -614,7 +624,11 @@ impl TlsConnection {
         // One KeyUpdate per record, alone: a key change may not share a record with what
         // follows it (RFC 8446 §5.1), and clients send it alone.
         match content {
+            [KEY_UPDATE, 0, 0, 1, _] if self.key_updates_in_a_row >= KEY_UPDATES_IN_A_ROW_MAX => {
+                Err(Refused(Alert::UnexpectedMessage))
+            }
             [KEY_UPDATE, 0, 0, 1, request] if *request <= 1 => {
+                self.key_updates_in_a_row += 1;
                 records.update_rx_key()?;
                 workspace.counters.key_updates += 1;
                 self.key_update_owed |= *request == 1;

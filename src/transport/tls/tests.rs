@@ -343,6 +343,31 @@ fn key_updates_are_followed_and_answered() {
     );
 }
 
+/// Proves KeyUpdates in a row are refused past the 32 rustls allows, and that application data
+/// between them starts the count again (fuzz finding: the record layer followed any number;
+/// `fuzz/seeds/tls_stream/finding-key-updates-in-a-row`).
+#[test]
+fn key_updates_in_a_row_are_bounded() {
+    let configs = configs(Version::Tls13);
+    let mut pair = Pair::connected(&configs);
+    for round in 0..3 {
+        for _ in 0..32 {
+            pair.client.refresh_traffic_keys().unwrap();
+            assert_eq!(pair.client_to_server(usize::MAX), ReadOutcome::Open);
+        }
+        pair.client.writer().write_all(&[round]).unwrap();
+        assert_eq!(pair.client_to_server(usize::MAX), ReadOutcome::Open);
+    }
+    assert_eq!(pair.server_received, [0, 1, 2]);
+    for _ in 0..32 {
+        pair.client.refresh_traffic_keys().unwrap();
+    }
+    assert_eq!(pair.client_to_server(usize::MAX), ReadOutcome::Open);
+    pair.client.refresh_traffic_keys().unwrap();
+    assert_eq!(pair.client_to_server(usize::MAX), ReadOutcome::Refused);
+    assert_eq!(pair.workspace.counters.record_errors, 1);
+}
+
 /// Proves the server updates its own keys before passing the confidentiality limit (TLS 1.3),
 /// and stops sealing at it when it cannot (TLS 1.2).
 #[test]
