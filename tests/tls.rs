@@ -346,9 +346,16 @@ fn wss_pubsub_across_listeners() {
     let mut publisher = connect_wss(tls, "/ws", &config);
     publisher
         .send(Message::text(
-            r#"{"op":"publish","topic":"AAPL","data":{"from":"wss"}}"#,
+            r#"{"op":"publish","topic":"AAPL","data":{"from":"wss"},"id":"first"}"#,
         ))
         .unwrap();
+    // Publishes on different connections are ordered only by when the owner numbers them: the
+    // next one goes out once this one has its seq.
+    let published = publisher.read().unwrap().into_text().unwrap();
+    assert_eq!(
+        published.as_str(),
+        r#"{"op":"published","id":"first","seq":1}"#
+    );
     let response = https_request(
         tls,
         &config,
