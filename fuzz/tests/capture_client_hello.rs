@@ -1,9 +1,10 @@
 //! Captures the ClientHello a rustls client sends, for the `tls_stream` seeds
-//! (`seeds/captured/rustls-*.client-hello`, read by `seeds/make-seeds.py`). Ignored: run it by
-//! hand when rustls changes what it sends.
+//! (`seeds/captured/rustls-*.client-hello`, read by `seeds/make-seeds.py`). Every run checks that
+//! the flight is one handshake record holding a ClientHello; with `RINGCAST_CAPTURE_SEEDS=1` it
+//! also writes the files (do so when rustls changes what it sends):
 //!
 //! ```sh
-//! cd fuzz && cargo test --test capture_client_hello -- --ignored
+//! cd fuzz && RINGCAST_CAPTURE_SEEDS=1 cargo test --test capture_client_hello
 //! ```
 
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 /// Writes the first flight of a client of TLS 1.3 and 1.2 and of a TLS 1.2-only one, with the
 /// aws-lc-rs provider's default groups and suites as this workspace builds it.
 #[test]
-#[ignore]
 fn capture_rustls_client_hellos() {
     let versions: [(&str, &[&'static rustls::SupportedProtocolVersion]); 2] = [
         (
@@ -37,7 +37,14 @@ fn capture_rustls_client_hellos() {
         while client.wants_write() {
             client.write_tls(&mut wire).unwrap();
         }
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/seeds/captured/");
-        std::fs::write(format!("{path}{file}"), &wire).unwrap();
+        // A handshake record (22) whose first message is a ClientHello (1).
+        assert_eq!(wire.first(), Some(&22), "{file}");
+        assert_eq!(wire.get(5), Some(&1), "{file}");
+        let record_bytes = 5 + usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+        assert_eq!(wire.len(), record_bytes, "{file}: one record");
+        if std::env::var_os("RINGCAST_CAPTURE_SEEDS").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/seeds/captured/");
+            std::fs::write(format!("{path}{file}"), &wire).unwrap();
+        }
     }
 }
