@@ -184,11 +184,7 @@ fn connect_against_ringcast() {
         "1",
     ];
     let result = loadtest(&arguments, "connect");
-    let totals = &result["totals"];
-    assert_eq!(totals["established"], 200, "{result:#}");
-    assert_eq!(totals["alive"], 200, "{result:#}");
-    assert_eq!(totals["failures_total"], 0, "{result:#}");
-    assert_eq!(totals["connect_latency"]["count"], 200, "{result:#}");
+    assert_every_connection_held(&result, 200);
 }
 
 /// Echo through ringcast's --echo mode: every echo is checked byte for byte, none fails.
@@ -442,11 +438,7 @@ fn connect_over_wss_against_ringcast() {
         "1",
     ];
     let result = loadtest(&arguments, "connect-wss");
-    let totals = &result["totals"];
-    assert_eq!(totals["established"], 50, "{result:#}");
-    assert_eq!(totals["alive"], 50, "{result:#}");
-    assert_eq!(totals["failures_total"], 0, "{result:#}");
-    assert_eq!(totals["connect_latency"]["count"], 50, "{result:#}");
+    assert_every_connection_held(&result, 50);
 }
 
 /// Echo over wss:// on the io_uring client, verified under the name `localhost`: every echo
@@ -667,4 +659,14 @@ fn a_wrong_ca_counts_tls_handshake_failures() {
         // Well inside the 30 s connect timeout: the failure is the verdict, not a timeout.
         assert!(started.elapsed() < Duration::from_secs(20), "{name}");
     }
+}
+
+/// A connect run's totals: every one of `count` connections established and alive at the end,
+/// none failed, each with its connect latency measured.
+fn assert_every_connection_held(result: &Value, count: u64) {
+    let totals = &result["totals"];
+    assert_eq!(totals["established"], count, "{result:#}");
+    assert_eq!(totals["alive"], count, "{result:#}");
+    assert_eq!(totals["failures_total"], 0, "{result:#}");
+    assert_eq!(totals["connect_latency"]["count"], count, "{result:#}");
 }
