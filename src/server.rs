@@ -38,6 +38,9 @@ pub struct Server {
     /// The webhook thread, when webhooks are configured; stopped after the shards.
     egress: Option<Egress>,
     drain_timeout_ms: u64,
+    /// A second descriptor of every listener (plain and TLS), shut down once the shards have
+    /// ended: see `release_listeners`.
+    listeners: Vec<OwnedFd>,
 }
 
 /// The TLS side of a running server.
@@ -112,6 +115,7 @@ impl Server {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let (ready_sender, ready_receiver) = mpsc::channel();
         let mut threads = Vec::with_capacity(config.shards);
+        let mut kept_listeners = Vec::with_capacity(config.shards * 2);
         let mailboxes: Arc<[Arc<Mailbox>]> = (0..config.shards)
             .map(|_| Arc::new(Mailbox::new(config.broker.mailbox_commands_max)))
             .collect();
@@ -134,6 +138,10 @@ impl Server {
             let egress = egress.as_ref().map(|egress| egress.link(index));
             let pin_core = (config.shards <= cores).then_some(index);
             let tls_listener = tls_listeners.next();
+            kept_listeners.push(listener.try_clone()?);
+            if let Some(tls_listener) = &tls_listener {
+                kept_listeners.push(tls_listener.try_clone()?);
+            }
             let tls_config = tls_config.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ringcast-shard-{index}"))
@@ -171,6 +179,7 @@ impl Server {
             topic_bytes_max: config.broker.topic_bytes_max,
             egress,
             drain_timeout_ms: config.drain_timeout_ms,
+            listeners: kept_listeners,
         };
         for _ in 0..server.threads.len() {
             let started = ready_receiver
@@ -232,6 +241,7 @@ impl Server {
                 Err(_) => failure = failure.or(Some(io::Error::other("a shard panicked"))),
             }
         }
+        self.release_listeners();
         if let Some(egress) = self.egress.take() {
             egress.stop(std::time::Duration::from_millis(self.drain_timeout_ms));
         }
@@ -256,8 +266,20 @@ impl Server {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        self.release_listeners();
         if let Some(egress) = self.egress.take() {
             egress.stop(std::time::Duration::ZERO);
+        }
+    }
+
+    /// Takes the listeners out of LISTEN now. Each shard's ring holds its listeners in its file
+    /// table, and the kernel tears a ring down asynchronously after its descriptor closes: the
+    /// sockets went on listening for a while after the process had exited, and a server started
+    /// again at once on the same port (a restart) found it busy. A listener shut down is closed
+    /// to connections and conflicts with no SO_REUSEADDR bind, whoever still holds it.
+    fn release_listeners(&mut self) {
+        for listener in self.listeners.drain(..) {
+            let _ = socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Both);
         }
     }
 }

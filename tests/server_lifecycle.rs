@@ -207,3 +207,46 @@ fn second_server_on_a_busy_port_fails() {
     assert_eq!((response.status, response.body), (200, b"ok\n".to_vec()));
     client.expect_eof();
 }
+
+/// Whether any socket on loopback port `port` is in LISTEN, from /proc/net/tcp (local address
+/// `0100007F:PORT`, state `0A`).
+fn listening_on(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("reading /proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+    })
+}
+
+/// Proves a server stopped with SIGTERM while it holds a WebSocket subscriber, a held poll and
+/// an SSE stream leaves nothing listening on its port once it has exited, and a server started
+/// again at once on the same port (a restart) starts. The rings' file tables held the
+/// listeners until the kernel tore the rings down, after the process had exited.
+#[test]
+fn a_server_restarted_at_once_on_the_same_port_starts() {
+    const RESTARTS: usize = 3;
+    let mut server = ServerProcess::start(&["--shards", "2"]);
+    for restart in 0..RESTARTS {
+        server.wait_for_signal_handlers();
+        let mut subscriber = connect_websocket(server.address, "/ws");
+        subscriber
+            .send(Message::text(r#"{"op":"subscribe","topics":["A"]}"#))
+            .expect("subscribing");
+        let mut poll = RawClient::connect(server.address);
+        poll.write(b"GET /poll?topics=A&wait_ms=20000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        let mut stream = RawClient::connect(server.address);
+        stream.write(b"GET /sse?topics=A HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        let _ = subscriber.read(); // The subscribe's reply: the connection is in the broker.
+        let status = server.terminate();
+        assert_eq!(status.code(), Some(0), "{}", describe_exit(status));
+        let port = server.address.port();
+        assert!(
+            !listening_on(port),
+            "restart {restart}: port {port} still listening after the server exited"
+        );
+        let listen = server.address.to_string();
+        server = ServerProcess::start(&["--shards", "2", "--listen", &listen]);
+        assert_eq!(server.address.to_string(), listen, "restart {restart}");
+    }
+}
