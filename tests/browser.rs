@@ -4,7 +4,8 @@
 //! move; takes a proxy in front of the server down and back three times while messages are
 //! published and checks that the page saw every seq once and in order; and, with WebSocket
 //! refused by the server and then SSE by the proxy, checks the client falls back to SSE and then
-//! to long polling with every seq once and in order.
+//! to long polling with every seq once and in order; and, with WebSocket refused by the proxy
+//! and then let through, checks the client moves back to WebSocket by itself.
 
 mod support;
 
@@ -22,6 +23,18 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(400);
 static CHROMIUM: Mutex<()> = Mutex::new(());
 
 fn run_scenario(scenario: &str, server: &ServerProcess, extra: &[&str]) {
+    run_scenario_with(scenario, &server.address.to_string(), extra, &[], server);
+}
+
+/// Runs `browser_client.js SCENARIO ADDRESS EXTRA…` with `environment` added; `server`'s log
+/// tail goes with a failure.
+fn run_scenario_with(
+    scenario: &str,
+    address: &str,
+    extra: &[&str],
+    environment: &[(&str, &str)],
+    server: &dyn ServerLog,
+) {
     let _one_at_a_time = CHROMIUM
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -34,8 +47,9 @@ fn run_scenario(scenario: &str, server: &ServerProcess, extra: &[&str]) {
     command
         .arg(tools::manifest_path("tests/interop/browser_client.js"))
         .arg(scenario)
-        .arg(server.address.to_string())
+        .arg(address)
         .args(extra)
+        .envs(environment.iter().copied())
         .env("RINGCAST_CHROMIUM", &chromium);
     let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
     let name = format!("browser_{scenario}");
@@ -45,9 +59,29 @@ fn run_scenario(scenario: &str, server: &ServerProcess, extra: &[&str]) {
         "browser_client.js {scenario} failed with {}\n{}\n--- server log (end) ---\n{}",
         run.status,
         run.outputs(),
-        server.log_tail()
+        server.tail()
     );
     println!("{}", run.stdout.trim());
+}
+
+/// What a failed scenario shows of the server: its log's end, or where the log went.
+trait ServerLog {
+    fn tail(&self) -> String;
+}
+
+impl ServerLog for ServerProcess {
+    fn tail(&self) -> String {
+        self.log_tail()
+    }
+}
+
+/// The `restart` scenario runs the server itself; its log is the script's stderr.
+struct ScriptsOwnServer;
+
+impl ServerLog for ScriptsOwnServer {
+    fn tail(&self) -> String {
+        "(the script ran the server: its log is in the script's stderr above)".to_string()
+    }
 }
 
 /// Proves the board served at `/` loads in Chromium, shows the demo's 500 symbols with prices
@@ -80,4 +114,42 @@ fn client_falls_back_to_sse_then_polling_in_chromium() {
         &[("RINGCAST_WEBSOCKET_ENABLED", "false")],
     );
     run_scenario("fallback", &server, &[]);
+}
+
+/// Proves that a client that fell back to SSE because a proxy broke WebSocket moves back to
+/// WebSocket by itself once the proxy lets it through, with every seq once and in order.
+#[test]
+fn client_moves_back_to_websocket_when_it_works_again_in_chromium() {
+    let server = ServerProcess::start(&["--shards", "2"]);
+    run_scenario("upgrade", &server, &[]);
+}
+
+/// A 32-byte HS256 secret for the token scenario (a test secret, never a deployment's).
+const TEST_SECRET: &str = "browser-test-secret-0123456789abcdef";
+
+/// Proves that when a token expires (no grace) a WebSocket client gets close 4001 and an SSE
+/// client the `expired` event, and each asks the page for a new token, reconnects with it and
+/// resumes with every seq once and in order.
+#[test]
+fn client_refreshes_an_expired_token_and_resumes_in_chromium() {
+    let environment = [
+        ("RINGCAST_AUTH_MODE", "jwt"),
+        ("RINGCAST_JWT_HS256_SECRET", TEST_SECRET),
+        ("RINGCAST_EXPIRY_GRACE_MS", "0"),
+        ("RINGCAST_JWT_LEEWAY_MS", "0"),
+    ];
+    let server = ServerProcess::start_with_environment(&["--shards", "2"], &environment);
+    let address = server.address.to_string();
+    let secret = [("RINGCAST_JWT_HS256_SECRET", TEST_SECRET)];
+    run_scenario_with("token", &address, &[], &secret, &server);
+}
+
+/// Proves that a server restart (SIGTERM, then a new process on the same port) closes the
+/// client with 1001, that it reconnects by itself, and that it gets a reset per topic (a new
+/// server is a new epoch) followed by every new seq in order.
+#[test]
+fn client_comes_back_after_a_server_restart_in_chromium() {
+    let binary = env!("CARGO_BIN_EXE_ringcast");
+    let environment = [("RINGCAST_BINARY", binary)];
+    run_scenario_with("restart", "none", &[], &environment, &ScriptsOwnServer);
 }

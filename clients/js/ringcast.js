@@ -5,7 +5,7 @@
 // the application sees each seq of a topic once and in order (a `reset` says when the server's
 // history could not fill a gap). It reconnects with capped exponential backoff and full jitter,
 // takes silence for a dead connection, and falls back WebSocket → SSE → long polling when a
-// transport fails to open.
+// transport fails to open; from a fallback it tries the first transport again now and then.
 
 /** @typedef {"websocket" | "sse" | "poll"} Transport */
 /** @typedef {"connecting" | "open" | "reconnecting" | "closed"} State */
@@ -36,11 +36,22 @@
  */
 
 /**
+ * How a transport's connection ended.
+ * @typedef {object} End
+ * @property {boolean} opened    it had opened
+ * @property {string} reason
+ * @property {number} [code]     the WebSocket close code
+ * @property {boolean} [refused] the server (or a proxy) answered and refused this transport
+ * @property {number} [status]   that answer's HTTP status
+ */
+
+/**
  * @typedef {object} Options
  * @property {string[]} [topics]            topics to subscribe to at once
  * @property {string} [token]               sent as `?token=` on every connection
  * @property {() => (string | Promise<string>)} [refreshToken]
- *   called when the server closes with 4001 (token expired); the new token is used to reconnect
+ *   called when the token expired (WebSocket close 4001, SSE's `expired` event, or 401 to a
+ *   stream or poll); the new token is used to reconnect
  * @property {(message: Message) => void} [onMessage]
  * @property {(reset: Reset) => void} [onReset]
  * @property {(state: State, transport: Transport | null) => void} [onState]
@@ -53,6 +64,10 @@
  * @property {number} [openTimeoutMs]       a transport not open by then failed (default 10000)
  * @property {number} [pollWaitMs]          how long a long poll waits (default 25000)
  * @property {number} [streamTopicsMax]     most topics SSE and polling carry (default 64)
+ * @property {number} [fallbackAfterFailures]  rounds a transport that has opened before is
+ *   retried before the next is tried (default 3)
+ * @property {number} [upgradeProbeMs]      on a fallback, first try of the first transport
+ *   again after this long, doubling up to `backoffMaxMs` (default 15000)
  */
 
 const DEFAULTS = {
@@ -65,11 +80,17 @@ const DEFAULTS = {
   pollWaitMs: 25_000,
   // The server's `stream_topics_max`: one SSE or poll request names at most this many topics.
   streamTopicsMax: 64,
+  // To a browser an outage and a proxy that breaks WebSocket look the same (close 1006), so a
+  // transport that has worked here is given a few rounds before the client falls back.
+  fallbackAfterFailures: 3,
+  upgradeProbeMs: 15_000,
 };
 
 /** Close codes with their own handling. */
 const CLOSE_GOING_AWAY = 1001;
 const CLOSE_TOKEN_EXPIRED = 4001;
+/** A stream or poll refused for its token (missing, bad or expired). */
+const HTTP_UNAUTHORIZED = 401;
 
 /**
  * Connects to the ringcast server at `url` (the page's origin, or an http or https URL of the server; the paths
@@ -100,7 +121,22 @@ export class Client {
     this.transport = null;
     /** Index in `transports` of the last one that opened: reconnects start there. */
     this.preferred = 0;
+    /** @type {Set<number>} indexes in `transports` of those that have opened at least once */
+    this.worked = new Set();
     this.failures = 0;
+    /**
+     * The last poll answer's cursor and the topic list it is for. Polling says no epoch, but
+     * its cursor names each topic's: the next poll of the same topics starts from it, so that
+     * a restarted server (a new epoch) answers with a reset rather than from a seq of the old.
+     * @type {{topics: string, cursor: string} | null}
+     */
+    this.pollCursor = null;
+    /** The server said the token expired: refresh it before the next connection. */
+    this.tokenExpired = false;
+    /** A try of the first transport while a fallback is open, and its timer and delay. */
+    this.probe = null;
+    this.probeTimer = null;
+    this.probeDelayMs = 0;
     this.token = options.token;
     this.connection = null;
     this.timer = null;
@@ -157,6 +193,7 @@ export class Client {
   close() {
     this.setState("closed");
     clearTimeout(this.timer);
+    this.stopProbing();
     this.connection?.stop();
     this.connection = null;
     for (const { reject } of this.publishes.values()) reject(new Error("client closed"));
@@ -171,27 +208,52 @@ export class Client {
   // ---- transports ------------------------------------------------------------------------
 
   /**
-   * Opens transport `index`; `tried` transports have failed to open in this round.
+   * Opens transport `index`; `tried` transports have failed to open in this round. A probe
+   * (see `probeLater`) runs beside the open connection and replaces it only once it opens.
    * @param {number} index
    * @param {number} tried
+   * @param {boolean} [probing]
    */
-  open(index, tried) {
+  open(index, tried, probing = false) {
     if (this.state === "closed") return;
     const kind = this.options.transports[index];
-    this.transport = kind;
+    if (!probing) this.transport = kind;
     const opened = () => {
+      if (probing) {
+        // The first transport works again: it takes over, resuming from where the page stands,
+        // and what the fallback still had in flight is dropped as duplicates.
+        const fallback = this.connection;
+        this.probe = null;
+        this.connection = connection;
+        clearTimeout(this.timer);
+        fallback?.stop();
+        this.transport = kind;
+      }
       this.preferred = index;
+      this.worked.add(index);
+      if (kind !== "poll") this.pollCursor = null; // Positions move on without it.
       this.failures = 0;
       this.setState("open");
       if (kind === "websocket") {
         for (const { message } of this.publishes.values()) this.connection?.send(message);
       }
+      if (index === 0) this.stopProbing();
+      else this.probeLater();
     };
-    const ended = (/** @type {{opened: boolean, reason: string, code?: number}} */ end) => {
+    const ended = (/** @type {End} */ end) => {
+      if (probing && this.probe === connection) {
+        this.probe = null;
+        return this.probeLater();
+      }
       if (this.state === "closed" || this.connection !== connection) return;
       this.connection = null;
       this.report(new Error(`${kind}: ${end.reason}`));
-      if (!end.opened && tried + 1 < this.options.transports.length) {
+      if (end.status === HTTP_UNAUTHORIZED) {
+        // The token, not the transport, was refused: the next transport would be refused too.
+        this.tokenExpired = true;
+        return this.reconnect(end.code);
+      }
+      if (!end.opened && this.mayFallBack(index, end) && tried + 1 < this.options.transports.length) {
         // This transport cannot open here (a proxy breaks it, or it is refused): the next one.
         const next = (index + 1) % this.options.transports.length;
         return this.open(next, tried + 1);
@@ -202,7 +264,45 @@ export class Client {
       kind
     ];
     const connection = new factory(this, { opened, ended });
-    this.connection = connection;
+    if (probing) this.probe = connection;
+    else this.connection = connection;
+  }
+
+  /**
+   * Whether a transport that failed to open hands over to the next at once. One that has
+   * opened here before failed most likely because the server is away (a restart, an outage),
+   * which the next transport cannot cure: it is retried for `fallbackAfterFailures` rounds,
+   * unless the server answered and refused it.
+   * @param {number} index
+   * @param {End} end
+   */
+  mayFallBack(index, end) {
+    if (end.refused || !this.worked.has(index)) return true;
+    return this.failures >= this.options.fallbackAfterFailures;
+  }
+
+  /** While a fallback is open, tries the first transport again later (with backoff). */
+  probeLater() {
+    if (this.probe !== null || this.state === "closed") return;
+    clearTimeout(this.probeTimer);
+    this.probeDelayMs =
+      this.probeDelayMs === 0
+        ? this.options.upgradeProbeMs
+        : Math.min(this.options.backoffMaxMs, this.probeDelayMs * 2);
+    const delayMs = this.probeDelayMs * (0.5 + Math.random() / 2);
+    this.probeTimer = setTimeout(() => {
+      if (this.connection?.isOpen && this.transport !== this.options.transports[0]) {
+        this.open(0, 0, true);
+      }
+    }, delayMs);
+  }
+
+  stopProbing() {
+    clearTimeout(this.probeTimer);
+    this.probeDelayMs = 0;
+    const probe = this.probe;
+    this.probe = null;
+    probe?.stop();
   }
 
   /**
@@ -221,7 +321,9 @@ export class Client {
       ceiling = this.options.backoffInitialMs; // A restart: come back at once, spread out.
       this.failures = 0;
     }
-    if (code === CLOSE_TOKEN_EXPIRED && this.options.refreshToken) {
+    const expired = code === CLOSE_TOKEN_EXPIRED || this.tokenExpired;
+    this.tokenExpired = false;
+    if (expired && this.options.refreshToken) {
       try {
         this.token = await this.options.refreshToken();
       } catch (error) {
@@ -237,6 +339,7 @@ export class Client {
     const connection = this.connection;
     this.connection = null;
     connection?.stop();
+    this.stopProbing();
     this.open(this.preferred, 0);
   }
 
@@ -289,6 +392,10 @@ export class Client {
         return this.reset(object);
       case "published":
         return this.published(object);
+      case "expired":
+        // SSE and NDJSON streams cannot refresh in band: the stream ends after this event.
+        this.tokenExpired = true;
+        return;
       case "error":
         if (object.id !== undefined && this.publishes.has(object.id)) {
           const publish = this.publishes.get(object.id);
@@ -447,11 +554,20 @@ class Watchdog {
   }
 }
 
+/** An HTTP answer that refuses a transport (a status other than 200): the next may work. */
+class Refused extends Error {
+  /** @param {number} status */
+  constructor(status) {
+    super(`answered ${status}`);
+    this.status = status;
+  }
+}
+
 /** The three transports share this shape: `kind`, `isOpen`, `send`, `stop`. */
 class WebSocketConnection {
   /**
    * @param {Client} client
-   * @param {{opened: () => void, ended: (end: {opened: boolean, reason: string, code?: number}) => void}} events
+   * @param {{opened: () => void, ended: (end: End) => void}} events
    */
   constructor(client, events) {
     this.kind = "websocket";
@@ -510,7 +626,7 @@ class WebSocketConnection {
 class SseConnection {
   /**
    * @param {Client} client
-   * @param {{opened: () => void, ended: (end: {opened: boolean, reason: string, code?: number}) => void}} events
+   * @param {{opened: () => void, ended: (end: End) => void}} events
    */
   constructor(client, events) {
     this.kind = "sse";
@@ -519,7 +635,7 @@ class SseConnection {
     this.events = events;
     this.abort = new AbortController();
     this.watchdog = null;
-    this.run().catch((error) => this.end(String(error?.message ?? error)));
+    this.run().catch((error) => this.end(String(error?.message ?? error), error?.status));
   }
 
   async run() {
@@ -537,7 +653,7 @@ class SseConnection {
     });
     clearTimeout(openTimer);
     if (response.status !== 200 || response.body === null) {
-      throw new Error(`answered ${response.status}`);
+      throw new Refused(response.status);
     }
     this.isOpen = true;
     this.watchdog = new Watchdog(client, null, () => this.end("silent: no heartbeat"));
@@ -584,12 +700,15 @@ class SseConnection {
   /** @param {string} _text */
   send(_text) {}
 
-  /** @param {string} reason */
-  end(reason) {
+  /**
+   * @param {string} reason
+   * @param {number} [status] the HTTP status of an answer that refused this transport
+   */
+  end(reason, status) {
     const opened = this.isOpen;
     if (this.abort.signal.aborted && !opened && reason.includes("abort")) reason = "no open in time";
     this.stop();
-    this.events.ended({ opened, reason });
+    this.events.ended({ opened, reason, refused: status !== undefined, status });
   }
 
   stop() {
@@ -603,7 +722,7 @@ class SseConnection {
 class PollConnection {
   /**
    * @param {Client} client
-   * @param {{opened: () => void, ended: (end: {opened: boolean, reason: string, code?: number}) => void}} events
+   * @param {{opened: () => void, ended: (end: End) => void}} events
    */
   constructor(client, events) {
     this.kind = "poll";
@@ -611,13 +730,15 @@ class PollConnection {
     this.client = client;
     this.events = events;
     this.abort = new AbortController();
-    this.cursor = null;
-    this.run().catch((error) => this.end(String(error?.message ?? error)));
+    this.topics = client.streamTopics();
+    const kept = client.pollCursor;
+    this.cursor = kept !== null && kept.topics === this.topics.join(",") ? kept.cursor : null;
+    this.run().catch((error) => this.end(String(error?.message ?? error), error?.status));
   }
 
   async run() {
     const client = this.client;
-    const topics = client.streamTopics();
+    const topics = this.topics;
     const waitMs = client.options.pollWaitMs;
     while (!this.abort.signal.aborted) {
       /** @type {Record<string, any>} */
@@ -640,7 +761,7 @@ class PollConnection {
       } finally {
         clearTimeout(timer);
       }
-      if (response.status !== 200) throw new Error(`answered ${response.status}`);
+      if (response.status !== 200) throw new Refused(response.status);
       const answer = await response.json();
       if (!this.isOpen) {
         this.isOpen = true;
@@ -648,18 +769,22 @@ class PollConnection {
       }
       for (const object of answer.messages) client.receive(object);
       this.cursor = answer.cursor;
+      client.pollCursor = { topics: topics.join(","), cursor: answer.cursor };
     }
   }
 
   /** @param {string} _text */
   send(_text) {}
 
-  /** @param {string} reason */
-  end(reason) {
+  /**
+   * @param {string} reason
+   * @param {number} [status] the HTTP status of an answer that refused this transport
+   */
+  end(reason, status) {
     if (!this.isOpen && this.abort.signal.aborted && this.stopped) return;
     const opened = this.isOpen;
     this.stop();
-    this.events.ended({ opened, reason });
+    this.events.ended({ opened, reason, refused: status !== undefined, status });
   }
 
   stop() {

@@ -10,13 +10,27 @@
 //   fallback  the server refuses WebSocket (websocket_enabled = false): the client reads over
 //             SSE; then the proxy refuses /sse too and cuts: the client falls back to long
 //             polling; every seq arrives once and in order throughout
+//   upgrade   the proxy refuses /ws: the client reads over SSE; then the proxy lets WebSocket
+//             through: the client's probe moves it back to WebSocket by itself, every seq once
+//             and in order across the switch
+//   token     the server needs a JWT (RINGCAST_JWT_HS256_SECRET, given to this script too) and
+//             grants no grace: a WebSocket client's first token expires, the server closes 4001,
+//             the client asks the page for a new token and resumes; an SSE client's stream ends
+//             with `expired` and it does the same; every seq once and in order for both
+//   restart   this script runs the server (RINGCAST_BINARY) itself and restarts it: a WebSocket
+//             client sees close 1001; it and a polling client reconnect by themselves and get a
+//             `reset` for each topic (a new server is a new epoch), then every new seq in order
 // Passes (exit 0) when the scenario's checks hold; prints why otherwise.
 "use strict";
 
 const net = require("node:net");
+const crypto = require("node:crypto");
+const { spawn } = require("node:child_process");
 const puppeteer = require("puppeteer-core");
 
-const [scenario, address, screenshot] = process.argv.slice(2);
+const [scenario, addressGiven, screenshot] = process.argv.slice(2);
+/** The server's HOST:PORT; the `restart` scenario runs its own server and sets it. */
+let address = addressGiven;
 const CHROMIUM = process.env.RINGCAST_CHROMIUM ?? "/usr/bin/chromium";
 const TOPICS = ["AAPL", "MSFT", "EUR/USD", "BTC-USD"];
 // A hang guard, not a speed check: far beyond a run on a loaded two-core machine.
@@ -104,11 +118,16 @@ class Proxy {
   }
 }
 
+/** The publishers' token in the `token` scenario (HS256, all topics, an hour). */
+let publisherToken = null;
+
 async function publish(topic, number) {
   const url = `http://${address}/publish/${encodeURIComponent(topic)}`;
+  const headers = { "Content-Type": "application/json" };
+  if (publisherToken !== null) headers.Authorization = `Bearer ${publisherToken}`;
   const response = await fetch(url, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers,
     body: JSON.stringify({ n: number }),
   });
   if (response.status !== 200) fail(`publish answered ${response.status}`);
@@ -124,7 +143,7 @@ async function publishRange(first, last) {
 }
 
 async function openPage(origin, query) {
-  browser = await puppeteer.launch({
+  browser ??= await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
     // Root in a container: Chromium's sandbox needs user namespaces it may not have.
@@ -235,7 +254,201 @@ async function fallback() {
   return `every seq once and in order over ${seen.join(" → ")}`;
 }
 
-const scenarios = { board, cut, fallback };
+async function upgrade() {
+  const proxy = new Proxy();
+  proxy.refusedPrefix = "/ws"; // A proxy that breaks WebSocket.
+  await proxy.start();
+  const page = await openPage(`http://127.0.0.1:${proxy.port}`, `?symbols=${TOPICS.map(encodeURIComponent).join(",")}&record=1`);
+  await waitFor("SSE to open", async () => (await states(page)).includes("open:sse"));
+  await waitFor("the subscriptions", () => subscribedToAll(page));
+  await publishRange(1, 60);
+  await waitFor("the first 60 seqs over SSE", () => checkSeqs(page, 60));
+  proxy.refusedPrefix = null; // The proxy is fixed: nothing tells the page.
+  log("WebSocket let through");
+  let published = 60;
+  // Publish while the page probes, so that the switch happens with messages in flight.
+  while (!(await states(page)).includes("open:websocket")) {
+    if (published >= 2000) fail(`no switch back to WebSocket: ${(await states(page)).join(" → ")}`);
+    await publishRange(published + 1, published + 10);
+    published += 10;
+    await sleep(500);
+  }
+  log(`on WebSocket after ${published} seqs`);
+  await publishRange(published + 1, published + 40);
+  published += 40;
+  await waitFor("every seq", () => checkSeqs(page, published));
+  const seen = await states(page);
+  if (seen.at(-1) !== "open:websocket") fail(`ended on ${seen.at(-1)}: ${seen.join(" → ")}`);
+  return `${published} seqs per topic once and in order over ${seen.join(" → ")}`;
+}
+
+/** An HS256 JWT for `sub` that lives `lifeSeconds`, granting every topic. */
+function signToken(sub, lifeSeconds) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const exp = Math.floor(Date.now() / 1000) + lifeSeconds;
+  const claims = { sub, exp, subscribe: ["*"], publish: ["*"] };
+  const unsigned = `${encode({ alg: "HS256", typ: "JWT" })}.${encode(claims)}`;
+  const secret = process.env.RINGCAST_JWT_HS256_SECRET;
+  if (!secret) fail("RINGCAST_JWT_HS256_SECRET is not set");
+  const signature = crypto.createHmac("sha256", secret).update(unsigned).digest("base64url");
+  return `${unsigned}.${signature}`;
+}
+
+/** Opens a page on the server (the client's own file, so that it may import it) and starts a
+ * client there with `options` (JSON) and a record of what it saw in `window.seen`. */
+async function pageWithClient(origin, options) {
+  const page = await openPage(origin, "ringcast.js");
+  await page.exposeFunction("newToken", () => signToken("page", 3600));
+  await page.evaluate(async (options) => {
+    const { connect } = await import("/ringcast.js");
+    const seen = { seqs: {}, states: [], errors: [], resets: [], refreshes: 0 };
+    window.seen = seen;
+    window.client = connect(location.origin, {
+      ...options,
+      refreshToken: async () => {
+        seen.refreshes += 1;
+        return window.newToken();
+      },
+      onMessage: ({ topic, seq }) => (seen.seqs[topic] ??= []).push(seq),
+      onReset: (reset) => {
+        seen.resets.push(reset);
+        seen.seqs[reset.topic] = [];
+      },
+      onState: (state, transport) => seen.states.push(`${state}:${transport}`),
+      onError: (error) => seen.errors.push(error.message),
+    });
+  }, options);
+  return page;
+}
+
+/** Every topic's seqs on `page` (`window.seen`) are first..last, each once and in order. */
+async function seenExactly(page, first, last) {
+  const seen = await page.evaluate(() => window.seen);
+  for (const topic of TOPICS) {
+    const got = seen.seqs[topic] ?? [];
+    got.forEach((seq, index) => {
+      if (seq !== first + index) fail(`${topic}: seq ${seq} at position ${index}: ${got.join(",")}`);
+    });
+    if (got.length < last - first + 1) return false;
+  }
+  return true;
+}
+
+async function token() {
+  publisherToken = signToken("publisher", 3600);
+  const origin = `http://${address}`;
+  const lifeSeconds = 3;
+  const pages = {};
+  for (const transport of ["websocket", "sse"]) {
+    pages[transport] = await pageWithClient(origin, {
+      topics: TOPICS,
+      token: signToken("page", lifeSeconds),
+      transports: [transport],
+    });
+  }
+  const opens = (seen, transport) => seen.states.filter((state) => state === `open:${transport}`).length;
+  for (const [transport, page] of Object.entries(pages)) {
+    await waitFor(`${transport} to open`, async () => opens(await page.evaluate(() => window.seen), transport) >= 1);
+  }
+  await sleep(500); // Let both subscribe before the first publish.
+  await publishRange(1, 20);
+  for (const [transport, page] of Object.entries(pages)) {
+    // The first token expires with no grace: the server ends the connection, the client
+    // refreshes the token and comes back.
+    await waitFor(`${transport}: a refresh and a second open`, async () => {
+      const seen = await page.evaluate(() => window.seen);
+      return seen.refreshes >= 1 && opens(seen, transport) >= 2;
+    });
+  }
+  await publishRange(21, 40);
+  for (const [transport, page] of Object.entries(pages)) {
+    await waitFor(`${transport}: every seq`, () => seenExactly(page, 1, 40));
+  }
+  const websocket = await pages.websocket.evaluate(() => window.seen);
+  if (!websocket.errors.some((error) => error.includes("closed 4001"))) {
+    fail(`the WebSocket client saw no close 4001: ${websocket.errors.join("; ")}`);
+  }
+  const sse = await pages.sse.evaluate(() => window.seen);
+  return (
+    `WebSocket: ${websocket.refreshes} refreshes after 4001, SSE: ${sse.refreshes} after ` +
+    `\`expired\`; 40 seqs per topic once and in order on both`
+  );
+}
+
+/** Starts the server binary on `listen`; resolves with the process and its address. */
+function startServer(listen) {
+  const binary = process.env.RINGCAST_BINARY;
+  if (!binary) fail("RINGCAST_BINARY is not set");
+  // This script's own RINGCAST_ variables are no settings: the server would warn of them.
+  const env = { ...process.env };
+  delete env.RINGCAST_BINARY;
+  delete env.RINGCAST_CHROMIUM;
+  const child = spawn(binary, ["--listen", listen, "--shards", "2"], {
+    env,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve) => {
+    let text = "";
+    child.stdout.on("data", (chunk) => {
+      text += chunk;
+      const match = /ringcast listening on (\S+)/.exec(text);
+      if (match) {
+        child.stdout.removeAllListeners("data");
+        child.stdout.resume();
+        resolve({ child, address: match[1] });
+      }
+    });
+    child.on("exit", (code) => fail(`the server exited (${code}) before it listened`));
+  });
+}
+
+async function restart() {
+  let server = await startServer("127.0.0.1:0");
+  address = server.address;
+  const pages = {};
+  for (const transport of ["websocket", "poll"]) {
+    pages[transport] = await pageWithClient(`http://${address}`, { topics: TOPICS, transports: [transport] });
+  }
+  const seen = (transport) => pages[transport].evaluate(() => window.seen);
+  const opens = async (transport) =>
+    (await seen(transport)).states.filter((state) => state === `open:${transport}`).length;
+  for (const transport of Object.keys(pages)) {
+    await waitFor(`${transport} to open`, async () => (await opens(transport)) === 1);
+  }
+  await sleep(500);
+  await publishRange(1, 20);
+  for (const [transport, page] of Object.entries(pages)) {
+    await waitFor(`${transport}: the first 20 seqs`, () => seenExactly(page, 1, 20));
+  }
+  server.child.removeAllListeners("exit");
+  const exited = new Promise((resolve) => server.child.on("exit", resolve));
+  server.child.kill("SIGTERM");
+  await exited;
+  log("server stopped");
+  await waitFor("close 1001", async () =>
+    (await seen("websocket")).errors.some((error) => error.includes("closed 1001")),
+  );
+  server = await startServer(address);
+  log("server started again");
+  for (const transport of Object.keys(pages)) {
+    await waitFor(`${transport} to reconnect`, async () => (await opens(transport)) === 2);
+  }
+  await sleep(500);
+  // A new server is a new epoch: each topic resets to its latest seq, then goes on.
+  await publishRange(1, 30);
+  for (const [transport, page] of Object.entries(pages)) {
+    await waitFor(`${transport}: a reset per topic and every new seq`, async () => {
+      const resets = (await seen(transport)).resets.length;
+      if (resets > TOPICS.length) fail(`${transport}: ${resets} resets for ${TOPICS.length} topics`);
+      return resets === TOPICS.length && (await seenExactly(page, 1, 30));
+    });
+  }
+  server.child.removeAllListeners("exit");
+  server.child.kill("SIGTERM");
+  return "close 1001; WebSocket and polling reconnected by themselves, a reset per topic (a new epoch) and 30 new seqs per topic in order";
+}
+
+const scenarios = { board, cut, fallback, upgrade, token, restart };
 if (!(scenario in scenarios)) fail(`unknown scenario ${scenario}`);
 scenarios[scenario]()
   .then(async (summary) => {
