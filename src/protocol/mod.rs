@@ -11,13 +11,17 @@
 //! - [`websocket`]: the upgrade, frames, SIMD unmasking, UTF-8 validation across reads, close
 //!   codes and the per-connection session.
 //! - [`sse`], [`ndjson`]: Server-Sent Events and newline-delimited JSON streams.
+//! - [`engineio`], [`socketio`]: Engine.IO v4 and Socket.IO v5 packets, for socket.io-client
+//!   (the codecs only: no endpoint speaks them yet).
 //! - [`pool`]: the bounded pool of buffers that messages cut across reads are assembled in.
 
 pub mod decimal;
+pub mod engineio;
 pub mod http1;
 pub mod limits;
 pub mod ndjson;
 pub mod pool;
+pub mod socketio;
 pub mod sse;
 pub mod websocket;
 
