@@ -13,8 +13,10 @@
 //!   (`outgoing`) at the place of a record's content and seals it there, several frames to a
 //!   record: the one copy TLS cannot avoid, since every connection has its own keys. The shard
 //!   sends that buffer; it goes back to the pool when the kernel has sent all of it.
-//! - **An idle connection** holds neither buffer, only its two AEAD keys and rustls' remains of
-//!   the connection (for TLS 1.3 key updates): about 2 KiB with the plain connection's state.
+//! - **An idle connection** holds neither buffer, only its two AEAD keys (aws-lc contexts of
+//!   about 580 bytes each) and, for TLS 1.3 key updates, its two traffic secrets: rustls'
+//!   remains of the connection are dropped after the handshake ([`secrets`] says how).
+//!   `tests/tls_idle_memory.rs` counts the bytes.
 //!
 //! During the handshake rustls owns the state; its records are handled from the receive buffer
 //! the same way (bytes rustls has not consumed yet wait in `incoming`), and what it has to send
@@ -26,6 +28,7 @@
 pub mod buffers;
 pub mod certificates;
 pub mod record;
+pub mod secrets;
 pub mod validity;
 
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use rustls::{HandshakeKind, ServerConfig};
 
 use buffers::{CIPHER_CLASSES, CipherBuffer, CipherPool};
 use record::{Alert, CONTENT_BYTES_MAX, ContentType, HEADER_BYTES, RecordLayer, Refused, Version};
+use secrets::CapturedSecrets;
 
 /// Content one send carries at most: four full records, so that bulk data (a replay, a large
 /// message) goes out in sends of about 64 KiB while small deliveries take a small buffer.
@@ -137,10 +141,27 @@ pub enum Sealed {
 }
 
 enum State {
-    Handshaking(Box<UnbufferedServerConnection>),
+    Handshaking(Box<Handshake>),
     Traffic(RecordLayer),
     /// The handshake or a record failed, or the peer aborted: nothing more is read or sealed.
     Done,
+}
+
+/// rustls' connection while it runs the handshake, and the traffic secrets its key log gave.
+struct Handshake {
+    connection: UnbufferedServerConnection,
+    secrets: CapturedSecrets,
+}
+
+impl Handshake {
+    /// One call into rustls, its secrets captured (see [`secrets`]).
+    fn process<'c, 'i>(
+        &'c mut self,
+        buffer: &'i mut [u8],
+    ) -> rustls::unbuffered::UnbufferedStatus<'c, 'i, rustls::server::ServerConnectionData> {
+        let connection = &mut self.connection;
+        secrets::capture(&mut self.secrets, || connection.process_tls_records(buffer))
+    }
 }
 
 /// One connection's TLS. See the module documentation.
@@ -189,9 +210,10 @@ impl TlsConnection {
     /// A connection at the start of its handshake.
     pub fn new(config: &Arc<ServerConfig>) -> Result<TlsConnection, rustls::Error> {
         Ok(TlsConnection {
-            state: State::Handshaking(Box::new(UnbufferedServerConnection::new(Arc::clone(
-                config,
-            ))?)),
+            state: State::Handshaking(Box::new(Handshake {
+                connection: UnbufferedServerConnection::new(Arc::clone(config))?,
+                secrets: CapturedSecrets::default(),
+            })),
             incoming: None,
             outgoing: None,
             in_flight_bytes: 0,
@@ -316,11 +338,10 @@ impl TlsConnection {
         let mut consumed = 0;
         let mut step = Step::Continue;
         for _ in 0..HANDSHAKE_STEPS_MAX {
-            let State::Handshaking(connection) = &mut self.state else {
+            let State::Handshaking(handshake) = &mut self.state else {
                 unreachable!("driven only while handshaking");
             };
-            let Some(status) = contain(|| connection.process_tls_records(&mut buffer[consumed..]))
-            else {
+            let Some(status) = contain(|| handshake.process(&mut buffer[consumed..])) else {
                 step = Step::Panicked;
                 break;
             };
@@ -382,9 +403,13 @@ impl TlsConnection {
     /// The handshake is done: counts it, takes the traffic keys out of rustls and keeps the
     /// records that followed it (`rest`) for the record layer.
     fn establish(&mut self, workspace: &mut TlsWorkspace, rest: &mut [u8]) -> ReadOutcome {
-        let State::Handshaking(connection) = std::mem::replace(&mut self.state, State::Done) else {
+        let State::Handshaking(handshake) = std::mem::replace(&mut self.state, State::Done) else {
             unreachable!("established while handshaking");
         };
+        let Handshake {
+            connection,
+            secrets,
+        } = *handshake;
         match connection.handshake_kind() {
             Some(HandshakeKind::Resumed) => workspace.counters.handshakes_resumed += 1,
             _ => workspace.counters.handshakes_full += 1,
@@ -392,7 +417,7 @@ impl TlsConnection {
         let records = connection
             .dangerous_into_kernel_connection()
             .map_err(|_| Refused(Alert::InternalError))
-            .and_then(|(secrets, kernel)| RecordLayer::new(secrets, kernel));
+            .and_then(|(extracted, kernel)| RecordLayer::new(extracted, kernel, secrets));
         let Ok(records) = records else {
             // Nothing can be sealed without the keys, not even an alert.
             return self.abort();
@@ -430,17 +455,17 @@ impl TlsConnection {
         if let rustls::Error::AlertReceived(_) = error {
             workspace.counters.alerts_received += 1;
         }
-        let State::Handshaking(connection) = &mut self.state else {
+        let State::Handshaking(handshake) = &mut self.state else {
             unreachable!("failed while handshaking");
         };
         // Only while rustls has records queued: a call with none would read the bad bytes
         // again (and rustls asserts it never sends two fatal alerts).
         let mut queued = false;
         for _ in 0..ALERTS_DRAINED_MAX {
-            if !connection.wants_write() {
+            if !handshake.connection.wants_write() {
                 break;
             }
-            let Some(status) = contain(|| connection.process_tls_records(rest)) else {
+            let Some(status) = contain(|| handshake.process(rest)) else {
                 break;
             };
             let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state else {
