@@ -66,6 +66,12 @@ const KEY_UPDATE: u8 = 24;
 /// rustls accepts we accept.
 const KEY_UPDATES_IN_A_ROW_MAX: u8 = 32;
 
+/// Warning alerts (user_canceled, the one TLS 1.3 allows) a peer may send in a connection's
+/// life. A client that cancels sends one, then close_notify; each costs a record opened for
+/// nothing, and a flood of them would be read for ever. 4, as rustls allows, so that a client
+/// rustls accepts we accept; the next is refused.
+const WARNING_ALERTS_MAX: u8 = 4;
+
 /// What TLS counts, per shard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TlsCounters {
@@ -181,6 +187,8 @@ pub struct TlsConnection {
     key_update_owed: bool,
     /// The peer's KeyUpdates since its last application data record.
     key_updates_in_a_row: u8,
+    /// The peer's warning alerts so far.
+    warning_alerts_count: u8,
 }
 
 impl std::fmt::Debug for TlsConnection {
@@ -221,6 +229,7 @@ impl TlsConnection {
             peer_closed: false,
             key_update_owed: false,
             key_updates_in_a_row: 0,
+            warning_alerts_count: 0,
         })
     }
 
@@ -613,9 +622,11 @@ impl TlsConnection {
         result.unwrap_or_else(|refused| self.refuse(refused, workspace))
     }
 
-    /// An alert from the peer: close_notify ends its sending, user_canceled is followed by one,
-    /// anything else ends the connection (RFC 8446 §6).
+    /// An alert from the peer: close_notify ends its sending, user_canceled (a warning) is
+    /// followed by one, up to [`WARNING_ALERTS_MAX`] of them; anything else ends the connection
+    /// (RFC 8446 §6).
     fn handle_alert(&mut self, content: &[u8], workspace: &mut TlsWorkspace) -> ReadOutcome {
+        const WARNING: u8 = 1;
         const CLOSE_NOTIFY: u8 = 0;
         const USER_CANCELED: u8 = 90;
         match content {
@@ -624,7 +635,13 @@ impl TlsConnection {
                 self.peer_closed = true;
                 ReadOutcome::PeerClosed
             }
-            [_, USER_CANCELED] => ReadOutcome::Open,
+            [WARNING, USER_CANCELED] if self.warning_alerts_count >= WARNING_ALERTS_MAX => {
+                self.refuse(Refused(Alert::UnexpectedMessage), workspace)
+            }
+            [WARNING, USER_CANCELED] => {
+                self.warning_alerts_count += 1;
+                ReadOutcome::Open
+            }
             [_, _] => {
                 workspace.counters.alerts_received += 1;
                 self.abort()
