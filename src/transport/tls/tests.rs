@@ -53,6 +53,14 @@ struct Configs {
 }
 
 fn configs(version: Version) -> Configs {
+    configs_with_suites(version, |_| true)
+}
+
+/// Configurations whose client offers only the suites `offered` keeps.
+fn configs_with_suites(
+    version: Version,
+    offered: impl Fn(&rustls::SupportedCipherSuite) -> bool,
+) -> Configs {
     let pki = pki();
     let (certificates, _) = Certificates::load(pki.paths, provider()).unwrap();
     let server = server_config(Arc::new(certificates)).unwrap();
@@ -62,7 +70,9 @@ fn configs(version: Version) -> Configs {
         Version::Tls13 => &[&rustls::version::TLS13],
         Version::Tls12 => &[&rustls::version::TLS12],
     };
-    let mut client = ClientConfig::builder_with_provider(provider())
+    let mut client_provider = (*provider()).clone();
+    client_provider.cipher_suites.retain(offered);
+    let mut client = ClientConfig::builder_with_provider(Arc::new(client_provider))
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
@@ -327,22 +337,41 @@ fn close_notify_behind_the_finished_still_gets_the_tickets() {
 }
 
 /// Proves a client's KeyUpdate asking for ours is followed (its next records open under its
-/// new key) and answered (ours is sealed before our next record, which it opens).
+/// new key) and answered (ours is sealed before our next record, which it opens), twice, with
+/// every TLS 1.3 suite: the secrets' updates are derived with SHA-256 and SHA-384.
 #[test]
 fn key_updates_are_followed_and_answered() {
-    let configs = configs(Version::Tls13);
-    let mut pair = Pair::connected(&configs);
-    pair.client.refresh_traffic_keys().unwrap();
-    pair.client.writer().write_all(b"after the update").unwrap();
-    assert_eq!(pair.client_to_server(usize::MAX), ReadOutcome::Open);
-    assert_eq!(pair.server_received, b"after the update");
-    pair.server_queue.extend_from_slice(b"answer");
-    pair.server_to_client().unwrap();
-    assert_eq!(pair.client_plaintext(), b"answer");
+    let provider = provider();
+    let suites: Vec<_> = provider
+        .cipher_suites
+        .iter()
+        .filter_map(|suite| suite.tls13())
+        .collect();
     assert_eq!(
-        pair.workspace.counters.key_updates, 2,
-        "the client's and ours"
+        suites.len(),
+        3,
+        "AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305"
     );
+    for suite in suites {
+        let name = suite.common.suite;
+        let configs = configs_with_suites(Version::Tls13, |offered| offered.suite() == name);
+        let mut pair = Pair::connected(&configs);
+        for round in 1..=2u64 {
+            pair.client.refresh_traffic_keys().unwrap();
+            pair.client.writer().write_all(b"after the update").unwrap();
+            assert_eq!(pair.client_to_server(usize::MAX), ReadOutcome::Open);
+            assert_eq!(pair.server_received, b"after the update", "{name:?}");
+            pair.server_received.clear();
+            pair.server_queue.extend_from_slice(b"answer");
+            pair.server_to_client().unwrap();
+            assert_eq!(pair.client_plaintext(), b"answer", "{name:?}");
+            assert_eq!(
+                pair.workspace.counters.key_updates,
+                2 * round,
+                "the client's and ours"
+            );
+        }
+    }
 }
 
 /// Proves KeyUpdates in a row are refused past the 32 rustls allows, and that application data
