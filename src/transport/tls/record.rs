@@ -243,8 +243,10 @@ pub struct RecordLayer {
     rx: Direction,
     /// Records sealed under one key at most (the suite's confidentiality limit).
     tx_records_max: u64,
-    /// TLS 1.3's traffic secrets, for key updates (TLS 1.2 has none).
-    secrets: Option<Tls13Secrets>,
+    /// TLS 1.3's traffic secrets, for key updates (TLS 1.2 has none). Out of line: they are
+    /// read once in a long while, and inline they would double the size of the state every
+    /// connection's enum reserves.
+    secrets: Option<Box<Tls13Secrets>>,
 }
 
 impl std::fmt::Debug for RecordLayer {
@@ -284,7 +286,10 @@ impl RecordLayer {
                     _ => return Err(internal()),
                 };
                 let tls13_secrets = Tls13Secrets::new(captured, hash, &secrets)?;
-                (suite.common.confidentiality_limit, Some(tls13_secrets))
+                (
+                    suite.common.confidentiality_limit,
+                    Some(Box::new(tls13_secrets)),
+                )
             }
         };
         Ok(RecordLayer {
