@@ -390,8 +390,9 @@ impl Frame {
 }
 
 /// A client that writes bytes as given (valid or not) and parses what comes back by hand.
-pub struct RawClient {
-    pub stream: TcpStream,
+/// A client that writes and reads raw bytes over a stream: TCP, or TLS over TCP.
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
     /// Bytes read but not yet parsed.
     received: Vec<u8>,
 }
@@ -420,6 +421,16 @@ impl RawClient {
         client.write(upgrade_request(path).as_bytes());
         client.expect_upgraded();
         client
+    }
+}
+
+impl<S: Read + Write> RawClient<S> {
+    /// A client over a stream that is already set up (a TLS stream over a connected socket).
+    pub fn over(stream: S) -> RawClient<S> {
+        RawClient {
+            stream,
+            received: Vec::new(),
+        }
     }
 
     /// Reads the answer to `upgrade_request`: a 101 with the RFC's accept value.
@@ -717,7 +728,7 @@ pub fn expect_pong_from_every_client(clients: &mut [RawClient]) {
 
 /// Closes every client with 1000 and checks the server echoes 1000 and then closes the TCP
 /// connection. Writes all closes first.
-pub fn close_every_client(clients: &mut [RawClient]) {
+pub fn close_every_client<S: Read + Write>(clients: &mut [RawClient<S>]) {
     for client in clients.iter_mut() {
         client.send_frame(OPCODE_CLOSE, true, &close_payload(1000, ""));
     }

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use tungstenite::WebSocket;
 
-use super::server::{READ_WAIT, ServerProcess};
+use super::server::{READ_WAIT, RawClient, ServerProcess, upgrade_request};
 
 /// A client's TLS stream over TCP.
 pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
@@ -140,6 +140,40 @@ pub fn try_connect_tls(address: SocketAddr, config: &Arc<ClientConfig>) -> io::R
         stream.conn.complete_io(&mut stream.sock)?;
     }
     Ok(stream)
+}
+
+/// Opens `count` WebSockets over TLS at `path` from `thread_count` threads at once: each
+/// handshake waits for the server's answer, and one thread alone would leave the server's
+/// shards idle between them. The connections come back in no particular order.
+pub fn open_wss(
+    address: SocketAddr,
+    path: &str,
+    count: usize,
+    config: &Arc<ClientConfig>,
+    thread_count: usize,
+) -> Vec<RawClient<TlsStream>> {
+    let request = upgrade_request(path);
+    let request = request.as_bytes();
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..thread_count)
+            .map(|thread_index| {
+                let share = count / thread_count + usize::from(thread_index < count % thread_count);
+                scope.spawn(move || {
+                    let open = |_| {
+                        let mut client = RawClient::over(connect_tls(address, config));
+                        client.write(request);
+                        client.expect_upgraded();
+                        client
+                    };
+                    (0..share).map(open).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|thread| thread.join().expect("a thread opening connections"))
+            .collect()
+    })
 }
 
 /// A tungstenite WebSocket over TLS, upgraded at `path`.

@@ -225,6 +225,9 @@ pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<ServerConfig
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.max_early_data_size = 0;
     config.enable_secret_extraction = true;
+    // The record layer follows TLS 1.3 key updates from the traffic secrets, which rustls gives
+    // out only through its key log (`super::secrets`).
+    config.key_log = Arc::new(super::secrets::SecretCapture);
     Ok(Arc::new(config))
 }
 

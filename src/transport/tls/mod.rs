@@ -13,8 +13,10 @@
 //!   (`outgoing`) at the place of a record's content and seals it there, several frames to a
 //!   record: the one copy TLS cannot avoid, since every connection has its own keys. The shard
 //!   sends that buffer; it goes back to the pool when the kernel has sent all of it.
-//! - **An idle connection** holds neither buffer, only its two AEAD keys and rustls' remains of
-//!   the connection (for TLS 1.3 key updates): about 2 KiB with the plain connection's state.
+//! - **An idle connection** holds neither buffer, only its two AEAD keys (aws-lc contexts of
+//!   about 580 bytes each) and, for TLS 1.3 key updates, its two traffic secrets: rustls'
+//!   remains of the connection are dropped after the handshake ([`secrets`] says how).
+//!   `tests/tls_idle_memory.rs` counts the bytes.
 //!
 //! During the handshake rustls owns the state; its records are handled from the receive buffer
 //! the same way (bytes rustls has not consumed yet wait in `incoming`), and what it has to send
@@ -26,6 +28,7 @@
 pub mod buffers;
 pub mod certificates;
 pub mod record;
+pub mod secrets;
 pub mod validity;
 
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use rustls::{HandshakeKind, ServerConfig};
 
 use buffers::{CIPHER_CLASSES, CipherBuffer, CipherPool};
 use record::{Alert, CONTENT_BYTES_MAX, ContentType, HEADER_BYTES, RecordLayer, Refused, Version};
+use secrets::CapturedSecrets;
 
 /// Content one send carries at most: four full records, so that bulk data (a replay, a large
 /// message) goes out in sends of about 64 KiB while small deliveries take a small buffer.
@@ -61,6 +65,12 @@ const KEY_UPDATE: u8 = 24;
 /// 32, as rustls' own record layer (and BoringSSL's `kMaxKeyUpdates`) allows, so that a client
 /// rustls accepts we accept.
 const KEY_UPDATES_IN_A_ROW_MAX: u8 = 32;
+
+/// Warning alerts (user_canceled, the one TLS 1.3 allows) a peer may send in a connection's
+/// life. A client that cancels sends one, then close_notify; each costs a record opened for
+/// nothing, and a flood of them would be read for ever. 4, as rustls allows, so that a client
+/// rustls accepts we accept; the next is refused.
+const WARNING_ALERTS_MAX: u8 = 4;
 
 /// What TLS counts, per shard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,10 +147,27 @@ pub enum Sealed {
 }
 
 enum State {
-    Handshaking(Box<UnbufferedServerConnection>),
+    Handshaking(Box<Handshake>),
     Traffic(RecordLayer),
     /// The handshake or a record failed, or the peer aborted: nothing more is read or sealed.
     Done,
+}
+
+/// rustls' connection while it runs the handshake, and the traffic secrets its key log gave.
+struct Handshake {
+    connection: UnbufferedServerConnection,
+    secrets: CapturedSecrets,
+}
+
+impl Handshake {
+    /// One call into rustls, its secrets captured (see [`secrets`]).
+    fn process<'c, 'i>(
+        &'c mut self,
+        buffer: &'i mut [u8],
+    ) -> rustls::unbuffered::UnbufferedStatus<'c, 'i, rustls::server::ServerConnectionData> {
+        let connection = &mut self.connection;
+        secrets::capture(&mut self.secrets, || connection.process_tls_records(buffer))
+    }
 }
 
 /// One connection's TLS. See the module documentation.
@@ -160,6 +187,8 @@ pub struct TlsConnection {
     key_update_owed: bool,
     /// The peer's KeyUpdates since its last application data record.
     key_updates_in_a_row: u8,
+    /// The peer's warning alerts so far.
+    warning_alerts_count: u8,
 }
 
 impl std::fmt::Debug for TlsConnection {
@@ -189,9 +218,10 @@ impl TlsConnection {
     /// A connection at the start of its handshake.
     pub fn new(config: &Arc<ServerConfig>) -> Result<TlsConnection, rustls::Error> {
         Ok(TlsConnection {
-            state: State::Handshaking(Box::new(UnbufferedServerConnection::new(Arc::clone(
-                config,
-            ))?)),
+            state: State::Handshaking(Box::new(Handshake {
+                connection: UnbufferedServerConnection::new(Arc::clone(config))?,
+                secrets: CapturedSecrets::default(),
+            })),
             incoming: None,
             outgoing: None,
             in_flight_bytes: 0,
@@ -199,6 +229,7 @@ impl TlsConnection {
             peer_closed: false,
             key_update_owed: false,
             key_updates_in_a_row: 0,
+            warning_alerts_count: 0,
         })
     }
 
@@ -316,11 +347,10 @@ impl TlsConnection {
         let mut consumed = 0;
         let mut step = Step::Continue;
         for _ in 0..HANDSHAKE_STEPS_MAX {
-            let State::Handshaking(connection) = &mut self.state else {
+            let State::Handshaking(handshake) = &mut self.state else {
                 unreachable!("driven only while handshaking");
             };
-            let Some(status) = contain(|| connection.process_tls_records(&mut buffer[consumed..]))
-            else {
+            let Some(status) = contain(|| handshake.process(&mut buffer[consumed..])) else {
                 step = Step::Panicked;
                 break;
             };
@@ -382,9 +412,13 @@ impl TlsConnection {
     /// The handshake is done: counts it, takes the traffic keys out of rustls and keeps the
     /// records that followed it (`rest`) for the record layer.
     fn establish(&mut self, workspace: &mut TlsWorkspace, rest: &mut [u8]) -> ReadOutcome {
-        let State::Handshaking(connection) = std::mem::replace(&mut self.state, State::Done) else {
+        let State::Handshaking(handshake) = std::mem::replace(&mut self.state, State::Done) else {
             unreachable!("established while handshaking");
         };
+        let Handshake {
+            connection,
+            secrets,
+        } = *handshake;
         match connection.handshake_kind() {
             Some(HandshakeKind::Resumed) => workspace.counters.handshakes_resumed += 1,
             _ => workspace.counters.handshakes_full += 1,
@@ -392,7 +426,7 @@ impl TlsConnection {
         let records = connection
             .dangerous_into_kernel_connection()
             .map_err(|_| Refused(Alert::InternalError))
-            .and_then(|(secrets, kernel)| RecordLayer::new(secrets, kernel));
+            .and_then(|(extracted, kernel)| RecordLayer::new(extracted, kernel, secrets));
         let Ok(records) = records else {
             // Nothing can be sealed without the keys, not even an alert.
             return self.abort();
@@ -430,17 +464,17 @@ impl TlsConnection {
         if let rustls::Error::AlertReceived(_) = error {
             workspace.counters.alerts_received += 1;
         }
-        let State::Handshaking(connection) = &mut self.state else {
+        let State::Handshaking(handshake) = &mut self.state else {
             unreachable!("failed while handshaking");
         };
         // Only while rustls has records queued: a call with none would read the bad bytes
         // again (and rustls asserts it never sends two fatal alerts).
         let mut queued = false;
         for _ in 0..ALERTS_DRAINED_MAX {
-            if !connection.wants_write() {
+            if !handshake.connection.wants_write() {
                 break;
             }
-            let Some(status) = contain(|| connection.process_tls_records(rest)) else {
+            let Some(status) = contain(|| handshake.process(rest)) else {
                 break;
             };
             let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state else {
@@ -588,9 +622,11 @@ impl TlsConnection {
         result.unwrap_or_else(|refused| self.refuse(refused, workspace))
     }
 
-    /// An alert from the peer: close_notify ends its sending, user_canceled is followed by one,
-    /// anything else ends the connection (RFC 8446 §6).
+    /// An alert from the peer: close_notify ends its sending, user_canceled (a warning) is
+    /// followed by one, up to [`WARNING_ALERTS_MAX`] of them; anything else ends the connection
+    /// (RFC 8446 §6).
     fn handle_alert(&mut self, content: &[u8], workspace: &mut TlsWorkspace) -> ReadOutcome {
+        const WARNING: u8 = 1;
         const CLOSE_NOTIFY: u8 = 0;
         const USER_CANCELED: u8 = 90;
         match content {
@@ -599,7 +635,13 @@ impl TlsConnection {
                 self.peer_closed = true;
                 ReadOutcome::PeerClosed
             }
-            [_, USER_CANCELED] => ReadOutcome::Open,
+            [WARNING, USER_CANCELED] if self.warning_alerts_count >= WARNING_ALERTS_MAX => {
+                self.refuse(Refused(Alert::UnexpectedMessage), workspace)
+            }
+            [WARNING, USER_CANCELED] => {
+                self.warning_alerts_count += 1;
+                ReadOutcome::Open
+            }
             [_, _] => {
                 workspace.counters.alerts_received += 1;
                 self.abort()

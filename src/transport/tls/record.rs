@@ -6,8 +6,9 @@
 //! records are protected here with the provider's AEAD primitives directly. This is what the
 //! kernel's TLS module would do with the same keys, in user space: rustls 0.23's own record
 //! layer copies every record into a fresh allocation on both paths, which a fanout server cannot
-//! afford per delivery, and keeps its buffers while a connection is idle. What rustls still does
-//! after the hand-off is compute new traffic secrets for TLS 1.3 key updates.
+//! afford per delivery, and keeps its buffers while a connection is idle. rustls' remains of the
+//! connection are dropped at once: TLS 1.3 key updates are derived here from the two traffic
+//! secrets ([`super::secrets`]), which is all an idle connection keeps besides its two keys.
 //!
 //! Record formats (RFC 8446 §5.2 for TLS 1.3, RFC 5246 §6.2.3.3 with RFC 5288 and RFC 7905 for
 //! TLS 1.2 AEAD suites):
@@ -22,10 +23,13 @@
 //! ```
 
 use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey};
-use aws_lc_rs::aead::{NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::aead::{Algorithm, NONCE_LEN, Nonce, UnboundKey};
+use rustls::crypto::hash::HashAlgorithm;
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
 use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
+
+use super::secrets::{CapturedSecrets, Hash, TrafficSecret};
 
 /// Bytes of a record header: content type, legacy version, length.
 pub const HEADER_BYTES: usize = 5;
@@ -86,6 +90,9 @@ impl Alert {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refused(pub Alert);
 
+/// Bytes of the longest AEAD key (AES-256-GCM, ChaCha20-Poly1305).
+const KEY_BYTES_MAX: usize = 32;
+
 /// The protocol version the handshake agreed on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
@@ -119,13 +126,29 @@ impl Direction {
             // Every suite of the provider ringcast configures is one of the three above.
             _ => return Err(Refused(Alert::InternalError)),
         };
-        let key = UnboundKey::new(algorithm, key.as_ref()).map_err(|_| internal())?;
         let iv: [u8; NONCE_LEN] = iv.as_ref().try_into().map_err(|_| internal())?;
+        Direction::from_key(algorithm, key.as_ref(), iv, seq)
+    }
+
+    fn from_key(
+        algorithm: &'static Algorithm,
+        key: &[u8],
+        iv: [u8; NONCE_LEN],
+        seq: u64,
+    ) -> Result<Direction, Refused> {
+        let key = UnboundKey::new(algorithm, key).map_err(|_| internal())?;
         Ok(Direction {
             key: LessSafeKey::new(key),
             iv,
             seq,
         })
+    }
+
+    /// The first key and IV of `secret`, for the same algorithm as this direction's.
+    fn derive(&self, secret: &TrafficSecret, hash: Hash) -> Result<Direction, Refused> {
+        let algorithm = self.key.algorithm();
+        let (key, iv) = derive_key_and_iv(algorithm, secret, hash)?;
+        Direction::from_key(algorithm, &key[..algorithm.key_len()], iv, 0)
     }
 
     /// The per-record nonce: the IV with the sequence number XORed into its last 8 bytes.
@@ -147,6 +170,70 @@ fn internal() -> Refused {
     Refused(Alert::InternalError)
 }
 
+/// The traffic key (in the first `algorithm.key_len()` bytes) and IV of `secret`.
+fn derive_key_and_iv(
+    algorithm: &'static Algorithm,
+    secret: &TrafficSecret,
+    hash: Hash,
+) -> Result<([u8; KEY_BYTES_MAX], [u8; NONCE_LEN]), Refused> {
+    let mut key = [0u8; KEY_BYTES_MAX];
+    let mut iv = [0u8; NONCE_LEN];
+    let key_bytes = key.get_mut(..algorithm.key_len()).ok_or_else(internal)?;
+    secret
+        .derive_key_and_iv(hash, key_bytes, &mut iv)
+        .ok_or_else(internal)?;
+    Ok((key, iv))
+}
+
+/// TLS 1.3's two application traffic secrets, from which key updates are derived.
+#[derive(Debug)]
+struct Tls13Secrets {
+    hash: Hash,
+    client: TrafficSecret,
+    server: TrafficSecret,
+}
+
+impl Tls13Secrets {
+    /// The captured secrets of a TLS 1.3 handshake, checked to be the ones the keys rustls
+    /// handed over came from: anything else would break the connection at its first key update.
+    fn new(
+        captured: CapturedSecrets,
+        hash: Hash,
+        secrets: &ExtractedSecrets,
+    ) -> Result<Tls13Secrets, Refused> {
+        let (Some(client), Some(server)) = (captured.client, captured.server) else {
+            return Err(internal());
+        };
+        if client.hash() != Some(hash) || server.hash() != Some(hash) {
+            return Err(internal());
+        }
+        if !derives(&server, hash, &secrets.tx.1)? || !derives(&client, hash, &secrets.rx.1)? {
+            return Err(internal());
+        }
+        Ok(Tls13Secrets {
+            hash,
+            client,
+            server,
+        })
+    }
+}
+
+/// Whether `secret` derives the key and IV of `expected`.
+fn derives(
+    secret: &TrafficSecret,
+    hash: Hash,
+    expected: &ConnectionTrafficSecrets,
+) -> Result<bool, Refused> {
+    let (algorithm, key, iv) = match expected {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
+        _ => return Err(internal()),
+    };
+    let (derived_key, derived_iv) = derive_key_and_iv(algorithm, secret, hash)?;
+    Ok(&derived_key[..algorithm.key_len()] == key.as_ref() && derived_iv == iv.as_ref())
+}
+
 /// The record layer of one established connection.
 pub struct RecordLayer {
     version: Version,
@@ -156,8 +243,10 @@ pub struct RecordLayer {
     rx: Direction,
     /// Records sealed under one key at most (the suite's confidentiality limit).
     tx_records_max: u64,
-    /// rustls' remains of the connection: it computes TLS 1.3's next traffic secrets.
-    kernel: Box<KernelConnection<ServerConnectionData>>,
+    /// TLS 1.3's traffic secrets, for key updates (TLS 1.2 has none). Out of line: they are
+    /// read once in a long while, and inline they would double the size of the state every
+    /// connection's enum reserves.
+    secrets: Option<Box<Tls13Secrets>>,
 }
 
 impl std::fmt::Debug for RecordLayer {
@@ -172,10 +261,12 @@ impl std::fmt::Debug for RecordLayer {
 }
 
 impl RecordLayer {
-    /// The record layer of a connection whose handshake rustls completed.
+    /// The record layer of a connection whose handshake rustls completed, with the traffic
+    /// secrets its handshake derived (TLS 1.3). `kernel` is only read, then dropped.
     pub fn new(
         secrets: ExtractedSecrets,
         kernel: KernelConnection<ServerConnectionData>,
+        captured: CapturedSecrets,
     ) -> Result<RecordLayer, Refused> {
         let version = match kernel.protocol_version() {
             ProtocolVersion::TLSv1_3 => Version::Tls13,
@@ -186,9 +277,20 @@ impl RecordLayer {
             (ConnectionTrafficSecrets::Chacha20Poly1305 { .. }, _) | (_, Version::Tls13) => 0,
             _ => GCM_EXPLICIT_NONCE_BYTES,
         };
-        let tx_records_max = match kernel.negotiated_cipher_suite() {
-            SupportedCipherSuite::Tls12(suite) => suite.common.confidentiality_limit,
-            SupportedCipherSuite::Tls13(suite) => suite.common.confidentiality_limit,
+        let (tx_records_max, tls13_secrets) = match kernel.negotiated_cipher_suite() {
+            SupportedCipherSuite::Tls12(suite) => (suite.common.confidentiality_limit, None),
+            SupportedCipherSuite::Tls13(suite) => {
+                let hash = match suite.common.hash_provider.algorithm() {
+                    HashAlgorithm::SHA256 => Hash::Sha256,
+                    HashAlgorithm::SHA384 => Hash::Sha384,
+                    _ => return Err(internal()),
+                };
+                let tls13_secrets = Tls13Secrets::new(captured, hash, &secrets)?;
+                (
+                    suite.common.confidentiality_limit,
+                    Some(Box::new(tls13_secrets)),
+                )
+            }
         };
         Ok(RecordLayer {
             version,
@@ -196,7 +298,7 @@ impl RecordLayer {
             tx: Direction::new(secrets.tx)?,
             rx: Direction::new(secrets.rx)?,
             tx_records_max,
-            kernel: Box::new(kernel),
+            secrets: tls13_secrets,
         })
     }
 
@@ -410,15 +512,17 @@ impl RecordLayer {
 
     /// Switches to the peer's next traffic key after its KeyUpdate (TLS 1.3 only).
     pub fn update_rx_key(&mut self) -> Result<(), Refused> {
-        let secrets = self.kernel.update_rx_secret().map_err(|_| internal())?;
-        self.rx = Direction::new(secrets)?;
+        let secrets = self.secrets.as_mut().ok_or_else(internal)?;
+        secrets.client.update(secrets.hash).ok_or_else(internal)?;
+        self.rx = self.rx.derive(&secrets.client, secrets.hash)?;
         Ok(())
     }
 
     /// Switches to our next traffic key, once our KeyUpdate is sealed (TLS 1.3 only).
     pub fn update_tx_key(&mut self) -> Result<(), Refused> {
-        let secrets = self.kernel.update_tx_secret().map_err(|_| internal())?;
-        self.tx = Direction::new(secrets)?;
+        let secrets = self.secrets.as_mut().ok_or_else(internal)?;
+        secrets.server.update(secrets.hash).ok_or_else(internal)?;
+        self.tx = self.tx.derive(&secrets.server, secrets.hash)?;
         Ok(())
     }
 }

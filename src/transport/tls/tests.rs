@@ -53,6 +53,14 @@ struct Configs {
 }
 
 fn configs(version: Version) -> Configs {
+    configs_with_suites(version, |_| true)
+}
+
+/// Configurations whose client offers only the suites `offered` keeps.
+fn configs_with_suites(
+    version: Version,
+    offered: impl Fn(&rustls::SupportedCipherSuite) -> bool,
+) -> Configs {
     let pki = pki();
     let (certificates, _) = Certificates::load(pki.paths, provider()).unwrap();
     let server = server_config(Arc::new(certificates)).unwrap();
@@ -62,12 +70,16 @@ fn configs(version: Version) -> Configs {
         Version::Tls13 => &[&rustls::version::TLS13],
         Version::Tls12 => &[&rustls::version::TLS12],
     };
-    let mut client = ClientConfig::builder_with_provider(provider())
+    let mut client_provider = (*provider()).clone();
+    client_provider.cipher_suites.retain(offered);
+    let mut client = ClientConfig::builder_with_provider(Arc::new(client_provider))
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
     client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Tests that send what rustls never sends seal it with the client's own keys.
+    client.enable_secret_extraction = true;
     Configs {
         server,
         client: Arc::new(client),
@@ -325,22 +337,41 @@ fn close_notify_behind_the_finished_still_gets_the_tickets() {
 }
 
 /// Proves a client's KeyUpdate asking for ours is followed (its next records open under its
-/// new key) and answered (ours is sealed before our next record, which it opens).
+/// new key) and answered (ours is sealed before our next record, which it opens), twice, with
+/// every TLS 1.3 suite: the secrets' updates are derived with SHA-256 and SHA-384.
 #[test]
 fn key_updates_are_followed_and_answered() {
-    let configs = configs(Version::Tls13);
-    let mut pair = Pair::connected(&configs);
-    pair.client.refresh_traffic_keys().unwrap();
-    pair.client.writer().write_all(b"after the update").unwrap();
-    assert_eq!(pair.client_to_server(usize::MAX), ReadOutcome::Open);
-    assert_eq!(pair.server_received, b"after the update");
-    pair.server_queue.extend_from_slice(b"answer");
-    pair.server_to_client().unwrap();
-    assert_eq!(pair.client_plaintext(), b"answer");
+    let provider = provider();
+    let suites: Vec<_> = provider
+        .cipher_suites
+        .iter()
+        .filter_map(|suite| suite.tls13())
+        .collect();
     assert_eq!(
-        pair.workspace.counters.key_updates, 2,
-        "the client's and ours"
+        suites.len(),
+        3,
+        "AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305"
     );
+    for suite in suites {
+        let name = suite.common.suite;
+        let configs = configs_with_suites(Version::Tls13, |offered| offered.suite() == name);
+        let mut pair = Pair::connected(&configs);
+        for round in 1..=2u64 {
+            pair.client.refresh_traffic_keys().unwrap();
+            pair.client.writer().write_all(b"after the update").unwrap();
+            assert_eq!(pair.client_to_server(usize::MAX), ReadOutcome::Open);
+            assert_eq!(pair.server_received, b"after the update", "{name:?}");
+            pair.server_received.clear();
+            pair.server_queue.extend_from_slice(b"answer");
+            pair.server_to_client().unwrap();
+            assert_eq!(pair.client_plaintext(), b"answer", "{name:?}");
+            assert_eq!(
+                pair.workspace.counters.key_updates,
+                2 * round,
+                "the client's and ours"
+            );
+        }
+    }
 }
 
 /// Proves KeyUpdates in a row are refused past the 32 rustls allows, and that application data
@@ -557,4 +588,86 @@ fn peer_alert_aborts() {
     assert_eq!(pair.feed_server(&wire, usize::MAX), ReadOutcome::Aborted);
     assert!(!pair.server.has_unsent());
     assert_eq!(pair.workspace.counters.alerts_received, 1);
+}
+
+/// The client's sending key after its handshake, to seal records rustls never sends (TLS 1.3).
+struct ClientSealer {
+    key: aws_lc_rs::aead::LessSafeKey,
+    iv: [u8; 12],
+    seq: u64,
+}
+
+impl ClientSealer {
+    /// Takes the keys out of the pair's client (which can then no longer be used).
+    fn take(pair: &mut Pair, configs: &Configs) -> ClientSealer {
+        let name = ServerName::try_from("localhost").unwrap();
+        let replacement = ClientConnection::new(Arc::clone(&configs.client), name).unwrap();
+        let client = std::mem::replace(&mut pair.client, replacement);
+        let (seq, secrets) = client.dangerous_extract_secrets().unwrap().tx;
+        let (algorithm, key, iv) = match &secrets {
+            rustls::ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
+                (&aws_lc_rs::aead::AES_128_GCM, key, iv)
+            }
+            rustls::ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
+                (&aws_lc_rs::aead::AES_256_GCM, key, iv)
+            }
+            rustls::ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aws_lc_rs::aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => panic!("a suite the provider does not offer"),
+        };
+        let key = aws_lc_rs::aead::UnboundKey::new(algorithm, key.as_ref()).unwrap();
+        ClientSealer {
+            key: aws_lc_rs::aead::LessSafeKey::new(key),
+            iv: iv.as_ref().try_into().unwrap(),
+            seq,
+        }
+    }
+
+    /// One TLS 1.3 record of `content_type` carrying `content`.
+    fn seal(&mut self, content_type: u8, content: &[u8]) -> Vec<u8> {
+        let mut inner = content.to_vec();
+        inner.push(content_type);
+        let length = (inner.len() + 16) as u16;
+        let header = [23, 3, 3, (length >> 8) as u8, length as u8];
+        let mut nonce = self.iv;
+        for (byte, seq_byte) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *byte ^= seq_byte;
+        }
+        self.key
+            .seal_in_place_append_tag(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+                aws_lc_rs::aead::Aad::from(header),
+                &mut inner,
+            )
+            .unwrap();
+        self.seq += 1;
+        let mut record = header.to_vec();
+        record.extend_from_slice(&inner);
+        record
+    }
+}
+
+/// Proves warning alerts are bounded: four user_canceled are read (as rustls reads them), the
+/// fifth is refused with a fatal alert; before, a peer could send them for ever.
+#[test]
+fn user_canceled_alerts_are_bounded() {
+    let configs = configs(Version::Tls13);
+    let mut pair = Pair::connected(&configs);
+    let mut sealer = ClientSealer::take(&mut pair, &configs);
+    const ALERT: u8 = 21;
+    const APPLICATION_DATA: u8 = 23;
+    for _ in 0..4 {
+        let record = sealer.seal(ALERT, &[1, 90]);
+        assert_eq!(pair.feed_server(&record, usize::MAX), ReadOutcome::Open);
+    }
+    let record = sealer.seal(APPLICATION_DATA, b"still here");
+    assert_eq!(pair.feed_server(&record, usize::MAX), ReadOutcome::Open);
+    assert_eq!(pair.server_received, b"still here");
+    let record = sealer.seal(ALERT, &[1, 90]);
+    assert_eq!(pair.feed_server(&record, usize::MAX), ReadOutcome::Refused);
+    assert_eq!(pair.workspace.counters.record_errors, 1);
+    // The fatal alert, sealed: 2 bytes, the inner type and the tag after the header.
+    assert_eq!(pair.server_wire(usize::MAX).len(), 5 + 2 + 1 + 16);
+    assert!(!pair.server.can_seal());
 }
