@@ -47,6 +47,7 @@ use crate::endpoint::outbound::QueueMemory;
 use crate::endpoint::{Context, EndpointKind};
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
+use crate::protocol::websocket::deflate::CompressorSet;
 use crate::protocol::websocket::frame::FrameEncoder;
 use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats, TlsStats};
 use crate::transport::tls::TlsWorkspace;
@@ -575,6 +576,7 @@ fn new_context(
         unix_offset_ms: unix_now_ms(),
         requests: Vec::new(),
         metrics: Box::new(metrics),
+        compressors: CompressorSet::new(config.protocol.compression_level),
     }
 }
 
