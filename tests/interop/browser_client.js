@@ -10,6 +10,10 @@
 //   fallback  the server refuses WebSocket (websocket_enabled = false): the client reads over
 //             SSE; then the proxy refuses /sse too and cuts: the client falls back to long
 //             polling; every seq arrives once and in order throughout
+//   deflate   the server negotiates permessage-deflate (--websocket-compression): a WebSocket
+//             the page opens has it in `extensions` with both no-context-takeover parameters,
+//             and a 4 KB publish over it comes back (compressed by the server) as the same
+//             JSON
 // Passes (exit 0) when the scenario's checks hold; prints why otherwise.
 "use strict";
 
@@ -235,7 +239,46 @@ async function fallback() {
   return `every seq once and in order over ${seen.join(" → ")}`;
 }
 
-const scenarios = { board, cut, fallback };
+async function deflate() {
+  const page = await openPage(`http://${address}`, "");
+  const result = await page.evaluate(async () => {
+    const socket = new WebSocket(`ws://${location.host}/ws`);
+    await new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = () => reject(new Error("the WebSocket did not open"));
+    });
+    const messages = [];
+    const waiting = [];
+    socket.onmessage = (event) => {
+      messages.push(JSON.parse(event.data));
+      for (const wake of waiting.splice(0)) wake();
+    };
+    const next = async (predicate) => {
+      for (;;) {
+        const found = messages.find(predicate);
+        if (found) return found;
+        await new Promise((resolve) => waiting.push(resolve));
+      }
+    };
+    socket.send(JSON.stringify({ op: "subscribe", topics: ["DEFLATE"] }));
+    await next((message) => message.op === "subscribed");
+    const data = { quotes: Array.from({ length: 150 }, (_, index) => ({ bid: `189.${index}`, size: 100 })) };
+    socket.send(JSON.stringify({ op: "publish", topic: "DEFLATE", data }));
+    const delivered = await next((message) => message.topic === "DEFLATE" && message.seq === 1);
+    socket.close(1000);
+    return { extensions: socket.extensions, same: JSON.stringify(delivered.data) === JSON.stringify(data),
+      bytes: JSON.stringify(data).length };
+  });
+  const { extensions, same, bytes } = result;
+  if (!extensions.startsWith("permessage-deflate")) fail(`extensions ${JSON.stringify(extensions)}`);
+  for (const parameter of ["server_no_context_takeover", "client_no_context_takeover"]) {
+    if (!extensions.includes(parameter)) fail(`no ${parameter} in ${extensions}`);
+  }
+  if (!same) fail("the delivered data differs from what was published");
+  return `extensions "${extensions}", a ${bytes}-byte publish came back intact`;
+}
+
+const scenarios = { board, cut, fallback, deflate };
 if (!(scenario in scenarios)) fail(`unknown scenario ${scenario}`);
 scenarios[scenario]()
   .then(async (summary) => {
