@@ -451,6 +451,7 @@ impl Shard {
         }
         self.over_budget = over_budget;
         let mailbox = &self.mailboxes[self.shard_index];
+        let (inflaters_created, inflaters_in_use) = self.context.pool.inflater_statistics();
         let gauges = Gauges {
             connections: self.connection_count as u64,
             websocket_connections: self.transport_connections[0],
@@ -459,6 +460,8 @@ impl Shard {
             outbox_depth: self.outbox_depth as u64,
             outbound_queued_bytes: self.queue_memory.queued_bytes(),
             outbound_memory_bytes: memory_bytes,
+            inflaters_in_use: inflaters_in_use as u64,
+            inflaters_created: inflaters_created as u64,
             ..Gauges::default()
         }
         .with_broker(self.fanout.gauges());
