@@ -244,7 +244,13 @@ impl Inflater {
                 );
                 status
             };
-            let status = status.map_err(|_| InflateError::Corrupt)?;
+            // A stream both too large and corrupt is called too large whatever the pieces it
+            // came in: its output may already have passed the cap when zlib found the fault
+            // (the buffer's class may hold more than the cap), or been stopped at the cap.
+            let status = status.map_err(|_| match out.len() > out_bytes_max {
+                true => InflateError::TooLarge,
+                false => InflateError::Corrupt,
+            })?;
             let consumed = (self.inner.total_in() - before_in) as usize;
             let produced = self.inner.total_out() - before_out;
             // The buffer's class may hold more than the cap: what lands past it is refused.
