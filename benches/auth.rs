@@ -17,6 +17,7 @@ use ringcast::config::ServerConfig;
 use ringcast::endpoint::outbound::Outbound;
 use ringcast::endpoint::{Context, Endpoint, EndpointCounters, MetricsText};
 use ringcast::protocol::pool::BufferPool;
+use ringcast::protocol::websocket::deflate::CompressorSet;
 use ringcast::protocol::websocket::frame::FrameEncoder;
 
 const SECRET: &str = "a benchmark secret of at least thirty-two bytes";
@@ -86,6 +87,7 @@ fn case(algorithm: Option<Algorithm>) -> (Context, Option<String>) {
         unix_offset_ms: NOW_UNIX_MS,
         requests: Vec::new(),
         metrics: Box::new(NoMetrics),
+        compressors: CompressorSet::new(config.protocol.compression_level),
     };
     (context, token)
 }

@@ -174,6 +174,7 @@ fn masked(payload: &[u8]) -> Vec<u8> {
 fn masked_frame(payload: &[u8]) -> Vec<u8> {
     let head = FrameHead {
         fin: true,
+        rsv1: false,
         opcode: OpCode::Binary,
         mask: Some(MASK),
         payload_bytes: payload.len() as u64,

@@ -159,6 +159,15 @@ pub struct Arguments {
     #[arg(long, value_name = "BYTES")]
     pub message_bytes_max: Option<usize>,
 
+    /// Negotiate permessage-deflate with clients that offer it.
+    ///
+    /// Each message is compressed once per shard (at `compression_level`, when at least
+    /// `compression_message_bytes_min` long) and shared by every compressing subscriber;
+    /// clients' compressed messages are inflated up to `message_bytes_max`. Default off; also
+    /// `websocket_compression = true` under [protocol] or RINGCAST_WEBSOCKET_COMPRESSION=true.
+    #[arg(long)]
+    pub websocket_compression: bool,
+
     /// Which log lines to print, as a tracing filter.
     ///
     /// A level (error, warn, info, debug, trace), or directives per module such as
@@ -214,6 +223,9 @@ impl Arguments {
         }
         if self.demo {
             overrides.set_flag("demo", true)?;
+        }
+        if self.websocket_compression {
+            overrides.set_flag("websocket_compression", true)?;
         }
         if let Some(count) = self.demo_messages_per_second {
             overrides.set_flag("demo_messages_per_second", count)?;
@@ -436,6 +448,26 @@ mod tests {
         assert!(config.unwrap().echo);
         let config = load_config_from(&parse(&["--echo"]), None, environment(&[]));
         assert!(config.unwrap().echo);
+    }
+
+    /// Proves compression is off by default and turned on by the flag, the variable or the
+    /// file, each read into the protocol limits.
+    #[test]
+    fn websocket_compression_from_every_layer() {
+        let config = load_config_from(&parse(&[]), None, environment(&[])).unwrap();
+        assert!(!config.protocol.websocket_compression);
+        let flag = parse(&["--websocket-compression"]);
+        let config = load_config_from(&flag, None, environment(&[])).unwrap();
+        assert!(config.protocol.websocket_compression);
+        let variable = environment(&[("RINGCAST_WEBSOCKET_COMPRESSION", "true")]);
+        let config = load_config_from(&parse(&[]), None, variable).unwrap();
+        assert!(config.protocol.websocket_compression);
+        let file = "[protocol]\nwebsocket_compression = true\ncompression_level = 6\n";
+        let config = load_config_from(&parse(&[]), Some(file), environment(&[])).unwrap();
+        assert!(config.protocol.websocket_compression);
+        assert_eq!(config.protocol.compression_level, 6);
+        let file = "[protocol]\ncompression_level = 10\n";
+        assert!(load_config_from(&parse(&[]), Some(file), environment(&[])).is_err());
     }
 
     /// Proves --echo raises the frame and message limits to 16 MiB, but an explicit flag wins.

@@ -261,6 +261,13 @@ static FAMILIES: &[Family] = &[
         "Message buffers the pool could not lend because their size class was all in use \
          (the message was refused: 1013 on a WebSocket, 503 on HTTP); see pool_buffers.",
         &[("", |m| m.counters.pool_exhausted)]),
+    single("inflaters_in_use", Gauge,
+        "permessage-deflate inflaters lent now to connections inside a compressed message (at \
+         most inflaters_max; one more is refused with 1013).",
+        &[("", |m| m.gauges.inflaters_in_use)]),
+    single("inflaters_created", Gauge,
+        "permessage-deflate inflaters made so far (in use or free), each about 40 KiB.",
+        &[("", |m| m.gauges.inflaters_created)]),
     single("mailbox_full", Counter,
         "Commands a full mailbox refused; they wait in this shard's outbox, never dropped.",
         &[("", |m| m.counters.mailbox_full)]),
@@ -633,6 +640,8 @@ mod tests {
             outbound_queued_bytes: offset + 50,
             outbound_memory_bytes: offset + 51,
             message_pool_free_bytes: offset + 53,
+            inflaters_in_use: offset + 85,
+            inflaters_created: offset + 86,
             transport_connections: [offset + 63, offset + 64, offset + 65, offset + 66],
         };
         ShardStats {

@@ -206,6 +206,10 @@ pub struct Gauges {
     pub outbound_memory_bytes: u64,
     /// Bytes of free message buffers kept for reuse (`message_pool_free_bytes_max`).
     pub message_pool_free_bytes: u64,
+    /// permessage-deflate inflaters lent now to connections inside a compressed message (at
+    /// most `inflaters_max`), and made so far.
+    pub inflaters_in_use: u64,
+    pub inflaters_created: u64,
 }
 
 /// What one shard reports to `GET /metrics`: gathered by the shard every loop turn.

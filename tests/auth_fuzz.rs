@@ -13,6 +13,7 @@ use ringcast::config::ServerConfig;
 use ringcast::endpoint::outbound::Outbound;
 use ringcast::endpoint::{Context, Endpoint, EndpointCounters, MetricsText, Next};
 use ringcast::protocol::pool::BufferPool;
+use ringcast::protocol::websocket::deflate::CompressorSet;
 use ringcast::protocol::websocket::frame::FrameEncoder;
 
 const SECRET: &str = "a secret of at least thirty-two bytes, for HS256";
@@ -51,6 +52,7 @@ fn context() -> Context {
         unix_offset_ms: NOW_UNIX_MS,
         requests: Vec::new(),
         metrics: Box::new(NoMetrics),
+        compressors: CompressorSet::new(config.protocol.compression_level),
     }
 }
 

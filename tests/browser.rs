@@ -4,8 +4,10 @@
 //! move; takes a proxy in front of the server down and back three times while messages are
 //! published and checks that the page saw every seq once and in order; and, with WebSocket
 //! refused by the server and then SSE by the proxy, checks the client falls back to SSE and then
-//! to long polling with every seq once and in order; and, with WebSocket refused by the proxy
-//! and then let through, checks the client moves back to WebSocket by itself.
+//! to long polling with every seq once and in order; with WebSocket refused by the proxy and
+//! then let through, checks the client moves back to WebSocket by itself; and with
+//! permessage-deflate negotiated, checks that a publish comes back to Chromium, compressed by
+//! ringcast, intact.
 
 mod support;
 
@@ -82,6 +84,15 @@ impl ServerLog for ScriptsOwnServer {
     fn tail(&self) -> String {
         "(the script ran the server: its log is in the script's stderr above)".to_string()
     }
+}
+
+/// Proves Chromium's permessage-deflate works with ringcast's: the extension is negotiated with
+/// both no-context-takeover parameters, and a 4 KB publish over it is fanned out compressed
+/// and read by Chromium as the same JSON.
+#[test]
+fn deflate_round_trips_in_chromium() {
+    let server = ServerProcess::start(&["--websocket-compression", "--shards", "2"]);
+    run_scenario("deflate", &server, &[]);
 }
 
 /// Proves the board served at `/` loads in Chromium, shows the demo's 500 symbols with prices

@@ -3,8 +3,9 @@
 //! `ringcast --echo` process (text, binary, fragmented and multi-byte UTF-8 messages, a 3 MiB
 //! message, a ping, and a clean close with 1000); the npm `eventsource` package (WHATWG
 //! EventSource) reads an SSE stream of four topics across two shards through a proxy cut three
-//! times mid-stream, and must end with every seq once and in order after its own reconnects. A
-//! protocol error any library reports is a bug in ringcast.
+//! times mid-stream, and must end with every seq once and in order after its own reconnects.
+//! Python `websockets` also runs its permessage-deflate against `--websocket-compression` for a
+//! matrix of window sizes. A protocol error any library reports is a bug in ringcast.
 
 mod support;
 
@@ -47,6 +48,33 @@ fn python_websockets_client_round_trips() {
         &missing,
     );
     assert_client_passed("python_client.py", &run, &server);
+}
+
+/// Proves Python `websockets`' permessage-deflate works with ringcast's for every window
+/// combination the client may offer (client_max_window_bits none, valueless, 9, 12, 15 by
+/// server_max_window_bits none, 8, 9, 12, 15): the negotiated parameters are the ones ringcast
+/// promises, and compressed text, binary, fragmented, empty and 3 MiB messages echo intact.
+#[test]
+fn python_websockets_deflate_window_matrix() {
+    let python = tools::tool_path("RINGCAST_PYTHON", ".venv/bin/python");
+    tools::require_installed(&python, "the Python venv with websockets");
+    let directory = tools::fresh_directory("interop-python-deflate");
+    let server = ServerProcess::start(&["--echo", "--websocket-compression", "--log", "debug"]);
+    let mut command = Command::new(python);
+    command
+        .arg(tools::manifest_path(
+            "tests/interop/python_deflate_client.py",
+        ))
+        .arg(server.url("/interop/python-deflate"));
+    let missing = format!("run `{INSTALL_COMMAND}`, which creates .venv");
+    let run = tools::run_with_deadline(
+        &mut command,
+        "python_deflate_client",
+        &directory,
+        CLIENT_DEADLINE,
+        &missing,
+    );
+    assert_client_passed("python_deflate_client.py", &run, &server);
 }
 
 /// Proves Node `ws` completes every exchange with ringcast and closes cleanly.

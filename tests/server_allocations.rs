@@ -6,15 +6,23 @@
 //! holds only its own bytes, which is what the budgets count), taken from the owner shard's
 //! message pool and returned to it by whichever shard lets go of the message last. The client
 //! is a raw socket with buffers prepared before counting starts, so every allocation counted
-//! would be the server's.
+//! would be the server's. With permessage-deflate on, the same holds while publishes arrive
+//! compressed (inflated by the shard's pooled inflaters) and go out compressed once per shard
+//! to compressing subscribers beside plain ones (the client's own inflater is made and warmed
+//! before counting).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use flate2::{Decompress, FlushDecompress};
 use ringcast::config::{BrokerConfig, ServerConfig};
-use ringcast::protocol::websocket::frame::{OpCode, encode_masked_frame};
+use ringcast::protocol::ProtocolLimits;
+use ringcast::protocol::websocket::deflate::{Compressor, SYNC_FLUSH_TRAILER, WINDOW_BITS_MAX};
+use ringcast::protocol::websocket::frame::{
+    OpCode, encode_masked_frame, encode_masked_frame_with_rsv1,
+};
 use ringcast::server::Server;
 
 struct CountingAllocator;
@@ -113,15 +121,20 @@ fn echo_hot_path_allocates_nothing_after_warm_up() {
 
 /// Upgrades a raw client at `/ws`, without allocating after the call returns.
 fn upgrade(stream: &mut TcpStream) {
+    upgrade_offering(stream, "");
+}
+
+/// Upgrades a raw client at `/ws` with `extension_lines` (whole header lines) in the request.
+fn upgrade_offering(stream: &mut TcpStream, extension_lines: &str) {
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         {extension_lines}\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
     let mut tail = [0u8; 4];
     while &tail != b"\r\n\r\n" {
         let mut byte = [0u8; 1];
@@ -233,5 +246,157 @@ fn fanout_hot_path_allocates_nothing_after_warm_up() {
         (with_four, with_sixteen),
         (0, 0),
         "heap allocations for {ROUNDS} publishes to 4 and to 16 subscribers"
+    );
+}
+
+/// The extension line a compressing client sends.
+const DEFLATE_OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+
+/// A subscriber's socket, with what it needs to read compressed frames without allocating:
+/// an inflater and an output buffer made (and the inflater's window allocated) before counting.
+struct Subscriber {
+    stream: TcpStream,
+    inflater: Option<(Decompress, Vec<u8>)>,
+    /// Compressed frames read so far.
+    compressed_count: usize,
+}
+
+impl Subscriber {
+    fn new(address: std::net::SocketAddr, compressing: bool) -> Subscriber {
+        let mut stream = TcpStream::connect(address).unwrap();
+        upgrade_offering(&mut stream, if compressing { DEFLATE_OFFER } else { "" });
+        let mut subscribe = Vec::new();
+        let request = br#"{"op":"subscribe","topics":["AAPL"]}"#;
+        encode_masked_frame(OpCode::Text, true, request, [9, 8, 7, 6], &mut subscribe);
+        stream.write_all(&subscribe).unwrap();
+        let inflater = compressing.then(|| {
+            (
+                Decompress::new_with_window_bits(false, 15),
+                Vec::with_capacity(4096),
+            )
+        });
+        let mut subscriber = Subscriber {
+            stream,
+            inflater,
+            compressed_count: 0,
+        };
+        let mut buffer = [0u8; 128];
+        subscriber.read_message(&mut buffer, |reply| {
+            assert!(reply.starts_with(br#"{"op":"subscribed""#));
+        });
+        subscriber
+    }
+
+    /// Reads one small text frame, inflating it when it is compressed, and checks the message.
+    fn read_message(&mut self, buffer: &mut [u8; 128], check: impl Fn(&[u8])) {
+        let mut head = [0u8; 2];
+        self.stream.read_exact(&mut head).unwrap();
+        let length = usize::from(head[1]);
+        assert!(length < 126);
+        self.stream.read_exact(&mut buffer[..length]).unwrap();
+        match (head[0], &mut self.inflater) {
+            (0x81, _) => check(&buffer[..length]),
+            (0xC1, Some((inflater, out))) => {
+                inflater.reset(false);
+                out.clear();
+                for piece in [&buffer[..length], &SYNC_FLUSH_TRAILER[..]] {
+                    inflater
+                        .decompress_vec(piece, out, FlushDecompress::Sync)
+                        .unwrap();
+                }
+                check(out);
+                self.compressed_count += 1;
+            }
+            (first, _) => panic!("unexpected frame head {first:#x}"),
+        }
+    }
+}
+
+/// Publishes `rounds` compressed messages and reads each from every subscriber.
+fn compressed_fanout_rounds(
+    publisher: &mut TcpStream,
+    frame: &[u8],
+    subscribers: &mut [Subscriber],
+    rounds: usize,
+) {
+    let mut buffer = [0u8; 128];
+    for _ in 0..rounds {
+        publisher.write_all(frame).unwrap();
+        for subscriber in subscribers.iter_mut() {
+            subscriber.read_message(&mut buffer, |message| {
+                assert!(message.starts_with(br#"{"topic":"AAPL","seq":"#));
+            });
+        }
+    }
+}
+
+/// Proves zero heap allocations in a two-shard compressing broker while a publisher sends
+/// 5,000 compressed publishes after warm-up and they fan out compressed to 6 compressing
+/// subscribers and plain to 2: inflaters are lent from the pool, each message is compressed
+/// once per shard into a pooled buffer, and the compressor's output buffer is reused.
+#[test]
+fn compressed_fanout_hot_path_allocates_nothing_after_warm_up() {
+    const ROUNDS: usize = 5_000;
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        protocol: ProtocolLimits {
+            websocket_compression: true,
+            // The messages are short: every one is compressed, so every delivery counts.
+            compression_message_bytes_min: 0,
+            ..ProtocolLimits::default()
+        },
+        broker: BrokerConfig {
+            history_messages_max: 256,
+            ..BrokerConfig::default()
+        },
+        idle_timeout_ms: 600_000,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).unwrap();
+    let address = server.local_address();
+    let mut subscribers: Vec<Subscriber> = (0..8)
+        .map(|index| Subscriber::new(address, index % 4 != 0))
+        .collect();
+    let mut publisher = TcpStream::connect(address).unwrap();
+    upgrade_offering(&mut publisher, DEFLATE_OFFER);
+    let publish = br#"{"op":"publish","topic":"AAPL","data":{"px":191.2,"bid":191.1}}"#;
+    let mut compressed = Vec::new();
+    Compressor::new(6, WINDOW_BITS_MAX).compress(publish, &mut compressed);
+    let mut frame = Vec::new();
+    encode_masked_frame_with_rsv1(
+        OpCode::Text,
+        true,
+        true,
+        &compressed,
+        [1, 2, 3, 4],
+        &mut frame,
+    );
+    // Warm-up: history, queues, arenas, pools and the inflaters reach their working size.
+    compressed_fanout_rounds(&mut publisher, &frame, &mut subscribers, ROUNDS);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    compressed_fanout_rounds(&mut publisher, &frame, &mut subscribers, ROUNDS);
+    COUNTING.store(false, Ordering::SeqCst);
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    let compressed_counts: Vec<usize> = subscribers
+        .iter()
+        .map(|subscriber| subscriber.compressed_count)
+        .collect();
+    drop(publisher);
+    drop(subscribers);
+    server.shutdown().unwrap();
+    assert_eq!(
+        compressed_counts,
+        // Every compressing subscriber read the warm-up and the counted rounds compressed.
+        [0, 1, 1, 1, 0, 1, 1, 1].map(|compressing| compressing * 2 * ROUNDS),
+        "compressing subscribers read only compressed messages"
+    );
+    assert_eq!(
+        allocations, 0,
+        "heap allocations for {ROUNDS} compressed publishes to 8 subscribers"
     );
 }

@@ -514,6 +514,7 @@ fn exhausted_pool_is_try_again_later() {
     use ringcast::protocol::pool::{BufferClass, PoolLimits};
     let mut session = harness();
     session.pool = BufferPool::new(&PoolLimits {
+        inflaters_max: 1,
         classes: vec![BufferClass {
             buffer_bytes: 128,
             buffers_max: 1,

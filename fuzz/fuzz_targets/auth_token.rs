@@ -314,6 +314,7 @@ fn check_place(
 /// Runs `check` on every head the request reader completes from `stream`, read whole.
 fn for_each_head(stream: &[u8], mut check: impl FnMut(&RequestHead<'_>)) {
     let mut pool = BufferPool::new(&PoolLimits {
+        inflaters_max: 1,
         classes: vec![
             BufferClass {
                 buffer_bytes: 4 * 1024,

@@ -81,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn new_pool() -> PoolLimits {
     PoolLimits {
+        inflaters_max: 1,
         classes: POOL_BUFFER_BYTES
             .iter()
             .map(|&buffer_bytes| BufferClass {
@@ -94,6 +95,7 @@ fn new_pool() -> PoolLimits {
 /// One small buffer: a request cut across reads soon finds none.
 fn starved_pool() -> PoolLimits {
     PoolLimits {
+        inflaters_max: 1,
         classes: vec![BufferClass {
             buffer_bytes: 128,
             buffers_max: 1,

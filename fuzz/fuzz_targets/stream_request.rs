@@ -82,6 +82,7 @@ fuzz_target!(|data: &[u8]| {
 /// Reads `reads` as one connection and reads every request in order.
 fn read_all(reads: &[&[u8]], config: &BrokerConfig) -> Vec<Outcome> {
     let mut pool = BufferPool::new(&PoolLimits {
+        inflaters_max: 1,
         classes: POOL_BUFFER_BYTES
             .iter()
             .map(|&buffer_bytes| BufferClass {

@@ -106,7 +106,9 @@ fn check_against_tungstenite(data: &[u8], ours: &Result<Option<FrameHead>, Proto
             assert_eq!(header.mask, head.mask);
             assert_eq!(payload_bytes, head.payload_bytes);
             assert_eq!(their_head_bytes, usize::from(head.head_bytes));
-            assert!(!(header.rsv1 || header.rsv2 || header.rsv3));
+            // RSV1 is the session's call (permessage-deflate); RSV2 and RSV3 are always refused.
+            assert_eq!(header.rsv1, head.rsv1);
+            assert!(!(header.rsv2 || header.rsv3));
         }
         (Ok(Some((header, payload_bytes))), Err(error)) => {
             let control = matches!(header.opcode, TheirOpCode::Control(_));

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CAPTURED = os.path.join(HERE, "captured")
@@ -656,6 +657,50 @@ def tls_stream():
     return seeds
 
 
+def deflate(message, level=6, window_bits=15):
+    """A permessage-deflate payload: raw deflate with a sync flush, the trailer stripped."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -window_bits)
+    payload = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert payload.endswith(b"\x00\x00\xff\xff")
+    return payload[:-4]
+
+
+def with_header(header, variant, schedule, payload):
+    """The websocket_deflate layout: an extension header, then a split payload."""
+    return bytes([len(header)]) + header + split(variant, schedule, payload)
+
+
+def websocket_deflate():
+    quotes = json.dumps(
+        [{"topic": "AAPL", "bid": f"189.{index:02}", "size": 100} for index in range(80)]
+    ).encode()
+    offer = b"permessage-deflate; client_max_window_bits"
+    windows = b"permessage-deflate; server_max_window_bits=10; client_max_window_bits=12"
+    return {
+        "quotes-whole": with_header(offer, 0, WHOLE, deflate(quotes)),
+        "quotes-trickle": with_header(offer, 0, TRICKLE, deflate(quotes, 1)),
+        "quotes-pieces-window-9": with_header(windows, 1, PIECES, deflate(quotes, 9, 9)),
+        "empty-message": with_header(offer, 0, WHOLE, b"\x00"),
+        "empty-payload": with_header(offer, 0, WHOLE, b""),
+        "stored-blocks": with_header(offer, 1, PIECES, deflate(bytes(range(256)) * 20, 0)),
+        # A zip bomb: far past either cap.
+        "bomb": with_header(offer, 1, FOUR_KIB, deflate(b"0" * 4_000_000, 9)),
+        "exactly-1-kib": with_header(offer, 0, WHOLE, deflate(b"x" * 1024)),
+        "one-over-1-kib": with_header(offer, 0, WHOLE, deflate(b"x" * 1025)),
+        "garbage": with_header(offer, 0, PIECES, b"\xff" * 40),
+        "final-block-then-more": with_header(offer, 0, WHOLE, zlib.compress(b"done")[2:-4] + b"xyz"),
+        "offers": with_header(
+            b"x-foo; a=\"b,c\", permessage-deflate; server_max_window_bits=08, "
+            b"permessage-deflate; server_max_window_bits=\"9\"; client_no_context_takeover",
+            0, WHOLE, deflate(b"{}"),
+        ),
+        "duplicate-parameters": with_header(
+            b"permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            0, WHOLE, deflate(b"{}"),
+        ),
+    }
+
+
 TARGETS = {
     "auth_token": auth_token,
     "broker_request": broker_request,
@@ -664,6 +709,7 @@ TARGETS = {
     "stream_cursor": stream_cursor,
     "stream_request": stream_request,
     "tls_stream": tls_stream,
+    "websocket_deflate": websocket_deflate,
     "websocket_frame_head": websocket_frame_head,
     "websocket_session": websocket_session,
     "websocket_upgrade": websocket_upgrade,

@@ -332,7 +332,10 @@ impl ServerConfig {
                 .max(protocol.message_bytes_max);
         }
         if !explicit.pool {
+            // Only the classes follow the message limit; the inflaters keep their setting.
+            let inflaters_max = self.pool.inflaters_max;
             self.pool = PoolLimits::for_message_bytes_max(protocol.message_bytes_max);
+            self.pool.inflaters_max = inflaters_max;
         }
         // A request is one message: a larger limit could never be reached.
         self.broker.request_bytes_max = self

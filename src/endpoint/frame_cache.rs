@@ -10,12 +10,38 @@
 //! a `data:` line, an NDJSON framing the body as one chunked line, each in a pooled buffer made
 //! on the first delivery to such a subscriber. Polls collect messages themselves (their answer
 //! is one response per client), so they have no framing.
+//!
+//! A WebSocket subscriber that negotiated permessage-deflate takes the body compressed, as a
+//! text frame with RSV1, in a pooled buffer: compressed once per shard for each window size in
+//! use (nearly always only 15 bits) on the first delivery to such a subscriber, and shared by
+//! all of them. That is what `server_no_context_takeover` buys: no frame depends on what the
+//! connection was sent before.
 
 use super::EndpointKind;
 use super::outbound::{Frame, SharedFrames};
 use crate::broker::Message;
 use crate::broker::message_pool::MessagePool;
+use crate::protocol::websocket::deflate::{
+    COMPRESSION_WINDOW_BITS_MIN, CompressorSet, WINDOW_BITS_MAX,
+};
+use crate::protocol::websocket::frame::{HEAD_BYTES_MAX, compressed_text_frame_head};
 use crate::protocol::{ndjson, sse};
+
+/// How many compressor windows a compressed framing may be made for (9 to 15 bits).
+const COMPRESSED_WINDOWS_COUNT: usize =
+    (WINDOW_BITS_MAX - COMPRESSION_WINDOW_BITS_MIN) as usize + 1;
+
+/// Which framing of a message a subscriber takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FramingKey {
+    /// The plain framing of an endpoint kind.
+    Plain(EndpointKind),
+    /// A WebSocket text frame compressed with a window of this many bits (9–15).
+    CompressedWebSocket(u8),
+}
+
+/// What compressed framings are made with: the shard's compressors.
+pub type Compressors<'a> = &'a mut CompressorSet;
 
 /// One kind's framing of the message being delivered.
 #[derive(Debug)]
@@ -34,6 +60,7 @@ pub struct FrameCache {
     websocket: Option<Framing>,
     sse: Option<Framing>,
     ndjson: Option<Framing>,
+    compressed: [Option<Framing>; COMPRESSED_WINDOWS_COUNT],
 }
 
 impl FrameCache {
@@ -41,11 +68,12 @@ impl FrameCache {
     /// a kind that takes no shared framing (HTTP, polls).
     pub fn frame(
         &mut self,
-        kind: EndpointKind,
+        key: FramingKey,
         message: &Message,
         pool: &mut MessagePool,
+        compressors: Compressors<'_>,
     ) -> Option<Frame> {
-        self.framing(kind, message, pool)
+        self.framing(key, message, pool, compressors)
             .map(|framing| framing.frame.clone())
     }
 
@@ -53,12 +81,13 @@ impl FrameCache {
     /// only when a queue is about to take the frame.
     pub fn shared_slot(
         &mut self,
-        kind: EndpointKind,
+        key: FramingKey,
         message: &Message,
         pool: &mut MessagePool,
+        compressors: Compressors<'_>,
         shared: &mut SharedFrames,
     ) -> Option<u32> {
-        let framing = self.framing(kind, message, pool)?;
+        let framing = self.framing(key, message, pool, compressors)?;
         match framing.slot {
             Some((slot, generation)) if shared.is_current(slot, generation) => Some(slot),
             _ => {
@@ -71,9 +100,10 @@ impl FrameCache {
 
     fn framing(
         &mut self,
-        kind: EndpointKind,
+        key: FramingKey,
         message: &Message,
         pool: &mut MessagePool,
+        compressors: Compressors<'_>,
     ) -> Option<&mut Framing> {
         if !self
             .message
@@ -84,7 +114,18 @@ impl FrameCache {
             self.websocket = None;
             self.sse = None;
             self.ndjson = None;
+            self.compressed = Default::default();
         }
+        let kind = match key {
+            FramingKey::Plain(kind) => kind,
+            FramingKey::CompressedWebSocket(window_bits) => {
+                let index = usize::from(window_bits - COMPRESSION_WINDOW_BITS_MIN);
+                return Some(self.compressed[index].get_or_insert_with(|| Framing {
+                    frame: compressed_frame(message, window_bits, pool, compressors),
+                    slot: None,
+                }));
+            }
+        };
         let body = message.body();
         let (cached, make): (_, &dyn Fn(&mut MessagePool) -> Frame) = match kind {
             EndpointKind::WebSocket => (&mut self.websocket, &|_| Frame::Message(message.clone())),
@@ -105,4 +146,21 @@ impl FrameCache {
             slot: None,
         }))
     }
+}
+
+/// `message`'s body compressed for a window of `window_bits`, as one text frame with RSV1, in
+/// a pooled buffer.
+fn compressed_frame(
+    message: &Message,
+    window_bits: u8,
+    pool: &mut MessagePool,
+    compressors: &mut CompressorSet,
+) -> Frame {
+    let payload = compressors.compress(message.body(), window_bits);
+    let mut head = [0u8; HEAD_BYTES_MAX];
+    let head_bytes = compressed_text_frame_head(payload.len(), &mut head);
+    Frame::Shared(pool.fill(head_bytes + payload.len(), |out| {
+        out.extend_from_slice(&head[..head_bytes]);
+        out.extend_from_slice(payload);
+    }))
 }

@@ -31,6 +31,7 @@ use crate::protocol::http1::head::HEADERS_COUNT_MAX;
 use crate::protocol::http1::response as handshake;
 use crate::protocol::http1::{CONTINUE_RESPONSE, HttpEvent, Request, RequestHead, RequestReader};
 use crate::protocol::pool::BufferPool;
+use crate::protocol::websocket::deflate::DeflateAgreement;
 use crate::protocol::websocket::frame::FrameEncoder;
 use crate::protocol::websocket::upgrade;
 
@@ -93,15 +94,20 @@ pub struct Responses {
     poll: Option<Box<HeldPoll>>,
 }
 
+/// What an accepted upgrade hands the WebSocket endpoint.
+type Upgraded = (Option<Box<Identity>>, Option<DeflateAgreement>);
+
 /// How a read ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Read {
     Done(Next),
     /// An upgrade was accepted (its 101 is queued): the connection speaks WebSocket from
-    /// `rest_start` of the read on, as `identity` when its token proved one.
+    /// `rest_start` of the read on, as `identity` when its token proved one, compressed as
+    /// `deflate` says when permessage-deflate was negotiated.
     Upgraded {
         rest_start: usize,
         identity: Option<Box<Identity>>,
+        deflate: Option<DeflateAgreement>,
     },
     /// A stream (SSE or NDJSON) was asked for and checked: the connection becomes one, and
     /// ends at `ends_at_ms` (the shard's clock) when its token runs out.
@@ -255,7 +261,9 @@ impl HttpEndpoint {
                 Ok(HttpEvent::Request(request)) => answer.request(&request),
                 Ok(HttpEvent::ContinueExpected(head)) => answer.continue_expected(&head),
                 Ok(HttpEvent::Upgrade { head, rest_start }) => {
-                    upgraded_at = answer.upgrade(&head).map(|identity| (rest_start, identity));
+                    upgraded_at = answer
+                        .upgrade(&head)
+                        .map(|(identity, deflate)| (rest_start, identity, deflate));
                     false
                 }
                 Err(error) => answer.refuse(&HttpError::Request(error), false),
@@ -271,10 +279,11 @@ impl HttpEndpoint {
                 ends_at_ms: answer.stream_ends_at_ms,
             };
         }
-        if let Some((rest_start, identity)) = upgraded_at {
+        if let Some((rest_start, identity, deflate)) = upgraded_at {
             return Read::Upgraded {
                 rest_start,
                 identity,
+                deflate,
             };
         }
         if self.responses.closing_after_responses {
@@ -669,8 +678,8 @@ impl Answer<'_> {
     }
 
     /// Answers an upgrade request with 101 or a refusal; returns the identity its token
-    /// proved (if one is required) when it was accepted.
-    fn upgrade(&mut self, head: &RequestHead<'_>) -> Option<Option<Box<Identity>>> {
+    /// proved (if one is required) and the compression agreed when it was accepted.
+    fn upgrade(&mut self, head: &RequestHead<'_>) -> Option<Upgraded> {
         if !self.responses.pending.is_empty() {
             // Responses to earlier requests still wait for seqs, and after a 101 there is no
             // HTTP left to send them in.
@@ -704,7 +713,7 @@ impl Answer<'_> {
             Ok(upgrade) => {
                 upgrade::write_switching_protocols(&upgrade, &mut response);
                 self.respond(response.freeze());
-                Some(identity.map(Box::new))
+                Some((identity.map(Box::new), upgrade.deflate))
             }
             Err(error) => {
                 self.refuse_handshake(&error);
@@ -815,6 +824,7 @@ mod tests {
         Context {
             pool: BufferPool::new(&PoolLimits::default()),
             encoder: FrameEncoder::new(4096),
+            compressors: crate::protocol::websocket::deflate::CompressorSet::new(1),
             settings: Arc::new(settings),
             frames: crate::broker::MessagePool::new(1 << 20),
             counters: EndpointCounters::default(),

@@ -35,6 +35,7 @@ use crate::protocol::CloseCode;
 use crate::protocol::ProtocolLimits;
 use crate::protocol::http1::RequestLimits;
 use crate::protocol::pool::BufferPool;
+use crate::protocol::websocket::deflate::CompressorSet;
 use crate::protocol::websocket::frame::FrameEncoder;
 use http::HttpEndpoint;
 use outbound::Outbound;
@@ -199,6 +200,8 @@ pub struct Context {
     /// Broker requests of the read being handled, in the order they arrived.
     pub requests: Vec<BrokerRequest>,
     pub metrics: Box<dyn MetricsText>,
+    /// The shard's permessage-deflate compressors (echo replies, fanout frames).
+    pub compressors: CompressorSet,
 }
 
 /// One connection's endpoint.
@@ -231,6 +234,15 @@ impl Endpoint {
                 StreamFormat::Sse => EndpointKind::Sse,
                 StreamFormat::Ndjson => EndpointKind::Ndjson,
             },
+        }
+    }
+
+    /// The window of the compressed frames this endpoint takes: `Some` only for a WebSocket
+    /// that negotiated permessage-deflate with a window zlib can compress for.
+    pub fn compression_window_bits(&self) -> Option<u8> {
+        match self {
+            Endpoint::WebSocket(websocket) => websocket.compression_window_bits(),
+            Endpoint::Http(_) | Endpoint::Stream(_) => None,
         }
     }
 
@@ -271,11 +283,13 @@ impl Endpoint {
                 http::Read::Upgraded {
                     rest_start,
                     identity,
+                    deflate,
                 } => {
                     http.release_buffers(&mut context.pool);
                     context.counters.upgrades += 1;
                     let mut websocket = WebSocketEndpoint::new(context.now_ms, &context.settings);
                     websocket.authenticate(identity, context);
+                    websocket.set_deflate(deflate);
                     let rest = &mut input[rest_start..];
                     let next = match rest.is_empty() {
                         true => Next::Continue,

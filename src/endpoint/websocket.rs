@@ -27,6 +27,7 @@ use crate::broker::idempotency::IdempotencyKey;
 use crate::broker::request::{Request, RequestError, parse_request};
 use crate::broker::{BrokerRequest, Reply, TopicName};
 use crate::protocol::CloseCode;
+use crate::protocol::websocket::deflate::DeflateAgreement;
 use crate::protocol::websocket::frame::{FrameEncoder, OpCode};
 use crate::protocol::websocket::session::{Event, MessageKind, Session, SessionState};
 
@@ -85,6 +86,8 @@ pub struct WebSocketEndpoint {
     /// first close frame sent or received (for the `connection.closed` webhook).
     close_code: u16,
     close_reason: Option<CloseReason>,
+    /// permessage-deflate as agreed in the upgrade; `None` when not negotiated.
+    deflate: Option<DeflateAgreement>,
 }
 
 impl WebSocketEndpoint {
@@ -101,7 +104,23 @@ impl WebSocketEndpoint {
             access: None,
             close_code: CLOSE_CODE_ABNORMAL,
             close_reason: None,
+            deflate: None,
         }
+    }
+
+    /// Takes the permessage-deflate agreement of the upgrade: the peer may then send
+    /// compressed messages, and messages to it are compressed.
+    pub fn set_deflate(&mut self, deflate: Option<DeflateAgreement>) {
+        self.deflate = deflate;
+        self.session.set_compression(deflate.is_some());
+    }
+
+    /// The window our compressed frames for this connection are made with, or `None` when it
+    /// takes uncompressed frames only (not negotiated, or a window zlib cannot make).
+    pub fn compression_window_bits(&self) -> Option<u8> {
+        self.deflate
+            .filter(DeflateAgreement::compresses)
+            .map(|deflate| deflate.server_window_bits)
     }
 
     /// The close code and reason the connection ended with: those of the first close frame
@@ -179,7 +198,21 @@ impl WebSocketEndpoint {
                             MessageKind::Text => OpCode::Text,
                             MessageKind::Binary => OpCode::Binary,
                         };
-                        outbound.push_control(context.encoder.encode(opcode, true, payload));
+                        let window_bits = self
+                            .deflate
+                            .filter(DeflateAgreement::compresses)
+                            .map(|deflate| deflate.server_window_bits)
+                            .filter(|_| {
+                                payload.len() >= settings.protocol.compression_message_bytes_min
+                            });
+                        let frame = match window_bits {
+                            Some(window_bits) => {
+                                let compressed = context.compressors.compress(payload, window_bits);
+                                context.encoder.encode_compressed(opcode, compressed)
+                            }
+                            None => context.encoder.encode(opcode, true, payload),
+                        };
+                        outbound.push_control(frame);
                     } else {
                         let sink = RequestSink {
                             outbound: &mut *outbound,

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::websocket::deflate::Inflater;
+
 /// Most size classes a pool may have: a handful serve every size from a control frame to the
 /// largest message, and the metrics report each class.
 pub const POOL_CLASSES_MAX: usize = 16;
@@ -37,6 +39,12 @@ pub struct PoolLimits {
     ///
     /// Counts bound the pool's memory to about 4 + 8 + 16 + 64 = 92 MiB per shard at worst.
     pub classes: Vec<BufferClass>,
+    /// Inflaters (permessage-deflate) a shard may hold at once: one is lent to a connection
+    /// from the first frame of a compressed message to its last, so this bounds how many
+    /// connections may be in the middle of a compressed message together; one more is refused
+    /// with 1013 (try again later). Each is about 40 KiB (a 32 KiB window and zlib's state),
+    /// so the default 256 bounds them to about 10 MiB per shard. Made on first demand.
+    pub inflaters_max: usize,
 }
 
 impl Default for PoolLimits {
@@ -60,6 +68,7 @@ impl Default for PoolLimits {
                     buffers_max: 64,
                 },
             ],
+            inflaters_max: 256,
         }
     }
 }
@@ -162,6 +171,12 @@ impl PooledBuffer {
         self.bytes.truncate(bytes);
     }
 
+    /// The vector itself, for a writer that fills its spare capacity in place (an inflater).
+    /// It must never grow it: a pooled buffer's capacity is its class's size.
+    pub(in crate::protocol) fn bytes_without_growing(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
     /// Forgets the contents, keeping the capacity.
     pub fn clear(&mut self) {
         self.bytes.clear();
@@ -191,6 +206,10 @@ struct SizeClass {
 #[derive(Debug)]
 pub struct BufferPool {
     classes: Vec<SizeClass>,
+    /// Inflaters not lent out; never more than `inflaters_max` made.
+    inflaters: Vec<Inflater>,
+    inflaters_max: usize,
+    inflaters_created: usize,
     /// Requests refused because every class large enough was at its maximum.
     exhausted_count: u64,
 }
@@ -215,8 +234,41 @@ impl BufferPool {
             .collect();
         Self {
             classes,
+            inflaters: Vec::with_capacity(config.inflaters_max),
+            inflaters_max: config.inflaters_max,
+            inflaters_created: 0,
             exhausted_count: 0,
         }
+    }
+
+    /// An inflater for one compressed message, made on first demand up to `inflaters_max`.
+    /// `None` (counted as exhaustion) when that many are lent out.
+    pub fn acquire_inflater(&mut self) -> Option<Inflater> {
+        if let Some(inflater) = self.inflaters.pop() {
+            return Some(inflater);
+        }
+        if self.inflaters_created < self.inflaters_max {
+            self.inflaters_created += 1;
+            return Some(Inflater::new());
+        }
+        self.exhausted_count += 1;
+        None
+    }
+
+    /// Takes an inflater back, reset for its next message.
+    pub fn release_inflater(&mut self, mut inflater: Inflater) {
+        inflater.reset();
+        assert!(
+            self.inflaters.len() < self.inflaters_max,
+            "released an inflater twice"
+        );
+        self.inflaters.push(inflater);
+    }
+
+    /// Inflaters made so far and lent out now.
+    pub fn inflater_statistics(&self) -> (usize, usize) {
+        let created = self.inflaters_created;
+        (created, created - self.inflaters.len())
     }
 
     /// An empty buffer holding at least `bytes`, from the smallest class that fits and has one to
@@ -314,6 +366,7 @@ mod tests {
 
     fn small_pool() -> BufferPool {
         BufferPool::new(&PoolLimits {
+            inflaters_max: 1,
             classes: vec![
                 BufferClass {
                     buffer_bytes: 128,

@@ -47,6 +47,7 @@ use crate::endpoint::outbound::QueueMemory;
 use crate::endpoint::{Context, EndpointKind};
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
+use crate::protocol::websocket::deflate::CompressorSet;
 use crate::protocol::websocket::frame::FrameEncoder;
 use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats, TlsStats};
 use crate::transport::tls::TlsWorkspace;
@@ -450,6 +451,7 @@ impl Shard {
         }
         self.over_budget = over_budget;
         let mailbox = &self.mailboxes[self.shard_index];
+        let (inflaters_created, inflaters_in_use) = self.context.pool.inflater_statistics();
         let gauges = Gauges {
             connections: self.connection_count as u64,
             websocket_connections: self.transport_connections[0],
@@ -458,6 +460,8 @@ impl Shard {
             outbox_depth: self.outbox_depth as u64,
             outbound_queued_bytes: self.queue_memory.queued_bytes(),
             outbound_memory_bytes: memory_bytes,
+            inflaters_in_use: inflaters_in_use as u64,
+            inflaters_created: inflaters_created as u64,
             ..Gauges::default()
         }
         .with_broker(self.fanout.gauges());
@@ -575,6 +579,7 @@ fn new_context(
         unix_offset_ms: unix_now_ms(),
         requests: Vec::new(),
         metrics: Box::new(metrics),
+        compressors: CompressorSet::new(config.protocol.compression_level),
     }
 }
 

@@ -20,6 +20,10 @@
 //   restart   this script runs the server (RINGCAST_BINARY) itself and restarts it: a WebSocket
 //             client sees close 1001; it and a polling client reconnect by themselves and get a
 //             `reset` for each topic (a new server is a new epoch), then every new seq in order
+//   deflate   the server negotiates permessage-deflate (--websocket-compression): a WebSocket
+//             the page opens has it in `extensions` with both no-context-takeover parameters,
+//             and a 4 KB publish over it comes back (compressed by the server) as the same
+//             JSON
 // Passes (exit 0) when the scenario's checks hold; prints why otherwise.
 "use strict";
 
@@ -448,7 +452,46 @@ async function restart() {
   return "close 1001; WebSocket and polling reconnected by themselves, a reset per topic (a new epoch) and 30 new seqs per topic in order";
 }
 
-const scenarios = { board, cut, fallback, upgrade, token, restart };
+async function deflate() {
+  const page = await openPage(`http://${address}`, "");
+  const result = await page.evaluate(async () => {
+    const socket = new WebSocket(`ws://${location.host}/ws`);
+    await new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = () => reject(new Error("the WebSocket did not open"));
+    });
+    const messages = [];
+    const waiting = [];
+    socket.onmessage = (event) => {
+      messages.push(JSON.parse(event.data));
+      for (const wake of waiting.splice(0)) wake();
+    };
+    const next = async (predicate) => {
+      for (;;) {
+        const found = messages.find(predicate);
+        if (found) return found;
+        await new Promise((resolve) => waiting.push(resolve));
+      }
+    };
+    socket.send(JSON.stringify({ op: "subscribe", topics: ["DEFLATE"] }));
+    await next((message) => message.op === "subscribed");
+    const data = { quotes: Array.from({ length: 150 }, (_, index) => ({ bid: `189.${index}`, size: 100 })) };
+    socket.send(JSON.stringify({ op: "publish", topic: "DEFLATE", data }));
+    const delivered = await next((message) => message.topic === "DEFLATE" && message.seq === 1);
+    socket.close(1000);
+    return { extensions: socket.extensions, same: JSON.stringify(delivered.data) === JSON.stringify(data),
+      bytes: JSON.stringify(data).length };
+  });
+  const { extensions, same, bytes } = result;
+  if (!extensions.startsWith("permessage-deflate")) fail(`extensions ${JSON.stringify(extensions)}`);
+  for (const parameter of ["server_no_context_takeover", "client_no_context_takeover"]) {
+    if (!extensions.includes(parameter)) fail(`no ${parameter} in ${extensions}`);
+  }
+  if (!same) fail("the delivered data differs from what was published");
+  return `extensions "${extensions}", a ${bytes}-byte publish came back intact`;
+}
+
+const scenarios = { board, cut, fallback, upgrade, token, restart, deflate };
 if (!(scenario in scenarios)) fail(`unknown scenario ${scenario}`);
 scenarios[scenario]()
   .then(async (summary) => {

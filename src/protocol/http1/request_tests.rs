@@ -465,6 +465,7 @@ fn request_errors_map_to_statuses() {
 #[test]
 fn exhausted_pool_answers_503() {
     let mut pool = BufferPool::new(&PoolLimits {
+        inflaters_max: 1,
         classes: vec![crate::protocol::pool::BufferClass {
             buffer_bytes: 128,
             buffers_max: 1,

@@ -39,6 +39,15 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// A close reason that is not valid UTF-8.
     InvalidCloseReasonUtf8,
+    /// RSV1 on a continuation frame: only a message's first frame says it is compressed.
+    CompressedContinuation,
+    /// A compressed message that inflates past `message_bytes_max` (a zip bomb, say).
+    InflatedTooLarge { message_bytes_max: usize },
+    /// A compressed message that is not a valid deflate stream.
+    InvalidCompressedData,
+    /// Every inflater of the shard is lent to a connection in the middle of a compressed
+    /// message (`inflaters_max`): not the peer's fault, it should retry later.
+    InflatersExhausted,
     /// Our receive buffer pool had no buffer for this message: not the peer's fault, it should
     /// retry later. The pool's bound keeps one connection from taking the shard's memory.
     BufferPoolExhausted { message_bytes: usize },
@@ -57,10 +66,17 @@ impl ProtocolError {
             | Self::ContinuationWithoutStart
             | Self::DataFrameInsideFragmentedMessage
             | Self::CloseFrameTooShort
+            | Self::CompressedContinuation
             | Self::InvalidCloseCode(_) => CloseCode::PROTOCOL_ERROR,
-            Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
-            Self::InvalidUtf8 | Self::InvalidCloseReasonUtf8 => CloseCode::INVALID_PAYLOAD,
-            Self::BufferPoolExhausted { .. } => CloseCode::TRY_AGAIN_LATER,
+            Self::FrameTooLarge { .. }
+            | Self::MessageTooLarge { .. }
+            | Self::InflatedTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
+            Self::InvalidUtf8 | Self::InvalidCloseReasonUtf8 | Self::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
+            Self::BufferPoolExhausted { .. } | Self::InflatersExhausted => {
+                CloseCode::TRY_AGAIN_LATER
+            }
         }
     }
 
@@ -81,7 +97,12 @@ impl ProtocolError {
             Self::InvalidCloseCode(_) => "invalid close code",
             Self::InvalidUtf8 => "text is not valid utf-8",
             Self::InvalidCloseReasonUtf8 => "close reason is not valid utf-8",
-            Self::BufferPoolExhausted { .. } => "server busy, try again later",
+            Self::CompressedContinuation => "rsv1 on a continuation frame",
+            Self::InflatedTooLarge { .. } => "message too large once inflated",
+            Self::InvalidCompressedData => "invalid compressed data",
+            Self::BufferPoolExhausted { .. } | Self::InflatersExhausted => {
+                "server busy, try again later"
+            }
         }
     }
 }
@@ -135,6 +156,24 @@ impl std::fmt::Display for ProtocolError {
             Self::InvalidCloseReasonUtf8 => {
                 write!(formatter, "peer sent a close reason that is not utf-8")
             }
+            Self::CompressedContinuation => {
+                write!(formatter, "peer set RSV1 on a continuation frame")
+            }
+            Self::InflatedTooLarge { message_bytes_max } => write!(
+                formatter,
+                "peer sent a compressed message that inflates past {message_bytes_max} bytes \
+                 (message_bytes_max)"
+            ),
+            Self::InvalidCompressedData => {
+                write!(
+                    formatter,
+                    "peer sent a compressed message that does not inflate"
+                )
+            }
+            Self::InflatersExhausted => write!(
+                formatter,
+                "no inflater for a compressed message: the shard's are all lent (inflaters_max)"
+            ),
             Self::BufferPoolExhausted { message_bytes } => write!(
                 formatter,
                 "no pooled buffer for a {message_bytes}-byte message: the pool is at its maximum"

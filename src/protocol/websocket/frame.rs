@@ -49,6 +49,9 @@ impl OpCode {
 pub struct FrameHead {
     /// Whether this is the final fragment of its message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate negotiated, the message this frame starts is compressed
+    /// (RFC 7692 §6). Whether it may be set is the session's call; RSV2 and RSV3 never may.
+    pub rsv1: bool,
     pub opcode: OpCode,
     /// The masking key, present on every client frame.
     pub mask: Option<[u8; 4]>,
@@ -66,13 +69,18 @@ impl FrameHead {
         let Some(&first) = input.first() else {
             return Ok(None);
         };
-        if first & 0x70 != 0 {
+        if first & 0x30 != 0 {
             return Err(ProtocolError::ReservedBitsSet);
         }
         let fin = first & 0x80 != 0;
+        let rsv1 = first & 0x40 != 0;
         let opcode = OpCode::from_bits(first & 0x0F)?;
         if opcode.is_control() && !fin {
             return Err(ProtocolError::FragmentedControlFrame);
+        }
+        // Control frames are never compressed (RFC 7692 §6.1), whatever was negotiated.
+        if opcode.is_control() && rsv1 {
+            return Err(ProtocolError::ReservedBitsSet);
         }
         let Some(&second) = input.get(1) else {
             return Ok(None);
@@ -105,6 +113,7 @@ impl FrameHead {
         });
         Ok(Some(FrameHead {
             fin,
+            rsv1,
             opcode,
             mask,
             payload_bytes,
@@ -115,7 +124,7 @@ impl FrameHead {
     /// Writes this head into `out` and returns how many bytes it took. The length uses the
     /// shortest encoding, as RFC 6455 §5.2 requires of senders.
     pub fn encode(&self, out: &mut [u8; HEAD_BYTES_MAX]) -> usize {
-        out[0] = (u8::from(self.fin) << 7) | self.opcode as u8;
+        out[0] = (u8::from(self.fin) << 7) | (u8::from(self.rsv1) << 6) | self.opcode as u8;
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
         let mut length = match self.payload_bytes {
             0..=125 => {
@@ -159,6 +168,14 @@ pub fn text_frame_head(payload_bytes: usize, out: &mut [u8; HEAD_BYTES_MAX]) -> 
     head_length
 }
 
+/// Writes the head of an unmasked, final text frame with RSV1 set (a message compressed with
+/// permessage-deflate) and `payload_bytes` of payload into `out`; returns its length.
+pub fn compressed_text_frame_head(payload_bytes: usize, out: &mut [u8; HEAD_BYTES_MAX]) -> usize {
+    let (head, head_length) = encode_head_with_rsv1(OpCode::Text, true, true, None, payload_bytes);
+    out[..head_length].copy_from_slice(&head[..head_length]);
+    head_length
+}
+
 /// The encoded head of a frame with `payload_bytes` of payload, and its length.
 fn encode_head(
     opcode: OpCode,
@@ -166,8 +183,20 @@ fn encode_head(
     mask: Option<[u8; 4]>,
     payload_bytes: usize,
 ) -> ([u8; HEAD_BYTES_MAX], usize) {
+    encode_head_with_rsv1(opcode, fin, false, mask, payload_bytes)
+}
+
+/// [`encode_head`] with RSV1 given: set on the first frame of a compressed message.
+fn encode_head_with_rsv1(
+    opcode: OpCode,
+    fin: bool,
+    rsv1: bool,
+    mask: Option<[u8; 4]>,
+    payload_bytes: usize,
+) -> ([u8; HEAD_BYTES_MAX], usize) {
     let head = FrameHead {
         fin,
+        rsv1,
         opcode,
         mask,
         payload_bytes: payload_bytes as u64,
@@ -188,7 +217,20 @@ pub fn encode_masked_frame(
     mask: [u8; 4],
     out: &mut Vec<u8>,
 ) {
-    let (head, head_length) = encode_head(opcode, fin, Some(mask), payload.len());
+    encode_masked_frame_with_rsv1(opcode, fin, false, payload, mask, out);
+}
+
+/// [`encode_masked_frame`] with RSV1 given, as a client sends the first frame of a compressed
+/// message.
+pub fn encode_masked_frame_with_rsv1(
+    opcode: OpCode,
+    fin: bool,
+    rsv1: bool,
+    payload: &[u8],
+    mask: [u8; 4],
+    out: &mut Vec<u8>,
+) {
+    let (head, head_length) = encode_head_with_rsv1(opcode, fin, rsv1, Some(mask), payload.len());
     out.extend_from_slice(&head[..head_length]);
     let payload_start = out.len();
     out.extend_from_slice(payload);
@@ -242,6 +284,13 @@ impl FrameEncoder {
     /// Encodes one complete unmasked frame.
     pub fn encode(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> Bytes {
         let (head, head_length) = encode_head(opcode, fin, None, payload.len());
+        self.write(&[&head[..head_length], payload])
+    }
+
+    /// Encodes one complete unmasked frame with RSV1 set: `payload` is a message compressed
+    /// with permessage-deflate.
+    pub fn encode_compressed(&mut self, opcode: OpCode, payload: &[u8]) -> Bytes {
+        let (head, head_length) = encode_head_with_rsv1(opcode, true, true, None, payload.len());
         self.write(&[&head[..head_length], payload])
     }
 
@@ -314,6 +363,7 @@ mod tests {
     fn never_half_consumes() {
         let head = FrameHead {
             fin: true,
+            rsv1: false,
             opcode: OpCode::Binary,
             mask: Some([1, 2, 3, 4]),
             payload_bytes: 70_000,
@@ -338,6 +388,7 @@ mod tests {
         for (payload_bytes, expected) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
             let head = FrameHead {
                 fin: true,
+                rsv1: false,
                 opcode: OpCode::Text,
                 mask: None,
                 payload_bytes,
@@ -389,6 +440,29 @@ mod tests {
             encode_frame(OpCode::Binary, true, &[7; 40]),
             "a live frame is intact"
         );
+    }
+
+    /// Proves RSV1 is read on data frames and refused on control frames, RSV2 and RSV3 always
+    /// refused, and that a compressed frame is encoded with RSV1 set.
+    #[test]
+    fn reserved_bits() {
+        let head = FrameHead::parse(&[0xC1, 0x80, 0, 0, 0, 0])
+            .unwrap()
+            .unwrap();
+        assert!(head.rsv1 && head.fin && head.opcode == OpCode::Text);
+        let plain = FrameHead::parse(&[0x81, 0x80, 0, 0, 0, 0])
+            .unwrap()
+            .unwrap();
+        assert!(!plain.rsv1);
+        for first in [0xA1, 0x91, 0xC9, 0xC8, 0xCA] {
+            assert_eq!(
+                FrameHead::parse(&[first, 0x80]),
+                Err(ProtocolError::ReservedBitsSet),
+                "{first:#x}"
+            );
+        }
+        let frame = FrameEncoder::new(64).encode_compressed(OpCode::Binary, &[0x00]);
+        assert_eq!(&frame[..], [0xC2, 0x01, 0x00]);
     }
 
     /// Proves close payloads are cut at a character boundary within 125 bytes.

@@ -2,6 +2,7 @@
 //! UTF-8 validation across reads, close codes, and the per-connection [`session::Session`].
 
 pub mod close;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod mask;

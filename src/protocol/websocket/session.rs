@@ -13,6 +13,7 @@
 //! [`BufferPool`]; an incomplete frame head (at most 14 bytes) waits inside the session.
 
 use super::close::CloseCode;
+use super::deflate::{InflateError, Inflater, SYNC_FLUSH_TRAILER};
 use super::error::ProtocolError;
 use super::frame::{CONTROL_PAYLOAD_BYTES_MAX, FrameHead, HEAD_BYTES_MAX, OpCode};
 use super::mask::{apply_mask, apply_mask_checking_ascii};
@@ -122,7 +123,7 @@ struct OwedClose {
     reason: &'static str,
 }
 
-/// The protocol state of one connection. About 200 bytes; buffers are borrowed from the pool
+/// The protocol state of one connection. About 250 bytes; buffers are borrowed from the pool
 /// only while a message or control frame is incomplete.
 #[derive(Debug)]
 pub struct Session {
@@ -139,6 +140,15 @@ pub struct Session {
     utf8: Utf8Validator,
     owed_pong: Option<PooledBuffer>,
     owed_close: Option<OwedClose>,
+    /// Whether permessage-deflate was negotiated: RSV1 may then start a compressed message.
+    compression: bool,
+    /// Whether the message being received is compressed (its first frame had RSV1).
+    message_compressed: bool,
+    /// Its compressed bytes so far, which `frame_bytes_max`/`message_bytes_max` bound like an
+    /// uncompressed message's (the inflated bytes are bounded by `message_bytes_max` too).
+    compressed_bytes: u64,
+    /// The shard's inflater, lent from a compressed message's first frame to its last.
+    inflater: Option<Inflater>,
 }
 
 impl Default for Session {
@@ -161,7 +171,17 @@ impl Session {
             utf8: Utf8Validator::default(),
             owed_pong: None,
             owed_close: None,
+            compression: false,
+            message_compressed: false,
+            compressed_bytes: 0,
+            inflater: None,
         }
+    }
+
+    /// Marks permessage-deflate as negotiated in the upgrade: the peer may then compress
+    /// messages (RSV1 on their first frame). Without it RSV1 is refused with 1002.
+    pub fn set_compression(&mut self, negotiated: bool) {
+        self.compression = negotiated;
     }
 
     /// Where the close handshake stands.
@@ -226,6 +246,9 @@ impl Session {
         for buffer in buffers.into_iter().flatten() {
             pool.release(buffer);
         }
+        if let Some(inflater) = self.inflater.take() {
+            pool.release_inflater(inflater);
+        }
     }
 
     /// Whether a frame (data or control) or a fragmented message has begun and not ended: its
@@ -236,7 +259,10 @@ impl Session {
 
     /// Whether the session holds any pooled buffer (for leak checks).
     pub fn holds_buffers(&self) -> bool {
-        self.message.is_some() || self.control.is_some() || self.owed_pong.is_some()
+        self.message.is_some()
+            || self.control.is_some()
+            || self.owed_pong.is_some()
+            || self.inflater.is_some()
     }
 
     /// Checks a new frame head against the sequencing rules and limits.
@@ -246,6 +272,14 @@ impl Session {
         config: &ProtocolLimits,
     ) -> Result<FrameProgress, ProtocolError> {
         let mask = head.mask.ok_or(ProtocolError::UnmaskedFrame)?;
+        // RSV1 marks a compressed message, on its first frame only (RFC 7692 §6.1); control
+        // frames with it never get here (`FrameHead::parse` refuses them).
+        if head.rsv1 && !self.compression {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
+        if head.rsv1 && head.opcode == OpCode::Continuation {
+            return Err(ProtocolError::CompressedContinuation);
+        }
         match head.opcode {
             OpCode::Continuation if self.message_kind.is_none() => {
                 return Err(ProtocolError::ContinuationWithoutStart);
@@ -261,15 +295,17 @@ impl Session {
                 };
                 self.message_kind = Some(kind);
                 self.utf8.reset();
+                self.message_compressed = head.rsv1;
+                self.compressed_bytes = 0;
             }
             _ => {}
         }
         if !head.opcode.is_control() {
-            check_data_limits(
-                &head,
-                self.message.as_ref().map_or(0, PooledBuffer::len),
-                config,
-            )?;
+            let message_bytes_so_far = match self.message_compressed {
+                true => self.compressed_bytes as usize,
+                false => self.message.as_ref().map_or(0, PooledBuffer::len),
+            };
+            check_data_limits(&head, message_bytes_so_far, config)?;
         }
         Ok(FrameProgress {
             opcode: head.opcode,
@@ -453,6 +489,15 @@ impl Reader<'_> {
         let session = &mut *self.session;
         let remaining = &self.input[self.position..];
         let stashed = usize::from(session.head_stash_bytes);
+        // Without permessage-deflate RSV1 is refused on the first byte, as RSV2 and RSV3 are
+        // by the parser, rather than once the whole head is in.
+        let first = match stashed {
+            0 => remaining.first(),
+            _ => session.head_stash.first(),
+        };
+        if !session.compression && first.is_some_and(|&byte| byte & 0x40 != 0) {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
         if stashed == 0 {
             let Some(head) = FrameHead::parse(remaining)? else {
                 session.head_stash[..remaining.len()].copy_from_slice(remaining);
@@ -515,6 +560,9 @@ impl Reader<'_> {
         if progress.opcode.is_control() {
             return self.read_control_payload(progress.opcode, start, end, whole_in_this_read);
         }
+        if self.session.message_compressed {
+            return self.read_compressed_payload(start, end, complete && progress.fin);
+        }
         let whole_message = whole_in_this_read && progress.fin && self.session.message.is_none();
         if whole_message {
             return self.finish_whole_message(start, end, known_ascii);
@@ -576,6 +624,33 @@ impl Reader<'_> {
         buffer.extend_from_slice(piece);
         session.message = Some(buffer);
         Ok(())
+    }
+
+    /// Inflates a piece of a compressed message into its pooled buffer; at the message's end,
+    /// inflates the sync-flush trailer the sender stripped and hands the inflater back.
+    fn read_compressed_payload(
+        &mut self,
+        start: usize,
+        end: usize,
+        last: bool,
+    ) -> Result<Step, ProtocolError> {
+        self.session.compressed_bytes += (end - start) as u64;
+        inflate_piece(
+            self.session,
+            self.pool,
+            self.config,
+            &self.input[start..end],
+        )?;
+        if !last {
+            let complete = self.session.frame.is_none();
+            return Ok(Step::NeedMore.or_continue(complete));
+        }
+        inflate_piece(self.session, self.pool, self.config, &SYNC_FLUSH_TRAILER)?;
+        self.session.message_compressed = false;
+        if let Some(inflater) = self.session.inflater.take() {
+            self.pool.release_inflater(inflater);
+        }
+        self.finish_assembled_message()
     }
 
     fn finish_assembled_message(&mut self) -> Result<Step, ProtocolError> {
@@ -681,6 +756,51 @@ impl Step {
 enum ControlSource {
     Input { start: usize, end: usize },
     Buffer,
+}
+
+/// Inflates `piece` into the session's message buffer (taking an inflater and a buffer from
+/// the pool on the message's first piece) and validates what came out when it is text.
+fn inflate_piece(
+    session: &mut Session,
+    pool: &mut BufferPool,
+    config: &ProtocolLimits,
+    piece: &[u8],
+) -> Result<(), ProtocolError> {
+    let mut inflater = match session.inflater.take() {
+        Some(inflater) => inflater,
+        None => pool
+            .acquire_inflater()
+            .ok_or(ProtocolError::InflatersExhausted)?,
+    };
+    let mut buffer = match session.message.take() {
+        Some(buffer) => buffer,
+        None => match acquire(pool, piece.len().max(1)) {
+            Ok(buffer) => buffer,
+            Err(error) => {
+                session.inflater = Some(inflater);
+                return Err(error);
+            }
+        },
+    };
+    let before_bytes = buffer.len();
+    let result = inflater.inflate(piece, &mut buffer, config.message_bytes_max, pool);
+    let inflated = &buffer.as_slice()[before_bytes..];
+    let utf8 = match (result, session.message_kind) {
+        (Ok(()), Some(MessageKind::Text)) => session.utf8.feed(inflated),
+        _ => Ok(()),
+    };
+    session.inflater = Some(inflater);
+    session.message = Some(buffer);
+    match result {
+        Ok(()) => utf8.map_err(|_| ProtocolError::InvalidUtf8),
+        Err(InflateError::TooLarge) => Err(ProtocolError::InflatedTooLarge {
+            message_bytes_max: config.message_bytes_max,
+        }),
+        Err(InflateError::Corrupt) => Err(ProtocolError::InvalidCompressedData),
+        Err(InflateError::OutOfBuffers) => Err(ProtocolError::BufferPoolExhausted {
+            message_bytes: session.message.as_ref().map_or(0, PooledBuffer::len) + 1,
+        }),
+    }
 }
 
 fn acquire(pool: &mut BufferPool, bytes: usize) -> Result<PooledBuffer, ProtocolError> {

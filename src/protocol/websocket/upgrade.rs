@@ -11,6 +11,7 @@ use crate::protocol::http1::error::HandshakeError;
 use crate::protocol::http1::head::{HEADERS_COUNT_MAX, Request, parse_request_head};
 use crate::protocol::http1::response::write_header;
 use crate::protocol::limits::ProtocolLimits;
+use crate::protocol::websocket::deflate::{self, DeflateAgreement};
 
 /// Length of a `Sec-WebSocket-Accept` value: base64 of a 20-byte SHA-1 digest.
 pub const ACCEPT_KEY_BYTES: usize = 28;
@@ -46,6 +47,8 @@ pub struct Upgrade<'buffer> {
     pub accept_key: [u8; ACCEPT_KEY_BYTES],
     /// The subprotocol chosen from the client's offer, if any.
     pub subprotocol: Option<&'buffer str>,
+    /// permessage-deflate, when configured and the client offered it acceptably.
+    pub deflate: Option<DeflateAgreement>,
 }
 
 impl Upgrade<'_> {
@@ -72,9 +75,14 @@ pub fn accept_upgrade<'buffer>(
     }
     check_origin(request, config)?;
     let subprotocol = select_subprotocol(request, config)?;
+    let deflate = match config.websocket_compression {
+        true => deflate::negotiate(request.header_values("sec-websocket-extensions")),
+        false => None,
+    };
     Ok(Upgrade {
         accept_key: accept_key(key),
         subprotocol,
+        deflate,
     })
 }
 
@@ -189,6 +197,9 @@ pub fn write_switching_protocols(upgrade: &Upgrade<'_>, out: &mut BytesMut) {
     out.extend_from_slice(b"\r\n");
     if let Some(subprotocol) = upgrade.subprotocol {
         write_header("Sec-WebSocket-Protocol", subprotocol, out);
+    }
+    if let Some(deflate) = upgrade.deflate {
+        deflate.write_response_header(out);
     }
     out.extend_from_slice(b"\r\n");
 }
