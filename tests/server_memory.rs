@@ -3,8 +3,7 @@
 mod support;
 
 use support::server::{
-    OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, RawClient, ServerProcess, client_frame,
-    close_every_client, open_websockets, raise_open_files_limit,
+    ServerProcess, close_every_client, open_websockets, raise_open_files_limit, subscribe_and_ping,
 };
 
 const CONNECTION_COUNT: usize = 10_000;
@@ -15,36 +14,6 @@ const WARM_UP_CONNECTION_COUNT: usize = CONNECTION_COUNT / WARM_UP_ROUND_COUNT;
 const SPARE_FILES: u64 = 256;
 /// The budget per idle connection.
 const BYTES_PER_CONNECTION_MAX: u64 = 2048;
-
-/// Sends each client a subscription (to one of 100 topics) and a ping in one write, and reads
-/// every `subscribed` answer and pong: each connection is then an idle subscriber, as in
-/// production, and has been served.
-fn send_message_and_ping(clients: &mut [RawClient]) {
-    for (index, client) in clients.iter_mut().enumerate() {
-        let subscribe = format!(r#"{{"op":"subscribe","topics":["T{}"]}}"#, index % 100);
-        let mut bytes = client_frame(OPCODE_TEXT, true, subscribe.as_bytes());
-        bytes.extend(client_frame(
-            OPCODE_PING,
-            true,
-            &(index as u64).to_be_bytes(),
-        ));
-        client.write(&bytes);
-    }
-    // The pong is immediate; `subscribed` comes from the topic's owner shard: either may be
-    // first.
-    for (index, client) in clients.iter_mut().enumerate() {
-        let mut frames = [client.read_frame(), client.read_frame()];
-        frames.sort_by_key(|frame| frame.opcode);
-        let [answer, pong] = frames;
-        assert_eq!(answer.opcode, OPCODE_TEXT, "client {index}");
-        assert!(
-            answer.payload.starts_with(br#"{"op":"subscribed""#),
-            "client {index}"
-        );
-        assert_eq!(pong.opcode, OPCODE_PONG, "client {index}");
-        assert_eq!(pong.payload, (index as u64).to_be_bytes(), "client {index}");
-    }
-}
 
 /// Proves 10,000 idle subscribers grow the server's RSS by at most 2 KiB each.
 #[test]
@@ -71,7 +40,7 @@ fn idle_connection_costs_at_most_2_kib_of_rss() {
             WARM_UP_CONNECTION_COUNT,
             HANDSHAKE_BATCH_COUNT,
         );
-        send_message_and_ping(&mut warm_up);
+        subscribe_and_ping(&mut warm_up);
         close_every_client(&mut warm_up);
     }
     let baseline_bytes = server.rss_bytes();
@@ -81,7 +50,7 @@ fn idle_connection_costs_at_most_2_kib_of_rss() {
         CONNECTION_COUNT,
         HANDSHAKE_BATCH_COUNT,
     );
-    send_message_and_ping(&mut idle);
+    subscribe_and_ping(&mut idle);
     let held_bytes = server.rss_bytes();
     let growth_bytes = held_bytes.saturating_sub(baseline_bytes);
     let bytes_per_connection = growth_bytes / CONNECTION_COUNT as u64;

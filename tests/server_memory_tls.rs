@@ -3,12 +3,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-
-use support::server::{
-    OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, RawClient, client_frame, close_every_client,
-    raise_open_files_limit,
-};
+use support::server::{close_every_client, raise_open_files_limit, subscribe_and_ping};
 use support::tls::{TestPki, open_wss};
 
 const CONNECTION_COUNT: usize = 10_000;
@@ -20,36 +15,6 @@ const OPENING_THREAD_COUNT: usize = 8;
 const SPARE_FILES: u64 = 256;
 /// The budget per idle connection, TLS included.
 const BYTES_PER_CONNECTION_MAX: u64 = 2048;
-
-/// Sends each client a subscription (to one of 100 topics) and a ping in one write, and reads
-/// every `subscribed` answer and pong: each connection is then an idle subscriber that has been
-/// served, its TLS record layer used both ways.
-fn send_message_and_ping<S: Read + Write>(clients: &mut [RawClient<S>]) {
-    for (index, client) in clients.iter_mut().enumerate() {
-        let subscribe = format!(r#"{{"op":"subscribe","topics":["T{}"]}}"#, index % 100);
-        let mut bytes = client_frame(OPCODE_TEXT, true, subscribe.as_bytes());
-        bytes.extend(client_frame(
-            OPCODE_PING,
-            true,
-            &(index as u64).to_be_bytes(),
-        ));
-        client.write(&bytes);
-    }
-    // The pong is immediate; `subscribed` comes from the topic's owner shard: either may be
-    // first.
-    for (index, client) in clients.iter_mut().enumerate() {
-        let mut frames = [client.read_frame(), client.read_frame()];
-        frames.sort_by_key(|frame| frame.opcode);
-        let [answer, pong] = frames;
-        assert_eq!(answer.opcode, OPCODE_TEXT, "client {index}");
-        assert!(
-            answer.payload.starts_with(br#"{"op":"subscribed""#),
-            "client {index}"
-        );
-        assert_eq!(pong.opcode, OPCODE_PONG, "client {index}");
-        assert_eq!(pong.payload, (index as u64).to_be_bytes(), "client {index}");
-    }
-}
 
 /// Proves 10,000 idle subscribers over TLS grow the server's RSS by at most 2 KiB each.
 #[test]
@@ -78,7 +43,7 @@ fn idle_tls_connection_costs_at_most_2_kib_of_rss() {
             &config,
             OPENING_THREAD_COUNT,
         );
-        send_message_and_ping(&mut warm_up);
+        subscribe_and_ping(&mut warm_up);
         close_every_client(&mut warm_up);
     }
     eprintln!("warm-up: {:?}", started.elapsed());
@@ -91,7 +56,7 @@ fn idle_tls_connection_costs_at_most_2_kib_of_rss() {
         OPENING_THREAD_COUNT,
     );
     eprintln!("opened: {:?}", started.elapsed());
-    send_message_and_ping(&mut idle);
+    subscribe_and_ping(&mut idle);
     eprintln!("served: {:?}", started.elapsed());
     let held_bytes = server.rss_bytes();
     let growth_bytes = held_bytes.saturating_sub(baseline_bytes);

@@ -820,3 +820,33 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Sends each client a subscription (to one of 100 topics) and a ping in one write, and reads
+/// every `subscribed` answer and pong: each connection is then an idle subscriber that has been
+/// served (over TLS, its record layer used both ways), as the memory tests want it.
+pub fn subscribe_and_ping<S: Read + Write>(clients: &mut [RawClient<S>]) {
+    for (index, client) in clients.iter_mut().enumerate() {
+        let subscribe = format!(r#"{{"op":"subscribe","topics":["T{}"]}}"#, index % 100);
+        let mut bytes = client_frame(OPCODE_TEXT, true, subscribe.as_bytes());
+        bytes.extend(client_frame(
+            OPCODE_PING,
+            true,
+            &(index as u64).to_be_bytes(),
+        ));
+        client.write(&bytes);
+    }
+    // The pong is immediate; `subscribed` comes from the topic's owner shard: either may be
+    // first.
+    for (index, client) in clients.iter_mut().enumerate() {
+        let mut frames = [client.read_frame(), client.read_frame()];
+        frames.sort_by_key(|frame| frame.opcode);
+        let [answer, pong] = frames;
+        assert_eq!(answer.opcode, OPCODE_TEXT, "client {index}");
+        assert!(
+            answer.payload.starts_with(br#"{"op":"subscribed""#),
+            "client {index}"
+        );
+        assert_eq!(pong.opcode, OPCODE_PONG, "client {index}");
+        assert_eq!(pong.payload, (index as u64).to_be_bytes(), "client {index}");
+    }
+}
