@@ -100,6 +100,8 @@ install_nats() {
 # shards), ringcast-N (N shards), baseline and baseline-N (the same with the ringcast binary
 # at $BASELINE, an older build compared in the same run), floor (the floor program of MODE),
 # uws, ws, tokio-tungstenite (echo), nats (pubsub; its monitoring port is PORT+2000),
+# ringcast-deflate (SHARDS shards, --websocket-compression), uws-shared and uws-dedicated
+# (pubsub with uWS's SHARED_COMPRESSOR or DEDICATED_COMPRESSOR; loadtest/peers/uws-pubsub.js),
 # pushpin (pubsub over SSE only; see start_pushpin).
 start_server() {
   local name=$1 port=$2 log=$3 mode=${4:-pubsub}
@@ -109,6 +111,8 @@ start_server() {
     pushpin) start_pushpin "$port" "$log"; return 0 ;;
     ringcast) "${server_prefix[@]}" target/release/ringcast --listen "127.0.0.1:$port" \
       "${echo_flag[@]}" --shards "$shards" --log warn >"$log" 2>&1 & ;;
+    ringcast-deflate) "${server_prefix[@]}" target/release/ringcast --listen "127.0.0.1:$port" \
+      "${echo_flag[@]}" --shards "$shards" --websocket-compression --log warn >"$log" 2>&1 & ;;
     ringcast-*) "${server_prefix[@]}" target/release/ringcast --listen "127.0.0.1:$port" \
       "${echo_flag[@]}" --shards "${name#ringcast-}" --log warn >"$log" 2>&1 & ;;
     baseline) "${server_prefix[@]}" "$BASELINE" --listen "127.0.0.1:$port" \
@@ -129,6 +133,8 @@ start_server() {
       else
         "${server_prefix[@]}" node loadtest/peers/uws-pubsub.js "$port" >"$log" 2>&1 &
       fi ;;
+    uws-shared|uws-dedicated) UWS_COMPRESSION=${name#uws-} "${server_prefix[@]}" \
+      node loadtest/peers/uws-pubsub.js "$port" >"$log" 2>&1 & ;;
     ws) "${server_prefix[@]}" node loadtest/peers/ws-echo.js "$port" >"$log" 2>&1 & ;;
     tokio-tungstenite) "${server_prefix[@]}" target/release/ringcast-peer-tokio-tungstenite \
       "$port" >"$log" 2>&1 & ;;

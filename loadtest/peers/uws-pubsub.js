@@ -15,9 +15,14 @@
 // default outbound_queue_bytes_max (uWS's default would silently skip its messages instead).
 // Loads the native addon directly: the package's entry point silently falls back to a pure-JS
 // implementation when the addon fails to load, which would make the comparison meaningless.
+// Compression: UWS_COMPRESSION=shared (uWS.SHARED_COMPRESSOR: no context takeover, one
+// compressor for all sockets) or dedicated (uWS.DEDICATED_COMPRESSOR: a sliding window per
+// socket) negotiates permessage-deflate, and every publish asks uWS to compress (publish's
+// `compress` argument); unset, nothing is compressed, as before.
 // Usage: node uws-pubsub.js PORT [CERTIFICATE KEY]   (prints "uws-pubsub listening on PORT" once ready)
 'use strict';
 const port = Number(process.argv[2] || 9200);
+const COMPRESSION = process.env.UWS_COMPRESSION || '';
 const uWS = require('@trufflesuite/uws-js-unofficial/binaries/uws_linux_x64_' + process.versions.modules + '.node');
 
 const MESSAGE_BYTES_MAX = 1024 * 1024;
@@ -86,7 +91,7 @@ function validTopic(topic) {
 function publish(topic, data) {
   const seq = (sequences.get(topic) || 0) + 1;
   sequences.set(topic, seq);
-  app.publish(topic, '{"topic":' + JSON.stringify(topic) + ',"seq":' + seq + ',"data":' + data + '}', false);
+  app.publish(topic, '{"topic":' + JSON.stringify(topic) + ',"seq":' + seq + ',"data":' + data + '}', false, compressor !== 0);
   return seq;
 }
 function fail(socket, reason) {
@@ -144,11 +149,14 @@ function onHttpPublish(response, request) {
   });
 }
 
+const compressor = { '': 0, shared: uWS.SHARED_COMPRESSOR, dedicated: uWS.DEDICATED_COMPRESSOR }[COMPRESSION];
+if (compressor === undefined) { console.error('UWS_COMPRESSION must be shared or dedicated'); process.exit(2); }
 const app = (process.argv[4]
   // With a certificate and key (PEM): uWS's SSLApp, its TLS over OpenSSL (the TLS figures).
   ? uWS.SSLApp({ cert_file_name: process.argv[3], key_file_name: process.argv[4] })
   : uWS.App({}));
 app.ws('/*', {
+  compression: compressor,
   maxPayloadLength: MESSAGE_BYTES_MAX,
   maxBackpressure: OUTBOUND_BYTES_MAX,
   closeOnBackpressureLimit: true,

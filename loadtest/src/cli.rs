@@ -439,6 +439,18 @@ pub struct FanoutOptions {
     #[arg(long, value_name = "BYTES", default_value_t = 100)]
     pub payload_bytes: usize,
 
+    /// What the data holds besides its counters: `padding` (x up to --payload-bytes: the
+    /// lightest to check) or `quote` (a market quote whose prices and sizes change with every
+    /// message, padded only if still short: what compression sees in production).
+    #[arg(long, value_enum, default_value = "padding")]
+    pub payload_kind: crate::fanout::payload::PayloadKind,
+
+    /// WebSocket subscribers offer permessage-deflate (`client_max_window_bits`) and inflate
+    /// what comes compressed; the report gives the data messages' bytes on the wire and how
+    /// many came compressed. Publishers send uncompressed.
+    #[arg(long)]
+    pub compression: bool,
+
     /// One fixed publish rate (messages per second over all topics) for --duration-seconds.
     #[arg(long, value_name = "PER_SECOND", conflicts_with_all = ["rates", "rate_start"])]
     pub rate: Option<f64>,

@@ -231,6 +231,12 @@ pub struct FanoutPlan {
     pub payload_bytes: usize,
     /// How long a subscriber may wait for its subscription to be acknowledged.
     pub subscribe_timeout_ms: u64,
+    /// Subscribers offer permessage-deflate (WebSocket only).
+    #[serde(default)]
+    pub compression: bool,
+    /// What the data object holds besides the counters.
+    #[serde(default)]
+    pub payload_kind: crate::fanout::payload::PayloadKind,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,6 +451,15 @@ pub struct FanoutTotals {
     /// Of those, how many the full parse read differently (the full parse's reading counts).
     #[serde(default)]
     pub scanner_mismatches: u64,
+    /// WebSocket subscribers: data messages received (acknowledgements included).
+    #[serde(default)]
+    pub data_messages: u64,
+    /// Their bytes on the wire: frames with their heads, compressed when they came so.
+    #[serde(default)]
+    pub data_message_wire_bytes: u64,
+    /// Of those messages, how many came compressed (permessage-deflate).
+    #[serde(default)]
+    pub compressed_messages: u64,
 }
 
 impl FanoutTotals {
@@ -456,6 +471,9 @@ impl FanoutTotals {
         self.published += other.published;
         self.fully_parsed += other.fully_parsed;
         self.scanner_mismatches += other.scanner_mismatches;
+        self.data_messages += other.data_messages;
+        self.data_message_wire_bytes += other.data_message_wire_bytes;
+        self.compressed_messages += other.compressed_messages;
     }
 }
 
@@ -564,6 +582,8 @@ mod tests {
                     },
                     payload_bytes: 100,
                     subscribe_timeout_ms: 5000,
+                    compression: true,
+                    payload_kind: crate::fanout::payload::PayloadKind::Quote,
                 }),
                 ..plan()
             }),

@@ -670,3 +670,81 @@ fn assert_every_connection_held(result: &Value, count: u64) {
     assert_eq!(totals["failures_total"], 0, "{result:#}");
     assert_eq!(totals["connect_latency"]["count"], count, "{result:#}");
 }
+
+/// Runs a fanout of quotes (20 subscribers, 4 topics, 2 publishers, 100 publishes/s for a
+/// second) with the subscribers offering permessage-deflate when `compression`; checks that
+/// every delivery arrived once and in order, and returns the run's fanout totals.
+fn quote_fanout(server: &Server, compression: bool, name: &str) -> Value {
+    let mut arguments = vec![
+        "fanout",
+        "--url",
+        &server.url,
+        "--subscribers",
+        "20",
+        "--topics",
+        "4",
+        "--publishers",
+        "2",
+        "--payload-bytes",
+        "200",
+        "--payload-kind",
+        "quote",
+        "--rate",
+        "100",
+        "--duration-seconds",
+        "1",
+        "--drain-seconds",
+        "5",
+        "--latency-ms-p99-max",
+        "100000",
+    ];
+    if compression {
+        arguments.push("--compression");
+    }
+    let result = loadtest(&arguments, name);
+    assert_eq!(result["subscribers_ready"], 20, "{result:#}");
+    assert_eq!(result["totals"]["failures_total"], 0, "{result:#}");
+    assert_eq!(result["every_delivery_checked"], true, "{result:#}");
+    let step = &result["steps"][0];
+    let published = step["published"].as_u64().unwrap();
+    assert!(published > 0, "{result:#}");
+    assert_eq!(
+        step["deliveries"].as_u64().unwrap(),
+        5 * published,
+        "{step:#}"
+    );
+    assert_eq!(
+        result["fanout_totals"]["scanner_mismatches"], 0,
+        "{result:#}"
+    );
+    assert_eq!(result["fanout_totals"]["unexpected"], 0, "{result:#}");
+    result["fanout_totals"].clone()
+}
+
+/// The subscribers negotiate permessage-deflate with ringcast and inflate what it sends:
+/// with compression on, every delivery comes compressed (the acknowledgements, under
+/// `compression_message_bytes_min`, plain) and takes fewer bytes on the wire than the same
+/// quotes from a server that does not compress; without the server's consent the offer is
+/// declined and nothing comes compressed.
+#[test]
+fn compressed_fanout_against_ringcast() {
+    let compressing = Server::start(&["--shards", "2", "--websocket-compression"]);
+    let compressed = quote_fanout(&compressing, true, "fanout-deflate");
+    let plain_server = Server::start(&["--shards", "2"]);
+    let declined = quote_fanout(&plain_server, true, "fanout-deflate-declined");
+    let count = |totals: &Value, key: &str| totals[key].as_u64().unwrap();
+    let deliveries = count(&compressed, "data_messages") - 20;
+    assert_eq!(
+        count(&compressed, "compressed_messages"),
+        deliveries,
+        "{compressed:#}"
+    );
+    assert_eq!(count(&declined, "compressed_messages"), 0, "{declined:#}");
+    let per_message = |totals: &Value| {
+        count(totals, "data_message_wire_bytes") as f64 / count(totals, "data_messages") as f64
+    };
+    assert!(
+        per_message(&compressed) < per_message(&declined),
+        "compressed {compressed:#} plain {declined:#}"
+    );
+}

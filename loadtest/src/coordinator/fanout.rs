@@ -133,6 +133,8 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
         role,
         payload_bytes: options.payload_bytes,
         subscribe_timeout_ms: options.subscribe_timeout_seconds * 1000,
+        compression: options.compression,
+        payload_kind: options.payload_kind,
     };
     let mut plans = Vec::with_capacity(workers);
     let mut first_index = 0;
@@ -472,6 +474,8 @@ fn summarize(
         "topics": options.topics,
         "publishers": options.publishers,
         "payload_bytes": options.payload_bytes,
+        "payload_kind": options.payload_kind,
+        "compression": options.compression,
         "steps": plan_steps(options)?,
         "latency_ms_p99_max": options.latency_ms_p99_max,
         "drain_seconds": options.drain_seconds,

@@ -6,6 +6,7 @@ use rustls::ClientConnection;
 
 use super::{Handler, Kind, Message};
 use crate::protocol::Cause;
+use crate::websocket::deflate::Inflater;
 use crate::websocket::frame::{self, FrameHead, MaskKeys};
 use crate::websocket::handshake::ClientKey;
 
@@ -44,8 +45,11 @@ pub struct Client {
     head: Vec<u8>,
     /// The start of a frame whose end has not arrived yet.
     carry: Vec<u8>,
-    /// A fragmented data message: whether text, and its payload so far.
-    fragments: Option<(bool, Vec<u8>)>,
+    /// A fragmented data message so far.
+    fragments: Option<Fragments>,
+    /// permessage-deflate, once the server agreed to it: boxed, so that a connection
+    /// without it pays one pointer.
+    inflater: Option<Box<Inflater>>,
     /// Bytes queued for the next send.
     pub outbound: Vec<u8>,
     /// Bytes of the send in flight, of which `sent_bytes` are already sent.
@@ -70,6 +74,7 @@ impl Default for Client {
             head: Vec::new(),
             carry: Vec::new(),
             fragments: None,
+            inflater: None,
             outbound: Vec::new(),
             sending: Vec::new(),
             sent_bytes: 0,
@@ -80,12 +85,26 @@ impl Default for Client {
     }
 }
 
+/// A data message whose frames have not all arrived.
+struct Fragments {
+    text: bool,
+    /// RSV1 on its first frame: the payload is compressed.
+    compressed: bool,
+    payload: Vec<u8>,
+    /// Bytes of its frames on the wire so far, heads included.
+    wire_bytes: usize,
+}
+
 /// What a connection needs from the engine while it takes in bytes.
 pub struct Context<'a> {
     pub index: u32,
     pub received_ns: u64,
     pub message_bytes_max: usize,
     pub keys: &'a mut MaskKeys,
+    /// Whether the upgrade request offered permessage-deflate.
+    pub deflate_offered: bool,
+    /// The thread's one buffer for inflated messages.
+    pub inflated: &'a mut Vec<u8>,
 }
 
 /// Where a handler queues what a connection is to send: masked WebSocket frames, or raw bytes.
@@ -176,6 +195,7 @@ impl Client {
         self.head = Vec::new();
         self.carry = Vec::new();
         self.fragments = None;
+        self.inflater = None;
         self.outbound = Vec::new();
     }
 
@@ -195,21 +215,26 @@ impl Client {
                     text: false,
                     payload: bytes,
                     received_ns: context.received_ns,
+                    wire_bytes: bytes.len(),
+                    compressed: false,
                 };
                 let mut out = Outbound::new(&mut self.outbound, context.keys);
                 handler.message(context.index, message, &mut out)?;
                 self.check_outbound()
             }
-            (Stage::Upgrading, _) => self.upgrade(bytes),
+            (Stage::Upgrading, _) => self.upgrade(bytes, context.deflate_offered),
             (Stage::Idle | Stage::Connecting | Stage::Ended, _) => Ok(()),
         }
     }
 
-    fn upgrade(&mut self, bytes: &[u8]) -> Result<(), Cause> {
+    fn upgrade(&mut self, bytes: &[u8], deflate_offered: bool) -> Result<(), Cause> {
         self.head.extend_from_slice(bytes);
-        let head_bytes = match self.key.check_response(&self.head) {
+        let head_bytes = match self.key.check_response_deflate(&self.head, deflate_offered) {
             Ok(None) => return Ok(()),
-            Ok(Some(length)) => length,
+            Ok(Some((length, negotiated))) => {
+                self.inflater = negotiated.map(|negotiated| Box::new(Inflater::new(negotiated)));
+                length
+            }
             Err(_) => return Err(Cause::HandshakeFailed),
         };
         self.stage = Stage::Open;
@@ -263,7 +288,12 @@ impl Client {
     ) -> Result<usize, Cause> {
         let mut offset = 0;
         while offset < input.len() {
-            let head = match frame::parse_head(&input[offset..], context.message_bytes_max) {
+            let deflate = self.inflater.is_some();
+            let head = match frame::parse_head_compressed(
+                &input[offset..],
+                context.message_bytes_max,
+                deflate,
+            ) {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(_) => return Err(protocol_error("a malformed frame")),
@@ -297,20 +327,24 @@ impl Client {
             frame::TEXT | frame::BINARY if self.fragments.is_some() => {
                 Err(protocol_error("a new message inside a fragmented one"))
             }
-            frame::TEXT | frame::BINARY if head.fin => {
-                let message = Message {
-                    text: head.opcode == frame::TEXT,
-                    payload,
-                    received_ns: context.received_ns,
-                };
-                let mut out = Outbound::new(&mut self.outbound, context.keys);
-                handler.message(context.index, message, &mut out)
-            }
+            frame::TEXT | frame::BINARY if head.fin => self.deliver(
+                head.opcode == frame::TEXT,
+                head.compressed,
+                payload,
+                head.frame_bytes(),
+                context,
+                handler,
+            ),
             frame::TEXT | frame::BINARY => {
                 if payload.len() > context.message_bytes_max {
                     return Err(protocol_error("a message over the size limit"));
                 }
-                self.fragments = Some((head.opcode == frame::TEXT, payload.to_vec()));
+                self.fragments = Some(Fragments {
+                    text: head.opcode == frame::TEXT,
+                    compressed: head.compressed,
+                    payload: payload.to_vec(),
+                    wire_bytes: head.frame_bytes(),
+                });
                 Ok(())
             }
             frame::CONTINUATION => self.continuation(head, payload, context, handler),
@@ -335,21 +369,56 @@ impl Client {
         context: &mut Context<'_>,
         handler: &mut impl Handler,
     ) -> Result<(), Cause> {
-        let Some((_, so_far)) = &mut self.fragments else {
+        let Some(so_far) = &mut self.fragments else {
             return Err(protocol_error("a continuation without a message"));
         };
-        if so_far.len() + payload.len() > context.message_bytes_max {
+        if so_far.payload.len() + payload.len() > context.message_bytes_max {
             return Err(protocol_error("a message over the size limit"));
         }
-        so_far.extend_from_slice(payload);
+        so_far.payload.extend_from_slice(payload);
+        so_far.wire_bytes += head.frame_bytes();
         if !head.fin {
             return Ok(());
         }
-        let (text, whole) = self.fragments.take().expect("checked above");
+        let whole = self.fragments.take().expect("checked above");
+        self.deliver(
+            whole.text,
+            whole.compressed,
+            &whole.payload,
+            whole.wire_bytes,
+            context,
+            handler,
+        )
+    }
+
+    /// Hands one whole data message to the handler, inflated first when compressed.
+    fn deliver(
+        &mut self,
+        text: bool,
+        compressed: bool,
+        payload: &[u8],
+        wire_bytes: usize,
+        context: &mut Context<'_>,
+        handler: &mut impl Handler,
+    ) -> Result<(), Cause> {
+        let payload = if compressed {
+            let inflater = self
+                .inflater
+                .as_mut()
+                .expect("RSV1 is refused without deflate");
+            inflater
+                .inflate(&[payload], context.inflated, context.message_bytes_max)
+                .map_err(|_| protocol_error("a compressed message that does not inflate"))?;
+            &context.inflated[..]
+        } else {
+            payload
+        };
         let message = Message {
             text,
-            payload: &whole,
+            payload,
             received_ns: context.received_ns,
+            wire_bytes,
+            compressed,
         };
         let mut out = Outbound::new(&mut self.outbound, context.keys);
         handler.message(context.index, message, &mut out)

@@ -73,6 +73,10 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
     /// CLOCK_MONOTONIC when the receive's completion was harvested, once per batch.
     pub received_ns: u64,
+    /// Bytes the message took on the wire: its frames with their heads (raw: the bytes).
+    pub wire_bytes: usize,
+    /// Whether it came compressed (permessage-deflate); `payload` is then the inflated text.
+    pub compressed: bool,
 }
 
 /// What the connections do; called by the engine as things happen.
@@ -119,6 +123,8 @@ pub struct EngineSettings {
     pub seed: u64,
     /// wss:// and https://: every connection speaks TLS with this client's settings.
     pub tls: Option<TlsClient>,
+    /// Offer permessage-deflate in every upgrade request (`--compression`).
+    pub deflate: bool,
 }
 
 /// What the engine measured for its connections.
@@ -148,6 +154,8 @@ pub struct Engine {
     keys: MaskKeys,
     /// TLS: the plaintext of one receive, reused by every connection of the thread.
     plaintext: Vec<u8>,
+    /// permessage-deflate: the inflated message, reused by every connection of the thread.
+    inflated: Vec<u8>,
     counters: Arc<Counters>,
     now_ns: u64,
     pub stats: EngineStats,
@@ -187,6 +195,7 @@ impl Engine {
             parked: Vec::new(),
             deadlines: VecDeque::new(),
             plaintext: Vec::new(),
+            inflated: Vec::new(),
             counters,
             now_ns: monotonic_ns(),
             stats: EngineStats {
@@ -338,6 +347,7 @@ impl Engine {
                     &self.settings.host,
                     &self.settings.path,
                     self.settings.authorization.as_deref(),
+                    self.settings.deflate,
                     &mut client.outbound,
                 );
             }
@@ -456,6 +466,8 @@ impl Engine {
             received_ns: self.now_ns,
             message_bytes_max: self.settings.message_bytes_max,
             keys: &mut self.keys,
+            deflate_offered: self.settings.deflate,
+            inflated: &mut self.inflated,
         };
         client.absorb(bytes, &mut context, handler)?;
         if !(upgrading && client.stage == Stage::Open) {
@@ -471,6 +483,8 @@ impl Engine {
             received_ns: self.now_ns,
             message_bytes_max: self.settings.message_bytes_max,
             keys: &mut self.keys,
+            deflate_offered: self.settings.deflate,
+            inflated: &mut self.inflated,
         };
         client.take_early_frames(&mut context, handler)
     }

@@ -206,6 +206,17 @@ impl FanoutResult {
             "deliveries also fully parsed · read differently by the scanner",
             format!("{} · {}", totals.fully_parsed, totals.scanner_mismatches),
         );
+        if totals.data_messages > 0 {
+            row(
+                "WebSocket data messages · bytes on the wire each (frames with heads) · compressed",
+                format!(
+                    "{} · {:.1} · {}",
+                    totals.data_messages,
+                    totals.data_message_wire_bytes as f64 / totals.data_messages as f64,
+                    totals.compressed_messages
+                ),
+            );
+        }
         if self.workers_partial > 0 {
             row(
                 "workers that reported partial figures (busy past the grace after stop)",

@@ -148,6 +148,7 @@ impl Run {
             message_bytes_max: 1024 * 1024,
             seed: u64::from(std::process::id()),
             tls: target.tls.clone(),
+            deflate: false,
         };
         let engine = Engine::new(settings, total as usize, Arc::new(Counters::default()))
             .map_err(|error| format!("cannot set up the io_uring client: {error}"))?;

@@ -1,7 +1,8 @@
 //! WebSocket frames (RFC 6455, section 5), sans-IO: parsing a frame head without consuming
 //! anything until the whole head is there, writing heads, and masking. Used by the io_uring
 //! client (server frames in, masked client frames out) and by the floor programs (the
-//! reverse). No extensions are negotiated, so any RSV bit is an error.
+//! reverse). RSV1 marks a compressed message once permessage-deflate is negotiated
+//! (`parse_head_compressed`); any other RSV bit is an error.
 
 /// Opcodes.
 pub const CONTINUATION: u8 = 0x0;
@@ -20,6 +21,8 @@ pub struct FrameHead {
     pub fin: bool,
     pub opcode: u8,
     pub mask: Option<[u8; 4]>,
+    /// RSV1: the first frame of a compressed message (permessage-deflate only).
+    pub compressed: bool,
     /// Bytes of the head, where the payload starts.
     pub head_bytes: usize,
     pub payload_bytes: usize,
@@ -48,14 +51,25 @@ pub enum FrameError {
 /// Parses the head at the start of `bytes`: `Ok(None)` until all of it is there; nothing is
 /// consumed either way. `payload_bytes_max` bounds data frames.
 pub fn parse_head(bytes: &[u8], payload_bytes_max: usize) -> Result<Option<FrameHead>, FrameError> {
+    parse_head_compressed(bytes, payload_bytes_max, false)
+}
+
+/// [`parse_head`] on a connection that negotiated permessage-deflate when `deflate`: RSV1 is
+/// then allowed on the first frame of a data message (RFC 7692 §6), and nowhere else.
+pub fn parse_head_compressed(
+    bytes: &[u8],
+    payload_bytes_max: usize,
+    deflate: bool,
+) -> Result<Option<FrameHead>, FrameError> {
     let [first, second, ..] = *bytes else {
         return Ok(None);
     };
-    if first & 0x70 != 0 {
+    let fin = first & 0x80 != 0;
+    let compressed = first & 0x40 != 0;
+    let opcode = first & 0x0F;
+    if first & 0x30 != 0 || (compressed && !(deflate && matches!(opcode, TEXT | BINARY))) {
         return Err(FrameError::ReservedBits);
     }
-    let fin = first & 0x80 != 0;
-    let opcode = first & 0x0F;
     if !matches!(opcode, CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
@@ -102,6 +116,7 @@ pub fn parse_head(bytes: &[u8], payload_bytes_max: usize) -> Result<Option<Frame
         fin,
         opcode,
         mask,
+        compressed,
         head_bytes,
         payload_bytes,
     }))
@@ -277,5 +292,38 @@ mod tests {
         huge.extend_from_slice(&(1u64 << 63).to_be_bytes());
         assert_eq!(parse_head(&huge, usize::MAX), Err(FrameError::TooLong));
         assert!(parse_head(&[0x81, 126, 0, 200], 200).unwrap().is_some());
+    }
+
+    /// RSV1 marks a compressed message only where deflate was negotiated, and only on the
+    /// first frame of a data message; RSV2 and RSV3 stay errors.
+    #[test]
+    fn rsv1_only_with_deflate_on_data_frames() {
+        let head = parse_head_compressed(&[0xC1, 0x05], 10, true)
+            .unwrap()
+            .unwrap();
+        assert!(head.compressed && head.fin && head.opcode == TEXT);
+        assert!(
+            parse_head_compressed(&[0x42, 0x05], 10, true)
+                .unwrap()
+                .unwrap()
+                .compressed
+        );
+        assert!(
+            !parse_head_compressed(&[0x81, 0x05], 10, true)
+                .unwrap()
+                .unwrap()
+                .compressed
+        );
+        assert_eq!(
+            parse_head_compressed(&[0xC1, 0x05], 10, false),
+            Err(FrameError::ReservedBits)
+        );
+        for refused in [[0xC0, 0x05], [0xC9, 0x00], [0xA1, 0x05], [0x91, 0x05]] {
+            assert_eq!(
+                parse_head_compressed(&refused, 10, true),
+                Err(FrameError::ReservedBits),
+                "{refused:?}"
+            );
+        }
     }
 }

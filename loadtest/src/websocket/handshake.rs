@@ -7,6 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
+use super::deflate::{self, Negotiated, NegotiationError};
+
 /// The GUID every accept key is derived with (RFC 6455, section 1.3).
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -29,6 +31,8 @@ pub enum HandshakeError {
     BadAccept,
     /// A request without `Sec-WebSocket-Key` (server side).
     NoKey,
+    /// `Sec-WebSocket-Extensions` names an extension not offered, or offered badly answered.
+    Extensions(NegotiationError),
 }
 
 /// `base64(sha1(key + GUID))`, the accept value for `key` (as sent, base64 text).
@@ -66,12 +70,14 @@ impl ClientKey {
     }
 
     /// Appends the upgrade request for `path` on `host` (host:port) to `output`, with
-    /// `authorization` as its `Authorization` header when given.
+    /// `authorization` as its `Authorization` header when given, offering permessage-deflate
+    /// when `deflate`.
     pub fn write_request(
         &self,
         host: &str,
         path: &str,
         authorization: Option<&str>,
+        deflate: bool,
         output: &mut Vec<u8>,
     ) {
         for part in [
@@ -89,13 +95,30 @@ impl ClientKey {
             output.extend_from_slice(b"\r\nAuthorization: ");
             output.extend_from_slice(authorization.as_bytes());
         }
+        if deflate {
+            output.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+            output.extend_from_slice(deflate::OFFER.as_bytes());
+        }
         output.extend_from_slice(b"\r\n\r\n");
     }
 
     /// Checks the server's answer in `received`: `Ok(None)` until the head is complete,
     /// `Ok(Some(length))` with the head's length once it is a valid upgrade (bytes after it
-    /// are already WebSocket frames).
+    /// are already WebSocket frames). Any extension in the answer is refused: none was offered.
+    #[cfg(test)]
     pub fn check_response(&self, received: &[u8]) -> Result<Option<usize>, HandshakeError> {
+        Ok(self
+            .check_response_deflate(received, false)?
+            .map(|(length, _)| length))
+    }
+
+    /// [`ClientKey::check_response`] for a request that offered permessage-deflate when
+    /// `offered`: also says what the server agreed to (`None`: it declined).
+    pub fn check_response_deflate(
+        &self,
+        received: &[u8],
+        offered: bool,
+    ) -> Result<Option<(usize, Option<Negotiated>)>, HandshakeError> {
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
         let mut response = httparse::Response::new(&mut headers);
         let length = match response.parse(received) {
@@ -117,9 +140,17 @@ impl ClientKey {
             return Err(HandshakeError::NotUpgraded);
         }
         match header(response.headers, "sec-websocket-accept") {
-            Some(value) if value.trim_ascii() == self.accept => Ok(Some(length)),
-            _ => Err(HandshakeError::BadAccept),
+            Some(value) if value.trim_ascii() == self.accept => {}
+            _ => return Err(HandshakeError::BadAccept),
         }
+        let extensions = response
+            .headers
+            .iter()
+            .filter(|header| header.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|header| header.value);
+        let negotiated =
+            deflate::negotiated(extensions, offered).map_err(HandshakeError::Extensions)?;
+        Ok(Some((length, negotiated)))
     }
 }
 
@@ -184,7 +215,13 @@ mod tests {
     fn request_carries_the_authorization_header() {
         let key = ClientKey::new(*b"0123456789abcdef");
         let mut request = Vec::new();
-        key.write_request("127.0.0.1:9100", "/ws", Some("Bearer a.b.c"), &mut request);
+        key.write_request(
+            "127.0.0.1:9100",
+            "/ws",
+            Some("Bearer a.b.c"),
+            false,
+            &mut request,
+        );
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut parsed = httparse::Request::new(&mut headers);
         assert!(parsed.parse(&request).unwrap().is_complete());
@@ -218,7 +255,7 @@ mod tests {
         });
         let key = ClientKey::new(*b"0123456789abcdef");
         let mut request = Vec::new();
-        key.write_request(&address.to_string(), "/ws", None, &mut request);
+        key.write_request(&address.to_string(), "/ws", None, false, &mut request);
         let mut stream = TcpStream::connect(address).unwrap();
         stream.write_all(&request).unwrap();
         let mut received = Vec::new();
@@ -262,6 +299,13 @@ mod tests {
             ),
             (good.replace(&accept, "AAAA"), HandshakeError::BadAccept),
             (
+                good.replace(
+                    "\r\n\r\n",
+                    "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                ),
+                HandshakeError::Extensions(NegotiationError::NotOffered),
+            ),
+            (
                 good.replace("HTTP/1.1", "HTTP/1.0"),
                 HandshakeError::Malformed,
             ),
@@ -275,6 +319,50 @@ mod tests {
         }
         let endless = vec![b'a'; HEAD_BYTES_MAX + 1];
         assert_eq!(key.check_response(&endless), Err(HandshakeError::Malformed));
+    }
+
+    /// The deflate offer is one header an HTTP parser reads back; the answer's parameters
+    /// come back from `check_response_deflate`, and a server that declines leaves `None`.
+    #[test]
+    fn deflate_is_offered_and_the_answer_read() {
+        let key = ClientKey::new([9; 16]);
+        let mut request = Vec::new();
+        key.write_request("h:1", "/ws", None, true, &mut request);
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert!(parsed.parse(&request).unwrap().is_complete());
+        let offer = parsed
+            .headers
+            .iter()
+            .find(|header| header.name == "Sec-WebSocket-Extensions");
+        assert_eq!(
+            offer.map(|header| header.value),
+            Some(deflate::OFFER.as_bytes())
+        );
+        let accept = std::str::from_utf8(&key.accept).unwrap().to_owned();
+        let answer = |extensions: &str| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
+            )
+        };
+        let agreed =
+            answer("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n");
+        assert_eq!(
+            key.check_response_deflate(agreed.as_bytes(), true),
+            Ok(Some((
+                agreed.len(),
+                Some(Negotiated {
+                    server_no_context_takeover: true,
+                    server_max_window_bits: 15
+                })
+            )))
+        );
+        let declined = answer("");
+        assert_eq!(
+            key.check_response_deflate(declined.as_bytes(), true),
+            Ok(Some((declined.len(), None)))
+        );
     }
 
     /// tungstenite's client upgrades against our server side of the handshake.

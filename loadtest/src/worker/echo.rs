@@ -109,6 +109,7 @@ fn engine_settings(thread: &EchoThread, payload_bytes: usize) -> EngineSettings 
         message_bytes_max: payload_bytes.max(125),
         seed: (thread.plan.worker_index as u64) << 32 | thread.thread_index as u64,
         tls: thread.target.tls.clone(),
+        deflate: false,
     }
 }
 

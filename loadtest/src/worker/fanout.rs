@@ -430,7 +430,12 @@ impl Publisher {
                     sent_ns: monotonic_ns(),
                     step: step.index,
                 };
-                payload::encode(message, context.fanout.payload_bytes, &mut data);
+                payload::encode_kind(
+                    message,
+                    context.fanout.payload_kind,
+                    context.fanout.payload_bytes,
+                    &mut data,
+                );
                 protocol.publish(&self.names[slot], &data, &mut batch);
                 if !protocol.is_binary() {
                     queue(connection, protocol, std::mem::take(&mut batch))?;

@@ -206,6 +206,7 @@ fn engine_settings(thread: &SubscriberThread, fanout: &FanoutPlan) -> EngineSett
         message_bytes_max: MESSAGE_BYTES_MAX,
         seed: (thread.plan.worker_index as u64) << 32 | thread.fanout.thread_index as u64,
         tls: thread.target.tls.clone(),
+        deflate: fanout.compression,
     }
 }
 
@@ -627,6 +628,9 @@ impl Handler for Subscribers {
         if self.transport != Transport::Ws {
             return self.http_bytes(index, message.payload, message.received_ns, out);
         }
+        self.totals.data_messages += 1;
+        self.totals.data_message_wire_bytes += message.wire_bytes as u64;
+        self.totals.compressed_messages += u64::from(message.compressed);
         if self.protocol.is_binary() {
             if !message.text {
                 return self.nats_frame(index, message.payload, message.received_ns, out);
