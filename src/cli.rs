@@ -168,6 +168,14 @@ pub struct Arguments {
     #[arg(long)]
     pub websocket_compression: bool,
 
+    /// NATS servers to join other ringcast nodes through (JetStream), comma-separated.
+    ///
+    /// `nats://HOST:PORT` or `HOST:PORT`. Every node on the same stream shares topics, seqs and
+    /// history; the server must run JetStream (`nats-server -js`). Default none: a single node.
+    /// Overrides `nats_urls` in [nats] and RINGCAST_NATS_URLS.
+    #[arg(long = "nats", value_name = "URL[,URL...]")]
+    pub nats_urls: Option<String>,
+
     /// Which log lines to print, as a tracing filter.
     ///
     /// A level (error, warn, info, debug, trace), or directives per module such as
@@ -247,6 +255,9 @@ impl Arguments {
         }
         if let Some(bytes) = self.message_bytes_max {
             overrides.set_flag("message_bytes_max", bytes)?;
+        }
+        if let Some(urls) = &self.nats_urls {
+            overrides.set_flag("nats_urls", urls)?;
         }
         Ok(overrides)
     }

@@ -26,9 +26,10 @@
 //!   long and short polls; Engine.IO next) with `handle_*` methods, their own deadlines,
 //!   and a frame cache that frames each delivered message once per shard per kind of endpoint.
 //! - [`transport`]: the byte stream under an endpoint (plain now; TLS next).
-//! - [`egress`]: one side thread with its own tokio runtime for what leaves on ringcast's own
+//! - [`egress`]: side threads with their own tokio runtimes for what leaves on ringcast's own
 //!   initiative: webhooks, fed by a bounded lock-free queue per shard that a shard never waits
-//!   on.
+//!   on; and, with `nats_urls`, the NATS bridge that joins nodes through JetStream (publishes
+//!   numbered there, every message of the stream brought back to its topic's owner shard).
 //! - [`shard`]: one thread and one io_uring per core, a pure driver: multishot accept into
 //!   direct descriptors, multishot receive on a provided buffer ring, gathered sends, one timer
 //!   wheel, and bounded mailboxes to the other shards woken by `msg_ring`. It carries out what

@@ -19,6 +19,7 @@ use crate::broker::topic::TopicError;
 use crate::broker::{Command, TopicName};
 use crate::config::ServerConfig;
 use crate::egress::Egress;
+use crate::egress::nats::{NatsBridge, ShardInbox};
 use crate::shard::mailbox::{Mailbox, WakeError, Waker};
 use crate::shard::metrics_board::MetricsBoard;
 use crate::shard::{Shard, ShardReport, Shared, TlsListener};
@@ -37,6 +38,8 @@ pub struct Server {
     topic_bytes_max: usize,
     /// The webhook thread, when webhooks are configured; stopped after the shards.
     egress: Option<Egress>,
+    /// The NATS bridge, when `nats_urls` is set; stopped after the shards.
+    nats: Option<NatsBridge>,
     drain_timeout_ms: u64,
     /// A second descriptor of every listener (plain and TLS), shut down once the shards have
     /// ended: see `release_listeners`.
@@ -91,6 +94,13 @@ impl Server {
             send_bytes: config.socket_send_buffer_bytes,
             receive_bytes: config.socket_receive_buffer_bytes,
         };
+        // The cluster first: a node that cannot join it must not serve as a lone node.
+        let nats = match config.nats_settings().map_err(io::Error::other)? {
+            Some(settings) => {
+                Some(NatsBridge::start(settings, config.shards).map_err(io::Error::other)?)
+            }
+            None => None,
+        };
         let egress = match config.egress_settings().map_err(io::Error::other)? {
             Some(settings) => Some(Egress::start(settings)?),
             None => None,
@@ -136,6 +146,7 @@ impl Server {
             let config = Arc::clone(&config);
             let ready = ready_sender.clone();
             let egress = egress.as_ref().map(|egress| egress.link(index));
+            let nats = nats.as_ref().map(|nats| nats.link(index));
             let pin_core = (config.shards <= cores).then_some(index);
             let tls_listener = tls_listeners.next();
             kept_listeners.push(listener.try_clone()?);
@@ -163,6 +174,7 @@ impl Server {
                         authenticator,
                         address_limits,
                         egress,
+                        nats,
                     };
                     let listeners = [Some(listener), tls_listener];
                     run_shard(config, listeners, shared, pin_core, ready)
@@ -178,6 +190,7 @@ impl Server {
             waker: Waker::new()?,
             topic_bytes_max: config.broker.topic_bytes_max,
             egress,
+            nats,
             drain_timeout_ms: config.drain_timeout_ms,
             listeners: kept_listeners,
         };
@@ -189,6 +202,14 @@ impl Server {
                 server.stop_after_failed_start();
                 return Err(error);
             }
+        }
+        // Every shard's ring exists now: the bridge may wake them.
+        if let Some(nats) = &mut server.nats {
+            let inbox = MailboxInbox {
+                mailboxes: Arc::clone(&server.mailboxes),
+                waker: Waker::new()?,
+            };
+            nats.serve(Box::new(inbox));
         }
         Ok(server)
     }
@@ -208,6 +229,11 @@ impl Server {
     /// TLS; on an error the pair in use stays.
     pub fn reload_certificates(&self) -> Option<Result<Loaded, CertificateError>> {
         self.tls.as_ref().map(|tls| tls.certificates.reload())
+    }
+
+    /// The NATS bridge's connection state and epoch, when clustered.
+    pub fn nats_state(&self) -> Option<Arc<crate::egress::nats::BridgeState>> {
+        self.nats.as_ref().map(NatsBridge::state)
     }
 
     /// Whether a shard thread has ended (a shard ends early only on a fatal ring error).
@@ -245,6 +271,9 @@ impl Server {
         if let Some(egress) = self.egress.take() {
             egress.stop(std::time::Duration::from_millis(self.drain_timeout_ms));
         }
+        if let Some(nats) = self.nats.take() {
+            nats.stop();
+        }
         match failure {
             Some(error) => Err(error),
             None => Ok(reports),
@@ -269,6 +298,9 @@ impl Server {
         self.release_listeners();
         if let Some(egress) = self.egress.take() {
             egress.stop(std::time::Duration::ZERO);
+        }
+        if let Some(nats) = self.nats.take() {
+            nats.stop();
         }
     }
 
@@ -398,6 +430,30 @@ fn probe_port_free(address: SocketAddr) -> io::Result<SocketAddr> {
         )
     })?;
     Ok(probe.local_addr()?.as_socket().unwrap_or(address))
+}
+
+/// The NATS bridge's way into the shards: their mailboxes, and a waker of its own.
+struct MailboxInbox {
+    mailboxes: Arc<[Arc<Mailbox>]>,
+    waker: Waker,
+}
+
+impl ShardInbox for MailboxInbox {
+    fn shards(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    fn send(&mut self, shard: usize, command: Command) -> Result<(), Command> {
+        match self.waker.send(&self.mailboxes[shard], command) {
+            Ok(()) => Ok(()),
+            Err(WakeError::Full(command)) => Err(command),
+            // The command is queued; the shard takes it at its next turn.
+            Err(WakeError::Submit(error)) => {
+                tracing::warn!(%error, "waking a shard for the NATS bridge failed");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Publishes into the broker from a thread that is not a shard: each message goes to its topic's

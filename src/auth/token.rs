@@ -190,10 +190,10 @@ impl Verifier {
         if unix_ms >= expires_unix_ms.saturating_add(self.leeway_ms) {
             return Err(AuthFailure::Expired);
         }
-        if let Some(not_before) = claims.nbf {
-            if unix_ms.saturating_add(self.leeway_ms) < numeric_date_ms(not_before)? {
-                return Err(AuthFailure::NotYetValid);
-            }
+        if let Some(not_before) = claims.nbf
+            && unix_ms.saturating_add(self.leeway_ms) < numeric_date_ms(not_before)?
+        {
+            return Err(AuthFailure::NotYetValid);
         }
         let subject = claims.sub.ok_or(AuthFailure::Claims)?;
         if subject.len() > SUBJECT_BYTES_MAX {

@@ -78,6 +78,20 @@ pub enum Command {
     Unsubscribe { topic: TopicName, shard: u16 },
     /// To a subscribing shard: a message the owner numbered.
     Deliver { message: Message },
+    /// Clustered, from the NATS bridge to a topic's owner: message `seq` of `topic` as
+    /// JetStream numbered it (published on any node), to keep and fan out.
+    Ingest {
+        topic: TopicName,
+        seq: u64,
+        data: Bytes,
+    },
+    /// Clustered, from the NATS bridge to every shard, in order with `Ingest`: JetStream's
+    /// history was lost (the stream was deleted and made anew); every topic starts again at 0
+    /// in `epoch`.
+    ClusterEpoch { epoch: Epoch },
+    /// To a subscribing shard, from the owner after `ClusterEpoch` (in order with its
+    /// deliveries): the topic's seqs start again at 0 in `epoch`; its subscribers get `reset`.
+    TopicRestarted { topic: TopicName, epoch: Epoch },
     /// To the subscriber's shard: the owner's answer to `Subscribe`.
     Subscribed {
         topic: TopicName,
@@ -104,6 +118,11 @@ impl Command {
     /// Publishes wait in a queue of their own, which a shard stops taking from while it cannot
     /// hand on what they produce; everything else must always be taken (see `shard::mailbox`).
     pub fn is_publish(&self) -> bool {
-        matches!(self, Command::Publish { .. })
+        // A message from the cluster makes deliveries like a publish, so it waits for the owner's
+        // room the same way (the bridge holds it meanwhile).
+        matches!(
+            self,
+            Command::Publish { .. } | Command::Ingest { .. } | Command::ClusterEpoch { .. }
+        )
     }
 }

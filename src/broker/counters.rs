@@ -39,6 +39,15 @@ pub struct BrokerCounters {
     pub message_buffers_created: u64,
     /// Subscriptions ended because a refreshed token no longer grants their topic.
     pub subscriptions_revoked: u64,
+    /// Clustered: publishes refused because the bridge's queue was full (answered 503).
+    pub cluster_publishes_refused: u64,
+    /// Clustered: messages from JetStream this owner already had (not delivered again).
+    pub cluster_duplicates: u64,
+    /// Clustered: messages from JetStream this owner could not keep (its topic table full).
+    pub cluster_ingests_refused: u64,
+    /// Clustered: messages that came past a hole in their topic's seqs (JetStream dropped
+    /// messages before this node read them); subscribers see the seq jump.
+    pub cluster_gaps: u64,
 }
 
 /// Levels a shard's broker reports.

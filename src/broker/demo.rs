@@ -474,7 +474,7 @@ mod tests {
             let price_parsed = object["px"].as_f64().expect("px");
             assert_eq!((price_parsed * 100.0).round() as u64, price, "{text}");
             let size = object["size"].as_u64().expect("size");
-            assert!(size > 0 && size % LOT_SHARES == 0, "{text}");
+            assert!(size > 0 && size.is_multiple_of(LOT_SHARES), "{text}");
             let ts = object["ts"].as_u64().expect("ts");
             assert!(times.contains(&ts), "{text}");
         }

@@ -21,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 
 use super::clients::{Clients, QueueLimits, ShardMemory};
+use super::cluster::ClusterPublish;
 use super::command::{ClientRef, Command, PublishReply};
 use super::config::BrokerConfig;
 use super::counters::{BrokerCounters, BrokerGauges};
@@ -32,7 +33,7 @@ use super::message::{Message, Reply};
 use super::owner::{OwnedTopics, OwnerError, ReplayPage, Since, SubscribeAnswer};
 use super::request::BrokerRequest;
 use super::subscribers::{POSITION_PENDING, SubscriberTable};
-use super::topic::TopicName;
+use super::topic::{Epoch, TopicName};
 use crate::protocol::websocket::frame::FrameEncoder;
 
 /// Chunk size of the broker's encoder (messages and replies): one allocation serves many small
@@ -88,6 +89,10 @@ pub struct Fanout {
     events: VecDeque<Event>,
     /// Clients opened so far (the serial of the latest).
     clients_opened: u64,
+    /// Clustered (`nats_urls`): JetStream numbers the messages, not the owner.
+    clustered: bool,
+    /// Clustered: publishes checked and waiting for the shard to hand them to the bridge.
+    cluster_publishes: VecDeque<ClusterPublish>,
 }
 
 impl Fanout {
@@ -125,7 +130,29 @@ impl Fanout {
             event_filter: EventFilter::default(),
             events: VecDeque::new(),
             clients_opened: 0,
+            clustered: false,
+            cluster_publishes: VecDeque::new(),
         }
+    }
+
+    /// Makes this shard a part of a cluster whose messages JetStream numbers, in sequence space
+    /// `epoch` (the stream's). Called at start-up, before any client.
+    pub fn set_cluster(&mut self, epoch: Epoch) {
+        self.clustered = true;
+        self.owned.set_cluster_epoch(epoch);
+    }
+
+    /// Clustered: the next publish to hand to the NATS bridge, in the order they came.
+    pub fn poll_cluster_publish(&mut self) -> Option<ClusterPublish> {
+        self.cluster_publishes.pop_front()
+    }
+
+    /// Clustered: the bridge's queue had no room for `publish`: its publisher hears so (503),
+    /// and it is not published.
+    pub fn refuse_cluster_publish(&mut self, publish: ClusterPublish) {
+        self.counters.cluster_publishes_refused += 1;
+        let result = Err(OwnerError::ClusterBusy);
+        self.answer_publisher(publish.reply, result, publish.key);
     }
 
     /// Sets which events to record for the webhooks (none until called).
@@ -162,6 +189,7 @@ impl Fanout {
         BrokerCounters {
             topics_expired: self.owned.topics_expired,
             topic_creations_refused: self.owned.creations_refused,
+            cluster_gaps: self.owned.ingest_gaps,
             message_buffers_created: self.owned.pool.buffers_created
                 + self.owned.pool.buffers_unpooled,
             ..self.counters
@@ -259,7 +287,18 @@ impl Fanout {
                 data,
                 reply,
                 key,
+            } if self.clustered => self.publish_to_cluster(topic, data, reply, key),
+            Command::Publish {
+                topic,
+                data,
+                reply,
+                key,
             } => self.publish(&topic, &data, reply, key),
+            Command::Ingest { topic, seq, data } => self.ingest(&topic, seq, &data),
+            Command::ClusterEpoch { epoch } => self.restart_epoch(epoch),
+            Command::TopicRestarted { topic, epoch } => {
+                self.handle_topic_restarted(&topic, epoch, clients)
+            }
             Command::Prepare {
                 topics,
                 client,
@@ -420,6 +459,17 @@ impl Fanout {
             self.idempotency
                 .remember(topic, key.clone(), seq, self.now_ms);
         }
+        self.answer_publisher(reply, result, key);
+    }
+
+    /// Tells the publisher the seq when it waits for it or asked for an acknowledgement (a
+    /// key), and always when its publish was refused.
+    fn answer_publisher(
+        &mut self,
+        reply: Option<PublishReply>,
+        result: Result<u64, OwnerError>,
+        key: Option<IdempotencyKey>,
+    ) {
         match reply {
             Some(reply) if reply.ticket.is_some() || result.is_err() || key.is_some() => {
                 let shard = usize::from(reply.client.shard);
@@ -450,6 +500,95 @@ impl Fanout {
                 .push_back((shard, Command::Deliver { message }));
         }
         Ok(seq)
+    }
+
+    /// Clustered, as the topic's owner: checks the publish as a local one would be (the topic's
+    /// creation within the client's allowance and the shard's table) and queues it for the
+    /// bridge, which answers the publisher once JetStream numbered it.
+    fn publish_to_cluster(
+        &mut self,
+        topic: TopicName,
+        data: Bytes,
+        reply: Option<PublishReply>,
+        key: Option<IdempotencyKey>,
+    ) {
+        let creator = reply.map(|reply| reply.client.key());
+        let topics = std::slice::from_ref(&topic);
+        if let Err(error) = self.owned.prepare(topics, creator, self.now_ms) {
+            self.answer_publisher(reply, Err(error), key);
+            return;
+        }
+        self.cluster_publishes.push_back(ClusterPublish {
+            topic,
+            data,
+            reply,
+            key,
+        });
+    }
+
+    /// Clustered, as the topic's owner: keeps a message JetStream numbered and sends it to
+    /// every shard with subscribers, like one this shard numbered.
+    fn ingest(&mut self, topic: &TopicName, seq: u64, data: &[u8]) {
+        let published = match self.owned.ingest(topic, seq, data, self.now_ms) {
+            Ok(Some(published)) => published,
+            Ok(None) => {
+                self.counters.cluster_duplicates += 1;
+                return;
+            }
+            Err(_) => {
+                self.counters.cluster_ingests_refused += 1;
+                return;
+            }
+        };
+        self.counters.messages_published += 1;
+        if self.event_filter.wants_message(topic.as_bytes()) {
+            let message = published.message.clone();
+            self.events.push_back(Event::MessagePublished { message });
+        }
+        for shard in published.subscriber_shards.iter() {
+            let message = published.message.clone();
+            self.outgoing
+                .push_back((shard, Command::Deliver { message }));
+        }
+    }
+
+    /// Clustered, as an owner: JetStream's history was lost; every owned topic starts again in
+    /// `epoch`, and the shards with subscribers of one are told.
+    fn restart_epoch(&mut self, epoch: Epoch) {
+        for (topic, shards) in self.owned.restart_epoch(epoch) {
+            for shard in shards {
+                let topic = topic.clone();
+                self.outgoing
+                    .push_back((shard, Command::TopicRestarted { topic, epoch }));
+            }
+        }
+    }
+
+    /// Clustered, as a subscribing shard: the topic's seqs start again at 0 in `epoch`; every
+    /// subscriber gets `reset` (seq 0, the new epoch) and drops what conflation held for it.
+    fn handle_topic_restarted(
+        &mut self,
+        topic: &TopicName,
+        epoch: Epoch,
+        clients: &mut impl Clients,
+    ) {
+        let Some(index) = self.subscribers.find(topic.as_bytes()) else {
+            return;
+        };
+        self.subscribers.restart(index, epoch);
+        for &slot in self.subscribers.subscribers(index) {
+            let client = &mut self.clients[slot as usize];
+            let subscription = client
+                .subscriptions
+                .iter_mut()
+                .find(|subscription| subscription.topic == index);
+            if subscription.is_some_and(|subscription| subscription.held.take().is_some()) {
+                client.held_count -= 1;
+            }
+            self.counters.resets += 1;
+            let reply = Reply::reset(&mut self.encoder, topic, 0, epoch);
+            clients.reply(slot, &reply);
+        }
     }
 
     /// A batch is published all or nothing: first every owner involved creates the batch's

@@ -26,6 +26,7 @@
 //! - [`config`]: the limits and policies; [`demo`]: the random-walk ticker feed.
 
 pub mod clients;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod counters;
@@ -47,6 +48,7 @@ pub mod subscribers;
 pub mod topic;
 
 pub use clients::{Clients, QueueLimits, ShardMemory};
+pub use cluster::ClusterPublish;
 pub use command::{ClientRef, Command, PublishReply};
 pub use counters::{BrokerCounters, BrokerGauges};
 pub use event::{Event, EventFilter, EventKind};
@@ -54,4 +56,4 @@ pub use fanout::Fanout;
 pub use message::{Message, Reply, ReplyKind};
 pub use message_pool::MessagePool;
 pub use request::BrokerRequest;
-pub use topic::{TOPIC_BYTES_LIMIT, TopicName, owner_shard};
+pub use topic::{Epoch, TOPIC_BYTES_LIMIT, TopicName, owner_shard};

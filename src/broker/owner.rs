@@ -150,6 +150,11 @@ pub enum OwnerError {
     CreationRateExceeded,
     /// The client's shard has too many batches waiting for their owners.
     BatchesInFlight,
+    /// Clustered: this node's queue of publishes to NATS JetStream is full.
+    ClusterBusy,
+    /// Clustered: JetStream did not take the message within `nats_publish_timeout_ms` (NATS
+    /// unreachable, the stream gone): it was not published.
+    ClusterUnavailable,
 }
 
 impl OwnerError {
@@ -160,6 +165,10 @@ impl OwnerError {
                 "topics created faster than topic_creations_per_second"
             }
             OwnerError::BatchesInFlight => "too many batches in flight on this shard",
+            OwnerError::ClusterBusy => "too many publishes waiting for NATS JetStream on this node",
+            OwnerError::ClusterUnavailable => {
+                "NATS JetStream did not take the message in time: it was not published"
+            }
         }
     }
 
@@ -168,7 +177,10 @@ impl OwnerError {
     pub fn status(self) -> u16 {
         match self {
             OwnerError::CreationRateExceeded => 429,
-            OwnerError::TooManyTopics | OwnerError::BatchesInFlight => 503,
+            OwnerError::TooManyTopics
+            | OwnerError::BatchesInFlight
+            | OwnerError::ClusterBusy
+            | OwnerError::ClusterUnavailable => 503,
         }
     }
 }
@@ -249,6 +261,9 @@ pub struct OwnedTopics {
     eviction_order: VecDeque<(TopicName, Epoch, u64)>,
     kept_count: usize,
     epochs: EpochSource,
+    /// Clustered: the epoch of every topic (the JetStream stream's), instead of one drawn per
+    /// topic.
+    cluster_epoch: Option<Epoch>,
     creations: CreationLimiter,
     /// Where the last sweep for idle topics stopped.
     expiry_cursor: usize,
@@ -257,6 +272,8 @@ pub struct OwnedTopics {
     /// Topics forgotten for being idle, and creations refused for rate (for the counters).
     pub topics_expired: u64,
     pub creations_refused: u64,
+    /// Clustered: messages that came past a hole in a topic's seqs (for the counters).
+    pub ingest_gaps: u64,
 }
 
 impl OwnedTopics {
@@ -276,6 +293,7 @@ impl OwnedTopics {
             eviction_order: VecDeque::new(),
             kept_count: 0,
             epochs: EpochSource::new(epoch_seed),
+            cluster_epoch: None,
             creations: CreationLimiter {
                 buckets: HashMap::new(),
                 per_second: config.topic_creations_per_second,
@@ -285,7 +303,74 @@ impl OwnedTopics {
             pool: MessagePool::new(config.message_pool_free_bytes_max),
             topics_expired: 0,
             creations_refused: 0,
+            ingest_gaps: 0,
         }
+    }
+
+    /// Clustered: every topic's seqs are JetStream's ([`OwnedTopics::ingest`]) in the sequence
+    /// space `epoch`. Set before any topic exists.
+    pub fn set_cluster_epoch(&mut self, epoch: Epoch) {
+        assert!(
+            self.topics.is_empty(),
+            "the cluster epoch is set at start-up"
+        );
+        self.cluster_epoch = Some(epoch);
+    }
+
+    /// Clustered: keeps message `seq` of `topic` as JetStream numbered it, and names the shards
+    /// to deliver it to. `None` for a seq already kept (a message seen twice). A seq past the
+    /// next one (JetStream dropped messages before this node read them) starts the topic's
+    /// history anew at it, so that no replay crosses the hole.
+    pub fn ingest(
+        &mut self,
+        topic: &TopicName,
+        seq: u64,
+        data: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Published<'_>>, OwnerError> {
+        let index = self.find_or_create(topic, None, now_ms)?;
+        let owned = &mut self.topics[index];
+        if seq <= owned.seq {
+            return Ok(None);
+        }
+        if seq != owned.seq + 1 {
+            if owned.seq > 0 {
+                self.ingest_gaps += 1;
+            }
+            while !self.topics[index].history.is_empty() {
+                self.evict_oldest_of(index);
+            }
+        }
+        let owned = &mut self.topics[index];
+        owned.seq = seq;
+        owned.active_ms = now_ms;
+        let message = Message::encode(&mut self.pool, &owned.name, seq, data);
+        self.keep(index, message.clone());
+        Ok(Some(Published {
+            message,
+            subscriber_shards: &self.topics[index].subscriber_shards,
+        }))
+    }
+
+    /// Clustered: JetStream's history was lost (the stream deleted and made anew, a new
+    /// epoch): every topic starts again at seq 0 in `epoch`, its history forgotten. Returns
+    /// the topics with subscribers and their shards, which the owner tells.
+    pub fn restart_epoch(&mut self, epoch: Epoch) -> Vec<(TopicName, Vec<usize>)> {
+        self.cluster_epoch = Some(epoch);
+        let mut restarted = Vec::new();
+        for index in 0..self.topics.len() {
+            while !self.topics[index].history.is_empty() {
+                self.evict_oldest_of(index);
+            }
+            let owned = &mut self.topics[index];
+            owned.seq = 0;
+            owned.epoch = epoch;
+            if !owned.subscriber_shards.is_empty() {
+                let shards = owned.subscriber_shards.iter().collect();
+                restarted.push((owned.name.clone(), shards));
+            }
+        }
+        restarted
     }
 
     pub fn topic_count(&self) -> usize {
@@ -618,7 +703,10 @@ impl OwnedTopics {
         self.index.insert(name.clone(), index as u32);
         self.topics.push(OwnedTopic {
             name,
-            epoch: self.epochs.next_epoch(),
+            epoch: match self.cluster_epoch {
+                Some(epoch) => epoch,
+                None => self.epochs.next_epoch(),
+            },
             seq: 0,
             history: VecDeque::new(),
             history_bytes: 0,

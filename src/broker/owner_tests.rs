@@ -387,3 +387,52 @@ fn shard_set() {
     }
     assert!(set.is_empty());
 }
+
+/// Proves a clustered owner keeps JetStream's seqs: every topic is of the cluster's epoch, a
+/// seq seen twice is dropped, the history replays across consecutive seqs only (a hole starts
+/// it anew and is counted), and a new epoch starts every topic again at 0.
+#[test]
+fn clustered_owner_keeps_jetstreams_seqs() {
+    let mut owned = topics_with_history(8);
+    owned.set_cluster_epoch(Epoch(42));
+    let seq_of = |published: Option<Published<'_>>| published.map(|p| p.message.seq());
+    assert_eq!(
+        seq_of(owned.ingest(&name("A"), 5, b"5", 0).unwrap()),
+        Some(5)
+    );
+    assert_eq!(
+        seq_of(owned.ingest(&name("A"), 6, b"6", 0).unwrap()),
+        Some(6)
+    );
+    assert_eq!(seq_of(owned.ingest(&name("A"), 6, b"6", 0).unwrap()), None);
+    assert_eq!(seq_of(owned.ingest(&name("A"), 4, b"4", 0).unwrap()), None);
+    assert_eq!(owned.ingest_gaps, 0, "the first seq seen starts the topic");
+    let answer = owned
+        .subscribe(&name("A"), 0, since(5), false, None, 0)
+        .unwrap();
+    assert_eq!((answer.epoch, answer.latest), (Epoch(42), 6));
+    assert_eq!(seqs_of(&answer.messages), [6]);
+    assert!(!answer.reset);
+
+    assert_eq!(
+        seq_of(owned.ingest(&name("A"), 9, b"9", 0).unwrap()),
+        Some(9)
+    );
+    assert_eq!(owned.ingest_gaps, 1);
+    let answer = owned
+        .subscribe(&name("A"), 0, since(6), false, None, 0)
+        .unwrap();
+    assert!(answer.reset, "no replay across the hole");
+    assert_eq!(seqs_of(&answer.messages), [9]);
+
+    let restarted = owned.restart_epoch(Epoch(43));
+    assert_eq!(restarted, [(name("A"), vec![0])]);
+    assert_eq!(
+        seq_of(owned.ingest(&name("A"), 1, b"1", 0).unwrap()),
+        Some(1)
+    );
+    let answer = owned
+        .subscribe(&name("A"), 0, None, false, None, 0)
+        .unwrap();
+    assert_eq!((answer.epoch, answer.latest), (Epoch(43), 1));
+}

@@ -65,6 +65,14 @@ impl SubscriberTable {
         self.entry(topic).epoch
     }
 
+    /// Clustered: the topic's sequence space started anew (JetStream's history was lost): its
+    /// seqs count again from 0 in `epoch`.
+    pub fn restart(&mut self, topic: u32, epoch: Epoch) {
+        let entry = self.entry_mut(topic);
+        entry.epoch = epoch;
+        entry.last_seq = 0;
+    }
+
     pub fn set_last_seq(&mut self, topic: u32, seq: u64) {
         self.entry_mut(topic).last_seq = seq;
     }

@@ -31,6 +31,7 @@ pub use crate::broker::config::{BrokerConfig, SlowConsumerPolicy};
 use crate::broker::event::EventKind;
 use crate::broker::http_api::PublishConfig;
 use crate::egress::EgressSettings;
+pub use crate::egress::nats::{NatsConfig, NatsSettings};
 pub use crate::egress::webhook::WebhookConfig;
 use crate::endpoint::EndpointSettings;
 use crate::protocol::ProtocolLimits;
@@ -190,6 +191,9 @@ pub struct ServerConfig {
     /// Webhook endpoints (`[[webhook]]` tables; `RINGCAST_WEBHOOK` takes them as a TOML array of
     /// inline tables). Default none: no events are decided, and the shards pay nothing.
     pub webhook: Vec<WebhookConfig>,
+    /// Joining other ringcast nodes through NATS JetStream (`[nats]`). Default: no
+    /// `nats_urls`, a single node.
+    pub nats: NatsConfig,
 }
 
 impl Default for ServerConfig {
@@ -226,6 +230,7 @@ impl Default for ServerConfig {
             webhook_shard_events_max: 16 * 1024,
             webhook_source_address: String::new(),
             webhook: Vec::new(),
+            nats: NatsConfig::default(),
         }
     }
 }
@@ -378,6 +383,7 @@ impl ServerConfig {
                     .iter()
                     .any(|name| name == EventKind::ConnectionClosed.name())
             }),
+            cluster_connected: None,
         }
     }
 
@@ -417,6 +423,19 @@ impl ServerConfig {
             )
         })?;
         Ok(Some(address))
+    }
+
+    /// What the NATS bridge needs, or `None` for a single node (no `nats_urls`).
+    pub fn nats_settings(&self) -> Result<Option<NatsSettings>, ConfigError> {
+        let settings = self
+            .nats
+            .settings()
+            .map_err(|(setting, reason)| invalid(setting, reason))?;
+        Ok(settings.map(|settings| NatsSettings {
+            topic_bytes_max: self.broker.topic_bytes_max,
+            duplicate_window: std::time::Duration::from_millis(self.broker.idempotency_window_ms),
+            ..settings
+        }))
     }
 
     fn validate_webhooks(&self) -> Result<(), ConfigError> {
@@ -465,6 +484,7 @@ impl ServerConfig {
         self.validate_receive_buffers()?;
         self.validate_outbound_queue()?;
         self.validate_webhooks()?;
+        self.nats_settings()?;
         self.validate_timeouts()
     }
 

@@ -47,7 +47,8 @@ impl IntakeSignal {
         self.sleeping.store(false, Ordering::SeqCst);
     }
 
-    fn wake(&self) {
+    /// Wakes the intake if it sleeps (a feed's producer, once per turn that pushed).
+    pub fn wake(&self) {
         if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
             self.notify.notify_one();
         }

@@ -1,6 +1,7 @@
 //! The egress thread: one side thread with its own tokio runtime (current-thread) for what
-//! leaves ringcast over the network on its own initiative. Webhooks now; the NATS bridge can
-//! share the runtime later.
+//! leaves ringcast over the network on its own initiative: webhooks. The NATS bridge
+//! ([`nats`]) has a thread and runtime of its own, so that a slow webhook receiver and a slow
+//! NATS never hold each other up.
 //!
 //! The shards never wait for it and never allocate for it. Each shard's broker decides events
 //! (`broker::event`), and the shard pushes them into its own bounded [`feed::EventFeed`]. This
@@ -17,6 +18,7 @@
 //! within the drain time, and counts the rest as dropped (`reason="shutdown"`).
 
 pub mod feed;
+pub mod nats;
 pub mod webhook;
 
 use std::io;

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::value::RawValue;
@@ -395,7 +396,13 @@ impl Answer<'_> {
         match http_api::route(request, &self.settings.publish) {
             Route::Health => {
                 let headers = [("Content-Type", "text/plain; charset=utf-8")];
-                self.respond_ok(&headers, b"ok\n", is_head, keep_alive);
+                let connected = self.settings.cluster_connected.as_ref();
+                if connected.is_none_or(|connected| connected.load(Ordering::Acquire)) {
+                    self.respond_ok(&headers, b"ok\n", is_head, keep_alive);
+                } else {
+                    let body = b"degraded: NATS JetStream unreachable\n";
+                    self.respond_status(503, &headers, body, is_head, keep_alive);
+                }
             }
             Route::Metrics => {
                 let body = self.metrics.render();
@@ -465,11 +472,22 @@ impl Answer<'_> {
         is_head: bool,
         keep_alive: bool,
     ) {
+        self.respond_status(200, headers, body, is_head, keep_alive);
+    }
+
+    fn respond_status(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        is_head: bool,
+        keep_alive: bool,
+    ) {
         let mut response = BytesMut::new();
         if is_head {
-            handshake::write_response_head(200, headers, body.len(), keep_alive, &mut response);
+            handshake::write_response_head(status, headers, body.len(), keep_alive, &mut response);
         } else {
-            handshake::write_response(200, headers, body, keep_alive, &mut response);
+            handshake::write_response(status, headers, body, keep_alive, &mut response);
         }
         self.respond(response.freeze());
     }
@@ -820,6 +838,7 @@ mod tests {
             broker,
             auth: Arc::new(Authenticator::open()),
             close_reasons_kept: false,
+            cluster_connected: None,
         };
         Context {
             pool: BufferPool::new(&PoolLimits::default()),

@@ -124,6 +124,9 @@ pub struct EndpointSettings {
     /// Keep the reason text of a peer's close frame (a copy per close), because a webhook
     /// reports `connection.closed`.
     pub close_reasons_kept: bool,
+    /// Clustered: whether the NATS bridge is connected now. While it is not, `/health`
+    /// answers 503 `degraded` (publishes cannot be made durable, nothing new arrives).
+    pub cluster_connected: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Renders the text of `GET /metrics`; the shard provides it (endpoints know nothing of where

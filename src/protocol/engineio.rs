@@ -225,7 +225,7 @@ fn parse_record(record: &str) -> Result<Packet<'_>, EngineError> {
 
 /// Whether `text` is standard, padded base64 (what the reference client writes).
 fn is_base64(text: &str) -> bool {
-    text.len() % 4 == 0
+    text.len().is_multiple_of(4)
         && text.bytes().enumerate().all(|(index, byte)| {
             byte.is_ascii_alphanumeric()
                 || byte == b'+'

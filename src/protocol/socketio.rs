@@ -473,19 +473,20 @@ mod tests {
         /// (for the forms ringcast writes: no attachments, no leading zeros).
         #[test]
         fn any_text_is_read_or_refused(text in "[0-6]?(/[a-z]{0,4},?)?[0-9]{0,3}[\\[{\"a-z,\\]}]{0,12}") {
-            if let Ok(packet) = parse(&text, &SocketLimits::default()) {
-                if packet.attachments == 0 && !packet.kind.is_binary() {
-                    let mut out = Vec::new();
-                    // `/,` (the main namespace written out) and `/name` without its comma
-                    // read as the short forms, which are what gets written.
-                    let written_short = text[1..].starts_with('/')
-                        && (packet.namespace == MAIN_NAMESPACE
-                            || !text[1..].starts_with(&format!("{},", packet.namespace)));
-                    write_head(packet.kind, packet.namespace, packet.ack_id, &mut out);
-                    out.extend_from_slice(packet.data.unwrap_or("").as_bytes());
-                    if !written_short {
-                        proptest::prop_assert_eq!(std::str::from_utf8(&out).unwrap(), text.as_str());
-                    }
+            if let Ok(packet) = parse(&text, &SocketLimits::default())
+                && packet.attachments == 0
+                && !packet.kind.is_binary()
+            {
+                let mut out = Vec::new();
+                // `/,` (the main namespace written out) and `/name` without its comma
+                // read as the short forms, which are what gets written.
+                let written_short = text[1..].starts_with('/')
+                    && (packet.namespace == MAIN_NAMESPACE
+                        || !text[1..].starts_with(&format!("{},", packet.namespace)));
+                write_head(packet.kind, packet.namespace, packet.ack_id, &mut out);
+                out.extend_from_slice(packet.data.unwrap_or("").as_bytes());
+                if !written_short {
+                    proptest::prop_assert_eq!(std::str::from_utf8(&out).unwrap(), text.as_str());
                 }
             }
         }

@@ -76,13 +76,11 @@ impl Shard {
     /// After the broker decided: commands for this shard go back to it, others to their
     /// shards; connections it closed or answered walk on.
     pub(super) fn after_broker(&mut self) -> io::Result<()> {
-        while let Some((target, command)) = self.fanout.poll_command() {
-            if target == self.shard_index {
-                let mut clients = shard_clients!(self);
-                self.fanout.handle_command(command, &mut clients);
-            } else {
-                self.send_command(target, command)?;
-            }
+        self.send_broker_commands()?;
+        // Clustered: a publish the bridge's feed had no room for is answered (503) by a
+        // command of its own.
+        if self.forward_cluster_publishes() {
+            self.send_broker_commands()?;
         }
         while let Some(slot) = self.touched.pop() {
             if self.connections[slot as usize].is_some() {
@@ -91,6 +89,39 @@ impl Shard {
         }
         self.forward_events();
         Ok(())
+    }
+
+    /// Carries the broker's commands: this shard's own to it, others to their shards.
+    fn send_broker_commands(&mut self) -> io::Result<()> {
+        while let Some((target, command)) = self.fanout.poll_command() {
+            if target == self.shard_index {
+                let mut clients = shard_clients!(self);
+                self.fanout.handle_command(command, &mut clients);
+            } else {
+                self.send_command(target, command)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Clustered: hands the publishes this shard checked as their topic's owner to the NATS
+    /// bridge's feed. Returns whether one was refused for a full feed (its answer is then
+    /// among the broker's commands).
+    fn forward_cluster_publishes(&mut self) -> bool {
+        let Some(feed) = &self.cluster_feed else {
+            return false;
+        };
+        let mut refused = false;
+        while let Some(publish) = self.fanout.poll_cluster_publish() {
+            match feed.push(publish) {
+                Ok(()) => self.cluster_pushed = true,
+                Err(publish) => {
+                    self.fanout.refuse_cluster_publish(publish);
+                    refused = true;
+                }
+            }
+        }
+        refused
     }
 
     /// Hands the events the broker decided to the webhook thread's feed (nothing is decided

@@ -41,6 +41,8 @@ use crate::broker::{Command, Fanout, MessagePool, QueueLimits};
 use crate::config::{RESERVED_FILE_SLOTS, ServerConfig};
 use crate::egress::EgressLink;
 use crate::egress::feed::EventFeed;
+use crate::egress::nats::NatsLink;
+use crate::egress::nats::feed::PublishFeed;
 use crate::egress::webhook::metrics::WebhookCollector;
 use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
@@ -108,6 +110,8 @@ pub struct Shared {
     pub address_limits: Arc<AddressLimits>,
     /// The way to the webhook thread, when webhooks are configured.
     pub egress: Option<EgressLink>,
+    /// The way to the NATS bridge, when clustered (`nats_urls`).
+    pub nats: Option<NatsLink>,
 }
 
 /// A shard's TLS listener.
@@ -180,6 +184,9 @@ pub struct Shard {
     /// pushed any (the webhook thread is woken once, at the end of the turn).
     event_feed: Option<Arc<EventFeed>>,
     events_pushed: bool,
+    /// Clustered: the feed of publishes to the NATS bridge, and whether this turn pushed any.
+    cluster_feed: Option<Arc<PublishFeed>>,
+    cluster_pushed: bool,
 }
 
 impl Shard {
@@ -205,6 +212,7 @@ impl Shard {
             authenticator,
             address_limits,
             egress,
+            nats,
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
@@ -214,7 +222,11 @@ impl Shard {
             fanout.set_event_filter(egress.filter.clone());
             metrics.register_collector(Box::new(WebhookCollector(Arc::clone(&egress.metrics))));
         }
-        let context = new_context(&config, authenticator, metrics);
+        if let Some(nats) = &nats {
+            fanout.set_cluster(nats.epoch);
+        }
+        let connected = nats.as_ref().map(|nats| Arc::clone(&nats.connected));
+        let context = new_context(&config, authenticator, metrics, connected);
         Ok(Shard {
             ring,
             receive_buffers,
@@ -257,6 +269,8 @@ impl Shard {
             last_table_full_log_ms: None,
             event_feed: egress.map(|egress| egress.feed),
             events_pushed: false,
+            cluster_feed: nats.map(|nats| nats.feed),
+            cluster_pushed: false,
         })
     }
 
@@ -424,6 +438,12 @@ impl Shard {
             feed.wake();
             self.events_pushed = false;
         }
+        if self.cluster_pushed
+            && let Some(feed) = &self.cluster_feed
+        {
+            feed.wake();
+            self.cluster_pushed = false;
+        }
     }
 
     fn gather_counters(&self) -> Counters {
@@ -568,11 +588,14 @@ fn new_context(
     config: &ServerConfig,
     authenticator: Arc<Authenticator>,
     metrics: MetricsView,
+    cluster_connected: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Context {
+    let mut settings = config.endpoint_settings(authenticator);
+    settings.cluster_connected = cluster_connected;
     Context {
         pool: BufferPool::new(&config.pool),
         encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
-        settings: Arc::new(config.endpoint_settings(authenticator)),
+        settings: Arc::new(settings),
         frames: MessagePool::new(config.broker.message_pool_free_bytes_max),
         counters: Default::default(),
         now_ms: 0,

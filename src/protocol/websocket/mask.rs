@@ -240,7 +240,7 @@ fn rotated_key(mask: [u8; 4], offset: usize) -> [u8; 4] {
 
 /// `KEY_COPIES_BYTES` bytes holding the key again and again, to fill a word or a register.
 fn repeated_key<const KEY_COPIES_BYTES: usize>(key: [u8; 4]) -> [u8; KEY_COPIES_BYTES] {
-    const { assert!(KEY_COPIES_BYTES % MASK_BYTES == 0) };
+    const { assert!(KEY_COPIES_BYTES.is_multiple_of(MASK_BYTES)) };
     std::array::from_fn(|index| key[index % MASK_BYTES])
 }
 

@@ -459,15 +459,15 @@ impl Reader<'_> {
     }
 
     fn release_lent_buffers(&mut self) {
-        if std::mem::take(&mut self.release_message) {
-            if let Some(buffer) = self.session.message.take() {
-                self.pool.release(buffer);
-            }
+        if std::mem::take(&mut self.release_message)
+            && let Some(buffer) = self.session.message.take()
+        {
+            self.pool.release(buffer);
         }
-        if std::mem::take(&mut self.release_control) {
-            if let Some(buffer) = self.session.control.take() {
-                self.pool.release(buffer);
-            }
+        if std::mem::take(&mut self.release_control)
+            && let Some(buffer) = self.session.control.take()
+        {
+            self.pool.release(buffer);
         }
     }
 

@@ -1,0 +1,427 @@
+//! The bridge at work, once the shards run: publishes from the shards' feeds go to JetStream,
+//! and every message of the stream comes back to its topic's owner shard.
+//!
+//! **Publishing.** A topic's seq is assigned by JetStream's compare-and-set on the subject: the
+//! bridge knows (or reads, by a direct get of the subject's last message) the topic's last seq
+//! and the stream sequence of that message, and publishes with `Ringcast-Seq: seq + 1` and
+//! `Nats-Expected-Last-Subject-Sequence: <that stream sequence>`. Another node that published
+//! the topic meanwhile makes the server refuse it (wrong last sequence); the bridge reads the
+//! last message again and retries. Every attempt of one publish carries the same
+//! `Nats-Msg-Id` (the client's idempotency key when it gave one, else one unique to the
+//! publish), so that an attempt whose acknowledgement was lost (a timeout, NATS restarting) and
+//! that JetStream did store is answered as a duplicate with the first copy, whose seq is then
+//! read back: no publish is stored twice, none is lost, and the publisher gets its seq or, after
+//! `nats_publish_timeout_ms`, an error. Publishes go one at a time, in the order the shards
+//! queued them.
+//!
+//! **Delivering.** One ordered consumer reads the whole stream in order (from its first message
+//! when the node starts, so that every owner's local history is JetStream's and replay with
+//! `since` works on any node), and each message goes to its topic's owner as
+//! `Command::Ingest` with the seq from its header. Every node takes every topic: the owners
+//! then keep the history of topics without local subscribers too, so that a client arriving on
+//! any node (a failover) resumes from local memory at once. The ordered consumer restarts
+//! itself after the last stream sequence it delivered when the connection or the consumer is
+//! lost; an owner drops a seq it already has. A mailbox that is full makes the bridge wait
+//! (backpressure on the stream's reading, never a drop).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::feed::PublishFeed;
+use super::{BridgeState, NatsSettings, ShardInbox, subject};
+use crate::broker::owner::OwnerError;
+use crate::broker::{ClusterPublish, Command, Epoch, TopicName};
+use crate::egress::feed::IntakeSignal;
+
+/// The header that carries a message's seq within its topic.
+pub const SEQ_HEADER: &str = "Ringcast-Seq";
+/// Topics whose last seq and stream sequence the bridge remembers; past it the table is
+/// emptied (each topic then costs one direct get on its next publish).
+const LAST_KNOWN_TOPICS_MAX: usize = 65_536;
+/// The first and the longest pause between a publish's attempts.
+const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(10);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
+/// The pause before the stream's reading starts again after an error.
+const CONSUMER_RESTART_PAUSE: Duration = Duration::from_millis(250);
+/// How often the reading checks that the stream is still the one it reads: a deleted stream
+/// does not always end an ordered consumer's reading, which would then wait for good.
+const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The pause before a full mailbox is tried again.
+const MAILBOX_FULL_PAUSE: Duration = Duration::from_millis(1);
+
+/// What the bridge's two tasks share on its one thread.
+pub struct Bridge {
+    pub settings: NatsSettings,
+    pub context: jetstream::Context,
+    pub stream: jetstream::stream::Stream,
+    pub state: Arc<BridgeState>,
+    pub inbox: RefCell<Box<dyn ShardInbox>>,
+    /// Per topic: its last seq and that message's stream sequence, as last seen.
+    last_known: RefCell<HashMap<TopicName, (u64, u64)>>,
+    /// Numbers the publishes without a key, for their `Nats-Msg-Id`.
+    publish_serial: Cell<u64>,
+    /// Differs per process start: the publishes' ids of two nodes never meet.
+    node_id: u64,
+}
+
+impl Bridge {
+    pub fn new(
+        settings: NatsSettings,
+        context: jetstream::Context,
+        stream: jetstream::stream::Stream,
+        state: Arc<BridgeState>,
+        inbox: Box<dyn ShardInbox>,
+    ) -> Bridge {
+        Bridge {
+            settings,
+            context,
+            stream,
+            state,
+            inbox: RefCell::new(inbox),
+            last_known: RefCell::new(HashMap::new()),
+            publish_serial: Cell::new(0),
+            node_id: fastrand::u64(..),
+        }
+    }
+
+    /// Hands `command` to `shard`, waiting while its mailbox is full.
+    async fn send(&self, shard: usize, mut command: Command) {
+        loop {
+            match self.inbox.borrow_mut().send(shard, command) {
+                Ok(()) => return,
+                Err(back) => command = back,
+            }
+            tokio::time::sleep(MAILBOX_FULL_PAUSE).await;
+        }
+    }
+
+    fn remember(&self, topic: &TopicName, seq: u64, stream_sequence: u64) {
+        let mut last_known = self.last_known.borrow_mut();
+        if let Some(known) = last_known.get_mut(topic.as_bytes()) {
+            if seq > known.0 {
+                *known = (seq, stream_sequence);
+            }
+            return;
+        }
+        if last_known.len() >= LAST_KNOWN_TOPICS_MAX {
+            last_known.clear();
+        }
+        last_known.insert(topic.to_kept(), (seq, stream_sequence));
+    }
+}
+
+/// Takes publishes from the shards' feeds while they come, and sleeps when none do.
+pub async fn publish_loop(
+    bridge: Rc<Bridge>,
+    feeds: Vec<Arc<PublishFeed>>,
+    signal: Arc<IntakeSignal>,
+) {
+    loop {
+        let mut taken = 0;
+        for feed in &feeds {
+            while let Some(publish) = feed.pop() {
+                taken += 1;
+                publish_one(&bridge, publish).await;
+            }
+        }
+        if taken > 0 {
+            continue;
+        }
+        signal.going_to_sleep();
+        if feeds.iter().any(|feed| !feed.is_empty()) {
+            signal.awake();
+            continue;
+        }
+        signal.sleep().await;
+    }
+}
+
+/// Publishes one message durably and answers its publisher (when it waits for an answer).
+async fn publish_one(bridge: &Bridge, publish: ClusterPublish) {
+    let result = publish_durably(bridge, &publish).await;
+    if let Err(error) = result {
+        warn!(
+            topic = publish.topic.as_str(),
+            reason = error.reason(),
+            "publish refused"
+        );
+    }
+    let Some(reply) = publish.reply else {
+        return;
+    };
+    if reply.ticket.is_none() && publish.key.is_none() && result.is_ok() {
+        return; // A WebSocket publish without an id hears back only about a refusal.
+    }
+    let command = Command::Published {
+        reply,
+        result,
+        key: publish.key,
+    };
+    bridge.send(usize::from(reply.client.shard), command).await;
+}
+
+/// Has JetStream store the message as the topic's next seq; returns that seq.
+async fn publish_durably(bridge: &Bridge, publish: &ClusterPublish) -> Result<u64, OwnerError> {
+    let settings = &bridge.settings;
+    let subject = subject::of_topic(&settings.subject_prefix, publish.topic.as_bytes());
+    let message_id = match &publish.key {
+        // The same key on any node within the window is the same message.
+        Some(key) => format!(
+            "k:{}:{}",
+            &subject[settings.subject_prefix.len() + 1..],
+            key.as_str()
+        ),
+        None => {
+            let serial = bridge.publish_serial.get() + 1;
+            bridge.publish_serial.set(serial);
+            format!("p:{:016x}:{serial}", bridge.node_id)
+        }
+    };
+    let deadline = Instant::now() + settings.publish_timeout;
+    let mut pause = RETRY_PAUSE_FIRST;
+    loop {
+        match attempt(bridge, publish, &subject, &message_id).await {
+            Ok(seq) => return Ok(seq),
+            Err(Retry::Now) if Instant::now() < deadline => continue,
+            Err(_) if Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
+            }
+            Err(_) => return Err(OwnerError::ClusterUnavailable),
+        }
+    }
+}
+
+/// Why an attempt did not give a seq.
+enum Retry {
+    /// Another node published the topic meanwhile: try again at once with its last seq.
+    Now,
+    /// NATS did not answer, or answered an error: try again after a pause.
+    Later,
+}
+
+/// One attempt: the compare-and-set publish after the topic's last known message.
+async fn attempt(
+    bridge: &Bridge,
+    publish: &ClusterPublish,
+    subject: &str,
+    message_id: &str,
+) -> Result<u64, Retry> {
+    let known = bridge
+        .last_known
+        .borrow()
+        .get(publish.topic.as_bytes())
+        .copied();
+    let (last_seq, last_stream_sequence) = match known {
+        Some(known) => known,
+        None => last_of_subject(&bridge.stream, subject).await?,
+    };
+    let seq = last_seq + 1;
+    let message = PublishMessage::build()
+        .payload(publish.data.clone())
+        .message_id(message_id)
+        .expected_last_subject_sequence(last_stream_sequence)
+        .header(SEQ_HEADER, seq.to_string().as_str());
+    let acknowledged = match bridge
+        .context
+        .send_publish(subject.to_owned(), message)
+        .await
+    {
+        Ok(future) => future.await,
+        Err(error) => Err(error),
+    };
+    match acknowledged {
+        Ok(ack) if !ack.duplicate => {
+            bridge.remember(&publish.topic, seq, ack.sequence);
+            Ok(seq)
+        }
+        // An earlier attempt (or the same key on another node) was stored: its seq stands.
+        Ok(ack) => seq_at(&bridge.stream, ack.sequence).await,
+        Err(error) => {
+            bridge
+                .last_known
+                .borrow_mut()
+                .remove(publish.topic.as_bytes());
+            match error.kind() {
+                PublishErrorKind::WrongLastSequence => Err(Retry::Now),
+                _ => {
+                    debug!(%error, subject, "publish attempt failed");
+                    Err(Retry::Later)
+                }
+            }
+        }
+    }
+}
+
+/// The topic's last seq and its stream sequence; (0, 0) when the subject has no message.
+async fn last_of_subject(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+) -> Result<(u64, u64), Retry> {
+    match stream.direct_get_last_for_subject(subject).await {
+        Ok(message) => Ok((
+            header_seq(&message.headers).ok_or(Retry::Later)?,
+            message.sequence,
+        )),
+        Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok((0, 0)),
+        Err(error) => {
+            debug!(%error, subject, "reading the subject's last message failed");
+            Err(Retry::Later)
+        }
+    }
+}
+
+/// The seq in the header of the message at `stream_sequence`.
+async fn seq_at(stream: &jetstream::stream::Stream, stream_sequence: u64) -> Result<u64, Retry> {
+    match stream.direct_get(stream_sequence).await {
+        Ok(message) => header_seq(&message.headers).ok_or(Retry::Later),
+        Err(_) => Err(Retry::Later),
+    }
+}
+
+fn header_seq(headers: &async_nats::HeaderMap) -> Option<u64> {
+    headers.get(SEQ_HEADER)?.as_str().parse().ok()
+}
+
+/// Reads the whole stream in order and hands each message to its topic's owner, for as long
+/// as the bridge runs; starts again after the last message delivered when reading fails.
+pub async fn consume_loop(bridge: Rc<Bridge>) {
+    let mut next_sequence = 1;
+    let mut restarting = false;
+    loop {
+        if restarting {
+            next_sequence = check_epoch(&bridge, next_sequence).await;
+        }
+        restarting = true;
+        let config = OrderedConfig {
+            deliver_policy: match next_sequence {
+                1 => DeliverPolicy::All,
+                start_sequence => DeliverPolicy::ByStartSequence { start_sequence },
+            },
+            ..OrderedConfig::default()
+        };
+        let messages = match bridge.stream.create_consumer(config).await {
+            Ok(consumer) => consumer.messages().await.map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match messages {
+            Ok(mut messages) => {
+                let mut check = tokio::time::interval(STREAM_CHECK_INTERVAL);
+                check.tick().await;
+                loop {
+                    tokio::select! {
+                        item = messages.next() => match item {
+                            Some(Ok(message)) => {
+                                next_sequence = ingest(&bridge, message, next_sequence).await
+                            }
+                            Some(Err(error)) => {
+                                warn!(%error, "reading the stream: starting again");
+                                break;
+                            }
+                            None => break,
+                        },
+                        _ = check.tick() => {
+                            if stream_replaced(&bridge).await {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(error) => warn!(%error, "cannot read the stream yet"),
+        }
+        tokio::time::sleep(CONSUMER_RESTART_PAUSE).await;
+    }
+}
+
+/// Whether the stream is gone or is another one than the node read (made anew: another
+/// creation time). An answer that does not come says nothing: the reading goes on.
+async fn stream_replaced(bridge: &Bridge) -> bool {
+    match bridge.context.get_stream(&bridge.settings.stream).await {
+        Ok(stream) => {
+            let created = stream.cached_info().created.unix_timestamp_nanos() as u64;
+            created != bridge.state.epoch().0
+        }
+        Err(error) => matches!(
+            error.kind(),
+            jetstream::context::GetStreamErrorKind::JetStream(inner)
+                if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+        ),
+    }
+}
+
+/// After the stream's reading failed: makes sure the stream exists (another node may have made
+/// it anew, or this one does now). When its creation time changed, JetStream's history is
+/// lost: every shard hears of the new epoch (its subscribers get `reset`), and the reading
+/// starts at the new stream's first message. Returns the stream sequence to read from.
+async fn check_epoch(bridge: &Bridge, next: u64) -> u64 {
+    let info = match super::ensure_stream(&bridge.context, &bridge.settings).await {
+        Ok(info) => info,
+        Err(error) => {
+            debug!(%error, "checking the stream");
+            return next;
+        }
+    };
+    let epoch = Epoch(info.created.unix_timestamp_nanos() as u64);
+    if epoch == bridge.state.epoch() {
+        return next;
+    }
+    warn!(
+        epoch = format_args!("{:016x}", epoch.0),
+        "the stream was made anew: its history is lost, every topic starts again (reset)"
+    );
+    bridge.state.epoch.store(epoch.0, Ordering::Release);
+    bridge.last_known.borrow_mut().clear();
+    let shards = bridge.inbox.borrow().shards();
+    for shard in 0..shards {
+        bridge.send(shard, Command::ClusterEpoch { epoch }).await;
+    }
+    1
+}
+
+/// Hands one message of the stream to its topic's owner; returns the stream sequence to read
+/// from next (`next` when the message does not say its own).
+async fn ingest(bridge: &Bridge, message: jetstream::Message, next: u64) -> u64 {
+    let (stream_sequence, pending) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.pending),
+        Err(error) => {
+            warn!(%error, "a stream message without its sequence");
+            return next;
+        }
+    };
+    let prefix = &bridge.settings.subject_prefix;
+    let topic = subject::to_topic(prefix, message.subject.as_str())
+        .and_then(|name| TopicName::copy_from(&name, bridge.settings.topic_bytes_max).ok());
+    let seq = message.headers.as_ref().and_then(header_seq);
+    if let (Some(topic), Some(seq)) = (topic, seq) {
+        bridge.remember(&topic, seq, stream_sequence);
+        let owner = topic.owner(bridge.inbox.borrow().shards());
+        let data = message.message.payload.clone();
+        bridge
+            .send(owner, Command::Ingest { topic, seq, data })
+            .await;
+    } else {
+        bridge
+            .state
+            .foreign_messages
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    if pending == 0 && !bridge.state.caught_up.swap(true, Ordering::AcqRel) {
+        info!(stream_sequence, "read the stream up to its end");
+    }
+    stream_sequence + 1
+}

@@ -1,0 +1,455 @@
+//! Proves ringcast nodes join through a real NATS JetStream (Debian's nats-server, started by
+//! each test on a free loopback port with its own store): the stream is created by the first
+//! node and found by the next; a server without JetStream or no server at all stops the start
+//! with a message that says so; a message published on one node reaches the subscribers of
+//! every node with the same seq; publishers on two nodes share one gap-free seq space; a node
+//! replays with `since` what another published, also a node started after the messages.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ringcast::config::{NatsConfig, ServerConfig};
+use ringcast::server::Server;
+use serde_json::{Value, json};
+use support::nats::{NatsServer, free_port};
+use support::server::{HttpClient, ServerProcess, wait_until};
+use tungstenite::{Message, WebSocket};
+
+type Client = WebSocket<TcpStream>;
+
+/// Time limits of the nodes in these tests: short, so that a refused start costs little.
+const CONNECT_TIMEOUT_MS: u64 = 2_000;
+const REQUEST_TIMEOUT_MS: u64 = 2_000;
+
+fn node_config(urls: &str) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        drain_timeout_ms: 1_000,
+        nats: NatsConfig {
+            nats_urls: urls.into(),
+            nats_connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            nats_request_timeout_ms: REQUEST_TIMEOUT_MS,
+            ..NatsConfig::default()
+        },
+        ..ServerConfig::default()
+    }
+}
+
+/// The stream as the NATS server has it, read with a client of the test's own.
+fn stream_info(url: &str, name: &str) -> async_nats::jetstream::stream::Info {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let read = async {
+            let client = async_nats::connect(url).await.unwrap();
+            let context = async_nats::jetstream::new(client);
+            let mut stream = context.get_stream(name).await.unwrap();
+            stream.info().await.unwrap().clone()
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the stream's info within 20 s")
+    })
+}
+
+/// Proves the first node creates the stream with the documented defaults and a second node
+/// on the same server starts on it too.
+#[test]
+fn nodes_create_and_share_the_stream() {
+    let nats = NatsServer::start();
+    let first = Server::start(node_config(&nats.url())).unwrap();
+    let second = Server::start(node_config(&nats.url())).unwrap();
+    let info = stream_info(&nats.url(), "ringcast");
+    assert_eq!(info.config.subjects, ["ringcast.topic.>"]);
+    assert_eq!(info.config.max_messages_per_subject, 1024);
+    assert_eq!(info.config.max_bytes, 1024 * 1024 * 1024);
+    assert_eq!(info.config.num_replicas, 1);
+    assert!(info.config.allow_direct);
+    second.shutdown().unwrap();
+    first.shutdown().unwrap();
+}
+
+/// Proves a node started with another history depth brings the stream's to it, and one with
+/// another subject prefix is refused (it would not see the others' topics).
+#[test]
+fn a_stream_that_differs_is_updated_or_refused() {
+    let nats = NatsServer::start();
+    Server::start(node_config(&nats.url()))
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    let mut deeper = node_config(&nats.url());
+    deeper.nats.nats_history_messages_max = 4096;
+    Server::start(deeper).unwrap().shutdown().unwrap();
+    let info = stream_info(&nats.url(), "ringcast");
+    assert_eq!(info.config.max_messages_per_subject, 4096);
+
+    let mut other = node_config(&nats.url());
+    other.nats.nats_subject_prefix = "elsewhere".into();
+    let message = Server::start(other).err().expect("refused").to_string();
+    assert!(message.contains("exists but cannot be used"), "{message}");
+    assert!(message.contains("nats_subject_prefix"), "{message}");
+}
+
+/// Proves a NATS server without JetStream stops the start with a message naming the fix.
+#[test]
+fn a_server_without_jetstream_is_refused() {
+    let nats = NatsServer::start_without_jetstream();
+    let message = Server::start(node_config(&nats.url()))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(message.contains("has no JetStream"), "{message}");
+    assert!(message.contains("-js"), "{message}");
+}
+
+/// Proves an unreachable NATS stops the start with a message naming the URL.
+#[test]
+fn unreachable_nats_stops_the_start() {
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let message = Server::start(node_config(&url))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(message.contains("cannot connect to NATS"), "{message}");
+    assert!(message.contains(&url), "{message}");
+}
+
+fn connect(address: SocketAddr) -> Client {
+    let stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (socket, response) = tungstenite::client(format!("ws://{address}/ws"), stream).unwrap();
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+/// The next JSON text message (pings and pongs skipped).
+fn read_json(client: &mut Client) -> Value {
+    loop {
+        match client.read().unwrap() {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Subscribes with `request` and returns the `subscribed` answer.
+fn subscribe(client: &mut Client, request: Value) -> Value {
+    client.send(Message::text(request.to_string())).unwrap();
+    let reply = read_json(client);
+    assert_eq!(reply["op"], "subscribed", "{reply}");
+    reply
+}
+
+/// Publishes `data` to `topic` over HTTP; the seq it got.
+fn publish(publisher: &mut HttpClient, topic: &str, data: &Value) -> u64 {
+    let response = publisher.post(
+        &format!("/publish/{topic}"),
+        data.to_string().as_bytes(),
+        &[],
+    );
+    let body: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(response.status, 200, "{body}");
+    body["seq"].as_u64().unwrap()
+}
+
+/// Reads `count` messages of `topic` and returns their seqs and data, in the order read.
+fn read_messages(client: &mut Client, count: usize) -> Vec<(u64, Value)> {
+    (0..count)
+        .map(|_| {
+            let message = read_json(client);
+            assert!(message.get("op").is_none(), "{message}");
+            (message["seq"].as_u64().unwrap(), message["data"].clone())
+        })
+        .collect()
+}
+
+/// Proves a message published on node A reaches subscribers on A and on B with the seq A's
+/// publisher was answered.
+#[test]
+fn a_message_published_on_one_node_reaches_every_node_with_its_seq() {
+    let nats = NatsServer::start();
+    let node_a = Server::start(node_config(&nats.url())).unwrap();
+    let node_b = Server::start(node_config(&nats.url())).unwrap();
+    let mut subscriber_a = connect(node_a.local_address());
+    let mut subscriber_b = connect(node_b.local_address());
+    let subscribed_a = subscribe(
+        &mut subscriber_a,
+        json!({"op":"subscribe","topics":["AAPL"]}),
+    );
+    let subscribed_b = subscribe(
+        &mut subscriber_b,
+        json!({"op":"subscribe","topics":["AAPL"]}),
+    );
+    assert_eq!(
+        subscribed_a["epoch"], subscribed_b["epoch"],
+        "one sequence space"
+    );
+    let mut publisher = HttpClient::connect(node_a.local_address());
+    for number in 1..=3 {
+        assert_eq!(
+            publish(&mut publisher, "AAPL", &json!({"n": number})),
+            number
+        );
+    }
+    let expected: Vec<(u64, Value)> = (1..=3).map(|n| (n, json!({"n": n}))).collect();
+    assert_eq!(read_messages(&mut subscriber_a, 3), expected);
+    assert_eq!(read_messages(&mut subscriber_b, 3), expected);
+    node_b.shutdown().unwrap();
+    node_a.shutdown().unwrap();
+}
+
+/// Proves publishers on two nodes at once to one topic share one seq space: every publish got
+/// a distinct seq, together exactly 1..=N, and subscribers on both nodes read all N in seq
+/// order with the data each publisher was answered for.
+#[test]
+fn concurrent_publishers_on_two_nodes_share_one_gap_free_seq_space() {
+    const PER_NODE: u64 = 100;
+    let nats = NatsServer::start();
+    let node_a = Server::start(node_config(&nats.url())).unwrap();
+    let node_b = Server::start(node_config(&nats.url())).unwrap();
+    let mut subscribers: Vec<Client> = [&node_a, &node_b]
+        .iter()
+        .map(|node| {
+            let mut client = connect(node.local_address());
+            subscribe(&mut client, json!({"op":"subscribe","topics":["EUR.USD"]}));
+            client
+        })
+        .collect();
+    let publishers: Vec<_> = [node_a.local_address(), node_b.local_address()]
+        .into_iter()
+        .enumerate()
+        .map(|(node, address)| {
+            std::thread::spawn(move || {
+                let mut publisher = HttpClient::connect(address);
+                (0..PER_NODE)
+                    .map(|number| {
+                        let data = json!({"node": node, "n": number});
+                        (publish(&mut publisher, "EUR.USD", &data), data)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut by_seq = BTreeMap::new();
+    for publisher in publishers {
+        for (seq, data) in publisher.join().unwrap() {
+            assert!(by_seq.insert(seq, data).is_none(), "seq {seq} given twice");
+        }
+    }
+    let total = 2 * PER_NODE;
+    assert_eq!(
+        by_seq.keys().copied().collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    let expected: Vec<(u64, Value)> = by_seq.into_iter().collect();
+    for subscriber in &mut subscribers {
+        assert_eq!(read_messages(subscriber, total as usize), expected);
+    }
+    node_b.shutdown().unwrap();
+    node_a.shutdown().unwrap();
+}
+
+/// Proves history lives in JetStream: a node replays with `since` what another node
+/// published, and so does a node started after every message was published, once it has
+/// read the stream.
+#[test]
+fn replay_with_since_works_on_another_node_and_after_a_start() {
+    let nats = NatsServer::start();
+    let node_a = Server::start(node_config(&nats.url())).unwrap();
+    let node_b = Server::start(node_config(&nats.url())).unwrap();
+    let mut watcher = connect(node_b.local_address());
+    subscribe(&mut watcher, json!({"op":"subscribe","topics":["MSFT"]}));
+    let mut publisher = HttpClient::connect(node_a.local_address());
+    for number in 1..=10 {
+        publish(&mut publisher, "MSFT", &json!({"n": number}));
+    }
+    read_messages(&mut watcher, 10);
+    let mut resuming = connect(node_b.local_address());
+    let subscribed = subscribe(
+        &mut resuming,
+        json!({"op":"subscribe","topics":["MSFT"],"since":{"MSFT":3}}),
+    );
+    assert_eq!(subscribed["seq"], 10);
+    let expected: Vec<(u64, Value)> = (4..=10).map(|n| (n, json!({"n": n}))).collect();
+    assert_eq!(read_messages(&mut resuming, 7), expected);
+
+    // Every node that saw the messages stops; a new one reads them from JetStream.
+    let epoch = subscribed["epoch"].clone();
+    node_a.shutdown().unwrap();
+    node_b.shutdown().unwrap();
+    let node_c = Server::start(node_config(&nats.url())).unwrap();
+    let state = node_c.nats_state().unwrap();
+    wait_until("node C read the stream", || state.is_caught_up());
+    // The owner takes the last message from its mailbox after the bridge handed it on.
+    wait_until("node C's owner has MSFT 10", || {
+        let mut probe = connect(node_c.local_address());
+        subscribe(&mut probe, json!({"op":"subscribe","topics":["MSFT"]}))["seq"] == 10
+    });
+    let mut late = connect(node_c.local_address());
+    let since = json!({"MSFT": {"seq": 8, "epoch": epoch}});
+    let subscribed = subscribe(
+        &mut late,
+        json!({"op":"subscribe","topics":["MSFT"],"since":since}),
+    );
+    assert_eq!(
+        subscribed["epoch"], epoch,
+        "the stream's epoch outlives the nodes"
+    );
+    let expected: Vec<(u64, Value)> = (9..=10).map(|n| (n, json!({"n": n}))).collect();
+    assert_eq!(read_messages(&mut late, 2), expected);
+    node_c.shutdown().unwrap();
+}
+
+fn health_status(address: SocketAddr) -> u16 {
+    HttpClient::connect(address).get("/health").status
+}
+
+/// Proves a restart of nats-server is ridden out: `/health` says 503 degraded while NATS is
+/// gone, a publish made meanwhile is retried until NATS is back and gets the next seq, the
+/// nodes reconnect by themselves, and a subscriber on the other node sees every seq once.
+#[test]
+fn a_nats_restart_loses_nothing() {
+    let mut nats = NatsServer::start();
+    let mut config = node_config(&nats.url());
+    // Long enough for NATS to come back and the client to reconnect (its backoff).
+    config.nats.nats_publish_timeout_ms = 30_000;
+    let node_a = Server::start(config.clone()).unwrap();
+    let node_b = Server::start(config).unwrap();
+    let mut subscriber = connect(node_b.local_address());
+    subscribe(&mut subscriber, json!({"op":"subscribe","topics":["GOOG"]}));
+    let mut publisher = HttpClient::connect(node_a.local_address());
+    for number in 1..=3 {
+        publish(&mut publisher, "GOOG", &json!({"n": number}));
+    }
+    assert_eq!(health_status(node_a.local_address()), 200);
+
+    nats.kill();
+    wait_until("node A reports degraded", || {
+        health_status(node_a.local_address()) == 503
+    });
+    let address = node_a.local_address();
+    let in_flight = std::thread::spawn(move || {
+        publish(&mut HttpClient::connect(address), "GOOG", &json!({"n": 4}))
+    });
+    nats.start_again();
+    assert_eq!(
+        in_flight.join().unwrap(),
+        4,
+        "the publish made while NATS was down"
+    );
+    wait_until("node A healthy again", || {
+        health_status(node_a.local_address()) == 200
+    });
+    for number in 5..=6 {
+        assert_eq!(
+            publish(&mut publisher, "GOOG", &json!({"n": number})),
+            number
+        );
+    }
+    let expected: Vec<(u64, Value)> = (1..=6).map(|n| (n, json!({"n": n}))).collect();
+    assert_eq!(read_messages(&mut subscriber, 6), expected);
+    node_b.shutdown().unwrap();
+    node_a.shutdown().unwrap();
+}
+
+/// Deletes the stream with a client of the test's own.
+fn delete_stream(url: &str, name: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let delete = async {
+            let client = async_nats::connect(url).await.unwrap();
+            let context = async_nats::jetstream::new(client);
+            context.delete_stream(name).await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(20), delete)
+            .await
+            .expect("the stream deleted within 20 s");
+    })
+}
+
+/// Proves a lost history changes the epoch: after the stream is deleted, the nodes make it
+/// anew, a subscriber gets `reset` with seq 0 of a new epoch, then the new messages from 1.
+#[test]
+fn a_deleted_stream_changes_the_epoch_and_resets_subscribers() {
+    let nats = NatsServer::start();
+    let node_a = Server::start(node_config(&nats.url())).unwrap();
+    let node_b = Server::start(node_config(&nats.url())).unwrap();
+    let mut subscriber = connect(node_b.local_address());
+    let subscribed = subscribe(&mut subscriber, json!({"op":"subscribe","topics":["IBM"]}));
+    let mut publisher = HttpClient::connect(node_a.local_address());
+    for number in 1..=3 {
+        publish(&mut publisher, "IBM", &json!({"n": number}));
+    }
+    read_messages(&mut subscriber, 3);
+
+    delete_stream(&nats.url(), "ringcast");
+    // Publishes wait (503 after nats_publish_timeout_ms) until a node made the stream anew.
+    let mut seq = None;
+    wait_until("a publish after the stream came back", || {
+        // A 503 closes the connection: each attempt on a connection of its own.
+        let body = json!({"n": 1}).to_string();
+        let mut publisher = HttpClient::connect(node_a.local_address());
+        let response = publisher.post("/publish/IBM", body.as_bytes(), &[]);
+        if response.status == 200 {
+            let answer: Value = serde_json::from_slice(&response.body).unwrap();
+            seq = answer["seq"].as_u64();
+        }
+        seq.is_some()
+    });
+    assert_eq!(seq, Some(1), "the new stream numbers from 1");
+    let reset = read_json(&mut subscriber);
+    assert_eq!(reset["op"], "reset", "{reset}");
+    assert_eq!(reset["seq"], 0);
+    assert_ne!(reset["epoch"], subscribed["epoch"], "a new epoch");
+    assert_eq!(read_messages(&mut subscriber, 1), [(1, json!({"n": 1}))]);
+    node_b.shutdown().unwrap();
+    node_a.shutdown().unwrap();
+}
+
+/// Proves a node's death loses nothing: a subscriber of a `ringcast --nats` process that is
+/// SIGKILLed mid-stream reconnects to another node with `since` and its epoch, and reads the
+/// messages published meanwhile from the next seq on, with no gap and no duplicate.
+#[test]
+fn clients_of_a_killed_node_resume_on_another_without_a_gap() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let node_a = ServerProcess::start(&["--nats", &url, "--shards", "2"]);
+    let node_b = Server::start(node_config(&url)).unwrap();
+    let mut subscriber = connect(node_a.address);
+    let subscribed = subscribe(&mut subscriber, json!({"op":"subscribe","topics":["TSLA"]}));
+    let mut publisher = HttpClient::connect(node_b.local_address());
+    for number in 1..=5 {
+        publish(&mut publisher, "TSLA", &json!({"n": number}));
+    }
+    let seen = read_messages(&mut subscriber, 5);
+    let last_seq = seen.last().unwrap().0;
+
+    node_a.signal(libc::SIGKILL);
+    for number in 6..=8 {
+        publish(&mut publisher, "TSLA", &json!({"n": number}));
+    }
+    let mut resumed = connect(node_b.local_address());
+    let since = json!({"TSLA": {"seq": last_seq, "epoch": subscribed["epoch"]}});
+    let answer = subscribe(
+        &mut resumed,
+        json!({"op":"subscribe","topics":["TSLA"],"since":since}),
+    );
+    assert_eq!(answer["epoch"], subscribed["epoch"]);
+    let expected: Vec<(u64, Value)> = (6..=8).map(|n| (n, json!({"n": n}))).collect();
+    assert_eq!(read_messages(&mut resumed, 3), expected);
+    node_b.shutdown().unwrap();
+    drop(node_a);
+}
