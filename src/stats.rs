@@ -79,7 +79,7 @@ pub struct ShardCounters {
     /// Connections let through untracked because the address table was full.
     pub addresses_untracked: u64,
     /// Messages delivered per transport (`EndpointKind::TRANSPORTS`).
-    pub transport_deliveries: [u64; 4],
+    pub transport_deliveries: [u64; crate::broker::TRANSPORT_COUNT],
 }
 
 /// Counters a shard keeps; every drop and every peer error is counted.
@@ -174,9 +174,10 @@ pub struct Counters {
     pub addresses_untracked: u64,
     /// Polls answered.
     pub poll_answers: u64,
-    /// Deliveries and slow-consumer actions per transport (websocket, sse, stream, poll).
-    pub transport_deliveries: [u64; 4],
-    pub transport_slow_consumer_actions: [u64; 4],
+    /// Deliveries and slow-consumer actions per transport (websocket, sse, stream, poll,
+    /// socketio).
+    pub transport_deliveries: [u64; crate::broker::TRANSPORT_COUNT],
+    pub transport_slow_consumer_actions: [u64; crate::broker::TRANSPORT_COUNT],
 }
 
 /// Levels (not totals) a shard reports with its counters.
@@ -185,8 +186,8 @@ pub struct Gauges {
     pub connections: u64,
     pub websocket_connections: u64,
     /// Open connections per transport (`EndpointKind::TRANSPORTS`: websocket, sse, stream,
-    /// poll; a poll counts while it is held).
-    pub transport_connections: [u64; 4],
+    /// poll, socketio; a poll counts while it is held).
+    pub transport_connections: [u64; crate::broker::TRANSPORT_COUNT],
     /// Subscriptions held by this shard's connections.
     pub subscriptions: u64,
     /// Topics this shard owns (assigns sequence numbers to and keeps history for).
@@ -252,7 +253,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 69] {
+    pub fn named(&self) -> [(&'static str, u64); 71] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -325,6 +326,7 @@ impl Counters {
             ("deliveries_sse", self.transport_deliveries[1]),
             ("deliveries_stream", self.transport_deliveries[2]),
             ("deliveries_poll", self.transport_deliveries[3]),
+            ("deliveries_socketio", self.transport_deliveries[4]),
             (
                 "slow_consumer_actions_websocket",
                 self.transport_slow_consumer_actions[0],
@@ -340,6 +342,10 @@ impl Counters {
             (
                 "slow_consumer_actions_poll",
                 self.transport_slow_consumer_actions[3],
+            ),
+            (
+                "slow_consumer_actions_socketio",
+                self.transport_slow_consumer_actions[4],
             ),
         ]
     }

@@ -46,7 +46,7 @@ pub mod stream_api;
 pub mod subscribers;
 pub mod topic;
 
-pub use clients::{Clients, QueueLimits, ShardMemory};
+pub use clients::{Clients, QueueLimits, ShardMemory, TRANSPORT_COUNT};
 pub use command::{ClientRef, Command, PublishReply};
 pub use counters::{BrokerCounters, BrokerGauges};
 pub use event::{Event, EventFilter, EventKind};

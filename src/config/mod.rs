@@ -33,6 +33,7 @@ use crate::broker::http_api::PublishConfig;
 use crate::egress::EgressSettings;
 pub use crate::egress::webhook::WebhookConfig;
 use crate::endpoint::EndpointSettings;
+pub use crate::endpoint::socketio::SocketIoConfig;
 use crate::protocol::ProtocolLimits;
 use crate::protocol::pool::PoolLimits;
 
@@ -179,6 +180,8 @@ pub struct ServerConfig {
     pub broker: BrokerConfig,
     /// Who may connect and from where: JWT, origins, per-address limits (`[auth]`).
     pub auth: AuthConfig,
+    /// Socket.IO clients: path, Engine.IO heartbeat, limits (`[socketio]`).
+    pub socketio: SocketIoConfig,
     /// Events each shard's feed to the webhook thread holds (allocated at start-up, about
     /// 80 bytes each, only when a webhook is configured). Default 16,384: far more than the
     /// thread, which takes them every millisecond, lets pile up unless it is starved of CPU.
@@ -223,6 +226,7 @@ impl Default for ServerConfig {
             pool: PoolLimits::default(),
             broker: BrokerConfig::default(),
             auth: AuthConfig::default(),
+            socketio: SocketIoConfig::default(),
             webhook_shard_events_max: 16 * 1024,
             webhook_source_address: String::new(),
             webhook: Vec::new(),
@@ -378,6 +382,7 @@ impl ServerConfig {
                     .iter()
                     .any(|name| name == EventKind::ConnectionClosed.name())
             }),
+            socketio: self.socketio.clone(),
         }
     }
 
@@ -460,6 +465,9 @@ impl ServerConfig {
         self.auth
             .validate()
             .map_err(|reason| invalid("auth", reason))?;
+        self.socketio
+            .validate()
+            .map_err(|(setting, reason)| invalid(setting, reason))?;
         self.validate_shards()?;
         self.validate_tls()?;
         self.validate_receive_buffers()?;

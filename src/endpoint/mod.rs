@@ -19,6 +19,7 @@ pub mod frame_cache;
 pub mod http;
 pub mod outbound;
 pub mod poll;
+pub mod socketio;
 pub mod stream;
 pub mod websocket;
 
@@ -39,6 +40,7 @@ use crate::protocol::websocket::deflate::CompressorSet;
 use crate::protocol::websocket::frame::FrameEncoder;
 use http::HttpEndpoint;
 use outbound::Outbound;
+use socketio::{SocketIoConfig, SocketIoEndpoint};
 use stream::{StreamEndpoint, StreamFormat};
 use websocket::WebSocketEndpoint;
 
@@ -63,15 +65,18 @@ pub enum EndpointKind {
     Ndjson,
     /// An HTTP connection holding a poll.
     Poll,
+    /// A Socket.IO client (Engine.IO over WebSocket).
+    SocketIo,
 }
 
 impl EndpointKind {
     /// The kinds that receive messages, in the order of the per-transport counters.
-    pub const TRANSPORTS: [EndpointKind; 4] = [
+    pub const TRANSPORTS: [EndpointKind; crate::broker::TRANSPORT_COUNT] = [
         EndpointKind::WebSocket,
         EndpointKind::Sse,
         EndpointKind::Ndjson,
         EndpointKind::Poll,
+        EndpointKind::SocketIo,
     ];
 
     /// The name `/metrics` labels a transport with.
@@ -82,7 +87,13 @@ impl EndpointKind {
             EndpointKind::Sse => "sse",
             EndpointKind::Ndjson => "stream",
             EndpointKind::Poll => "poll",
+            EndpointKind::SocketIo => "socketio",
         }
+    }
+
+    /// Whether the connection reads on through a close handshake (WebSocket framing).
+    pub fn reads_while_closing(self) -> bool {
+        matches!(self, EndpointKind::WebSocket | EndpointKind::SocketIo)
     }
 
     /// The index of a transport among [`EndpointKind::TRANSPORTS`]; HTTP has none.
@@ -124,6 +135,8 @@ pub struct EndpointSettings {
     /// Keep the reason text of a peer's close frame (a copy per close), because a webhook
     /// reports `connection.closed`.
     pub close_reasons_kept: bool,
+    /// Socket.IO clients: path, heartbeat, limits (`[socketio]`).
+    pub socketio: SocketIoConfig,
 }
 
 /// Renders the text of `GET /metrics`; the shard provides it (endpoints know nothing of where
@@ -210,6 +223,7 @@ pub enum Endpoint {
     Http(HttpEndpoint),
     WebSocket(WebSocketEndpoint),
     Stream(StreamEndpoint),
+    SocketIo(SocketIoEndpoint),
 }
 
 impl Context {
@@ -230,6 +244,7 @@ impl Endpoint {
             Endpoint::Http(http) if http.is_polling() => EndpointKind::Poll,
             Endpoint::Http(_) => EndpointKind::Http,
             Endpoint::WebSocket(_) => EndpointKind::WebSocket,
+            Endpoint::SocketIo(_) => EndpointKind::SocketIo,
             Endpoint::Stream(stream) => match stream.format() {
                 StreamFormat::Sse => EndpointKind::Sse,
                 StreamFormat::Ndjson => EndpointKind::Ndjson,
@@ -242,7 +257,7 @@ impl Endpoint {
     pub fn compression_window_bits(&self) -> Option<u8> {
         match self {
             Endpoint::WebSocket(websocket) => websocket.compression_window_bits(),
-            Endpoint::Http(_) | Endpoint::Stream(_) => None,
+            Endpoint::Http(_) | Endpoint::Stream(_) | Endpoint::SocketIo(_) => None,
         }
     }
 
@@ -252,6 +267,7 @@ impl Endpoint {
             Endpoint::Http(http) => http.deadline_ms(),
             Endpoint::WebSocket(websocket) => websocket.deadline_ms(),
             Endpoint::Stream(stream) => stream.deadline_ms(),
+            Endpoint::SocketIo(socketio) => socketio.deadline_ms(),
         }
     }
 
@@ -262,6 +278,7 @@ impl Endpoint {
             Endpoint::Http(http) => http.is_polling(),
             Endpoint::WebSocket(websocket) => websocket.takes_messages(),
             Endpoint::Stream(stream) => stream.takes_messages(),
+            Endpoint::SocketIo(socketio) => socketio.takes_messages(),
         }
     }
 
@@ -276,6 +293,7 @@ impl Endpoint {
     ) -> Next {
         match self {
             Endpoint::WebSocket(websocket) => websocket.handle_read(input, outbound, context),
+            Endpoint::SocketIo(socketio) => socketio.handle_read(input, outbound, context),
             // A stream's client has nothing more to say; what it sends is read and dropped.
             Endpoint::Stream(_) => Next::Continue,
             Endpoint::Http(http) => match http.handle_read(input, outbound, context) {
@@ -298,6 +316,18 @@ impl Endpoint {
                     *self = Endpoint::WebSocket(websocket);
                     next
                 }
+                http::Read::SocketIo { rest_start, start } => {
+                    http.release_buffers(&mut context.pool);
+                    context.counters.upgrades += 1;
+                    let mut socketio = SocketIoEndpoint::open(start, outbound, context);
+                    let rest = &mut input[rest_start..];
+                    let next = match rest.is_empty() {
+                        true => Next::Continue,
+                        false => socketio.handle_read(rest, outbound, context),
+                    };
+                    *self = Endpoint::SocketIo(socketio);
+                    next
+                }
                 http::Read::Stream {
                     request,
                     ends_at_ms,
@@ -317,6 +347,7 @@ impl Endpoint {
             Endpoint::Http(http) => http.handle_deadline(outbound, context),
             Endpoint::WebSocket(websocket) => websocket.handle_deadline(outbound, context),
             Endpoint::Stream(stream) => stream.handle_deadline(outbound, context),
+            Endpoint::SocketIo(socketio) => socketio.handle_deadline(outbound, context),
         }
     }
 
@@ -333,6 +364,7 @@ impl Endpoint {
             Endpoint::Http(http) => http.close(outbound, context),
             Endpoint::WebSocket(websocket) => websocket.close(code, reason, outbound, context),
             Endpoint::Stream(stream) => stream.close(outbound),
+            Endpoint::SocketIo(socketio) => socketio.close(code, reason, outbound, context),
         }
     }
 
@@ -350,7 +382,7 @@ impl Endpoint {
                 http.collect(message);
                 http.is_polling()
             }
-            Endpoint::WebSocket(_) => false,
+            Endpoint::WebSocket(_) | Endpoint::SocketIo(_) => false,
             Endpoint::Stream(stream) => {
                 stream.took_message(message, outbound, &mut context.frames, context.now_ms)
             }
@@ -369,6 +401,10 @@ impl Endpoint {
                 outbound.push_control(reply.websocket_frame().clone());
                 false
             }
+            Endpoint::SocketIo(socketio) => {
+                socketio.reply(reply, outbound, context);
+                false
+            }
             Endpoint::Stream(stream) => {
                 stream.took_reply(reply, outbound, &mut context.frames, context.now_ms)
             }
@@ -380,7 +416,7 @@ impl Endpoint {
     pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
         match self {
             Endpoint::Http(http) => http.handle_turn_end(outbound, context),
-            Endpoint::WebSocket(_) => Next::Continue,
+            Endpoint::WebSocket(_) | Endpoint::SocketIo(_) => Next::Continue,
             Endpoint::Stream(stream) => {
                 stream.handle_turn_end(outbound, &mut context.frames);
                 Next::Continue
@@ -394,9 +430,14 @@ impl Endpoint {
         ticket: u32,
         result: Result<u64, OwnerError>,
         outbound: &mut Outbound,
+        context: &mut Context,
     ) -> Next {
         match self {
             Endpoint::Http(http) => http.answer_publish(ticket, result, outbound),
+            Endpoint::SocketIo(socketio) => {
+                socketio.answer_publish(ticket, result, outbound, context);
+                Next::Continue
+            }
             // The connection upgraded after the publish; nothing waits for the answer.
             Endpoint::WebSocket(_) | Endpoint::Stream(_) => Next::Continue,
         }
@@ -408,6 +449,7 @@ impl Endpoint {
         match self {
             Endpoint::Http(_) | Endpoint::Stream(_) => None,
             Endpoint::WebSocket(websocket) => Some(websocket.close_record()),
+            Endpoint::SocketIo(socketio) => Some(socketio.close_record()),
         }
     }
 
@@ -416,6 +458,7 @@ impl Endpoint {
         match self {
             Endpoint::Http(http) => http.release_buffers(pool),
             Endpoint::WebSocket(websocket) => websocket.release_buffers(pool),
+            Endpoint::SocketIo(socketio) => socketio.release_buffers(pool),
             Endpoint::Stream(_) => {}
         }
     }
