@@ -167,6 +167,8 @@ pub struct Counters {
     pub token_expiries: u64,
     /// Refreshes accepted.
     pub token_refreshes: u64,
+    /// Socket.IO clients resubscribed from their connection-state-recovery offset.
+    pub socketio_recoveries: u64,
     /// Connections refused (429) for their source address: too many at once, too many new.
     pub address_connections_refused: u64,
     pub address_handshakes_refused: u64,
@@ -253,7 +255,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 71] {
+    pub fn named(&self) -> [(&'static str, u64); 72] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -312,6 +314,7 @@ impl Counters {
             ("subscriptions_revoked", self.subscriptions_revoked),
             ("token_expiries", self.token_expiries),
             ("token_refreshes", self.token_refreshes),
+            ("socketio_recoveries", self.socketio_recoveries),
             (
                 "address_connections_refused",
                 self.address_connections_refused,
@@ -433,6 +436,7 @@ impl Counters {
             subscriptions_revoked: broker.subscriptions_revoked,
             token_expiries: endpoint.token_expiries,
             token_refreshes: endpoint.token_refreshes,
+            socketio_recoveries: endpoint.socketio_recoveries,
             address_connections_refused: shard.address_connections_refused,
             address_handshakes_refused: shard.address_handshakes_refused,
             addresses_untracked: shard.addresses_untracked,

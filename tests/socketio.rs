@@ -14,6 +14,9 @@ use support::tools::{self, INSTALL_COMMAND};
 
 const WEBSOCKET_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
 
+/// How the event carrying a client's recovery offset starts.
+const CURSOR_EVENT: &str = "42[\"cursor\",";
+
 /// Far above the client's own waits, so that it reports what it was waiting for.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -28,12 +31,15 @@ fn read_text(client: &mut RawClient) -> String {
 }
 
 /// Reads text frames until one starts with `prefix`, answering the server's pings (`2`) on the
-/// way as a client must; bounded.
+/// way as a client must, and passing over `cursor` events (recovery offsets); bounded.
 fn read_text_starting(client: &mut RawClient, prefix: &str) -> String {
     for _ in 0..64 {
         let text = read_text(client);
         if text.starts_with(prefix) {
             return text;
+        }
+        if text.starts_with(CURSOR_EVENT) {
+            continue;
         }
         assert_eq!(text, "2", "unexpected packet while waiting for {prefix:?}");
         send_text(client, "3");
@@ -152,7 +158,7 @@ fn subscribe_publish_and_deliveries_as_events() {
             let json: serde_json::Value =
                 serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
             messages.push(json);
-        } else {
+        } else if !text.starts_with(CURSOR_EVENT) {
             assert_eq!(text, "2", "unexpected packet {text}");
         }
     }
@@ -262,4 +268,114 @@ fn socketio_client_over_websocket() {
         run.outputs(),
         server.log_tail()
     );
+}
+
+/// Proves connection-state recovery with the real npm `socket.io-client`: a subscriber behind
+/// a proxy that is cut three times while another client publishes comes back each time with
+/// its `pid` and offset, is told it recovered, and ends with every seq once and in order.
+#[test]
+fn socketio_client_recovers_with_no_gap() {
+    let package = tools::manifest_path("tests/interop/node_modules/socket.io-client/package.json");
+    tools::require_installed(&package, "the npm package socket.io-client");
+    let directory = tools::fresh_directory("interop-socketio-recovery");
+    let server = ServerProcess::start(&["--shards", "2", "--log", "debug"]);
+    let mut command = Command::new("node");
+    command
+        .arg(tools::manifest_path("tests/interop/socketio_recovery.js"))
+        .arg(server.address.to_string())
+        .arg("300")
+        .arg("3");
+    let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
+    let run = tools::run_with_deadline(
+        &mut command,
+        "socketio_recovery",
+        &directory,
+        CLIENT_DEADLINE,
+        &missing,
+    );
+    assert!(
+        run.status.success(),
+        "socketio_recovery.js failed with {}\n{}\n--- server log (end) ---\n{}",
+        run.status,
+        run.outputs(),
+        server.log_tail()
+    );
+}
+
+/// Proves an offset is resumed on whatever connection brings it back: a raw client
+/// subscribes, takes messages and its `cursor` events, then a new connection CONNECTs with the
+/// `pid` and the last offset and gets the same `pid`, `subscribed` and the messages published
+/// meanwhile, from the seq after the last it had; a garbled offset recovers nothing (new pid).
+#[test]
+fn offset_resumes_on_a_new_connection() {
+    let server = ServerProcess::start(&["--shards", "2"]);
+    let (mut first, _) = opened(&server);
+    send_text(&mut first, "40");
+    let connected = read_text_starting(&mut first, "40{");
+    let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
+    let pid = json["pid"].as_str().expect("a pid").to_owned();
+    send_text(&mut first, r#"42["subscribe",{"topics":["sio.offset"]}]"#);
+    read_text_starting(&mut first, "42[\"subscribed\"");
+    send_text(
+        &mut first,
+        r#"421["publish",{"topic":"sio.offset","data":1}]"#,
+    );
+    let mut offset = None;
+    let mut last_seq = None;
+    for _ in 0..64 {
+        let text = read_text(&mut first);
+        if let Some(body) = text.strip_prefix("42[\"message\",") {
+            let json: serde_json::Value =
+                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
+            last_seq = json["seq"].as_u64();
+        } else if let Some(rest) = text.strip_prefix("42[\"cursor\",") {
+            let json: serde_json::Value =
+                serde_json::from_str(rest.strip_suffix(']').unwrap()).unwrap();
+            offset = Some(json.as_str().unwrap().to_owned());
+            if last_seq.is_some() {
+                break;
+            }
+        }
+    }
+    let (offset, last_seq) = (
+        offset.expect("a cursor event"),
+        last_seq.expect("a message"),
+    );
+    drop(first);
+
+    let (mut publisher, _) = opened(&server);
+    send_text(&mut publisher, "40");
+    read_text_starting(&mut publisher, "40{");
+    for index in 0..3 {
+        let packet = format!(r#"42{index}["publish",{{"topic":"sio.offset","data":{index}}}]"#);
+        send_text(&mut publisher, &packet);
+        read_text_starting(&mut publisher, &format!("43{index}"));
+    }
+
+    let (mut second, _) = opened(&server);
+    let auth = serde_json::json!({ "pid": pid, "offset": offset });
+    send_text(&mut second, &format!("40{auth}"));
+    let connected = read_text_starting(&mut second, "40{");
+    let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
+    assert_eq!(json["pid"], pid.as_str(), "{connected}");
+    let mut seqs = Vec::new();
+    for _ in 0..64 {
+        if seqs.len() == 3 {
+            break;
+        }
+        let text = read_text(&mut second);
+        if let Some(body) = text.strip_prefix("42[\"message\",") {
+            let json: serde_json::Value =
+                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
+            seqs.push(json["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(seqs, [last_seq + 1, last_seq + 2, last_seq + 3]);
+
+    let (mut third, _) = opened(&server);
+    let auth = serde_json::json!({ "pid": pid, "offset": "garbled.offset" });
+    send_text(&mut third, &format!("40{auth}"));
+    let connected = read_text_starting(&mut third, "40{");
+    let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
+    assert_ne!(json["pid"], pid.as_str(), "{connected}");
 }

@@ -184,6 +184,9 @@ pub struct EndpointCounters {
     pub token_expiries: u64,
     /// Refreshes accepted.
     pub token_refreshes: u64,
+    /// Socket.IO clients that came back with a `pid` and an offset and were resubscribed
+    /// from where they stood.
+    pub socketio_recoveries: u64,
     /// Polls answered (with messages, or empty when their wait ran out).
     pub poll_answers: u64,
 }
@@ -223,7 +226,9 @@ pub enum Endpoint {
     Http(HttpEndpoint),
     WebSocket(WebSocketEndpoint),
     Stream(StreamEndpoint),
-    SocketIo(SocketIoEndpoint),
+    /// Boxed: its state (recovery offset, pending acks) is several times a WebSocket's, and
+    /// every connection's endpoint is as large as the largest variant.
+    SocketIo(Box<SocketIoEndpoint>),
 }
 
 impl Context {
@@ -325,7 +330,7 @@ impl Endpoint {
                         true => Next::Continue,
                         false => socketio.handle_read(rest, outbound, context),
                     };
-                    *self = Endpoint::SocketIo(socketio);
+                    *self = Endpoint::SocketIo(Box::new(socketio));
                     next
                 }
                 http::Read::Stream {
@@ -382,7 +387,8 @@ impl Endpoint {
                 http.collect(message);
                 http.is_polling()
             }
-            Endpoint::WebSocket(_) | Endpoint::SocketIo(_) => false,
+            Endpoint::WebSocket(_) => false,
+            Endpoint::SocketIo(socketio) => socketio.took_message(message),
             Endpoint::Stream(stream) => {
                 stream.took_message(message, outbound, &mut context.frames, context.now_ms)
             }
@@ -401,10 +407,7 @@ impl Endpoint {
                 outbound.push_control(reply.websocket_frame().clone());
                 false
             }
-            Endpoint::SocketIo(socketio) => {
-                socketio.reply(reply, outbound, context);
-                false
-            }
+            Endpoint::SocketIo(socketio) => socketio.reply(reply, outbound, context),
             Endpoint::Stream(stream) => {
                 stream.took_reply(reply, outbound, &mut context.frames, context.now_ms)
             }
@@ -416,7 +419,11 @@ impl Endpoint {
     pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
         match self {
             Endpoint::Http(http) => http.handle_turn_end(outbound, context),
-            Endpoint::WebSocket(_) | Endpoint::SocketIo(_) => Next::Continue,
+            Endpoint::WebSocket(_) => Next::Continue,
+            Endpoint::SocketIo(socketio) => {
+                socketio.handle_turn_end(outbound, context);
+                Next::Continue
+            }
             Endpoint::Stream(stream) => {
                 stream.handle_turn_end(outbound, &mut context.frames);
                 Next::Continue

@@ -31,15 +31,18 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::outbound::Outbound;
+use super::stream::TopicPositions;
 use super::websocket::{Access, TOKEN_EXPIRED};
 use super::{Context, EndpointCounters, EndpointSettings, Next};
 use crate::auth::{AuthFailure, Identity};
+use crate::broker::cursor::{CURSOR_TOPICS_LIMIT, Position};
 use crate::broker::event::{CLOSE_CODE_ABNORMAL, CLOSE_CODE_NONE_GIVEN, CloseReason};
 use crate::broker::grants::{Grants, TopicPatterns};
 use crate::broker::idempotency::IdempotencyKey;
 use crate::broker::owner::OwnerError;
+use crate::broker::owner::Since;
 use crate::broker::request::{Request, parse_event};
-use crate::broker::{BrokerRequest, Reply, TopicName};
+use crate::broker::{BrokerRequest, Message, Reply, TopicName};
 use crate::protocol::CloseCode;
 use crate::protocol::decimal::decimal;
 use crate::protocol::engineio::{
@@ -220,6 +223,10 @@ struct Client {
     next_ticket: u32,
     close_code: u16,
     close_reason: Option<CloseReason>,
+    /// The session's connection-state-recovery id (`pid`): new, or the one a recovered
+    /// client came back with.
+    recovery_id: [u8; SESSION_ID_BYTES],
+    recovery: Recovery,
 }
 
 impl Client {
@@ -273,6 +280,8 @@ impl SocketIoEndpoint {
             next_ticket: 0,
             close_code: CLOSE_CODE_ABNORMAL,
             close_reason: None,
+            recovery_id: new_session_id(),
+            recovery: Recovery::default(),
         };
         let mut open = Vec::with_capacity(128);
         engineio::write_open(
@@ -420,9 +429,27 @@ impl SocketIoEndpoint {
         self.flush_transmits(outbound, context)
     }
 
-    /// A broker's reply to this client, as an event named after its kind.
-    pub fn reply(&mut self, reply: &Reply, outbound: &mut Outbound, context: &mut Context) {
+    /// A broker's reply to this client, as an event named after its kind. Returns whether
+    /// the client's offset moved (a `cursor` event is owed at the end of the turn).
+    pub fn reply(&mut self, reply: &Reply, outbound: &mut Outbound, context: &mut Context) -> bool {
         push_event(reply, outbound, &mut context.encoder);
+        self.client.recovery.took_reply(reply)
+    }
+
+    /// The shared framing of `message` was just queued. Returns whether a `cursor` event is
+    /// owed at the end of the turn.
+    pub fn took_message(&mut self, message: &Message) -> bool {
+        self.client.recovery.took_message(message)
+    }
+
+    /// The end of a turn in which the client's offset moved: one `cursor` event.
+    pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) {
+        if self.session.state() != SessionState::Open {
+            return;
+        }
+        if let Some(frame) = self.client.recovery.cursor_event(&mut context.encoder) {
+            outbound.push_control(frame);
+        }
     }
 
     /// The owner numbered (or refused) the publish waiting under `ticket`: its acknowledgement.
@@ -655,8 +682,9 @@ impl<'a> Handler<'a> {
         if self.client.namespace == Namespace::Connected {
             return; // Already connected: a repeated CONNECT changes nothing.
         }
+        let auth = ConnectAuth::parse(packet.data, self.settings.broker.request_bytes_max);
         if self.client.token_pending {
-            match self.verify_connect_token(packet.data) {
+            match self.verify_connect_token(auth.as_ref()) {
                 Ok(identity) => {
                     let grace_ms = self.settings.auth.expiry_grace_ms;
                     self.client.access = Some(access(identity, grace_ms, self.unix_offset_ms));
@@ -670,26 +698,58 @@ impl<'a> Handler<'a> {
                 }
             }
         }
-        socketio::write_connected(MAIN_NAMESPACE, self.client.session_id(), None, &mut out);
+        if let Some(auth) = &auth {
+            self.recover(auth);
+        }
+        let recovery_id = std::str::from_utf8(&self.client.recovery_id).unwrap_or("");
+        let session_id = self.client.session_id();
+        socketio::write_connected(MAIN_NAMESPACE, session_id, Some(recovery_id), &mut out);
         self.client.namespace = Namespace::Connected;
         self.client.connect_by_ms = u64::MAX;
         self.push_text(&out);
     }
 
+    /// Connection-state recovery: a client that comes back with the `pid` and the `offset`
+    /// (the last `cursor` event) of its previous session is subscribed again to every topic the
+    /// offset names, each from where it stood (replay from history, or `reset` where history
+    /// no longer has it), and keeps its `pid`, so that socket.io-client reports `recovered`.
+    /// An offset that does not decode recovers nothing: the client gets a new `pid` and
+    /// subscribes again itself.
+    fn recover(&mut self, auth: &ConnectAuth<'_>) {
+        let (Some(pid), Some(offset)) = (&auth.pid, &auth.offset) else {
+            return;
+        };
+        let pid_valid = pid.len() == SESSION_ID_BYTES
+            && pid
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+        let topic_bytes_max = self.settings.broker.topic_bytes_max;
+        let Some((topics, positions)) = decode_offset(offset, topic_bytes_max) else {
+            return;
+        };
+        if !pid_valid || topics.len() > self.settings.broker.subscriptions_per_connection_max {
+            return;
+        }
+        self.counters.socketio_recoveries += 1;
+        self.client.recovery_id.copy_from_slice(pid.as_bytes());
+        for (topic, since) in topics.into_iter().zip(positions) {
+            if !self.grants(topic.as_str(), |grants| &grants.subscribe) {
+                self.forbid(topic.as_str());
+                continue;
+            }
+            self.client.recovery.add(&topic, since);
+            self.requests
+                .push(BrokerRequest::Subscribe { topic, since });
+        }
+    }
+
     /// The token of a CONNECT's `auth` payload (`{"token":…}`).
-    fn verify_connect_token(&self, auth: Option<&str>) -> Result<Identity, AuthFailure> {
-        #[derive(Deserialize)]
-        struct ConnectAuth<'a> {
-            #[serde(borrow, default)]
-            token: Option<Cow<'a, str>>,
-        }
-        let auth = auth.unwrap_or("{}");
-        if auth.len() > self.settings.broker.request_bytes_max {
-            return Err(AuthFailure::Malformed);
-        }
-        let parsed: ConnectAuth<'_> =
-            serde_json::from_str(auth).map_err(|_| AuthFailure::Malformed)?;
-        let token = parsed.token.ok_or(AuthFailure::Missing)?;
+    fn verify_connect_token(
+        &self,
+        auth: Option<&ConnectAuth<'_>>,
+    ) -> Result<Identity, AuthFailure> {
+        let auth = auth.ok_or(AuthFailure::Malformed)?;
+        let token = auth.token.as_ref().ok_or(AuthFailure::Missing)?;
         let unix_ms = self.now_ms + self.unix_offset_ms;
         self.settings.auth.verify(token.as_bytes(), unix_ms)
     }
@@ -720,6 +780,7 @@ impl<'a> Handler<'a> {
                     }
                     let since = since.get(name).copied();
                     if let Some(topic) = self.topic(name) {
+                        self.client.recovery.add(&topic, since);
                         self.requests
                             .push(BrokerRequest::Subscribe { topic, since });
                     }
@@ -730,6 +791,7 @@ impl<'a> Handler<'a> {
                 self.counters.unsubscribe_requests += 1;
                 for name in &topics {
                     if let Some(topic) = self.topic(name) {
+                        self.client.recovery.remove(&topic);
                         self.requests.push(BrokerRequest::Unsubscribe { topic });
                     }
                 }
@@ -893,6 +955,186 @@ impl<'a> Handler<'a> {
             }
         }
     }
+}
+
+/// The `auth` payload of a CONNECT: a token, and what socket.io-client sends back to recover
+/// its session.
+#[derive(Debug, Default, Deserialize)]
+struct ConnectAuth<'a> {
+    #[serde(borrow, default)]
+    token: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    offset: Option<Cow<'a, str>>,
+}
+
+impl<'a> ConnectAuth<'a> {
+    /// The payload, or `None` when there is none or it is not such an object (or longer than
+    /// `bytes_max`).
+    fn parse(data: Option<&'a str>, bytes_max: usize) -> Option<ConnectAuth<'a>> {
+        let data = data.unwrap_or("{}");
+        if data.len() > bytes_max {
+            return None;
+        }
+        serde_json::from_str(data).ok()
+    }
+}
+
+/// Separates the two parts of an offset: the cursor and the topics' names.
+const OFFSET_SEPARATOR: u8 = b'.';
+/// Separates the topics' names before they are base64url-encoded (never in a name: names are
+/// printable ASCII).
+const NAME_SEPARATOR: u8 = b'\n';
+
+/// What the client's connection-state-recovery offset says: where it stands in each topic it
+/// subscribed to. socket.io-client keeps the last string argument of the events it receives
+/// as its offset, and sends it back (with the `pid`) when it reconnects; ringcast sends it as
+/// the event `42["cursor","<offset>"]` at the end of each turn in which it moved. The offset
+/// is `<cursor>.<names>`: the resume cursor of SSE and polls (per topic its epoch and last
+/// seq, with a digest of the topic list), then the topics' names, newline-joined, in
+/// base64url, so that any shard can resume it. A client that drops after messages but before
+/// their `cursor` event gets them again (with the same seqs: drop what is not past the last
+/// seq seen); it never misses one.
+#[derive(Debug, Default)]
+struct Recovery {
+    positions: Option<TopicPositions>,
+    /// The names part of the offset, made when the topics change.
+    names_text: String,
+    /// The offset moved since the last `cursor` event.
+    owed: bool,
+    /// More topics than a cursor holds: the offset is empty, and the client resubscribes
+    /// itself after a reconnect.
+    disabled: bool,
+    /// Where the cursor is written (kept, so that a steady stream of events allocates nothing).
+    scratch: Vec<u8>,
+}
+
+impl Recovery {
+    /// The client subscribes to `topic` from `since`.
+    fn add(&mut self, topic: &TopicName, since: Option<Since>) {
+        if self.disabled {
+            return;
+        }
+        let (mut topics, mut positions) = self.parts();
+        match topics.iter().position(|known| known == topic) {
+            Some(index) => positions[index] = since.or(positions[index]),
+            None => {
+                topics.push(topic.clone());
+                positions.push(since);
+            }
+        }
+        self.rebuild(topics, positions);
+    }
+
+    fn remove(&mut self, topic: &TopicName) {
+        if self.disabled {
+            return;
+        }
+        let (mut topics, mut positions) = self.parts();
+        if let Some(index) = topics.iter().position(|known| known == topic) {
+            topics.remove(index);
+            positions.remove(index);
+            self.rebuild(topics, positions);
+        }
+    }
+
+    fn parts(&self) -> (Vec<TopicName>, Vec<Position>) {
+        match &self.positions {
+            Some(positions) => (positions.topics().to_vec(), positions.positions().to_vec()),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    fn rebuild(&mut self, topics: Vec<TopicName>, positions: Vec<Position>) {
+        use base64::Engine as _;
+        self.owed = true;
+        if topics.len() > CURSOR_TOPICS_LIMIT {
+            self.disabled = true;
+            self.positions = None;
+            self.names_text = String::new();
+            return;
+        }
+        let mut names = Vec::new();
+        for (index, topic) in topics.iter().enumerate() {
+            if index > 0 {
+                names.push(NAME_SEPARATOR);
+            }
+            names.extend_from_slice(topic.as_bytes());
+        }
+        self.names_text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(names);
+        self.positions = Some(TopicPositions::new(topics, positions));
+    }
+
+    fn took_message(&mut self, message: &Message) -> bool {
+        match &mut self.positions {
+            Some(positions) => {
+                positions.took_message(message);
+                self.owed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn took_reply(&mut self, reply: &Reply) -> bool {
+        match &mut self.positions {
+            Some(positions) if reply.topic.is_some() => {
+                positions.took_reply(reply);
+                self.owed = true;
+                true
+            }
+            _ => self.owed,
+        }
+    }
+
+    /// `42["cursor","<offset>"]` when the offset moved since the last one.
+    fn cursor_event(&mut self, encoder: &mut FrameEncoder) -> Option<Bytes> {
+        if !self.owed {
+            return None;
+        }
+        self.owed = false;
+        let Some(positions) = &self.positions else {
+            return Some(encoder.encode(OpCode::Text, true, b"42[\"cursor\",\"\"]"));
+        };
+        self.scratch.resize(positions.cursor_bytes_max(), 0);
+        let length = positions.write_cursor(&mut self.scratch);
+        let parts: [&[u8]; 5] = [
+            b"42[\"cursor\",\"",
+            &self.scratch[..length],
+            &[OFFSET_SEPARATOR],
+            self.names_text.as_bytes(),
+            b"\"]",
+        ];
+        Some(encoder.encode_parts(OpCode::Text, &parts))
+    }
+}
+
+/// Reads an offset made by [`Recovery::cursor_event`]: the topics and where the client stands
+/// in each. `None` for anything else (an offset of another server, or tampered with).
+fn decode_offset(offset: &str, topic_bytes_max: usize) -> Option<(Vec<TopicName>, Vec<Position>)> {
+    use base64::Engine as _;
+    let names_bytes_max = CURSOR_TOPICS_LIMIT * (topic_bytes_max + 1);
+    let cursor_bytes_max = crate::broker::cursor::cursor_text_bytes_max(CURSOR_TOPICS_LIMIT);
+    if offset.len() > cursor_bytes_max + 1 + names_bytes_max.div_ceil(3) * 4 {
+        return None;
+    }
+    let (cursor_text, names_text) = offset.split_once(OFFSET_SEPARATOR as char)?;
+    let names = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(names_text)
+        .ok()?;
+    let mut topics = Vec::new();
+    if !names.is_empty() {
+        for name in names.split(|&byte| byte == NAME_SEPARATOR) {
+            let name = Bytes::copy_from_slice(name);
+            topics.push(TopicName::new(name, topic_bytes_max).ok()?);
+            if topics.len() > CURSOR_TOPICS_LIMIT {
+                return None;
+            }
+        }
+    }
+    let positions = crate::broker::cursor::decode(cursor_text, &topics).ok()?;
+    (positions.len() == topics.len()).then_some((topics, positions))
 }
 
 /// A fresh session id: 16 random bytes from the system's generator, base64url.
