@@ -23,8 +23,9 @@
 //!   `Origin` check and the per-address limits; what a token grants is checked by the endpoint
 //!   on every subscribe and publish.
 //! - [`endpoint`]: per-connection state machines (HTTP, WebSocket, SSE, NDJSON streams,
-//!   long and short polls; Engine.IO next) with `handle_*` methods, their own deadlines,
-//!   and a frame cache that frames each delivered message once per shard per kind of endpoint.
+//!   long and short polls, Socket.IO over WebSocket) with `handle_*` methods, their own
+//!   deadlines, and a frame cache that frames each delivered message once per shard per kind
+//!   of endpoint.
 //! - [`transport`]: the byte stream under an endpoint (plain now; TLS next).
 //! - [`egress`]: side threads with their own tokio runtimes for what leaves on ringcast's own
 //!   initiative: webhooks, fed by a bounded lock-free queue per shard that a shard never waits

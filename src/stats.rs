@@ -79,7 +79,7 @@ pub struct ShardCounters {
     /// Connections let through untracked because the address table was full.
     pub addresses_untracked: u64,
     /// Messages delivered per transport (`EndpointKind::TRANSPORTS`).
-    pub transport_deliveries: [u64; 4],
+    pub transport_deliveries: [u64; crate::broker::TRANSPORT_COUNT],
 }
 
 /// Counters a shard keeps; every drop and every peer error is counted.
@@ -167,6 +167,8 @@ pub struct Counters {
     pub token_expiries: u64,
     /// Refreshes accepted.
     pub token_refreshes: u64,
+    /// Socket.IO clients resubscribed from their connection-state-recovery offset.
+    pub socketio_recoveries: u64,
     /// Connections refused (429) for their source address: too many at once, too many new.
     pub address_connections_refused: u64,
     pub address_handshakes_refused: u64,
@@ -174,9 +176,10 @@ pub struct Counters {
     pub addresses_untracked: u64,
     /// Polls answered.
     pub poll_answers: u64,
-    /// Deliveries and slow-consumer actions per transport (websocket, sse, stream, poll).
-    pub transport_deliveries: [u64; 4],
-    pub transport_slow_consumer_actions: [u64; 4],
+    /// Deliveries and slow-consumer actions per transport (websocket, sse, stream, poll,
+    /// socketio).
+    pub transport_deliveries: [u64; crate::broker::TRANSPORT_COUNT],
+    pub transport_slow_consumer_actions: [u64; crate::broker::TRANSPORT_COUNT],
 }
 
 /// Levels (not totals) a shard reports with its counters.
@@ -185,8 +188,8 @@ pub struct Gauges {
     pub connections: u64,
     pub websocket_connections: u64,
     /// Open connections per transport (`EndpointKind::TRANSPORTS`: websocket, sse, stream,
-    /// poll; a poll counts while it is held).
-    pub transport_connections: [u64; 4],
+    /// poll, socketio; a poll counts while it is held).
+    pub transport_connections: [u64; crate::broker::TRANSPORT_COUNT],
     /// Subscriptions held by this shard's connections.
     pub subscriptions: u64,
     /// Topics this shard owns (assigns sequence numbers to and keeps history for).
@@ -252,7 +255,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 69] {
+    pub fn named(&self) -> [(&'static str, u64); 72] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -311,6 +314,7 @@ impl Counters {
             ("subscriptions_revoked", self.subscriptions_revoked),
             ("token_expiries", self.token_expiries),
             ("token_refreshes", self.token_refreshes),
+            ("socketio_recoveries", self.socketio_recoveries),
             (
                 "address_connections_refused",
                 self.address_connections_refused,
@@ -325,6 +329,7 @@ impl Counters {
             ("deliveries_sse", self.transport_deliveries[1]),
             ("deliveries_stream", self.transport_deliveries[2]),
             ("deliveries_poll", self.transport_deliveries[3]),
+            ("deliveries_socketio", self.transport_deliveries[4]),
             (
                 "slow_consumer_actions_websocket",
                 self.transport_slow_consumer_actions[0],
@@ -340,6 +345,10 @@ impl Counters {
             (
                 "slow_consumer_actions_poll",
                 self.transport_slow_consumer_actions[3],
+            ),
+            (
+                "slow_consumer_actions_socketio",
+                self.transport_slow_consumer_actions[4],
             ),
         ]
     }
@@ -427,6 +436,7 @@ impl Counters {
             subscriptions_revoked: broker.subscriptions_revoked,
             token_expiries: endpoint.token_expiries,
             token_refreshes: endpoint.token_refreshes,
+            socketio_recoveries: endpoint.socketio_recoveries,
             address_connections_refused: shard.address_connections_refused,
             address_handshakes_refused: shard.address_handshakes_refused,
             addresses_untracked: shard.addresses_untracked,

@@ -64,7 +64,11 @@ fn check_negotiation(header: &[u8]) {
     };
     let windows = WINDOW_BITS_MIN..=WINDOW_BITS_MAX;
     assert!(windows.contains(&agreement.server_window_bits));
-    assert!(agreement.client_window_bits.is_none_or(|bits| windows.contains(&bits)));
+    assert!(
+        agreement
+            .client_window_bits
+            .is_none_or(|bits| windows.contains(&bits))
+    );
     let mut response = BytesMut::new();
     agreement.write_response_header(&mut response);
     let line = std::str::from_utf8(&response).expect("our header is ASCII");
@@ -98,12 +102,19 @@ fn inflate(pieces: &[&[u8]], cap: usize) -> Result<Vec<u8>, InflateError> {
     let mut result = Ok(());
     for piece in pieces.iter().copied().chain([&SYNC_FLUSH_TRAILER[..]]) {
         result = result.and_then(|()| inflater.inflate(piece, &mut out, cap, &mut pool));
-        assert!(result.is_err() || out.len() <= cap, "past the cap without an error");
+        assert!(
+            result.is_err() || out.len() <= cap,
+            "past the cap without an error"
+        );
     }
     let inflated = out.as_slice().to_vec();
     pool.release(out);
     pool.release_inflater(inflater);
-    assert_ne!(result, Err(InflateError::OutOfBuffers), "the pool holds the cap");
+    assert_ne!(
+        result,
+        Err(InflateError::OutOfBuffers),
+        "the pool holds the cap"
+    );
     result.map(|()| inflated)
 }
 
@@ -117,7 +128,10 @@ fn compare_with_reference(payload: &[u8], cap: usize, ours: &Result<Vec<u8>, Inf
         (Ok(ours), Err(error)) => {
             let theirs = &error.output;
             let agree = theirs.starts_with(ours) || ours.starts_with(theirs);
-            assert!(agree, "we inflated {ours:?}, the reference {theirs:?}: {error:?}");
+            assert!(
+                agree,
+                "we inflated {ours:?}, the reference {theirs:?}: {error:?}"
+            );
         }
         (Err(InflateError::TooLarge), Ok(theirs)) => assert!(
             theirs.len() > cap,
@@ -130,7 +144,10 @@ fn compare_with_reference(payload: &[u8], cap: usize, ours: &Result<Vec<u8>, Inf
             error.output.len()
         ),
         (Err(InflateError::Corrupt), Ok(theirs)) => {
-            panic!("we refused as corrupt what inflates to {} bytes", theirs.len())
+            panic!(
+                "we refused as corrupt what inflates to {} bytes",
+                theirs.len()
+            )
         }
         (Err(InflateError::Corrupt), Err(error)) => assert!(error.output.len() <= cap + 1),
         (Err(InflateError::OutOfBuffers), _) => unreachable!("checked in inflate"),

@@ -701,11 +701,29 @@ def websocket_deflate():
     }
 
 
+def socketio_event():
+    publish = b'["publish",{"topic":"AAPL","data":%s}]'
+    return {
+        "subscribe-since": b'["subscribe",{"topics":["AAPL","MSFT"],'
+        b'"since":{"AAPL":{"seq":41,"epoch":"00000000000000ff"}}}]',
+        "unsubscribe": b'["unsubscribe",{"topics":["MSFT"]}]',
+        "publish-id": b'["publish",{"topic":"AAPL","data":{"px":191.2},"id":"p-17"}]',
+        "ping": b'["ping"]',
+        "refresh": b'["refresh",{"token":"a.b.c"}]',
+        "extra-arguments": b'["publish",{"op":"subscribe","topic":"A","data":1},"x",{"topics":["B"]}]',
+        "escaped-name": b'["p\\u0075blish",{"topic":"A","data":1}]',
+        "name-not-string": b'[1,{"topics":["A"]}]',
+        "argument-not-object": b'["publish",7]',
+        "attack-nested-100000": publish % NESTED,
+    }
+
+
 TARGETS = {
     "auth_token": auth_token,
     "broker_request": broker_request,
     "http1_request": http1_request,
     "http_publish": http_publish,
+    "socketio_event": socketio_event,
     "stream_cursor": stream_cursor,
     "stream_request": stream_request,
     "tls_stream": tls_stream,

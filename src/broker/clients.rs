@@ -34,8 +34,8 @@ pub struct ShardMemory {
 }
 
 /// Transports a client may read through, for the per-transport counters (the endpoint layer
-/// names them: WebSocket, SSE, NDJSON stream, poll).
-pub const TRANSPORT_COUNT: usize = 4;
+/// names them: WebSocket, SSE, NDJSON stream, poll, Socket.IO).
+pub const TRANSPORT_COUNT: usize = 5;
 
 /// The clients of a shard as the broker sees them: queues to fill and connections to close.
 /// Clients are named by their slot; the broker never names a slot it was not told is open.

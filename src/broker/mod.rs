@@ -47,7 +47,7 @@ pub mod stream_api;
 pub mod subscribers;
 pub mod topic;
 
-pub use clients::{Clients, QueueLimits, ShardMemory};
+pub use clients::{Clients, QueueLimits, ShardMemory, TRANSPORT_COUNT};
 pub use cluster::ClusterPublish;
 pub use command::{ClientRef, Command, PublishReply};
 pub use counters::{BrokerCounters, BrokerGauges};

@@ -99,6 +99,9 @@ pub enum RequestError {
     Data(JsonBoundError),
     /// A publish's `id` is not 1 to 128 bytes of printable ASCII.
     InvalidId,
+    /// A Socket.IO event whose name (the array's first item) is not a JSON string without
+    /// escapes.
+    EventName,
 }
 
 impl RequestError {
@@ -125,6 +128,7 @@ impl RequestError {
             }
             RequestError::Data(error) => error.reason(),
             RequestError::InvalidId => "an id is 1 to 128 bytes of printable ASCII",
+            RequestError::EventName => "an event name is a JSON string without escapes",
         }
     }
 }
@@ -133,8 +137,9 @@ impl RequestError {
 /// than a tagged enum: serde buffers tagged enums, which would copy `data` and allocate.
 #[derive(Deserialize)]
 struct Fields<'a> {
-    #[serde(borrow)]
-    op: Text<'a>,
+    /// Required in a `/ws` request; a Socket.IO event names it instead.
+    #[serde(borrow, default)]
+    op: Option<Text<'a>>,
     #[serde(borrow, default)]
     topic: Option<Text<'a>>,
     #[serde(borrow, default)]
@@ -177,7 +182,54 @@ pub fn parse_request<'a>(
     }
     let fields: Fields<'a> =
         serde_json::from_slice(payload).map_err(|_| RequestError::MalformedJson)?;
-    match &*fields.op.0 {
+    let op = fields
+        .op
+        .as_ref()
+        .ok_or(RequestError::MalformedJson)?
+        .0
+        .clone();
+    request_of(&op, fields, config)
+}
+
+/// Parses the argument of a Socket.IO event named `op` (`["publish",{"topic":…,"data":…}]`):
+/// the same fields as a `/ws` request, whose `op` the event's name gives (an `op` inside is
+/// ignored).
+pub fn parse_named_request<'a>(
+    op: &str,
+    argument: &'a [u8],
+    config: &BrokerConfig,
+) -> Result<Request<'a>, RequestError> {
+    if argument.len() > config.request_bytes_max {
+        return Err(RequestError::TooLarge);
+    }
+    let fields: Fields<'a> =
+        serde_json::from_slice(argument).map_err(|_| RequestError::MalformedJson)?;
+    request_of(op, fields, config)
+}
+
+/// Parses the JSON array of a Socket.IO EVENT (`["publish",{"topic":…,"data":…}]`): the
+/// event's name is the request's `op`, its first argument the request's fields (an event
+/// without one reads as `{}`; further arguments are ignored).
+pub fn parse_event<'a>(data: &'a [u8], config: &BrokerConfig) -> Result<Request<'a>, RequestError> {
+    if data.len() > config.request_bytes_max {
+        return Err(RequestError::TooLarge);
+    }
+    let arguments: Vec<&'a RawValue> =
+        serde_json::from_slice(data).map_err(|_| RequestError::MalformedJson)?;
+    let name = arguments
+        .first()
+        .and_then(|name| serde_json::from_str::<&'a str>(name.get()).ok())
+        .ok_or(RequestError::EventName)?;
+    let argument = arguments.get(1).map_or("{}", |argument| argument.get());
+    parse_named_request(name, argument.as_bytes(), config)
+}
+
+fn request_of<'a>(
+    op: &str,
+    fields: Fields<'a>,
+    config: &BrokerConfig,
+) -> Result<Request<'a>, RequestError> {
+    match op {
         "publish" => {
             let topic = fields.topic.ok_or(RequestError::MissingField("topic"))?.0;
             validate_topic(&topic, config.topic_bytes_max).map_err(RequestError::Topic)?;
@@ -416,6 +468,35 @@ mod tests {
             parse_request(text.as_bytes(), &config),
             Ok(Request::Publish { .. })
         ));
+    }
+
+    /// Proves a Socket.IO event reads as the request its name and first argument make (an
+    /// `op` inside is ignored, an event without an argument reads as `{}`), and that an event
+    /// that is not an array with a plain string first is refused.
+    #[test]
+    fn socketio_events_are_requests() {
+        let config = BrokerConfig::default();
+        let event = |text: &'static str| parse_event(text.as_bytes(), &config);
+        let request = event(r#"["publish",{"op":"subscribe","topic":"A","data":[1]},"x"]"#);
+        let Ok(Request::Publish { topic, data, id }) = request else {
+            panic!("{request:?}")
+        };
+        assert_eq!((&*topic, data, id), ("A", &b"[1]"[..], None));
+        assert!(matches!(event(r#"["ping"]"#), Ok(Request::Ping)));
+        let request = event(r#"["subscribe",{"topics":["A","B"]}]"#);
+        assert!(matches!(request, Ok(Request::Subscribe { ref topics, .. }) if topics.len() == 2));
+        let cases = [
+            ("[]", RequestError::EventName),
+            (r#"[1,{}]"#, RequestError::EventName),
+            (r#"["p\u0075blish",{}]"#, RequestError::EventName),
+            (r#"{"op":"ping"}"#, RequestError::MalformedJson),
+            (r#"["dance",{}]"#, RequestError::UnknownOp),
+            (r#"["subscribe"]"#, RequestError::MissingField("topics")),
+            (r#"["publish",7]"#, RequestError::MalformedJson),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(event(text).unwrap_err(), expected, "{text}");
+        }
     }
 
     /// Proves a topic with a JSON escape is decoded (and then checked like any other).

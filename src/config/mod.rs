@@ -34,6 +34,7 @@ use crate::egress::EgressSettings;
 pub use crate::egress::nats::{NatsConfig, NatsSettings};
 pub use crate::egress::webhook::WebhookConfig;
 use crate::endpoint::EndpointSettings;
+pub use crate::endpoint::socketio::SocketIoConfig;
 use crate::protocol::ProtocolLimits;
 use crate::protocol::pool::PoolLimits;
 
@@ -180,6 +181,8 @@ pub struct ServerConfig {
     pub broker: BrokerConfig,
     /// Who may connect and from where: JWT, origins, per-address limits (`[auth]`).
     pub auth: AuthConfig,
+    /// Socket.IO clients: path, Engine.IO heartbeat, limits (`[socketio]`).
+    pub socketio: SocketIoConfig,
     /// Events each shard's feed to the webhook thread holds (allocated at start-up, about
     /// 80 bytes each, only when a webhook is configured). Default 16,384: far more than the
     /// thread, which takes them every millisecond, lets pile up unless it is starved of CPU.
@@ -227,6 +230,7 @@ impl Default for ServerConfig {
             pool: PoolLimits::default(),
             broker: BrokerConfig::default(),
             auth: AuthConfig::default(),
+            socketio: SocketIoConfig::default(),
             webhook_shard_events_max: 16 * 1024,
             webhook_source_address: String::new(),
             webhook: Vec::new(),
@@ -384,6 +388,7 @@ impl ServerConfig {
                     .any(|name| name == EventKind::ConnectionClosed.name())
             }),
             cluster_connected: None,
+            socketio: self.socketio.clone(),
         }
     }
 
@@ -479,6 +484,9 @@ impl ServerConfig {
         self.auth
             .validate()
             .map_err(|reason| invalid("auth", reason))?;
+        self.socketio
+            .validate()
+            .map_err(|(setting, reason)| invalid(setting, reason))?;
         self.validate_shards()?;
         self.validate_tls()?;
         self.validate_receive_buffers()?;

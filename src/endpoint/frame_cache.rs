@@ -16,9 +16,13 @@
 //! use (nearly always only 15 bits) on the first delivery to such a subscriber, and shared by
 //! all of them. That is what `server_no_context_takeover` buys: no frame depends on what the
 //! connection was sent before.
+//!
+//! A Socket.IO subscriber takes the body as the event `42["message",<body>]` in one WebSocket
+//! text frame, in a pooled buffer made on the first delivery to such a subscriber.
 
 use super::EndpointKind;
 use super::outbound::{Frame, SharedFrames};
+use super::socketio;
 use crate::broker::Message;
 use crate::broker::message_pool::MessagePool;
 use crate::protocol::websocket::deflate::{
@@ -60,6 +64,7 @@ pub struct FrameCache {
     websocket: Option<Framing>,
     sse: Option<Framing>,
     ndjson: Option<Framing>,
+    socketio: Option<Framing>,
     compressed: [Option<Framing>; COMPRESSED_WINDOWS_COUNT],
 }
 
@@ -114,6 +119,7 @@ impl FrameCache {
             self.websocket = None;
             self.sse = None;
             self.ndjson = None;
+            self.socketio = None;
             self.compressed = Default::default();
         }
         let kind = match key {
@@ -137,6 +143,11 @@ impl FrameCache {
             EndpointKind::Ndjson => (&mut self.ndjson, &|pool| {
                 Frame::Shared(pool.fill(ndjson::line_chunk_bytes(&[body]), |out| {
                     ndjson::write_line_chunk(&[body], out)
+                }))
+            }),
+            EndpointKind::SocketIo => (&mut self.socketio, &|pool| {
+                Frame::Shared(pool.fill(socketio::message_frame_bytes(body), |out| {
+                    socketio::write_message_frame(body, out)
                 }))
             }),
             EndpointKind::Http | EndpointKind::Poll => return None,

@@ -17,6 +17,7 @@ use tracing::debug;
 use super::board;
 use super::outbound::{Frame, Outbound};
 use super::poll::HeldPoll;
+use super::socketio::SocketIoStart;
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
 use crate::auth::AuthFailure;
 use crate::auth::{AuthRefusal, Identity};
@@ -95,8 +96,67 @@ pub struct Responses {
     poll: Option<Box<HeldPoll>>,
 }
 
-/// What an accepted upgrade hands the WebSocket endpoint.
-type Upgraded = (Option<Box<Identity>>, Option<DeflateAgreement>);
+/// What an accepted upgrade hands the endpoint it becomes.
+#[derive(Debug)]
+enum Upgraded {
+    /// `/ws`: the identity its token proved, and the compression agreed.
+    WebSocket(Option<Box<Identity>>, Option<DeflateAgreement>),
+    /// `socketio_path`: a Socket.IO client.
+    SocketIo(SocketIoStart),
+}
+
+/// The reference server's Engine.IO handshake errors, answered 400 with their JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EngineHandshakeError {
+    /// `transport` is neither `polling` nor `websocket` (or polling, which is not served).
+    TransportUnknown,
+    /// A `sid` this server does not know.
+    SessionIdUnknown,
+    /// A request that cannot start a session (a plain GET naming the WebSocket transport).
+    BadRequest,
+    /// `EIO` other than 4.
+    UnsupportedProtocolVersion,
+}
+
+impl EngineHandshakeError {
+    fn body(self) -> &'static [u8] {
+        match self {
+            EngineHandshakeError::TransportUnknown => {
+                br#"{"code":0,"message":"Transport unknown"}"#
+            }
+            EngineHandshakeError::SessionIdUnknown => {
+                br#"{"code":1,"message":"Session ID unknown"}"#
+            }
+            EngineHandshakeError::BadRequest => br#"{"code":3,"message":"Bad request"}"#,
+            EngineHandshakeError::UnsupportedProtocolVersion => {
+                br#"{"code":5,"message":"Unsupported protocol version"}"#
+            }
+        }
+    }
+}
+
+/// Checks the query of a request at `socketio_path`: Engine.IO 4, a transport this server
+/// serves, no session id (no session outlives its WebSocket yet).
+fn check_engine_query(query: Option<&str>, upgrade: bool) -> Result<(), EngineHandshakeError> {
+    use crate::protocol::engineio::{PROTOCOL_REVISION, Transport};
+    use crate::protocol::http1::query::query_raw;
+    let query = query.unwrap_or("");
+    if query_raw(query, "EIO") != Some(PROTOCOL_REVISION) {
+        return Err(EngineHandshakeError::UnsupportedProtocolVersion);
+    }
+    let transport = query_raw(query, "transport").and_then(Transport::parse);
+    match (transport, upgrade) {
+        (Some(Transport::WebSocket), true) => {}
+        (Some(Transport::WebSocket), false) => return Err(EngineHandshakeError::BadRequest),
+        (Some(Transport::Polling), _) | (None, _) => {
+            return Err(EngineHandshakeError::TransportUnknown);
+        }
+    }
+    if query_raw(query, "sid").is_some() {
+        return Err(EngineHandshakeError::SessionIdUnknown);
+    }
+    Ok(())
+}
 
 /// How a read ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +175,12 @@ pub enum Read {
     Stream {
         request: StreamRequest,
         ends_at_ms: Option<u64>,
+    },
+    /// An upgrade at `socketio_path` was accepted: the connection is a Socket.IO client from
+    /// `rest_start` of the read on.
+    SocketIo {
+        rest_start: usize,
+        start: SocketIoStart,
     },
 }
 
@@ -262,9 +328,7 @@ impl HttpEndpoint {
                 Ok(HttpEvent::Request(request)) => answer.request(&request),
                 Ok(HttpEvent::ContinueExpected(head)) => answer.continue_expected(&head),
                 Ok(HttpEvent::Upgrade { head, rest_start }) => {
-                    upgraded_at = answer
-                        .upgrade(&head)
-                        .map(|(identity, deflate)| (rest_start, identity, deflate));
+                    upgraded_at = answer.upgrade(&head).map(|upgraded| (rest_start, upgraded));
                     false
                 }
                 Err(error) => answer.refuse(&HttpError::Request(error), false),
@@ -280,12 +344,18 @@ impl HttpEndpoint {
                 ends_at_ms: answer.stream_ends_at_ms,
             };
         }
-        if let Some((rest_start, identity, deflate)) = upgraded_at {
-            return Read::Upgraded {
-                rest_start,
-                identity,
-                deflate,
-            };
+        match upgraded_at {
+            Some((rest_start, Upgraded::WebSocket(identity, deflate))) => {
+                return Read::Upgraded {
+                    rest_start,
+                    identity,
+                    deflate,
+                };
+            }
+            Some((rest_start, Upgraded::SocketIo(start))) => {
+                return Read::SocketIo { rest_start, start };
+            }
+            None => {}
         }
         if self.responses.closing_after_responses {
             return Read::Done(self.close_when_answered());
@@ -366,6 +436,12 @@ impl Answer<'_> {
         let path = request.head.path();
         if path == "/ws" && !self.settings.echo {
             return self.refuse_handshake(&HandshakeError::PlainRequestToWebSocket);
+        }
+        if !self.settings.echo && self.settings.socketio.serves(path) {
+            let refusal = check_engine_query(request.head.query(), false)
+                .err()
+                .unwrap_or(EngineHandshakeError::BadRequest);
+            return self.refuse_engine_handshake(refusal);
         }
         let readable = request.head.method() == "GET" || is_head;
         if let Some(asset) = board::asset(path).filter(|_| self.settings.board_enabled && readable)
@@ -705,6 +781,9 @@ impl Answer<'_> {
             self.refuse(&HttpError::Request(error), false);
             return None;
         }
+        if !self.settings.echo && self.settings.socketio.serves(head.path()) {
+            return self.upgrade_socketio(head);
+        }
         // Before any upgrade: a refused client never speaks WebSocket. Echo mode (conformance
         // and benchmarks of the transport) asks for nothing.
         let identity = match self.settings.echo {
@@ -731,13 +810,80 @@ impl Answer<'_> {
             Ok(upgrade) => {
                 upgrade::write_switching_protocols(&upgrade, &mut response);
                 self.respond(response.freeze());
-                Some((identity.map(Box::new), upgrade.deflate))
+                Some(Upgraded::WebSocket(identity.map(Box::new), upgrade.deflate))
             }
             Err(error) => {
                 self.refuse_handshake(&error);
                 None
             }
         }
+    }
+
+    /// An upgrade at `socketio_path`: the Engine.IO query, the origin and token (a missing
+    /// token may come in the Socket.IO CONNECT instead), then the WebSocket handshake, without
+    /// permessage-deflate (Socket.IO frames are not compressed).
+    fn upgrade_socketio(&mut self, head: &RequestHead<'_>) -> Option<Upgraded> {
+        if let Err(refusal) = check_engine_query(head.query(), true) {
+            self.refuse_engine_handshake(refusal);
+            return None;
+        }
+        let auth = &*self.settings.auth;
+        let start = match auth.check_request(head, self.unix_ms) {
+            Ok(identity) => SocketIoStart {
+                identity: identity.map(Box::new),
+                token_pending: false,
+            },
+            Err(AuthRefusal::Unauthorized(AuthFailure::Missing)) => SocketIoStart {
+                identity: None,
+                token_pending: true,
+            },
+            Err(refusal) => {
+                match refusal {
+                    AuthRefusal::Unauthorized(failure) => self.counters.count_auth_failure(failure),
+                    AuthRefusal::ForeignOrigin => self.counters.origin_refusals += 1,
+                }
+                self.refuse_access(refusal);
+                return None;
+            }
+        };
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
+        let settings = self.settings;
+        let accepted = upgrade::parse_request(head.bytes(), &mut headers, &settings.protocol)
+            .and_then(|request| {
+                request.ok_or(HandshakeError::MalformedRequest("incomplete upgrade head"))
+            })
+            .and_then(|request| {
+                if !settings.websocket_enabled {
+                    return Err(HandshakeError::WebSocketDisabled);
+                }
+                upgrade::accept_upgrade(&request, &settings.protocol)
+            });
+        match accepted {
+            Ok(mut upgrade) => {
+                upgrade.deflate = None;
+                let mut response = BytesMut::new();
+                upgrade::write_switching_protocols(&upgrade, &mut response);
+                self.respond(response.freeze());
+                Some(Upgraded::SocketIo(start))
+            }
+            Err(error) => {
+                self.refuse_handshake(&error);
+                None
+            }
+        }
+    }
+
+    /// Answers a request at `socketio_path` that cannot start a session: 400 with the
+    /// reference server's JSON, then close.
+    fn refuse_engine_handshake(&mut self, refusal: EngineHandshakeError) -> bool {
+        debug!(?refusal, "refusing Engine.IO handshake");
+        self.counters.handshake_errors += 1;
+        let mut response = BytesMut::new();
+        let headers = [("Content-Type", "application/json")];
+        handshake::write_response(400, &headers, refusal.body(), false, &mut response);
+        self.respond(response.freeze());
+        self.responses.closing_after_responses = true;
+        false
     }
 
     /// The connection-time checks of a request: `/health` is open, `/metrics` asks for its own
@@ -839,6 +985,7 @@ mod tests {
             auth: Arc::new(Authenticator::open()),
             close_reasons_kept: false,
             cluster_connected: None,
+            socketio: Default::default(),
         };
         Context {
             pool: BufferPool::new(&PoolLimits::default()),

@@ -19,6 +19,7 @@ pub mod frame_cache;
 pub mod http;
 pub mod outbound;
 pub mod poll;
+pub mod socketio;
 pub mod stream;
 pub mod websocket;
 
@@ -39,6 +40,7 @@ use crate::protocol::websocket::deflate::CompressorSet;
 use crate::protocol::websocket::frame::FrameEncoder;
 use http::HttpEndpoint;
 use outbound::Outbound;
+use socketio::{SocketIoConfig, SocketIoEndpoint};
 use stream::{StreamEndpoint, StreamFormat};
 use websocket::WebSocketEndpoint;
 
@@ -63,15 +65,18 @@ pub enum EndpointKind {
     Ndjson,
     /// An HTTP connection holding a poll.
     Poll,
+    /// A Socket.IO client (Engine.IO over WebSocket).
+    SocketIo,
 }
 
 impl EndpointKind {
     /// The kinds that receive messages, in the order of the per-transport counters.
-    pub const TRANSPORTS: [EndpointKind; 4] = [
+    pub const TRANSPORTS: [EndpointKind; crate::broker::TRANSPORT_COUNT] = [
         EndpointKind::WebSocket,
         EndpointKind::Sse,
         EndpointKind::Ndjson,
         EndpointKind::Poll,
+        EndpointKind::SocketIo,
     ];
 
     /// The name `/metrics` labels a transport with.
@@ -82,7 +87,13 @@ impl EndpointKind {
             EndpointKind::Sse => "sse",
             EndpointKind::Ndjson => "stream",
             EndpointKind::Poll => "poll",
+            EndpointKind::SocketIo => "socketio",
         }
+    }
+
+    /// Whether the connection reads on through a close handshake (WebSocket framing).
+    pub fn reads_while_closing(self) -> bool {
+        matches!(self, EndpointKind::WebSocket | EndpointKind::SocketIo)
     }
 
     /// The index of a transport among [`EndpointKind::TRANSPORTS`]; HTTP has none.
@@ -127,6 +138,8 @@ pub struct EndpointSettings {
     /// Clustered: whether the NATS bridge is connected now. While it is not, `/health`
     /// answers 503 `degraded` (publishes cannot be made durable, nothing new arrives).
     pub cluster_connected: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Socket.IO clients: path, heartbeat, limits (`[socketio]`).
+    pub socketio: SocketIoConfig,
 }
 
 /// Renders the text of `GET /metrics`; the shard provides it (endpoints know nothing of where
@@ -174,6 +187,9 @@ pub struct EndpointCounters {
     pub token_expiries: u64,
     /// Refreshes accepted.
     pub token_refreshes: u64,
+    /// Socket.IO clients that came back with a `pid` and an offset and were resubscribed
+    /// from where they stood.
+    pub socketio_recoveries: u64,
     /// Polls answered (with messages, or empty when their wait ran out).
     pub poll_answers: u64,
 }
@@ -213,6 +229,9 @@ pub enum Endpoint {
     Http(HttpEndpoint),
     WebSocket(WebSocketEndpoint),
     Stream(StreamEndpoint),
+    /// Boxed: its state (recovery offset, pending acks) is several times a WebSocket's, and
+    /// every connection's endpoint is as large as the largest variant.
+    SocketIo(Box<SocketIoEndpoint>),
 }
 
 impl Context {
@@ -233,6 +252,7 @@ impl Endpoint {
             Endpoint::Http(http) if http.is_polling() => EndpointKind::Poll,
             Endpoint::Http(_) => EndpointKind::Http,
             Endpoint::WebSocket(_) => EndpointKind::WebSocket,
+            Endpoint::SocketIo(_) => EndpointKind::SocketIo,
             Endpoint::Stream(stream) => match stream.format() {
                 StreamFormat::Sse => EndpointKind::Sse,
                 StreamFormat::Ndjson => EndpointKind::Ndjson,
@@ -245,7 +265,7 @@ impl Endpoint {
     pub fn compression_window_bits(&self) -> Option<u8> {
         match self {
             Endpoint::WebSocket(websocket) => websocket.compression_window_bits(),
-            Endpoint::Http(_) | Endpoint::Stream(_) => None,
+            Endpoint::Http(_) | Endpoint::Stream(_) | Endpoint::SocketIo(_) => None,
         }
     }
 
@@ -255,6 +275,7 @@ impl Endpoint {
             Endpoint::Http(http) => http.deadline_ms(),
             Endpoint::WebSocket(websocket) => websocket.deadline_ms(),
             Endpoint::Stream(stream) => stream.deadline_ms(),
+            Endpoint::SocketIo(socketio) => socketio.deadline_ms(),
         }
     }
 
@@ -265,6 +286,7 @@ impl Endpoint {
             Endpoint::Http(http) => http.is_polling(),
             Endpoint::WebSocket(websocket) => websocket.takes_messages(),
             Endpoint::Stream(stream) => stream.takes_messages(),
+            Endpoint::SocketIo(socketio) => socketio.takes_messages(),
         }
     }
 
@@ -279,6 +301,7 @@ impl Endpoint {
     ) -> Next {
         match self {
             Endpoint::WebSocket(websocket) => websocket.handle_read(input, outbound, context),
+            Endpoint::SocketIo(socketio) => socketio.handle_read(input, outbound, context),
             // A stream's client has nothing more to say; what it sends is read and dropped.
             Endpoint::Stream(_) => Next::Continue,
             Endpoint::Http(http) => match http.handle_read(input, outbound, context) {
@@ -301,6 +324,18 @@ impl Endpoint {
                     *self = Endpoint::WebSocket(websocket);
                     next
                 }
+                http::Read::SocketIo { rest_start, start } => {
+                    http.release_buffers(&mut context.pool);
+                    context.counters.upgrades += 1;
+                    let mut socketio = SocketIoEndpoint::open(start, outbound, context);
+                    let rest = &mut input[rest_start..];
+                    let next = match rest.is_empty() {
+                        true => Next::Continue,
+                        false => socketio.handle_read(rest, outbound, context),
+                    };
+                    *self = Endpoint::SocketIo(Box::new(socketio));
+                    next
+                }
                 http::Read::Stream {
                     request,
                     ends_at_ms,
@@ -320,6 +355,7 @@ impl Endpoint {
             Endpoint::Http(http) => http.handle_deadline(outbound, context),
             Endpoint::WebSocket(websocket) => websocket.handle_deadline(outbound, context),
             Endpoint::Stream(stream) => stream.handle_deadline(outbound, context),
+            Endpoint::SocketIo(socketio) => socketio.handle_deadline(outbound, context),
         }
     }
 
@@ -336,6 +372,7 @@ impl Endpoint {
             Endpoint::Http(http) => http.close(outbound, context),
             Endpoint::WebSocket(websocket) => websocket.close(code, reason, outbound, context),
             Endpoint::Stream(stream) => stream.close(outbound),
+            Endpoint::SocketIo(socketio) => socketio.close(code, reason, outbound, context),
         }
     }
 
@@ -354,6 +391,7 @@ impl Endpoint {
                 http.is_polling()
             }
             Endpoint::WebSocket(_) => false,
+            Endpoint::SocketIo(socketio) => socketio.took_message(message),
             Endpoint::Stream(stream) => {
                 stream.took_message(message, outbound, &mut context.frames, context.now_ms)
             }
@@ -372,6 +410,7 @@ impl Endpoint {
                 outbound.push_control(reply.websocket_frame().clone());
                 false
             }
+            Endpoint::SocketIo(socketio) => socketio.reply(reply, outbound, context),
             Endpoint::Stream(stream) => {
                 stream.took_reply(reply, outbound, &mut context.frames, context.now_ms)
             }
@@ -384,6 +423,10 @@ impl Endpoint {
         match self {
             Endpoint::Http(http) => http.handle_turn_end(outbound, context),
             Endpoint::WebSocket(_) => Next::Continue,
+            Endpoint::SocketIo(socketio) => {
+                socketio.handle_turn_end(outbound, context);
+                Next::Continue
+            }
             Endpoint::Stream(stream) => {
                 stream.handle_turn_end(outbound, &mut context.frames);
                 Next::Continue
@@ -397,9 +440,14 @@ impl Endpoint {
         ticket: u32,
         result: Result<u64, OwnerError>,
         outbound: &mut Outbound,
+        context: &mut Context,
     ) -> Next {
         match self {
             Endpoint::Http(http) => http.answer_publish(ticket, result, outbound),
+            Endpoint::SocketIo(socketio) => {
+                socketio.answer_publish(ticket, result, outbound, context);
+                Next::Continue
+            }
             // The connection upgraded after the publish; nothing waits for the answer.
             Endpoint::WebSocket(_) | Endpoint::Stream(_) => Next::Continue,
         }
@@ -411,6 +459,7 @@ impl Endpoint {
         match self {
             Endpoint::Http(_) | Endpoint::Stream(_) => None,
             Endpoint::WebSocket(websocket) => Some(websocket.close_record()),
+            Endpoint::SocketIo(socketio) => Some(socketio.close_record()),
         }
     }
 
@@ -419,6 +468,7 @@ impl Endpoint {
         match self {
             Endpoint::Http(http) => http.release_buffers(pool),
             Endpoint::WebSocket(websocket) => websocket.release_buffers(pool),
+            Endpoint::SocketIo(socketio) => socketio.release_buffers(pool),
             Endpoint::Stream(_) => {}
         }
     }

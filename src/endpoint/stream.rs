@@ -68,6 +68,11 @@ impl TopicPositions {
         &self.topics
     }
 
+    /// Where the client stands in each topic, in the order of [`TopicPositions::topics`].
+    pub fn positions(&self) -> &[Position] {
+        &self.positions
+    }
+
     /// Whether every topic's subscription was answered.
     pub fn all_answered(&self) -> bool {
         self.answered.iter().all(|&answered| answered)

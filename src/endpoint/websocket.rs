@@ -51,14 +51,14 @@ pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
 
 /// What a connection's token proved, and when the connection ends for it.
 #[derive(Debug)]
-struct Access {
-    identity: Identity,
+pub(super) struct Access {
+    pub(super) identity: Identity,
     /// The shard's clock when the token's `exp` plus `expiry_grace_ms` passes.
-    close_at_ms: u64,
+    pub(super) close_at_ms: u64,
 }
 
 impl Access {
-    fn new(identity: Identity, context: &Context) -> Access {
+    pub(super) fn new(identity: Identity, context: &Context) -> Access {
         let grace_ms = context.settings.auth.expiry_grace_ms;
         let close_at_unix_ms = identity.expires_unix_ms.saturating_add(grace_ms);
         Access {

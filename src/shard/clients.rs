@@ -21,7 +21,7 @@ pub(super) struct ShardClients<'a> {
     /// Connections whose endpoint owes something at the end of the turn.
     pub turn_list: &'a mut Vec<u32>,
     /// Deliveries per transport (`EndpointKind::TRANSPORTS`).
-    pub deliveries: &'a mut [u64; 4],
+    pub deliveries: &'a mut [u64; crate::broker::TRANSPORT_COUNT],
     pub frame_cache: &'a mut FrameCache,
     pub memory: &'a mut QueueMemory,
     pub close_timeout_ms: u64,
@@ -198,9 +198,12 @@ impl Clients for ShardClients<'_> {
         let connection = self.connections[client as usize]
             .as_mut()
             .expect("the broker names only open clients");
-        let next = connection
-            .endpoint
-            .answer_publish(ticket, result, &mut connection.outbound);
+        let next = connection.endpoint.answer_publish(
+            ticket,
+            result,
+            &mut connection.outbound,
+            self.context,
+        );
         self.follow(client, next);
     }
 

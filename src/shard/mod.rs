@@ -159,7 +159,7 @@ pub struct Shard {
     /// line, a poll's answer).
     turn_list: Vec<u32>,
     /// Open connections per transport (`EndpointKind::TRANSPORTS`).
-    transport_connections: [u64; 4],
+    transport_connections: [u64; crate::broker::TRANSPORT_COUNT],
     parked: Vec<(u32, u16)>,
     shard_index: usize,
     mailboxes: Arc<[Arc<Mailbox>]>,
@@ -251,7 +251,7 @@ impl Shard {
             send_list: Vec::with_capacity(table_slots),
             touched: Vec::with_capacity(table_slots),
             turn_list: Vec::with_capacity(table_slots),
-            transport_connections: [0; 4],
+            transport_connections: [0; crate::broker::TRANSPORT_COUNT],
             parked: Vec::with_capacity(table_slots),
             shard_index,
             outbox: (0..shards).map(|_| Outbox::default()).collect(),

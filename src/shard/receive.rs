@@ -12,7 +12,7 @@ use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
 use super::{RECEIVE_GROUP_ID, Shard};
 use crate::broker::QueueLimits;
-use crate::endpoint::{EndpointKind, Next};
+use crate::endpoint::Next;
 use crate::transport::tls::ReadOutcome;
 
 impl Shard {
@@ -112,7 +112,7 @@ impl Shard {
             .as_mut()
             .expect("checked by the caller");
         let before = connection.endpoint.kind();
-        if connection.closing != Closing::Open && before != EndpointKind::WebSocket {
+        if connection.closing != Closing::Open && !before.reads_while_closing() {
             // An HTTP connection or stream on its way out reads nothing more (a WebSocket
             // still reads the peer's close frame).
             return Ok(());
@@ -126,7 +126,7 @@ impl Shard {
                 // One TLS read can carry several records. Once an HTTP endpoint or stream has
                 // decided to close, what follows is not for it (as a plain read after that is
                 // never read); a WebSocket reads on through its close handshake.
-                if next == Next::Continue || endpoint.kind() == EndpointKind::WebSocket {
+                if next == Next::Continue || endpoint.kind().reads_while_closing() {
                     next = strongest(next, endpoint.handle_read(bytes, outbound, context));
                 }
             });

@@ -1,0 +1,381 @@
+//! Socket.IO clients over WebSocket (`/socket.io/?EIO=4&transport=websocket`) against the real
+//! `ringcast` binary: the Engine.IO open packet and heartbeat, the Socket.IO CONNECT and its
+//! refusals, requests as events with acknowledgements, deliveries as `message` events, and the
+//! Engine.IO handshake errors. The raw cases are written from the two protocol documents alone;
+//! the last runs the real npm `socket.io-client` (`tests/interop/socketio_client.js`).
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::server::{OPCODE_CLOSE, OPCODE_TEXT, RawClient, ServerProcess};
+use support::tools::{self, INSTALL_COMMAND};
+
+const WEBSOCKET_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+
+/// How the event carrying a client's recovery offset starts.
+const CURSOR_EVENT: &str = "42[\"cursor\",";
+
+/// Far above the client's own waits, so that it reports what it was waiting for.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Reads one text frame and returns it as a string.
+fn read_text(client: &mut RawClient) -> String {
+    let frame = client.read_frame();
+    assert_eq!(
+        frame.opcode, OPCODE_TEXT,
+        "expected a text frame: {frame:?}"
+    );
+    String::from_utf8(frame.payload).expect("UTF-8 text")
+}
+
+/// Reads text frames until one starts with `prefix`, answering the server's pings (`2`) on the
+/// way as a client must, and passing over `cursor` events (recovery offsets); bounded.
+fn read_text_starting(client: &mut RawClient, prefix: &str) -> String {
+    for _ in 0..64 {
+        let text = read_text(client);
+        if text.starts_with(prefix) {
+            return text;
+        }
+        if text.starts_with(CURSOR_EVENT) {
+            continue;
+        }
+        assert_eq!(text, "2", "unexpected packet while waiting for {prefix:?}");
+        send_text(client, "3");
+    }
+    panic!("no packet starting with {prefix:?} within 64 packets");
+}
+
+fn send_text(client: &mut RawClient, text: &str) {
+    client.send_frame(OPCODE_TEXT, true, text.as_bytes());
+}
+
+/// Upgrades at the Socket.IO path and reads the open packet.
+fn opened(server: &ServerProcess) -> (RawClient, serde_json::Value) {
+    let mut client = RawClient::upgraded(server.address, WEBSOCKET_PATH);
+    let open = read_text(&mut client);
+    let json = open.strip_prefix('0').expect("the open packet first");
+    (
+        client,
+        serde_json::from_str(json).expect("the open packet's JSON"),
+    )
+}
+
+/// Proves the open packet names a session id and the configured heartbeat and payload limit,
+/// with no upgrade offered over WebSocket, and that CONNECT to `/` is answered with the sid.
+#[test]
+fn open_packet_and_connect() {
+    let server = ServerProcess::start_with_environment(
+        &[],
+        &[
+            ("RINGCAST_PING_INTERVAL_MS", "60000"),
+            ("RINGCAST_PING_TIMEOUT_MS", "30000"),
+        ],
+    );
+    let (mut client, open) = opened(&server);
+    let sid = open["sid"].as_str().expect("sid");
+    assert_eq!(sid.len(), 22, "{open}");
+    assert_eq!(open["upgrades"], serde_json::json!([]), "{open}");
+    assert_eq!(open["pingInterval"], 60000, "{open}");
+    assert_eq!(open["pingTimeout"], 30000, "{open}");
+    assert_eq!(open["maxPayload"], 1_000_000, "{open}");
+    send_text(&mut client, "40");
+    let connected = read_text(&mut client);
+    let json: serde_json::Value =
+        serde_json::from_str(connected.strip_prefix("40").expect("40{…}")).unwrap();
+    assert!(
+        json["sid"].as_str().is_some_and(|sid| sid.len() == 22),
+        "{connected}"
+    );
+    // Two sessions never share an id.
+    let (_other, other_open) = opened(&server);
+    assert_ne!(other_open["sid"], open["sid"]);
+}
+
+/// Proves a namespace other than `/` is refused with CONNECT_ERROR while the connection stays
+/// usable, and that a first packet other than CONNECT closes the connection (1002).
+#[test]
+fn other_namespaces_refused_and_connect_required_first() {
+    let server = ServerProcess::start(&[]);
+    let (mut client, _) = opened(&server);
+    send_text(&mut client, "40/custom,");
+    assert_eq!(
+        read_text(&mut client),
+        r#"44/custom,{"message":"Invalid namespace"}"#
+    );
+    send_text(&mut client, "40");
+    assert!(read_text(&mut client).starts_with("40{\"sid\":"));
+
+    let (mut early, _) = opened(&server);
+    send_text(&mut early, r#"42["subscribe",{"topics":["A"]}]"#);
+    assert_eq!(early.read_close_code(), Some(1002));
+
+    let (mut garbage, _) = opened(&server);
+    send_text(&mut garbage, "9nonsense");
+    assert_eq!(garbage.read_close_code(), Some(1002));
+}
+
+/// Proves subscribe, publish and delivery as events: the subscribe is acknowledged, the
+/// `subscribed` event carries the `/ws` JSON, each publish is acknowledged with its seq, and
+/// each delivery is `42["message",{"topic","seq","data"}]` in order; a bad request is refused
+/// in its acknowledgement and the session survives.
+#[test]
+fn subscribe_publish_and_deliveries_as_events() {
+    let server = ServerProcess::start(&["--shards", "2"]);
+    let (mut client, _) = opened(&server);
+    send_text(&mut client, "40");
+    read_text_starting(&mut client, "40{");
+    send_text(&mut client, r#"421["subscribe",{"topics":["sio.raw"]}]"#);
+    assert_eq!(read_text_starting(&mut client, "431"), "431[]");
+    let subscribed = read_text_starting(&mut client, "42[\"subscribed\"");
+    assert!(
+        subscribed.starts_with(r#"42["subscribed",{"op":"subscribed","topic":"sio.raw","seq":"#),
+        "{subscribed}"
+    );
+    let mut seqs = Vec::new();
+    for index in 0..3 {
+        let ack_id = 10 + index;
+        send_text(
+            &mut client,
+            &format!(r#"42{ack_id}["publish",{{"topic":"sio.raw","data":{{"i":{index}}}}}]"#),
+        );
+    }
+    let mut acks = 0;
+    let mut messages = Vec::new();
+    for _ in 0..64 {
+        if acks == 3 && messages.len() == 3 {
+            break;
+        }
+        let text = read_text(&mut client);
+        if let Some(rest) = text.strip_prefix("431") {
+            let (id, body) = rest.split_at(1);
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(json[0]["op"], "published", "{text}");
+            seqs.push((id.to_owned(), json[0]["seq"].as_u64().unwrap()));
+            acks += 1;
+        } else if let Some(body) = text.strip_prefix("42[\"message\",") {
+            let json: serde_json::Value =
+                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
+            messages.push(json);
+        } else if !text.starts_with(CURSOR_EVENT) {
+            assert_eq!(text, "2", "unexpected packet {text}");
+        }
+    }
+    assert_eq!((acks, messages.len()), (3, 3), "{seqs:?} {messages:?}");
+    for (index, message) in messages.iter().enumerate() {
+        assert_eq!(message["topic"], "sio.raw");
+        assert_eq!(message["data"]["i"], index as u64);
+        if index > 0 {
+            let previous = messages[index - 1]["seq"].as_u64().unwrap();
+            assert_eq!(message["seq"].as_u64().unwrap(), previous + 1);
+        }
+    }
+    send_text(&mut client, r#"427["subscribe",{"topics":[""]}]"#);
+    let refused = read_text_starting(&mut client, "437");
+    assert!(
+        refused.starts_with(r#"437[{"op":"error","reason":"#),
+        "{refused}"
+    );
+    send_text(&mut client, r#"42["dance",{}]"#);
+    let error = read_text_starting(&mut client, "42[\"error\"");
+    assert!(error.contains("unknown op"), "{error}");
+}
+
+/// Proves the server-driven heartbeat: a ping `2` every `ping_interval_ms`, answered `3`
+/// keeps the session; an unanswered ping closes it (1001) after `ping_timeout_ms`. The timeout
+/// is seconds, far beyond a loaded machine's answer time, so only a missing pong closes.
+#[test]
+fn heartbeat_pings_and_closes_on_missing_pong() {
+    let server = ServerProcess::start_with_environment(
+        &[],
+        &[
+            ("RINGCAST_PING_INTERVAL_MS", "50"),
+            ("RINGCAST_PING_TIMEOUT_MS", "3000"),
+        ],
+    );
+    let (mut client, _) = opened(&server);
+    send_text(&mut client, "40");
+    read_text_starting(&mut client, "40{");
+    for _ in 0..3 {
+        assert_eq!(read_text(&mut client), "2");
+        send_text(&mut client, "3");
+    }
+    assert_eq!(read_text(&mut client), "2");
+    let frame = client.read_frame();
+    assert_eq!(frame.opcode, OPCODE_CLOSE, "{frame:?}");
+    assert_eq!(
+        frame.close_code_and_reason().map(|(code, _)| code),
+        Some(1001)
+    );
+}
+
+/// Proves requests at the Socket.IO path that cannot start a session get the reference
+/// server's 400 answers: another protocol revision, polling (not served), an unknown sid.
+#[test]
+fn engine_handshake_errors() {
+    let server = ServerProcess::start(&[]);
+    let cases = [
+        ("/socket.io/?EIO=3&transport=polling", 5),
+        ("/socket.io/?EIO=4&transport=polling", 0),
+        ("/socket.io/?EIO=4&transport=carrier-pigeon", 0),
+        ("/socket.io/?EIO=4&transport=websocket", 3),
+    ];
+    for (path, code) in cases {
+        let mut client = RawClient::connect(server.address);
+        client.write(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes());
+        let response = client.read_response();
+        assert_eq!(response.status, 400, "{path}: {response:?}");
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["code"], code, "{path}: {body}");
+    }
+    let mut client = RawClient::connect(server.address);
+    let path = "/socket.io/?EIO=4&transport=websocket&sid=AAAAAAAAAAAAAAAAAAAAAA";
+    client.write(support::server::upgrade_request(path).as_bytes());
+    let response = client.read_response();
+    assert_eq!(response.status, 400, "{response:?}");
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(body["code"], 1, "{body}");
+}
+
+/// Proves the real npm `socket.io-client` over WebSocket only: it connects, subscribes,
+/// publishes with acknowledgements, receives every message in order, and is refused a
+/// namespace other than `/`.
+#[test]
+fn socketio_client_over_websocket() {
+    let package = tools::manifest_path("tests/interop/node_modules/socket.io-client/package.json");
+    tools::require_installed(&package, "the npm package socket.io-client");
+    let directory = tools::fresh_directory("interop-socketio-websocket");
+    let server = ServerProcess::start(&["--shards", "2", "--log", "debug"]);
+    let mut command = Command::new("node");
+    command
+        .arg(tools::manifest_path("tests/interop/socketio_client.js"))
+        .arg(server.address.to_string())
+        .arg("websocket")
+        .arg("200");
+    let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
+    let run = tools::run_with_deadline(
+        &mut command,
+        "socketio_client",
+        &directory,
+        CLIENT_DEADLINE,
+        &missing,
+    );
+    assert!(
+        run.status.success(),
+        "socketio_client.js failed with {}\n{}\n--- server log (end) ---\n{}",
+        run.status,
+        run.outputs(),
+        server.log_tail()
+    );
+}
+
+/// Proves connection-state recovery with the real npm `socket.io-client`: a subscriber behind
+/// a proxy that is cut three times while another client publishes comes back each time with
+/// its `pid` and offset, is told it recovered, and ends with every seq once and in order.
+#[test]
+fn socketio_client_recovers_with_no_gap() {
+    let package = tools::manifest_path("tests/interop/node_modules/socket.io-client/package.json");
+    tools::require_installed(&package, "the npm package socket.io-client");
+    let directory = tools::fresh_directory("interop-socketio-recovery");
+    let server = ServerProcess::start(&["--shards", "2", "--log", "debug"]);
+    let mut command = Command::new("node");
+    command
+        .arg(tools::manifest_path("tests/interop/socketio_recovery.js"))
+        .arg(server.address.to_string())
+        .arg("300")
+        .arg("3");
+    let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
+    let run = tools::run_with_deadline(
+        &mut command,
+        "socketio_recovery",
+        &directory,
+        CLIENT_DEADLINE,
+        &missing,
+    );
+    assert!(
+        run.status.success(),
+        "socketio_recovery.js failed with {}\n{}\n--- server log (end) ---\n{}",
+        run.status,
+        run.outputs(),
+        server.log_tail()
+    );
+}
+
+/// Proves an offset is resumed on whatever connection brings it back: a raw client
+/// subscribes, takes messages and its `cursor` events, then a new connection CONNECTs with the
+/// `pid` and the last offset and gets the same `pid`, `subscribed` and the messages published
+/// meanwhile, from the seq after the last it had; a garbled offset recovers nothing (new pid).
+#[test]
+fn offset_resumes_on_a_new_connection() {
+    let server = ServerProcess::start(&["--shards", "2"]);
+    let (mut first, _) = opened(&server);
+    send_text(&mut first, "40");
+    let connected = read_text_starting(&mut first, "40{");
+    let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
+    let pid = json["pid"].as_str().expect("a pid").to_owned();
+    send_text(&mut first, r#"42["subscribe",{"topics":["sio.offset"]}]"#);
+    read_text_starting(&mut first, "42[\"subscribed\"");
+    send_text(
+        &mut first,
+        r#"421["publish",{"topic":"sio.offset","data":1}]"#,
+    );
+    let mut offset = None;
+    let mut last_seq = None;
+    for _ in 0..64 {
+        let text = read_text(&mut first);
+        if let Some(body) = text.strip_prefix("42[\"message\",") {
+            let json: serde_json::Value =
+                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
+            last_seq = json["seq"].as_u64();
+        } else if let Some(rest) = text.strip_prefix("42[\"cursor\",") {
+            let json: serde_json::Value =
+                serde_json::from_str(rest.strip_suffix(']').unwrap()).unwrap();
+            offset = Some(json.as_str().unwrap().to_owned());
+            if last_seq.is_some() {
+                break;
+            }
+        }
+    }
+    let (offset, last_seq) = (
+        offset.expect("a cursor event"),
+        last_seq.expect("a message"),
+    );
+    drop(first);
+
+    let (mut publisher, _) = opened(&server);
+    send_text(&mut publisher, "40");
+    read_text_starting(&mut publisher, "40{");
+    for index in 0..3 {
+        let packet = format!(r#"42{index}["publish",{{"topic":"sio.offset","data":{index}}}]"#);
+        send_text(&mut publisher, &packet);
+        read_text_starting(&mut publisher, &format!("43{index}"));
+    }
+
+    let (mut second, _) = opened(&server);
+    let auth = serde_json::json!({ "pid": pid, "offset": offset });
+    send_text(&mut second, &format!("40{auth}"));
+    let connected = read_text_starting(&mut second, "40{");
+    let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
+    assert_eq!(json["pid"], pid.as_str(), "{connected}");
+    let mut seqs = Vec::new();
+    for _ in 0..64 {
+        if seqs.len() == 3 {
+            break;
+        }
+        let text = read_text(&mut second);
+        if let Some(body) = text.strip_prefix("42[\"message\",") {
+            let json: serde_json::Value =
+                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
+            seqs.push(json["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(seqs, [last_seq + 1, last_seq + 2, last_seq + 3]);
+
+    let (mut third, _) = opened(&server);
+    let auth = serde_json::json!({ "pid": pid, "offset": "garbled.offset" });
+    send_text(&mut third, &format!("40{auth}"));
+    let connected = read_text_starting(&mut third, "40{");
+    let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
+    assert_ne!(json["pid"], pid.as_str(), "{connected}");
+}
