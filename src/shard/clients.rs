@@ -32,7 +32,7 @@ pub(super) struct ShardClients<'a> {
 macro_rules! shard_clients {
     ($shard:expr) => {
         $crate::shard::clients::ShardClients {
-            connections: &mut $shard.connections,
+            connections: $shard.connections.written(),
             context: &mut $shard.context,
             send_list: &mut $shard.send_list,
             touched: &mut $shard.touched,

@@ -56,7 +56,7 @@ use crate::transport::tls::TlsWorkspace;
 use accept::{Accepts, Listener};
 use buffers::ReceiveBuffers;
 use commands::Outbox;
-use connection::Connection;
+use connection::{Connection, ConnectionTable};
 use mailbox::Mailbox;
 use metrics_board::{MetricsBoard, MetricsView};
 use ring::{Completion, Operation, Ring, Tag};
@@ -125,7 +125,7 @@ pub struct Shard {
     ring: Ring,
     receive_buffers: ReceiveBuffers,
     sends: SendSlots,
-    connections: Vec<Option<Connection>>,
+    connections: ConnectionTable,
     generations: Vec<u16>,
     /// Per slot, the address its connection counts against (`AddressLimits`); 0 for none.
     address_tickets: Vec<u64>,
@@ -231,7 +231,7 @@ impl Shard {
             ring,
             receive_buffers,
             sends: SendSlots::new(table_slots, config.send_batch_frames_max),
-            connections: (0..table_slots).map(|_| None).collect(),
+            connections: ConnectionTable::new(table_slots),
             generations: vec![0; table_slots],
             address_tickets: vec![0; table_slots],
             address_limits,
