@@ -122,7 +122,10 @@ impl Server {
             }
             None => (Vec::new().into_iter(), None, None),
         };
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        // The CPUs this process may run on (taskset, cgroups): shard i is pinned to the i-th of
+        // them, never to CPU i itself, which may be outside the set (under `taskset -c 1`,
+        // pinning the one shard to CPU 0 put it on the load generator's core).
+        let cores = allowed_cores();
         let (ready_sender, ready_receiver) = mpsc::channel();
         let mut threads = Vec::with_capacity(config.shards);
         let mut kept_listeners = Vec::with_capacity(config.shards * 2);
@@ -147,7 +150,7 @@ impl Server {
             let ready = ready_sender.clone();
             let egress = egress.as_ref().map(|egress| egress.link(index));
             let nats = nats.as_ref().map(|nats| nats.link(index));
-            let pin_core = (config.shards <= cores).then_some(index);
+            let pin_core = (config.shards <= cores.len()).then(|| cores[index]);
             let tls_listener = tls_listeners.next();
             kept_listeners.push(listener.try_clone()?);
             if let Some(tls_listener) = &tls_listener {
@@ -353,6 +356,21 @@ fn epoch_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// The CPUs the calling thread may run on, in order (CPU 0 alone if the set cannot be read).
+fn allowed_cores() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data for which all-zero bytes is the empty set;
+    // sched_getaffinity(0, ...) writes inside it during the call only; CPU_ISSET reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&core| libc::CPU_ISSET(core, &set))
+            .collect()
+    }
 }
 
 fn pin_to_core(core: usize) {
