@@ -239,8 +239,10 @@ fn turn_list(connection: &mut Connection, slot: u32, turn_list: &mut Vec<u32>) {
 }
 
 /// Lists `connection` for the next send, once.
+/// A session with frames queued is listed too: its carrier, if any, takes them then.
 pub(super) fn list_for_send(connection: &mut Connection, slot: u32, send_list: &mut Vec<u32>) {
-    if !connection.send_listed && connection.has_sendable() {
+    let session_queued = connection.detached && !connection.outbound.is_empty();
+    if !connection.send_listed && (connection.has_sendable() || session_queued) {
         connection.send_listed = true;
         send_list.push(slot);
     }

@@ -149,6 +149,14 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
+        if connection.detached {
+            // A session has no socket: once it closes, what it queued goes to its carrier and
+            // the slot is freed at once.
+            return match connection.closing {
+                Closing::Open => Ok(()),
+                _ => self.end_session(slot),
+            };
+        }
         if connection.closing == Closing::AfterFlush
             && connection.is_flushed()
             && let Some(tls) = connection.transport.tls_mut()
@@ -187,6 +195,11 @@ impl Shard {
             .as_mut()
             .expect("live connection");
         if !matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
+            return Ok(());
+        }
+        if connection.detached {
+            // Freed by `advance_close`, which the caller's `after_activity` reaches.
+            connection.closing = Closing::AfterFlush;
             return Ok(());
         }
         connection
@@ -285,7 +298,15 @@ impl Shard {
         self.free_connection(slot)
     }
 
-    fn free_connection(&mut self, slot: u32) -> io::Result<()> {
+    pub(super) fn free_connection(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connections[slot as usize]
+            .as_ref()
+            .expect("live connection");
+        let detached = connection.detached;
+        if let Some(session) = connection.endpoint.carried_session() {
+            let carrier = self.client_ref(slot);
+            self.carry(session, carrier, crate::broker::command::CarrierRequest::Gone)?;
+        }
         self.fanout.close_client(slot);
         self.record_closed(slot);
         // Every operation of the connection has completed: nothing is in flight, and whatever
@@ -309,6 +330,10 @@ impl Shard {
         connection.endpoint.release_buffers(&mut self.context.pool);
         self.count_kind(connection.endpoint.kind(), EndpointKind::Http);
         self.timers.cancel(slot);
+        if detached {
+            self.sessions.release(slot);
+            return self.after_broker();
+        }
         let ticket = std::mem::take(&mut self.address_tickets[slot as usize]);
         self.address_limits.release(ticket, self.context.unix_ms());
         self.connection_count -= 1;

@@ -62,6 +62,10 @@ pub struct Connection {
     /// The kind it was first a client of the broker as (`connection.opened` recorded then, if a
     /// webhook wants it); `None` while it is plain HTTP.
     pub(super) announced: Option<EndpointKind>,
+    /// An Engine.IO long-polling session: a client of the broker with no socket (in a slot
+    /// beyond the connection table), whose queue the connections carrying it take
+    /// (`shard::sessions`). No ring operation ever names its slot.
+    pub(super) detached: bool,
 }
 
 impl Connection {
@@ -85,6 +89,7 @@ impl Connection {
             stall_closed: false,
             unsent: false,
             announced: None,
+            detached: false,
         }
     }
 
@@ -115,7 +120,8 @@ impl Connection {
 
     /// When a queue that makes no progress counts as stalled; `u64::MAX` when nothing waits.
     pub fn stall_deadline_ms(&self, send_stall_timeout_ms: u64) -> u64 {
-        match !self.has_unsent() || self.stall_closed {
+        // A session's queue waits for its next poll; the heartbeat ends a session not polled.
+        match !self.has_unsent() || self.stall_closed || self.detached {
             true => u64::MAX,
             false => self.send_progress_ms.saturating_add(send_stall_timeout_ms),
         }
@@ -124,6 +130,9 @@ impl Connection {
     /// Whether a send should be submitted now: something to send, and no send in flight. For
     /// TLS, ciphertext waiting, or plaintext queued that may be sealed.
     pub fn has_sendable(&self) -> bool {
+        if self.detached {
+            return false;
+        }
         match self.transport.tls() {
             None => self.outbound.is_sendable(),
             Some(tls) => {
