@@ -211,13 +211,16 @@ fn heartbeat_pings_and_closes_on_missing_pong() {
 }
 
 /// Proves requests at the Socket.IO path that cannot start a session get the reference
-/// server's 400 answers: another protocol revision, polling (not served), an unknown sid.
+/// server's 400 answers: another protocol revision, an unknown transport, a plain GET naming
+/// WebSocket, an unknown sid. A WebSocket naming a sid of this server's shape that no session
+/// has is upgraded (the session's shard, which may be another, is asked after the 101) and
+/// closed at once.
 #[test]
 fn engine_handshake_errors() {
     let server = ServerProcess::start(&[]);
     let cases = [
         ("/socket.io/?EIO=3&transport=polling", 5),
-        ("/socket.io/?EIO=4&transport=polling", 0),
+        ("/socket.io/?EIO=4&transport=polling&sid=nonsense", 1),
         ("/socket.io/?EIO=4&transport=carrier-pigeon", 0),
         ("/socket.io/?EIO=4&transport=websocket", 3),
     ];
@@ -230,12 +233,15 @@ fn engine_handshake_errors() {
         assert_eq!(body["code"], code, "{path}: {body}");
     }
     let mut client = RawClient::connect(server.address);
-    let path = "/socket.io/?EIO=4&transport=websocket&sid=AAAAAAAAAAAAAAAAAAAAAA";
+    let path = "/socket.io/?EIO=4&transport=websocket&sid=nonsense";
     client.write(support::server::upgrade_request(path).as_bytes());
     let response = client.read_response();
     assert_eq!(response.status, 400, "{response:?}");
     let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
     assert_eq!(body["code"], 1, "{body}");
+    let path = "/socket.io/?EIO=4&transport=websocket&sid=AAAAAAAAAAAAAAAAAAAAAA";
+    let mut unknown = RawClient::upgraded(server.address, path);
+    assert_eq!(unknown.read_close_code(), Some(1000));
 }
 
 /// Proves the real npm `socket.io-client` over WebSocket only: it connects, subscribes,

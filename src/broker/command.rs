@@ -47,6 +47,9 @@ pub enum CarrierRequest {
     Poll { keep_alive: bool },
     /// A long-polling POST and its body (answered `ok`, 400 or 413).
     Post { body: Bytes, keep_alive: bool },
+    /// A WebSocket naming the session opened (after its 101): the session's shard closes it
+    /// if the session is unknown.
+    Attach,
     /// The upgrading WebSocket received `2probe` (and answered `3probe` itself).
     Probe,
     /// The upgrading WebSocket received `5`: the session moves onto it.

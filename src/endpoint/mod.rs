@@ -369,6 +369,10 @@ impl Endpoint {
                     http.release_buffers(&mut context.pool);
                     context.counters.upgrades += 1;
                     let mut carrier = CarrierEndpoint::new(address, context);
+                    context.engine_calls.push(EngineCall::Carry {
+                        session: address,
+                        request: crate::broker::command::CarrierRequest::Attach,
+                    });
                     let rest = &mut input[rest_start..];
                     let next = match rest.is_empty() {
                         true => Next::Continue,

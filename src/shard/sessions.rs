@@ -241,6 +241,7 @@ impl Shard {
             CarrierRequest::Post { body, keep_alive } => {
                 self.session_post(slot, carrier, &body, keep_alive)
             }
+            CarrierRequest::Attach => Ok(()),
             CarrierRequest::Probe => {
                 self.sessions.carriers(slot).probing = Some(carrier);
                 self.release_poll(slot)
@@ -291,9 +292,10 @@ impl Shard {
             CarrierRequest::Poll { .. } | CarrierRequest::Post { .. } => {
                 http_response(400, JSON_CONTENT_TYPE, SESSION_ID_UNKNOWN, false)
             }
-            CarrierRequest::Probe | CarrierRequest::Upgrade | CarrierRequest::Packet(_) => {
-                CarrierAnswer::Close
-            }
+            CarrierRequest::Attach
+            | CarrierRequest::Probe
+            | CarrierRequest::Upgrade
+            | CarrierRequest::Packet(_) => CarrierAnswer::Close,
             CarrierRequest::Gone => return Ok(()),
         };
         self.answer_carrier(carrier, answer)
