@@ -249,15 +249,33 @@ fn engine_handshake_errors() {
 /// namespace other than `/`.
 #[test]
 fn socketio_client_over_websocket() {
+    run_socketio_client("websocket");
+}
+
+/// Proves the same with the real client on long polling only, on a 2-shard server where its
+/// requests land on either shard.
+#[test]
+fn socketio_client_over_polling() {
+    run_socketio_client("polling");
+}
+
+/// Proves the same with the client's defaults: long polling first, then the upgrade to
+/// WebSocket in the middle of the subscription and publishes, which must be over by the end.
+#[test]
+fn socketio_client_with_upgrade() {
+    run_socketio_client("default");
+}
+
+fn run_socketio_client(transport: &str) {
     let package = tools::manifest_path("tests/interop/node_modules/socket.io-client/package.json");
     tools::require_installed(&package, "the npm package socket.io-client");
-    let directory = tools::fresh_directory("interop-socketio-websocket");
+    let directory = tools::fresh_directory(&format!("interop-socketio-{transport}"));
     let server = ServerProcess::start(&["--shards", "2", "--log", "debug"]);
     let mut command = Command::new("node");
     command
         .arg(tools::manifest_path("tests/interop/socketio_client.js"))
         .arg(server.address.to_string())
-        .arg("websocket")
+        .arg(transport)
         .arg("200");
     let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
     let run = tools::run_with_deadline(
@@ -269,7 +287,7 @@ fn socketio_client_over_websocket() {
     );
     assert!(
         run.status.success(),
-        "socketio_client.js failed with {}\n{}\n--- server log (end) ---\n{}",
+        "socketio_client.js ({transport}) failed with {}\n{}\n--- server log (end) ---\n{}",
         run.status,
         run.outputs(),
         server.log_tail()
@@ -281,16 +299,29 @@ fn socketio_client_over_websocket() {
 /// its `pid` and offset, is told it recovered, and ends with every seq once and in order.
 #[test]
 fn socketio_client_recovers_with_no_gap() {
+    run_socketio_recovery("websocket");
+}
+
+/// Proves the same recovery with the client's defaults: every connection, the first and each
+/// reconnect, starts on long polling and upgrades, and a cut may fall before, during or after
+/// an upgrade.
+#[test]
+fn socketio_client_recovers_with_upgrades() {
+    run_socketio_recovery("default");
+}
+
+fn run_socketio_recovery(transport: &str) {
     let package = tools::manifest_path("tests/interop/node_modules/socket.io-client/package.json");
     tools::require_installed(&package, "the npm package socket.io-client");
-    let directory = tools::fresh_directory("interop-socketio-recovery");
+    let directory = tools::fresh_directory(&format!("interop-socketio-recovery-{transport}"));
     let server = ServerProcess::start(&["--shards", "2", "--log", "debug"]);
     let mut command = Command::new("node");
     command
         .arg(tools::manifest_path("tests/interop/socketio_recovery.js"))
         .arg(server.address.to_string())
         .arg("300")
-        .arg("3");
+        .arg("3")
+        .arg(transport);
     let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
     let run = tools::run_with_deadline(
         &mut command,
@@ -301,7 +332,7 @@ fn socketio_client_recovers_with_no_gap() {
     );
     assert!(
         run.status.success(),
-        "socketio_recovery.js failed with {}\n{}\n--- server log (end) ---\n{}",
+        "socketio_recovery.js ({transport}) failed with {}\n{}\n--- server log (end) ---\n{}",
         run.status,
         run.outputs(),
         server.log_tail()
