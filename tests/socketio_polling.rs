@@ -93,7 +93,11 @@ fn connected_session(server: &ServerProcess) -> String {
 /// The shard a session id names (its first two characters, base64url, hold the shard).
 fn owner_shard(sid: &str) -> usize {
     const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let value = |index: usize| ALPHABET.find(sid.as_bytes()[index] as char).expect("base64url");
+    let value = |index: usize| {
+        ALPHABET
+            .find(sid.as_bytes()[index] as char)
+            .expect("base64url")
+    };
     (value(0) << 6) | value(1)
 }
 
@@ -153,7 +157,10 @@ fn held_get_answered_by_deliveries() {
     let subscribe = r#"421["subscribe",{"topics":["poll.held"]}]"#;
     assert_eq!(post(&server, &sid, &[subscribe]).status, 200);
     let packets = poll_until(&server, &sid, "42[\"subscribed\"");
-    assert!(packets.iter().any(|packet| packet == "431[]"), "{packets:?}");
+    assert!(
+        packets.iter().any(|packet| packet == "431[]"),
+        "{packets:?}"
+    );
 
     let held = send_request(&server, "GET", &session_path(&sid), b"");
     // The GET is held: nothing waits for it, so the publish is what answers it.
@@ -165,16 +172,27 @@ fn held_get_answered_by_deliveries() {
     assert_eq!(first["data"]["i"], 0);
 
     for index in 1..4 {
-        seqs.push(publish(&server, "poll.held", &format!(r#"{{"i":{index}}}"#)));
+        seqs.push(publish(
+            &server,
+            "poll.held",
+            &format!(r#"{{"i":{index}}}"#),
+        ));
     }
     let mut messages = Vec::new();
     for _ in 0..8 {
         if messages.len() == 3 {
             break;
         }
-        messages.extend(poll(&server, &sid).iter().filter_map(|packet| message_of(packet)));
+        messages.extend(
+            poll(&server, &sid)
+                .iter()
+                .filter_map(|packet| message_of(packet)),
+        );
     }
-    let received: Vec<_> = messages.iter().map(|message| message["seq"].as_u64()).collect();
+    let received: Vec<_> = messages
+        .iter()
+        .map(|message| message["seq"].as_u64())
+        .collect();
     let expected: Vec<_> = seqs[1..].iter().map(|&seq| Some(seq)).collect();
     assert_eq!(received, expected, "{messages:?}");
 }
@@ -189,11 +207,18 @@ fn unknown_sid_overlapping_get_and_oversized_post() {
         &["--shards", "2"],
         &[("RINGCAST_ENGINEIO_PAYLOAD_BYTES_MAX", "1000")],
     );
-    for sid in ["AAAAAAAAAAAAAAAAAAAAAA", "nonsense", "AB__________________AA"] {
+    for sid in [
+        "AAAAAAAAAAAAAAAAAAAAAA",
+        "nonsense",
+        "AB__________________AA",
+    ] {
         let response = request(&server, "GET", &session_path(sid), b"");
         assert_eq!(response.status, 400, "{sid}: {response:?}");
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-        assert_eq!(body, serde_json::json!({"code":1,"message":"Session ID unknown"}));
+        assert_eq!(
+            body,
+            serde_json::json!({"code":1,"message":"Session ID unknown"})
+        );
         let response = request(&server, "POST", &session_path(sid), b"40");
         assert_eq!(response.status, 400, "{sid}: {response:?}");
     }
@@ -206,7 +231,8 @@ fn unknown_sid_overlapping_get_and_oversized_post() {
         .map(|_| send_request(&server, "GET", &session_path(&sid), b""))
         .map(|client| std::thread::spawn(move || client.read_response_owned()))
         .collect();
-    let mut responses: Vec<HttpResponse> = gets.into_iter().map(|get| get.join().unwrap()).collect();
+    let mut responses: Vec<HttpResponse> =
+        gets.into_iter().map(|get| get.join().unwrap()).collect();
     responses.sort_by_key(|response| response.status);
     let (held, second) = (responses.remove(0), responses.remove(0));
     assert_eq!((held.status, second.status), (200, 400));
@@ -214,16 +240,25 @@ fn unknown_sid_overlapping_get_and_oversized_post() {
     assert_eq!(body["code"], 3, "{body}");
     let packets = packets_of(held);
     assert_eq!(packets.last().map(String::as_str), Some("1"), "{packets:?}");
-    assert_eq!(request(&server, "GET", &session_path(&sid), b"").status, 400);
+    assert_eq!(
+        request(&server, "GET", &session_path(&sid), b"").status,
+        400
+    );
 
     let sid = connected_session(&server);
     let long = format!("42[\"ping\",\"{}\"]", "x".repeat(2000));
     assert_eq!(post(&server, &sid, &[&long]).status, 413);
-    assert_eq!(request(&server, "GET", &session_path(&sid), b"").status, 400);
+    assert_eq!(
+        request(&server, "GET", &session_path(&sid), b"").status,
+        400
+    );
 
     let sid = connected_session(&server);
     assert_eq!(post(&server, &sid, &["9garbage"]).status, 400);
-    assert_eq!(request(&server, "GET", &session_path(&sid), b"").status, 400);
+    assert_eq!(
+        request(&server, "GET", &session_path(&sid), b"").status,
+        400
+    );
 }
 
 /// Proves the heartbeat over polling: the server's ping `2` comes in a held GET, the pong `3`
@@ -268,7 +303,10 @@ fn heartbeat_by_polls_and_expiry() {
     support::server::wait_until("the never-polled session to expire", || {
         metrics.metric_where("ringcast_transport_connections", "transport=\"socketio\"") == 0
     });
-    assert_eq!(request(&server, "GET", &session_path(&never_polled), b"").status, 400);
+    assert_eq!(
+        request(&server, "GET", &session_path(&never_polled), b"").status,
+        400
+    );
 }
 
 /// Proves sessions are served whatever shard a request lands on: on a 2-shard server, new
@@ -279,7 +317,8 @@ fn heartbeat_by_polls_and_expiry() {
 fn sessions_across_shards() {
     let server = ServerProcess::start(&["--shards", "2"]);
     let sids: Vec<String> = (0..12).map(|_| connected_session(&server)).collect();
-    let owners: std::collections::BTreeSet<usize> = sids.iter().map(|sid| owner_shard(sid)).collect();
+    let owners: std::collections::BTreeSet<usize> =
+        sids.iter().map(|sid| owner_shard(sid)).collect();
     assert_eq!(owners.len(), 2, "sessions on both shards: {owners:?}");
     for (index, sid) in sids.iter().enumerate() {
         let topic = format!("poll.shards.{index}");
@@ -307,7 +346,10 @@ fn sessions_across_shards() {
         }
         assert_eq!(data, [0, 1, 2], "{sid}: {acks:?}");
         assert_eq!(acks.len(), 3, "{acks:?}");
-        assert!(acks.iter().all(|ack| ack.contains("\"published\"")), "{acks:?}");
+        assert!(
+            acks.iter().all(|ack| ack.contains("\"published\"")),
+            "{acks:?}"
+        );
     }
 }
 
@@ -366,17 +408,30 @@ fn upgrade_from_polling_without_loss() {
                 websocket.send_frame(OPCODE_TEXT, true, b"3");
             }
         }
-        assert!(acknowledged, "the publish over the upgraded WebSocket was acknowledged");
+        assert!(
+            acknowledged,
+            "the publish over the upgraded WebSocket was acknowledged"
+        );
         let first = seqs[0];
-        assert_eq!(received, [first, first + 1, first + 2, first + 3], "{seqs:?}");
-        assert_eq!(request(&server, "GET", &session_path(&sid), b"").status, 400);
+        assert_eq!(
+            received,
+            [first, first + 1, first + 2, first + 3],
+            "{seqs:?}"
+        );
+        assert_eq!(
+            request(&server, "GET", &session_path(&sid), b"").status,
+            400
+        );
     }
 }
 
 /// Reads one text frame as a string.
 fn read_text(client: &mut RawClient) -> String {
     let frame = client.read_frame();
-    assert_eq!(frame.opcode, OPCODE_TEXT, "expected a text frame: {frame:?}");
+    assert_eq!(
+        frame.opcode, OPCODE_TEXT,
+        "expected a text frame: {frame:?}"
+    );
     String::from_utf8(frame.payload).expect("UTF-8 text")
 }
 

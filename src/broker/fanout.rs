@@ -282,7 +282,10 @@ impl Fanout {
     pub fn handle_command(&mut self, command: Command, clients: &mut impl Clients) {
         match command {
             Command::Shutdown | Command::ToSession { .. } | Command::ToCarrier { .. } => {
-                debug_assert!(false, "the shard handles shutdown and Engine.IO carriers itself")
+                debug_assert!(
+                    false,
+                    "the shard handles shutdown and Engine.IO carriers itself"
+                )
             }
             Command::Publish {
                 topic,

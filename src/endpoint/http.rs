@@ -22,10 +22,10 @@ use super::socketio_polling::{self, EngineCall};
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
 use crate::auth::AuthFailure;
 use crate::auth::{AuthRefusal, Identity};
+use crate::broker::command::{CarrierRequest, SessionAddress};
 use crate::broker::http_api::{
     self, HttpError, Route, write_batch_response, write_http_error, write_publish_response,
 };
-use crate::broker::command::{CarrierRequest, SessionAddress};
 use crate::broker::idempotency::IdempotencyKey;
 use crate::broker::owner::OwnerError;
 use crate::broker::stream_api::{self, StreamKind, StreamRequest};
@@ -970,12 +970,18 @@ impl Answer<'_> {
             }
             (EngineQuery::Session(session), "GET") => {
                 let request = CarrierRequest::Poll { keep_alive };
-                (EngineCall::Carry { session, request }, EngineWait::Session(session))
+                (
+                    EngineCall::Carry { session, request },
+                    EngineWait::Session(session),
+                )
             }
             (EngineQuery::Session(session), "POST") => {
                 let body = Bytes::copy_from_slice(request.body);
                 let request = CarrierRequest::Post { body, keep_alive };
-                (EngineCall::Carry { session, request }, EngineWait::Session(session))
+                (
+                    EngineCall::Carry { session, request },
+                    EngineWait::Session(session),
+                )
             }
             _ => return self.refuse_engine_handshake(EngineHandshakeError::BadRequest),
         };

@@ -322,7 +322,11 @@ mod tests {
     /// A session id names its owner's shard and slot, and reads back as them.
     #[test]
     fn session_ids_name_their_owner() {
-        for (shard, slot) in [(0, 0), (1, 70_000), (SESSION_SHARD_MAX, SESSION_SLOT_MAX as u32)] {
+        for (shard, slot) in [
+            (0, 0),
+            (1, 70_000),
+            (SESSION_SHARD_MAX, SESSION_SLOT_MAX as u32),
+        ] {
             let id = session_id(shard, slot);
             let text = std::str::from_utf8(&id).expect("ASCII");
             let address = session_address(text).expect("an id of ours");
@@ -335,7 +339,13 @@ mod tests {
     /// Ids of another shape are unknown before any shard is asked.
     #[test]
     fn foreign_ids_are_refused() {
-        for id in ["", "short", "AAAAAAAAAAAAAAAAAAAAA=", "AAAAAAAAAAAAAAAAAAAAAAA", "é"] {
+        for id in [
+            "",
+            "short",
+            "AAAAAAAAAAAAAAAAAAAAA=",
+            "AAAAAAAAAAAAAAAAAAAAAAA",
+            "é",
+        ] {
             assert_eq!(session_address(id), None, "{id:?}");
         }
     }

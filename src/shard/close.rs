@@ -305,7 +305,11 @@ impl Shard {
         let detached = connection.detached;
         if let Some(session) = connection.endpoint.carried_session() {
             let carrier = self.client_ref(slot);
-            self.carry(session, carrier, crate::broker::command::CarrierRequest::Gone)?;
+            self.carry(
+                session,
+                carrier,
+                crate::broker::command::CarrierRequest::Gone,
+            )?;
         }
         self.fanout.close_client(slot);
         self.record_closed(slot);

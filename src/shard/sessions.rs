@@ -66,7 +66,9 @@ impl Sessions {
         let slot_start = slot_start as u32;
         Sessions {
             slot_start,
-            free: (slot_start..slot_start + sessions_max as u32).rev().collect(),
+            free: (slot_start..slot_start + sessions_max as u32)
+                .rev()
+                .collect(),
             carriers: vec![Carriers::default(); sessions_max],
         }
     }
@@ -150,7 +152,10 @@ impl Shard {
         answer: CarrierAnswer,
     ) -> io::Result<()> {
         let slot = carrier.slot;
-        let Some(connection) = self.connections.get_mut(slot as usize).and_then(Option::as_mut)
+        let Some(connection) = self
+            .connections
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
         else {
             return Ok(());
         };
@@ -160,9 +165,13 @@ impl Shard {
         let context = &mut self.context;
         let outbound = &mut connection.outbound;
         let next = match (&mut connection.endpoint, answer) {
-            (Endpoint::Http(http), CarrierAnswer::Response { response, keep_alive }) => {
-                http.answer_engine(response, keep_alive, outbound, context)
-            }
+            (
+                Endpoint::Http(http),
+                CarrierAnswer::Response {
+                    response,
+                    keep_alive,
+                },
+            ) => http.answer_engine(response, keep_alive, outbound, context),
             (Endpoint::SocketIoCarrier(websocket), CarrierAnswer::Frames(frames)) => {
                 websocket.take_frames(frames, outbound);
                 Next::Continue
@@ -261,8 +270,11 @@ impl Shard {
                 let Endpoint::SocketIo(endpoint) = &mut connection.endpoint else {
                     unreachable!("session_slot checked");
                 };
-                let next =
-                    endpoint.handle_carried_packet(&packet, &mut connection.outbound, &mut self.context);
+                let next = endpoint.handle_carried_packet(
+                    &packet,
+                    &mut connection.outbound,
+                    &mut self.context,
+                );
                 self.after_session_input(slot, next)
             }
             CarrierRequest::Gone => {
@@ -356,7 +368,9 @@ impl Shard {
                 self.context.counters.protocol_errors += 1;
                 debug!(reason = error.reason(), "long-polling body refused");
                 let (status, body): (u16, &[u8]) = match error {
-                    EngineError::TooLong => (413, b"{\"code\":3,\"message\":\"Payload too large\"}"),
+                    EngineError::TooLong => {
+                        (413, b"{\"code\":3,\"message\":\"Payload too large\"}")
+                    }
                     _ => (400, BAD_REQUEST),
                 };
                 let response = http_response(status, JSON_CONTENT_TYPE, body, false);
