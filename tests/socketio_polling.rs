@@ -351,6 +351,10 @@ fn sessions_across_shards() {
             "{acks:?}"
         );
     }
+    // Some of those requests landed on the shard that does not own their session.
+    let mut metrics = HttpClient::connect(server.address);
+    let family = "ringcast_socketio_polling_sessions_total";
+    assert!(metrics.metric_where(family, "event=\"forwarded\"") > 0);
 }
 
 /// Proves the upgrade: a WebSocket naming the session answers `2probe` with `3probe`, the

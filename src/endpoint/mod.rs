@@ -204,6 +204,9 @@ pub struct EndpointCounters {
     pub socketio_sessions_opened: u64,
     pub socketio_sessions_refused: u64,
     pub socketio_upgrades: u64,
+    /// Requests of connections carrying an Engine.IO session handed to the session's shard
+    /// (the connection landed on another).
+    pub socketio_forwards: u64,
     /// Polls answered (with messages, or empty when their wait ran out).
     pub poll_answers: u64,
 }

@@ -353,7 +353,8 @@ mod tests {
     /// Queued frames become a long-polling body: payloads joined by `\x1e`, binary in base64.
     #[test]
     fn frames_become_a_payload() {
-        let long = vec![b'x'; 70_000];
+        let mut long = vec![b'x'; 70_000];
+        long[0] = b'4';
         let frames = [
             encode_frame(OpCode::Text, true, b"2"),
             encode_frame(OpCode::Text, true, b"42[\"message\",{}]"),

@@ -127,6 +127,7 @@ impl Shard {
         if target >= self.mailboxes.len() {
             return self.refuse_unknown(carrier, request);
         }
+        self.context.counters.socketio_forwards += 1;
         let command = Command::ToSession {
             session,
             carrier,
