@@ -449,3 +449,58 @@ impl ReadOwned for RawClient {
         self.read_response()
     }
 }
+
+/// Proves a poller that falls behind pays for itself, as any slow subscriber does: its queue
+/// is held to `outbound_queue_bytes_max` and the slow-consumer policy acts and is counted
+/// under the `socketio` transport. With `disconnect`, the session is closed (its next GET is
+/// refused); with `conflate`, the next GET gets the newest message, its seq jumped forward.
+#[test]
+fn slow_poller_pays_for_itself() {
+    for policy in ["disconnect", "conflate"] {
+        let server = ServerProcess::start_with_environment(
+            &["--shards", "2"],
+            &[
+                ("RINGCAST_OUTBOUND_QUEUE_BYTES_MAX", "4096"),
+                ("RINGCAST_MESSAGE_BYTES_MAX", "4096"),
+                ("RINGCAST_SLOW_CONSUMER_POLICY", policy),
+            ],
+        );
+        let sid = connected_session(&server);
+        let topic = format!("poll.slow.{policy}");
+        let subscribe = format!(r#"42["subscribe",{{"topics":["{topic}"]}}]"#);
+        assert_eq!(post(&server, &sid, &[&subscribe]).status, 200);
+        poll_until(&server, &sid, "42[\"subscribed\"");
+        let data = format!("\"{}\"", "x".repeat(500));
+        let seqs: Vec<u64> = (0..40).map(|_| publish(&server, &topic, &data)).collect();
+        let mut metrics = HttpClient::connect(server.address);
+        let family = "ringcast_transport_slow_consumer_actions_total";
+        support::server::wait_until("the slow-consumer policy to act", || {
+            metrics.metric_where(family, "transport=\"socketio\"") > 0
+        });
+        if policy == "disconnect" {
+            assert_eq!(
+                request(&server, "GET", &session_path(&sid), b"").status,
+                400
+            );
+            continue;
+        }
+        let mut received = Vec::new();
+        for _ in 0..16 {
+            received.extend(
+                poll(&server, &sid)
+                    .iter()
+                    .filter_map(|packet| message_of(packet))
+                    .map(|message| message["seq"].as_u64().unwrap()),
+            );
+            if received.last() == seqs.last() {
+                break;
+            }
+        }
+        assert_eq!(received.last(), seqs.last(), "{received:?}");
+        assert!(received.len() < seqs.len(), "conflated: {received:?}");
+        assert!(
+            received.windows(2).all(|pair| pair[0] < pair[1]),
+            "{received:?}"
+        );
+    }
+}
