@@ -160,7 +160,9 @@ impl Shard {
         else {
             return Ok(());
         };
-        if connection.generation() != carrier.generation || connection.detached {
+        let closing = connection.closing != super::connection::Closing::Open;
+        if connection.generation() != carrier.generation || connection.detached || closing {
+            // On its way out, the connection sends nothing more (its session was told).
             return Ok(());
         }
         let context = &mut self.context;
