@@ -1080,7 +1080,7 @@ fn flush_complete(responses: &mut Responses, outbound: &mut Outbound) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -1103,7 +1103,7 @@ mod tests {
         }
     }
 
-    fn context(pipelined_max: usize) -> Context {
+    pub(in crate::endpoint) fn context(pipelined_max: usize) -> Context {
         let broker = BrokerConfig {
             http_pipelined_requests_max: pipelined_max,
             ..BrokerConfig::default()

@@ -316,8 +316,65 @@ impl CarrierEndpoint {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::endpoint::outbound::SharedFrames;
+    use crate::endpoint::socketio::SocketIoEndpoint;
+    use crate::protocol::engineio::EngineError;
     use crate::protocol::websocket::frame::encode_frame;
+
+    /// What a GET would take from a session's queue: its body.
+    fn polled(outbound: &mut Outbound) -> String {
+        let mut body = Vec::new();
+        outbound.drain_frames(&mut SharedFrames::default(), |frame| {
+            write_frame_as_packet(frame, 0, &mut body)
+        });
+        String::from_utf8(body).expect("UTF-8")
+    }
+
+    /// Proves a long-polling session without sockets: its open packet offers the upgrade and
+    /// names the session; a body's packets are handled in order (the CONNECT answered, an
+    /// event acknowledged and handed to the broker); a body over `maxPayload` or malformed is
+    /// refused whole, before any of its packets acts; the close queues `1`, after which the
+    /// session takes no message.
+    #[test]
+    fn a_polling_session_takes_bodies_within_bounds() {
+        let mut context = crate::endpoint::http::tests::context(16);
+        let settings = Arc::get_mut(&mut context.settings).expect("not shared yet");
+        settings.socketio.engineio_payload_bytes_max = 64;
+        let start = SocketIoStart {
+            identity: None,
+            token_pending: false,
+        };
+        let (mut endpoint, open) =
+            SocketIoEndpoint::open_polling(start, session_id(0, 5), &mut context);
+        let open = String::from_utf8(open).expect("UTF-8");
+        assert!(open.starts_with("0{\"sid\":\"AAAAAF"), "{open}");
+        assert!(open.contains("\"upgrades\":[\"websocket\"]"), "{open}");
+        let mut outbound = Outbound::default();
+        let body = b"40\x1e421[\"subscribe\",{\"topics\":[\"A\"]}]";
+        let next = endpoint.handle_payload(body, &mut outbound, &mut context);
+        assert_eq!(next, Ok(Next::Continue));
+        let answer = polled(&mut outbound);
+        let packets: Vec<&str> = answer.split('\x1e').collect();
+        assert!(packets[0].starts_with("40{\"sid\":\"AAAAAF"), "{answer}");
+        assert_eq!(packets[1], "431[]", "{answer}");
+        assert_eq!(context.requests.len(), 1);
+        assert!(endpoint.takes_messages());
+
+        let long = [b'4'; 65];
+        let refused = endpoint.handle_payload(&long, &mut outbound, &mut context);
+        assert_eq!(refused, Err(EngineError::TooLong));
+        let refused = endpoint.handle_payload(b"40\x1e9", &mut outbound, &mut context);
+        assert_eq!(refused, Err(EngineError::UnknownType(b'9')));
+        assert!(outbound.is_empty(), "nothing of a refused body acted");
+
+        let next = endpoint.close(CloseCode::NORMAL, "done", &mut outbound, &mut context);
+        assert_eq!(next, Next::CloseAfterFlush);
+        assert_eq!(polled(&mut outbound), "1");
+        assert!(!endpoint.takes_messages());
+    }
 
     /// A session id names its owner's shard and slot, and reads back as them.
     #[test]
