@@ -110,6 +110,11 @@ impl Shard {
             }
         }
         self.context.engine_calls = calls;
+        if self.outbox_depth > 0 {
+            // As for a publisher: a carrier (a WebSocket can send packets without end) is not
+            // read while what it asked of other shards waits for room in their mailboxes.
+            self.pause_publisher(slot)?;
+        }
         Ok(())
     }
 
@@ -259,11 +264,17 @@ impl Shard {
                 self.release_poll(slot)
             }
             CarrierRequest::Upgrade => {
+                // A GET still held (the client pauses polling before it upgrades, so only a
+                // client that did not) is answered first, with what waits or `6`.
+                self.release_poll(slot)?;
                 let carriers = self.sessions.carriers(slot);
                 carriers.probing = None;
-                carriers.websocket = Some(carrier);
+                let replaced = carriers.websocket.replace(carrier);
                 self.context.counters.socketio_upgrades += 1;
-                self.release_poll(slot)?;
+                if let Some(replaced) = replaced.filter(|&replaced| replaced != carrier) {
+                    // One WebSocket carries a session: an earlier one would idle forever.
+                    self.answer_carrier(replaced, CarrierAnswer::Close)?;
+                }
                 self.flush_session(slot)
             }
             CarrierRequest::Packet(packet) => {
