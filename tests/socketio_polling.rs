@@ -504,3 +504,80 @@ fn slow_poller_pays_for_itself() {
         );
     }
 }
+
+/// Proves the client's own close over polling: a POST of `1` ends the session, the GET it
+/// holds is answered with the noop `6` (as the reference server does), and the sid is then
+/// unknown. The GET must reach the session before the POST; each may land on either shard, so
+/// a round where the POST came first (the GET is then refused) is tried again.
+#[test]
+fn client_close_over_polling() {
+    let server = ServerProcess::start(&["--shards", "2"]);
+    let mut noop_seen = false;
+    for _ in 0..16 {
+        let sid = connected_session(&server);
+        let held = send_request(&server, "GET", &session_path(&sid), b"");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(post(&server, &sid, &["1"]).status, 200);
+        let answer = held.read_response_owned();
+        match answer.status {
+            200 => {
+                assert_eq!(answer.body, b"6", "{answer:?}");
+                noop_seen = true;
+            }
+            status => assert_eq!(status, 400, "{answer:?}"),
+        }
+        assert_eq!(
+            request(&server, "GET", &session_path(&sid), b"").status,
+            400
+        );
+        if noop_seen {
+            break;
+        }
+    }
+    assert!(noop_seen, "a held GET answered 6 when its client closed");
+}
+
+/// Proves an upgraded session keeps its WebSocket: another WebSocket naming the same sid is
+/// closed at once, and the first still carries the session both ways.
+#[test]
+fn second_websocket_after_upgrade_is_closed() {
+    let server = ServerProcess::start(&["--shards", "2"]);
+    let sid = connected_session(&server);
+    let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    let mut first = RawClient::upgraded(server.address, &path);
+    first.send_frame(OPCODE_TEXT, true, b"2probe");
+    assert_eq!(read_text(&mut first), "3probe");
+    first.send_frame(OPCODE_TEXT, true, b"5");
+    // The upgrade reached the session once a packet sent after it is answered over it.
+    first.send_frame(
+        OPCODE_TEXT,
+        true,
+        br#"421["subscribe",{"topics":["poll.second"]}]"#,
+    );
+    let mut acknowledged = false;
+    for _ in 0..16 {
+        if read_text(&mut first) == "431[]" {
+            acknowledged = true;
+            break;
+        }
+    }
+    assert!(acknowledged);
+    let mut second = RawClient::upgraded(server.address, &path);
+    assert_eq!(second.read_close_code(), Some(1000));
+    first.send_frame(
+        OPCODE_TEXT,
+        true,
+        br#"422["unsubscribe",{"topics":["poll.second"]}]"#,
+    );
+    let mut acknowledged = false;
+    for _ in 0..16 {
+        if read_text(&mut first) == "432[]" {
+            acknowledged = true;
+            break;
+        }
+    }
+    assert!(
+        acknowledged,
+        "the first WebSocket still carries the session"
+    );
+}

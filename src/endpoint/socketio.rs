@@ -59,6 +59,9 @@ use crate::protocol::websocket::session::{Event, MessageKind, Session, SessionSt
 /// session's id also names its shard and slot: `socketio_polling::session_id`).
 pub use crate::broker::command::SESSION_ID_BYTES;
 
+/// Why a session ends when the client sends Engine.IO's close packet `1`.
+const CLIENT_CLOSE: &str = "Engine.IO close";
+
 /// The Engine.IO ping, the one text frame the heartbeat sends: `2`.
 const PING_FRAME: &[u8] = b"\x81\x012";
 
@@ -610,11 +613,14 @@ impl SocketIoEndpoint {
         context: &mut Context,
     ) -> Next {
         if self.client.polling {
-            // Engine.IO's close packet, for whichever carrier takes the queue next.
+            // Engine.IO's close packet, for whichever carrier takes the queue next; a client
+            // that closed itself is sent the noop `6` instead, which ends its pending GET
+            // cleanly (as the reference server does).
             if !self.client.ended {
                 self.client.note_close(code.0, CloseReason::Static(reason));
                 self.client.ended = true;
-                outbound.push_control(context.encoder.encode(OpCode::Text, true, b"1"));
+                let packet: &[u8] = if reason == CLIENT_CLOSE { b"6" } else { b"1" };
+                outbound.push_control(context.encoder.encode(OpCode::Text, true, packet));
             }
             return Next::CloseAfterFlush;
         }
@@ -766,7 +772,7 @@ impl<'a> Handler<'a> {
                 Ok(())
             }
             PacketType::Close => {
-                self.close = Some("Engine.IO close");
+                self.close = Some(CLIENT_CLOSE);
                 Ok(())
             }
             PacketType::Upgrade | PacketType::Noop => Ok(()),

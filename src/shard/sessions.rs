@@ -258,6 +258,17 @@ impl Shard {
             CarrierRequest::Post { body, keep_alive } => {
                 self.session_post(slot, carrier, &body, keep_alive)
             }
+            // Once upgraded, a session keeps its WebSocket: another naming it is closed (the
+            // reference server ignores it the same way).
+            CarrierRequest::Attach | CarrierRequest::Probe | CarrierRequest::Upgrade
+                if self
+                    .sessions
+                    .carriers(slot)
+                    .websocket
+                    .is_some_and(|websocket| websocket != carrier) =>
+            {
+                self.answer_carrier(carrier, CarrierAnswer::Close)
+            }
             CarrierRequest::Attach => Ok(()),
             CarrierRequest::Probe => {
                 self.sessions.carriers(slot).probing = Some(carrier);
@@ -269,12 +280,8 @@ impl Shard {
                 self.release_poll(slot)?;
                 let carriers = self.sessions.carriers(slot);
                 carriers.probing = None;
-                let replaced = carriers.websocket.replace(carrier);
+                carriers.websocket = Some(carrier);
                 self.context.counters.socketio_upgrades += 1;
-                if let Some(replaced) = replaced.filter(|&replaced| replaced != carrier) {
-                    // One WebSocket carries a session: an earlier one would idle forever.
-                    self.answer_carrier(replaced, CarrierAnswer::Close)?;
-                }
                 self.flush_session(slot)
             }
             CarrierRequest::Packet(packet) => {
