@@ -153,8 +153,11 @@ impl Shard {
             // A session has no socket: once it closes, what it queued goes to its carrier and
             // the slot is freed at once.
             return match connection.closing {
-                Closing::Open => Ok(()),
-                _ => self.end_session(slot),
+                // `Closing` while `end_session` runs: what it calls may come back here.
+                Closing::Open | Closing::Closing => Ok(()),
+                Closing::AfterFlush | Closing::ShuttingDown | Closing::ShutDown => {
+                    self.end_session(slot)
+                }
             };
         }
         if connection.closing == Closing::AfterFlush

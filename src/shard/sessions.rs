@@ -23,7 +23,7 @@ use tracing::debug;
 
 use super::Shard;
 use super::clients::shard_clients;
-use super::connection::Connection;
+use super::connection::{Closing, Connection};
 use crate::broker::ClientRef;
 use crate::broker::Command;
 use crate::broker::command::{CarrierAnswer, CarrierRequest, SessionAddress};
@@ -165,7 +165,7 @@ impl Shard {
         else {
             return Ok(());
         };
-        let closing = connection.closing != super::connection::Closing::Open;
+        let closing = connection.closing != Closing::Open;
         if connection.generation() != carrier.generation || connection.detached || closing {
             // On its way out, the connection sends nothing more (its session was told).
             return Ok(());
@@ -239,7 +239,7 @@ impl Shard {
         let Endpoint::SocketIo(endpoint) = &connection.endpoint else {
             return None;
         };
-        let open = connection.closing == super::connection::Closing::Open;
+        let open = connection.closing == Closing::Open;
         (open && *endpoint.session_id() == address.id).then_some(address.slot)
     }
 
@@ -473,6 +473,8 @@ impl Shard {
     /// A session closed: its last frames (its `1`) go to its carrier, a held GET still
     /// waiting gets `1`, an upgraded WebSocket is closed, and the slot is freed.
     pub(super) fn end_session(&mut self, slot: u32) -> io::Result<()> {
+        // Marked first: flushing hands the broker a turn, which may reach this session again.
+        self.connection_mut(slot).closing = Closing::Closing;
         self.flush_session(slot)?;
         let carriers = *self.sessions.carriers(slot);
         if let Some((poll, keep_alive)) = carriers.poll {
