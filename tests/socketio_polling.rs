@@ -581,3 +581,25 @@ fn second_websocket_after_upgrade_is_closed() {
         "the first WebSocket still carries the session"
     );
 }
+
+/// Proves sessions are bounded per shard: past `socketio_polling_sessions_max` a handshake is
+/// answered 503 (counted), and a session that ends frees its slot for the next one; the
+/// slot's new session has another id, so the old one stays unknown.
+#[test]
+fn sessions_per_shard_are_bounded() {
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "1"],
+        &[("RINGCAST_SOCKETIO_POLLING_SESSIONS_MAX", "2")],
+    );
+    let first = connected_session(&server);
+    let _second = connected_session(&server);
+    let refused = request(&server, "GET", POLLING_PATH, b"");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    let mut metrics = HttpClient::connect(server.address);
+    let family = "ringcast_socketio_polling_sessions_total";
+    assert_eq!(metrics.metric_where(family, "event=\"refused\""), 1);
+    assert_eq!(post(&server, &first, &["1"]).status, 200);
+    let third = connected_session(&server);
+    assert_ne!(third, first);
+    assert_eq!(request(&server, "GET", &session_path(&first), b"").status, 400);
+}
