@@ -416,3 +416,59 @@ fn offset_resumes_on_a_new_connection() {
     let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
     assert_ne!(json["pid"], pid.as_str(), "{connected}");
 }
+
+/// The cases of the official Socket.IO protocol test suite (socketio/socket.io-protocol's
+/// test-suite, vendored in tests/interop/socketio-protocol with its packages in the interop
+/// lockfile) that test the protocol rather than the reference's demo application: all of its
+/// Engine.IO part (handshakes, heartbeat over polling and WebSocket, close, upgrade) and the
+/// Socket.IO refusals (an unknown namespace, a bad or missing handshake, malformed packets).
+/// The other Socket.IO cases check that demo app (an `auth` event echoing the handshake, a
+/// `message-back` echo, a `/custom` namespace, binary attachments, a CONNECT answer without
+/// a `pid`) and do not apply to ringcast, whose events are pub/sub requests.
+const SUITE_CASES: &str = "Engine.IO protocol|disallow connection|no handshake|invalid format";
+
+/// Proves the applicable cases of the official Socket.IO protocol suite pass against ringcast
+/// with the suite's settings (ping every 300 ms, timeout 200 ms), one shard so that a
+/// WebSocket's packets and a polling request sent after them arrive in that order.
+#[test]
+fn official_socketio_protocol_suite() {
+    let mocha = tools::manifest_path("tests/interop/node_modules/mocha/bin/mocha");
+    tools::require_installed(&mocha, "the npm package mocha");
+    let directory = tools::fresh_directory("interop-socketio-protocol-suite");
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "1"],
+        &[
+            ("RINGCAST_PING_INTERVAL_MS", "300"),
+            ("RINGCAST_PING_TIMEOUT_MS", "200"),
+        ],
+    );
+    let mut command = Command::new("node");
+    command
+        .current_dir(tools::manifest_path("tests/interop/socketio-protocol"))
+        .env("SOCKETIO_SUITE_URL", format!("http://{}", server.address))
+        .arg(&mocha)
+        .arg("test-suite.js")
+        .arg("--grep")
+        .arg(SUITE_CASES)
+        // The suite's own per-case limits are 2 s (5 s for the heartbeat); a loaded machine
+        // gets more, which decides nothing about the protocol.
+        .arg("--timeout")
+        .arg("20000");
+    let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
+    let run = tools::run_with_deadline(
+        &mut command,
+        "socketio_protocol_suite",
+        &directory,
+        CLIENT_DEADLINE,
+        &missing,
+    );
+    assert!(
+        run.status.success(),
+        "the Socket.IO protocol suite failed with {}\n{}\n--- server log (end) ---\n{}",
+        run.status,
+        run.outputs(),
+        server.log_tail()
+    );
+    let outputs = run.outputs();
+    assert!(outputs.contains("22 passing"), "{outputs}");
+}

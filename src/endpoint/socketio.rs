@@ -660,7 +660,10 @@ impl SocketIoEndpoint {
             Deadline::Ping => {
                 context.counters.pings_sent += 1;
                 outbound.push_control(Bytes::from_static(PING_FRAME));
-                let pong_due_ms = now_ms + context.settings.socketio.ping_timeout_ms;
+                // Due a timeout after the ping was due (not after the timer fired, a tick
+                // later), as the client counts: pingInterval + pingTimeout between pings.
+                let timeout_ms = context.settings.socketio.ping_timeout_ms;
+                let pong_due_ms = (self.client.deadline_ms + timeout_ms).max(now_ms + 1);
                 self.set_deadline(Deadline::Pong, pong_due_ms);
             }
             Deadline::Pong => {

@@ -81,18 +81,23 @@ impl Shard {
         self.timers.expire(self.context.now_ms, &mut self.expired);
         for index in 0..self.expired.len() {
             let slot = self.expired[index];
-            let before = self.connection_mut(slot).endpoint.kind();
-            let next = self.handle_deadline(slot);
-            let after = self.connection_mut(slot).endpoint.kind();
-            self.track_kind(slot, before, after);
-            self.follow(slot, next)?;
-            if !self.context.requests.is_empty() {
-                // A poll answered at its deadline ends its subscriptions.
-                self.handle_requests(slot)?;
-            }
-            self.after_activity(slot)?;
+            self.fire_deadline(slot)?;
         }
         Ok(())
+    }
+
+    /// Acts on the deadline of the connection in `slot`, which is due.
+    pub(super) fn fire_deadline(&mut self, slot: u32) -> io::Result<()> {
+        let before = self.connection_mut(slot).endpoint.kind();
+        let next = self.handle_deadline(slot);
+        let after = self.connection_mut(slot).endpoint.kind();
+        self.track_kind(slot, before, after);
+        self.follow(slot, next)?;
+        if !self.context.requests.is_empty() {
+            // A poll answered at its deadline ends its subscriptions.
+            self.handle_requests(slot)?;
+        }
+        self.after_activity(slot)
     }
 
     /// A connection's one timer fired: a stalled queue, the endpoint's deadline, or the close

@@ -250,9 +250,20 @@ impl Shard {
         carrier: ClientRef,
         request: CarrierRequest,
     ) -> io::Result<()> {
-        let Some(slot) = self.session_slot(&address) else {
+        let Some(mut slot) = self.session_slot(&address) else {
             return self.refuse_unknown(carrier, request);
         };
+        // The timer wheel fires a tick late at most; a deadline already past (a pong that did
+        // not come in time) is acted on before the request, which then finds the session as
+        // the client's clock says it is.
+        let deadline_ms = self.connection_mut(slot).endpoint.deadline_ms();
+        if deadline_ms <= self.context.now_ms {
+            self.fire_deadline(slot)?;
+            match self.session_slot(&address) {
+                Some(open) => slot = open,
+                None => return self.refuse_unknown(carrier, request),
+            }
+        }
         match request {
             CarrierRequest::Poll { keep_alive } => self.session_poll(slot, carrier, keep_alive),
             CarrierRequest::Post { body, keep_alive } => {
