@@ -601,5 +601,8 @@ fn sessions_per_shard_are_bounded() {
     assert_eq!(post(&server, &first, &["1"]).status, 200);
     let third = connected_session(&server);
     assert_ne!(third, first);
-    assert_eq!(request(&server, "GET", &session_path(&first), b"").status, 400);
+    assert_eq!(
+        request(&server, "GET", &session_path(&first), b"").status,
+        400
+    );
 }
