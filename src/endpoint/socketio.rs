@@ -1,5 +1,8 @@
 //! Socket.IO clients over WebSocket: Engine.IO v4 (open packet, server-driven heartbeat) under
-//! Socket.IO v5 on the main namespace `/`, speaking ringcast's pub/sub as events.
+//! Socket.IO v5 on the main namespace `/`, speaking ringcast's pub/sub as events. The same
+//! endpoint is the state of a long-polling session (`socketio_polling`): its packets then come
+//! from POST bodies or the WebSocket it upgraded to, and its frames leave through whichever
+//! connection carries it.
 //!
 //! A connection upgraded at `socketio_path` (`/socket.io/?EIO=4&transport=websocket`) is sent
 //! the Engine.IO open packet at once. Its first Socket.IO packet must be a CONNECT: to `/` it is
