@@ -99,10 +99,13 @@ pub struct SocketIoConfig {
     /// WebSocket. Default on: it is socket.io-client's default first transport.
     pub socketio_polling_enabled: bool,
     /// Long-polling sessions one shard keeps at once (each a client of its broker without a
-    /// connection of its own, in a slot beyond `connections_per_shard_max`). Default 4,096:
-    /// a session costs about what a WebSocket client does (its queue is held to
-    /// `outbound_queue_bytes_max` like any other), and most clients upgrade within a second;
-    /// past it a handshake is answered 503 and the client retries.
+    /// connection of its own, in a slot beyond `connections_per_shard_max`), upgraded ones
+    /// included: a session keeps its slot when it moves onto a WebSocket, so with the
+    /// client's default transports every Socket.IO client holds one. Default 16,384, the
+    /// default `connections_per_shard_max`. A slot costs about 700 bytes once first used
+    /// (its queue is held to `outbound_queue_bytes_max` like any connection's) and about 65
+    /// bytes of fixed tables until then; past the limit a handshake is answered 503 and the
+    /// client retries.
     pub socketio_polling_sessions_max: usize,
 }
 
@@ -117,7 +120,7 @@ impl Default for SocketIoConfig {
             socketio_namespace_bytes_max: SocketLimits::default().namespace_bytes_max,
             socketio_acks_pending_max: 256,
             socketio_polling_enabled: true,
-            socketio_polling_sessions_max: 4_096,
+            socketio_polling_sessions_max: 16_384,
         }
     }
 }

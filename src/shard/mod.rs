@@ -129,7 +129,9 @@ pub struct Shard {
     receive_buffers: ReceiveBuffers,
     sends: SendSlots,
     /// The connection table (`table_slots`), then the Engine.IO sessions' slots
-    /// (`socketio_polling_sessions_max`), which name no descriptor.
+    /// (`socketio_polling_sessions_max`), which name no descriptor. Its capacity holds both
+    /// from the start; session slots are added as sessions first need them (`Sessions`), so
+    /// that an unused limit costs no resident memory and no session ever reallocates it.
     connections: Vec<Option<Connection>>,
     generations: Vec<u16>,
     sessions: sessions::Sessions,
@@ -243,10 +245,10 @@ impl Shard {
             ring,
             receive_buffers,
             sends: SendSlots::new(table_slots, config.send_batch_frames_max),
-            connections: (0..client_slots).map(|_| None).collect(),
-            generations: vec![0; client_slots],
+            connections: table_of(table_slots, client_slots, || None),
+            generations: table_of(table_slots, client_slots, || 0),
             sessions: sessions::Sessions::new(table_slots, sessions_max),
-            address_tickets: vec![0; client_slots],
+            address_tickets: vec![0; table_slots],
             address_limits,
             connection_count: 0,
             tls_connections: 0,
@@ -571,6 +573,14 @@ impl Shard {
             .as_mut()
             .expect("live connection")
     }
+}
+
+/// A table of `length` entries made by `make`, with room for `capacity` (session slots are
+/// pushed into it as they are first used).
+fn table_of<T>(length: usize, capacity: usize, make: impl Fn() -> T) -> Vec<T> {
+    let mut table = Vec::with_capacity(capacity);
+    table.extend((0..length).map(|_| make()));
+    table
 }
 
 /// The broker of shard `shard_index` of `shards`: its epochs seeded apart from the other shards'.

@@ -54,27 +54,39 @@ struct Carriers {
 }
 
 /// The session slots of a shard: `slot_start..slot_start + sessions_max`, after the
-/// connection table.
+/// connection table. Slots are made when first needed (the tables' capacity was reserved at
+/// start-up, so this never reallocates) and reused once freed.
 pub(super) struct Sessions {
     slot_start: u32,
+    sessions_max: usize,
     free: Vec<u32>,
     carriers: Vec<Carriers>,
 }
 
 impl Sessions {
     pub(super) fn new(slot_start: usize, sessions_max: usize) -> Sessions {
-        let slot_start = slot_start as u32;
         Sessions {
-            slot_start,
-            free: (slot_start..slot_start + sessions_max as u32)
-                .rev()
-                .collect(),
-            carriers: vec![Carriers::default(); sessions_max],
+            slot_start: slot_start as u32,
+            sessions_max,
+            free: Vec::with_capacity(sessions_max),
+            carriers: Vec::with_capacity(sessions_max),
         }
     }
 
     fn carriers(&mut self, slot: u32) -> &mut Carriers {
         &mut self.carriers[(slot - self.slot_start) as usize]
+    }
+
+    /// A free slot: one freed before, or a new one while fewer than `sessions_max` exist.
+    fn take(&mut self) -> Option<u32> {
+        if let Some(slot) = self.free.pop() {
+            return Some(slot);
+        }
+        if self.carriers.len() == self.sessions_max {
+            return None;
+        }
+        self.carriers.push(Carriers::default());
+        Some(self.slot_start + self.carriers.len() as u32 - 1)
     }
 
     /// A session's slot is free again.
@@ -204,7 +216,7 @@ impl Shard {
         keep_alive: bool,
     ) -> io::Result<()> {
         let slot = match self.drain_deadline_ms {
-            None => self.sessions.free.pop(),
+            None => self.sessions.take(),
             Some(_) => None,
         };
         let Some(slot) = slot else {
@@ -214,6 +226,11 @@ impl Shard {
             return self.answer_carrier(carrier, response);
         };
         let index = slot as usize;
+        if index == self.connections.len() {
+            // A slot used for the first time (within the capacity reserved at start-up).
+            self.connections.push(None);
+            self.generations.push(0);
+        }
         self.generations[index] = self.generations[index].wrapping_add(1);
         let generation = self.generations[index];
         let session_id = socketio_polling::session_id(self.shard_index, slot);

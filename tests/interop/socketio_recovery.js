@@ -115,6 +115,13 @@ async function main() {
     if (cutsDone < cuts && index > 0 && index % cutEvery === 0) {
       // Publishing goes on while the subscriber is away: what it misses must be replayed.
       await waitFor(() => subscriber.connected, "the subscriber back before the next cut");
+      // With the default transports, the cut falls on the WebSocket the client upgraded to
+      // (and its reconnect, recovery included, goes through long polling again). Cut while it
+      // polls, it might hold no connection at that instant and not notice the cut at all.
+      await waitFor(
+        () => transports !== undefined || subscriber.io.engine.transport.name === "websocket",
+        "the subscriber upgraded before the next cut",
+      );
       cutsDone += 1;
       cut();
     }
