@@ -427,6 +427,48 @@ fn upgrade_from_polling_without_loss() {
             400
         );
     }
+    let mut metrics = HttpClient::connect(server.address);
+    let family = "ringcast_socketio_polling_sessions_total";
+    assert_eq!(metrics.metric_where(family, "event=\"upgraded\""), 4);
+}
+
+/// Proves the heartbeat goes on after the upgrade: the session's pings come over the
+/// WebSocket (whichever shard it landed on), the pongs sent back keep it; when they stop, the
+/// session ends and its WebSocket is closed.
+#[test]
+fn heartbeat_after_the_upgrade() {
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "2"],
+        &[
+            ("RINGCAST_PING_INTERVAL_MS", "50"),
+            ("RINGCAST_PING_TIMEOUT_MS", "3000"),
+        ],
+    );
+    let sid = connected_session(&server);
+    let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    let mut websocket = RawClient::upgraded(server.address, &path);
+    websocket.send_frame(OPCODE_TEXT, true, b"2probe");
+    assert_eq!(read_text(&mut websocket), "3probe");
+    websocket.send_frame(OPCODE_TEXT, true, b"5");
+    for _ in 0..3 {
+        assert_eq!(read_text(&mut websocket), "2");
+        websocket.send_frame(OPCODE_TEXT, true, b"3");
+    }
+    // No pong from here on: the session's close packet, then the WebSocket's close.
+    let mut packets = Vec::new();
+    loop {
+        let frame = websocket.read_frame();
+        if frame.opcode != OPCODE_TEXT {
+            assert_eq!(
+                frame.close_code_and_reason().map(|(code, _)| code),
+                Some(1000)
+            );
+            break;
+        }
+        packets.push(String::from_utf8(frame.payload).unwrap());
+        assert!(packets.len() < 64, "{packets:?}");
+    }
+    assert_eq!(packets.last().map(String::as_str), Some("1"), "{packets:?}");
 }
 
 /// Reads one text frame as a string.
