@@ -62,6 +62,10 @@ use crate::protocol::websocket::session::{Event, MessageKind, Session, SessionSt
 /// session's id also names its shard and slot: `socketio_polling::session_id`).
 pub use crate::broker::command::SESSION_ID_BYTES;
 
+/// The largest `socketio_polling_sessions_max`: with the largest connection table, a session's
+/// slot still fits the 24 bits its id names it in (`config` asserts it).
+pub const POLLING_SESSIONS_LIMIT: usize = 1 << 20;
+
 /// Why a session ends when the client sends Engine.IO's close packet `1`.
 const CLIENT_CLOSE: &str = "Engine.IO close";
 
@@ -174,9 +178,8 @@ impl SocketIoConfig {
                 return Err((setting, "must be above 0".into()));
             }
         }
-        // A session id names its slot in 24 bits (`socketio_polling::session_id`).
-        if self.socketio_polling_sessions_max > 1 << 20 {
-            let reason = "at most 1048576 per shard".into();
+        if self.socketio_polling_sessions_max > POLLING_SESSIONS_LIMIT {
+            let reason = format!("at most {POLLING_SESSIONS_LIMIT} per shard");
             return Err(("socketio_polling_sessions_max", reason));
         }
         Ok(())
