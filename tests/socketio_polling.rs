@@ -648,3 +648,32 @@ fn sessions_per_shard_are_bounded() {
         400
     );
 }
+
+/// Proves a shutdown ends long-polling sessions cleanly: SIGTERM answers each held GET with
+/// the close packet `1`, and the server exits 0. One shard, so that each GET, written before
+/// a request that is answered, has reached its session before the signal.
+#[test]
+fn shutdown_answers_held_gets_with_close() {
+    let mut server = ServerProcess::start(&["--shards", "1"]);
+    server.wait_for_signal_handlers();
+    let sids: Vec<String> = (0..4).map(|_| connected_session(&server)).collect();
+    let held: Vec<RawClient> = sids
+        .iter()
+        .map(|sid| send_request(&server, "GET", &session_path(sid), b""))
+        .collect();
+    let health = HttpClient::connect(server.address).get("/health");
+    assert_eq!(health.status, 200);
+    server.signal(libc::SIGTERM);
+    for client in held {
+        let response = client.read_response_owned();
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(packets_of(response).last().map(String::as_str), Some("1"));
+    }
+    let status = server.wait_for_exit(support::server::EXIT_WAIT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        support::server::describe_exit(status)
+    );
+}

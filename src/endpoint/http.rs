@@ -348,6 +348,12 @@ impl HttpEndpoint {
     /// The server closes the connection: a held poll is answered first (its client gets the
     /// cursor to resume from), without ending its subscriptions (the connection's close does).
     pub fn close(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
+        if self.responses.engine_wait.is_some() {
+            // The session's shard owes the answer (in a shutdown it closes the session, and a
+            // held GET gets `1`): the connection closes once it is sent, or at its deadline.
+            self.responses.closing_after_responses = true;
+            return Next::Continue;
+        }
         if let Some(poll) = self.responses.poll.take() {
             let mut unsubscribes = Vec::new();
             let answer = poll.answer(&mut context.frames, &mut unsubscribes);
