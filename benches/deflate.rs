@@ -27,7 +27,7 @@ fn compress(criterion: &mut Criterion) {
         let mut compressor = Compressor::new(level, WINDOW_BITS_MAX);
         let mut out = Vec::new();
         compressor.compress(&message, &mut out);
-        println!(
+        eprintln!(
             "deflate_quote: level {level}: {} bytes -> {} bytes",
             message.len(),
             out.len()

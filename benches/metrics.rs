@@ -32,7 +32,7 @@ fn scrape(criterion: &mut Criterion) {
         })
     });
     group.finish();
-    println!("one scrape of {SHARDS_COUNT} shards: {} bytes", text.len());
+    eprintln!("one scrape of {SHARDS_COUNT} shards: {} bytes", text.len());
 }
 
 criterion_group!(benches, scrape);

@@ -726,6 +726,13 @@ impl Fanout {
             }
             None => {
                 let index = self.subscribers.add_pending(&topic);
+                // Up to four, room for one more at a time: many subscribers take one or two
+                // topics, and the first growth would make four (128 bytes kept for the
+                // connection's life).
+                let subscriptions = &mut client.subscriptions;
+                if subscriptions.len() == subscriptions.capacity() && subscriptions.capacity() < 4 {
+                    subscriptions.reserve_exact(1);
+                }
                 client.subscriptions.push(Subscription {
                     topic: index,
                     position: POSITION_PENDING,

@@ -93,12 +93,55 @@ pub struct Responses {
     next_ticket: u32,
     /// The connection closes once the responses queued so far are sent.
     closing_after_responses: bool,
-    /// A poll waiting for messages. Requests that come meanwhile are not read: the connection
-    /// closes after the poll's answer (no client pipelines behind a long poll).
-    poll: Option<Box<HeldPoll>>,
-    /// An Engine.IO request handed to a session's shard, whose answer the connection waits
-    /// for (reading nothing meanwhile, like a held poll).
-    engine_wait: Option<EngineWait>,
+    /// A poll waiting for messages, or an Engine.IO request handed to a session's shard
+    /// waiting for its answer; one box for either, as every connection's endpoint is as large
+    /// as its largest state. Requests that come meanwhile are not read: the connection closes
+    /// after the answer (no client pipelines behind a long poll).
+    held: Option<Box<Held>>,
+}
+
+/// What a connection's request waits for.
+#[derive(Debug)]
+enum Held {
+    Poll(HeldPoll),
+    Engine(EngineWait),
+}
+
+impl Responses {
+    fn poll(&self) -> Option<&HeldPoll> {
+        match self.held.as_deref() {
+            Some(Held::Poll(poll)) => Some(poll),
+            _ => None,
+        }
+    }
+
+    fn poll_mut(&mut self) -> Option<&mut HeldPoll> {
+        match self.held.as_deref_mut() {
+            Some(Held::Poll(poll)) => Some(poll),
+            _ => None,
+        }
+    }
+
+    fn take_poll(&mut self) -> Option<Box<Held>> {
+        match self.held.as_deref() {
+            Some(Held::Poll(_)) => self.held.take(),
+            _ => None,
+        }
+    }
+
+    fn engine_wait(&self) -> Option<&EngineWait> {
+        match self.held.as_deref() {
+            Some(Held::Engine(wait)) => Some(wait),
+            _ => None,
+        }
+    }
+
+    fn take_engine_wait(&mut self) -> Option<Box<Held>> {
+        match self.held.as_deref() {
+            Some(Held::Engine(_)) => self.held.take(),
+            _ => None,
+        }
+    }
 }
 
 /// What an Engine.IO request waits for.
@@ -267,7 +310,7 @@ impl HttpEndpoint {
     }
 
     pub fn deadline_ms(&self) -> u64 {
-        match &self.responses.poll {
+        match self.responses.poll() {
             Some(poll) => poll.deadline_ms(),
             None => self.deadline_ms,
         }
@@ -275,8 +318,8 @@ impl HttpEndpoint {
 
     /// The session whose answer this connection waits for.
     pub fn engine_waiting(&self) -> Option<SessionAddress> {
-        match self.responses.engine_wait {
-            Some(EngineWait::Session(address)) => Some(address),
+        match self.responses.engine_wait() {
+            Some(&EngineWait::Session(address)) => Some(address),
             Some(EngineWait::Open) | None => None,
         }
     }
@@ -290,7 +333,7 @@ impl HttpEndpoint {
         outbound: &mut Outbound,
         context: &mut Context,
     ) -> Next {
-        if self.responses.engine_wait.take().is_none() {
+        if self.responses.take_engine_wait().is_none() {
             return Next::Continue;
         }
         Answer::respond_to(&mut self.responses, outbound, Frame::from(response));
@@ -303,26 +346,26 @@ impl HttpEndpoint {
 
     /// Whether a poll is held (the connection takes messages meanwhile).
     pub fn is_polling(&self) -> bool {
-        self.responses.poll.is_some()
+        self.responses.poll().is_some()
     }
 
     /// A message for the held poll.
     pub fn collect(&mut self, message: &Message) {
-        if let Some(poll) = &mut self.responses.poll {
+        if let Some(poll) = self.responses.poll_mut() {
             poll.collect(message);
         }
     }
 
     /// A reply for the held poll.
     pub fn collect_reply(&mut self, reply: &Reply) {
-        if let Some(poll) = &mut self.responses.poll {
+        if let Some(poll) = self.responses.poll_mut() {
             poll.collect_reply(reply);
         }
     }
 
     /// The end of the shard's turn: a held poll with something to say answers.
     pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
-        match &self.responses.poll {
+        match self.responses.poll() {
             Some(poll) if poll.is_ready() => self.answer_poll(outbound, context),
             _ => Next::Continue,
         }
@@ -331,8 +374,11 @@ impl HttpEndpoint {
     /// Answers the held poll with what it collected and ends its subscriptions (left in the
     /// context's requests for the broker).
     fn answer_poll(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
-        let Some(poll) = self.responses.poll.take() else {
+        let Some(held) = self.responses.take_poll() else {
             return Next::Continue;
+        };
+        let Held::Poll(poll) = *held else {
+            unreachable!("take_poll takes a poll");
         };
         context.counters.poll_answers += 1;
         let keep_alive = poll.keep_alive();
@@ -348,13 +394,16 @@ impl HttpEndpoint {
     /// The server closes the connection: a held poll is answered first (its client gets the
     /// cursor to resume from), without ending its subscriptions (the connection's close does).
     pub fn close(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
-        if self.responses.engine_wait.is_some() {
+        if self.responses.engine_wait().is_some() {
             // The session's shard owes the answer (in a shutdown it closes the session, and a
             // held GET gets `1`): the connection closes once it is sent, or at its deadline.
             self.responses.closing_after_responses = true;
             return Next::Continue;
         }
-        if let Some(poll) = self.responses.poll.take() {
+        if let Some(held) = self.responses.take_poll() {
+            let Held::Poll(poll) = *held else {
+                unreachable!("take_poll takes a poll");
+            };
             let mut unsubscribes = Vec::new();
             let answer = poll.answer(&mut context.frames, &mut unsubscribes);
             Answer::respond_to(&mut self.responses, outbound, answer);
@@ -374,7 +423,7 @@ impl HttpEndpoint {
         if self.responses.closing_after_responses {
             return Read::Done(Next::Continue); // On its way out: reads nothing more.
         }
-        if self.responses.poll.is_some() || self.responses.engine_wait.is_some() {
+        if self.responses.held.is_some() {
             // A request behind a held poll: not read; the connection closes after the answer.
             self.responses.closing_after_responses = true;
             return Read::Done(Next::Continue);
@@ -413,10 +462,7 @@ impl HttpEndpoint {
                 Err(error) => answer.refuse(&HttpError::Request(error), false),
             };
             answered = true;
-            if !keep_going
-                || answer.responses.poll.is_some()
-                || answer.responses.engine_wait.is_some()
-            {
+            if !keep_going || answer.responses.held.is_some() {
                 break;
             }
         }
@@ -445,7 +491,7 @@ impl HttpEndpoint {
             }
             None => {}
         }
-        if self.responses.engine_wait.is_some() {
+        if self.responses.engine_wait().is_some() {
             // The session's answer must come within a heartbeat (a held GET is answered with
             // the next ping at the latest); past that the connection gives up on it.
             let socketio = &context.settings.socketio;
@@ -467,12 +513,12 @@ impl HttpEndpoint {
     /// The request head did not come in time: 408, then close. Or a held poll's wait is over:
     /// its answer.
     pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
-        if self.responses.poll.is_some() {
+        if self.responses.poll().is_some() {
             return self.answer_poll(outbound, context);
         }
         // An Engine.IO answer that never came ends like a request that never came (the
         // session is told when the connection closes).
-        self.responses.engine_wait = None;
+        self.responses.take_engine_wait();
         context.counters.handshake_timeouts += 1;
         let mut response = BytesMut::new();
         handshake::write_response(
@@ -836,7 +882,7 @@ impl Answer<'_> {
             self.settings.outbound_queue_bytes_max,
             self.requests,
         );
-        self.responses.poll = Some(Box::new(poll));
+        self.responses.held = Some(Box::new(Held::Poll(poll)));
         keep_alive
     }
 
@@ -992,7 +1038,7 @@ impl Answer<'_> {
             _ => return self.refuse_engine_handshake(EngineHandshakeError::BadRequest),
         };
         self.engine_calls.push(call);
-        self.responses.engine_wait = Some(wait);
+        self.responses.held = Some(Box::new(Held::Engine(wait)));
         false
     }
 

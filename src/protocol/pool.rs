@@ -206,8 +206,14 @@ struct SizeClass {
 #[derive(Debug)]
 pub struct BufferPool {
     classes: Vec<SizeClass>,
-    /// Inflaters not lent out; never more than `inflaters_max` made.
-    inflaters: Vec<Inflater>,
+    /// Inflaters not lent out; never more than `inflaters_max` made. Boxed: a session holds
+    /// one only while a compressed message arrives, and every connection slot would otherwise
+    /// carry an inflater's 150 bytes inline.
+    #[expect(
+        clippy::vec_box,
+        reason = "inflaters move between the pool and sessions as boxes: a pointer each"
+    )]
+    inflaters: Vec<Box<Inflater>>,
     inflaters_max: usize,
     inflaters_created: usize,
     /// Requests refused because every class large enough was at its maximum.
@@ -243,20 +249,20 @@ impl BufferPool {
 
     /// An inflater for one compressed message, made on first demand up to `inflaters_max`.
     /// `None` (counted as exhaustion) when that many are lent out.
-    pub fn acquire_inflater(&mut self) -> Option<Inflater> {
+    pub fn acquire_inflater(&mut self) -> Option<Box<Inflater>> {
         if let Some(inflater) = self.inflaters.pop() {
             return Some(inflater);
         }
         if self.inflaters_created < self.inflaters_max {
             self.inflaters_created += 1;
-            return Some(Inflater::new());
+            return Some(Box::new(Inflater::new()));
         }
         self.exhausted_count += 1;
         None
     }
 
     /// Takes an inflater back, reset for its next message.
-    pub fn release_inflater(&mut self, mut inflater: Inflater) {
+    pub fn release_inflater(&mut self, mut inflater: Box<Inflater>) {
         inflater.reset();
         assert!(
             self.inflaters.len() < self.inflaters_max,

@@ -3,7 +3,7 @@
 //! endpoint through the shard's frame cache, counting each shared frame once in the shard's
 //! queue memory, and listing connections for the next send and for the end of the turn.
 
-use super::connection::Connection;
+use super::connection::{Connection, ConnectionTable};
 use crate::broker::owner::OwnerError;
 use crate::broker::{Clients, Message, QueueLimits, Reply, ShardMemory};
 use crate::endpoint::frame_cache::{FrameCache, FramingKey};
@@ -13,7 +13,7 @@ use crate::protocol::CloseCode;
 
 /// The parts of a shard the broker's decisions reach, borrowed apart from the broker itself.
 pub(super) struct ShardClients<'a> {
-    pub connections: &'a mut [Option<Connection>],
+    pub connections: &'a mut ConnectionTable,
     pub context: &'a mut Context,
     pub send_list: &'a mut Vec<u32>,
     /// Connections whose state changed beyond their queue, for `after_activity`.

@@ -59,7 +59,7 @@ use crate::transport::tls::TlsWorkspace;
 use accept::{Accepts, Listener};
 use buffers::ReceiveBuffers;
 use commands::Outbox;
-use connection::Connection;
+use connection::{Connection, ConnectionTable};
 use mailbox::Mailbox;
 use metrics_board::{MetricsBoard, MetricsView};
 use ring::{Completion, Operation, Ring, Tag};
@@ -129,10 +129,9 @@ pub struct Shard {
     receive_buffers: ReceiveBuffers,
     sends: SendSlots,
     /// The connection table (`table_slots`), then the Engine.IO sessions' slots
-    /// (`socketio_polling_sessions_max`), which name no descriptor. Its capacity holds both
-    /// from the start; session slots are added as sessions first need them (`Sessions`), so
-    /// that an unused limit costs no resident memory and no session ever reallocates it.
-    connections: Vec<Option<Connection>>,
+    /// (`socketio_polling_sessions_max`), which name no descriptor; both written only as far
+    /// as used.
+    connections: ConnectionTable,
     generations: Vec<u16>,
     sessions: sessions::Sessions,
     /// Per slot, the address its connection counts against (`AddressLimits`); 0 for none.
@@ -245,8 +244,8 @@ impl Shard {
             ring,
             receive_buffers,
             sends: SendSlots::new(table_slots, config.send_batch_frames_max),
-            connections: table_of(table_slots, client_slots, || None),
-            generations: table_of(table_slots, client_slots, || 0),
+            connections: ConnectionTable::new(table_slots, sessions_max),
+            generations: vec![0; client_slots],
             sessions: sessions::Sessions::new(table_slots, sessions_max),
             address_tickets: vec![0; table_slots],
             address_limits,
@@ -435,7 +434,8 @@ impl Shard {
             connections = self.connection_count,
             "shutting down: closing every connection with 1001"
         );
-        for slot in 0..self.connections.len() as u32 {
+        let sessions = self.connections.session_slots();
+        for slot in (0..self.connections.len() as u32).chain(sessions) {
             if self.connections[slot as usize].is_some() {
                 self.close_connection(slot, CloseCode::GOING_AWAY, "server shutting down")?;
             }
@@ -573,14 +573,6 @@ impl Shard {
             .as_mut()
             .expect("live connection")
     }
-}
-
-/// A table of `length` entries made by `make`, with room for `capacity` (session slots are
-/// pushed into it as they are first used).
-fn table_of<T>(length: usize, capacity: usize, make: impl Fn() -> T) -> Vec<T> {
-    let mut table = Vec::with_capacity(capacity);
-    table.extend((0..length).map(|_| make()));
-    table
 }
 
 /// The broker of shard `shard_index` of `shards`: its epochs seeded apart from the other shards'.

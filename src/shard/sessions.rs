@@ -54,8 +54,8 @@ struct Carriers {
 }
 
 /// The session slots of a shard: `slot_start..slot_start + sessions_max`, after the
-/// connection table. Slots are made when first needed (the tables' capacity was reserved at
-/// start-up, so this never reallocates) and reused once freed.
+/// connection table. Slots are taken in order when first needed (so that the connection
+/// table writes only as many as were used) and reused once freed.
 pub(super) struct Sessions {
     slot_start: u32,
     sessions_max: usize,
@@ -170,13 +170,14 @@ impl Shard {
         answer: CarrierAnswer,
     ) -> io::Result<()> {
         let slot = carrier.slot;
-        let Some(connection) = self
+        if self
             .connections
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-        else {
+            .get(slot as usize)
+            .is_none_or(Option::is_none)
+        {
             return Ok(());
-        };
+        }
+        let connection = self.connections[slot as usize].as_mut().expect("checked");
         let closing = connection.closing != Closing::Open;
         if connection.generation() != carrier.generation || connection.detached || closing {
             // On its way out, the connection sends nothing more (its session was told).
@@ -226,11 +227,6 @@ impl Shard {
             return self.answer_carrier(carrier, response);
         };
         let index = slot as usize;
-        if index == self.connections.len() {
-            // A slot used for the first time (within the capacity reserved at start-up).
-            self.connections.push(None);
-            self.generations.push(0);
-        }
         self.generations[index] = self.generations[index].wrapping_add(1);
         let generation = self.generations[index];
         let session_id = socketio_polling::session_id(self.shard_index, slot);
@@ -248,7 +244,7 @@ impl Shard {
 
     /// The slot of the session `address` names, if it is open on this shard.
     fn session_slot(&self, address: &SessionAddress) -> Option<u32> {
-        let sessions = self.sessions.slot_start..self.connections.len() as u32;
+        let sessions = self.connections.session_slots();
         if !sessions.contains(&address.slot) {
             return None;
         }

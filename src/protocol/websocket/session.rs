@@ -123,7 +123,7 @@ struct OwedClose {
     reason: &'static str,
 }
 
-/// The protocol state of one connection. About 250 bytes; buffers are borrowed from the pool
+/// The protocol state of one connection. About 180 bytes; buffers are borrowed from the pool
 /// only while a message or control frame is incomplete.
 #[derive(Debug)]
 pub struct Session {
@@ -148,7 +148,7 @@ pub struct Session {
     /// uncompressed message's (the inflated bytes are bounded by `message_bytes_max` too).
     compressed_bytes: u64,
     /// The shard's inflater, lent from a compressed message's first frame to its last.
-    inflater: Option<Inflater>,
+    inflater: Option<Box<Inflater>>,
 }
 
 impl Default for Session {
