@@ -86,6 +86,7 @@ fn case(algorithm: Option<Algorithm>) -> (Context, Option<String>) {
         now_ms: 0,
         unix_offset_ms: NOW_UNIX_MS,
         requests: Vec::new(),
+        engine_calls: Vec::new(),
         metrics: Box::new(NoMetrics),
         compressors: CompressorSet::new(config.protocol.compression_level),
     };

@@ -23,9 +23,11 @@
 //!   `Origin` check and the per-address limits; what a token grants is checked by the endpoint
 //!   on every subscribe and publish.
 //! - [`endpoint`]: per-connection state machines (HTTP, WebSocket, SSE, NDJSON streams,
-//!   long and short polls, Socket.IO over WebSocket) with `handle_*` methods, their own
-//!   deadlines, and a frame cache that frames each delivered message once per shard per kind
-//!   of endpoint.
+//!   long and short polls, Socket.IO over WebSocket and Engine.IO long polling) with
+//!   `handle_*` methods, their own deadlines, and a frame cache that frames each delivered
+//!   message once per shard per kind of endpoint. A long-polling Socket.IO session outlives
+//!   its requests: the shard that opened it keeps it as a client of its broker without a
+//!   socket, and the connections carrying it, on any shard, reach it through the mailboxes.
 //! - [`transport`]: the byte stream under an endpoint (plain now; TLS next).
 //! - [`egress`]: side threads with their own tokio runtimes for what leaves on ringcast's own
 //!   initiative: webhooks, fed by a bounded lock-free queue per shard that a shard never waits

@@ -170,6 +170,17 @@ static FAMILIES: &[Family] = &[
     single("socketio_recoveries", Counter,
         "Socket.IO clients resubscribed from their connection-state-recovery offset.",
         &[("", |m| m.counters.socketio_recoveries)]),
+    by_reason("socketio_polling_sessions",
+        "Engine.IO long-polling sessions by event: opened, refused = a handshake answered 503 \
+         because the shard keeps socketio_polling_sessions_max already, upgraded = moved onto \
+         a WebSocket, forwarded = a request of a connection handed to the session's shard \
+         through the mailboxes (the connection landed on another shard).",
+        "event", &[
+            ("opened", |m| m.counters.socketio_sessions_opened),
+            ("refused", |m| m.counters.socketio_sessions_refused),
+            ("upgraded", |m| m.counters.socketio_upgrades),
+            ("forwarded", |m| m.counters.socketio_forwards),
+        ]),
     single("connections_closed", Counter, "Connections closed, for any reason.",
         &[("", |m| m.counters.connections_closed)]),
     single("websocket_upgrades", Counter, "HTTP connections upgraded to WebSocket.",
@@ -628,6 +639,10 @@ mod tests {
             token_expiries: offset + 80,
             token_refreshes: offset + 81,
             socketio_recoveries: offset + 90,
+            socketio_sessions_opened: offset + 91,
+            socketio_sessions_refused: offset + 92,
+            socketio_upgrades: offset + 93,
+            socketio_forwards: offset + 94,
             address_connections_refused: offset + 82,
             address_handshakes_refused: offset + 83,
             addresses_untracked: offset + 84,

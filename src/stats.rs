@@ -169,6 +169,12 @@ pub struct Counters {
     pub token_refreshes: u64,
     /// Socket.IO clients resubscribed from their connection-state-recovery offset.
     pub socketio_recoveries: u64,
+    /// Engine.IO long-polling sessions opened, refused for the shard's limit, upgraded.
+    pub socketio_sessions_opened: u64,
+    pub socketio_sessions_refused: u64,
+    pub socketio_upgrades: u64,
+    /// Requests of Engine.IO carriers handed to another shard, the session's.
+    pub socketio_forwards: u64,
     /// Connections refused (429) for their source address: too many at once, too many new.
     pub address_connections_refused: u64,
     pub address_handshakes_refused: u64,
@@ -255,7 +261,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 72] {
+    pub fn named(&self) -> [(&'static str, u64); 76] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -315,6 +321,10 @@ impl Counters {
             ("token_expiries", self.token_expiries),
             ("token_refreshes", self.token_refreshes),
             ("socketio_recoveries", self.socketio_recoveries),
+            ("socketio_sessions_opened", self.socketio_sessions_opened),
+            ("socketio_sessions_refused", self.socketio_sessions_refused),
+            ("socketio_upgrades", self.socketio_upgrades),
+            ("socketio_forwards", self.socketio_forwards),
             (
                 "address_connections_refused",
                 self.address_connections_refused,
@@ -437,6 +447,10 @@ impl Counters {
             token_expiries: endpoint.token_expiries,
             token_refreshes: endpoint.token_refreshes,
             socketio_recoveries: endpoint.socketio_recoveries,
+            socketio_sessions_opened: endpoint.socketio_sessions_opened,
+            socketio_sessions_refused: endpoint.socketio_sessions_refused,
+            socketio_upgrades: endpoint.socketio_upgrades,
+            socketio_forwards: endpoint.socketio_forwards,
             address_connections_refused: shard.address_connections_refused,
             address_handshakes_refused: shard.address_handshakes_refused,
             addresses_untracked: shard.addresses_untracked,

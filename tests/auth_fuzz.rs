@@ -51,6 +51,7 @@ fn context() -> Context {
         now_ms: 0,
         unix_offset_ms: NOW_UNIX_MS,
         requests: Vec::new(),
+        engine_calls: Vec::new(),
         metrics: Box::new(NoMetrics),
         compressors: CompressorSet::new(config.protocol.compression_level),
     }

@@ -211,13 +211,16 @@ fn heartbeat_pings_and_closes_on_missing_pong() {
 }
 
 /// Proves requests at the Socket.IO path that cannot start a session get the reference
-/// server's 400 answers: another protocol revision, polling (not served), an unknown sid.
+/// server's 400 answers: another protocol revision, an unknown transport, a plain GET naming
+/// WebSocket, an unknown sid. A WebSocket naming a sid of this server's shape that no session
+/// has is upgraded (the session's shard, which may be another, is asked after the 101) and
+/// closed at once.
 #[test]
 fn engine_handshake_errors() {
     let server = ServerProcess::start(&[]);
     let cases = [
         ("/socket.io/?EIO=3&transport=polling", 5),
-        ("/socket.io/?EIO=4&transport=polling", 0),
+        ("/socket.io/?EIO=4&transport=polling&sid=nonsense", 1),
         ("/socket.io/?EIO=4&transport=carrier-pigeon", 0),
         ("/socket.io/?EIO=4&transport=websocket", 3),
     ];
@@ -230,12 +233,15 @@ fn engine_handshake_errors() {
         assert_eq!(body["code"], code, "{path}: {body}");
     }
     let mut client = RawClient::connect(server.address);
-    let path = "/socket.io/?EIO=4&transport=websocket&sid=AAAAAAAAAAAAAAAAAAAAAA";
+    let path = "/socket.io/?EIO=4&transport=websocket&sid=nonsense";
     client.write(support::server::upgrade_request(path).as_bytes());
     let response = client.read_response();
     assert_eq!(response.status, 400, "{response:?}");
     let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
     assert_eq!(body["code"], 1, "{body}");
+    let path = "/socket.io/?EIO=4&transport=websocket&sid=AAAAAAAAAAAAAAAAAAAAAA";
+    let mut unknown = RawClient::upgraded(server.address, path);
+    assert_eq!(unknown.read_close_code(), Some(1000));
 }
 
 /// Proves the real npm `socket.io-client` over WebSocket only: it connects, subscribes,
@@ -243,15 +249,33 @@ fn engine_handshake_errors() {
 /// namespace other than `/`.
 #[test]
 fn socketio_client_over_websocket() {
+    run_socketio_client("websocket");
+}
+
+/// Proves the same with the real client on long polling only, on a 2-shard server where its
+/// requests land on either shard.
+#[test]
+fn socketio_client_over_polling() {
+    run_socketio_client("polling");
+}
+
+/// Proves the same with the client's defaults: long polling first, then the upgrade to
+/// WebSocket in the middle of the subscription and publishes, which must be over by the end.
+#[test]
+fn socketio_client_with_upgrade() {
+    run_socketio_client("default");
+}
+
+fn run_socketio_client(transport: &str) {
     let package = tools::manifest_path("tests/interop/node_modules/socket.io-client/package.json");
     tools::require_installed(&package, "the npm package socket.io-client");
-    let directory = tools::fresh_directory("interop-socketio-websocket");
+    let directory = tools::fresh_directory(&format!("interop-socketio-{transport}"));
     let server = ServerProcess::start(&["--shards", "2", "--log", "debug"]);
     let mut command = Command::new("node");
     command
         .arg(tools::manifest_path("tests/interop/socketio_client.js"))
         .arg(server.address.to_string())
-        .arg("websocket")
+        .arg(transport)
         .arg("200");
     let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
     let run = tools::run_with_deadline(
@@ -263,7 +287,7 @@ fn socketio_client_over_websocket() {
     );
     assert!(
         run.status.success(),
-        "socketio_client.js failed with {}\n{}\n--- server log (end) ---\n{}",
+        "socketio_client.js ({transport}) failed with {}\n{}\n--- server log (end) ---\n{}",
         run.status,
         run.outputs(),
         server.log_tail()
@@ -275,16 +299,29 @@ fn socketio_client_over_websocket() {
 /// its `pid` and offset, is told it recovered, and ends with every seq once and in order.
 #[test]
 fn socketio_client_recovers_with_no_gap() {
+    run_socketio_recovery("websocket");
+}
+
+/// Proves the same recovery with the client's defaults: every connection, the first and each
+/// reconnect, starts on long polling and upgrades, and a cut may fall before, during or after
+/// an upgrade.
+#[test]
+fn socketio_client_recovers_with_upgrades() {
+    run_socketio_recovery("default");
+}
+
+fn run_socketio_recovery(transport: &str) {
     let package = tools::manifest_path("tests/interop/node_modules/socket.io-client/package.json");
     tools::require_installed(&package, "the npm package socket.io-client");
-    let directory = tools::fresh_directory("interop-socketio-recovery");
+    let directory = tools::fresh_directory(&format!("interop-socketio-recovery-{transport}"));
     let server = ServerProcess::start(&["--shards", "2", "--log", "debug"]);
     let mut command = Command::new("node");
     command
         .arg(tools::manifest_path("tests/interop/socketio_recovery.js"))
         .arg(server.address.to_string())
         .arg("300")
-        .arg("3");
+        .arg("3")
+        .arg(transport);
     let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
     let run = tools::run_with_deadline(
         &mut command,
@@ -295,7 +332,7 @@ fn socketio_client_recovers_with_no_gap() {
     );
     assert!(
         run.status.success(),
-        "socketio_recovery.js failed with {}\n{}\n--- server log (end) ---\n{}",
+        "socketio_recovery.js ({transport}) failed with {}\n{}\n--- server log (end) ---\n{}",
         run.status,
         run.outputs(),
         server.log_tail()
@@ -378,4 +415,60 @@ fn offset_resumes_on_a_new_connection() {
     let connected = read_text_starting(&mut third, "40{");
     let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
     assert_ne!(json["pid"], pid.as_str(), "{connected}");
+}
+
+/// The cases of the official Socket.IO protocol test suite (socketio/socket.io-protocol's
+/// test-suite, vendored in tests/interop/socketio-protocol with its packages in the interop
+/// lockfile) that test the protocol rather than the reference's demo application: all of its
+/// Engine.IO part (handshakes, heartbeat over polling and WebSocket, close, upgrade) and the
+/// Socket.IO refusals (an unknown namespace, a bad or missing handshake, malformed packets).
+/// The other Socket.IO cases check that demo app (an `auth` event echoing the handshake, a
+/// `message-back` echo, a `/custom` namespace, binary attachments, a CONNECT answer without
+/// a `pid`) and do not apply to ringcast, whose events are pub/sub requests.
+const SUITE_CASES: &str = "Engine.IO protocol|disallow connection|no handshake|invalid format";
+
+/// Proves the applicable cases of the official Socket.IO protocol suite pass against ringcast
+/// with the suite's settings (ping every 300 ms, timeout 200 ms), one shard so that a
+/// WebSocket's packets and a polling request sent after them arrive in that order.
+#[test]
+fn official_socketio_protocol_suite() {
+    let mocha = tools::manifest_path("tests/interop/node_modules/mocha/bin/mocha");
+    tools::require_installed(&mocha, "the npm package mocha");
+    let directory = tools::fresh_directory("interop-socketio-protocol-suite");
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "1"],
+        &[
+            ("RINGCAST_PING_INTERVAL_MS", "300"),
+            ("RINGCAST_PING_TIMEOUT_MS", "200"),
+        ],
+    );
+    let mut command = Command::new("node");
+    command
+        .current_dir(tools::manifest_path("tests/interop/socketio-protocol"))
+        .env("SOCKETIO_SUITE_URL", format!("http://{}", server.address))
+        .arg(&mocha)
+        .arg("test-suite.js")
+        .arg("--grep")
+        .arg(SUITE_CASES)
+        // The suite's own per-case limits are 2 s (5 s for the heartbeat); a loaded machine
+        // gets more, which decides nothing about the protocol.
+        .arg("--timeout")
+        .arg("20000");
+    let missing = format!("install Node.js 20 with npm, then run `{INSTALL_COMMAND}`");
+    let run = tools::run_with_deadline(
+        &mut command,
+        "socketio_protocol_suite",
+        &directory,
+        CLIENT_DEADLINE,
+        &missing,
+    );
+    assert!(
+        run.status.success(),
+        "the Socket.IO protocol suite failed with {}\n{}\n--- server log (end) ---\n{}",
+        run.status,
+        run.outputs(),
+        server.log_tail()
+    );
+    let outputs = run.outputs();
+    assert!(outputs.contains("22 passing"), "{outputs}");
 }

@@ -11,7 +11,11 @@
 //!   very body (nothing dropped, nothing added);
 //! - decoded binary data never exceeds the caller's bound;
 //! - a Socket.IO packet read names a namespace within its limit, an ack id within 2^53 − 1,
-//!   data whose first byte fits its type, and re-encodes to its text in the short form.
+//!   data whose first byte fits its type, and re-encodes to its text in the short form;
+//! - the packets of a body read, queued as a long-polling session queues them (one WebSocket
+//!   text frame each) and cut back into a body as a GET answer is, give the very body;
+//! - a `sid` (the whole input as text) is either refused or names a shard and slot within the
+//!   id's bounds, and is the id it was read from.
 
 #![no_main]
 
@@ -23,9 +27,13 @@ use ringcast::protocol::engineio::{
     EngineLimits, PacketData, decode_binary_into, parse_payload, parse_text_packet,
     write_separator_if_needed, write_text_packet,
 };
+use ringcast::endpoint::socketio_polling::{
+    SESSION_SHARD_MAX, SESSION_SLOT_MAX, session_address, write_frame_as_packet,
+};
 use ringcast::protocol::socketio::{
     ACK_ID_MAX, MAIN_NAMESPACE, SocketLimits, SocketPacketType, parse, write_head,
 };
+use ringcast::protocol::websocket::frame::{OpCode, encode_frame};
 
 /// The re-encoded body and decoded binaries, each about the input's size.
 const BUDGET: AllocationBudget = AllocationBudget {
@@ -47,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
     };
     allocation::measure(BUDGET, data.len(), || {
         check_body(body, &engine, &socket);
+        check_session_id(body);
         if let Ok(text) = std::str::from_utf8(body)
             && let Ok(packet) = parse_text_packet(text, &engine)
             && let PacketData::Text(inner) = packet.data
@@ -62,15 +71,21 @@ fn check_body(body: &[u8], engine: &EngineLimits, socket: &SocketLimits) {
     };
     assert!(body.len() <= engine.payload_bytes_max);
     let mut rewritten = Vec::with_capacity(body.len());
+    let mut carried = Vec::with_capacity(body.len());
+    let mut all_text = true;
     let mut decoded = Vec::new();
     for packet in packets {
         write_separator_if_needed(0, &mut rewritten);
         match packet.data {
             PacketData::Text(text) => {
+                let start = rewritten.len();
                 write_text_packet(packet.kind, text.as_bytes(), &mut rewritten);
+                let frame = encode_frame(OpCode::Text, true, &rewritten[start..]);
+                write_frame_as_packet(&frame, 0, &mut carried);
                 check_socket_packet(text, socket);
             }
             PacketData::Base64(encoded) => {
+                all_text = false;
                 rewritten.push(b'b');
                 rewritten.extend_from_slice(encoded.as_bytes());
                 let bound = body.len() / 2;
@@ -82,6 +97,20 @@ fn check_body(body: &[u8], engine: &EngineLimits, socket: &SocketLimits) {
         }
     }
     assert_eq!(rewritten, body, "a body read is not the body re-encoded");
+    if all_text {
+        assert_eq!(carried, body, "frames cut back into a body are not the body");
+    }
+}
+
+fn check_session_id(input: &[u8]) {
+    let Ok(text) = std::str::from_utf8(input) else {
+        return;
+    };
+    if let Some(address) = session_address(text) {
+        assert!(usize::from(address.shard) <= SESSION_SHARD_MAX);
+        assert!(address.slot as usize <= SESSION_SLOT_MAX);
+        assert_eq!(&address.id[..], input);
+    }
 }
 
 fn check_socket_packet(text: &str, limits: &SocketLimits) {

@@ -26,6 +26,51 @@ pub struct PublishReply {
     pub ticket: Option<u32>,
 }
 
+/// Characters of a Socket.IO session id (see `endpoint::socketio_polling`).
+pub const SESSION_ID_BYTES: usize = 22;
+
+/// Where a Socket.IO session lives: the shard that owns it, its slot there, and its whole id
+/// (checked by the owner, so that a guessed slot finds nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionAddress {
+    pub shard: u16,
+    pub slot: u32,
+    pub id: [u8; SESSION_ID_BYTES],
+}
+
+/// What a connection carrying a Socket.IO session (a long-polling request, or the WebSocket
+/// the session upgrades to) asks of the session's shard. The broker never sees these: the
+/// shard drivers carry them.
+#[derive(Debug)]
+pub enum CarrierRequest {
+    /// A long-polling GET: held until packets wait (answered with an HTTP response).
+    Poll { keep_alive: bool },
+    /// A long-polling POST and its body (answered `ok`, 400 or 413).
+    Post { body: Bytes, keep_alive: bool },
+    /// A WebSocket naming the session opened (after its 101): the session's shard closes it
+    /// if the session is unknown.
+    Attach,
+    /// The upgrading WebSocket received `2probe` (and answered `3probe` itself).
+    Probe,
+    /// The upgrading WebSocket received `5`: the session moves onto it.
+    Upgrade,
+    /// One Engine.IO packet the WebSocket carrier received (the text of one message).
+    Packet(Bytes),
+    /// The carrier's connection closed.
+    Gone,
+}
+
+/// What a session's shard answers a carrier.
+#[derive(Debug)]
+pub enum CarrierAnswer {
+    /// A whole HTTP response for the carrier's long-polling request.
+    Response { response: Bytes, keep_alive: bool },
+    /// WebSocket frames for the upgraded carrier to send.
+    Frames(Bytes),
+    /// The session ended: the carrier closes.
+    Close,
+}
+
 /// What one thread asks of a shard.
 #[derive(Debug)]
 pub enum Command {
@@ -104,6 +149,17 @@ pub enum Command {
         reply: PublishReply,
         result: Result<u64, OwnerError>,
         key: Option<IdempotencyKey>,
+    },
+    /// To a Socket.IO session's shard: what one of its carriers received.
+    ToSession {
+        session: SessionAddress,
+        carrier: ClientRef,
+        request: CarrierRequest,
+    },
+    /// To a carrier's shard: the session's answer.
+    ToCarrier {
+        carrier: ClientRef,
+        answer: CarrierAnswer,
     },
 }
 

@@ -281,7 +281,12 @@ impl Fanout {
     /// Carries out a command from some shard (this one included). `Shutdown` is the shard's.
     pub fn handle_command(&mut self, command: Command, clients: &mut impl Clients) {
         match command {
-            Command::Shutdown => debug_assert!(false, "the shard handles shutdown itself"),
+            Command::Shutdown | Command::ToSession { .. } | Command::ToCarrier { .. } => {
+                debug_assert!(
+                    false,
+                    "the shard handles shutdown and Engine.IO carriers itself"
+                )
+            }
             Command::Publish {
                 topic,
                 data,

@@ -48,6 +48,14 @@ pub const RESERVED_FILE_SLOTS: usize = 8;
 /// keeps that mesh at about a million queues.
 pub const SHARDS_MAX: usize = 1024;
 
+// A long-polling Socket.IO session's id names its shard (12 bits) and its slot (24 bits, after
+// the connection table): every shard and slot the settings allow must fit.
+const _: () = assert!(SHARDS_MAX - 1 <= crate::endpoint::socketio_polling::SESSION_SHARD_MAX);
+const _: () = assert!(
+    REGISTERED_FILES_KERNEL_MAX + crate::endpoint::socketio::POLLING_SESSIONS_LIMIT
+        <= crate::endpoint::socketio_polling::SESSION_SLOT_MAX
+);
+
 /// Most entries of a provided buffer ring: the kernel wants a power of two below 65,536.
 pub const RECEIVE_BUFFERS_COUNT_MAX: usize = 32 * 1024;
 

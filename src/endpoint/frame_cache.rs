@@ -150,7 +150,7 @@ impl FrameCache {
                     socketio::write_message_frame(body, out)
                 }))
             }),
-            EndpointKind::Http | EndpointKind::Poll => return None,
+            EndpointKind::Http | EndpointKind::Poll | EndpointKind::EngineCarrier => return None,
         };
         Some(cached.get_or_insert_with(|| Framing {
             frame: make(pool),

@@ -18,9 +18,11 @@ use super::board;
 use super::outbound::{Frame, Outbound};
 use super::poll::HeldPoll;
 use super::socketio::SocketIoStart;
+use super::socketio_polling::{self, EngineCall};
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
 use crate::auth::AuthFailure;
 use crate::auth::{AuthRefusal, Identity};
+use crate::broker::command::{CarrierRequest, SessionAddress};
 use crate::broker::http_api::{
     self, HttpError, Route, write_batch_response, write_http_error, write_publish_response,
 };
@@ -91,9 +93,64 @@ pub struct Responses {
     next_ticket: u32,
     /// The connection closes once the responses queued so far are sent.
     closing_after_responses: bool,
-    /// A poll waiting for messages. Requests that come meanwhile are not read: the connection
-    /// closes after the poll's answer (no client pipelines behind a long poll).
-    poll: Option<Box<HeldPoll>>,
+    /// A poll waiting for messages, or an Engine.IO request handed to a session's shard
+    /// waiting for its answer; one box for either, as every connection's endpoint is as large
+    /// as its largest state. Requests that come meanwhile are not read: the connection closes
+    /// after the answer (no client pipelines behind a long poll).
+    held: Option<Box<Held>>,
+}
+
+/// What a connection's request waits for.
+#[derive(Debug)]
+enum Held {
+    Poll(HeldPoll),
+    Engine(EngineWait),
+}
+
+impl Responses {
+    fn poll(&self) -> Option<&HeldPoll> {
+        match self.held.as_deref() {
+            Some(Held::Poll(poll)) => Some(poll),
+            _ => None,
+        }
+    }
+
+    fn poll_mut(&mut self) -> Option<&mut HeldPoll> {
+        match self.held.as_deref_mut() {
+            Some(Held::Poll(poll)) => Some(poll),
+            _ => None,
+        }
+    }
+
+    fn take_poll(&mut self) -> Option<Box<Held>> {
+        match self.held.as_deref() {
+            Some(Held::Poll(_)) => self.held.take(),
+            _ => None,
+        }
+    }
+
+    fn engine_wait(&self) -> Option<&EngineWait> {
+        match self.held.as_deref() {
+            Some(Held::Engine(wait)) => Some(wait),
+            _ => None,
+        }
+    }
+
+    fn take_engine_wait(&mut self) -> Option<Box<Held>> {
+        match self.held.as_deref() {
+            Some(Held::Engine(_)) => self.held.take(),
+            _ => None,
+        }
+    }
+}
+
+/// What an Engine.IO request waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EngineWait {
+    /// A new session's open packet (from this shard).
+    Open,
+    /// The answer of a session's shard to a GET or a POST.
+    Session(SessionAddress),
 }
 
 /// What an accepted upgrade hands the endpoint it becomes.
@@ -103,6 +160,8 @@ enum Upgraded {
     WebSocket(Option<Box<Identity>>, Option<DeflateAgreement>),
     /// `socketio_path`: a Socket.IO client.
     SocketIo(SocketIoStart),
+    /// `socketio_path` with a `sid`: the WebSocket a long-polling session upgrades to.
+    SocketIoCarrier(SessionAddress),
 }
 
 /// The reference server's Engine.IO handshake errors, answered 400 with their JSON.
@@ -135,9 +194,24 @@ impl EngineHandshakeError {
     }
 }
 
+/// What a request at `socketio_path` asks for, once its query is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EngineQuery {
+    /// A new session: over WebSocket (an upgrade) or long polling (a GET).
+    Open,
+    /// A request of the session the `sid` names: a long-polling GET or POST, or (an upgrade)
+    /// the WebSocket the session moves to.
+    Session(SessionAddress),
+}
+
 /// Checks the query of a request at `socketio_path`: Engine.IO 4, a transport this server
-/// serves, no session id (no session outlives its WebSocket yet).
-fn check_engine_query(query: Option<&str>, upgrade: bool) -> Result<(), EngineHandshakeError> {
+/// serves (WebSocket only as an upgrade, polling never as one), and a `sid` of this server's
+/// shape if any (whether its session exists is its shard's to say).
+fn check_engine_query(
+    query: Option<&str>,
+    upgrade: bool,
+    polling_enabled: bool,
+) -> Result<EngineQuery, EngineHandshakeError> {
     use crate::protocol::engineio::{PROTOCOL_REVISION, Transport};
     use crate::protocol::http1::query::query_raw;
     let query = query.unwrap_or("");
@@ -147,15 +221,21 @@ fn check_engine_query(query: Option<&str>, upgrade: bool) -> Result<(), EngineHa
     let transport = query_raw(query, "transport").and_then(Transport::parse);
     match (transport, upgrade) {
         (Some(Transport::WebSocket), true) => {}
-        (Some(Transport::WebSocket), false) => return Err(EngineHandshakeError::BadRequest),
-        (Some(Transport::Polling), _) | (None, _) => {
+        (Some(Transport::Polling), false) if polling_enabled => {}
+        (Some(Transport::WebSocket), false) | (Some(Transport::Polling), true) => {
+            return Err(EngineHandshakeError::BadRequest);
+        }
+        (Some(Transport::Polling), false) | (None, _) => {
             return Err(EngineHandshakeError::TransportUnknown);
         }
     }
-    if query_raw(query, "sid").is_some() {
-        return Err(EngineHandshakeError::SessionIdUnknown);
+    match query_raw(query, "sid") {
+        None => Ok(EngineQuery::Open),
+        Some(sid) => socketio_polling::session_address(sid)
+            .filter(|_| polling_enabled)
+            .map(EngineQuery::Session)
+            .ok_or(EngineHandshakeError::SessionIdUnknown),
     }
-    Ok(())
 }
 
 /// How a read ended.
@@ -182,6 +262,12 @@ pub enum Read {
         rest_start: usize,
         start: SocketIoStart,
     },
+    /// An upgrade naming a long-polling session was accepted: the connection carries that
+    /// session from `rest_start` of the read on.
+    SocketIoCarrier {
+        rest_start: usize,
+        address: SessionAddress,
+    },
 }
 
 /// One connection speaking HTTP/1.1.
@@ -201,6 +287,7 @@ struct Answer<'a> {
     counters: &'a mut EndpointCounters,
     encoder: &'a mut FrameEncoder,
     requests: &'a mut Vec<BrokerRequest>,
+    engine_calls: &'a mut Vec<EngineCall>,
     settings: &'a EndpointSettings,
     metrics: &'a mut dyn MetricsText,
     /// The shard's clock and the same instant in Unix milliseconds (tokens speak Unix time).
@@ -223,34 +310,62 @@ impl HttpEndpoint {
     }
 
     pub fn deadline_ms(&self) -> u64 {
-        match &self.responses.poll {
+        match self.responses.poll() {
             Some(poll) => poll.deadline_ms(),
             None => self.deadline_ms,
         }
     }
 
+    /// The session whose answer this connection waits for.
+    pub fn engine_waiting(&self) -> Option<SessionAddress> {
+        match self.responses.engine_wait() {
+            Some(&EngineWait::Session(address)) => Some(address),
+            Some(EngineWait::Open) | None => None,
+        }
+    }
+
+    /// The answer to the Engine.IO request this connection waited for (a whole response);
+    /// ignored when it waits for none (it timed out meanwhile).
+    pub fn answer_engine(
+        &mut self,
+        response: Bytes,
+        keep_alive: bool,
+        outbound: &mut Outbound,
+        context: &mut Context,
+    ) -> Next {
+        if self.responses.take_engine_wait().is_none() {
+            return Next::Continue;
+        }
+        Answer::respond_to(&mut self.responses, outbound, Frame::from(response));
+        if !keep_alive {
+            self.responses.closing_after_responses = true;
+        }
+        self.deadline_ms = context.now_ms + context.settings.handshake_timeout_ms;
+        self.close_when_answered()
+    }
+
     /// Whether a poll is held (the connection takes messages meanwhile).
     pub fn is_polling(&self) -> bool {
-        self.responses.poll.is_some()
+        self.responses.poll().is_some()
     }
 
     /// A message for the held poll.
     pub fn collect(&mut self, message: &Message) {
-        if let Some(poll) = &mut self.responses.poll {
+        if let Some(poll) = self.responses.poll_mut() {
             poll.collect(message);
         }
     }
 
     /// A reply for the held poll.
     pub fn collect_reply(&mut self, reply: &Reply) {
-        if let Some(poll) = &mut self.responses.poll {
+        if let Some(poll) = self.responses.poll_mut() {
             poll.collect_reply(reply);
         }
     }
 
     /// The end of the shard's turn: a held poll with something to say answers.
     pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
-        match &self.responses.poll {
+        match self.responses.poll() {
             Some(poll) if poll.is_ready() => self.answer_poll(outbound, context),
             _ => Next::Continue,
         }
@@ -259,8 +374,11 @@ impl HttpEndpoint {
     /// Answers the held poll with what it collected and ends its subscriptions (left in the
     /// context's requests for the broker).
     fn answer_poll(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
-        let Some(poll) = self.responses.poll.take() else {
+        let Some(held) = self.responses.take_poll() else {
             return Next::Continue;
+        };
+        let Held::Poll(poll) = *held else {
+            unreachable!("take_poll takes a poll");
         };
         context.counters.poll_answers += 1;
         let keep_alive = poll.keep_alive();
@@ -276,7 +394,16 @@ impl HttpEndpoint {
     /// The server closes the connection: a held poll is answered first (its client gets the
     /// cursor to resume from), without ending its subscriptions (the connection's close does).
     pub fn close(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
-        if let Some(poll) = self.responses.poll.take() {
+        if self.responses.engine_wait().is_some() {
+            // The session's shard owes the answer (in a shutdown it closes the session, and a
+            // held GET gets `1`): the connection closes once it is sent, or at its deadline.
+            self.responses.closing_after_responses = true;
+            return Next::Continue;
+        }
+        if let Some(held) = self.responses.take_poll() {
+            let Held::Poll(poll) = *held else {
+                unreachable!("take_poll takes a poll");
+            };
             let mut unsubscribes = Vec::new();
             let answer = poll.answer(&mut context.frames, &mut unsubscribes);
             Answer::respond_to(&mut self.responses, outbound, answer);
@@ -296,7 +423,7 @@ impl HttpEndpoint {
         if self.responses.closing_after_responses {
             return Read::Done(Next::Continue); // On its way out: reads nothing more.
         }
-        if self.responses.poll.is_some() {
+        if self.responses.held.is_some() {
             // A request behind a held poll: not read; the connection closes after the answer.
             self.responses.closing_after_responses = true;
             return Read::Done(Next::Continue);
@@ -307,6 +434,7 @@ impl HttpEndpoint {
             counters: &mut context.counters,
             encoder: &mut context.encoder,
             requests: &mut context.requests,
+            engine_calls: &mut context.engine_calls,
             settings: &context.settings,
             metrics: &mut *context.metrics,
             now_ms: context.now_ms,
@@ -334,7 +462,7 @@ impl HttpEndpoint {
                 Err(error) => answer.refuse(&HttpError::Request(error), false),
             };
             answered = true;
-            if !keep_going || answer.responses.poll.is_some() {
+            if !keep_going || answer.responses.held.is_some() {
                 break;
             }
         }
@@ -355,7 +483,21 @@ impl HttpEndpoint {
             Some((rest_start, Upgraded::SocketIo(start))) => {
                 return Read::SocketIo { rest_start, start };
             }
+            Some((rest_start, Upgraded::SocketIoCarrier(address))) => {
+                return Read::SocketIoCarrier {
+                    rest_start,
+                    address,
+                };
+            }
             None => {}
+        }
+        if self.responses.engine_wait().is_some() {
+            // The session's answer must come within a heartbeat (a held GET is answered with
+            // the next ping at the latest); past that the connection gives up on it.
+            let socketio = &context.settings.socketio;
+            let wait_ms = socketio.ping_interval_ms + socketio.ping_timeout_ms;
+            self.deadline_ms = context.now_ms + wait_ms + context.settings.handshake_timeout_ms;
+            return Read::Done(Next::Continue);
         }
         if self.responses.closing_after_responses {
             return Read::Done(self.close_when_answered());
@@ -371,9 +513,12 @@ impl HttpEndpoint {
     /// The request head did not come in time: 408, then close. Or a held poll's wait is over:
     /// its answer.
     pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
-        if self.responses.poll.is_some() {
+        if self.responses.poll().is_some() {
             return self.answer_poll(outbound, context);
         }
+        // An Engine.IO answer that never came ends like a request that never came (the
+        // session is told when the connection closes).
+        self.responses.take_engine_wait();
         context.counters.handshake_timeouts += 1;
         let mut response = BytesMut::new();
         handshake::write_response(
@@ -438,10 +583,7 @@ impl Answer<'_> {
             return self.refuse_handshake(&HandshakeError::PlainRequestToWebSocket);
         }
         if !self.settings.echo && self.settings.socketio.serves(path) {
-            let refusal = check_engine_query(request.head.query(), false)
-                .err()
-                .unwrap_or(EngineHandshakeError::BadRequest);
-            return self.refuse_engine_handshake(refusal);
+            return self.engine_request(request, keep_alive);
         }
         let readable = request.head.method() == "GET" || is_head;
         if let Some(asset) = board::asset(path).filter(|_| self.settings.board_enabled && readable)
@@ -740,7 +882,7 @@ impl Answer<'_> {
             self.settings.outbound_queue_bytes_max,
             self.requests,
         );
-        self.responses.poll = Some(Box::new(poll));
+        self.responses.held = Some(Box::new(Held::Poll(poll)));
         keep_alive
     }
 
@@ -823,26 +965,14 @@ impl Answer<'_> {
     /// token may come in the Socket.IO CONNECT instead), then the WebSocket handshake, without
     /// permessage-deflate (Socket.IO frames are not compressed).
     fn upgrade_socketio(&mut self, head: &RequestHead<'_>) -> Option<Upgraded> {
-        if let Err(refusal) = check_engine_query(head.query(), true) {
-            self.refuse_engine_handshake(refusal);
-            return None;
-        }
-        let auth = &*self.settings.auth;
-        let start = match auth.check_request(head, self.unix_ms) {
-            Ok(identity) => SocketIoStart {
-                identity: identity.map(Box::new),
-                token_pending: false,
-            },
-            Err(AuthRefusal::Unauthorized(AuthFailure::Missing)) => SocketIoStart {
-                identity: None,
-                token_pending: true,
-            },
+        let polling_enabled = self.settings.socketio.socketio_polling_enabled;
+        let upgraded = match check_engine_query(head.query(), true, polling_enabled) {
+            Ok(EngineQuery::Open) => Upgraded::SocketIo(self.socketio_start(head)?),
+            // The session's id is its credential, checked by its shard (an unknown one closes
+            // the WebSocket at once); the handshake's token was checked when it opened.
+            Ok(EngineQuery::Session(address)) => Upgraded::SocketIoCarrier(address),
             Err(refusal) => {
-                match refusal {
-                    AuthRefusal::Unauthorized(failure) => self.counters.count_auth_failure(failure),
-                    AuthRefusal::ForeignOrigin => self.counters.origin_refusals += 1,
-                }
-                self.refuse_access(refusal);
+                self.refuse_engine_handshake(refusal);
                 return None;
             }
         };
@@ -864,10 +994,73 @@ impl Answer<'_> {
                 let mut response = BytesMut::new();
                 upgrade::write_switching_protocols(&upgrade, &mut response);
                 self.respond(response.freeze());
-                Some(Upgraded::SocketIo(start))
+                Some(upgraded)
             }
             Err(error) => {
                 self.refuse_handshake(&error);
+                None
+            }
+        }
+    }
+
+    /// A long-polling request at `socketio_path`: a handshake (a GET without `sid`, checked
+    /// like an upgrade) opens a session on this shard; a GET or POST with one goes to its
+    /// session's shard. The connection waits for the answer either way.
+    fn engine_request(&mut self, request: &Request<'_>, keep_alive: bool) -> bool {
+        let polling_enabled = self.settings.socketio.socketio_polling_enabled;
+        let query = match check_engine_query(request.head.query(), false, polling_enabled) {
+            Ok(query) => query,
+            Err(refusal) => return self.refuse_engine_handshake(refusal),
+        };
+        let method = request.head.method();
+        let (call, wait) = match (query, method) {
+            (EngineQuery::Open, "GET") => {
+                let Some(start) = self.socketio_start(&request.head) else {
+                    return false;
+                };
+                (EngineCall::Open { start, keep_alive }, EngineWait::Open)
+            }
+            (EngineQuery::Session(session), "GET") => {
+                let request = CarrierRequest::Poll { keep_alive };
+                (
+                    EngineCall::Carry { session, request },
+                    EngineWait::Session(session),
+                )
+            }
+            (EngineQuery::Session(session), "POST") => {
+                let body = Bytes::copy_from_slice(request.body);
+                let request = CarrierRequest::Post { body, keep_alive };
+                (
+                    EngineCall::Carry { session, request },
+                    EngineWait::Session(session),
+                )
+            }
+            _ => return self.refuse_engine_handshake(EngineHandshakeError::BadRequest),
+        };
+        self.engine_calls.push(call);
+        self.responses.held = Some(Box::new(Held::Engine(wait)));
+        false
+    }
+
+    /// The connection-time checks of a Socket.IO handshake: the origin, and the token (a
+    /// missing one may come in the Socket.IO CONNECT instead). A refusal is answered.
+    fn socketio_start(&mut self, head: &RequestHead<'_>) -> Option<SocketIoStart> {
+        let auth = &*self.settings.auth;
+        match auth.check_request(head, self.unix_ms) {
+            Ok(identity) => Some(SocketIoStart {
+                identity: identity.map(Box::new),
+                token_pending: false,
+            }),
+            Err(AuthRefusal::Unauthorized(AuthFailure::Missing)) => Some(SocketIoStart {
+                identity: None,
+                token_pending: true,
+            }),
+            Err(refusal) => {
+                match refusal {
+                    AuthRefusal::Unauthorized(failure) => self.counters.count_auth_failure(failure),
+                    AuthRefusal::ForeignOrigin => self.counters.origin_refusals += 1,
+                }
+                self.refuse_access(refusal);
                 None
             }
         }
@@ -939,7 +1132,7 @@ fn flush_complete(responses: &mut Responses, outbound: &mut Outbound) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -962,7 +1155,7 @@ mod tests {
         }
     }
 
-    fn context(pipelined_max: usize) -> Context {
+    pub(in crate::endpoint) fn context(pipelined_max: usize) -> Context {
         let broker = BrokerConfig {
             http_pipelined_requests_max: pipelined_max,
             ..BrokerConfig::default()
@@ -997,6 +1190,7 @@ mod tests {
             now_ms: 0,
             unix_offset_ms: 0,
             requests: Vec::new(),
+            engine_calls: Vec::new(),
             metrics: Box::new(NoMetrics),
         }
     }

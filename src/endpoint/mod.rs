@@ -20,6 +20,7 @@ pub mod http;
 pub mod outbound;
 pub mod poll;
 pub mod socketio;
+pub mod socketio_polling;
 pub mod stream;
 pub mod websocket;
 
@@ -41,6 +42,7 @@ use crate::protocol::websocket::frame::FrameEncoder;
 use http::HttpEndpoint;
 use outbound::Outbound;
 use socketio::{SocketIoConfig, SocketIoEndpoint};
+use socketio_polling::{CarrierEndpoint, EngineCall};
 use stream::{StreamEndpoint, StreamFormat};
 use websocket::WebSocketEndpoint;
 
@@ -65,8 +67,11 @@ pub enum EndpointKind {
     Ndjson,
     /// An HTTP connection holding a poll.
     Poll,
-    /// A Socket.IO client (Engine.IO over WebSocket).
+    /// A Socket.IO client (Engine.IO over WebSocket, or a long-polling session).
     SocketIo,
+    /// A WebSocket carrying a long-polling Socket.IO session after its upgrade (the session
+    /// is the broker's client, counted as `SocketIo`; this is not).
+    EngineCarrier,
 }
 
 impl EndpointKind {
@@ -88,12 +93,16 @@ impl EndpointKind {
             EndpointKind::Ndjson => "stream",
             EndpointKind::Poll => "poll",
             EndpointKind::SocketIo => "socketio",
+            EndpointKind::EngineCarrier => "socketio_carrier",
         }
     }
 
     /// Whether the connection reads on through a close handshake (WebSocket framing).
     pub fn reads_while_closing(self) -> bool {
-        matches!(self, EndpointKind::WebSocket | EndpointKind::SocketIo)
+        matches!(
+            self,
+            EndpointKind::WebSocket | EndpointKind::SocketIo | EndpointKind::EngineCarrier
+        )
     }
 
     /// The index of a transport among [`EndpointKind::TRANSPORTS`]; HTTP has none.
@@ -190,6 +199,14 @@ pub struct EndpointCounters {
     /// Socket.IO clients that came back with a `pid` and an offset and were resubscribed
     /// from where they stood.
     pub socketio_recoveries: u64,
+    /// Engine.IO long-polling sessions opened, refused (503 at `socketio_polling_sessions_max`)
+    /// and upgraded to WebSocket (counted by the session's shard).
+    pub socketio_sessions_opened: u64,
+    pub socketio_sessions_refused: u64,
+    pub socketio_upgrades: u64,
+    /// Requests of connections carrying an Engine.IO session handed to the session's shard
+    /// (the connection landed on another).
+    pub socketio_forwards: u64,
     /// Polls answered (with messages, or empty when their wait ran out).
     pub poll_answers: u64,
 }
@@ -218,6 +235,9 @@ pub struct Context {
     pub unix_offset_ms: u64,
     /// Broker requests of the read being handled, in the order they arrived.
     pub requests: Vec<BrokerRequest>,
+    /// What the read being handled asks of Engine.IO sessions (opening one, a long-polling
+    /// request, a carrier's packet), for the shard to route to the session's shard.
+    pub engine_calls: Vec<EngineCall>,
     pub metrics: Box<dyn MetricsText>,
     /// The shard's permessage-deflate compressors (echo replies, fanout frames).
     pub compressors: CompressorSet,
@@ -232,6 +252,8 @@ pub enum Endpoint {
     /// Boxed: its state (recovery offset, pending acks) is several times a WebSocket's, and
     /// every connection's endpoint is as large as the largest variant.
     SocketIo(Box<SocketIoEndpoint>),
+    /// A WebSocket carrying a long-polling session on this or another shard.
+    SocketIoCarrier(Box<CarrierEndpoint>),
 }
 
 impl Context {
@@ -253,6 +275,7 @@ impl Endpoint {
             Endpoint::Http(_) => EndpointKind::Http,
             Endpoint::WebSocket(_) => EndpointKind::WebSocket,
             Endpoint::SocketIo(_) => EndpointKind::SocketIo,
+            Endpoint::SocketIoCarrier(_) => EndpointKind::EngineCarrier,
             Endpoint::Stream(stream) => match stream.format() {
                 StreamFormat::Sse => EndpointKind::Sse,
                 StreamFormat::Ndjson => EndpointKind::Ndjson,
@@ -265,7 +288,10 @@ impl Endpoint {
     pub fn compression_window_bits(&self) -> Option<u8> {
         match self {
             Endpoint::WebSocket(websocket) => websocket.compression_window_bits(),
-            Endpoint::Http(_) | Endpoint::Stream(_) | Endpoint::SocketIo(_) => None,
+            Endpoint::Http(_)
+            | Endpoint::Stream(_)
+            | Endpoint::SocketIo(_)
+            | Endpoint::SocketIoCarrier(_) => None,
         }
     }
 
@@ -276,6 +302,7 @@ impl Endpoint {
             Endpoint::WebSocket(websocket) => websocket.deadline_ms(),
             Endpoint::Stream(stream) => stream.deadline_ms(),
             Endpoint::SocketIo(socketio) => socketio.deadline_ms(),
+            Endpoint::SocketIoCarrier(carrier) => carrier.deadline_ms(),
         }
     }
 
@@ -287,6 +314,7 @@ impl Endpoint {
             Endpoint::WebSocket(websocket) => websocket.takes_messages(),
             Endpoint::Stream(stream) => stream.takes_messages(),
             Endpoint::SocketIo(socketio) => socketio.takes_messages(),
+            Endpoint::SocketIoCarrier(_) => false,
         }
     }
 
@@ -302,6 +330,7 @@ impl Endpoint {
         match self {
             Endpoint::WebSocket(websocket) => websocket.handle_read(input, outbound, context),
             Endpoint::SocketIo(socketio) => socketio.handle_read(input, outbound, context),
+            Endpoint::SocketIoCarrier(carrier) => carrier.handle_read(input, outbound, context),
             // A stream's client has nothing more to say; what it sends is read and dropped.
             Endpoint::Stream(_) => Next::Continue,
             Endpoint::Http(http) => match http.handle_read(input, outbound, context) {
@@ -336,6 +365,25 @@ impl Endpoint {
                     *self = Endpoint::SocketIo(Box::new(socketio));
                     next
                 }
+                http::Read::SocketIoCarrier {
+                    rest_start,
+                    address,
+                } => {
+                    http.release_buffers(&mut context.pool);
+                    context.counters.upgrades += 1;
+                    let mut carrier = CarrierEndpoint::new(address, context);
+                    context.engine_calls.push(EngineCall::Carry {
+                        session: address,
+                        request: crate::broker::command::CarrierRequest::Attach,
+                    });
+                    let rest = &mut input[rest_start..];
+                    let next = match rest.is_empty() {
+                        true => Next::Continue,
+                        false => carrier.handle_read(rest, outbound, context),
+                    };
+                    *self = Endpoint::SocketIoCarrier(Box::new(carrier));
+                    next
+                }
                 http::Read::Stream {
                     request,
                     ends_at_ms,
@@ -356,6 +404,7 @@ impl Endpoint {
             Endpoint::WebSocket(websocket) => websocket.handle_deadline(outbound, context),
             Endpoint::Stream(stream) => stream.handle_deadline(outbound, context),
             Endpoint::SocketIo(socketio) => socketio.handle_deadline(outbound, context),
+            Endpoint::SocketIoCarrier(carrier) => carrier.handle_deadline(outbound, context),
         }
     }
 
@@ -373,6 +422,7 @@ impl Endpoint {
             Endpoint::WebSocket(websocket) => websocket.close(code, reason, outbound, context),
             Endpoint::Stream(stream) => stream.close(outbound),
             Endpoint::SocketIo(socketio) => socketio.close(code, reason, outbound, context),
+            Endpoint::SocketIoCarrier(carrier) => carrier.close(code, reason, outbound, context),
         }
     }
 
@@ -390,7 +440,7 @@ impl Endpoint {
                 http.collect(message);
                 http.is_polling()
             }
-            Endpoint::WebSocket(_) => false,
+            Endpoint::WebSocket(_) | Endpoint::SocketIoCarrier(_) => false,
             Endpoint::SocketIo(socketio) => socketio.took_message(message),
             Endpoint::Stream(stream) => {
                 stream.took_message(message, outbound, &mut context.frames, context.now_ms)
@@ -411,6 +461,7 @@ impl Endpoint {
                 false
             }
             Endpoint::SocketIo(socketio) => socketio.reply(reply, outbound, context),
+            Endpoint::SocketIoCarrier(_) => false,
             Endpoint::Stream(stream) => {
                 stream.took_reply(reply, outbound, &mut context.frames, context.now_ms)
             }
@@ -422,7 +473,7 @@ impl Endpoint {
     pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
         match self {
             Endpoint::Http(http) => http.handle_turn_end(outbound, context),
-            Endpoint::WebSocket(_) => Next::Continue,
+            Endpoint::WebSocket(_) | Endpoint::SocketIoCarrier(_) => Next::Continue,
             Endpoint::SocketIo(socketio) => {
                 socketio.handle_turn_end(outbound, context);
                 Next::Continue
@@ -449,7 +500,9 @@ impl Endpoint {
                 Next::Continue
             }
             // The connection upgraded after the publish; nothing waits for the answer.
-            Endpoint::WebSocket(_) | Endpoint::Stream(_) => Next::Continue,
+            Endpoint::WebSocket(_) | Endpoint::Stream(_) | Endpoint::SocketIoCarrier(_) => {
+                Next::Continue
+            }
         }
     }
 
@@ -460,6 +513,16 @@ impl Endpoint {
             Endpoint::Http(_) | Endpoint::Stream(_) => None,
             Endpoint::WebSocket(websocket) => Some(websocket.close_record()),
             Endpoint::SocketIo(socketio) => Some(socketio.close_record()),
+            Endpoint::SocketIoCarrier(carrier) => Some(carrier.close_record()),
+        }
+    }
+
+    /// The Engine.IO session this connection carries or waits on (told when it closes).
+    pub fn carried_session(&self) -> Option<crate::broker::command::SessionAddress> {
+        match self {
+            Endpoint::Http(http) => http.engine_waiting(),
+            Endpoint::SocketIoCarrier(carrier) => Some(carrier.address()),
+            _ => None,
         }
     }
 
@@ -469,6 +532,7 @@ impl Endpoint {
             Endpoint::Http(http) => http.release_buffers(pool),
             Endpoint::WebSocket(websocket) => websocket.release_buffers(pool),
             Endpoint::SocketIo(socketio) => socketio.release_buffers(pool),
+            Endpoint::SocketIoCarrier(carrier) => carrier.release_buffers(pool),
             Endpoint::Stream(_) => {}
         }
     }

@@ -452,6 +452,22 @@ impl Outbound {
         copied
     }
 
+    /// Takes every queued frame off the queue, handing each whole to `each`: the queue of an
+    /// Engine.IO session, which is never sent itself but by whichever connection carries the
+    /// session, in its own framing. Never while a send of the queue is in flight.
+    pub fn drain_frames(&mut self, shared: &mut SharedFrames, mut each: impl FnMut(&[u8])) {
+        assert!(
+            self.frames_in_flight == 0 && self.front_offset == 0,
+            "a session's queue is never sent itself"
+        );
+        while let Some(entry) = self.frames.pop_front() {
+            each(entry.frame.as_slice());
+            self.queued_bytes -= entry.frame.len();
+            self.let_go(&entry, shared);
+        }
+        self.give_back_memory();
+    }
+
     /// Ends the send in flight without progress (it failed).
     pub fn abandon(&mut self) {
         self.frames_in_flight = 0;

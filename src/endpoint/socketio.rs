@@ -1,5 +1,8 @@
 //! Socket.IO clients over WebSocket: Engine.IO v4 (open packet, server-driven heartbeat) under
-//! Socket.IO v5 on the main namespace `/`, speaking ringcast's pub/sub as events.
+//! Socket.IO v5 on the main namespace `/`, speaking ringcast's pub/sub as events. The same
+//! endpoint is the state of a long-polling session (`socketio_polling`): its packets then come
+//! from POST bodies or the WebSocket it upgraded to, and its frames leave through whichever
+//! connection carries it.
 //!
 //! A connection upgraded at `socketio_path` (`/socket.io/?EIO=4&transport=websocket`) is sent
 //! the Engine.IO open packet at once. Its first Socket.IO packet must be a CONNECT: to `/` it is
@@ -55,8 +58,16 @@ use crate::protocol::socketio::{
 use crate::protocol::websocket::frame::{FrameEncoder, HEAD_BYTES_MAX, OpCode, text_frame_head};
 use crate::protocol::websocket::session::{Event, MessageKind, Session, SessionState};
 
-/// Characters of a session id: 16 random bytes in base64url without padding.
-pub const SESSION_ID_BYTES: usize = 22;
+/// Characters of a session id: 16 random bytes in base64url without padding (a long-polling
+/// session's id also names its shard and slot: `socketio_polling::session_id`).
+pub use crate::broker::command::SESSION_ID_BYTES;
+
+/// The largest `socketio_polling_sessions_max`: with the largest connection table, a session's
+/// slot still fits the 24 bits its id names it in (`config` asserts it).
+pub const POLLING_SESSIONS_LIMIT: usize = 1 << 20;
+
+/// Why a session ends when the client sends Engine.IO's close packet `1`.
+const CLIENT_CLOSE: &str = "Engine.IO close";
 
 /// The Engine.IO ping, the one text frame the heartbeat sends: `2`.
 const PING_FRAME: &[u8] = b"\x81\x012";
@@ -88,6 +99,18 @@ pub struct SocketIoConfig {
     /// Default 256: owners answer within a turn or two, so only a client publishing far
     /// faster than its shard can forward comes near; past it a publish is refused at once.
     pub socketio_acks_pending_max: usize,
+    /// Serve Engine.IO's long polling (and the upgrade from it to WebSocket) besides
+    /// WebSocket. Default on: it is socket.io-client's default first transport.
+    pub socketio_polling_enabled: bool,
+    /// Long-polling sessions one shard keeps at once (each a client of its broker without a
+    /// connection of its own, in a slot beyond `connections_per_shard_max`), upgraded ones
+    /// included: a session keeps its slot when it moves onto a WebSocket, so with the
+    /// client's default transports every Socket.IO client holds one. Default 16,384, the
+    /// default `connections_per_shard_max`. A slot costs about 700 bytes once first used
+    /// (its queue is held to `outbound_queue_bytes_max` like any connection's) and about 65
+    /// bytes of fixed tables until then; past the limit a handshake is answered 503 and the
+    /// client retries.
+    pub socketio_polling_sessions_max: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -100,6 +123,8 @@ impl Default for SocketIoConfig {
             engineio_payload_bytes_max: EngineLimits::default().payload_bytes_max,
             socketio_namespace_bytes_max: SocketLimits::default().namespace_bytes_max,
             socketio_acks_pending_max: 256,
+            socketio_polling_enabled: true,
+            socketio_polling_sessions_max: 16_384,
         }
     }
 }
@@ -143,11 +168,19 @@ impl SocketIoConfig {
                 self.socketio_namespace_bytes_max,
             ),
             ("socketio_acks_pending_max", self.socketio_acks_pending_max),
+            (
+                "socketio_polling_sessions_max",
+                self.socketio_polling_sessions_max,
+            ),
         ];
         for (setting, value) in positive {
             if value == 0 {
                 return Err((setting, "must be above 0".into()));
             }
+        }
+        if self.socketio_polling_sessions_max > POLLING_SESSIONS_LIMIT {
+            let reason = format!("at most {POLLING_SESSIONS_LIMIT} per shard");
+            return Err(("socketio_polling_sessions_max", reason));
         }
         Ok(())
     }
@@ -227,6 +260,11 @@ struct Client {
     /// client came back with.
     recovery_id: [u8; SESSION_ID_BYTES],
     recovery: Recovery,
+    /// A long-polling session (no connection of its own; `socketio_polling`): its close is
+    /// Engine.IO's `1` packet rather than a WebSocket close handshake.
+    polling: bool,
+    /// The long-polling session was closed (`1` queued): it takes nothing more.
+    ended: bool,
 }
 
 impl Client {
@@ -262,10 +300,31 @@ fn access(identity: Identity, expiry_grace_ms: u64, unix_offset_ms: u64) -> Box<
 impl SocketIoEndpoint {
     /// A connection whose upgrade was just accepted: queues the open packet.
     pub fn open(start: SocketIoStart, outbound: &mut Outbound, context: &mut Context) -> Self {
+        let (endpoint, open) = Self::start(start, new_session_id(), false, context);
+        outbound.push_control(context.encoder.encode(OpCode::Text, true, &open));
+        endpoint
+    }
+
+    /// A long-polling session just opened under `session_id`: the endpoint, and its open
+    /// packet (the body of the answer to the handshake request), which offers the upgrade.
+    pub fn open_polling(
+        start: SocketIoStart,
+        session_id: [u8; SESSION_ID_BYTES],
+        context: &mut Context,
+    ) -> (Self, Vec<u8>) {
+        Self::start(start, session_id, true, context)
+    }
+
+    fn start(
+        start: SocketIoStart,
+        session_id: [u8; SESSION_ID_BYTES],
+        polling: bool,
+        context: &mut Context,
+    ) -> (Self, Vec<u8>) {
         let settings = &context.settings.socketio;
         let grace_ms = context.settings.auth.expiry_grace_ms;
         let client = Client {
-            session_id: new_session_id(),
+            session_id,
             namespace: Namespace::Waiting,
             connect_by_ms: context.now_ms + context.settings.handshake_timeout_ms,
             token_pending: start.token_pending,
@@ -282,23 +341,97 @@ impl SocketIoEndpoint {
             close_reason: None,
             recovery_id: new_session_id(),
             recovery: Recovery::default(),
+            polling,
+            ended: false,
         };
         let mut open = Vec::with_capacity(128);
         engineio::write_open(
             &OpenSettings {
                 session_id: client.session_id(),
-                upgrade_to_websocket: false,
+                upgrade_to_websocket: polling,
                 ping_interval_ms: settings.ping_interval_ms,
                 ping_timeout_ms: settings.ping_timeout_ms,
                 payload_bytes_max: settings.engineio_payload_bytes_max,
             },
             &mut open,
         );
-        outbound.push_control(context.encoder.encode(OpCode::Text, true, &open));
-        SocketIoEndpoint {
+        let endpoint = SocketIoEndpoint {
             session: Session::new(),
             client,
+        };
+        (endpoint, open)
+    }
+
+    /// The session's id (a long-polling request names it as `sid`).
+    pub fn session_id(&self) -> &[u8; SESSION_ID_BYTES] {
+        &self.client.session_id
+    }
+
+    /// The packets of a long-polling POST's body. A body that does not parse is refused as a
+    /// whole (the caller answers 400, or 413 for [`EngineError::TooLong`], and closes the
+    /// session, as the reference server does).
+    pub fn handle_payload(
+        &mut self,
+        body: &[u8],
+        outbound: &mut Outbound,
+        context: &mut Context,
+    ) -> Result<Next, EngineError> {
+        debug_assert!(self.client.polling);
+        let limits = context.settings.socketio.engine_limits();
+        let packets = engineio::parse_payload(body, &limits)?;
+        let mut handler = Handler::new(&mut self.client, outbound, context);
+        let mut failure = None;
+        for packet in packets {
+            if failure.is_some() || handler.close.is_some() {
+                break;
+            }
+            handler.counters.messages_received += 1;
+            failure = match packet.data {
+                PacketData::Text(data) => handler.handle_parsed(packet.kind, data).err(),
+                // Binary attachments follow a BINARY_EVENT, which is refused: dropped.
+                PacketData::Base64(_) | PacketData::Binary(_) => None,
+            };
         }
+        let close = handler.close;
+        Ok(self.finish_packets(failure, close, outbound, context))
+    }
+
+    /// One packet the upgraded WebSocket of a long-polling session received (the text of one
+    /// message; a carrier forwards nothing longer than `engineio_payload_bytes_max`).
+    pub fn handle_carried_packet(
+        &mut self,
+        payload: &[u8],
+        outbound: &mut Outbound,
+        context: &mut Context,
+    ) -> Next {
+        let mut handler = Handler::new(&mut self.client, outbound, context);
+        handler.counters.messages_received += 1;
+        let failure = match std::str::from_utf8(payload) {
+            Ok(text) => handler.handle_packet(text).err(),
+            Err(_) => Some(SocketIoError::Engine(EngineError::NotUtf8)),
+        };
+        let close = handler.close;
+        self.finish_packets(failure, close, outbound, context)
+    }
+
+    /// After a long-polling session's packets: closes it for a broken protocol or at the
+    /// client's asking.
+    fn finish_packets(
+        &mut self,
+        failure: Option<SocketIoError>,
+        close: Option<&'static str>,
+        outbound: &mut Outbound,
+        context: &mut Context,
+    ) -> Next {
+        if let Some(error) = failure {
+            context.counters.protocol_errors += 1;
+            debug!(reason = error.reason(), "Socket.IO peer broke the protocol");
+            return self.close(CloseCode::PROTOCOL_ERROR, error.reason(), outbound, context);
+        }
+        if let Some(reason) = close {
+            return self.close(CloseCode::NORMAL, reason, outbound, context);
+        }
+        Next::Continue
     }
 
     pub fn close_record(&self) -> (u16, CloseReason) {
@@ -310,6 +443,9 @@ impl SocketIoEndpoint {
     }
 
     pub fn deadline_ms(&self) -> u64 {
+        if self.client.ended {
+            return u64::MAX;
+        }
         self.client
             .deadline_ms
             .min(self.message_deadline_ms())
@@ -340,7 +476,9 @@ impl SocketIoEndpoint {
 
     /// Deliveries go out once the namespace is connected, while the session is open.
     pub fn takes_messages(&self) -> bool {
-        self.client.namespace == Namespace::Connected && self.session.state() == SessionState::Open
+        self.client.namespace == Namespace::Connected
+            && self.session.state() == SessionState::Open
+            && !self.client.ended
     }
 
     /// Reads frames from one read: each text frame is an Engine.IO packet.
@@ -444,7 +582,7 @@ impl SocketIoEndpoint {
 
     /// The end of a turn in which the client's offset moved: one `cursor` event.
     pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) {
-        if self.session.state() != SessionState::Open {
+        if self.session.state() != SessionState::Open || self.client.ended {
             return;
         }
         if let Some(frame) = self.client.recovery.cursor_event(&mut context.encoder) {
@@ -483,6 +621,18 @@ impl SocketIoEndpoint {
         outbound: &mut Outbound,
         context: &mut Context,
     ) -> Next {
+        if self.client.polling {
+            // Engine.IO's close packet, for whichever carrier takes the queue next; a client
+            // that closed itself is sent the noop `6` instead, which ends its pending GET
+            // cleanly (as the reference server does).
+            if !self.client.ended {
+                self.client.note_close(code.0, CloseReason::Static(reason));
+                self.client.ended = true;
+                let packet: &[u8] = if reason == CLIENT_CLOSE { b"6" } else { b"1" };
+                outbound.push_control(context.encoder.encode(OpCode::Text, true, packet));
+            }
+            return Next::CloseAfterFlush;
+        }
         if self.session.state() == SessionState::Open {
             self.client.note_close(code.0, CloseReason::Static(reason));
         }
@@ -519,7 +669,10 @@ impl SocketIoEndpoint {
             Deadline::Ping => {
                 context.counters.pings_sent += 1;
                 outbound.push_control(Bytes::from_static(PING_FRAME));
-                let pong_due_ms = now_ms + context.settings.socketio.ping_timeout_ms;
+                // Due a timeout after the ping was due (not after the timer fired, a tick
+                // later), as the client counts: pingInterval + pingTimeout between pings.
+                let timeout_ms = context.settings.socketio.ping_timeout_ms;
+                let pong_due_ms = (self.client.deadline_ms + timeout_ms).max(now_ms + 1);
                 self.set_deadline(Deadline::Pong, pong_due_ms);
             }
             Deadline::Pong => {
@@ -608,7 +761,13 @@ impl<'a> Handler<'a> {
         let PacketData::Text(data) = packet.data else {
             unreachable!("a text frame's packet has text data");
         };
-        match packet.kind {
+        self.handle_parsed(packet.kind, data)
+    }
+
+    /// One Engine.IO packet with text data, from a WebSocket frame or a long-polling body.
+    fn handle_parsed(&mut self, kind: PacketType, data: &str) -> Result<(), SocketIoError> {
+        let socketio = &self.settings.socketio;
+        match kind {
             PacketType::Pong => {
                 if self.client.deadline == Deadline::Pong {
                     self.client.deadline = Deadline::Ping;
@@ -625,7 +784,7 @@ impl<'a> Handler<'a> {
                 Ok(())
             }
             PacketType::Close => {
-                self.close = Some("Engine.IO close");
+                self.close = Some(CLIENT_CLOSE);
                 Ok(())
             }
             PacketType::Upgrade | PacketType::Noop => Ok(()),

@@ -3,7 +3,7 @@
 //! endpoint through the shard's frame cache, counting each shared frame once in the shard's
 //! queue memory, and listing connections for the next send and for the end of the turn.
 
-use super::connection::Connection;
+use super::connection::{Connection, ConnectionTable};
 use crate::broker::owner::OwnerError;
 use crate::broker::{Clients, Message, QueueLimits, Reply, ShardMemory};
 use crate::endpoint::frame_cache::{FrameCache, FramingKey};
@@ -13,7 +13,7 @@ use crate::protocol::CloseCode;
 
 /// The parts of a shard the broker's decisions reach, borrowed apart from the broker itself.
 pub(super) struct ShardClients<'a> {
-    pub connections: &'a mut [Option<Connection>],
+    pub connections: &'a mut ConnectionTable,
     pub context: &'a mut Context,
     pub send_list: &'a mut Vec<u32>,
     /// Connections whose state changed beyond their queue, for `after_activity`.
@@ -32,7 +32,7 @@ pub(super) struct ShardClients<'a> {
 macro_rules! shard_clients {
     ($shard:expr) => {
         $crate::shard::clients::ShardClients {
-            connections: $shard.connections.written(),
+            connections: &mut $shard.connections,
             context: &mut $shard.context,
             send_list: &mut $shard.send_list,
             touched: &mut $shard.touched,
@@ -239,8 +239,10 @@ fn turn_list(connection: &mut Connection, slot: u32, turn_list: &mut Vec<u32>) {
 }
 
 /// Lists `connection` for the next send, once.
+/// A session with frames queued is listed too: its carrier, if any, takes them then.
 pub(super) fn list_for_send(connection: &mut Connection, slot: u32, send_list: &mut Vec<u32>) {
-    if !connection.send_listed && connection.has_sendable() {
+    let session_queued = connection.detached && !connection.outbound.is_empty();
+    if !connection.send_listed && (connection.has_sendable() || session_queued) {
         connection.send_listed = true;
         send_list.push(slot);
     }

@@ -81,18 +81,23 @@ impl Shard {
         self.timers.expire(self.context.now_ms, &mut self.expired);
         for index in 0..self.expired.len() {
             let slot = self.expired[index];
-            let before = self.connection_mut(slot).endpoint.kind();
-            let next = self.handle_deadline(slot);
-            let after = self.connection_mut(slot).endpoint.kind();
-            self.track_kind(slot, before, after);
-            self.follow(slot, next)?;
-            if !self.context.requests.is_empty() {
-                // A poll answered at its deadline ends its subscriptions.
-                self.handle_requests(slot)?;
-            }
-            self.after_activity(slot)?;
+            self.fire_deadline(slot)?;
         }
         Ok(())
+    }
+
+    /// Acts on the deadline of the connection in `slot`, which is due.
+    pub(super) fn fire_deadline(&mut self, slot: u32) -> io::Result<()> {
+        let before = self.connection_mut(slot).endpoint.kind();
+        let next = self.handle_deadline(slot);
+        let after = self.connection_mut(slot).endpoint.kind();
+        self.track_kind(slot, before, after);
+        self.follow(slot, next)?;
+        if !self.context.requests.is_empty() {
+            // A poll answered at its deadline ends its subscriptions.
+            self.handle_requests(slot)?;
+        }
+        self.after_activity(slot)
     }
 
     /// A connection's one timer fired: a stalled queue, the endpoint's deadline, or the close
@@ -149,6 +154,17 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
+        if connection.detached {
+            // A session has no socket: once it closes, what it queued goes to its carrier and
+            // the slot is freed at once.
+            return match connection.closing {
+                // `Closing` while `end_session` runs: what it calls may come back here.
+                Closing::Open | Closing::Closing => Ok(()),
+                Closing::AfterFlush | Closing::ShuttingDown | Closing::ShutDown => {
+                    self.end_session(slot)
+                }
+            };
+        }
         if connection.closing == Closing::AfterFlush
             && connection.is_flushed()
             && let Some(tls) = connection.transport.tls_mut()
@@ -187,6 +203,11 @@ impl Shard {
             .as_mut()
             .expect("live connection");
         if !matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
+            return Ok(());
+        }
+        if connection.detached {
+            // Freed by `advance_close`, which the caller's `after_activity` reaches.
+            connection.closing = Closing::AfterFlush;
             return Ok(());
         }
         connection
@@ -285,7 +306,19 @@ impl Shard {
         self.free_connection(slot)
     }
 
-    fn free_connection(&mut self, slot: u32) -> io::Result<()> {
+    pub(super) fn free_connection(&mut self, slot: u32) -> io::Result<()> {
+        let connection = self.connections[slot as usize]
+            .as_ref()
+            .expect("live connection");
+        let detached = connection.detached;
+        if let Some(session) = connection.endpoint.carried_session() {
+            let carrier = self.client_ref(slot);
+            self.carry(
+                session,
+                carrier,
+                crate::broker::command::CarrierRequest::Gone,
+            )?;
+        }
         self.fanout.close_client(slot);
         self.record_closed(slot);
         // Every operation of the connection has completed: nothing is in flight, and whatever
@@ -309,6 +342,10 @@ impl Shard {
         connection.endpoint.release_buffers(&mut self.context.pool);
         self.count_kind(connection.endpoint.kind(), EndpointKind::Http);
         self.timers.cancel(slot);
+        if detached {
+            self.sessions.release(slot);
+            return self.after_broker();
+        }
         let ticket = std::mem::take(&mut self.address_tickets[slot as usize]);
         self.address_limits.release(ticket, self.context.unix_ms());
         self.connection_count -= 1;

@@ -55,6 +55,14 @@ impl Shard {
         for command in commands.drain(..) {
             match command {
                 Command::Shutdown => self.start_shutdown()?,
+                Command::ToSession {
+                    session,
+                    carrier,
+                    request,
+                } => self.handle_session_request(session, carrier, request)?,
+                Command::ToCarrier { carrier, answer } => {
+                    self.handle_carrier_answer(carrier, answer)?
+                }
                 command => {
                     let mut clients = shard_clients!(self);
                     self.fanout.handle_command(command, &mut clients);
@@ -138,7 +146,7 @@ impl Shard {
 
     /// Sends `command` to shard `target`'s mailbox, or to the outbox when the mailbox is full
     /// or older commands already wait there (order is kept per target and kind).
-    fn send_command(&mut self, target: usize, command: Command) -> io::Result<()> {
+    pub(super) fn send_command(&mut self, target: usize, command: Command) -> io::Result<()> {
         let kind = usize::from(command.is_publish());
         if !self.outbox[target][kind].is_empty() {
             self.outbox[target][kind].push_back(command);

@@ -69,6 +69,10 @@ pub struct Connection {
     /// The kind it was first a client of the broker as (`connection.opened` recorded then, if a
     /// webhook wants it); `None` while it is plain HTTP.
     pub(super) announced: Option<EndpointKind>,
+    /// An Engine.IO long-polling session: a client of the broker with no socket (in a slot
+    /// beyond the connection table), whose queue the connections carrying it take
+    /// (`shard::sessions`). No ring operation ever names its slot.
+    pub(super) detached: bool,
 }
 
 impl Connection {
@@ -92,6 +96,7 @@ impl Connection {
             stall_closed: false,
             unsent: false,
             announced: None,
+            detached: false,
         }
     }
 
@@ -122,7 +127,8 @@ impl Connection {
 
     /// When a queue that makes no progress counts as stalled; `u64::MAX` when nothing waits.
     pub fn stall_deadline_ms(&self, send_stall_timeout_ms: u64) -> u64 {
-        match !self.has_unsent() || self.stall_closed {
+        // A session's queue waits for its next poll; the heartbeat ends a session not polled.
+        match !self.has_unsent() || self.stall_closed || self.detached {
             true => u64::MAX,
             false => self.send_progress_ms.saturating_add(send_stall_timeout_ms),
         }
@@ -131,6 +137,9 @@ impl Connection {
     /// Whether a send should be submitted now: something to send, and no send in flight. For
     /// TLS, ciphertext waiting, or plaintext queued that may be sealed.
     pub fn has_sendable(&self) -> bool {
+        if self.detached {
+            return false;
+        }
         match self.transport.tls() {
             None => self.outbound.is_sendable(),
             Some(tls) => {
@@ -200,30 +209,34 @@ impl Connection {
 /// far: the kernel hands out the lowest free slot, so a shard holding a few thousand
 /// connections touches a few thousand slots' pages, not `connections_per_shard_max` of them
 /// (about 7.5 MB a shard at 16,000 slots, 480 MB of an idle 64-shard server otherwise).
+///
+/// Engine.IO long-polling sessions (`shard::sessions`), clients of the broker without a
+/// socket, take the slots after the table's, `slots_max..slots_max + sessions_max`, kept apart
+/// and written the same way, so that a session does not write the table's unused slots.
 #[derive(Debug)]
 pub struct ConnectionTable {
     /// Slots up to the highest used so far; beyond them every slot is empty.
     slots: Vec<Option<Connection>>,
     slots_max: usize,
+    /// The sessions' slots up to the highest used so far.
+    sessions: Vec<Option<Connection>>,
+    sessions_max: usize,
     /// What an index past `slots` reads as.
     empty: Option<Connection>,
 }
 
 impl ConnectionTable {
-    pub fn new(slots_max: usize) -> ConnectionTable {
+    pub fn new(slots_max: usize, sessions_max: usize) -> ConnectionTable {
         ConnectionTable {
             slots: Vec::with_capacity(slots_max),
             slots_max,
+            sessions: Vec::with_capacity(sessions_max),
+            sessions_max,
             empty: None,
         }
     }
 
-    /// The slots written so far (every slot past them is empty).
-    pub fn written(&mut self) -> &mut [Option<Connection>] {
-        &mut self.slots
-    }
-
-    /// How many slots were written: the highest used so far, plus one.
+    /// How many of the table's slots were written: the highest used so far, plus one.
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -232,8 +245,14 @@ impl ConnectionTable {
         self.slots.is_empty()
     }
 
+    /// The sessions' slots written so far.
+    pub fn session_slots(&self) -> std::ops::Range<u32> {
+        let start = self.slots_max as u32;
+        start..start + self.sessions.len() as u32
+    }
+
     pub fn get(&self, slot: usize) -> Option<&Option<Connection>> {
-        (slot < self.slots_max).then(|| &self[slot])
+        (slot < self.slots_max + self.sessions_max).then(|| &self[slot])
     }
 }
 
@@ -241,19 +260,27 @@ impl std::ops::Index<usize> for ConnectionTable {
     type Output = Option<Connection>;
 
     fn index(&self, slot: usize) -> &Option<Connection> {
-        assert!(slot < self.slots_max, "slot {slot} past the table");
-        self.slots.get(slot).unwrap_or(&self.empty)
+        let written = match slot.checked_sub(self.slots_max) {
+            None => self.slots.get(slot),
+            Some(session) if session < self.sessions_max => self.sessions.get(session),
+            Some(_) => panic!("slot {slot} past the table"),
+        };
+        written.unwrap_or(&self.empty)
     }
 }
 
 impl std::ops::IndexMut<usize> for ConnectionTable {
     fn index_mut(&mut self, slot: usize) -> &mut Option<Connection> {
-        assert!(slot < self.slots_max, "slot {slot} past the table");
-        if slot >= self.slots.len() {
+        let (slots, index) = match slot.checked_sub(self.slots_max) {
+            None => (&mut self.slots, slot),
+            Some(session) if session < self.sessions_max => (&mut self.sessions, session),
+            Some(_) => panic!("slot {slot} past the table"),
+        };
+        if index >= slots.len() {
             // Within the capacity reserved at start-up: no allocation.
-            self.slots.resize_with(slot + 1, || None);
+            slots.resize_with(index + 1, || None);
         }
-        &mut self.slots[slot]
+        &mut slots[index]
     }
 }
 
@@ -262,21 +289,30 @@ mod tests {
     use super::ConnectionTable;
 
     /// Proves the table writes slots only up to the highest one used, reads every slot past
-    /// them as empty, and refuses slots past its maximum.
+    /// them as empty, keeps the sessions' slots apart (written the same way), and refuses
+    /// slots past its maximum.
     #[test]
     fn table_is_written_only_up_to_the_highest_slot_used() {
-        let mut table = ConnectionTable::new(16);
+        let mut table = ConnectionTable::new(16, 4);
         assert!(table.is_empty());
         assert!(table[15].is_none());
         table[5] = None;
         assert_eq!(table.len(), 6);
-        assert_eq!(table.written().len(), 6);
         table[2] = None;
         assert_eq!(table.len(), 6, "a lower slot writes nothing more");
         assert!(table.get(15).is_some_and(Option::is_none));
-        assert!(table.get(16).is_none());
+        assert_eq!(table.session_slots(), 16..16);
+        table[17] = None;
+        assert_eq!(
+            table.len(),
+            6,
+            "a session's slot writes none of the table's"
+        );
+        assert_eq!(table.session_slots(), 16..18);
+        assert!(table.get(19).is_some_and(Option::is_none));
+        assert!(table.get(20).is_none());
         let past_the_end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            table[16] = None;
+            table[20] = None;
         }));
         assert!(past_the_end.is_err());
     }

@@ -14,7 +14,9 @@
 //! - [`send`]: gathered sends and their completions;
 //! - [`close`]: deadlines and the close sequence (shutdown, close, free);
 //! - [`commands`]: the broker's requests and commands, the mailboxes and the outbox;
-//! - [`clients`]: the broker's view of this shard's connections.
+//! - [`clients`]: the broker's view of this shard's connections;
+//! - [`sessions`]: Engine.IO long-polling sessions, clients of the broker without a socket,
+//!   and the connections (on any shard) that carry them.
 
 mod accept;
 pub mod buffers;
@@ -27,6 +29,7 @@ pub mod metrics_board;
 mod receive;
 pub mod ring;
 mod send;
+mod sessions;
 pub mod timer;
 
 use std::io;
@@ -125,8 +128,12 @@ pub struct Shard {
     ring: Ring,
     receive_buffers: ReceiveBuffers,
     sends: SendSlots,
+    /// The connection table (`table_slots`), then the Engine.IO sessions' slots
+    /// (`socketio_polling_sessions_max`), which name no descriptor; both written only as far
+    /// as used.
     connections: ConnectionTable,
     generations: Vec<u16>,
+    sessions: sessions::Sessions,
     /// Per slot, the address its connection counts against (`AddressLimits`); 0 for none.
     address_tickets: Vec<u64>,
     /// The process's per-address limits, shared by the shards.
@@ -216,7 +223,13 @@ impl Shard {
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
-        let mut fanout = new_fanout(&config, shard_index, shards, table_slots, epoch_seed);
+        // Sessions take the slots after the table's: clients of the broker, with timers.
+        let sessions_max = match config.socketio.socketio_polling_enabled {
+            true => config.socketio.socketio_polling_sessions_max,
+            false => 0,
+        };
+        let client_slots = table_slots + sessions_max;
+        let mut fanout = new_fanout(&config, shard_index, shards, client_slots, epoch_seed);
         let mut metrics = MetricsView::new(Arc::clone(&metrics_board));
         if let Some(egress) = &egress {
             fanout.set_event_filter(egress.filter.clone());
@@ -231,8 +244,9 @@ impl Shard {
             ring,
             receive_buffers,
             sends: SendSlots::new(table_slots, config.send_batch_frames_max),
-            connections: ConnectionTable::new(table_slots),
-            generations: vec![0; table_slots],
+            connections: ConnectionTable::new(table_slots, sessions_max),
+            generations: vec![0; client_slots],
+            sessions: sessions::Sessions::new(table_slots, sessions_max),
             address_tickets: vec![0; table_slots],
             address_limits,
             connection_count: 0,
@@ -244,13 +258,13 @@ impl Shard {
             fanout,
             frame_cache: FrameCache::default(),
             counters: ShardCounters::default(),
-            timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOT_COUNT, table_slots, 0),
+            timers: TimerWheel::new(TIMER_TICK_MS, TIMER_SLOT_COUNT, client_slots, 0),
             completions: Vec::with_capacity(COMPLETIONS_PER_TURN_MAX),
             commands: Vec::with_capacity(COMMANDS_PER_TURN_MAX),
             expired: Vec::with_capacity(EXPIRED_PER_TURN_MAX),
-            send_list: Vec::with_capacity(table_slots),
-            touched: Vec::with_capacity(table_slots),
-            turn_list: Vec::with_capacity(table_slots),
+            send_list: Vec::with_capacity(client_slots),
+            touched: Vec::with_capacity(client_slots),
+            turn_list: Vec::with_capacity(client_slots),
             transport_connections: [0; crate::broker::TRANSPORT_COUNT],
             parked: Vec::with_capacity(table_slots),
             shard_index,
@@ -420,7 +434,8 @@ impl Shard {
             connections = self.connection_count,
             "shutting down: closing every connection with 1001"
         );
-        for slot in 0..self.connections.len() as u32 {
+        let sessions = self.connections.session_slots();
+        for slot in (0..self.connections.len() as u32).chain(sessions) {
             if self.connections[slot as usize].is_some() {
                 self.close_connection(slot, CloseCode::GOING_AWAY, "server shutting down")?;
             }
@@ -601,6 +616,7 @@ fn new_context(
         now_ms: 0,
         unix_offset_ms: unix_now_ms(),
         requests: Vec::new(),
+        engine_calls: Vec::new(),
         metrics: Box::new(metrics),
         compressors: CompressorSet::new(config.protocol.compression_level),
     }

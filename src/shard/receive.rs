@@ -44,6 +44,9 @@ impl Shard {
                 if !self.context.requests.is_empty() {
                     self.handle_requests(slot)?;
                 }
+                if !self.context.engine_calls.is_empty() {
+                    self.handle_engine_calls(slot)?;
+                }
             }
             0 => {
                 if self
@@ -98,6 +101,7 @@ impl Shard {
     pub(super) fn wants_receive(&mut self, slot: u32) -> bool {
         let connection = self.connection_mut(slot);
         !connection.receive_armed
+            && !connection.detached
             && !connection.reading_paused
             && !connection.publisher_paused
             && connection.closing == Closing::Open

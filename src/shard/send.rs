@@ -125,6 +125,10 @@ impl Shard {
                 continue;
             };
             connection.send_listed = false;
+            if connection.detached {
+                self.flush_session(slot)?;
+                continue;
+            }
             if connection.has_sendable() && connection.closing != Closing::Closing {
                 match connection.transport.tls().is_some() {
                     false => self.submit_send(slot)?,

@@ -3,6 +3,9 @@
 // MESSAGES messages one after the other with acknowledgements, and must receive each as a
 // `message` event, in order, with the seq its acknowledgement named. A namespace other than
 // `/` must be refused with connect_error, and a bad request refused in its acknowledgement.
+// TRANSPORT is `websocket` or `polling` (that transport only), or `default`: the client's
+// own choice, long polling first and then the upgrade to WebSocket, which happens while the
+// subscription and the first publishes are under way and must be over by the end.
 //
 // Usage: node socketio_client.js HOST:PORT TRANSPORT MESSAGES
 "use strict";
@@ -24,10 +27,15 @@ function check(condition, reason) {
   if (!condition) fail(reason);
 }
 
-const options = { transports: [transport], reconnection: false, timeout: 10_000 };
+const options = { reconnection: false, timeout: 10_000 };
+if (transport !== "default") options.transports = [transport];
 
 async function main() {
   const socket = io(url, options);
+  let opened = null;
+  socket.io.once("open", () => {
+    opened = socket.io.engine.transport.name;
+  });
   socket.on("connect_error", (error) => fail(`connect_error on /: ${error.message}`));
   socket.on("disconnect", (reason) => {
     if (!finished) fail(`disconnected: ${reason}`);
@@ -41,7 +49,8 @@ async function main() {
   socket.on("message", (message) => received.push(message));
   await new Promise((resolve) => socket.once("connect", resolve));
   check(typeof socket.id === "string" && socket.id.length > 0, "no socket id");
-  check(socket.io.engine.transport.name === transport, `on ${socket.io.engine.transport.name}`);
+  const first = transport === "default" ? "polling" : transport;
+  check(opened === first, `opened on ${opened}`);
 
   const subscribeAck = await socket.timeout(10_000).emitWithAck("subscribe", { topics: [topic] });
   check(subscribeAck === undefined, `subscribe ack ${JSON.stringify(subscribeAck)}`);
@@ -63,6 +72,9 @@ async function main() {
     check(message.data.text === "ünïcödé ✓", `data: ${JSON.stringify(message)}`);
     check(message.seq === seqs[index], `seq ${message.seq} but acknowledged ${seqs[index]}`);
   });
+
+  const last = transport === "default" ? "websocket" : transport;
+  await waitFor(() => socket.io.engine.transport.name === last, `the ${last} transport`);
 
   const refused = await socket.timeout(10_000).emitWithAck("subscribe", { topics: [""] });
   check(refused && refused.op === "error", `bad subscribe ack ${JSON.stringify(refused)}`);

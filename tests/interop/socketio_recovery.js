@@ -6,13 +6,17 @@
 // published seq arrives, in order, with no gap (a message that arrived after the last offset
 // may come again: it is dropped by its seq, as the README tells clients to do).
 //
-// Usage: node socketio_recovery.js HOST:PORT MESSAGES CUTS
+// TRANSPORT (optional) is `websocket` (the default) or `default`: the client's own choice,
+// long polling first then the upgrade, on every reconnect too.
+//
+// Usage: node socketio_recovery.js HOST:PORT MESSAGES CUTS [TRANSPORT]
 "use strict";
 
 const net = require("node:net");
 const { io } = require("socket.io-client");
 
-const [address, messagesText, cutsText] = process.argv.slice(2);
+const [address, messagesText, cutsText, transportText] = process.argv.slice(2);
+const transports = transportText === "default" ? undefined : ["websocket"];
 const [host, portText] = address.split(":");
 const messages = Number(messagesText);
 const cuts = Number(cutsText);
@@ -70,7 +74,7 @@ async function main() {
   await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
   const proxyUrl = `http://127.0.0.1:${proxy.address().port}`;
   const subscriber = io(proxyUrl, {
-    transports: ["websocket"],
+    transports,
     reconnectionDelay: 50,
     reconnectionDelayMax: 200,
     randomizationFactor: 0,
@@ -111,6 +115,13 @@ async function main() {
     if (cutsDone < cuts && index > 0 && index % cutEvery === 0) {
       // Publishing goes on while the subscriber is away: what it misses must be replayed.
       await waitFor(() => subscriber.connected, "the subscriber back before the next cut");
+      // With the default transports, the cut falls on the WebSocket the client upgraded to
+      // (and its reconnect, recovery included, goes through long polling again). Cut while it
+      // polls, it might hold no connection at that instant and not notice the cut at all.
+      await waitFor(
+        () => transports !== undefined || subscriber.io.engine.transport.name === "websocket",
+        "the subscriber upgraded before the next cut",
+      );
       cutsDone += 1;
       cut();
     }
