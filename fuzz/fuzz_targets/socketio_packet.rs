@@ -23,12 +23,12 @@ use libfuzzer_sys::fuzz_target;
 use ringcast_fuzz::allocation::{self, AllocationBudget};
 
 // The crate's API, in one place: when modules move, only these lines change.
+use ringcast::endpoint::socketio_polling::{
+    SESSION_SHARD_MAX, SESSION_SLOT_MAX, session_address, write_frame_as_packet,
+};
 use ringcast::protocol::engineio::{
     EngineLimits, PacketData, decode_binary_into, parse_payload, parse_text_packet,
     write_separator_if_needed, write_text_packet,
-};
-use ringcast::endpoint::socketio_polling::{
-    SESSION_SHARD_MAX, SESSION_SLOT_MAX, session_address, write_frame_as_packet,
 };
 use ringcast::protocol::socketio::{
     ACK_ID_MAX, MAIN_NAMESPACE, SocketLimits, SocketPacketType, parse, write_head,
@@ -98,7 +98,10 @@ fn check_body(body: &[u8], engine: &EngineLimits, socket: &SocketLimits) {
     }
     assert_eq!(rewritten, body, "a body read is not the body re-encoded");
     if all_text {
-        assert_eq!(carried, body, "frames cut back into a body are not the body");
+        assert_eq!(
+            carried, body,
+            "frames cut back into a body are not the body"
+        );
     }
 }
 

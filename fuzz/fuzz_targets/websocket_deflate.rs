@@ -97,7 +97,7 @@ fn pool() -> BufferPool {
 /// Inflates the pieces and the trailer as the session does; the inflated bytes, copied out.
 fn inflate(pieces: &[&[u8]], cap: usize) -> Result<Vec<u8>, InflateError> {
     let mut pool = pool();
-    let mut inflater: Inflater = pool.acquire_inflater().expect("one inflater");
+    let mut inflater: Box<Inflater> = pool.acquire_inflater().expect("one inflater");
     let mut out = pool.acquire(1).expect("a buffer");
     let mut result = Ok(());
     for piece in pieces.iter().copied().chain([&SYNC_FLUSH_TRAILER[..]]) {
