@@ -169,6 +169,11 @@ pub struct Counters {
     pub token_refreshes: u64,
     /// Socket.IO clients resubscribed from their connection-state-recovery offset.
     pub socketio_recoveries: u64,
+    /// Clustered: messages from JetStream the owner already had, or could not keep (its topic
+    /// table full), and messages that came past a hole in their topic's seqs.
+    pub cluster_duplicates: u64,
+    pub cluster_ingests_refused: u64,
+    pub cluster_gaps: u64,
     /// Connections refused (429) for their source address: too many at once, too many new.
     pub address_connections_refused: u64,
     pub address_handshakes_refused: u64,
@@ -255,7 +260,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 72] {
+    pub fn named(&self) -> [(&'static str, u64); 75] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -315,6 +320,9 @@ impl Counters {
             ("token_expiries", self.token_expiries),
             ("token_refreshes", self.token_refreshes),
             ("socketio_recoveries", self.socketio_recoveries),
+            ("cluster_duplicates", self.cluster_duplicates),
+            ("cluster_ingests_refused", self.cluster_ingests_refused),
+            ("cluster_gaps", self.cluster_gaps),
             (
                 "address_connections_refused",
                 self.address_connections_refused,
@@ -437,6 +445,9 @@ impl Counters {
             token_expiries: endpoint.token_expiries,
             token_refreshes: endpoint.token_refreshes,
             socketio_recoveries: endpoint.socketio_recoveries,
+            cluster_duplicates: broker.cluster_duplicates,
+            cluster_ingests_refused: broker.cluster_ingests_refused,
+            cluster_gaps: broker.cluster_gaps,
             address_connections_refused: shard.address_connections_refused,
             address_handshakes_refused: shard.address_handshakes_refused,
             addresses_untracked: shard.addresses_untracked,

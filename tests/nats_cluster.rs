@@ -3,7 +3,8 @@
 //! node and found by the next; a server without JetStream or no server at all stops the start
 //! with a message that says so; a message published on one node reaches the subscribers of
 //! every node with the same seq; publishers on two nodes share one gap-free seq space; a node
-//! replays with `since` what another published, also a node started after the messages.
+//! replays with `since` what another published, also a node started after the messages; the
+//! `cluster_*` counters of `/metrics` move with publishes, conflicts, failures and reconnects.
 
 mod support;
 
@@ -452,4 +453,125 @@ fn clients_of_a_killed_node_resume_on_another_without_a_gap() {
     assert_eq!(read_messages(&mut resumed, 3), expected);
     node_b.shutdown().unwrap();
     drop(node_a);
+}
+
+/// The sum of the series of `name` whose labels contain `labels`, scraped from `address`.
+fn metric(address: SocketAddr, name: &str, labels: &str) -> u64 {
+    HttpClient::connect(address).metric_where(name, labels)
+}
+
+/// Publishes `count` messages to `topic` on each of `addresses` at once (a thread per node).
+fn publish_everywhere_at_once(addresses: &[SocketAddr], topic: &'static str, count: u64) {
+    let publishers: Vec<_> = addresses
+        .iter()
+        .map(|&address| {
+            std::thread::spawn(move || {
+                let mut publisher = HttpClient::connect(address);
+                for number in 0..count {
+                    publish(&mut publisher, topic, &json!({"n": number}));
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().unwrap();
+    }
+}
+
+/// Publishes `data` to `topic` on a connection of its own; the status (a 503 closes it).
+fn publish_status(address: SocketAddr, topic: &str, data: &Value) -> u16 {
+    let body = data.to_string();
+    HttpClient::connect(address)
+        .post(&format!("/publish/{topic}"), body.as_bytes(), &[])
+        .status
+}
+
+/// Proves the `cluster_*` families move with what the bridge does: publishes sent and
+/// acknowledged, messages read on the other node, compare-and-set conflicts between nodes,
+/// the degraded state while NATS is gone, a publish that timed out, one refused for a full
+/// queue, and the reconnect.
+#[test]
+fn cluster_counters_follow_publishes_conflicts_and_failures() {
+    let mut nats = NatsServer::start();
+    let mut patient = node_config(&nats.url());
+    patient.nats.nats_publish_timeout_ms = 30_000;
+    patient.nats.nats_shard_publishes_max = 1;
+    let mut hasty = node_config(&nats.url());
+    hasty.nats.nats_publish_timeout_ms = 1_000;
+    let node_a = Server::start(patient).unwrap();
+    let node_b = Server::start(hasty).unwrap();
+    let (address_a, address_b) = (node_a.local_address(), node_b.local_address());
+    let mut publisher = HttpClient::connect(address_a);
+    for number in 1..=3 {
+        publish(&mut publisher, "M", &json!({"n": number}));
+    }
+    let name = |family: &str| format!("ringcast_cluster_{family}");
+    assert_eq!(metric(address_a, &name("publishes_total"), ""), 3);
+    assert_eq!(
+        metric(address_a, &name("publishes_acknowledged_total"), ""),
+        3
+    );
+    assert!(metric(address_a, &name("publish_attempts_total"), "") >= 3);
+    assert_eq!(metric(address_a, &name("state"), "state=\"connected\""), 1);
+    assert_eq!(metric(address_a, &name("state"), "state=\"degraded\""), 0);
+    assert_eq!(
+        metric(address_a, &name("queue_depth_max"), ""),
+        2,
+        "1 per shard"
+    );
+    assert_eq!(
+        metric(address_a, &name("publish_latency_seconds_count"), ""),
+        3
+    );
+    wait_until("node B read the 3 messages", || {
+        metric(address_b, &name("messages_received_total"), "") >= 3
+    });
+
+    // Two nodes publishing one topic at once collide on its last sequence sooner or later.
+    let conflicts = || {
+        [address_a, address_b]
+            .iter()
+            .map(|&address| metric(address, &name("publish_retries_total"), "conflict"))
+            .sum::<u64>()
+    };
+    for _round in 0..50 {
+        if conflicts() > 0 {
+            break;
+        }
+        publish_everywhere_at_once(&[address_a, address_b], "C", 20);
+    }
+    assert!(conflicts() > 0, "no compare-and-set conflict in 50 rounds");
+
+    nats.kill();
+    wait_until("node A degraded", || {
+        metric(address_a, &name("state"), "state=\"degraded\"") == 1
+    });
+    assert_eq!(publish_status(address_b, "M", &json!({"late": true})), 503);
+    assert_eq!(
+        metric(address_b, &name("publish_failures_total"), "timeout"),
+        1
+    );
+    // Node A's bridge holds one publish and its shard's queue one more: a third is refused.
+    let waiting: Vec<_> = (0..3)
+        .map(|number| {
+            std::thread::spawn(move || publish_status(address_a, "Q", &json!({"n": number})))
+        })
+        .collect();
+    wait_until("a publish refused for a full queue", || {
+        metric(address_a, &name("publish_failures_total"), "queue_full") >= 1
+    });
+    // The attempt in flight ends unanswered after nats_request_timeout_ms and is retried.
+    wait_until("node A retried for want of an answer", || {
+        metric(address_a, &name("publish_retries_total"), "error") >= 1
+    });
+    nats.start_again();
+    let mut statuses: Vec<u16> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 503]);
+    wait_until("node A counted its reconnect", || {
+        metric(address_a, &name("reconnects_total"), "") >= 1
+    });
+    assert_eq!(metric(address_a, &name("state"), "state=\"connected\""), 1);
+    node_b.shutdown().unwrap();
+    node_a.shutdown().unwrap();
 }

@@ -58,7 +58,7 @@ pub struct NatsConfig {
     pub nats_publish_timeout_ms: u64,
     /// Publishes each shard may have waiting for the bridge (a lock-free queue allocated at
     /// start-up, about 80 bytes a slot); past it a publish is refused at once with 503
-    /// (`cluster_publishes_refused`). Default 4,096.
+    /// (`cluster_publish_failures{reason="queue_full"}`). Default 4,096.
     pub nats_shard_publishes_max: usize,
 }
 

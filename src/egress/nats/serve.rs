@@ -42,6 +42,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::feed::PublishFeed;
+use super::metrics::{ClusterMetrics, RetryReason};
 use super::{BridgeState, NatsSettings, ShardInbox, subject};
 use crate::broker::owner::OwnerError;
 use crate::broker::{ClusterPublish, Command, Epoch, TopicName};
@@ -69,6 +70,7 @@ pub struct Bridge {
     pub context: jetstream::Context,
     pub stream: jetstream::stream::Stream,
     pub state: Arc<BridgeState>,
+    pub metrics: Arc<ClusterMetrics>,
     pub inbox: RefCell<Box<dyn ShardInbox>>,
     /// Per topic: its last seq and that message's stream sequence, as last seen.
     last_known: RefCell<HashMap<TopicName, (u64, u64)>>,
@@ -84,6 +86,7 @@ impl Bridge {
         context: jetstream::Context,
         stream: jetstream::stream::Stream,
         state: Arc<BridgeState>,
+        metrics: Arc<ClusterMetrics>,
         inbox: Box<dyn ShardInbox>,
     ) -> Bridge {
         Bridge {
@@ -91,6 +94,7 @@ impl Bridge {
             context,
             stream,
             state,
+            metrics,
             inbox: RefCell::new(inbox),
             last_known: RefCell::new(HashMap::new()),
             publish_serial: Cell::new(0),
@@ -152,7 +156,18 @@ pub async fn publish_loop(
 
 /// Publishes one message durably and answers its publisher (when it waits for an answer).
 async fn publish_one(bridge: &Bridge, publish: ClusterPublish) {
+    let metrics = &bridge.metrics;
+    ClusterMetrics::add(&metrics.publishes);
+    let started = Instant::now();
     let result = publish_durably(bridge, &publish).await;
+    match result {
+        Ok(_) => {
+            ClusterMetrics::add(&metrics.acknowledged);
+            let latency = started.elapsed().as_secs_f64();
+            metrics.publish_latency.observe(latency);
+        }
+        Err(_) => metrics.timed_out(),
+    }
     if let Err(error) = result {
         warn!(
             topic = publish.topic.as_str(),
@@ -196,8 +211,11 @@ async fn publish_durably(bridge: &Bridge, publish: &ClusterPublish) -> Result<u6
     loop {
         match attempt(bridge, publish, &subject, &message_id).await {
             Ok(seq) => return Ok(seq),
-            Err(Retry::Now) if Instant::now() < deadline => continue,
+            Err(Retry::Now) if Instant::now() < deadline => {
+                bridge.metrics.retried(RetryReason::Conflict);
+            }
             Err(_) if Instant::now() + pause < deadline => {
+                bridge.metrics.retried(RetryReason::Error);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_PAUSE_MAX);
             }
@@ -236,6 +254,7 @@ async fn attempt(
         .message_id(message_id)
         .expected_last_subject_sequence(last_stream_sequence)
         .header(SEQ_HEADER, seq.to_string().as_str());
+    ClusterMetrics::add(&bridge.metrics.attempts);
     let acknowledged = match bridge
         .context
         .send_publish(subject.to_owned(), message)
@@ -250,7 +269,10 @@ async fn attempt(
             Ok(seq)
         }
         // An earlier attempt (or the same key on another node) was stored: its seq stands.
-        Ok(ack) => seq_at(&bridge.stream, ack.sequence).await,
+        Ok(ack) => {
+            ClusterMetrics::add(&bridge.metrics.duplicates);
+            seq_at(&bridge.stream, ack.sequence).await
+        }
         Err(error) => {
             bridge
                 .last_known
@@ -304,6 +326,7 @@ pub async fn consume_loop(bridge: Rc<Bridge>) {
     let mut restarting = false;
     loop {
         if restarting {
+            ClusterMetrics::add(&bridge.metrics.consumer_restarts);
             next_sequence = check_epoch(&bridge, next_sequence).await;
         }
         restarting = true;
@@ -403,6 +426,7 @@ async fn ingest(bridge: &Bridge, message: jetstream::Message, next: u64) -> u64 
             return next;
         }
     };
+    ClusterMetrics::add(&bridge.metrics.messages_received);
     let prefix = &bridge.settings.subject_prefix;
     let topic = subject::to_topic(prefix, message.subject.as_str())
         .and_then(|name| TopicName::copy_from(&name, bridge.settings.topic_bytes_max).ok());
@@ -415,10 +439,7 @@ async fn ingest(bridge: &Bridge, message: jetstream::Message, next: u64) -> u64 
             .send(owner, Command::Ingest { topic, seq, data })
             .await;
     } else {
-        bridge
-            .state
-            .foreign_messages
-            .fetch_add(1, Ordering::Relaxed);
+        ClusterMetrics::add(&bridge.metrics.messages_foreign);
     }
     if pending == 0 && !bridge.state.caught_up.swap(true, Ordering::AcqRel) {
         info!(stream_sequence, "read the stream up to its end");
