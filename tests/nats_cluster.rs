@@ -15,7 +15,7 @@ use std::time::Duration;
 use ringcast::config::{NatsConfig, ServerConfig};
 use ringcast::server::Server;
 use serde_json::{Value, json};
-use support::nats::{NatsServer, free_port};
+use support::nats::{NatsCluster, NatsServer, free_port};
 use support::server::{HttpClient, ServerProcess, wait_until};
 use tungstenite::{Message, WebSocket};
 
@@ -574,4 +574,115 @@ fn cluster_counters_follow_publishes_conflicts_and_failures() {
     assert_eq!(metric(address_a, &name("state"), "state=\"connected\""), 1);
     node_b.shutdown().unwrap();
     node_a.shutdown().unwrap();
+}
+
+/// Subscribes to every topic of `topics` and reads their `subscribed` answers.
+fn subscribe_all(client: &mut Client, topics: &[&str]) {
+    let request = json!({"op":"subscribe","topics":topics});
+    client.send(Message::text(request.to_string())).unwrap();
+    for _ in topics {
+        let reply = read_json(client);
+        assert_eq!(reply["op"], "subscribed", "{reply}");
+    }
+}
+
+/// Reads `count` messages and returns them per topic, in the order read: (seq, data).
+fn read_by_topic(client: &mut Client, count: usize) -> BTreeMap<String, Vec<(u64, Value)>> {
+    let mut by_topic: BTreeMap<String, Vec<(u64, Value)>> = BTreeMap::new();
+    for _ in 0..count {
+        let message = read_json(client);
+        assert!(message.get("op").is_none(), "{message}");
+        let topic = message["topic"].as_str().unwrap().to_owned();
+        let seq = message["seq"].as_u64().unwrap();
+        by_topic
+            .entry(topic)
+            .or_default()
+            .push((seq, message["data"].clone()));
+    }
+    by_topic
+}
+
+/// Proves three ringcast nodes on a three-server NATS cluster, with the stream kept in three
+/// copies (`nats_replicas = 3`), keep one seq space per topic and deliver everything
+/// everywhere: publishers on every node at once (each its own topic: nats-server 2.9's
+/// clustered compare-and-set does not serialise two in-flight publishes to one subject,
+/// nats-io/nats-server#4320, see the README), then one topic published from node to node in
+/// turn (every publish after the first meets a last sequence another node wrote). Every
+/// publish got the next seq, and every subscriber on every node reads every seq of every
+/// topic once, in order, with its data.
+#[test]
+fn three_nodes_on_a_three_server_nats_cluster_share_one_seq_space() {
+    const PER_NODE: u64 = 30;
+    const TOPICS: [&str; 3] = ["BTC", "ETH", "SOL"];
+    const SHARED: &str = "ALL";
+    const SHARED_COUNT: u64 = 30;
+    let cluster = NatsCluster::start();
+    let mut config = node_config(&cluster.urls());
+    config.nats.nats_replicas = 3;
+    let nodes: Vec<Server> = (0..3)
+        .map(|_| Server::start(config.clone()).unwrap())
+        .collect();
+    let info = stream_info(&cluster.servers[1].url(), "ringcast");
+    assert_eq!(info.config.num_replicas, 3);
+    let placement = info
+        .cluster
+        .expect("a clustered stream says where it lives");
+    assert!(placement.leader.is_some(), "{placement:?}");
+    assert_eq!(placement.replicas.len(), 2, "a leader and two replicas");
+
+    let mut all_topics = TOPICS.to_vec();
+    all_topics.push(SHARED);
+    let mut subscribers: Vec<Client> = nodes
+        .iter()
+        .map(|node| {
+            let mut client = connect(node.local_address());
+            subscribe_all(&mut client, &all_topics);
+            client
+        })
+        .collect();
+    let publishers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(node, server)| {
+            let address = server.local_address();
+            std::thread::spawn(move || {
+                let mut publisher = HttpClient::connect(address);
+                for number in 1..=PER_NODE {
+                    let data = json!({"node": node, "n": number});
+                    assert_eq!(publish(&mut publisher, TOPICS[node], &data), number);
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().unwrap();
+    }
+    let mut publishers: Vec<HttpClient> = nodes
+        .iter()
+        .map(|node| HttpClient::connect(node.local_address()))
+        .collect();
+    for number in 1..=SHARED_COUNT {
+        let publisher = &mut publishers[number as usize % nodes.len()];
+        assert_eq!(publish(publisher, SHARED, &json!({"n": number})), number);
+    }
+
+    let mut expected: BTreeMap<String, Vec<(u64, Value)>> = TOPICS
+        .iter()
+        .enumerate()
+        .map(|(node, topic)| {
+            let messages = (1..=PER_NODE)
+                .map(|number| (number, json!({"node": node, "n": number})))
+                .collect();
+            (topic.to_string(), messages)
+        })
+        .collect();
+    let shared = (1..=SHARED_COUNT).map(|n| (n, json!({"n": n}))).collect();
+    expected.insert(SHARED.into(), shared);
+    let total = (TOPICS.len() as u64 * PER_NODE + SHARED_COUNT) as usize;
+    for (index, subscriber) in subscribers.iter_mut().enumerate() {
+        assert_eq!(read_by_topic(subscriber, total), expected, "node {index}");
+    }
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
 }
