@@ -89,9 +89,13 @@ pub struct ClusterMetrics {
     pub reconnects: AtomicU64,
     /// Times the stream's reading started again (a lost connection or consumer).
     pub consumer_restarts: AtomicU64,
+    /// Publishes sent to JetStream and not yet answered, and those waiting behind another of
+    /// their topic (levels the publish loop sets).
+    pub in_flight: AtomicU64,
+    pub waiting: AtomicU64,
     /// Whether the client is connected now; shared with `/health`.
     pub connected: Arc<AtomicBool>,
-    /// From a publish being taken from a feed to its acknowledgement.
+    /// From a publish's first attempt to its acknowledgement.
     pub publish_latency: Histogram,
     /// The shards' feeds, for their depth, size and refusals.
     pub feeds: Vec<Arc<PublishFeed>>,
@@ -116,6 +120,8 @@ impl ClusterMetrics {
             messages_foreign: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             consumer_restarts: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
             connected,
             publish_latency: Histogram::new(LATENCY_BUCKETS_SECONDS),
             feeds,
@@ -228,8 +234,8 @@ impl Collector for ClusterCollector {
         encode_feeds(metrics, &mut encoder)?;
         let family = encoder.encode_descriptor(
             "cluster_publish_latency",
-            "From a publish taken from a shard's queue to JetStream's acknowledgement, retries \
-             included.",
+            "From a publish's first attempt to JetStream's acknowledgement, retries included \
+             (not the wait behind an earlier publish of its topic).",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
@@ -238,8 +244,23 @@ impl Collector for ClusterCollector {
     }
 }
 
-/// Each shard's queue to the bridge: publishes waiting, and the most it holds.
+/// Each shard's queue to the bridge: publishes waiting, and the most it holds; and the
+/// bridge's publishes in flight and waiting behind their topic's.
 fn encode_feeds(metrics: &ClusterMetrics, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+    #[rustfmt::skip]
+    let levels = [
+        ("cluster_publishes_in_flight",
+            "Publishes sent to JetStream and not yet answered (at most \
+             nats_publishes_in_flight_max, one per topic).",
+            &metrics.in_flight),
+        ("cluster_publishes_waiting",
+            "Publishes the bridge holds behind the publish in flight of their topic.",
+            &metrics.waiting),
+    ];
+    for (name, help, level) in levels {
+        let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        ConstGauge::new(level.load(Ordering::Relaxed) as i64).encode(family)?;
+    }
     let mut family = encoder.encode_descriptor(
         "cluster_queue_depth",
         "Publishes waiting in the shard's queue to the NATS bridge.",

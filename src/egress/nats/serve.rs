@@ -11,8 +11,15 @@
 //! publish), so that an attempt whose acknowledgement was lost (a timeout, NATS restarting) and
 //! that JetStream did store is answered as a duplicate with the first copy, whose seq is then
 //! read back: no publish is stored twice, none is lost, and the publisher gets its seq or, after
-//! `nats_publish_timeout_ms`, an error. Publishes go one at a time, in the order the shards
-//! queued them.
+//! `nats_publish_timeout_ms`, an error.
+//!
+//! **Pipelining.** The compare-and-set forbids two publishes of one topic in flight at once:
+//! the second must name the stream sequence of the first, which JetStream gives only in the
+//! first's acknowledgement (sent blind, the second would expect the stream sequence before
+//! the first, and be refused as soon as the first is stored). So a topic's publishes go one
+//! after the other, in the order the shards queued them, while publishes of different topics
+//! go together, up to `nats_publishes_in_flight_max` in flight: a node's publish rate is then
+//! bounded by the round trip per topic, not per node.
 //!
 //! **Delivering.** One ordered consumer reads the whole stream in order (from its first message
 //! when the node starts, so that every owner's local history is JetStream's and replay with
@@ -25,7 +32,9 @@
 //! (backpressure on the stream's reading, never a drop).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,6 +47,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -128,30 +138,143 @@ impl Bridge {
     }
 }
 
-/// Takes publishes from the shards' feeds while they come, and sleeps when none do.
+/// Publishes waiting behind their topic's publish in flight, per publish that may be in
+/// flight: past it the bridge leaves publishes in the shards' feeds (which refuse with 503
+/// when full) rather than hold them itself.
+const WAITING_PER_IN_FLIGHT: usize = 4;
+
+/// The publishes the bridge holds: up to `nats_publishes_in_flight_max` in flight, each of
+/// another topic, and per topic those waiting behind it, in the order they came.
+struct Pipeline {
+    in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = TopicName>>>>,
+    /// Every topic with a publish in flight, and its publishes waiting.
+    waiting: HashMap<TopicName, VecDeque<ClusterPublish>>,
+    waiting_count: usize,
+    in_flight_max: usize,
+    waiting_max: usize,
+}
+
+impl Pipeline {
+    fn has_room(&self) -> bool {
+        self.in_flight.len() < self.in_flight_max && self.waiting_count < self.waiting_max
+    }
+
+    /// Sends `publish` now, or queues it behind its topic's publish in flight.
+    fn start(&mut self, bridge: &Rc<Bridge>, publish: ClusterPublish) {
+        if let Some(queue) = self.waiting.get_mut(publish.topic.as_bytes()) {
+            queue.push_back(publish);
+            self.waiting_count += 1;
+            return;
+        }
+        self.waiting
+            .insert(publish.topic.to_kept(), VecDeque::new());
+        self.send(bridge, publish);
+    }
+
+    fn send(&mut self, bridge: &Rc<Bridge>, publish: ClusterPublish) {
+        let bridge = Rc::clone(bridge);
+        let topic = publish.topic.to_kept();
+        self.in_flight.push(Box::pin(async move {
+            publish_one(&bridge, publish).await;
+            topic
+        }));
+    }
+
+    /// `topic`'s publish was answered: its next waiting one goes.
+    fn finished(&mut self, bridge: &Rc<Bridge>, topic: &TopicName) {
+        let next = self
+            .waiting
+            .get_mut(topic.as_bytes())
+            .and_then(VecDeque::pop_front);
+        match next {
+            Some(publish) => {
+                self.waiting_count -= 1;
+                self.send(bridge, publish);
+            }
+            None => {
+                self.waiting.remove(topic.as_bytes());
+            }
+        }
+    }
+
+    /// Takes publishes from the feeds in turn, one from each per round, while there is room;
+    /// returns how many.
+    fn take(&mut self, bridge: &Rc<Bridge>, feeds: &[Arc<PublishFeed>]) -> usize {
+        let mut taken = 0;
+        loop {
+            let before = taken;
+            for feed in feeds {
+                if !self.has_room() {
+                    return taken;
+                }
+                if let Some(publish) = feed.pop() {
+                    taken += 1;
+                    self.start(bridge, publish);
+                }
+            }
+            if taken == before {
+                return taken;
+            }
+        }
+    }
+
+    fn note_levels(&self, metrics: &ClusterMetrics) {
+        let in_flight = self.in_flight.len() as u64;
+        metrics.in_flight.store(in_flight, Ordering::Relaxed);
+        metrics
+            .waiting
+            .store(self.waiting_count as u64, Ordering::Relaxed);
+    }
+}
+
+/// Takes publishes from the shards' feeds while they come and has JetStream store them, up to
+/// `nats_publishes_in_flight_max` at once and one per topic at a time (see the module's
+/// doc); sleeps when there is nothing to do.
 pub async fn publish_loop(
     bridge: Rc<Bridge>,
     feeds: Vec<Arc<PublishFeed>>,
     signal: Arc<IntakeSignal>,
 ) {
+    let in_flight_max = bridge.settings.publishes_in_flight_max;
+    let mut pipeline = Pipeline {
+        in_flight: FuturesUnordered::new(),
+        waiting: HashMap::new(),
+        waiting_count: 0,
+        in_flight_max,
+        waiting_max: in_flight_max * WAITING_PER_IN_FLIGHT,
+    };
     loop {
-        let mut taken = 0;
-        for feed in &feeds {
-            while let Some(publish) = feed.pop() {
-                taken += 1;
-                publish_one(&bridge, publish).await;
+        let taken = pipeline.take(&bridge, &feeds);
+        pipeline.note_levels(&bridge.metrics);
+        if pipeline.in_flight.is_empty() {
+            if taken > 0 {
+                continue;
             }
-        }
-        if taken > 0 {
+            signal.going_to_sleep();
+            if feeds.iter().any(|feed| !feed.is_empty()) {
+                signal.awake();
+                continue;
+            }
+            signal.sleep().await;
             continue;
         }
-        signal.going_to_sleep();
-        if feeds.iter().any(|feed| !feed.is_empty()) {
-            signal.awake();
-            continue;
+        let room = pipeline.has_room();
+        tokio::select! {
+            Some(topic) = pipeline.in_flight.next() => pipeline.finished(&bridge, &topic),
+            () = wait_for_publishes(&signal, &feeds), if room => {}
+            else => {}
         }
-        signal.sleep().await;
     }
+}
+
+/// Returns once a feed has publishes: at once when one has, else after a shard's wake-up.
+async fn wait_for_publishes(signal: &IntakeSignal, feeds: &[Arc<PublishFeed>]) {
+    signal.going_to_sleep();
+    if feeds.iter().any(|feed| !feed.is_empty()) {
+        signal.awake();
+        return;
+    }
+    signal.sleep().await;
 }
 
 /// Publishes one message durably and answers its publisher (when it waits for an answer).
