@@ -613,18 +613,16 @@ fn read_by_topic(client: &mut Client, count: usize) -> BTreeMap<String, Vec<(u64
 
 /// Proves three ringcast nodes on a three-server NATS cluster, with the stream kept in three
 /// copies (`nats_replicas = 3`), keep one seq space per topic and deliver everything
-/// everywhere: publishers on every node at once (each its own topic: nats-server 2.9's
-/// clustered compare-and-set does not serialise two in-flight publishes to one subject,
-/// nats-io/nats-server#4320, see the README), then one topic published from node to node in
-/// turn (every publish after the first meets a last sequence another node wrote). Every
-/// publish got the next seq, and every subscriber on every node reads every seq of every
-/// topic once, in order, with its data.
+/// everywhere: publishers on every node at once, each to its own topic and all to one shared
+/// topic (where nats-server 2.9's clustered compare-and-set lets two simultaneous publishes
+/// share a seq, nats-io/nats-server#4320, which the nodes find and publish again). Every
+/// publish got a distinct seq, together 1..=N per topic, and every subscriber on every node
+/// reads every seq of every topic once, in order, with the data it was published with.
 #[test]
 fn three_nodes_on_a_three_server_nats_cluster_share_one_seq_space() {
     const PER_NODE: u64 = 30;
-    const TOPICS: [&str; 3] = ["BTC", "ETH", "SOL"];
+    const OWN_TOPICS: [&str; 3] = ["BTC", "ETH", "SOL"];
     const SHARED: &str = "ALL";
-    const SHARED_COUNT: u64 = 30;
     let cluster = NatsCluster::start();
     let mut config = node_config(&cluster.urls());
     config.nats.nats_replicas = 3;
@@ -639,7 +637,7 @@ fn three_nodes_on_a_three_server_nats_cluster_share_one_seq_space() {
     assert!(placement.leader.is_some(), "{placement:?}");
     assert_eq!(placement.replicas.len(), 2, "a leader and two replicas");
 
-    let mut all_topics = TOPICS.to_vec();
+    let mut all_topics = OWN_TOPICS.to_vec();
     all_topics.push(SHARED);
     let mut subscribers: Vec<Client> = nodes
         .iter()
@@ -656,38 +654,51 @@ fn three_nodes_on_a_three_server_nats_cluster_share_one_seq_space() {
             let address = server.local_address();
             std::thread::spawn(move || {
                 let mut publisher = HttpClient::connect(address);
-                for number in 1..=PER_NODE {
-                    let data = json!({"node": node, "n": number});
-                    assert_eq!(publish(&mut publisher, TOPICS[node], &data), number);
-                }
+                (1..=PER_NODE)
+                    .flat_map(|number| [OWN_TOPICS[node], SHARED].map(|topic| (topic, number)))
+                    .map(|(topic, number)| {
+                        let data = json!({"node": node, "n": number});
+                        (topic, publish(&mut publisher, topic, &data), data)
+                    })
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
+    let mut expected: BTreeMap<String, BTreeMap<u64, Value>> = BTreeMap::new();
     for publisher in publishers {
-        publisher.join().unwrap();
+        for (topic, seq, data) in publisher.join().unwrap() {
+            let seqs = expected.entry(topic.to_owned()).or_default();
+            assert!(
+                seqs.insert(seq, data).is_none(),
+                "{topic} seq {seq} given twice"
+            );
+        }
     }
-    let mut publishers: Vec<HttpClient> = nodes
-        .iter()
-        .map(|node| HttpClient::connect(node.local_address()))
-        .collect();
-    for number in 1..=SHARED_COUNT {
-        let publisher = &mut publishers[number as usize % nodes.len()];
-        assert_eq!(publish(publisher, SHARED, &json!({"n": number})), number);
-    }
-
-    let mut expected: BTreeMap<String, Vec<(u64, Value)>> = TOPICS
-        .iter()
-        .enumerate()
-        .map(|(node, topic)| {
-            let messages = (1..=PER_NODE)
-                .map(|number| (number, json!({"node": node, "n": number})))
-                .collect();
-            (topic.to_string(), messages)
+    let total: usize = expected.values().map(BTreeMap::len).sum();
+    let expected: BTreeMap<String, Vec<(u64, Value)>> = expected
+        .into_iter()
+        .map(|(topic, seqs)| {
+            let count = seqs.len() as u64;
+            let seqs: Vec<(u64, Value)> = seqs.into_iter().collect();
+            let numbers: Vec<u64> = seqs.iter().map(|(seq, _)| *seq).collect();
+            assert_eq!(numbers, (1..=count).collect::<Vec<_>>(), "{topic}: a gap");
+            (topic, seqs)
         })
         .collect();
-    let shared = (1..=SHARED_COUNT).map(|n| (n, json!({"n": n}))).collect();
-    expected.insert(SHARED.into(), shared);
-    let total = (TOPICS.len() as u64 * PER_NODE + SHARED_COUNT) as usize;
+    assert_eq!(expected[SHARED].len() as u64, 3 * PER_NODE);
+    let collisions: u64 = nodes
+        .iter()
+        .map(|node| {
+            metric(
+                node.local_address(),
+                "ringcast_cluster_publish_retries_total",
+                "collision",
+            )
+        })
+        .sum();
+    // Not asserted (it depends on timing), but shown: how often the server's clustered CAS
+    // let two nodes share a seq here (usually about ten times in this test).
+    eprintln!("seqs taken twice, found and published again: {collisions}");
     for (index, subscriber) in subscribers.iter_mut().enumerate() {
         assert_eq!(read_by_topic(subscriber, total), expected, "node {index}");
     }

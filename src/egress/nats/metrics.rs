@@ -27,15 +27,23 @@ pub enum RetryReason {
     Conflict,
     /// No answer within `nats_request_timeout_ms`, NATS gone, or another error.
     Error,
+    /// Stored, but another node's publish of the topic was stored first with the same seq
+    /// (nats-server 2.9's clustered compare-and-set): published again.
+    Collision,
 }
 
 impl RetryReason {
-    pub const ALL: [RetryReason; 2] = [RetryReason::Conflict, RetryReason::Error];
+    pub const ALL: [RetryReason; 3] = [
+        RetryReason::Conflict,
+        RetryReason::Error,
+        RetryReason::Collision,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             RetryReason::Conflict => "conflict",
             RetryReason::Error => "error",
+            RetryReason::Collision => "collision",
         }
     }
 }
@@ -199,7 +207,9 @@ impl Collector for ClusterCollector {
             "cluster_publish_retries",
             "Publish attempts followed by another, by reason: conflict (JetStream's \
              compare-and-set refused it: another node published the topic), error (no answer \
-             in nats_request_timeout_ms, NATS gone, another error).",
+             in nats_request_timeout_ms, NATS gone, another error), collision (stored, but \
+             another node's publish of the topic was stored first with the same seq: \
+             published again).",
             None,
             MetricType::Counter,
         )?;

@@ -13,6 +13,13 @@
 //! read back: no publish is stored twice, none is lost, and the publisher gets its seq or, after
 //! `nats_publish_timeout_ms`, an error.
 //!
+//! **Confirming, with replicas.** nats-server 2.9's clustered streams check the expected last
+//! sequence against the messages applied, not those proposed, so two nodes' publishes of one
+//! topic at the same instant can both be stored with one seq (nats-io/nats-server#4320). With
+//! `nats_replicas` > 1 a publish is answered only once this node's reading of the stream has
+//! passed it and found it the first with its seq (every owner keeps the first); a later one is
+//! published again under a new message id.
+//!
 //! **Pipelining.** The compare-and-set forbids two publishes of one topic in flight at once:
 //! the second must name the stream sequence of the first, which JetStream gives only in the
 //! first's acknowledgement (sent blind, the second would expect the stream sequence before
@@ -48,6 +55,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -71,6 +79,12 @@ const CONSUMER_RESTART_PAUSE: Duration = Duration::from_millis(250);
 /// How often the reading checks that the stream is still the one it reads: a deleted stream
 /// does not always end an ordered consumer's reading, which would then wait for good.
 const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Rounds of a publish whose seq another node's publish took (see [`confirm`]): each is rare,
+/// two in a row rarer still.
+const COLLISION_ROUNDS_MAX: u32 = 8;
+/// Collisions the reading keeps for the publishes waiting to be confirmed: far more than can
+/// be in flight at once.
+const COLLISIONS_KEPT_MAX: usize = 4096;
 /// The pause before a full mailbox is tried again.
 const MAILBOX_FULL_PAUSE: Duration = Duration::from_millis(1);
 
@@ -88,6 +102,14 @@ pub struct Bridge {
     publish_serial: Cell<u64>,
     /// Differs per process start: the publishes' ids of two nodes never meet.
     node_id: u64,
+    /// The stream sequence the reading of the stream takes next, and its wake-up of the
+    /// publishes waiting to be confirmed.
+    read_next: Cell<u64>,
+    read_notify: Notify,
+    /// Per topic, the highest seq the reading met: a message at or below it repeats a seq.
+    read_seqs: RefCell<HashMap<TopicName, u64>>,
+    /// Stream sequences of the messages that repeated a topic's seq, the latest kept.
+    collisions: RefCell<VecDeque<u64>>,
 }
 
 impl Bridge {
@@ -109,6 +131,10 @@ impl Bridge {
             last_known: RefCell::new(HashMap::new()),
             publish_serial: Cell::new(0),
             node_id: fastrand::u64(..),
+            read_next: Cell::new(1),
+            read_notify: Notify::new(),
+            read_seqs: RefCell::new(HashMap::new()),
+            collisions: RefCell::new(VecDeque::new()),
         }
     }
 
@@ -121,6 +147,34 @@ impl Bridge {
             }
             tokio::time::sleep(MAILBOX_FULL_PAUSE).await;
         }
+    }
+
+    /// Notes the reading of `topic`'s `seq` at `stream_sequence`: whether it repeats a seq the
+    /// reading met before (a collision, kept for [`confirm`]).
+    fn note_read(&self, topic: &TopicName, seq: u64, stream_sequence: u64) {
+        let mut read_seqs = self.read_seqs.borrow_mut();
+        match read_seqs.get_mut(topic.as_bytes()) {
+            Some(last) if seq <= *last => {
+                let mut collisions = self.collisions.borrow_mut();
+                if collisions.len() >= COLLISIONS_KEPT_MAX {
+                    collisions.pop_front();
+                }
+                collisions.push_back(stream_sequence);
+            }
+            Some(last) => *last = seq,
+            None => {
+                if read_seqs.len() >= LAST_KNOWN_TOPICS_MAX {
+                    read_seqs.clear();
+                }
+                read_seqs.insert(topic.to_kept(), seq);
+            }
+        }
+    }
+
+    /// The reading of the stream will take `next` next: publishes waiting for it look again.
+    fn note_read_next(&self, next: u64) {
+        self.read_next.set(next);
+        self.read_notify.notify_waiters();
     }
 
     fn remember(&self, topic: &TopicName, seq: u64, stream_sequence: u64) {
@@ -312,11 +366,39 @@ async fn publish_one(bridge: &Bridge, publish: ClusterPublish) {
     bridge.send(usize::from(reply.client.shard), command).await;
 }
 
-/// Has JetStream store the message as the topic's next seq; returns that seq.
+/// Has JetStream store the message as the topic's next seq; returns that seq. With more than
+/// one replica, the seq stands only once this node's reading of the stream found the message
+/// to be the first with it (see [`confirm`]); otherwise the message goes again, under a new
+/// message id.
 async fn publish_durably(bridge: &Bridge, publish: &ClusterPublish) -> Result<u64, OwnerError> {
     let settings = &bridge.settings;
     let subject = subject::of_topic(&settings.subject_prefix, publish.topic.as_bytes());
-    let message_id = match &publish.key {
+    let deadline = Instant::now() + settings.publish_timeout;
+    let base_id = message_id(bridge, publish, &subject);
+    for round in 0..COLLISION_ROUNDS_MAX {
+        let message_id = match round {
+            0 => base_id.clone(),
+            round => format!("{base_id}:r{round}"),
+        };
+        let (seq, stream_sequence) =
+            publish_until(bridge, publish, &subject, &message_id, deadline).await?;
+        if settings.replicas == 1 || confirm(bridge, stream_sequence, deadline).await {
+            return Ok(seq);
+        }
+        bridge.metrics.retried(RetryReason::Collision);
+        warn!(
+            topic = publish.topic.as_str(),
+            seq, stream_sequence, "another node's publish took the same seq: publishing again"
+        );
+    }
+    Err(OwnerError::ClusterUnavailable)
+}
+
+/// The `Nats-Msg-Id` of every attempt of `publish`: the client's key when it gave one (the same
+/// key on any node within the window is the same message), else one unique to the publish.
+fn message_id(bridge: &Bridge, publish: &ClusterPublish, subject: &str) -> String {
+    let settings = &bridge.settings;
+    match &publish.key {
         // The same key on any node within the window is the same message.
         Some(key) => format!(
             "k:{}:{}",
@@ -328,12 +410,22 @@ async fn publish_durably(bridge: &Bridge, publish: &ClusterPublish) -> Result<u6
             bridge.publish_serial.set(serial);
             format!("p:{:016x}:{serial}", bridge.node_id)
         }
-    };
-    let deadline = Instant::now() + settings.publish_timeout;
+    }
+}
+
+/// Attempts the publish until JetStream stores it (or answers that it has) or `deadline`;
+/// returns its seq and stream sequence.
+async fn publish_until(
+    bridge: &Bridge,
+    publish: &ClusterPublish,
+    subject: &str,
+    message_id: &str,
+    deadline: Instant,
+) -> Result<(u64, u64), OwnerError> {
     let mut pause = RETRY_PAUSE_FIRST;
     loop {
-        match attempt(bridge, publish, &subject, &message_id).await {
-            Ok(seq) => return Ok(seq),
+        match attempt(bridge, publish, subject, message_id).await {
+            Ok(stored) => return Ok(stored),
             Err(Retry::Now) if Instant::now() < deadline => {
                 bridge.metrics.retried(RetryReason::Conflict);
             }
@@ -361,7 +453,7 @@ async fn attempt(
     publish: &ClusterPublish,
     subject: &str,
     message_id: &str,
-) -> Result<u64, Retry> {
+) -> Result<(u64, u64), Retry> {
     let known = bridge
         .last_known
         .borrow()
@@ -389,12 +481,13 @@ async fn attempt(
     match acknowledged {
         Ok(ack) if !ack.duplicate => {
             bridge.remember(&publish.topic, seq, ack.sequence);
-            Ok(seq)
+            Ok((seq, ack.sequence))
         }
         // An earlier attempt (or the same key on another node) was stored: its seq stands.
         Ok(ack) => {
             ClusterMetrics::add(&bridge.metrics.duplicates);
-            seq_at(&bridge.stream, ack.sequence).await
+            let seq = seq_at(&bridge.stream, ack.sequence).await?;
+            Ok((seq, ack.sequence))
         }
         Err(error) => {
             bridge
@@ -408,6 +501,26 @@ async fn attempt(
                     Err(Retry::Later)
                 }
             }
+        }
+    }
+}
+
+/// Whether the message stored at `stream_sequence` keeps its seq: waits (until `deadline`)
+/// for this node's reading of the stream to pass it, then asks whether that reading found an
+/// earlier message of the topic with the same seq. nats-server 2.9's clustered streams check
+/// `Nats-Expected-Last-Subject-Sequence` against the messages applied, not those proposed, so
+/// two nodes' publishes of one topic made at the same instant can both be stored with one seq
+/// (nats-io/nats-server#4320). Every node reads the stream in one order, so every owner keeps
+/// the first and drops the later; the later's publisher must not be told it has the seq. A
+/// reading that does not get there in time says nothing: the seq stands.
+async fn confirm(bridge: &Bridge, stream_sequence: u64, deadline: Instant) -> bool {
+    loop {
+        let read = bridge.read_notify.notified();
+        if bridge.read_next.get() > stream_sequence {
+            return !bridge.collisions.borrow().contains(&stream_sequence);
+        }
+        if tokio::time::timeout_at(deadline, read).await.is_err() {
+            return true;
         }
     }
 }
@@ -532,6 +645,9 @@ async fn check_epoch(bridge: &Bridge, next: u64) -> u64 {
     );
     bridge.state.epoch.store(epoch.0, Ordering::Release);
     bridge.last_known.borrow_mut().clear();
+    bridge.read_seqs.borrow_mut().clear();
+    bridge.collisions.borrow_mut().clear();
+    bridge.note_read_next(1);
     let shards = bridge.inbox.borrow().shards();
     for shard in 0..shards {
         bridge.send(shard, Command::ClusterEpoch { epoch }).await;
@@ -555,6 +671,7 @@ async fn ingest(bridge: &Bridge, message: jetstream::Message, next: u64) -> u64 
         .and_then(|name| TopicName::copy_from(&name, bridge.settings.topic_bytes_max).ok());
     let seq = message.headers.as_ref().and_then(header_seq);
     if let (Some(topic), Some(seq)) = (topic, seq) {
+        bridge.note_read(&topic, seq, stream_sequence);
         bridge.remember(&topic, seq, stream_sequence);
         let owner = topic.owner(bridge.inbox.borrow().shards());
         let data = message.message.payload.clone();
@@ -567,5 +684,6 @@ async fn ingest(bridge: &Bridge, message: jetstream::Message, next: u64) -> u64 
     if pending == 0 && !bridge.state.caught_up.swap(true, Ordering::AcqRel) {
         info!(stream_sequence, "read the stream up to its end");
     }
+    bridge.note_read_next(stream_sequence + 1);
     stream_sequence + 1
 }
