@@ -76,8 +76,9 @@ const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(10);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 /// The pause before the stream's reading starts again after an error.
 const CONSUMER_RESTART_PAUSE: Duration = Duration::from_millis(250);
-/// How often the reading checks that the stream is still the one it reads: a deleted stream
-/// does not always end an ordered consumer's reading, which would then wait for good.
+/// How often the reading checks that the stream is still the one it reads, and that it moves:
+/// a deleted stream, or a consumer lost with the NATS server it lived on, does not always end
+/// an ordered consumer's reading, which would then wait for good.
 const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Rounds of a publish whose seq another node's publish took (see [`confirm`]): each is rare,
 /// two in a row rarer still.
@@ -581,6 +582,7 @@ pub async fn consume_loop(bridge: Rc<Bridge>) {
             Ok(mut messages) => {
                 let mut check = tokio::time::interval(STREAM_CHECK_INTERVAL);
                 check.tick().await;
+                let mut checked_next = next_sequence;
                 loop {
                     tokio::select! {
                         item = messages.next() => match item {
@@ -594,8 +596,19 @@ pub async fn consume_loop(bridge: Rc<Bridge>) {
                             None => break,
                         },
                         _ = check.tick() => {
-                            if stream_replaced(&bridge).await {
-                                break;
+                            let stalled = next_sequence == checked_next;
+                            checked_next = next_sequence;
+                            match check_stream(&bridge, next_sequence).await {
+                                StreamCheck::Replaced => break,
+                                StreamCheck::Behind if stalled => {
+                                    warn!(
+                                        next_sequence,
+                                        "the stream's reading stalled behind its end: \
+                                         starting it again"
+                                    );
+                                    break;
+                                }
+                                StreamCheck::Behind | StreamCheck::Current => {}
                             }
                         }
                     }
@@ -608,19 +621,42 @@ pub async fn consume_loop(bridge: Rc<Bridge>) {
 }
 
 /// Whether the stream is gone or is another one than the node read (made anew: another
-/// creation time). An answer that does not come says nothing: the reading goes on.
-async fn stream_replaced(bridge: &Bridge) -> bool {
+/// creation time), or holds messages past `next_sequence`. An answer that does not come says
+/// nothing: the reading goes on.
+async fn check_stream(bridge: &Bridge, next_sequence: u64) -> StreamCheck {
     match bridge.context.get_stream(&bridge.settings.stream).await {
         Ok(stream) => {
-            let created = stream.cached_info().created.unix_timestamp_nanos() as u64;
-            created != bridge.state.epoch().0
+            let info = stream.cached_info();
+            let created = info.created.unix_timestamp_nanos() as u64;
+            if created != bridge.state.epoch().0 {
+                StreamCheck::Replaced
+            } else if info.state.last_sequence >= next_sequence {
+                StreamCheck::Behind
+            } else {
+                StreamCheck::Current
+            }
         }
-        Err(error) => matches!(
-            error.kind(),
+        Err(error) => match error.kind() {
             jetstream::context::GetStreamErrorKind::JetStream(inner)
-                if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-        ),
+                if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                StreamCheck::Replaced
+            }
+            _ => StreamCheck::Current,
+        },
     }
+}
+
+/// What a look at the stream found while reading it.
+enum StreamCheck {
+    /// Gone, or made anew: the reading starts again (and the epoch is checked).
+    Replaced,
+    /// It holds messages past those read. Twice in a row without a message read between, the
+    /// reading is stalled (its consumer lived on a NATS server that died, and the client did
+    /// not notice): it starts again after the last message read.
+    Behind,
+    /// Read to its end, or no answer (which says nothing).
+    Current,
 }
 
 /// After the stream's reading failed: makes sure the stream exists (another node may have made
