@@ -711,7 +711,8 @@ fn three_nodes_on_a_three_server_nats_cluster_share_one_seq_space() {
     }
 }
 
-/// Seeds of the kill-and-restart property test: each is one schedule. `RINGCAST_CLUSTER_SEED`
+/// Seeds of the kill-and-restart property test: each is one schedule (the last on a
+/// three-server NATS cluster with an R3 stream). `RINGCAST_CLUSTER_SEED`
 /// replays one seed instead (the failure message names it).
 const SCHEDULE_SEEDS: [u64; 3] = [0x5eed_0001, 0x5eed_0002, 0x5eed_0003];
 /// Steps of one schedule: publishes, kills and restarts.
@@ -829,6 +830,8 @@ fn node_seq(address: SocketAddr, topic: &str) -> u64 {
 /// The cluster of one schedule: nodes as `ringcast --nats` processes (`None` while killed).
 struct Schedule {
     url: String,
+    /// Copies of the stream: 3 on a three-server NATS cluster.
+    replicas: &'static str,
     nodes: Vec<Option<ServerProcess>>,
     /// Per topic: every seq published and its data, as the publishers were answered.
     published: BTreeMap<String, BTreeMap<u64, Value>>,
@@ -836,7 +839,11 @@ struct Schedule {
 
 impl Schedule {
     fn start_node(&self) -> ServerProcess {
-        ServerProcess::start(&["--nats", &self.url, "--shards", "2"])
+        let arguments = ["--nats", &self.url, "--shards", "2"];
+        ServerProcess::start_with_environment(
+            &arguments,
+            &[("RINGCAST_NATS_REPLICAS", self.replicas)],
+        )
     }
 
     fn live(&self) -> Vec<usize> {
@@ -893,9 +900,20 @@ struct ScheduleCounts {
 fn run_schedule(seed: u64) -> ScheduleCounts {
     let mut counts = ScheduleCounts::default();
     let mut random = fastrand::Rng::with_seed(seed);
-    let nats = NatsServer::start();
+    // The last seed's schedule runs on a three-server NATS cluster with an R3 stream.
+    let on_cluster = seed == SCHEDULE_SEEDS[SCHEDULE_SEEDS.len() - 1];
+    let (single, cluster) = match on_cluster {
+        true => (None, Some(NatsCluster::start())),
+        false => (Some(NatsServer::start()), None),
+    };
+    let url = match (&single, &cluster) {
+        (Some(nats), _) => nats.url(),
+        (_, Some(cluster)) => cluster.urls(),
+        (None, None) => unreachable!("one of the two runs"),
+    };
     let mut schedule = Schedule {
-        url: nats.url(),
+        replicas: if on_cluster { "3" } else { "1" },
+        url,
         nodes: Vec::new(),
         published: BTreeMap::new(),
     };
