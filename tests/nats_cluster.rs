@@ -566,7 +566,7 @@ fn cluster_counters_follow_publishes_conflicts_and_failures() {
     wait_until("a publish refused for a full queue", || {
         metric(address_a, &name("publish_failures_total"), "queue_full") >= 1
     });
-    // The attempt in flight ends unanswered after nats_request_timeout_ms and is retried.
+    // Attempts wait while the connection is gone: each is a retry for want of an answer.
     wait_until("node A retried for want of an answer", || {
         metric(address_a, &name("publish_retries_total"), "error") >= 1
     });
@@ -1158,4 +1158,40 @@ fn the_stream_leaders_death_in_a_nats_cluster_loses_nothing() {
     }
     node_b.shutdown().unwrap();
     node_a.shutdown().unwrap();
+}
+
+/// Proves a publish refused while NATS is gone (503 after `nats_publish_timeout_ms`) is not
+/// stored once NATS is back: the client library would send what it kept meanwhile, and the
+/// publisher, told it failed, would publish it again.
+#[test]
+fn a_publish_refused_while_nats_is_gone_is_not_stored_later() {
+    let mut nats = NatsServer::start();
+    let mut hasty = node_config(&nats.url());
+    hasty.nats.nats_publish_timeout_ms = 1_000;
+    let node = Server::start(hasty).unwrap();
+    let address = node.local_address();
+    assert_eq!(
+        publish(&mut HttpClient::connect(address), "Z", &json!({"n": 1})),
+        1
+    );
+    nats.kill();
+    wait_until("the node degraded", || {
+        metric(address, "ringcast_cluster_state", "state=\"degraded\"") == 1
+    });
+    assert_eq!(publish_status(address, "Z", &json!({"n": 2})), 503);
+    nats.start_again();
+    wait_until("the node connected again", || {
+        metric(address, "ringcast_cluster_state", "state=\"connected\"") == 1
+    });
+    assert_eq!(
+        publish(&mut HttpClient::connect(address), "Z", &json!({"n": 3})),
+        2,
+        "the refused publish took no seq"
+    );
+    let info = stream_info(&nats.url(), "ringcast");
+    assert_eq!(
+        info.state.messages, 2,
+        "the refused publish is not in the stream"
+    );
+    node.shutdown().unwrap();
 }

@@ -464,6 +464,13 @@ async fn attempt(
         Some(known) => known,
         None => last_of_subject(&bridge.stream, subject).await?,
     };
+    // async-nats keeps what is published while it is disconnected and sends it once it is
+    // back: an attempt made now could be stored after its publisher was answered 503 (past
+    // `nats_publish_timeout_ms`). Only an attempt made just before the connection went is
+    // still sent late.
+    if !bridge.state.is_connected() {
+        return Err(Retry::Later);
+    }
     let seq = last_seq + 1;
     let message = PublishMessage::build()
         .payload(publish.data.clone())
