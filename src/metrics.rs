@@ -167,6 +167,18 @@ static FAMILIES: &[Family] = &[
         &[("", |m| m.counters.token_expiries)]),
     single("token_refreshes", Counter, "Token refreshes accepted over WebSockets.",
         &[("", |m| m.counters.token_refreshes)]),
+    by_reason("cluster_ingests_skipped",
+        "Clustered: messages from the stream the topic's owner did not deliver, by reason: \
+         duplicate (it had that seq already: the stream read again after a reconnect), \
+         table_full (its topic table had no room).",
+        "reason", &[
+            ("duplicate", |m| m.counters.cluster_duplicates),
+            ("table_full", |m| m.counters.cluster_ingests_refused),
+        ]),
+    single("cluster_gaps", Counter,
+        "Clustered: messages that came past a hole in their topic's seqs (JetStream dropped \
+         messages before this node read them); subscribers see the seq jump.",
+        &[("", |m| m.counters.cluster_gaps)]),
     single("socketio_recoveries", Counter,
         "Socket.IO clients resubscribed from their connection-state-recovery offset.",
         &[("", |m| m.counters.socketio_recoveries)]),
@@ -643,6 +655,9 @@ mod tests {
             socketio_sessions_refused: offset + 92,
             socketio_upgrades: offset + 93,
             socketio_forwards: offset + 94,
+            cluster_duplicates: offset + 95,
+            cluster_ingests_refused: offset + 96,
+            cluster_gaps: offset + 97,
             address_connections_refused: offset + 82,
             address_handshakes_refused: offset + 83,
             addresses_untracked: offset + 84,

@@ -175,6 +175,11 @@ pub struct Counters {
     pub socketio_upgrades: u64,
     /// Requests of Engine.IO carriers handed to another shard, the session's.
     pub socketio_forwards: u64,
+    /// Clustered: messages from JetStream the owner already had, or could not keep (its topic
+    /// table full), and messages that came past a hole in their topic's seqs.
+    pub cluster_duplicates: u64,
+    pub cluster_ingests_refused: u64,
+    pub cluster_gaps: u64,
     /// Connections refused (429) for their source address: too many at once, too many new.
     pub address_connections_refused: u64,
     pub address_handshakes_refused: u64,
@@ -261,7 +266,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 76] {
+    pub fn named(&self) -> [(&'static str, u64); 79] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -325,6 +330,9 @@ impl Counters {
             ("socketio_sessions_refused", self.socketio_sessions_refused),
             ("socketio_upgrades", self.socketio_upgrades),
             ("socketio_forwards", self.socketio_forwards),
+            ("cluster_duplicates", self.cluster_duplicates),
+            ("cluster_ingests_refused", self.cluster_ingests_refused),
+            ("cluster_gaps", self.cluster_gaps),
             (
                 "address_connections_refused",
                 self.address_connections_refused,
@@ -451,6 +459,9 @@ impl Counters {
             socketio_sessions_refused: endpoint.socketio_sessions_refused,
             socketio_upgrades: endpoint.socketio_upgrades,
             socketio_forwards: endpoint.socketio_forwards,
+            cluster_duplicates: broker.cluster_duplicates,
+            cluster_ingests_refused: broker.cluster_ingests_refused,
+            cluster_gaps: broker.cluster_gaps,
             address_connections_refused: shard.address_connections_refused,
             address_handshakes_refused: shard.address_handshakes_refused,
             addresses_untracked: shard.addresses_untracked,

@@ -419,6 +419,11 @@ pub struct FanoutOptions {
     /// Where publishers connect, when not to --url (ws:// or wss://IPv4:PORT/PATH; --ca
     /// serves both URLs): Pushpin's subscribers connect to the proxy and publishers to the
     /// origin that publishes to it.
+    ///
+    /// Several servers (the nodes of a ringcast cluster): --url and --publish-url may each be
+    /// a comma-separated list. Subscriber worker i connects to the list's URL i (round robin;
+    /// --workers is raised to the URLs), and the publishers are split evenly over the publish
+    /// URLs, a worker each, every topic still with exactly one publisher.
     #[arg(long, value_name = "URL")]
     pub publish_url: Option<String>,
 

@@ -244,8 +244,10 @@ pub struct FanoutPlan {
 pub enum FanoutRole {
     /// The worker's connection i is subscriber `first_index + i`, on topic (that) % topics.
     Subscribers { first_index: u64 },
-    /// The worker's connection p publishes topics p, p + P, p + 2P, ... (P: its connections).
-    Publishers,
+    /// The worker's connection i is publisher p = `first_index + i` of `total`, and publishes
+    /// topics p, p + total, p + 2 × total, ... (publishers spread over several servers are in
+    /// one worker per server).
+    Publishers { first_index: u64, total: u64 },
 }
 /// Connections that failed, by cause. Every connection that fails counts once, under the
 /// first thing that went wrong with it.

@@ -506,6 +506,33 @@ fn fanout_run_delivers_everything() {
     assert!(processes_tagged("fanout").is_empty());
 }
 
+/// `fanout` over a list of URLs (a cluster's nodes; here the same server twice): a subscriber
+/// worker per URL and a publishers' worker per URL, the publishers split between them with
+/// every topic still published by exactly one, so every delivery arrives once and in order.
+#[test]
+fn fanout_over_several_urls_splits_subscribers_and_publishers() {
+    let url = pubsub_server(None);
+    let urls = format!("{url},{url}");
+    let path = output_path("fanout-urls");
+    let mut arguments = fanout_arguments(&urls, path.to_str().unwrap(), "100");
+    arguments.extend(["--publish-url", &urls]);
+    let output = loadtest(&arguments, "fanout-urls").output().unwrap();
+    assert!(output.status.success(), "{}", show(&output));
+    let result = read_result(&path);
+    assert_eq!(
+        result["workers"], 4,
+        "two subscribers' and two publishers' {result:#}"
+    );
+    assert_eq!(result["subscribers_ready"], 40, "{result:#}");
+    assert_eq!(result["publishers_ready"], 2, "{result:#}");
+    assert_eq!(result["every_delivery_checked"], true, "{result:#}");
+    let step = &result["steps"][0];
+    assert_eq!(step["published"], 100, "{step:#}");
+    assert_eq!(step["deliveries"], 1000, "{step:#}");
+    assert_eq!(step["missing"], 0, "{step:#}");
+    assert!(processes_tagged("fanout-urls").is_empty());
+}
+
 /// A server that loses deliveries: the gaps are found by counter and by seq, the messages
 /// count as missing and incomplete, the step misses the bound and the plan stops there.
 #[test]

@@ -511,10 +511,19 @@ impl HttpEndpoint {
     }
 
     /// The request head did not come in time: 408, then close. Or a held poll's wait is over:
-    /// its answer.
+    /// its answer. Or the server still owes answers to requests that came in full (a clustered
+    /// publish waits for JetStream up to `nats_publish_timeout_ms`, past this deadline): the
+    /// client is not late, the deadline starts again. The owed answers always come (a seq or
+    /// an error), so a client cannot hold the connection this way past the publish timeout.
     pub fn handle_deadline(&mut self, outbound: &mut Outbound, context: &mut Context) -> Next {
         if self.responses.poll().is_some() {
             return self.answer_poll(outbound, context);
+        }
+        // A publish's answer owed (clustered: JetStream can take past this deadline) keeps
+        // the connection; an Engine.IO answer is not a publish and waits no longer than a head.
+        if self.responses.engine_wait().is_none() && !self.responses.pending.is_empty() {
+            self.deadline_ms = context.now_ms + context.settings.handshake_timeout_ms;
+            return Next::Continue;
         }
         // An Engine.IO answer that never came ends like a request that never came (the
         // session is told when the connection closes).
@@ -1203,6 +1212,39 @@ pub(super) mod tests {
             outbound.complete(front.len(), &mut Default::default());
         }
         String::from_utf8(text).unwrap()
+    }
+
+    /// Proves the request-head deadline does not cut off a publish whose answer is slow to
+    /// come (clustered: JetStream electing a leader): the deadline starts again while the
+    /// answer is owed, the answer is sent when it comes, and a head that then does not come
+    /// in time still gets 408.
+    #[test]
+    fn a_slow_answer_is_not_a_late_request() {
+        let mut context = context(3);
+        let mut endpoint = HttpEndpoint::new(0, &context.settings);
+        let mut outbound = Outbound::default();
+        let mut input = b"POST /publish/AAPL HTTP/1.1\r\nHost: x\r\n\
+                          Content-Type: application/json\r\nContent-Length: 1\r\n\r\n1"
+            .to_vec();
+        endpoint.handle_read(&mut input, &mut outbound, &mut context);
+        context.now_ms = endpoint.deadline_ms();
+        let next = endpoint.handle_deadline(&mut outbound, &mut context);
+        assert_eq!(next, Next::Continue);
+        assert!(outbound.is_empty(), "no 408 while the answer is owed");
+        assert!(
+            endpoint.deadline_ms() > context.now_ms,
+            "the deadline starts again"
+        );
+        assert_eq!(
+            endpoint.answer_publish(0, Ok(7), &mut outbound),
+            Next::Continue
+        );
+        let text = sent(&mut outbound);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        context.now_ms = endpoint.deadline_ms();
+        let next = endpoint.handle_deadline(&mut outbound, &mut context);
+        assert_eq!(next, Next::CloseAfterFlush);
+        assert!(sent(&mut outbound).starts_with("HTTP/1.1 408"));
     }
 
     /// Proves a connection cannot make the shard hold more than `http_pipelined_requests_max`

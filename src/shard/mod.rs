@@ -46,6 +46,7 @@ use crate::egress::EgressLink;
 use crate::egress::feed::EventFeed;
 use crate::egress::nats::NatsLink;
 use crate::egress::nats::feed::PublishFeed;
+use crate::egress::nats::metrics::ClusterCollector;
 use crate::egress::webhook::metrics::WebhookCollector;
 use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
@@ -237,6 +238,7 @@ impl Shard {
         }
         if let Some(nats) = &nats {
             fanout.set_cluster(nats.epoch);
+            metrics.register_collector(Box::new(ClusterCollector(Arc::clone(&nats.metrics))));
         }
         let connected = nats.as_ref().map(|nats| Arc::clone(&nats.connected));
         let context = new_context(&config, authenticator, metrics, connected);

@@ -6,7 +6,8 @@
 //! - [`streams`]: SSE, NDJSON and polling clients of the reading endpoints;
 //! - [`tools`]: the external tools the interop and conformance tests run (Python, Node,
 //!   kosoku), found where the test command installs them;
-//! - [`nats`]: a real nats-server (with or without JetStream) on a free loopback port;
+//! - [`nats`]: a real nats-server (with or without JetStream) on a free loopback port, or a
+//!   cluster of three with clustered JetStream;
 //! - [`tls`]: certificates made at test time and rustls clients that verify the server.
 //!
 //! `counting_allocator.rs` is not part of it: it installs a global allocator, so only the

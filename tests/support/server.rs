@@ -750,6 +750,19 @@ impl HttpClient {
         }
     }
 
+    /// A client whose reads wait up to `wait`, for an answer the server may rightly take long
+    /// to give (a clustered publish while NATS elects a stream leader).
+    pub fn connect_patient(address: SocketAddr, wait: Duration) -> HttpClient {
+        let stream = connect_tcp(address);
+        stream.set_read_timeout(Some(wait)).unwrap();
+        HttpClient {
+            client: RawClient {
+                stream,
+                received: Vec::new(),
+            },
+        }
+    }
+
     /// `POST path` with a JSON body and the given extra header lines; the response.
     pub fn post(
         &mut self,

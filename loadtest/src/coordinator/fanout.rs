@@ -19,8 +19,8 @@ use crate::fanout::report::{FanoutResult, StepResult};
 use crate::fanout::steps::{Step, geometric_rates, highest_met, steps_of};
 use crate::live::Live;
 use crate::protocol::{
-    CollectOrder, Command, Event, FanoutPlan, FanoutRole, FanoutTotals, ScenarioPlan, TlsPlan,
-    WorkerPlan,
+    CollectOrder, Command, Event, FanoutPlan, FanoutRole, FanoutTotals, ScenarioPlan,
+    StepPublished, TlsPlan, WorkerPlan,
 };
 use crate::report::merge_reports;
 use crate::worker::Target;
@@ -51,11 +51,21 @@ fn tls_plans(options: &FanoutOptions) -> Result<(Option<TlsPlan>, Option<TlsPlan
     let common = &options.common;
     let ca = common.ca.as_deref();
     let server_name = common.server_name.as_deref();
-    let subscribers = Target::parse(&common.url)?;
-    let publishers = match &options.publish_url {
-        Some(publish_url) => Target::parse(publish_url)?,
-        None => subscribers.clone(),
+    // Several servers (a cluster's nodes) share one scheme: the first URL of each list
+    // decides, and every URL must parse.
+    let parse_all = |urls: &[&str]| -> Result<Target, String> {
+        let targets = urls
+            .iter()
+            .map(|url| Target::parse(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(targets
+            .into_iter()
+            .next()
+            .expect("split gives one URL at least"))
     };
+    let (subscriber_urls, publisher_urls) = url_lists(options);
+    let subscribers = parse_all(&subscriber_urls)?;
+    let publishers = parse_all(&publisher_urls)?;
     if ca.is_some() && !subscribers.is_secure() && !publishers.is_secure() {
         return Err("--ca is for wss:// and https:// URLs".into());
     }
@@ -69,8 +79,22 @@ fn tls_plans(options: &FanoutOptions) -> Result<(Option<TlsPlan>, Option<TlsPlan
     Ok((plan_for(&subscribers)?, plan_for(&publishers)?))
 }
 
+/// The servers subscribers and publishers connect to: `--url` and `--publish-url`, each a
+/// comma-separated list (the nodes of a cluster); publishers go to `--url`'s without the
+/// latter.
+fn url_lists(options: &FanoutOptions) -> (Vec<&str>, Vec<&str>) {
+    let subscribers: Vec<&str> = options.common.url.split(',').collect();
+    let publishers = match &options.publish_url {
+        Some(publish_url) => publish_url.split(',').collect(),
+        None => subscribers.clone(),
+    };
+    (subscribers, publishers)
+}
+
 struct Layout {
     plans: Vec<WorkerPlan>,
+    /// The last this many workers are the publishers' (one per publisher URL).
+    publisher_workers: usize,
     address_count: usize,
     deadline: Duration,
 }
@@ -92,9 +116,18 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
         return Err("--threads-per-worker must be at least 1".into());
     }
     let default_workers = subscribers.div_ceil(CONNECTIONS_PER_WORKER_DEFAULT) as usize;
-    let subscriber_workers = options.common.workers.unwrap_or(default_workers).max(1);
+    let (subscriber_urls, publisher_urls) = url_lists(options);
+    let subscriber_workers = options
+        .common
+        .workers
+        .unwrap_or(default_workers)
+        .max(subscriber_urls.len());
     if subscriber_workers as u64 > subscribers {
         return Err("--workers must not exceed --subscribers: each worker needs one".into());
+    }
+    let publisher_workers = publisher_urls.len();
+    if publisher_workers as u64 > publishers {
+        return Err("--publishers must be at least the publish URLs: one each".into());
     }
     let per_worker_max = descriptor_limit().saturating_sub(DESCRIPTORS_RESERVED);
     let per_worker = worker_share(subscribers, 0, subscriber_workers).max(publishers);
@@ -105,8 +138,8 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
             subscribers.div_ceil(per_worker_max.max(1))
         ));
     }
-    // One more worker for the publishers.
-    let workers = subscriber_workers + 1;
+    // One more worker for the publishers of each publish URL.
+    let workers = subscriber_workers + publisher_workers;
     let address_count = options
         .common
         .source_addresses
@@ -138,10 +171,18 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
     };
     let mut plans = Vec::with_capacity(workers);
     let mut first_index = 0;
+    let mut first_publisher = 0;
     for worker_index in 0..workers {
-        let is_publishers = worker_index == subscriber_workers;
+        let is_publishers = worker_index >= subscriber_workers;
         let (connections, role) = if is_publishers {
-            (publishers, FanoutRole::Publishers)
+            let share = worker_index - subscriber_workers;
+            let count = worker_share(publishers, share, publisher_workers);
+            first_publisher += count;
+            let role = FanoutRole::Publishers {
+                first_index: first_publisher - count,
+                total: publishers,
+            };
+            (count, role)
         } else {
             let count = worker_share(subscribers, worker_index, subscriber_workers);
             first_index += count;
@@ -154,9 +195,10 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
         };
         plans.push(WorkerPlan {
             worker_index,
-            url: match (&options.publish_url, is_publishers) {
-                (Some(publish_url), true) => publish_url.clone(),
-                _ => options.common.url.clone(),
+            url: if is_publishers {
+                publisher_urls[worker_index - subscriber_workers].to_owned()
+            } else {
+                subscriber_urls[worker_index % subscriber_urls.len()].to_owned()
             },
             bearer_token: bearer_token.clone(),
             tls: if is_publishers {
@@ -177,6 +219,7 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
     }
     Ok(Layout {
         plans,
+        publisher_workers,
         address_count,
         deadline,
     })
@@ -216,6 +259,7 @@ pub fn fanout(options: FanoutOptions) -> Result<i32, String> {
         stop_grace: stop_grace(options.subscribers + options.publishers),
         cpu_ns_reported: Vec::new(),
         coordinator_cpu_ns: 0,
+        publisher_workers: layout.publisher_workers,
     };
     let (results, stopped_by) = match run.steps(&steps) {
         Ok(results) => (results, None),
@@ -255,6 +299,8 @@ struct Driver<'a> {
     /// baseline of the next step's load-generator CPU.
     cpu_ns_reported: Vec<u64>,
     coordinator_cpu_ns: u64,
+    /// The last this many workers are the publishers'.
+    publisher_workers: usize,
 }
 
 type StepsOutcome = Result<Vec<StepResult>, (Vec<StepResult>, String)>;
@@ -352,20 +398,29 @@ impl Driver<'_> {
             step.rate_per_second,
             step.duration_ms as f64 / 1000.0
         ));
-        let publishers = self.workers.len() - 1;
-        self.workers[publishers].tell(&Command::Step(step));
-        self.wait_until(|workers| {
-            workers[publishers]
+        let publishers = self.workers.len() - self.publisher_workers;
+        for worker in &mut self.workers[publishers..] {
+            worker.tell(&Command::Step(step));
+        }
+        let has_published = |worker: &Worker| {
+            worker
                 .published
                 .iter()
                 .any(|published| published.step == step.index)
-        })?;
-        let published = self.workers[publishers]
-            .published
+        };
+        self.wait_until(|workers| workers[publishers..].iter().all(has_published))?;
+        let each_published: Vec<StepPublished> = self.workers[publishers..]
             .iter()
-            .find(|published| published.step == step.index)
-            .expect("waited for it")
-            .clone();
+            .map(|worker| {
+                worker
+                    .published
+                    .iter()
+                    .find(|published| published.step == step.index)
+                    .expect("waited for it")
+                    .clone()
+            })
+            .collect();
+        let published = merge_published(&each_published);
         let order = Command::Collect(CollectOrder {
             step: step.index,
             published_per_topic: published.published_per_topic.clone(),
@@ -386,7 +441,11 @@ impl Driver<'_> {
             .iter()
             .map(|report| (report.worker_index, report.cpu_ns))
             .collect();
-        reported.push((published.worker_index, published.cpu_ns));
+        reported.extend(
+            each_published
+                .iter()
+                .map(|published| (published.worker_index, published.cpu_ns)),
+        );
         result.set_load_generator_cpu(self.load_generator_cpu_ns(&reported));
         self.note(&format!(
             "step {}: {:.0} published/s, {:.0} deliveries/s, p99 {:.2} ms, missing {}, \
@@ -440,6 +499,28 @@ impl Driver<'_> {
     }
 }
 
+/// One step's publishing over every publishers' worker: their topics are disjoint, so the
+/// counts per topic add up.
+fn merge_published(each: &[StepPublished]) -> StepPublished {
+    let mut merged = each[0].clone();
+    for published in &each[1..] {
+        let topics = published.published_per_topic.len();
+        if merged.published_per_topic.len() < topics {
+            merged.published_per_topic.resize(topics, 0);
+        }
+        for (total, count) in merged
+            .published_per_topic
+            .iter_mut()
+            .zip(&published.published_per_topic)
+        {
+            *total += count;
+        }
+        merged.duration_ms = merged.duration_ms.max(published.duration_ms);
+        merged.publishers += published.publishers;
+    }
+    merged
+}
+
 fn summarize(
     options: &FanoutOptions,
     layout: &Layout,
@@ -456,7 +537,7 @@ fn summarize(
     for report in &reports {
         fanout_totals.merge(&report.fanout.unwrap_or_default());
     }
-    let publishers_index = workers.len() - 1;
+    let publishers_index = workers.len() - layout.publisher_workers;
     let ready = |range: &[Worker]| range.iter().map(|worker| worker.progress.ready).sum();
     let met: Vec<bool> = steps.iter().map(|step| step.met_bound).collect();
     let every_delivery_checked = !steps.is_empty()

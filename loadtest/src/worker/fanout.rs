@@ -29,7 +29,7 @@ use crate::fanout::{monotonic_ns, topic_name};
 use crate::histogram::{EncodedHistogram, merge_into, new_histogram, record};
 use crate::protocol::{
     Cause, CollectOrder, Command, Event, FanoutPlan, FanoutRole, FanoutTotals, StepCollected,
-    StepPublished, WorkerPlan,
+    StepPublished,
 };
 
 /// Most publishes queued before one flush, so that a publisher far behind its schedule still
@@ -237,7 +237,6 @@ async fn await_ack(
 
 /// What a fanout connection task needs.
 pub struct FanoutConnection<'a> {
-    pub plan: &'a WorkerPlan,
     pub fanout: &'a FanoutPlan,
     pub thread: &'a FanoutThread,
     pub counters: &'a Counters,
@@ -257,7 +256,7 @@ impl FanoutConnection<'_> {
             FanoutRole::Subscribers { .. } => {
                 unreachable!("subscribers run on the io_uring client (worker::subscribers)")
             }
-            FanoutRole::Publishers => {
+            FanoutRole::Publishers { .. } => {
                 let outcome = self.publish(connection, phase).await;
                 self.thread.tally().publishers_gone += 1;
                 outcome
@@ -293,9 +292,11 @@ impl FanoutConnection<'_> {
         }
         self.thread.tally().publishers_ready += 1;
         self.counters.ready.fetch_add(1, Ordering::Relaxed);
-        let publishers = self.plan.connections;
-        let topics: Vec<u32> = (self.index..u64::from(self.fanout.topics))
-            .step_by(publishers as usize)
+        let FanoutRole::Publishers { first_index, total } = self.fanout.role else {
+            unreachable!("only publishers publish")
+        };
+        let topics: Vec<u32> = (first_index + self.index..u64::from(self.fanout.topics))
+            .step_by(total as usize)
             .map(|topic| topic as u32)
             .collect();
         let mut publisher = Publisher {

@@ -344,7 +344,6 @@ async fn run_connection_stages(
     if let (ScenarioPlan::Fanout(fanout), Some(thread)) = (&context.plan.scenario, &context.fanout)
     {
         let task = FanoutConnection {
-            plan: &context.plan,
             fanout,
             thread,
             counters: &context.counters,

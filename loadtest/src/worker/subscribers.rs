@@ -163,7 +163,9 @@ fn fanout_plan(plan: &WorkerPlan) -> Result<ScenarioFanout, String> {
                 plan: fanout.clone(),
                 first_index,
             }),
-            FanoutRole::Publishers => Err("publishers do not run on the io_uring client".into()),
+            FanoutRole::Publishers { .. } => {
+                Err("publishers do not run on the io_uring client".into())
+            }
         },
         other => Err(format!("not a fanout plan: {other:?}")),
     }

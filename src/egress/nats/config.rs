@@ -20,6 +20,9 @@ pub const SUBJECT_PREFIX_BYTES_MAX: usize = 128;
 pub const TIMEOUT_MS_LIMIT: u64 = 60_000;
 /// Most publishes one shard's queue to the bridge may hold: a million slots is 80 MiB per shard.
 pub const SHARD_PUBLISHES_LIMIT: usize = 1024 * 1024;
+/// Most publishes the bridge may have in flight to JetStream at once: each holds its message
+/// and an acknowledgement subscription until JetStream answers.
+pub const PUBLISHES_IN_FLIGHT_LIMIT: usize = 4096;
 
 /// How ringcast joins other nodes through NATS JetStream (`[nats]`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -58,8 +61,14 @@ pub struct NatsConfig {
     pub nats_publish_timeout_ms: u64,
     /// Publishes each shard may have waiting for the bridge (a lock-free queue allocated at
     /// start-up, about 80 bytes a slot); past it a publish is refused at once with 503
-    /// (`cluster_publishes_refused`). Default 4,096.
+    /// (`cluster_publish_failures{reason="queue_full"}`). Default 4,096.
     pub nats_shard_publishes_max: usize,
+    /// Publishes the bridge has in flight to JetStream at once, each of another topic: a
+    /// topic's next publish must name the stream sequence of its previous one (the
+    /// compare-and-set), which is known only from that one's acknowledgement, so one topic
+    /// has one in flight and its next wait behind it, in order. 1 publishes one at a time.
+    /// Default 64.
+    pub nats_publishes_in_flight_max: usize,
 }
 
 impl Default for NatsConfig {
@@ -75,6 +84,7 @@ impl Default for NatsConfig {
             nats_request_timeout_ms: 5_000,
             nats_publish_timeout_ms: 10_000,
             nats_shard_publishes_max: 4096,
+            nats_publishes_in_flight_max: 64,
         }
     }
 }
@@ -92,6 +102,7 @@ pub struct NatsSettings {
     pub request_timeout: Duration,
     pub publish_timeout: Duration,
     pub shard_publishes_max: usize,
+    pub publishes_in_flight_max: usize,
     /// The broker's `topic_bytes_max`: a subject whose topic is longer is not ringcast's.
     pub topic_bytes_max: usize,
     /// JetStream's deduplication window: the broker's `idempotency_window_ms`, so that a key
@@ -133,6 +144,13 @@ impl NatsConfig {
             );
             return Err(("nats_shard_publishes_max", reason));
         }
+        if !(1..=PUBLISHES_IN_FLIGHT_LIMIT).contains(&self.nats_publishes_in_flight_max) {
+            let reason = format!(
+                "{} is outside 1..={PUBLISHES_IN_FLIGHT_LIMIT}",
+                self.nats_publishes_in_flight_max
+            );
+            return Err(("nats_publishes_in_flight_max", reason));
+        }
         let timeout = |name: &'static str, milliseconds: u64| {
             if (1..=TIMEOUT_MS_LIMIT).contains(&milliseconds) {
                 Ok(Duration::from_millis(milliseconds))
@@ -154,6 +172,7 @@ impl NatsConfig {
             request_timeout: timeout("nats_request_timeout_ms", self.nats_request_timeout_ms)?,
             publish_timeout: timeout("nats_publish_timeout_ms", self.nats_publish_timeout_ms)?,
             shard_publishes_max: self.nats_shard_publishes_max,
+            publishes_in_flight_max: self.nats_publishes_in_flight_max,
             topic_bytes_max: crate::broker::TOPIC_BYTES_LIMIT,
             duplicate_window: Duration::from_secs(120),
         }))
@@ -268,6 +287,10 @@ mod tests {
         assert_eq!(
             refused(|c| c.nats_connect_timeout_ms = 0),
             "nats_connect_timeout_ms"
+        );
+        assert_eq!(
+            refused(|c| c.nats_publishes_in_flight_max = 0),
+            "nats_publishes_in_flight_max"
         );
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod feed;
+pub mod metrics;
 pub mod serve;
 pub mod subject;
 
@@ -30,6 +31,7 @@ use tracing::{error, info, warn};
 
 pub use config::{NatsConfig, NatsSettings};
 use feed::PublishFeed;
+use metrics::ClusterMetrics;
 
 use crate::broker::{Command, Epoch};
 use crate::egress::feed::IntakeSignal;
@@ -51,6 +53,8 @@ pub struct NatsLink {
     pub connected: Arc<AtomicBool>,
     /// The cluster's epoch: every topic's sequence space.
     pub epoch: Epoch,
+    /// What the bridge counts, for the shard's `/metrics`.
+    pub metrics: Arc<ClusterMetrics>,
 }
 
 /// How long after the connect timeout the start-up waits for the bridge's answer: the stream's
@@ -108,9 +112,9 @@ pub struct BridgeState {
     /// Whether the stream's reading has reached its end once since the start: the owners'
     /// history is then JetStream's.
     caught_up: AtomicBool,
-    /// Messages of the stream that ringcast did not write (no seq header, a subject that is no
-    /// topic), skipped.
-    foreign_messages: AtomicU64,
+    /// Whether the connection was lost since it was last made: its next `Connected` is a
+    /// reconnect (the first connection's event may come before or after `set_up` ends).
+    lost: AtomicBool,
 }
 
 impl BridgeState {
@@ -125,10 +129,6 @@ impl BridgeState {
     pub fn is_caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Acquire)
     }
-
-    pub fn foreign_messages(&self) -> u64 {
-        self.foreign_messages.load(Ordering::Relaxed)
-    }
 }
 
 /// The running bridge thread.
@@ -139,6 +139,7 @@ pub struct NatsBridge {
     state: Arc<BridgeState>,
     stream: String,
     feeds: Vec<Arc<PublishFeed>>,
+    metrics: Arc<ClusterMetrics>,
     /// Hands the shards' inbox to the thread once they run (`serve`).
     inbox: Option<oneshot::Sender<Box<dyn ShardInbox>>>,
 }
@@ -166,9 +167,15 @@ impl NatsBridge {
                 ))
             })
             .collect();
+        let metrics = Arc::new(ClusterMetrics::new(
+            Arc::clone(&state.connected),
+            feeds.clone(),
+            settings.shard_publishes_max,
+        ));
         let work = Thread {
             settings: settings.clone(),
             state: Arc::clone(&state),
+            metrics: Arc::clone(&metrics),
             stop: Arc::clone(&stop),
             feeds: feeds.clone(),
             signal,
@@ -206,6 +213,7 @@ impl NatsBridge {
             state,
             stream,
             feeds,
+            metrics,
             inbox: Some(inbox_sender),
         };
         match answer {
@@ -233,7 +241,13 @@ impl NatsBridge {
             feed: Arc::clone(&self.feeds[shard]),
             connected: Arc::clone(&self.state.connected),
             epoch: self.state.epoch(),
+            metrics: Arc::clone(&self.metrics),
         }
+    }
+
+    /// What the bridge counts (the tests read it; `/metrics` shows it).
+    pub fn metrics(&self) -> Arc<ClusterMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Starts publishing and reading the stream into the shards, once they run.
@@ -256,6 +270,7 @@ impl NatsBridge {
 struct Thread {
     settings: NatsSettings,
     state: Arc<BridgeState>,
+    metrics: Arc<ClusterMetrics>,
     stop: Arc<Notify>,
     feeds: Vec<Arc<PublishFeed>>,
     signal: Arc<IntakeSignal>,
@@ -269,16 +284,17 @@ impl Thread {
         ready: mpsc::Sender<Result<(), NatsError>>,
         inbox: oneshot::Receiver<Box<dyn ShardInbox>>,
     ) {
-        let (client, context, stream) = match set_up(&self.settings, &self.state).await {
-            Ok(joined) => {
-                let _ = ready.send(Ok(()));
-                joined
-            }
-            Err(error) => {
-                let _ = ready.send(Err(error));
-                return;
-            }
-        };
+        let (client, context, stream) =
+            match set_up(&self.settings, &self.state, &self.metrics).await {
+                Ok(joined) => {
+                    let _ = ready.send(Ok(()));
+                    joined
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                    return;
+                }
+            };
         let serving = async {
             let Ok(inbox) = inbox.await else {
                 return std::future::pending().await;
@@ -288,6 +304,7 @@ impl Thread {
                 context,
                 stream,
                 Arc::clone(&self.state),
+                Arc::clone(&self.metrics),
                 inbox,
             ));
             let publishing = serve::publish_loop(
@@ -311,6 +328,7 @@ impl Thread {
 async fn set_up(
     settings: &NatsSettings,
     state: &Arc<BridgeState>,
+    metrics: &Arc<ClusterMetrics>,
 ) -> Result<
     (
         async_nats::Client,
@@ -321,13 +339,15 @@ async fn set_up(
 > {
     let urls = settings.urls.join(",");
     let events_state = Arc::clone(state);
+    let events_metrics = Arc::clone(metrics);
     let connect = async_nats::ConnectOptions::new()
         .name("ringcast")
         .connection_timeout(settings.connect_timeout)
         .request_timeout(Some(settings.request_timeout))
         .event_callback(move |event| {
             let state = Arc::clone(&events_state);
-            async move { note_event(&state, event) }
+            let metrics = Arc::clone(&events_metrics);
+            async move { note_event(&state, &metrics, event) }
         })
         .connect(settings.urls.as_slice());
     let client = tokio::time::timeout(
@@ -407,14 +427,18 @@ async fn check_jetstream(
 /// JetStream's error code for an account without JetStream (and 10076 for the server).
 const JETSTREAM_NOT_ENABLED_CODE: u64 = 10039;
 
-fn note_event(state: &BridgeState, event: async_nats::Event) {
+fn note_event(state: &BridgeState, metrics: &ClusterMetrics, event: async_nats::Event) {
     match event {
         async_nats::Event::Connected => {
             state.connected.store(true, Ordering::Release);
+            if state.lost.swap(false, Ordering::AcqRel) {
+                ClusterMetrics::add(&metrics.reconnects);
+            }
             info!("NATS connection back");
         }
         async_nats::Event::Disconnected | async_nats::Event::Closed => {
             state.connected.store(false, Ordering::Release);
+            state.lost.store(true, Ordering::Release);
             warn!(%event, "NATS connection lost: reconnecting");
         }
         other => warn!(event = %other, "NATS"),
