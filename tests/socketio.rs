@@ -20,21 +20,11 @@ const CURSOR_EVENT: &str = "42[\"cursor\",";
 /// Far above the client's own waits, so that it reports what it was waiting for.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Reads one text frame and returns it as a string.
-fn read_text(client: &mut RawClient) -> String {
-    let frame = client.read_frame();
-    assert_eq!(
-        frame.opcode, OPCODE_TEXT,
-        "expected a text frame: {frame:?}"
-    );
-    String::from_utf8(frame.payload).expect("UTF-8 text")
-}
-
 /// Reads text frames until one starts with `prefix`, answering the server's pings (`2`) on the
 /// way as a client must, and passing over `cursor` events (recovery offsets); bounded.
 fn read_text_starting(client: &mut RawClient, prefix: &str) -> String {
     for _ in 0..64 {
-        let text = read_text(client);
+        let text = client.read_text();
         if text.starts_with(prefix) {
             return text;
         }
@@ -54,7 +44,7 @@ fn send_text(client: &mut RawClient, text: &str) {
 /// Upgrades at the Socket.IO path and reads the open packet.
 fn opened(server: &ServerProcess) -> (RawClient, serde_json::Value) {
     let mut client = RawClient::upgraded(server.address, WEBSOCKET_PATH);
-    let open = read_text(&mut client);
+    let open = client.read_text();
     let json = open.strip_prefix('0').expect("the open packet first");
     (
         client,
@@ -81,7 +71,7 @@ fn open_packet_and_connect() {
     assert_eq!(open["pingTimeout"], 30000, "{open}");
     assert_eq!(open["maxPayload"], 1_000_000, "{open}");
     send_text(&mut client, "40");
-    let connected = read_text(&mut client);
+    let connected = client.read_text();
     let json: serde_json::Value =
         serde_json::from_str(connected.strip_prefix("40").expect("40{…}")).unwrap();
     assert!(
@@ -101,11 +91,11 @@ fn other_namespaces_refused_and_connect_required_first() {
     let (mut client, _) = opened(&server);
     send_text(&mut client, "40/custom,");
     assert_eq!(
-        read_text(&mut client),
+        client.read_text(),
         r#"44/custom,{"message":"Invalid namespace"}"#
     );
     send_text(&mut client, "40");
-    assert!(read_text(&mut client).starts_with("40{\"sid\":"));
+    assert!(client.read_text().starts_with("40{\"sid\":"));
 
     let (mut early, _) = opened(&server);
     send_text(&mut early, r#"42["subscribe",{"topics":["A"]}]"#);
@@ -147,7 +137,7 @@ fn subscribe_publish_and_deliveries_as_events() {
         if acks == 3 && messages.len() == 3 {
             break;
         }
-        let text = read_text(&mut client);
+        let text = client.read_text();
         if let Some(rest) = text.strip_prefix("431") {
             let (id, body) = rest.split_at(1);
             let json: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -198,10 +188,10 @@ fn heartbeat_pings_and_closes_on_missing_pong() {
     send_text(&mut client, "40");
     read_text_starting(&mut client, "40{");
     for _ in 0..3 {
-        assert_eq!(read_text(&mut client), "2");
+        assert_eq!(client.read_text(), "2");
         send_text(&mut client, "3");
     }
-    assert_eq!(read_text(&mut client), "2");
+    assert_eq!(client.read_text(), "2");
     let frame = client.read_frame();
     assert_eq!(frame.opcode, OPCODE_CLOSE, "{frame:?}");
     assert_eq!(
@@ -360,7 +350,7 @@ fn offset_resumes_on_a_new_connection() {
     let mut offset = None;
     let mut last_seq = None;
     for _ in 0..64 {
-        let text = read_text(&mut first);
+        let text = first.read_text();
         if let Some(body) = text.strip_prefix("42[\"message\",") {
             let json: serde_json::Value =
                 serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
@@ -400,7 +390,7 @@ fn offset_resumes_on_a_new_connection() {
         if seqs.len() == 3 {
             break;
         }
-        let text = read_text(&mut second);
+        let text = second.read_text();
         if let Some(body) = text.strip_prefix("42[\"message\",") {
             let json: serde_json::Value =
                 serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();

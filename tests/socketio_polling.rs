@@ -384,7 +384,7 @@ fn upgrade_from_polling_without_loss() {
         let websocket_path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
         let mut websocket = RawClient::upgraded(server.address, &websocket_path);
         websocket.send_frame(OPCODE_TEXT, true, b"2probe");
-        assert_eq!(read_text(&mut websocket), "3probe");
+        assert_eq!(websocket.read_text(), "3probe");
         // The held GET returns: with the message, or `6` if it had been answered before.
         collect(packets_of(held.read_response_owned()), &mut received);
         if received.is_empty() {
@@ -403,7 +403,7 @@ fn upgrade_from_polling_without_loss() {
             if acknowledged && received.len() == 4 {
                 break;
             }
-            let text = read_text(&mut websocket);
+            let text = websocket.read_text();
             if text.starts_with("437[") {
                 acknowledged = true;
             } else if let Some(message) = message_of(&text) {
@@ -448,10 +448,10 @@ fn heartbeat_after_the_upgrade() {
     let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
     let mut websocket = RawClient::upgraded(server.address, &path);
     websocket.send_frame(OPCODE_TEXT, true, b"2probe");
-    assert_eq!(read_text(&mut websocket), "3probe");
+    assert_eq!(websocket.read_text(), "3probe");
     websocket.send_frame(OPCODE_TEXT, true, b"5");
     for _ in 0..3 {
-        assert_eq!(read_text(&mut websocket), "2");
+        assert_eq!(websocket.read_text(), "2");
         websocket.send_frame(OPCODE_TEXT, true, b"3");
     }
     // No pong from here on: the session's close packet, then the WebSocket's close.
@@ -469,16 +469,6 @@ fn heartbeat_after_the_upgrade() {
         assert!(packets.len() < 64, "{packets:?}");
     }
     assert_eq!(packets.last().map(String::as_str), Some("1"), "{packets:?}");
-}
-
-/// Reads one text frame as a string.
-fn read_text(client: &mut RawClient) -> String {
-    let frame = client.read_frame();
-    assert_eq!(
-        frame.opcode, OPCODE_TEXT,
-        "expected a text frame: {frame:?}"
-    );
-    String::from_utf8(frame.payload).expect("UTF-8 text")
 }
 
 /// Reading a response from a connection taken by value.
@@ -588,7 +578,7 @@ fn second_websocket_after_upgrade_is_closed() {
     let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
     let mut first = RawClient::upgraded(server.address, &path);
     first.send_frame(OPCODE_TEXT, true, b"2probe");
-    assert_eq!(read_text(&mut first), "3probe");
+    assert_eq!(first.read_text(), "3probe");
     first.send_frame(OPCODE_TEXT, true, b"5");
     // The upgrade reached the session once a packet sent after it is answered over it.
     first.send_frame(
@@ -598,7 +588,7 @@ fn second_websocket_after_upgrade_is_closed() {
     );
     let mut acknowledged = false;
     for _ in 0..16 {
-        if read_text(&mut first) == "431[]" {
+        if first.read_text() == "431[]" {
             acknowledged = true;
             break;
         }
@@ -613,7 +603,7 @@ fn second_websocket_after_upgrade_is_closed() {
     );
     let mut acknowledged = false;
     for _ in 0..16 {
-        if read_text(&mut first) == "432[]" {
+        if first.read_text() == "432[]" {
             acknowledged = true;
             break;
         }

@@ -414,8 +414,8 @@ impl SocketIoEndpoint {
         self.finish_packets(failure, close, outbound, context)
     }
 
-    /// After a long-polling session's packets: closes it for a broken protocol or at the
-    /// client's asking.
+    /// After a session's packets (over polling or a WebSocket): closes it for a broken
+    /// protocol or at the client's asking.
     fn finish_packets(
         &mut self,
         failure: Option<SocketIoError>,
@@ -556,13 +556,8 @@ impl SocketIoEndpoint {
             true => self.client.message_started_ms.or(Some(now_ms)),
             false => None,
         };
-        if let Some(error) = failure {
-            context.counters.protocol_errors += 1;
-            debug!(reason = error.reason(), "Socket.IO peer broke the protocol");
-            return self.close(CloseCode::PROTOCOL_ERROR, error.reason(), outbound, context);
-        }
-        if let Some(reason) = close {
-            return self.close(CloseCode::NORMAL, reason, outbound, context);
+        if failure.is_some() || close.is_some() {
+            return self.finish_packets(failure, close, outbound, context);
         }
         self.flush_transmits(outbound, context)
     }

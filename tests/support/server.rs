@@ -576,6 +576,16 @@ impl<S: Read + Write> RawClient<S> {
         response
     }
 
+    /// Reads one frame, which must be text, as a string.
+    pub fn read_text(&mut self) -> String {
+        let frame = self.read_frame();
+        assert_eq!(
+            frame.opcode, OPCODE_TEXT,
+            "expected a text frame: {frame:?}"
+        );
+        String::from_utf8(frame.payload).expect("UTF-8 text")
+    }
+
     /// Reads one frame from the server, which must be unmasked (RFC 6455 §5.1).
     pub fn read_frame(&mut self) -> Frame {
         self.fill_to(2, "a frame head");
