@@ -56,6 +56,9 @@ pub enum CarrierRequest {
     Upgrade,
     /// One Engine.IO packet the WebSocket carrier received (the text of one message).
     Packet(Bytes),
+    /// One binary message the WebSocket carrier received (a message packet with binary
+    /// data: an echo session sends it back, a Socket.IO session drops it).
+    Binary(Bytes),
     /// The carrier's connection closed.
     Gone,
 }

@@ -384,6 +384,7 @@ impl ServerConfig {
             close_timeout_ms: self.close_timeout_ms,
             message_timeout_ms: self.message_timeout_ms,
             outbound_queue_bytes_max: self.outbound_queue_bytes_max,
+            outbound_queue_frames_max: self.outbound_queue_frames_max,
             protocol: self.protocol.clone(),
             http_limits: publish.request_limits(self.protocol.header_bytes_max),
             publish,

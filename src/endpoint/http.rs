@@ -17,7 +17,7 @@ use tracing::debug;
 use super::board;
 use super::outbound::{Frame, Outbound};
 use super::poll::HeldPoll;
-use super::socketio::SocketIoStart;
+use super::socketio::{EngineMode, SocketIoStart};
 use super::socketio_polling::{self, EngineCall};
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
 use crate::auth::AuthFailure;
@@ -582,6 +582,15 @@ impl HttpEndpoint {
 }
 
 impl Answer<'_> {
+    /// Whether `path` is served by Engine.IO sessions (never in the server-wide echo mode,
+    /// which echoes WebSocket frames at every path), and what they carry.
+    fn engine_mode(&self, path: &str) -> Option<EngineMode> {
+        match self.settings.echo {
+            true => None,
+            false => self.settings.socketio.engine_mode(path),
+        }
+    }
+
     /// Answers one whole request; returns whether the connection reads on.
     fn request(&mut self, request: &Request<'_>) -> bool {
         self.counters.http_requests += 1;
@@ -591,8 +600,8 @@ impl Answer<'_> {
         if path == "/ws" && !self.settings.echo {
             return self.refuse_handshake(&HandshakeError::PlainRequestToWebSocket);
         }
-        if !self.settings.echo && self.settings.socketio.serves(path) {
-            return self.engine_request(request, keep_alive);
+        if let Some(mode) = self.engine_mode(path) {
+            return self.engine_request(request, mode, keep_alive);
         }
         let readable = request.head.method() == "GET" || is_head;
         if let Some(asset) = board::asset(path).filter(|_| self.settings.board_enabled && readable)
@@ -932,8 +941,8 @@ impl Answer<'_> {
             self.refuse(&HttpError::Request(error), false);
             return None;
         }
-        if !self.settings.echo && self.settings.socketio.serves(head.path()) {
-            return self.upgrade_socketio(head);
+        if let Some(mode) = self.engine_mode(head.path()) {
+            return self.upgrade_socketio(head, mode);
         }
         // Before any upgrade: a refused client never speaks WebSocket. Echo mode (conformance
         // and benchmarks of the transport) asks for nothing.
@@ -973,10 +982,10 @@ impl Answer<'_> {
     /// An upgrade at `socketio_path`: the Engine.IO query, the origin and token (a missing
     /// token may come in the Socket.IO CONNECT instead), then the WebSocket handshake, without
     /// permessage-deflate (Socket.IO frames are not compressed).
-    fn upgrade_socketio(&mut self, head: &RequestHead<'_>) -> Option<Upgraded> {
+    fn upgrade_socketio(&mut self, head: &RequestHead<'_>, mode: EngineMode) -> Option<Upgraded> {
         let polling_enabled = self.settings.socketio.socketio_polling_enabled;
         let upgraded = match check_engine_query(head.query(), true, polling_enabled) {
-            Ok(EngineQuery::Open) => Upgraded::SocketIo(self.socketio_start(head)?),
+            Ok(EngineQuery::Open) => Upgraded::SocketIo(self.socketio_start(head, mode)?),
             // The session's id is its credential, checked by its shard (an unknown one closes
             // the WebSocket at once); the handshake's token was checked when it opened.
             Ok(EngineQuery::Session(address)) => Upgraded::SocketIoCarrier(address),
@@ -1015,7 +1024,12 @@ impl Answer<'_> {
     /// A long-polling request at `socketio_path`: a handshake (a GET without `sid`, checked
     /// like an upgrade) opens a session on this shard; a GET or POST with one goes to its
     /// session's shard. The connection waits for the answer either way.
-    fn engine_request(&mut self, request: &Request<'_>, keep_alive: bool) -> bool {
+    fn engine_request(
+        &mut self,
+        request: &Request<'_>,
+        mode: EngineMode,
+        keep_alive: bool,
+    ) -> bool {
         let polling_enabled = self.settings.socketio.socketio_polling_enabled;
         let query = match check_engine_query(request.head.query(), false, polling_enabled) {
             Ok(query) => query,
@@ -1024,7 +1038,7 @@ impl Answer<'_> {
         let method = request.head.method();
         let (call, wait) = match (query, method) {
             (EngineQuery::Open, "GET") => {
-                let Some(start) = self.socketio_start(&request.head) else {
+                let Some(start) = self.socketio_start(&request.head, mode) else {
                     return false;
                 };
                 (EngineCall::Open { start, keep_alive }, EngineWait::Open)
@@ -1052,17 +1066,31 @@ impl Answer<'_> {
     }
 
     /// The connection-time checks of a Socket.IO handshake: the origin, and the token (a
-    /// missing one may come in the Socket.IO CONNECT instead). A refusal is answered.
-    fn socketio_start(&mut self, head: &RequestHead<'_>) -> Option<SocketIoStart> {
+    /// missing one may come in the Socket.IO CONNECT instead). A refusal is answered. An echo
+    /// session (a conformance mode, which touches no topic) asks for nothing, as `echo` does.
+    fn socketio_start(
+        &mut self,
+        head: &RequestHead<'_>,
+        mode: EngineMode,
+    ) -> Option<SocketIoStart> {
+        if mode == EngineMode::Echo {
+            return Some(SocketIoStart {
+                identity: None,
+                token_pending: false,
+                mode,
+            });
+        }
         let auth = &*self.settings.auth;
         match auth.check_request(head, self.unix_ms) {
             Ok(identity) => Some(SocketIoStart {
                 identity: identity.map(Box::new),
                 token_pending: false,
+                mode,
             }),
             Err(AuthRefusal::Unauthorized(AuthFailure::Missing)) => Some(SocketIoStart {
                 identity: None,
                 token_pending: true,
+                mode,
             }),
             Err(refusal) => {
                 match refusal {
@@ -1180,6 +1208,7 @@ pub(super) mod tests {
             close_timeout_ms: 5_000,
             message_timeout_ms: 30_000,
             outbound_queue_bytes_max: 1 << 20,
+            outbound_queue_frames_max: 4096,
             protocol: ProtocolLimits::default(),
             http_limits: publish.request_limits(8192),
             publish,

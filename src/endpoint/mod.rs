@@ -135,6 +135,9 @@ pub struct EndpointSettings {
     /// A poll's answer holds about this many bytes of messages at most (the connection's
     /// queue limit).
     pub outbound_queue_bytes_max: usize,
+    /// Frames of one connection's queue; with the bytes, what an Engine.IO echo session
+    /// (which has no socket to stop reading) may hold before it is closed.
+    pub outbound_queue_frames_max: usize,
     pub protocol: ProtocolLimits,
     pub http_limits: RequestLimits,
     pub publish: PublishConfig,

@@ -111,6 +111,12 @@ pub struct SocketIoConfig {
     /// bytes of fixed tables until then; past the limit a handshake is answered 503 and the
     /// client retries.
     pub socketio_polling_sessions_max: usize,
+    /// Where an Engine.IO echo server is served (conformance and tests: the official
+    /// engine.io-protocol suite runs against it): the same Engine.IO sessions as
+    /// `socketio_path` (polling, WebSocket, the upgrade, the heartbeat and every limit), but
+    /// each message packet is sent back on its session instead of being read as Socket.IO.
+    /// Default empty: not served. `/engine.io/` is the suite's path.
+    pub engineio_echo_path: String,
 }
 
 impl Default for SocketIoConfig {
@@ -125,15 +131,31 @@ impl Default for SocketIoConfig {
             socketio_acks_pending_max: 256,
             socketio_polling_enabled: true,
             socketio_polling_sessions_max: 16_384,
+            engineio_echo_path: String::new(),
         }
     }
 }
 
+/// What the Engine.IO sessions of a path carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineMode {
+    /// Socket.IO v5 on `/`: ringcast's pub/sub (`socketio_path`).
+    SocketIo,
+    /// Message packets sent back as they came (`engineio_echo_path`).
+    Echo,
+}
+
 impl SocketIoConfig {
-    /// Whether a request for `path` is for Socket.IO.
-    pub fn serves(&self, path: &str) -> bool {
-        self.socketio_enabled
-            && (path == self.socketio_path || path == self.socketio_path.trim_end_matches('/'))
+    /// Whether a request for `path` is for Engine.IO sessions, and what they carry.
+    pub fn engine_mode(&self, path: &str) -> Option<EngineMode> {
+        let at = |served: &str| path == served || path == served.trim_end_matches('/');
+        if self.socketio_enabled && at(&self.socketio_path) {
+            return Some(EngineMode::SocketIo);
+        }
+        if !self.engineio_echo_path.is_empty() && at(&self.engineio_echo_path) {
+            return Some(EngineMode::Echo);
+        }
+        None
     }
 
     pub fn engine_limits(&self) -> EngineLimits {
@@ -155,6 +177,18 @@ impl SocketIoConfig {
         if !self.socketio_path.starts_with('/') || self.socketio_path.contains(['?', '#', ' ']) {
             let reason = "a path starting with / without ?, # or spaces".into();
             return Err(("socketio_path", reason));
+        }
+        let echo_path = &self.engineio_echo_path;
+        if !echo_path.is_empty() {
+            let trimmed = |path: &str| path.trim_end_matches('/').to_owned();
+            if !echo_path.starts_with('/') || echo_path.contains(['?', '#', ' ']) {
+                let reason = "empty, or a path starting with / without ?, # or spaces".into();
+                return Err(("engineio_echo_path", reason));
+            }
+            if trimmed(echo_path) == trimmed(&self.socketio_path) {
+                let reason = "a path other than socketio_path".into();
+                return Err(("engineio_echo_path", reason));
+            }
         }
         let positive = [
             ("ping_interval_ms", self.ping_interval_ms as usize),
@@ -195,6 +229,9 @@ pub enum SocketIoError {
     NotConnectedFirst,
     /// A packet only a server sends (Engine.IO open, Socket.IO CONNECT_ERROR).
     ServerPacket,
+    /// An echo session without a socket of its own (long polling) sent more than its queue
+    /// holds (`outbound_queue_bytes_max`, `outbound_queue_frames_max`) without polling it.
+    EchoQueueFull,
 }
 
 impl SocketIoError {
@@ -204,6 +241,7 @@ impl SocketIoError {
             SocketIoError::Socket(error) => error.reason(),
             SocketIoError::NotConnectedFirst => "the first Socket.IO packet must be a CONNECT",
             SocketIoError::ServerPacket => "a packet only a server sends",
+            SocketIoError::EchoQueueFull => "an echo session's queue is full: it is not polled",
         }
     }
 }
@@ -265,6 +303,9 @@ struct Client {
     polling: bool,
     /// The long-polling session was closed (`1` queued): it takes nothing more.
     ended: bool,
+    /// An Engine.IO echo session (`engineio_echo_path`): message packets go back as they
+    /// came, and there is no Socket.IO layer (no CONNECT, no events).
+    echo: bool,
 }
 
 impl Client {
@@ -286,6 +327,8 @@ pub struct SocketIoStart {
     pub identity: Option<Box<Identity>>,
     /// The upgrade carried no token though one is required: the CONNECT's `auth` must.
     pub token_pending: bool,
+    /// What the session carries: Socket.IO, or message packets echoed back.
+    pub mode: EngineMode,
 }
 
 /// The identity a token proved, and when the connection ends for it.
@@ -323,10 +366,16 @@ impl SocketIoEndpoint {
     ) -> (Self, Vec<u8>) {
         let settings = &context.settings.socketio;
         let grace_ms = context.settings.auth.expiry_grace_ms;
+        let echo = start.mode == EngineMode::Echo;
+        // An echo session has no Socket.IO CONNECT to wait for; the heartbeat bounds it.
+        let connect_by_ms = match echo {
+            true => u64::MAX,
+            false => context.now_ms + context.settings.handshake_timeout_ms,
+        };
         let client = Client {
             session_id,
             namespace: Namespace::Waiting,
-            connect_by_ms: context.now_ms + context.settings.handshake_timeout_ms,
+            connect_by_ms,
             token_pending: start.token_pending,
             access: start
                 .identity
@@ -343,6 +392,7 @@ impl SocketIoEndpoint {
             recovery: Recovery::default(),
             polling,
             ended: false,
+            echo,
         };
         let mut open = Vec::with_capacity(128);
         engineio::write_open(
@@ -388,6 +438,9 @@ impl SocketIoEndpoint {
             handler.counters.messages_received += 1;
             failure = match packet.data {
                 PacketData::Text(data) => handler.handle_parsed(packet.kind, data).err(),
+                PacketData::Base64(encoded) if handler.client.echo => {
+                    handler.echo_base64(encoded).err()
+                }
                 // Binary attachments follow a BINARY_EVENT, which is refused: dropped.
                 PacketData::Base64(_) | PacketData::Binary(_) => None,
             };
@@ -414,6 +467,24 @@ impl SocketIoEndpoint {
         self.finish_packets(failure, close, outbound, context)
     }
 
+    /// One binary message the upgraded WebSocket of a long-polling session received: sent
+    /// back by an echo session, dropped by a Socket.IO one (binary attachments follow a
+    /// BINARY_EVENT, which is refused).
+    pub fn handle_carried_binary(
+        &mut self,
+        payload: &[u8],
+        outbound: &mut Outbound,
+        context: &mut Context,
+    ) -> Next {
+        let mut handler = Handler::new(&mut self.client, outbound, context);
+        handler.counters.messages_received += 1;
+        let failure = match handler.client.echo {
+            true => handler.echo_binary(payload).err(),
+            false => None,
+        };
+        self.finish_packets(failure, None, outbound, context)
+    }
+
     /// After a session's packets (over polling or a WebSocket): closes it for a broken
     /// protocol or at the client's asking.
     fn finish_packets(
@@ -423,6 +494,11 @@ impl SocketIoEndpoint {
         outbound: &mut Outbound,
         context: &mut Context,
     ) -> Next {
+        if let Some(SocketIoError::EchoQueueFull) = failure {
+            debug!("an Engine.IO echo session is not polled: closing");
+            let reason = SocketIoError::EchoQueueFull.reason();
+            return self.close(CloseCode::POLICY_VIOLATION, reason, outbound, context);
+        }
         if let Some(error) = failure {
             context.counters.protocol_errors += 1;
             debug!(reason = error.reason(), "Socket.IO peer broke the protocol");
@@ -524,6 +600,9 @@ impl SocketIoEndpoint {
                             Ok(text) => handler.handle_packet(text).err(),
                             Err(_) => Some(SocketIoError::Engine(EngineError::NotUtf8)),
                         },
+                        MessageKind::Binary if handler.client.echo => {
+                            handler.echo_binary(payload).err()
+                        }
                         // Binary attachments follow a BINARY_EVENT, which is refused: they are
                         // read and dropped.
                         MessageKind::Binary => None,
@@ -784,8 +863,53 @@ impl<'a> Handler<'a> {
             }
             PacketType::Upgrade | PacketType::Noop => Ok(()),
             PacketType::Open => Err(SocketIoError::ServerPacket),
+            PacketType::Message if self.client.echo => {
+                self.echo(OpCode::Text, &[b"4", data.as_bytes()])
+            }
             PacketType::Message => self.handle_socket_packet(data),
         }
+    }
+
+    /// An echo session's message, queued back on the session as it came: `4<data>` in a text
+    /// frame, binary data in a binary frame (a long-polling body writes it `b<base64>` again).
+    /// A session without a socket (long polling) cannot be made to stop sending by not
+    /// reading it, so it is held to its queue's limits here: past them it is closed, and the
+    /// client that never polls pays for itself. A WebSocket is held to them by its shard,
+    /// which stops reading it while its queue is over them, as for any connection.
+    fn echo(&mut self, opcode: OpCode, parts: &[&[u8]]) -> Result<(), SocketIoError> {
+        let payload_bytes: usize = parts.iter().map(|part| part.len()).sum();
+        let limits = crate::broker::QueueLimits {
+            bytes_max: self.settings.outbound_queue_bytes_max,
+            frames_max: self.settings.outbound_queue_frames_max,
+        };
+        if self.client.polling
+            && !self
+                .outbound
+                .has_room(payload_bytes + HEAD_BYTES_MAX, limits)
+        {
+            return Err(SocketIoError::EchoQueueFull);
+        }
+        let frame = self.encoder.encode_parts(opcode, parts);
+        self.outbound.push_control(frame);
+        Ok(())
+    }
+
+    /// An echo session's binary message from a WebSocket frame, held to `maxPayload`.
+    fn echo_binary(&mut self, payload: &[u8]) -> Result<(), SocketIoError> {
+        let limits = self.settings.socketio.engine_limits();
+        engineio::parse_binary_packet(payload, &limits).map_err(SocketIoError::Engine)?;
+        self.echo(OpCode::Binary, &[payload])
+    }
+
+    /// An echo session's binary message from a long-polling body (`b<base64>`), decoded to
+    /// go back as binary (the body was held to `maxPayload`, so is its data). The decoded
+    /// copy is allocated per message: echo is a conformance mode, not a path to make fast.
+    fn echo_base64(&mut self, encoded: &str) -> Result<(), SocketIoError> {
+        let bytes_max = self.settings.socketio.engineio_payload_bytes_max;
+        let mut decoded = Vec::new();
+        engineio::decode_binary_into(encoded, bytes_max, &mut decoded)
+            .map_err(SocketIoError::Engine)?;
+        self.echo(OpCode::Binary, &[&decoded])
     }
 
     /// One Socket.IO packet (the data of an Engine.IO message).

@@ -183,8 +183,8 @@ impl CarrierEndpoint {
         (self.close_code, reason.unwrap_or(CloseReason::Static("")))
     }
 
-    /// Reads frames: `2probe` is answered here, `5` and every other text packet go to the
-    /// session's shard (binary messages are dropped, as on a WebSocket session).
+    /// Reads frames: `2probe` is answered here, `5` and every other packet (binary messages
+    /// too) go to the session's shard.
     pub fn handle_read(
         &mut self,
         input: &mut [u8],
@@ -226,6 +226,20 @@ impl CarrierEndpoint {
                     engine_calls.push(EngineCall::Carry {
                         session: self.address,
                         request,
+                    });
+                }
+                Ok(Event::Message {
+                    kind: MessageKind::Binary,
+                    payload,
+                }) if refused.is_none() => {
+                    counters.messages_received += 1;
+                    if payload.len() > settings.socketio.engineio_payload_bytes_max {
+                        refused = Some(CloseCode::MESSAGE_TOO_BIG);
+                        continue;
+                    }
+                    engine_calls.push(EngineCall::Carry {
+                        session: self.address,
+                        request: CarrierRequest::Binary(Bytes::copy_from_slice(payload)),
                     });
                 }
                 Ok(Event::Close { code, .. }) => {
@@ -346,6 +360,7 @@ mod tests {
         let start = SocketIoStart {
             identity: None,
             token_pending: false,
+            mode: crate::endpoint::socketio::EngineMode::SocketIo,
         };
         let (mut endpoint, open) =
             SocketIoEndpoint::open_polling(start, session_id(0, 5), &mut context);
@@ -374,6 +389,49 @@ mod tests {
         assert_eq!(next, Next::CloseAfterFlush);
         assert_eq!(polled(&mut outbound), "1");
         assert!(!endpoint.takes_messages());
+    }
+
+    /// Proves an echo session without sockets: message packets come back as they came (text
+    /// as text, `b<base64>` as binary, which a body writes `b<base64>` again), with no
+    /// Socket.IO layer (`40` is echoed, not answered, and nothing goes to the broker) and no
+    /// CONNECT deadline; a session whose echoes would pass its queue's limits is closed (`1`).
+    #[test]
+    fn an_echo_session_sends_messages_back_within_its_queue() {
+        let mut context = crate::endpoint::http::tests::context(16);
+        let settings = Arc::get_mut(&mut context.settings).expect("not shared yet");
+        settings.outbound_queue_bytes_max = 64;
+        let start = SocketIoStart {
+            identity: None,
+            token_pending: false,
+            mode: crate::endpoint::socketio::EngineMode::Echo,
+        };
+        let (mut endpoint, _) =
+            SocketIoEndpoint::open_polling(start, session_id(0, 1), &mut context);
+        let ping_due_ms = context.now_ms + context.settings.socketio.ping_interval_ms;
+        assert_eq!(
+            endpoint.deadline_ms(),
+            ping_due_ms,
+            "no CONNECT to wait for"
+        );
+        let mut outbound = Outbound::default();
+        let body = b"4hello\x1ebAQIDBA==\x1e40\x1e2probe";
+        let next = endpoint.handle_payload(body, &mut outbound, &mut context);
+        assert_eq!(next, Ok(Next::Continue));
+        assert_eq!(polled(&mut outbound), "4hello\x1ebAQIDBA==\x1e40\x1e3probe");
+        assert!(context.requests.is_empty());
+        assert!(!endpoint.takes_messages());
+
+        // 40 bytes queued, then 40 more would pass 64: the session closes at the second.
+        let forty = [b"4".as_slice(), &[b'x'; 37]].concat();
+        let next = endpoint.handle_payload(&forty, &mut outbound, &mut context);
+        assert_eq!(next, Ok(Next::Continue));
+        let next = endpoint.handle_payload(&forty, &mut outbound, &mut context);
+        assert_eq!(next, Ok(Next::CloseAfterFlush));
+        let answer = polled(&mut outbound);
+        assert_eq!(
+            answer.split('\x1e').collect::<Vec<_>>(),
+            [&forty[..], b"1"].map(|p| std::str::from_utf8(p).unwrap())
+        );
     }
 
     /// A session id names its owner's shard and slot, and reads back as them.

@@ -322,6 +322,20 @@ impl Shard {
                 );
                 self.after_session_input(slot, next)
             }
+            CarrierRequest::Binary(payload) => {
+                let connection = self.connections[slot as usize]
+                    .as_mut()
+                    .expect("session_slot checked");
+                let Endpoint::SocketIo(endpoint) = &mut connection.endpoint else {
+                    unreachable!("session_slot checked");
+                };
+                let next = endpoint.handle_carried_binary(
+                    &payload,
+                    &mut connection.outbound,
+                    &mut self.context,
+                );
+                self.after_session_input(slot, next)
+            }
             CarrierRequest::Gone => {
                 let carriers = self.sessions.carriers(slot);
                 if carriers.probing == Some(carrier) {
@@ -352,7 +366,8 @@ impl Shard {
             CarrierRequest::Attach
             | CarrierRequest::Probe
             | CarrierRequest::Upgrade
-            | CarrierRequest::Packet(_) => CarrierAnswer::Close,
+            | CarrierRequest::Packet(_)
+            | CarrierRequest::Binary(_) => CarrierAnswer::Close,
             CarrierRequest::Gone => return Ok(()),
         };
         self.answer_carrier(carrier, answer)
