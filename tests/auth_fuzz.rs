@@ -52,6 +52,7 @@ fn context() -> Context {
         unix_offset_ms: NOW_UNIX_MS,
         requests: Vec::new(),
         engine_calls: Vec::new(),
+        engine_sessions: Default::default(),
         metrics: Box::new(NoMetrics),
         compressors: CompressorSet::new(config.protocol.compression_level),
     }

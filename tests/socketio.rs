@@ -202,12 +202,12 @@ fn heartbeat_pings_and_closes_on_missing_pong() {
 
 /// Proves requests at the Socket.IO path that cannot start a session get the reference
 /// server's 400 answers: another protocol revision, an unknown transport, a plain GET naming
-/// WebSocket, an unknown sid. A WebSocket naming a sid of this server's shape that no session
-/// has is upgraded (the session's shard, which may be another, is asked after the 101) and
-/// closed at once.
+/// WebSocket, an unknown sid. A WebSocket naming a sid that cannot be a session (of another
+/// shape, naming a shard the server does not have, or naming this shard and a slot holding no
+/// such session) gets 400 `Session ID unknown` before any 101, as from the reference server.
 #[test]
 fn engine_handshake_errors() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(&["--shards", "1"]);
     let cases = [
         ("/socket.io/?EIO=3&transport=polling", 5),
         ("/socket.io/?EIO=4&transport=polling&sid=nonsense", 1),
@@ -222,16 +222,55 @@ fn engine_handshake_errors() {
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
         assert_eq!(body["code"], code, "{path}: {body}");
     }
+    // Another shape; shard 0, slot 0 (no session's slot); shard 0, the first session slot
+    // (16,384 connections + 8 reserved slots), never opened; shard 7, which a 1-shard server
+    // does not have.
+    for sid in [
+        "nonsense",
+        "AAAAAAAAAAAAAAAAAAAAAA",
+        "AAAEAIAAAAAAAAAAAAAAAA",
+        "AHAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
+        assert_unknown_sid_refused(&server, &path);
+    }
+}
+
+/// Asks to upgrade at `path` and expects 400 `{"code":1,"message":"Session ID unknown"}`.
+fn assert_unknown_sid_refused(server: &ServerProcess, path: &str) {
     let mut client = RawClient::connect(server.address);
-    let path = "/socket.io/?EIO=4&transport=websocket&sid=nonsense";
     client.write(support::server::upgrade_request(path).as_bytes());
     let response = client.read_response();
-    assert_eq!(response.status, 400, "{response:?}");
+    assert_eq!(response.status, 400, "{path}: {response:?}");
     let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-    assert_eq!(body["code"], 1, "{body}");
-    let path = "/socket.io/?EIO=4&transport=websocket&sid=AAAAAAAAAAAAAAAAAAAAAA";
-    let mut unknown = RawClient::upgraded(server.address, path);
-    assert_eq!(unknown.read_close_code(), Some(1000));
+    assert_eq!(
+        body,
+        serde_json::json!({"code":1,"message":"Session ID unknown"}),
+        "{path}"
+    );
+}
+
+/// Proves a WebSocket naming a session that closed is refused with 400 before its 101 on the
+/// session's shard, as one naming a session that never was: the shard forgets an id once its
+/// session is freed.
+#[test]
+fn websocket_naming_a_closed_session_gets_400() {
+    let server = ServerProcess::start(&["--shards", "1"]);
+    let mut client = RawClient::connect(server.address);
+    let handshake = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n";
+    client.write(handshake.as_bytes());
+    let response = client.read_response();
+    assert_eq!(response.status, 200);
+    let open: serde_json::Value = serde_json::from_slice(&response.body[1..]).unwrap();
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    // The client's close packet ends the session (no GET holds it: it is freed at once).
+    let polling = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let mut poster = RawClient::connect(server.address);
+    let post = format!("POST {polling} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1");
+    poster.write(post.as_bytes());
+    assert_eq!(poster.read_response().status, 200);
+    let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    assert_unknown_sid_refused(&server, &path);
 }
 
 /// Proves the real npm `socket.io-client` over WebSocket only: it connects, subscribes,

@@ -18,7 +18,7 @@ use super::board;
 use super::outbound::{Frame, Outbound};
 use super::poll::HeldPoll;
 use super::socketio::{EngineMode, SocketIoStart};
-use super::socketio_polling::{self, EngineCall};
+use super::socketio_polling::{self, EngineCall, LocalSessions, SessionWhere};
 use super::{Context, EndpointCounters, EndpointSettings, MetricsText, Next};
 use crate::auth::AuthFailure;
 use crate::auth::{AuthRefusal, Identity};
@@ -206,11 +206,13 @@ enum EngineQuery {
 
 /// Checks the query of a request at `socketio_path`: Engine.IO 4, a transport this server
 /// serves (WebSocket only as an upgrade, polling never as one), and a `sid` of this server's
-/// shape if any (whether its session exists is its shard's to say).
+/// shape if any, naming a shard it has and, when that is this shard, a session open in the
+/// slot it names (whether another shard's session exists is that shard's to say).
 fn check_engine_query(
     query: Option<&str>,
     upgrade: bool,
     polling_enabled: bool,
+    sessions: &LocalSessions,
 ) -> Result<EngineQuery, EngineHandshakeError> {
     use crate::protocol::engineio::{PROTOCOL_REVISION, Transport};
     use crate::protocol::http1::query::query_raw;
@@ -233,6 +235,7 @@ fn check_engine_query(
         None => Ok(EngineQuery::Open),
         Some(sid) => socketio_polling::session_address(sid)
             .filter(|_| polling_enabled)
+            .filter(|address| sessions.locate(address) != SessionWhere::Unknown)
             .map(EngineQuery::Session)
             .ok_or(EngineHandshakeError::SessionIdUnknown),
     }
@@ -288,6 +291,7 @@ struct Answer<'a> {
     encoder: &'a mut FrameEncoder,
     requests: &'a mut Vec<BrokerRequest>,
     engine_calls: &'a mut Vec<EngineCall>,
+    engine_sessions: &'a LocalSessions,
     settings: &'a EndpointSettings,
     metrics: &'a mut dyn MetricsText,
     /// The shard's clock and the same instant in Unix milliseconds (tokens speak Unix time).
@@ -435,6 +439,7 @@ impl HttpEndpoint {
             encoder: &mut context.encoder,
             requests: &mut context.requests,
             engine_calls: &mut context.engine_calls,
+            engine_sessions: &context.engine_sessions,
             settings: &context.settings,
             metrics: &mut *context.metrics,
             now_ms: context.now_ms,
@@ -984,9 +989,11 @@ impl Answer<'_> {
     /// permessage-deflate (Socket.IO frames are not compressed).
     fn upgrade_socketio(&mut self, head: &RequestHead<'_>, mode: EngineMode) -> Option<Upgraded> {
         let polling_enabled = self.settings.socketio.socketio_polling_enabled;
-        let upgraded = match check_engine_query(head.query(), true, polling_enabled) {
+        let sessions = self.engine_sessions;
+        let upgraded = match check_engine_query(head.query(), true, polling_enabled, sessions) {
             Ok(EngineQuery::Open) => Upgraded::SocketIo(self.socketio_start(head, mode)?),
-            // The session's id is its credential, checked by its shard (an unknown one closes
+            // The session's id is its credential, checked by its shard (an id this shard could
+            // not place was refused above; one of another shard's that it does not know closes
             // the WebSocket at once); the handshake's token was checked when it opened.
             Ok(EngineQuery::Session(address)) => Upgraded::SocketIoCarrier(address),
             Err(refusal) => {
@@ -1031,7 +1038,9 @@ impl Answer<'_> {
         keep_alive: bool,
     ) -> bool {
         let polling_enabled = self.settings.socketio.socketio_polling_enabled;
-        let query = match check_engine_query(request.head.query(), false, polling_enabled) {
+        let sessions = self.engine_sessions;
+        let query = match check_engine_query(request.head.query(), false, polling_enabled, sessions)
+        {
             Ok(query) => query,
             Err(refusal) => return self.refuse_engine_handshake(refusal),
         };
@@ -1229,6 +1238,7 @@ pub(super) mod tests {
             unix_offset_ms: 0,
             requests: Vec::new(),
             engine_calls: Vec::new(),
+            engine_sessions: Default::default(),
             metrics: Box::new(NoMetrics),
         }
     }

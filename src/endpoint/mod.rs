@@ -42,7 +42,7 @@ use crate::protocol::websocket::frame::FrameEncoder;
 use http::HttpEndpoint;
 use outbound::Outbound;
 use socketio::{SocketIoConfig, SocketIoEndpoint};
-use socketio_polling::{CarrierEndpoint, EngineCall};
+use socketio_polling::{CarrierEndpoint, EngineCall, LocalSessions};
 use stream::{StreamEndpoint, StreamFormat};
 use websocket::WebSocketEndpoint;
 
@@ -241,6 +241,9 @@ pub struct Context {
     /// What the read being handled asks of Engine.IO sessions (opening one, a long-polling
     /// request, a carrier's packet), for the shard to route to the session's shard.
     pub engine_calls: Vec<EngineCall>,
+    /// The ids of this shard's Engine.IO sessions (kept by the shard), so that a request
+    /// naming one that cannot exist is refused at once.
+    pub engine_sessions: LocalSessions,
     pub metrics: Box<dyn MetricsText>,
     /// The shard's permessage-deflate compressors (echo replies, fanout frames).
     pub compressors: CompressorSet,

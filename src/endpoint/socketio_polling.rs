@@ -102,6 +102,87 @@ pub fn session_address(id: &str) -> Option<SessionAddress> {
     })
 }
 
+/// What a shard knows of a session id before asking any other shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionWhere {
+    /// Open on this shard (a request for it may still find it closing: its shard decides).
+    Here,
+    /// Named for another shard of this server, which alone knows whether it is open.
+    OtherShard,
+    /// Not a session: named for this shard and not in its slot, or for no shard of this
+    /// server.
+    Unknown,
+}
+
+/// The ids of this shard's open sessions, by slot, as its connections see them: enough for
+/// an upgrade naming a session to be refused before its 101 when the id cannot be one (the
+/// reference server's 400 `Session ID unknown`). Grows with the slots first used, as the
+/// shard's session table does (23 bytes a slot).
+#[derive(Debug)]
+pub struct LocalSessions {
+    shard_index: usize,
+    shard_count: usize,
+    slot_start: u32,
+    ids: Vec<Option<[u8; SESSION_ID_BYTES]>>,
+}
+
+impl Default for LocalSessions {
+    /// No shard's directory (endpoints tested without one): every id is another shard's to
+    /// judge, as before this shard knew its own.
+    fn default() -> Self {
+        LocalSessions {
+            shard_index: usize::MAX,
+            shard_count: usize::MAX,
+            slot_start: 0,
+            ids: Vec::new(),
+        }
+    }
+}
+
+impl LocalSessions {
+    pub fn new(shard_index: usize, shard_count: usize, slot_start: usize) -> LocalSessions {
+        LocalSessions {
+            shard_index,
+            shard_count,
+            slot_start: slot_start as u32,
+            ids: Vec::new(),
+        }
+    }
+
+    /// A session opened in `slot` under `id`.
+    pub fn opened(&mut self, slot: u32, id: &[u8; SESSION_ID_BYTES]) {
+        let index = (slot - self.slot_start) as usize;
+        if index >= self.ids.len() {
+            self.ids.resize(index + 1, None);
+        }
+        self.ids[index] = Some(*id);
+    }
+
+    /// The session in `slot` is gone.
+    pub fn closed(&mut self, slot: u32) {
+        let index = slot.wrapping_sub(self.slot_start) as usize;
+        if let Some(entry) = self.ids.get_mut(index) {
+            *entry = None;
+        }
+    }
+
+    pub fn locate(&self, address: &SessionAddress) -> SessionWhere {
+        let shard = usize::from(address.shard);
+        if shard >= self.shard_count {
+            return SessionWhere::Unknown;
+        }
+        if shard != self.shard_index {
+            return SessionWhere::OtherShard;
+        }
+        let index = address.slot.checked_sub(self.slot_start);
+        let id = index.and_then(|index| self.ids.get(index as usize));
+        match id {
+            Some(Some(id)) if *id == address.id => SessionWhere::Here,
+            _ => SessionWhere::Unknown,
+        }
+    }
+}
+
 /// Appends the Engine.IO packet one queued WebSocket frame of a session carries to a
 /// long-polling body: a text frame's payload as it is, a binary frame's as `b<base64>`,
 /// preceded by `\x1e` unless it is the body's first (the body starts at `body_start`). The
@@ -449,6 +530,39 @@ mod tests {
             assert_eq!(address.id, id);
         }
         assert_ne!(session_id(3, 9), session_id(3, 9), "96 random bits");
+    }
+
+    /// Proves a shard tells its own sessions from ids that cannot be one (a free slot, a
+    /// slot of another session, a shard the server does not have) and leaves another shard's
+    /// ids to that shard.
+    #[test]
+    fn a_shard_knows_its_own_sessions() {
+        let mut sessions = LocalSessions::new(1, 3, 100);
+        let id = session_id(1, 105);
+        let address = |id: &[u8; SESSION_ID_BYTES]| {
+            session_address(std::str::from_utf8(id).expect("ASCII")).expect("ours")
+        };
+        assert_eq!(sessions.locate(&address(&id)), SessionWhere::Unknown);
+        sessions.opened(105, &id);
+        assert_eq!(sessions.locate(&address(&id)), SessionWhere::Here);
+        let impostor = session_id(1, 105);
+        assert_eq!(sessions.locate(&address(&impostor)), SessionWhere::Unknown);
+        for (shard, slot) in [(1, 104), (1, 5), (1, 106)] {
+            let other = session_id(shard, slot);
+            assert_eq!(sessions.locate(&address(&other)), SessionWhere::Unknown);
+        }
+        let elsewhere = session_id(2, 105);
+        assert_eq!(
+            sessions.locate(&address(&elsewhere)),
+            SessionWhere::OtherShard
+        );
+        let beyond = session_id(3, 105);
+        assert_eq!(sessions.locate(&address(&beyond)), SessionWhere::Unknown);
+        sessions.closed(105);
+        sessions.closed(7);
+        assert_eq!(sessions.locate(&address(&id)), SessionWhere::Unknown);
+        let untold = LocalSessions::default();
+        assert_eq!(untold.locate(&address(&id)), SessionWhere::OtherShard);
     }
 
     /// Ids of another shape are unknown before any shard is asked.

@@ -344,6 +344,7 @@ impl Shard {
         self.timers.cancel(slot);
         if detached {
             self.sessions.release(slot);
+            self.context.engine_sessions.closed(slot);
             return self.after_broker();
         }
         let ticket = std::mem::take(&mut self.address_tickets[slot as usize]);

@@ -50,6 +50,7 @@ use crate::egress::nats::metrics::ClusterCollector;
 use crate::egress::webhook::metrics::WebhookCollector;
 use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
+use crate::endpoint::socketio_polling::LocalSessions;
 use crate::endpoint::{Context, EndpointKind};
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
@@ -241,7 +242,8 @@ impl Shard {
             metrics.register_collector(Box::new(ClusterCollector(Arc::clone(&nats.metrics))));
         }
         let connected = nats.as_ref().map(|nats| Arc::clone(&nats.connected));
-        let context = new_context(&config, authenticator, metrics, connected);
+        let mut context = new_context(&config, authenticator, metrics, connected);
+        context.engine_sessions = LocalSessions::new(shard_index, shards, table_slots);
         Ok(Shard {
             ring,
             receive_buffers,
@@ -619,6 +621,7 @@ fn new_context(
         unix_offset_ms: unix_now_ms(),
         requests: Vec::new(),
         engine_calls: Vec::new(),
+        engine_sessions: Default::default(),
         metrics: Box::new(metrics),
         compressors: CompressorSet::new(config.protocol.compression_level),
     }
