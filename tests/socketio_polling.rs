@@ -667,3 +667,135 @@ fn shutdown_answers_held_gets_with_close() {
         support::server::describe_exit(status)
     );
 }
+
+/// Sends `head` (a whole request head, with its blank line) and `body` on a new connection
+/// and reads the answer.
+fn raw_request(server: &ServerProcess, head: &str, body: &[u8]) -> HttpResponse {
+    let mut client = RawClient::connect(server.address);
+    client.write(head.as_bytes());
+    client.write(body);
+    client.read_response()
+}
+
+/// The CORS headers of `response`, in a fixed order (absent ones as `None`).
+fn cors_headers(response: &HttpResponse) -> [Option<&str>; 5] {
+    [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "vary",
+    ]
+    .map(|name| response.header(name))
+}
+
+/// Proves cross-origin long polling with `socketio_cors_origins`: a preflight from a listed
+/// origin gets 204 with the origin echoed, credentials, GET and POST and the headers it asked
+/// for (a list past its bound is not echoed); the handshake, a POST, a held GET (answered on
+/// whichever shard holds the session) and a refused request carry the origin and credentials;
+/// an origin not listed gets no CORS header but `Vary: Origin`, and a server without the
+/// setting sends none at all.
+#[test]
+fn cors_for_polling_from_listed_origins() {
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "2"],
+        &[(
+            "RINGCAST_SOCKETIO_CORS_ORIGINS",
+            r#"["https://app.example"]"#,
+        )],
+    );
+    let app = "https://app.example";
+    let preflight = |origin: &str, asked: &str| {
+        let head = format!(
+            "OPTIONS /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\
+             Origin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: {asked}\r\nConnection: close\r\n\r\n"
+        );
+        raw_request(&server, &head, b"")
+    };
+    let answer = preflight(app, "content-type, x-app");
+    assert_eq!(answer.status, 204, "{answer:?}");
+    assert_eq!(
+        cors_headers(&answer),
+        [
+            Some(app),
+            Some("true"),
+            Some("GET, POST"),
+            Some("content-type, x-app"),
+            Some("Origin")
+        ]
+    );
+    let long_list = vec!["x-header"; 40].join(", ");
+    let answer = preflight(app, &long_list);
+    assert_eq!(answer.status, 204);
+    assert_eq!(answer.header("access-control-allow-headers"), None);
+    let answer = preflight("https://evil.example", "content-type");
+    assert_eq!(answer.status, 204);
+    assert_eq!(
+        cors_headers(&answer),
+        [None, None, None, None, Some("Origin")]
+    );
+
+    let with_origin = |method: &str, path: &str, origin: &str, body: &[u8]| {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        raw_request(&server, &head, body)
+    };
+    let allowed = [Some(app), Some("true"), None, None, Some("Origin")];
+    let open = with_origin("GET", "/socket.io/?EIO=4&transport=polling", app, b"");
+    assert_eq!(open.status, 200);
+    assert_eq!(cors_headers(&open), allowed);
+    let json: serde_json::Value = serde_json::from_slice(&open.body[1..]).unwrap();
+    let sid = json["sid"].as_str().unwrap().to_owned();
+    let path = session_path(&sid);
+    let posted = with_origin("POST", &path, app, b"40");
+    assert_eq!(cors_headers(&posted), allowed);
+    // Over a few requests each lands on either shard: answered here or forwarded. Each POST
+    // asks for an acknowledgement, so that the GET after it has something to take.
+    for ack_id in 0..4 {
+        let event = format!("42{ack_id}[\"unsubscribe\",{{\"topics\":[\"t\"]}}]");
+        let posted = with_origin("POST", &path, app, event.as_bytes());
+        assert_eq!((posted.status, posted.body.as_slice()), (200, &b"ok"[..]));
+        assert_eq!(cors_headers(&posted), allowed);
+        let polled = with_origin("GET", &path, app, b"");
+        assert_eq!(polled.status, 200);
+        assert_eq!(cors_headers(&polled), allowed);
+    }
+    let refused = with_origin("GET", &session_path("nonsense"), app, b"");
+    assert_eq!(refused.status, 400);
+    assert_eq!(cors_headers(&refused), allowed);
+    let foreign = with_origin("POST", &path, "https://evil.example", b"6");
+    assert_eq!(foreign.status, 200);
+    assert_eq!(
+        cors_headers(&foreign),
+        [None, None, None, None, Some("Origin")]
+    );
+
+    let plain = ServerProcess::start(&["--shards", "1"]);
+    let head = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\
+                Origin: https://app.example\r\nConnection: close\r\n\r\n";
+    let answer = raw_request(&plain, head, b"");
+    assert_eq!(answer.status, 200);
+    assert_eq!(cors_headers(&answer), [None; 5]);
+}
+
+/// Proves `"*"` answers any origin with `Access-Control-Allow-Origin: *` and no credentials
+/// (browsers refuse `*` with them).
+#[test]
+fn cors_star_allows_any_origin_without_credentials() {
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "1"],
+        &[("RINGCAST_SOCKETIO_CORS_ORIGINS", r#"["*"]"#)],
+    );
+    let head = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\
+                Origin: https://anyone.example\r\nConnection: close\r\n\r\n";
+    let answer = raw_request(&server, head, b"");
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        cors_headers(&answer),
+        [Some("*"), None, None, None, Some("Origin")]
+    );
+}

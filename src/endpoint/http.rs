@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use tracing::debug;
 
 use super::board;
+use super::cors::{self, Cors};
 use super::outbound::{Frame, Outbound};
 use super::poll::HeldPoll;
 use super::socketio::{EngineMode, SocketIoStart};
@@ -104,7 +105,9 @@ pub struct Responses {
 #[derive(Debug)]
 enum Held {
     Poll(HeldPoll),
-    Engine(EngineWait),
+    /// What the Engine.IO request waits for, and what its answer tells a browser of another
+    /// origin.
+    Engine(EngineWait, Cors),
 }
 
 impl Responses {
@@ -131,14 +134,14 @@ impl Responses {
 
     fn engine_wait(&self) -> Option<&EngineWait> {
         match self.held.as_deref() {
-            Some(Held::Engine(wait)) => Some(wait),
+            Some(Held::Engine(wait, _)) => Some(wait),
             _ => None,
         }
     }
 
     fn take_engine_wait(&mut self) -> Option<Box<Held>> {
         match self.held.as_deref() {
-            Some(Held::Engine(_)) => self.held.take(),
+            Some(Held::Engine(..)) => self.held.take(),
             _ => None,
         }
     }
@@ -241,6 +244,17 @@ fn check_engine_query(
     }
 }
 
+/// `response` (a whole HTTP response) with header `lines` (each ending in CRLF) after its
+/// status line, in one copy.
+fn with_header_lines(response: &[u8], lines: &[u8], encoder: &mut FrameEncoder) -> Bytes {
+    let status_end = response
+        .windows(2)
+        .position(|pair| pair == b"\r\n")
+        .map_or(response.len(), |index| index + 2);
+    let (status, rest) = response.split_at(status_end);
+    encoder.copy_parts(&[status, lines, rest])
+}
+
 /// How a read ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Read {
@@ -337,9 +351,18 @@ impl HttpEndpoint {
         outbound: &mut Outbound,
         context: &mut Context,
     ) -> Next {
-        if self.responses.take_engine_wait().is_none() {
+        let Some(held) = self.responses.take_engine_wait() else {
             return Next::Continue;
-        }
+        };
+        let response = match *held {
+            Held::Engine(_, Cors::Off) | Held::Poll(_) => response,
+            Held::Engine(_, cors) => {
+                let origins = &context.settings.socketio.socketio_cors_origins;
+                let mut lines = Vec::with_capacity(128);
+                cors.write_headers(origins, &mut lines);
+                with_header_lines(&response, &lines, &mut context.encoder)
+            }
+        };
         Answer::respond_to(&mut self.responses, outbound, Frame::from(response));
         if !keep_alive {
             self.responses.closing_after_responses = true;
@@ -1037,12 +1060,17 @@ impl Answer<'_> {
         mode: EngineMode,
         keep_alive: bool,
     ) -> bool {
+        let origins = &self.settings.socketio.socketio_cors_origins;
+        let cors = Cors::for_request(origins, &request.head);
+        if request.head.method() == "OPTIONS" {
+            return self.preflight(&request.head, cors, keep_alive);
+        }
         let polling_enabled = self.settings.socketio.socketio_polling_enabled;
         let sessions = self.engine_sessions;
         let query = match check_engine_query(request.head.query(), false, polling_enabled, sessions)
         {
             Ok(query) => query,
-            Err(refusal) => return self.refuse_engine_handshake(refusal),
+            Err(refusal) => return self.refuse_engine_request(refusal, cors),
         };
         let method = request.head.method();
         let (call, wait) = match (query, method) {
@@ -1067,10 +1095,42 @@ impl Answer<'_> {
                     EngineWait::Session(session),
                 )
             }
-            _ => return self.refuse_engine_handshake(EngineHandshakeError::BadRequest),
+            _ => return self.refuse_engine_request(EngineHandshakeError::BadRequest, cors),
         };
         self.engine_calls.push(call);
-        self.responses.held = Some(Box::new(Held::Engine(wait)));
+        self.responses.held = Some(Box::new(Held::Engine(wait, cors)));
+        false
+    }
+
+    /// A preflight (`OPTIONS`) at an Engine.IO path: 204, with what `socketio_cors_origins`
+    /// allows the request's origin (`cors`).
+    fn preflight(&mut self, head: &RequestHead<'_>, cors: Cors, keep_alive: bool) -> bool {
+        let origins = &self.settings.socketio.socketio_cors_origins;
+        let mut lines = Vec::with_capacity(256);
+        cors::write_preflight_headers(cors, origins, head, &mut lines);
+        let mut response = BytesMut::new();
+        handshake::write_response(204, &[], b"", keep_alive, &mut response);
+        let response = with_header_lines(&response, &lines, self.encoder);
+        self.respond(response);
+        self.read_on(keep_alive)
+    }
+
+    /// [`Answer::refuse_engine_handshake`] for a long-polling request, with its CORS headers
+    /// (so that a browser of an allowed origin can read why).
+    fn refuse_engine_request(&mut self, refusal: EngineHandshakeError, cors: Cors) -> bool {
+        if cors == Cors::Off {
+            return self.refuse_engine_handshake(refusal);
+        }
+        debug!(?refusal, "refusing Engine.IO request");
+        self.counters.handshake_errors += 1;
+        let mut response = BytesMut::new();
+        let headers = [("Content-Type", "application/json")];
+        handshake::write_response(400, &headers, refusal.body(), false, &mut response);
+        let mut lines = Vec::with_capacity(128);
+        cors.write_headers(&self.settings.socketio.socketio_cors_origins, &mut lines);
+        let response = with_header_lines(&response, &lines, self.encoder);
+        self.respond(response);
+        self.responses.closing_after_responses = true;
         false
     }
 

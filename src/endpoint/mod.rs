@@ -15,6 +15,7 @@
 //! the [`frame_cache::FrameCache`].
 
 pub mod board;
+pub mod cors;
 pub mod frame_cache;
 pub mod http;
 pub mod outbound;

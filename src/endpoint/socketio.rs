@@ -117,6 +117,11 @@ pub struct SocketIoConfig {
     /// each message packet is sent back on its session instead of being read as Socket.IO.
     /// Default empty: not served. `/engine.io/` is the suite's path.
     pub engineio_echo_path: String,
+    /// Origins whose pages may long-poll from a browser (CORS, the reference server's `cors`
+    /// option): `"*"` for any, or origins as browsers send them (`https://app.example`), at
+    /// most 64. Default empty: no CORS headers, so browsers refuse polling from another
+    /// origin (WebSocket needs none). A listed origin is echoed with credentials allowed.
+    pub socketio_cors_origins: Vec<String>,
 }
 
 impl Default for SocketIoConfig {
@@ -132,6 +137,7 @@ impl Default for SocketIoConfig {
             socketio_polling_enabled: true,
             socketio_polling_sessions_max: 16_384,
             engineio_echo_path: String::new(),
+            socketio_cors_origins: Vec::new(),
         }
     }
 }
@@ -178,6 +184,8 @@ impl SocketIoConfig {
             let reason = "a path starting with / without ?, # or spaces".into();
             return Err(("socketio_path", reason));
         }
+        super::cors::validate_origins(&self.socketio_cors_origins)
+            .map_err(|reason| ("socketio_cors_origins", reason))?;
         let echo_path = &self.engineio_echo_path;
         if !echo_path.is_empty() {
             let trimmed = |path: &str| path.trim_end_matches('/').to_owned();
