@@ -184,12 +184,15 @@ static FAMILIES: &[Family] = &[
         &[("", |m| m.counters.socketio_recoveries)]),
     by_reason("socketio_polling_sessions",
         "Engine.IO long-polling sessions by event: opened, refused = a handshake answered 503 \
-         because the shard keeps socketio_polling_sessions_max already, upgraded = moved onto \
+         because the shard keeps socketio_polling_sessions_max already, address_refused = a \
+         handshake answered 429 because its address holds \
+         socketio_polling_sessions_per_address_max of the shard's, upgraded = moved onto \
          a WebSocket, forwarded = a request of a connection handed to the session's shard \
          through the mailboxes (the connection landed on another shard).",
         "event", &[
             ("opened", |m| m.counters.socketio_sessions_opened),
             ("refused", |m| m.counters.socketio_sessions_refused),
+            ("address_refused", |m| m.counters.socketio_sessions_address_refused),
             ("upgraded", |m| m.counters.socketio_upgrades),
             ("forwarded", |m| m.counters.socketio_forwards),
         ]),
@@ -658,6 +661,7 @@ mod tests {
             cluster_duplicates: offset + 95,
             cluster_ingests_refused: offset + 96,
             cluster_gaps: offset + 97,
+            socketio_sessions_address_refused: offset + 98,
             address_connections_refused: offset + 82,
             address_handshakes_refused: offset + 83,
             addresses_untracked: offset + 84,

@@ -172,6 +172,8 @@ pub struct Counters {
     /// Engine.IO long-polling sessions opened, refused for the shard's limit, upgraded.
     pub socketio_sessions_opened: u64,
     pub socketio_sessions_refused: u64,
+    /// Handshakes refused for their address's sessions.
+    pub socketio_sessions_address_refused: u64,
     pub socketio_upgrades: u64,
     /// Requests of Engine.IO carriers handed to another shard, the session's.
     pub socketio_forwards: u64,
@@ -266,7 +268,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 79] {
+    pub fn named(&self) -> [(&'static str, u64); 80] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -328,6 +330,10 @@ impl Counters {
             ("socketio_recoveries", self.socketio_recoveries),
             ("socketio_sessions_opened", self.socketio_sessions_opened),
             ("socketio_sessions_refused", self.socketio_sessions_refused),
+            (
+                "socketio_sessions_address_refused",
+                self.socketio_sessions_address_refused,
+            ),
             ("socketio_upgrades", self.socketio_upgrades),
             ("socketio_forwards", self.socketio_forwards),
             ("cluster_duplicates", self.cluster_duplicates),
@@ -457,6 +463,7 @@ impl Counters {
             socketio_recoveries: endpoint.socketio_recoveries,
             socketio_sessions_opened: endpoint.socketio_sessions_opened,
             socketio_sessions_refused: endpoint.socketio_sessions_refused,
+            socketio_sessions_address_refused: endpoint.socketio_sessions_address_refused,
             socketio_upgrades: endpoint.socketio_upgrades,
             socketio_forwards: endpoint.socketio_forwards,
             cluster_duplicates: broker.cluster_duplicates,

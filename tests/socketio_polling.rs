@@ -799,3 +799,63 @@ fn cors_star_allows_any_origin_without_credentials() {
         [Some("*"), None, None, None, Some("Origin")]
     );
 }
+
+/// A long-polling handshake on a new connection from the source address `source`.
+fn handshake_from(server: &ServerProcess, source: std::net::IpAddr) -> HttpResponse {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    let bind = std::net::SocketAddr::new(source, 0);
+    socket
+        .bind(&bind.into())
+        .expect("a loopback source address");
+    socket
+        .connect(&server.address.into())
+        .expect("connect to the server");
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("a read timeout");
+    let mut client = RawClient::from_stream(stream);
+    let head = format!("GET {POLLING_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    client.write(head.as_bytes());
+    client.read_response()
+}
+
+/// Proves one client address cannot take every session slot of a shard: past
+/// `socketio_polling_sessions_per_address_max` its handshakes are answered 429 (code 4) and
+/// counted, while another address still opens sessions in the slots left; a session the first
+/// address closes gives its room back.
+#[test]
+fn sessions_per_address_are_bounded() {
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "1"],
+        &[
+            ("RINGCAST_SOCKETIO_POLLING_SESSIONS_MAX", "8"),
+            ("RINGCAST_SOCKETIO_POLLING_SESSIONS_PER_ADDRESS_MAX", "3"),
+        ],
+    );
+    let greedy: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        let opened = handshake_from(&server, greedy);
+        assert_eq!(opened.status, 200, "{opened:?}");
+        let open: serde_json::Value = serde_json::from_slice(&opened.body[1..]).unwrap();
+        sids.push(open["sid"].as_str().unwrap().to_owned());
+    }
+    for _ in 0..2 {
+        let refused = handshake_from(&server, greedy);
+        assert_eq!(refused.status, 429, "{refused:?}");
+        let body: serde_json::Value = serde_json::from_slice(&refused.body).unwrap();
+        assert_eq!(body["code"], 4, "{body}");
+    }
+    let mut metrics = HttpClient::connect(server.address);
+    let family = "ringcast_socketio_polling_sessions_total";
+    assert_eq!(metrics.metric_where(family, "event=\"address_refused\""), 2);
+    assert_eq!(metrics.metric_where(family, "event=\"refused\""), 0);
+    for _ in 0..3 {
+        assert_eq!(handshake_from(&server, other).status, 200);
+    }
+    assert_eq!(post(&server, &sids[0], &["1"]).status, 200);
+    assert_eq!(handshake_from(&server, greedy).status, 200);
+}

@@ -207,6 +207,9 @@ pub struct EndpointCounters {
     /// and upgraded to WebSocket (counted by the session's shard).
     pub socketio_sessions_opened: u64,
     pub socketio_sessions_refused: u64,
+    /// Handshakes answered 429 because their address holds
+    /// `socketio_polling_sessions_per_address_max` sessions of the shard already.
+    pub socketio_sessions_address_refused: u64,
     pub socketio_upgrades: u64,
     /// Requests of connections carrying an Engine.IO session handed to the session's shard
     /// (the connection landed on another).

@@ -111,6 +111,12 @@ pub struct SocketIoConfig {
     /// bytes of fixed tables until then; past the limit a handshake is answered 503 and the
     /// client retries.
     pub socketio_polling_sessions_max: usize,
+    /// Long-polling sessions one client address (an IPv6 client's /64) may hold on one shard,
+    /// so that one client cannot take every slot. Default 64: a browser opens one per tab,
+    /// and a NAT of a few dozen users stays below it; past it a handshake is answered 429
+    /// and counted. Counted under the address table of `connections_per_ip_max`: an address
+    /// it does not track (per-address limits off, or the table full) is not held to it.
+    pub socketio_polling_sessions_per_address_max: usize,
     /// Where an Engine.IO echo server is served (conformance and tests: the official
     /// engine.io-protocol suite runs against it): the same Engine.IO sessions as
     /// `socketio_path` (polling, WebSocket, the upgrade, the heartbeat and every limit), but
@@ -136,6 +142,7 @@ impl Default for SocketIoConfig {
             socketio_acks_pending_max: 256,
             socketio_polling_enabled: true,
             socketio_polling_sessions_max: 16_384,
+            socketio_polling_sessions_per_address_max: 64,
             engineio_echo_path: String::new(),
             socketio_cors_origins: Vec::new(),
         }
@@ -213,6 +220,10 @@ impl SocketIoConfig {
             (
                 "socketio_polling_sessions_max",
                 self.socketio_polling_sessions_max,
+            ),
+            (
+                "socketio_polling_sessions_per_address_max",
+                self.socketio_polling_sessions_per_address_max,
             ),
         ];
         for (setting, value) in positive {

@@ -250,7 +250,11 @@ impl Shard {
             sends: SendSlots::new(table_slots, config.send_batch_frames_max),
             connections: ConnectionTable::new(table_slots, sessions_max),
             generations: vec![0; client_slots],
-            sessions: sessions::Sessions::new(table_slots, sessions_max),
+            sessions: sessions::Sessions::new(
+                table_slots,
+                sessions_max,
+                config.socketio.socketio_polling_sessions_per_address_max,
+            ),
             address_tickets: vec![0; table_slots],
             address_limits,
             connection_count: 0,

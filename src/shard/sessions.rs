@@ -16,6 +16,7 @@
 //! - a carrier that goes away closes the session (the reference server does the same for a
 //!   GET cut short, and the client recovers through the `pid` and offset).
 
+use std::collections::HashMap;
 use std::io;
 
 use bytes::BytesMut;
@@ -24,6 +25,7 @@ use tracing::debug;
 use super::Shard;
 use super::clients::shard_clients;
 use super::connection::{Closing, Connection};
+use crate::auth::address::AddressTicket;
 use crate::broker::ClientRef;
 use crate::broker::Command;
 use crate::broker::command::{CarrierAnswer, CarrierRequest, SessionAddress};
@@ -51,6 +53,9 @@ struct Carriers {
     probing: Option<ClientRef>,
     /// The WebSocket the session upgraded to: it takes every frame from then on.
     websocket: Option<ClientRef>,
+    /// The address the session counts against (the key of the handshake's connection in
+    /// the address table; 0 for none).
+    address: AddressTicket,
 }
 
 /// The session slots of a shard: `slot_start..slot_start + sessions_max`, after the
@@ -61,15 +66,38 @@ pub(super) struct Sessions {
     sessions_max: usize,
     free: Vec<u32>,
     carriers: Vec<Carriers>,
+    /// Sessions per client address, at most `per_address_max` each; an entry per address
+    /// holding any, so at most `sessions_max` entries.
+    per_address: HashMap<AddressTicket, u32>,
+    per_address_max: u32,
 }
 
 impl Sessions {
-    pub(super) fn new(slot_start: usize, sessions_max: usize) -> Sessions {
+    pub(super) fn new(slot_start: usize, sessions_max: usize, per_address_max: usize) -> Sessions {
         Sessions {
             slot_start: slot_start as u32,
             sessions_max,
             free: Vec::with_capacity(sessions_max),
             carriers: Vec::with_capacity(sessions_max),
+            per_address: HashMap::new(),
+            per_address_max: u32::try_from(per_address_max).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether `address` may open one more session (an untracked one, 0, always may).
+    fn address_has_room(&self, address: AddressTicket) -> bool {
+        address == 0
+            || self
+                .per_address
+                .get(&address)
+                .is_none_or(|&count| count < self.per_address_max)
+    }
+
+    /// The session in `slot` counts against `address`.
+    fn count_address(&mut self, slot: u32, address: AddressTicket) {
+        self.carriers(slot).address = address;
+        if address != 0 {
+            *self.per_address.entry(address).or_insert(0) += 1;
         }
     }
 
@@ -91,6 +119,13 @@ impl Sessions {
 
     /// A session's slot is free again.
     pub(super) fn release(&mut self, slot: u32) {
+        let address = self.carriers(slot).address;
+        if let Some(count) = self.per_address.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&address);
+            }
+        }
         *self.carriers(slot) = Carriers::default();
         self.free.push(slot);
     }
@@ -209,13 +244,23 @@ impl Shard {
 
     /// A long-polling handshake checked on this shard: a session here, answered with its
     /// open packet; or 503 when the shard keeps `socketio_polling_sessions_max` already or is
-    /// shutting down.
+    /// shutting down, 429 when the handshake's address holds
+    /// `socketio_polling_sessions_per_address_max` of them.
     fn open_session(
         &mut self,
         carrier: ClientRef,
         start: SocketIoStart,
         keep_alive: bool,
     ) -> io::Result<()> {
+        // A handshake is answered by the shard that read it: the carrier is this shard's.
+        debug_assert_eq!(usize::from(carrier.shard), self.shard_index);
+        let address = self.address_tickets[carrier.slot as usize];
+        if !self.sessions.address_has_room(address) {
+            self.context.counters.socketio_sessions_address_refused += 1;
+            let body = b"{\"code\":4,\"message\":\"Too many sessions from this address\"}";
+            let response = http_response(429, JSON_CONTENT_TYPE, body, keep_alive);
+            return self.answer_carrier(carrier, response);
+        }
         let slot = match self.drain_deadline_ms {
             None => self.sessions.take(),
             Some(_) => None,
@@ -231,6 +276,7 @@ impl Shard {
         let generation = self.generations[index];
         let session_id = socketio_polling::session_id(self.shard_index, slot);
         self.context.engine_sessions.opened(slot, &session_id);
+        self.sessions.count_address(slot, address);
         let (endpoint, open) = SocketIoEndpoint::open_polling(start, session_id, &mut self.context);
         let mut connection = Connection::new(generation, Endpoint::SocketIo(Box::new(endpoint)));
         connection.detached = true;
@@ -524,7 +570,12 @@ impl Shard {
         for websocket in [carriers.websocket, carriers.probing].into_iter().flatten() {
             self.answer_carrier(websocket, CarrierAnswer::Close)?;
         }
-        *self.sessions.carriers(slot) = Carriers::default();
+        // Its address stays counted until the slot is released with the connection.
+        let carriers = self.sessions.carriers(slot);
+        *carriers = Carriers {
+            address: carriers.address,
+            ..Carriers::default()
+        };
         self.free_connection(slot)
     }
 }
