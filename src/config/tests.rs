@@ -362,6 +362,22 @@ fn invalid_values_name_the_setting() {
         ("drain_timeout_ms = 0", "drain_timeout_ms"),
         ("log_interval_ms = 0", "log_interval_ms"),
         ("[protocol]\nheader_bytes_max = 10", "protocol"),
+        (
+            "[socketio]\nengineio_echo_path = \"engine.io\"",
+            "engineio_echo_path",
+        ),
+        (
+            "[socketio]\nengineio_echo_path = \"/socket.io\"",
+            "engineio_echo_path",
+        ),
+        (
+            "[socketio]\nsocketio_cors_origins = [\"https://a.example/\"]",
+            "socketio_cors_origins",
+        ),
+        (
+            "[socketio]\nsocketio_polling_sessions_per_address_max = 0",
+            "socketio_polling_sessions_per_address_max",
+        ),
     ];
     for (text, setting) in cases {
         let config = ServerConfig::from_toml(text).unwrap();
