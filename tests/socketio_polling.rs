@@ -694,7 +694,7 @@ fn cors_headers(response: &HttpResponse) -> [Option<&str>; 5] {
 /// for (a list past its bound is not echoed); the handshake, a POST, a held GET (answered on
 /// whichever shard holds the session) and a refused request carry the origin and credentials;
 /// an origin not listed gets no CORS header but `Vary: Origin`, and a server without the
-/// setting sends none at all.
+/// setting sends none at all (and refuses a preflight, 400, as before the setting existed).
 #[test]
 fn cors_for_polling_from_listed_origins() {
     let server = ServerProcess::start_with_environment(
@@ -779,6 +779,13 @@ fn cors_for_polling_from_listed_origins() {
                 Origin: https://app.example\r\nConnection: close\r\n\r\n";
     let answer = raw_request(&plain, head, b"");
     assert_eq!(answer.status, 200);
+    assert_eq!(cors_headers(&answer), [None; 5]);
+    let head = head.replacen("GET", "OPTIONS", 1);
+    let answer = raw_request(&plain, &head, b"");
+    assert_eq!(
+        answer.status, 400,
+        "a preflight without CORS is refused as before"
+    );
     assert_eq!(cors_headers(&answer), [None; 5]);
 }
 

@@ -1062,7 +1062,8 @@ impl Answer<'_> {
     ) -> bool {
         let origins = &self.settings.socketio.socketio_cors_origins;
         let cors = Cors::for_request(origins, &request.head);
-        if request.head.method() == "OPTIONS" {
+        // Without origins configured (or an `Origin`), a preflight is refused as before: 400.
+        if request.head.method() == "OPTIONS" && cors != Cors::Off {
             return self.preflight(&request.head, cors, keep_alive);
         }
         let polling_enabled = self.settings.socketio.socketio_polling_enabled;
