@@ -8,7 +8,7 @@ use support::server::{
     HttpClient, OPCODE_TEXT, RawClient, ServerProcess, client_frame, upgrade_request,
 };
 
-/// Proves `/`, `/board.js`, `/ringcast.js` and `/symbols.txt` are served with their types,
+/// Proves `/`, `/board.js`, `/board-socketio.js`, `/ringcast.js` and `/symbols.txt` are served with their types,
 /// and that `board_enabled = false` turns them off.
 #[test]
 fn board_and_client_are_served() {
@@ -21,7 +21,7 @@ fn board_and_client_are_served() {
         Some("text/html; charset=utf-8")
     );
     assert!(String::from_utf8_lossy(&page.body).contains("/board.js"));
-    for path in ["/board.js", "/ringcast.js"] {
+    for path in ["/board.js", "/board-socketio.js", "/ringcast.js"] {
         let script = client.get(path);
         assert_eq!(script.status, 200, "{path}");
         assert_eq!(

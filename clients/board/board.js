@@ -3,8 +3,12 @@
 // animation frame, so 1,000 messages/s over 500 symbols cost one DOM pass per frame.
 //
 // URL parameters: `symbols=AAPL,MSFT` (default: the demo's symbols from /symbols.txt),
-// `record=1` keeps every seq received per topic in `window.board.seqs` (for tests).
+// `transport=socketio` connects through the npm socket.io-client (/board-socketio.js) rather
+// than ringcast's own client, loading its bundle from `socketio_client=PATH` (same origin,
+// default /socket.io.min.js), `record=1` keeps every seq received per topic in
+// `window.board.seqs` (for tests).
 import { connect } from "/ringcast.js";
+import { connectSocketIo, loadSocketIo } from "/board-socketio.js";
 
 const SPARK_POINTS = 60;
 const parameters = new URLSearchParams(location.search);
@@ -106,7 +110,31 @@ function showState(state, transport) {
   const element = document.getElementById("state");
   element.textContent = state;
   element.dataset.state = state;
+  showTransport(transport);
+}
+
+function showTransport(transport) {
   document.getElementById("transport").textContent = transport ?? "–";
+}
+
+function showError(error) {
+  board.errors.push(error.message);
+  document.getElementById("notice").textContent = error.message;
+}
+
+/** The client the URL asks for, with the board's callbacks. */
+async function connectClient(symbols) {
+  const callbacks = {
+    topics: symbols,
+    onMessage,
+    onState: showState,
+    onTransport: showTransport,
+    onReset: (reset) => board.resets.push(reset),
+    onError: showError,
+  };
+  if (parameters.get("transport") !== "socketio") return connect(location.origin, callbacks);
+  const io = await loadSocketIo(parameters.get("socketio_client") ?? "/socket.io.min.js");
+  return connectSocketIo(io, location.origin, callbacks);
 }
 
 function parseSymbols(text) {
@@ -125,16 +153,13 @@ async function symbolsToShow() {
 async function start() {
   const symbols = await symbolsToShow();
   for (const symbol of symbols) addTile(symbol);
-  board.client = connect(location.origin, {
-    topics: symbols,
-    onMessage,
-    onState: showState,
-    onReset: (reset) => board.resets.push(reset),
-    onError: (error) => {
-      board.errors.push(error.message);
-      document.getElementById("notice").textContent = error.message;
-    },
-  });
+  try {
+    board.client = await connectClient(symbols);
+  } catch (error) {
+    showState("closed", null);
+    showError(error);
+    return;
+  }
   document.getElementById("search").addEventListener("keydown", (event) => {
     if (event.key !== "Enter") return;
     const wanted = parseSymbols(event.target.value);

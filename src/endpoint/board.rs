@@ -12,7 +12,7 @@ pub struct Asset {
 }
 
 /// Every file the board needs; `/` is the page.
-const ASSETS: [Asset; 4] = [
+const ASSETS: [Asset; 5] = [
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
@@ -22,6 +22,11 @@ const ASSETS: [Asset; 4] = [
         path: "/board.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../clients/board/board.js"),
+    },
+    Asset {
+        path: "/board-socketio.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../clients/board/socketio.js"),
     },
     Asset {
         path: "/ringcast.js",
@@ -52,6 +57,7 @@ mod tests {
         assert_eq!(asset("/index.html").unwrap().path, "/");
         assert!(asset("/ringcast.js").is_some());
         assert!(asset("/board.js").is_some());
+        assert!(asset("/board-socketio.js").is_some());
         let symbols = std::str::from_utf8(asset("/symbols.txt").unwrap().body).unwrap();
         assert!(symbols.split_whitespace().any(|symbol| symbol == "AAPL"));
         assert!(asset("/../Cargo.toml").is_none());
