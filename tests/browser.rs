@@ -7,7 +7,9 @@
 //! to long polling with every seq once and in order; with WebSocket refused by the proxy and
 //! then let through, checks the client moves back to WebSocket by itself; and with
 //! permessage-deflate negotiated, checks that a publish comes back to Chromium, compressed by
-//! ringcast, intact.
+//! ringcast, intact; and that the board connected through the npm socket.io-client
+//! (`?transport=socketio`) subscribes, publishes with acknowledgement, shows prices and
+//! recovers every seq once and in order through cuts.
 
 mod support;
 
@@ -114,6 +116,18 @@ fn board_shows_moving_prices_in_chromium() {
 fn client_resumes_exactly_after_outages_in_chromium() {
     let server = ServerProcess::start(&["--shards", "2"]);
     run_scenario("cut", &server, &[]);
+}
+
+/// Proves the board over the npm socket.io-client (`?transport=socketio`, its bundle served to
+/// the page at the board's default path): it subscribes to its symbols and one more from the
+/// search box, publishes with acknowledgement (the ack's seq checked) and shows each price;
+/// through a proxy taken down and brought back three times while messages are published, every
+/// reconnect is recovered by socket.io-client's connection-state recovery and the page sees
+/// each seq of each topic once and in order, without a reset.
+#[test]
+fn board_over_socketio_client_recovers_exactly_in_chromium() {
+    let server = ServerProcess::start(&["--shards", "2"]);
+    run_scenario("socketio", &server, &[]);
 }
 
 /// Proves that with WebSocket refused (403) the client reads over SSE, and with SSE refused

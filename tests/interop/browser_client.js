@@ -20,6 +20,13 @@
 //   restart   this script runs the server (RINGCAST_BINARY) itself and restarts it: a WebSocket
 //             client sees close 1001; it and a polling client reconnect by themselves and get a
 //             `reset` for each topic (a new server is a new epoch), then every new seq in order
+//   socketio  the board with `?transport=socketio` connects through the npm socket.io-client
+//             (its bundle served to the page by this script, as a deployment would serve it)
+//             behind a proxy: it subscribes (and to one more symbol from its search box),
+//             publishes with acknowledgement and shows the prices; then the proxy is taken down
+//             and brought back three times while messages are published, and the page has every
+//             seq once and in order, each reconnect recovered by socket.io-client's
+//             connection-state recovery, without a reset
 //   deflate   the server negotiates permessage-deflate (--websocket-compression): a WebSocket
 //             the page opens has it in `extensions` with both no-context-takeover parameters,
 //             and a 4 KB publish over it comes back (compressed by the server) as the same
@@ -29,6 +36,8 @@
 
 const net = require("node:net");
 const crypto = require("node:crypto");
+const fs = require("node:fs");
+const path = require("node:path");
 const { spawn } = require("node:child_process");
 const puppeteer = require("puppeteer-core");
 
@@ -125,14 +134,14 @@ class Proxy {
 /** The publishers' token in the `token` scenario (HS256, all topics, an hour). */
 let publisherToken = null;
 
-async function publish(topic, number) {
+async function publish(topic, number, data = { n: number }) {
   const url = `http://${address}/publish/${encodeURIComponent(topic)}`;
   const headers = { "Content-Type": "application/json" };
   if (publisherToken !== null) headers.Authorization = `Bearer ${publisherToken}`;
   const response = await fetch(url, {
     method: "POST",
     headers,
-    body: JSON.stringify({ n: number }),
+    body: JSON.stringify(data),
   });
   if (response.status !== 200) fail(`publish answered ${response.status}`);
   const { seq } = await response.json();
@@ -146,7 +155,8 @@ async function publishRange(first, last) {
   }
 }
 
-async function openPage(origin, query) {
+/** Opens `origin/query` in a new page, after `prepare(page)` when given. */
+async function openPage(origin, query, prepare = null) {
   browser ??= await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -156,6 +166,7 @@ async function openPage(origin, query) {
   const page = await browser.newPage();
   page.on("pageerror", (error) => fail(`page error: ${error.message}`));
   await page.setViewport({ width: 1280, height: 800 });
+  await prepare?.(page);
   await page.goto(`${origin}/${query}`);
   return page;
 }
@@ -284,6 +295,89 @@ async function upgrade() {
   const seen = await states(page);
   if (seen.at(-1) !== "open:websocket") fail(`ended on ${seen.at(-1)}: ${seen.join(" → ")}`);
   return `${published} seqs per topic once and in order over ${seen.join(" → ")}`;
+}
+
+/** socket.io-client's browser bundle, from the committed lockfile's install. */
+const SOCKETIO_BUNDLE = path.join(__dirname, "node_modules/socket.io-client/dist/socket.io.min.js");
+
+/** Answers the page's request for `/socket.io.min.js` (the board's default path for the
+ * bundle) with socket.io-client's, as a deployment serving the file there would; every other
+ * request goes on to the server. */
+async function serveSocketIoBundle(page) {
+  const bundle = fs.readFileSync(SOCKETIO_BUNDLE);
+  await page.setRequestInterception(true);
+  page.on("request", (request) => {
+    if (new URL(request.url()).pathname !== "/socket.io.min.js") return request.continue();
+    return request.respond({ status: 200, contentType: "text/javascript", body: bundle });
+  });
+}
+
+async function tilePrice(page, topic) {
+  return page.$eval(`.tile[data-symbol="${topic}"] .price`, (element) => element.textContent);
+}
+
+/** Publishes `{px}` to every topic through the board's client; each must be acknowledged
+ * with `seq` and its price shown on its tile. */
+async function publishFromBoard(page, seq) {
+  for (const [index, topic] of TOPICS.entries()) {
+    const px = 100 + index + seq / 100;
+    const acknowledged = await page.evaluate(
+      (topic, px) => window.board.client.publish(topic, { px }),
+      topic,
+      px,
+    );
+    if (acknowledged !== seq) fail(`${topic}: the board's publish acknowledged seq ${acknowledged}, not ${seq}`);
+    await waitFor(`${topic}'s tile to show ${px}`, async () => (await tilePrice(page, topic)) === px.toFixed(2));
+  }
+}
+
+async function socketio() {
+  const proxy = new Proxy();
+  await proxy.start();
+  const query = `?transport=socketio&symbols=${TOPICS.map(encodeURIComponent).join(",")}&record=1`;
+  const page = await openPage(`http://127.0.0.1:${proxy.port}`, query, serveSocketIoBundle);
+  const opens = async () => (await states(page)).filter((state) => state === "open:socket.io");
+  await waitFor("socket.io-client to connect", async () => (await opens()).length === 1);
+  await waitFor("the subscriptions", () => subscribedToAll(page));
+  await publishFromBoard(page, 1);
+  // One more symbol from the search box, as a person would add it.
+  await page.type("#search", "NVDA");
+  await page.keyboard.press("Enter");
+  await waitFor("NVDA's subscription", () => page.evaluate(() => window.board.client.positions.has("NVDA")));
+  await publish("NVDA", 1, { px: 812.5 });
+  await waitFor("NVDA's tile to show its price", async () => (await tilePrice(page, "NVDA")) === "812.50");
+  const perRound = 50;
+  const rounds = 4;
+  for (let round = 0; round < rounds; round++) {
+    // Seq 1 of each topic came from the board.
+    await publishRange(Math.max(2, round * perRound + 1), round * perRound + perRound / 2);
+    if (round === rounds - 1) break;
+    const transport = await page.$eval("#transport", (element) => element.textContent);
+    log(`round ${round}: taking the proxy down (the page is on ${transport})`);
+    await proxy.down(); // Connections cut, new ones refused.
+    await publishRange(round * perRound + perRound / 2 + 1, (round + 1) * perRound);
+    await sleep(700);
+    await proxy.start();
+    // socket.io-client comes back by itself, after its backoff.
+    await waitFor("the page to reconnect", async () => (await opens()).length === round + 2);
+    log(`round ${round}: reconnected`);
+  }
+  await publishRange((rounds - 1) * perRound + perRound / 2 + 1, rounds * perRound);
+  await publishFromBoard(page, rounds * perRound + 1);
+  await waitFor("every seq", () => checkSeqs(page, rounds * perRound + 1));
+  const reconnects = (await opens()).length - 1;
+  if (reconnects !== rounds - 1) fail(`${reconnects} reconnects for ${rounds - 1} outages: ${await states(page)}`);
+  const recoveries = await page.evaluate(() => window.board.client.recoveries);
+  if (recoveries !== reconnects) fail(`${recoveries} of ${reconnects} reconnects recovered`);
+  const resets = await page.evaluate(() => window.board.resets.length);
+  if (resets !== 0) fail(`${resets} resets: recovery should have served every gap`);
+  const errors = await page.evaluate(() => window.board.errors.filter((error) => error.startsWith("server")));
+  if (errors.length > 0) fail(`errors from the server: ${errors.join("; ")}`);
+  const transport = await page.$eval("#transport", (element) => element.textContent);
+  return (
+    `${rounds * perRound + 1} seqs per topic once and in order over ${reconnects} recovered ` +
+    `reconnects, publishes acknowledged, prices shown; ends on ${transport}`
+  );
 }
 
 /** An HS256 JWT for `sub` that lives `lifeSeconds`, granting every topic. */
@@ -491,7 +585,7 @@ async function deflate() {
   return `extensions "${extensions}", a ${bytes}-byte publish came back intact`;
 }
 
-const scenarios = { board, cut, fallback, upgrade, token, restart, deflate };
+const scenarios = { board, cut, fallback, upgrade, token, restart, deflate, socketio };
 if (!(scenario in scenarios)) fail(`unknown scenario ${scenario}`);
 scenarios[scenario]()
   .then(async (summary) => {
