@@ -105,9 +105,10 @@ pub struct ServerConfig {
     /// suite and for benchmarks of the transport alone; the frame and message limits rise to
     /// 16 MiB unless a layer sets them.
     pub echo: bool,
-    /// Serve the live ticker board (a page and the JavaScript client, embedded in the binary) at
-    /// `GET /` and `GET /ringcast.js`. Default on: a newcomer running `--demo` opens the address
-    /// in a browser and sees prices move. Off, both paths answer 404.
+    /// Serve the live ticker board (a page, its scripts and the JavaScript client, embedded in
+    /// the binary) at `GET /`, `/board.js`, `/board-socketio.js`, `/ringcast.js` and
+    /// `/symbols.txt`. Default on: a newcomer running `--demo` opens the address in a browser
+    /// and sees prices move. Off, these paths answer 404.
     pub board_enabled: bool,
     /// Accept WebSocket upgrades at `/ws`. Default on. Off, `/ws` answers 403 and clients read
     /// through `/sse`, `/stream` or `/poll`: for a deployment behind a proxy that breaks
