@@ -102,7 +102,8 @@ install_nats() {
 # uws, ws, tokio-tungstenite (echo), nats (pubsub; its monitoring port is PORT+2000),
 # ringcast-deflate (SHARDS shards, --websocket-compression), uws-shared and uws-dedicated
 # (pubsub with uWS's SHARED_COMPRESSOR or DEDICATED_COMPRESSOR; loadtest/peers/uws-pubsub.js),
-# pushpin (pubsub over SSE only; see start_pushpin).
+# pushpin (pubsub over SSE only; see start_pushpin), socketio (pubsub: the npm socket.io server,
+# loadtest/peers/socketio-pubsub.js).
 start_server() {
   local name=$1 port=$2 log=$3 mode=${4:-pubsub}
   local shards=${SHARDS:-1} echo_flag=()
@@ -136,6 +137,7 @@ start_server() {
     uws-shared|uws-dedicated) UWS_COMPRESSION=${name#uws-} "${server_prefix[@]}" \
       node loadtest/peers/uws-pubsub.js "$port" >"$log" 2>&1 & ;;
     ws) "${server_prefix[@]}" node loadtest/peers/ws-echo.js "$port" >"$log" 2>&1 & ;;
+    socketio) "${server_prefix[@]}" node loadtest/peers/socketio-pubsub.js "$port" >"$log" 2>&1 & ;;
     tokio-tungstenite) "${server_prefix[@]}" target/release/ringcast-peer-tokio-tungstenite \
       "$port" >"$log" 2>&1 & ;;
     nats)

@@ -81,7 +81,10 @@ pub enum Scenario {
     /// the bound.
     ///
     /// Protocols: ringcast (its JSON protocol), uws (the same protocol served by
-    /// loadtest/peers/uws-pubsub.js), nats (nats-server's websocket listener).
+    /// loadtest/peers/uws-pubsub.js), nats (nats-server's websocket listener), socketio
+    /// (Socket.IO v5 over an Engine.IO v4 WebSocket, with a URL such as
+    /// ws://127.0.0.1:8080/socket.io/?EIO=4&transport=websocket: ringcast's Socket.IO
+    /// endpoint or loadtest/peers/socketio-pubsub.js).
     Fanout(FanoutOptions),
     /// Ingest: publishes per second a server accepts from publishers writing flat out.
     ///

@@ -748,3 +748,64 @@ fn compressed_fanout_against_ringcast() {
         "compressed {compressed:#} plain {declined:#}"
     );
 }
+
+/// The Socket.IO protocol end to end against ringcast's `/socket.io/` endpoint: subscribers
+/// (io_uring client) and publishers (tokio-uring) go through the Engine.IO open packet, the
+/// CONNECT and the `subscribe` event; every published message reaches each of its topic's
+/// subscribers once, in order, with the seq ringcast gave it, and ringcast's `cursor` events
+/// count neither as deliveries nor as unexpected messages.
+#[test]
+fn socketio_fanout_against_ringcast() {
+    let server = Server::start(&["--shards", "2"]);
+    let url = server
+        .url
+        .replace("/ws", "/socket.io/?EIO=4&transport=websocket");
+    let arguments = [
+        "fanout",
+        "--protocol",
+        "socketio",
+        "--url",
+        &url,
+        "--subscribers",
+        "20",
+        "--topics",
+        "4",
+        "--publishers",
+        "2",
+        "--rate",
+        "100",
+        "--duration-seconds",
+        "1",
+        "--drain-seconds",
+        "5",
+        "--latency-ms-p99-max",
+        "100000",
+    ];
+    let result = loadtest(&arguments, "fanout-socketio");
+    assert_eq!(result["subscribers_ready"], 20, "{result:#}");
+    assert_eq!(result["publishers_ready"], 2, "{result:#}");
+    assert_eq!(result["totals"]["failures_total"], 0, "{result:#}");
+    assert_eq!(result["every_delivery_checked"], true, "{result:#}");
+    let step = &result["steps"][0];
+    let published = step["published"].as_u64().unwrap();
+    assert!(published > 0, "{result:#}");
+    // 5 subscribers per topic.
+    assert_eq!(
+        step["deliveries"].as_u64().unwrap(),
+        5 * published,
+        "{step:#}"
+    );
+    assert_eq!(step["missing"], 0, "{step:#}");
+    for fault in ["gaps", "duplicates", "out_of_order", "seq_mismatches"] {
+        assert_eq!(step["faults"][fault], 0, "{step:#}");
+    }
+    let totals = &result["fanout_totals"];
+    for count in [
+        "unexpected",
+        "server_errors",
+        "resets",
+        "scanner_mismatches",
+    ] {
+        assert_eq!(totals[count], 0, "{result:#}");
+    }
+}

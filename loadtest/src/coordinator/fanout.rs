@@ -15,8 +15,10 @@ use super::{
 };
 use crate::addresses::{ADDRESSES_MAX, default_address_count, worker_addresses, worker_share};
 use crate::cli::FanoutOptions;
+use crate::fanout::http_stream::Transport;
 use crate::fanout::report::{FanoutResult, StepResult};
 use crate::fanout::steps::{Step, geometric_rates, highest_met, steps_of};
+use crate::fanout::wire::Protocol;
 use crate::live::Live;
 use crate::protocol::{
     CollectOrder, Command, Event, FanoutPlan, FanoutRole, FanoutTotals, ScenarioPlan,
@@ -105,6 +107,9 @@ fn lay_out(options: &FanoutOptions, steps: &[Step]) -> Result<Layout, String> {
     let (subscribers, publishers) = (options.subscribers, options.publishers);
     if subscribers == 0 || options.topics == 0 || publishers == 0 {
         return Err("--subscribers, --topics and --publishers must be positive".into());
+    }
+    if options.protocol == Protocol::SocketIo && options.transport != Transport::Ws {
+        return Err("--protocol socketio runs over WebSocket only (--transport ws)".into());
     }
     if publishers > u64::from(options.topics) {
         return Err("--publishers must not exceed --topics: each topic has one publisher".into());

@@ -7,6 +7,14 @@
 //! - `nats`: the NATS text protocol over WebSocket (see `super::nats`); no sequence numbers, and
 //!   a PING answered by PONG after the SUB stands in for the subscription's acknowledgement,
 //!   since a NATS server handles one connection's commands in order.
+//! - `socketio`: Socket.IO v5 over Engine.IO v4, WebSocket only (ringcast's `/socket.io/` and
+//!   `peers/socketio-pubsub.js`), one Engine.IO packet per text frame. The server speaks first
+//!   (the open packet `0{…}`); the client then CONNECTs (`40`), and once answered (`40{…}`)
+//!   emits `42["subscribe",{"topics":[…]}]`, answered by the event `42["subscribed",{…}]`
+//!   with the JSON protocol's object. Deliveries are `42["message",{"topic":…,"seq":N,
+//!   "data":…}]`: the JSON protocol's delivery as the event's argument, so it is read the same
+//!   way. The server's heartbeat `2` is answered `3`; ringcast's `cursor` events (its
+//!   connection-state recovery) are of no interest here.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -25,12 +33,20 @@ pub enum Protocol {
     Uws,
     /// NATS over WebSocket (nats-server's `websocket` listener).
     Nats,
+    /// Socket.IO v5 over an Engine.IO v4 WebSocket (ringcast's `/socket.io/`, or
+    /// loadtest/peers/socketio-pubsub.js on the npm `socket.io` server).
+    #[serde(rename = "socketio")]
+    #[value(name = "socketio")]
+    SocketIo,
 }
 
 impl Protocol {
     /// Whether deliveries carry the server's per-topic sequence number.
     pub fn has_sequence_numbers(self) -> bool {
-        matches!(self, Protocol::Ringcast | Protocol::Uws)
+        matches!(
+            self,
+            Protocol::Ringcast | Protocol::Uws | Protocol::SocketIo
+        )
     }
 
     /// Whether the protocol's frames are binary (NATS) or text (JSON).
@@ -46,7 +62,14 @@ impl Protocol {
                 format!("{{\"op\":\"subscribe\",\"topics\":[\"{topic}\"]}}")
             }
             Protocol::Nats => format!("{NATS_CONNECT}SUB {topic} 1\r\nPING\r\n"),
+            Protocol::SocketIo => format!("42[\"subscribe\",{{\"topics\":[\"{topic}\"]}}]"),
         }
+    }
+
+    /// Whether the server speaks first and the client must wait for it ([`Incoming::Opened`],
+    /// Socket.IO's Engine.IO open packet) before its hello.
+    pub fn server_speaks_first(self) -> bool {
+        self == Protocol::SocketIo
     }
 
     /// The bytes a publisher sends once connected, and whether it must then wait for
@@ -55,6 +78,19 @@ impl Protocol {
         match self {
             Protocol::Ringcast | Protocol::Uws => None,
             Protocol::Nats => Some(NATS_CONNECT_PING),
+            // The CONNECT to the main namespace, answered `40{…}`.
+            Protocol::SocketIo => Some(SOCKETIO_CONNECT),
+        }
+    }
+
+    /// The answer to [`Incoming::PingRequest`]: NATS's PONG, Engine.IO's pong packet.
+    pub fn pong(self) -> &'static str {
+        match self {
+            Protocol::Nats => "PONG\r\n",
+            Protocol::SocketIo => "3",
+            Protocol::Ringcast | Protocol::Uws => {
+                unreachable!("the JSON protocols have no ping of their own to answer")
+            }
         }
     }
 
@@ -73,9 +109,18 @@ impl Protocol {
             Protocol::Nats => {
                 let _ = write!(output, "PUB {topic} {}\r\n{data}\r\n", data.len());
             }
+            Protocol::SocketIo => {
+                let _ = write!(
+                    output,
+                    "42[\"publish\",{{\"topic\":\"{topic}\",\"data\":{data}}}]"
+                );
+            }
         }
     }
 }
+
+/// Socket.IO's CONNECT to the main namespace `/`, with no auth payload.
+const SOCKETIO_CONNECT: &str = "40";
 
 /// verbose off: no +OK after every command; pedantic off; no headers (we send none).
 const NATS_CONNECT: &str = "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false}\r\n";
@@ -94,15 +139,18 @@ pub enum Incoming {
         seq: Option<u64>,
         data: PayloadData,
     },
-    /// The server wants an answer (NATS PING): send `PONG\r\n`.
+    /// The server wants an answer (NATS PING, Engine.IO ping): send [`Protocol::pong`].
     PingRequest,
+    /// The server opened the session (Socket.IO: the Engine.IO open packet): send the hello.
+    Opened,
     /// The server says the subscriber missed messages and must start over (`op: reset`).
     Reset,
     /// The server reported an error (`op: error`, NATS `-ERR`).
     Error(String),
     /// Anything else: a message on a topic not ours, data not ours, a malformed message.
     Unexpected,
-    /// Expected and of no interest (NATS INFO, +OK, PONG beyond the first).
+    /// Expected and of no interest (NATS INFO, +OK, PONG beyond the first; Socket.IO acks,
+    /// noops and ringcast's `cursor` events).
     Ignored,
 }
 
@@ -169,6 +217,7 @@ impl Decoder {
     pub fn feed(&mut self, bytes: &[u8], handle: &mut impl FnMut(Incoming)) {
         match self.protocol {
             Protocol::Ringcast | Protocol::Uws => handle(decode_json(bytes)),
+            Protocol::SocketIo => handle(socketio_incoming(decode_socketio(bytes))),
             Protocol::Nats => {
                 self.nats.push(bytes);
                 while let Some(event) = self.nats.next_event() {
@@ -176,6 +225,10 @@ impl Decoder {
                 }
             }
         }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// Whether the NATS stream broke (a line we cannot parse): the connection is unusable.
@@ -197,6 +250,81 @@ fn nats_incoming(event: NatsEvent) -> Incoming {
         },
         NatsEvent::Error(reason) => Incoming::Error(reason),
         NatsEvent::Info | NatsEvent::Ok => Incoming::Ignored,
+    }
+}
+
+/// One Engine.IO packet of a Socket.IO connection (one WebSocket text message), as far as a
+/// fanout client cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketIoPacket<'a> {
+    /// The Engine.IO open packet `0{…}`: the client may CONNECT now.
+    Open,
+    /// The Engine.IO ping `2`: answer `3`.
+    Ping,
+    /// The CONNECT to the main namespace was accepted: `40{…}`.
+    Connected,
+    /// The CONNECT was refused (`44…`) or the session closed (Engine.IO `1`).
+    Refused,
+    /// An event on the main namespace without acknowledgement id, `42["name",argument]`: the
+    /// name and the raw text of its one argument (not yet checked as JSON; empty when none).
+    Event { name: &'a [u8], argument: &'a [u8] },
+    /// Expected and of no interest: acknowledgements (`43…`), noops (`6`), pongs (`3`).
+    Ignored,
+    /// Anything else: other namespaces, other packet types, malformed.
+    Other,
+}
+
+/// Reads one Engine.IO packet as the servers under test send it. Only the event's frame is
+/// taken apart here; its argument is read by the JSON protocol's decoder or scanner, which
+/// check it in full.
+pub fn decode_socketio(packet: &[u8]) -> SocketIoPacket<'_> {
+    match packet {
+        [b'0', b'{', ..] => SocketIoPacket::Open,
+        b"2" => SocketIoPacket::Ping,
+        b"1" | [b'4', b'4', ..] => SocketIoPacket::Refused,
+        b"40" | [b'4', b'0', b'{', ..] => SocketIoPacket::Connected,
+        [b'4', b'2', b'[', b'"', rest @ ..] => {
+            socketio_event(rest).unwrap_or(SocketIoPacket::Other)
+        }
+        b"3" | b"6" | [b'4', b'3', ..] => SocketIoPacket::Ignored,
+        _ => SocketIoPacket::Other,
+    }
+}
+
+/// `name",argument]` (or `name"]`): the rest of an event after its opening `42["`.
+fn socketio_event(rest: &[u8]) -> Option<SocketIoPacket<'_>> {
+    let inner = rest.strip_suffix(b"]")?;
+    let name_end = inner.iter().position(|byte| *byte == b'"')?;
+    let (name, after) = inner.split_at(name_end);
+    if name.contains(&b'\\') {
+        return None;
+    }
+    let argument = match &after[1..] {
+        [] => &[][..],
+        [b',', argument @ ..] => argument,
+        _ => return None,
+    };
+    Some(SocketIoPacket::Event { name, argument })
+}
+
+/// Ringcast's event carrying its connection-state recovery offset, unused by the load test.
+pub const SOCKETIO_CURSOR_EVENT: &[u8] = b"cursor";
+
+fn socketio_incoming(packet: SocketIoPacket<'_>) -> Incoming {
+    match packet {
+        SocketIoPacket::Open => Incoming::Opened,
+        SocketIoPacket::Ping => Incoming::PingRequest,
+        // The CONNECT's answer acknowledges a publisher's hello, as NATS's PONG does.
+        SocketIoPacket::Connected => Incoming::Subscribed {
+            topic: None,
+            seq: 0,
+        },
+        SocketIoPacket::Refused => Incoming::Error("socket.io connection refused".into()),
+        SocketIoPacket::Event { name, .. } if name == SOCKETIO_CURSOR_EVENT => Incoming::Ignored,
+        // `message`, `subscribed`, `reset`, `error`: the JSON protocol's object as argument.
+        SocketIoPacket::Event { argument, .. } => decode_json(argument),
+        SocketIoPacket::Ignored => Incoming::Ignored,
+        SocketIoPacket::Other => Incoming::Unexpected,
     }
 }
 
@@ -281,6 +409,90 @@ mod tests {
                 .ends_with("PING\r\n")
         );
         assert_eq!(Protocol::Ringcast.publisher_hello(), None);
+    }
+
+    /// Socket.IO client packets are what the protocol says, byte for byte.
+    #[test]
+    fn encodes_socketio_client_packets() {
+        assert_eq!(
+            Protocol::SocketIo.subscribe("T0001"),
+            r#"42["subscribe",{"topics":["T0001"]}]"#
+        );
+        let mut output = String::new();
+        Protocol::SocketIo.publish("T0002", "{\"a\":1}", &mut output);
+        assert_eq!(output, r#"42["publish",{"topic":"T0002","data":{"a":1}}]"#);
+        assert_eq!(Protocol::SocketIo.publisher_hello(), Some("40"));
+        assert_eq!(Protocol::SocketIo.pong(), "3");
+        assert!(Protocol::SocketIo.server_speaks_first());
+        assert!(!Protocol::Ringcast.server_speaks_first());
+        assert!(Protocol::SocketIo.has_sequence_numbers());
+    }
+
+    /// What the Socket.IO servers send decodes into the events the clients act on: the
+    /// delivery inside `message` as the JSON protocol's delivery, ringcast's `cursor` events
+    /// and acknowledgements ignored, refusals and malformed packets told apart.
+    #[test]
+    fn decodes_socketio_packets() {
+        let (expected, text) = data(7);
+        let open = br#"0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#;
+        let message = format!("42[\"message\",{{\"topic\":\"T0003\",\"seq\":48,\"data\":{text}}}]");
+        let subscribed = br#"42["subscribed",{"op":"subscribed","topic":"T0003","seq":41}]"#;
+        let cases: [(&[u8], Incoming); 11] = [
+            (open, Incoming::Opened),
+            (b"2", Incoming::PingRequest),
+            (
+                b"40",
+                Incoming::Subscribed {
+                    topic: None,
+                    seq: 0,
+                },
+            ),
+            (
+                br#"40{"sid":"y","pid":"z"}"#,
+                Incoming::Subscribed {
+                    topic: None,
+                    seq: 0,
+                },
+            ),
+            (
+                message.as_bytes(),
+                Incoming::Delivery {
+                    topic: 3,
+                    seq: Some(48),
+                    data: expected,
+                },
+            ),
+            (
+                subscribed,
+                Incoming::Subscribed {
+                    topic: Some(3),
+                    seq: 41,
+                },
+            ),
+            (br#"42["cursor","1.2.VDAwMDM"]"#, Incoming::Ignored),
+            (br#"431[{"op":"published","seq":3}]"#, Incoming::Ignored),
+            (
+                br#"44{"message":"unauthorized"}"#,
+                Incoming::Error("socket.io connection refused".into()),
+            ),
+            (br#"42["message",{"topic":"T0003"}"#, Incoming::Unexpected),
+            (br#"42/chat,["message",{}]"#, Incoming::Unexpected),
+        ];
+        for (packet, incoming) in cases {
+            let mut decoder = Decoder::new(Protocol::SocketIo);
+            let mut events = Vec::new();
+            decoder.feed(packet, &mut |event| events.push(event));
+            assert_eq!(events, [incoming], "{}", String::from_utf8_lossy(packet));
+        }
+        assert_eq!(
+            decode_socketio(br#"42["reset"]"#),
+            SocketIoPacket::Event {
+                name: b"reset",
+                argument: b""
+            }
+        );
+        assert_eq!(decode_socketio(br#"42["a\"b",1]"#), SocketIoPacket::Other);
+        assert_eq!(decode_socketio(b"1"), SocketIoPacket::Refused);
     }
 
     /// A NATS stream split across frames anywhere yields each delivery once, in order.

@@ -78,6 +78,9 @@ pub fn publish(options: PublishOptions) -> Result<i32, String> {
     if u64::from(options.topics) < options.connections {
         return Err("--topics must be at least --connections: each topic has one publisher".into());
     }
+    if options.protocol == Protocol::SocketIo {
+        return Err("the publish scenario does not speak Socket.IO (fanout does)".into());
+    }
     if options.http && options.protocol == Protocol::Nats {
         return Err("NATS has no HTTP publishing".into());
     }

@@ -147,9 +147,10 @@ impl ThreadTally {
         match incoming {
             Incoming::Reset => self.totals.resets += 1,
             Incoming::Error(_) => self.totals.server_errors += 1,
-            Incoming::Unexpected | Incoming::Delivery { .. } | Incoming::Subscribed { .. } => {
-                self.totals.unexpected += 1
-            }
+            Incoming::Unexpected
+            | Incoming::Delivery { .. }
+            | Incoming::Subscribed { .. }
+            | Incoming::Opened => self.totals.unexpected += 1,
             Incoming::PingRequest | Incoming::Ignored => {}
         }
     }
@@ -191,7 +192,8 @@ fn decode_received(
 }
 
 /// Waits for the acknowledgement of what was just queued (`subscribed` for `topic`, or the
-/// NATS PONG). `Ok(Some(seq))` when acknowledged, `Ok(None)` when stopped first.
+/// NATS PONG, or the Socket.IO CONNECT's answer). `Ok(Some(seq))` when acknowledged,
+/// `Ok(None)` when stopped first.
 async fn await_ack(
     connection: &mut Connection,
     phase: &mut watch::Receiver<Phase>,
@@ -199,7 +201,26 @@ async fn await_ack(
     topic: Option<u32>,
     deadline: Instant,
 ) -> Result<Option<u64>, Cause> {
+    let accept = |incoming: &Incoming| match incoming {
+        Incoming::Subscribed { topic: acked, seq } if *acked == topic || acked.is_none() => {
+            Some(*seq)
+        }
+        _ => None,
+    };
+    await_incoming(connection, phase, decoder, deadline, accept).await
+}
+
+/// Waits until the server sends what `accept` takes (its value is returned), answering pings
+/// meanwhile; an error from the server fails the wait. `Ok(None)` when stopped first.
+async fn await_incoming(
+    connection: &mut Connection,
+    phase: &mut watch::Receiver<Phase>,
+    decoder: &mut Decoder,
+    deadline: Instant,
+    accept: impl Fn(&Incoming) -> Option<u64>,
+) -> Result<Option<u64>, Cause> {
     let mut events = Vec::new();
+    let protocol = decoder.protocol();
     let wait = async {
         loop {
             connection
@@ -212,14 +233,12 @@ async fn await_ack(
                 .map_err(|Closed| Cause::ClosedEarly)?;
             decode_received(connection, decoder, &mut events)?;
             for event in events.drain(..) {
+                if let Some(value) = accept(&event) {
+                    return Ok(value);
+                }
                 match event {
-                    Incoming::Subscribed { topic: acked, seq }
-                        if acked == topic || acked.is_none() =>
-                    {
-                        return Ok(seq);
-                    }
                     Incoming::Error(_) => return Err(Cause::NoSubscribeAck),
-                    Incoming::PingRequest => queue(connection, Protocol::Nats, "PONG\r\n".into())?,
+                    Incoming::PingRequest => queue(connection, protocol, protocol.pong().into())?,
                     _ => {}
                 }
             }
@@ -227,7 +246,7 @@ async fn await_ack(
     };
     tokio::select! {
         acked = timeout_at(deadline, wait) => match acked {
-            Ok(Ok(seq)) => Ok(Some(seq)),
+            Ok(Ok(value)) => Ok(Some(value)),
             Ok(Err(cause)) => Err(cause),
             Err(_elapsed) => Err(Cause::NoSubscribeAck),
         },
@@ -280,9 +299,18 @@ impl FanoutConnection<'_> {
     ) -> Result<bool, Cause> {
         let protocol = self.fanout.protocol;
         let mut decoder = Decoder::new(protocol);
+        let deadline = Instant::now() + Duration::from_millis(self.fanout.subscribe_timeout_ms);
+        if protocol.server_speaks_first() {
+            let opened = |incoming: &Incoming| matches!(incoming, Incoming::Opened).then_some(0);
+            if await_incoming(connection, phase, &mut decoder, deadline, opened)
+                .await?
+                .is_none()
+            {
+                return Ok(false);
+            }
+        }
         if let Some(hello) = protocol.publisher_hello() {
             queue(connection, protocol, hello.into())?;
-            let deadline = Instant::now() + Duration::from_millis(self.fanout.subscribe_timeout_ms);
             if await_ack(connection, phase, &mut decoder, None, deadline)
                 .await?
                 .is_none()
@@ -360,10 +388,11 @@ impl Publisher {
     ) -> Result<(), Cause> {
         let mut events = Vec::new();
         decode_received(connection, &mut self.decoder, &mut events)?;
+        let protocol = self.decoder.protocol();
         let mut tally = context.thread.tally();
         for event in events {
             match event {
-                Incoming::PingRequest => queue(connection, Protocol::Nats, "PONG\r\n".into())?,
+                Incoming::PingRequest => queue(connection, protocol, protocol.pong().into())?,
                 Incoming::Ignored => {}
                 other => tally.count(&other),
             }

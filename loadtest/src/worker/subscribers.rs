@@ -27,7 +27,9 @@ use crate::fanout::sequence::SequenceCheck;
 use crate::fanout::steps::STEPS_MAX;
 use crate::fanout::topic_index;
 use crate::fanout::topic_name;
-use crate::fanout::wire::{Incoming, Protocol, decode_json};
+use crate::fanout::wire::{
+    Incoming, Protocol, SOCKETIO_CURSOR_EVENT, SocketIoPacket, decode_json, decode_socketio,
+};
 use crate::protocol::{Cause, FanoutPlan, FanoutRole, FanoutTotals, WorkerPlan};
 use crate::ramp::{RampController, RampSettings};
 
@@ -475,6 +477,46 @@ impl Subscribers {
         });
     }
 
+    /// One Socket.IO packet. The handshake needs no state of its own: each step answers the
+    /// server's previous one (open → CONNECT, connected → subscribe, `subscribed`), so the
+    /// order is the server's. Deliveries are the JSON protocol's, read the same way.
+    fn socketio_packet(
+        &mut self,
+        index: u32,
+        payload: &[u8],
+        received_ns: u64,
+        out: &mut Outbound<'_>,
+    ) -> Result<(), Cause> {
+        let slot = &self.slots[index as usize];
+        let subscribing = matches!(slot.state, State::Subscribing { .. });
+        match decode_socketio(payload) {
+            SocketIoPacket::Ping => out.text(self.protocol.pong().as_bytes()),
+            SocketIoPacket::Open if subscribing => {
+                let hello = self.protocol.publisher_hello();
+                out.text(hello.expect("Socket.IO has a CONNECT").as_bytes());
+            }
+            SocketIoPacket::Connected if subscribing => {
+                out.text(self.protocol.subscribe(&topic_name(slot.topic)).as_bytes());
+            }
+            SocketIoPacket::Refused if subscribing => return Err(Cause::NoSubscribeAck),
+            SocketIoPacket::Refused => return Err(Cause::ClosedEarly),
+            SocketIoPacket::Event { name, .. } if name == SOCKETIO_CURSOR_EVENT => {}
+            SocketIoPacket::Event { argument, .. } if subscribing => {
+                return self.json_while_subscribing(index, argument);
+            }
+            SocketIoPacket::Event { argument, .. } => {
+                if matches!(slot.state, State::Subscribed { .. }) {
+                    self.json_delivery(index, argument, received_ns);
+                }
+            }
+            SocketIoPacket::Ignored => {}
+            SocketIoPacket::Open | SocketIoPacket::Connected | SocketIoPacket::Other => {
+                self.totals.unexpected += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes of an HTTP transport's response stream: JSON texts handled as WebSocket messages
     /// are; a poll answer's cursor starts the next poll (the first answer, of the short poll
     /// sent at connect, is the subscription's acknowledgement).
@@ -610,6 +652,8 @@ impl Handler for Subscribers {
             slot.stream = Some(Box::new(StreamReader::new(self.transport)));
         } else if self.protocol.is_binary() {
             out.binary(self.protocol.subscribe(&topic_name(slot.topic)).as_bytes());
+        } else if self.protocol.server_speaks_first() {
+            // Socket.IO: the subscription follows the server's open packet and CONNECT answer.
         } else {
             out.text(self.protocol.subscribe(&topic_name(slot.topic)).as_bytes());
         }
@@ -639,6 +683,13 @@ impl Handler for Subscribers {
             }
             self.totals.unexpected += 1;
             return Ok(());
+        }
+        if self.protocol == Protocol::SocketIo {
+            if !message.text {
+                self.totals.unexpected += 1;
+                return Ok(());
+            }
+            return self.socketio_packet(index, message.payload, message.received_ns, out);
         }
         match self.slots[index as usize].state {
             State::Subscribed { .. } if message.text => {
