@@ -446,6 +446,143 @@ fn offset_resumes_on_a_new_connection() {
     assert_ne!(json["pid"], pid.as_str(), "{connected}");
 }
 
+/// Texts a subscriber reads until `unsubscribed`, in order, answering pings.
+fn texts_until_unsubscribed(client: &mut RawClient) -> Vec<String> {
+    let mut texts = Vec::new();
+    for _ in 0..256 {
+        let text = client.read_text();
+        if text == "2" {
+            send_text(client, "3");
+            continue;
+        }
+        let done = text.starts_with("42[\"unsubscribed\"");
+        texts.push(text);
+        if done {
+            return texts;
+        }
+    }
+    panic!("no unsubscribed within 256 packets: {texts:?}");
+}
+
+/// A subscriber of `topic` on `server`, past its `subscribed` event and the `cursor` event
+/// that follows a subscription's change at once, whatever the interval.
+fn cursor_subscriber(server: &ServerProcess, topic: &str) -> RawClient {
+    let (mut subscriber, _) = opened(server);
+    send_text(&mut subscriber, "40");
+    read_text_starting(&mut subscriber, "40{");
+    send_text(
+        &mut subscriber,
+        &format!(r#"42["subscribe",{{"topics":["{topic}"]}}]"#),
+    );
+    read_text_starting(&mut subscriber, "42[\"subscribed\"");
+    let cursor = subscriber.read_text();
+    assert!(cursor.starts_with(CURSOR_EVENT), "{cursor}");
+    subscriber
+}
+
+/// Publishes `count` messages to `topic`, each after the previous one's acknowledgement.
+fn publish_acknowledged(server: &ServerProcess, topic: &str, count: usize) {
+    let (mut publisher, _) = opened(server);
+    send_text(&mut publisher, "40");
+    read_text_starting(&mut publisher, "40{");
+    for index in 0..count {
+        let packet = format!(r#"42{index}["publish",{{"topic":"{topic}","data":{index}}}]"#);
+        send_text(&mut publisher, &packet);
+        read_text_starting(&mut publisher, &format!("43{index}"));
+    }
+}
+
+/// Proves `socketio_cursor_interval_ms` holds the `cursor` events that messages owe to the
+/// interval while a subscription's change still sends its own at once: with an interval of an
+/// hour, five messages published one after another's acknowledgement come with no `cursor`
+/// event between them, and the `unsubscribed` that follows brings one; with an interval of 50
+/// ms, a `cursor` event comes after the last message by itself (the deadline sends it) and
+/// resumes after it: a recovery with it gets only what was published later.
+#[test]
+fn cursor_events_are_held_to_their_interval() {
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "2"],
+        &[("RINGCAST_SOCKETIO_CURSOR_INTERVAL_MS", "3600000")],
+    );
+    let mut subscriber = cursor_subscriber(&server, "sio.interval");
+    publish_acknowledged(&server, "sio.interval", 5);
+    let mut seqs = Vec::new();
+    while seqs.len() < 5 {
+        let text = subscriber.read_text();
+        let body = text.strip_prefix("42[\"message\",").unwrap_or_else(|| {
+            panic!("only messages before the interval passes, got {text:?}");
+        });
+        let json: serde_json::Value =
+            serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
+        seqs.push(json["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    send_text(
+        &mut subscriber,
+        r#"42["unsubscribe",{"topics":["sio.interval"]}]"#,
+    );
+    let texts = texts_until_unsubscribed(&mut subscriber);
+    assert_eq!(texts.len(), 1, "nothing but unsubscribed: {texts:?}");
+    let cursor = subscriber.read_text();
+    assert!(
+        cursor.starts_with(CURSOR_EVENT),
+        "a subscription's change sends it: {cursor}"
+    );
+
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "2"],
+        &[("RINGCAST_SOCKETIO_CURSOR_INTERVAL_MS", "50")],
+    );
+    let (mut subscriber, _) = opened(&server);
+    send_text(&mut subscriber, "40");
+    let connected = read_text_starting(&mut subscriber, "40{");
+    let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
+    let pid = json["pid"].as_str().expect("a pid").to_owned();
+    send_text(
+        &mut subscriber,
+        r#"42["subscribe",{"topics":["sio.trailing"]}]"#,
+    );
+    read_text_starting(&mut subscriber, "42[\"subscribed\"");
+    publish_acknowledged(&server, "sio.trailing", 5);
+    let mut last_seq = 0;
+    let mut offset = None;
+    for _ in 0..64 {
+        let text = subscriber.read_text();
+        if let Some(body) = text.strip_prefix("42[\"message\",") {
+            let json: serde_json::Value =
+                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
+            last_seq = json["seq"].as_u64().unwrap();
+            offset = None;
+        } else if let Some(rest) = text.strip_prefix(CURSOR_EVENT) {
+            let json: serde_json::Value =
+                serde_json::from_str(rest.strip_suffix(']').unwrap()).unwrap();
+            offset = Some(json.as_str().unwrap().to_owned());
+            if last_seq == 5 {
+                break;
+            }
+        }
+    }
+    let offset = offset.expect("a cursor event after the last message");
+    drop(subscriber);
+    publish_acknowledged(&server, "sio.trailing", 1);
+    let (mut recovered, _) = opened(&server);
+    let auth = serde_json::json!({ "pid": pid, "offset": offset });
+    send_text(&mut recovered, &format!("40{auth}"));
+    let connected = read_text_starting(&mut recovered, "40{");
+    let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
+    assert_eq!(json["pid"], pid.as_str(), "{connected}");
+    let first_seq = (0..64)
+        .find_map(|_| {
+            let text = recovered.read_text();
+            let body = text.strip_prefix("42[\"message\",")?;
+            let json: serde_json::Value =
+                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
+            json["seq"].as_u64()
+        })
+        .expect("a message within 64 packets");
+    assert_eq!(first_seq, 6, "only what came after the trailing cursor");
+}
+
 /// The cases of the official Socket.IO protocol test suite (socketio/socket.io-protocol's
 /// test-suite, vendored in tests/interop/socketio-protocol with its packages in the interop
 /// lockfile) that test the protocol rather than the reference's demo application: all of its

@@ -128,6 +128,15 @@ pub struct SocketIoConfig {
     /// most 64. Default empty: no CORS headers, so browsers refuse polling from another
     /// origin (WebSocket needs none). A listed origin is echoed with credentials allowed.
     pub socketio_cors_origins: Vec<String>,
+    /// How often, at most, a client's `cursor` event (its connection-state-recovery offset)
+    /// goes out while messages move it. Default 250 ms: sent after every turn with a message,
+    /// it was a second WebSocket message per delivery to a subscriber getting a few messages
+    /// a second. A subscription's change (`subscribed`, `reset`, `unsubscribed`) still
+    /// sends it at the end of its turn. A client that reconnects gets again what came after
+    /// its last `cursor` event (the same seqs: it drops what it has seen), so a longer
+    /// interval repeats more on a recovery and must stay well inside the topics' history;
+    /// 0 sends it at the end of every turn in which it moved.
+    pub socketio_cursor_interval_ms: u64,
 }
 
 impl Default for SocketIoConfig {
@@ -145,6 +154,7 @@ impl Default for SocketIoConfig {
             socketio_polling_sessions_per_address_max: 64,
             engineio_echo_path: String::new(),
             socketio_cors_origins: Vec::new(),
+            socketio_cursor_interval_ms: 250,
         }
     }
 }
@@ -317,6 +327,8 @@ struct Client {
     /// client came back with.
     recovery_id: [u8; SESSION_ID_BYTES],
     recovery: Recovery,
+    /// `socketio_cursor_interval_ms`.
+    cursor_interval_ms: u64,
     /// A long-polling session (no connection of its own; `socketio_polling`): its close is
     /// Engine.IO's `1` packet rather than a WebSocket close handshake.
     polling: bool,
@@ -409,6 +421,7 @@ impl SocketIoEndpoint {
             close_reason: None,
             recovery_id: new_session_id(),
             recovery: Recovery::default(),
+            cursor_interval_ms: settings.socketio_cursor_interval_ms,
             polling,
             ended: false,
             echo,
@@ -546,6 +559,16 @@ impl SocketIoEndpoint {
             .min(self.message_deadline_ms())
             .min(self.expiry_deadline_ms())
             .min(self.connect_deadline_ms())
+            .min(self.cursor_deadline_ms())
+    }
+
+    /// When the `cursor` event owed is due (`socketio_cursor_interval_ms`); never once the
+    /// session is closing or ended.
+    fn cursor_deadline_ms(&self) -> u64 {
+        if self.session.state() != SessionState::Open || self.client.ended {
+            return u64::MAX;
+        }
+        self.client.recovery.due_ms(self.client.cursor_interval_ms)
     }
 
     fn connect_deadline_ms(&self) -> u64 {
@@ -673,12 +696,17 @@ impl SocketIoEndpoint {
         self.client.recovery.took_message(message)
     }
 
-    /// The end of a turn in which the client's offset moved: one `cursor` event.
+    /// The end of a turn in which the client's offset moved: one `cursor` event, if it is
+    /// due (else the deadline brings it).
     pub fn handle_turn_end(&mut self, outbound: &mut Outbound, context: &mut Context) {
-        if self.session.state() != SessionState::Open || self.client.ended {
-            return;
+        if context.now_ms >= self.cursor_deadline_ms() {
+            self.push_cursor(outbound, context);
         }
-        if let Some(frame) = self.client.recovery.cursor_event(&mut context.encoder) {
+    }
+
+    fn push_cursor(&mut self, outbound: &mut Outbound, context: &mut Context) {
+        let recovery = &mut self.client.recovery;
+        if let Some(frame) = recovery.cursor_event(&mut context.encoder, context.now_ms) {
             outbound.push_control(frame);
         }
     }
@@ -754,6 +782,9 @@ impl SocketIoEndpoint {
             self.client.message_started_ms = None;
             let code = CloseCode::POLICY_VIOLATION;
             return self.close(code, "message too slow", outbound, context);
+        }
+        if now_ms >= self.cursor_deadline_ms() {
+            self.push_cursor(outbound, context);
         }
         if now_ms < self.client.deadline_ms {
             return Next::Continue;
@@ -1300,6 +1331,11 @@ struct Recovery {
     names_text: String,
     /// The offset moved since the last `cursor` event.
     owed: bool,
+    /// It moved by a subscription's change (`subscribed`, `reset`, `unsubscribed`): the
+    /// event goes out at the end of the turn, not held to the interval.
+    urgent: bool,
+    /// When the last `cursor` event was queued (the shard's clock).
+    sent_ms: u64,
     /// More topics than a cursor holds: the offset is empty, and the client resubscribes
     /// itself after a reconnect.
     disabled: bool,
@@ -1346,6 +1382,7 @@ impl Recovery {
     fn rebuild(&mut self, topics: Vec<TopicName>, positions: Vec<Position>) {
         use base64::Engine as _;
         self.owed = true;
+        self.urgent = true;
         if topics.len() > CURSOR_TOPICS_LIMIT {
             self.disabled = true;
             self.positions = None;
@@ -1379,18 +1416,31 @@ impl Recovery {
             Some(positions) if reply.topic.is_some() => {
                 positions.took_reply(reply);
                 self.owed = true;
+                self.urgent = true;
                 true
             }
             _ => self.owed,
         }
     }
 
+    /// When the next `cursor` event is due: never while the offset has not moved, at once
+    /// after a subscription's change, else `interval_ms` after the last one.
+    fn due_ms(&self, interval_ms: u64) -> u64 {
+        match (self.owed, self.urgent) {
+            (false, _) => u64::MAX,
+            (true, true) => 0,
+            (true, false) => self.sent_ms.saturating_add(interval_ms),
+        }
+    }
+
     /// `42["cursor","<offset>"]` when the offset moved since the last one.
-    fn cursor_event(&mut self, encoder: &mut FrameEncoder) -> Option<Bytes> {
+    fn cursor_event(&mut self, encoder: &mut FrameEncoder, now_ms: u64) -> Option<Bytes> {
         if !self.owed {
             return None;
         }
         self.owed = false;
+        self.urgent = false;
+        self.sent_ms = now_ms;
         let Some(positions) = &self.positions else {
             return Some(encoder.encode(OpCode::Text, true, b"42[\"cursor\",\"\"]"));
         };
