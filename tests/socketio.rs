@@ -41,6 +41,22 @@ fn send_text(client: &mut RawClient, text: &str) {
     client.send_frame(OPCODE_TEXT, true, text.as_bytes());
 }
 
+/// A `message` event's argument and its last argument when it has a second one: the
+/// client's recovery offset after that message (socket.io-client keeps the last string
+/// argument of any event). `None` for any other packet.
+fn message_event(text: &str) -> Option<(serde_json::Value, Option<String>)> {
+    text.strip_prefix("42[\"message\",")?;
+    let event: serde_json::Value = serde_json::from_str(&text[2..])
+        .unwrap_or_else(|error| panic!("a message event is one JSON array ({error}): {text}"));
+    match event.as_array().map(Vec::as_slice) {
+        Some([_, message]) => Some((message.clone(), None)),
+        Some([_, message, serde_json::Value::String(offset)]) => {
+            Some((message.clone(), Some(offset.clone())))
+        }
+        _ => panic!("a message event has the message and at most an offset: {text}"),
+    }
+}
+
 /// Upgrades at the Socket.IO path and reads the open packet.
 fn opened(server: &ServerProcess) -> (RawClient, serde_json::Value) {
     let mut client = RawClient::upgraded(server.address, WEBSOCKET_PATH);
@@ -108,8 +124,9 @@ fn other_namespaces_refused_and_connect_required_first() {
 
 /// Proves subscribe, publish and delivery as events: the subscribe is acknowledged, the
 /// `subscribed` event carries the `/ws` JSON, each publish is acknowledged with its seq, and
-/// each delivery is `42["message",{"topic","seq","data"}]` in order; a bad request is refused
-/// in its acknowledgement and the session survives.
+/// each delivery is `42["message",{"topic","seq","data"},"<offset>"]` in order (a client of one
+/// topic finds its recovery offset in the message); a bad request is refused in its
+/// acknowledgement and the session survives.
 #[test]
 fn subscribe_publish_and_deliveries_as_events() {
     let server = ServerProcess::start(&["--shards", "2"]);
@@ -144,10 +161,9 @@ fn subscribe_publish_and_deliveries_as_events() {
             assert_eq!(json[0]["op"], "published", "{text}");
             seqs.push((id.to_owned(), json[0]["seq"].as_u64().unwrap()));
             acks += 1;
-        } else if let Some(body) = text.strip_prefix("42[\"message\",") {
-            let json: serde_json::Value =
-                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
-            messages.push(json);
+        } else if let Some((message, offset)) = message_event(&text) {
+            assert!(offset.is_some(), "a client of one topic: {text}");
+            messages.push(message);
         } else if !text.starts_with(CURSOR_EVENT) {
             assert_eq!(text, "2", "unexpected packet {text}");
         }
@@ -368,10 +384,10 @@ fn run_socketio_recovery(transport: &str) {
     );
 }
 
-/// Proves an offset is resumed on whatever connection brings it back: a raw client
-/// subscribes, takes messages and its `cursor` events, then a new connection CONNECTs with the
-/// `pid` and the last offset and gets the same `pid`, `subscribed` and the messages published
-/// meanwhile, from the seq after the last it had; a garbled offset recovers nothing (new pid).
+/// Proves an offset is resumed on whatever connection brings it back: a raw client of one
+/// topic subscribes and takes a message with its offset, then a new connection CONNECTs with
+/// the `pid` and that offset and gets the same `pid`, `subscribed` and the messages published
+/// meanwhile, from the seq after the one it had; a garbled offset recovers nothing (new pid).
 #[test]
 fn offset_resumes_on_a_new_connection() {
     let server = ServerProcess::start(&["--shards", "2"]);
@@ -386,27 +402,11 @@ fn offset_resumes_on_a_new_connection() {
         &mut first,
         r#"421["publish",{"topic":"sio.offset","data":1}]"#,
     );
-    let mut offset = None;
-    let mut last_seq = None;
-    for _ in 0..64 {
-        let text = first.read_text();
-        if let Some(body) = text.strip_prefix("42[\"message\",") {
-            let json: serde_json::Value =
-                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
-            last_seq = json["seq"].as_u64();
-        } else if let Some(rest) = text.strip_prefix("42[\"cursor\",") {
-            let json: serde_json::Value =
-                serde_json::from_str(rest.strip_suffix(']').unwrap()).unwrap();
-            offset = Some(json.as_str().unwrap().to_owned());
-            if last_seq.is_some() {
-                break;
-            }
-        }
-    }
-    let (offset, last_seq) = (
-        offset.expect("a cursor event"),
-        last_seq.expect("a message"),
-    );
+    let (message, offset) = (0..64)
+        .find_map(|_| message_event(&first.read_text()))
+        .expect("a message within 64 packets");
+    let offset = offset.expect("a client of one topic finds its offset in the message");
+    let last_seq = message["seq"].as_u64().expect("a seq");
     drop(first);
 
     let (mut publisher, _) = opened(&server);
@@ -429,11 +429,8 @@ fn offset_resumes_on_a_new_connection() {
         if seqs.len() == 3 {
             break;
         }
-        let text = second.read_text();
-        if let Some(body) = text.strip_prefix("42[\"message\",") {
-            let json: serde_json::Value =
-                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
-            seqs.push(json["seq"].as_u64().unwrap());
+        if let Some((message, _)) = message_event(&second.read_text()) {
+            seqs.push(message["seq"].as_u64().unwrap());
         }
     }
     assert_eq!(seqs, [last_seq + 1, last_seq + 2, last_seq + 3]);
@@ -464,17 +461,17 @@ fn texts_until_unsubscribed(client: &mut RawClient) -> Vec<String> {
     panic!("no unsubscribed within 256 packets: {texts:?}");
 }
 
-/// A subscriber of `topic` on `server`, past its `subscribed` event and the `cursor` event
+/// A subscriber of `topics` on `server`, past their `subscribed` events and the `cursor` event
 /// that follows a subscription's change at once, whatever the interval.
-fn cursor_subscriber(server: &ServerProcess, topic: &str) -> RawClient {
+fn cursor_subscriber(server: &ServerProcess, topics: &[&str]) -> RawClient {
     let (mut subscriber, _) = opened(server);
     send_text(&mut subscriber, "40");
     read_text_starting(&mut subscriber, "40{");
-    send_text(
-        &mut subscriber,
-        &format!(r#"42["subscribe",{{"topics":["{topic}"]}}]"#),
-    );
-    read_text_starting(&mut subscriber, "42[\"subscribed\"");
+    let request = serde_json::json!(["subscribe", { "topics": topics }]);
+    send_text(&mut subscriber, &format!("42{request}"));
+    for _ in topics {
+        read_text_starting(&mut subscriber, "42[\"subscribed\"");
+    }
     let cursor = subscriber.read_text();
     assert!(cursor.starts_with(CURSOR_EVENT), "{cursor}");
     subscriber
@@ -492,31 +489,54 @@ fn publish_acknowledged(server: &ServerProcess, topic: &str, count: usize) {
     }
 }
 
-/// Proves `socketio_cursor_interval_ms` holds the `cursor` events that messages owe to the
-/// interval while a subscription's change still sends its own at once: with an interval of an
-/// hour, five messages published one after another's acknowledgement come with no `cursor`
-/// event between them, and the `unsubscribed` that follows brings one; with an interval of 50
-/// ms, a `cursor` event comes after the last message by itself (the deadline sends it) and
-/// resumes after it: a recovery with it gets only what was published later.
+/// The seqs of the next `count` packets, which must be `message` events, with their offsets.
+fn read_messages(client: &mut RawClient, count: usize) -> Vec<(u64, Option<String>)> {
+    (0..count)
+        .map(|_| {
+            let text = client.read_text();
+            let (message, offset) = message_event(&text)
+                .unwrap_or_else(|| panic!("only messages expected, got {text:?}"));
+            (message["seq"].as_u64().expect("a seq"), offset)
+        })
+        .collect()
+}
+
+/// CONNECTs a new connection with `pid` and `offset`, checks the session was recovered (the
+/// same `pid`) and returns the seq of the first message it is sent.
+fn recover_first_seq(server: &ServerProcess, pid: &str, offset: &str) -> u64 {
+    let (mut recovered, _) = opened(server);
+    let auth = serde_json::json!({ "pid": pid, "offset": offset });
+    send_text(&mut recovered, &format!("40{auth}"));
+    let connected = read_text_starting(&mut recovered, "40{");
+    let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
+    assert_eq!(json["pid"], pid, "{connected}");
+    (0..64)
+        .find_map(|_| message_event(&recovered.read_text()))
+        .and_then(|(message, _)| message["seq"].as_u64())
+        .expect("a message within 64 packets")
+}
+
+/// Proves `socketio_cursor_interval_ms` holds the `cursor` events that messages owe to a
+/// client of several topics (whose messages carry no offset) while a subscription's change
+/// still sends its own at once: with an interval of an hour, five messages published one
+/// after another's acknowledgement come with no `cursor` event between them, and the
+/// `unsubscribed` that follows brings one; with an interval of 50 ms, a `cursor` event comes
+/// after the last message by itself (the deadline sends it) and resumes after it: a recovery
+/// with it gets only what was published later.
 #[test]
 fn cursor_events_are_held_to_their_interval() {
     let server = ServerProcess::start_with_environment(
         &["--shards", "2"],
         &[("RINGCAST_SOCKETIO_CURSOR_INTERVAL_MS", "3600000")],
     );
-    let mut subscriber = cursor_subscriber(&server, "sio.interval");
+    let mut subscriber = cursor_subscriber(&server, &["sio.interval", "sio.interval.other"]);
     publish_acknowledged(&server, "sio.interval", 5);
-    let mut seqs = Vec::new();
-    while seqs.len() < 5 {
-        let text = subscriber.read_text();
-        let body = text.strip_prefix("42[\"message\",").unwrap_or_else(|| {
-            panic!("only messages before the interval passes, got {text:?}");
-        });
-        let json: serde_json::Value =
-            serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
-        seqs.push(json["seq"].as_u64().unwrap());
-    }
-    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let messages = read_messages(&mut subscriber, 5);
+    assert_eq!(
+        messages,
+        (1..=5).map(|seq| (seq, None)).collect::<Vec<_>>(),
+        "no offset in the messages of a client of two topics"
+    );
     send_text(
         &mut subscriber,
         r#"42["unsubscribe",{"topics":["sio.interval"]}]"#,
@@ -540,18 +560,17 @@ fn cursor_events_are_held_to_their_interval() {
     let pid = json["pid"].as_str().expect("a pid").to_owned();
     send_text(
         &mut subscriber,
-        r#"42["subscribe",{"topics":["sio.trailing"]}]"#,
+        r#"42["subscribe",{"topics":["sio.trailing","sio.trailing.other"]}]"#,
     );
+    read_text_starting(&mut subscriber, "42[\"subscribed\"");
     read_text_starting(&mut subscriber, "42[\"subscribed\"");
     publish_acknowledged(&server, "sio.trailing", 5);
     let mut last_seq = 0;
     let mut offset = None;
     for _ in 0..64 {
         let text = subscriber.read_text();
-        if let Some(body) = text.strip_prefix("42[\"message\",") {
-            let json: serde_json::Value =
-                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
-            last_seq = json["seq"].as_u64().unwrap();
+        if let Some((message, _)) = message_event(&text) {
+            last_seq = message["seq"].as_u64().unwrap();
             offset = None;
         } else if let Some(rest) = text.strip_prefix(CURSOR_EVENT) {
             let json: serde_json::Value =
@@ -565,22 +584,53 @@ fn cursor_events_are_held_to_their_interval() {
     let offset = offset.expect("a cursor event after the last message");
     drop(subscriber);
     publish_acknowledged(&server, "sio.trailing", 1);
-    let (mut recovered, _) = opened(&server);
-    let auth = serde_json::json!({ "pid": pid, "offset": offset });
-    send_text(&mut recovered, &format!("40{auth}"));
-    let connected = read_text_starting(&mut recovered, "40{");
+    assert_eq!(
+        recover_first_seq(&server, &pid, &offset),
+        6,
+        "only what came after the trailing cursor"
+    );
+}
+
+/// Proves a client of one topic needs no `cursor` event after messages: each message carries
+/// its offset as the event's last argument, even with `socketio_cursor_interval_ms` 0 (a
+/// `cursor` event every turn in which a client of several topics gets one), so five messages
+/// come with nothing between them, and a recovery from the third message's offset on a new
+/// connection starts at the fourth.
+#[test]
+fn one_topic_clients_find_their_offset_in_each_message() {
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "2"],
+        &[("RINGCAST_SOCKETIO_CURSOR_INTERVAL_MS", "0")],
+    );
+    let (mut subscriber, _) = opened(&server);
+    send_text(&mut subscriber, "40");
+    let connected = read_text_starting(&mut subscriber, "40{");
     let json: serde_json::Value = serde_json::from_str(&connected[2..]).unwrap();
-    assert_eq!(json["pid"], pid.as_str(), "{connected}");
-    let first_seq = (0..64)
-        .find_map(|_| {
-            let text = recovered.read_text();
-            let body = text.strip_prefix("42[\"message\",")?;
-            let json: serde_json::Value =
-                serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
-            json["seq"].as_u64()
-        })
-        .expect("a message within 64 packets");
-    assert_eq!(first_seq, 6, "only what came after the trailing cursor");
+    let pid = json["pid"].as_str().expect("a pid").to_owned();
+    send_text(&mut subscriber, r#"42["subscribe",{"topics":["sio.one"]}]"#);
+    read_text_starting(&mut subscriber, "42[\"subscribed\"");
+    let cursor = subscriber.read_text();
+    assert!(cursor.starts_with(CURSOR_EVENT), "{cursor}");
+    publish_acknowledged(&server, "sio.one", 5);
+    let messages = read_messages(&mut subscriber, 5);
+    let seqs: Vec<u64> = messages.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let offsets: Vec<&str> = messages
+        .iter()
+        .map(|(_, offset)| offset.as_deref().expect("an offset in each message"))
+        .collect();
+    assert!(
+        offsets.windows(2).all(|pair| pair[0] != pair[1]),
+        "{offsets:?}"
+    );
+    send_text(
+        &mut subscriber,
+        r#"42["unsubscribe",{"topics":["sio.one"]}]"#,
+    );
+    let texts = texts_until_unsubscribed(&mut subscriber);
+    assert_eq!(texts.len(), 1, "no cursor event owed: {texts:?}");
+    drop(subscriber);
+    assert_eq!(recover_first_seq(&server, &pid, offsets[2]), 4);
 }
 
 /// The cases of the official Socket.IO protocol test suite (socketio/socket.io-protocol's

@@ -69,11 +69,13 @@ fn next_message(client: &mut RawClient) -> (String, u64) {
             client.send_frame(OPCODE_TEXT, true, b"3");
             continue;
         }
-        let Some(body) = text.strip_prefix("42[\"message\",") else {
+        if !text.starts_with("42[\"message\",") {
             continue;
-        };
-        let json: serde_json::Value =
-            serde_json::from_str(body.strip_suffix(']').unwrap()).unwrap();
+        }
+        // `42["message",{…}]`, with the client's offset as a last argument when it reads
+        // one topic.
+        let event: serde_json::Value = serde_json::from_str(&text[2..]).unwrap();
+        let json = &event[1];
         return (
             json["topic"].as_str().unwrap().to_owned(),
             json["seq"].as_u64().unwrap(),

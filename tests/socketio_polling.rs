@@ -124,10 +124,15 @@ fn owner_shard(sid: &str) -> usize {
     (value(0) << 6) | value(1)
 }
 
-/// `42["message",{…}]`: the message's JSON.
+/// `42["message",{…}]` or, for a client of one topic, `42["message",{…},"<offset>"]`: the
+/// message's JSON.
 fn message_of(packet: &str) -> Option<serde_json::Value> {
-    let body = packet.strip_prefix("42[\"message\",")?.strip_suffix(']')?;
-    Some(serde_json::from_str(body).expect("a message's JSON"))
+    packet.strip_prefix("42[\"message\",")?;
+    let event: serde_json::Value = serde_json::from_str(&packet[2..]).expect("a message event");
+    match event.as_array().map(Vec::as_slice) {
+        Some([_, message] | [_, message, serde_json::Value::String(_)]) => Some(message.clone()),
+        _ => panic!("not a message event: {packet}"),
+    }
 }
 
 fn publish(server: &ServerProcess, topic: &str, data: &str) -> u64 {

@@ -9,7 +9,7 @@
 // the board run a script from elsewhere with the page's cookies.
 //
 // Recovery: socket.io-client sends back the last offset ringcast gave it (the `cursor`
-// event) and ringcast resubscribes it from there (`socket.recovered`). When it does not (a
+// event, or a message's last argument for a client of one topic) and ringcast resubscribes it from there (`socket.recovered`). When it does not (a
 // new session), the board subscribes again with `since` from its own positions, as
 // ringcast.js does. Either way a message already seen is dropped by its seq, so the
 // application sees each seq once and in order.

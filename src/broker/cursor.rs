@@ -61,10 +61,15 @@ pub type Position = Option<Since>;
 
 /// The digest of a topic list, in order.
 pub fn topics_digest(topics: &[TopicName]) -> u32 {
+    names_digest(topics.iter().map(TopicName::as_bytes))
+}
+
+/// [`topics_digest`] of topics given by their names' bytes (a delivered message's topic).
+pub fn names_digest<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> u32 {
     let mut hasher = Xxh3::new();
-    for topic in topics {
+    for name in names {
         // Names are printable ASCII: a NUL cannot occur in one, so it separates them.
-        hasher.update(topic.as_bytes());
+        hasher.update(name);
         hasher.update(&[0]);
     }
     hasher.digest() as u32

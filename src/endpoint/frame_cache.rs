@@ -18,13 +18,17 @@
 //! connection was sent before.
 //!
 //! A Socket.IO subscriber takes the body as the event `42["message",<body>]` in one WebSocket
-//! text frame, in a pooled buffer made on the first delivery to such a subscriber.
+//! text frame, in a pooled buffer made on the first delivery to such a subscriber; one that is
+//! subscribed to that topic alone takes `42["message",<body>,"<offset>"]` instead, its
+//! connection-state recovery offset being the same as every other such subscriber's (the
+//! topic's epoch and the message's seq), so that it needs no `cursor` event of its own.
 
 use super::EndpointKind;
 use super::outbound::{Frame, SharedFrames};
 use super::socketio;
 use crate::broker::Message;
 use crate::broker::message_pool::MessagePool;
+use crate::broker::topic::Epoch;
 use crate::protocol::websocket::deflate::{
     COMPRESSION_WINDOW_BITS_MIN, CompressorSet, WINDOW_BITS_MAX,
 };
@@ -42,6 +46,9 @@ pub enum FramingKey {
     Plain(EndpointKind),
     /// A WebSocket text frame compressed with a window of this many bits (9–15).
     CompressedWebSocket(u8),
+    /// The Socket.IO framing carrying the offset of a client of the message's topic alone,
+    /// standing at the message in this epoch.
+    SocketIoWithOffset(Epoch),
 }
 
 /// What compressed framings are made with: the shard's compressors.
@@ -65,6 +72,9 @@ pub struct FrameCache {
     sse: Option<Framing>,
     ndjson: Option<Framing>,
     socketio: Option<Framing>,
+    /// Nearly always one epoch per topic: a second replaces the first (it is still counted
+    /// in the ledger by the queues that took it).
+    socketio_with_offset: Option<(Epoch, Framing)>,
     compressed: [Option<Framing>; COMPRESSED_WINDOWS_COUNT],
 }
 
@@ -120,10 +130,26 @@ impl FrameCache {
             self.sse = None;
             self.ndjson = None;
             self.socketio = None;
+            self.socketio_with_offset = None;
             self.compressed = Default::default();
         }
         let kind = match key {
             FramingKey::Plain(kind) => kind,
+            FramingKey::SocketIoWithOffset(epoch) => {
+                let cached = &mut self.socketio_with_offset;
+                if cached
+                    .as_ref()
+                    .is_none_or(|(made_for, _)| *made_for != epoch)
+                {
+                    let offset = socketio::OneTopicOffset::new(message, epoch);
+                    let body = message.body();
+                    let frame = Frame::Shared(pool.fill(offset.message_frame_bytes(body), |out| {
+                        offset.write_message_frame(body, out)
+                    }));
+                    *cached = Some((epoch, Framing { frame, slot: None }));
+                }
+                return cached.as_mut().map(|(_, framing)| framing);
+            }
             FramingKey::CompressedWebSocket(window_bits) => {
                 let index = usize::from(window_bits - COMPRESSION_WINDOW_BITS_MIN);
                 return Some(self.compressed[index].get_or_insert_with(|| Framing {

@@ -40,6 +40,7 @@ use crate::protocol::http1::RequestLimits;
 use crate::protocol::pool::BufferPool;
 use crate::protocol::websocket::deflate::CompressorSet;
 use crate::protocol::websocket::frame::FrameEncoder;
+use frame_cache::FramingKey;
 use http::HttpEndpoint;
 use outbound::Outbound;
 use socketio::{SocketIoConfig, SocketIoEndpoint};
@@ -295,6 +296,25 @@ impl Endpoint {
 
     /// The window of the compressed frames this endpoint takes: `Some` only for a WebSocket
     /// that negotiated permessage-deflate with a window zlib can compress for.
+    /// Which shared framing of `message` this endpoint takes: the compressed one for a
+    /// compressing WebSocket (unless the body is shorter than `compression_bytes_min`), the one
+    /// with the offset for a Socket.IO client of that topic alone, else its kind's plain one.
+    pub fn framing_key(&self, message: &Message, compression_bytes_min: usize) -> FramingKey {
+        match self {
+            Endpoint::WebSocket(websocket) => match websocket.compression_window_bits() {
+                Some(window_bits) if message.body().len() >= compression_bytes_min => {
+                    FramingKey::CompressedWebSocket(window_bits)
+                }
+                _ => FramingKey::Plain(EndpointKind::WebSocket),
+            },
+            Endpoint::SocketIo(socketio) => match socketio.message_offset_epoch(message) {
+                Some(epoch) => FramingKey::SocketIoWithOffset(epoch),
+                None => FramingKey::Plain(EndpointKind::SocketIo),
+            },
+            _ => FramingKey::Plain(self.kind()),
+        }
+    }
+
     pub fn compression_window_bits(&self) -> Option<u8> {
         match self {
             Endpoint::WebSocket(websocket) => websocket.compression_window_bits(),

@@ -45,6 +45,7 @@ use crate::broker::idempotency::IdempotencyKey;
 use crate::broker::owner::OwnerError;
 use crate::broker::owner::Since;
 use crate::broker::request::{Request, parse_event};
+use crate::broker::topic::{Epoch, TOPIC_BYTES_LIMIT};
 use crate::broker::{BrokerRequest, Message, Reply, TopicName};
 use crate::protocol::CloseCode;
 use crate::protocol::decimal::decimal;
@@ -135,7 +136,8 @@ pub struct SocketIoConfig {
     /// sends it at the end of its turn. A client that reconnects gets again what came after
     /// its last `cursor` event (the same seqs: it drops what it has seen), so a longer
     /// interval repeats more on a recovery and must stay well inside the topics' history;
-    /// 0 sends it at the end of every turn in which it moved.
+    /// 0 sends it at the end of every turn in which it moved. A client of one topic finds
+    /// its offset in each message instead ([`OneTopicOffset`]) and owes no `cursor` event for it.
     pub socketio_cursor_interval_ms: u64,
 }
 
@@ -690,10 +692,18 @@ impl SocketIoEndpoint {
         self.client.recovery.took_reply(reply)
     }
 
-    /// The shared framing of `message` was just queued. Returns whether a `cursor` event is
-    /// owed at the end of the turn.
+    /// The shared framing of `message` was just queued (the one [`Self::message_offset_epoch`]
+    /// chose). Returns whether a `cursor` event is owed at the end of the turn.
     pub fn took_message(&mut self, message: &Message) -> bool {
         self.client.recovery.took_message(message)
+    }
+
+    /// `Some(epoch)` when this client's offset, once it has `message`, is the one every
+    /// client of that topic alone would have: it then takes the framing of `message` that
+    /// carries that offset as its last argument (made once per shard), and owes no `cursor`
+    /// event for it.
+    pub fn message_offset_epoch(&self, message: &Message) -> Option<Epoch> {
+        self.client.recovery.offset_epoch(message)
     }
 
     /// The end of a turn in which the client's offset moved: one `cursor` event, if it is
@@ -1401,13 +1411,27 @@ impl Recovery {
     }
 
     fn took_message(&mut self, message: &Message) -> bool {
+        let offset_carried = self.offset_epoch(message).is_some();
         match &mut self.positions {
             Some(positions) => {
                 positions.took_message(message);
-                self.owed = true;
-                true
+                // The message's framing carried the whole offset: the client holds it.
+                self.owed = !offset_carried;
+                self.urgent &= !offset_carried;
+                !offset_carried
             }
             None => false,
+        }
+    }
+
+    /// The epoch of the client's one topic when that topic is `message`'s and the client knows
+    /// its epoch: its offset after `message` is then [`OneTopicOffset`]'s, the same for every
+    /// such client, and the message's shared framing can carry it.
+    fn offset_epoch(&self, message: &Message) -> Option<Epoch> {
+        let positions = self.positions.as_ref()?;
+        match (positions.topics(), positions.positions()) {
+            ([topic], [Some(position)]) if topic.as_bytes() == message.topic() => position.epoch,
+            _ => None,
         }
     }
 
@@ -1501,6 +1525,79 @@ fn new_session_id() -> [u8; SESSION_ID_BYTES] {
     id
 }
 
+/// Characters of the cursor of one topic at most.
+const ONE_TOPIC_CURSOR_BYTES_MAX: usize = crate::broker::cursor::cursor_text_bytes_max(1);
+/// Characters of one topic's name in base64url at most.
+const ONE_TOPIC_NAMES_BYTES_MAX: usize = TOPIC_BYTES_LIMIT.div_ceil(3) * 4;
+
+/// The offset of a client whose one topic is a delivered message's, once it has that message:
+/// what its `cursor` event would say (same cursor, same names), so that the message's framing
+/// can carry it as the event's last argument, `42["message",<body>,"<offset>"]`, for every
+/// such client of the shard at once. socket.io-client keeps that argument as its offset.
+pub struct OneTopicOffset {
+    cursor: [u8; ONE_TOPIC_CURSOR_BYTES_MAX],
+    cursor_bytes: usize,
+    names: [u8; ONE_TOPIC_NAMES_BYTES_MAX],
+    names_bytes: usize,
+}
+
+impl OneTopicOffset {
+    /// The offset of standing at `message` in `epoch`.
+    pub fn new(message: &Message, epoch: Epoch) -> OneTopicOffset {
+        use base64::Engine as _;
+        let topic = message.topic();
+        let position = Some(Since {
+            seq: message.seq(),
+            epoch: Some(epoch),
+        });
+        let digest = crate::broker::cursor::names_digest([topic]);
+        let mut offset = OneTopicOffset {
+            cursor: [0; ONE_TOPIC_CURSOR_BYTES_MAX],
+            cursor_bytes: 0,
+            names: [0; ONE_TOPIC_NAMES_BYTES_MAX],
+            names_bytes: 0,
+        };
+        offset.cursor_bytes =
+            crate::broker::cursor::encode(digest, &[position], &mut offset.cursor);
+        offset.names_bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode_slice(topic, &mut offset.names)
+            .expect("a topic's name is at most TOPIC_BYTES_LIMIT bytes");
+        offset
+    }
+
+    fn parts<'a>(&'a self, body: &'a [u8]) -> [&'a [u8]; 7] {
+        [
+            MESSAGE_PREFIX,
+            body,
+            b",\"",
+            &self.cursor[..self.cursor_bytes],
+            &[OFFSET_SEPARATOR],
+            &self.names[..self.names_bytes],
+            b"\"]",
+        ]
+    }
+
+    /// Bytes of the framing of `body` with this offset: one WebSocket text frame holding
+    /// `42["message",<body>,"<offset>"]`.
+    pub fn message_frame_bytes(&self, body: &[u8]) -> usize {
+        let payload_bytes: usize = self.parts(body).iter().map(|part| part.len()).sum();
+        let mut head = [0u8; HEAD_BYTES_MAX];
+        text_frame_head(payload_bytes, &mut head) + payload_bytes
+    }
+
+    /// Writes the framing [`OneTopicOffset::message_frame_bytes`] counts.
+    pub fn write_message_frame(&self, body: &[u8], out: &mut Vec<u8>) {
+        let parts = self.parts(body);
+        let payload_bytes: usize = parts.iter().map(|part| part.len()).sum();
+        let mut head = [0u8; HEAD_BYTES_MAX];
+        let head_bytes = text_frame_head(payload_bytes, &mut head);
+        out.extend_from_slice(&head[..head_bytes]);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+    }
+}
+
 /// What a delivered message's framing for Socket.IO clients starts with.
 const MESSAGE_PREFIX: &[u8] = b"42[\"message\",";
 
@@ -1521,4 +1618,65 @@ pub fn write_message_frame(body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(MESSAGE_PREFIX);
     out.extend_from_slice(body);
     out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &'static str) -> TopicName {
+        TopicName::new(Bytes::from_static(name.as_bytes()), TOPIC_BYTES_LIMIT).unwrap()
+    }
+
+    /// The text of the string argument that ends a frame's event (`…,"<offset>"]`).
+    fn last_argument(frame: &[u8]) -> String {
+        let text = String::from_utf8_lossy(frame);
+        let end = text.rfind("\"]").unwrap();
+        let start = text[..end].rfind('"').unwrap() + 1;
+        text[start..end].to_owned()
+    }
+
+    /// The offset a message's shared framing carries for a client of its topic alone is the
+    /// one that client's own `cursor` event would send, which resumes right after the message;
+    /// a client of two topics gets no such framing and owes its `cursor` event.
+    #[test]
+    fn a_one_topic_offset_is_the_cursor_event_offset() {
+        let epoch = Epoch(0x0123_4567_89ab_cdef);
+        let message = Message::new(&topic("AAPL"), 42, b"1.5");
+        let mut recovery = Recovery::default();
+        recovery.add(
+            &topic("AAPL"),
+            Some(Since {
+                seq: 40,
+                epoch: Some(epoch),
+            }),
+        );
+        assert_eq!(recovery.offset_epoch(&message), Some(epoch));
+        assert!(!recovery.took_message(&message), "nothing owed after it");
+        assert_eq!(recovery.due_ms(0), u64::MAX);
+
+        let offset = OneTopicOffset::new(&message, epoch);
+        let mut frame = Vec::new();
+        offset.write_message_frame(message.body(), &mut frame);
+        assert_eq!(frame.len(), offset.message_frame_bytes(message.body()));
+        let carried = last_argument(&frame);
+        recovery.owed = true;
+        let mut encoder = FrameEncoder::new(4096);
+        let event = recovery.cursor_event(&mut encoder, 0).unwrap();
+        assert_eq!(carried, last_argument(&event));
+        let (topics, positions) = decode_offset(&carried, TOPIC_BYTES_LIMIT).unwrap();
+        assert_eq!(topics, [topic("AAPL")]);
+        assert_eq!(
+            positions,
+            [Some(Since {
+                seq: 42,
+                epoch: Some(epoch)
+            })]
+        );
+
+        recovery.add(&topic("MSFT"), None);
+        let next = Message::new(&topic("AAPL"), 43, b"1.6");
+        assert_eq!(recovery.offset_epoch(&next), None);
+        assert!(recovery.took_message(&next), "a cursor event owed");
+    }
 }

@@ -6,7 +6,7 @@
 use super::connection::{Connection, ConnectionTable};
 use crate::broker::owner::OwnerError;
 use crate::broker::{Clients, Message, QueueLimits, Reply, ShardMemory};
-use crate::endpoint::frame_cache::{FrameCache, FramingKey};
+use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
 use crate::endpoint::{Context, EndpointKind, Next};
 use crate::protocol::CloseCode;
@@ -76,15 +76,10 @@ impl ShardClients<'_> {
             turn_list(connection, client, self.turn_list);
             return true;
         }
-        // A compressing subscriber takes the compressed framing, unless the message is too
-        // short to gain from it.
         let compression_bytes_min = self.context.settings.protocol.compression_message_bytes_min;
-        let key = match connection.endpoint.compression_window_bits() {
-            Some(window_bits) if message.body().len() >= compression_bytes_min => {
-                FramingKey::CompressedWebSocket(window_bits)
-            }
-            _ => FramingKey::Plain(kind),
-        };
+        let key = connection
+            .endpoint
+            .framing_key(message, compression_bytes_min);
         let pool = &mut self.context.frames;
         let compressors = &mut self.context.compressors;
         let Some(frame) = self.frame_cache.frame(key, message, pool, compressors) else {

@@ -13,7 +13,8 @@
 //!   emits `42["subscribe",{"topics":[…]}]`, answered by the event `42["subscribed",{…}]`
 //!   with the JSON protocol's object. Deliveries are `42["message",{"topic":…,"seq":N,
 //!   "data":…}]`: the JSON protocol's delivery as the event's argument, so it is read the same
-//!   way. The server's heartbeat `2` is answered `3`; ringcast's `cursor` events (its
+//!   way. The server's heartbeat `2` is answered `3`; ringcast's `cursor` events and the offset
+//!   it appends to the messages of a client of one topic (`42["message",{…},"<offset>"]`, its
 //!   connection-state recovery) are of no interest here.
 
 use serde::Deserialize;
@@ -301,10 +302,30 @@ fn socketio_event(rest: &[u8]) -> Option<SocketIoPacket<'_>> {
     }
     let argument = match &after[1..] {
         [] => &[][..],
-        [b',', argument @ ..] => argument,
+        [b',', argument @ ..] => without_offset(argument),
         _ => return None,
     };
     Some(SocketIoPacket::Event { name, argument })
+}
+
+/// The event's first argument without the recovery offset ringcast appends to the messages of
+/// a client of one topic (`{…},"<offset>"`; an offset is base64url and dots, so it holds
+/// neither a quote nor a comma).
+fn without_offset(arguments: &[u8]) -> &[u8] {
+    let Some(inner) = arguments.strip_suffix(b"\"") else {
+        return arguments;
+    };
+    let Some(quote) = inner.iter().rposition(|byte| *byte == b'"') else {
+        return arguments;
+    };
+    let offset = &inner[quote + 1..];
+    let is_offset = offset
+        .iter()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
+    match inner[..quote].strip_suffix(b",") {
+        Some(first) if is_offset => first,
+        _ => arguments,
+    }
 }
 
 /// Ringcast's event carrying its connection-state recovery offset, unused by the load test.
@@ -436,8 +457,11 @@ mod tests {
         let (expected, text) = data(7);
         let open = br#"0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#;
         let message = format!("42[\"message\",{{\"topic\":\"T0003\",\"seq\":48,\"data\":{text}}}]");
+        let with_offset = format!(
+            "42[\"message\",{{\"topic\":\"T0003\",\"seq\":48,\"data\":{text}}},\"AbC-_9.VDAwMDM\"]"
+        );
         let subscribed = br#"42["subscribed",{"op":"subscribed","topic":"T0003","seq":41}]"#;
-        let cases: [(&[u8], Incoming); 11] = [
+        let cases: [(&[u8], Incoming); 12] = [
             (open, Incoming::Opened),
             (b"2", Incoming::PingRequest),
             (
@@ -456,6 +480,14 @@ mod tests {
             ),
             (
                 message.as_bytes(),
+                Incoming::Delivery {
+                    topic: 3,
+                    seq: Some(48),
+                    data: expected,
+                },
+            ),
+            (
+                with_offset.as_bytes(),
                 Incoming::Delivery {
                     topic: 3,
                     seq: Some(48),
