@@ -20,9 +20,10 @@ use crate::broker::{Command, TopicName};
 use crate::config::ServerConfig;
 use crate::egress::Egress;
 use crate::egress::nats::{NatsBridge, ShardInbox};
+use crate::endpoint::socketio_polling::SessionDirectory;
 use crate::shard::mailbox::{Mailbox, WakeError, Waker};
 use crate::shard::metrics_board::MetricsBoard;
-use crate::shard::{Shard, ShardReport, Shared, TlsListener};
+use crate::shard::{Shard, ShardReport, Shared, TlsListener, engine_session_slots};
 use crate::transport::tls::certificates::{self, CertificateError, Certificates, Loaded};
 
 /// The listen backlog; the kernel caps it at net.core.somaxconn.
@@ -141,8 +142,15 @@ impl Server {
             auth.handshakes_per_ip_per_second,
             auth.addresses_tracked_max,
         ));
+        let (slot_start, sessions_max) = engine_session_slots(&config);
+        let engine_sessions = Arc::new(SessionDirectory::new(
+            listeners.len(),
+            slot_start,
+            sessions_max,
+        ));
         for (index, listener) in listeners.into_iter().enumerate() {
             let mailboxes = Arc::clone(&mailboxes);
+            let engine_sessions = Arc::clone(&engine_sessions);
             let authenticator = Arc::clone(&authenticator);
             let address_limits = Arc::clone(&address_limits);
             let metrics_board = Arc::clone(&metrics_board);
@@ -178,6 +186,7 @@ impl Server {
                         address_limits,
                         egress,
                         nats,
+                        engine_sessions,
                     };
                     let listeners = [Some(listener), tls_listener];
                     run_shard(config, listeners, shared, pin_core, ready)

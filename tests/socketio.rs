@@ -289,6 +289,43 @@ fn websocket_naming_a_closed_session_gets_400() {
     assert_unknown_sid_refused(&server, &path);
 }
 
+/// Proves every shard refuses with 400, before any 101, a WebSocket naming a session that no
+/// shard has, not only the shard the id names: on a 2-shard server with one long-polling
+/// session open, its id with the random part changed and its id naming the other shard (the
+/// same slot, free there) are refused on each of 16 connections of each, which land on both
+/// shards; the session's own id is still upgraded.
+#[test]
+fn websocket_naming_no_shards_session_gets_400_on_every_shard() {
+    let server = ServerProcess::start(&["--shards", "2"]);
+    let mut client = RawClient::connect(server.address);
+    let handshake = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n";
+    client.write(handshake.as_bytes());
+    let response = client.read_response();
+    assert_eq!(response.status, 200);
+    let open: serde_json::Value = serde_json::from_slice(&response.body[1..]).unwrap();
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // The id's second character holds the shard's six low bits, its last the random part's.
+    let with_character = |index: usize, flip: usize| {
+        let mut bytes = sid.clone().into_bytes();
+        let value = ALPHABET.find(bytes[index] as char).expect("base64url");
+        bytes[index] = ALPHABET.as_bytes()[value ^ flip];
+        String::from_utf8(bytes).unwrap()
+    };
+    let impostor = with_character(sid.len() - 1, 0b10_0000);
+    let other_shard = with_character(1, 1);
+    for _ in 0..16 {
+        for id in [&impostor, &other_shard] {
+            let path = format!("/socket.io/?EIO=4&transport=websocket&sid={id}");
+            assert_unknown_sid_refused(&server, &path);
+        }
+    }
+    let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    let mut upgraded = RawClient::upgraded(server.address, &path);
+    send_text(&mut upgraded, "2probe");
+    assert_eq!(upgraded.read_text(), "3probe");
+}
+
 /// Proves the real npm `socket.io-client` over WebSocket only: it connects, subscribes,
 /// publishes with acknowledgements, receives every message in order, and is refused a
 /// namespace other than `/`.

@@ -1015,9 +1015,9 @@ impl Answer<'_> {
         let sessions = self.engine_sessions;
         let upgraded = match check_engine_query(head.query(), true, polling_enabled, sessions) {
             Ok(EngineQuery::Open) => Upgraded::SocketIo(self.socketio_start(head, mode)?),
-            // The session's id is its credential, checked by its shard (an id this shard could
-            // not place was refused above; one of another shard's that it does not know closes
-            // the WebSocket at once); the handshake's token was checked when it opened.
+            // The session's id is its credential, checked by its shard (an id no shard has
+            // open was refused above; one whose session is closing closes the WebSocket at
+            // once); the handshake's token was checked when it opened.
             Ok(EngineQuery::Session(address)) => Upgraded::SocketIoCarrier(address),
             Err(refusal) => {
                 self.refuse_engine_handshake(refusal);

@@ -21,6 +21,9 @@
 //! client that has them, so nothing queued can be lost or delivered twice across a switch of
 //! carrier, and any carrier on any shard sees the one queue in order.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use bytes::Bytes;
 use tracing::debug;
 
@@ -107,77 +110,106 @@ pub fn session_address(id: &str) -> Option<SessionAddress> {
 pub enum SessionWhere {
     /// Open on this shard (a request for it may still find it closing: its shard decides).
     Here,
-    /// Named for another shard of this server, which alone knows whether it is open.
+    /// Open on another shard of this server, as far as the directory tells (that shard checks
+    /// the whole id, and may find the session closing).
     OtherShard,
-    /// Not a session: named for this shard and not in its slot, or for no shard of this
-    /// server.
+    /// Not a session: no open session of any shard has that id in that slot, or it names no
+    /// shard of this server.
     Unknown,
 }
 
-/// The ids of this shard's open sessions, by slot, as its connections see them: enough for
-/// an upgrade naming a session to be refused before its 101 when the id cannot be one (the
-/// reference server's 400 `Session ID unknown`). Grows with the slots first used, as the
-/// shard's session table does (23 bytes a slot).
+/// Every shard's open sessions, by shard and slot, as a 32-bit mark of each one's id (0: no
+/// session): enough for a WebSocket naming a session, on whatever shard it lands, to be
+/// refused before its 101 when no shard has that session (the reference server's 400
+/// `Session ID unknown`). Each shard writes only its own row, when a session opens and when
+/// its slot is freed; every shard reads any row, without waiting for the owner. A mark is a
+/// filter, not the credential: an id that matches one still goes to its shard, which compares
+/// the whole id. 4 bytes per session slot of every shard (64 KiB a shard at the default
+/// 16,384), made at start-up and only when long polling is served.
 #[derive(Debug)]
-pub struct LocalSessions {
-    shard_index: usize,
+pub struct SessionDirectory {
     shard_count: usize,
+    /// The first session slot (after the connection table's); the same on every shard.
     slot_start: u32,
-    ids: Vec<Option<[u8; SESSION_ID_BYTES]>>,
+    slots_per_shard: usize,
+    marks: Box<[AtomicU32]>,
 }
 
-impl Default for LocalSessions {
-    /// No shard's directory (endpoints tested without one): every id is another shard's to
-    /// judge, as before this shard knew its own.
-    fn default() -> Self {
-        LocalSessions {
-            shard_index: usize::MAX,
-            shard_count: usize::MAX,
-            slot_start: 0,
-            ids: Vec::new(),
+impl SessionDirectory {
+    pub fn new(shard_count: usize, slot_start: usize, slots_per_shard: usize) -> SessionDirectory {
+        let marks = (0..shard_count * slots_per_shard)
+            .map(|_| AtomicU32::new(0))
+            .collect();
+        SessionDirectory {
+            shard_count,
+            slot_start: slot_start as u32,
+            slots_per_shard,
+            marks,
         }
+    }
+
+    fn entry(&self, shard: usize, slot: u32) -> Option<&AtomicU32> {
+        let index = slot.checked_sub(self.slot_start)? as usize;
+        if shard >= self.shard_count || index >= self.slots_per_shard {
+            return None;
+        }
+        self.marks.get(shard * self.slots_per_shard + index)
     }
 }
 
+/// The mark of a session id in the directory: never 0 (no session).
+fn mark(id: &[u8; SESSION_ID_BYTES]) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(id) as u32).max(1)
+}
+
+/// One shard's view of the [`SessionDirectory`]: it records its own sessions and places any
+/// id before a connection is upgraded or a request forwarded.
+#[derive(Debug, Default)]
+pub struct LocalSessions {
+    shard_index: usize,
+    /// `None` (endpoints tested without one): every id is another shard's to judge.
+    directory: Option<Arc<SessionDirectory>>,
+}
+
 impl LocalSessions {
-    pub fn new(shard_index: usize, shard_count: usize, slot_start: usize) -> LocalSessions {
+    pub fn new(shard_index: usize, directory: Arc<SessionDirectory>) -> LocalSessions {
         LocalSessions {
             shard_index,
-            shard_count,
-            slot_start: slot_start as u32,
-            ids: Vec::new(),
+            directory: Some(directory),
         }
     }
 
     /// A session opened in `slot` under `id`.
     pub fn opened(&mut self, slot: u32, id: &[u8; SESSION_ID_BYTES]) {
-        let index = (slot - self.slot_start) as usize;
-        if index >= self.ids.len() {
-            self.ids.resize(index + 1, None);
+        if let Some(entry) = self.own_entry(slot) {
+            // Release: a shard that reads the mark after the client learnt the id (which
+            // goes out after this) finds it.
+            entry.store(mark(id), Ordering::Release);
         }
-        self.ids[index] = Some(*id);
     }
 
     /// The session in `slot` is gone.
     pub fn closed(&mut self, slot: u32) {
-        let index = slot.wrapping_sub(self.slot_start) as usize;
-        if let Some(entry) = self.ids.get_mut(index) {
-            *entry = None;
+        if let Some(entry) = self.own_entry(slot) {
+            entry.store(0, Ordering::Release);
         }
     }
 
+    fn own_entry(&self, slot: u32) -> Option<&AtomicU32> {
+        self.directory.as_ref()?.entry(self.shard_index, slot)
+    }
+
     pub fn locate(&self, address: &SessionAddress) -> SessionWhere {
-        let shard = usize::from(address.shard);
-        if shard >= self.shard_count {
-            return SessionWhere::Unknown;
-        }
-        if shard != self.shard_index {
+        let Some(directory) = &self.directory else {
             return SessionWhere::OtherShard;
-        }
-        let index = address.slot.checked_sub(self.slot_start);
-        let id = index.and_then(|index| self.ids.get(index as usize));
-        match id {
-            Some(Some(id)) if *id == address.id => SessionWhere::Here,
+        };
+        let shard = usize::from(address.shard);
+        let entry = directory.entry(shard, address.slot);
+        match entry.map(|entry| entry.load(Ordering::Acquire)) {
+            Some(found) if found == mark(&address.id) && shard == self.shard_index => {
+                SessionWhere::Here
+            }
+            Some(found) if found == mark(&address.id) => SessionWhere::OtherShard,
             _ => SessionWhere::Unknown,
         }
     }
@@ -532,35 +564,39 @@ mod tests {
         assert_ne!(session_id(3, 9), session_id(3, 9), "96 random bits");
     }
 
-    /// Proves a shard tells its own sessions from ids that cannot be one (a free slot, a
-    /// slot of another session, a shard the server does not have) and leaves another shard's
-    /// ids to that shard.
+    /// Proves shards tell open sessions, theirs and the others', from ids that cannot be one
+    /// (a free slot, a slot of another session, a shard or slot the server does not have),
+    /// and forget a session once its slot is freed.
     #[test]
-    fn a_shard_knows_its_own_sessions() {
-        let mut sessions = LocalSessions::new(1, 3, 100);
+    fn shards_know_every_open_session() {
+        let directory = Arc::new(SessionDirectory::new(3, 100, 8));
+        let mut first = LocalSessions::new(1, Arc::clone(&directory));
+        let mut second = LocalSessions::new(2, Arc::clone(&directory));
         let id = session_id(1, 105);
         let address = |id: &[u8; SESSION_ID_BYTES]| {
             session_address(std::str::from_utf8(id).expect("ASCII")).expect("ours")
         };
-        assert_eq!(sessions.locate(&address(&id)), SessionWhere::Unknown);
-        sessions.opened(105, &id);
-        assert_eq!(sessions.locate(&address(&id)), SessionWhere::Here);
+        assert_eq!(first.locate(&address(&id)), SessionWhere::Unknown);
+        assert_eq!(second.locate(&address(&id)), SessionWhere::Unknown);
+        first.opened(105, &id);
+        assert_eq!(first.locate(&address(&id)), SessionWhere::Here);
+        assert_eq!(second.locate(&address(&id)), SessionWhere::OtherShard);
         let impostor = session_id(1, 105);
-        assert_eq!(sessions.locate(&address(&impostor)), SessionWhere::Unknown);
-        for (shard, slot) in [(1, 104), (1, 5), (1, 106)] {
+        assert_eq!(first.locate(&address(&impostor)), SessionWhere::Unknown);
+        assert_eq!(second.locate(&address(&impostor)), SessionWhere::Unknown);
+        for (shard, slot) in [(1, 104), (1, 5), (1, 106), (1, 108), (2, 105), (3, 105)] {
             let other = session_id(shard, slot);
-            assert_eq!(sessions.locate(&address(&other)), SessionWhere::Unknown);
+            assert_eq!(first.locate(&address(&other)), SessionWhere::Unknown);
+            assert_eq!(second.locate(&address(&other)), SessionWhere::Unknown);
         }
-        let elsewhere = session_id(2, 105);
-        assert_eq!(
-            sessions.locate(&address(&elsewhere)),
-            SessionWhere::OtherShard
-        );
-        let beyond = session_id(3, 105);
-        assert_eq!(sessions.locate(&address(&beyond)), SessionWhere::Unknown);
-        sessions.closed(105);
-        sessions.closed(7);
-        assert_eq!(sessions.locate(&address(&id)), SessionWhere::Unknown);
+        let theirs = session_id(2, 107);
+        second.opened(107, &theirs);
+        assert_eq!(first.locate(&address(&theirs)), SessionWhere::OtherShard);
+        assert_eq!(second.locate(&address(&theirs)), SessionWhere::Here);
+        first.closed(105);
+        first.closed(7);
+        assert_eq!(first.locate(&address(&id)), SessionWhere::Unknown);
+        assert_eq!(second.locate(&address(&id)), SessionWhere::Unknown);
         let untold = LocalSessions::default();
         assert_eq!(untold.locate(&address(&id)), SessionWhere::OtherShard);
     }

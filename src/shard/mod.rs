@@ -50,7 +50,7 @@ use crate::egress::nats::metrics::ClusterCollector;
 use crate::egress::webhook::metrics::WebhookCollector;
 use crate::endpoint::frame_cache::FrameCache;
 use crate::endpoint::outbound::QueueMemory;
-use crate::endpoint::socketio_polling::LocalSessions;
+use crate::endpoint::socketio_polling::{LocalSessions, SessionDirectory};
 use crate::endpoint::{Context, EndpointKind};
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
@@ -117,6 +117,19 @@ pub struct Shared {
     pub egress: Option<EgressLink>,
     /// The way to the NATS bridge, when clustered (`nats_urls`).
     pub nats: Option<NatsLink>,
+    /// Every shard's open Engine.IO sessions, so that any shard can refuse an id none has.
+    pub engine_sessions: Arc<SessionDirectory>,
+}
+
+/// The Engine.IO session slots of each shard: after its connection table's, as many as
+/// `socketio_polling_sessions_max` when long polling is served.
+pub fn engine_session_slots(config: &ServerConfig) -> (usize, usize) {
+    let table_slots = config.connections_per_shard_max + RESERVED_FILE_SLOTS;
+    let sessions_max = match config.socketio.socketio_polling_enabled {
+        true => config.socketio.socketio_polling_sessions_max,
+        false => 0,
+    };
+    (table_slots, sessions_max)
 }
 
 /// A shard's TLS listener.
@@ -222,14 +235,12 @@ impl Shard {
             address_limits,
             egress,
             nats,
+            engine_sessions,
         } = shared;
         mailboxes[shard_index].set_ring_fd(ring.raw_fd());
         let shards = mailboxes.len();
         // Sessions take the slots after the table's: clients of the broker, with timers.
-        let sessions_max = match config.socketio.socketio_polling_enabled {
-            true => config.socketio.socketio_polling_sessions_max,
-            false => 0,
-        };
+        let (_, sessions_max) = engine_session_slots(&config);
         let client_slots = table_slots + sessions_max;
         let mut fanout = new_fanout(&config, shard_index, shards, client_slots, epoch_seed);
         let mut metrics = MetricsView::new(Arc::clone(&metrics_board));
@@ -243,7 +254,7 @@ impl Shard {
         }
         let connected = nats.as_ref().map(|nats| Arc::clone(&nats.connected));
         let mut context = new_context(&config, authenticator, metrics, connected);
-        context.engine_sessions = LocalSessions::new(shard_index, shards, table_slots);
+        context.engine_sessions = LocalSessions::new(shard_index, engine_sessions);
         Ok(Shard {
             ring,
             receive_buffers,
