@@ -172,3 +172,45 @@ fn the_echo_path_is_off_by_default() {
     assert_eq!(status, 200);
     assert!(body.starts_with(b"0{\"sid\""));
 }
+
+/// Proves a session is known only at the path that opened it, as if the echo path and the
+/// Socket.IO path were two servers: an echo session's id at `/socket.io/` and a Socket.IO
+/// session's id at `/engine.io/` are refused, polling and WebSocket alike, with 400
+/// `Session ID unknown`, while each still works at its own path.
+#[test]
+fn a_session_is_unknown_at_the_other_path() {
+    let server = ServerProcess::start_with_environment(
+        &["--shards", "2"],
+        &[("RINGCAST_ENGINEIO_ECHO_PATH", ECHO_PATH)],
+    );
+    let echo_sid = open_polling(&server);
+    let (status, body) = request(&server, "GET", "/socket.io/?EIO=4&transport=polling", b"");
+    assert_eq!(status, 200);
+    let open: serde_json::Value = serde_json::from_slice(&body[1..]).expect("the open packet");
+    let socketio_sid = open["sid"].as_str().expect("a sid").to_owned();
+    let unknown = serde_json::json!({"code": 1, "message": "Session ID unknown"});
+    for (path, sid) in [("/socket.io/", &echo_sid), ("/engine.io/", &socketio_sid)] {
+        let polling = format!("{path}?EIO=4&transport=polling&sid={sid}");
+        for method in ["GET", "POST"] {
+            let (status, body) = request(&server, method, &polling, b"4x");
+            assert_eq!(status, 400, "{method} {polling}");
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body, unknown, "{method} {polling}");
+        }
+        let upgrade = format!("{path}?EIO=4&transport=websocket&sid={sid}");
+        let mut client = RawClient::connect(server.address);
+        client.write(support::server::upgrade_request(&upgrade).as_bytes());
+        let response = client.read_response();
+        assert_eq!(response.status, 400, "{upgrade}: {response:?}");
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body, unknown, "{upgrade}");
+    }
+    let polling = format!("/engine.io/?EIO=4&transport=polling&sid={echo_sid}");
+    let (status, body) = request(&server, "POST", &polling, b"4still");
+    assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
+    let (status, body) = request(&server, "GET", &polling, b"");
+    assert_eq!((status, body.as_slice()), (200, &b"4still"[..]));
+    let polling = format!("/socket.io/?EIO=4&transport=polling&sid={socketio_sid}");
+    let (status, body) = request(&server, "POST", &polling, b"40");
+    assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
+}

@@ -216,6 +216,7 @@ fn check_engine_query(
     upgrade: bool,
     polling_enabled: bool,
     sessions: &LocalSessions,
+    mode: EngineMode,
 ) -> Result<EngineQuery, EngineHandshakeError> {
     use crate::protocol::engineio::{PROTOCOL_REVISION, Transport};
     use crate::protocol::http1::query::query_raw;
@@ -238,7 +239,7 @@ fn check_engine_query(
         None => Ok(EngineQuery::Open),
         Some(sid) => socketio_polling::session_address(sid)
             .filter(|_| polling_enabled)
-            .filter(|address| sessions.locate(address) != SessionWhere::Unknown)
+            .filter(|address| sessions.locate(address, mode) != SessionWhere::Unknown)
             .map(EngineQuery::Session)
             .ok_or(EngineHandshakeError::SessionIdUnknown),
     }
@@ -1013,7 +1014,8 @@ impl Answer<'_> {
     fn upgrade_socketio(&mut self, head: &RequestHead<'_>, mode: EngineMode) -> Option<Upgraded> {
         let polling_enabled = self.settings.socketio.socketio_polling_enabled;
         let sessions = self.engine_sessions;
-        let upgraded = match check_engine_query(head.query(), true, polling_enabled, sessions) {
+        let upgraded = match check_engine_query(head.query(), true, polling_enabled, sessions, mode)
+        {
             Ok(EngineQuery::Open) => Upgraded::SocketIo(self.socketio_start(head, mode)?),
             // The session's id is its credential, checked by its shard (an id no shard has
             // open was refused above; one whose session is closing closes the WebSocket at
@@ -1068,8 +1070,13 @@ impl Answer<'_> {
         }
         let polling_enabled = self.settings.socketio.socketio_polling_enabled;
         let sessions = self.engine_sessions;
-        let query = match check_engine_query(request.head.query(), false, polling_enabled, sessions)
-        {
+        let query = match check_engine_query(
+            request.head.query(),
+            false,
+            polling_enabled,
+            sessions,
+            mode,
+        ) {
             Ok(query) => query,
             Err(refusal) => return self.refuse_engine_request(refusal, cors),
         };

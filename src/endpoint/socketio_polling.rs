@@ -28,7 +28,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::outbound::Outbound;
-use super::socketio::SocketIoStart;
+use super::socketio::{EngineMode, SocketIoStart};
 use super::{Context, Next};
 use crate::broker::command::{CarrierRequest, SESSION_ID_BYTES, SessionAddress};
 use crate::broker::event::{CLOSE_CODE_ABNORMAL, CLOSE_CODE_NONE_GIVEN, CloseReason};
@@ -157,9 +157,15 @@ impl SessionDirectory {
     }
 }
 
-/// The mark of a session id in the directory: never 0 (no session).
-fn mark(id: &[u8; SESSION_ID_BYTES]) -> u32 {
-    (xxhash_rust::xxh3::xxh3_64(id) as u32).max(1)
+/// The mark of a session id in the directory, for sessions of `mode`: never 0 (no session).
+/// The mode is in it so that a session is unknown at the other path (an echo session at
+/// `socketio_path`, a Socket.IO session at `engineio_echo_path`), as on two servers.
+fn mark(id: &[u8; SESSION_ID_BYTES], mode: EngineMode) -> u32 {
+    let seed = match mode {
+        EngineMode::SocketIo => 0,
+        EngineMode::Echo => 1,
+    };
+    (xxhash_rust::xxh3::xxh3_64_with_seed(id, seed) as u32).max(1)
 }
 
 /// One shard's view of the [`SessionDirectory`]: it records its own sessions and places any
@@ -179,12 +185,12 @@ impl LocalSessions {
         }
     }
 
-    /// A session opened in `slot` under `id`.
-    pub fn opened(&mut self, slot: u32, id: &[u8; SESSION_ID_BYTES]) {
+    /// A session of `mode` opened in `slot` under `id`.
+    pub fn opened(&mut self, slot: u32, id: &[u8; SESSION_ID_BYTES], mode: EngineMode) {
         if let Some(entry) = self.own_entry(slot) {
             // Release: a shard that reads the mark after the client learnt the id (which
             // goes out after this) finds it.
-            entry.store(mark(id), Ordering::Release);
+            entry.store(mark(id, mode), Ordering::Release);
         }
     }
 
@@ -199,17 +205,17 @@ impl LocalSessions {
         self.directory.as_ref()?.entry(self.shard_index, slot)
     }
 
-    pub fn locate(&self, address: &SessionAddress) -> SessionWhere {
+    /// Where the session `address` names is, for a request at the path of `mode`.
+    pub fn locate(&self, address: &SessionAddress, mode: EngineMode) -> SessionWhere {
         let Some(directory) = &self.directory else {
             return SessionWhere::OtherShard;
         };
         let shard = usize::from(address.shard);
         let entry = directory.entry(shard, address.slot);
+        let expected = mark(&address.id, mode);
         match entry.map(|entry| entry.load(Ordering::Acquire)) {
-            Some(found) if found == mark(&address.id) && shard == self.shard_index => {
-                SessionWhere::Here
-            }
-            Some(found) if found == mark(&address.id) => SessionWhere::OtherShard,
+            Some(found) if found == expected && shard == self.shard_index => SessionWhere::Here,
+            Some(found) if found == expected => SessionWhere::OtherShard,
             _ => SessionWhere::Unknown,
         }
     }
@@ -564,9 +570,11 @@ mod tests {
         assert_ne!(session_id(3, 9), session_id(3, 9), "96 random bits");
     }
 
+    const SOCKETIO: EngineMode = EngineMode::SocketIo;
+
     /// Proves shards tell open sessions, theirs and the others', from ids that cannot be one
-    /// (a free slot, a slot of another session, a shard or slot the server does not have),
-    /// and forget a session once its slot is freed.
+    /// (a free slot, a slot of another session, a shard or slot the server does not have, a
+    /// session of the other path), and forget a session once its slot is freed.
     #[test]
     fn shards_know_every_open_session() {
         let directory = Arc::new(SessionDirectory::new(3, 100, 8));
@@ -576,29 +584,68 @@ mod tests {
         let address = |id: &[u8; SESSION_ID_BYTES]| {
             session_address(std::str::from_utf8(id).expect("ASCII")).expect("ours")
         };
-        assert_eq!(first.locate(&address(&id)), SessionWhere::Unknown);
-        assert_eq!(second.locate(&address(&id)), SessionWhere::Unknown);
-        first.opened(105, &id);
-        assert_eq!(first.locate(&address(&id)), SessionWhere::Here);
-        assert_eq!(second.locate(&address(&id)), SessionWhere::OtherShard);
+        assert_eq!(first.locate(&address(&id), SOCKETIO), SessionWhere::Unknown);
+        assert_eq!(
+            second.locate(&address(&id), SOCKETIO),
+            SessionWhere::Unknown
+        );
+        first.opened(105, &id, EngineMode::SocketIo);
+        assert_eq!(first.locate(&address(&id), SOCKETIO), SessionWhere::Here);
+        assert_eq!(
+            second.locate(&address(&id), SOCKETIO),
+            SessionWhere::OtherShard
+        );
         let impostor = session_id(1, 105);
-        assert_eq!(first.locate(&address(&impostor)), SessionWhere::Unknown);
-        assert_eq!(second.locate(&address(&impostor)), SessionWhere::Unknown);
+        assert_eq!(
+            first.locate(&address(&impostor), SOCKETIO),
+            SessionWhere::Unknown
+        );
+        assert_eq!(
+            second.locate(&address(&impostor), SOCKETIO),
+            SessionWhere::Unknown
+        );
         for (shard, slot) in [(1, 104), (1, 5), (1, 106), (1, 108), (2, 105), (3, 105)] {
             let other = session_id(shard, slot);
-            assert_eq!(first.locate(&address(&other)), SessionWhere::Unknown);
-            assert_eq!(second.locate(&address(&other)), SessionWhere::Unknown);
+            assert_eq!(
+                first.locate(&address(&other), SOCKETIO),
+                SessionWhere::Unknown
+            );
+            assert_eq!(
+                second.locate(&address(&other), SOCKETIO),
+                SessionWhere::Unknown
+            );
         }
         let theirs = session_id(2, 107);
-        second.opened(107, &theirs);
-        assert_eq!(first.locate(&address(&theirs)), SessionWhere::OtherShard);
-        assert_eq!(second.locate(&address(&theirs)), SessionWhere::Here);
+        second.opened(107, &theirs, EngineMode::SocketIo);
+        assert_eq!(
+            first.locate(&address(&theirs), SOCKETIO),
+            SessionWhere::OtherShard
+        );
+        assert_eq!(
+            second.locate(&address(&theirs), SOCKETIO),
+            SessionWhere::Here
+        );
+        assert_eq!(
+            first.locate(&address(&id), EngineMode::Echo),
+            SessionWhere::Unknown,
+            "a Socket.IO session is unknown at the echo path"
+        );
+        assert_eq!(
+            second.locate(&address(&id), EngineMode::Echo),
+            SessionWhere::Unknown
+        );
         first.closed(105);
         first.closed(7);
-        assert_eq!(first.locate(&address(&id)), SessionWhere::Unknown);
-        assert_eq!(second.locate(&address(&id)), SessionWhere::Unknown);
+        assert_eq!(first.locate(&address(&id), SOCKETIO), SessionWhere::Unknown);
+        assert_eq!(
+            second.locate(&address(&id), SOCKETIO),
+            SessionWhere::Unknown
+        );
         let untold = LocalSessions::default();
-        assert_eq!(untold.locate(&address(&id)), SessionWhere::OtherShard);
+        assert_eq!(
+            untold.locate(&address(&id), SOCKETIO),
+            SessionWhere::OtherShard
+        );
     }
 
     /// Ids of another shape are unknown before any shard is asked.

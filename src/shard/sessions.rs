@@ -275,7 +275,8 @@ impl Shard {
         self.generations[index] = self.generations[index].wrapping_add(1);
         let generation = self.generations[index];
         let session_id = socketio_polling::session_id(self.shard_index, slot);
-        self.context.engine_sessions.opened(slot, &session_id);
+        let mode = start.mode;
+        self.context.engine_sessions.opened(slot, &session_id, mode);
         self.sessions.count_address(slot, address);
         let (endpoint, open) = SocketIoEndpoint::open_polling(start, session_id, &mut self.context);
         let mut connection = Connection::new(generation, Endpoint::SocketIo(Box::new(endpoint)));
