@@ -392,6 +392,14 @@ fn socketio_client_recovers_with_upgrades() {
     run_socketio_recovery("default");
 }
 
+/// Proves the same recovery on long polling only: each cut ends the held GET (or the next
+/// request), and the client's new session, opened by polling again, resumes the old one's
+/// position.
+#[test]
+fn socketio_client_recovers_over_polling() {
+    run_socketio_recovery("polling");
+}
+
 fn run_socketio_recovery(transport: &str) {
     let package = tools::manifest_path("tests/interop/node_modules/socket.io-client/package.json");
     tools::require_installed(&package, "the npm package socket.io-client");

@@ -6,8 +6,10 @@
 // published seq arrives, in order, with no gap (a message that arrived after the last offset
 // may come again: it is dropped by its seq, as the README tells clients to do).
 //
-// TRANSPORT (optional) is `websocket` (the default) or `default`: the client's own choice,
-// long polling first then the upgrade, on every reconnect too.
+// TRANSPORT (optional) is `websocket` (the default), `polling` (long polling only: a cut
+// destroys the held GET, and the proxy refuses connections for a moment so that a client
+// between two polls meets the cut too) or `default`: the client's own choice, long polling
+// first then the upgrade, on every reconnect too.
 //
 // Usage: node socketio_recovery.js HOST:PORT MESSAGES CUTS [TRANSPORT]
 "use strict";
@@ -16,7 +18,14 @@ const net = require("node:net");
 const { io } = require("socket.io-client");
 
 const [address, messagesText, cutsText, transportText] = process.argv.slice(2);
-const transports = transportText === "default" ? undefined : ["websocket"];
+const transportName = transportText ?? "websocket";
+const transportChoices = { websocket: ["websocket"], polling: ["polling"], default: undefined };
+if (!(transportName in transportChoices)) {
+  console.error(`socketio_recovery: unknown transport ${transportName}`);
+  process.exit(2);
+}
+const transports = transportChoices[transportName];
+const pollingOnly = transportName === "polling";
 const [host, portText] = address.split(":");
 const messages = Number(messagesText);
 const cuts = Number(cutsText);
@@ -32,9 +41,15 @@ function check(condition, reason) {
   if (!condition) fail(reason);
 }
 
-// The proxy: every client connection is piped to the server; `cut()` destroys them all.
+// The proxy: every client connection is piped to the server; `cut()` destroys them all,
+// and while `refusing` it destroys new ones as they come.
 const open = new Set();
+let refusing = false;
 const proxy = net.createServer((client) => {
+  if (refusing) {
+    client.destroy();
+    return;
+  }
   const upstream = net.connect(Number(portText), host);
   open.add(client);
   open.add(upstream);
@@ -54,6 +69,12 @@ const proxy = net.createServer((client) => {
 
 function cut() {
   for (const socket of open) socket.destroy();
+  if (pollingOnly) {
+    refusing = true;
+    setTimeout(() => {
+      refusing = false;
+    }, 150);
+  }
 }
 
 function waitFor(condition, what) {
@@ -136,6 +157,9 @@ async function main() {
   proxy.close();
   clearTimeout(deadline);
   console.log(`socketio_recovery: ${messages} messages, ${cuts} cuts, every one recovered`);
+  // A long-polling client's last GET may still be held through the proxy (the server ends
+  // it with its next ping): the result is in, so nothing is waited for.
+  process.exit(0);
 }
 
 main().catch((error) => fail(error.stack || String(error)));
