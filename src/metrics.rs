@@ -179,6 +179,20 @@ static FAMILIES: &[Family] = &[
         "Clustered: messages that came past a hole in their topic's seqs (JetStream dropped \
          messages before this node read them); subscribers see the seq jump.",
         &[("", |m| m.counters.cluster_gaps)]),
+    single("cluster_catch_ups_held", Counter,
+        "Clustered: subscriptions whose since this node had not read yet, held until it \
+         caught up with the stream (a client failing over from a node that had read further).",
+        &[("", |m| m.counters.cluster_catch_ups_held)]),
+    by_reason("cluster_catch_ups",
+        "Clustered: held subscriptions by how they were answered: caught_up (the node read \
+         up to their since: no gap, no duplicate), timed_out (reset after nats_catch_up_ms, \
+         or an epoch change), overflow (answered at once, nats_catch_up_subscriptions_max \
+         already held).",
+        "outcome", &[
+            ("caught_up", |m| m.counters.cluster_catch_ups),
+            ("timed_out", |m| m.counters.cluster_catch_up_timeouts),
+            ("overflow", |m| m.counters.cluster_catch_up_overflows),
+        ]),
     single("socketio_recoveries", Counter,
         "Socket.IO clients resubscribed from their connection-state-recovery offset.",
         &[("", |m| m.counters.socketio_recoveries)]),
@@ -662,6 +676,10 @@ mod tests {
             cluster_ingests_refused: offset + 96,
             cluster_gaps: offset + 97,
             socketio_sessions_address_refused: offset + 98,
+            cluster_catch_ups_held: offset + 99,
+            cluster_catch_ups: offset + 100,
+            cluster_catch_up_timeouts: offset + 101,
+            cluster_catch_up_overflows: offset + 102,
             address_connections_refused: offset + 82,
             address_handshakes_refused: offset + 83,
             addresses_untracked: offset + 84,

@@ -182,6 +182,12 @@ pub struct Counters {
     pub cluster_duplicates: u64,
     pub cluster_ingests_refused: u64,
     pub cluster_gaps: u64,
+    /// Clustered: subscriptions held for this node to catch up with the stream, and how
+    /// each ended (caught up, `reset` after the wait, answered at once past the limit).
+    pub cluster_catch_ups_held: u64,
+    pub cluster_catch_ups: u64,
+    pub cluster_catch_up_timeouts: u64,
+    pub cluster_catch_up_overflows: u64,
     /// Connections refused (429) for their source address: too many at once, too many new.
     pub address_connections_refused: u64,
     pub address_handshakes_refused: u64,
@@ -268,7 +274,7 @@ impl TlsStats {
 
 impl Counters {
     /// Every counter with its name, for logs (the shard's summary when it stops).
-    pub fn named(&self) -> [(&'static str, u64); 80] {
+    pub fn named(&self) -> [(&'static str, u64); 84] {
         [
             ("connections_accepted", self.connections_accepted),
             ("connections_closed", self.connections_closed),
@@ -339,6 +345,13 @@ impl Counters {
             ("cluster_duplicates", self.cluster_duplicates),
             ("cluster_ingests_refused", self.cluster_ingests_refused),
             ("cluster_gaps", self.cluster_gaps),
+            ("cluster_catch_ups_held", self.cluster_catch_ups_held),
+            ("cluster_catch_ups", self.cluster_catch_ups),
+            ("cluster_catch_up_timeouts", self.cluster_catch_up_timeouts),
+            (
+                "cluster_catch_up_overflows",
+                self.cluster_catch_up_overflows,
+            ),
             (
                 "address_connections_refused",
                 self.address_connections_refused,
@@ -469,6 +482,10 @@ impl Counters {
             cluster_duplicates: broker.cluster_duplicates,
             cluster_ingests_refused: broker.cluster_ingests_refused,
             cluster_gaps: broker.cluster_gaps,
+            cluster_catch_ups_held: broker.cluster_catch_ups_held,
+            cluster_catch_ups: broker.cluster_catch_ups,
+            cluster_catch_up_timeouts: broker.cluster_catch_up_timeouts,
+            cluster_catch_up_overflows: broker.cluster_catch_up_overflows,
             address_connections_refused: shard.address_connections_refused,
             address_handshakes_refused: shard.address_handshakes_refused,
             addresses_untracked: shard.addresses_untracked,

@@ -11,6 +11,7 @@ use ringcast::broker::config::{BrokerConfig, SlowConsumerPolicy};
 use ringcast::broker::event::{ConnectionId, EventKinds};
 use ringcast::broker::idempotency::IdempotencyKey;
 use ringcast::broker::owner::{OwnerError, Since};
+use ringcast::broker::topic::Epoch;
 use ringcast::broker::{
     BrokerRequest, Clients, Command, Event, EventFilter, EventKind, Fanout, Message, QueueLimits,
     Reply, ReplyKind, ShardMemory, TopicName, owner_shard,
@@ -1060,4 +1061,122 @@ fn no_filter_no_events() {
     network.disconnect(0, 0);
     network.settle();
     assert!(network.events.is_empty());
+}
+
+/// Clustered: the owner of `topic` reads message `seq` from the stream (as the NATS bridge
+/// hands it over).
+fn ingest(network: &mut Network, owner: usize, topic: &str, seq: u64) {
+    let command = Command::Ingest {
+        topic: name(topic),
+        seq,
+        data: Bytes::from_static(b"1"),
+    };
+    let simulated = &mut network.shards[owner];
+    simulated
+        .fanout
+        .handle_command(command, &mut simulated.clients);
+    network.collect(owner);
+    network.settle();
+}
+
+/// The kinds of the replies a client got, in order.
+fn reply_kinds(network: &Network, shard: usize, slot: u32) -> Vec<ReplyKind> {
+    network
+        .received(shard, slot)
+        .iter()
+        .filter_map(|item| match item {
+            Received::Reply { kind, .. } => Some(*kind),
+            Received::Message { .. } => None,
+        })
+        .collect()
+}
+
+/// Proves a clustered owner holds a subscription whose `since` it has not read yet (a client
+/// failing over from a node that had read further) until it reads up to it, then answers it
+/// with no reset, no gap and no duplicate; answers `reset` once `catch_up_ms` passed without
+/// it, or at once when `catch_up_max` already wait or the epoch differs.
+#[test]
+fn clustered_subscriptions_wait_for_the_node_to_catch_up() {
+    const EPOCH: Epoch = Epoch(0x5eed);
+    const CATCH_UP_MS: u64 = 100;
+    let topic = topic_owned_by(0, 2, "C");
+    let mut network = Network::new(2, &BrokerConfig::default(), roomy(), 1);
+    for shard in 0..2 {
+        network.shards[shard]
+            .fanout
+            .set_cluster(EPOCH, CATCH_UP_MS, 2);
+    }
+    for slot in 0..6 {
+        network.connect(1, slot);
+    }
+    for seq in 1..=3 {
+        ingest(&mut network, 0, &topic, seq);
+    }
+    let resume = |seq, epoch| {
+        Some(Since {
+            seq,
+            epoch: Some(epoch),
+        })
+    };
+    let subscribe = |network: &mut Network, slot, since| {
+        let request = BrokerRequest::Subscribe {
+            topic: name(&topic),
+            since,
+        };
+        network.request(1, slot, request);
+        network.settle();
+        network.drain(1, slot);
+    };
+
+    // Ahead by two: nothing until the owner has read seq 5, then `subscribed` and what follows.
+    subscribe(&mut network, 0, resume(5, EPOCH));
+    assert_eq!(network.received(1, 0), []);
+    ingest(&mut network, 0, &topic, 4);
+    network.drain(1, 0);
+    assert_eq!(network.received(1, 0), []);
+    ingest(&mut network, 0, &topic, 5);
+    ingest(&mut network, 0, &topic, 6);
+    network.drain(1, 0);
+    assert_eq!(reply_kinds(&network, 1, 0), [ReplyKind::Subscribed]);
+    assert_eq!(network.seqs(1, 0, &topic), [6]);
+
+    // Ahead of anything published: `reset` once the wait is over, not before.
+    subscribe(&mut network, 1, resume(50, EPOCH));
+    network.shards[0].fanout.set_now(CATCH_UP_MS - 1);
+    network.turn(0);
+    network.settle();
+    network.drain(1, 1);
+    assert_eq!(network.received(1, 1), []);
+    network.shards[0].fanout.set_now(CATCH_UP_MS);
+    network.turn(0);
+    network.settle();
+    network.drain(1, 1);
+    let answered_reset = [ReplyKind::Subscribed, ReplyKind::Reset];
+    assert_eq!(reply_kinds(&network, 1, 1), answered_reset);
+
+    // Two wait at most; a third is answered at once, as is another epoch's `since`.
+    subscribe(&mut network, 2, resume(60, EPOCH));
+    subscribe(&mut network, 3, resume(60, EPOCH));
+    subscribe(&mut network, 4, resume(60, EPOCH));
+    subscribe(&mut network, 5, resume(7, Epoch(1)));
+    for slot in [2, 3] {
+        assert_eq!(network.received(1, slot), [], "slot {slot}");
+    }
+    for slot in [4, 5] {
+        assert_eq!(
+            reply_kinds(&network, 1, slot),
+            answered_reset,
+            "slot {slot}"
+        );
+    }
+    let counters = network.shards[0].fanout.counters();
+    assert_eq!(
+        (
+            counters.cluster_catch_ups_held,
+            counters.cluster_catch_ups,
+            counters.cluster_catch_up_timeouts,
+            counters.cluster_catch_up_overflows,
+        ),
+        (4, 1, 1, 1)
+    );
 }

@@ -48,6 +48,14 @@ pub struct BrokerCounters {
     /// Clustered: messages that came past a hole in their topic's seqs (JetStream dropped
     /// messages before this node read them); subscribers see the seq jump.
     pub cluster_gaps: u64,
+    /// Clustered: subscriptions whose `since` this node had not read yet, held
+    /// (`broker::catch_up`); of those, answered once it caught up, and answered `reset`
+    /// after `nats_catch_up_ms` (or an epoch change); and those answered at once because
+    /// `nats_catch_up_subscriptions_max` already waited.
+    pub cluster_catch_ups_held: u64,
+    pub cluster_catch_ups: u64,
+    pub cluster_catch_up_timeouts: u64,
+    pub cluster_catch_up_overflows: u64,
 }
 
 /// Levels a shard's broker reports.

@@ -20,6 +20,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
+use super::catch_up::{CatchUp, Waiting};
 use super::clients::{Clients, QueueLimits, ShardMemory};
 use super::cluster::ClusterPublish;
 use super::command::{ClientRef, Command, PublishReply};
@@ -93,6 +94,11 @@ pub struct Fanout {
     clustered: bool,
     /// Clustered: publishes checked and waiting for the shard to hand them to the bridge.
     cluster_publishes: VecDeque<ClusterPublish>,
+    /// Clustered, as an owner: subscriptions whose `since` is past what this node has read of
+    /// the stream, held until it catches up.
+    catch_up: CatchUp,
+    /// Where `catch_up` leaves the subscriptions it lets go (kept, so as not to allocate).
+    caught_up: Vec<Waiting>,
 }
 
 impl Fanout {
@@ -132,14 +138,25 @@ impl Fanout {
             clients_opened: 0,
             clustered: false,
             cluster_publishes: VecDeque::new(),
+            catch_up: CatchUp::default(),
+            caught_up: Vec::new(),
         }
     }
 
     /// Makes this shard a part of a cluster whose messages JetStream numbers, in sequence space
-    /// `epoch` (the stream's). Called at start-up, before any client.
-    pub fn set_cluster(&mut self, epoch: Epoch) {
+    /// `epoch` (the stream's). A subscription whose `since` is past what this node has read
+    /// waits for it up to `catch_up_ms`, at most `catch_up_max` at once (`catch_up`). Called at
+    /// start-up, before any client.
+    pub fn set_cluster(&mut self, epoch: Epoch, catch_up_ms: u64, catch_up_max: usize) {
         self.clustered = true;
         self.owned.set_cluster_epoch(epoch);
+        self.catch_up = CatchUp::new(catch_up_ms, catch_up_max);
+    }
+
+    /// When the broker next needs a turn with nothing else happening (a held subscription due),
+    /// on the shard's clock.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.catch_up.next_due_ms()
     }
 
     /// Clustered: the next publish to hand to the NATS bridge, in the order they came.
@@ -388,6 +405,11 @@ impl Fanout {
     pub fn handle_turn(&mut self, clients: &mut impl Clients) {
         self.owned
             .expire_idle(self.now_ms, EXPIRY_VISITS_PER_TURN_MAX);
+        if !self.catch_up.is_empty() {
+            self.catch_up.take_due(self.now_ms, &mut self.caught_up);
+            self.counters.cluster_catch_up_timeouts += self.caught_up.len() as u64;
+            self.answer_held();
+        }
         self.continue_all_replays(clients);
         if self.holding.is_empty() || self.over_budget(clients.memory()) {
             return;
@@ -555,11 +577,21 @@ impl Fanout {
             self.outgoing
                 .push_back((shard, Command::Deliver { message }));
         }
+        if !self.catch_up.is_empty() {
+            self.catch_up
+                .take_caught_up(topic, seq, &mut self.caught_up);
+            self.counters.cluster_catch_ups += self.caught_up.len() as u64;
+            self.answer_held();
+        }
     }
 
     /// Clustered, as an owner: JetStream's history was lost; every owned topic starts again in
     /// `epoch`, and the shards with subscribers of one are told.
     fn restart_epoch(&mut self, epoch: Epoch) {
+        // Held subscriptions name the old epoch: each is answered `reset` now.
+        self.catch_up.take_all(&mut self.caught_up);
+        self.counters.cluster_catch_up_timeouts += self.caught_up.len() as u64;
+        self.answer_held();
         for (topic, shards) in self.owned.restart_epoch(epoch) {
             for shard in shards {
                 let topic = topic.clone();
@@ -915,8 +947,37 @@ impl Fanout {
     }
 
     /// As the topic's owner: answers a subscription (creating the topic if it is new, within
-    /// the subscriber's creation allowance).
+    /// the subscriber's creation allowance); clustered, holds one whose `since` this node has
+    /// not read yet (`catch_up`).
     fn answer_subscribe(&mut self, topic: TopicName, subscriber: ClientRef, since: Option<Since>) {
+        let ahead = since.filter(|since| self.clustered && self.owned.is_behind(&topic, *since));
+        let Some(ahead) = ahead else {
+            return self.answer_subscribe_now(topic, subscriber, since);
+        };
+        match self.catch_up.hold(topic, subscriber, ahead, self.now_ms) {
+            Ok(()) => self.counters.cluster_catch_ups_held += 1,
+            Err((topic, subscriber, since)) => {
+                self.counters.cluster_catch_up_overflows += 1;
+                self.answer_subscribe_now(topic, subscriber, Some(since));
+            }
+        }
+    }
+
+    /// Answers the subscriptions `catch_up` let go, in the order they came.
+    fn answer_held(&mut self) {
+        let mut held = std::mem::take(&mut self.caught_up);
+        for waiting in held.drain(..) {
+            self.answer_subscribe_now(waiting.topic, waiting.subscriber, Some(waiting.since));
+        }
+        self.caught_up = held;
+    }
+
+    fn answer_subscribe_now(
+        &mut self,
+        topic: TopicName,
+        subscriber: ClientRef,
+        since: Option<Since>,
+    ) {
         let snapshot = self.config.wants_snapshot(topic.as_str());
         let shard = usize::from(subscriber.shard);
         let creator = Some(subscriber.key());

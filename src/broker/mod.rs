@@ -25,6 +25,7 @@
 //!   vacated, subscriptions, messages published, connections opened and closed.
 //! - [`config`]: the limits and policies; [`demo`]: the random-walk ticker feed.
 
+pub mod catch_up;
 pub mod clients;
 pub mod cluster;
 pub mod command;

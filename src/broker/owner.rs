@@ -520,6 +520,22 @@ impl OwnedTopics {
     }
 
     /// Whether some shard has subscribers of `topic` (its occupancy, for the webhooks).
+    /// Clustered: whether a client asking to resume `topic` after `since` is ahead of what
+    /// this node has read of it, in the same epoch (a bare `since` counts as this epoch's).
+    pub fn is_behind(&self, topic: &TopicName, since: Since) -> bool {
+        let (epoch, seq) = match self.index.get(topic) {
+            Some(&index) => {
+                let owned = &self.topics[index as usize];
+                (owned.epoch, owned.seq)
+            }
+            None => match self.cluster_epoch {
+                Some(epoch) => (epoch, 0),
+                None => return false,
+            },
+        };
+        since.seq > seq && since.epoch.is_none_or(|asked| asked == epoch)
+    }
+
     pub fn is_occupied(&self, topic: &[u8]) -> bool {
         self.index
             .get(topic)

@@ -249,7 +249,11 @@ impl Shard {
             metrics.register_collector(Box::new(WebhookCollector(Arc::clone(&egress.metrics))));
         }
         if let Some(nats) = &nats {
-            fanout.set_cluster(nats.epoch);
+            fanout.set_cluster(
+                nats.epoch,
+                config.nats.nats_catch_up_ms,
+                config.nats.nats_catch_up_subscriptions_max,
+            );
             metrics.register_collector(Box::new(ClusterCollector(Arc::clone(&nats.metrics))));
         }
         let connected = nats.as_ref().map(|nats| Arc::clone(&nats.connected));
@@ -365,11 +369,14 @@ impl Shard {
         if self.outbox_depth > 0 || self.mailboxes[self.shard_index].has_commands() {
             return Some(Duration::from_millis(1));
         }
-        let timer = self.timers.next_expiry_ms();
-        let earliest = match (timer, self.drain_deadline_ms) {
-            (Some(timer), Some(drain)) => Some(timer.min(drain)),
-            (timer, drain) => timer.or(drain),
-        }?;
+        let earliest = [
+            self.timers.next_expiry_ms(),
+            self.drain_deadline_ms,
+            self.fanout.next_deadline_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         Some(Duration::from_millis(
             earliest.saturating_sub(self.context.now_ms).max(1),
         ))

@@ -23,6 +23,9 @@ pub const SHARD_PUBLISHES_LIMIT: usize = 1024 * 1024;
 /// Most publishes the bridge may have in flight to JetStream at once: each holds its message
 /// and an acknowledgement subscription until JetStream answers.
 pub const PUBLISHES_IN_FLIGHT_LIMIT: usize = 4096;
+/// Most subscriptions one shard may hold for its node to catch up with the stream: each is
+/// about 64 bytes while it waits.
+pub const CATCH_UP_SUBSCRIPTIONS_LIMIT: usize = 1024 * 1024;
 
 /// How ringcast joins other nodes through NATS JetStream (`[nats]`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -69,6 +72,14 @@ pub struct NatsConfig {
     /// has one in flight and its next wait behind it, in order. 1 publishes one at a time.
     /// Default 64.
     pub nats_publishes_in_flight_max: usize,
+    /// How long a topic's owner holds a subscription whose `since` is past what this node has
+    /// read of the stream (a client failing over from a node that had read further), waiting
+    /// to read up to it, before it answers `reset` (`since` never published in this epoch, or
+    /// the stream unreadable). Default 2 s: far above a consumer's lag between nodes.
+    pub nats_catch_up_ms: u64,
+    /// Such subscriptions a shard holds at once; past it one is answered at once (`reset`).
+    /// Default 4,096.
+    pub nats_catch_up_subscriptions_max: usize,
 }
 
 impl Default for NatsConfig {
@@ -85,6 +96,8 @@ impl Default for NatsConfig {
             nats_publish_timeout_ms: 10_000,
             nats_shard_publishes_max: 4096,
             nats_publishes_in_flight_max: 64,
+            nats_catch_up_ms: 2_000,
+            nats_catch_up_subscriptions_max: 4_096,
         }
     }
 }
@@ -101,6 +114,8 @@ pub struct NatsSettings {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub publish_timeout: Duration,
+    pub catch_up: Duration,
+    pub catch_up_subscriptions_max: usize,
     pub shard_publishes_max: usize,
     pub publishes_in_flight_max: usize,
     /// The broker's `topic_bytes_max`: a subject whose topic is longer is not ringcast's.
@@ -151,6 +166,13 @@ impl NatsConfig {
             );
             return Err(("nats_publishes_in_flight_max", reason));
         }
+        if !(1..=CATCH_UP_SUBSCRIPTIONS_LIMIT).contains(&self.nats_catch_up_subscriptions_max) {
+            let reason = format!(
+                "{} is outside 1..={CATCH_UP_SUBSCRIPTIONS_LIMIT}",
+                self.nats_catch_up_subscriptions_max
+            );
+            return Err(("nats_catch_up_subscriptions_max", reason));
+        }
         let timeout = |name: &'static str, milliseconds: u64| {
             if (1..=TIMEOUT_MS_LIMIT).contains(&milliseconds) {
                 Ok(Duration::from_millis(milliseconds))
@@ -171,6 +193,8 @@ impl NatsConfig {
             connect_timeout: timeout("nats_connect_timeout_ms", self.nats_connect_timeout_ms)?,
             request_timeout: timeout("nats_request_timeout_ms", self.nats_request_timeout_ms)?,
             publish_timeout: timeout("nats_publish_timeout_ms", self.nats_publish_timeout_ms)?,
+            catch_up: timeout("nats_catch_up_ms", self.nats_catch_up_ms)?,
+            catch_up_subscriptions_max: self.nats_catch_up_subscriptions_max,
             shard_publishes_max: self.nats_shard_publishes_max,
             publishes_in_flight_max: self.nats_publishes_in_flight_max,
             topic_bytes_max: crate::broker::TOPIC_BYTES_LIMIT,
