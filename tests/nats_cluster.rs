@@ -16,11 +16,12 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ringcast::config::{NatsConfig, ServerConfig};
+use ringcast::config::{NatsConfig, ServerConfig, WebhookConfig};
 use ringcast::server::Server;
 use serde_json::{Value, json};
 use support::nats::{NatsCluster, NatsServer, free_port};
 use support::server::{HttpClient, ServerProcess, wait_until};
+use support::webhook_receiver::{Answer, Receiver};
 use tungstenite::{Message, WebSocket};
 
 type Client = WebSocket<TcpStream>;
@@ -1194,4 +1195,135 @@ fn a_publish_refused_while_nats_is_gone_is_not_stored_later() {
         "the refused publish is not in the stream"
     );
     node.shutdown().unwrap();
+}
+
+/// A Standard Webhooks secret (24 bytes) for the occupancy receiver.
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// How long a node that stops writing its heartbeat counts as live in the occupancy test.
+const LIVENESS_MS: u64 = 1_500;
+
+/// A node of the occupancy test: its webhook wants only `topic.occupied` and `topic.vacated`.
+fn occupancy_node(url: &str, receiver: &Receiver) -> ServerConfig {
+    let mut config = node_config(url);
+    config.nats.nats_node_liveness_ms = LIVENESS_MS;
+    config.webhook = vec![WebhookConfig {
+        url: receiver.url("/hook"),
+        events: vec!["topic.occupied".into(), "topic.vacated".into()],
+        secret: WEBHOOK_SECRET.into(),
+        batch_wait_ms: 20,
+        timeout_ms: 500,
+        retry_base_ms: 50,
+        retry_max_ms: 200,
+        allow_private_destinations: true,
+        ..WebhookConfig::default()
+    }];
+    config
+}
+
+/// The occupancy events the receiver accepted, in order of arrival: type and topic.
+fn occupancy_events(receiver: &Receiver) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    for request in receiver.accepted() {
+        let body: Value = serde_json::from_slice(&request.body).expect("a JSON body");
+        let batch = match body {
+            Value::Array(batch) => batch,
+            event => vec![event],
+        };
+        for event in batch {
+            let kind = event["type"].as_str().unwrap().to_owned();
+            events.push((kind, event["data"]["topic"].as_str().unwrap().to_owned()));
+        }
+    }
+    events
+}
+
+fn occupancy_applied(address: SocketAddr) -> u64 {
+    metric(
+        address,
+        "ringcast_cluster_occupancy_changes_total",
+        "outcome=\"applied\"",
+    )
+}
+
+fn close_client(mut client: Client) {
+    client.close(None).unwrap();
+    while client.read().is_ok() {}
+}
+
+/// Proves `topic.occupied` and `topic.vacated` are decided once for the whole cluster: the
+/// first subscriber of a topic on any node sends `topic.occupied`, a second on another node
+/// and the first's leaving send nothing, the last's leaving sends `topic.vacated`; and when a
+/// node holding a topic's only subscriber is SIGKILLed, another node sends the
+/// `topic.vacated` it owed once its heartbeat has expired.
+#[test]
+fn occupancy_webhooks_are_decided_once_for_the_cluster() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let receiver = Receiver::start(WEBHOOK_SECRET, |_| Answer::ok());
+    let node_a = Server::start(occupancy_node(&url, &receiver)).unwrap();
+    let node_b = Server::start(occupancy_node(&url, &receiver)).unwrap();
+    let (address_a, address_b) = (node_a.local_address(), node_b.local_address());
+    let expected = |kinds: &[&str], topic: &str| -> Vec<(String, String)> {
+        kinds
+            .iter()
+            .map(|kind| (kind.to_string(), topic.to_owned()))
+            .collect()
+    };
+
+    let mut first = connect(address_a);
+    subscribe(&mut first, json!({"op":"subscribe","topics":["AAPL"]}));
+    wait_until("topic.occupied", || !occupancy_events(&receiver).is_empty());
+    let mut second = connect(address_b);
+    subscribe(&mut second, json!({"op":"subscribe","topics":["AAPL"]}));
+    wait_until("node B's change made", || occupancy_applied(address_b) == 1);
+    close_client(first);
+    wait_until("node A's leaving made", || {
+        occupancy_applied(address_a) == 2
+    });
+    assert_eq!(
+        occupancy_events(&receiver),
+        expected(&["topic.occupied"], "AAPL")
+    );
+    close_client(second);
+    wait_until("topic.vacated", || occupancy_events(&receiver).len() == 2);
+    assert_eq!(
+        occupancy_events(&receiver),
+        expected(&["topic.occupied", "topic.vacated"], "AAPL")
+    );
+
+    let directory = support::tools::fresh_directory("nats-occupancy-killed");
+    let config_path = directory.join("ringcast.toml");
+    let config = format!(
+        "[nats]\nnats_urls = \"{url}\"\nnats_node_liveness_ms = {LIVENESS_MS}\n\n\
+         [[webhook]]\nurl = \"{}\"\nevents = [\"topic.occupied\", \"topic.vacated\"]\n\
+         secret = \"{WEBHOOK_SECRET}\"\nbatch_wait_ms = 20\ntimeout_ms = 500\n\
+         retry_base_ms = 50\nretry_max_ms = 200\nallow_private_destinations = true\n",
+        receiver.url("/hook")
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let node_c = ServerProcess::start(&["--config", config_path.to_str().unwrap()]);
+    let mut doomed = connect(node_c.address);
+    subscribe(&mut doomed, json!({"op":"subscribe","topics":["MSFT"]}));
+    wait_until("MSFT occupied", || occupancy_events(&receiver).len() == 3);
+    node_c.signal(libc::SIGKILL);
+    wait_until("MSFT vacated by a live node", || {
+        occupancy_events(&receiver).len() == 4
+    });
+    let events = occupancy_events(&receiver);
+    assert_eq!(
+        events[2..],
+        expected(&["topic.occupied", "topic.vacated"], "MSFT")
+    );
+    let swept = |address| {
+        metric(
+            address,
+            "ringcast_cluster_occupancy_changes_total",
+            "outcome=\"swept\"",
+        )
+    };
+    assert!(swept(address_a) + swept(address_b) >= 1);
+    drop(doomed);
+    node_a.shutdown().unwrap();
+    node_b.shutdown().unwrap();
+    assert_eq!(occupancy_events(&receiver).len(), 4, "nothing more");
 }

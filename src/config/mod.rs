@@ -32,6 +32,7 @@ use crate::broker::event::EventKind;
 use crate::broker::http_api::PublishConfig;
 use crate::egress::EgressSettings;
 pub use crate::egress::nats::{NatsConfig, NatsSettings};
+use crate::egress::occupancy::OccupancySettings;
 pub use crate::egress::webhook::WebhookConfig;
 use crate::endpoint::EndpointSettings;
 pub use crate::endpoint::socketio::SocketIoConfig;
@@ -416,11 +417,29 @@ impl ServerConfig {
         let endpoints =
             crate::egress::webhook::config::parse_all(&self.webhook, self.broker.topic_bytes_max)
                 .map_err(|reason| invalid("webhook", reason))?;
+        let wants_occupancy = endpoints.iter().any(|endpoint| {
+            endpoint.kinds.contains(EventKind::TopicOccupied)
+                || endpoint.kinds.contains(EventKind::TopicVacated)
+        });
+        let occupancy = match self.nats_settings()? {
+            Some(nats) if wants_occupancy => Some(OccupancySettings {
+                urls: nats.urls,
+                stream: nats.stream,
+                replicas: nats.replicas,
+                liveness: nats.node_liveness,
+                changes_max: nats.occupancy_changes_max,
+                connect_timeout: nats.connect_timeout,
+                request_timeout: nats.request_timeout,
+                topic_bytes_max: self.broker.topic_bytes_max,
+            }),
+            _ => None,
+        };
         Ok(Some(EgressSettings {
             endpoints,
             shards: self.shards,
             feed_events_max: self.webhook_shard_events_max,
             source_address: self.webhook_source()?,
+            occupancy,
         }))
     }
 

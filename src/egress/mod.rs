@@ -19,6 +19,7 @@
 
 pub mod feed;
 pub mod nats;
+pub mod occupancy;
 pub mod webhook;
 
 use std::io;
@@ -36,6 +37,7 @@ use tracing::{error, info, warn};
 use crate::broker::event::{EventKind, EventKinds};
 use crate::broker::{Event, EventFilter};
 use feed::{EventFeed, INTAKE_INTERVAL, IntakeSignal};
+use occupancy::{OccupancyCounters, OccupancyQueue, OccupancySettings};
 use webhook::delivery::{Clock, Delivery, EndpointState, http_client};
 use webhook::metrics::{EndpointMetrics, WebhookMetrics};
 use webhook::payload::encode_event;
@@ -54,6 +56,9 @@ pub struct EgressSettings {
     pub feed_events_max: usize,
     /// The address requests leave from (`webhook_source_address`), or the system's choice.
     pub source_address: Option<IpAddr>,
+    /// Clustered, with an endpoint for `topic.occupied` or `topic.vacated`: those are decided
+    /// for the whole cluster (`occupancy`).
+    pub occupancy: Option<OccupancySettings>,
 }
 
 /// What one shard holds of the egress: its feed, which events to decide, and the metrics its
@@ -101,6 +106,10 @@ impl Egress {
                 .map(|endpoint| EndpointMetrics::new(&endpoint.name))
                 .collect(),
             feeds: feeds.clone(),
+            occupancy: settings
+                .occupancy
+                .as_ref()
+                .map(|_| Arc::new(OccupancyCounters::default())),
         });
         let mut clients = Vec::with_capacity(settings.endpoints.len());
         for endpoint in &settings.endpoints {
@@ -124,6 +133,7 @@ impl Egress {
             .name("ringcast-egress".into())
             .spawn(move || {
                 let run = Run {
+                    occupancy: settings.occupancy,
                     endpoints: settings.endpoints,
                     clients,
                     feeds,
@@ -179,6 +189,7 @@ fn event_filter(endpoints: &[webhook::Endpoint]) -> EventFilter {
 
 /// The thread's work.
 struct Run {
+    occupancy: Option<OccupancySettings>,
     endpoints: Vec<webhook::Endpoint>,
     clients: Vec<reqwest::Client>,
     feeds: Vec<Arc<EventFeed>>,
@@ -223,16 +234,36 @@ impl Run {
             };
             tasks.push(tokio::task::spawn_local(delivery.run()));
         }
-        intake(&self.feeds, &self.signal, &states, clock, &self.stop).await;
+        let states: Rc<[Rc<EndpointState>]> = states.into();
+        let occupancy = self.occupancy.map(|settings| {
+            let queue = Rc::new(OccupancyQueue::new(settings.changes_max));
+            let counters = Arc::clone(self.metrics.occupancy.as_ref().expect("made with it"));
+            let routed = Rc::clone(&states);
+            let emit: Rc<dyn Fn(Event)> = Rc::new(move |event| {
+                route(&event, &routed, clock.now_ms(), wall_ms());
+            });
+            let task = occupancy::run(settings, Rc::clone(&queue), Arc::clone(&counters), emit);
+            (queue, counters, tokio::task::spawn_local(task))
+        });
+        let local = occupancy
+            .as_ref()
+            .map(|(queue, counters, _)| (&**queue, &**counters));
+        intake(&self.feeds, &self.signal, &states, local, clock, &self.stop).await;
         let drain = Duration::from_millis(self.stop.drain_ms.load(Ordering::SeqCst));
         let deadline = tokio::time::Instant::now() + drain;
-        for state in &states {
+        if let Some((queue, _, task)) = occupancy {
+            // The last local changes (the shards closed their clients) are made cluster-wide
+            // within the drain time, before the endpoints stop taking events.
+            queue.close();
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        for state in states.iter() {
             state.stop();
         }
         for task in tasks {
             let _ = tokio::time::timeout_at(deadline, task).await;
         }
-        for state in &states {
+        for state in states.iter() {
             let undelivered = state.drop_undelivered();
             if undelivered > 0 {
                 warn!(
@@ -250,12 +281,13 @@ async fn intake(
     feeds: &[Arc<EventFeed>],
     signal: &IntakeSignal,
     states: &[Rc<EndpointState>],
+    occupancy: Option<(&OccupancyQueue, &OccupancyCounters)>,
     clock: Clock,
     stop: &StopSignal,
 ) {
     loop {
         let stopping = stop.requested.load(Ordering::SeqCst);
-        let taken = take_events(feeds, states, clock);
+        let taken = take_events(feeds, states, occupancy, clock);
         if stopping {
             return;
         }
@@ -278,22 +310,36 @@ async fn intake(
     }
 }
 
-/// Takes every event the feeds hold and queues each to the endpoints that want it. Returns
-/// how many it took.
-fn take_events(feeds: &[Arc<EventFeed>], states: &[Rc<EndpointState>], clock: Clock) -> usize {
+/// Takes every event the feeds hold and queues each to the endpoints that want it (a local
+/// change of occupancy, when clustered, to the occupancy task instead). Returns how many it
+/// took.
+fn take_events(
+    feeds: &[Arc<EventFeed>],
+    states: &[Rc<EndpointState>],
+    occupancy: Option<(&OccupancyQueue, &OccupancyCounters)>,
+    clock: Clock,
+) -> usize {
     let now_ms = clock.now_ms();
-    let wall_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
+    let wall_ms = wall_ms();
     let mut taken = 0;
     for feed in feeds {
         while let Some(event) = feed.pop() {
             taken += 1;
+            if occupancy.is_some_and(|(queue, counters)| queue.offer(&event, counters)) {
+                continue;
+            }
             route(&event, states, now_ms, wall_ms);
         }
     }
     taken
+}
+
+/// The wall clock in ms since the Unix epoch (the events' timestamps).
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 /// Encodes `event` once, if some endpoint wants it, and queues it to each that does.

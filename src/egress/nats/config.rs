@@ -80,6 +80,13 @@ pub struct NatsConfig {
     /// Such subscriptions a shard holds at once; past it one is answered at once (`reset`).
     /// Default 4,096.
     pub nats_catch_up_subscriptions_max: usize,
+    /// With webhooks for `topic.occupied`/`vacated`: how long a node that stopped writing its
+    /// heartbeat (killed, cut off) still counts as having its subscribers; after it, another
+    /// node removes them and sends the `topic.vacated` they owed. Default 10 s.
+    pub nats_node_liveness_ms: u64,
+    /// Local changes of occupancy waiting to be made cluster-wide; past it one is dropped
+    /// (counted). Default 4,096.
+    pub nats_occupancy_changes_max: usize,
 }
 
 impl Default for NatsConfig {
@@ -98,6 +105,8 @@ impl Default for NatsConfig {
             nats_publishes_in_flight_max: 64,
             nats_catch_up_ms: 2_000,
             nats_catch_up_subscriptions_max: 4_096,
+            nats_node_liveness_ms: 10_000,
+            nats_occupancy_changes_max: 4_096,
         }
     }
 }
@@ -116,6 +125,8 @@ pub struct NatsSettings {
     pub publish_timeout: Duration,
     pub catch_up: Duration,
     pub catch_up_subscriptions_max: usize,
+    pub node_liveness: Duration,
+    pub occupancy_changes_max: usize,
     pub shard_publishes_max: usize,
     pub publishes_in_flight_max: usize,
     /// The broker's `topic_bytes_max`: a subject whose topic is longer is not ringcast's.
@@ -173,6 +184,13 @@ impl NatsConfig {
             );
             return Err(("nats_catch_up_subscriptions_max", reason));
         }
+        if !(1..=CATCH_UP_SUBSCRIPTIONS_LIMIT).contains(&self.nats_occupancy_changes_max) {
+            let reason = format!(
+                "{} is outside 1..={CATCH_UP_SUBSCRIPTIONS_LIMIT}",
+                self.nats_occupancy_changes_max
+            );
+            return Err(("nats_occupancy_changes_max", reason));
+        }
         let timeout = |name: &'static str, milliseconds: u64| {
             if (1..=TIMEOUT_MS_LIMIT).contains(&milliseconds) {
                 Ok(Duration::from_millis(milliseconds))
@@ -195,6 +213,8 @@ impl NatsConfig {
             publish_timeout: timeout("nats_publish_timeout_ms", self.nats_publish_timeout_ms)?,
             catch_up: timeout("nats_catch_up_ms", self.nats_catch_up_ms)?,
             catch_up_subscriptions_max: self.nats_catch_up_subscriptions_max,
+            node_liveness: timeout("nats_node_liveness_ms", self.nats_node_liveness_ms)?,
+            occupancy_changes_max: self.nats_occupancy_changes_max,
             shard_publishes_max: self.nats_shard_publishes_max,
             publishes_in_flight_max: self.nats_publishes_in_flight_max,
             topic_bytes_max: crate::broker::TOPIC_BYTES_LIMIT,

@@ -120,6 +120,8 @@ impl EndpointMetrics {
 pub struct WebhookMetrics {
     pub endpoints: Vec<EndpointMetrics>,
     pub feeds: Vec<Arc<EventFeed>>,
+    /// Clustered, with occupancy webhooks: what the occupancy task counts.
+    pub occupancy: Option<Arc<crate::egress::occupancy::OccupancyCounters>>,
 }
 
 /// The collector a shard's metrics registry holds.
@@ -208,6 +210,27 @@ impl Collector for WebhookCollector {
         for (shard, feed) in metrics.feeds.iter().enumerate() {
             let labels = [("shard", shard as u64)];
             ConstCounter::new(feed.drops()).encode(family.encode_family(&labels)?)?;
+        }
+        if let Some(occupancy) = &metrics.occupancy {
+            let mut family = encoder.encode_descriptor(
+                "cluster_occupancy_changes",
+                "Clustered: this node's changes of a topic's occupancy made cluster-wide \
+                 (applied), dropped because nats_occupancy_changes_max waited, failed (NATS \
+                 refused them), and ids of dead nodes removed (swept).",
+                None,
+                MetricType::Counter,
+            )?;
+            let outcomes = [
+                ("applied", &occupancy.applied),
+                ("dropped", &occupancy.dropped),
+                ("failed", &occupancy.failed),
+                ("swept", &occupancy.swept),
+            ];
+            for (outcome, value) in outcomes {
+                let labels = [("outcome", outcome)];
+                let value = value.load(Ordering::Relaxed);
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
