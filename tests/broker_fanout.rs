@@ -1070,6 +1070,7 @@ fn ingest(network: &mut Network, owner: usize, topic: &str, seq: u64) {
         topic: name(topic),
         seq,
         data: Bytes::from_static(b"1"),
+        local: false,
     };
     let simulated = &mut network.shards[owner];
     simulated

@@ -1327,3 +1327,50 @@ fn occupancy_webhooks_are_decided_once_for_the_cluster() {
     node_b.shutdown().unwrap();
     assert_eq!(occupancy_events(&receiver).len(), 4, "nothing more");
 }
+
+/// Proves `message.published` goes to a cluster's webhook once per message, from the node that
+/// published it, although every node reads every message: three publishes on node A and two
+/// on node B reach the receiver as five events, with seqs 1 to 5, and no more once both nodes
+/// have stopped (and delivered what they held).
+#[test]
+fn message_events_are_sent_once_by_the_publishing_node() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let receiver = Receiver::start(WEBHOOK_SECRET, |_| Answer::ok());
+    let node = || {
+        let mut config = occupancy_node(&url, &receiver);
+        config.webhook[0].events = vec!["message.published".into()];
+        Server::start(config).unwrap()
+    };
+    let (node_a, node_b) = (node(), node());
+    let mut publisher_a = HttpClient::connect(node_a.local_address());
+    let mut publisher_b = HttpClient::connect(node_b.local_address());
+    for number in 1..=3 {
+        publish(&mut publisher_a, "IBM", &json!({"n": number}));
+    }
+    for number in 4..=5 {
+        publish(&mut publisher_b, "IBM", &json!({"n": number}));
+    }
+    let seqs = |receiver: &Receiver| -> Vec<u64> {
+        let mut seqs: Vec<u64> = receiver
+            .accepted()
+            .iter()
+            .flat_map(
+                |request| match serde_json::from_slice(&request.body).expect("a JSON body") {
+                    Value::Array(batch) => batch,
+                    event => vec![event],
+                },
+            )
+            .map(|event| {
+                assert_eq!(event["type"], "message.published", "{event}");
+                event["data"]["seq"].as_u64().expect("a seq")
+            })
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    };
+    wait_until("five message events", || seqs(&receiver).len() >= 5);
+    node_a.shutdown().unwrap();
+    node_b.shutdown().unwrap();
+    assert_eq!(seqs(&receiver), [1, 2, 3, 4, 5]);
+}

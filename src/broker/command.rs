@@ -127,11 +127,13 @@ pub enum Command {
     /// To a subscribing shard: a message the owner numbered.
     Deliver { message: Message },
     /// Clustered, from the NATS bridge to a topic's owner: message `seq` of `topic` as
-    /// JetStream numbered it (published on any node), to keep and fan out.
+    /// JetStream numbered it (published on any node), to keep and fan out. `local` when this
+    /// node published it: its `message.published` webhook event is this node's to send.
     Ingest {
         topic: TopicName,
         seq: u64,
         data: Bytes,
+        local: bool,
     },
     /// Clustered, from the NATS bridge to every shard, in order with `Ingest`: JetStream's
     /// history was lost (the stream was deleted and made anew); every topic starts again at 0

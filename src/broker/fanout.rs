@@ -316,7 +316,12 @@ impl Fanout {
                 reply,
                 key,
             } => self.publish(&topic, &data, reply, key),
-            Command::Ingest { topic, seq, data } => self.ingest(&topic, seq, &data),
+            Command::Ingest {
+                topic,
+                seq,
+                data,
+                local,
+            } => self.ingest(&topic, seq, &data, local),
             Command::ClusterEpoch { epoch } => self.restart_epoch(epoch),
             Command::TopicRestarted { topic, epoch } => {
                 self.handle_topic_restarted(&topic, epoch, clients)
@@ -554,8 +559,10 @@ impl Fanout {
     }
 
     /// Clustered, as the topic's owner: keeps a message JetStream numbered and sends it to
-    /// every shard with subscribers, like one this shard numbered.
-    fn ingest(&mut self, topic: &TopicName, seq: u64, data: &[u8]) {
+    /// every shard with subscribers, like one this shard numbered. Only the node that published
+    /// it (`local`) records its `message.published`: every node reads every message, and the
+    /// cluster's receivers want it once.
+    fn ingest(&mut self, topic: &TopicName, seq: u64, data: &[u8], local: bool) {
         let published = match self.owned.ingest(topic, seq, data, self.now_ms) {
             Ok(Some(published)) => published,
             Ok(None) => {
@@ -568,7 +575,7 @@ impl Fanout {
             }
         };
         self.counters.messages_published += 1;
-        if self.event_filter.wants_message(topic.as_bytes()) {
+        if local && self.event_filter.wants_message(topic.as_bytes()) {
             let message = published.message.clone();
             self.events.push_back(Event::MessagePublished { message });
         }

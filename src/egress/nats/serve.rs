@@ -68,6 +68,9 @@ use crate::egress::feed::IntakeSignal;
 
 /// The header that carries a message's seq within its topic.
 pub const SEQ_HEADER: &str = "Ringcast-Seq";
+/// The header that names the node (its process start) that published a message: the one
+/// node that sends its `message.published` webhook event.
+pub const NODE_HEADER: &str = "Ringcast-Node";
 /// Topics whose last seq and stream sequence the bridge remembers; past it the table is
 /// emptied (each topic then costs one direct get on its next publish).
 const LAST_KNOWN_TOPICS_MAX: usize = 65_536;
@@ -476,7 +479,8 @@ async fn attempt(
         .payload(publish.data.clone())
         .message_id(message_id)
         .expected_last_subject_sequence(last_stream_sequence)
-        .header(SEQ_HEADER, seq.to_string().as_str());
+        .header(SEQ_HEADER, seq.to_string().as_str())
+        .header(NODE_HEADER, format!("{:016x}", bridge.node_id).as_str());
     ClusterMetrics::add(&bridge.metrics.attempts);
     let acknowledged = match bridge
         .context
@@ -713,13 +717,27 @@ async fn ingest(bridge: &Bridge, message: jetstream::Message, next: u64) -> u64 
     let topic = subject::to_topic(prefix, message.subject.as_str())
         .and_then(|name| TopicName::copy_from(&name, bridge.settings.topic_bytes_max).ok());
     let seq = message.headers.as_ref().and_then(header_seq);
+    let node = format!("{:016x}", bridge.node_id);
+    let local = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(NODE_HEADER))
+        .is_some_and(|value| value.as_str() == node);
     if let (Some(topic), Some(seq)) = (topic, seq) {
         bridge.note_read(&topic, seq, stream_sequence);
         bridge.remember(&topic, seq, stream_sequence);
         let owner = topic.owner(bridge.inbox.borrow().shards());
         let data = message.message.payload.clone();
         bridge
-            .send(owner, Command::Ingest { topic, seq, data })
+            .send(
+                owner,
+                Command::Ingest {
+                    topic,
+                    seq,
+                    data,
+                    local,
+                },
+            )
             .await;
     } else {
         ClusterMetrics::add(&bridge.metrics.messages_foreign);
