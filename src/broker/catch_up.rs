@@ -11,7 +11,7 @@
 //! At most `nats_catch_up_subscriptions_max` wait on a shard; past it a subscription is
 //! answered at once. Each outcome is counted (`cluster_catch_ups{outcome}`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use super::command::ClientRef;
 use super::owner::Since;
@@ -32,6 +32,11 @@ pub struct Waiting {
 #[derive(Debug, Default)]
 pub struct CatchUp {
     waiting: VecDeque<Waiting>,
+    /// Per topic with held subscriptions, the lowest `since` among them: a message below it
+    /// lets none go, so reading the stream looks through the held ones only when one can
+    /// leave (a client holding many with a `since` far ahead costs the stream's reading
+    /// nothing).
+    lowest_since: HashMap<TopicName, u64>,
     wait_ms: u64,
     waiting_max: usize,
 }
@@ -41,6 +46,7 @@ impl CatchUp {
     pub fn new(wait_ms: u64, waiting_max: usize) -> CatchUp {
         CatchUp {
             waiting: VecDeque::with_capacity(waiting_max.min(64)),
+            lowest_since: HashMap::new(),
             wait_ms,
             waiting_max,
         }
@@ -61,6 +67,8 @@ impl CatchUp {
         if self.waiting.len() >= self.waiting_max {
             return Err((topic, subscriber, since));
         }
+        let lowest = self.lowest_since.entry(topic.clone()).or_insert(u64::MAX);
+        *lowest = (*lowest).min(since.seq);
         self.waiting.push_back(Waiting {
             topic,
             subscriber,
@@ -73,6 +81,13 @@ impl CatchUp {
     /// Takes the subscriptions of `topic` whose `since` the owner has now read (its latest
     /// seq is `latest`), in the order they came.
     pub fn take_caught_up(&mut self, topic: &TopicName, latest: u64, out: &mut Vec<Waiting>) {
+        if self
+            .lowest_since
+            .get(topic)
+            .is_none_or(|&lowest| latest < lowest)
+        {
+            return;
+        }
         let mut index = 0;
         while index < self.waiting.len() {
             let waiting = &self.waiting[index];
@@ -82,10 +97,28 @@ impl CatchUp {
                 index += 1;
             }
         }
+        self.recount(std::slice::from_ref(topic));
+    }
+
+    /// Makes `lowest_since` right again for `topics`, after some of their subscriptions left.
+    fn recount(&mut self, topics: &[TopicName]) {
+        for topic in topics {
+            let lowest = self
+                .waiting
+                .iter()
+                .filter(|waiting| waiting.topic == *topic)
+                .map(|waiting| waiting.since.seq)
+                .min();
+            match lowest {
+                Some(lowest) => self.lowest_since.insert(topic.clone(), lowest),
+                None => self.lowest_since.remove(topic),
+            };
+        }
     }
 
     /// Takes the subscriptions that waited their time by `now_ms`.
     pub fn take_due(&mut self, now_ms: u64, out: &mut Vec<Waiting>) {
+        let taken_before = out.len();
         while self
             .waiting
             .front()
@@ -93,11 +126,18 @@ impl CatchUp {
         {
             out.extend(self.waiting.pop_front());
         }
+        let mut topics: Vec<TopicName> = out[taken_before..]
+            .iter()
+            .map(|waiting| waiting.topic.clone())
+            .collect();
+        topics.dedup();
+        self.recount(&topics);
     }
 
     /// Takes every subscription (the epoch changed: each is answered at once).
     pub fn take_all(&mut self, out: &mut Vec<Waiting>) {
         out.extend(self.waiting.drain(..));
+        self.lowest_since.clear();
     }
 
     /// When the first held subscription is due, if any is held.
@@ -143,6 +183,7 @@ mod tests {
         assert!(catch_up.hold(topic("A"), client(4), since(6), 30).is_err());
         assert_eq!(catch_up.next_due_ms(), Some(100));
 
+        assert_eq!(catch_up.lowest_since[&topic("A")], 5);
         let mut out = Vec::new();
         catch_up.take_caught_up(&topic("A"), 4, &mut out);
         assert!(out.is_empty());
@@ -152,6 +193,7 @@ mod tests {
             .map(|waiting| waiting.subscriber.slot)
             .collect();
         assert_eq!(slots, [1]);
+        assert_eq!(catch_up.lowest_since[&topic("A")], 7, "the next lowest");
         assert_eq!(catch_up.next_due_ms(), Some(110));
 
         catch_up.take_due(109, &mut out);
@@ -164,9 +206,16 @@ mod tests {
         assert_eq!(slots, [2, 3]);
         assert!(catch_up.is_empty());
 
+        assert!(
+            catch_up.lowest_since.is_empty(),
+            "{:?}",
+            catch_up.lowest_since
+        );
+
         catch_up.hold(topic("C"), client(5), since(1), 200).unwrap();
         catch_up.take_all(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(catch_up.next_due_ms(), None);
+        assert!(catch_up.lowest_since.is_empty());
     }
 }
