@@ -180,8 +180,7 @@ pub fn parse_request<'a>(
     if payload.len() > config.request_bytes_max {
         return Err(RequestError::TooLarge);
     }
-    let fields: Fields<'a> =
-        serde_json::from_slice(payload).map_err(|_| RequestError::MalformedJson)?;
+    let fields = read_fields(payload)?;
     let op = fields
         .op
         .as_ref()
@@ -202,9 +201,16 @@ pub fn parse_named_request<'a>(
     if argument.len() > config.request_bytes_max {
         return Err(RequestError::TooLarge);
     }
-    let fields: Fields<'a> =
-        serde_json::from_slice(argument).map_err(|_| RequestError::MalformedJson)?;
-    request_of(op, fields, config)
+    request_of(op, read_fields(argument)?, config)
+}
+
+/// A request's fields, which must be a JSON object: serde reads a struct from an array too
+/// (its fields by position), which no client means and the protocol does not allow.
+fn read_fields(json: &[u8]) -> Result<Fields<'_>, RequestError> {
+    if json.trim_ascii_start().first() != Some(&b'{') {
+        return Err(RequestError::MalformedJson);
+    }
+    serde_json::from_slice(json).map_err(|_| RequestError::MalformedJson)
 }
 
 /// Parses the JSON array of a Socket.IO EVENT (`["publish",{"topic":…,"data":…}]`): the
@@ -322,6 +328,43 @@ mod tests {
     #[test]
     fn ping_is_a_request() {
         assert!(matches!(parse(r#"{"op":"ping"}"#), Ok(Request::Ping)));
+    }
+
+    /// Proves a request's fields must be an object, over `/ws` and as a Socket.IO event's
+    /// argument: serde would read them from an array by position (the socketio_event fuzz
+    /// target found `["ping",[]]` accepted).
+    #[test]
+    fn fields_in_an_array_are_refused() {
+        let config = BrokerConfig::default();
+        for request in [
+            r#"["ping"]"#,
+            r#"["subscribe",["AAPL"]]"#,
+            r#" [null,"AAPL"]"#,
+        ] {
+            let parsed = parse(request);
+            assert!(
+                matches!(parsed, Err(RequestError::MalformedJson)),
+                "{request}: {parsed:?}"
+            );
+        }
+        for event in [
+            r#"["ping",[]]"#,
+            "[\"ping\",\r\t[\t]\r]",
+            r#"["publish",["x","AAPL",1]]"#,
+            r#"["subscribe",[null,null,["AAPL"]]]"#,
+        ] {
+            let parsed = parse_event(event.as_bytes(), &config);
+            assert!(
+                matches!(parsed, Err(RequestError::MalformedJson)),
+                "{event}: {parsed:?}"
+            );
+        }
+        let parsed = parse_event(br#"["ping", {}]"#, &config);
+        assert!(matches!(parsed, Ok(Request::Ping)));
+        assert!(matches!(
+            parse_event(br#"["ping"]"#, &config),
+            Ok(Request::Ping)
+        ));
     }
 
     /// Proves a publish keeps `data` byte for byte, whitespace and key order included.
