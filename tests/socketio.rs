@@ -266,19 +266,24 @@ fn assert_unknown_sid_refused(server: &ServerProcess, path: &str) {
     );
 }
 
-/// Proves a WebSocket naming a session that closed is refused with 400 before its 101 on the
-/// session's shard, as one naming a session that never was: the shard forgets an id once its
-/// session is freed.
-#[test]
-fn websocket_naming_a_closed_session_gets_400() {
-    let server = ServerProcess::start(&["--shards", "1"]);
+/// Opens a long-polling session with a handshake GET: its sid.
+fn open_polling_session(server: &ServerProcess) -> String {
     let mut client = RawClient::connect(server.address);
     let handshake = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n";
     client.write(handshake.as_bytes());
     let response = client.read_response();
     assert_eq!(response.status, 200);
     let open: serde_json::Value = serde_json::from_slice(&response.body[1..]).unwrap();
-    let sid = open["sid"].as_str().unwrap().to_owned();
+    open["sid"].as_str().unwrap().to_owned()
+}
+
+/// Proves a WebSocket naming a session that closed is refused with 400 before its 101 on the
+/// session's shard, as one naming a session that never was: the shard forgets an id once its
+/// session is freed.
+#[test]
+fn websocket_naming_a_closed_session_gets_400() {
+    let server = ServerProcess::start(&["--shards", "1"]);
+    let sid = open_polling_session(&server);
     // The client's close packet ends the session (no GET holds it: it is freed at once).
     let polling = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
     let mut poster = RawClient::connect(server.address);
@@ -297,13 +302,7 @@ fn websocket_naming_a_closed_session_gets_400() {
 #[test]
 fn websocket_naming_no_shards_session_gets_400_on_every_shard() {
     let server = ServerProcess::start(&["--shards", "2"]);
-    let mut client = RawClient::connect(server.address);
-    let handshake = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n";
-    client.write(handshake.as_bytes());
-    let response = client.read_response();
-    assert_eq!(response.status, 200);
-    let open: serde_json::Value = serde_json::from_slice(&response.body[1..]).unwrap();
-    let sid = open["sid"].as_str().unwrap().to_owned();
+    let sid = open_polling_session(&server);
     const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     // The id's second character holds the shard's six low bits, its last the random part's.
     let with_character = |index: usize, flip: usize| {

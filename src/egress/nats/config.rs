@@ -26,6 +26,8 @@ pub const PUBLISHES_IN_FLIGHT_LIMIT: usize = 4096;
 /// Most subscriptions one shard may hold for its node to catch up with the stream: each is
 /// about 64 bytes while it waits.
 pub const CATCH_UP_SUBSCRIPTIONS_LIMIT: usize = 1024 * 1024;
+/// Most local changes of occupancy waiting for the cluster: each is about 40 bytes.
+pub const OCCUPANCY_CHANGES_LIMIT: usize = 1024 * 1024;
 
 /// How ringcast joins other nodes through NATS JetStream (`[nats]`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -163,34 +165,33 @@ impl NatsConfig {
             let reason = format!("{} is outside 1..={}", self.nats_stream_bytes_max, i64::MAX);
             return Err(("nats_stream_bytes_max", reason));
         }
-        if !(1..=SHARD_PUBLISHES_LIMIT).contains(&self.nats_shard_publishes_max) {
-            let reason = format!(
-                "{} is outside 1..={SHARD_PUBLISHES_LIMIT}",
-                self.nats_shard_publishes_max
-            );
-            return Err(("nats_shard_publishes_max", reason));
-        }
-        if !(1..=PUBLISHES_IN_FLIGHT_LIMIT).contains(&self.nats_publishes_in_flight_max) {
-            let reason = format!(
-                "{} is outside 1..={PUBLISHES_IN_FLIGHT_LIMIT}",
-                self.nats_publishes_in_flight_max
-            );
-            return Err(("nats_publishes_in_flight_max", reason));
-        }
-        if !(1..=CATCH_UP_SUBSCRIPTIONS_LIMIT).contains(&self.nats_catch_up_subscriptions_max) {
-            let reason = format!(
-                "{} is outside 1..={CATCH_UP_SUBSCRIPTIONS_LIMIT}",
-                self.nats_catch_up_subscriptions_max
-            );
-            return Err(("nats_catch_up_subscriptions_max", reason));
-        }
-        if !(1..=CATCH_UP_SUBSCRIPTIONS_LIMIT).contains(&self.nats_occupancy_changes_max) {
-            let reason = format!(
-                "{} is outside 1..={CATCH_UP_SUBSCRIPTIONS_LIMIT}",
-                self.nats_occupancy_changes_max
-            );
-            return Err(("nats_occupancy_changes_max", reason));
-        }
+        let count = |name: &'static str, value: usize, limit: usize| {
+            if (1..=limit).contains(&value) {
+                Ok(value)
+            } else {
+                Err((name, format!("{value} is outside 1..={limit}")))
+            }
+        };
+        let shard_publishes_max = count(
+            "nats_shard_publishes_max",
+            self.nats_shard_publishes_max,
+            SHARD_PUBLISHES_LIMIT,
+        )?;
+        let publishes_in_flight_max = count(
+            "nats_publishes_in_flight_max",
+            self.nats_publishes_in_flight_max,
+            PUBLISHES_IN_FLIGHT_LIMIT,
+        )?;
+        let catch_up_subscriptions_max = count(
+            "nats_catch_up_subscriptions_max",
+            self.nats_catch_up_subscriptions_max,
+            CATCH_UP_SUBSCRIPTIONS_LIMIT,
+        )?;
+        let occupancy_changes_max = count(
+            "nats_occupancy_changes_max",
+            self.nats_occupancy_changes_max,
+            OCCUPANCY_CHANGES_LIMIT,
+        )?;
         let timeout = |name: &'static str, milliseconds: u64| {
             if (1..=TIMEOUT_MS_LIMIT).contains(&milliseconds) {
                 Ok(Duration::from_millis(milliseconds))
@@ -212,11 +213,11 @@ impl NatsConfig {
             request_timeout: timeout("nats_request_timeout_ms", self.nats_request_timeout_ms)?,
             publish_timeout: timeout("nats_publish_timeout_ms", self.nats_publish_timeout_ms)?,
             catch_up: timeout("nats_catch_up_ms", self.nats_catch_up_ms)?,
-            catch_up_subscriptions_max: self.nats_catch_up_subscriptions_max,
+            catch_up_subscriptions_max,
             node_liveness: timeout("nats_node_liveness_ms", self.nats_node_liveness_ms)?,
-            occupancy_changes_max: self.nats_occupancy_changes_max,
-            shard_publishes_max: self.nats_shard_publishes_max,
-            publishes_in_flight_max: self.nats_publishes_in_flight_max,
+            occupancy_changes_max,
+            shard_publishes_max,
+            publishes_in_flight_max,
             topic_bytes_max: crate::broker::TOPIC_BYTES_LIMIT,
             duplicate_window: Duration::from_secs(120),
         }))
