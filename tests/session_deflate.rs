@@ -195,6 +195,50 @@ fn inflated_cap_is_exact() {
     ));
 }
 
+/// Proves a fragmented compressed message's compressed bytes count towards
+/// `message_bytes_max`, as an uncompressed message's do: 4,000 incompressible bytes deflate to
+/// a little more, which passes whole under a 4,004-byte limit as inflated bytes but not as the
+/// compressed bytes of four frames. The inflater lent for the message keeps that count, and a
+/// later message starts again from zero.
+#[test]
+fn compressed_bytes_of_fragments_are_held_to_the_message_limit() {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..4000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let compressed_bytes = compressed(&noise).len();
+    assert!(compressed_bytes > 4004, "{compressed_bytes} bytes");
+    let config = ProtocolLimits {
+        message_bytes_max: 4004,
+        frame_bytes_max: 4004,
+        ..ProtocolLimits::default()
+    };
+    let mut harness = compressing_harness(config.clone());
+    let error = error_of(&mut harness, &fragmented(OpCode::Binary, &noise, 4));
+    assert_eq!(
+        error,
+        ProtocolError::MessageTooLarge {
+            message_bytes: compressed_bytes as u64,
+            message_bytes_max: 4004
+        }
+    );
+    let mut harness = compressing_harness(config);
+    let small = fragmented(OpCode::Binary, &noise[..3000], 4);
+    let events = harness.feed(&[small.clone(), small].concat());
+    assert_eq!(
+        events,
+        [
+            Owned::Binary(noise[..3000].to_vec()),
+            Owned::Binary(noise[..3000].to_vec())
+        ]
+    );
+}
+
 /// Proves data that does not inflate, and compressed text that is not UTF-8, are 1007.
 #[test]
 fn corrupt_data_and_bad_utf8_are_invalid_payload() {

@@ -124,10 +124,13 @@ impl PoolLimits {
 
 /// A buffer on loan from a [`BufferPool`]. Its capacity is its class's size and never grows:
 /// writing past it is a bug caught by an assertion. Hand it back with [`BufferPool::release`].
+///
+/// The capacity names the class (classes differ in size, and `Vec::with_capacity` gives
+/// exactly the capacity asked for), so the buffer is a bare vector: a connection slot holds
+/// several of these as `Option`s, each 24 bytes rather than 32 with a class index.
 #[derive(Debug)]
 pub struct PooledBuffer {
     bytes: Vec<u8>,
-    class_index: u8,
 }
 
 impl PooledBuffer {
@@ -225,8 +228,11 @@ impl BufferPool {
     /// buffer never allocates.
     pub fn new(config: &PoolLimits) -> Self {
         assert!(
-            config.classes.len() <= usize::from(u8::MAX),
-            "too many pool classes"
+            config
+                .classes
+                .windows(2)
+                .all(|pair| pair[0].buffer_bytes < pair[1].buffer_bytes),
+            "pool classes ascend strictly: a buffer's capacity names its class"
         );
         let classes = config
             .classes
@@ -296,10 +302,7 @@ impl BufferPool {
             } else {
                 continue;
             };
-            return Some(PooledBuffer {
-                bytes,
-                class_index: class_index as u8,
-            });
+            return Some(PooledBuffer { bytes });
         }
         self.exhausted_count += 1;
         None
@@ -308,8 +311,12 @@ impl BufferPool {
     /// Takes a buffer back for reuse.
     pub fn release(&mut self, mut buffer: PooledBuffer) {
         buffer.bytes.clear();
-        let class = &mut self.classes[usize::from(buffer.class_index)];
-        debug_assert_eq!(buffer.bytes.capacity(), class.buffer_bytes);
+        let capacity = buffer.bytes.capacity();
+        let class_index = self
+            .classes
+            .partition_point(|class| class.buffer_bytes < capacity);
+        let class = &mut self.classes[class_index];
+        assert_eq!(capacity, class.buffer_bytes, "a pooled buffer grew");
         assert!(
             class.free.len() < class.buffers_max,
             "released a buffer twice"

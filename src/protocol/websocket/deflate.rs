@@ -177,6 +177,9 @@ pub enum InflateError {
 /// memory (about 40 KiB, mostly the window) is bounded by how many the shard's pool holds.
 pub struct Inflater {
     inner: Decompress,
+    /// The compressed bytes of the message being inflated, handed in so far (zlib's own
+    /// `total_in` counts only what it consumed).
+    compressed_bytes: usize,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -195,12 +198,24 @@ impl Inflater {
     pub fn new() -> Inflater {
         Inflater {
             inner: Decompress::new_with_window_bits(false, WINDOW_BITS_MAX),
+            compressed_bytes: 0,
         }
     }
 
     /// Forgets the message it was inflating.
     pub fn reset(&mut self) {
         self.inner.reset(false);
+        self.compressed_bytes = 0;
+    }
+
+    /// Counts a piece of the message's compressed bytes (the sync-flush trailer too).
+    pub fn count_compressed(&mut self, bytes: usize) {
+        self.compressed_bytes += bytes;
+    }
+
+    /// The compressed bytes of the message counted so far.
+    pub fn compressed_bytes(&self) -> usize {
+        self.compressed_bytes
     }
 
     /// Inflates `input` (a piece of a message's compressed payload, or the sync-flush trailer

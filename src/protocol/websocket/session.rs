@@ -144,9 +144,6 @@ pub struct Session {
     compression: bool,
     /// Whether the message being received is compressed (its first frame had RSV1).
     message_compressed: bool,
-    /// Its compressed bytes so far, which `frame_bytes_max`/`message_bytes_max` bound like an
-    /// uncompressed message's (the inflated bytes are bounded by `message_bytes_max` too).
-    compressed_bytes: u64,
     /// The shard's inflater, lent from a compressed message's first frame to its last.
     inflater: Option<Box<Inflater>>,
 }
@@ -173,7 +170,6 @@ impl Session {
             owed_close: None,
             compression: false,
             message_compressed: false,
-            compressed_bytes: 0,
             inflater: None,
         }
     }
@@ -296,13 +292,19 @@ impl Session {
                 self.message_kind = Some(kind);
                 self.utf8.reset();
                 self.message_compressed = head.rsv1;
-                self.compressed_bytes = 0;
             }
             _ => {}
         }
         if !head.opcode.is_control() {
             let message_bytes_so_far = match self.message_compressed {
-                true => self.compressed_bytes as usize,
+                // Its compressed bytes so far, which `frame_bytes_max`/`message_bytes_max`
+                // bound like an uncompressed message's (the inflated bytes are bounded by
+                // `message_bytes_max` too). The inflater lent for the message counts them:
+                // a session holds nothing for it between compressed messages.
+                true => self
+                    .inflater
+                    .as_ref()
+                    .map_or(0, |inflater| inflater.compressed_bytes()),
                 false => self.message.as_ref().map_or(0, PooledBuffer::len),
             };
             check_data_limits(&head, message_bytes_so_far, config)?;
@@ -634,7 +636,6 @@ impl Reader<'_> {
         end: usize,
         last: bool,
     ) -> Result<Step, ProtocolError> {
-        self.session.compressed_bytes += (end - start) as u64;
         inflate_piece(
             self.session,
             self.pool,
@@ -772,6 +773,7 @@ fn inflate_piece(
             .acquire_inflater()
             .ok_or(ProtocolError::InflatersExhausted)?,
     };
+    inflater.count_compressed(piece.len());
     let mut buffer = match session.message.take() {
         Some(buffer) => buffer,
         None => match acquire(pool, piece.len().max(1)) {
