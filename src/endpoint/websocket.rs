@@ -76,10 +76,10 @@ pub struct WebSocketEndpoint {
     deadline_ms: u64,
     last_receive_ms: u64,
     ping_sent_ms: u64,
-    /// When the frame or message the peer is in the middle of began, if it is in the middle of
-    /// one: it must end within `message_timeout_ms`.
-    message_started_ms: Option<u64>,
-    message_timeout_ms: u64,
+    /// When the frame or message the peer is in the middle of must end (`message_timeout_ms`
+    /// after it began); `u64::MAX` when it is not in the middle of one. One field rather than
+    /// the start and the timeout: every connection slot holds it.
+    message_deadline_ms: u64,
     /// The token's identity and expiry; `None` without authentication.
     access: Option<Box<Access>>,
     /// How the connection closed, from whichever side closed first: the code and reason of the
@@ -99,8 +99,7 @@ impl WebSocketEndpoint {
             deadline_ms: now_ms + settings.idle_timeout_ms,
             last_receive_ms: now_ms,
             ping_sent_ms: 0,
-            message_started_ms: None,
-            message_timeout_ms: settings.message_timeout_ms,
+            message_deadline_ms: u64::MAX,
             access: None,
             close_code: CLOSE_CODE_ABNORMAL,
             close_reason: None,
@@ -161,8 +160,8 @@ impl WebSocketEndpoint {
     }
 
     fn message_deadline_ms(&self) -> u64 {
-        match (self.message_started_ms, self.session.state()) {
-            (Some(started_ms), SessionState::Open) => started_ms + self.message_timeout_ms,
+        match self.session.state() {
+            SessionState::Open => self.message_deadline_ms,
             _ => u64::MAX,
         }
     }
@@ -255,9 +254,12 @@ impl WebSocketEndpoint {
             }
         }
         drop(reader);
-        self.message_started_ms = match self.session.is_mid_message() {
-            true => self.message_started_ms.or(Some(context.now_ms)),
-            false => None,
+        self.message_deadline_ms = match self.session.is_mid_message() {
+            true if self.message_deadline_ms == u64::MAX => {
+                context.now_ms + context.settings.message_timeout_ms
+            }
+            true => self.message_deadline_ms,
+            false => u64::MAX,
         };
         self.flush_transmits(outbound, context)
     }
@@ -290,7 +292,7 @@ impl WebSocketEndpoint {
             // A message begun and trickled holds pooled buffers that others need: refused.
             context.counters.message_timeouts += 1;
             debug!("message not finished in time: closing with 1008");
-            self.message_started_ms = None;
+            self.message_deadline_ms = u64::MAX;
             return self.close(
                 CloseCode::POLICY_VIOLATION,
                 "message too slow",

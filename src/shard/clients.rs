@@ -227,8 +227,8 @@ fn queued(
 
 /// Lists `connection` for the end of the turn, once.
 fn turn_list(connection: &mut Connection, slot: u32, turn_list: &mut Vec<u32>) {
-    if !connection.turn_listed {
-        connection.turn_listed = true;
+    if !connection.turn_listed() {
+        connection.set_turn_listed(true);
         turn_list.push(slot);
     }
 }
@@ -236,9 +236,9 @@ fn turn_list(connection: &mut Connection, slot: u32, turn_list: &mut Vec<u32>) {
 /// Lists `connection` for the next send, once.
 /// A session with frames queued is listed too: its carrier, if any, takes them then.
 pub(super) fn list_for_send(connection: &mut Connection, slot: u32, send_list: &mut Vec<u32>) {
-    let session_queued = connection.detached && !connection.outbound.is_empty();
-    if !connection.send_listed && (connection.has_sendable() || session_queued) {
-        connection.send_listed = true;
+    let session_queued = connection.detached() && !connection.outbound.is_empty();
+    if !connection.send_listed() && (connection.has_sendable() || session_queued) {
+        connection.set_send_listed(true);
         send_list.push(slot);
     }
 }

@@ -119,7 +119,7 @@ impl Shard {
             // Frames wait and none went out for `send_stall_timeout_ms`, pings answered or not:
             // the peer does not read. Its queue is not held for it any longer.
             self.counters.send_stalls += 1;
-            connection.stall_closed = true;
+            connection.set_stall_closed(true);
             debug!("send stalled: closing with 1008");
             return connection.endpoint.close(
                 CloseCode::POLICY_VIOLATION,
@@ -154,7 +154,7 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
-        if connection.detached {
+        if connection.detached() {
             // A session has no socket: once it closes, what it queued goes to its carrier and
             // the slot is freed at once.
             return match connection.closing {
@@ -184,7 +184,7 @@ impl Shard {
                     .build()
                     .user_data(Tag::new(Operation::Shutdown, slot, generation).encode())
             }
-            Closing::ShutDown if !connection.receive_armed && !connection.send_in_flight() => {
+            Closing::ShutDown if !connection.receive_armed() && !connection.send_in_flight() => {
                 connection.closing = Closing::Closing;
                 opcode::Close::new(types::Fixed(slot))
                     .build()
@@ -205,7 +205,7 @@ impl Shard {
         if !matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
             return Ok(());
         }
-        if connection.detached {
+        if connection.detached() {
             // Freed by `advance_close`, which the caller's `after_activity` reaches.
             connection.closing = Closing::AfterFlush;
             return Ok(());
@@ -310,7 +310,7 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_ref()
             .expect("live connection");
-        let detached = connection.detached;
+        let detached = connection.detached();
         if let Some(session) = connection.endpoint.carried_session() {
             let carrier = self.client_ref(slot);
             self.carry(

@@ -27,9 +27,37 @@ pub enum Closing {
 /// Every slot of a shard's connection table holds a `Connection` inline, made at start-up
 /// (`connections_per_shard_max` of them: 16,000 per shard in the million-connection run, so
 /// each byte here is 1 MB of an idle 64-shard server). Rarely used state is boxed or pooled
-/// (a Socket.IO endpoint, a held poll, an inflater), and this bound keeps it so.
-const CONNECTION_BYTES_MAX: usize = 480;
+/// (a Socket.IO endpoint, a held poll, an inflater, a request body cut across reads), and
+/// this bound keeps it so.
+const CONNECTION_BYTES_MAX: usize = 352;
 const _: () = assert!(size_of::<Connection>() <= CONNECTION_BYTES_MAX);
+
+/// A connection's yes-or-no states, one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Flags(u16);
+
+impl Flags {
+    const RECEIVE_ARMED: u16 = 1 << 0;
+    const READING_PAUSED: u16 = 1 << 1;
+    const PUBLISHER_PAUSED: u16 = 1 << 2;
+    const SEND_LISTED: u16 = 1 << 3;
+    const TLS_WAITING: u16 = 1 << 4;
+    const TURN_LISTED: u16 = 1 << 5;
+    const STALL_CLOSED: u16 = 1 << 6;
+    const UNSENT: u16 = 1 << 7;
+    const DETACHED: u16 = 1 << 8;
+
+    fn has(self, flag: u16) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn set(&mut self, flag: u16, on: bool) {
+        match on {
+            true => self.0 |= flag,
+            false => self.0 &= !flag,
+        }
+    }
+}
 
 /// One connection of a shard.
 #[derive(Debug)]
@@ -43,36 +71,17 @@ pub struct Connection {
     pub(super) close_deadline_ms: u64,
     /// The deadline last mirrored into the shard's timer wheel.
     pub(super) scheduled_ms: u64,
-    pub(super) receive_armed: bool,
-    /// Reading is paused because replies to this peer piled up past the queue limits.
-    pub(super) reading_paused: bool,
-    /// Reading is paused because this publisher's shard cannot hand its publishes on (another
-    /// shard's mailbox is full); resumed when the outbox empties.
-    pub(super) publisher_paused: bool,
-    /// Queued in the shard's list of connections with something to send.
-    pub(super) send_listed: bool,
-    /// Queued in the shard's list of TLS connections waiting for a ciphertext buffer.
-    pub(super) tls_waiting: bool,
-    /// Queued in the shard's list of connections owed something at the end of the turn.
-    pub(super) turn_listed: bool,
     /// What the queue last reported to the shard's queue memory.
     pub(super) reported: Reported,
+    /// Nine yes-or-no states in one word (see [`Flags`]): as bools, with the fields around
+    /// them, they took a slot 8 bytes more.
+    flags: Flags,
     /// When the queue last made progress: bytes sent, or frames queued to an empty queue. A
     /// queue with frames and no progress for `send_stall_timeout_ms` closes the connection.
     pub(super) send_progress_ms: u64,
-    /// The connection was closed for a stalled queue (the stall deadline no longer applies).
-    pub(super) stall_closed: bool,
-    /// Bytes waited to be sent (frames, or a TLS connection's ciphertext) when the shard last
-    /// accounted for the connection: the stall clock starts when they appear. A TLS handshake
-    /// flight is unsent bytes with no frame queued, so the queue's report alone misses it.
-    pub(super) unsent: bool,
     /// The kind it was first a client of the broker as (`connection.opened` recorded then, if a
     /// webhook wants it); `None` while it is plain HTTP.
     pub(super) announced: Option<EndpointKind>,
-    /// An Engine.IO long-polling session: a client of the broker with no socket (in a slot
-    /// beyond the connection table), whose queue the connections carrying it take
-    /// (`shard::sessions`). No ring operation ever names its slot.
-    pub(super) detached: bool,
 }
 
 impl Connection {
@@ -85,18 +94,10 @@ impl Connection {
             closing: Closing::Open,
             close_deadline_ms: 0,
             scheduled_ms: u64::MAX,
-            receive_armed: false,
-            reading_paused: false,
-            publisher_paused: false,
-            send_listed: false,
-            tls_waiting: false,
-            turn_listed: false,
             reported: Reported::default(),
+            flags: Flags::default(),
             send_progress_ms: 0,
-            stall_closed: false,
-            unsent: false,
             announced: None,
-            detached: false,
         }
     }
 
@@ -128,7 +129,7 @@ impl Connection {
     /// When a queue that makes no progress counts as stalled; `u64::MAX` when nothing waits.
     pub fn stall_deadline_ms(&self, send_stall_timeout_ms: u64) -> u64 {
         // A session's queue waits for its next poll; the heartbeat ends a session not polled.
-        match !self.has_unsent() || self.stall_closed || self.detached {
+        match !self.has_unsent() || self.stall_closed() || self.detached() {
             true => u64::MAX,
             false => self.send_progress_ms.saturating_add(send_stall_timeout_ms),
         }
@@ -137,7 +138,7 @@ impl Connection {
     /// Whether a send should be submitted now: something to send, and no send in flight. For
     /// TLS, ciphertext waiting, or plaintext queued that may be sealed.
     pub fn has_sendable(&self) -> bool {
-        if self.detached {
+        if self.detached() {
             return false;
         }
         match self.transport.tls() {
@@ -176,9 +177,9 @@ impl Connection {
     pub fn account(&mut self, memory: &mut QueueMemory, now_ms: u64) {
         let transport_bytes = self.transport.held_bytes();
         memory.sync_with_transport(&self.outbound, transport_bytes, &mut self.reported);
-        let had_unsent = self.unsent;
-        self.unsent = self.has_unsent();
-        if !had_unsent && self.unsent {
+        let had_unsent = self.unsent();
+        self.set_unsent(self.has_unsent());
+        if !had_unsent && self.unsent() {
             self.send_progress_ms = now_ms;
         }
     }
@@ -208,7 +209,7 @@ impl Connection {
 /// start-up (so that it never reallocates), but written only up to the highest slot used so
 /// far: the kernel hands out the lowest free slot, so a shard holding a few thousand
 /// connections touches a few thousand slots' pages, not `connections_per_shard_max` of them
-/// (about 7.5 MB a shard at 16,000 slots, 480 MB of an idle 64-shard server otherwise).
+/// (about 5.6 MB a shard at 16,000 slots, 360 MB of an idle 64-shard server otherwise).
 ///
 /// Engine.IO long-polling sessions (`shard::sessions`), clients of the broker without a
 /// socket, take the slots after the table's, `slots_max..slots_max + sessions_max`, kept apart
@@ -281,6 +282,95 @@ impl std::ops::IndexMut<usize> for ConnectionTable {
             slots.resize_with(index + 1, || None);
         }
         &mut slots[index]
+    }
+}
+
+/// The connection's flags, read and set by name.
+impl Connection {
+    /// A multishot receive is armed for the socket.
+    pub fn receive_armed(&self) -> bool {
+        self.flags.has(Flags::RECEIVE_ARMED)
+    }
+
+    pub fn set_receive_armed(&mut self, on: bool) {
+        self.flags.set(Flags::RECEIVE_ARMED, on);
+    }
+
+    /// Reading is paused because replies to this peer piled up past the queue limits.
+    pub fn reading_paused(&self) -> bool {
+        self.flags.has(Flags::READING_PAUSED)
+    }
+
+    pub fn set_reading_paused(&mut self, on: bool) {
+        self.flags.set(Flags::READING_PAUSED, on);
+    }
+
+    /// Reading is paused because this publisher's shard cannot hand its publishes on (another
+    /// shard's mailbox is full); resumed when the outbox empties.
+    pub fn publisher_paused(&self) -> bool {
+        self.flags.has(Flags::PUBLISHER_PAUSED)
+    }
+
+    pub fn set_publisher_paused(&mut self, on: bool) {
+        self.flags.set(Flags::PUBLISHER_PAUSED, on);
+    }
+
+    /// Queued in the shard's list of connections with something to send.
+    pub fn send_listed(&self) -> bool {
+        self.flags.has(Flags::SEND_LISTED)
+    }
+
+    pub fn set_send_listed(&mut self, on: bool) {
+        self.flags.set(Flags::SEND_LISTED, on);
+    }
+
+    /// Queued in the shard's list of TLS connections waiting for a ciphertext buffer.
+    pub fn tls_waiting(&self) -> bool {
+        self.flags.has(Flags::TLS_WAITING)
+    }
+
+    pub fn set_tls_waiting(&mut self, on: bool) {
+        self.flags.set(Flags::TLS_WAITING, on);
+    }
+
+    /// Queued in the shard's list of connections owed something at the end of the turn.
+    pub fn turn_listed(&self) -> bool {
+        self.flags.has(Flags::TURN_LISTED)
+    }
+
+    pub fn set_turn_listed(&mut self, on: bool) {
+        self.flags.set(Flags::TURN_LISTED, on);
+    }
+
+    /// The connection was closed for a stalled queue (the stall deadline no longer applies).
+    pub fn stall_closed(&self) -> bool {
+        self.flags.has(Flags::STALL_CLOSED)
+    }
+
+    pub fn set_stall_closed(&mut self, on: bool) {
+        self.flags.set(Flags::STALL_CLOSED, on);
+    }
+
+    /// Bytes waited to be sent (frames, or a TLS connection's ciphertext) when the shard last
+    /// accounted for the connection: the stall clock starts when they appear. A TLS handshake
+    /// flight is unsent bytes with no frame queued, so the queue's report alone misses it.
+    pub fn unsent(&self) -> bool {
+        self.flags.has(Flags::UNSENT)
+    }
+
+    pub fn set_unsent(&mut self, on: bool) {
+        self.flags.set(Flags::UNSENT, on);
+    }
+
+    /// An Engine.IO long-polling session: a client of the broker with no socket (in a slot
+    /// beyond the connection table), whose queue the connections carrying it take
+    /// (`shard::sessions`). No ring operation ever names its slot.
+    pub fn detached(&self) -> bool {
+        self.flags.has(Flags::DETACHED)
+    }
+
+    pub fn set_detached(&mut self, on: bool) {
+        self.flags.set(Flags::DETACHED, on);
     }
 }
 

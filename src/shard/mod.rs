@@ -578,7 +578,7 @@ impl Shard {
             let Some(connection) = self.connections[slot as usize].as_mut() else {
                 continue;
             };
-            connection.turn_listed = false;
+            connection.set_turn_listed(false);
             let before = connection.endpoint.kind();
             let next = connection
                 .endpoint

@@ -18,7 +18,7 @@ use crate::transport::tls::ReadOutcome;
 impl Shard {
     pub(super) fn arm_receive(&mut self, slot: u32) -> io::Result<()> {
         let connection = self.connection_mut(slot);
-        connection.receive_armed = true;
+        connection.set_receive_armed(true);
         let generation = connection.generation();
         let entry = opcode::RecvMulti::new(types::Fixed(slot), RECEIVE_GROUP_ID)
             .build()
@@ -31,7 +31,7 @@ impl Shard {
     pub(super) fn handle_receive(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
         let ended = !completion.more();
         if ended {
-            self.connection_mut(slot).receive_armed = false;
+            self.connection_mut(slot).set_receive_armed(false);
         }
         let mut parked = false;
         match completion.result {
@@ -100,10 +100,10 @@ impl Shard {
     /// Whether a connection should have a receive armed and has none.
     pub(super) fn wants_receive(&mut self, slot: u32) -> bool {
         let connection = self.connection_mut(slot);
-        !connection.receive_armed
-            && !connection.detached
-            && !connection.reading_paused
-            && !connection.publisher_paused
+        !connection.receive_armed()
+            && !connection.detached()
+            && !connection.reading_paused()
+            && !connection.publisher_paused()
             && connection.closing == Closing::Open
     }
 
@@ -173,7 +173,7 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
-        connection.receive_armed = false;
+        connection.set_receive_armed(false);
         connection
             .outbound
             .discard_unsent(&mut self.queue_memory.shared);
@@ -196,12 +196,12 @@ impl Shard {
         };
         let connection = self.connection_mut(slot);
         let over = connection.outbound.is_over(limits);
-        if !connection.reading_paused && over && connection.closing == Closing::Open {
-            connection.reading_paused = true;
+        if !connection.reading_paused() && over && connection.closing == Closing::Open {
+            connection.set_reading_paused(true);
             self.counters.reading_pauses += 1;
             return self.cancel_receive(slot);
-        } else if connection.reading_paused && !connection.outbound.is_over(limits.half()) {
-            connection.reading_paused = false;
+        } else if connection.reading_paused() && !connection.outbound.is_over(limits.half()) {
+            connection.set_reading_paused(false);
             if self.wants_receive(slot) {
                 return self.arm_receive(slot);
             }
@@ -213,7 +213,7 @@ impl Shard {
     /// re-arms nothing while a pause holds.
     fn cancel_receive(&mut self, slot: u32) -> io::Result<()> {
         let connection = self.connection_mut(slot);
-        if !connection.receive_armed {
+        if !connection.receive_armed() {
             return Ok(());
         }
         let generation = connection.generation();
@@ -252,10 +252,10 @@ impl Shard {
     /// pile up here. The bytes wait in its socket, so TCP pushes back on it.
     pub(super) fn pause_publisher(&mut self, slot: u32) -> io::Result<()> {
         let connection = self.connection_mut(slot);
-        if connection.publisher_paused || connection.closing != Closing::Open {
+        if connection.publisher_paused() || connection.closing != Closing::Open {
             return Ok(());
         }
-        connection.publisher_paused = true;
+        connection.set_publisher_paused(true);
         let generation = connection.generation();
         self.counters.publisher_pauses += 1;
         self.publishers_paused.push((slot, generation));
@@ -270,7 +270,7 @@ impl Shard {
             if connection.generation() != generation {
                 continue;
             }
-            connection.publisher_paused = false;
+            connection.set_publisher_paused(false);
             if self.wants_receive(slot) {
                 self.arm_receive(slot)?;
             }

@@ -72,7 +72,7 @@ impl Shard {
                                 continue;
                             };
                             if other.generation() == generation {
-                                other.tls_waiting = false;
+                                other.set_tls_waiting(false);
                                 list_for_send(other, waiting, &mut self.send_list);
                             }
                         }
@@ -124,8 +124,8 @@ impl Shard {
             let Some(connection) = self.connections[slot as usize].as_mut() else {
                 continue;
             };
-            connection.send_listed = false;
-            if connection.detached {
+            connection.set_send_listed(false);
+            if connection.detached() {
                 self.flush_session(slot)?;
                 continue;
             }
@@ -183,7 +183,7 @@ impl Shard {
             .as_mut()
             .expect("listed connections are live");
         let generation = connection.generation();
-        let connection_waiting = connection.tls_waiting;
+        let connection_waiting = connection.tls_waiting();
         let tls = connection.transport.tls_mut().expect("a TLS connection");
         let outbound = &mut connection.outbound;
         let shared = &mut self.queue_memory.shared;
@@ -216,7 +216,7 @@ impl Shard {
             unsafe { self.ring.push(&entry)? };
         }
         if newly_waiting {
-            self.connection_mut(slot).tls_waiting = true;
+            self.connection_mut(slot).set_tls_waiting(true);
         }
         self.account(slot);
         if failed {

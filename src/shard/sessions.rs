@@ -214,7 +214,7 @@ impl Shard {
         }
         let connection = self.connections[slot as usize].as_mut().expect("checked");
         let closing = connection.closing != Closing::Open;
-        if connection.generation() != carrier.generation || connection.detached || closing {
+        if connection.generation() != carrier.generation || connection.detached() || closing {
             // On its way out, the connection sends nothing more (its session was told).
             return Ok(());
         }
@@ -280,7 +280,7 @@ impl Shard {
         self.sessions.count_address(slot, address);
         let (endpoint, open) = SocketIoEndpoint::open_polling(start, session_id, &mut self.context);
         let mut connection = Connection::new(generation, Endpoint::SocketIo(Box::new(endpoint)));
-        connection.detached = true;
+        connection.set_detached(true);
         self.connections[index] = Some(connection);
         self.fanout.open_client(slot, generation);
         self.track_kind(slot, EndpointKind::Http, EndpointKind::SocketIo);
