@@ -26,7 +26,7 @@ use super::cluster::ClusterPublish;
 use super::command::{ClientRef, Command, PublishReply};
 use super::config::BrokerConfig;
 use super::counters::{BrokerCounters, BrokerGauges};
-use super::delivery::{ClientRecord, Delivery, Replay, Subscription};
+use super::delivery::{ClientRecords, Delivery, Replay, Subscription};
 use super::event::{ConnectionId, Event, EventFilter, EventKind};
 use super::grants::TopicPatterns;
 use super::idempotency::{IdempotencyKey, IdempotencyKeys};
@@ -68,7 +68,7 @@ pub struct Fanout {
     queue_limits: QueueLimits,
     owned: OwnedTopics,
     subscribers: SubscriberTable,
-    clients: Vec<ClientRecord>,
+    clients: ClientRecords,
     encoder: FrameEncoder,
     /// Commands for shards (this one included), in the order they were made.
     outgoing: VecDeque<(usize, Command)>,
@@ -120,7 +120,7 @@ impl Fanout {
             queue_limits,
             owned: OwnedTopics::new(config, shards, epoch_seed),
             subscribers: SubscriberTable::default(),
-            clients: (0..clients_max).map(|_| ClientRecord::default()).collect(),
+            clients: ClientRecords::new(clients_max),
             encoder: FrameEncoder::new(ENCODER_ARENA_BYTES),
             outgoing: VecDeque::new(),
             holding: Vec::new(),
