@@ -96,26 +96,47 @@ impl ClientRecords {
 impl std::ops::Index<usize> for ClientRecords {
     type Output = ClientRecord;
 
+    #[inline]
     fn index(&self, slot: usize) -> &ClientRecord {
-        assert!(
-            slot < self.records.capacity(),
-            "client slot {slot} out of range"
-        );
-        self.records.get(slot).unwrap_or(&UNUSED_RECORD)
+        match self.records.get(slot) {
+            Some(record) => record,
+            None => self.unused(slot),
+        }
     }
 }
 
+/// Inlined, with the rare growth apart: a delivery looks its client up once per subscriber.
 impl std::ops::IndexMut<usize> for ClientRecords {
+    #[inline]
     fn index_mut(&mut self, slot: usize) -> &mut ClientRecord {
+        if slot >= self.records.len() {
+            self.write_up_to(slot);
+        }
+        &mut self.records[slot]
+    }
+}
+
+impl ClientRecords {
+    #[cold]
+    #[inline(never)]
+    fn unused(&self, slot: usize) -> &'static ClientRecord {
         assert!(
             slot < self.records.capacity(),
             "client slot {slot} out of range"
         );
-        if slot >= self.records.len() {
-            // Within the capacity reserved at start-up: never reallocates.
-            self.records.resize_with(slot + 1, || ClientRecord::UNUSED);
-        }
-        &mut self.records[slot]
+        &UNUSED_RECORD
+    }
+
+    /// Writes the records up to `slot` (unused), within the capacity reserved at start-up:
+    /// never reallocates.
+    #[cold]
+    #[inline(never)]
+    fn write_up_to(&mut self, slot: usize) {
+        assert!(
+            slot < self.records.capacity(),
+            "client slot {slot} out of range"
+        );
+        self.records.resize_with(slot + 1, || ClientRecord::UNUSED);
     }
 }
 
