@@ -40,6 +40,10 @@ pub const TRANSPORT_COUNT: usize = 5;
 /// The clients of a shard as the broker sees them: queues to fill and connections to close.
 /// Clients are named by their slot; the broker never names a slot it was not told is open.
 pub trait Clients {
+    /// A hint that `client` is reached a few steps from now (see
+    /// [`crate::protocol::prefetch`]): its state may start loading. Nothing else.
+    fn prefetch(&self, _client: u32) {}
+
     /// Whether the client takes messages now: open, and not closing.
     fn takes_messages(&self, client: u32) -> bool;
 

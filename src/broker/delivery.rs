@@ -9,6 +9,7 @@ use super::message::Message;
 use super::subscribers::POSITION_PENDING;
 use super::topic::Epoch;
 use crate::protocol::CloseCode;
+use crate::protocol::prefetch::prefetch;
 
 /// One topic a client subscribes to.
 #[derive(Debug)]
@@ -89,6 +90,17 @@ impl ClientRecords {
     pub(super) fn new(clients_max: usize) -> ClientRecords {
         ClientRecords {
             records: Vec::with_capacity(clients_max),
+        }
+    }
+
+    /// Starts loading the record of `slot`, which a loop reaches a few steps from now.
+    #[inline]
+    pub(super) fn prefetch(&self, slot: usize) {
+        if slot < self.records.len() {
+            prefetch(
+                self.records.as_ptr().wrapping_add(slot),
+                size_of::<ClientRecord>(),
+            );
         }
     }
 }

@@ -35,6 +35,7 @@ use super::owner::{OwnedTopics, OwnerError, ReplayPage, Since, SubscribeAnswer};
 use super::request::BrokerRequest;
 use super::subscribers::{POSITION_PENDING, SubscriberTable};
 use super::topic::{Epoch, TopicName};
+use crate::protocol::prefetch::PREFETCH_DISTANCE;
 use crate::protocol::websocket::frame::FrameEncoder;
 
 /// Chunk size of the broker's encoder (messages and replies): one allocation serves many small
@@ -1147,7 +1148,12 @@ impl Fanout {
             holding: &mut self.holding,
             counters: &mut self.counters,
         };
-        for &slot in self.subscribers.subscribers(index) {
+        let subscribers = self.subscribers.subscribers(index);
+        for (position, &slot) in subscribers.iter().enumerate() {
+            if let Some(&ahead) = subscribers.get(position + PREFETCH_DISTANCE) {
+                clients.prefetch(ahead);
+                self.clients.prefetch(ahead as usize);
+            }
             delivery.reach(slot, &mut self.clients[slot as usize], clients);
         }
     }

@@ -21,6 +21,7 @@ pub mod http1;
 pub mod limits;
 pub mod ndjson;
 pub mod pool;
+pub mod prefetch;
 pub mod socketio;
 pub mod sse;
 pub mod websocket;

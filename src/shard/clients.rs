@@ -148,6 +148,10 @@ impl ShardClients<'_> {
 }
 
 impl Clients for ShardClients<'_> {
+    fn prefetch(&self, client: u32) {
+        self.connections.prefetch(client as usize);
+    }
+
     fn takes_messages(&self, client: u32) -> bool {
         self.connections[client as usize]
             .as_ref()

@@ -7,6 +7,7 @@
 
 use crate::endpoint::outbound::{Outbound, QueueMemory, Reported};
 use crate::endpoint::{Endpoint, EndpointKind, Next};
+use crate::protocol::prefetch::prefetch;
 use crate::transport::Transport;
 
 /// Where a connection's close sequence stands. Sockets are shut down before their descriptor is
@@ -254,6 +255,22 @@ impl ConnectionTable {
 
     pub fn get(&self, slot: usize) -> Option<&Option<Connection>> {
         (slot < self.slots_max + self.sessions_max).then(|| &self[slot])
+    }
+
+    /// Starts loading the slot `slot` (every line of it), which a loop reaches a few steps
+    /// from now; nothing for a slot not written yet, or past the table.
+    #[inline]
+    pub fn prefetch(&self, slot: usize) {
+        let (slots, index) = match slot.checked_sub(self.slots_max) {
+            None => (&self.slots, slot),
+            Some(session) => (&self.sessions, session),
+        };
+        if index < slots.len() {
+            prefetch(
+                slots.as_ptr().wrapping_add(index),
+                size_of::<Option<Connection>>(),
+            );
+        }
     }
 }
 

@@ -54,6 +54,7 @@ use crate::endpoint::socketio_polling::{LocalSessions, SessionDirectory};
 use crate::endpoint::{Context, EndpointKind};
 use crate::protocol::CloseCode;
 use crate::protocol::pool::BufferPool;
+use crate::protocol::prefetch::PREFETCH_DISTANCE;
 use crate::protocol::websocket::deflate::CompressorSet;
 use crate::protocol::websocket::frame::FrameEncoder;
 use crate::stats::{Counters, Gauges, PoolStats, ShardCounters, ShardStats, TlsStats};
@@ -323,6 +324,11 @@ impl Shard {
             self.completions.clear();
             self.ring.harvest(&mut self.completions);
             for index in 0..self.completions.len() {
+                if let Some(ahead) = self.completions.get(index + PREFETCH_DISTANCE) {
+                    // Most completions name a connection's slot in their low 32 bits; for
+                    // the others the hint is wasted, never wrong.
+                    self.connections.prefetch(ahead.user_data as u32 as usize);
+                }
                 let completion = self.completions[index];
                 self.handle_completion(completion)?;
             }
@@ -575,6 +581,9 @@ impl Shard {
     /// ready polls, whose unsubscriptions go to the broker at once).
     fn end_turn(&mut self) -> io::Result<()> {
         while let Some(slot) = self.turn_list.pop() {
+            if let Some(ahead) = self.turn_list.len().checked_sub(PREFETCH_DISTANCE) {
+                self.connections.prefetch(self.turn_list[ahead] as usize);
+            }
             let Some(connection) = self.connections[slot as usize].as_mut() else {
                 continue;
             };

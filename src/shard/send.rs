@@ -11,6 +11,7 @@ use super::Shard;
 use super::clients::{list_for_send, shard_clients};
 use super::connection::Closing;
 use super::ring::{Completion, Operation, Tag};
+use crate::protocol::prefetch::PREFETCH_DISTANCE;
 use crate::transport::tls::Sealed;
 
 /// Gathered sends in flight at once per shard; a connection beyond it sends one frame at a time.
@@ -120,6 +121,9 @@ impl Shard {
         let mut index = 0;
         while index < self.send_list.len() {
             let slot = self.send_list[index];
+            if let Some(&ahead) = self.send_list.get(index + PREFETCH_DISTANCE) {
+                self.connections.prefetch(ahead as usize);
+            }
             index += 1;
             let Some(connection) = self.connections[slot as usize].as_mut() else {
                 continue;
