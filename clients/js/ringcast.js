@@ -50,8 +50,9 @@
  * @property {string[]} [topics]            topics to subscribe to at once
  * @property {string} [token]               sent as `?token=` on every connection
  * @property {() => (string | Promise<string>)} [refreshToken]
- *   called when the token expired (WebSocket close 4001, SSE's `expired` event, or 401 to a
- *   stream or poll); the new token is used to reconnect
+ *   called when the token expired (WebSocket close 4001, SSE's `expired` event, 401 to a
+ *   stream or poll, or a JWT past its `exp` when reconnecting); the new token is used to
+ *   reconnect
  * @property {(message: Message) => void} [onMessage]
  * @property {(reset: Reset) => void} [onReset]
  * @property {(state: State, transport: Transport | null) => void} [onState]
@@ -321,7 +322,10 @@ export class Client {
       ceiling = this.options.backoffInitialMs; // A restart: come back at once, spread out.
       this.failures = 0;
     }
-    const expired = code === CLOSE_TOKEN_EXPIRED || this.tokenExpired;
+    // A browser never sees the 401 that refuses a WebSocket upgrade, so a token that expired
+    // while the client was away (or before its first connection) is read here, or the client
+    // would retry it forever.
+    const expired = code === CLOSE_TOKEN_EXPIRED || this.tokenExpired || jwtExpired(this.token);
     this.tokenExpired = false;
     if (expired && this.options.refreshToken) {
       try {
@@ -492,6 +496,22 @@ export class Client {
       const ceiling = Math.min(this.options.backoffMaxMs, this.options.backoffInitialMs * 2 ** attempt);
       await new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
     }
+  }
+}
+
+/**
+ * Whether `token`, read as a JWT, is past its `exp` by this machine's clock. A token of any
+ * other shape, or without `exp`, is not known to expire: false.
+ * @param {string | undefined} token
+ */
+function jwtExpired(token) {
+  const parts = token?.split(".") ?? [];
+  if (parts.length !== 3) return false;
+  try {
+    const claims = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return typeof claims?.exp === "number" && claims.exp * 1000 <= Date.now();
+  } catch {
+    return false;
   }
 }
 

@@ -396,9 +396,14 @@ function signToken(sub, lifeSeconds) {
  * client there with `options` (JSON) and a record of what it saw in `window.seen`. */
 async function pageWithClient(origin, options) {
   const page = await openPage(origin, "ringcast.js");
-  await page.exposeFunction("newToken", () => signToken("page", 3600));
+  await page.exposeFunction("newToken", (lifeSeconds = 3600) => signToken("page", lifeSeconds));
   await page.evaluate(async (options) => {
     const { connect } = await import("/ringcast.js");
+    // A first token of `tokenLifeSeconds` is made here, as the client starts, so that the time
+    // a page takes to open does not eat into its life.
+    if (options.tokenLifeSeconds !== undefined) {
+      options.token = await window.newToken(options.tokenLifeSeconds);
+    }
     const seen = { seqs: {}, states: [], errors: [], resets: [], refreshes: 0 };
     window.seen = seen;
     window.client = connect(location.origin, {
@@ -440,7 +445,7 @@ async function token() {
   for (const transport of ["websocket", "sse"]) {
     pages[transport] = await pageWithClient(origin, {
       topics: TOPICS,
-      token: signToken("page", lifeSeconds),
+      tokenLifeSeconds: lifeSeconds,
       transports: [transport],
     });
   }
@@ -448,6 +453,18 @@ async function token() {
   for (const [transport, page] of Object.entries(pages)) {
     await waitFor(`${transport} to open`, async () => opens(await page.evaluate(() => window.seen), transport) >= 1);
   }
+  // A client whose token expired before it ever connected: the server refuses its WebSocket
+  // upgrade with 401, which a browser cannot see, so the client must read the token's expiry
+  // itself, refresh it and open.
+  const stale = await pageWithClient(origin, {
+    topics: TOPICS,
+    token: signToken("page", -5),
+    transports: ["websocket"],
+  });
+  await waitFor("a client with an expired first token to refresh and open", async () => {
+    const seen = await stale.evaluate(() => window.seen);
+    return seen.refreshes >= 1 && opens(seen, "websocket") >= 1;
+  });
   await sleep(500); // Let both subscribe before the first publish.
   await publishRange(1, 20);
   for (const [transport, page] of Object.entries(pages)) {
