@@ -3,7 +3,7 @@
 //! endpoint through the shard's frame cache, counting each shared frame once in the shard's
 //! queue memory, and listing connections for the next send and for the end of the turn.
 
-use super::connection::{Connection, ConnectionTable};
+use super::connection::{Connection, ConnectionTable, Flag};
 use crate::broker::owner::OwnerError;
 use crate::broker::{Clients, Message, QueueLimits, Reply, ShardMemory};
 use crate::endpoint::frame_cache::FrameCache;
@@ -231,8 +231,8 @@ fn queued(
 
 /// Lists `connection` for the end of the turn, once.
 fn turn_list(connection: &mut Connection, slot: u32, turn_list: &mut Vec<u32>) {
-    if !connection.turn_listed() {
-        connection.set_turn_listed(true);
+    if !connection.flag(Flag::TurnListed) {
+        connection.set_flag(Flag::TurnListed, true);
         turn_list.push(slot);
     }
 }
@@ -240,9 +240,9 @@ fn turn_list(connection: &mut Connection, slot: u32, turn_list: &mut Vec<u32>) {
 /// Lists `connection` for the next send, once.
 /// A session with frames queued is listed too: its carrier, if any, takes them then.
 pub(super) fn list_for_send(connection: &mut Connection, slot: u32, send_list: &mut Vec<u32>) {
-    let session_queued = connection.detached() && !connection.outbound.is_empty();
-    if !connection.send_listed() && (connection.has_sendable() || session_queued) {
-        connection.set_send_listed(true);
+    let session_queued = connection.flag(Flag::Detached) && !connection.outbound.is_empty();
+    if !connection.flag(Flag::SendListed) && (connection.has_sendable() || session_queued) {
+        connection.set_flag(Flag::SendListed, true);
         send_list.push(slot);
     }
 }

@@ -9,7 +9,7 @@ use tracing::{debug, warn};
 
 use super::Shard;
 use super::clients::list_for_send;
-use super::connection::Closing;
+use super::connection::{Closing, Flag};
 use super::ring::{Completion, Operation, Tag};
 use crate::broker::event::CloseReason;
 use crate::broker::{Event, EventKind};
@@ -119,7 +119,7 @@ impl Shard {
             // Frames wait and none went out for `send_stall_timeout_ms`, pings answered or not:
             // the peer does not read. Its queue is not held for it any longer.
             self.counters.send_stalls += 1;
-            connection.set_stall_closed(true);
+            connection.set_flag(Flag::StallClosed, true);
             debug!("send stalled: closing with 1008");
             return connection.endpoint.close(
                 CloseCode::POLICY_VIOLATION,
@@ -154,7 +154,7 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
-        if connection.detached() {
+        if connection.flag(Flag::Detached) {
             // A session has no socket: once it closes, what it queued goes to its carrier and
             // the slot is freed at once.
             return match connection.closing {
@@ -184,7 +184,9 @@ impl Shard {
                     .build()
                     .user_data(Tag::new(Operation::Shutdown, slot, generation).encode())
             }
-            Closing::ShutDown if !connection.receive_armed() && !connection.send_in_flight() => {
+            Closing::ShutDown
+                if !connection.flag(Flag::ReceiveArmed) && !connection.send_in_flight() =>
+            {
                 connection.closing = Closing::Closing;
                 opcode::Close::new(types::Fixed(slot))
                     .build()
@@ -205,7 +207,7 @@ impl Shard {
         if !matches!(connection.closing, Closing::Open | Closing::AfterFlush) {
             return Ok(());
         }
-        if connection.detached() {
+        if connection.flag(Flag::Detached) {
             // Freed by `advance_close`, which the caller's `after_activity` reaches.
             connection.closing = Closing::AfterFlush;
             return Ok(());
@@ -310,7 +312,7 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_ref()
             .expect("live connection");
-        let detached = connection.detached();
+        let detached = connection.flag(Flag::Detached);
         if let Some(session) = connection.endpoint.carried_session() {
             let carrier = self.client_ref(slot);
             self.carry(

@@ -33,32 +33,39 @@ pub enum Closing {
 const CONNECTION_BYTES_MAX: usize = 352;
 const _: () = assert!(size_of::<Connection>() <= CONNECTION_BYTES_MAX);
 
-/// A connection's yes-or-no states, one bit each.
+/// A connection's yes-or-no states, one bit each of its flag word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Flag {
+    /// A multishot receive is armed for the socket.
+    ReceiveArmed = 1 << 0,
+    /// Reading is paused because replies to this peer piled up past the queue limits.
+    ReadingPaused = 1 << 1,
+    /// Reading is paused because this publisher's shard cannot hand its publishes on (another
+    /// shard's mailbox is full); resumed when the outbox empties.
+    PublisherPaused = 1 << 2,
+    /// Queued in the shard's list of connections with something to send.
+    SendListed = 1 << 3,
+    /// Queued in the shard's list of TLS connections waiting for a ciphertext buffer.
+    TlsWaiting = 1 << 4,
+    /// Queued in the shard's list of connections owed something at the end of the turn.
+    TurnListed = 1 << 5,
+    /// The connection was closed for a stalled queue (the stall deadline no longer applies).
+    StallClosed = 1 << 6,
+    /// Bytes waited to be sent (frames, or a TLS connection's ciphertext) when the shard last
+    /// accounted for the connection: the stall clock starts when they appear. A TLS handshake
+    /// flight is unsent bytes with no frame queued, so the queue's report alone misses it.
+    Unsent = 1 << 7,
+    /// An Engine.IO long-polling session: a client of the broker with no socket (in a slot
+    /// beyond the connection table), whose queue the connections carrying it take
+    /// (`shard::sessions`). No ring operation ever names its slot.
+    Detached = 1 << 8,
+}
+
+/// The connection's flags in one word: as nine bools, with the fields around them, they took
+/// a slot 8 bytes more.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Flags(u16);
-
-impl Flags {
-    const RECEIVE_ARMED: u16 = 1 << 0;
-    const READING_PAUSED: u16 = 1 << 1;
-    const PUBLISHER_PAUSED: u16 = 1 << 2;
-    const SEND_LISTED: u16 = 1 << 3;
-    const TLS_WAITING: u16 = 1 << 4;
-    const TURN_LISTED: u16 = 1 << 5;
-    const STALL_CLOSED: u16 = 1 << 6;
-    const UNSENT: u16 = 1 << 7;
-    const DETACHED: u16 = 1 << 8;
-
-    fn has(self, flag: u16) -> bool {
-        self.0 & flag != 0
-    }
-
-    fn set(&mut self, flag: u16, on: bool) {
-        match on {
-            true => self.0 |= flag,
-            false => self.0 &= !flag,
-        }
-    }
-}
 
 /// One connection of a shard.
 #[derive(Debug)]
@@ -74,8 +81,6 @@ pub struct Connection {
     pub(super) scheduled_ms: u64,
     /// What the queue last reported to the shard's queue memory.
     pub(super) reported: Reported,
-    /// Nine yes-or-no states in one word (see [`Flags`]): as bools, with the fields around
-    /// them, they took a slot 8 bytes more.
     flags: Flags,
     /// When the queue last made progress: bytes sent, or frames queued to an empty queue. A
     /// queue with frames and no progress for `send_stall_timeout_ms` closes the connection.
@@ -106,6 +111,17 @@ impl Connection {
         self.generation
     }
 
+    pub fn flag(&self, flag: Flag) -> bool {
+        self.flags.0 & flag as u16 != 0
+    }
+
+    pub fn set_flag(&mut self, flag: Flag, on: bool) {
+        match on {
+            true => self.flags.0 |= flag as u16,
+            false => self.flags.0 &= !(flag as u16),
+        }
+    }
+
     /// Whether messages may be queued to this connection: its endpoint takes them and it has
     /// not started closing.
     pub fn takes_messages(&self) -> bool {
@@ -130,7 +146,7 @@ impl Connection {
     /// When a queue that makes no progress counts as stalled; `u64::MAX` when nothing waits.
     pub fn stall_deadline_ms(&self, send_stall_timeout_ms: u64) -> u64 {
         // A session's queue waits for its next poll; the heartbeat ends a session not polled.
-        match !self.has_unsent() || self.stall_closed() || self.detached() {
+        match !self.has_unsent() || self.flag(Flag::StallClosed) || self.flag(Flag::Detached) {
             true => u64::MAX,
             false => self.send_progress_ms.saturating_add(send_stall_timeout_ms),
         }
@@ -139,7 +155,7 @@ impl Connection {
     /// Whether a send should be submitted now: something to send, and no send in flight. For
     /// TLS, ciphertext waiting, or plaintext queued that may be sealed.
     pub fn has_sendable(&self) -> bool {
-        if self.detached() {
+        if self.flag(Flag::Detached) {
             return false;
         }
         match self.transport.tls() {
@@ -178,9 +194,9 @@ impl Connection {
     pub fn account(&mut self, memory: &mut QueueMemory, now_ms: u64) {
         let transport_bytes = self.transport.held_bytes();
         memory.sync_with_transport(&self.outbound, transport_bytes, &mut self.reported);
-        let had_unsent = self.unsent();
-        self.set_unsent(self.has_unsent());
-        if !had_unsent && self.unsent() {
+        let had_unsent = self.flag(Flag::Unsent);
+        self.set_flag(Flag::Unsent, self.has_unsent());
+        if !had_unsent && self.flag(Flag::Unsent) {
             self.send_progress_ms = now_ms;
         }
     }
@@ -317,95 +333,6 @@ fn past_the_table(slot: usize) -> ! {
 #[inline(never)]
 fn write_slots_up_to(slots: &mut Vec<Option<Connection>>, index: usize) {
     slots.resize_with(index + 1, || None);
-}
-
-/// The connection's flags, read and set by name.
-impl Connection {
-    /// A multishot receive is armed for the socket.
-    pub fn receive_armed(&self) -> bool {
-        self.flags.has(Flags::RECEIVE_ARMED)
-    }
-
-    pub fn set_receive_armed(&mut self, on: bool) {
-        self.flags.set(Flags::RECEIVE_ARMED, on);
-    }
-
-    /// Reading is paused because replies to this peer piled up past the queue limits.
-    pub fn reading_paused(&self) -> bool {
-        self.flags.has(Flags::READING_PAUSED)
-    }
-
-    pub fn set_reading_paused(&mut self, on: bool) {
-        self.flags.set(Flags::READING_PAUSED, on);
-    }
-
-    /// Reading is paused because this publisher's shard cannot hand its publishes on (another
-    /// shard's mailbox is full); resumed when the outbox empties.
-    pub fn publisher_paused(&self) -> bool {
-        self.flags.has(Flags::PUBLISHER_PAUSED)
-    }
-
-    pub fn set_publisher_paused(&mut self, on: bool) {
-        self.flags.set(Flags::PUBLISHER_PAUSED, on);
-    }
-
-    /// Queued in the shard's list of connections with something to send.
-    pub fn send_listed(&self) -> bool {
-        self.flags.has(Flags::SEND_LISTED)
-    }
-
-    pub fn set_send_listed(&mut self, on: bool) {
-        self.flags.set(Flags::SEND_LISTED, on);
-    }
-
-    /// Queued in the shard's list of TLS connections waiting for a ciphertext buffer.
-    pub fn tls_waiting(&self) -> bool {
-        self.flags.has(Flags::TLS_WAITING)
-    }
-
-    pub fn set_tls_waiting(&mut self, on: bool) {
-        self.flags.set(Flags::TLS_WAITING, on);
-    }
-
-    /// Queued in the shard's list of connections owed something at the end of the turn.
-    pub fn turn_listed(&self) -> bool {
-        self.flags.has(Flags::TURN_LISTED)
-    }
-
-    pub fn set_turn_listed(&mut self, on: bool) {
-        self.flags.set(Flags::TURN_LISTED, on);
-    }
-
-    /// The connection was closed for a stalled queue (the stall deadline no longer applies).
-    pub fn stall_closed(&self) -> bool {
-        self.flags.has(Flags::STALL_CLOSED)
-    }
-
-    pub fn set_stall_closed(&mut self, on: bool) {
-        self.flags.set(Flags::STALL_CLOSED, on);
-    }
-
-    /// Bytes waited to be sent (frames, or a TLS connection's ciphertext) when the shard last
-    /// accounted for the connection: the stall clock starts when they appear. A TLS handshake
-    /// flight is unsent bytes with no frame queued, so the queue's report alone misses it.
-    pub fn unsent(&self) -> bool {
-        self.flags.has(Flags::UNSENT)
-    }
-
-    pub fn set_unsent(&mut self, on: bool) {
-        self.flags.set(Flags::UNSENT, on);
-    }
-
-    /// An Engine.IO long-polling session: a client of the broker with no socket (in a slot
-    /// beyond the connection table), whose queue the connections carrying it take
-    /// (`shard::sessions`). No ring operation ever names its slot.
-    pub fn detached(&self) -> bool {
-        self.flags.has(Flags::DETACHED)
-    }
-
-    pub fn set_detached(&mut self, on: bool) {
-        self.flags.set(Flags::DETACHED, on);
-    }
 }
 
 #[cfg(test)]

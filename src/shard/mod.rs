@@ -62,7 +62,7 @@ use crate::transport::tls::TlsWorkspace;
 use accept::{Accepts, Listener};
 use buffers::ReceiveBuffers;
 use commands::Outbox;
-use connection::{Connection, ConnectionTable};
+use connection::{Connection, ConnectionTable, Flag};
 use mailbox::Mailbox;
 use metrics_board::{MetricsBoard, MetricsView};
 use ring::{Completion, Operation, Ring, Tag};
@@ -587,7 +587,7 @@ impl Shard {
             let Some(connection) = self.connections[slot as usize].as_mut() else {
                 continue;
             };
-            connection.set_turn_listed(false);
+            connection.set_flag(Flag::TurnListed, false);
             let before = connection.endpoint.kind();
             let next = connection
                 .endpoint

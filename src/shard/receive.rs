@@ -8,7 +8,7 @@ use std::io;
 use io_uring::{opcode, types};
 use tracing::{debug, warn};
 
-use super::connection::Closing;
+use super::connection::{Closing, Flag};
 use super::ring::{Completion, Operation, Tag};
 use super::{RECEIVE_GROUP_ID, Shard};
 use crate::broker::QueueLimits;
@@ -18,7 +18,7 @@ use crate::transport::tls::ReadOutcome;
 impl Shard {
     pub(super) fn arm_receive(&mut self, slot: u32) -> io::Result<()> {
         let connection = self.connection_mut(slot);
-        connection.set_receive_armed(true);
+        connection.set_flag(Flag::ReceiveArmed, true);
         let generation = connection.generation();
         let entry = opcode::RecvMulti::new(types::Fixed(slot), RECEIVE_GROUP_ID)
             .build()
@@ -31,7 +31,8 @@ impl Shard {
     pub(super) fn handle_receive(&mut self, slot: u32, completion: Completion) -> io::Result<()> {
         let ended = !completion.more();
         if ended {
-            self.connection_mut(slot).set_receive_armed(false);
+            self.connection_mut(slot)
+                .set_flag(Flag::ReceiveArmed, false);
         }
         let mut parked = false;
         match completion.result {
@@ -100,10 +101,10 @@ impl Shard {
     /// Whether a connection should have a receive armed and has none.
     pub(super) fn wants_receive(&mut self, slot: u32) -> bool {
         let connection = self.connection_mut(slot);
-        !connection.receive_armed()
-            && !connection.detached()
-            && !connection.reading_paused()
-            && !connection.publisher_paused()
+        !connection.flag(Flag::ReceiveArmed)
+            && !connection.flag(Flag::Detached)
+            && !connection.flag(Flag::ReadingPaused)
+            && !connection.flag(Flag::PublisherPaused)
             && connection.closing == Closing::Open
     }
 
@@ -173,7 +174,7 @@ impl Shard {
         let connection = self.connections[slot as usize]
             .as_mut()
             .expect("live connection");
-        connection.set_receive_armed(false);
+        connection.set_flag(Flag::ReceiveArmed, false);
         connection
             .outbound
             .discard_unsent(&mut self.queue_memory.shared);
@@ -196,12 +197,14 @@ impl Shard {
         };
         let connection = self.connection_mut(slot);
         let over = connection.outbound.is_over(limits);
-        if !connection.reading_paused() && over && connection.closing == Closing::Open {
-            connection.set_reading_paused(true);
+        if !connection.flag(Flag::ReadingPaused) && over && connection.closing == Closing::Open {
+            connection.set_flag(Flag::ReadingPaused, true);
             self.counters.reading_pauses += 1;
             return self.cancel_receive(slot);
-        } else if connection.reading_paused() && !connection.outbound.is_over(limits.half()) {
-            connection.set_reading_paused(false);
+        } else if connection.flag(Flag::ReadingPaused)
+            && !connection.outbound.is_over(limits.half())
+        {
+            connection.set_flag(Flag::ReadingPaused, false);
             if self.wants_receive(slot) {
                 return self.arm_receive(slot);
             }
@@ -213,7 +216,7 @@ impl Shard {
     /// re-arms nothing while a pause holds.
     fn cancel_receive(&mut self, slot: u32) -> io::Result<()> {
         let connection = self.connection_mut(slot);
-        if !connection.receive_armed() {
+        if !connection.flag(Flag::ReceiveArmed) {
             return Ok(());
         }
         let generation = connection.generation();
@@ -252,10 +255,10 @@ impl Shard {
     /// pile up here. The bytes wait in its socket, so TCP pushes back on it.
     pub(super) fn pause_publisher(&mut self, slot: u32) -> io::Result<()> {
         let connection = self.connection_mut(slot);
-        if connection.publisher_paused() || connection.closing != Closing::Open {
+        if connection.flag(Flag::PublisherPaused) || connection.closing != Closing::Open {
             return Ok(());
         }
-        connection.set_publisher_paused(true);
+        connection.set_flag(Flag::PublisherPaused, true);
         let generation = connection.generation();
         self.counters.publisher_pauses += 1;
         self.publishers_paused.push((slot, generation));
@@ -270,7 +273,7 @@ impl Shard {
             if connection.generation() != generation {
                 continue;
             }
-            connection.set_publisher_paused(false);
+            connection.set_flag(Flag::PublisherPaused, false);
             if self.wants_receive(slot) {
                 self.arm_receive(slot)?;
             }

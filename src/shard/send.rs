@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::Shard;
 use super::clients::{list_for_send, shard_clients};
-use super::connection::Closing;
+use super::connection::{Closing, Flag};
 use super::ring::{Completion, Operation, Tag};
 use crate::protocol::prefetch::PREFETCH_DISTANCE;
 use crate::transport::tls::Sealed;
@@ -73,7 +73,7 @@ impl Shard {
                                 continue;
                             };
                             if other.generation() == generation {
-                                other.set_tls_waiting(false);
+                                other.set_flag(Flag::TlsWaiting, false);
                                 list_for_send(other, waiting, &mut self.send_list);
                             }
                         }
@@ -128,8 +128,8 @@ impl Shard {
             let Some(connection) = self.connections[slot as usize].as_mut() else {
                 continue;
             };
-            connection.set_send_listed(false);
-            if connection.detached() {
+            connection.set_flag(Flag::SendListed, false);
+            if connection.flag(Flag::Detached) {
                 self.flush_session(slot)?;
                 continue;
             }
@@ -187,7 +187,7 @@ impl Shard {
             .as_mut()
             .expect("listed connections are live");
         let generation = connection.generation();
-        let connection_waiting = connection.tls_waiting();
+        let connection_waiting = connection.flag(Flag::TlsWaiting);
         let tls = connection.transport.tls_mut().expect("a TLS connection");
         let outbound = &mut connection.outbound;
         let shared = &mut self.queue_memory.shared;
@@ -220,7 +220,7 @@ impl Shard {
             unsafe { self.ring.push(&entry)? };
         }
         if newly_waiting {
-            self.connection_mut(slot).set_tls_waiting(true);
+            self.connection_mut(slot).set_flag(Flag::TlsWaiting, true);
         }
         self.account(slot);
         if failed {

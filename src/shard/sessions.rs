@@ -24,7 +24,7 @@ use tracing::debug;
 
 use super::Shard;
 use super::clients::shard_clients;
-use super::connection::{Closing, Connection};
+use super::connection::{Closing, Connection, Flag};
 use crate::auth::address::AddressTicket;
 use crate::broker::ClientRef;
 use crate::broker::Command;
@@ -214,7 +214,10 @@ impl Shard {
         }
         let connection = self.connections[slot as usize].as_mut().expect("checked");
         let closing = connection.closing != Closing::Open;
-        if connection.generation() != carrier.generation || connection.detached() || closing {
+        if connection.generation() != carrier.generation
+            || connection.flag(Flag::Detached)
+            || closing
+        {
             // On its way out, the connection sends nothing more (its session was told).
             return Ok(());
         }
@@ -280,7 +283,7 @@ impl Shard {
         self.sessions.count_address(slot, address);
         let (endpoint, open) = SocketIoEndpoint::open_polling(start, session_id, &mut self.context);
         let mut connection = Connection::new(generation, Endpoint::SocketIo(Box::new(endpoint)));
-        connection.set_detached(true);
+        connection.set_flag(Flag::Detached, true);
         self.connections[index] = Some(connection);
         self.fanout.open_client(slot, generation);
         self.track_kind(slot, EndpointKind::Http, EndpointKind::SocketIo);
