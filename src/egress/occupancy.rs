@@ -416,6 +416,16 @@ async fn sweep_forever(
     }
 }
 
+/// Every key of `store` now.
+async fn keys_of(store: &Store) -> Result<Vec<String>, String> {
+    let mut keys = store.keys().await.map_err(|error| error.to_string())?;
+    let mut all = Vec::new();
+    while let Some(key) = keys.next().await {
+        all.push(key.map_err(|error| error.to_string())?);
+    }
+    Ok(all)
+}
+
 /// Removes the ids of nodes whose heartbeat expired from every topic's set, sending the
 /// `topic.vacated` of a set this empties.
 async fn sweep(
@@ -424,26 +434,9 @@ async fn sweep(
     counters: &OccupancyCounters,
     emit: &dyn Fn(Event),
 ) -> Result<(), String> {
-    let mut live = HashSet::new();
-    let mut keys = buckets
-        .nodes
-        .keys()
-        .await
-        .map_err(|error| error.to_string())?;
-    while let Some(key) = keys.next().await {
-        live.insert(key.map_err(|error| error.to_string())?);
-    }
+    let mut live: HashSet<String> = keys_of(&buckets.nodes).await?.into_iter().collect();
     live.insert(buckets.node.clone());
-    let mut topics = Vec::new();
-    let mut keys = buckets
-        .occupancy
-        .keys()
-        .await
-        .map_err(|error| error.to_string())?;
-    while let Some(key) = keys.next().await {
-        topics.push(key.map_err(|error| error.to_string())?);
-    }
-    for key in topics {
+    for key in keys_of(&buckets.occupancy).await? {
         let Some(topic) = topic_of(&key, settings.topic_bytes_max) else {
             continue;
         };
