@@ -16,10 +16,13 @@
 //! # Storage
 //!
 //! Each slot is an intrusive circular doubly-linked list threaded through one array of 16-byte
-//! entries by `u32` index: first one entry per key, then one sentinel per slot, then the sentinel
-//! of the due list (below). With sentinels, unlinking never needs to know which list an entry is
+//! entries by `u32` index: first one sentinel per slot, then the sentinel of the due list (below),
+//! then one entry per key. With sentinels, unlinking never needs to know which list an entry is
 //! in. A bitmap with one bit per slot says which slots are occupied, so empty slots are skipped a
 //! word at a time. Everything is allocated in [`TimerWheel::new`]; no method allocates after.
+//! The keys' entries are reserved there but written only up to the highest key scheduled so far:
+//! a shard reserves one per connection and session slot, and a server sized for a million
+//! connections must not touch memory for the slots no connection has used.
 //!
 //! # Tick granularity
 //!
@@ -86,7 +89,8 @@ pub struct TimerWheel {
     tick_ms: u64,
     slot_count: usize,
     entries_max: usize,
-    /// Keys' entries (`0..entries_max`), then slot sentinels, then the due-list sentinel.
+    /// Slot sentinels, then the due-list sentinel, then keys' entries: `list_count + key`, written
+    /// up to the highest key scheduled so far within the capacity reserved for `entries_max`.
     entries: Vec<Entry>,
     /// Bit `slot % 64` of word `slot / 64` is set while that slot's list is not empty.
     occupancy: Vec<u64>,
@@ -130,18 +134,14 @@ impl TimerWheel {
             entries_max <= ENTRIES_MAX_LIMIT,
             "entries_max above ENTRIES_MAX_LIMIT"
         );
-        let unscheduled = Entry {
-            deadline_ms: 0,
-            previous: NONE,
-            next: NONE,
-        };
         // One sentinel per slot plus the due list's; each starts as an empty circle.
         let list_count = slot_count + 1;
-        let mut entries = vec![unscheduled; entries_max + list_count];
-        for (index, sentinel) in entries.iter_mut().enumerate().skip(entries_max) {
-            sentinel.previous = index as u32;
-            sentinel.next = index as u32;
-        }
+        let mut entries = Vec::with_capacity(list_count + entries_max);
+        entries.extend((0..list_count as u32).map(|index| Entry {
+            deadline_ms: 0,
+            previous: index,
+            next: index,
+        }));
         Self {
             tick_ms,
             slot_count,
@@ -158,6 +158,9 @@ impl TimerWheel {
     /// is returned by the next `expire`.
     pub fn schedule(&mut self, key: u32, deadline_ms: u64) {
         let index = self.key_index(key);
+        if index >= self.entries.len() {
+            self.write_up_to(index);
+        }
         if self.is_scheduled(index) {
             self.unlink(index);
         }
@@ -186,7 +189,21 @@ impl TimerWheel {
     pub fn deadline_ms(&self, key: u32) -> Option<u64> {
         let index = self.key_index(key);
         self.is_scheduled(index)
-            .then_some(self.entries[index].deadline_ms)
+            .then(|| self.entries[index].deadline_ms)
+    }
+
+    /// Writes unscheduled entries up to `index`, within the capacity reserved in `new`: never
+    /// reallocates.
+    #[cold]
+    #[inline(never)]
+    fn write_up_to(&mut self, index: usize) {
+        assert!(index < self.entries.capacity());
+        let unscheduled = Entry {
+            deadline_ms: 0,
+            previous: NONE,
+            next: NONE,
+        };
+        self.entries.resize(index + 1, unscheduled);
     }
 
     /// How many keys have a deadline.
@@ -270,7 +287,7 @@ impl TimerWheel {
                     return false;
                 }
                 self.unlink(index);
-                expired.push(index as u32);
+                expired.push(self.key_of(index));
             }
             index = entry.next as usize;
         }
@@ -298,13 +315,23 @@ impl TimerWheel {
     }
 
     fn key_index(&self, key: u32) -> usize {
-        let index = key as usize;
-        assert!(index < self.entries_max, "key out of range");
-        index
+        assert!((key as usize) < self.entries_max, "key out of range");
+        self.list_count() + key as usize
     }
 
+    fn key_of(&self, index: usize) -> u32 {
+        (index - self.list_count()) as u32
+    }
+
+    fn list_count(&self) -> usize {
+        self.slot_count + 1
+    }
+
+    /// An entry not yet written has never been scheduled.
     fn is_scheduled(&self, index: usize) -> bool {
-        self.entries[index].next != NONE
+        self.entries
+            .get(index)
+            .is_some_and(|entry| entry.next != NONE)
     }
 
     fn slot_index(&self, tick: u64) -> usize {
@@ -317,7 +344,7 @@ impl TimerWheel {
     }
 
     fn sentinel_index(&self, list_index: usize) -> usize {
-        self.entries_max + list_index
+        list_index
     }
 
     fn list_is_empty(&self, list_index: usize) -> bool {
@@ -350,7 +377,7 @@ impl TimerWheel {
         self.entries[index].previous = NONE;
         self.entries[index].next = NONE;
         // Only a sentinel left, pointing at itself both ways: the list is now empty.
-        let list_index = (previous as usize).wrapping_sub(self.entries_max);
+        let list_index = previous as usize;
         if previous == next && list_index < self.slot_count {
             self.occupancy[list_index / OCCUPANCY_WORD_BITS] &=
                 !(1 << (list_index % OCCUPANCY_WORD_BITS));
@@ -728,6 +755,27 @@ mod tests {
                 check_state(&wheel, &model, key_count)?;
             }
         }
+    }
+
+    /// Proves the keys' entries are written only up to the highest key scheduled, inside the
+    /// memory reserved at creation, and that keys never written read as unscheduled.
+    #[test]
+    fn entries_are_written_on_first_use() {
+        let mut wheel = TimerWheel::new(10, 8, 1_000, 0);
+        let reserved = wheel.entries.as_ptr();
+        assert_eq!(wheel.entries.len(), 9, "only the sentinels");
+        assert_eq!(wheel.deadline_ms(999), None);
+        wheel.cancel(999);
+        wheel.schedule(10, 100);
+        assert_eq!(wheel.entries.len(), 9 + 11);
+        assert_eq!(wheel.deadline_ms(10), Some(100));
+        assert_eq!(wheel.deadline_ms(9), None);
+        assert_eq!(wheel.deadline_ms(500), None);
+        wheel.schedule(999, 50);
+        assert_eq!(wheel.entries.len(), 9 + 1_000);
+        assert_eq!(wheel.entries.as_ptr(), reserved, "never reallocated");
+        assert_eq!(expire_all(&mut wheel, 100), vec![10, 999]);
+        assert!(wheel.is_empty());
     }
 
     /// Proves a key at or beyond `entries_max` is refused.
