@@ -88,6 +88,29 @@ fn ping_owes_pong_with_same_payload() {
     assert!(!session.session.holds_buffers());
 }
 
+/// Proves a session borrows a holder for its buffers only while it keeps one: across the reads
+/// of a split message and while a pong is owed, and never between reads otherwise.
+#[test]
+fn holder_is_lent_only_while_a_buffer_is_kept() {
+    let mut session = harness();
+    let lent = |session: &Harness| session.pool.holder_statistics().1;
+    session.feed(&client_frame(OpCode::Text, true, b"whole", MASK));
+    assert_eq!(lent(&session), 0);
+    let mut split = client_frame(OpCode::Text, false, b"Hel", MASK);
+    split.extend(client_frame(OpCode::Continuation, true, b"lo", MASK));
+    assert_eq!(session.feed(&split[..7]), []);
+    assert_eq!(lent(&session), 1);
+    assert!(session.session.holds_buffers());
+    assert_eq!(session.feed(&split[7..]), [Owned::Text("Hello".into())]);
+    assert_eq!(lent(&session), 0);
+    assert!(!session.session.holds_buffers());
+    session.feed(&client_frame(OpCode::Ping, true, b"beat", MASK));
+    assert_eq!(lent(&session), 1, "the owed pong is kept until sent");
+    assert_eq!(session.transmits().len(), 1);
+    assert_eq!(lent(&session), 0);
+    assert_eq!(session.pool.holder_statistics().0, 1, "one holder, reused");
+}
+
 /// Proves control frames may interleave a fragmented message without disturbing it.
 #[test]
 fn control_frames_interleave_fragments() {

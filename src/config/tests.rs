@@ -27,6 +27,17 @@ fn incoherent_limits_are_refused() {
         ..Default::default()
     };
     assert!(protocol.validate().unwrap_err().contains("frame_bytes_max"));
+    let beyond_32_bits = ProtocolLimits {
+        frame_bytes_max: 1 << 32,
+        message_bytes_max: 1 << 33,
+        ..Default::default()
+    };
+    assert!(
+        beyond_32_bits
+            .validate()
+            .unwrap_err()
+            .contains("above 4 GiB")
+    );
     let pool = PoolLimits::default();
     assert!(
         pool.validate(64 * 1024 * 1024)

@@ -84,6 +84,12 @@ impl ProtocolLimits {
                 self.compression_level
             ));
         }
+        if self.frame_bytes_max > u32::MAX as usize {
+            return Err(format!(
+                "frame_bytes_max = {} is above 4 GiB, the largest frame length a session tracks",
+                self.frame_bytes_max
+            ));
+        }
         if self.frame_bytes_max > self.message_bytes_max {
             return Err(format!(
                 "frame_bytes_max = {} is above message_bytes_max = {}: lower it",

@@ -186,6 +186,15 @@ impl PooledBuffer {
     }
 }
 
+/// How many buffers one holder keeps: a WebSocket session's message, control frame and owed
+/// pong.
+pub const HELD_BUFFERS_COUNT: usize = 3;
+
+/// The pooled buffers one connection holds at once, in a box lent from the pool while it holds
+/// any: most connections hold none between reads, and three `Option`s inline would cost every
+/// connection slot 72 bytes where the box's pointer costs 8.
+pub type HeldBuffers = [Option<PooledBuffer>; HELD_BUFFERS_COUNT];
+
 /// Counters of one size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassStatistics {
@@ -219,6 +228,15 @@ pub struct BufferPool {
     inflaters: Vec<Box<Inflater>>,
     inflaters_max: usize,
     inflaters_created: usize,
+    /// Holders not lent out. A holder is lent only to keep a buffer and given back once empty,
+    /// so no more are made than buffers may exist: `holders_max`, the classes' counts summed.
+    #[expect(
+        clippy::vec_box,
+        reason = "holders move between the pool and sessions as boxes: a pointer each"
+    )]
+    holders: Vec<Box<HeldBuffers>>,
+    holders_max: usize,
+    holders_created: usize,
     /// Requests refused because every class large enough was at its maximum.
     exhausted_count: u64,
 }
@@ -244,8 +262,12 @@ impl BufferPool {
                 free: Vec::with_capacity(class.buffers_max),
             })
             .collect();
+        let holders_max = config.classes.iter().map(|class| class.buffers_max).sum();
         Self {
             classes,
+            holders: Vec::with_capacity(holders_max),
+            holders_max,
+            holders_created: 0,
             inflaters: Vec::with_capacity(config.inflaters_max),
             inflaters_max: config.inflaters_max,
             inflaters_created: 0,
@@ -275,6 +297,39 @@ impl BufferPool {
             "released an inflater twice"
         );
         self.inflaters.push(inflater);
+    }
+
+    /// A holder for the buffers of one connection, made on first demand. Lent only with a buffer
+    /// to keep, so the pool's buffer counts bound how many exist.
+    pub fn acquire_holder(&mut self) -> Box<HeldBuffers> {
+        if let Some(holder) = self.holders.pop() {
+            return holder;
+        }
+        assert!(
+            self.holders_created < self.holders_max,
+            "more holders than buffers"
+        );
+        self.holders_created += 1;
+        Box::default()
+    }
+
+    /// Takes an empty holder back.
+    pub fn release_holder(&mut self, holder: Box<HeldBuffers>) {
+        assert!(
+            holder.iter().all(Option::is_none),
+            "a holder came back holding buffers"
+        );
+        assert!(
+            self.holders.len() < self.holders_created,
+            "released a holder twice"
+        );
+        self.holders.push(holder);
+    }
+
+    /// Holders made so far and lent out now.
+    pub fn holder_statistics(&self) -> (usize, usize) {
+        let created = self.holders_created;
+        (created, created - self.holders.len())
     }
 
     /// Inflaters made so far and lent out now.

@@ -19,7 +19,7 @@ use super::frame::{CONTROL_PAYLOAD_BYTES_MAX, FrameHead, HEAD_BYTES_MAX, OpCode}
 use super::mask::{apply_mask, apply_mask_checking_ascii};
 use super::utf8::{self, Utf8Validator};
 use crate::protocol::limits::ProtocolLimits;
-use crate::protocol::pool::{BufferPool, PooledBuffer};
+use crate::protocol::pool::{BufferPool, HeldBuffers, PooledBuffer};
 
 /// Whole text frames up to this size are unmasked and checked for ASCII in one pass (larger ones
 /// are unmasked with SIMD and validated separately, which is faster at that size).
@@ -106,14 +106,16 @@ impl std::fmt::Debug for ControlFrame {
     }
 }
 
-/// A frame whose payload is still arriving.
+/// A frame whose payload is still arriving. Its lengths fit 32 bits: a frame is admitted only
+/// within `frame_bytes_max`, which is held below 4 GiB (16 bytes where 64-bit lengths took 24,
+/// in every connection slot).
 #[derive(Clone, Copy, Debug)]
 struct FrameProgress {
     opcode: OpCode,
     fin: bool,
     mask: [u8; 4],
-    payload_bytes: u64,
-    received_bytes: u64,
+    payload_bytes: u32,
+    received_bytes: u32,
 }
 
 /// A close frame we owe the peer. `code: None` is an empty close payload.
@@ -123,8 +125,20 @@ struct OwedClose {
     reason: &'static str,
 }
 
-/// The protocol state of one connection. About 180 bytes; buffers are borrowed from the pool
-/// only while a message or control frame is incomplete.
+/// Which of a session's held buffers (its index in [`HeldBuffers`]).
+#[derive(Clone, Copy, Debug)]
+enum Held {
+    /// Payload of the data message being received, when it did not arrive whole in one read.
+    Message,
+    /// Payload of a control frame cut across reads.
+    Control,
+    /// Payload of the pong owed for the latest ping.
+    OwedPong,
+}
+
+/// The protocol state of one connection. About 80 bytes; buffers are borrowed from the pool
+/// only while a message or control frame is incomplete or a pong is owed, and kept in a holder
+/// lent from the pool with the first of them.
 #[derive(Debug)]
 pub struct Session {
     state: SessionState,
@@ -133,12 +147,9 @@ pub struct Session {
     frame: Option<FrameProgress>,
     /// The data message being received, from its first frame until its final frame completes.
     message_kind: Option<MessageKind>,
-    /// Payload of that message so far, when it did not arrive whole in one read.
-    message: Option<PooledBuffer>,
-    /// Payload of a control frame cut across reads.
-    control: Option<PooledBuffer>,
+    /// The buffers of [`Held`], while any is held; given back to the pool when none is.
+    held: Option<Box<HeldBuffers>>,
     utf8: Utf8Validator,
-    owed_pong: Option<PooledBuffer>,
     owed_close: Option<OwedClose>,
     /// Whether permessage-deflate was negotiated: RSV1 may then start a compressed message.
     compression: bool,
@@ -163,10 +174,8 @@ impl Session {
             head_stash_bytes: 0,
             frame: None,
             message_kind: None,
-            message: None,
-            control: None,
+            held: None,
             utf8: Utf8Validator::default(),
-            owed_pong: None,
             owed_close: None,
             compression: false,
             message_compressed: false,
@@ -218,9 +227,10 @@ impl Session {
 
     /// The next control frame owed to the peer: a pong, then a close. Nothing follows a close.
     pub fn poll_transmit(&mut self, pool: &mut BufferPool) -> Option<ControlFrame> {
-        if let Some(pong) = self.owed_pong.take() {
+        if let Some(pong) = self.take_held(Held::OwedPong) {
             let frame = ControlFrame::new(OpCode::Pong, pong.as_slice());
             pool.release(pong);
+            self.give_back_holder(pool);
             return Some(frame);
         }
         let close = self.owed_close.take()?;
@@ -234,13 +244,11 @@ impl Session {
 
     /// Hands every pooled buffer back; call when the connection is torn down.
     pub fn release_buffers(&mut self, pool: &mut BufferPool) {
-        let buffers = [
-            self.message.take(),
-            self.control.take(),
-            self.owed_pong.take(),
-        ];
-        for buffer in buffers.into_iter().flatten() {
-            pool.release(buffer);
+        if let Some(mut holder) = self.held.take() {
+            for buffer in holder.iter_mut().filter_map(Option::take) {
+                pool.release(buffer);
+            }
+            pool.release_holder(holder);
         }
         if let Some(inflater) = self.inflater.take() {
             pool.release_inflater(inflater);
@@ -255,10 +263,35 @@ impl Session {
 
     /// Whether the session holds any pooled buffer (for leak checks).
     pub fn holds_buffers(&self) -> bool {
-        self.message.is_some()
-            || self.control.is_some()
-            || self.owed_pong.is_some()
-            || self.inflater.is_some()
+        self.held.is_some() || self.inflater.is_some()
+    }
+
+    fn held(&self, which: Held) -> Option<&PooledBuffer> {
+        self.held.as_ref()?[which as usize].as_ref()
+    }
+
+    /// Takes a buffer out, leaving its holder (see [`Session::give_back_holder`]).
+    fn take_held(&mut self, which: Held) -> Option<PooledBuffer> {
+        self.held.as_mut()?[which as usize].take()
+    }
+
+    /// Keeps `buffer` as `which`, borrowing a holder from the pool when none is lent yet.
+    fn put_held(&mut self, which: Held, buffer: PooledBuffer, pool: &mut BufferPool) {
+        let holder = self.held.get_or_insert_with(|| pool.acquire_holder());
+        assert!(holder[which as usize].is_none(), "a held buffer replaced");
+        holder[which as usize] = Some(buffer);
+    }
+
+    /// Hands the holder back once it holds nothing: after every read and every pong sent, so
+    /// that between reads only a session that keeps a buffer keeps a holder.
+    fn give_back_holder(&mut self, pool: &mut BufferPool) {
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|holder| holder.iter().all(Option::is_none))
+        {
+            pool.release_holder(self.held.take().expect("checked"));
+        }
     }
 
     /// Checks a new frame head against the sequencing rules and limits.
@@ -305,15 +338,22 @@ impl Session {
                     .inflater
                     .as_ref()
                     .map_or(0, |inflater| inflater.compressed_bytes()),
-                false => self.message.as_ref().map_or(0, PooledBuffer::len),
+                false => self.held(Held::Message).map_or(0, PooledBuffer::len),
             };
             check_data_limits(&head, message_bytes_so_far, config)?;
         }
+        // Control payloads are at most 125 bytes and data frames were held to
+        // `frame_bytes_max` above; a limit set past 32 bits in code is refused the same way.
+        let payload_bytes =
+            u32::try_from(head.payload_bytes).map_err(|_| ProtocolError::FrameTooLarge {
+                frame_bytes: head.payload_bytes,
+                frame_bytes_max: config.frame_bytes_max,
+            })?;
         Ok(FrameProgress {
             opcode: head.opcode,
             fin: head.fin,
             mask,
-            payload_bytes: head.payload_bytes,
+            payload_bytes,
             received_bytes: 0,
         })
     }
@@ -328,13 +368,13 @@ impl Session {
         match opcode {
             OpCode::Ping if self.state == SessionState::Open => {
                 // Only the latest ping needs an answer (RFC 6455 §5.5.3), so one slot suffices.
-                let mut pong = match self.owed_pong.take() {
+                let mut pong = match self.take_held(Held::OwedPong) {
                     Some(pong) => pong,
                     None => acquire(pool, CONTROL_PAYLOAD_BYTES_MAX)?,
                 };
                 pong.clear();
                 pong.extend_from_slice(payload);
-                self.owed_pong = Some(pong);
+                self.put_held(Held::OwedPong, pong, pool);
             }
             OpCode::Close => {
                 let (code, _) = parse_close_payload(payload)?;
@@ -462,12 +502,12 @@ impl Reader<'_> {
 
     fn release_lent_buffers(&mut self) {
         if std::mem::take(&mut self.release_message)
-            && let Some(buffer) = self.session.message.take()
+            && let Some(buffer) = self.session.take_held(Held::Message)
         {
             self.pool.release(buffer);
         }
         if std::mem::take(&mut self.release_control)
-            && let Some(buffer) = self.session.control.take()
+            && let Some(buffer) = self.session.take_held(Held::Control)
         {
             self.pool.release(buffer);
         }
@@ -528,7 +568,7 @@ impl Reader<'_> {
 
     /// Unmasks the part of the frame's payload this read holds and routes it.
     fn read_payload(&mut self, mut progress: FrameProgress) -> Result<Step, ProtocolError> {
-        let available = (self.input.len() - self.position) as u64;
+        let available = self.input.len() - self.position;
         if available == 0 && progress.received_bytes < progress.payload_bytes {
             // The read ended right after the head. Routing an empty piece would take a pooled
             // buffer for a payload that may yet arrive whole, and a control payload that then
@@ -536,12 +576,12 @@ impl Reader<'_> {
             self.session.frame = Some(progress);
             return Ok(Step::NeedMore);
         }
-        let taken = available.min(progress.payload_bytes - progress.received_bytes) as usize;
+        let taken = available.min((progress.payload_bytes - progress.received_bytes) as usize);
         let start = self.position;
         let end = start + taken;
         let mask_offset = (progress.received_bytes % 4) as usize;
         let whole_in_this_read =
-            progress.received_bytes == 0 && taken as u64 == progress.payload_bytes;
+            progress.received_bytes == 0 && taken == progress.payload_bytes as usize;
         let payload = &mut self.input[start..end];
         let small_whole_text = whole_in_this_read
             && progress.fin
@@ -556,7 +596,8 @@ impl Reader<'_> {
             false
         };
         self.position = end;
-        progress.received_bytes += taken as u64;
+        // `taken` is at most the frame's remaining length, itself a u32.
+        progress.received_bytes += taken as u32;
         let complete = progress.received_bytes == progress.payload_bytes;
         self.session.frame = if complete { None } else { Some(progress) };
         if progress.opcode.is_control() {
@@ -565,7 +606,8 @@ impl Reader<'_> {
         if self.session.message_compressed {
             return self.read_compressed_payload(start, end, complete && progress.fin);
         }
-        let whole_message = whole_in_this_read && progress.fin && self.session.message.is_none();
+        let whole_message =
+            whole_in_this_read && progress.fin && self.session.held(Held::Message).is_none();
         if whole_message {
             return self.finish_whole_message(start, end, known_ascii);
         }
@@ -606,7 +648,7 @@ impl Reader<'_> {
                 .feed(piece)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        let buffer = match session.message.take() {
+        let buffer = match session.take_held(Held::Message) {
             Some(buffer) => buffer,
             // Sized for what arrived, not for the frame's announced length: a peer that
             // announces a large frame and trickles it holds a small buffer, and must send the
@@ -617,14 +659,14 @@ impl Reader<'_> {
         let mut buffer = match self.pool.grow(buffer, needed) {
             Ok(buffer) => buffer,
             Err(buffer) => {
-                session.message = Some(buffer);
+                session.put_held(Held::Message, buffer, self.pool);
                 return Err(ProtocolError::BufferPoolExhausted {
                     message_bytes: needed,
                 });
             }
         };
         buffer.extend_from_slice(piece);
-        session.message = Some(buffer);
+        session.put_held(Held::Message, buffer, self.pool);
         Ok(())
     }
 
@@ -685,12 +727,12 @@ impl Reader<'_> {
             self.act_on_control(opcode, ControlSource::Input { start, end })?;
             return Ok(Step::Ready(Ready::ControlInInput { opcode, start, end }));
         }
-        let mut buffer = match self.session.control.take() {
+        let mut buffer = match self.session.take_held(Held::Control) {
             Some(buffer) => buffer,
             None => acquire(self.pool, CONTROL_PAYLOAD_BYTES_MAX)?,
         };
         buffer.extend_from_slice(&self.input[start..end]);
-        self.session.control = Some(buffer);
+        self.session.put_held(Held::Control, buffer, self.pool);
         if self.session.frame.is_some() {
             return Ok(Step::NeedMore);
         }
@@ -706,7 +748,7 @@ impl Reader<'_> {
         source: ControlSource,
     ) -> Result<(), ProtocolError> {
         let control = match source {
-            ControlSource::Buffer => self.session.control.take(),
+            ControlSource::Buffer => self.session.take_held(Held::Control),
             ControlSource::Input { .. } => None,
         };
         let payload = match (&control, source) {
@@ -715,7 +757,9 @@ impl Reader<'_> {
             (None, ControlSource::Buffer) => unreachable!("gathered before acting"),
         };
         let result = self.session.handle_control(opcode, payload, self.pool);
-        self.session.control = control;
+        if let Some(buffer) = control {
+            self.session.put_held(Held::Control, buffer, self.pool);
+        }
         result
     }
 
@@ -727,14 +771,21 @@ impl Reader<'_> {
             },
             Ready::MessageInBuffer { kind } => Event::Message {
                 kind,
-                payload: self.session.message.as_ref().expect("assembled").as_slice(),
+                payload: self
+                    .session
+                    .held(Held::Message)
+                    .expect("assembled")
+                    .as_slice(),
             },
             Ready::ControlInInput { opcode, start, end } => {
                 control_event(opcode, &self.input[start..end])
             }
             Ready::ControlInBuffer { opcode } => control_event(
                 opcode,
-                self.session.control.as_ref().expect("gathered").as_slice(),
+                self.session
+                    .held(Held::Control)
+                    .expect("gathered")
+                    .as_slice(),
             ),
         }
     }
@@ -743,6 +794,7 @@ impl Reader<'_> {
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
         self.release_lent_buffers();
+        self.session.give_back_holder(self.pool);
     }
 }
 
@@ -774,7 +826,7 @@ fn inflate_piece(
             .ok_or(ProtocolError::InflatersExhausted)?,
     };
     inflater.count_compressed(piece.len());
-    let mut buffer = match session.message.take() {
+    let mut buffer = match session.take_held(Held::Message) {
         Some(buffer) => buffer,
         None => match acquire(pool, piece.len().max(1)) {
             Ok(buffer) => buffer,
@@ -792,7 +844,7 @@ fn inflate_piece(
         _ => Ok(()),
     };
     session.inflater = Some(inflater);
-    session.message = Some(buffer);
+    session.put_held(Held::Message, buffer, pool);
     match result {
         Ok(()) => utf8.map_err(|_| ProtocolError::InvalidUtf8),
         Err(InflateError::TooLarge) => Err(ProtocolError::InflatedTooLarge {
@@ -800,7 +852,7 @@ fn inflate_piece(
         }),
         Err(InflateError::Corrupt) => Err(ProtocolError::InvalidCompressedData),
         Err(InflateError::OutOfBuffers) => Err(ProtocolError::BufferPoolExhausted {
-            message_bytes: session.message.as_ref().map_or(0, PooledBuffer::len) + 1,
+            message_bytes: session.held(Held::Message).map_or(0, PooledBuffer::len) + 1,
         }),
     }
 }
