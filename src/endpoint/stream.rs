@@ -184,7 +184,10 @@ pub enum StreamFormat {
 #[derive(Debug)]
 pub struct StreamEndpoint {
     format: StreamFormat,
-    positions: TopicPositions,
+    /// Boxed: its four vectors are 104 bytes, and the largest endpoint sets the size of every
+    /// connection slot (a WebSocket's is smaller). One more allocation beside the vectors'
+    /// own, once per stream.
+    positions: Box<TopicPositions>,
     heartbeat_ms: u64,
     /// When something was last queued (heartbeats fill silences only).
     last_queued_ms: u64,
@@ -217,7 +220,7 @@ impl StreamEndpoint {
             StreamFormat::Ndjson => ndjson::write_head(&mut head),
         }
         outbound.push_control(head.freeze());
-        let positions = TopicPositions::new(request.topics, request.positions);
+        let positions = Box::new(TopicPositions::new(request.topics, request.positions));
         positions.subscribe(&mut context.requests);
         StreamEndpoint {
             format,
