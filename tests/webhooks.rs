@@ -266,6 +266,28 @@ fn events_arrive_once_in_order_through_failures() {
     }
 }
 
+/// Proves a close the server starts is reported with its own code and reason: a peer that
+/// sends text that is not UTF-8 is closed with 1007, and the webhook says why.
+#[test]
+fn a_close_the_server_starts_is_reported_with_its_reason() {
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    let receiver = Receiver::start(SECRET, |_| Answer::ok());
+    let server = start(vec![webhook(&receiver, &["connection.closed"])]);
+    let mut client = connect(server.local_address());
+    let not_utf8 = Frame::message(vec![0xff, 0xfe], OpCode::Data(Data::Text), true);
+    client.send(Message::Frame(not_utf8)).unwrap();
+    while client.read().is_ok() {}
+    wait_until("the close", || {
+        !of_type(&accepted_events(&receiver), "connection.closed").is_empty()
+    });
+    server.shutdown().unwrap();
+    let events = accepted_events(&receiver);
+    let closed = of_type(&events, "connection.closed")[0];
+    assert_eq!(closed["data"]["code"], 1007);
+    assert_eq!(closed["data"]["reason"], "text is not valid utf-8");
+}
+
 /// Proves a topic is occupied once and vacated once however many subscribers on however many
 /// shards come and go, as long as one stays subscribed meanwhile.
 #[test]

@@ -25,12 +25,13 @@ pub enum Closing {
     Closing,
 }
 
-/// Every slot of a shard's connection table holds a `Connection` inline, made at start-up
-/// (`connections_per_shard_max` of them: 16,000 per shard in the million-connection run, so
-/// each byte here is 1 MB of an idle 64-shard server). Rarely used state is boxed or pooled
-/// (a Socket.IO endpoint, a held poll, an inflater, a request body cut across reads), and
-/// this bound keeps it so.
-const CONNECTION_BYTES_MAX: usize = 352;
+/// Every slot of a shard's connection table holds a `Connection` inline, written the first time
+/// the slot is used (`connections_per_shard_max` of them: 16,000 per shard in the
+/// million-connection run, so each byte here is 1 MB at a million connections). Rarely used
+/// state is boxed or pooled (a Socket.IO endpoint, a held poll, an inflater, a WebSocket's
+/// buffers, a stream's topic positions, a request body cut across reads, a kept close
+/// reason), and this bound keeps it so.
+const CONNECTION_BYTES_MAX: usize = 272;
 const _: () = assert!(size_of::<Connection>() <= CONNECTION_BYTES_MAX);
 
 /// A connection's yes-or-no states, one bit each of its flag word.
