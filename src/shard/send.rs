@@ -3,6 +3,7 @@
 //! into one `sendmsg` whose `msghdr` and iovecs live in a send slot until the completion.
 
 use std::io;
+use std::num::NonZeroU32;
 
 use io_uring::{opcode, types};
 use tracing::warn;
@@ -24,29 +25,47 @@ struct SendSlot {
 }
 
 /// The shard's send slots: which are free, and which one each connection's send uses.
+///
+/// Slots are made on first demand, up to `SEND_SLOTS_MAX`, as the pool's buffers are: made all
+/// at start-up they wrote about 1.1 MB a shard (a kilobyte of iovecs each), 70 MB of an idle
+/// 64-shard server, for gathered sends that only a busy shard has in flight at once.
 pub(super) struct SendSlots {
+    /// Within the capacity reserved at start-up, so a slot never moves while the kernel reads
+    /// its `msghdr`.
     slots: Vec<SendSlot>,
     free: Vec<u32>,
-    /// The slot of each connection's send in flight, `u32::MAX` for none.
-    slot_of: Vec<u32>,
+    iovecs_max: usize,
+    /// The slot of each connection's send in flight, plus one; `None` for none (all zeros, so
+    /// the table is not written until used).
+    slot_of: Vec<Option<NonZeroU32>>,
 }
 
 impl SendSlots {
     pub(super) fn new(connections_max: usize, iovecs_max: usize) -> SendSlots {
         SendSlots {
-            slots: (0..SEND_SLOTS_MAX)
-                .map(|_| new_send_slot(iovecs_max))
-                .collect(),
-            free: (0..SEND_SLOTS_MAX as u32).rev().collect(),
-            slot_of: vec![u32::MAX; connections_max],
+            slots: Vec::with_capacity(SEND_SLOTS_MAX),
+            free: Vec::with_capacity(SEND_SLOTS_MAX),
+            iovecs_max,
+            slot_of: vec![None; connections_max],
         }
+    }
+
+    /// A free slot, made now if none is and fewer than `SEND_SLOTS_MAX` exist.
+    fn acquire(&mut self) -> Option<u32> {
+        if let Some(send_slot) = self.free.pop() {
+            return Some(send_slot);
+        }
+        if self.slots.len() == SEND_SLOTS_MAX {
+            return None;
+        }
+        self.slots.push(new_send_slot(self.iovecs_max));
+        Some(self.slots.len() as u32 - 1)
     }
 
     /// Frees the slot connection `slot`'s finished send used, if it used one.
     fn release(&mut self, slot: u32) {
-        let send_slot = std::mem::replace(&mut self.slot_of[slot as usize], u32::MAX);
-        if send_slot != u32::MAX {
-            self.free.push(send_slot);
+        if let Some(send_slot) = self.slot_of[slot as usize].take() {
+            self.free.push(send_slot.get() - 1);
         }
     }
 }
@@ -153,14 +172,14 @@ impl Shard {
         // One frame goes out with a plain send: sendmsg's extra work measured 2.3% of an echo
         // shard's time (flamegraphs/README.md). Several frames are gathered into one sendmsg.
         let gather = connection.outbound.frame_count() > 1;
-        let send_slot = if gather { self.sends.free.pop() } else { None };
+        let send_slot = if gather { self.sends.acquire() } else { None };
         let entry = match send_slot {
             Some(send_slot) => {
                 let gathered = &mut self.sends.slots[send_slot as usize];
                 let count = connection.outbound.gather(&mut gathered.iovecs);
                 gathered.header.msg_iov = gathered.iovecs.as_mut_ptr();
                 gathered.header.msg_iovlen = count;
-                self.sends.slot_of[slot as usize] = send_slot;
+                self.sends.slot_of[slot as usize] = NonZeroU32::new(send_slot + 1);
                 opcode::SendMsg::new(types::Fixed(slot), &gathered.header)
                     .flags(libc::MSG_NOSIGNAL as u32)
                     .build()
@@ -242,4 +261,31 @@ fn new_send_slot(iovecs_max: usize) -> SendSlot {
         iovecs_max
     ];
     SendSlot { header, iovecs }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves send slots are made on first demand up to `SEND_SLOTS_MAX`, reused once freed,
+    /// and never moved (the kernel reads a slot's `msghdr` while its send is in flight).
+    #[test]
+    fn send_slots_are_made_on_demand_and_reused() {
+        let mut sends = SendSlots::new(SEND_SLOTS_MAX + 8, 4);
+        assert!(sends.slots.is_empty());
+        let first = sends.acquire().expect("a slot");
+        let address = &sends.slots[first as usize].header as *const libc::msghdr;
+        sends.slot_of[7] = NonZeroU32::new(first + 1);
+        for connection in 0..SEND_SLOTS_MAX as u32 - 1 {
+            let send_slot = sends.acquire().expect("below the maximum");
+            sends.slot_of[connection as usize + 8] = NonZeroU32::new(send_slot + 1);
+        }
+        assert_eq!(sends.slots.len(), SEND_SLOTS_MAX);
+        assert_eq!(sends.acquire(), None, "every slot is in flight");
+        assert_eq!(&sends.slots[first as usize].header as *const _, address);
+        sends.release(7);
+        sends.release(7);
+        assert_eq!(sends.acquire(), Some(first), "freed once, reused");
+        assert_eq!(sends.acquire(), None);
+    }
 }
