@@ -214,29 +214,59 @@ struct SizeClass {
     free: Vec<Vec<u8>>,
 }
 
+/// Boxed values lent out and taken back, made on first demand up to `max`: the free list has
+/// its full capacity from the start, so taking one back never allocates.
+#[derive(Debug)]
+struct Lender<T> {
+    /// Boxes, not values: lent values move between the pool and sessions as a pointer each.
+    free: Vec<Box<T>>,
+    max: usize,
+    created: usize,
+}
+
+impl<T> Lender<T> {
+    fn new(max: usize) -> Lender<T> {
+        Lender {
+            free: Vec::with_capacity(max),
+            max,
+            created: 0,
+        }
+    }
+
+    /// A free value, or one made now by `make`; `None` when `max` are lent out.
+    fn lend(&mut self, make: impl FnOnce() -> T) -> Option<Box<T>> {
+        if let Some(value) = self.free.pop() {
+            return Some(value);
+        }
+        if self.created == self.max {
+            return None;
+        }
+        self.created += 1;
+        Some(Box::new(make()))
+    }
+
+    fn take_back(&mut self, value: Box<T>) {
+        assert!(self.free.len() < self.created, "taken back twice");
+        self.free.push(value);
+    }
+
+    /// Made so far, and lent out now.
+    fn statistics(&self) -> (usize, usize) {
+        (self.created, self.created - self.free.len())
+    }
+}
+
 /// The pool. See the module documentation.
 #[derive(Debug)]
 pub struct BufferPool {
     classes: Vec<SizeClass>,
-    /// Inflaters not lent out; never more than `inflaters_max` made. Boxed: a session holds
-    /// one only while a compressed message arrives, and every connection slot would otherwise
-    /// carry an inflater's 150 bytes inline.
-    #[expect(
-        clippy::vec_box,
-        reason = "inflaters move between the pool and sessions as boxes: a pointer each"
-    )]
-    inflaters: Vec<Box<Inflater>>,
-    inflaters_max: usize,
-    inflaters_created: usize,
-    /// Holders not lent out. A holder is lent only to keep a buffer and given back once empty,
-    /// so no more are made than buffers may exist: `holders_max`, the classes' counts summed.
-    #[expect(
-        clippy::vec_box,
-        reason = "holders move between the pool and sessions as boxes: a pointer each"
-    )]
-    holders: Vec<Box<HeldBuffers>>,
-    holders_max: usize,
-    holders_created: usize,
+    /// Never more than `inflaters_max` made. Boxed: a session holds one only while a
+    /// compressed message arrives, and every connection slot would otherwise carry an
+    /// inflater's 150 bytes inline.
+    inflaters: Lender<Inflater>,
+    /// A holder is lent only to keep a buffer and given back once empty, so no more are made
+    /// than buffers may exist: the classes' counts summed.
+    holders: Lender<HeldBuffers>,
     /// Requests refused because every class large enough was at its maximum.
     exhausted_count: u64,
 }
@@ -265,12 +295,8 @@ impl BufferPool {
         let holders_max = config.classes.iter().map(|class| class.buffers_max).sum();
         Self {
             classes,
-            holders: Vec::with_capacity(holders_max),
-            holders_max,
-            holders_created: 0,
-            inflaters: Vec::with_capacity(config.inflaters_max),
-            inflaters_max: config.inflaters_max,
-            inflaters_created: 0,
+            holders: Lender::new(holders_max),
+            inflaters: Lender::new(config.inflaters_max),
             exhausted_count: 0,
         }
     }
@@ -278,39 +304,25 @@ impl BufferPool {
     /// An inflater for one compressed message, made on first demand up to `inflaters_max`.
     /// `None` (counted as exhaustion) when that many are lent out.
     pub fn acquire_inflater(&mut self) -> Option<Box<Inflater>> {
-        if let Some(inflater) = self.inflaters.pop() {
-            return Some(inflater);
+        let inflater = self.inflaters.lend(Inflater::new);
+        if inflater.is_none() {
+            self.exhausted_count += 1;
         }
-        if self.inflaters_created < self.inflaters_max {
-            self.inflaters_created += 1;
-            return Some(Box::new(Inflater::new()));
-        }
-        self.exhausted_count += 1;
-        None
+        inflater
     }
 
     /// Takes an inflater back, reset for its next message.
     pub fn release_inflater(&mut self, mut inflater: Box<Inflater>) {
         inflater.reset();
-        assert!(
-            self.inflaters.len() < self.inflaters_max,
-            "released an inflater twice"
-        );
-        self.inflaters.push(inflater);
+        self.inflaters.take_back(inflater);
     }
 
     /// A holder for the buffers of one connection, made on first demand. Lent only with a buffer
     /// to keep, so the pool's buffer counts bound how many exist.
     pub fn acquire_holder(&mut self) -> Box<HeldBuffers> {
-        if let Some(holder) = self.holders.pop() {
-            return holder;
-        }
-        assert!(
-            self.holders_created < self.holders_max,
-            "more holders than buffers"
-        );
-        self.holders_created += 1;
-        Box::default()
+        self.holders
+            .lend(HeldBuffers::default)
+            .expect("no more holders than buffers")
     }
 
     /// Takes an empty holder back.
@@ -319,23 +331,17 @@ impl BufferPool {
             holder.iter().all(Option::is_none),
             "a holder came back holding buffers"
         );
-        assert!(
-            self.holders.len() < self.holders_created,
-            "released a holder twice"
-        );
-        self.holders.push(holder);
+        self.holders.take_back(holder);
     }
 
     /// Holders made so far and lent out now.
     pub fn holder_statistics(&self) -> (usize, usize) {
-        let created = self.holders_created;
-        (created, created - self.holders.len())
+        self.holders.statistics()
     }
 
     /// Inflaters made so far and lent out now.
     pub fn inflater_statistics(&self) -> (usize, usize) {
-        let created = self.inflaters_created;
-        (created, created - self.inflaters.len())
+        self.inflaters.statistics()
     }
 
     /// An empty buffer holding at least `bytes`, from the smallest class that fits and has one to
