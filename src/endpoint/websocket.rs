@@ -177,6 +177,8 @@ impl WebSocketEndpoint {
     ) -> Next {
         self.last_receive_ms = context.now_ms;
         let settings = &*context.settings;
+        let kept = settings.close_reasons_kept;
+        let mut close_note = CloseNote::new(&mut self.close_code, &mut self.close_reason, kept);
         let mut reader = self
             .session
             .handle_read(input, &mut context.pool, &settings.protocol);
@@ -225,30 +227,14 @@ impl WebSocketEndpoint {
                     let code = code.map_or(CLOSE_CODE_NONE_GIVEN, |code| code.0);
                     // The peer's words are kept only for a webhook that reports them: a copy
                     // per close is not worth making otherwise.
-                    let kept = settings.close_reasons_kept;
-                    let reason = || CloseReason::Peer(reason.into());
-                    note_close(
-                        &mut self.close_code,
-                        &mut self.close_reason,
-                        kept,
-                        code,
-                        reason,
-                    );
+                    close_note.note(code, || CloseReason::Peer(reason.into()));
                 }
                 Ok(Event::Ping(_) | Event::Pong(_)) => {}
                 Err(error) => {
                     context.counters.protocol_errors += 1;
                     debug!(%error, close_code = %error.close_code(), "peer broke the protocol");
-                    let kept = settings.close_reasons_kept;
                     let reason = || CloseReason::Static(error.close_reason());
-                    let code = error.close_code().0;
-                    note_close(
-                        &mut self.close_code,
-                        &mut self.close_reason,
-                        kept,
-                        code,
-                        reason,
-                    );
+                    close_note.note(error.close_code().0, reason);
                 }
             }
             while let Some(frame) = reader.poll_transmit() {
@@ -276,14 +262,8 @@ impl WebSocketEndpoint {
     ) -> Next {
         if self.session.state() == SessionState::Open {
             let kept = context.settings.close_reasons_kept;
-            let reason = || CloseReason::Static(reason);
-            note_close(
-                &mut self.close_code,
-                &mut self.close_reason,
-                kept,
-                code.0,
-                reason,
-            );
+            CloseNote::new(&mut self.close_code, &mut self.close_reason, kept)
+                .note(code.0, || CloseReason::Static(reason));
         }
         self.session.close(code, reason);
         self.flush_transmits(outbound, context)
@@ -553,21 +533,34 @@ fn refresh_refusal(failure: AuthFailure) -> &'static str {
     }
 }
 
-/// Notes the first close of a connection, ours or the peer's: its code, and its reason when
-/// `kept` (a webhook reports it). An empty reason is not kept: it reads as empty anyway.
-fn note_close(
-    close_code: &mut u16,
-    close_reason: &mut Option<Box<CloseReason>>,
+/// The close code and kept reason of a connection, borrowed apart from its session (which a
+/// reader holds while closes are noted).
+struct CloseNote<'a> {
+    code: &'a mut u16,
+    reason: &'a mut Option<Box<CloseReason>>,
+    /// Whether a webhook reports reasons.
     kept: bool,
-    code: u16,
-    reason: impl FnOnce() -> CloseReason,
-) {
-    if *close_code != CLOSE_CODE_ABNORMAL {
-        return;
+}
+
+impl<'a> CloseNote<'a> {
+    fn new(
+        code: &'a mut u16,
+        reason: &'a mut Option<Box<CloseReason>>,
+        kept: bool,
+    ) -> CloseNote<'a> {
+        CloseNote { code, reason, kept }
     }
-    *close_code = code;
-    let reason = if kept { Some(reason()) } else { None };
-    *close_reason = reason
-        .filter(|reason| !reason.as_str().is_empty())
-        .map(Box::new);
+
+    /// Notes the first close, ours or the peer's: its code, and its reason when kept. An empty
+    /// reason is not kept: it reads as empty anyway.
+    fn note(&mut self, code: u16, reason: impl FnOnce() -> CloseReason) {
+        if *self.code != CLOSE_CODE_ABNORMAL {
+            return;
+        }
+        *self.code = code;
+        let reason = if self.kept { Some(reason()) } else { None };
+        *self.reason = reason
+            .filter(|reason| !reason.as_str().is_empty())
+            .map(Box::new);
+    }
 }
